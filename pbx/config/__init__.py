@@ -1,0 +1,29 @@
+"""The configuration layer: TOML in, frozen and validated values out.
+
+The bottom layer of the PBX, beside `pbx.store`: it imports nothing from other `pbx` packages. Only the
+composition root (`pbx/tap.py`) reads these objects; every other layer gets plain constructor arguments.
+"""
+
+from pbx.config.load import ConfigError, load_config, parse_config
+from pbx.config.model import (
+    Config,
+    Extension,
+    ListenerConfig,
+    SipConfig,
+    Tenant,
+    TlsConfig,
+    normalize_host,
+)
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Extension",
+    "ListenerConfig",
+    "SipConfig",
+    "Tenant",
+    "TlsConfig",
+    "load_config",
+    "normalize_host",
+    "parse_config",
+]

@@ -1,0 +1,382 @@
+"""Read a TOML file into a validated, frozen `Config`.
+
+Every problem is reported as a `ConfigError` that names the offending key by its path
+(``sip.listen[1].port: must be an integer from 1 to 65535``), so that ``twistd`` can refuse to start with a
+message that points at the line to fix. Keys that the schema does not know are errors as well: a typo never
+passes silently. Unknown keys are reported before anything else in the same table, so a misspelt key is
+named rather than the default it failed to override.
+
+Relative paths resolve against the config file's directory. Of the files named, only the TLS material is
+checked for existence here; the data directory is created by the PBX on first start, and dialplans are the
+dialplan loader's business. The schema is documented in ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pbx.config.model import (
+    DEFAULT_PORTS,
+    TRANSPORTS,
+    Config,
+    Extension,
+    ListenerConfig,
+    SipConfig,
+    Tenant,
+    TlsConfig,
+    normalize_host,
+)
+
+SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
+    "": ("pbx", "sip", "tls", "tenants"),
+    "pbx": ("data_dir", "dialplan_dir", "sip_trace"),
+    "sip": ("user_agent", "idle_timeout", "max_message_size", "t1", "t2", "t4", "listen"),
+    "sip.listen[]": ("transport", "host", "port", "advertise"),
+    "tls": ("certificate", "private_key", "ca_certificates"),
+    "tenants.<tenant>": ("domain", "aliases", "realm", "extensions"),
+    "tenants.<tenant>.extensions.<number>": ("name", "password", "ha1_md5", "ha1_sha256"),
+}
+"""The keys each table accepts, by the table's path as written in ``docs/configuration.md``."""
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_TENANT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,62}")
+_USER_PART = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$)(?:{_LABEL}\.)*{_LABEL}")
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class ConfigError(Exception):
+    """A configuration problem, named by the path of the key that causes it.
+
+    Attributes:
+        path: The key's path, e.g. ``sip.listen[1].port``; ``""`` for problems with the file as a whole.
+        message: What is wrong, e.g. ``must be an integer from 1 to 65535``.
+        file: The config file, when known.
+    """
+
+    def __init__(self, path: str, message: str, file: Path | None = None) -> None:
+        super().__init__(path, message, file)
+        self.path = path
+        self.message = message
+        self.file = file
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML config file.
+
+    Args:
+        path: The config file; relative paths inside it resolve against its directory.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: The file cannot be read, is no valid TOML, or does not match the schema. A TOML syntax
+            error has the path ``""`` and names the file and line in its message.
+    """
+    source = Path(path).expanduser().absolute()
+    try:
+        raw = source.read_bytes()
+    except OSError as e:
+        raise ConfigError("", f"cannot read {source}: {e.strerror or e}", source) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError("", f"{source}: not UTF-8 text (byte {e.start})", source) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("", f"{source}: invalid TOML: {e}", source) from None
+    return parse_config(data, source.parent, source)
+
+
+def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = None) -> Config:
+    """Validate parsed TOML (a dict as `tomllib` returns it) into a `Config`.
+
+    Args:
+        data: The parsed document.
+        base_dir: The directory relative paths resolve against.
+        source: The file the data came from, recorded in the `Config` and in every `ConfigError`.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: The data does not match the schema.
+    """
+    base_dir = Path(base_dir).expanduser().absolute()
+    try:
+        return _Parser(base_dir).config(data, source)
+    except ConfigError as e:
+        e.file = source
+        raise
+
+
+def _join(path: str, key: str) -> str:
+    """Append a key to a path, quoting it as TOML would when it is no bare key."""
+    if not _BARE_KEY.fullmatch(key):
+        key = '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{path}.{key}" if path else key
+
+
+def _kind(value: object) -> str:
+    """Name the TOML type of a value, for messages."""
+    names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array"}
+    if isinstance(value, dict):
+        return "a table"
+    return names.get(type(value), type(value).__name__)
+
+
+class _Parser:
+    """One validation run; each method checks one table and returns its frozen value."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self._base_dir = base_dir
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    def _table(self, value: object, path: str, section: str) -> Mapping[str, Any]:
+        """Check that ``value`` is a table holding only keys of ``section`` in `SCHEMA_KEYS`."""
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"must be a table, not {_kind(value)}")
+        allowed = SCHEMA_KEYS[section]
+        for key in value:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1)
+                suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ConfigError(_join(path, key), "unknown key" + suffix)
+        return value
+
+    def _string(self, table: Mapping[str, Any], key: str, path: str, default: str) -> str:
+        value = table.get(key, default)
+        if not isinstance(value, str):
+            raise ConfigError(_join(path, key), f"must be a string, not {_kind(value)}")
+        return value
+
+    def _text(self, table: Mapping[str, Any], key: str, path: str, default: str, *, empty: bool) -> str:
+        """A string without control characters (it ends up in SIP headers); empty only if allowed."""
+        value = self._string(table, key, path, default)
+        if not value and not empty:
+            raise ConfigError(_join(path, key), "must not be empty")
+        if _CONTROL.search(value):
+            raise ConfigError(_join(path, key), "must not contain control characters")
+        return value
+
+    def _positive(self, table: Mapping[str, Any], key: str, path: str, default: float) -> float:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(_join(path, key), f"must be a number of seconds greater than 0, not {value!r}")
+        if value <= 0:
+            raise ConfigError(_join(path, key), f"must be a number of seconds greater than 0, not {value!r}")
+        return float(value)
+
+    def _integer(
+        self, table: Mapping[str, Any], key: str, path: str, default: int, low: int, high: int
+    ) -> int:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(_join(path, key), f"must be an integer from {low} to {high}, not {value!r}")
+        return value
+
+    def _path(self, table: Mapping[str, Any], key: str, path: str, default: str) -> Path | None:
+        """A path resolved against the base directory; None for ``""``."""
+        value = self._string(table, key, path, default)
+        if not value:
+            return None
+        if "\x00" in value:
+            raise ConfigError(_join(path, key), "must not contain NUL characters")
+        return self._base_dir / Path(value).expanduser()
+
+    def _host(self, value: object, path: str, *, ip_only: bool = False) -> str:
+        """A host name or IP literal (brackets allowed around IPv6), normalized."""
+        if not isinstance(value, str):
+            raise ConfigError(path, f"must be a string, not {_kind(value)}")
+        host = normalize_host(value)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            return host
+        if ip_only:
+            raise ConfigError(path, f"must be an IPv4 or IPv6 address, not {value!r}")
+        if not _HOST_NAME.fullmatch(host) or host.rsplit(".", 1)[-1].isdigit():
+            raise ConfigError(path, f"must be a host name or an IP address, not {value!r}")
+        return host
+
+    # -- sections --------------------------------------------------------------------------------------
+
+    def config(self, data: Mapping[str, Any], source: Path | None) -> Config:
+        root = self._table(data, "", "")
+        pbx = self._table(root.get("pbx", {}), "pbx", "pbx")
+        sip_trace = pbx.get("sip_trace", False)
+        if not isinstance(sip_trace, bool):
+            raise ConfigError("pbx.sip_trace", f"must be true or false, not {_kind(sip_trace)}")
+        data_dir = self._path(pbx, "data_dir", "pbx", "data")
+        dialplan_dir = self._path(pbx, "dialplan_dir", "pbx", "dialplans")
+        if data_dir is None:
+            raise ConfigError("pbx.data_dir", "must not be empty")
+        if dialplan_dir is None:
+            raise ConfigError("pbx.dialplan_dir", "must not be empty")
+        return Config(
+            source=source,
+            base_dir=self._base_dir,
+            data_dir=data_dir,
+            dialplan_dir=dialplan_dir,
+            sip_trace=sip_trace,
+            sip=self.sip(root.get("sip", {})),
+            tls=self.tls(root.get("tls", {})),
+            tenants=self.tenants(root.get("tenants")),
+        )
+
+    def sip(self, value: object) -> SipConfig:
+        sip = self._table(value, "sip", "sip")
+        t1 = self._positive(sip, "t1", "sip", 0.5)
+        t2 = self._positive(sip, "t2", "sip", 4.0)
+        if t2 < t1:
+            raise ConfigError("sip.t2", f"must be at least sip.t1 ({t1:g}), not {t2:g}")
+        return SipConfig(
+            listeners=self.listeners(sip.get("listen")),
+            user_agent=self._text(sip, "user_agent", "sip", "pbx", empty=False),
+            idle_timeout=self._positive(sip, "idle_timeout", "sip", 600.0),
+            max_message_size=self._integer(sip, "max_message_size", "sip", 65535, 1024, 1048576),
+            t1=t1,
+            t2=t2,
+            t4=self._positive(sip, "t4", "sip", 5.0),
+        )
+
+    def listeners(self, value: object) -> tuple[ListenerConfig, ...]:
+        if value is None or value == []:
+            raise ConfigError("sip.listen", "at least one listener is required ([[sip.listen]])")
+        if not isinstance(value, list):
+            raise ConfigError(
+                "sip.listen", f"must be an array of tables ([[sip.listen]]), not {_kind(value)}"
+            )
+        listeners: list[ListenerConfig] = []
+        sockets: dict[tuple[str, str, int], str] = {}
+        for index, item in enumerate(value):
+            path = f"sip.listen[{index}]"
+            listener = self.listener(item, path)
+            # TCP and TLS listeners both take a TCP socket, so they cannot share an address.
+            kind = "udp" if listener.transport == "udp" else "tcp"
+            key = (kind, listener.host, listener.port)
+            if key in sockets:
+                raise ConfigError(path, f"binds the same {kind.upper()} socket as {sockets[key]}")
+            sockets[key] = path
+            listeners.append(listener)
+        return tuple(listeners)
+
+    def listener(self, value: object, path: str) -> ListenerConfig:
+        listen = self._table(value, path, "sip.listen[]")
+        transport = self._string(listen, "transport", path, "udp").lower()
+        if transport not in TRANSPORTS:
+            raise ConfigError(
+                _join(path, "transport"),
+                f"must be one of {', '.join(TRANSPORTS)}, not {listen['transport']!r}",
+            )
+        advertise = listen.get("advertise")
+        return ListenerConfig(
+            transport=transport,
+            host=self._host(listen.get("host", "127.0.0.1"), _join(path, "host"), ip_only=True),
+            port=self._integer(listen, "port", path, DEFAULT_PORTS[transport], 1, 65535),
+            advertise=None if advertise is None else self._host(advertise, _join(path, "advertise")),
+        )
+
+    def tls(self, value: object) -> TlsConfig:
+        tls = self._table(value, "tls", "tls")
+        certificate = self._path(tls, "certificate", "tls", "")
+        private_key = self._path(tls, "private_key", "tls", "")
+        if certificate is not None and private_key is None:
+            raise ConfigError("tls.private_key", "is required when tls.certificate is set")
+        if private_key is not None and certificate is None:
+            raise ConfigError("tls.certificate", "is required when tls.private_key is set")
+        ca_certificates = self._path(tls, "ca_certificates", "tls", "")
+        for key, file in (
+            ("certificate", certificate),
+            ("private_key", private_key),
+            ("ca_certificates", ca_certificates),
+        ):
+            if file is not None and not file.is_file():
+                raise ConfigError(f"tls.{key}", f"no such file: {file}")
+        return TlsConfig(certificate=certificate, private_key=private_key, ca_certificates=ca_certificates)
+
+    def tenants(self, value: object) -> tuple[Tenant, ...]:
+        if value is None or value == {}:
+            raise ConfigError("tenants", "at least one tenant is required ([tenants.NAME])")
+        if not isinstance(value, dict):
+            raise ConfigError("tenants", f"must be a table of tenants, not {_kind(value)}")
+        tenants: list[Tenant] = []
+        owners: dict[str, str] = {}
+        for name, item in value.items():
+            path = _join("tenants", name)
+            if not _TENANT_NAME.fullmatch(name):
+                raise ConfigError(path, "a tenant name must be 1-63 letters, digits, '.', '_' or '-'")
+            tenant = self.tenant(name, item, path)
+            keys = [_join(path, "domain")] + [f"{path}.aliases[{i}]" for i in range(len(tenant.aliases))]
+            for key, host in zip(keys, tenant.hosts, strict=True):
+                if host in owners:
+                    raise ConfigError(key, f"{host!r} is already used by {owners[host]}")
+                owners[host] = key
+            tenants.append(tenant)
+        return tuple(tenants)
+
+    def tenant(self, name: str, value: object, path: str) -> Tenant:
+        table = self._table(value, path, "tenants.<tenant>")
+        if "domain" not in table:
+            raise ConfigError(_join(path, "domain"), "is required")
+        domain = self._host(table["domain"], _join(path, "domain"))
+        raw_aliases = table.get("aliases", [])
+        if not isinstance(raw_aliases, list):
+            raise ConfigError(
+                _join(path, "aliases"), f"must be an array of strings, not {_kind(raw_aliases)}"
+            )
+        aliases = tuple(self._host(alias, f"{path}.aliases[{i}]") for i, alias in enumerate(raw_aliases))
+        realm = self._text(table, "realm", path, domain, empty=False)
+        if '"' in realm or "\\" in realm:
+            raise ConfigError(_join(path, "realm"), "must not contain '\"' or '\\'")
+        raw_extensions = table.get("extensions", {})
+        if not isinstance(raw_extensions, dict):
+            raise ConfigError(_join(path, "extensions"), f"must be a table, not {_kind(raw_extensions)}")
+        extensions = {
+            number: self.extension(number, item, _join(_join(path, "extensions"), number))
+            for number, item in raw_extensions.items()
+        }
+        return Tenant(name=name, domain=domain, aliases=aliases, realm=realm, extensions=extensions)
+
+    def extension(self, number: str, value: object, path: str) -> Extension:
+        if not _USER_PART.fullmatch(number):
+            raise ConfigError(path, "an extension number must be 1-64 letters, digits, '.', '_' or '-'")
+        table = self._table(value, path, "tenants.<tenant>.extensions.<number>")
+        password = table.get("password")
+        if password is not None and (not isinstance(password, str) or not password):
+            raise ConfigError(_join(path, "password"), "must be a non-empty string")
+        digests: dict[str, str | None] = {}
+        for key, length in (("ha1_md5", 32), ("ha1_sha256", 64)):
+            digest = table.get(key)
+            if digest is None:
+                digests[key] = None
+                continue
+            if not isinstance(digest, str) or len(digest) != length or not _HEX.fullmatch(digest):
+                raise ConfigError(_join(path, key), f"must be {length} hexadecimal digits")
+            if password is not None:
+                raise ConfigError(_join(path, key), "conflicts with password: give one or the other")
+            digests[key] = digest.lower()
+        if password is None and not any(digests.values()):
+            raise ConfigError(_join(path, "password"), "is required unless ha1_md5 or ha1_sha256 is given")
+        return Extension(
+            number=number,
+            name=self._text(table, "name", path, "", empty=True),
+            password=password,
+            ha1_md5=digests["ha1_md5"],
+            ha1_sha256=digests["ha1_sha256"],
+        )

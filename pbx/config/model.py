@@ -1,0 +1,225 @@
+"""The PBX configuration as frozen values.
+
+These dataclasses are what `pbx.config.load` produces from a TOML file: every value is already validated and
+normalized (transports and domains lower-cased, IP literals in compressed form without brackets), and every
+path is absolute. Only the composition root (`pbx/tap.py`) reads them; it hands plain values to the layers
+above.
+
+This module knows nothing of TOML, of files or of the rest of the PBX; it imports only the standard library.
+Secrets (passwords and H(A1) digests) are left out of every ``repr`` so that a logged config leaks nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls")
+"""The transports a listener may use, lower-case."""
+
+DEFAULT_PORTS: Mapping[str, int] = MappingProxyType({"udp": 5060, "tcp": 5060, "tls": 5061})
+"""The port a listener binds when none is configured (RFC 3261 §19.1.2)."""
+
+
+def normalize_host(host: str) -> str:
+    """Bring a host name or IP literal into the form the config stores and compares.
+
+    Host names are lower-cased and lose a trailing dot; IP literals lose their brackets and are written in
+    compressed form, so ``[0:0:0:0:0:0:0:1]`` and ``::1`` compare equal.
+
+    Args:
+        host: A host name, an IPv4 literal or an IPv6 literal with or without brackets.
+
+    Returns:
+        The normalized host; the input stripped and lower-cased when it is no IP literal.
+    """
+    text = host.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        return ipaddress.ip_address(text).compressed
+    except ValueError:
+        return text.lower().removesuffix(".")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """One socket the SIP stack listens on.
+
+    Attributes:
+        transport: ``"udp"``, ``"tcp"`` or ``"tls"``.
+        host: The IPv4 or IPv6 address to bind, without brackets.
+        port: The port to bind, 1 to 65535.
+        advertise: The host to put in Via and Contact instead of ``host`` (a public name or address), or None.
+    """
+
+    transport: str
+    host: str
+    port: int
+    advertise: str | None = None
+
+    @property
+    def advertised_host(self) -> str:
+        """The host that peers should use to reach this listener: ``advertise`` if set, else ``host``."""
+        return self.advertise if self.advertise is not None else self.host
+
+    @property
+    def reliable(self) -> bool:
+        """Whether the transport is reliable (TCP or TLS), which zeroes some RFC 3261 timers."""
+        return self.transport != "udp"
+
+
+@dataclass(frozen=True, slots=True)
+class SipConfig:
+    """SIP stack settings.
+
+    Attributes:
+        listeners: The sockets to listen on; never empty.
+        user_agent: The product token sent in Server and User-Agent headers.
+        idle_timeout: Seconds an idle TCP or TLS connection is kept open.
+        max_message_size: The largest SIP message accepted, in bytes.
+        t1: RFC 3261 T1, the round-trip time estimate, in seconds.
+        t2: RFC 3261 T2, the longest retransmit interval for non-INVITE requests, in seconds.
+        t4: RFC 3261 T4, the longest time a message stays in the network, in seconds.
+    """
+
+    listeners: tuple[ListenerConfig, ...]
+    user_agent: str = "pbx"
+    idle_timeout: float = 600.0
+    max_message_size: int = 65535
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS material, as absolute paths.
+
+    Attributes:
+        certificate: The PEM certificate (chain) of the PBX, or None to generate a self-signed development
+            certificate in the data directory on first start.
+        private_key: The PEM private key for ``certificate``; None exactly when ``certificate`` is None.
+        ca_certificates: A PEM bundle of CAs to verify peers with, or None for the system's default store.
+    """
+
+    certificate: Path | None = None
+    private_key: Path | None = None
+    ca_certificates: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """A SIP account of a tenant; its number is the digest user name.
+
+    At least one of ``password``, ``ha1_md5`` and ``ha1_sha256`` is set. The digests are
+    H(A1) = H(number ":" realm ":" password) in lower-case hex (RFC 7616 §3.4.2), so they are tied to the
+    tenant's realm.
+
+    Attributes:
+        number: The extension number, also the user part of its address of record.
+        name: The display name, possibly empty.
+        password: The plain password, or None when only digests are configured.
+        ha1_md5: The MD5 H(A1) as 32 hex digits, or None.
+        ha1_sha256: The SHA-256 H(A1) as 64 hex digits, or None.
+    """
+
+    number: str
+    name: str = ""
+    password: str | None = field(default=None, repr=False)
+    ha1_md5: str | None = field(default=None, repr=False)
+    ha1_sha256: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """A customer of the PBX, selected by its SIP domain.
+
+    Attributes:
+        name: The tenant's name (the TOML table name), also the name of its dialplan directory.
+        domain: The tenant's SIP domain, normalized with `normalize_host`.
+        aliases: Further hosts that select this tenant, normalized.
+        realm: The digest authentication realm.
+        extensions: The tenant's extensions by number, read-only.
+    """
+
+    name: str
+    domain: str
+    aliases: tuple[str, ...] = ()
+    realm: str = ""
+    extensions: Mapping[str, Extension] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        if not self.realm:
+            object.__setattr__(self, "realm", self.domain)
+        object.__setattr__(self, "aliases", tuple(self.aliases))
+        if not isinstance(self.extensions, MappingProxyType):
+            object.__setattr__(self, "extensions", MappingProxyType(dict(self.extensions)))
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The domain followed by the aliases: every host that selects this tenant."""
+        return (self.domain, *self.aliases)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole, validated PBX configuration.
+
+    Attributes:
+        source: The TOML file it was read from, or None when built from a dict.
+        base_dir: The directory relative paths were resolved against (the config file's directory).
+        data_dir: Where the PBX keeps its state (SQLite, the generated TLS certificate, voicemail).
+        dialplan_dir: The directory holding one dialplan directory per tenant.
+        sip_trace: Whether every SIP message sent and received is logged.
+        sip: SIP stack settings.
+        tls: TLS material.
+        tenants: The tenants, in file order; never empty, with distinct names and hosts.
+    """
+
+    source: Path | None
+    base_dir: Path
+    data_dir: Path
+    dialplan_dir: Path
+    sip_trace: bool
+    sip: SipConfig
+    tls: TlsConfig
+    tenants: tuple[Tenant, ...]
+    _by_host: Mapping[str, Tenant] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tenants", tuple(self.tenants))
+        by_host: dict[str, Tenant] = {}
+        for tenant in self.tenants:
+            for host in tenant.hosts:
+                by_host.setdefault(normalize_host(host), tenant)
+        object.__setattr__(self, "_by_host", MappingProxyType(by_host))
+
+    def tenant_for_domain(self, host: str) -> Tenant | None:
+        """Find the tenant a request addressed to ``host`` belongs to.
+
+        Args:
+            host: The host of a SIP URI (a name, an IPv4 literal, or an IPv6 literal with or without
+                brackets), without port; compared case-insensitively with each tenant's domain and aliases.
+
+        Returns:
+            The tenant whose domain or one of whose aliases is ``host``, or None.
+        """
+        return self._by_host.get(normalize_host(host))
+
+    def tenant(self, name: str) -> Tenant | None:
+        """Find a tenant by its name.
+
+        Args:
+            name: The tenant's name, as in ``[tenants.NAME]``.
+
+        Returns:
+            The tenant, or None if there is none of that name.
+        """
+        for tenant in self.tenants:
+            if tenant.name == name:
+                return tenant
+        return None

@@ -1,0 +1,435 @@
+"""Header names and the structured header values of RFC 3261 (sections 7.3, 20 and 25).
+
+- Header names: case-insensitive, compact forms (`i m f t v l c k s e o u r b x y`) expanded to their
+  canonical spelling.
+- `split_header_values`: comma-separated values split outside quotes and `<>`.
+- Immutable values with `parse` and `__str__`: `NameAddress` (From, To, Contact, Route, Record-Route),
+  `Via`, `CSeq`.
+
+This module knows nothing of messages as a whole, nor of transports.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from pbx.sip.errors import SipParseError
+from pbx.sip.uri import (
+    URI,
+    Params,
+    SipURI,
+    find_param,
+    format_host_port,
+    parse_host_port,
+    parse_uri,
+    set_param,
+)
+
+_CANONICAL = {
+    name.lower(): name
+    for name in (
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Alert-Info",
+        "Allow",
+        "Allow-Events",
+        "Authentication-Info",
+        "Authorization",
+        "Call-ID",
+        "Call-Info",
+        "Contact",
+        "Content-Disposition",
+        "Content-Encoding",
+        "Content-Language",
+        "Content-Length",
+        "Content-Type",
+        "CSeq",
+        "Date",
+        "Error-Info",
+        "Event",
+        "Expires",
+        "From",
+        "Identity",
+        "In-Reply-To",
+        "Max-Forwards",
+        "Min-Expires",
+        "Min-SE",
+        "MIME-Version",
+        "Organization",
+        "P-Asserted-Identity",
+        "Path",
+        "Priority",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Require",
+        "RAck",
+        "Reason",
+        "Record-Route",
+        "Refer-To",
+        "Referred-By",
+        "Reply-To",
+        "Require",
+        "Retry-After",
+        "Route",
+        "RSeq",
+        "Server",
+        "Service-Route",
+        "Session-Expires",
+        "Subject",
+        "Subscription-State",
+        "Supported",
+        "Timestamp",
+        "To",
+        "Unsupported",
+        "User-Agent",
+        "Via",
+        "Warning",
+        "WWW-Authenticate",
+    )
+}
+
+COMPACT_FORMS = {
+    "i": "Call-ID",
+    "m": "Contact",
+    "f": "From",
+    "t": "To",
+    "v": "Via",
+    "l": "Content-Length",
+    "c": "Content-Type",
+    "k": "Supported",
+    "s": "Subject",
+    "e": "Content-Encoding",
+    "o": "Event",
+    "u": "Allow-Events",
+    "r": "Refer-To",
+    "b": "Referred-By",
+    "x": "Session-Expires",
+    "y": "Identity",
+}
+for _short, _long in COMPACT_FORMS.items():
+    _CANONICAL[_short] = _long
+
+# Headers whose values form a comma-separated list (RFC 3261 7.3.1). Others (Authorization, Date, Subject,
+# User-Agent ...) may contain commas that are not separators.
+COMMA_LIST_HEADERS = frozenset(
+    name.lower()
+    for name in (
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Alert-Info",
+        "Allow",
+        "Allow-Events",
+        "Call-Info",
+        "Contact",
+        "Content-Encoding",
+        "Content-Language",
+        "Error-Info",
+        "In-Reply-To",
+        "Path",
+        "Proxy-Require",
+        "Reason",
+        "Record-Route",
+        "Require",
+        "Route",
+        "Service-Route",
+        "Supported",
+        "Unsupported",
+        "Via",
+        "Warning",
+    )
+)
+
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+
+
+def canonical_name(name: str) -> str:
+    """The canonical spelling of a header name (`v` -> `Via`, `call-id` -> `Call-ID`); others as given."""
+    return _CANONICAL.get(name.lower(), name)
+
+
+def is_token(text: str) -> bool:
+    return bool(text) and _TOKEN_CHARS.issuperset(text)
+
+
+def split_header_values(value: str) -> list[str]:
+    """Split a comma-separated header value, never inside a quoted string or `<...>`; strip each part."""
+    if "," not in value:
+        stripped = value.strip()
+        return [stripped] if stripped else []
+    parts: list[str] = []
+    start = 0
+    in_quotes = in_angle = escaped = False
+    for i, ch in enumerate(value):
+        if escaped:
+            escaped = False
+        elif in_quotes:
+            if ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_quotes = False
+        elif ch == '"':
+            in_quotes = True
+        elif ch == "<":
+            in_angle = True
+        elif ch == ">":
+            in_angle = False
+        elif ch == "," and not in_angle:
+            parts.append(value[start:i].strip())
+            start = i + 1
+    parts.append(value[start:].strip())
+    return [p for p in parts if p]
+
+
+def _split_semicolons(text: str) -> list[str]:
+    """Split on `;` outside quoted strings."""
+    if '"' not in text:
+        return text.split(";")
+    parts, start, in_quotes, escaped = [], 0, False, False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif in_quotes and ch == "\\":
+            escaped = True
+        elif ch == '"':
+            in_quotes = not in_quotes
+        elif ch == ";" and not in_quotes:
+            parts.append(text[start:i])
+            start = i + 1
+    if in_quotes:
+        raise SipParseError("Unterminated quoted string")
+    parts.append(text[start:])
+    return parts
+
+
+def parse_header_params(text: str) -> Params:
+    """Parse header parameters `;a=b;c;d="x;y"` (text starts after the first `;`)."""
+    out: list[tuple[str, str | None]] = []
+    for part in _split_semicolons(text):
+        name, eq, value = part.partition("=")
+        name = name.strip()
+        if not is_token(name):
+            raise SipParseError("Bad header parameter")
+        value = value.strip()
+        if eq and not value:
+            raise SipParseError("Empty header parameter value")
+        out.append((name, value if eq else None))
+    return tuple(out)
+
+
+def format_header_params(params: Params) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
+
+
+def quote_string(text: str) -> str:
+    """A quoted-string (RFC 3261 25.1) for display names and digest parameters."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def unquote_string(text: str) -> str:
+    """Remove the quotes and backslash escapes of a quoted-string; text without quotes is returned as is."""
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        return text
+    inner, out, i = text[1:-1], [], 0
+    while i < len(inner):
+        ch = inner[i]
+        if ch == "\\" and i + 1 < len(inner):
+            i += 1
+            ch = inner[i]
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class NameAddress:
+    """A name-addr or addr-spec with header parameters: From, To, Contact, Route, Record-Route, Refer-To.
+
+    Attributes:
+        uri: the address.
+        display_name: decoded display name or None.
+        params: header parameters (`tag`, `expires`, `q` ...), values as written (quoted strings kept quoted).
+        wildcard: True for the `Contact: *` form (then `uri` is a placeholder).
+    """
+
+    uri: URI
+    display_name: str | None = None
+    params: Params = ()
+    wildcard: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> NameAddress:
+        text = text.strip()
+        if text == "*":
+            return cls(uri=SipURI(host="*"), wildcard=True)
+        display: str | None = None
+        if text.startswith('"'):
+            end, escaped = 1, False
+            while end < len(text):
+                ch = text[end]
+                if escaped:
+                    escaped = False
+                elif ch == "\\":
+                    escaped = True
+                elif ch == '"':
+                    break
+                end += 1
+            else:
+                raise SipParseError("Unterminated display name")
+            display = unquote_string(text[: end + 1])
+            text = text[end + 1 :].lstrip()
+            if not text.startswith("<"):
+                raise SipParseError("Display name without <URI>")
+        lt = text.find("<")
+        if lt >= 0:
+            gt = text.find(">", lt)
+            if gt < 0:
+                raise SipParseError("Unterminated <URI>")
+            if display is None:
+                token_name = text[:lt].strip()
+                display = token_name or None
+            uri_text, rest = text[lt + 1 : gt], text[gt + 1 :].strip()
+        else:
+            # addr-spec: parameters after the URI belong to the header, not the URI (RFC 3261 20.10).
+            uri_text, _, rest = text.partition(";")
+            rest = ";" + rest if rest or text.endswith(";") else ""
+        if rest and not rest.startswith(";"):
+            raise SipParseError("Junk after URI")
+        params = parse_header_params(rest[1:]) if rest else ()
+        return cls(uri=parse_uri(uri_text), display_name=display, params=params)
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        found, value = find_param(self.params, name)
+        return value if found and value is not None else default
+
+    def has_param(self, name: str) -> bool:
+        return find_param(self.params, name)[0]
+
+    def with_param(self, name: str, value: str | None = None) -> NameAddress:
+        return replace(self, params=set_param(self.params, name, value))
+
+    def without_param(self, name: str) -> NameAddress:
+        lname = name.lower()
+        return replace(self, params=tuple(p for p in self.params if p[0].lower() != lname))
+
+    def replace(self, **changes: object) -> NameAddress:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def tag(self) -> str | None:
+        return self.param("tag")
+
+    def __str__(self) -> str:
+        if self.wildcard:
+            return "*"
+        name = f"{quote_string(self.display_name)} " if self.display_name else ""
+        return f"{name}<{self.uri}>{format_header_params(self.params)}"
+
+
+# sent-protocol with optional whitespace around the slashes, then LWS, then sent-by and params.
+_VIA_PROTOCOL = re.compile(r"\s*([^\s/]+)\s*/\s*([^\s/]+)\s*/\s*([^\s/]+)\s+(\S.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """One Via value (RFC 3261 20.42, RFC 3581 rport).
+
+    Attributes:
+        transport: upper-case transport ("UDP", "TCP", "TLS" ...).
+        host: sent-by host (IPv6 without brackets); port: sent-by port or None.
+        params: in order; `rport` may be a flag (value None) or carry the port.
+    """
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: Params = ()
+    protocol: str = "SIP/2.0"
+
+    @classmethod
+    def parse(cls, text: str) -> Via:
+        match = _VIA_PROTOCOL.match(text)
+        if match is None or not all(is_token(match.group(i)) for i in (1, 2, 3)):
+            raise SipParseError("Bad Via sent-protocol")
+        pieces = [match.group(1), match.group(2), match.group(3)]
+        rest = match.group(4)
+        sent_by, semi, param_text = rest.partition(";")
+        host, port = parse_host_port(sent_by.strip())
+        params = parse_header_params(param_text) if semi else ()
+        return cls(
+            transport=pieces[2].upper(),
+            host=host,
+            port=port,
+            params=params,
+            protocol=f"{pieces[0].upper()}/{pieces[1]}",
+        )
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        found, value = find_param(self.params, name)
+        return value if found and value is not None else default
+
+    def has_param(self, name: str) -> bool:
+        return find_param(self.params, name)[0]
+
+    def with_param(self, name: str, value: str | None = None) -> Via:
+        return replace(self, params=set_param(self.params, name, value))
+
+    @property
+    def branch(self) -> str | None:
+        return self.param("branch")
+
+    @property
+    def received(self) -> str | None:
+        return self.param("received")
+
+    @property
+    def maddr(self) -> str | None:
+        return self.param("maddr")
+
+    @property
+    def rport(self) -> int | None:
+        """The port in `rport=N` (set by a server), or None when absent or a bare flag."""
+        value = self.param("rport")
+        return int(value) if value and value.isdigit() else None
+
+    @property
+    def wants_rport(self) -> bool:
+        """True when the client asked for symmetric response routing (RFC 3581: a bare `rport`)."""
+        return self.has_param("rport")
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport not in ("UDP", "DTLS")
+
+    @property
+    def sent_by(self) -> str:
+        return format_host_port(self.host, self.port)
+
+    def __str__(self) -> str:
+        return f"{self.protocol}/{self.transport} {self.sent_by}{format_header_params(self.params)}"
+
+
+MAX_CSEQ = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    """The CSeq header (RFC 3261 20.16): a number below 2**31 and a method."""
+
+    number: int
+    method: str
+
+    @classmethod
+    def parse(cls, text: str) -> CSeq:
+        number, _, method = text.strip().partition(" ")
+        method = method.strip()
+        if not number.isdigit() or len(number) > 10 or int(number) > MAX_CSEQ:
+            raise SipParseError("Bad CSeq number")
+        if not is_token(method):
+            raise SipParseError("Bad CSeq method")
+        return cls(int(number), method)
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.method}"

@@ -1,0 +1,336 @@
+"""SIP requests and responses (RFC 3261 section 7) and their header container.
+
+Messages are mutable builders (a B2BUA copies and edits them); the structured values inside (URIs, Via,
+NameAddress, CSeq) are immutable. Headers are kept as written and parsed lazily on access, so a message that
+is only matched and relayed never parses most of its headers. Serialization always writes a correct
+Content-Length.
+
+This module knows nothing of how messages travel: no transports, no transactions.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Iterator
+
+from pbx.sip.errors import SipParseError
+from pbx.sip.headers import COMMA_LIST_HEADERS, CSeq, NameAddress, Via, canonical_name, split_header_values
+from pbx.sip.uri import URI
+
+REASON_PHRASES = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    204: "No Notification",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    421: "Extension Required",
+    422: "Session Interval Too Small",
+    423: "Interval Too Brief",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    489: "Bad Event",
+    491: "Request Pending",
+    493: "Undecipherable",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}
+
+MAGIC_COOKIE = "z9hG4bK"
+
+
+def new_branch() -> str:
+    """A fresh RFC 3261 branch: the magic cookie and 96 random bits."""
+    return MAGIC_COOKIE + secrets.token_hex(12)
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def new_call_id(host: str) -> str:
+    return f"{secrets.token_hex(12)}@{host}"
+
+
+class Headers:
+    """An ordered, case-insensitive multi-map of header fields, as they appear on the wire.
+
+    Names are canonicalized (`v` -> `Via`). For list headers (Via, Contact, Route ...), `get_all` splits
+    comma-separated values; for the others a field value is one value.
+    """
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
+        self._fields: list[tuple[str, str, str]] = []  # (lower key, canonical name, value)
+        for name, value in fields:
+            self.add(name, value)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for _, name, value in self._fields:
+            yield name, value
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __contains__(self, name: str) -> bool:
+        key = canonical_name(name).lower()
+        return any(f[0] == key for f in self._fields)
+
+    def copy(self) -> Headers:
+        new = Headers()
+        new._fields = list(self._fields)
+        return new
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of a header (the first list element for list headers), or `default`."""
+        key = canonical_name(name).lower()
+        for fkey, _, value in self._fields:
+            if fkey == key:
+                if key in COMMA_LIST_HEADERS:
+                    values = split_header_values(value)
+                    if values:
+                        return values[0]
+                    continue
+                return value
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of a header in order, list headers split at their commas."""
+        key = canonical_name(name).lower()
+        if key in COMMA_LIST_HEADERS:
+            out: list[str] = []
+            for fkey, _, value in self._fields:
+                if fkey == key:
+                    out.extend(split_header_values(value))
+            return out
+        return [value for fkey, _, value in self._fields if fkey == key]
+
+    def add(self, name: str, value: str) -> None:
+        """Append a field at the end."""
+        cname = canonical_name(name)
+        self._fields.append((cname.lower(), cname, value))
+
+    def prepend(self, name: str, value: str) -> None:
+        """Insert a field before the first field of the same name (or at the top): for Via, Record-Route."""
+        cname = canonical_name(name)
+        key = cname.lower()
+        for i, field in enumerate(self._fields):
+            if field[0] == key:
+                self._fields.insert(i, (key, cname, value))
+                return
+        self._fields.insert(0, (key, cname, value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every field of this name by one, at the place of the first."""
+        cname = canonical_name(name)
+        key = cname.lower()
+        for i, field in enumerate(self._fields):
+            if field[0] == key:
+                self._fields[i] = (key, cname, value)
+                self._fields = [f for j, f in enumerate(self._fields) if j <= i or f[0] != key]
+                return
+        self._fields.append((key, cname, value))
+
+    def remove(self, name: str) -> None:
+        key = canonical_name(name).lower()
+        self._fields = [f for f in self._fields if f[0] != key]
+
+    def pop_first(self, name: str) -> str | None:
+        """Remove and return the first value of a list header (e.g. the top Via or Route)."""
+        key = canonical_name(name).lower()
+        for i, (fkey, cname, value) in enumerate(self._fields):
+            if fkey != key:
+                continue
+            values = split_header_values(value) if key in COMMA_LIST_HEADERS else [value]
+            if not values:
+                continue
+            if len(values) == 1:
+                del self._fields[i]
+            else:
+                self._fields[i] = (fkey, cname, ", ".join(values[1:]))
+            return values[0]
+        return None
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self)!r})"
+
+
+class Message:
+    """What requests and responses share: headers, body and typed accessors for the common headers."""
+
+    __slots__ = ("body", "headers")
+
+    def __init__(self, headers: Headers | Iterable[tuple[str, str]] = (), body: bytes = b"") -> None:
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self.body = body
+
+    # Typed accessors; each parses on access and raises SipParseError when the header is malformed.
+    @property
+    def call_id(self) -> str | None:
+        return self.headers.get("Call-ID")
+
+    @property
+    def cseq(self) -> CSeq:
+        value = self.headers.get("CSeq")
+        if value is None:
+            raise SipParseError("Missing CSeq header")
+        return CSeq.parse(value)
+
+    @property
+    def from_(self) -> NameAddress:
+        return self._name_address("From")
+
+    @property
+    def to(self) -> NameAddress:
+        return self._name_address("To")
+
+    @property
+    def vias(self) -> list[Via]:
+        return [Via.parse(v) for v in self.headers.get_all("Via")]
+
+    @property
+    def top_via(self) -> Via | None:
+        value = self.headers.get("Via")
+        return Via.parse(value) if value is not None else None
+
+    @property
+    def contacts(self) -> list[NameAddress]:
+        return [NameAddress.parse(v) for v in self.headers.get_all("Contact")]
+
+    def _name_address(self, name: str) -> NameAddress:
+        value = self.headers.get(name)
+        if value is None:
+            raise SipParseError(f"Missing {name} header")
+        return NameAddress.parse(value)
+
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """Serialize with CRLF line ends and a Content-Length that matches the body."""
+        lines = [self.start_line()]
+        for name, value in self.headers:
+            if name != "Content-Length":
+                lines.append(f"{name}: {value}")
+        lines.append(f"Content-Length: {len(self.body)}")
+        head = "\r\n".join(lines) + "\r\n\r\n"
+        return head.encode("utf-8", "surrogateescape") + self.body
+
+    __bytes__ = to_bytes
+
+
+class Request(Message):
+    """A SIP request.
+
+    Attributes:
+        method: the method token as received (methods are case-sensitive, RFC 3261 7.1).
+        uri: the parsed Request-URI.
+    """
+
+    __slots__ = ("method", "uri")
+
+    def __init__(
+        self,
+        method: str,
+        uri: URI,
+        headers: Headers | Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(headers, body)
+        self.method = method
+        self.uri = uri
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} SIP/2.0"
+
+    def copy(self) -> Request:
+        return Request(self.method, self.uri, self.headers.copy(), self.body)
+
+    def response(self, status: int, reason: str | None = None, to_tag: str | None = None) -> Response:
+        """A response to this request per RFC 3261 8.2.6.2: Via, From, To, Call-ID and CSeq copied.
+
+        A To tag is added when given and the To header has none (not for 100 Trying).
+        """
+        headers = Headers()
+        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+            for value in self.headers.get_all(name):
+                headers.add(name, value)
+        if to_tag is not None and status != 100:
+            to = self.headers.get("To")
+            if to is not None:
+                to_value = NameAddress.parse(to)
+                if to_value.tag is None:
+                    headers.set("To", str(to_value.with_param("tag", to_tag)))
+        return Response(status, reason, headers)
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri} call-id={self.call_id!r}>"
+
+
+class Response(Message):
+    """A SIP response; `reason` defaults to the standard phrase of the status code."""
+
+    __slots__ = ("reason", "status")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Headers | Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(headers, body)
+        self.status = status
+        self.reason = reason if reason is not None else REASON_PHRASES.get(status, "Unknown")
+
+    def start_line(self) -> str:
+        return f"SIP/2.0 {self.status} {self.reason}"
+
+    def copy(self) -> Response:
+        return Response(self.status, self.reason, self.headers.copy(), self.body)
+
+    @property
+    def provisional(self) -> bool:
+        return self.status < 200
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason} call-id={self.call_id!r}>"

@@ -1,0 +1,231 @@
+"""Parsing SIP messages from bytes, and framing them on stream transports (RFC 3261 7, 18.3, 25).
+
+- `parse_message` turns one datagram (or one framed stream message) into a `Request` or `Response`.
+  Header lines may be folded; names are case-insensitive with compact forms; leading CRLFs are ignored.
+  On a datagram a body longer than Content-Length is truncated and a shorter one is an error.
+- `StreamFramer` cuts a TCP/TLS byte stream into messages by Content-Length and reports CRLF keep-alives
+  (RFC 5626 3.5.1) so that the transport can answer a double-CRLF ping with a single CRLF pong.
+- `ParserLimits` bounds message size, header count and line length; exceeding them is a parse error.
+
+Structural errors raise `SipParseError`; when the start line was a request line, the error carries the
+partially parsed request so that a `400` can be routed. Header values are parsed later, on access
+(`pbx.sip.validate` checks the mandatory ones). This module knows nothing of sockets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pbx.sip.errors import SipParseError
+from pbx.sip.headers import canonical_name, is_token
+from pbx.sip.message import Headers, Request, Response
+from pbx.sip.uri import AbsoluteURI, parse_uri
+
+
+@dataclass(frozen=True, slots=True)
+class ParserLimits:
+    """Bounds on what the parser accepts.
+
+    Attributes:
+        max_message_size: bytes of one message, headers and body.
+        max_headers: header fields in one message.
+        max_line_length: characters in one (unfolded) header line or the start line.
+    """
+
+    max_message_size: int = 65535
+    max_headers: int = 256
+    max_line_length: int = 8192
+
+
+DEFAULT_LIMITS = ParserLimits()
+
+
+def _split_head(data: bytes) -> tuple[bytes, bytes | None]:
+    """Split at the blank line; the body is None when there is no blank line at all."""
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        return data[:end], data[end + 4 :]
+    end = data.find(b"\n\n")
+    if end >= 0:
+        return data[:end], data[end + 2 :]
+    return data, None
+
+
+def parse_message(
+    data: bytes, limits: ParserLimits = DEFAULT_LIMITS, *, stream: bool = False
+) -> Request | Response:
+    """Parse one SIP message.
+
+    Args:
+        data: the datagram, or one message as framed by `StreamFramer`.
+        limits: size bounds.
+        stream: True for a message framed on TCP/TLS (the body is exactly Content-Length long).
+
+    Raises:
+        SipParseError: the message is malformed; `.request` is set when a 400 can be routed.
+    """
+    if len(data) > limits.max_message_size:
+        raise SipParseError("Message Too Large", status=513)
+    data = data.lstrip(b"\r\n")
+    head_bytes, body = _split_head(data)
+    head = head_bytes.decode("utf-8", "surrogateescape")
+    lines = head.split("\n")
+    start = lines[0].rstrip("\r")
+    if len(start) > limits.max_line_length:
+        raise SipParseError("Start line too long")
+
+    error: str | None = None
+    headers = Headers()
+    try:
+        _parse_header_lines(lines, headers, limits)
+    except SipParseError as e:
+        error = e.reason
+
+    message: Request | Response
+    if start.startswith("SIP/"):
+        message = _parse_status_line(start, headers)
+        if error is not None:
+            raise SipParseError(error)
+    else:
+        message = _parse_request_line(start, headers)
+        if error is not None:
+            raise SipParseError(error, message)
+
+    if body is None:
+        body = b""
+    length_text = headers.get("Content-Length")
+    if length_text is not None:
+        length_text = length_text.strip()
+        if not length_text.isdigit() or len(length_text) > 9:
+            raise SipParseError("Bad Content-Length", message if isinstance(message, Request) else None)
+        length = int(length_text)
+        if length > len(body):
+            raise SipParseError(
+                "Content-Length larger than body", message if isinstance(message, Request) else None
+            )
+        body = body[:length]
+    elif stream:
+        body = b""
+    message.body = body
+    return message
+
+
+def _parse_header_lines(lines: list[str], headers: Headers, limits: ParserLimits) -> None:
+    name: str | None = None
+    value = ""
+    count = 0
+    for raw in lines[1:]:
+        line = raw.rstrip("\r")
+        if line[:1] in (" ", "\t"):
+            if name is None:
+                raise SipParseError("Continuation line without a header")
+            value = f"{value} {line.strip()}"
+            if len(value) > limits.max_line_length:
+                raise SipParseError("Header line too long")
+            continue
+        if name is not None:
+            headers.add(name, value)
+        if not line:
+            name = None
+            continue
+        if len(line) > limits.max_line_length:
+            raise SipParseError("Header line too long")
+        count += 1
+        if count > limits.max_headers:
+            raise SipParseError("Too many headers")
+        raw_name, colon, raw_value = line.partition(":")
+        raw_name = raw_name.rstrip(" \t")
+        if not colon or not is_token(raw_name):
+            raise SipParseError("Malformed header line")
+        name = canonical_name(raw_name)
+        value = raw_value.strip()
+    if name is not None:
+        headers.add(name, value)
+
+
+def _parse_request_line(start: str, headers: Headers) -> Request:
+    parts = start.split(" ")
+    if len(parts) != 3 or not parts[1]:
+        raise SipParseError("Malformed request line")
+    method, uri_text, version = parts
+    if not is_token(method):
+        raise SipParseError("Bad method")
+    if not version.upper().startswith("SIP/"):
+        raise SipParseError("Malformed request line")
+    try:
+        uri = parse_uri(uri_text)
+    except SipParseError as e:
+        request = Request(method, AbsoluteURI("invalid", uri_text), headers)
+        raise SipParseError(f"Bad Request-URI: {e.reason}", request) from None
+    request = Request(method, uri, headers)
+    if version.upper() != "SIP/2.0":
+        raise SipParseError("Version Not Supported", request, status=505)
+    return request
+
+
+def _parse_status_line(start: str, headers: Headers) -> Response:
+    version, _, rest = start.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version.upper() != "SIP/2.0" or len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        raise SipParseError("Malformed status line")
+    return Response(int(code), reason, headers)
+
+
+class StreamFramer:
+    """Cut a TCP/TLS byte stream into SIP messages by Content-Length (RFC 3261 18.3).
+
+    `feed` returns complete items: `bytes` messages, or the marker `StreamFramer.PING` for a double-CRLF
+    keep-alive (RFC 5626 3.5.1). A framing error (no usable Content-Length, a message over the limit)
+    raises `SipParseError`; the stream is then unusable and the connection should be closed.
+    """
+
+    PING = b"\r\n\r\n"
+
+    def __init__(self, limits: ParserLimits = DEFAULT_LIMITS) -> None:
+        self._limits = limits
+        self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        out: list[bytes] = []
+        buf = self._buffer
+        while buf:
+            # Keep-alives and stray CRLFs between messages.
+            if buf[0] in (13, 10):
+                if buf.startswith(b"\r\n\r\n"):
+                    del buf[:4]
+                    out.append(self.PING)
+                    continue
+                if buf in (b"\r", b"\r\n", b"\r\n\r"):
+                    break  # wait: this may become a ping
+                del buf[: 2 if buf.startswith(b"\r\n") else 1]
+                continue
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > self._limits.max_message_size:
+                    raise SipParseError("Message Too Large", status=513)
+                break
+            length = self._content_length(bytes(buf[:end]))
+            total = end + 4 + length
+            if total > self._limits.max_message_size:
+                raise SipParseError("Message Too Large", status=513)
+            if len(buf) < total:
+                break
+            out.append(bytes(buf[:total]))
+            del buf[:total]
+        return out
+
+    @staticmethod
+    def _content_length(head: bytes) -> int:
+        for line in head.split(b"\r\n")[1:]:
+            name, colon, value = line.partition(b":")
+            if colon and name.strip().lower() in (b"content-length", b"l"):
+                value = value.strip()
+                if not value.isdigit() or len(value) > 9:
+                    raise SipParseError("Bad Content-Length")
+                return int(value)
+        return 0  # RFC 3261 requires it on streams; treat a missing one as an empty body.

@@ -1,0 +1,311 @@
+"""SIP, SIPS and tel URIs (RFC 3261 sections 19.1 and 25.1, RFC 3966).
+
+URIs are immutable values: parse with `parse_uri`, change with `replace`/`with_param`, serialize with `str()`.
+Percent-escapes are decoded on parse and re-applied on output, so `"sip:%61lice@h"` and `"sip:alice@h"` are
+the same value. Equality follows RFC 3261 19.1.4: the user part and password compare case-sensitively,
+everything else (host, parameter names and values, header names and values) case-insensitively, and the
+`user`, `ttl`, `method`, `maddr` and `transport` parameters must match when either side has them.
+
+This module knows nothing of name-addr (`pbx.sip.headers`) or of messages.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field, replace
+from urllib.parse import quote, unquote
+
+from pbx.sip.errors import SipParseError
+
+# Characters allowed unescaped (RFC 3261 25.1), besides alphanumerics.
+_MARK = "-_.!~*'()"
+_USER_SAFE = _MARK + "&=+$,;?/"
+_PASSWORD_SAFE = _MARK + "&=+$,"
+_PARAM_SAFE = _MARK + "[]/:&+$"
+_HEADER_SAFE = _MARK + "[]/?:+$"
+_HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
+# Parameters that must match when present in either URI (RFC 3261 19.1.4).
+_SIGNIFICANT_PARAMS = ("user", "ttl", "method", "maddr", "transport")
+
+Params = tuple[tuple[str, str | None], ...]
+
+
+def find_param(params: Params, name: str) -> tuple[bool, str | None]:
+    lname = name.lower()
+    for key, value in params:
+        if key.lower() == lname:
+            return True, value
+    return False, None
+
+
+def set_param(params: Params, name: str, value: str | None) -> Params:
+    lname = name.lower()
+    kept = tuple(p for p in params if p[0].lower() != lname)
+    return (*kept, (name, value))
+
+
+def _parse_params(text: str, what: str) -> Params:
+    """Parse `;a=b;c` (without the leading `;`) into ((a, b), (c, None))."""
+    out: list[tuple[str, str | None]] = []
+    for part in text.split(";"):
+        if not part:
+            raise SipParseError(f"Empty {what} parameter")
+        name, eq, value = part.partition("=")
+        name = unquote(name.strip())
+        if not name:
+            raise SipParseError(f"Bad {what} parameter")
+        out.append((name, unquote(value.strip()) if eq else None))
+    return tuple(out)
+
+
+def _format_params(params: Params) -> str:
+    out = []
+    for name, value in params:
+        out.append(f";{quote(name, safe=_PARAM_SAFE)}")
+        if value is not None:
+            out.append(f"={quote(value, safe=_PARAM_SAFE)}")
+    return "".join(out)
+
+
+def parse_host_port(text: str) -> tuple[str, int | None]:
+    """Parse `host[:port]` where host is a name, an IPv4 address or a bracketed IPv6 reference.
+
+    Returns the host without brackets and the port (None when absent).
+    """
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise SipParseError("Unterminated IPv6 reference")
+        host, rest = text[1:end], text[end + 1 :]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise SipParseError("Bad IPv6 address") from None
+    else:
+        host, colon, port_text = text.partition(":")
+        rest = colon + port_text
+        if not host or not _HOSTNAME_CHARS.issuperset(host):
+            raise SipParseError("Bad host")
+    if not rest:
+        return host, None
+    if not rest.startswith(":") or not rest[1:].isdigit() or len(rest) > 6:
+        raise SipParseError("Bad port")
+    port = int(rest[1:])
+    if not 0 < port < 65536:
+        raise SipParseError("Bad port")
+    return host, port
+
+
+def format_host(host: str) -> str:
+    """Bracket an IPv6 literal for use in a URI or header."""
+    return f"[{host}]" if ":" in host else host
+
+
+def format_host_port(host: str, port: int | None) -> str:
+    return format_host(host) if port is None else f"{format_host(host)}:{port}"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SipURI:
+    """A `sip:` or `sips:` URI.
+
+    Attributes:
+        scheme: "sip" or "sips" (lower case).
+        user: the decoded user part, or None.
+        host: host name or address, IPv6 without brackets.
+        port: explicit port or None.
+        password: decoded password or None (deprecated by RFC 3261, still parsed).
+        params: URI parameters in order, decoded; value None for a bare flag like `lr`.
+        headers: URI headers (`?a=b&c=d`) in order, decoded.
+    """
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+    scheme: str = "sip"
+    password: str | None = None
+    params: Params = ()
+    headers: tuple[tuple[str, str], ...] = field(default=())
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        """Value of a parameter (names compare case-insensitively); `default` when absent or valueless."""
+        found, value = find_param(self.params, name)
+        return value if found and value is not None else default
+
+    def has_param(self, name: str) -> bool:
+        return find_param(self.params, name)[0]
+
+    def with_param(self, name: str, value: str | None = None) -> SipURI:
+        return replace(self, params=set_param(self.params, name, value))
+
+    def without_param(self, name: str) -> SipURI:
+        lname = name.lower()
+        return replace(self, params=tuple(p for p in self.params if p[0].lower() != lname))
+
+    def replace(self, **changes: object) -> SipURI:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def transport(self) -> str | None:
+        """The `transport` parameter lower-cased, or None."""
+        value = self.param("transport")
+        return value.lower() if value else None
+
+    @property
+    def secure(self) -> bool:
+        return self.scheme == "sips"
+
+    @property
+    def host_port(self) -> str:
+        return format_host_port(self.host, self.port)
+
+    @property
+    def aor(self) -> str:
+        """The address-of-record form `scheme:user@host` (lower-cased host, no port, params or headers)."""
+        user = f"{quote(self.user, safe=_USER_SAFE)}@" if self.user is not None else ""
+        return f"{self.scheme}:{user}{format_host(self.host.lower())}"
+
+    def __str__(self) -> str:
+        parts = [self.scheme, ":"]
+        if self.user is not None:
+            parts.append(quote(self.user, safe=_USER_SAFE))
+            if self.password is not None:
+                parts.append(":" + quote(self.password, safe=_PASSWORD_SAFE))
+            parts.append("@")
+        parts.append(format_host_port(self.host, self.port))
+        if self.params:
+            parts.append(_format_params(self.params))
+        if self.headers:
+            parts.append(
+                "?"
+                + "&".join(
+                    f"{quote(k, safe=_HEADER_SAFE)}={quote(v, safe=_HEADER_SAFE)}" for k, v in self.headers
+                )
+            )
+        return "".join(parts)
+
+    def __repr__(self) -> str:
+        return f"SipURI({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SipURI):
+            return NotImplemented
+        if (
+            self.scheme != other.scheme
+            or self.user != other.user
+            or self.password != other.password
+            or self.host.lower() != other.host.lower()
+            or self.port != other.port
+        ):
+            return False
+        mine = {k.lower(): (v.lower() if v is not None else None) for k, v in self.params}
+        theirs = {k.lower(): (v.lower() if v is not None else None) for k, v in other.params}
+        for name in _SIGNIFICANT_PARAMS:
+            if (name in mine or name in theirs) and mine.get(name, "\0") != theirs.get(name, "\0"):
+                return False
+        for name in mine.keys() & theirs.keys():
+            if mine[name] != theirs[name]:
+                return False
+        return sorted((k.lower(), v.lower()) for k, v in self.headers) == sorted(
+            (k.lower(), v.lower()) for k, v in other.headers
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.scheme, self.user, self.host.lower(), self.port))
+
+
+@dataclass(frozen=True, slots=True)
+class TelURI:
+    """A `tel:` URI (RFC 3966): a global (`+...`) or local number with parameters."""
+
+    number: str
+    params: Params = ()
+
+    @property
+    def scheme(self) -> str:
+        return "tel"
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        found, value = find_param(self.params, name)
+        return value if found and value is not None else default
+
+    def __str__(self) -> str:
+        return f"tel:{self.number}{_format_params(self.params)}"
+
+
+@dataclass(frozen=True, slots=True)
+class AbsoluteURI:
+    """Any other URI scheme (`mailto:`, `urn:` ...), kept verbatim so a `416` can name it."""
+
+    scheme: str
+    rest: str
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.rest}"
+
+
+URI = SipURI | TelURI | AbsoluteURI
+
+
+def parse_uri(text: str) -> URI:
+    """Parse a URI; `sip`/`sips`/`tel` strictly, other schemes as `AbsoluteURI`.
+
+    Raises:
+        SipParseError: when the text is not a URI or a sip/sips/tel URI is malformed.
+    """
+    scheme, colon, rest = text.strip().partition(":")
+    lscheme = scheme.lower()
+    if not colon or not scheme[:1].isalpha() or not all(c.isalnum() or c in "+-." for c in scheme):
+        raise SipParseError("Bad URI")
+    if lscheme in ("sip", "sips"):
+        return _parse_sip_uri(lscheme, rest)
+    if lscheme == "tel":
+        number, semi, params = rest.partition(";")
+        if not number:
+            raise SipParseError("Bad tel URI")
+        return TelURI(unquote(number), _parse_params(params, "URI") if semi else ())
+    if not rest or any(c in rest for c in ' \t\r\n<>"'):
+        raise SipParseError("Bad URI")
+    return AbsoluteURI(lscheme, rest)
+
+
+def parse_sip_uri(text: str) -> SipURI:
+    """Parse a URI that must be sip: or sips:."""
+    uri = parse_uri(text)
+    if not isinstance(uri, SipURI):
+        raise SipParseError("Not a SIP URI")
+    return uri
+
+
+def _parse_sip_uri(scheme: str, rest: str) -> SipURI:
+    if any(c in rest for c in ' \t\r\n<>"'):
+        raise SipParseError("Bad character in SIP URI")
+    user = password = None
+    at = rest.find("@")
+    if at >= 0:
+        userinfo, rest = rest[:at], rest[at + 1 :]
+        user_text, colon, password_text = userinfo.partition(":")
+        if not user_text:
+            raise SipParseError("Empty user part in SIP URI")
+        user = unquote(user_text)
+        password = unquote(password_text) if colon else None
+    rest, qmark, header_text = rest.partition("?")
+    hostport, semi, param_text = rest.partition(";")
+    host, port = parse_host_port(hostport)
+    params = _parse_params(param_text, "URI") if semi else ()
+    headers: list[tuple[str, str]] = []
+    if qmark:
+        for item in header_text.split("&"):
+            name, eq, value = item.partition("=")
+            if not name or not eq:
+                raise SipParseError("Bad URI header")
+            headers.append((unquote(name), unquote(value)))
+    return SipURI(
+        host=host,
+        user=user,
+        port=port,
+        scheme=scheme,
+        password=password,
+        params=params,
+        headers=tuple(headers),
+    )

@@ -1,0 +1,390 @@
+"""Tests for `pbx.config`: the demo config loads, paths resolve, and every error names its key."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pbx.config import (
+    Config,
+    ConfigError,
+    Extension,
+    ListenerConfig,
+    Tenant,
+    load_config,
+    normalize_host,
+    parse_config,
+)
+from pbx.config.load import SCHEMA_KEYS
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = Path("/etc/pbx")
+
+MINIMAL: dict[str, Any] = {
+    "sip": {"listen": [{"transport": "udp", "host": "127.0.0.1"}]},
+    "tenants": {"default": {"domain": "localhost", "extensions": {"1000": {"password": "secret"}}}},
+}
+
+
+def data(**changes: Any) -> dict[str, Any]:
+    """A deep copy of MINIMAL with top-level tables replaced or added."""
+    result = copy.deepcopy(MINIMAL)
+    result.update(copy.deepcopy(changes))
+    return result
+
+
+def error_for(document: dict[str, Any], base_dir: Path = BASE) -> ConfigError:
+    """Parse a document that must be invalid and return the error."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(document, base_dir)
+    return info.value
+
+
+def tenant_with(extension: dict[str, Any], **tenant: Any) -> dict[str, Any]:
+    """A document whose tenant "default" has the given settings and the extension 1000."""
+    table = {"domain": "localhost", **tenant, "extensions": {"1000": extension}}
+    return data(tenants={"default": table})
+
+
+# -- the demo config ---------------------------------------------------------------------------------------
+
+
+def test_demo_config_loads() -> None:
+    config = load_config(REPO / "pbx.example.toml")
+    assert config.source == REPO / "pbx.example.toml"
+    assert config.base_dir == REPO
+    assert config.data_dir == REPO / "data"
+    assert config.dialplan_dir == REPO / "dialplans"
+    assert (config.dialplan_dir / "default").is_dir()
+    assert config.sip_trace is False
+    assert {(li.transport, li.host, li.port) for li in config.sip.listeners} == {
+        (transport, host, 5061 if transport == "tls" else 5060)
+        for transport in ("udp", "tcp", "tls")
+        for host in ("127.0.0.1", "::1")
+    }
+    assert config.tls.certificate is None and config.tls.private_key is None
+    (tenant,) = config.tenants
+    assert (tenant.name, tenant.domain, tenant.aliases, tenant.realm) == (
+        "default",
+        "localhost",
+        ("127.0.0.1", "::1"),
+        "localhost",
+    )
+    assert sorted(tenant.extensions) == ["1000", "1001", "1002", "1003"]
+    assert all(ext.password for ext in tenant.extensions.values())
+
+
+def test_demo_ha1_example_matches_the_password() -> None:
+    """The digest quoted in a comment of the demo config is right."""
+    text = (REPO / "pbx.example.toml").read_text()
+    assert hashlib.md5(b"1003:localhost:pass1003").hexdigest() in text
+
+
+def test_defaults() -> None:
+    config = parse_config(MINIMAL, BASE)
+    assert config.source is None
+    assert config.data_dir == BASE / "data"
+    assert config.dialplan_dir == BASE / "dialplans"
+    assert config.sip_trace is False
+    sip = config.sip
+    assert (sip.user_agent, sip.idle_timeout, sip.max_message_size) == ("pbx", 600.0, 65535)
+    assert (sip.t1, sip.t2, sip.t4) == (0.5, 4.0, 5.0)
+    assert sip.listeners == (ListenerConfig("udp", "127.0.0.1", 5060, None),)
+    tenant = config.tenants[0]
+    assert tenant.realm == "localhost" and tenant.aliases == ()
+    assert tenant.extensions["1000"] == Extension("1000", "", "secret", None, None)
+
+
+def test_listener_defaults_and_normalization() -> None:
+    listen = [
+        {"transport": "TLS", "host": "[::1]"},
+        {"transport": "Tcp", "host": "0:0:0:0:0:0:0:1", "advertise": "PBX.Example.COM."},
+        {},
+    ]
+    listeners = parse_config(data(sip={"listen": listen}), BASE).sip.listeners
+    assert listeners == (
+        ListenerConfig("tls", "::1", 5061, None),
+        ListenerConfig("tcp", "::1", 5060, "pbx.example.com"),
+        ListenerConfig("udp", "127.0.0.1", 5060, None),
+    )
+    assert listeners[1].advertised_host == "pbx.example.com"
+    assert listeners[2].advertised_host == "127.0.0.1"
+    assert listeners[0].reliable and not listeners[2].reliable
+
+
+def test_objects_are_frozen() -> None:
+    config = parse_config(MINIMAL, BASE)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.sip_trace = True  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.tenants[0].extensions["1001"] = Extension("1001")  # type: ignore[index]
+    hash(config)
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    config = parse_config(tenant_with({"password": "hunter2"}), BASE)
+    assert "hunter2" not in repr(config)
+
+
+# -- paths -------------------------------------------------------------------------------------------------
+
+
+def test_relative_paths_resolve_against_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "certs").mkdir()
+    for name in ("pbx.pem", "pbx.key", "ca.pem"):
+        (tmp_path / "etc" / "certs" / name).write_text("PEM")
+    config_file = tmp_path / "etc" / "pbx.toml"
+    config_file.write_text(
+        '[pbx]\ndata_dir = "state"\ndialplan_dir = "../plans"\n'
+        '[tls]\ncertificate = "certs/pbx.pem"\nprivate_key = "certs/pbx.key"\n'
+        f'ca_certificates = "{tmp_path / "etc" / "certs" / "ca.pem"}"\n'
+        '[[sip.listen]]\n[tenants.t]\ndomain = "example.com"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    config = load_config("etc/pbx.toml")
+    assert config.source == config_file
+    assert config.base_dir == tmp_path / "etc"
+    assert config.data_dir == tmp_path / "etc" / "state"
+    assert config.dialplan_dir.resolve() == tmp_path / "plans"
+    assert config.tls.certificate == tmp_path / "etc" / "certs" / "pbx.pem"
+    assert config.tls.private_key == tmp_path / "etc" / "certs" / "pbx.key"
+    assert config.tls.ca_certificates == tmp_path / "etc" / "certs" / "ca.pem"
+
+
+def test_absolute_paths_are_kept() -> None:
+    config = parse_config(data(pbx={"data_dir": "/var/lib/pbx"}), BASE)
+    assert config.data_dir == Path("/var/lib/pbx")
+
+
+# -- errors name their key ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("document", "path", "words"),
+    [
+        (data(sip={"listen": [{}, {"port": 70000}]}), "sip.listen[1].port", "integer from 1 to 65535"),
+        (data(sip={"listen": [{"port": "5060"}]}), "sip.listen[0].port", "integer"),
+        (data(sip={"listen": [{"port": True}]}), "sip.listen[0].port", "integer"),
+        (data(sip={"listn": [], "listen": [{}]}), "sip.listn", "unknown key"),
+        (data(bogus=1), "bogus", "unknown key"),
+        (data(pbx={"data-dir": "x"}), "pbx.data-dir", "unknown key"),
+        (data(sip={}), "sip.listen", "at least one listener"),
+        (data(sip={"listen": []}), "sip.listen", "at least one listener"),
+        (data(sip={"listen": {"host": "::1"}}), "sip.listen", "array of tables"),
+        (data(sip={"listen": [{"transport": "sctp"}]}), "sip.listen[0].transport", "udp, tcp, tls"),
+        (data(sip={"listen": [{"host": "localhost"}]}), "sip.listen[0].host", "IPv4 or IPv6"),
+        (data(sip={"listen": [{"advertise": "bad host!"}]}), "sip.listen[0].advertise", "host name"),
+        (data(sip={"listen": [{}, {"transport": "UDP"}]}), "sip.listen[1]", "same UDP socket"),
+        (
+            data(sip={"listen": [{"transport": "tcp", "port": 5070}, {"transport": "tls", "port": 5070}]}),
+            "sip.listen[1]",
+            "same TCP socket",
+        ),
+        (data(sip={"listen": [{}], "t1": 1.0, "t2": 0.5}), "sip.t2", "at least sip.t1"),
+        (data(sip={"listen": [{}], "t1": 0}), "sip.t1", "greater than 0"),
+        (data(sip={"listen": [{}], "t4": float("inf")}), "sip.t4", "greater than 0"),
+        (data(sip={"listen": [{}], "idle_timeout": -1}), "sip.idle_timeout", "greater than 0"),
+        (data(sip={"listen": [{}], "max_message_size": 512}), "sip.max_message_size", "1024 to 1048576"),
+        (data(sip={"listen": [{}], "user_agent": "pbx\r\nX: y"}), "sip.user_agent", "control characters"),
+        (data(pbx={"sip_trace": "yes"}), "pbx.sip_trace", "true or false"),
+        (data(pbx={"data_dir": ""}), "pbx.data_dir", "must not be empty"),
+        (data(pbx={"dialplan_dir": 3}), "pbx.dialplan_dir", "string"),
+        (data(tls={"certificate": "cert.pem"}), "tls.private_key", "required when tls.certificate"),
+        (data(tls={"private_key": "key.pem"}), "tls.certificate", "required when tls.private_key"),
+        (data(tls={"ca_certificates": "nowhere.pem"}), "tls.ca_certificates", "no such file"),
+        (data(tenants={}), "tenants", "at least one tenant"),
+        (data(tenants={"../etc": {"domain": "a.example"}}), 'tenants."../etc"', "tenant name"),
+        (data(tenants={"t": {}}), "tenants.t.domain", "required"),
+        (data(tenants={"t": {"domain": "a..example"}}), "tenants.t.domain", "host name"),
+        (data(tenants={"t": {"domain": "10.0.0.300"}}), "tenants.t.domain", "host name"),
+        (data(tenants={"t": {"domain": "a.example", "aliases": "b"}}), "tenants.t.aliases", "array"),
+        (data(tenants={"t": {"domain": "a.example", "aliases": ["b", 7]}}), "tenants.t.aliases[1]", "string"),
+        (data(tenants={"t": {"domain": "a.example", "realm": 'a"b'}}), "tenants.t.realm", "must not contain"),
+        (tenant_with({}), "tenants.default.extensions.1000.password", "required unless ha1_md5"),
+        (tenant_with({"name": "Alice"}), "tenants.default.extensions.1000.password", "required"),
+        (tenant_with({"password": ""}), "tenants.default.extensions.1000.password", "non-empty"),
+        (tenant_with({"ha1_md5": "abc"}), "tenants.default.extensions.1000.ha1_md5", "32 hexadecimal"),
+        (
+            tenant_with({"ha1_sha256": "a" * 32}),
+            "tenants.default.extensions.1000.ha1_sha256",
+            "64 hexadecimal",
+        ),
+        (tenant_with({"ha1_md5": "g" * 32}), "tenants.default.extensions.1000.ha1_md5", "hexadecimal"),
+        (
+            tenant_with({"password": "x", "ha1_md5": "a" * 32}),
+            "tenants.default.extensions.1000.ha1_md5",
+            "conflicts with password",
+        ),
+        (tenant_with({"passwd": "x"}), "tenants.default.extensions.1000.passwd", "did you mean 'password'"),
+        (
+            data(tenants={"t": {"domain": "a.example", "extensions": {"10 00": {"password": "x"}}}}),
+            'tenants.t.extensions."10 00"',
+            "extension number",
+        ),
+        (
+            data(tenants={"t": {"domain": "a.example", "extensions": {"1000": "secret"}}}),
+            "tenants.t.extensions.1000",
+            "must be a table",
+        ),
+    ],
+)
+def test_errors_name_their_key(document: dict[str, Any], path: str, words: str) -> None:
+    error = error_for(document)
+    assert error.path == path
+    assert words in error.message
+    assert str(error) == f"{path}: {error.message}"
+
+
+def test_unknown_keys_are_reported_before_other_errors() -> None:
+    """A misspelt key is named, not the missing value it was meant to supply."""
+    error = error_for(data(sip={"listn": [{}]}))
+    assert str(error) == "sip.listn: unknown key (did you mean 'listen'?)"
+
+
+def test_duplicate_domain_across_tenants() -> None:
+    tenants = {"a": {"domain": "a.example"}, "b": {"domain": "A.Example."}}
+    error = error_for(data(tenants=tenants))
+    assert str(error) == "tenants.b.domain: 'a.example' is already used by tenants.a.domain"
+
+
+def test_duplicate_alias_across_tenants() -> None:
+    tenants = {
+        "a": {"domain": "a.example", "aliases": ["127.0.0.1"]},
+        "b": {"domain": "b.example", "aliases": ["b2.example", "[::1]"]},
+        "c": {"domain": "c.example", "aliases": ["0:0::1"]},
+    }
+    error = error_for(data(tenants=tenants))
+    assert str(error) == "tenants.c.aliases[0]: '::1' is already used by tenants.b.aliases[1]"
+
+
+def test_two_tenants_may_share_an_extension_number() -> None:
+    tenants = {
+        "a": {"domain": "a.example", "extensions": {"1001": {"password": "x"}}},
+        "b": {"domain": "b.example", "extensions": {"1001": {"password": "y"}}},
+    }
+    config = parse_config(data(tenants=tenants), BASE)
+    assert [t.extensions["1001"].password for t in config.tenants] == ["x", "y"]
+
+
+def test_digests_only() -> None:
+    md5, sha = "AB" * 16, "cd" * 32
+    config = parse_config(tenant_with({"name": "Bob", "ha1_md5": md5, "ha1_sha256": sha}), BASE)
+    assert config.tenants[0].extensions["1000"] == Extension("1000", "Bob", None, "ab" * 16, sha)
+
+
+def test_toml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    config_file = tmp_path / "pbx.toml"
+    config_file.write_text('[pbx]\ndata_dir = "data"\nsip_trace = yes\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(config_file)
+    assert info.value.path == ""
+    assert info.value.file == config_file
+    assert str(config_file) in str(info.value)
+    assert "line 3" in str(info.value)
+
+
+def test_file_errors_carry_the_file(tmp_path: Path) -> None:
+    config_file = tmp_path / "pbx.toml"
+    config_file.write_text('[[sip.listen]]\nport = 0\n[tenants.t]\ndomain = "x.example"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(config_file)
+    assert str(info.value) == "sip.listen[0].port: must be an integer from 1 to 65535, not 0"
+    assert info.value.file == config_file
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "absent.toml")
+    assert info.value.path == "" and "cannot read" in str(info.value)
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    config_file = tmp_path / "pbx.toml"
+    config_file.write_bytes(b'[pbx]\ndata_dir = "\xff"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(config_file)
+    assert "UTF-8" in str(info.value)
+
+
+# -- tenant lookup -----------------------------------------------------------------------------------------
+
+
+def two_tenants() -> Config:
+    tenants = {
+        "default": {"domain": "localhost", "aliases": ["127.0.0.1", "::1"]},
+        "acme": {"domain": "Acme.Example", "aliases": ["sip.acme.example", "2001:db8::1"], "realm": "ACME"},
+    }
+    return parse_config(data(tenants=tenants), BASE)
+
+
+@pytest.mark.parametrize(
+    ("host", "name"),
+    [
+        ("localhost", "default"),
+        ("LOCALHOST", "default"),
+        ("127.0.0.1", "default"),
+        ("::1", "default"),
+        ("[::1]", "default"),
+        ("[0:0:0:0:0:0:0:1]", "default"),
+        ("acme.example", "acme"),
+        ("ACME.example.", "acme"),
+        ("Sip.Acme.Example", "acme"),
+        ("[2001:DB8::1]", "acme"),
+        ("other.example", None),
+        ("127.0.0.2", None),
+        ("", None),
+    ],
+)
+def test_tenant_for_domain(host: str, name: str | None) -> None:
+    tenant = two_tenants().tenant_for_domain(host)
+    assert (tenant.name if tenant else None) == name
+
+
+def test_tenant_by_name_and_realm() -> None:
+    config = two_tenants()
+    acme = config.tenant("acme")
+    assert acme is not None and acme.realm == "ACME" and acme.domain == "acme.example"
+    assert config.tenant("nobody") is None
+
+
+def test_model_built_by_hand() -> None:
+    """Other layers' tests may build config objects directly; a plain dict of extensions is frozen."""
+    tenant = Tenant("t", "t.example", extensions={"1": Extension("1", password="p")})
+    assert tenant.realm == "t.example"
+    with pytest.raises(TypeError):
+        tenant.extensions["2"] = Extension("2")  # type: ignore[index]
+    assert tenant == Tenant("t", "t.example", (), "t.example", {"1": Extension("1", password="p")})
+    assert normalize_host("[FE80::1]") == "fe80::1"
+
+
+# -- documentation and layering ----------------------------------------------------------------------------
+
+
+def test_every_key_is_documented() -> None:
+    docs = (REPO / "docs" / "configuration.md").read_text()
+    missing = [
+        f"{section}.{key}" if section else key
+        for section, keys in SCHEMA_KEYS.items()
+        for key in keys
+        if f"`{section}.{key}`" not in docs and f"`[{key}]`" not in docs
+    ]
+    assert missing == []
+
+
+def test_config_imports_no_other_pbx_package() -> None:
+    code = (
+        "import sys, pbx.config; "
+        "print(sorted(m for m in sys.modules if m.startswith('pbx.') and not m.startswith('pbx.config')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
