@@ -1,0 +1,47 @@
+"""The `pbx` command: offline tools that need no running PBX (it grows with each layer).
+
+- `pbx config check FILE`: validate a configuration file and print a summary, or the error naming the key.
+- `pbx version`
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pbx import __version__
+from pbx.config import ConfigError, load_config
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as e:
+        print(f"{args.file}: {e}", file=sys.stderr)
+        return 1
+    listeners = ", ".join(f"{x.transport}:{x.host}:{x.port}" for x in config.sip.listeners)
+    print(f"{args.file}: OK")
+    print(f"  listeners: {listeners}")
+    for tenant in config.tenants:
+        print(f"  tenant {tenant.name} ({tenant.domain}): {len(tenant.extensions)} extensions")
+    print(f"  data_dir: {config.data_dir}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pbx", description="Offline tools for the PBX.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    config = commands.add_parser("config", help="configuration tools")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser("check", help="validate a configuration file")
+    check.add_argument("file")
+    check.set_defaults(func=_config_check)
+    version = commands.add_parser("version", help="print the version")
+    version.set_defaults(func=lambda _args: print(__version__) or 0)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""The SIP stack: transports below, transaction users above (RFC 3261 8.2, 17, 18; RFC 3581).
+
+`SipStack` is the `IMessageSink` of the transports and the transaction user of the transaction layer. It
+- stamps `received`/`rport` on the top Via of every request (RFC 3261 18.2.1, RFC 3581 4),
+- answers malformed requests with `400` and a reason when a response can be routed, and drops the rest,
+- checks each new request (`pbx.sip.validate`), dispatches it by method to the registered transaction user,
+  answers OPTIONS itself and unknown methods with `501`,
+- turns a `SipError` raised by a transaction user into its final response, and anything unexpected into a
+  logged `500` (the one edge where errors become responses, STYLE.md 7),
+- routes responses back per RFC 3261 18.2.2 and RFC 3581 (same connection, or received/rport),
+- creates client transactions for outgoing requests.
+
+It knows nothing of registrars, calls or the PBX: those register as transaction users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from pbx.sip.errors import SipError, SipParseError
+from pbx.sip.interfaces import (
+    IClientTransactionUser,
+    IFlow,
+    IMessageSink,
+    IServerTransaction,
+    ITransactionUser,
+)
+from pbx.sip.message import Request, Response, new_branch
+from pbx.sip.timers import DEFAULT_TIMERS, TimerConfig
+from pbx.sip.transaction_layer import TransactionLayer
+from pbx.sip.validate import check_request
+
+# Methods of RFC 3261 and its common extensions: a request with one of these that has no handler gets 405,
+# anything else 501 (RFC 3261 21.4.6 and 21.5.2).
+KNOWN_METHODS = frozenset(
+    {
+        "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH",
+        "INFO", "REFER", "MESSAGE", "UPDATE",
+    }
+)  # fmt: skip
+ACCEPT = "application/sdp"
+
+
+class _RateLimitedLog:
+    """Log at most `burst` lines per `period` seconds for one kind of event, then count the rest."""
+
+    def __init__(self, log: Logger, clock: IReactorTime, period: float = 10.0, burst: int = 5) -> None:
+        self._log, self._clock, self._period, self._burst = log, clock, period, burst
+        self._window_start = -period
+        self._count = 0
+        self.suppressed = 0
+
+    def warn(self, fmt: str, **kwargs: Any) -> None:
+        now = self._clock.seconds()
+        if now - self._window_start >= self._period:
+            if self.suppressed:
+                self._log.warn("{n} similar messages suppressed", n=self.suppressed)
+            self._window_start, self._count, self.suppressed = now, 0, 0
+        if self._count < self._burst:
+            self._count += 1
+            self._log.warn(fmt, **kwargs)
+        else:
+            self.suppressed += 1
+
+
+@implementer(IMessageSink, ITransactionUser)
+class SipStack:
+    """Transports on one side, transaction users on the other.
+
+    Args:
+        clock: the reactor's time.
+        timers: RFC 3261 timer values.
+        user_agent: value for Server and User-Agent headers.
+        supported: option tags we support (for Require/Supported).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        timers: TimerConfig = DEFAULT_TIMERS,
+        user_agent: str = "pbx",
+        supported: Iterable[str] = ("path", "outbound", "replaces", "timer"),
+    ) -> None:
+        self.clock = clock
+        self.timers = timers
+        self.user_agent = user_agent
+        self.supported = frozenset(tag.lower() for tag in supported)
+        self.transactions = TransactionLayer(
+            clock, timers, self, self.send_response, on_terminated=self._transaction_terminated
+        )
+        self.transport: Any = None  # a TransportManager, set by attach_transport
+        self._handlers: dict[str, ITransactionUser] = {}
+        self._dialog_ack: Callable[[Request, IFlow], None] | None = None
+        self._stray_response: Callable[[Response], None] | None = None
+        self._drop_log = _RateLimitedLog(self._log, clock)
+        self.counters = {"requests": 0, "responses": 0, "bad_requests": 0, "dropped": 0, "errors": 0}
+
+    def attach_transport(self, transport: Any) -> None:
+        """Give the stack its `TransportManager` (built with this stack as its sink)."""
+        self.transport = transport
+
+    # -- registration of transaction users ---------------------------------------------------------------
+
+    def register(self, method: str, tu: ITransactionUser) -> None:
+        """Send new requests of `method` to `tu`."""
+        self._handlers[method] = tu
+
+    def on_dialog_ack(self, handler: Callable[[Request, IFlow], None]) -> None:
+        """Where ACKs for 2xx responses go (the dialog layer)."""
+        self._dialog_ack = handler
+
+    def on_stray_response(self, handler: Callable[[Response], None]) -> None:
+        """Where responses that match no client transaction go (2xx retransmissions for dialogs)."""
+        self._stray_response = handler
+
+    @property
+    def allowed_methods(self) -> list[str]:
+        """The methods we answer: OPTIONS, ACK and CANCEL always, and those with a transaction user."""
+        return sorted({"OPTIONS", "ACK", "CANCEL", *self._handlers})
+
+    # -- IMessageSink ------------------------------------------------------------------------------------
+
+    def message_received(self, message: object, flow: IFlow) -> None:
+        try:
+            if isinstance(message, Request):
+                self.counters["requests"] += 1
+                self._request_received(message, flow)
+            elif isinstance(message, Response):
+                self.counters["responses"] += 1
+                self._response_received(message)
+        except Exception:
+            self.counters["errors"] += 1
+            self._log.failure("Unhandled error processing a message from {peer}", peer=flow.remote_address)
+
+    def undecodable(self, data: bytes, flow: IFlow, error: Exception) -> None:
+        self.counters["bad_requests"] += 1
+        request = error.request if isinstance(error, SipParseError) else None
+        reason = error.reason if isinstance(error, SipParseError) else "Bad Request"
+        status = error.status if isinstance(error, SipParseError) else 400
+        if request is not None and request.method != "ACK" and self._routable(request):
+            self._stamp_via(request, flow)
+            self.send_response(self._error_response(request, status, reason), flow)
+            return
+        self.counters["dropped"] += 1
+        self._drop_log.warn(
+            "Dropped undecodable message from {peer} over {transport}: {reason}",
+            peer=flow.remote_address,
+            transport=flow.transport,
+            reason=reason,
+        )
+
+    @staticmethod
+    def _routable(request: Request) -> bool:
+        """A response can be routed when the top Via parses (RFC 3261 18.2.2 needs nothing else)."""
+        try:
+            return request.top_via is not None
+        except SipParseError:
+            return False
+
+    # -- requests ----------------------------------------------------------------------------------------
+
+    def _request_received(self, request: Request, flow: IFlow) -> None:
+        if not self._routable(request):
+            self.counters["dropped"] += 1
+            self._drop_log.warn(
+                "Dropped request without routable headers from {peer}", peer=flow.remote_address
+            )
+            return
+        self._stamp_via(request, flow)
+        try:
+            check_request(request, self.supported)
+        except SipError as e:
+            self.counters["bad_requests"] += 1
+            if request.method != "ACK":
+                self.send_response(self._error_response(request, e.status, e.reason, e.headers), flow)
+            return
+        self.transactions.receive_request(request, flow, reliable=flow.reliable)
+
+    @staticmethod
+    def _stamp_via(request: Request, flow: IFlow) -> None:
+        """RFC 3261 18.2.1 `received` and RFC 3581 `rport` on the top Via."""
+        via = request.top_via
+        if via is None:
+            return
+        host, port = flow.remote_address
+        changed = via
+        if via.host != host:
+            changed = changed.with_param("received", host)
+        if via.wants_rport:
+            changed = changed.with_param("rport", str(port))
+            if changed.received is None:
+                changed = changed.with_param("received", host)
+        if changed is not via:
+            request.headers.pop_first("Via")
+            request.headers.prepend("Via", str(changed))
+
+    # ITransactionUser: the transaction layer hands us new requests; we dispatch them by method.
+    def request_received(self, transaction: IServerTransaction, request: object) -> None:
+        assert isinstance(request, Request)
+        try:
+            if request.method == "OPTIONS" and "OPTIONS" not in self._handlers:
+                transaction.respond(self.options_response(request))
+                return
+            handler = self._handlers.get(request.method)
+            if handler is None:
+                status = 405 if request.method in KNOWN_METHODS else 501
+                raise SipError(status, None, [("Allow", ", ".join(self.allowed_methods))])
+            handler.request_received(transaction, request)
+        except SipError as e:
+            transaction.respond(self._error_response(request, e.status, e.reason, e.headers))
+        except Exception:
+            self.counters["errors"] += 1
+            self._log.failure(
+                "Error handling {method} {call_id}", method=request.method, call_id=request.call_id
+            )
+            transaction.respond(self._error_response(request, 500, None))
+
+    def ack_received(self, request: object, flow: IFlow) -> None:
+        assert isinstance(request, Request)
+        if self._dialog_ack is not None:
+            self._dialog_ack(request, flow)
+
+    def cancel_received(self, cancel: object, invite: IServerTransaction) -> None:
+        handler = self._handlers.get("INVITE")
+        if handler is not None:
+            handler.cancel_received(cancel, invite)
+        else:
+            invite.respond(invite.request.response(487))
+
+    def options_response(self, request: Request) -> Response:
+        """`200` to OPTIONS with Allow, Accept and Supported (RFC 3261 11.2)."""
+        response = request.response(200, to_tag=self._to_tag(request))
+        response.headers.add("Allow", ", ".join(self.allowed_methods))
+        response.headers.add("Accept", ACCEPT)
+        response.headers.add("Supported", ", ".join(sorted(self.supported)))
+        return response
+
+    def _error_response(
+        self, request: Request, status: int, reason: str | None, headers: Iterable[tuple[str, str]] = ()
+    ) -> Response:
+        response = request.response(status, reason, to_tag=self._to_tag(request))
+        for name, value in headers:
+            response.headers.add(name, value)
+        return response
+
+    @staticmethod
+    def _to_tag(request: Request) -> str:
+        """A To tag for responses the stack itself generates: stable per request, so retransmissions match."""
+        branch = request.top_via.branch if request.top_via is not None else None
+        return (branch or request.call_id or "x")[-10:].replace(".", "") or "x"
+
+    # -- responses ---------------------------------------------------------------------------------------
+
+    def _response_received(self, response: Response) -> None:
+        try:
+            matched = self.transactions.receive_response(response)
+        except SipParseError:
+            matched = False
+        if not matched and self._stray_response is not None:
+            self._stray_response(response)
+
+    def send_response(self, response: Response, flow: IFlow) -> None:
+        """Send a response where RFC 3261 18.2.2 and RFC 3581 say: the request's connection or source."""
+        if "Server" not in response.headers:
+            response.headers.add("Server", self.user_agent)
+        data = response.to_bytes()
+        if flow.reliable and flow.connected():
+            flow.send(data)
+            return
+        try:
+            via = response.top_via
+        except SipParseError:
+            return
+        if via is None:
+            return
+        default_port = 5061 if via.transport == "TLS" else 5060
+        if flow.reliable:  # the connection is gone: open a new one (RFC 3261 18.2.2)
+            host, port = via.received or via.host, via.port or default_port
+        elif via.maddr is not None:
+            host, port = via.maddr, via.port or default_port
+        elif via.rport is not None:  # RFC 3581: back to the source address and port
+            host, port = via.received or via.host, via.rport
+        else:
+            host, port = via.received or via.host, via.port or default_port
+        if not flow.reliable and (host, port) == tuple(flow.remote_address[:2]):
+            flow.send(data)
+        elif self.transport is not None:
+            self.transport.send(data, via.transport.lower(), host, port).addErrback(
+                self._log_send_failure, host, port
+            )
+
+    def _log_send_failure(self, failure: Failure, host: str, port: int) -> None:
+        self._drop_log.warn("Could not send to {host}:{port}: {err}", host=host, port=port, err=failure.value)
+
+    def _transaction_terminated(self, transaction: Any) -> None:
+        if getattr(transaction, "ack_timed_out", False):
+            request = transaction.request
+            self._drop_log.warn(
+                "No ACK for the final response to INVITE {cid} from {peer} (Timer H)",
+                cid=request.call_id,
+                peer=transaction.flow.remote_address,
+            )
+
+    # -- client side -------------------------------------------------------------------------------------
+
+    def send_request(
+        self,
+        request: Request,
+        tu: IClientTransactionUser,
+        transport: str,
+        host: str,
+        port: int,
+    ) -> Any:
+        """Start a client transaction for `request` towards (transport, host, port).
+
+        A top Via with a fresh branch is added (sent-by from our listener for that transport). Returns the
+        client transaction.
+        """
+        transport = transport.lower()
+        local_host, local_port = self.transport.local_address(transport, host)
+        via_host = f"[{local_host}]" if ":" in local_host else local_host
+        branch = new_branch()
+        request.headers.prepend(
+            "Via", f"SIP/2.0/{transport.upper()} {via_host}:{local_port};branch={branch};rport"
+        )
+        if "Max-Forwards" not in request.headers:
+            request.headers.add("Max-Forwards", "70")
+        if "User-Agent" not in request.headers:
+            request.headers.add("User-Agent", self.user_agent)
+        reliable = transport != "udp"
+        holder: list[Any] = []
+
+        def send(message: Request | Response) -> None:
+            failed: list[Failure] = []
+            d: Deferred[Any] = self.transport.send(message.to_bytes(), transport, host, port)
+            d.addErrback(lambda f: holder[0].transport_error(str(f.value)) if holder else failed.append(f))
+            if failed:  # failed before the transaction existed: it treats OSError as a transport error
+                raise OSError(str(failed[0].value))
+
+        if request.method == "INVITE":
+            txn = self.transactions.client_invite(request, send, tu, reliable=reliable)
+        else:
+            txn = self.transactions.client_non_invite(request, send, tu, reliable=reliable)
+        holder.append(txn)
+        return txn

@@ -1,0 +1,687 @@
+"""SIP transactions: the four state machines of RFC 3261 section 17, with RFC 6026's Accepted state.
+
+- `ClientInviteTransaction` (17.1.1, RFC 6026 section 7): Calling, Proceeding, Completed, Accepted.
+- `ClientNonInviteTransaction` (17.1.2): Trying, Proceeding, Completed.
+- `ServerInviteTransaction` (17.2.1, RFC 6026 section 7): Proceeding, Completed, Confirmed, Accepted.
+- `ServerNonInviteTransaction` (17.2.2): Trying, Proceeding, Completed.
+- `make_ack` (17.1.1.3) and `make_cancel` (9.1) build the requests a client needs.
+
+Each machine is a table `(state, input) -> (next state, action)` that reads against the RFC's figures. Inputs
+are messages (responses classified as 1xx, 2xx or 300-699; a retransmitted request; an ACK), timer expiries
+and transport errors. Entering a state starts the timers that state runs (unless they already run), leaving it
+cancels the others; every timer is an `IDelayedCall` in an attribute named after it (`_timer_a`). On a
+reliable transport the retransmission timers (A, E, G) never start and the wait timers D, I, J and K are zero:
+the machine moves on synchronously. Terminated absorbs every input. Timer values come from a `TimerConfig`,
+time from an injected `IReactorTime`.
+
+Matching messages to transactions (17.1.3, 17.2.3) is `pbx.sip.transaction_layer`'s job. This module knows
+nothing of transports, addresses or serialization (a transaction hands messages to a `send` callable and is
+told of a failed send by `transport_error`), nor of dialogs: the ACK for a 2xx and the retransmission of a 2xx
+belong to the transaction user (RFC 3261 13.2.2.4, 13.3.1.4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, Final
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from zope.interface import implementer
+
+from pbx.sip.interfaces import IClientTransactionUser, IFlow, IServerTransaction
+from pbx.sip.message import Headers, Request, Response
+from pbx.sip.timers import TimerConfig
+
+# States.
+CALLING: Final = "Calling"
+TRYING: Final = "Trying"
+PROCEEDING: Final = "Proceeding"
+COMPLETED: Final = "Completed"
+CONFIRMED: Final = "Confirmed"
+ACCEPTED: Final = "Accepted"
+TERMINATED: Final = "Terminated"
+
+# Message inputs. Responses: received by a client transaction, or passed down by the TU to a server one.
+PROVISIONAL: Final = "1xx"
+SUCCESS: Final = "2xx"
+FAILURE: Final = "300-699"
+REQUEST: Final = "request retransmission"
+ACK: Final = "ACK"
+TRANSPORT_ERROR: Final = "transport error"
+
+# Timer inputs; each runs in the attribute "_" + name.
+TIMER_A: Final = "timer_a"
+TIMER_B: Final = "timer_b"
+TIMER_D: Final = "timer_d"
+TIMER_E: Final = "timer_e"
+TIMER_F: Final = "timer_f"
+TIMER_G: Final = "timer_g"
+TIMER_H: Final = "timer_h"
+TIMER_I: Final = "timer_i"
+TIMER_J: Final = "timer_j"
+TIMER_K: Final = "timer_k"
+TIMER_L: Final = "timer_l"
+TIMER_M: Final = "timer_m"
+
+SendRequest = Callable[[Request], None]
+SendResponse = Callable[[Response], None]
+Table = dict[tuple[str, str], tuple[str, str]]
+Delay = Callable[[TimerConfig, bool], "float | None"]
+
+
+def _retransmit_t1(timers: TimerConfig, reliable: bool) -> float | None:
+    return None if reliable else timers.t1
+
+
+def _t1_x64(timers: TimerConfig, reliable: bool) -> float | None:
+    return 64 * timers.t1
+
+
+def _d(timers: TimerConfig, reliable: bool) -> float | None:
+    return 0.0 if reliable else timers.timer_d
+
+
+def _t4_or_zero(timers: TimerConfig, reliable: bool) -> float | None:
+    return 0.0 if reliable else timers.t4
+
+
+def _t1_x64_or_zero(timers: TimerConfig, reliable: bool) -> float | None:
+    return 0.0 if reliable else 64 * timers.t1
+
+
+# Initial duration of each timer (RFC 3261 table 4, RFC 6026 section 8); None: not run on this transport,
+# 0: fires synchronously on entering its state.
+TIMER_DELAYS: Final[dict[str, Delay]] = {
+    TIMER_A: _retransmit_t1,  # INVITE retransmit, doubling without a cap
+    TIMER_B: _t1_x64,  # INVITE transaction timeout
+    TIMER_D: _d,  # absorb 300-699 retransmissions
+    TIMER_E: _retransmit_t1,  # non-INVITE retransmit, doubling up to T2
+    TIMER_F: _t1_x64,  # non-INVITE transaction timeout
+    TIMER_G: _retransmit_t1,  # INVITE final response retransmit, doubling up to T2
+    TIMER_H: _t1_x64,  # wait for ACK
+    TIMER_I: _t4_or_zero,  # absorb ACK retransmissions
+    TIMER_J: _t1_x64_or_zero,  # absorb non-INVITE request retransmissions
+    TIMER_K: _t4_or_zero,  # absorb non-INVITE response retransmissions
+    TIMER_L: _t1_x64,  # absorb INVITE retransmissions after a 2xx (RFC 6026)
+    TIMER_M: _t1_x64,  # absorb 2xx retransmissions, passing them up (RFC 6026)
+}
+
+_ATTR: Final = {timer: "_" + timer for timer in TIMER_DELAYS}
+
+
+def classify(status: int) -> str:
+    """The input a response status is to a state machine: `PROVISIONAL`, `SUCCESS` or `FAILURE`."""
+    if status < 200:
+        return PROVISIONAL
+    if status < 300:
+        return SUCCESS
+    return FAILURE
+
+
+def make_ack(request: Request, response: Response) -> Request:
+    """The ACK for a 300-699 response to `request` (RFC 3261 17.1.1.3).
+
+    Same Request-URI, Call-ID, From, top Via (branch included) and CSeq number as the INVITE; To from the
+    response (with its tag); the INVITE's Route headers. The ACK for a 2xx is a dialog's business (13.2.2.4).
+    """
+    return _derived_request("ACK", request, to=response.headers.get("To"))
+
+
+def make_cancel(request: Request) -> Request:
+    """The CANCEL for a pending `request` (RFC 3261 9.1).
+
+    Same Request-URI, Call-ID, To, From and CSeq number; a single Via equal to the request's top Via (so the
+    CANCEL reaches the same server transaction's neighbour); Route headers copied; Max-Forwards 70.
+    """
+    return _derived_request("CANCEL", request, to=request.headers.get("To"))
+
+
+def _derived_request(method: str, request: Request, to: str | None) -> Request:
+    source = request.headers
+    headers = Headers()
+    via = source.get("Via")
+    if via is not None:
+        headers.add("Via", via)
+    for route in source.get_all("Route"):
+        headers.add("Route", route)
+    headers.add("Max-Forwards", "70")
+    for name, value in (("From", source.get("From")), ("To", to), ("Call-ID", source.get("Call-ID"))):
+        if value is not None:
+            headers.add(name, value)
+    headers.add("CSeq", f"{request.cseq.number} {method}")
+    return Request(method, request.uri, headers)
+
+
+class Transaction:
+    """What the four machines share: walking the table and running the timers.
+
+    Subclasses declare `TABLE` (`(state, input) -> (next state, action)`, the action a method named
+    `"_" + action` called with the input's argument), `STATE_TIMERS` (the timers each state runs) and
+    `MESSAGE_INPUTS` (inputs every live state must handle).
+
+    Attributes:
+        request: the request that created the transaction.
+        state: the current state (a module constant such as `CALLING`).
+        key: the transaction layer's key for this transaction (set by the layer).
+    """
+
+    __slots__ = (
+        "_clock",
+        "_interval",
+        "_on_terminated",
+        "_reliable",
+        "_send",
+        "_timers",
+        "key",
+        "request",
+        "state",
+    )
+
+    TABLE: ClassVar[Table]
+    STATE_TIMERS: ClassVar[dict[str, tuple[str, ...]]]
+    MESSAGE_INPUTS: ClassVar[frozenset[str]]
+    _compiled: ClassVar[dict[tuple[str, str], tuple[str, Callable[[Any, Any], Any]]]]
+    _timer_attrs: ClassVar[tuple[str, ...]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "TABLE" in cls.__dict__:  # resolve action names once; a typo fails at import
+            cls._compiled = {
+                key: (nxt, getattr(cls, "_" + action)) for key, (nxt, action) in cls.TABLE.items()
+            }
+        if "STATE_TIMERS" in cls.__dict__:
+            cls._timer_attrs = tuple(
+                sorted({_ATTR[t] for timers in cls.STATE_TIMERS.values() for t in timers})
+            )
+
+    def __init__(
+        self,
+        request: Request,
+        send: Callable[[Any], None],
+        state: str,
+        clock: IReactorTime,
+        timers: TimerConfig,
+        reliable: bool,
+        on_terminated: Callable[[Any], None] | None,
+    ) -> None:
+        self.request = request
+        self.state = state
+        self.key: Any = None
+        self._send = send
+        self._clock = clock
+        self._timers = timers
+        self._reliable = reliable
+        self._on_terminated = on_terminated
+        self._interval = 0.0  # current interval of the retransmission timer (A, E or G)
+        for attr in self._timer_attrs:
+            setattr(self, attr, None)
+
+    @property
+    def terminated(self) -> bool:
+        return self.state == TERMINATED
+
+    @property
+    def reliable(self) -> bool:
+        return self._reliable
+
+    def transport_error(self, reason: str) -> None:
+        """The stack could not send a message of this transaction (RFC 3261 17.1.4, 17.2.4).
+
+        The stack may call this at any time, even from inside `send`; a `send` that raises `OSError` has the
+        same effect.
+        """
+        self._fire(TRANSPORT_ERROR, reason)
+
+    def _transmit(self, message: Request | Response) -> None:
+        try:
+            self._send(message)
+        except OSError as e:
+            self._fire(TRANSPORT_ERROR, str(e) or type(e).__name__)
+
+    def _fire(self, event: str, arg: object = None) -> object:
+        """Feed one input to the machine; return what the action returned."""
+        state = self.state
+        if state == TERMINATED:
+            return None
+        next_state, action = self._compiled[state, event]
+        if next_state == state:
+            return action(self, arg)
+        for timer in self.STATE_TIMERS[state]:
+            if timer not in self.STATE_TIMERS[next_state]:
+                self._cancel(timer)
+        self.state = next_state
+        result = action(self, arg)
+        if self.state == next_state:  # the action may have moved on (a transport error while sending)
+            self._enter(next_state)
+        return result
+
+    def _enter(self, state: str) -> None:
+        """Start the timers of `state` that do not run yet; report termination."""
+        if state == TERMINATED:
+            callback, self._on_terminated = self._on_terminated, None
+            if callback is not None:
+                callback(self)
+            return
+        for timer in self.STATE_TIMERS[state]:
+            if getattr(self, _ATTR[timer]) is not None:
+                continue  # carried over from the previous state (Timer F from Trying to Proceeding)
+            delay = TIMER_DELAYS[timer](self._timers, self._reliable)
+            if delay is None:
+                continue
+            if delay <= 0:
+                self._fire(timer)  # a zero timer is the only timer of its state
+                return
+            if timer in (TIMER_A, TIMER_E, TIMER_G):
+                self._interval = delay
+            self._schedule(timer, delay)
+
+    def _schedule(self, timer: str, delay: float) -> None:
+        setattr(self, _ATTR[timer], self._clock.callLater(delay, self._expire, timer))
+
+    def _expire(self, timer: str) -> None:
+        setattr(self, _ATTR[timer], None)
+        self._fire(timer)
+
+    def _cancel(self, timer: str) -> None:
+        call: IDelayedCall | None = getattr(self, _ATTR[timer])
+        if call is not None:
+            setattr(self, _ATTR[timer], None)
+            if call.active():
+                call.cancel()
+
+    # Actions shared by all machines.
+    def _ignore(self, arg: object) -> None:
+        """Absorb the input (a retransmission, or something the state does not act on)."""
+
+    def _forget(self, arg: object) -> None:
+        """Nothing to do on the way to Terminated."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.request.method} {self.state} key={self.key!r}>"
+
+
+class _ClientTransaction(Transaction):
+    __slots__ = ("tu",)
+
+    def __init__(
+        self,
+        request: Request,
+        send: SendRequest,
+        tu: IClientTransactionUser,
+        initial: str,
+        clock: IReactorTime,
+        timers: TimerConfig,
+        reliable: bool,
+        on_terminated: Callable[[Any], None] | None,
+    ) -> None:
+        super().__init__(request, send, initial, clock, timers, reliable, on_terminated)
+        self.tu = tu
+
+    def start(self) -> None:
+        """Start the initial state's timers and send the request; call once."""
+        self._enter(self.state)
+        self._transmit(self.request)
+
+    def receive_response(self, response: Response) -> None:
+        """A response matched to this transaction (RFC 3261 17.1.3), retransmissions included."""
+        self._fire(classify(response.status), response)
+
+    def _pass_up(self, response: Response) -> None:
+        self.tu.response_received(self, response)
+
+    def _report_timeout(self, arg: object) -> None:
+        self.tu.transaction_timeout(self)
+
+    def _report_transport_error(self, reason: str) -> None:
+        self.tu.transport_error(self, reason)
+
+
+# RFC 3261 figure 5 with RFC 6026's Accepted state. A transport error after the final response has been passed
+# up terminates quietly: the TU already has its answer.
+INVITE_CLIENT: Final[Table] = {
+    (CALLING, TIMER_A): (CALLING, "retransmit"),
+    (CALLING, TIMER_B): (TERMINATED, "report_timeout"),
+    (CALLING, PROVISIONAL): (PROCEEDING, "pass_up"),
+    (CALLING, SUCCESS): (ACCEPTED, "pass_up"),
+    (CALLING, FAILURE): (COMPLETED, "ack_and_pass_up"),
+    (CALLING, TRANSPORT_ERROR): (TERMINATED, "report_transport_error"),
+    (PROCEEDING, PROVISIONAL): (PROCEEDING, "pass_up"),
+    (PROCEEDING, SUCCESS): (ACCEPTED, "pass_up"),
+    (PROCEEDING, FAILURE): (COMPLETED, "ack_and_pass_up"),
+    (PROCEEDING, TRANSPORT_ERROR): (TERMINATED, "report_transport_error"),
+    (COMPLETED, PROVISIONAL): (COMPLETED, "ignore"),
+    (COMPLETED, SUCCESS): (COMPLETED, "ignore"),
+    (COMPLETED, FAILURE): (COMPLETED, "resend_ack"),
+    (COMPLETED, TIMER_D): (TERMINATED, "forget"),
+    (COMPLETED, TRANSPORT_ERROR): (TERMINATED, "forget"),
+    (ACCEPTED, PROVISIONAL): (ACCEPTED, "ignore"),
+    (ACCEPTED, SUCCESS): (ACCEPTED, "pass_up"),
+    (ACCEPTED, FAILURE): (ACCEPTED, "ignore"),
+    (ACCEPTED, TIMER_M): (TERMINATED, "forget"),
+    (ACCEPTED, TRANSPORT_ERROR): (ACCEPTED, "ignore"),
+}
+
+
+class ClientInviteTransaction(_ClientTransaction):
+    """An INVITE client transaction (RFC 3261 17.1.1, RFC 6026).
+
+    Sends the INVITE (retransmitting it on Timer A over UDP), passes every response up except retransmitted
+    300-699 responses, ACKs 300-699 responses itself and passes every 2xx up in Accepted, so the TU (a dialog)
+    can ACK each one. Timer B reports a timeout.
+
+    Args:
+        request: the INVITE, with a top Via carrying a branch.
+        send: hands a request (the INVITE, the ACK) to the stack for serializing and routing.
+        tu: told of responses, of the timeout and of transport errors.
+        clock: the time source.
+        timers: timer values.
+        reliable: True on TCP/TLS: no retransmissions, Timer D zero.
+        on_terminated: called with the transaction once when it terminates.
+    """
+
+    __slots__ = ("_ack", "_timer_a", "_timer_b", "_timer_d", "_timer_m")
+
+    TABLE = INVITE_CLIENT
+    STATE_TIMERS = {
+        CALLING: (TIMER_A, TIMER_B),
+        PROCEEDING: (),
+        COMPLETED: (TIMER_D,),
+        ACCEPTED: (TIMER_M,),
+        TERMINATED: (),
+    }
+    MESSAGE_INPUTS = frozenset({PROVISIONAL, SUCCESS, FAILURE, TRANSPORT_ERROR})
+
+    def __init__(
+        self,
+        request: Request,
+        send: SendRequest,
+        tu: IClientTransactionUser,
+        *,
+        clock: IReactorTime,
+        timers: TimerConfig,
+        reliable: bool,
+        on_terminated: Callable[[ClientInviteTransaction], None] | None = None,
+    ) -> None:
+        super().__init__(request, send, tu, CALLING, clock, timers, reliable, on_terminated)
+        self._ack: Request | None = None
+
+    @property
+    def ack(self) -> Request | None:
+        """The ACK this transaction sent for a 300-699 response, if any."""
+        return self._ack
+
+    def _retransmit(self, arg: object) -> None:
+        self._transmit(self.request)
+        self._interval *= 2
+        self._schedule(TIMER_A, self._interval)
+
+    def _ack_and_pass_up(self, response: Response) -> None:
+        self._ack = make_ack(self.request, response)
+        self._transmit(self._ack)
+        self.tu.response_received(self, response)
+
+    def _resend_ack(self, response: Response) -> None:
+        if self._ack is not None:
+            self._transmit(self._ack)
+
+
+# RFC 3261 figure 6 (with RFC 4320's unchanged state machine).
+NON_INVITE_CLIENT: Final[Table] = {
+    (TRYING, TIMER_E): (TRYING, "retransmit_backing_off"),
+    (TRYING, TIMER_F): (TERMINATED, "report_timeout"),
+    (TRYING, PROVISIONAL): (PROCEEDING, "pass_up"),
+    (TRYING, SUCCESS): (COMPLETED, "pass_up"),
+    (TRYING, FAILURE): (COMPLETED, "pass_up"),
+    (TRYING, TRANSPORT_ERROR): (TERMINATED, "report_transport_error"),
+    (PROCEEDING, TIMER_E): (PROCEEDING, "retransmit_every_t2"),
+    (PROCEEDING, TIMER_F): (TERMINATED, "report_timeout"),
+    (PROCEEDING, PROVISIONAL): (PROCEEDING, "pass_up"),
+    (PROCEEDING, SUCCESS): (COMPLETED, "pass_up"),
+    (PROCEEDING, FAILURE): (COMPLETED, "pass_up"),
+    (PROCEEDING, TRANSPORT_ERROR): (TERMINATED, "report_transport_error"),
+    (COMPLETED, PROVISIONAL): (COMPLETED, "ignore"),
+    (COMPLETED, SUCCESS): (COMPLETED, "ignore"),
+    (COMPLETED, FAILURE): (COMPLETED, "ignore"),
+    (COMPLETED, TIMER_K): (TERMINATED, "forget"),
+    (COMPLETED, TRANSPORT_ERROR): (TERMINATED, "forget"),
+}
+
+
+class ClientNonInviteTransaction(_ClientTransaction):
+    """A non-INVITE client transaction (RFC 3261 17.1.2): REGISTER, OPTIONS, BYE, CANCEL ...
+
+    Over UDP the request goes out at 0, T1, 3*T1, 7*T1 ... then every T2 (Timer E); Timer F (64*T1) reports a
+    timeout. The first final response is passed up, its retransmissions are absorbed during Timer K.
+    Arguments as for `ClientInviteTransaction`.
+    """
+
+    __slots__ = ("_timer_e", "_timer_f", "_timer_k")
+
+    TABLE = NON_INVITE_CLIENT
+    STATE_TIMERS = {
+        TRYING: (TIMER_E, TIMER_F),
+        PROCEEDING: (TIMER_E, TIMER_F),
+        COMPLETED: (TIMER_K,),
+        TERMINATED: (),
+    }
+    MESSAGE_INPUTS = frozenset({PROVISIONAL, SUCCESS, FAILURE, TRANSPORT_ERROR})
+
+    def __init__(
+        self,
+        request: Request,
+        send: SendRequest,
+        tu: IClientTransactionUser,
+        *,
+        clock: IReactorTime,
+        timers: TimerConfig,
+        reliable: bool,
+        on_terminated: Callable[[ClientNonInviteTransaction], None] | None = None,
+    ) -> None:
+        super().__init__(request, send, tu, TRYING, clock, timers, reliable, on_terminated)
+
+    def _retransmit_backing_off(self, arg: object) -> None:
+        self._transmit(self.request)
+        self._interval = min(2 * self._interval, self._timers.t2)
+        self._schedule(TIMER_E, self._interval)
+
+    def _retransmit_every_t2(self, arg: object) -> None:
+        self._transmit(self.request)
+        self._interval = self._timers.t2
+        self._schedule(TIMER_E, self._interval)
+
+
+@implementer(IServerTransaction)
+class _ServerTransaction(Transaction):
+    __slots__ = ("flow", "last_response")
+
+    def __init__(
+        self,
+        request: Request,
+        flow: IFlow,
+        send: SendResponse,
+        initial: str,
+        clock: IReactorTime,
+        timers: TimerConfig,
+        reliable: bool,
+        on_terminated: Callable[[Any], None] | None,
+    ) -> None:
+        super().__init__(request, send, initial, clock, timers, reliable, on_terminated)
+        self.flow = flow
+        self.last_response: Response | None = None
+
+    @property
+    def final_sent(self) -> bool:
+        """True once a final response has been sent."""
+        return self.last_response is not None and self.last_response.status >= 200
+
+    def respond(self, response: Response) -> None:  # type: ignore[override]  # interface says object
+        """Send a response from the TU; the state decides whether it goes out (RFC 3261 17.2.1, 17.2.2)."""
+        self._fire(classify(response.status), response)
+
+    def receive_request(self, request: Request) -> bool:
+        """A request matched to this transaction: a retransmission, or (INVITE) an ACK.
+
+        Returns:
+            False when the request is not the transaction's to absorb: an ACK in Accepted, which belongs to
+            the dialog (RFC 6026 section 8); True otherwise.
+        """
+        return self._fire(REQUEST, request) is not False
+
+    def _send_response(self, response: Response) -> None:
+        self.last_response = response
+        self._transmit(response)
+
+    def _resend_last(self, request: Request) -> None:
+        if self.last_response is not None:
+            self._transmit(self.last_response)
+
+
+# RFC 3261 figure 7 with RFC 6026's Accepted state. In Accepted the TU retransmits its 2xx through `respond`
+# and an ACK (the ACK of the 2xx, which only matches under RFC 2543 rules or with a reused branch) goes up.
+INVITE_SERVER: Final[Table] = {
+    (PROCEEDING, REQUEST): (PROCEEDING, "resend_last"),
+    (PROCEEDING, ACK): (PROCEEDING, "ignore"),
+    (PROCEEDING, PROVISIONAL): (PROCEEDING, "send_response"),
+    (PROCEEDING, SUCCESS): (ACCEPTED, "send_response"),
+    (PROCEEDING, FAILURE): (COMPLETED, "send_response"),
+    (PROCEEDING, TRANSPORT_ERROR): (TERMINATED, "forget"),
+    (COMPLETED, REQUEST): (COMPLETED, "resend_last"),
+    (COMPLETED, ACK): (CONFIRMED, "ignore"),
+    (COMPLETED, PROVISIONAL): (COMPLETED, "ignore"),
+    (COMPLETED, SUCCESS): (COMPLETED, "ignore"),
+    (COMPLETED, FAILURE): (COMPLETED, "ignore"),
+    (COMPLETED, TIMER_G): (COMPLETED, "retransmit_final"),
+    (COMPLETED, TIMER_H): (TERMINATED, "note_ack_timeout"),
+    (COMPLETED, TRANSPORT_ERROR): (TERMINATED, "forget"),
+    (CONFIRMED, REQUEST): (CONFIRMED, "ignore"),
+    (CONFIRMED, ACK): (CONFIRMED, "ignore"),
+    (CONFIRMED, PROVISIONAL): (CONFIRMED, "ignore"),
+    (CONFIRMED, SUCCESS): (CONFIRMED, "ignore"),
+    (CONFIRMED, FAILURE): (CONFIRMED, "ignore"),
+    (CONFIRMED, TIMER_I): (TERMINATED, "forget"),
+    (CONFIRMED, TRANSPORT_ERROR): (TERMINATED, "forget"),
+    (ACCEPTED, REQUEST): (ACCEPTED, "ignore"),
+    (ACCEPTED, ACK): (ACCEPTED, "decline"),
+    (ACCEPTED, PROVISIONAL): (ACCEPTED, "ignore"),
+    (ACCEPTED, SUCCESS): (ACCEPTED, "send_response"),
+    (ACCEPTED, FAILURE): (ACCEPTED, "ignore"),
+    (ACCEPTED, TIMER_L): (TERMINATED, "forget"),
+    (ACCEPTED, TRANSPORT_ERROR): (TERMINATED, "forget"),
+}
+
+
+class ServerInviteTransaction(_ServerTransaction):
+    """An INVITE server transaction (RFC 3261 17.2.1, RFC 6026).
+
+    Sends `100 Trying` at once, re-sends the last response for each retransmitted INVITE, retransmits a
+    300-699 response on Timer G until the ACK comes (Confirmed) or Timer H gives up, and after a 2xx absorbs
+    INVITE retransmissions for Timer L.
+
+    Args:
+        request: the INVITE.
+        flow: the flow it came in on.
+        send: hands a response to the stack (which sends it on `flow`).
+        clock: the time source.
+        timers: timer values.
+        reliable: True on TCP/TLS: no Timer G, Timer I zero.
+        on_terminated: called with the transaction once when it terminates.
+
+    Attributes:
+        ack_timed_out: True when Timer H fired: the ACK for a 300-699 response never came.
+    """
+
+    __slots__ = ("_timer_g", "_timer_h", "_timer_i", "_timer_l", "ack_timed_out")
+
+    TABLE = INVITE_SERVER
+    STATE_TIMERS = {
+        PROCEEDING: (),
+        COMPLETED: (TIMER_G, TIMER_H),
+        CONFIRMED: (TIMER_I,),
+        ACCEPTED: (TIMER_L,),
+        TERMINATED: (),
+    }
+    MESSAGE_INPUTS = frozenset({REQUEST, ACK, PROVISIONAL, SUCCESS, FAILURE, TRANSPORT_ERROR})
+
+    def __init__(
+        self,
+        request: Request,
+        flow: IFlow,
+        send: SendResponse,
+        *,
+        clock: IReactorTime,
+        timers: TimerConfig,
+        reliable: bool,
+        on_terminated: Callable[[ServerInviteTransaction], None] | None = None,
+    ) -> None:
+        super().__init__(request, flow, send, PROCEEDING, clock, timers, reliable, on_terminated)
+        self.ack_timed_out = False
+        self._send_response(request.response(100))
+
+    def receive_request(self, request: Request) -> bool:
+        """A retransmitted INVITE or an ACK matched to this transaction; see `_ServerTransaction`."""
+        return self._fire(ACK if request.method == "ACK" else REQUEST, request) is not False
+
+    def _retransmit_final(self, arg: object) -> None:
+        if self.last_response is not None:
+            self._transmit(self.last_response)
+        self._interval = min(2 * self._interval, self._timers.t2)
+        self._schedule(TIMER_G, self._interval)
+
+    def _note_ack_timeout(self, arg: object) -> None:
+        self.ack_timed_out = True
+
+    def _decline(self, arg: object) -> bool:
+        return False
+
+
+# RFC 3261 figure 8.
+NON_INVITE_SERVER: Final[Table] = {
+    (TRYING, REQUEST): (TRYING, "ignore"),
+    (TRYING, PROVISIONAL): (PROCEEDING, "send_response"),
+    (TRYING, SUCCESS): (COMPLETED, "send_response"),
+    (TRYING, FAILURE): (COMPLETED, "send_response"),
+    (TRYING, TRANSPORT_ERROR): (TERMINATED, "forget"),
+    (PROCEEDING, REQUEST): (PROCEEDING, "resend_last"),
+    (PROCEEDING, PROVISIONAL): (PROCEEDING, "send_response"),
+    (PROCEEDING, SUCCESS): (COMPLETED, "send_response"),
+    (PROCEEDING, FAILURE): (COMPLETED, "send_response"),
+    (PROCEEDING, TRANSPORT_ERROR): (TERMINATED, "forget"),
+    (COMPLETED, REQUEST): (COMPLETED, "resend_last"),
+    (COMPLETED, PROVISIONAL): (COMPLETED, "ignore"),
+    (COMPLETED, SUCCESS): (COMPLETED, "ignore"),
+    (COMPLETED, FAILURE): (COMPLETED, "ignore"),
+    (COMPLETED, TIMER_J): (TERMINATED, "forget"),
+    (COMPLETED, TRANSPORT_ERROR): (TERMINATED, "forget"),
+}
+
+
+class ServerNonInviteTransaction(_ServerTransaction):
+    """A non-INVITE server transaction (RFC 3261 17.2.2).
+
+    Absorbs retransmissions while Trying, re-sends the last response once there is one, and keeps the final
+    response for Timer J. Arguments as for `ServerInviteTransaction`.
+    """
+
+    __slots__ = ("_timer_j",)
+
+    TABLE = NON_INVITE_SERVER
+    STATE_TIMERS = {
+        TRYING: (),
+        PROCEEDING: (),
+        COMPLETED: (TIMER_J,),
+        TERMINATED: (),
+    }
+    MESSAGE_INPUTS = frozenset({REQUEST, PROVISIONAL, SUCCESS, FAILURE, TRANSPORT_ERROR})
+
+    def __init__(
+        self,
+        request: Request,
+        flow: IFlow,
+        send: SendResponse,
+        *,
+        clock: IReactorTime,
+        timers: TimerConfig,
+        reliable: bool,
+        on_terminated: Callable[[ServerNonInviteTransaction], None] | None = None,
+    ) -> None:
+        super().__init__(request, flow, send, TRYING, clock, timers, reliable, on_terminated)

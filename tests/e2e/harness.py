@@ -1,0 +1,190 @@
+"""Run `twistd -n pbx` as a subprocess on loopback, with free ports, and drive real peers against it.
+
+Everything waits on events (a log line, a process exit) with a timeout; nothing sleeps a fixed time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def executable(name: str) -> str:
+    """A console script of this environment (the venv's twistd), else one on PATH."""
+    local = BIN / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(name)
+    return found
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def free_port(host: str = "127.0.0.1", *, udp: bool = True, tcp: bool = True) -> int:
+    """A port free for both UDP and TCP on `host` (the PBX listens on both with one number)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(200):
+        with socket.socket(family, socket.SOCK_STREAM) as t:
+            t.bind((host, 0))
+            port = t.getsockname()[1]
+            if udp:
+                try:
+                    with socket.socket(family, socket.SOCK_DGRAM) as u:
+                        u.bind((host, port))
+                except OSError:
+                    continue
+            if port < 65000:
+                return port
+    raise RuntimeError("no free port")
+
+
+def demo_extensions() -> str:
+    return "".join(
+        f'[tenants.default.extensions.{n}]\nname = "Ext {n}"\npassword = "pass{n}"\n\n' for n in range(1000, 1004)
+    )
+
+
+def write_config(directory: Path, *, ipv6: bool | None = None, extra: str = "", trace: bool = True) -> dict:
+    """Write a config with free ports for UDP+TCP and TLS on 127.0.0.1 (and ::1 when available).
+
+    Returns the ports: {"sip": N, "tls": M, "path": Path}.
+    """
+    if ipv6 is None:
+        ipv6 = ipv6_loopback()
+    sip_port = free_port()
+    tls_port = free_port(udp=False)
+    hosts = ["127.0.0.1"] + (["::1"] if ipv6 else [])
+    listeners = []
+    for host in hosts:
+        for transport, port in (("udp", sip_port), ("tcp", sip_port), ("tls", tls_port)):
+            listeners.append(f'[[sip.listen]]\ntransport = "{transport}"\nhost = "{host}"\nport = {port}\n')
+    text = (
+        f"[pbx]\ndata_dir = \"data\"\nsip_trace = {'true' if trace else 'false'}\n\n"
+        + "\n".join(listeners)
+        + '\n[tenants.default]\ndomain = "localhost"\naliases = ["127.0.0.1", "::1"]\n\n'
+        + demo_extensions()
+        + extra
+    )
+    path = directory / "pbx.toml"
+    path.write_text(text)
+    (directory / "dialplans" / "default").mkdir(parents=True, exist_ok=True)
+    return {"sip": sip_port, "tls": tls_port, "path": path, "listeners": len(listeners), "dir": directory}
+
+
+class PbxProcess:
+    """`twistd -n pbx --config FILE` in a subprocess, its output collected line by line."""
+
+    def __init__(self, config: Path, args: Sequence[str] = ()) -> None:
+        self.config = config
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        cmd = [executable("twistd"), "--nodaemon", "--pidfile=", "pbx", "--config", str(config), *args]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=str(config.parent),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            with self._cond:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def output(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 20.0, count: int = 1) -> list[str]:
+        """Wait until `count` output lines match the regex; raise with the output on timeout or exit."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                hits = [line for line in self.lines if regex.search(line)]
+                if len(hits) >= count:
+                    return hits
+                if self.proc.poll() is not None and not self._reader.is_alive():
+                    raise AssertionError(f"twistd exited ({self.proc.returncode}) before {pattern!r}:\n{self.output}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out waiting for {pattern!r}:\n{self.output[-5000:]}")
+                self._cond.wait(min(left, 0.5))
+
+    def wait_ready(self, listeners: int, timeout: float = 30.0) -> None:
+        self.wait_for(r"SIP listening on", timeout, count=listeners)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def run_sipp(args: Sequence[str], timeout: float = 60.0, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run SIPp bounded in time; never reads stdin."""
+    cmd = [executable("sipp"), "-nostdin", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, timeout=timeout, check=False)
+
+
+def options_request(host: str, port: int, transport: str, local_port: int, branch: str = "z9hG4bKtest1") -> bytes:
+    h = f"[{host}]" if ":" in host else host
+    return (
+        f"OPTIONS sip:{h}:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/{transport} {h}:{local_port};branch={branch};rport\r\n"
+        f"Max-Forwards: 70\r\n"
+        f"From: <sip:probe@{h}>;tag=probe1\r\n"
+        f"To: <sip:{h}:{port}>\r\n"
+        f"Call-ID: probe-{branch}@{h}\r\n"
+        f"CSeq: 1 OPTIONS\r\n"
+        f"Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def udp_exchange(host: str, port: int, data: bytes, timeout: float = 5.0) -> bytes | None:
+    """Send one datagram and return the first reply (None on timeout)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(data, (host, port))
+        try:
+            return s.recv(65535)
+        except TimeoutError:
+            return None

@@ -1,0 +1,275 @@
+"""The stack with a fake flow and a Clock: validation answers, dispatch, OPTIONS, response routing."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from pbx.sip.errors import SipError
+from pbx.sip.interfaces import IFlow, IMessageSink
+from pbx.sip.message import Request, Response
+from pbx.sip.parser import parse_message
+from pbx.sip.stack import SipStack
+
+
+@implementer(IFlow)
+class FakeFlow:
+    def __init__(self, transport: str = "UDP", remote=("192.0.2.10", 5070), reliable: bool = False) -> None:
+        self.transport = transport
+        self.reliable = reliable
+        self.secure = transport == "TLS"
+        self.local_address = ("127.0.0.1", 5060)
+        self.remote_address = remote
+        self.sent: list[bytes] = []
+        self.open = True
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def connected(self) -> bool:
+        return self.open
+
+    def responses(self) -> list[Response]:
+        out = [parse_message(d) for d in self.sent]
+        assert all(isinstance(r, Response) for r in out)
+        return out  # type: ignore[return-value]
+
+
+class FakeTransports:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, str, str, int]] = []
+
+    def send(self, data, transport, host, port):
+        self.sent.append((data, transport, host, port))
+        return succeed(None)
+
+    def local_address(self, transport, host):
+        return ("127.0.0.1", 5060)
+
+
+def request(
+    method: str = "OPTIONS", via: str = "SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK1;rport", **over
+) -> bytes:
+    headers = {
+        "Via": via,
+        "Max-Forwards": "70",
+        "From": "<sip:alice@example.com>;tag=a1",
+        "To": "<sip:bob@example.com>",
+        "Call-ID": "c1@example.com",
+        "CSeq": f"1 {method}",
+    }
+    headers.update(over)
+    lines = [f"{method} sip:bob@example.com SIP/2.0"] + [
+        f"{k}: {v}" for k, v in headers.items() if v is not None
+    ]
+    return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def make_stack() -> tuple[SipStack, FakeTransports, Clock]:
+    clock = Clock()
+    stack = SipStack(clock)
+    transports = FakeTransports()
+    stack.attach_transport(transports)
+    return stack, transports, clock
+
+
+def deliver(stack: SipStack, data: bytes, flow: FakeFlow) -> None:
+    from pbx.sip.errors import SipParseError
+
+    try:
+        message = parse_message(data)
+    except SipParseError as e:
+        stack.undecodable(data, flow, e)
+        return
+    stack.message_received(message, flow)
+
+
+def test_stack_provides_interfaces():
+    stack, _, _ = make_stack()
+    assert verifyObject(IMessageSink, stack)
+
+
+def test_options_answered_with_allow_accept_supported():
+    stack, _, _ = make_stack()
+    flow = FakeFlow()
+    deliver(stack, request("OPTIONS"), flow)
+    [response] = flow.responses()
+    assert response.status == 200
+    assert "OPTIONS" in response.headers.get_all("Allow")
+    assert response.headers.get("Accept") == "application/sdp"
+    assert response.headers.get("Supported") is not None
+    assert response.to.tag
+    via = response.top_via
+    assert via.received == "192.0.2.10" and via.rport == 5070
+
+
+def test_options_retransmission_absorbed_and_answered_again():
+    stack, _, _ = make_stack()
+    flow = FakeFlow()
+    deliver(stack, request("OPTIONS"), flow)
+    deliver(stack, request("OPTIONS"), flow)
+    assert len(flow.sent) == 2
+    assert flow.sent[0] == flow.sent[1]
+
+
+def test_unknown_method_501_known_unhandled_405():
+    stack, _, _ = make_stack()
+    flow = FakeFlow()
+    deliver(stack, request("FROBNICATE", via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK2"), flow)
+    deliver(stack, request("SUBSCRIBE", via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK3"), flow)
+    first, second = flow.responses()
+    assert first.status == 501 and "OPTIONS" in first.headers.get_all("Allow")
+    assert second.status == 405
+
+
+def test_bad_requests_get_400_with_reason():
+    stack, _, _ = make_stack()
+    cases = {
+        "Bad CSeq": request("OPTIONS", CSeq="abc OPTIONS"),
+        "CSeq method does not match": request("OPTIONS", CSeq="1 INVITE"),
+        "Missing From": request("OPTIONS", From=None),
+        "Content-Length larger than body": request("OPTIONS").replace(
+            b"Content-Length: 0", b"Content-Length: 10"
+        ),
+        "Bad Content-Length": request("OPTIONS").replace(b"Content-Length: 0", b"Content-Length: x"),
+    }
+    for reason, data in cases.items():
+        flow = FakeFlow()
+        deliver(stack, data, flow)
+        [response] = flow.responses()
+        assert response.status == 400, reason
+        assert reason in response.reason, (reason, response.reason)
+
+
+def test_unroutable_garbage_is_dropped():
+    stack, transports, _ = make_stack()
+    flow = FakeFlow()
+    deliver(stack, b"\x00\x01garbage\r\n\r\n", flow)
+    deliver(stack, request("OPTIONS", Via=None), flow)
+    assert flow.sent == [] and transports.sent == []
+    assert stack.counters["dropped"] == 2
+
+
+def test_max_forwards_zero_483_but_options_answered():
+    stack, _, _ = make_stack()
+    flow = FakeFlow()
+    deliver(stack, request("REGISTER", **{"Max-Forwards": "0"}), flow)
+    deliver(
+        stack,
+        request("OPTIONS", via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK9", **{"Max-Forwards": "0"}),
+        flow,
+    )
+    first, second = flow.responses()
+    assert first.status == 483
+    assert second.status == 200
+
+
+def test_unsupported_uri_scheme_416_and_require_420():
+    stack, _, _ = make_stack()
+    flow = FakeFlow()
+    deliver(
+        stack,
+        request("OPTIONS").replace(b"OPTIONS sip:bob@example.com", b"OPTIONS mailto:bob@example.com"),
+        flow,
+    )
+    deliver(
+        stack,
+        request("OPTIONS", via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK8", Require="foo, path"),
+        flow,
+    )
+    first, second = flow.responses()
+    assert first.status == 416
+    assert second.status == 420 and second.headers.get("Unsupported") == "foo"
+
+
+def test_version_505():
+    stack, _, _ = make_stack()
+    flow = FakeFlow()
+    deliver(stack, request("OPTIONS").replace(b"SIP/2.0\r\n", b"SIP/3.0\r\n", 1), flow)
+    [response] = flow.responses()
+    assert response.status == 505
+
+
+def test_response_without_rport_goes_to_sent_by_port():
+    stack, transports, _ = make_stack()
+    flow = FakeFlow(remote=("192.0.2.10", 40000))
+    deliver(stack, request("OPTIONS", via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK5"), flow)
+    assert flow.sent == []
+    [(data, transport, host, port)] = transports.sent
+    assert (transport, host, port) == ("udp", "192.0.2.10", 5070)
+    assert data.startswith(b"SIP/2.0 200")
+
+
+def test_response_on_stream_uses_the_connection_then_reconnects_when_closed():
+    stack, transports, _ = make_stack()
+    flow = FakeFlow("TCP", reliable=True)
+    deliver(stack, request("OPTIONS", via="SIP/2.0/TCP 192.0.2.10:5070;branch=z9hG4bK6"), flow)
+    assert len(flow.sent) == 1
+    flow.open = False
+    deliver(stack, request("OPTIONS", via="SIP/2.0/TCP 192.0.2.10:5070;branch=z9hG4bK7"), flow)
+    assert len(flow.sent) == 1
+    [(_, transport, host, port)] = transports.sent
+    assert (transport, host, port) == ("tcp", "192.0.2.10", 5070)
+
+
+class RaisingTU:
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def request_received(self, transaction, request):
+        raise self.exc
+
+    def ack_received(self, request, flow):
+        pass
+
+    def cancel_received(self, cancel, invite):
+        pass
+
+
+def test_sip_error_from_tu_becomes_response_and_crash_becomes_500():
+    stack, _, _ = make_stack()
+    stack.register("REGISTER", RaisingTU(SipError(403, "Nope")))
+    stack.register("MESSAGE", RaisingTU(RuntimeError("boom")))
+    flow = FakeFlow()
+    deliver(stack, request("REGISTER"), flow)
+    deliver(stack, request("MESSAGE", via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKm"), flow)
+    first, second = flow.responses()
+    assert (first.status, first.reason) == (403, "Nope")
+    assert second.status == 500
+    assert stack.counters["errors"] == 1
+
+
+def test_send_request_adds_via_and_starts_client_transaction():
+    stack, transports, clock = make_stack()
+
+    class TU:
+        def __init__(self):
+            self.responses = []
+            self.timeouts = 0
+
+        def response_received(self, txn, response):
+            self.responses.append(response)
+
+        def transaction_timeout(self, txn):
+            self.timeouts += 1
+
+        def transport_error(self, txn, reason):
+            pass
+
+    tu = TU()
+    req = Request("OPTIONS", parse_message(request("OPTIONS")).uri)
+    for name, value in (("From", "<sip:pbx@example.com>;tag=x"), ("To", "<sip:bob@example.com>"),
+                        ("Call-ID", "out1"), ("CSeq", "1 OPTIONS")):  # fmt: skip
+        req.headers.add(name, value)
+    stack.send_request(req, tu, "udp", "192.0.2.20", 5060)
+    assert len(transports.sent) == 1
+    sent = parse_message(transports.sent[0][0])
+    assert isinstance(sent, Request)
+    assert sent.top_via.branch.startswith("z9hG4bK")
+    response = sent.response(200, to_tag="b")
+    stack.message_received(response, FakeFlow(remote=("192.0.2.20", 5060)))
+    assert [r.status for r in tu.responses] == [200]
+    clock.advance(64)
+    assert tu.timeouts == 0
