@@ -109,7 +109,7 @@ def build(config: Config, sip_trace_enabled: bool = False, the_reactor: Any = re
             names = sorted({h for t in config.tenants for h in t.hosts} | {"localhost"})
             cert, key = ensure_dev_certificate(config.data_dir / "tls", names)
             _log.info("Using the development TLS certificate {cert}", cert=str(cert))
-        tls_server = server_options(cert, key, config.tls.ca_certificates)
+        tls_server = server_options(cert, key)
     transports = TransportManager(
         the_reactor,
         stack,

@@ -245,7 +245,7 @@ def name_addresses(tag: bool | None = None) -> st.SearchStrategy[NameAddress]:
     return st.builds(
         _name_address,
         st.one_of(sip_uris(), sip_uris(), tel_uris(), absolute_uris()),
-        st.none() | st.text(_PRINTABLE, min_size=1, max_size=16),
+        st.none() | st.text(_PRINTABLE, max_size=16),
         _contact_params(),
         tags,
     )

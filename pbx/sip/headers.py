@@ -283,7 +283,8 @@ class NameAddress:
             if not text.startswith("<"):
                 raise SipParseError("Display name without <URI>")
         lt = text.find("<")
-        if lt >= 0:
+        semi = text.find(";")
+        if lt >= 0 and (semi < 0 or lt < semi or display is not None):
             gt = text.find(">", lt)
             if gt < 0:
                 raise SipParseError("Unterminated <URI>")
@@ -324,11 +325,12 @@ class NameAddress:
     def __str__(self) -> str:
         if self.wildcard:
             return "*"
-        name = f"{quote_string(self.display_name)} " if self.display_name else ""
+        name = f"{quote_string(self.display_name)} " if self.display_name is not None else ""
         return f"{name}<{self.uri}>{format_header_params(self.params)}"
 
 
 # sent-protocol with optional whitespace around the slashes, then LWS, then sent-by and params.
+_COLON_SPACE = re.compile(r"\s*:\s*(?=\d+$)")
 _VIA_PROTOCOL = re.compile(r"\s*([^\s/]+)\s*/\s*([^\s/]+)\s*/\s*([^\s/]+)\s+(\S.*)$", re.DOTALL)
 
 
@@ -356,7 +358,7 @@ class Via:
         pieces = [match.group(1), match.group(2), match.group(3)]
         rest = match.group(4)
         sent_by, semi, param_text = rest.partition(";")
-        host, port = parse_host_port(sent_by.strip())
+        host, port = parse_host_port(_COLON_SPACE.sub(":", sent_by.strip()))
         params = parse_header_params(param_text) if semi else ()
         return cls(
             transport=pieces[2].upper(),
@@ -392,7 +394,7 @@ class Via:
     def rport(self) -> int | None:
         """The port in `rport=N` (set by a server), or None when absent or a bare flag."""
         value = self.param("rport")
-        return int(value) if value and value.isdigit() else None
+        return int(value) if value and (value.isascii() and value.isdigit()) else None
 
     @property
     def wants_rport(self) -> bool:
@@ -423,9 +425,11 @@ class CSeq:
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
-        number, _, method = text.strip().partition(" ")
-        method = method.strip()
-        if not number.isdigit() or len(number) > 10 or int(number) > MAX_CSEQ:
+        parts = text.split()
+        if len(parts) != 2:
+            raise SipParseError("Bad CSeq header")
+        number, method = parts
+        if not (number.isascii() and number.isdigit()) or len(number) > 10 or int(number) > MAX_CSEQ:
             raise SipParseError("Bad CSeq number")
         if not is_token(method):
             raise SipParseError("Bad CSeq method")

@@ -96,7 +96,7 @@ def parse_message(
     length_text = headers.get("Content-Length")
     if length_text is not None:
         length_text = length_text.strip()
-        if not length_text.isdigit() or len(length_text) > 9:
+        if not (length_text.isascii() and length_text.isdigit()) or len(length_text) > 9:
             raise SipParseError("Bad Content-Length", message if isinstance(message, Request) else None)
         length = int(length_text)
         if length > len(body):
@@ -166,7 +166,12 @@ def _parse_request_line(start: str, headers: Headers) -> Request:
 def _parse_status_line(start: str, headers: Headers) -> Response:
     version, _, rest = start.partition(" ")
     code, _, reason = rest.partition(" ")
-    if version.upper() != "SIP/2.0" or len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+    if (
+        version.upper() != "SIP/2.0"
+        or len(code) != 3
+        or not (code.isascii() and code.isdigit())
+        or not 100 <= int(code) <= 699
+    ):
         raise SipParseError("Malformed status line")
     return Response(int(code), reason, headers)
 

@@ -88,7 +88,7 @@ def parse_host_port(text: str) -> tuple[str, int | None]:
             raise SipParseError("Bad host")
     if not rest:
         return host, None
-    if not rest.startswith(":") or not rest[1:].isdigit() or len(rest) > 6:
+    if not rest.startswith(":") or not (rest[1:].isascii() and rest[1:].isdigit()) or len(rest) > 6:
         raise SipParseError("Bad port")
     port = int(rest[1:])
     if not 0 < port < 65536:

@@ -49,7 +49,7 @@ def check_request(request: Request, supported: Set[str] = frozenset()) -> None:
     max_forwards = headers.get("Max-Forwards")
     if max_forwards is not None:
         value = max_forwards.strip()
-        if not value.isdigit() or len(value) > 3 or int(value) > 255:
+        if not (value.isascii() and value.isdigit()) or len(value) > 3 or int(value) > 255:
             raise SipError(400, "Bad Max-Forwards header")
         if int(value) == 0 and request.method not in ("OPTIONS", "ACK"):
             raise SipError(483)

@@ -61,7 +61,8 @@ def free_port(host: str = "127.0.0.1", *, udp: bool = True, tcp: bool = True) ->
 
 def demo_extensions() -> str:
     return "".join(
-        f'[tenants.default.extensions.{n}]\nname = "Ext {n}"\npassword = "pass{n}"\n\n' for n in range(1000, 1004)
+        f'[tenants.default.extensions.{n}]\nname = "Ext {n}"\npassword = "pass{n}"\n\n'
+        for n in range(1000, 1004)
     )
 
 
@@ -80,7 +81,7 @@ def write_config(directory: Path, *, ipv6: bool | None = None, extra: str = "", 
         for transport, port in (("udp", sip_port), ("tcp", sip_port), ("tls", tls_port)):
             listeners.append(f'[[sip.listen]]\ntransport = "{transport}"\nhost = "{host}"\nport = {port}\n')
     text = (
-        f"[pbx]\ndata_dir = \"data\"\nsip_trace = {'true' if trace else 'false'}\n\n"
+        f'[pbx]\ndata_dir = "data"\nsip_trace = {"true" if trace else "false"}\n\n'
         + "\n".join(listeners)
         + '\n[tenants.default]\ndomain = "localhost"\naliases = ["127.0.0.1", "::1"]\n\n'
         + demo_extensions()
@@ -134,7 +135,9 @@ class PbxProcess:
                 if len(hits) >= count:
                     return hits
                 if self.proc.poll() is not None and not self._reader.is_alive():
-                    raise AssertionError(f"twistd exited ({self.proc.returncode}) before {pattern!r}:\n{self.output}")
+                    raise AssertionError(
+                        f"twistd exited ({self.proc.returncode}) before {pattern!r}:\n{self.output}"
+                    )
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError(f"timed out waiting for {pattern!r}:\n{self.output[-5000:]}")
@@ -158,13 +161,17 @@ class PbxProcess:
         self.stop(signal.SIGKILL)
 
 
-def run_sipp(args: Sequence[str], timeout: float = 60.0, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_sipp(
+    args: Sequence[str], timeout: float = 60.0, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """Run SIPp bounded in time; never reads stdin."""
     cmd = [executable("sipp"), "-nostdin", *args]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, timeout=timeout, check=False)
 
 
-def options_request(host: str, port: int, transport: str, local_port: int, branch: str = "z9hG4bKtest1") -> bytes:
+def options_request(
+    host: str, port: int, transport: str, local_port: int, branch: str = "z9hG4bKtest1"
+) -> bytes:
     h = f"[{host}]" if ":" in host else host
     return (
         f"OPTIONS sip:{h}:{port} SIP/2.0\r\n"

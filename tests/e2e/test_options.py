@@ -49,11 +49,8 @@ def test_sipp_options(pbx, tmp_path, transport):
 
 def test_tls_options_with_openssl_s_client(pbx):
     process, ports = pbx
-    cert = ports["dir"] / "data" / "tls" / "cert.pem"
-    certs = list((ports["dir"] / "data" / "tls").glob("*.pem"))
-    assert certs, "no development certificate generated"
-    if not cert.exists():
-        cert = next(p for p in certs if "key" not in p.name)
+    cert = ports["dir"] / "data" / "tls" / "dev-cert.pem"
+    assert cert.exists(), "no development certificate generated"
     client = subprocess.Popen(
         [
             executable("openssl"), "s_client", "-connect", f"127.0.0.1:{ports['tls']}",

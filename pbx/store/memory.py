@@ -1,0 +1,82 @@
+"""An in-memory `ILocationStore`: the provider for tests, and for installs that want no durability.
+
+It keeps the bindings in a dict and answers with already-fired Deferreds. It knows nothing of files or
+threads; everything it holds is lost with the process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
+
+from pbx.store.interfaces import ILocationStore, StoreClosedError
+from pbx.store.records import Binding, BindingChange, DeleteAor, DeleteBinding, PutBinding, check_changes
+
+
+@implementer(ILocationStore)
+class MemoryLocationStore:
+    """Bindings in dicts keyed by (tenant, aor), then contact; every Deferred has fired when returned.
+
+    Attributes:
+        commits: How many `apply`/`purge_expired` calls have been applied (the SQLite store's counter of
+            transactions has the same name).
+    """
+
+    def __init__(self) -> None:
+        self._aors: dict[tuple[str, str], dict[str, Binding]] = {}
+        self._closed = False
+        self.commits = 0
+
+    def apply(self, changes: Sequence[BindingChange]) -> Deferred[None]:
+        """See `ILocationStore.apply`."""
+        if self._closed:
+            return fail(StoreClosedError("the location store is closed"))
+        try:
+            batch = check_changes(changes)
+        except TypeError as e:
+            return fail(e)
+        for change in batch:
+            if isinstance(change, PutBinding):
+                b = change.binding
+                self._aors.setdefault((b.tenant, b.aor), {})[b.contact] = b
+            elif isinstance(change, DeleteBinding):
+                contacts = self._aors.get((change.tenant, change.aor))
+                if contacts is not None:
+                    contacts.pop(change.contact, None)
+                    if not contacts:
+                        del self._aors[(change.tenant, change.aor)]
+            elif isinstance(change, DeleteAor):
+                self._aors.pop((change.tenant, change.aor), None)
+        self.commits += 1
+        return succeed(None)
+
+    def load(self, now: float) -> Deferred[list[Binding]]:
+        """See `ILocationStore.load`."""
+        if self._closed:
+            return fail(StoreClosedError("the location store is closed"))
+        live = [b for contacts in self._aors.values() for b in contacts.values() if not b.is_expired(now)]
+        live.sort(key=lambda b: b.key)
+        return succeed(live)
+
+    def purge_expired(self, now: float) -> Deferred[int]:
+        """See `ILocationStore.purge_expired`."""
+        if self._closed:
+            return fail(StoreClosedError("the location store is closed"))
+        purged = 0
+        for aor in list(self._aors):
+            contacts = self._aors[aor]
+            doomed = [contact for contact, b in contacts.items() if b.is_expired(now)]
+            for contact in doomed:
+                del contacts[contact]
+            purged += len(doomed)
+            if not contacts:
+                del self._aors[aor]
+        self.commits += 1
+        return succeed(purged)
+
+    def close(self) -> Deferred[None]:
+        """See `ILocationStore.close`."""
+        self._closed = True
+        return succeed(None)

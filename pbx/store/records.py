@@ -1,0 +1,124 @@
+"""The records the location service stores: a registrar's bindings (RFC 3261 10.3) and changes to them.
+
+A `Binding` maps one address-of-record (a tenant and an extension) to one Contact, with what a registrar needs
+to reach the device again: the flow the REGISTER came in on (for NAT, RFC 3581 / RFC 5626), the listener it
+reached, the outbound instance and reg-id (RFC 5626), the Path (RFC 3327) and the Call-ID/CSeq that order
+refreshes (RFC 3261 10.3 step 7). A batch of `BindingChange` values is what a registrar hands to
+`ILocationStore.apply`.
+
+These are plain values: they know nothing of SIP parsing, of how a Contact is normalized (the registrar
+produces the exact text used as the key), of expiry policy, or of where they are stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TypeAlias
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Binding:
+    """One Contact registered for an address-of-record, as the location service keeps it.
+
+    Small by design (plain str/int/float fields, slots): a registrar holds every binding in memory, and
+    100,000 of them must stay well under 2 KiB each including the registrar's index.
+
+    Attributes:
+        tenant: The tenant (its SIP domain, `default` on a single-tenant install).
+        aor: The user part of the address-of-record, e.g. "1001"; with `tenant` it names the AOR.
+        contact: The Contact URI as text, exactly as the registrar normalized it; part of the key.
+        expires_at: Wall-clock expiry, epoch seconds; the binding is gone at and after this instant.
+        q: The Contact's preference, 0..1 (RFC 3261 20.10).
+        call_id: Call-ID of the REGISTER that created or refreshed the binding.
+        cseq: CSeq number of that REGISTER.
+        received: The flow the REGISTER arrived on, "transport:host:port" (e.g. "udp:203.0.113.5:5062"); IPv6
+            hosts are written in brackets.
+        local: Our listener that received it, same form (e.g. "udp:127.0.0.1:5060").
+        instance_id: The Contact's +sip.instance value (RFC 5626), or None.
+        reg_id: The Contact's reg-id (RFC 5626), or None.
+        user_agent: The User-Agent header, "" if absent.
+        path: The Path header values joined with ",", "" if none (RFC 3327).
+        registered_at: Wall-clock epoch seconds of the REGISTER that last wrote this binding.
+    """
+
+    tenant: str
+    aor: str
+    contact: str
+    expires_at: float
+    q: float = 1.0
+    call_id: str
+    cseq: int
+    received: str
+    local: str
+    instance_id: str | None = None
+    reg_id: int | None = None
+    user_agent: str = ""
+    path: str = ""
+    registered_at: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.q <= 1.0:
+            raise ValueError(f"q must be between 0 and 1, not {self.q!r}")
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """The identity of the binding: (tenant, aor, contact)."""
+        return (self.tenant, self.aor, self.contact)
+
+    def is_expired(self, now: float) -> bool:
+        """Whether the binding has expired at wall-clock time `now` (epoch seconds)."""
+        return self.expires_at <= now
+
+
+@dataclass(frozen=True, slots=True)
+class PutBinding:
+    """Insert `binding`, or replace the binding with the same (tenant, aor, contact)."""
+
+    binding: Binding
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteBinding:
+    """Remove the binding (tenant, aor, contact), if there is one."""
+
+    tenant: str
+    aor: str
+    contact: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAor:
+    """Remove every binding of the address-of-record (tenant, aor) (a `Contact: *` REGISTER)."""
+
+    tenant: str
+    aor: str
+
+
+BindingChange: TypeAlias = PutBinding | DeleteBinding | DeleteAor
+"""One change in a batch given to `ILocationStore.apply`."""
+
+CHANGE_TYPES = (PutBinding, DeleteBinding, DeleteAor)
+"""The classes of `BindingChange`, for isinstance checks."""
+
+
+def check_changes(changes: Iterable[object]) -> tuple[BindingChange, ...]:
+    """Copy a batch of changes into a tuple, checking every item's type.
+
+    Args:
+        changes: What the caller passed to `apply`: a sequence of `BindingChange`.
+
+    Returns:
+        The changes as a tuple, safe to hand to another thread.
+
+    Raises:
+        TypeError: If `changes` is not a sequence of `BindingChange`, or is a str.
+    """
+    if isinstance(changes, str | bytes):
+        raise TypeError(f"changes must be a sequence of BindingChange, not {type(changes).__name__}")
+    batch: list[BindingChange] = []
+    for change in changes:
+        if not isinstance(change, CHANGE_TYPES):
+            raise TypeError(f"not a BindingChange: {change!r}")
+        batch.append(change)
+    return tuple(batch)

@@ -1,0 +1,421 @@
+"""The embedded location service: `ILocationStore` on an SQLite file, with group commit on one worker thread.
+
+Threading: the sqlite3 connection is created, used and closed on a single dedicated worker thread (a Twisted
+`ThreadPool` of exactly one thread); the reactor thread never touches it and never blocks on SQLite. Results
+come back to the reactor thread through `deferToThreadPool` (that is, `reactor.callFromThread`). The thread
+starts with the first call, not in the constructor, so a store built before `twistd` forks still works.
+
+Group commit: work is queued on the reactor thread. When the worker is idle the whole queue (up to `max_batch`
+changes) goes to it as ONE transaction; whatever is called meanwhile waits for the next one. Each caller's
+Deferred fires after the transaction holding its work has committed, so thousands of REGISTERs per second can
+each wait for durability at the cost of a few commits. Each call runs inside its own SAVEPOINT: a call that
+raises is rolled back and fails alone; a failed COMMIT fails every call of the batch.
+
+Durability: WAL journal with `synchronous=NORMAL`. A commit has written the transaction to the WAL file (the
+OS page cache) before it returns, so an acknowledged change survives the process dying in any way (`kill -9`,
+a crash, the OOM killer); only an OS crash or power loss can lose the last commits, because the WAL is fsynced
+at checkpoints rather than at every commit. Pass `synchronous="FULL"` to fsync every group commit too.
+
+Schema: `_MIGRATIONS[i]` (a tuple of single SQL statements) takes the database from version i to i+1; the
+version lives in `PRAGMA user_version` and every pending migration runs in one transaction at open. Later
+tables (CDRs, the voicemail index) belong in this file as further migrations, with their queries run through
+`_run`, so that the whole PBX shares one connection, one writer thread and one commit queue.
+
+This module knows SQL and threads; it knows nothing of SIP, of registration policy, or of the global reactor.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from pbx.store.interfaces import ILocationStore, StoreClosedError, StoreError
+from pbx.store.records import Binding, BindingChange, DeleteAor, DeleteBinding, PutBinding, check_changes
+
+T = TypeVar("T")
+
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    # 0 -> 1: the registrar's bindings (RFC 3261 10.3). No index on expires_at: purging scans the table
+    # (milliseconds at 100,000 rows, once a minute), which is cheaper than updating an index on every refresh.
+    (
+        """
+    CREATE TABLE IF NOT EXISTS bindings (
+        tenant TEXT NOT NULL,
+        aor TEXT NOT NULL,
+        contact TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        q REAL NOT NULL,
+        call_id TEXT NOT NULL,
+        cseq INTEGER NOT NULL,
+        received TEXT NOT NULL,
+        local TEXT NOT NULL,
+        instance_id TEXT,
+        reg_id INTEGER,
+        user_agent TEXT NOT NULL,
+        path TEXT NOT NULL,
+        registered_at REAL NOT NULL,
+        PRIMARY KEY (tenant, aor, contact)
+    ) WITHOUT ROWID
+    """,
+    ),
+)
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+"""The `PRAGMA user_version` this code writes and understands."""
+
+_COLUMNS = (
+    "tenant, aor, contact, expires_at, q, call_id, cseq, received, local, instance_id, reg_id, user_agent, "
+    "path, registered_at"
+)
+_UPSERT = f"INSERT OR REPLACE INTO bindings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_DELETE = "DELETE FROM bindings WHERE tenant = ? AND aor = ? AND contact = ?"
+_DELETE_AOR = "DELETE FROM bindings WHERE tenant = ? AND aor = ?"
+_LOAD = f"SELECT {_COLUMNS} FROM bindings WHERE expires_at > ? ORDER BY tenant, aor, contact"
+_PURGE = "DELETE FROM bindings WHERE expires_at <= ?"
+
+
+@dataclass(slots=True)
+class _Work:
+    """One queued call: a function of the connection, the changes it counts for, and its caller's Deferred."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    weight: int
+    deferred: Deferred[Any]
+
+
+@implementer(ILocationStore)
+class SqliteLocationStore:
+    """Bindings in an SQLite database file, written with group commit on one worker thread.
+
+    The constructor starts nothing, so a store can be built before `twistd` forks into the background. The
+    first call starts the worker thread (unless a pool was given) and queues the opening of the database
+    (connect, WAL, schema) as its first job; calls made meanwhile queue behind it. If opening fails, every
+    call fails with that error (so the registrar's start-up `load` reports it). Once used, the store must be
+    closed (from a service's `stopService`): `close()` drains the queue, closes the connection and stops the
+    worker thread the store started; left running, that thread keeps the process from exiting.
+
+    Attributes:
+        commits: Transactions committed so far (group commit makes this far smaller than the number of calls).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        reactor: IReactorFromThreads,
+        *,
+        threadpool: ThreadPool | None = None,
+        max_batch: int = 1000,
+        synchronous: str = "NORMAL",
+    ) -> None:
+        """Prepare to use the database at `path`; nothing is opened before the first call.
+
+        Args:
+            path: The database file; created (with its schema) if missing. Its directory must exist.
+            reactor: Delivers results from the worker thread (`callFromThread`).
+            threadpool: A pool of exactly one thread to use instead of starting one; the caller starts it
+                before the first call and stops it after `close`.
+            max_batch: Most changes per transaction. A single `apply` larger than this still commits whole.
+            synchronous: "NORMAL" (survives process death, see the module docstring) or "FULL" (also power
+                loss: one fsync per group commit).
+
+        Raises:
+            ValueError: If `threadpool` may run more than one thread, or an argument is out of range.
+        """
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
+        if threadpool is not None and threadpool.max != 1:
+            raise ValueError("the SQLite connection needs a thread pool of exactly one thread (max=1)")
+        self.commits = 0
+        self._path = path
+        self._reactor = reactor
+        self._max_batch = max_batch
+        self._synchronous = synchronous
+        self._owns_pool = threadpool is None
+        self._pool = threadpool or ThreadPool(minthreads=1, maxthreads=1, name=f"sqlite:{path.name}")
+        # Reactor-thread state.
+        self._queue: list[_Work] = []
+        self._started = False
+        self._busy = False  # a job (open, batch, close) is on the worker
+        self._open_failure: Failure | None = None
+        self._closing = False
+        self._closed = False
+        self._close_waiters: list[Deferred[None]] = []
+        # Worker-thread state: only ever touched by functions running on the worker.
+        self._conn: sqlite3.Connection | None = None
+
+    # ILocationStore
+
+    def apply(self, changes: Sequence[BindingChange]) -> Deferred[None]:
+        """See `ILocationStore.apply`."""
+        try:
+            batch = check_changes(changes)
+        except TypeError as e:
+            return fail(e)
+        return self._run(lambda conn: _apply(conn, batch), weight=max(1, len(batch)))
+
+    def load(self, now: float) -> Deferred[list[Binding]]:
+        """See `ILocationStore.load`."""
+        return self._run(lambda conn: _load(conn, now))
+
+    def purge_expired(self, now: float) -> Deferred[int]:
+        """See `ILocationStore.purge_expired`."""
+        return self._run(lambda conn: conn.execute(_PURGE, (now,)).rowcount)
+
+    def close(self) -> Deferred[None]:
+        """See `ILocationStore.close`."""
+        if self._closed:
+            return succeed(None)
+        if not self._started:
+            self._closing = self._closed = True
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._close_waiters.append(waiter)
+        if not self._closing:
+            self._closing = True
+            self._pump()
+        return waiter
+
+    # The generic facility
+
+    def _run(self, fn: Callable[[sqlite3.Connection], T], *, weight: int = 1) -> Deferred[T]:
+        """Run `fn(connection)` on the worker thread, inside the next group-commit transaction.
+
+        `fn` runs within a SAVEPOINT of a transaction the store opened; it must not BEGIN, COMMIT or ROLLBACK
+        itself, and must not keep the connection or cursors. It may read and write any table.
+
+        Args:
+            fn: The work; its return value (or exception) is the Deferred's result.
+            weight: How many rows it changes, roughly, counted against `max_batch`.
+
+        Returns:
+            A Deferred firing on the reactor thread with `fn`'s result once the transaction has committed; or
+            failing with `fn`'s exception (its changes rolled back), with the error of a failed commit (every
+            call in that transaction fails), or with `StoreClosedError` after `close()`.
+        """
+        if self._closing:
+            return fail(StoreClosedError("the location store is closed"))
+        d: Deferred[T] = Deferred()
+        self._queue.append(_Work(fn, weight, d))
+        if not self._started:
+            self._start()
+        self._pump()
+        return d
+
+    # Reactor thread: the queue
+
+    def _start(self) -> None:
+        """Start the worker thread (if it is ours) and send it the open job."""
+        self._started = self._busy = True
+        if self._owns_pool:
+            self._pool.start()
+        opened = deferToThreadPool(self._reactor, self._pool, self._open_on_worker)
+        opened.addCallbacks(self._opened, self._open_failed)
+
+    def _pump(self) -> None:
+        """Give the worker the next batch (or the close job) if it is idle."""
+        if self._busy:
+            return
+        if self._open_failure is not None and self._queue:
+            queued, self._queue = self._queue, []
+            for work in queued:
+                work.deferred.errback(self._open_failure)
+            self._pump()  # the callbacks may have queued more work, or closed the store
+            return
+        if self._queue:
+            batch = self._take_batch()
+            self._busy = True
+            d = deferToThreadPool(self._reactor, self._pool, self._transact, [w.fn for w in batch])
+            d.addCallbacks(self._committed, self._commit_failed, callbackArgs=(batch,), errbackArgs=(batch,))
+        elif self._closing and not self._closed:
+            self._busy = True
+            deferToThreadPool(self._reactor, self._pool, self._close_on_worker).addBoth(self._shut)
+
+    def _take_batch(self) -> list[_Work]:
+        taken, total = 0, 0
+        for work in self._queue:
+            if taken and total + work.weight > self._max_batch:
+                break
+            taken += 1
+            total += work.weight
+        batch, self._queue = self._queue[:taken], self._queue[taken:]
+        return batch
+
+    def _opened(self, _: None) -> None:
+        self._busy = False
+        self._pump()
+
+    def _open_failed(self, failure: Failure) -> None:
+        self._open_failure = failure
+        self._busy = False
+        self._pump()
+
+    def _committed(self, outcomes: list[tuple[bool, Any]], batch: list[_Work]) -> None:
+        self.commits += 1
+        self._busy = False
+        self._pump()  # the worker starts on the next batch while the callers' callbacks run
+        for work, (ok, value) in zip(batch, outcomes, strict=True):
+            if ok:
+                work.deferred.callback(value)
+            else:
+                work.deferred.errback(value)
+
+    def _commit_failed(self, failure: Failure, batch: list[_Work]) -> None:
+        self._busy = False
+        self._pump()
+        for work in batch:
+            work.deferred.errback(failure)
+
+    def _shut(self, result: Failure | None) -> None:
+        self._closed = True
+        self._busy = False
+        if self._owns_pool:
+            self._pool.stop()  # joins a thread that has just finished its last job
+        waiters, self._close_waiters = self._close_waiters, []
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(None)
+
+    # Worker thread
+
+    def _open_on_worker(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, timeout=5.0)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{self._path}: SQLite refused WAL mode (journal_mode={mode})")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            _migrate(conn, self._path)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _transact(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
+        conn = self._conn
+        assert conn is not None, "the open job runs first"
+        outcomes: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for fn in fns:
+                conn.execute("SAVEPOINT work")
+                try:
+                    value = fn(conn)
+                except Exception:
+                    outcomes.append((False, Failure()))
+                    conn.execute("ROLLBACK TO work")
+                else:
+                    outcomes.append((True, value))
+                conn.execute("RELEASE work")
+            conn.execute("COMMIT")
+        except BaseException:
+            # Some errors (disk full, I/O) roll SQLite back by themselves; a failed COMMIT does not.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return outcomes
+
+    def _close_on_worker(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema to `SCHEMA_VERSION` in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            # Refuse rather than guess: a newer PBX wrote this file.
+            raise StoreError(f"{path}: schema version {version} is newer than this PBX's {SCHEMA_VERSION}")
+        for migration in _MIGRATIONS[version:]:
+            for statement in migration:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _apply(conn: sqlite3.Connection, changes: tuple[BindingChange, ...]) -> None:
+    for change in changes:
+        if isinstance(change, PutBinding):
+            b = change.binding
+            conn.execute(
+                _UPSERT,
+                (
+                    b.tenant,
+                    b.aor,
+                    b.contact,
+                    b.expires_at,
+                    b.q,
+                    b.call_id,
+                    b.cseq,
+                    b.received,
+                    b.local,
+                    b.instance_id,
+                    b.reg_id,
+                    b.user_agent,
+                    b.path,
+                    b.registered_at,
+                ),
+            )
+        elif isinstance(change, DeleteBinding):
+            conn.execute(_DELETE, (change.tenant, change.aor, change.contact))
+        elif isinstance(change, DeleteAor):
+            conn.execute(_DELETE_AOR, (change.tenant, change.aor))
+
+
+def _load(conn: sqlite3.Connection, now: float) -> list[Binding]:
+    intern = sys.intern  # values shared by many bindings are stored once in memory
+    return [
+        Binding(
+            tenant=intern(tenant),
+            aor=aor,
+            contact=contact,
+            expires_at=expires_at,
+            q=q,
+            call_id=call_id,
+            cseq=cseq,
+            received=received,
+            local=intern(local),
+            instance_id=instance_id,
+            reg_id=reg_id,
+            user_agent=intern(user_agent),
+            path=intern(path),
+            registered_at=registered_at,
+        )
+        for (
+            tenant,
+            aor,
+            contact,
+            expires_at,
+            q,
+            call_id,
+            cseq,
+            received,
+            local,
+            instance_id,
+            reg_id,
+            user_agent,
+            path,
+            registered_at,
+        ) in conn.execute(_LOAD, (now,))
+    ]
