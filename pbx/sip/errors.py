@@ -21,7 +21,7 @@ class SipParseError(ValueError):
         reason: a short phrase fit for a `400` reason phrase ("Bad CSeq header").
         request: the partially parsed request when the start line was a request line and the headers could be
             split, so that a `400` can still be routed back; None otherwise.
-        status: the response status for the request (400, or 505 for another SIP version, 413 when too large).
+        status: the response status for the request (400, or 505 for another SIP version, 513 when too large).
     """
 
     def __init__(self, reason: str, request: Request | None = None, status: int = 400) -> None:

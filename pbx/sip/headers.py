@@ -224,8 +224,16 @@ def format_header_params(params: Params) -> str:
 
 
 def quote_string(text: str) -> str:
-    """A quoted-string (RFC 3261 25.1) for display names and digest parameters."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A quoted-string (RFC 3261 25.1) for display names and digest parameters.
+
+    CR, LF and other control characters cannot be carried by a quoted-pair: they become spaces, so a value
+    from outside (a caller's display name) can never start a new header line.
+    """
+    cleaned = text.translate(_CONTROL_TO_SPACE)
+    return '"' + cleaned.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_CONTROL_TO_SPACE = {c: " " for c in (*range(0, 9), *range(10, 32), 127)}
 
 
 def unquote_string(text: str) -> str:

@@ -90,6 +90,14 @@ def new_call_id(host: str) -> str:
     return f"{secrets.token_hex(12)}@{host}"
 
 
+def _has_tag(name_address: str) -> bool:
+    """Whether a From/To value carries a tag; a malformed value counts as having none."""
+    try:
+        return NameAddress.parse(name_address).tag is not None
+    except (SipParseError, ValueError):
+        return False
+
+
 class Headers:
     """An ordered, case-insensitive multi-map of header fields, as they appear on the wire.
 
@@ -296,10 +304,8 @@ class Request(Message):
                 headers.add(name, value)
         if to_tag is not None and status != 100:
             to = self.headers.get("To")
-            if to is not None:
-                to_value = NameAddress.parse(to)
-                if to_value.tag is None:
-                    headers.set("To", str(to_value.with_param("tag", to_tag)))
+            if to is not None and not _has_tag(to):
+                headers.set("To", f"{to};tag={to_tag}")  # appended to the text as received
         return Response(status, reason, headers)
 
     def __repr__(self) -> str:

@@ -14,6 +14,7 @@ partially parsed request so that a `400` can be routed. Header values are parsed
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pbx.sip.errors import SipParseError
@@ -38,6 +39,7 @@ class ParserLimits:
 
 
 DEFAULT_LIMITS = ParserLimits()
+_FOLD = re.compile(rb"\r?\n[ \t]+")
 
 
 def _split_head(data: bytes) -> tuple[bytes, bytes | None]:
@@ -82,7 +84,7 @@ def parse_message(
         error = e.reason
 
     message: Request | Response
-    if start.startswith("SIP/"):
+    if start[:4].upper() == "SIP/":
         message = _parse_status_line(start, headers)
         if error is not None:
             raise SipParseError(error)
@@ -115,11 +117,14 @@ def _parse_header_lines(lines: list[str], headers: Headers, limits: ParserLimits
     value = ""
     count = 0
     for raw in lines[1:]:
-        line = raw.rstrip("\r")
+        line = raw[:-1] if raw.endswith("\r") else raw
+        if "\r" in line:
+            raise SipParseError("Bare CR in header line")
         if line[:1] in (" ", "\t"):
             if name is None:
                 raise SipParseError("Continuation line without a header")
-            value = f"{value} {line.strip()}"
+            folded = line.strip()
+            value = f"{value} {folded}" if value else folded
             if len(value) > limits.max_line_length:
                 raise SipParseError("Header line too long")
             continue
@@ -226,6 +231,7 @@ class StreamFramer:
 
     @staticmethod
     def _content_length(head: bytes) -> int:
+        head = _FOLD.sub(b" ", head)  # unfold first: a continuation line is never a header of its own
         for line in head.split(b"\r\n")[1:]:
             name, colon, value = line.partition(b":")
             if colon and name.strip().lower() in (b"content-length", b"l"):

@@ -149,7 +149,7 @@ class SipStack:
         status = error.status if isinstance(error, SipParseError) else 400
         if request is not None and request.method != "ACK" and self._routable(request):
             self._stamp_via(request, flow)
-            self.send_response(self._error_response(request, status, reason), flow)
+            self._answer_statelessly(request, flow, status, reason)
             return
         self.counters["dropped"] += 1
         self._drop_log.warn(
@@ -182,9 +182,28 @@ class SipStack:
         except SipError as e:
             self.counters["bad_requests"] += 1
             if request.method != "ACK":
-                self.send_response(self._error_response(request, e.status, e.reason, e.headers), flow)
+                self._answer_statelessly(request, flow, e.status, e.reason, e.headers)
             return
         self.transactions.receive_request(request, flow, reliable=flow.reliable)
+
+    def _answer_statelessly(
+        self,
+        request: Request,
+        flow: IFlow,
+        status: int,
+        reason: str | None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Answer a request that will not reach a transaction (400, 416, 420, 483 ...), or drop it quietly
+        when even that is impossible (headers too broken to copy)."""
+        try:
+            response = self._error_response(request, status, reason, headers)
+            self.send_response(response, flow)
+        except (SipParseError, ValueError) as e:
+            self.counters["dropped"] += 1
+            self._drop_log.warn(
+                "Could not answer a bad request from {peer}: {e}", peer=flow.remote_address, e=e
+            )
 
     @staticmethod
     def _stamp_via(request: Request, flow: IFlow) -> None:

@@ -30,6 +30,15 @@ _SIGNIFICANT_PARAMS = ("user", "ttl", "method", "maddr", "transport")
 Params = tuple[tuple[str, str | None], ...]
 
 
+def _quote(text: str, safe: str) -> str:
+    """Percent-escape for output; bytes that were not UTF-8 on the wire are escaped too."""
+    return quote(text, safe=safe, errors="surrogateescape")
+
+
+def _unquote(text: str) -> str:
+    return unquote(text, errors="surrogateescape")
+
+
 def find_param(params: Params, name: str) -> tuple[bool, str | None]:
     lname = name.lower()
     for key, value in params:
@@ -51,19 +60,19 @@ def _parse_params(text: str, what: str) -> Params:
         if not part:
             raise SipParseError(f"Empty {what} parameter")
         name, eq, value = part.partition("=")
-        name = unquote(name.strip())
+        name = _unquote(name.strip())
         if not name:
             raise SipParseError(f"Bad {what} parameter")
-        out.append((name, unquote(value.strip()) if eq else None))
+        out.append((name, _unquote(value.strip()) if eq else None))
     return tuple(out)
 
 
 def _format_params(params: Params) -> str:
     out = []
     for name, value in params:
-        out.append(f";{quote(name, safe=_PARAM_SAFE)}")
+        out.append(f";{_quote(name, _PARAM_SAFE)}")
         if value is not None:
-            out.append(f"={quote(value, safe=_PARAM_SAFE)}")
+            out.append(f"={_quote(value, _PARAM_SAFE)}")
     return "".join(out)
 
 
@@ -103,6 +112,16 @@ def format_host(host: str) -> str:
 
 def format_host_port(host: str, port: int | None) -> str:
     return format_host(host) if port is None else f"{format_host(host)}:{port}"
+
+
+def _host_key(host: str) -> object:
+    """Hosts compare case-insensitively; IPv6 literals by address (RFC 5954 4: `::1` == `0:0:0:0:0:0:0:1`)."""
+    if ":" in host:
+        try:
+            return ipaddress.IPv6Address(host)
+        except ValueError:
+            pass
+    return host.lower()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -162,15 +181,15 @@ class SipURI:
     @property
     def aor(self) -> str:
         """The address-of-record form `scheme:user@host` (lower-cased host, no port, params or headers)."""
-        user = f"{quote(self.user, safe=_USER_SAFE)}@" if self.user is not None else ""
+        user = f"{_quote(self.user, _USER_SAFE)}@" if self.user is not None else ""
         return f"{self.scheme}:{user}{format_host(self.host.lower())}"
 
     def __str__(self) -> str:
         parts = [self.scheme, ":"]
         if self.user is not None:
-            parts.append(quote(self.user, safe=_USER_SAFE))
+            parts.append(_quote(self.user, _USER_SAFE))
             if self.password is not None:
-                parts.append(":" + quote(self.password, safe=_PASSWORD_SAFE))
+                parts.append(":" + _quote(self.password, _PASSWORD_SAFE))
             parts.append("@")
         parts.append(format_host_port(self.host, self.port))
         if self.params:
@@ -178,9 +197,7 @@ class SipURI:
         if self.headers:
             parts.append(
                 "?"
-                + "&".join(
-                    f"{quote(k, safe=_HEADER_SAFE)}={quote(v, safe=_HEADER_SAFE)}" for k, v in self.headers
-                )
+                + "&".join(f"{_quote(k, _HEADER_SAFE)}={_quote(v, _HEADER_SAFE)}" for k, v in self.headers)
             )
         return "".join(parts)
 
@@ -194,7 +211,7 @@ class SipURI:
             self.scheme != other.scheme
             or self.user != other.user
             or self.password != other.password
-            or self.host.lower() != other.host.lower()
+            or _host_key(self.host) != _host_key(other.host)
             or self.port != other.port
         ):
             return False
@@ -211,12 +228,19 @@ class SipURI:
         )
 
     def __hash__(self) -> int:
-        return hash((self.scheme, self.user, self.host.lower(), self.port))
+        return hash((self.scheme, self.user, _host_key(self.host), self.port))
 
 
-@dataclass(frozen=True, slots=True)
+_VISUAL_SEPARATORS = str.maketrans("", "", "-.()")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class TelURI:
-    """A `tel:` URI (RFC 3966): a global (`+...`) or local number with parameters."""
+    """A `tel:` URI (RFC 3966): a global (`+...`) or local number with parameters.
+
+    Equality (RFC 3966 4): visual separators `-.()` in the number are ignored, hex digits compare
+    case-insensitively, parameters compare without regard to order or the case of names and values.
+    """
 
     number: str
     params: Params = ()
@@ -231,6 +255,19 @@ class TelURI:
 
     def __str__(self) -> str:
         return f"tel:{self.number}{_format_params(self.params)}"
+
+    def _key(self) -> tuple[str, frozenset[tuple[str, str | None]]]:
+        number = self.number.translate(_VISUAL_SEPARATORS).lower()
+        params = frozenset((k.lower(), v.lower() if v is not None else None) for k, v in self.params)
+        return number, params
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TelURI):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +300,7 @@ def parse_uri(text: str) -> URI:
         number, semi, params = rest.partition(";")
         if not number:
             raise SipParseError("Bad tel URI")
-        return TelURI(unquote(number), _parse_params(params, "URI") if semi else ())
+        return TelURI(_unquote(number), _parse_params(params, "URI") if semi else ())
     if not rest or any(c in rest for c in ' \t\r\n<>"'):
         raise SipParseError("Bad URI")
     return AbsoluteURI(lscheme, rest)
@@ -287,8 +324,8 @@ def _parse_sip_uri(scheme: str, rest: str) -> SipURI:
         user_text, colon, password_text = userinfo.partition(":")
         if not user_text:
             raise SipParseError("Empty user part in SIP URI")
-        user = unquote(user_text)
-        password = unquote(password_text) if colon else None
+        user = _unquote(user_text)
+        password = _unquote(password_text) if colon else None
     rest, qmark, header_text = rest.partition("?")
     hostport, semi, param_text = rest.partition(";")
     host, port = parse_host_port(hostport)
@@ -299,7 +336,7 @@ def _parse_sip_uri(scheme: str, rest: str) -> SipURI:
             name, eq, value = item.partition("=")
             if not name or not eq:
                 raise SipParseError("Bad URI header")
-            headers.append((unquote(name), unquote(value)))
+            headers.append((_unquote(name), _unquote(value)))
     return SipURI(
         host=host,
         user=user,

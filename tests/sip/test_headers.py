@@ -156,7 +156,7 @@ def test_unquote_leaves_tokens_alone() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.text())
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs"))))
 def test_quote_unquote_round_trip(text: str) -> None:
     assert unquote_string(quote_string(text)) == text
 
@@ -301,10 +301,6 @@ def test_empty_display_name_round_trips() -> None:
     assert NameAddress.parse(str(na)) == na
 
 
-@pytest.mark.xfail(
-    reason="bug: quote_string passes CR/LF through (quoted-pair cannot carry them): header injection",
-    strict=True,
-)
 def test_display_name_cannot_inject_header_lines() -> None:
     evil = "Mallory\r\nVia: SIP/2.0/UDP evil;branch=z9hG4bKx"
     na = NameAddress(uri=parse_uri("sip:a@b"), display_name=evil)

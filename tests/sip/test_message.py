@@ -298,10 +298,6 @@ def test_response_adds_the_tag_once() -> None:
     assert again.to.params == (("tag", "t1"),)
 
 
-@pytest.mark.xfail(
-    reason="bug: Request.response raises SipParseError on a malformed To, so the 400 for it cannot be built",
-    strict=True,
-)
 def test_response_to_a_request_with_a_malformed_to() -> None:
     """check_request answers a bad To with SipError(400); building that 400 must not fail in turn."""
     request = invite()

@@ -181,6 +181,25 @@ def test_tel_uri() -> None:
 
 
 @pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("tel:+1-201-555-0123", "tel:+12015550123"),
+        ("tel:+1(201)555.0123;ext=42", "tel:+12015550123;EXT=42"),
+        ("tel:7042;phone-context=example.com;ext=1", "tel:7042;ext=1;phone-context=EXAMPLE.com"),
+    ],
+)
+def test_rfc3966_tel_uri_equality(a: str, b: str) -> None:
+    ua, ub = parse_uri(a), parse_uri(b)
+    assert ua == ub
+    assert hash(ua) == hash(ub)
+
+
+def test_tel_uris_that_differ() -> None:
+    assert parse_uri("tel:+12015550123") != parse_uri("tel:+12015550124")
+    assert parse_uri("tel:7042;phone-context=example.com") != parse_uri("tel:7042;phone-context=example.net")
+
+
+@pytest.mark.parametrize(
     ("text", "scheme", "rest"),
     [
         ("urn:service:sos", "urn", "service:sos"),
@@ -306,9 +325,6 @@ def test_rfc3261_unequal_uris(a: str, b: str) -> None:
     assert ub != ua
 
 
-@pytest.mark.xfail(
-    reason="bug: IPv6 references compare as text; RFC 5954 section 4 compares them as addresses", strict=True
-)
 @pytest.mark.parametrize(
     ("a", "b"),
     [
