@@ -366,6 +366,7 @@ class SipStack:
             if failed:  # failed before the transaction existed: it treats OSError as a transport error
                 raise OSError(str(failed[0].value))
 
+        txn: Any
         if request.method == "INVITE":
             txn = self.transactions.client_invite(request, send, tu, reliable=reliable)
         else:
