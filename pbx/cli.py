@@ -1,6 +1,7 @@
 """The `pbx` command: offline tools that need no running PBX (it grows with each layer).
 
 - `pbx config check FILE`: validate a configuration file and print a summary, or the error naming the key.
+- `pbx registrations FILE`: the phones registered now (read from the PBX's database; works while it runs).
 - `pbx version`
 """
 
@@ -8,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 
 from pbx import __version__
 from pbx.config import ConfigError, load_config
+from pbx.store.sqlite import read_bindings
 
 
 def _config_check(args: argparse.Namespace) -> int:
@@ -29,6 +32,24 @@ def _config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registrations(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as e:
+        print(f"{args.file}: {e}", file=sys.stderr)
+        return 1
+    now = time.time()
+    bindings = read_bindings(config.data_dir / "pbx.sqlite3", now)
+    print(f"{'tenant':<12} {'extension':<10} {'expires':>7}  {'via':<28} {'contact':<40} user-agent")
+    for b in bindings:
+        print(
+            f"{b.tenant:<12} {b.aor:<10} {b.expires_at - now:>6.0f}s  {b.received:<28} {b.contact:<40} "
+            f"{b.user_agent}"
+        )
+    print(f"{len(bindings)} registration(s)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pbx", description="Offline tools for the PBX.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -37,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = config_commands.add_parser("check", help="validate a configuration file")
     check.add_argument("file")
     check.set_defaults(func=_config_check)
+    registrations = commands.add_parser("registrations", help="list the phones registered now")
+    registrations.add_argument("file", help="the PBX configuration file")
+    registrations.set_defaults(func=_registrations)
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(__version__) or 0)
     args = parser.parse_args(argv)

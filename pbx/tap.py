@@ -7,22 +7,30 @@ its plain constructor arguments. A config error stops `twistd` before anything l
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import reactor
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 
-from pbx.config import Config, ConfigError, load_config
+from pbx.config import Config, ConfigError, Tenant, load_config
+from pbx.registrar import BruteForceGuard, Domain, KeepAlive, LocationService, Registrar, RegistrarPolicy
+from pbx.sip.auth import DigestAuthenticator, NonceCounter, NonceSource
+from pbx.sip.digest import ha1
 from pbx.sip.interfaces import IFlow
 from pbx.sip.parser import ParserLimits
 from pbx.sip.stack import SipStack
 from pbx.sip.timers import TimerConfig
 from pbx.sip.tls import client_options_factory, ensure_dev_certificate, server_options
 from pbx.sip.transport import TransportManager
+from pbx.store import SqliteLocationStore
 
 _log = Logger(namespace="pbx")
 _trace_log = Logger(namespace="pbx.sip.trace")
@@ -121,7 +129,129 @@ def build(config: Config, sip_trace_enabled: bool = False, the_reactor: Any = re
     )
     stack.attach_transport(transports)
     SipService(config, transports).setServiceParent(top)
+    build_registrar(config, stack, the_reactor).setServiceParent(top)
     return top
+
+
+def _nonce_secret(data_dir: Path) -> bytes:
+    """The nonce key, kept in the data directory so that nonces stay valid across restarts."""
+    path = data_dir / "nonce.key"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+        os.replace(tmp, path)
+    secret = path.read_bytes()
+    if len(secret) < 16:
+        raise ConfigError("pbx.data_dir", f"{path} is damaged: delete it to make a new one")
+    return secret
+
+
+def ha1_lookup(config: Config) -> Callable[[str, str, str], str | None]:
+    """H(A1) by (username, realm, algorithm) from the tenants' extensions; computed once per password."""
+    by_realm: dict[str, Tenant] = {}
+    for tenant in config.tenants:
+        by_realm.setdefault(tenant.realm, tenant)
+    cache: dict[tuple[str, str, str], str | None] = {}
+
+    def lookup(username: str, realm: str, algorithm: str) -> str | None:
+        key = (username, realm, algorithm)
+        if key in cache:
+            return cache[key]
+        tenant = by_realm.get(realm)
+        extension = tenant.extensions.get(username) if tenant is not None else None
+        value: str | None = None
+        if extension is not None:
+            if extension.password is not None:
+                value = ha1(username, realm, extension.password, algorithm)
+            elif algorithm == "MD5":
+                value = extension.ha1_md5
+            elif algorithm == "SHA-256":
+                value = extension.ha1_sha256
+        if len(cache) < 100_000:
+            cache[key] = value
+        return value
+
+    return lookup
+
+
+def domain_lookup(config: Config) -> Callable[[str], Domain | None]:
+    def lookup(host: str) -> Domain | None:
+        tenant = config.tenant_for_domain(host)
+        return Domain(tenant.name, tenant.realm) if tenant is not None else None
+
+    return lookup
+
+
+class RegistrarService(service.Service):
+    """Loads the location service before phones are answered, runs keep-alives and store housekeeping."""
+
+    def __init__(self, location: LocationService, keepalive: KeepAlive, store: Any, clock: Any) -> None:
+        self._location = location
+        self._keepalive = keepalive
+        self._store = store
+        self._purge = LoopingCall(self._purge_expired)
+        self._purge.clock = clock
+
+    def startService(self) -> None:
+        super().startService()
+        self._location.load().addErrback(lambda f: _log.failure("Loading registrations failed", f))
+        self._keepalive.start()
+        self._purge.start(300, now=False)
+
+    def _purge_expired(self) -> None:
+        self._location.purge_store().addErrback(lambda f: _log.failure("Purging registrations failed", f))
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self._keepalive.stop()
+        if self._purge.running:
+            self._purge.stop()
+        self._location.stop()
+        return self._store.close()
+
+
+def build_registrar(config: Config, stack: SipStack, the_reactor: Any) -> service.IService:
+    """The registrar, its location service (SQLite in data_dir), digest auth and brute-force guard."""
+    security, policy = config.security, config.registrar
+    store = SqliteLocationStore(config.data_dir / "pbx.sqlite3", the_reactor)
+    location = LocationService(the_reactor, store)
+    authenticator = DigestAuthenticator(
+        NonceSource(the_reactor, _nonce_secret(config.data_dir), security.nonce_lifetime),
+        NonceCounter(),
+        ha1_lookup(config),
+        algorithms=security.auth_algorithms,
+    )
+    guard = BruteForceGuard(
+        the_reactor,
+        max_failures=security.max_auth_failures,
+        window=security.failure_window,
+        block_duration=security.block_duration,
+        max_account_failures=security.max_account_failures,
+        trusted=security.trusted_networks,
+    )
+    stack.set_source_filter(guard.is_blocked)
+    registrar = Registrar(
+        the_reactor,
+        location,
+        authenticator,
+        domain_lookup(config),
+        guard,
+        RegistrarPolicy(policy.min_expires, policy.max_expires, policy.default_expires, policy.max_contacts),
+        md5_only_user_agents=security.md5_only_user_agents,
+    )
+    stack.register("REGISTER", registrar)
+    keepalive = KeepAlive(
+        the_reactor,
+        location,
+        stack,
+        mode=policy.keepalive,
+        interval=policy.keepalive_interval,
+        max_failures=policy.keepalive_failures,
+        from_host=config.tenants[0].domain,
+    )
+    return RegistrarService(location, keepalive, store, the_reactor)
 
 
 def makeService(options: Options) -> service.IService:

@@ -23,11 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from pbx.config.model import (
+    AUTH_ALGORITHMS,
     DEFAULT_PORTS,
+    KEEPALIVE_MODES,
+    MD5_ONLY_USER_AGENTS,
     TRANSPORTS,
     Config,
     Extension,
     ListenerConfig,
+    RegistrarConfig,
+    SecurityConfig,
     SipConfig,
     Tenant,
     TlsConfig,
@@ -35,13 +40,32 @@ from pbx.config.model import (
 )
 
 SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
-    "": ("pbx", "sip", "tls", "tenants"),
+    "": ("pbx", "sip", "tls", "tenants", "registrar", "security"),
     "pbx": ("data_dir", "dialplan_dir", "sip_trace"),
     "sip": ("user_agent", "idle_timeout", "max_message_size", "t1", "t2", "t4", "listen"),
     "sip.listen[]": ("transport", "host", "port", "advertise"),
     "tls": ("certificate", "private_key", "ca_certificates"),
     "tenants.<tenant>": ("domain", "aliases", "realm", "extensions"),
     "tenants.<tenant>.extensions.<number>": ("name", "password", "ha1_md5", "ha1_sha256"),
+    "registrar": (
+        "min_expires",
+        "max_expires",
+        "default_expires",
+        "max_contacts",
+        "keepalive",
+        "keepalive_interval",
+        "keepalive_failures",
+    ),
+    "security": (
+        "max_auth_failures",
+        "failure_window",
+        "block_duration",
+        "max_account_failures",
+        "nonce_lifetime",
+        "auth_algorithms",
+        "trusted_networks",
+        "md5_only_user_agents",
+    ),
 }
 """The keys each table accepts, by the table's path as written in ``docs/configuration.md``."""
 
@@ -180,6 +204,38 @@ class _Parser:
             raise ConfigError(_join(path, key), f"must be a number of seconds greater than 0, not {value!r}")
         return float(value)
 
+    def _seconds(
+        self,
+        table: Mapping[str, Any],
+        key: str,
+        path: str,
+        default: float,
+        low: float,
+        high: float | None = None,
+    ) -> float:
+        """A number of seconds from ``low`` to ``high`` (unbounded when None), as a float."""
+        value = table.get(key, default)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < low
+            or (high is not None and value > high)
+        ):
+            bounds = f"from {low:g} to {high:g}" if high is not None else f"of at least {low:g}"
+            raise ConfigError(_join(path, key), f"must be a number of seconds {bounds}, not {value!r}")
+        return float(value)
+
+    def _strings(self, table: Mapping[str, Any], key: str, path: str, default: list[str]) -> list[str]:
+        """An array of strings; the error for a wrong element names its index."""
+        value = table.get(key, default)
+        if not isinstance(value, list):
+            raise ConfigError(_join(path, key), f"must be an array of strings, not {_kind(value)}")
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                raise ConfigError(f"{_join(path, key)}[{index}]", f"must be a string, not {_kind(item)}")
+        return value
+
     def _integer(
         self, table: Mapping[str, Any], key: str, path: str, default: int, low: int, high: int
     ) -> int:
@@ -237,6 +293,8 @@ class _Parser:
             sip=self.sip(root.get("sip", {})),
             tls=self.tls(root.get("tls", {})),
             tenants=self.tenants(root.get("tenants")),
+            registrar=self.registrar(root.get("registrar", {})),
+            security=self.security(root.get("security", {})),
         )
 
     def sip(self, value: object) -> SipConfig:
@@ -379,4 +437,80 @@ class _Parser:
             password=password,
             ha1_md5=digests["ha1_md5"],
             ha1_sha256=digests["ha1_sha256"],
+        )
+
+    def registrar(self, value: object) -> RegistrarConfig:
+        registrar = self._table(value, "registrar", "registrar")
+        min_expires = self._integer(registrar, "min_expires", "registrar", 60, 1, 86400)
+        max_expires = self._integer(registrar, "max_expires", "registrar", 3600, 1, 604800)
+        if max_expires < min_expires:
+            raise ConfigError(
+                "registrar.max_expires",
+                f"must be at least registrar.min_expires ({min_expires}), not {max_expires}",
+            )
+        default_expires = self._integer(registrar, "default_expires", "registrar", 3600, 1, 604800)
+        if not min_expires <= default_expires <= max_expires:
+            raise ConfigError(
+                "registrar.default_expires",
+                "must be from registrar.min_expires to registrar.max_expires "
+                f"({min_expires} to {max_expires}), not {default_expires}",
+            )
+        keepalive = self._string(registrar, "keepalive", "registrar", "options").lower()
+        if keepalive not in KEEPALIVE_MODES:
+            raise ConfigError(
+                "registrar.keepalive",
+                f"must be one of {', '.join(KEEPALIVE_MODES)}, not {registrar['keepalive']!r}",
+            )
+        return RegistrarConfig(
+            min_expires=min_expires,
+            max_expires=max_expires,
+            default_expires=default_expires,
+            max_contacts=self._integer(registrar, "max_contacts", "registrar", 10, 1, 100),
+            keepalive=keepalive,
+            keepalive_interval=self._seconds(registrar, "keepalive_interval", "registrar", 30.0, 5),
+            keepalive_failures=self._integer(registrar, "keepalive_failures", "registrar", 3, 1, 20),
+        )
+
+    def security(self, value: object) -> SecurityConfig:
+        security = self._table(value, "security", "security")
+        path = "security.auth_algorithms"
+        raw_algorithms = self._strings(security, "auth_algorithms", "security", list(AUTH_ALGORITHMS))
+        if not raw_algorithms:
+            raise ConfigError(path, f"must name at least one of {', '.join(AUTH_ALGORITHMS)}")
+        spellings = {name.upper(): name for name in AUTH_ALGORITHMS}
+        algorithms: list[str] = []
+        for index, raw in enumerate(raw_algorithms):
+            algorithm = spellings.get(raw.strip().upper())
+            if algorithm is None:
+                raise ConfigError(
+                    f"{path}[{index}]", f"must be one of {', '.join(AUTH_ALGORITHMS)}, not {raw!r}"
+                )
+            if algorithm in algorithms:
+                raise ConfigError(f"{path}[{index}]", f"{algorithm} is listed twice")
+            algorithms.append(algorithm)
+        networks: list[str] = []
+        for index, raw in enumerate(self._strings(security, "trusted_networks", "security", [])):
+            try:
+                network = ipaddress.ip_network(raw.strip(), strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"security.trusted_networks[{index}]",
+                    f"must be an IP network in CIDR notation (like '192.0.2.0/24'), not {raw!r}",
+                ) from None
+            networks.append(network.compressed)
+        return SecurityConfig(
+            max_auth_failures=self._integer(security, "max_auth_failures", "security", 5, 1, 1000),
+            failure_window=self._positive(security, "failure_window", "security", 60.0),
+            block_duration=self._positive(security, "block_duration", "security", 600.0),
+            max_account_failures=self._integer(security, "max_account_failures", "security", 20, 1, 100000),
+            nonce_lifetime=self._seconds(security, "nonce_lifetime", "security", 300.0, 10, 86400),
+            auth_algorithms=tuple(algorithms),
+            trusted_networks=tuple(networks),
+            md5_only_user_agents=tuple(
+                agent.strip()
+                for agent in self._strings(
+                    security, "md5_only_user_agents", "security", list(MD5_ONLY_USER_AGENTS)
+                )
+                if agent.strip()
+            ),
         )

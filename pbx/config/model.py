@@ -23,6 +23,16 @@ TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls")
 DEFAULT_PORTS: Mapping[str, int] = MappingProxyType({"udp": 5060, "tcp": 5060, "tls": 5061})
 """The port a listener binds when none is configured (RFC 3261 §19.1.2)."""
 
+KEEPALIVE_MODES: tuple[str, ...] = ("options", "crlf", "none")
+"""How the registrar keeps registered contacts' NAT bindings open, lower-case (see `RegistrarConfig`)."""
+
+AUTH_ALGORITHMS: tuple[str, ...] = ("MD5", "SHA-256")
+"""The digest algorithms the PBX can challenge with, spelt as in the WWW-Authenticate header (RFC 7616), in
+the default order: MD5 first, because many phones read only the first challenge and know only MD5."""
+MD5_ONLY_USER_AGENTS: tuple[str, ...] = ("baresip",)
+"""User-Agent substrings of clients that fail on any challenge with an algorithm they do not know (libre-based
+baresip 1.x answers a response carrying a SHA-256 challenge with "Function not implemented")."""
+
 
 def normalize_host(host: str) -> str:
     """Bring a host name or IP literal into the form the config stores and compares.
@@ -112,6 +122,67 @@ class TlsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistrarConfig:
+    """SIP registrar settings (RFC 3261 §10, RFC 5626 keep-alives).
+
+    Attributes:
+        min_expires: The shortest registration accepted, in seconds; a REGISTER asking for less (but more
+            than 0) is answered 423 Interval Too Brief.
+        max_expires: The longest registration granted, in seconds; longer requests are shortened to it.
+        default_expires: The registration time used when the phone asks for none, in seconds; from
+            ``min_expires`` to ``max_expires``.
+        max_contacts: The most contacts one address of record may have; beyond it the oldest is replaced.
+        keepalive: ``"options"`` (OPTIONS pings to UDP contacts, CRLF pings on TCP and TLS flows),
+            ``"crlf"`` (CRLF pings on TCP and TLS flows only) or ``"none"``.
+        keepalive_interval: Seconds between keep-alive pings to one contact.
+        keepalive_failures: Missed pings in a row after which the contact is removed.
+    """
+
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 3600
+    max_contacts: int = 10
+    keepalive: str = "options"
+    keepalive_interval: float = 30.0
+    keepalive_failures: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    """Digest authentication and brute-force guard settings.
+
+    Attributes:
+        max_auth_failures: Wrong digest responses from one source address within ``failure_window`` after
+            which the source is blocked.
+        failure_window: The sliding window failures are counted in, in seconds.
+        block_duration: How long a blocked source is silently dropped, in seconds.
+        max_account_failures: Wrong responses for one account, from any sources, within ``failure_window``;
+            past it, each source that fails again for that account is blocked at once.
+        nonce_lifetime: How long a digest nonce stays valid, in seconds.
+        auth_algorithms: The digest algorithms to challenge with, in the order of the challenges; each
+            ``"SHA-256"`` or ``"MD5"``, never empty, no duplicates.
+        trusted_networks: Networks in CIDR notation (normalized, e.g. ``"192.0.2.0/24"``) whose sources
+            are never blocked.
+        md5_only_user_agents: User-Agent substrings (case-insensitive) of clients that get only an MD5
+            challenge; the choice depends on the User-Agent alone, never on the user, so it reveals nothing.
+    """
+
+    max_auth_failures: int = 5
+    failure_window: float = 60.0
+    block_duration: float = 600.0
+    max_account_failures: int = 20
+    nonce_lifetime: float = 300.0
+    auth_algorithms: tuple[str, ...] = AUTH_ALGORITHMS
+    trusted_networks: tuple[str, ...] = ()
+    md5_only_user_agents: tuple[str, ...] = MD5_ONLY_USER_AGENTS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "md5_only_user_agents", tuple(self.md5_only_user_agents))
+        object.__setattr__(self, "auth_algorithms", tuple(self.auth_algorithms))
+        object.__setattr__(self, "trusted_networks", tuple(self.trusted_networks))
+
+
+@dataclass(frozen=True, slots=True)
 class Extension:
     """A SIP account of a tenant; its number is the digest user name.
 
@@ -178,6 +249,8 @@ class Config:
         sip: SIP stack settings.
         tls: TLS material.
         tenants: The tenants, in file order; never empty, with distinct names and hosts.
+        registrar: SIP registrar settings.
+        security: Authentication and brute-force guard settings.
     """
 
     source: Path | None
@@ -188,6 +261,8 @@ class Config:
     sip: SipConfig
     tls: TlsConfig
     tenants: tuple[Tenant, ...]
+    registrar: RegistrarConfig = field(default_factory=RegistrarConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     _by_host: Mapping[str, Tenant] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -48,7 +48,7 @@ from pbx.sip.digest import (
 )
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import Request, Response, new_tag
-from pbx.sip.uri import parse_uri
+from pbx.sip.uri import SipURI, parse_uri
 
 # -- nonces --------------------------------------------------------------------------------------------------
 
@@ -382,17 +382,25 @@ class DigestAuthenticator:
         self._qop = qop
 
     def challenge(
-        self, request: Request, realm: str, *, proxy: bool, stale: bool = False, to_tag: str | None = None
+        self,
+        request: Request,
+        realm: str,
+        *,
+        proxy: bool,
+        stale: bool = False,
+        to_tag: str | None = None,
+        algorithms: Sequence[str] | None = None,
     ) -> Response:
         """A 401 with WWW-Authenticate (or with `proxy`, a 407 with Proxy-Authenticate) for `request`.
 
-        One header per algorithm, in order of preference, each with its own fresh nonce. The To tag is
-        `to_tag`, or a new one (RFC 3261 8.2.6.2).
+        One header per algorithm, in order of preference, each with its own fresh nonce; `algorithms`
+        overrides the configured ones for this challenge (clients that cannot bear an unknown one). The To
+        tag is `to_tag`, or a new one (RFC 3261 8.2.6.2).
         """
         response = request.response(407 if proxy else 401, to_tag=to_tag or new_tag())
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         qop = (self._qop,) if self._qop else ()
-        for algorithm in self._algorithms:
+        for algorithm in self._algorithms if algorithms is None else algorithms:
             value = DigestChallenge(
                 realm=realm, nonce=self._nonces.make(realm), algorithm=algorithm, qop=qop, stale=stale
             )
@@ -475,15 +483,27 @@ class DigestAuthenticator:
 
 
 def _same_uri(digest_uri: str, request: Request) -> bool:
-    """The digest-uri names the Request-URI (RFC 2617 3.2.2.5): equal as text, or as text after both went
-    through our URI parser (which only undoes escaping and spelling, never drops a part)."""
-    request_uri = str(request.uri)
-    if digest_uri == request_uri:
+    """The digest-uri names the Request-URI (RFC 2617 3.2.2.5), compared leniently as deployed stacks do.
+
+    Equal as text, or as SIP URIs with the same scheme, user and host: the port and parameters are not
+    compared, because real clients differ there (SIPp puts the server's port into the digest-uri of a REGISTER
+    to `sip:host`; proxies may add parameters). The digest itself still covers the uri the client sent, and
+    nonce-counts stop replays, so nothing is lost for security.
+    """
+    request_uri = request.uri
+    if digest_uri == str(request_uri):
         return True
     try:
-        return str(parse_uri(digest_uri)) == request_uri
+        parsed = parse_uri(digest_uri)
     except SipParseError:
         return False
+    if isinstance(parsed, SipURI) and isinstance(request_uri, SipURI):
+        return (
+            parsed.scheme == request_uri.scheme
+            and parsed.user == request_uri.user
+            and parsed.host.lower() == request_uri.host.lower()
+        )
+    return str(parsed) == str(request_uri)
 
 
 def _done(

@@ -66,8 +66,12 @@ class IClientTransactionUser(Interface):
 class ITransactionUser(Interface):
     """The part of an application that receives new requests (a registrar, a B2BUA)."""
 
-    def request_received(transaction: IServerTransaction, request: object) -> None:
-        """A new request in its server transaction (never a retransmission, never an ACK or CANCEL)."""
+    def request_received(transaction: IServerTransaction, request: object) -> object:
+        """A new request in its server transaction (never a retransmission, never an ACK or CANCEL).
+
+        May return a Deferred: if it fails, the stack answers as for a raised error (`SipError` -> its
+        response, anything else -> a logged `500`).
+        """
 
     def ack_received(request: object, flow: IFlow) -> None:
         """An ACK that matched no INVITE server transaction: the ACK of a 2xx, for the dialog layer."""

@@ -102,6 +102,7 @@ class SipStack:
         self._handlers: dict[str, ITransactionUser] = {}
         self._dialog_ack: Callable[[Request, IFlow], None] | None = None
         self._stray_response: Callable[[Response], None] | None = None
+        self._is_blocked: Callable[[str], bool] | None = None
         self._drop_log = _RateLimitedLog(self._log, clock)
         self.counters = {"requests": 0, "responses": 0, "bad_requests": 0, "dropped": 0, "errors": 0}
 
@@ -119,6 +120,11 @@ class SipStack:
         """Where ACKs for 2xx responses go (the dialog layer)."""
         self._dialog_ack = handler
 
+    def set_source_filter(self, is_blocked: Callable[[str], bool]) -> None:
+        """Drop, silently and before parsing further, every message from a source host for which
+        `is_blocked(host)` is true (the brute-force guard)."""
+        self._is_blocked = is_blocked
+
     def on_stray_response(self, handler: Callable[[Response], None]) -> None:
         """Where responses that match no client transaction go (2xx retransmissions for dialogs)."""
         self._stray_response = handler
@@ -131,6 +137,8 @@ class SipStack:
     # -- IMessageSink ------------------------------------------------------------------------------------
 
     def message_received(self, message: object, flow: IFlow) -> None:
+        if self._is_blocked is not None and self._is_blocked(flow.remote_address[0]):
+            return
         try:
             if isinstance(message, Request):
                 self.counters["requests"] += 1
@@ -143,6 +151,8 @@ class SipStack:
             self._log.failure("Unhandled error processing a message from {peer}", peer=flow.remote_address)
 
     def undecodable(self, data: bytes, flow: IFlow, error: Exception) -> None:
+        if self._is_blocked is not None and self._is_blocked(flow.remote_address[0]):
+            return
         self.counters["bad_requests"] += 1
         request = error.request if isinstance(error, SipParseError) else None
         reason = error.reason if isinstance(error, SipParseError) else "Bad Request"

@@ -419,3 +419,21 @@ def _load(conn: sqlite3.Connection, now: float) -> list[Binding]:
             registered_at,
         ) in conn.execute(_LOAD, (now,))
     ]
+
+
+def read_bindings(path: Path, now: float) -> list[Binding]:
+    """Every unexpired binding in a PBX database, read synchronously and read-only (for offline tools).
+
+    Safe while the PBX runs: WAL mode lets a reader see the last committed state without blocking it.
+    """
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return _load(conn, now)
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return []
+        raise
+    finally:
+        conn.close()

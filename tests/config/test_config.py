@@ -17,6 +17,8 @@ from pbx.config import (
     ConfigError,
     Extension,
     ListenerConfig,
+    RegistrarConfig,
+    SecurityConfig,
     Tenant,
     load_config,
     normalize_host,
@@ -79,6 +81,8 @@ def test_demo_config_loads() -> None:
     )
     assert sorted(tenant.extensions) == ["1000", "1001", "1002", "1003"]
     assert all(ext.password for ext in tenant.extensions.values())
+    assert config.registrar == RegistrarConfig()
+    assert config.security == SecurityConfig()
 
 
 def test_demo_ha1_example_matches_the_password() -> None:
@@ -100,6 +104,62 @@ def test_defaults() -> None:
     tenant = config.tenants[0]
     assert tenant.realm == "localhost" and tenant.aliases == ()
     assert tenant.extensions["1000"] == Extension("1000", "", "secret", None, None)
+    assert config.registrar == RegistrarConfig(60, 3600, 3600, 10, "options", 30.0, 3)
+    assert config.security == SecurityConfig(5, 60.0, 600.0, 20, 300.0, ("MD5", "SHA-256"), (), ("baresip",))
+
+
+def test_registrar_and_security_defaults_by_hand() -> None:
+    """The dataclass defaults match the parser's, so other layers' tests may build them directly."""
+    assert parse_config(data(registrar={}, security={}), BASE).registrar == RegistrarConfig()
+    assert parse_config(data(registrar={}, security={}), BASE).security == SecurityConfig()
+    security = SecurityConfig(auth_algorithms=["MD5"], trusted_networks=["10.0.0.0/8"])  # type: ignore[arg-type]
+    assert security.auth_algorithms == ("MD5",) and security.trusted_networks == ("10.0.0.0/8",)
+    hash(security)
+
+
+def test_registrar_values() -> None:
+    registrar = {
+        "min_expires": 30,
+        "max_expires": 7200,
+        "default_expires": 30,
+        "max_contacts": 1,
+        "keepalive": "CRLF",
+        "keepalive_interval": 5,
+        "keepalive_failures": 20,
+    }
+    config = parse_config(data(registrar=registrar), BASE)
+    assert config.registrar == RegistrarConfig(30, 7200, 30, 1, "crlf", 5.0, 20)
+    assert isinstance(config.registrar.keepalive_interval, float)
+    same = {"min_expires": 600, "max_expires": 600, "default_expires": 600, "keepalive": "none"}
+    assert parse_config(data(registrar=same), BASE).registrar == RegistrarConfig(
+        600, 600, 600, keepalive="none"
+    )
+
+
+def test_security_values_and_normalization() -> None:
+    security = {
+        "max_auth_failures": 1,
+        "failure_window": 1,
+        "block_duration": 86400,
+        "max_account_failures": 100000,
+        "nonce_lifetime": 10,
+        "auth_algorithms": ["md5", "sha-256"],
+        "trusted_networks": ["192.0.2.7/24", "203.0.113.10", "2001:DB8:0:0::/32", " 10.0.0.0/8 "],
+    }
+    config = parse_config(data(security=security), BASE).security
+    assert config == SecurityConfig(
+        1,
+        1.0,
+        86400.0,
+        100000,
+        10.0,
+        ("MD5", "SHA-256"),
+        ("192.0.2.0/24", "203.0.113.10/32", "2001:db8::/32", "10.0.0.0/8"),
+    )
+    assert isinstance(config.failure_window, float) and isinstance(config.nonce_lifetime, float)
+    assert parse_config(data(security={"auth_algorithms": ["Sha-256"]}), BASE).security.auth_algorithms == (
+        "SHA-256",
+    )
 
 
 def test_listener_defaults_and_normalization() -> None:
@@ -236,6 +296,58 @@ def test_absolute_paths_are_kept() -> None:
             "tenants.t.extensions.1000",
             "must be a table",
         ),
+        (data(registrar=[]), "registrar", "must be a table"),
+        (data(registrar={"min_expire": 60}), "registrar.min_expire", "did you mean 'min_expires'"),
+        (data(registrar={"min_expires": 0}), "registrar.min_expires", "integer from 1 to 86400"),
+        (data(registrar={"min_expires": 86401}), "registrar.min_expires", "integer from 1 to 86400"),
+        (data(registrar={"min_expires": 60.0}), "registrar.min_expires", "integer"),
+        (data(registrar={"max_expires": 604801}), "registrar.max_expires", "integer from 1 to 604800"),
+        (data(registrar={"max_expires": "1h"}), "registrar.max_expires", "integer"),
+        (data(registrar={"default_expires": True}), "registrar.default_expires", "integer"),
+        (data(registrar={"max_contacts": 0}), "registrar.max_contacts", "integer from 1 to 100"),
+        (data(registrar={"max_contacts": 101}), "registrar.max_contacts", "integer from 1 to 100"),
+        (data(registrar={"keepalive": "sip"}), "registrar.keepalive", "options, crlf, none"),
+        (data(registrar={"keepalive": False}), "registrar.keepalive", "string"),
+        (data(registrar={"keepalive_interval": 0}), "registrar.keepalive_interval", "at least 5"),
+        (data(registrar={"keepalive_interval": 4.5}), "registrar.keepalive_interval", "at least 5"),
+        (data(registrar={"keepalive_interval": "30"}), "registrar.keepalive_interval", "seconds"),
+        (data(registrar={"keepalive_interval": float("nan")}), "registrar.keepalive_interval", "seconds"),
+        (data(registrar={"keepalive_failures": 21}), "registrar.keepalive_failures", "integer from 1 to 20"),
+        (data(security=7), "security", "must be a table"),
+        (data(security={"block_time": 60}), "security.block_time", "did you mean 'block_duration'"),
+        (data(security={"max_auth_failures": 0}), "security.max_auth_failures", "integer from 1 to 1000"),
+        (data(security={"max_auth_failures": 1001}), "security.max_auth_failures", "integer from 1 to 1000"),
+        (data(security={"failure_window": 0}), "security.failure_window", "greater than 0"),
+        (data(security={"failure_window": -5.0}), "security.failure_window", "greater than 0"),
+        (data(security={"block_duration": float("inf")}), "security.block_duration", "greater than 0"),
+        (data(security={"block_duration": True}), "security.block_duration", "greater than 0"),
+        (
+            data(security={"max_account_failures": 100001}),
+            "security.max_account_failures",
+            "integer from 1 to 100000",
+        ),
+        (data(security={"nonce_lifetime": 9.9}), "security.nonce_lifetime", "from 10 to 86400"),
+        (data(security={"nonce_lifetime": 86401}), "security.nonce_lifetime", "from 10 to 86400"),
+        (data(security={"auth_algorithms": "MD5"}), "security.auth_algorithms", "array of strings"),
+        (data(security={"auth_algorithms": []}), "security.auth_algorithms", "at least one of MD5, SHA-256"),
+        (data(security={"auth_algorithms": ["MD5", 5]}), "security.auth_algorithms[1]", "string"),
+        (data(security={"auth_algorithms": ["SHA-512"]}), "security.auth_algorithms[0]", "MD5, SHA-256"),
+        (data(security={"auth_algorithms": ["SHA256"]}), "security.auth_algorithms[0]", "MD5, SHA-256"),
+        (
+            data(security={"auth_algorithms": ["MD5", "md5"]}),
+            "security.auth_algorithms[1]",
+            "MD5 is listed twice",
+        ),
+        (data(security={"trusted_networks": "10.0.0.0/8"}), "security.trusted_networks", "array of strings"),
+        (data(security={"trusted_networks": [10]}), "security.trusted_networks[0]", "string"),
+        (
+            data(security={"trusted_networks": ["10.0.0.0/8", "office"]}),
+            "security.trusted_networks[1]",
+            "CIDR",
+        ),
+        (data(security={"trusted_networks": ["10.0.0.0/33"]}), "security.trusted_networks[0]", "CIDR"),
+        (data(security={"trusted_networks": ["2001:db8::/129"]}), "security.trusted_networks[0]", "CIDR"),
+        (data(security={"trusted_networks": [""]}), "security.trusted_networks[0]", "CIDR"),
     ],
 )
 def test_errors_name_their_key(document: dict[str, Any], path: str, words: str) -> None:
@@ -243,6 +355,52 @@ def test_errors_name_their_key(document: dict[str, Any], path: str, words: str) 
     assert error.path == path
     assert words in error.message
     assert str(error) == f"{path}: {error.message}"
+
+
+DEFAULT_EXPIRES_RANGE = (
+    "registrar.default_expires: must be from registrar.min_expires to registrar.max_expires "
+)
+
+
+@pytest.mark.parametrize(
+    ("registrar", "message"),
+    [
+        (
+            {"min_expires": 120, "max_expires": 60},
+            "registrar.max_expires: must be at least registrar.min_expires (120), not 60",
+        ),
+        (
+            {"min_expires": 7200},
+            "registrar.max_expires: must be at least registrar.min_expires (7200), not 3600",
+        ),
+        (
+            {"max_expires": 1800},
+            DEFAULT_EXPIRES_RANGE + "(60 to 1800), not 3600",
+        ),
+        (
+            {"min_expires": 300, "default_expires": 120},
+            DEFAULT_EXPIRES_RANGE + "(300 to 3600), not 120",
+        ),
+        (
+            {"max_expires": 7200, "default_expires": 7201},
+            DEFAULT_EXPIRES_RANGE + "(60 to 7200), not 7201",
+        ),
+    ],
+)
+def test_registrar_expires_are_checked_together(registrar: dict[str, Any], message: str) -> None:
+    assert str(error_for(data(registrar=registrar))) == message
+
+
+def test_float_seconds_messages() -> None:
+    error = error_for(data(registrar={"keepalive_interval": 1}))
+    assert str(error) == "registrar.keepalive_interval: must be a number of seconds of at least 5, not 1"
+    error = error_for(data(security={"nonce_lifetime": 5}))
+    assert str(error) == "security.nonce_lifetime: must be a number of seconds from 10 to 86400, not 5"
+    error = error_for(data(security={"trusted_networks": ["10.0.0.300/8"]}))
+    assert str(error) == (
+        "security.trusted_networks[0]: must be an IP network in CIDR notation (like '192.0.2.0/24'), "
+        "not '10.0.0.300/8'"
+    )
 
 
 def test_unknown_keys_are_reported_before_other_errors() -> None:

@@ -1,0 +1,176 @@
+"""The location service (RFC 3261 10.3): who is registered where, in memory, made durable by a store.
+
+Lookups are served from an in-memory index (tenant, aor) -> {contact: Binding}; every change is applied to
+the index at once and handed to an `ILocationStore`, whose Deferred fires when the change is durable (the
+registrar answers `200` only then). Bindings expire on the injected clock: one timer, armed for the earliest
+expiry (a heap with lazy deletion), however many bindings there are. At start-up `load` rebuilds the index
+from the store, so every unexpired binding is routable again after a crash.
+
+This module knows nothing of SIP messages or authentication: the registrar decides, this remembers.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from pbx.store import Binding, BindingChange, DeleteAor, DeleteBinding, ILocationStore, PutBinding
+
+Key = tuple[str, str]  # (tenant, aor)
+
+
+class LocationService:
+    """In-memory bindings, durable through a store, expiring on the clock.
+
+    Args:
+        clock: time source; `clock.seconds()` is wall-clock epoch time with the real reactor.
+        store: where changes are made durable.
+    """
+
+    _log = Logger()
+
+    def __init__(self, clock: IReactorTime, store: ILocationStore) -> None:
+        self._clock = clock
+        self._store = store
+        self._index: dict[Key, dict[str, Binding]] = {}
+        self._heap: list[tuple[float, str, str, str]] = []
+        self._timer: IDelayedCall | None = None
+        self._timer_at = 0.0
+        self._count = 0
+        self._listeners: list[Callable[[Binding], None]] = []
+
+    def __len__(self) -> int:
+        return self._count
+
+    def on_removed(self, listener: Callable[[Binding], None]) -> None:
+        """Call `listener(binding)` whenever a binding expires or is removed."""
+        self._listeners.append(listener)
+
+    # -- reading -----------------------------------------------------------------------------------------
+
+    def lookup(self, tenant: str, aor: str) -> list[Binding]:
+        """The unexpired bindings of an address-of-record, most preferred first (q, then most recent)."""
+        bindings = self._index.get((tenant, aor))
+        if not bindings:
+            return []
+        now = self._clock.seconds()
+        live = [b for b in bindings.values() if b.expires_at > now]
+        live.sort(key=lambda b: (-b.q, -b.registered_at))
+        return live
+
+    def contacts(self, tenant: str, aor: str) -> dict[str, Binding]:
+        """The bindings of an address-of-record keyed by contact (a copy; expired ones may linger briefly)."""
+        return dict(self._index.get((tenant, aor), {}))
+
+    def __iter__(self) -> Iterator[Binding]:
+        for bindings in list(self._index.values()):
+            yield from list(bindings.values())
+
+    # -- changing ----------------------------------------------------------------------------------------
+
+    def apply(self, tenant: str, aor: str, puts: Sequence[Binding], deletes: Iterable[str]) -> Deferred[None]:
+        """Put and delete bindings of one address-of-record; the Deferred fires when durable."""
+        changes: list[BindingChange] = []
+        bindings = self._index.setdefault((tenant, aor), {})
+        for contact in deletes:
+            old = bindings.pop(contact, None)
+            if old is not None:
+                self._count -= 1
+                self._notify(old)
+            changes.append(DeleteBinding(tenant, aor, contact))
+        for binding in puts:
+            if bindings.get(binding.contact) is None:
+                self._count += 1
+            bindings[binding.contact] = binding
+            self._schedule(binding)
+            changes.append(PutBinding(binding))
+        if not bindings:
+            del self._index[(tenant, aor)]
+        return self._store.apply(changes)
+
+    def remove_aor(self, tenant: str, aor: str) -> Deferred[None]:
+        for binding in self._index.pop((tenant, aor), {}).values():
+            self._count -= 1
+            self._notify(binding)
+        return self._store.apply([DeleteAor(tenant, aor)])
+
+    def remove(self, binding: Binding) -> Deferred[None]:
+        """Remove one binding if it is still the current one for its contact (keep-alive failure)."""
+        current = self._index.get((binding.tenant, binding.aor), {}).get(binding.contact)
+        if current is not binding:
+            return succeed(None)
+        return self.apply(binding.tenant, binding.aor, (), (binding.contact,))
+
+    def load(self) -> Deferred[int]:
+        """Rebuild the index from the store (bindings added meanwhile win); fires with the count loaded."""
+
+        def loaded(bindings: list[Binding]) -> int:
+            n = 0
+            for binding in bindings:
+                slot = self._index.setdefault((binding.tenant, binding.aor), {})
+                if binding.contact not in slot:
+                    slot[binding.contact] = binding
+                    self._count += 1
+                    self._schedule(binding)
+                    n += 1
+            self._log.info("Location service loaded {n} bindings", n=n)
+            return n
+
+        return self._store.load(self._clock.seconds()).addCallback(loaded)
+
+    def purge_store(self) -> Deferred[int]:
+        """Delete expired rows from the store (housekeeping; memory expires on its own)."""
+        return self._store.purge_expired(self._clock.seconds())
+
+    def stop(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    # -- expiry ------------------------------------------------------------------------------------------
+
+    def _schedule(self, binding: Binding) -> None:
+        heapq.heappush(self._heap, (binding.expires_at, binding.tenant, binding.aor, binding.contact))
+        if self._timer is None or binding.expires_at < self._timer_at:
+            self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if not self._heap:
+            return
+        self._timer_at = self._heap[0][0]
+        delay = max(0.0, self._timer_at - self._clock.seconds())
+        self._timer = self._clock.callLater(delay, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = self._clock.seconds()
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            expires_at, tenant, aor, contact = heapq.heappop(heap)
+            bindings = self._index.get((tenant, aor))
+            binding = bindings.get(contact) if bindings else None
+            if binding is None or binding.expires_at != expires_at:
+                continue  # refreshed or removed since: a stale heap entry
+            del bindings[contact]  # type: ignore[union-attr]
+            self._count -= 1
+            if not bindings:
+                del self._index[(tenant, aor)]
+            self._log.info(
+                "Binding expired: {aor}@{tenant} {contact}", aor=aor, tenant=tenant, contact=contact
+            )
+            self._notify(binding)
+        self._arm()
+
+    def _notify(self, binding: Binding) -> None:
+        for listener in self._listeners:
+            try:
+                listener(binding)
+            except Exception:
+                self._log.failure("Error in a binding-removed listener")
