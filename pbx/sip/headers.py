@@ -337,8 +337,19 @@ class NameAddress:
         return f"{name}<{self.uri}>{format_header_params(self.params)}"
 
 
+def _bad_port(port: str | None) -> None:
+    if port is None:
+        return None
+    raise SipParseError("Bad port")
+
+
 # sent-protocol with optional whitespace around the slashes, then LWS, then sent-by and params.
 _COLON_SPACE = re.compile(r"\s*:\s*(?=\d+$)")
+_TOKEN_RE = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_VIA_FAST = re.compile(
+    r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9\-.]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?"
+    rf"((?:;{_TOKEN_RE}(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*)$"
+)
 _VIA_PROTOCOL = re.compile(r"\s*([^\s/]+)\s*/\s*([^\s/]+)\s*/\s*([^\s/]+)\s+(\S.*)$", re.DOTALL)
 
 
@@ -360,6 +371,23 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        fast = _VIA_FAST.match(text)
+        if fast is not None:  # the common, well-formed shape: one regex, no further checks needed
+            transport, host, port, param_text = fast.groups()
+            params = (
+                tuple(
+                    (name, value if eq else None)
+                    for name, eq, value in (p.partition("=") for p in param_text[1:].split(";"))
+                )
+                if param_text
+                else ()
+            )
+            return cls(
+                transport=transport.upper(),
+                host=host[1:-1] if host[0] == "[" else host,
+                port=int(port) if port is not None and 0 < int(port) < 65536 else _bad_port(port),
+                params=params,
+            )
         match = _VIA_PROTOCOL.match(text)
         if match is None or not all(is_token(match.group(i)) for i in (1, 2, 3)):
             raise SipParseError("Bad Via sent-protocol")

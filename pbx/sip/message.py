@@ -11,7 +11,8 @@ This module knows nothing of how messages travel: no transports, no transactions
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 from pbx.sip.errors import SipParseError
 from pbx.sip.headers import COMMA_LIST_HEADERS, CSeq, NameAddress, Via, canonical_name, split_header_values
@@ -75,6 +76,7 @@ REASON_PHRASES = {
 }
 
 MAGIC_COOKIE = "z9hG4bK"
+T = TypeVar("T")
 
 
 def new_branch() -> str:
@@ -90,25 +92,36 @@ def new_call_id(host: str) -> str:
     return f"{secrets.token_hex(12)}@{host}"
 
 
-def _has_tag(name_address: str) -> bool:
-    """Whether a From/To value carries a tag; a malformed value counts as having none."""
-    try:
-        return NameAddress.parse(name_address).tag is not None
-    except (SipParseError, ValueError):
-        return False
+_NAMES: dict[str, tuple[str, str]] = {}  # name as written -> (lower key, canonical name); memoized
+
+
+def _name(name: str) -> tuple[str, str]:
+    """(lower key, canonical name) for a header name as written: one dict lookup on the hot path."""
+    found = _NAMES.get(name)
+    if found is None:
+        cname = canonical_name(name)
+        found = (cname.lower(), cname)
+        if len(_NAMES) < 4096:  # bounded: a peer may invent names
+            _NAMES[name] = found
+    return found
+
+
+_RESPONSE_COPIED = ("via", "from", "to", "call-id", "cseq")  # RFC 3261 8.2.6.2
 
 
 class Headers:
     """An ordered, case-insensitive multi-map of header fields, as they appear on the wire.
 
     Names are canonicalized (`v` -> `Via`). For list headers (Via, Contact, Route ...), `get_all` splits
-    comma-separated values; for the others a field value is one value.
+    comma-separated values; for the others a field value is one value. `parsed` caches the parsed form of a
+    header until the headers change, so the hot path parses the top Via or the CSeq once per message.
     """
 
-    __slots__ = ("_fields",)
+    __slots__ = ("_cache", "_fields")
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
         self._fields: list[tuple[str, str, str]] = []  # (lower key, canonical name, value)
+        self._cache: dict[tuple[str, object], object] | None = None
         for name, value in fields:
             self.add(name, value)
 
@@ -120,7 +133,7 @@ class Headers:
         return len(self._fields)
 
     def __contains__(self, name: str) -> bool:
-        key = canonical_name(name).lower()
+        key = _name(name)[0]
         return any(f[0] == key for f in self._fields)
 
     def copy(self) -> Headers:
@@ -130,20 +143,20 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of a header (the first list element for list headers), or `default`."""
-        key = canonical_name(name).lower()
+        key = _name(name)[0]
         for fkey, _, value in self._fields:
             if fkey == key:
-                if key in COMMA_LIST_HEADERS:
+                if key in COMMA_LIST_HEADERS and ("," in value or not value.strip()):
                     values = split_header_values(value)
                     if values:
                         return values[0]
                     continue
-                return value
+                return value.strip() if key in COMMA_LIST_HEADERS else value
         return default
 
     def get_all(self, name: str) -> list[str]:
         """Every value of a header in order, list headers split at their commas."""
-        key = canonical_name(name).lower()
+        key = _name(name)[0]
         if key in COMMA_LIST_HEADERS:
             out: list[str] = []
             for fkey, _, value in self._fields:
@@ -152,15 +165,30 @@ class Headers:
             return out
         return [value for fkey, _, value in self._fields if fkey == key]
 
+    def parsed(self, name: str, parse: Callable[[str], T]) -> T | None:
+        """`parse(first value)`, cached until the headers change; None when the header is absent.
+
+        A parse error is raised every time (not cached)."""
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = {}
+        key = (name, parse)
+        if key in cache:
+            return cache[key]  # type: ignore[return-value]
+        value = self.get(name)
+        result = parse(value) if value is not None else None
+        cache[key] = result
+        return result
+
     def add(self, name: str, value: str) -> None:
         """Append a field at the end."""
-        cname = canonical_name(name)
-        self._fields.append((cname.lower(), cname, value))
+        self._cache = None
+        self._fields.append((*_name(name), value))
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a field before the first field of the same name (or at the top): for Via, Record-Route."""
-        cname = canonical_name(name)
-        key = cname.lower()
+        self._cache = None
+        key, cname = _name(name)
         for i, field in enumerate(self._fields):
             if field[0] == key:
                 self._fields.insert(i, (key, cname, value))
@@ -169,8 +197,8 @@ class Headers:
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of this name by one, at the place of the first."""
-        cname = canonical_name(name)
-        key = cname.lower()
+        self._cache = None
+        key, cname = _name(name)
         for i, field in enumerate(self._fields):
             if field[0] == key:
                 self._fields[i] = (key, cname, value)
@@ -179,24 +207,47 @@ class Headers:
         self._fields.append((key, cname, value))
 
     def remove(self, name: str) -> None:
-        key = canonical_name(name).lower()
+        self._cache = None
+        key = _name(name)[0]
         self._fields = [f for f in self._fields if f[0] != key]
 
     def pop_first(self, name: str) -> str | None:
         """Remove and return the first value of a list header (e.g. the top Via or Route)."""
-        key = canonical_name(name).lower()
+        key = _name(name)[0]
         for i, (fkey, cname, value) in enumerate(self._fields):
             if fkey != key:
                 continue
             values = split_header_values(value) if key in COMMA_LIST_HEADERS else [value]
             if not values:
                 continue
+            self._cache = None
             if len(values) == 1:
                 del self._fields[i]
             else:
                 self._fields[i] = (fkey, cname, ", ".join(values[1:]))
             return values[0]
         return None
+
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the first value of a list header in place (the top Via after stamping `received`)."""
+        key, cname = _name(name)
+        for i, (fkey, _, old) in enumerate(self._fields):
+            if fkey != key:
+                continue
+            if "," in old and key in COMMA_LIST_HEADERS:
+                values = split_header_values(old)
+                values[0] = value
+                value = ", ".join(values)
+            self._fields[i] = (key, cname, value)
+            self._cache = None
+            return
+        self.add(name, value)
+
+    def subset(self, keys: tuple[str, ...]) -> Headers:
+        """A new Headers with the fields whose lower-case names are in `keys`, grouped in that order."""
+        new = Headers()
+        new._fields = [f for key in keys for f in self._fields if f[0] == key]
+        return new
 
     def __repr__(self) -> str:
         return f"Headers({list(self)!r})"
@@ -218,10 +269,10 @@ class Message:
 
     @property
     def cseq(self) -> CSeq:
-        value = self.headers.get("CSeq")
-        if value is None:
+        cseq = self.headers.parsed("CSeq", CSeq.parse)
+        if cseq is None:
             raise SipParseError("Missing CSeq header")
-        return CSeq.parse(value)
+        return cseq
 
     @property
     def from_(self) -> NameAddress:
@@ -237,18 +288,17 @@ class Message:
 
     @property
     def top_via(self) -> Via | None:
-        value = self.headers.get("Via")
-        return Via.parse(value) if value is not None else None
+        return self.headers.parsed("Via", Via.parse)
 
     @property
     def contacts(self) -> list[NameAddress]:
         return [NameAddress.parse(v) for v in self.headers.get_all("Contact")]
 
     def _name_address(self, name: str) -> NameAddress:
-        value = self.headers.get(name)
+        value = self.headers.parsed(name, NameAddress.parse)
         if value is None:
             raise SipParseError(f"Missing {name} header")
-        return NameAddress.parse(value)
+        return value
 
     def start_line(self) -> str:
         raise NotImplementedError
@@ -298,15 +348,19 @@ class Request(Message):
 
         A To tag is added when given and the To header has none (not for 100 Trying).
         """
-        headers = Headers()
-        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-            for value in self.headers.get_all(name):
-                headers.add(name, value)
+        headers = self.headers.subset(_RESPONSE_COPIED)
         if to_tag is not None and status != 100:
             to = self.headers.get("To")
-            if to is not None and not _has_tag(to):
+            if to is not None and not self._to_has_tag():
                 headers.set("To", f"{to};tag={to_tag}")  # appended to the text as received
         return Response(status, reason, headers)
+
+    def _to_has_tag(self) -> bool:
+        """Whether the To header carries a tag; a malformed To counts as having none."""
+        try:
+            return self.to.tag is not None
+        except (SipParseError, ValueError):
+            return False
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri} call-id={self.call_id!r}>"

@@ -230,8 +230,7 @@ class SipStack:
             if changed.received is None:
                 changed = changed.with_param("received", host)
         if changed is not via:
-            request.headers.pop_first("Via")
-            request.headers.prepend("Via", str(changed))
+            request.headers.replace_first("Via", str(changed))
 
     # ITransactionUser: the transaction layer hands us new requests; we dispatch them by method.
     def request_received(self, transaction: IServerTransaction, request: object) -> None:

@@ -27,23 +27,21 @@ def check_request(request: Request, supported: Set[str] = frozenset()) -> None:
     """
     headers = request.headers
     for name, parse in (("Via", Via.parse), ("From", NameAddress.parse), ("To", NameAddress.parse)):
-        value = headers.get(name)
-        if value is None:
-            raise SipError(400, f"Missing {name} header")
         try:
-            parse(value)
+            value = headers.parsed(name, parse)  # cached: later users of the header do not parse again
         except SipParseError as e:
             raise SipError(400, f"Bad {name} header: {e.reason}") from None
+        if value is None:
+            raise SipError(400, f"Missing {name} header")
     call_id = headers.get("Call-ID")
     if not call_id or any(c in call_id for c in " \t"):
         raise SipError(400, "Missing Call-ID header" if not call_id else "Bad Call-ID header")
-    cseq_text = headers.get("CSeq")
-    if cseq_text is None:
-        raise SipError(400, "Missing CSeq header")
     try:
-        cseq = CSeq.parse(cseq_text)
+        cseq = headers.parsed("CSeq", CSeq.parse)
     except SipParseError as e:
         raise SipError(400, f"Bad CSeq header: {e.reason}") from None
+    if cseq is None:
+        raise SipError(400, "Missing CSeq header")
     if cseq.method != request.method:
         raise SipError(400, "CSeq method does not match request method")
     max_forwards = headers.get("Max-Forwards")
