@@ -268,7 +268,10 @@ class Registrar:
             raise SipError(403, f"Too many contacts (at most {policy.max_contacts})")
         await self._location.apply(tenant, user, list(puts.values()), sorted(deletes))
         self.counters["registered"] += len(puts)
-        self.counters["unregistered"] += len(deletes - puts.keys())
+        removed = sorted(deletes - puts.keys())
+        self.counters["unregistered"] += len(removed)
+        for contact in removed:
+            self._log.info("Unregistered {user}@{tenant} at {c}", user=user, tenant=tenant, c=contact)
         for binding in puts.values():
             self._log.info(
                 "Registered {user}@{tenant} at {contact} via {received} for {expires:.0f} s ({ua})",

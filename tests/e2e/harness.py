@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -195,3 +196,40 @@ def udp_exchange(host: str, port: int, data: bytes, timeout: float = 5.0) -> byt
             return s.recv(65535)
         except TimeoutError:
             return None
+
+
+def run_pbx_cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    """Run the `pbx` console script (offline tools) bounded in time, output as text."""
+    cmd = [executable("pbx"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One row of `pbx registrations`."""
+
+    tenant: str
+    extension: str
+    expires: float  # seconds left
+    via: str  # the flow, e.g. "udp:127.0.0.1:5062"
+    contact: str
+    user_agent: str
+
+
+def registrations(config: Path, timeout: float = 30.0) -> list[Registration]:
+    """The bindings `pbx registrations CONFIG` lists now (it reads the PBX's database, running or not)."""
+    result = run_pbx_cli("registrations", str(config), timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"pbx registrations failed ({result.returncode}): {result.stderr}")
+    lines = result.stdout.splitlines()
+    if not lines or not re.fullmatch(r"\d+ registration\(s\)", lines[-1]):
+        raise AssertionError(f"unexpected `pbx registrations` output:\n{result.stdout}")
+    rows = []
+    for line in lines[1:-1]:
+        tenant, extension, expires, via, contact, *rest = line.split(None, 5)
+        rows.append(
+            Registration(tenant, extension, float(expires.rstrip("s")), via, contact, rest[0] if rest else "")
+        )
+    if len(rows) != int(lines[-1].split()[0]):
+        raise AssertionError(f"row count does not match the total:\n{result.stdout}")
+    return rows
