@@ -270,8 +270,8 @@ class Registrar:
         self.counters["registered"] += len(puts)
         removed = sorted(deletes - puts.keys())
         self.counters["unregistered"] += len(removed)
-        for contact in removed:
-            self._log.info("Unregistered {user}@{tenant} at {c}", user=user, tenant=tenant, c=contact)
+        for gone in removed:
+            self._log.info("Unregistered {user}@{tenant} at {c}", user=user, tenant=tenant, c=gone)
         for binding in puts.values():
             self._log.info(
                 "Registered {user}@{tenant} at {contact} via {received} for {expires:.0f} s ({ua})",

@@ -337,7 +337,8 @@ class NameAddress:
         return f"{name}<{self.uri}>{format_header_params(self.params)}"
 
 
-def _bad_port(port: str | None) -> None:
+def _bad_port(port: str | None) -> int | None:
+    """None for an absent port; a port out of range is an error."""
     if port is None:
         return None
     raise SipParseError("Bad port")

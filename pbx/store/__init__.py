@@ -5,12 +5,14 @@ This package imports nothing from the rest of `pbx`; it knows nothing of SIP mes
 reactor.
 """
 
-from pbx.store.interfaces import ILocationStore, StoreClosedError, StoreError
+from pbx.store.interfaces import ICdrStore, ILocationStore, StoreClosedError, StoreError
 from pbx.store.memory import MemoryLocationStore
-from pbx.store.records import Binding, BindingChange, DeleteAor, DeleteBinding, PutBinding
+from pbx.store.records import Binding, BindingChange, Cdr, DeleteAor, DeleteBinding, PutBinding
 from pbx.store.sqlite import SqliteLocationStore
 
 __all__ = [
+    "Cdr",
+    "ICdrStore",
     "Binding",
     "BindingChange",
     "DeleteAor",

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from pbx.store.records import Binding, BindingChange
+from pbx.store.records import Binding, BindingChange, Cdr
 
 
 class StoreError(Exception):
@@ -75,3 +75,13 @@ class ILocationStore(Interface):
             A Deferred firing once every earlier call has completed and the store is closed. Calls made after
             `close` fail with `StoreClosedError`; calling `close` again is harmless.
         """
+
+
+class ICdrStore(Interface):
+    """Where call detail records go."""
+
+    def write_cdr(cdr: Cdr) -> Deferred[None]:
+        """Store a CDR durably; the Deferred fires once it is committed."""
+
+    def cdrs(limit: int) -> Deferred[list[Cdr]]:
+        """The most recent CDRs, newest first, at most `limit`."""

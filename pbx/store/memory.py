@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from pbx.store.interfaces import ILocationStore, StoreClosedError
-from pbx.store.records import Binding, BindingChange, DeleteAor, DeleteBinding, PutBinding, check_changes
+from pbx.store.interfaces import ICdrStore, ILocationStore, StoreClosedError
+from pbx.store.records import Binding, BindingChange, Cdr, DeleteAor, DeleteBinding, PutBinding, check_changes
 
 
-@implementer(ILocationStore)
+@implementer(ILocationStore, ICdrStore)
 class MemoryLocationStore:
     """Bindings in dicts keyed by (tenant, aor), then contact; every Deferred has fired when returned.
 
@@ -28,6 +28,18 @@ class MemoryLocationStore:
         self._aors: dict[tuple[str, str], dict[str, Binding]] = {}
         self._closed = False
         self.commits = 0
+        self.cdr_records: list[Cdr] = []
+
+    def write_cdr(self, cdr: Cdr) -> Deferred[None]:
+        """See `ICdrStore.write_cdr`."""
+        if self._closed:
+            return fail(StoreClosedError("the store is closed"))
+        self.cdr_records.append(cdr)
+        return succeed(None)
+
+    def cdrs(self, limit: int) -> Deferred[list[Cdr]]:
+        """See `ICdrStore.cdrs`."""
+        return succeed(list(reversed(self.cdr_records))[:limit])
 
     def apply(self, changes: Sequence[BindingChange]) -> Deferred[None]:
         """See `ILocationStore.apply`."""

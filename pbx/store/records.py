@@ -122,3 +122,47 @@ def check_changes(changes: Iterable[object]) -> tuple[BindingChange, ...]:
             raise TypeError(f"not a BindingChange: {change!r}")
         batch.append(change)
     return tuple(batch)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cdr:
+    """A call detail record, written when a call ends.
+
+    Attributes:
+        call_id: The PBX's id of the call (the inbound leg's Call-ID).
+        tenant: The tenant of the caller.
+        caller: Who called (extension number, or a trunk's number).
+        dialed: What was dialed.
+        answered_by: The extension that answered, or "" if nobody did.
+        start: Epoch seconds when the INVITE arrived.
+        answer: Epoch seconds when the call was answered, or None.
+        end: Epoch seconds when the call ended.
+        cause: Why it ended: "normal" (a BYE), "busy", "noanswer", "unavailable", "cancelled", "failed", ...
+        status: The final SIP status the caller got (200 for answered calls).
+        hangup_by: "caller", "callee" or "pbx".
+        legs: A short description of the outbound legs: "1002@sip:1002@127.0.0.1:5062=486,..." (one item per
+            fork with its final status).
+    """
+
+    call_id: str
+    tenant: str
+    caller: str
+    dialed: str
+    answered_by: str = ""
+    start: float
+    answer: float | None = None
+    end: float
+    cause: str
+    status: int
+    hangup_by: str = "pbx"
+    legs: str = ""
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the INVITE to the end."""
+        return self.end - self.start
+
+    @property
+    def billsec(self) -> float:
+        """Seconds from the answer to the end (0 when never answered)."""
+        return 0.0 if self.answer is None else self.end - self.answer

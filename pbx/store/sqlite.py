@@ -40,8 +40,8 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from pbx.store.interfaces import ILocationStore, StoreClosedError, StoreError
-from pbx.store.records import Binding, BindingChange, DeleteAor, DeleteBinding, PutBinding, check_changes
+from pbx.store.interfaces import ICdrStore, ILocationStore, StoreClosedError, StoreError
+from pbx.store.records import Binding, BindingChange, Cdr, DeleteAor, DeleteBinding, PutBinding, check_changes
 
 T = TypeVar("T")
 
@@ -69,6 +69,27 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ) WITHOUT ROWID
     """,
     ),
+    # 1 -> 2: call detail records, written once per call when it ends.
+    (
+        """
+    CREATE TABLE IF NOT EXISTS cdrs (
+        id INTEGER PRIMARY KEY,
+        call_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        caller TEXT NOT NULL,
+        dialed TEXT NOT NULL,
+        answered_by TEXT NOT NULL,
+        start REAL NOT NULL,
+        answer REAL,
+        end REAL NOT NULL,
+        cause TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        hangup_by TEXT NOT NULL,
+        legs TEXT NOT NULL
+    )
+    """,
+        "CREATE INDEX IF NOT EXISTS cdrs_start ON cdrs (start)",
+    ),
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 """The `PRAGMA user_version` this code writes and understands."""
@@ -84,6 +105,25 @@ _LOAD = f"SELECT {_COLUMNS} FROM bindings WHERE expires_at > ? ORDER BY tenant, 
 _PURGE = "DELETE FROM bindings WHERE expires_at <= ?"
 
 
+_CDR_COLUMNS = (
+    "call_id, tenant, caller, dialed, answered_by, start, answer, end, cause, status, hangup_by, legs"
+)
+_CDR_INSERT = f"INSERT INTO cdrs ({_CDR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_CDR_RECENT = f"SELECT {_CDR_COLUMNS} FROM cdrs ORDER BY id DESC LIMIT ?"
+
+
+def _cdr_row(cdr: Cdr) -> tuple[object, ...]:
+    return (
+        cdr.call_id, cdr.tenant, cdr.caller, cdr.dialed, cdr.answered_by, cdr.start, cdr.answer, cdr.end,
+        cdr.cause, cdr.status, cdr.hangup_by, cdr.legs,
+    )  # fmt: skip
+
+
+def _cdrs(conn: sqlite3.Connection, limit: int) -> list[Cdr]:
+    names = [c.strip() for c in _CDR_COLUMNS.split(",")]
+    return [Cdr(**dict(zip(names, row, strict=True))) for row in conn.execute(_CDR_RECENT, (limit,))]
+
+
 @dataclass(slots=True)
 class _Work:
     """One queued call: a function of the connection, the changes it counts for, and its caller's Deferred."""
@@ -93,7 +133,7 @@ class _Work:
     deferred: Deferred[Any]
 
 
-@implementer(ILocationStore)
+@implementer(ILocationStore, ICdrStore)
 class SqliteLocationStore:
     """Bindings in an SQLite database file, written with group commit on one worker thread.
 
@@ -188,6 +228,19 @@ class SqliteLocationStore:
         return waiter
 
     # The generic facility
+
+    def write_cdr(self, cdr: Cdr) -> Deferred[None]:
+        """See `ICdrStore.write_cdr`."""
+        row = _cdr_row(cdr)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(_CDR_INSERT, row)
+
+        return self._run(insert)
+
+    def cdrs(self, limit: int) -> Deferred[list[Cdr]]:
+        """See `ICdrStore.cdrs`."""
+        return self._run(lambda conn: _cdrs(conn, limit), weight=0)
 
     def _run(self, fn: Callable[[sqlite3.Connection], T], *, weight: int = 1) -> Deferred[T]:
         """Run `fn(connection)` on the worker thread, inside the next group-commit transaction.
@@ -431,6 +484,21 @@ def read_bindings(path: Path, now: float) -> list[Binding]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         return _load(conn, now)
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return []
+        raise
+    finally:
+        conn.close()
+
+
+def read_cdrs(path: Path, limit: int = 50) -> list[Cdr]:
+    """The most recent CDRs, newest first, read synchronously and read-only (for offline tools)."""
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return _cdrs(conn, limit)
     except sqlite3.OperationalError as e:
         if "no such table" in str(e):
             return []
