@@ -413,6 +413,28 @@ def run_sipp_step(
     )
 
 
+def source_version() -> str:
+    """The commit of the checkout and whether pbx/ has uncommitted changes (read-only git commands)."""
+    try:
+        head = subprocess.run(
+            ["git", "--no-optional-locks", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "--no-optional-locks", "diff", "--name-only", "HEAD", "--", "pbx"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head or 'unknown'}{' + uncommitted pbx/ changes' if dirty else ''}"
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub markdown table with right-aligned columns except the first."""
     text = [[str(cell) for cell in row] for row in rows]

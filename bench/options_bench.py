@@ -21,6 +21,7 @@ Every step ends by itself (SIPp -m and -timeout); everything started is killed o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -34,6 +35,7 @@ from common import (
     free_port,
     markdown_table,
     run_sipp_step,
+    source_version,
     start_bare,
     start_pbx,
 )
@@ -91,7 +93,7 @@ def step_row(r: StepResult, held: bool) -> list[object]:
     return [
         r.server, r.rate, r.processes, r.stats.successful, r.expected - r.stats.successful,
         r.stats.retransmissions,
-        f"{r.achieved:.0f}", f"{r.stats.response_ms:.2f}", f"{r.server_cpu:.0f}", f"{r.server_rss_mb:.0f}",
+        f"{r.achieved:.0f}", f"{r.stats.response_ms:.1f}", f"{r.server_cpu:.0f}", f"{r.server_rss_mb:.0f}",
         f"{r.loadgen_cpu:.0f}", "yes" if held else "NO" + ("" if r.server_alive else " (died)"),
     ]  # fmt: skip
 
@@ -108,7 +110,7 @@ def ramp(name: str, args: argparse.Namespace, workdir: Path) -> tuple[list[StepR
     try:
         # Warm-up and sanity check: a low rate must work before the ramp means anything.
         warm = run_sipp_step(server, port, 200, 2, workdir / "sipp", cpu=loadgen_cpu)
-        if not warm.held(args.max_failures):
+        if not warm.held(args.max_failures, min_pace=0.5):
             raise RuntimeError(f"{name} fails at 200/s: {warm}\n{server.output[-3000:]}")
         for rate in args.rate_list:
             results = []
@@ -180,14 +182,20 @@ def main(argv: list[str] | None = None) -> int:
         f"# OPTIONS benchmark {began}: rates {args.rate_list}, {args.seconds:g} s steps,",
         f"workdir {args.workdir}",
     )
+    print(f"# pbx at {source_version()}; Python {sys.version.split()[0]}; {os.cpu_count()} CPUs")
     print("  " + " | ".join(STEP_HEADERS), flush=True)
     steps: dict[str, list[StepResult]] = {}
     bests: dict[str, StepResult | None] = {}
+    status = 0
     try:
         for name in args.server_list:
             steps[name], bests[name] = ramp(name, args, args.workdir)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        status = 130
+    except RuntimeError as e:  # a server that does not start or fails the warm-up
+        print(f"error: {e}", file=sys.stderr)
+        status = 1
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -202,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         ratio = (pbx.rate if pbx else 0) / bare.rate
         verdict = "meets" if ratio >= TARGET else "BELOW"
         print(f"\nPBX / bare = {ratio:.0%} of the highest rate held ({verdict} the {TARGET:.0%} target).")
+        if steps["bare"] and steps["bare"][-1].rate == bare.rate:
+            print("bare held every rate tried: the ratio is an upper bound (try higher --rates).")
         if pbx is not None and pbx.achieved and bare.achieved:
             pbx_us = pbx.server_cpu / 100 / pbx.achieved * 1e6
             bare_us = bare.server_cpu / 100 / bare.achieved * 1e6
@@ -209,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"CPU per request: PBX {pbx_us:.0f} us, bare {bare_us:.0f} us",
                 f"(bare/PBX = {bare_us / pbx_us:.0%}).",
             )
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -9,5 +9,5 @@ from twisted.trial import unittest as trial
 @pytest.fixture(autouse=True)
 def _trial_tests_work_in_a_temp_dir(request: pytest.FixtureRequest, tmp_path, monkeypatch) -> None:
     """trial's `mktemp()` works relative to the working directory: keep it out of the checkout."""
-    if isinstance(request.instance, trial.TestCase):
+    if isinstance(request.instance, trial.SynchronousTestCase):
         monkeypatch.chdir(tmp_path)

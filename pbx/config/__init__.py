@@ -6,9 +6,11 @@ composition root (`pbx/tap.py`) reads these objects; every other layer gets plai
 
 from pbx.config.load import ConfigError, load_config, parse_config
 from pbx.config.model import (
+    CallsConfig,
     Config,
     Extension,
     ListenerConfig,
+    MediaConfig,
     RegistrarConfig,
     SecurityConfig,
     SipConfig,
@@ -18,10 +20,12 @@ from pbx.config.model import (
 )
 
 __all__ = [
+    "CallsConfig",
     "Config",
     "ConfigError",
     "Extension",
     "ListenerConfig",
+    "MediaConfig",
     "RegistrarConfig",
     "SecurityConfig",
     "SipConfig",

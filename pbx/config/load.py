@@ -23,14 +23,19 @@ from pathlib import Path
 from typing import Any
 
 from pbx.config.model import (
+    ALL_CODECS,
     AUTH_ALGORITHMS,
+    CODECS,
+    DEFAULT_CODECS,
     DEFAULT_PORTS,
     KEEPALIVE_MODES,
     MD5_ONLY_USER_AGENTS,
     TRANSPORTS,
+    CallsConfig,
     Config,
     Extension,
     ListenerConfig,
+    MediaConfig,
     RegistrarConfig,
     SecurityConfig,
     SipConfig,
@@ -40,13 +45,23 @@ from pbx.config.model import (
 )
 
 SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
-    "": ("pbx", "sip", "tls", "tenants", "registrar", "security"),
+    "": ("pbx", "sip", "tls", "tenants", "registrar", "security", "media", "calls"),
     "pbx": ("data_dir", "dialplan_dir", "sip_trace"),
     "sip": ("user_agent", "idle_timeout", "max_message_size", "t1", "t2", "t4", "listen"),
     "sip.listen[]": ("transport", "host", "port", "advertise"),
     "tls": ("certificate", "private_key", "ca_certificates"),
-    "tenants.<tenant>": ("domain", "aliases", "realm", "extensions"),
-    "tenants.<tenant>.extensions.<number>": ("name", "password", "ha1_md5", "ha1_sha256"),
+    "tenants.<tenant>": ("domain", "aliases", "realm", "extensions", "groups"),
+    "tenants.<tenant>.extensions.<number>": (
+        "name",
+        "password",
+        "ha1_md5",
+        "ha1_sha256",
+        "forward_all",
+        "forward_busy",
+        "forward_noanswer",
+        "ring_timeout",
+        "may_call_out",
+    ),
     "registrar": (
         "min_expires",
         "max_expires",
@@ -66,6 +81,8 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "trusted_networks",
         "md5_only_user_agents",
     ),
+    "media": ("rtp_port_min", "rtp_port_max", "bind_host", "advertise"),
+    "calls": ("ring_timeout", "max_call_duration", "codecs"),
 }
 """The keys each table accepts, by the table's path as written in ``docs/configuration.md``."""
 
@@ -76,6 +93,10 @@ _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOST_NAME = re.compile(rf"(?=.{{1,253}}$)(?:{_LABEL}\.)*{_LABEL}")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BLANK = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+")
+"""An SDP token (RFC 4566 §9), the syntax of an encoding name."""
+_MAX_TARGET = 128
 
 
 class ConfigError(Exception):
@@ -196,6 +217,12 @@ class _Parser:
             raise ConfigError(_join(path, key), "must not contain control characters")
         return value
 
+    def _boolean(self, table: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
+        value = table.get(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(_join(path, key), f"must be true or false, not {_kind(value)}")
+        return value
+
     def _positive(self, table: Mapping[str, Any], key: str, path: str, default: float) -> float:
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -270,14 +297,23 @@ class _Parser:
             raise ConfigError(path, f"must be a host name or an IP address, not {value!r}")
         return host
 
+    def _target(self, table: Mapping[str, Any], key: str, path: str, number: str) -> str:
+        """A call forwarding target: ``""``, an extension number or a dial string; not ``number`` itself."""
+        value = self._string(table, key, path, "")
+        if _BLANK.search(value):
+            raise ConfigError(_join(path, key), "must not contain whitespace or control characters")
+        if len(value) > _MAX_TARGET:
+            raise ConfigError(_join(path, key), f"must be at most {_MAX_TARGET} characters, not {len(value)}")
+        if value == number:
+            raise ConfigError(_join(path, key), "must not forward the extension to itself")
+        return value
+
     # -- sections --------------------------------------------------------------------------------------
 
     def config(self, data: Mapping[str, Any], source: Path | None) -> Config:
         root = self._table(data, "", "")
         pbx = self._table(root.get("pbx", {}), "pbx", "pbx")
-        sip_trace = pbx.get("sip_trace", False)
-        if not isinstance(sip_trace, bool):
-            raise ConfigError("pbx.sip_trace", f"must be true or false, not {_kind(sip_trace)}")
+        sip_trace = self._boolean(pbx, "sip_trace", "pbx", False)
         data_dir = self._path(pbx, "data_dir", "pbx", "data")
         dialplan_dir = self._path(pbx, "dialplan_dir", "pbx", "dialplans")
         if data_dir is None:
@@ -295,6 +331,8 @@ class _Parser:
             tenants=self.tenants(root.get("tenants")),
             registrar=self.registrar(root.get("registrar", {})),
             security=self.security(root.get("security", {})),
+            media=self.media(root.get("media", {})),
+            calls=self.calls(root.get("calls", {})),
         )
 
     def sip(self, value: object) -> SipConfig:
@@ -409,7 +447,35 @@ class _Parser:
             number: self.extension(number, item, _join(_join(path, "extensions"), number))
             for number, item in raw_extensions.items()
         }
-        return Tenant(name=name, domain=domain, aliases=aliases, realm=realm, extensions=extensions)
+        groups = self.groups(table.get("groups", {}), _join(path, "groups"), name, extensions)
+        return Tenant(
+            name=name, domain=domain, aliases=aliases, realm=realm, extensions=extensions, groups=groups
+        )
+
+    def groups(
+        self, value: object, path: str, tenant: str, extensions: Mapping[str, Extension]
+    ) -> dict[str, tuple[str, ...]]:
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"must be a table, not {_kind(value)}")
+        groups: dict[str, tuple[str, ...]] = {}
+        for name in value:
+            group_path = _join(path, name)
+            if not _TENANT_NAME.fullmatch(name):
+                raise ConfigError(group_path, "a group name must be 1-63 letters, digits, '.', '_' or '-'")
+            numbers = self._strings(value, name, path, [])
+            if not numbers:
+                raise ConfigError(group_path, "must list at least one extension number")
+            members: list[str] = []
+            for index, number in enumerate(numbers):
+                if number not in extensions:
+                    raise ConfigError(
+                        f"{group_path}[{index}]", f"tenant {tenant} has no extension {number!r}"
+                    )
+                if number in members:
+                    raise ConfigError(f"{group_path}[{index}]", f"{number} is listed twice")
+                members.append(number)
+            groups[name] = tuple(members)
+        return groups
 
     def extension(self, number: str, value: object, path: str) -> Extension:
         if not _USER_PART.fullmatch(number):
@@ -437,6 +503,11 @@ class _Parser:
             password=password,
             ha1_md5=digests["ha1_md5"],
             ha1_sha256=digests["ha1_sha256"],
+            forward_all=self._target(table, "forward_all", path, number),
+            forward_busy=self._target(table, "forward_busy", path, number),
+            forward_noanswer=self._target(table, "forward_noanswer", path, number),
+            ring_timeout=self._seconds(table, "ring_timeout", path, 0.0, 0),
+            may_call_out=self._boolean(table, "may_call_out", path, False),
         )
 
     def registrar(self, value: object) -> RegistrarConfig:
@@ -513,4 +584,65 @@ class _Parser:
                 )
                 if agent.strip()
             ),
+        )
+
+    def media(self, value: object) -> MediaConfig:
+        media = self._table(value, "media", "media")
+        rtp_port_min = self._integer(media, "rtp_port_min", "media", 10000, 1024, 65534)
+        if rtp_port_min % 2:
+            raise ConfigError(
+                "media.rtp_port_min", f"must be even (RTP takes the even port of a pair), not {rtp_port_min}"
+            )
+        lowest = rtp_port_min + 3
+        rtp_port_max = media.get("rtp_port_max", 20000)
+        if (
+            isinstance(rtp_port_max, bool)
+            or not isinstance(rtp_port_max, int)
+            or not lowest <= rtp_port_max <= 65535
+        ):
+            raise ConfigError(
+                "media.rtp_port_max",
+                f"must be an integer from media.rtp_port_min + 3 ({lowest}, at least 4 ports) to 65535, "
+                f"not {rtp_port_max!r}",
+            )
+        bind_host = self._host(media.get("bind_host", "127.0.0.1"), "media.bind_host", ip_only=True)
+        advertise = media.get("advertise", "")
+        if advertise != "":
+            advertise = self._host(advertise, "media.advertise", ip_only=True)
+            if ipaddress.ip_address(advertise).is_unspecified:
+                raise ConfigError("media.advertise", f"must not be a wildcard address, not {advertise!r}")
+        elif ipaddress.ip_address(bind_host).is_unspecified:
+            raise ConfigError(
+                "media.advertise",
+                f"is required when media.bind_host is a wildcard address ({bind_host!r}): "
+                "the address peers send RTP to",
+            )
+        return MediaConfig(
+            rtp_port_min=rtp_port_min, rtp_port_max=rtp_port_max, bind_host=bind_host, advertise=advertise
+        )
+
+    def calls(self, value: object) -> CallsConfig:
+        calls = self._table(value, "calls", "calls")
+        path = "calls.codecs"
+        raw_codecs = self._strings(calls, "codecs", "calls", list(DEFAULT_CODECS))
+        if not raw_codecs:
+            raise ConfigError(path, f"must name at least one codec, or be [{ALL_CODECS!r}] for every codec")
+        spellings = {name.casefold(): name for name in CODECS}
+        codecs: list[str] = []
+        for index, raw in enumerate(raw_codecs):
+            text = raw.strip()
+            if text == ALL_CODECS and len(raw_codecs) > 1:
+                raise ConfigError(f"{path}[{index}]", f"{ALL_CODECS!r} must be the only entry")
+            if not _TOKEN.fullmatch(text):
+                raise ConfigError(
+                    f"{path}[{index}]", f"must be an encoding name like 'PCMU' or 'opus', not {raw!r}"
+                )
+            codec = spellings.get(text.casefold(), text)
+            if any(codec.casefold() == seen.casefold() for seen in codecs):
+                raise ConfigError(f"{path}[{index}]", f"{codec} is listed twice")
+            codecs.append(codec)
+        return CallsConfig(
+            ring_timeout=self._positive(calls, "ring_timeout", "calls", 30.0),
+            max_call_duration=self._positive(calls, "max_call_duration", "calls", 14400.0),
+            codecs=tuple(codecs),
         )

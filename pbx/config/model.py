@@ -33,6 +33,42 @@ MD5_ONLY_USER_AGENTS: tuple[str, ...] = ("baresip",)
 """User-Agent substrings of clients that fail on any challenge with an algorithm they do not know (libre-based
 baresip 1.x answers a response carrying a SHA-256 challenge with "Function not implemented")."""
 
+CODECS: tuple[str, ...] = (
+    "PCMU",
+    "PCMA",
+    "G722",
+    "G7221",
+    "G723",
+    "G726-16",
+    "G726-24",
+    "G726-32",
+    "G726-40",
+    "G728",
+    "G729",
+    "G729D",
+    "G729E",
+    "GSM",
+    "GSM-EFR",
+    "iLBC",
+    "L8",
+    "L16",
+    "AMR",
+    "AMR-WB",
+    "EVS",
+    "SILK",
+    "speex",
+    "opus",
+    "CN",
+    "red",
+    "telephone-event",
+)
+"""The RTP encoding names (as in an SDP ``a=rtpmap`` line) the config knows, in their canonical spelling; a
+codec list written in any case is stored in this spelling. Other names are allowed, kept as written."""
+DEFAULT_CODECS: tuple[str, ...] = ("PCMU", "PCMA", "telephone-event")
+"""The codecs the B2BUA lets through by default: G.711 and DTMF events (RFC 4733)."""
+ALL_CODECS = "*"
+"""The codec list entry that, alone, lets every codec through."""
+
 
 def normalize_host(host: str) -> str:
     """Bring a host name or IP literal into the form the config stores and compares.
@@ -183,6 +219,66 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaConfig:
+    """RTP media relay settings.
+
+    Attributes:
+        rtp_port_min: The lowest UDP port the relay allocates RTP sockets from; even, 1024 to 65534.
+        rtp_port_max: The highest such port; at least ``rtp_port_min + 3`` (two RTP/RTCP pairs), at most
+            65535.
+        bind_host: The IPv4 or IPv6 address the relay binds its RTP sockets to, without brackets; may be a
+            wildcard (``"0.0.0.0"``, ``"::"``).
+        advertise: The IP address the PBX writes into SDP ``c=`` lines, or ``""`` for ``bind_host``; never
+            a wildcard, and never ``""`` when ``bind_host`` is a wildcard.
+    """
+
+    rtp_port_min: int = 10000
+    rtp_port_max: int = 20000
+    bind_host: str = "127.0.0.1"
+    advertise: str = ""
+
+    @property
+    def advertised_host(self) -> str:
+        """The address peers send RTP to: ``advertise`` if set, else ``bind_host``."""
+        return self.advertise or self.bind_host
+
+
+@dataclass(frozen=True, slots=True)
+class CallsConfig:
+    """B2BUA call settings.
+
+    Attributes:
+        ring_timeout: Seconds a dial rings before it counts as unanswered, unless the extension sets its own.
+        max_call_duration: Seconds after which an answered call is hung up.
+        codecs: The RTP encoding names the B2BUA lets through, never empty, without duplicates; known names
+            in the spelling of `CODECS`, others as written. ``("*",)`` lets every codec through. SDP
+            compares encoding names case-insensitively, so use `allows_codec` rather than ``in``.
+    """
+
+    ring_timeout: float = 30.0
+    max_call_duration: float = 14400.0
+    codecs: tuple[str, ...] = DEFAULT_CODECS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "codecs", tuple(self.codecs))
+
+    def allows_codec(self, encoding: str) -> bool:
+        """Whether the B2BUA lets a codec through.
+
+        Args:
+            encoding: An encoding name from an SDP ``a=rtpmap`` line (``"pcmu"``, ``"opus"``), any case,
+                without clock rate.
+
+        Returns:
+            True if ``codecs`` is ``("*",)`` or names ``encoding``, compared case-insensitively.
+        """
+        if self.codecs == (ALL_CODECS,):
+            return True
+        folded = encoding.casefold()
+        return any(codec.casefold() == folded for codec in self.codecs)
+
+
+@dataclass(frozen=True, slots=True)
 class Extension:
     """A SIP account of a tenant; its number is the digest user name.
 
@@ -196,6 +292,15 @@ class Extension:
         password: The plain password, or None when only digests are configured.
         ha1_md5: The MD5 H(A1) as 32 hex digits, or None.
         ha1_sha256: The SHA-256 H(A1) as 64 hex digits, or None.
+        forward_all: Where every call to the extension goes instead: an extension number of the tenant or
+            any dial string (``"trunk:carrier/15551234"``); ``""`` for no forwarding. Never the extension's
+            own number, never whitespace or control characters, at most 128 characters; the same holds for
+            the other ``forward_*`` targets.
+        forward_busy: Where a call goes when the extension is busy, or ``""``.
+        forward_noanswer: Where a call goes when the extension does not answer in time, or ``""``.
+        ring_timeout: Seconds the extension rings before a call counts as unanswered; 0 means
+            `CallsConfig.ring_timeout`.
+        may_call_out: Whether the extension may place calls through trunks.
     """
 
     number: str
@@ -203,6 +308,11 @@ class Extension:
     password: str | None = field(default=None, repr=False)
     ha1_md5: str | None = field(default=None, repr=False)
     ha1_sha256: str | None = field(default=None, repr=False)
+    forward_all: str = ""
+    forward_busy: str = ""
+    forward_noanswer: str = ""
+    ring_timeout: float = 0.0
+    may_call_out: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +325,8 @@ class Tenant:
         aliases: Further hosts that select this tenant, normalized.
         realm: The digest authentication realm.
         extensions: The tenant's extensions by number, read-only.
+        groups: The tenant's ring groups, read-only: group name to the numbers of its member extensions
+            (never empty, each an extension of this tenant, no duplicates), in the configured order.
     """
 
     name: str
@@ -222,6 +334,7 @@ class Tenant:
     aliases: tuple[str, ...] = ()
     realm: str = ""
     extensions: Mapping[str, Extension] = field(default_factory=dict, hash=False)
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if not self.realm:
@@ -229,6 +342,9 @@ class Tenant:
         object.__setattr__(self, "aliases", tuple(self.aliases))
         if not isinstance(self.extensions, MappingProxyType):
             object.__setattr__(self, "extensions", MappingProxyType(dict(self.extensions)))
+        if not isinstance(self.groups, MappingProxyType):
+            groups = {name: tuple(members) for name, members in self.groups.items()}
+            object.__setattr__(self, "groups", MappingProxyType(groups))
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -251,6 +367,8 @@ class Config:
         tenants: The tenants, in file order; never empty, with distinct names and hosts.
         registrar: SIP registrar settings.
         security: Authentication and brute-force guard settings.
+        media: RTP media relay settings.
+        calls: B2BUA call settings.
     """
 
     source: Path | None
@@ -263,6 +381,8 @@ class Config:
     tenants: tuple[Tenant, ...]
     registrar: RegistrarConfig = field(default_factory=RegistrarConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    calls: CallsConfig = field(default_factory=CallsConfig)
     _by_host: Mapping[str, Tenant] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

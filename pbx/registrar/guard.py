@@ -83,6 +83,8 @@ class BruteForceGuard:
         """Record a wrong digest response from `source` for `account`; True if the source is now blocked."""
         self.counters["failures"] += 1
         now = self._clock.seconds()
+        if self._blocked.get(source, 0.0) > now:
+            return True  # still blocked (a request that was in flight when the block began)
         source_count = self._record(self._source_failures, source, now, self._max_failures)
         account_count = self._record(self._account_failures, account, now, self._max_account_failures)
         if self._is_trusted(source):

@@ -135,8 +135,21 @@ class LocationService:
 
     def _schedule(self, binding: Binding) -> None:
         heapq.heappush(self._heap, (binding.expires_at, binding.tenant, binding.aor, binding.contact))
+        if len(self._heap) > 2 * self._count + 64:
+            self._compact()
         if self._timer is None or binding.expires_at < self._timer_at:
             self._arm()
+
+    def _compact(self) -> None:
+        """Drop heap entries of refreshed or removed bindings (lazy deletion would keep one per refresh)."""
+        live = []
+        for entry in self._heap:
+            bindings = self._index.get((entry[1], entry[2]))
+            binding = bindings.get(entry[3]) if bindings else None
+            if binding is not None and binding.expires_at == entry[0]:
+                live.append(entry)
+        heapq.heapify(live)
+        self._heap = live
 
     def _arm(self) -> None:
         if self._timer is not None and self._timer.active():

@@ -243,15 +243,24 @@ class SipStack:
             if handler is None:
                 status = 405 if request.method in KNOWN_METHODS else 501
                 raise SipError(status, None, [("Allow", ", ".join(self.allowed_methods))])
-            handler.request_received(transaction, request)
-        except SipError as e:
-            transaction.respond(self._error_response(request, e.status, e.reason, e.headers))
+            result = handler.request_received(transaction, request)
         except Exception:
-            self.counters["errors"] += 1
-            self._log.failure(
-                "Error handling {method} {call_id}", method=request.method, call_id=request.call_id
-            )
-            transaction.respond(self._error_response(request, 500, None))
+            self._tu_failed(Failure(), transaction, request)
+            return
+        if isinstance(result, Deferred):  # an asynchronous transaction user: its errors end here too
+            result.addErrback(self._tu_failed, transaction, request)
+
+    def _tu_failed(self, failure: Failure, transaction: IServerTransaction, request: Request) -> None:
+        """The one edge where errors become responses: SipError -> its response, anything else -> 500."""
+        error = failure.value
+        if isinstance(error, SipError):
+            transaction.respond(self._error_response(request, error.status, error.reason, error.headers))
+            return
+        self.counters["errors"] += 1
+        self._log.failure(
+            "Error handling {method} {cid}", failure=failure, method=request.method, cid=request.call_id
+        )
+        transaction.respond(self._error_response(request, 500, None))
 
     def ack_received(self, request: object, flow: IFlow) -> None:
         assert isinstance(request, Request)
@@ -341,6 +350,31 @@ class SipStack:
 
     # -- client side -------------------------------------------------------------------------------------
 
+    def _add_via(self, request: Request, transport: str, host: str) -> None:
+        local_host, local_port = self.transport.local_address(transport, host)
+        via_host = f"[{local_host}]" if ":" in local_host else local_host
+        via = f"SIP/2.0/{transport.upper()} {via_host}:{local_port};branch={new_branch()};rport"
+        request.headers.prepend("Via", via)
+        if "Max-Forwards" not in request.headers:
+            request.headers.add("Max-Forwards", "70")
+
+    def send_stateless(self, request: Request, transport: str, host: str, port: int) -> Deferred[Any]:
+        """Send a request outside any transaction: the ACK for a 2xx (RFC 3261 13.2.2.4), with a fresh Via."""
+        transport = transport.lower()
+        self._add_via(request, transport, host)
+        d: Deferred[Any] = self.transport.send(request.to_bytes(), transport, host, port)
+        d.addErrback(self._log_send_failure, host, port)
+        return d
+
+    def contact_for(self, transport: str, host: str, user: str = "pbx") -> str:
+        """A Contact URI for our side of a dialog whose peer is `host` over `transport`."""
+        transport = transport.lower()
+        local_host, local_port = self.transport.local_address(transport, host)
+        scheme = "sips" if transport == "tls" else "sip"
+        host_text = f"[{local_host}]" if ":" in local_host else local_host
+        suffix = "" if transport == "udp" else f";transport={transport}"
+        return f"<{scheme}:{user}@{host_text}:{local_port}{suffix}>"
+
     def send_request(
         self,
         request: Request,
@@ -348,21 +382,17 @@ class SipStack:
         transport: str,
         host: str,
         port: int,
+        *,
+        new_via: bool = True,
     ) -> Any:
         """Start a client transaction for `request` towards (transport, host, port).
 
-        A top Via with a fresh branch is added (sent-by from our listener for that transport). Returns the
-        client transaction.
+        A top Via with a fresh branch is added (sent-by from our listener for that transport), unless
+        `new_via` is false (a CANCEL carries its INVITE's Via). Returns the client transaction.
         """
         transport = transport.lower()
-        local_host, local_port = self.transport.local_address(transport, host)
-        via_host = f"[{local_host}]" if ":" in local_host else local_host
-        branch = new_branch()
-        request.headers.prepend(
-            "Via", f"SIP/2.0/{transport.upper()} {via_host}:{local_port};branch={branch};rport"
-        )
-        if "Max-Forwards" not in request.headers:
-            request.headers.add("Max-Forwards", "70")
+        if new_via:
+            self._add_via(request, transport, host)
         if "User-Agent" not in request.headers:
             request.headers.add("User-Agent", self.user_agent)
         reliable = transport != "udp"
@@ -382,3 +412,9 @@ class SipStack:
             txn = self.transactions.client_non_invite(request, send, tu, reliable=reliable)
         holder.append(txn)
         return txn
+
+    def send_cancel(
+        self, cancel: Request, tu: IClientTransactionUser, transport: str, host: str, port: int
+    ) -> Any:
+        """Send a CANCEL built by `make_cancel` (it already carries the INVITE's top Via, RFC 3261 9.1)."""
+        return self.send_request(cancel, tu, transport, host, port, new_via=False)

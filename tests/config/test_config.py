@@ -7,16 +7,19 @@ import dataclasses
 import hashlib
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pbx.config import (
+    CallsConfig,
     Config,
     ConfigError,
     Extension,
     ListenerConfig,
+    MediaConfig,
     RegistrarConfig,
     SecurityConfig,
     Tenant,
@@ -47,6 +50,10 @@ def error_for(document: dict[str, Any], base_dir: Path = BASE) -> ConfigError:
     with pytest.raises(ConfigError) as info:
         parse_config(document, base_dir)
     return info.value
+
+
+EXT = "tenants.default.extensions.1000"
+GROUPS = "tenants.default.groups"
 
 
 def tenant_with(extension: dict[str, Any], **tenant: Any) -> dict[str, Any]:
@@ -83,6 +90,21 @@ def test_demo_config_loads() -> None:
     assert all(ext.password for ext in tenant.extensions.values())
     assert config.registrar == RegistrarConfig()
     assert config.security == SecurityConfig()
+    assert config.media == MediaConfig()
+    assert config.calls == CallsConfig()
+    assert dict(tenant.groups) == {"sales": ("1000", "1001")}
+    assert tenant.extensions["1001"] == Extension("1001", "Alice", "pass1001")
+    assert tenant.extensions["1003"].forward_noanswer == ""
+
+
+def test_demo_forward_example_is_valid() -> None:
+    """The commented forward_noanswer example of the demo config works when uncommented."""
+    text = (REPO / "pbx.example.toml").read_text()
+    commented = '#     forward_noanswer = "1000"\n'
+    assert commented in text
+    document = tomllib.loads(text.replace(commented, 'forward_noanswer = "1000"\n'))
+    config = parse_config(document, REPO)
+    assert config.tenants[0].extensions["1003"].forward_noanswer == "1000"
 
 
 def test_demo_ha1_example_matches_the_password() -> None:
@@ -106,6 +128,13 @@ def test_defaults() -> None:
     assert tenant.extensions["1000"] == Extension("1000", "", "secret", None, None)
     assert config.registrar == RegistrarConfig(60, 3600, 3600, 10, "options", 30.0, 3)
     assert config.security == SecurityConfig(5, 60.0, 600.0, 20, 300.0, ("MD5", "SHA-256"), (), ("baresip",))
+    assert config.media == MediaConfig(10000, 20000, "127.0.0.1", "")
+    assert config.media.advertised_host == "127.0.0.1"
+    assert config.calls == CallsConfig(30.0, 14400.0, ("PCMU", "PCMA", "telephone-event"))
+    assert dict(tenant.groups) == {}
+    extension = tenant.extensions["1000"]
+    assert (extension.forward_all, extension.forward_busy, extension.forward_noanswer) == ("", "", "")
+    assert (extension.ring_timeout, extension.may_call_out) == (0.0, False)
 
 
 def test_registrar_and_security_defaults_by_hand() -> None:
@@ -160,6 +189,73 @@ def test_security_values_and_normalization() -> None:
     assert parse_config(data(security={"auth_algorithms": ["Sha-256"]}), BASE).security.auth_algorithms == (
         "SHA-256",
     )
+
+
+def test_media_and_calls_defaults_by_hand() -> None:
+    """The dataclass defaults match the parser's, so other layers' tests may build them directly."""
+    config = parse_config(data(media={}, calls={}), BASE)
+    assert config.media == MediaConfig() and config.calls == CallsConfig()
+    paths = (config.data_dir, config.dialplan_dir)
+    assert Config(None, BASE, *paths, False, config.sip, config.tls, config.tenants) == config
+    calls = CallsConfig(codecs=["PCMU"])  # type: ignore[arg-type]
+    assert calls.codecs == ("PCMU",)
+    hash(calls)
+
+
+def test_media_values_and_normalization() -> None:
+    media = {"rtp_port_min": 1024, "rtp_port_max": 1027, "bind_host": "[::]", "advertise": "2001:DB8::0:1"}
+    config = parse_config(data(media=media), BASE).media
+    assert config == MediaConfig(1024, 1027, "::", "2001:db8::1")
+    assert config.advertised_host == "2001:db8::1"
+    media = {"rtp_port_min": 65532, "rtp_port_max": 65535, "bind_host": "0.0.0.0", "advertise": "192.0.2.1"}
+    assert parse_config(data(media=media), BASE).media.advertised_host == "192.0.2.1"
+    media = {"bind_host": "10.0.0.1", "advertise": "203.0.113.10"}
+    expected = MediaConfig(10000, 20000, "10.0.0.1", "203.0.113.10")
+    assert parse_config(data(media=media), BASE).media == expected
+
+
+def test_calls_values_and_normalization() -> None:
+    calls = {
+        "ring_timeout": 5,
+        "max_call_duration": 60,
+        "codecs": ["opus", " g722 ", "pcmu", "TELEPHONE-EVENT", "X-Custom", "ilbc"],
+    }
+    config = parse_config(data(calls=calls), BASE).calls
+    assert config == CallsConfig(5.0, 60.0, ("opus", "G722", "PCMU", "telephone-event", "X-Custom", "iLBC"))
+    assert isinstance(config.ring_timeout, float) and isinstance(config.max_call_duration, float)
+    assert config.allows_codec("OPUS") and config.allows_codec("x-custom") and config.allows_codec("pcmu")
+    assert not config.allows_codec("PCMA") and not config.allows_codec("*")
+    every = parse_config(data(calls={"codecs": ["*"]}), BASE).calls
+    assert every.codecs == ("*",)
+    assert every.allows_codec("G729") and every.allows_codec("anything")
+    assert CallsConfig().allows_codec("pcma") and not CallsConfig().allows_codec("G722")
+
+
+def test_extension_forwarding_and_groups() -> None:
+    extensions = {
+        "1000": {"password": "a", "forward_all": "trunk:carrier/15551234", "may_call_out": True},
+        "1001": {"password": "b", "forward_busy": "1000", "forward_noanswer": "*97", "ring_timeout": 12},
+        "1002": {"password": "c", "forward_noanswer": "x" * 128, "ring_timeout": 0},
+    }
+    groups = {"sales": ["1001", "1000"], "all.staff": ["1000", "1001", "1002"], "solo": ["1002"]}
+    tenants = {"default": {"domain": "localhost", "extensions": extensions, "groups": groups}}
+    tenant = parse_config(data(tenants=tenants), BASE).tenants[0]
+    assert tenant.extensions["1000"] == Extension(
+        "1000", password="a", forward_all="trunk:carrier/15551234", may_call_out=True
+    )
+    assert tenant.extensions["1001"] == Extension(
+        "1001", password="b", forward_busy="1000", forward_noanswer="*97", ring_timeout=12.0
+    )
+    assert isinstance(tenant.extensions["1001"].ring_timeout, float)
+    assert tenant.extensions["1002"].forward_noanswer == "x" * 128
+    assert dict(tenant.groups) == {
+        "sales": ("1001", "1000"),
+        "all.staff": ("1000", "1001", "1002"),
+        "solo": ("1002",),
+    }
+    assert list(tenant.groups) == ["sales", "all.staff", "solo"]
+    with pytest.raises(TypeError):
+        tenant.groups["new"] = ("1000",)  # type: ignore[index]
 
 
 def test_listener_defaults_and_normalization() -> None:
@@ -348,6 +444,74 @@ def test_absolute_paths_are_kept() -> None:
         (data(security={"trusted_networks": ["10.0.0.0/33"]}), "security.trusted_networks[0]", "CIDR"),
         (data(security={"trusted_networks": ["2001:db8::/129"]}), "security.trusted_networks[0]", "CIDR"),
         (data(security={"trusted_networks": [""]}), "security.trusted_networks[0]", "CIDR"),
+        (data(media=[]), "media", "must be a table"),
+        (data(media={"rtp_port": 10000}), "media.rtp_port", "did you mean 'rtp_port_min'"),
+        (data(media={"rtp_port_min": 1023}), "media.rtp_port_min", "integer from 1024 to 65534"),
+        (data(media={"rtp_port_min": 65535}), "media.rtp_port_min", "integer from 1024 to 65534"),
+        (data(media={"rtp_port_min": 10001}), "media.rtp_port_min", "must be even"),
+        (data(media={"rtp_port_min": "10000"}), "media.rtp_port_min", "integer"),
+        (data(media={"rtp_port_min": 10000.0}), "media.rtp_port_min", "integer"),
+        (data(media={"rtp_port_max": 65536}), "media.rtp_port_max", "to 65535"),
+        (data(media={"rtp_port_max": 10000}), "media.rtp_port_max", "at least 4 ports"),
+        (data(media={"rtp_port_max": 10002}), "media.rtp_port_max", "(10003, at least 4 ports)"),
+        (data(media={"rtp_port_min": 30000}), "media.rtp_port_max", "not 20000"),
+        (data(media={"rtp_port_min": 65534}), "media.rtp_port_max", "(65537, at least 4 ports)"),
+        (data(media={"rtp_port_max": True}), "media.rtp_port_max", "integer"),
+        (data(media={"bind_host": "localhost"}), "media.bind_host", "IPv4 or IPv6"),
+        (data(media={"bind_host": ""}), "media.bind_host", "IPv4 or IPv6"),
+        (data(media={"bind_host": 127}), "media.bind_host", "string"),
+        (data(media={"advertise": "pbx.example.com"}), "media.advertise", "IPv4 or IPv6"),
+        (data(media={"advertise": False}), "media.advertise", "string"),
+        (data(media={"advertise": "0.0.0.0"}), "media.advertise", "wildcard"),
+        (data(media={"bind_host": "::", "advertise": "[::]"}), "media.advertise", "wildcard"),
+        (data(media={"bind_host": "0.0.0.0"}), "media.advertise", "required when media.bind_host"),
+        (data(media={"bind_host": "[::]", "advertise": ""}), "media.advertise", "wildcard address ('::')"),
+        (data(calls=7), "calls", "must be a table"),
+        (data(calls={"codec": ["PCMU"]}), "calls.codec", "did you mean 'codecs'"),
+        (data(calls={"ring_timeout": 0}), "calls.ring_timeout", "greater than 0"),
+        (data(calls={"ring_timeout": "30s"}), "calls.ring_timeout", "greater than 0"),
+        (data(calls={"max_call_duration": -1.0}), "calls.max_call_duration", "greater than 0"),
+        (data(calls={"max_call_duration": float("inf")}), "calls.max_call_duration", "greater than 0"),
+        (data(calls={"codecs": "PCMU"}), "calls.codecs", "array of strings"),
+        (data(calls={"codecs": []}), "calls.codecs", "at least one codec"),
+        (data(calls={"codecs": ["PCMU", 0]}), "calls.codecs[1]", "string"),
+        (data(calls={"codecs": ["PCMU", ""]}), "calls.codecs[1]", "encoding name"),
+        (data(calls={"codecs": ["PCMU/8000"]}), "calls.codecs[0]", "encoding name"),
+        (data(calls={"codecs": ["G 729"]}), "calls.codecs[0]", "encoding name"),
+        (data(calls={"codecs": ["PCMU", "pcmu"]}), "calls.codecs[1]", "PCMU is listed twice"),
+        (data(calls={"codecs": ["x-foo", "X-FOO"]}), "calls.codecs[1]", "X-FOO is listed twice"),
+        (data(calls={"codecs": ["*", "PCMU"]}), "calls.codecs[0]", "must be the only entry"),
+        (data(calls={"codecs": ["PCMU", "*"]}), "calls.codecs[1]", "must be the only entry"),
+        (tenant_with({"password": "x", "forward_all": "a b"}), f"{EXT}.forward_all", "whitespace"),
+        (tenant_with({"password": "x", "forward_busy": "1001\n"}), f"{EXT}.forward_busy", "whitespace"),
+        (tenant_with({"password": "x", "forward_noanswer": "\x00"}), f"{EXT}.forward_noanswer", "control"),
+        (tenant_with({"password": "x", "forward_all": "1\u00a02"}), f"{EXT}.forward_all", "whitespace"),
+        (tenant_with({"password": "x", "forward_all": "9" * 129}), f"{EXT}.forward_all", "at most 128"),
+        (tenant_with({"password": "x", "forward_busy": 1001}), f"{EXT}.forward_busy", "string"),
+        (tenant_with({"password": "x", "forward_noanswer": "1000"}), f"{EXT}.forward_noanswer", "itself"),
+        (tenant_with({"password": "x", "forward_alll": ""}), f"{EXT}.forward_alll", "'forward_all'"),
+        (tenant_with({"password": "x", "ring_timeout": -1}), f"{EXT}.ring_timeout", "at least 0"),
+        (tenant_with({"password": "x", "ring_timeout": "20"}), f"{EXT}.ring_timeout", "seconds"),
+        (tenant_with({"password": "x", "ring_timeout": float("nan")}), f"{EXT}.ring_timeout", "seconds"),
+        (tenant_with({"password": "x", "may_call_out": 1}), f"{EXT}.may_call_out", "true or false"),
+        (tenant_with({"password": "x", "may_call_out": "yes"}), f"{EXT}.may_call_out", "true or false"),
+        (tenant_with({"password": "x"}, groups=[]), "tenants.default.groups", "must be a table"),
+        (tenant_with({"password": "x"}, groups={"sales": "1000"}), f"{GROUPS}.sales", "array of strings"),
+        (tenant_with({"password": "x"}, groups={"sales": []}), f"{GROUPS}.sales", "at least one extension"),
+        (tenant_with({"password": "x"}, groups={"sales": [1000]}), f"{GROUPS}.sales[0]", "string"),
+        (
+            tenant_with({"password": "x"}, groups={"sales": ["1000", "1009"]}),
+            f"{GROUPS}.sales[1]",
+            "tenant default has no extension '1009'",
+        ),
+        (
+            tenant_with({"password": "x"}, groups={"sales": ["1000", "1000"]}),
+            f"{GROUPS}.sales[1]",
+            "1000 is listed twice",
+        ),
+        (tenant_with({"password": "x"}, groups={"a b": ["1000"]}), f'{GROUPS}."a b"', "group name"),
+        (tenant_with({"password": "x"}, groups={".hidden": ["1000"]}), f'{GROUPS}.".hidden"', "group name"),
+        (tenant_with({"password": "x"}, groups={"g" * 64: ["1000"]}), f"{GROUPS}.{'g' * 64}", "group name"),
     ],
 )
 def test_errors_name_their_key(document: dict[str, Any], path: str, words: str) -> None:
@@ -355,6 +519,29 @@ def test_errors_name_their_key(document: dict[str, Any], path: str, words: str) 
     assert error.path == path
     assert words in error.message
     assert str(error) == f"{path}: {error.message}"
+
+
+def test_media_and_group_messages() -> None:
+    error = error_for(data(media={"bind_host": "0.0.0.0"}))
+    assert str(error) == (
+        "media.advertise: is required when media.bind_host is a wildcard address ('0.0.0.0'): "
+        "the address peers send RTP to"
+    )
+    error = error_for(data(media={"rtp_port_min": 20000}))
+    assert str(error) == (
+        "media.rtp_port_max: must be an integer from media.rtp_port_min + 3 (20003, at least 4 ports) "
+        "to 65535, not 20000"
+    )
+    error = error_for(tenant_with({"password": "x"}, groups={"sales": ["1000", "1001"]}))
+    assert str(error) == "tenants.default.groups.sales[1]: tenant default has no extension '1001'"
+
+
+def test_a_group_member_of_another_tenant_is_an_error() -> None:
+    tenants = {
+        "a": {"domain": "a.example", "extensions": {"1000": {"password": "x"}}},
+        "b": {"domain": "b.example", "extensions": {"2000": {"password": "y"}}, "groups": {"g": ["1000"]}},
+    }
+    assert str(error_for(data(tenants=tenants))) == "tenants.b.groups.g[0]: tenant b has no extension '1000'"
 
 
 DEFAULT_EXPIRES_RANGE = (
@@ -523,6 +710,13 @@ def test_model_built_by_hand() -> None:
         tenant.extensions["2"] = Extension("2")  # type: ignore[index]
     assert tenant == Tenant("t", "t.example", (), "t.example", {"1": Extension("1", password="p")})
     assert normalize_host("[FE80::1]") == "fe80::1"
+    grouped = Tenant("t", "t.example", groups={"g": ["1"]})  # type: ignore[dict-item]
+    assert grouped.groups["g"] == ("1",)
+    with pytest.raises(TypeError):
+        grouped.groups["h"] = ("1",)  # type: ignore[index]
+    assert grouped == Tenant("t", "t.example", groups={"g": ("1",)})
+    hash(grouped)
+    assert MediaConfig(advertise="192.0.2.1").advertised_host == "192.0.2.1"
 
 
 # -- documentation and layering ----------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import pytest
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
@@ -129,11 +128,6 @@ class BlockDurationTests(SynchronousTestCase):
         clock.advance(300)
         self.assertFalse(guard.is_blocked(ATTACKER))
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug (minor): BruteForceGuard.failure returns False for a source that is blocked, against its "
-        "docstring 'True if the source is now blocked' (the source count is reset by the block)",
-    )
     def test_failure_reports_a_source_that_is_still_blocked(self) -> None:
         guard, clock = self.blocked()
         clock.advance(300)

@@ -313,11 +313,36 @@ class LoadTests(SynchronousTestCase):
 class MemoryTests(SynchronousTestCase):
     """100,000 bindings in a LocationService over a MemoryLocationStore cost < 2 KiB each."""
 
+    def test_refreshing_a_binding_does_not_grow_memory(self) -> None:
+        location, clock, _ = make_location()
+        location.apply("acme", "1001", [binding(expires_at=3600)], ())
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(1, 1001):
+                clock.advance(1)
+                now = clock.seconds()
+                location.apply(
+                    "acme", "1001", [binding(expires_at=now + 3600, registered_at=now, cseq=n)], ()
+                )
+            gc.collect()
+            used = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        self.assertEqual(len(location), 1)
+        self.assertLess(used, 2048)
+
     def test_memory_per_binding(self) -> None:
         n = 100_000
         clock = Clock()
         clock.advance(1_700_000_000.0)
         now = clock.seconds()
+        # As in the registrar: tenant names are shared; address fragments are temporaries.
+        tenants = [f"tenant{t}" for t in range(50)]
+        hosts = [f"{a}.{b}" for a in range(256) for b in range(256)]
+        ports = [str(p) for p in range(10_000, 60_000)]
+        versions = [str(v) for v in range(100)]
         gc.collect()
         tracemalloc.start()
         try:
@@ -325,21 +350,21 @@ class MemoryTests(SynchronousTestCase):
             store = MemoryLocationStore()
             location = LocationService(clock, store)
             for i in range(n):
-                user = str(100000 + i)
+                # Every field a binding owns is a fresh object, as if parsed from its own REGISTER.
+                user, host = str(100_000 + i), hosts[i % 65_536]
                 b = Binding(
-                    tenant=f"tenant{i % 50}",
+                    tenant=tenants[i % 50],
                     aor=user,
-                    contact=f"sip:{user}@192.168.{i // 256 % 256}.{i % 256}:5060;transport=udp;ob",
-                    expires_at=now + 3600 + i % 600,
-                    q=1.0,
-                    call_id=f"{i:032x}@192.168.{i // 256 % 256}.{i % 256}",
+                    contact=f"sip:{user}@192.168.{host}:5060;transport=udp;ob",
+                    expires_at=now + (3600 + i % 600),
+                    call_id=f"{i:032x}@192.168.{host}",
                     cseq=i % 1000 + 2,
-                    received=f"udp:203.0.{i // 256 % 256}.{i % 256}:{10000 + i % 50000}",
-                    local="udp:198.51.100.1:5060",
+                    received=f"udp:203.0.{host}:{ports[i % 50_000]}",
+                    local="udp:198.51.100.1:" + ports[0],
                     instance_id=f"<urn:uuid:00000000-0000-1000-8000-{i:012x}>",
                     reg_id=1,
-                    user_agent=f"Yealink SIP-T46S 66.86.0.{i % 100}",
-                    registered_at=now,
+                    user_agent="Yealink SIP-T46S 66.86.0." + versions[i % 100],
+                    registered_at=now + i / 1000,
                 )
                 location.apply(b.tenant, b.aor, [b], ())
             gc.collect()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import gc
 
-import pytest
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -28,6 +28,7 @@ from .fakes import (
     PASSWORDS,
     FakeFlow,
     FakeServerTransaction,
+    FakeStackTransports,
     HA1Lookup,
     Harness,
     Phone,
@@ -463,6 +464,15 @@ class TenantTests(SynchronousTestCase):
         self.assertEqual([b.contact for b in h.location.lookup("acme", "1001")], ["sip:1001@10.0.0.1"])
         self.assertEqual([b.contact for b in h.location.lookup("globex", "1001")], ["sip:1001@10.0.0.2"])
 
+    def test_a_tenant_realm_need_not_be_its_domain(self) -> None:
+        h = Harness()
+        phone = Phone(h, "2001", "i.example")
+        first = phone.send()
+        self.assertEqual({c.realm for c in challenges(first.final)}, {"Initech PBX"})
+        self.assertEqual(status(phone.register()), 200)
+        self.assertEqual([(b.tenant, b.aor) for b in h.location], [("initech", "2001")])
+        self.assertIn(("2001", "Initech PBX", "SHA-256"), h.lookup.calls)
+
     def test_one_tenants_password_does_not_open_the_other(self) -> None:
         h = Harness()
         txn = Phone(h, "1001", "b.example", password=PASSWORDS[("a.example", "1001")]).register()
@@ -480,16 +490,11 @@ class TenantTests(SynchronousTestCase):
 
     def test_unserved_domain_with_credentials_is_403(self) -> None:
         h = Harness()
-        phone = Phone(h)
-        phone.register()
-        _, d = h.send(
-            register(
-                "1001",
-                "c.example",
-                authorization=[phone.send_authorized().request.headers.get("Authorization")],
-            )
-        )
+        first = Phone(h).send()
+        authorization = credentials_for(first.final, first.request, "1001", PASSWORDS[("a.example", "1001")])
+        _, d = h.send(register("1001", "c.example", authorization=[authorization]))
         self.assertEqual(self.failureResultOf(d, SipError).value.status, 403)
+        self.assertEqual((len(h.location), h.lookup.calls), (0, []))
 
     def test_aor_in_an_unserved_domain_is_403(self) -> None:
         h = Harness()
@@ -605,13 +610,13 @@ class DigestTests(SynchronousTestCase):
 
     def test_credentials_for_another_realm_fail(self) -> None:
         h = Harness()
-        acme = Phone(h, "1001", "a.example")
-        acme.register()
-        authorization = acme.send_authorized().request.headers.get("Authorization")
+        first = Phone(h, "1001", "a.example").send()
+        authorization = credentials_for(first.final, first.request, "1001", PASSWORDS[("a.example", "1001")])
         txn = h.handle(register("1001", "b.example", authorization=[authorization]))
         self.assertEqual(status(txn), 401)
         self.assertEqual({c.realm for c in challenges(txn.final)}, {"b.example"})
         self.assertEqual(h.registrar.counters["auth_failures"], 1)
+        self.assertEqual(len(h.location), 0)
 
     def test_malformed_credentials_are_a_failure(self) -> None:
         h = Harness()
@@ -730,6 +735,17 @@ class BruteForceTests(SynchronousTestCase):
         )
         self.assertEqual(guard.blocked_sources, ["192.0.2.2"])
 
+    def test_failures_and_blocks_are_logged(self) -> None:
+        with capturedLogs() as events:
+            for _ in range(3):
+                Phone(self.h, flow=self.attacker).register(password="guess")
+        failed = [e for e in events if "Failed REGISTER authentication" in e["log_format"]]
+        self.assertEqual(
+            [(e["user"], e["tenant"], e["source"]) for e in failed], [("1001", "acme", "192.0.2.66")] * 3
+        )
+        self.assertEqual({e["reason"] for e in failed}, {"bad_credentials"})
+        self.assertEqual(len([e for e in events if e["log_format"].startswith("Blocked {source}")]), 1)
+
     def test_trusted_networks_are_never_blocked(self) -> None:
         guard = BruteForceGuard(self.clock, max_failures=2, trusted=["192.0.2.0/24"])
         h = Harness(guard=guard, clock=self.clock)
@@ -838,27 +854,10 @@ class DurabilityTests(SynchronousTestCase):
         self.assertEqual(txn.responses, [])
 
 
-class FakeTransports:
-    """What `SipStack.attach_transport` needs for sending responses statelessly."""
-
-    def send(self, data, transport, host, port):
-        from twisted.internet.defer import succeed
-
-        return succeed(None)
-
-    def local_address(self, transport, host):
-        return ("198.51.100.1", 5060)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: SipStack.request_received ignores the Deferred a transaction user returns, so every "
-    "SipError the registrar raises (403 unserved domain, 423, 400, 500) is never answered",
-)
 def test_the_stack_answers_the_registrars_errors() -> None:
     clock = Clock()
     stack = SipStack(clock)
-    stack.attach_transport(FakeTransports())
+    stack.attach_transport(FakeStackTransports())
     h = Harness(clock=clock, store=MemoryLocationStore())
     stack.register("REGISTER", h.registrar)
     flow = FakeFlow()

@@ -1,0 +1,6 @@
+"""The B2BUA: calls bridged as two dialogs with media anchored on the PBX (`b2bua`, `call`, `leg`, `media`)."""
+
+from pbx.b2bua.b2bua import B2BUA, Caller, Directory, ExtensionInfo
+from pbx.b2bua.call import Call
+
+__all__ = ["B2BUA", "Call", "Caller", "Directory", "ExtensionInfo"]

@@ -1,0 +1,357 @@
+"""The B2BUA: every call is two dialogs, with the PBX in the middle (RFC 3261 sections 12-15, RFC 7092).
+
+`B2BUA` is the transaction user for INVITE, BYE, UPDATE and INFO, the dialog layer's ACK handler and the
+stack's CANCEL handler. A new INVITE (no To tag) is authenticated (`407`, the same digest rules and
+brute-force guard as the registrar), its Request-URI domain selects the tenant, and it becomes a `Call` that
+runs the tenant's dialplan. Requests inside a dialog are matched to their call and side; an unknown dialog
+gets `481`. Topology is hidden: a callee sees only the PBX's Call-ID, tags, Via, Contact and relay address.
+
+This module knows nothing of sockets or of the config file: `pbx/tap.py` hands it plain values.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from pbx.b2bua.call import Call
+from pbx.b2bua.peer import Peer
+from pbx.dialplan import Action, DialplanEngine
+from pbx.media.interfaces import IMediaRelay
+from pbx.registrar import BruteForceGuard, Domain, LocationService, parse_flow_text
+from pbx.sip.auth import AuthOutcome, DigestAuthenticator
+from pbx.sip.dialog import Dialog, DialogTable
+from pbx.sip.errors import SipError
+from pbx.sip.interfaces import IFlow, IServerTransaction, ITransactionUser
+from pbx.sip.message import Request, Response, new_tag
+from pbx.sip.sdp import SessionDescription, make_answer
+from pbx.sip.uri import SipURI, parse_sip_uri
+from pbx.store import Binding, ICdrStore
+
+App = Callable[[Call, Action], Deferred[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionInfo:
+    """What the dialplan may know of an extension."""
+
+    number: str
+    name: str = ""
+    forward_all: str = ""
+    forward_busy: str = ""
+    forward_noanswer: str = ""
+    ring_timeout: float = 0.0
+    may_call_out: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """A tenant's directory: its domain, extensions and ring groups."""
+
+    tenant: str
+    domain: str
+    extensions: Mapping[str, ExtensionInfo] = field(default_factory=dict)
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling."""
+
+    tenant: str
+    extension: str
+    name: str
+    domain: str
+    may_call_out: bool = False
+
+
+@implementer(ITransactionUser)
+class B2BUA:
+    """Calls between the tenant's phones.
+
+    Args:
+        clock: time source.
+        stack: the SipStack (send_request, send_stateless, send_response, contact_for, timers).
+        location: registered contacts.
+        authenticator: digest authentication (407 challenges).
+        domains: Request-URI host -> Domain.
+        directories: tenant name -> Directory.
+        dialplans: the dialplan engine.
+        relay: the media relay.
+        cdrs: where CDRs go.
+        guard: brute-force guard.
+        ring_timeout, max_call_duration: seconds.
+        codecs: codecs let through ("*" for all).
+        md5_only_user_agents: User-Agent substrings challenged with MD5 only.
+        host: host part for generated Call-IDs.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        stack: Any,
+        location: LocationService,
+        authenticator: DigestAuthenticator,
+        domains: Callable[[str], Domain | None],
+        directories: Callable[[str], Directory | None],
+        dialplans: DialplanEngine,
+        relay: IMediaRelay,
+        cdrs: ICdrStore | None = None,
+        guard: BruteForceGuard | None = None,
+        *,
+        ring_timeout: float = 30.0,
+        max_call_duration: float = 14400.0,
+        codecs: Sequence[str] = ("*",),
+        md5_only_user_agents: Sequence[str] = (),
+        host: str = "pbx",
+    ) -> None:
+        self.clock = clock
+        self.stack = stack
+        self.location = location
+        self._auth = authenticator
+        self._domains = domains
+        self._directories = directories
+        self._dialplans = dialplans
+        self.relay = relay
+        self._cdrs = cdrs
+        self._guard = guard
+        self.ring_timeout = ring_timeout
+        self.max_call_duration = max_call_duration
+        self.codecs = tuple(codecs)
+        self._md5_only = tuple(a.lower() for a in md5_only_user_agents)
+        self.host = host
+        self.apps: dict[str, Callable[[Call, Action], Any]] = {}
+        self.calls: dict[str, Call] = {}
+        self._dialogs = DialogTable()
+        self._owners: dict[tuple[Any, ...], tuple[Call, Peer]] = {}
+        self.counters = {"calls": 0, "answered": 0, "failed": 0, "challenged": 0, "active": 0}
+        stack.on_dialog_ack(self.ack_received)
+
+    @staticmethod
+    def new_tag() -> str:
+        return new_tag()
+
+    @staticmethod
+    def parse_contact(contact: str) -> SipURI:
+        return parse_sip_uri(contact)
+
+    # -- ITransactionUser --------------------------------------------------------------------------------
+
+    def request_received(self, transaction: IServerTransaction, request: object) -> Deferred[None] | None:
+        assert isinstance(request, Request)
+        if request.to.tag is not None:
+            self._in_dialog(transaction, request)
+            return None
+        if request.method != "INVITE":
+            raise SipError(481)
+        return ensureDeferred(self._new_call(transaction, request))
+
+    def ack_received(self, request: object, flow: IFlow) -> None:
+        assert isinstance(request, Request)
+        dialog = self._dialogs.find(request)
+        if dialog is None:
+            return
+        call, peer = self._owners[dialog.key]
+        call.peer_ack(peer, request)
+
+    def cancel_received(self, cancel: object, invite: IServerTransaction) -> None:
+        for call in self.calls.values():
+            if call.txn is invite:
+                call.caller_cancelled()
+                return
+        invite.respond(invite.request.response(487))
+
+    def stray_response(self, response: Response) -> None:
+        """A 2xx retransmission after the INVITE transaction ended: ACK it again (RFC 3261 13.2.2.4)."""
+        if not 200 <= response.status < 300 or response.cseq.method != "INVITE":
+            return
+        dialog = self._dialogs.find_for_response(response)
+        if dialog is None:
+            return
+        call, peer = self._owners[dialog.key]
+        if call.winner is not None and call.winner.dialog is dialog:
+            call.winner.send_ack(None)
+
+    # -- new calls ---------------------------------------------------------------------------------------
+
+    async def _new_call(self, txn: IServerTransaction, request: Request) -> None:
+        uri = request.uri
+        if not isinstance(uri, SipURI):
+            raise SipError(416)
+        domain = self._domains(uri.host)
+        if domain is None:
+            raise SipError(404, "Domain Not Served")
+        result = await self._auth.authenticate(request, domain.realm, proxy=True)
+        if result.outcome is not AuthOutcome.OK:
+            self._challenge(txn, request, domain, result)
+            return
+        directory = self._directories(domain.tenant)
+        username = result.username or ""
+        if directory is None or username not in directory.extensions:
+            raise SipError(403)
+        info = directory.extensions[username]
+        caller = Caller(domain.tenant, username, info.name, directory.domain, info.may_call_out)
+        call = Call(self, txn, request, caller)
+        self.calls[call.id] = call
+        self.counters["calls"] += 1
+        self.counters["active"] = len(self.calls)
+        self._log.info(
+            "Call {id}: {caller}@{tenant} dials {dialed}", id=call.id, caller=username, tenant=domain.tenant,
+            dialed=call.dialed,
+        )  # fmt: skip
+        await call.run()
+
+    def _challenge(self, txn: IServerTransaction, request: Request, domain: Domain, result: Any) -> None:
+        self.counters["challenged"] += 1
+        if result.outcome is AuthOutcome.FAILED and self._guard is not None:
+            claimed = result.credentials.username if result.credentials is not None else "?"
+            self._log.warn(
+                "Failed INVITE authentication for {user}@{tenant} from {source} ({reason})",
+                user=claimed, tenant=domain.tenant, source=txn.flow.remote_address[0], reason=result.reason,
+            )  # fmt: skip
+            self._guard.failure(txn.flow.remote_address[0], f"{domain.tenant}/{claimed}")
+        user_agent = (request.headers.get("User-Agent") or "").lower()
+        algorithms = ("MD5",) if any(a in user_agent for a in self._md5_only) else None
+        stale = result.outcome is AuthOutcome.STALE
+        txn.respond(self._auth.challenge(request, domain.realm, proxy=True, stale=stale, algorithms=algorithms))
+
+    # -- in-dialog ---------------------------------------------------------------------------------------
+
+    def _in_dialog(self, txn: IServerTransaction, request: Request) -> None:
+        dialog = self._dialogs.find(request)
+        if dialog is None:
+            raise SipError(481)
+        call, peer = self._owners[dialog.key]
+        dialog.receive_request(request)
+        call.peer_request(peer, txn, request)
+
+    def track(self, call: Call, peer: Peer) -> None:
+        """Route the in-dialog requests of this peer's dialog to the call."""
+        self._dialogs.add(peer.dialog)
+        self._owners[peer.dialog.key] = (call, peer)
+
+    # -- what calls ask of us ----------------------------------------------------------------------------
+
+    def directory(self, call: Call) -> Directory:
+        directory = self._directories(call.caller.tenant)
+        assert directory is not None
+        return directory
+
+    def render(self, call: Call, template: str) -> list[Action]:
+        return self._dialplans.render(call.caller.tenant, self.context_for(call), template)
+
+    def context_for(self, call: Call) -> Mapping[str, Any]:
+        directory = self.directory(call)
+        invite = call.invite
+        extensions = {
+            number: {
+                "name": e.name,
+                "forward_all": e.forward_all,
+                "forward_busy": e.forward_busy,
+                "forward_noanswer": e.forward_noanswer,
+                "ring_timeout": e.ring_timeout,
+                "registered": bool(self.location.lookup(directory.tenant, number)),
+            }
+            for number, e in directory.extensions.items()
+        }
+        try:
+            display = invite.from_.display_name or ""
+        except Exception:
+            display = ""
+        return {
+            "call": {
+                "id": call.id,
+                "dialed": call.dialed,
+                "from_trunk": False,
+                "did": None,
+                "display_name": display,
+                "transport": call.txn.flow.transport,
+                "headers": {
+                    name: invite.headers.get(name) or ""
+                    for name in ("User-Agent", "Subject", "Priority", "Alert-Info")
+                    if invite.headers.get(name) is not None
+                },
+            },
+            "caller": {
+                "tenant": call.caller.tenant,
+                "extension": call.caller.extension,
+                "name": call.caller.name,
+                "authenticated": True,
+                "may_call_out": call.caller.may_call_out,
+            },
+            "extensions": extensions,
+            "groups": {name: list(members) for name, members in directory.groups.items()},
+            "now": datetime.datetime.now(),
+            "digits": None,
+            "result": call.result,
+            "vars": dict(call.vars),
+        }
+
+    def resolve(self, call: Call, targets: Sequence[str]) -> list[tuple[str, Binding, tuple[str, str, int]]]:
+        """Every registered contact of the targets: (extension, binding, destination flow)."""
+        directory = self.directory(call)
+        numbers: list[str] = []
+        for target in targets:
+            if target.startswith("group:"):
+                numbers.extend(directory.groups.get(target[6:], ()))
+            elif target.startswith("trunk:"):
+                self._log.warn("Trunks are not available yet: {t}", t=target)
+            else:
+                numbers.append(target)
+        out = []
+        seen: set[tuple[str, str]] = set()
+        for number in numbers:
+            if number not in directory.extensions:
+                continue
+            for binding in self.location.lookup(directory.tenant, number):
+                if (number, binding.contact) in seen:
+                    continue
+                seen.add((number, binding.contact))
+                out.append((number, binding, parse_flow_text(binding.received)))
+        return out
+
+    def local_answer(self, call: Call, offer_body: bytes) -> bytes:
+        """Our SDP answer when the PBX itself answers (leg "a" of the relay receives the caller's media)."""
+        assert call.media is not None
+        offer = SessionDescription.parse(offer_body)
+        leg = call.media.session.leg("a")
+        answer = make_answer(offer, leg.local_address, leg.local_port, ("PCMU", "PCMA", "telephone-event"))
+        if answer is None:
+            raise SipError(488)
+        return answer.to_bytes()
+
+    def call_ended(self, call: Call) -> None:
+        self.calls.pop(call.id, None)
+        self.counters["active"] = len(self.calls)
+        if call.answered_at is not None:
+            self.counters["answered"] += 1
+        else:
+            self.counters["failed"] += 1
+        for peer in (call.a, call.b):
+            if peer is not None:
+                self._owners.pop(peer.dialog.key, None)
+                self._dialogs.remove(peer.dialog)
+        cdr = call.cdr()
+        self._log.info(
+            "Call {id} ended: {cause} (status {status}, {dur:.1f} s)", id=call.id, cause=cdr.cause,
+            status=cdr.status, dur=cdr.duration,
+        )  # fmt: skip
+        if self._cdrs is not None:
+            self._cdrs.write_cdr(cdr).addErrback(lambda f: self._log.failure("Could not write a CDR", f))
+
+    def stop(self) -> Deferred[None]:
+        for call in list(self.calls.values()):
+            if call.answered_at is not None:
+                call.hangup("pbx")
+            else:
+                call.reject(503)
+        return succeed(None)

@@ -1,0 +1,540 @@
+"""A call: the caller's INVITE, the dialplan's actions, the outbound legs, and the bridge once answered.
+
+A `Call` starts when an authenticated INVITE arrives. It renders the tenant's dialplan and runs the actions
+in order (`docs/dialplan.md` has the protocol): `dial` forks an `OutboundLeg` to every registered contact of
+every target at once (or one target after another), relays the first 180/183 (a 183 with its SDP rewritten
+to the relay), and takes the first 2xx: the other forks are CANCELled and the caller gets the 200. A dial
+that ends without an answer sets `result` (busy, noanswer, unavailable, failed) for the next actions; when the
+actions run out, the caller gets the failure (486, 480, ...). Once answered, the call is two dialogs, side
+"a" and side "b": BYE on one ends the other, re-INVITE/UPDATE/INFO are passed across with their SDP rewritten,
+and every 2xx we send is retransmitted until its ACK arrives (RFC 3261 13.3.1.4). The CDR is written when the
+call ends.
+
+This module knows nothing of authentication or of how targets are found: the `B2BUA` gives it both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from pbx.b2bua.leg import OutboundLeg, _Ignore
+from pbx.b2bua.media import MediaBridge
+from pbx.b2bua.peer import Peer
+from pbx.dialplan import Action, DialplanError
+from pbx.sip.dialog import Dialog
+from pbx.sip.invite import Uas2xxRetransmitter
+from pbx.sip.errors import SipError, SipParseError
+from pbx.sip.interfaces import IClientTransactionUser, IServerTransaction
+from pbx.sip.message import Request, Response
+from pbx.sip.headers import quote_string
+from pbx.store import Cdr
+
+if TYPE_CHECKING:
+    from pbx.b2bua.b2bua import B2BUA, Caller
+
+# How a dial's outcome ends the call when the dialplan has nothing more to do.
+RESULT_STATUS = {"busy": 486, "noanswer": 480, "unavailable": 480, "failed": 503, "declined": 603}
+# Headers passed from one side's in-dialog request to the other's (everything else is the PBX's own).
+PASSED_HEADERS = ("Content-Type", "Content-Disposition", "Event", "Subscription-State", "Session-Expires")
+
+
+def classify(statuses: list[int]) -> str:
+    """The dial result of a set of final statuses (none 2xx)."""
+    if any(s in (486, 600) for s in statuses):
+        return "busy"
+    if statuses and all(s in (603, 607) for s in statuses):
+        return "declined"
+    if any(s == 408 for s in statuses) or any(s == 487 for s in statuses):
+        return "noanswer"
+    if any(s in (404, 480, 410) for s in statuses):
+        return "unavailable"
+    return "failed"
+
+
+class Call:
+    """One call through the PBX."""
+
+    _log = Logger()
+
+    def __init__(self, b2bua: B2BUA, transaction: IServerTransaction, invite: Request, caller: Caller) -> None:
+        self.b2bua = b2bua
+        self.clock = b2bua.clock
+        self.txn = transaction
+        self.invite = invite
+        self.caller = caller
+        self.id = invite.call_id or ""
+        self.dialed = getattr(invite.uri, "user", None) or ""
+        self.local_tag = b2bua.new_tag()
+        self.media: MediaBridge | None = None
+        self.legs: list[OutboundLeg] = []
+        self.winner: OutboundLeg | None = None
+        self.a: Peer | None = None
+        self.b: Peer | None = None
+        self.vars: dict[str, str] = {}
+        self.result: str | None = None
+        self.final_sent = False
+        self.ended = False
+        self.answered_at: float | None = None
+        self.started_at = self.clock.seconds()
+        self.cause = ""
+        self.hangup_by = "pbx"
+        self._relayed: set[int] = set()
+        self._dial_done: Deferred[str] | None = None
+        self._ring_timer: IDelayedCall | None = None
+        self._max_timer: IDelayedCall | None = None
+        self._last_statuses: list[int] = []
+        self._on_end: list[Callable[[Call], None]] = []
+
+    # -- running the dialplan ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._run_actions()
+        except DialplanError as e:
+            self._log.error("Dialplan error for call {id}: {e}", id=self.id, e=str(e))
+            self.reject(500, "Dialplan Error")
+            return
+        except SipError as e:
+            self.reject(e.status, e.reason, e.headers)
+            return
+        if self.ended or self.answered_at is not None:
+            if self.a is not None and self.b is None and not self.ended:
+                self.hangup("pbx")  # the PBX answered and the dialplan is done
+            return
+        if not self.final_sent:
+            status = self._failure_status()
+            self.reject(status)
+
+    def _failure_status(self) -> int:
+        if self.result == "busy" and 603 in self._last_statuses and 486 not in self._last_statuses:
+            return 603
+        return RESULT_STATUS.get(self.result or "", 480)
+
+    async def _run_actions(self) -> None:
+        actions = self.b2bua.render(self, "main")
+        index = 0
+        jumps = 0
+        while index < len(actions) and not self.ended and self.answered_at is None:
+            action = actions[index]
+            index += 1
+            condition = action.options.get("if")
+            if condition is not None and (self.result or "") not in condition.split("|"):
+                continue
+            name = action.name
+            if name == "dial":
+                self.result = await self.dial(action)
+            elif name == "goto":
+                jumps += 1
+                if jumps > 20:
+                    raise DialplanError("too many goto jumps (a loop?)", action.source, action.line)
+                actions, index = self.b2bua.render(self, action.args[0]), 0
+            elif name == "set":
+                for key, value in action.options.items():
+                    if key != "if":
+                        self.vars[key] = value
+            elif name == "hangup":
+                status = int(action.args[0]) if action.args else 480
+                self.cause = "hangup"
+                self.reject(status)
+                return
+            elif name == "answer":
+                self.answer_locally()
+            else:
+                app = self.b2bua.apps.get(name)
+                if app is None:
+                    raise DialplanError(f"action {name!r} is not available here", action.source, action.line)
+                self.result = await app(self, action)
+
+    def context(self) -> Mapping[str, Any]:
+        """The dialplan context of this call (docs/dialplan.md)."""
+        return self.b2bua.context_for(self)
+
+    # -- dialing -----------------------------------------------------------------------------------------
+
+    async def dial(self, action: Action) -> str:
+        targets = list(action.args)
+        timeout = float(action.options.get("timeout") or self.b2bua.ring_timeout)
+        if action.options.get("strategy") == "sequential":
+            ringtime = float(action.options.get("ringtime") or timeout)
+            result = "unavailable"
+            for target in targets:
+                result = await self._dial_once([target], ringtime, action)
+                if result == "answered" or self.ended:
+                    return result
+            return result
+        return await self._dial_once(targets, timeout, action)
+
+    async def _dial_once(self, targets: list[str], timeout: float, action: Action) -> str:
+        contacts = self.b2bua.resolve(self, targets)
+        if not contacts:
+            self._last_statuses = [480]
+            return "unavailable"
+        if self.media is None:
+            self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
+        body = b""
+        content_type = None
+        if self.invite.body:
+            body = self.media.forward("a", self.invite.body, is_offer=True)
+            content_type = "application/sdp"
+        callerid = action.options.get("callerid")
+        display = callerid if callerid is not None else (self.caller.name or self.invite.from_.display_name)
+        domain = self.caller.domain
+        from_value = f"<sip:{self.caller.extension}@{domain}>"
+        if display:
+            from_value = f"{quote_string(display)} {from_value}"
+        legs = []
+        for extension, binding, destination in contacts:
+            leg = OutboundLeg(self, extension, binding, destination)
+            legs.append(leg)
+        self.legs.extend(legs)
+        self._dial_done = done = Deferred()
+        self._current = legs
+        for leg in legs:
+            to_value = f"<sip:{leg.extension}@{domain}>"
+            try:
+                leg.start(from_value, to_value, body, content_type)
+            except Exception as e:
+                self._log.warn("Could not start a leg to {ext}: {e}", ext=leg.extension, e=e)
+                leg.status = 503
+        self._ring_timer = self.clock.callLater(timeout, self._ring_timeout)
+        self._check_dial_over()
+        result = await done
+        if self._ring_timer is not None and self._ring_timer.active():
+            self._ring_timer.cancel()
+        self._ring_timer = None
+        return result
+
+    def _ring_timeout(self) -> None:
+        self._ring_timer = None
+        for leg in self._current:
+            leg.cancel()
+        self._last_statuses = [408]
+        self._finish_dial("noanswer")
+
+    def _finish_dial(self, result: str) -> None:
+        done, self._dial_done = self._dial_done, None
+        if done is not None:
+            done.callback(result)
+
+    def _check_dial_over(self) -> None:
+        if self._dial_done is None or self.winner is not None:
+            return
+        statuses = [leg.status for leg in self._current]
+        if all(statuses):
+            self._last_statuses = statuses
+            self._finish_dial(classify(statuses))
+
+    # -- callbacks from legs -----------------------------------------------------------------------------
+
+    def leg_progress(self, leg: OutboundLeg, response: Response) -> None:
+        if self.final_sent or self.ended or self.winner is not None:
+            return
+        status = response.status
+        body = b""
+        if status == 183 and response.body and self.media is not None and self.invite.body:
+            try:
+                body = self.media.forward("b", response.body, is_offer=False)
+            except SipError:
+                body = b""
+        if status in self._relayed and not body:
+            return
+        self._relayed.add(status)
+        provisional = self.invite.response(status, response.reason, to_tag=self.local_tag)
+        if body:
+            provisional.headers.add("Content-Type", "application/sdp")
+            provisional.body = body
+        provisional.headers.add("Contact", self._our_contact())
+        self.txn.respond(provisional)
+
+    def leg_failed(self, leg: OutboundLeg, status: int, response: Response | None) -> None:
+        self._check_dial_over()
+
+    def leg_answered(self, leg: OutboundLeg, response: Response) -> bool:
+        """The first 2xx of a leg; False when the call no longer wants it (the leg then hangs up)."""
+        if self.winner is not None or self.ended or self.final_sent or leg not in self._current:
+            return False
+        self.winner = leg
+        for other in self._current:
+            if other is not leg:
+                other.cancel()
+        assert leg.dialog is not None
+        self.b = Peer("b", leg.dialog, leg.destination, extension=leg.extension)
+        self.b2bua.track(self, self.b)
+        late_offer = not self.invite.body
+        body = b""
+        if response.body and self.media is not None or (response.body and late_offer):
+            if self.media is None:
+                self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
+            try:
+                body = self.media.forward("b", response.body, is_offer=late_offer)
+            except SipError as e:
+                self._log.warn("Bad SDP in the answer of {ext}: {e}", ext=leg.extension, e=e.reason)
+                leg.send_ack(None)
+                leg.send_bye()
+                self.winner = None
+                self.b = None
+                return True
+        if not late_offer:
+            leg.send_ack(None)
+        self._answer_caller(body)
+        if late_offer:
+            assert self.a is not None
+
+            def forward_answer(ack_body: bytes) -> None:
+                answer = self.media.forward("a", ack_body, is_offer=False) if self.media and ack_body else b""
+                leg.send_ack(answer, "application/sdp" if answer else None)
+
+            self.a.pending_ack_body = forward_answer
+        self._log.info(
+            "Call {id}: {caller} -> {dialed} answered by {ext}",
+            id=self.id,
+            caller=self.caller.extension,
+            dialed=self.dialed,
+            ext=leg.extension,
+        )
+        self._finish_dial("answered")
+        return True
+
+    # -- answering the caller ------------------------------------------------------------------------------
+
+    def _our_contact(self) -> str:
+        flow = self.txn.flow
+        return self.b2bua.stack.contact_for(flow.transport, flow.remote_address[0])
+
+    def _answer_caller(self, body: bytes) -> None:
+        response = self.invite.response(200, to_tag=self.local_tag)
+        response.headers.add("Contact", self._our_contact())
+        response.headers.add("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO")
+        if body:
+            response.headers.add("Content-Type", "application/sdp")
+            response.body = body
+        self.final_sent = True
+        self.answered_at = self.clock.seconds()
+        flow = self.txn.flow
+        dialog = Dialog.create_uas(self.invite, response, self._our_contact())
+        destination = (flow.transport.lower(), flow.remote_address[0], flow.remote_address[1])
+        self.a = Peer("a", dialog, destination, extension=self.caller.extension)
+        self.b2bua.track(self, self.a)
+        self.txn.respond(response)
+        self._retransmit_2xx(self.a, response)
+        self._max_timer = self.clock.callLater(self.b2bua.max_call_duration, self._too_long)
+
+    def answer_locally(self) -> None:
+        """The `answer` action: the PBX itself answers (media comes from apps; without one, silence)."""
+        if self.final_sent:
+            return
+        body = b""
+        if self.invite.body:
+            if self.media is None:
+                self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
+            body = self.b2bua.local_answer(self, self.invite.body)
+        self._answer_caller(body)
+
+    def _retransmit_2xx(self, peer: Peer, response: Response) -> None:
+        flow = self.txn.flow if peer.side == "a" else None
+
+        def send() -> None:
+            if flow is not None:
+                self.b2bua.stack.send_response(response, flow)
+
+        def timeout() -> None:
+            peer.pending_2xx = None
+            self._log.warn("No ACK for the 200 of call {id}: hanging up", id=self.id)
+            self.hangup("pbx")
+
+        peer.pending_2xx = Uas2xxRetransmitter(
+            self.clock, self.b2bua.stack.timers, send, timeout, reliable=bool(flow is not None and flow.reliable)
+        )
+
+    def reject(self, status: int, reason: str | None = None, headers: Any = ()) -> None:
+        """Answer the caller's INVITE with a final failure and end the call."""
+        if not self.final_sent:
+            self.final_sent = True
+            response = self.invite.response(status, reason, to_tag=self.local_tag)
+            for name, value in headers:
+                response.headers.add(name, value)
+            self.txn.respond(response)
+            self._status = status
+        for leg in self.legs:
+            leg.cancel()
+        self._end(self.cause or (self.result or "failed"))
+
+    # -- caller CANCEL, BYE, in-dialog requests ----------------------------------------------------------
+
+    def caller_cancelled(self) -> None:
+        if self.final_sent or self.ended:
+            return
+        self.cause = "cancelled"
+        self.hangup_by = "caller"
+        self.final_sent = True
+        self._status = 487
+        self.txn.respond(self.invite.response(487, to_tag=self.local_tag))
+        for leg in self.legs:
+            leg.cancel()
+        self._finish_dial("cancelled")
+        self._end("cancelled")
+
+    def peer_request(self, peer: Peer, txn: IServerTransaction, request: Request) -> None:
+        """An in-dialog request from one side: BYE ends the call; others are passed across."""
+        other = self.b if peer is self.a else self.a
+        method = request.method
+        if method == "BYE":
+            txn.respond(request.response(200))
+            self.hangup_by = "caller" if peer.side == "a" else "callee"
+            self._bye(other)
+            self._end("normal")
+            return
+        if other is None or self.ended:
+            raise SipError(481)
+        if method == "INVITE" and peer.pending_2xx is not None:
+            raise SipError(491)  # our own re-INVITE glare (RFC 3261 14.1)
+        self._relay(peer, other, txn, request)
+
+    def _relay(self, source: Peer, target: Peer, txn: IServerTransaction, request: Request) -> None:
+        body = request.body
+        content_type = request.headers.get("Content-Type")
+        is_sdp = bool(body) and (content_type or "").lower().startswith("application/sdp")
+        if is_sdp and self.media is not None:
+            body = self.media.forward(source.side, body, is_offer=True)
+        outgoing = target.dialog.create_request(request.method, body=body, content_type=content_type)
+        for name in PASSED_HEADERS:
+            if name != "Content-Type":
+                for value in request.headers.get_all(name):
+                    outgoing.headers.add(name, value)
+        transport, host, port = target.destination
+        self.b2bua.stack.send_request(outgoing, _Relay(self, source, target, txn, outgoing), transport, host, port)
+
+    def response_relayed(
+        self, source: Peer, target: Peer, txn: IServerTransaction, sent: Request, response: Response
+    ) -> None:
+        """The response of `target` to a request we relayed from `source`: pass it back."""
+        if response.status < 101:
+            return
+        target.dialog.receive_response(sent, response)
+        body = response.body
+        content_type = response.headers.get("Content-Type")
+        if body and (content_type or "").lower().startswith("application/sdp") and self.media is not None:
+            try:
+                body = self.media.forward(target.side, body, is_offer=False)
+            except SipError:
+                body = b""
+        if sent.method == "INVITE" and 200 <= response.status < 300:
+            ack = target.dialog.create_ack(sent)
+            t, h, p = target.destination
+            self.b2bua.stack.send_stateless(ack, t, h, p)
+        back = txn.request.response(response.status, response.reason)
+        if body:
+            back.headers.add("Content-Type", content_type or "application/sdp")
+            back.body = body
+        if sent.method == "INVITE":
+            back.headers.add("Contact", source.dialog.local_contact if isinstance(source.dialog.local_contact, str) else str(source.dialog.local_contact))
+        txn.respond(back)
+        if sent.method == "INVITE" and 200 <= response.status < 300 and source.side == "a":
+            self._retransmit_reinvite_2xx(source, back)
+
+    def _retransmit_reinvite_2xx(self, peer: Peer, response: Response) -> None:
+        flow = self.txn.flow
+
+        def send() -> None:
+            self.b2bua.stack.send_response(response, flow)
+
+        peer.pending_2xx = Uas2xxRetransmitter(
+            self.clock, self.b2bua.stack.timers, send, lambda: setattr(peer, "pending_2xx", None),
+            reliable=flow.reliable,
+        )
+
+    def peer_ack(self, peer: Peer, ack: Request) -> None:
+        if peer.pending_2xx is not None:
+            peer.pending_2xx.ack_received()
+            peer.pending_2xx = None
+        if peer.pending_ack_body is not None:
+            forward, peer.pending_ack_body = peer.pending_ack_body, None
+            forward(ack.body)
+
+    # -- ending ------------------------------------------------------------------------------------------
+
+    def hangup(self, by: str) -> None:
+        """End an answered call from the PBX's side: BYE to both."""
+        if self.ended:
+            return
+        self.hangup_by = by
+        self._bye(self.a)
+        self._bye(self.b)
+        self._end("normal" if by != "pbx" else "pbx")
+
+    def _too_long(self) -> None:
+        self._max_timer = None
+        self._log.info("Call {id} reached the maximum duration", id=self.id)
+        self.hangup("pbx")
+
+    def _bye(self, peer: Peer | None) -> None:
+        if peer is None or peer.dialog.terminated:
+            return
+        if peer.pending_2xx is not None:
+            peer.pending_2xx.ack_received()
+            peer.pending_2xx = None
+        bye = peer.dialog.create_request("BYE")
+        peer.dialog.terminate()
+        transport, host, port = peer.destination
+        self.b2bua.stack.send_request(bye, _Ignore(), transport, host, port)
+
+    def _end(self, cause: str) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.cause = self.cause or cause
+        for timer in (self._ring_timer, self._max_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._ring_timer = self._max_timer = None
+        for leg in self.legs:
+            if leg is not self.winner:
+                leg.cancel()
+        if self.media is not None:
+            self.media.close()
+        self._finish_dial("cancelled")
+        self.b2bua.call_ended(self)
+
+    def cdr(self) -> Cdr:
+        legs = ",".join(f"{leg.extension}@{leg.binding.contact}={leg.status}" for leg in self.legs)
+        status = 200 if self.answered_at is not None else getattr(self, "_status", 0)
+        return Cdr(
+            call_id=self.id,
+            tenant=self.caller.tenant,
+            caller=self.caller.extension,
+            dialed=self.dialed,
+            answered_by=self.winner.extension if self.winner is not None else "",
+            start=self.started_at,
+            answer=self.answered_at,
+            end=self.clock.seconds(),
+            cause=self.cause or "normal",
+            status=status,
+            hangup_by=self.hangup_by,
+            legs=legs,
+        )
+
+
+@implementer(IClientTransactionUser)
+class _Relay:
+    """The transaction user of a request relayed from one side to the other."""
+
+    def __init__(self, call: Call, source: Peer, target: Peer, txn: IServerTransaction, sent: Request) -> None:
+        self._call, self._source, self._target, self._txn, self._sent = call, source, target, txn, sent
+
+    def response_received(self, transaction: object, response: Any) -> None:
+        try:
+            self._call.response_relayed(self._source, self._target, self._txn, self._sent, response)
+        except SipParseError:
+            self._txn.respond(self._txn.request.response(502))
+
+    def transaction_timeout(self, transaction: object) -> None:
+        self._txn.respond(self._txn.request.response(408))
+
+    def transport_error(self, transaction: object, reason: str) -> None:
+        self._txn.respond(self._txn.request.response(503))

@@ -1,0 +1,585 @@
+"""The in-process media relay: RTP anchoring for the B2BUA, with symmetric RTP and latching (RFC 3550,
+RFC 4961; the "latching" of draft-ietf-mmusic-latching, RFC 7362).
+
+`UdpMediaRelay` implements `IMediaRelay` with Twisted datagram protocols. A session has two legs; each leg
+owns an RTP socket on an even pool port N and an RTCP socket on N + 1. A datagram that arrives on leg a's
+RTP socket is sent *from leg b's RTP socket* to leg b's phone (and the reverse); RTCP likewise, on its own
+sockets.
+
+Where a leg's phone is (latching, the cure for one-way audio behind NAT):
+
+1. Until the phone's first packet, its SDP address (`set_remote`) is used, RTCP at a=rtcp or port + 1.
+2. The first valid packet on the leg's socket latches its source address: from then on we send there.
+3. The latch moves to a new source when (a) that source is the SDP address itself, or (b) it sends
+   `SWITCH_AFTER` (3) packets in a row with none from the latched source in between, or (c) the latched
+   source has been silent for at least `QUIET_SECONDS` (0.5 s) when the new source's packet arrives.
+   Packets from a source that has not (yet) taken the latch are dropped and counted as `foreign`. This lets a
+   phone move (re-INVITE, NAT rebinding) within 3 packets (60 ms of G.711) and keeps stray packets (a
+   previous call's late stream on a reused port, a scanner) from stealing or polluting the call. It is no
+   defence against an attacker who can send bursts: that takes SRTP.
+4. `set_remote` with a different address than before (a re-INVITE that moves the media, another fork
+   answering) forgets the latch, so rule 1 applies again; the same address keeps it.
+RTP and RTCP latch independently (behind NAT, RTCP's public port is rarely RTP's + 1).
+
+Validation is minimal: RTP must be version 2 with at least the 12-byte fixed header, RTCP version 2 with at
+least 8 bytes; anything else (garbage, STUN, a scanner's probe) is counted as `invalid` and never relayed.
+Packets that arrive before the other leg knows where to send are dropped and counted.
+
+The hot path, `_Channel.datagramReceived`, reads a few attributes and calls one `transport.write`; latching
+decisions, time and logging are off it. This module does not know about SIP or SDP, ICE/STUN, RTCP-mux
+negotiation (multiplexed RTCP simply passes the RTP check and is relayed on the RTP sockets), SRTP,
+transcoding or media timeouts (read `stats()` to detect a silent call).
+
+`MemoryMediaRelay` is the in-memory provider of the same interfaces, for tests of call control.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUDP
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from pbx.media.interfaces import LEGS, IMediaRelay, IRelayLeg, IRelaySession, LegStats, SessionStats
+from pbx.media.ports import PortPool, PortsExhausted
+
+__all__ = [
+    "DEFAULT_MAX_PACKET",
+    "IRelayReactor",
+    "MemoryMediaRelay",
+    "QUIET_SECONDS",
+    "SWITCH_AFTER",
+    "UdpMediaRelay",
+]
+
+Address = tuple[str, int]
+
+SWITCH_AFTER = 3  # packets in a row from a new source that move the latch
+QUIET_SECONDS = 0.5  # silence of the latched source after which one packet from a new source moves the latch
+DEFAULT_MAX_PACKET = 2048  # RTP over UDP stays below the path MTU; larger datagrams would be truncated
+_RTP_MIN = 12  # RFC 3550 5.1: the fixed header
+_RTCP_MIN = 8  # RFC 3550 6.4: the smallest RR (no report blocks)
+
+_log = Logger(namespace="pbx.media.relay")
+
+
+class IRelayReactor(IReactorUDP, IReactorTime):
+    """What the relay needs of a reactor: UDP ports and the clock."""
+
+
+def _no_send(datagram: bytes, addr: Address) -> None:
+    """The writer of a channel that is not wired (yet or any more)."""
+
+
+class _Channel(DatagramProtocol):
+    """One socket of a leg (its RTP or its RTCP): validates, latches, forwards through the peer channel.
+
+    `target` is where what arrives here goes (the other leg's phone); the peer channel sets it whenever its
+    own phone's address changes, so the hot path needs no lookup through the peer.
+    """
+
+    noisy = False
+    _min_length = _RTP_MIN
+    kind = "RTP"
+
+    def __init__(self, leg_name: str, call_id: str, clock: IReactorTime) -> None:
+        self._leg_name = leg_name
+        self._call_id = call_id
+        self._clock = clock
+        self._peer: _Channel | None = None
+        self._send: Callable[[bytes, Address], Any] = _no_send
+        self.target: Address | None = None  # where packets received here are sent
+        self.source: Address | None = None  # latched address of this channel's phone
+        self.remote: Address | None = None  # this channel's phone according to its SDP
+        self.packets = 0
+        self.octets = 0
+        self.dropped = 0
+        self.invalid = 0
+        self.foreign = 0
+        self.relatched = 0
+        self.send_errors = 0
+        self._candidate: Address | None = None  # a new source competing for the latch
+        self._run = 0  # its packets in a row
+        self._run_mark = 0  # packets heard from the latched source when its run started
+        self._heard_mark = -1  # packets heard from the latched source at `_heard_at`
+        self._heard_at = 0.0
+
+    def datagramReceived(self, datagram: bytes, addr: Address) -> None:  # the hot path
+        if len(datagram) < self._min_length or (datagram[0] & 0xC0) != 0x80:
+            self.invalid += 1
+            return
+        if addr != self.source and not self._learn(addr):
+            return
+        target = self.target
+        if target is None:
+            self.dropped += 1
+            return
+        self.packets += 1
+        self.octets += len(datagram)
+        try:
+            self._send(datagram, target)
+        except Exception as e:  # never raise into the reactor (EPERM from a firewall, ENETUNREACH, ...)
+            self._send_failed(target, e)
+
+    def _learn(self, addr: Address) -> bool:
+        """A valid packet from `addr`, which is not the latched source: does it take the latch over?"""
+        if self._peer is None:  # closed
+            return False
+        if self.source is None or addr == self.remote:
+            self._latch(addr)
+            return True
+        heard = self.packets + self.dropped  # packets from the latched source so far
+        now = self._clock.seconds()
+        quiet = heard == self._heard_mark and now - self._heard_at >= QUIET_SECONDS
+        if heard != self._heard_mark:
+            self._heard_mark, self._heard_at = heard, now
+        if addr == self._candidate and heard == self._run_mark:
+            self._run += 1
+        else:
+            self._candidate, self._run, self._run_mark = addr, 1, heard
+        if quiet or self._run >= SWITCH_AFTER:
+            self.relatched += 1
+            self._latch(addr)
+            return True
+        self.foreign += 1
+        return False
+
+    def _latch(self, addr: Address) -> None:
+        _log.debug(
+            "{call_id} leg {leg} {kind} latched to {addr} (was {old}, SDP {remote})",
+            call_id=self._call_id,
+            leg=self._leg_name,
+            kind=self.kind,
+            addr=addr,
+            old=self.source,
+            remote=self.remote,
+        )
+        self.source = addr
+        self._candidate = None
+        self._heard_mark = -1
+        self._point_peer()
+
+    def set_remote(self, remote: Address | None) -> None:
+        if remote != self.remote:
+            self.remote = remote
+            self.source = None  # learn again: the media moved
+            self._candidate = None
+            self._heard_mark = -1
+            self._point_peer()
+
+    def _point_peer(self) -> None:
+        """Tell the peer channel where our phone is now (it sends what its phone sends there)."""
+        if self._peer is not None:
+            self._peer.target = self.source or self.remote
+
+    def wire(self, peer: _Channel, peer_port: IListeningPort) -> None:
+        """Send what arrives here out of `peer_port` (the other leg's socket) to the other leg's phone."""
+        self._peer = peer
+        self._send = peer_port.write  # type: ignore[attr-defined]
+        self.target = peer.source or peer.remote
+
+    def unwire(self) -> None:
+        self._peer = None
+        self._send = _no_send
+        self.target = None
+
+    def _send_failed(self, target: Address, error: Exception) -> None:
+        self.send_errors += 1
+        if self.send_errors == 1:
+            _log.warn(
+                "{call_id} leg {leg} {kind}: cannot send to {target}: {error}",
+                call_id=self._call_id,
+                leg=self._leg_name,
+                kind=self.kind,
+                target=target,
+                error=error,
+            )
+
+
+class _RtcpChannel(_Channel):
+    _min_length = _RTCP_MIN
+    kind = "RTCP"
+
+
+class _AddressRules:
+    """Turns SDP addresses into destinations the relay's sockets can send to."""
+
+    def __init__(self, bind_host: str) -> None:
+        bind = ipaddress.ip_address(bind_host)
+        self.ipv6 = bind.version == 6
+        self.dual_stack = self.ipv6 and bind.is_unspecified  # "::" also reaches IPv4 (IPv4-mapped)
+
+    def destination(self, host: str, port: int) -> Address | None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"bad media port {port}")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"media address {host!r} is not an IP address (resolve it first)") from None
+        if ip.is_unspecified or port == 0:
+            return None  # c=0.0.0.0 (RFC 2543 hold) or a rejected stream: send nothing
+        if ip.is_multicast or (ip.version == 4 and int(ip) == 0xFFFFFFFF):
+            raise ValueError(f"media address {host} is not unicast")
+        v4 = ip if ip.version == 4 else ip.ipv4_mapped
+        if v4 is not None:
+            if not self.ipv6:
+                return str(v4), port
+            if self.dual_stack:
+                return f"::ffff:{v4}", port  # the form recvfrom() reports on a dual-stack socket
+            raise ValueError(f"the relay is bound to IPv6 only and cannot reach {host}")
+        if not self.ipv6:
+            raise ValueError(f"the relay is bound to IPv4 and cannot reach {host}")
+        return str(ip), port
+
+
+@implementer(IRelayLeg)
+class UdpRelayLeg:
+    """One leg of a `UdpRelaySession`: an RTP and an RTCP socket on a pool port pair."""
+
+    def __init__(
+        self,
+        name: str,
+        local_address: str,
+        local_port: int,
+        channels: tuple[_Channel, _Channel],
+        ports: tuple[IListeningPort, IListeningPort],
+        rules: _AddressRules,
+        release: Callable[[int], object],
+    ) -> None:
+        self.name = name
+        self.local_address = local_address
+        self.local_port = local_port
+        self._rtp, self._rtcp = channels
+        self._ports = ports
+        self._rules = rules
+        self._release = release
+        self._closing: Deferred[None] | None = None
+
+    @property
+    def remote(self) -> Address | None:
+        return self._rtp.remote
+
+    @property
+    def latched(self) -> Address | None:
+        return self._rtp.source
+
+    @property
+    def rtcp_latched(self) -> Address | None:
+        return self._rtcp.source
+
+    def set_remote(self, host: str, port: int, rtcp_port: int | None = None) -> None:
+        rtp = self._rules.destination(host, port)
+        rtcp = None
+        if rtp is not None:
+            rtcp = self._rules.destination(host, port + 1 if rtcp_port is None else rtcp_port)
+        self._rtp.set_remote(rtp)
+        self._rtcp.set_remote(rtcp)
+
+    def wire_to(self, other: UdpRelayLeg) -> None:
+        """Send what this leg's phone sends out of `other`'s sockets (RTP to RTP, RTCP to RTCP)."""
+        self._rtp.wire(other._rtp, other._ports[0])
+        self._rtcp.wire(other._rtcp, other._ports[1])
+
+    def stats(self) -> LegStats:
+        rtp, rtcp = self._rtp, self._rtcp
+        return LegStats(
+            name=self.name,
+            local_port=self.local_port,
+            remote=rtp.remote,
+            rtcp_remote=rtcp.remote,
+            latched=rtp.source,
+            rtcp_latched=rtcp.source,
+            packets=rtp.packets,
+            bytes=rtp.octets,
+            rtcp_packets=rtcp.packets,
+            rtcp_bytes=rtcp.octets,
+            dropped=rtp.dropped + rtcp.dropped,
+            invalid=rtp.invalid + rtcp.invalid,
+            foreign=rtp.foreign + rtcp.foreign,
+            relatched=rtp.relatched + rtcp.relatched,
+            send_errors=rtp.send_errors + rtcp.send_errors,
+        )
+
+    def close(self) -> Deferred[None]:
+        """Stop both sockets; the port pair goes back to the pool when they are closed. Idempotent."""
+        if self._closing is None:
+            self._rtp.unwire()
+            self._rtcp.unwire()
+            self._closing = _close_ports(self._ports, lambda: self._release(self.local_port))
+        return _follow(self._closing)
+
+    def __repr__(self) -> str:
+        return f"<UdpRelayLeg {self.name} {self.local_address}:{self.local_port} latched={self.latched}>"
+
+
+def _close_ports(ports: tuple[IListeningPort, ...], then: Callable[[], object]) -> Deferred[None]:
+    """Stop listening on `ports`; call `then` once all are closed (whatever stopListening said)."""
+    done: Deferred[None] = Deferred()
+
+    def closed(_: object) -> None:
+        then()
+        done.callback(None)
+
+    DeferredList([maybeDeferred(port.stopListening) for port in ports], consumeErrors=True).addBoth(closed)
+    return done
+
+
+def _follow(d: Deferred[None]) -> Deferred[None]:
+    """A new Deferred that fires (with None) once `d` has fired, so several callers can wait for one close."""
+    follower: Deferred[None] = Deferred()
+
+    def fire(result: object) -> object:
+        follower.callback(None)
+        return result
+
+    d.addBoth(fire)
+    return follower
+
+
+@implementer(IRelaySession)
+class UdpRelaySession:
+    """Two `UdpRelayLeg`s wired back to back; made by `UdpMediaRelay.create_session`."""
+
+    def __init__(
+        self, call_id: str, a: UdpRelayLeg, b: UdpRelayLeg, on_close: Callable[[UdpRelaySession], None]
+    ) -> None:
+        self.call_id = call_id
+        self.closed = False
+        self._legs = {"a": a, "b": b}
+        self._on_close = on_close
+        a.wire_to(b)
+        b.wire_to(a)
+
+    def leg(self, name: str) -> UdpRelayLeg:
+        return self._legs[name]
+
+    def stats(self) -> SessionStats:
+        return SessionStats(self.call_id, self._legs["a"].stats(), self._legs["b"].stats())
+
+    def close(self) -> Deferred[None]:
+        if not self.closed:
+            self.closed = True
+            self._on_close(self)
+        return _all([leg.close() for leg in self._legs.values()])
+
+    def __repr__(self) -> str:
+        a, b = self._legs["a"], self._legs["b"]
+        return f"<UdpRelaySession {self.call_id} a={a.local_port} b={b.local_port} closed={self.closed}>"
+
+
+def _all(ds: list[Deferred[None]]) -> Deferred[None]:
+    """Fires (with None) when every one of `ds` has fired."""
+    done: Deferred[None] = Deferred()
+    DeferredList(ds, consumeErrors=True).addBoth(lambda _: done.callback(None))
+    return done
+
+
+@implementer(IMediaRelay)
+class UdpMediaRelay:
+    """Relays RTP/RTCP between the two legs of each session, in this process, with Twisted UDP ports.
+
+    Args:
+        reactor: a reactor providing `IReactorUDP` and `IReactorTime` (a fake one in tests).
+        pool: where the legs' port pairs come from (and go back to when a session closes).
+        bind_host: the IP address the sockets bind to ("0.0.0.0" or "::" for all; "::" also serves IPv4).
+        advertise: the address SDP must carry (`IRelayLeg.local_address`); required when `bind_host` is a
+            wildcard, typically the box's public address.
+        max_packet_size: longer datagrams are truncated by the kernel (and then relayed truncated).
+    """
+
+    def __init__(
+        self,
+        reactor: IRelayReactor,
+        pool: PortPool,
+        *,
+        bind_host: str = "127.0.0.1",
+        advertise: str | None = None,
+        max_packet_size: int = DEFAULT_MAX_PACKET,
+    ) -> None:
+        self._rules = _AddressRules(bind_host)
+        if advertise is None:
+            if ipaddress.ip_address(bind_host).is_unspecified:
+                raise ValueError(f"the relay binds to {bind_host}: say which address SDP must advertise")
+            advertise = bind_host
+        ipaddress.ip_address(advertise)  # a ValueError for a name
+        self._reactor = reactor
+        self._pool = pool
+        self._bind_host = bind_host
+        self._advertise = advertise
+        self._max_packet_size = max_packet_size
+        self._open: set[UdpRelaySession] = set()
+        self._closed = False
+
+    @property
+    def sessions(self) -> int:
+        return len(self._open)
+
+    @property
+    def pool(self) -> PortPool:
+        return self._pool
+
+    def create_session(self, call_id: str) -> UdpRelaySession:
+        if self._closed:
+            raise RuntimeError("the media relay is closed")
+        a = self._open_leg("a", call_id)
+        try:
+            b = self._open_leg("b", call_id)
+        except BaseException:
+            a.close()
+            raise
+        session = UdpRelaySession(call_id, a, b, self._open.discard)
+        self._open.add(session)
+        return session
+
+    def _open_leg(self, name: str, call_id: str) -> UdpRelayLeg:
+        """Open the RTP and RTCP sockets of one leg on the next pool pair that binds."""
+        for _ in range(max(self._pool.available, 1)):
+            port = self._pool.allocate()  # raises PortsExhausted
+            rtp, rtcp = _Channel(name, call_id, self._reactor), _RtcpChannel(name, call_id, self._reactor)
+            try:
+                rtp_port = self._bind(port, rtp)
+            except CannotListenError:
+                self._pool.release(port)  # to the back of the queue: tried again after all the others
+                continue
+            try:
+                rtcp_port = self._bind(port + 1, rtcp)
+            except CannotListenError:
+                _close_ports((rtp_port,), partial(self._pool.release, port))
+                continue
+            channels, ports = (rtp, rtcp), (rtp_port, rtcp_port)
+            return UdpRelayLeg(name, self._advertise, port, channels, ports, self._rules, self._pool.release)
+        raise PortsExhausted(f"no RTP port pair of {self._pool!r} can be bound on {self._bind_host}")
+
+    def _bind(self, port: int, channel: _Channel) -> IListeningPort:
+        return self._reactor.listenUDP(
+            port, channel, interface=self._bind_host, maxPacketSize=self._max_packet_size
+        )
+
+    def close(self) -> Deferred[None]:
+        self._closed = True
+        return _all([session.close() for session in list(self._open)])
+
+    def __repr__(self) -> str:
+        where = f"{self._bind_host} ({self._advertise})"
+        return f"<UdpMediaRelay {where}: {self.sessions} sessions, {self._pool!r}>"
+
+
+@implementer(IRelayLeg)
+class MemoryRelayLeg:
+    """A leg of `MemoryMediaRelay`: a pool port and the remotes it was given, no sockets."""
+
+    def __init__(self, name: str, local_address: str, local_port: int, rules: _AddressRules) -> None:
+        self.name = name
+        self.local_address = local_address
+        self.local_port = local_port
+        self.remote: Address | None = None
+        self.rtcp_remote: Address | None = None
+        self.latched: Address | None = None
+        self.remotes: list[tuple[str, int, int | None]] = []  # every set_remote call, for assertions
+        self._rules = rules
+
+    def set_remote(self, host: str, port: int, rtcp_port: int | None = None) -> None:
+        remote = self._rules.destination(host, port)
+        rtcp = None
+        if remote is not None:
+            rtcp = self._rules.destination(host, port + 1 if rtcp_port is None else rtcp_port)
+        if remote != self.remote:
+            self.latched = None
+        self.remote, self.rtcp_remote = remote, rtcp
+        self.remotes.append((host, port, rtcp_port))
+
+    def stats(self) -> LegStats:
+        return LegStats(
+            name=self.name,
+            local_port=self.local_port,
+            remote=self.remote,
+            rtcp_remote=self.rtcp_remote,
+            latched=self.latched,
+            rtcp_latched=None,
+            packets=0,
+            bytes=0,
+            rtcp_packets=0,
+            rtcp_bytes=0,
+            dropped=0,
+            invalid=0,
+            foreign=0,
+            relatched=0,
+            send_errors=0,
+        )
+
+
+@implementer(IRelaySession)
+class MemoryRelaySession:
+    """A session of `MemoryMediaRelay`."""
+
+    def __init__(self, call_id: str, legs: dict[str, MemoryRelayLeg], relay: MemoryMediaRelay) -> None:
+        self.call_id = call_id
+        self.closed = False
+        self._legs = legs
+        self._relay = relay
+
+    def leg(self, name: str) -> MemoryRelayLeg:
+        return self._legs[name]
+
+    def stats(self) -> SessionStats:
+        return SessionStats(self.call_id, self._legs["a"].stats(), self._legs["b"].stats())
+
+    def close(self) -> Deferred[None]:
+        if not self.closed:
+            self.closed = True
+            self._relay._closed_session(self)
+        return succeed(None)
+
+
+@implementer(IMediaRelay)
+class MemoryMediaRelay:
+    """The in-memory `IMediaRelay`: allocates pool ports and records what call control asks, relays nothing.
+
+    Args:
+        pool: where legs' ports come from (default: 40000-40999).
+        local_address: what `IRelayLeg.local_address` says.
+    """
+
+    def __init__(self, pool: PortPool | None = None, *, local_address: str = "127.0.0.1") -> None:
+        self.pool = pool if pool is not None else PortPool(40000, 40999)
+        self.local_address = local_address
+        self.created: list[MemoryRelaySession] = []  # every session ever created, for assertions
+        self._open: set[MemoryRelaySession] = set()
+        self._rules = _AddressRules(local_address)
+
+    @property
+    def sessions(self) -> int:
+        return len(self._open)
+
+    def create_session(self, call_id: str) -> MemoryRelaySession:
+        a = self.pool.allocate()
+        try:
+            b = self.pool.allocate()
+        except PortsExhausted:
+            self.pool.release(a)
+            raise
+        legs = {
+            name: MemoryRelayLeg(name, self.local_address, port, self._rules)
+            for name, port in zip(LEGS, (a, b), strict=True)
+        }
+        session = MemoryRelaySession(call_id, legs, self)
+        self._open.add(session)
+        self.created.append(session)
+        return session
+
+    def _closed_session(self, session: MemoryRelaySession) -> None:
+        self._open.discard(session)
+        for name in LEGS:
+            self.pool.release(session.leg(name).local_port)
+
+    def close(self) -> Deferred[None]:
+        for session in list(self._open):
+            session.close()
+        return succeed(None)

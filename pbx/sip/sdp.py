@@ -1,0 +1,978 @@
+"""SDP session descriptions (RFC 8866, formerly RFC 4566) and offer/answer helpers (RFC 3264).
+
+Descriptions are immutable values: `SessionDescription.parse` reads a body, `to_bytes()` (or `bytes()`)
+writes it back with CRLF lines in the order of RFC 8866 5 (v o s i u e p c b t r z k a, then each m= block
+as m i c b k a), and `parse(bytes(x)) == x` for every value. Change them with the `with_*`/`replace`
+methods. The parser is liberal where real stacks differ (LF-only line ends, trailing blanks, blank lines,
+`s=` left empty, lines in the wrong order, unknown line types, which are kept verbatim in `other`) and strict
+where a wrong guess would misroute media: `v=` first, exactly one `o=` and `s=`, at least one `t=`, and
+well-formed `o=`, `c=`, `t=` and `m=` lines (ports 0..65535, RTP payload types 0..127).
+
+Values built by hand are trusted, not validated: keep CR, LF and spaces out of tokens. Repeat times (`r=`)
+are kept in `other` and written after all `t=` lines, so with several `t=` lines they lose which one they
+belonged to (SIP uses a single `t=0 0`).
+
+The offer/answer helpers serve the B2BUA (`rewrite_for_relay`: topology hiding behind a media relay) and the
+PBX as an endpoint (`negotiate`, `make_offer`, `make_answer` for IVR and voicemail).
+
+This module knows nothing of SIP messages, RTP, ICE, SRTP or multicast: attribute values other than rtpmap,
+fmtp, rtcp, ptime and the direction are opaque text. It imports no other module.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Self
+
+__all__ = [
+    "DIRECTIONS",
+    "STATIC_PAYLOAD_TYPES",
+    "Attributes",
+    "Connection",
+    "MediaDescription",
+    "Origin",
+    "RtpMap",
+    "SdpError",
+    "SessionDescription",
+    "answer_direction",
+    "make_answer",
+    "make_offer",
+    "negotiate",
+    "rewrite_for_relay",
+]
+
+Attributes = tuple[tuple[str, str | None], ...]
+
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+_ANSWER_DIRECTION = {
+    "sendrecv": "sendrecv",
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
+}
+# RFC 3264 8.4: the old way to put a stream on hold ("::" is its IPv6 reading by some stacks).
+_HOLD_ADDRESSES = ("0.0.0.0", "::")
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
+_PROTO = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+(/[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+)*")
+_PORT = re.compile(r"[0-9]{1,5}")
+_NUMBER = re.compile(r"[0-9]{1,20}")
+_PAYLOAD_TYPE = re.compile(r"[0-9]{1,3}")
+_BLANKS = re.compile(r"[ \t]+")
+
+# Where lines kept in `other` are written: session lines of rank < 4 before c=, rank 4 (b=) after it, the
+# rest after t=; in a media block, i= before c= and everything else after b=.
+_SESSION_RANK = {"i": 0, "u": 1, "e": 2, "p": 3, "b": 4, "r": 5, "z": 6, "k": 7}
+_MEDIA_RANK = {"i": 0, "k": 7}
+_UNKNOWN_RANK = 8
+
+# Dropped by `rewrite_for_relay`: the relay speaks plain RTP with RTCP on port + 1, no ICE, no BUNDLE.
+_RELAY_DROPPED = frozenset(
+    {
+        "rtcp-mux",
+        "rtcp-mux-only",
+        "candidate",
+        "remote-candidates",
+        "end-of-candidates",
+        "ice-ufrag",
+        "ice-pwd",
+        "ice-options",
+        "ice-lite",
+        "ice-mismatch",
+        "ice-pacing",
+    }
+)
+# Not codecs: an answer needs at least one other common format.
+_AUXILIARY = frozenset({"telephone-event", "cn"})
+
+
+class SdpError(ValueError):
+    """A body that is not a well-formed session description; the message says which line is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class RtpMap:
+    """An RTP payload format (`a=rtpmap:<pt> <encoding>/<clock rate>[/<channels>]`, RFC 8866 6.6)."""
+
+    encoding: str
+    clock_rate: int
+    channels: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> RtpMap:
+        """Parse `PCMU/8000` or `opus/48000/2`."""
+        parts = text.strip().split("/")
+        if not 2 <= len(parts) <= 3 or not parts[0] or not all(_NUMBER.fullmatch(p) for p in parts[1:]):
+            raise SdpError(f"bad rtpmap: {_show(text)}")
+        return cls(parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else None)
+
+    def __str__(self) -> str:
+        channels = "" if self.channels is None else f"/{self.channels}"
+        return f"{self.encoding}/{self.clock_rate}{channels}"
+
+
+# RFC 3551 6: payload types that need no a=rtpmap.
+STATIC_PAYLOAD_TYPES: dict[str, RtpMap] = {
+    "0": RtpMap("PCMU", 8000),
+    "3": RtpMap("GSM", 8000),
+    "4": RtpMap("G723", 8000),
+    "5": RtpMap("DVI4", 8000),
+    "6": RtpMap("DVI4", 16000),
+    "7": RtpMap("LPC", 8000),
+    "8": RtpMap("PCMA", 8000),
+    "9": RtpMap("G722", 8000),
+    "10": RtpMap("L16", 44100, 2),
+    "11": RtpMap("L16", 44100),
+    "12": RtpMap("QCELP", 8000),
+    "13": RtpMap("CN", 8000),
+    "14": RtpMap("MPA", 90000),
+    "15": RtpMap("G728", 8000),
+    "16": RtpMap("DVI4", 11025),
+    "17": RtpMap("DVI4", 22050),
+    "18": RtpMap("G729", 8000),
+    "25": RtpMap("CelB", 90000),
+    "26": RtpMap("JPEG", 90000),
+    "28": RtpMap("nv", 90000),
+    "31": RtpMap("H261", 90000),
+    "32": RtpMap("MPV", 90000),
+    "33": RtpMap("MP2T", 90000),
+    "34": RtpMap("H263", 90000),
+}
+
+
+def _address_type(address: str) -> str:
+    return "IP6" if ":" in address else "IP4"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """The `o=` line (RFC 8866 5.2): who made the description, and which version of it this is.
+
+    `session_version` must grow with each new description a party sends in a session (RFC 3264 8).
+    `address` is required (its default only keeps the field order of the wire).
+    """
+
+    username: str
+    session_id: str
+    session_version: int
+    net_type: str = "IN"
+    addr_type: str = "IP4"
+    address: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.address:
+            raise ValueError("Origin needs an address")
+
+    @classmethod
+    def for_address(
+        cls, address: str, session_id: str, session_version: int, username: str = "pbx"
+    ) -> Origin:
+        """An `IN IP4` or `IN IP6` origin, by the form of `address`."""
+        return cls(username, session_id, session_version, "IN", _address_type(address), address)
+
+    def replace(self, **changes: Any) -> Origin:
+        return replace(self, **changes)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.username} {self.session_id} {self.session_version} "
+            f"{self.net_type} {self.addr_type} {self.address}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """A `c=` line (RFC 8866 5.7). A multicast `/ttl/count` suffix stays part of `address`.
+
+    `address` is required (its default only keeps the field order of the wire).
+    """
+
+    net_type: str = "IN"
+    addr_type: str = "IP4"
+    address: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.address:
+            raise ValueError("Connection needs an address")
+
+    @classmethod
+    def for_address(cls, address: str) -> Connection:
+        """`IN IP4 <address>` or `IN IP6 <address>`, by the form of `address`."""
+        return cls("IN", _address_type(address), address)
+
+    @property
+    def host(self) -> str:
+        """The address without a multicast `/ttl` or `/count` suffix."""
+        return self.address.split("/", 1)[0]
+
+    @property
+    def is_hold_address(self) -> bool:
+        """True for `0.0.0.0` (or `::`): the RFC 2543 way of putting a stream on hold."""
+        return self.host in _HOLD_ADDRESSES
+
+    def replace(self, **changes: Any) -> Connection:
+        return replace(self, **changes)
+
+    def __str__(self) -> str:
+        return f"{self.net_type} {self.addr_type} {self.address}"
+
+
+def _has(attributes: Attributes, name: str) -> bool:
+    lname = name.lower()
+    return any(n.lower() == lname for n, _ in attributes)
+
+
+def _values(attributes: Attributes, name: str) -> list[str]:
+    lname = name.lower()
+    return [v for n, v in attributes if n.lower() == lname and v is not None]
+
+
+def _without(attributes: Attributes, names: Iterable[str]) -> Attributes:
+    lnames = {n.lower() for n in names}
+    return tuple(a for a in attributes if a[0].lower() not in lnames)
+
+
+def _direction_of(attributes: Attributes) -> str | None:
+    for name, _ in attributes:
+        if name.lower() in DIRECTIONS:
+            return name.lower()
+    return None
+
+
+def _format_attribute(attribute: tuple[str, str | None]) -> str:
+    name, value = attribute
+    return f"a={name}" if value is None else f"a={name}:{value}"
+
+
+def _int_or_none(text: str | None) -> int | None:
+    if text is None:
+        return None
+    text = text.strip()
+    if _NUMBER.fullmatch(text):
+        return int(text)
+    try:
+        return round(float(text))  # "20.0" from a few stacks
+    except (ValueError, OverflowError):
+        return None
+
+
+def _first_word(value: str) -> tuple[str, str]:
+    first, _, rest = value.strip().partition(" ")
+    return first, rest.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class MediaDescription:
+    """One `m=` block (RFC 8866 5.14) with its `c=`, `b=` and `a=` lines.
+
+    Attributes:
+        media: "audio", "video", "image" ...
+        port: the transport port, 0 for a disabled (rejected) stream.
+        port_count: the `/<number of ports>` suffix, None when absent.
+        proto: "RTP/AVP", "RTP/SAVP", "UDP/TLS/RTP/SAVPF", "udptl" ...
+        formats: payload types (strings, "0", "101") for RTP protocols, opaque tokens otherwise.
+        connection: this block's own `c=` line, None to use the session's (see
+            `SessionDescription.connection_for`).
+        bandwidths: `b=` values ("AS:64") in order.
+        attributes: `a=` lines as (name, value), value None for a flag such as `sendrecv`.
+        other: any other lines (`i=`, `k=`, unknown types) verbatim, with their `x=` prefix.
+    """
+
+    media: str
+    port: int
+    port_count: int | None = None
+    proto: str = "RTP/AVP"
+    formats: tuple[str, ...] = ()
+    connection: Connection | None = None
+    bandwidths: tuple[str, ...] = ()
+    attributes: Attributes = ()
+    other: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "formats", tuple(self.formats))
+        object.__setattr__(self, "bandwidths", tuple(self.bandwidths))
+        object.__setattr__(self, "attributes", tuple((n, v) for n, v in self.attributes))
+        ranked = sorted(self.other, key=lambda line: _MEDIA_RANK.get(line[:1], _UNKNOWN_RANK))
+        object.__setattr__(self, "other", tuple(ranked))
+
+    # -- attributes -------------------------------------------------------------------------------------
+
+    def has_attribute(self, name: str) -> bool:
+        """Whether an `a=<name>` line is present (names compare case-insensitively)."""
+        return _has(self.attributes, name)
+
+    def attribute(self, name: str) -> str | None:
+        """The value of the first `a=<name>:<value>` line, or None."""
+        values = _values(self.attributes, name)
+        return values[0] if values else None
+
+    def attribute_values(self, name: str) -> list[str]:
+        """The values of every `a=<name>:<value>` line, in order."""
+        return _values(self.attributes, name)
+
+    @property
+    def is_rtp(self) -> bool:
+        """Whether the protocol is RTP based (RTP/AVP, RTP/SAVPF, UDP/TLS/RTP/SAVPF ...)."""
+        return "RTP/" in self.proto.upper()
+
+    @property
+    def rtpmap(self) -> dict[str, RtpMap]:
+        """The payload formats of this stream's formats, keyed by payload type, in the m= line's order.
+
+        `a=rtpmap` lines win; RFC 3551 static payload types (0 PCMU, 8 PCMA, 9 G722, 18 G729 ...) are known
+        without one. Formats with neither, and malformed rtpmap lines, are left out.
+        """
+        declared: dict[str, RtpMap] = {}
+        for value in _values(self.attributes, "rtpmap"):
+            pt, rest = _first_word(value)
+            try:
+                declared.setdefault(pt, RtpMap.parse(rest))
+            except SdpError:
+                continue
+        out: dict[str, RtpMap] = {}
+        for fmt in self.formats:
+            found = declared.get(fmt) or (STATIC_PAYLOAD_TYPES.get(fmt) if self.is_rtp else None)
+            if found is not None:
+                out.setdefault(fmt, found)
+        return out
+
+    @property
+    def fmtp(self) -> dict[str, str]:
+        """`a=fmtp` parameters by format (the first line for a format wins), for formats of the m= line."""
+        out: dict[str, str] = {}
+        for value in _values(self.attributes, "fmtp"):
+            fmt, params = _first_word(value)
+            if fmt in self.formats:
+                out.setdefault(fmt, params)
+        return out
+
+    @property
+    def direction(self) -> str:
+        """This block's direction attribute ("sendrecv" when it has none; see also
+        `SessionDescription.direction_for`, which falls back to the session's)."""
+        return _direction_of(self.attributes) or "sendrecv"
+
+    @property
+    def uses_ice(self) -> bool:
+        """Whether this block carries ICE attributes (`a=candidate`, `a=ice-ufrag`)."""
+        return self.has_attribute("candidate") or self.has_attribute("ice-ufrag")
+
+    @property
+    def on_hold(self) -> bool:
+        """Whether this block's own `c=` is `0.0.0.0` (old-style hold, RFC 3264 8.4); see `direction` too.
+
+        With ICE, `c=IN IP4 0.0.0.0` is only a placeholder (RFC 8839 4.2.1), not hold.
+        """
+        return self.connection is not None and self.connection.is_hold_address and not self.uses_ice
+
+    @property
+    def rtcp_port(self) -> int:
+        """The `a=rtcp` port (RFC 3605), else port + 1 (0 for a disabled stream). rtcp-mux is not applied."""
+        if self.port == 0:
+            return 0
+        value = self.attribute("rtcp")
+        if value is not None:
+            port = _first_word(value)[0]
+            if _PORT.fullmatch(port) and 0 < int(port) <= 65535:
+                return int(port)
+        return self.port + 1
+
+    @property
+    def rtcp_mux(self) -> bool:
+        """Whether `a=rtcp-mux` (RFC 5761) is present."""
+        return self.has_attribute("rtcp-mux")
+
+    @property
+    def ptime(self) -> int | None:
+        """`a=ptime` in milliseconds, None when absent or unreadable."""
+        return _int_or_none(self.attribute("ptime"))
+
+    @property
+    def maxptime(self) -> int | None:
+        """`a=maxptime` in milliseconds, None when absent or unreadable."""
+        return _int_or_none(self.attribute("maxptime"))
+
+    # -- changes ----------------------------------------------------------------------------------------
+
+    def replace(self, **changes: Any) -> MediaDescription:
+        return replace(self, **changes)
+
+    def with_port(self, port: int) -> MediaDescription:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port out of range: {port}")
+        return replace(self, port=port)
+
+    def with_connection(self, connection: Connection | None) -> MediaDescription:
+        return replace(self, connection=connection)
+
+    def with_direction(self, direction: str) -> MediaDescription:
+        """Replace any direction attribute by `direction` (appended last)."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"not a direction: {direction!r}")
+        return replace(self, attributes=(*_without(self.attributes, DIRECTIONS), (direction, None)))
+
+    def with_formats(self, formats: Iterable[str]) -> MediaDescription:
+        """Set the formats; rtpmap, fmtp and rtcp-fb lines of formats no longer listed are dropped."""
+        formats = tuple(formats)
+        removed = set(self.formats) - set(formats)
+
+        def kept(attribute: tuple[str, str | None]) -> bool:
+            name, value = attribute
+            if name.lower() in ("rtpmap", "fmtp", "rtcp-fb") and value is not None:
+                return _first_word(value)[0] not in removed
+            return True
+
+        return replace(self, formats=formats, attributes=tuple(filter(kept, self.attributes)))
+
+    def with_attributes(self, attributes: Iterable[tuple[str, str | None]]) -> MediaDescription:
+        return replace(self, attributes=tuple(attributes))
+
+    def without_attributes(self, *names: str) -> MediaDescription:
+        """Drop every `a=` line with one of these names (case-insensitively)."""
+        return replace(self, attributes=_without(self.attributes, names))
+
+    # -- wire -------------------------------------------------------------------------------------------
+
+    def _lines(self) -> list[str]:
+        count = "" if self.port_count is None else f"/{self.port_count}"
+        formats = "".join(f" {f}" for f in self.formats)
+        lines = [f"m={self.media} {self.port}{count} {self.proto}{formats}"]
+        lines += [line for line in self.other if _MEDIA_RANK.get(line[:1], _UNKNOWN_RANK) < 4]
+        if self.connection is not None:
+            lines.append(f"c={self.connection}")
+        lines += [f"b={b}" for b in self.bandwidths]
+        lines += [line for line in self.other if _MEDIA_RANK.get(line[:1], _UNKNOWN_RANK) >= 4]
+        lines += [_format_attribute(a) for a in self.attributes]
+        return lines
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionDescription:
+    """A whole SDP body (RFC 8866 5). Fields are keyword-only.
+
+    Attributes:
+        version: the `v=` number (0).
+        origin: the `o=` line.
+        session_name: the `s=` text; written as `s= ` when empty (RFC 8866 5.3).
+        connection: the session-level `c=` line, the default for every m= block without its own.
+        times: `t=` values ("0 0") in order.
+        attributes: session-level `a=` lines as (name, value).
+        media: the m= blocks in order (their order matters in offer/answer, RFC 3264 6).
+        other: any other session-level lines (`i=`, `u=`, `e=`, `p=`, `b=`, `r=`, `z=`, `k=`, unknown types)
+            verbatim with their `x=` prefix; kept in RFC order (stable within a type).
+    """
+
+    version: int = 0
+    origin: Origin
+    session_name: str = "-"
+    connection: Connection | None = None
+    times: tuple[str, ...] = ("0 0",)
+    attributes: Attributes = ()
+    media: tuple[MediaDescription, ...] = ()
+    other: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "times", tuple(self.times))
+        object.__setattr__(self, "attributes", tuple((n, v) for n, v in self.attributes))
+        object.__setattr__(self, "media", tuple(self.media))
+        ranked = sorted(self.other, key=lambda line: _SESSION_RANK.get(line[:1], _UNKNOWN_RANK))
+        object.__setattr__(self, "other", tuple(ranked))
+
+    @classmethod
+    def parse(cls, data: bytes | str) -> Self:
+        """Parse an SDP body (UTF-8; undecodable bytes survive a round trip).
+
+        Raises:
+            SdpError: the body is not a session description; the message names the offending line.
+        """
+        text = bytes(data).decode("utf-8", "surrogateescape") if not isinstance(data, str) else data
+        return cls(**_Parser(text).result())
+
+    @property
+    def direction(self) -> str | None:
+        """The session-level direction attribute, None when there is none."""
+        return _direction_of(self.attributes)
+
+    def connection_for(self, media: MediaDescription) -> Connection | None:
+        """The connection that applies to `media`: its own `c=`, else the session's."""
+        return media.connection if media.connection is not None else self.connection
+
+    def direction_for(self, media: MediaDescription) -> str:
+        """The direction that applies to `media`: its own attribute, else the session's, else sendrecv."""
+        return _direction_of(media.attributes) or self.direction or "sendrecv"
+
+    def on_hold_for(self, media: MediaDescription) -> bool:
+        """Whether the connection that applies to `media` is `0.0.0.0` (old-style hold, RFC 3264 8.4).
+
+        Not when ICE is in use (session or media level), where `0.0.0.0` is only a placeholder.
+        """
+        connection = self.connection_for(media)
+        if connection is None or not connection.is_hold_address:
+            return False
+        return not (media.uses_ice or self.has_attribute("ice-ufrag"))
+
+    def has_attribute(self, name: str) -> bool:
+        return _has(self.attributes, name)
+
+    def attribute(self, name: str) -> str | None:
+        values = _values(self.attributes, name)
+        return values[0] if values else None
+
+    def replace(self, **changes: Any) -> SessionDescription:
+        return replace(self, **changes)
+
+    def with_media(self, media: Iterable[MediaDescription]) -> SessionDescription:
+        return replace(self, media=tuple(media))
+
+    def with_origin(self, origin: Origin) -> SessionDescription:
+        return replace(self, origin=origin)
+
+    def with_connection(self, connection: Connection | None) -> SessionDescription:
+        return replace(self, connection=connection)
+
+    def with_attributes(self, attributes: Iterable[tuple[str, str | None]]) -> SessionDescription:
+        return replace(self, attributes=tuple(attributes))
+
+    def to_bytes(self) -> bytes:
+        """The body: CRLF-terminated lines in RFC 8866 order."""
+        rank = [_SESSION_RANK.get(line[:1], _UNKNOWN_RANK) for line in self.other]
+        lines = [f"v={self.version}", f"o={self.origin}", f"s={self.session_name or ' '}"]
+        lines += [line for line, r in zip(self.other, rank, strict=True) if r < 4]
+        if self.connection is not None:
+            lines.append(f"c={self.connection}")
+        lines += [line for line, r in zip(self.other, rank, strict=True) if r == 4]
+        lines += [f"t={t}" for t in self.times]
+        lines += [line for line, r in zip(self.other, rank, strict=True) if r > 4]
+        lines += [_format_attribute(a) for a in self.attributes]
+        for media in self.media:
+            lines += media._lines()
+        return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
+
+
+# -- parsing ---------------------------------------------------------------------------------------------
+
+
+def _show(line: str) -> str:
+    return repr(line if len(line) <= 80 else line[:77] + "...")
+
+
+def _fields(value: str) -> list[str]:
+    value = value.strip(" \t")
+    return _BLANKS.split(value) if value else []
+
+
+class _MediaBuilder:
+    __slots__ = ("attributes", "bandwidths", "connection", "head", "other")
+
+    def __init__(self, head: dict[str, Any]) -> None:
+        self.head = head
+        self.connection: Connection | None = None
+        self.bandwidths: list[str] = []
+        self.attributes: list[tuple[str, str | None]] = []
+        self.other: list[str] = []
+
+    def build(self) -> MediaDescription:
+        return MediaDescription(
+            connection=self.connection,
+            bandwidths=tuple(self.bandwidths),
+            attributes=tuple(self.attributes),
+            other=tuple(self.other),
+            **self.head,
+        )
+
+
+class _Parser:
+    """One pass over the lines; session-level lines until the first m=, then m= blocks."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = [line for line in (raw.rstrip(" \t\r") for raw in text.split("\n")) if line]
+        self.version: int | None = None
+        self.origin: Origin | None = None
+        self.session_name: str | None = None
+        self.connection: Connection | None = None
+        self.times: list[str] = []
+        self.attributes: list[tuple[str, str | None]] = []
+        self.other: list[str] = []
+        self.media: list[_MediaBuilder] = []
+
+    def result(self) -> dict[str, Any]:
+        if not self.lines:
+            raise SdpError("empty session description")
+        if not self.lines[0].startswith("v="):
+            if any(line.startswith("v=") for line in self.lines):
+                raise SdpError("v= must be the first line")
+            raise SdpError("missing v= line")
+        for line in self.lines:
+            if len(line) < 2 or line[1] != "=" or not (line[0].isascii() and line[0].isalpha()):
+                raise SdpError(f"bad line: {_show(line)}")
+            if self.media:
+                self._media_line(line[0], line[2:], line)
+            else:
+                self._session_line(line[0], line[2:], line)
+        for kind, value in (("o", self.origin), ("s", self.session_name), ("t", self.times or None)):
+            if value is None:
+                raise SdpError(f"missing {kind}= line")
+        return {
+            "version": self.version,
+            "origin": self.origin,
+            "session_name": self.session_name,
+            "connection": self.connection,
+            "times": tuple(self.times),
+            "attributes": tuple(self.attributes),
+            "media": tuple(m.build() for m in self.media),
+            "other": tuple(self.other),
+        }
+
+    def _session_line(self, kind: str, value: str, line: str) -> None:
+        if kind == "m":
+            self.media.append(_MediaBuilder(_parse_media(value, line)))
+        elif kind == "a":
+            self.attributes.append(_parse_attribute(value, line))
+        elif kind == "t":
+            parts = _fields(value)
+            if len(parts) != 2 or not all(_NUMBER.fullmatch(p) for p in parts):
+                raise SdpError(f"bad t= line: {_show(line)}")
+            self.times.append(" ".join(parts))
+        elif kind in "vosc":
+            attribute = {"v": "version", "o": "origin", "s": "session_name", "c": "connection"}[kind]
+            if getattr(self, attribute) is not None:
+                raise SdpError(f"more than one {kind}= line")
+            if kind == "v":
+                if not _NUMBER.fullmatch(value.strip(" \t")):
+                    raise SdpError(f"bad v= line: {_show(line)}")
+                self.version = int(value)
+            elif kind == "o":
+                self.origin = _parse_origin(value, line)
+            elif kind == "s":
+                self.session_name = value
+            else:
+                self.connection = _parse_connection(value, line)
+        else:
+            self.other.append(line)
+
+    def _media_line(self, kind: str, value: str, line: str) -> None:
+        current = self.media[-1]
+        if kind == "m":
+            self.media.append(_MediaBuilder(_parse_media(value, line)))
+        elif kind == "a":
+            current.attributes.append(_parse_attribute(value, line))
+        elif kind == "c":
+            if current.connection is not None:
+                raise SdpError(f"more than one c= line in a media description: {_show(line)}")
+            current.connection = _parse_connection(value, line)
+        elif kind == "b":
+            current.bandwidths.append(value)
+        elif kind in "vost":
+            raise SdpError(f"{kind}= line inside a media description: {_show(line)}")
+        else:
+            current.other.append(line)
+
+
+def _parse_origin(value: str, line: str) -> Origin:
+    parts = _fields(value)
+    if len(parts) != 6 or not _NUMBER.fullmatch(parts[2]):
+        raise SdpError(f"bad o= line: {_show(line)}")
+    username, session_id, version, net_type, addr_type, address = parts
+    return Origin(username, session_id, int(version), net_type, addr_type, address)
+
+
+def _parse_connection(value: str, line: str) -> Connection:
+    parts = _fields(value)
+    if len(parts) != 3 or not (_TOKEN.fullmatch(parts[0]) and _TOKEN.fullmatch(parts[1])):
+        raise SdpError(f"bad c= line: {_show(line)}")
+    return Connection(*parts)
+
+
+def _parse_attribute(value: str, line: str) -> tuple[str, str | None]:
+    name, colon, rest = value.partition(":")
+    if not name:
+        raise SdpError(f"bad a= line: {_show(line)}")
+    return name, rest if colon else None
+
+
+def _parse_media(value: str, line: str) -> dict[str, Any]:
+    parts = _fields(value)
+    if len(parts) < 3:
+        raise SdpError(f"bad m= line: too few fields: {_show(line)}")
+    media, port_text, proto, *formats = parts
+    if not _TOKEN.fullmatch(media):
+        raise SdpError(f"bad m= line: bad media type: {_show(line)}")
+    port, slash, count = port_text.partition("/")
+    if not _PORT.fullmatch(port) or (slash and not _PORT.fullmatch(count)):
+        raise SdpError(f"bad m= line: bad port: {_show(line)}")
+    if int(port) > 65535:
+        raise SdpError(f"bad m= line: port out of range: {_show(line)}")
+    if not _PROTO.fullmatch(proto):
+        raise SdpError(f"bad m= line: bad protocol: {_show(line)}")
+    rtp = "RTP/" in proto.upper()
+    for fmt in formats:
+        if rtp and not (_PAYLOAD_TYPE.fullmatch(fmt) and int(fmt) <= 127):
+            raise SdpError(f"bad m= line: bad payload type {fmt!r}: {_show(line)}")
+        if not _TOKEN.fullmatch(fmt):
+            raise SdpError(f"bad m= line: bad format {fmt!r}: {_show(line)}")
+    return {
+        "media": media,
+        "port": int(port),
+        "port_count": int(count) if slash else None,
+        "proto": proto,
+        "formats": tuple(formats),
+    }
+
+
+# -- offer/answer (RFC 3264) -----------------------------------------------------------------------------
+
+
+def answer_direction(offered: str) -> str:
+    """The direction that answers `offered` (RFC 3264 6.1): sendonly <-> recvonly, the others unchanged."""
+    try:
+        return _ANSWER_DIRECTION[offered.lower()]
+    except KeyError:
+        raise ValueError(f"not a direction: {offered!r}") from None
+
+
+def _relay_attributes(attributes: Attributes) -> Attributes:
+    def kept(attribute: tuple[str, str | None]) -> bool:
+        name, value = attribute
+        if name.lower() == "group":
+            return _first_word(value or "")[0].upper() != "BUNDLE"
+        return name.lower() not in _RELAY_DROPPED
+
+    return tuple(filter(kept, attributes))
+
+
+def rewrite_for_relay(
+    sdp: SessionDescription,
+    address: str,
+    ports: Sequence[int | None],
+    *,
+    origin_username: str = "pbx",
+    session_id: str | int | None = None,
+    version: int | None = None,
+) -> SessionDescription:
+    """Put a media relay at `address` between the description's author and its receiver (topology hiding).
+
+    For each m= line i (`ports` has one entry per m= line):
+
+    - port 0 in `sdp` (a rejected or disabled stream) stays port 0, whatever `ports[i]`; its `c=`, if any,
+      becomes ours.
+    - `ports[i]` an int: the port becomes `ports[i]` (0 rejects the stream), the line's `c=` becomes ours
+      (`IN IP4`/`IN IP6` by the form of `address`), except on old-style hold, where the `c=0.0.0.0` that
+      applied is kept at media level so the hold reaches the other side; `a=rtcp` becomes `ports[i] + 1`.
+    - `ports[i]` None: the line is left as it is and not hidden; if it used the session's `c=`, that is
+      copied onto it, since the session's `c=` changes.
+
+    Everywhere, `a=rtcp-mux`, ICE (`a=candidate`, `a=ice-*` ...) and `a=group:BUNDLE` are dropped: the relay
+    speaks plain RTP on its port with RTCP on port + 1, whatever the ends negotiate between them. Direction
+    attributes, codecs, fmtp, SRTP keys and other attributes pass unchanged. The session's `c=` becomes ours
+    and the origin ours: `origin_username` at `address` with `session_id` and `version` (the originals when
+    None). A B2BUA keeps one session id per leg and increments the version with each description it sends on
+    that leg (RFC 3264 8).
+
+    Raises:
+        ValueError: `ports` does not have one entry per m= line, or a port is out of range.
+    """
+    if len(ports) != len(sdp.media):
+        raise ValueError(f"{len(ports)} ports for {len(sdp.media)} m= lines")
+    ours = Connection.for_address(address)
+    media: list[MediaDescription] = []
+    for m, port in zip(sdp.media, ports, strict=True):
+        if port is not None and not 0 <= port <= 65535:
+            raise ValueError(f"port out of range: {port}")
+        if m.port == 0:
+            attributes = _without(_relay_attributes(m.attributes), ["rtcp"])
+            connection = ours if m.connection is not None else None
+            media.append(m.replace(connection=connection, attributes=attributes))
+        elif port is None:
+            media.append(m.with_connection(sdp.connection_for(m)))
+        else:
+            attributes = _relay_attributes(m.attributes)
+            if port == 0:
+                attributes = _without(attributes, ["rtcp"])
+            else:
+                attributes = tuple(
+                    (n, str(port + 1)) if n.lower() == "rtcp" else (n, v) for n, v in attributes
+                )
+            connection = sdp.connection_for(m) if sdp.on_hold_for(m) else ours
+            media.append(m.replace(port=port, port_count=None, connection=connection, attributes=attributes))
+    origin = Origin.for_address(
+        address,
+        sdp.origin.session_id if session_id is None else str(session_id),
+        sdp.origin.session_version if version is None else version,
+        origin_username,
+    )
+    return sdp.replace(
+        origin=origin, connection=ours, attributes=_relay_attributes(sdp.attributes), media=tuple(media)
+    )
+
+
+def _wanted(supported: Sequence[str]) -> list[tuple[str, int | None]]:
+    out: list[tuple[str, int | None]] = []
+    for entry in supported:
+        name, _, rate = entry.partition("/")
+        out.append((name.lower(), int(rate.split("/")[0]) if rate else None))
+    return out
+
+
+def negotiate(
+    offer: MediaDescription,
+    supported: Sequence[str],
+    *,
+    port: int | None = None,
+    connection: Connection | None = None,
+    ptime: int | None = None,
+    offered_direction: str | None = None,
+    protos: Sequence[str] = ("RTP/AVP",),
+) -> MediaDescription | None:
+    """Answer one offered stream as an endpoint supporting `supported` encodings (RFC 3264 6.1).
+
+    Args:
+        offer: the offered m= block.
+        supported: encoding names ("PCMU", "PCMA", "telephone-event"), optionally with a clock rate
+            ("G722/8000"); matched case-insensitively.
+        port: the answer's port (the offer's when None).
+        connection: the answer's media-level `c=` (None: the session's).
+        ptime: an `a=ptime` for the answer, none when None.
+        offered_direction: the direction that applies to the offer when it differs from the block's own
+            attribute (session-level attribute, old-style hold); see `SessionDescription.direction_for`.
+        protos: transport protocols accepted (plain RTP/AVP: no SRTP, no feedback).
+
+    Returns:
+        The answer's m= block: the offered formats whose encoding is supported, in the offer's order, with
+        their rtpmap and fmtp lines; telephone-event and CN only at the clock rate of a kept codec; then
+        `a=ptime` and the answering direction. None when the stream is disabled (port 0), uses another
+        protocol, or has no supported codec besides telephone-event/CN (the caller rejects it, or answers
+        488 when no stream is left).
+    """
+    if offer.port == 0 or offer.proto.upper() not in {p.upper() for p in protos}:
+        return None
+    wanted = _wanted(supported)
+    rtpmap = offer.rtpmap
+
+    def supported_format(fmt: str) -> bool:
+        found = rtpmap.get(fmt)
+        return found is not None and any(
+            found.encoding.lower() == name and rate in (None, found.clock_rate) for name, rate in wanted
+        )
+
+    candidates = [f for f in offer.formats if supported_format(f)]
+    codec_rates = {rtpmap[f].clock_rate for f in candidates if rtpmap[f].encoding.lower() not in _AUXILIARY}
+    if not codec_rates:
+        return None
+    formats = [
+        f
+        for f in dict.fromkeys(candidates)
+        if rtpmap[f].encoding.lower() not in _AUXILIARY or rtpmap[f].clock_rate in codec_rates
+    ]
+    fmtp = offer.fmtp
+    attributes: list[tuple[str, str | None]] = [("rtpmap", f"{f} {rtpmap[f]}") for f in formats]
+    attributes += [("fmtp", f"{f} {fmtp[f]}") for f in formats if f in fmtp]
+    if ptime is not None:
+        attributes.append(("ptime", str(ptime)))
+    attributes.append((answer_direction(offered_direction or offer.direction), None))
+    return MediaDescription(
+        media=offer.media,
+        port=offer.port if port is None else port,
+        proto=offer.proto,
+        formats=tuple(formats),
+        connection=connection,
+        attributes=tuple(attributes),
+    )
+
+
+def make_offer(
+    address: str,
+    port: int,
+    codecs: Sequence[tuple[int, str, int]],
+    *,
+    session_id: str | int,
+    version: int,
+    direction: str = "sendrecv",
+    ptime: int | None = 20,
+    origin_username: str = "pbx",
+    session_name: str = "-",
+) -> SessionDescription:
+    """An offer of one RTP/AVP audio stream at `address`:`port` with `codecs` as (payload type, encoding,
+    clock rate), in order of preference. telephone-event gets `a=fmtp:<pt> 0-16`."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"not a direction: {direction!r}")
+    attributes: list[tuple[str, str | None]] = [
+        ("rtpmap", f"{pt} {name}/{rate}") for pt, name, rate in codecs
+    ]
+    attributes += [("fmtp", f"{pt} 0-16") for pt, name, _ in codecs if name.lower() == "telephone-event"]
+    if ptime is not None:
+        attributes.append(("ptime", str(ptime)))
+    attributes.append((direction, None))
+    media = MediaDescription(
+        media="audio",
+        port=port,
+        proto="RTP/AVP",
+        formats=tuple(str(pt) for pt, _, _ in codecs),
+        attributes=tuple(attributes),
+    )
+    return SessionDescription(
+        origin=Origin.for_address(address, str(session_id), version, origin_username),
+        session_name=session_name,
+        connection=Connection.for_address(address),
+        media=(media,),
+    )
+
+
+def _sends_only(direction: str) -> str:
+    """The offerer's direction once it has asked, by `c=0.0.0.0`, to receive nothing."""
+    return {"sendrecv": "sendonly", "recvonly": "inactive"}.get(direction, direction)
+
+
+def make_answer(
+    offer: SessionDescription,
+    address: str,
+    port: int,
+    supported: Sequence[str],
+    *,
+    session_id: str | int | None = None,
+    version: int = 0,
+    ptime: int | None = 20,
+    origin_username: str = "pbx",
+) -> SessionDescription | None:
+    """The answer of an endpoint with one audio stream at `address`:`port` (RFC 3264 6).
+
+    The first offered audio stream that `negotiate` accepts gets `port`; every other m= line is rejected
+    with port 0 (same media, protocol and formats), so the answer has the offer's m= lines in the offer's
+    order. The answer's `t=` equals the offer's. `session_id` defaults to the offer's; pass a larger
+    `version` for each later answer in the same session.
+
+    Returns:
+        The answer, or None when no audio stream can be accepted (answer 488).
+    """
+    answered: list[MediaDescription] = []
+    accepted = False
+    for m in offer.media:
+        answer: MediaDescription | None = None
+        if not accepted and m.media.lower() == "audio":
+            offered = offer.direction_for(m)
+            if offer.on_hold_for(m):
+                offered = _sends_only(offered)
+            answer = negotiate(m, supported, port=port, ptime=ptime, offered_direction=offered)
+        if answer is None:
+            answer = MediaDescription(media=m.media, port=0, proto=m.proto, formats=m.formats)
+        else:
+            accepted = True
+        answered.append(answer)
+    if not accepted:
+        return None
+    return SessionDescription(
+        origin=Origin.for_address(
+            address,
+            offer.origin.session_id if session_id is None else str(session_id),
+            version,
+            origin_username,
+        ),
+        session_name="-",
+        connection=Connection.for_address(address),
+        times=offer.times,
+        media=tuple(answered),
+    )
