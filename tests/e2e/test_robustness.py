@@ -569,7 +569,7 @@ def test_no_input_kills_a_transport_or_the_process(quiet_pbx):
     slow = SlowSender(port)
     slow.start()
 
-    # -- UDP: 3000 random and mutated datagrams, with a liveness probe every 100 ------------------------
+    # -- UDP: 3000 random and mutated datagrams, a liveness probe every 50 of them or 96 KB ---------------
     seen: Counter[int] = Counter()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fuzz:
         fuzz.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
@@ -610,8 +610,8 @@ def test_no_input_kills_a_transport_or_the_process(quiet_pbx):
         head = b"OPTIONS sip:x SIP/2.0\r\nX-Long: "
         try:
             big.sendall(head + b"a" * (2 * 1024 * 1024 - len(head)))
-        except (ConnectionResetError, BrokenPipeError):
-            pass
+        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+            pass  # cut off mid-send (or stuck: then closed_by_peer fails below)
         assert closed_by_peer(big, 10), "a 2 MB message without a blank line was not cut off"
 
     # Garbage Content-Length on a stream cannot be framed: the connection is closed.
