@@ -1,6 +1,7 @@
 """The `pbx` command: offline tools that need no running PBX (it grows with each layer).
 
 - `pbx config check FILE`: validate a configuration file and print a summary, or the error naming the key.
+- `pbx dialplan check` / `pbx dialplan simulate`: lint the dialplans, print the actions a call would run.
 - `pbx registrations FILE`: the phones registered now (read from the PBX's database; works while it runs).
 - `pbx version`
 """
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 
 from pbx import __version__
 from pbx.config import ConfigError, load_config
+from pbx.dialplan.cli import add_commands as add_dialplan_commands
 from pbx.store.sqlite import read_bindings
 
 
@@ -58,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = config_commands.add_parser("check", help="validate a configuration file")
     check.add_argument("file")
     check.set_defaults(func=_config_check)
+    add_dialplan_commands(commands)
     registrations = commands.add_parser("registrations", help="list the phones registered now")
     registrations.add_argument("file", help="the PBX configuration file")
     registrations.set_defaults(func=_registrations)

@@ -1,4 +1,4 @@
-"""The B2BUA: calls bridged as two dialogs with media anchored on the PBX (`b2bua`, `call`, `leg`, `media`)."""
+"""The B2BUA: calls bridged as two dialogs, media anchored on the PBX (`b2bua`, `call`, `leg`, `media`)."""
 
 from pbx.b2bua.b2bua import B2BUA, Caller, Directory, ExtensionInfo
 from pbx.b2bua.call import Call

@@ -27,7 +27,7 @@ from pbx.dialplan import Action, DialplanEngine
 from pbx.media.interfaces import IMediaRelay
 from pbx.registrar import BruteForceGuard, Domain, LocationService, parse_flow_text
 from pbx.sip.auth import AuthOutcome, DigestAuthenticator
-from pbx.sip.dialog import Dialog, DialogTable
+from pbx.sip.dialog import DialogTable
 from pbx.sip.errors import SipError
 from pbx.sip.interfaces import IFlow, IServerTransaction, ITransactionUser
 from pbx.sip.message import Request, Response, new_tag
@@ -177,7 +177,7 @@ class B2BUA:
         dialog = self._dialogs.find_for_response(response)
         if dialog is None:
             return
-        call, peer = self._owners[dialog.key]
+        call, _peer = self._owners[dialog.key]
         if call.winner is not None and call.winner.dialog is dialog:
             call.winner.send_ack(None)
 
@@ -222,7 +222,9 @@ class B2BUA:
         user_agent = (request.headers.get("User-Agent") or "").lower()
         algorithms = ("MD5",) if any(a in user_agent for a in self._md5_only) else None
         stale = result.outcome is AuthOutcome.STALE
-        txn.respond(self._auth.challenge(request, domain.realm, proxy=True, stale=stale, algorithms=algorithms))
+        txn.respond(
+            self._auth.challenge(request, domain.realm, proxy=True, stale=stale, algorithms=algorithms)
+        )
 
     # -- in-dialog ---------------------------------------------------------------------------------------
 

@@ -26,20 +26,18 @@ from zope.interface import implementer
 from pbx.b2bua.leg import OutboundLeg, _Ignore
 from pbx.b2bua.media import MediaBridge
 from pbx.b2bua.peer import Peer
-from pbx.dialplan import Action, DialplanError
+from pbx.dialplan import Action, DialplanError, RunState, template_for
 from pbx.sip.dialog import Dialog
-from pbx.sip.invite import Uas2xxRetransmitter
 from pbx.sip.errors import SipError, SipParseError
-from pbx.sip.interfaces import IClientTransactionUser, IServerTransaction
-from pbx.sip.message import Request, Response
 from pbx.sip.headers import quote_string
+from pbx.sip.interfaces import IClientTransactionUser, IServerTransaction
+from pbx.sip.invite import Uas2xxRetransmitter
+from pbx.sip.message import Request, Response
 from pbx.store import Cdr
 
 if TYPE_CHECKING:
     from pbx.b2bua.b2bua import B2BUA, Caller
 
-# How a dial's outcome ends the call when the dialplan has nothing more to do.
-RESULT_STATUS = {"busy": 486, "noanswer": 480, "unavailable": 480, "failed": 503, "declined": 603}
 # Headers passed from one side's in-dialog request to the other's (everything else is the PBX's own).
 PASSED_HEADERS = ("Content-Type", "Content-Disposition", "Event", "Subscription-State", "Session-Expires")
 
@@ -62,7 +60,9 @@ class Call:
 
     _log = Logger()
 
-    def __init__(self, b2bua: B2BUA, transaction: IServerTransaction, invite: Request, caller: Caller) -> None:
+    def __init__(
+        self, b2bua: B2BUA, transaction: IServerTransaction, invite: Request, caller: Caller
+    ) -> None:
         self.b2bua = b2bua
         self.clock = b2bua.clock
         self.txn = transaction
@@ -78,6 +78,8 @@ class Call:
         self.b: Peer | None = None
         self.vars: dict[str, str] = {}
         self.result: str | None = None
+        self.run_state = RunState()
+        self.declined = False
         self.final_sent = False
         self.ended = False
         self.answered_at: float | None = None
@@ -108,47 +110,49 @@ class Call:
                 self.hangup("pbx")  # the PBX answered and the dialplan is done
             return
         if not self.final_sent:
-            status = self._failure_status()
-            self.reject(status)
+            self.reject(self._failure_status())
 
-    def _failure_status(self) -> int:
-        if self.result == "busy" and 603 in self._last_statuses and 486 not in self._last_statuses:
+    def _failure_status(self, action: Action | None = None) -> int:
+        """How to reject the caller: `hangup CODE`, else by the last dial (a declined call stays a 603)."""
+        if (action is None or not action.args) and self.declined:
             return 603
-        return RESULT_STATUS.get(self.result or "", 480)
+        return self.run_state.hangup_status(action)
 
     async def _run_actions(self) -> None:
+        """Run the actions as docs/dialplan.md "How actions run" says (RunState keeps the bookkeeping)."""
         actions = self.b2bua.render(self, "main")
         index = 0
         jumps = 0
         while index < len(actions) and not self.ended and self.answered_at is None:
             action = actions[index]
             index += 1
-            condition = action.options.get("if")
-            if condition is not None and (self.result or "") not in condition.split("|"):
+            if not self.run_state.should_run(action):
                 continue
             name = action.name
             if name == "dial":
-                self.result = await self.dial(action)
+                result = await self.dial(action)
+                if result == "cancelled" or self.ended:
+                    return
+                self.declined = result == "declined"
+                self.run_state.dial_finished(action, "busy" if result == "declined" else result)
+                self.result = self.run_state.result
             elif name == "goto":
                 jumps += 1
                 if jumps > 20:
                     raise DialplanError("too many goto jumps (a loop?)", action.source, action.line)
-                actions, index = self.b2bua.render(self, action.args[0]), 0
+                actions, index = self.b2bua.render(self, template_for(action)), 0
             elif name == "set":
-                for key, value in action.options.items():
-                    if key != "if":
-                        self.vars[key] = value
+                self.vars.update((k, v) for k, v in action.options.items() if k != "if")
             elif name == "hangup":
-                status = int(action.args[0]) if action.args else 480
                 self.cause = "hangup"
-                self.reject(status)
+                self.reject(self._failure_status(action))
                 return
             elif name == "answer":
                 self.answer_locally()
             else:
                 app = self.b2bua.apps.get(name)
                 if app is None:
-                    raise DialplanError(f"action {name!r} is not available here", action.source, action.line)
+                    raise DialplanError(f"action {name!r} is not available yet", action.source, action.line)
                 self.result = await app(self, action)
 
     def context(self) -> Mapping[str, Any]:
@@ -193,7 +197,8 @@ class Call:
             leg = OutboundLeg(self, extension, binding, destination)
             legs.append(leg)
         self.legs.extend(legs)
-        self._dial_done = done = Deferred()
+        done: Deferred[str] = Deferred()
+        self._dial_done = done
         self._current = legs
         for leg in legs:
             to_value = f"<sip:{leg.extension}@{domain}>"
@@ -268,7 +273,7 @@ class Call:
         self.b2bua.track(self, self.b)
         late_offer = not self.invite.body
         body = b""
-        if response.body and self.media is not None or (response.body and late_offer):
+        if (response.body and self.media is not None) or (response.body and late_offer):
             if self.media is None:
                 self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
             try:
@@ -349,7 +354,11 @@ class Call:
             self.hangup("pbx")
 
         peer.pending_2xx = Uas2xxRetransmitter(
-            self.clock, self.b2bua.stack.timers, send, timeout, reliable=bool(flow is not None and flow.reliable)
+            self.clock,
+            self.b2bua.stack.timers,
+            send,
+            timeout,
+            reliable=bool(flow is not None and flow.reliable),
         )
 
     def reject(self, status: int, reason: str | None = None, headers: Any = ()) -> None:
@@ -408,7 +417,9 @@ class Call:
                 for value in request.headers.get_all(name):
                     outgoing.headers.add(name, value)
         transport, host, port = target.destination
-        self.b2bua.stack.send_request(outgoing, _Relay(self, source, target, txn, outgoing), transport, host, port)
+        self.b2bua.stack.send_request(
+            outgoing, _Relay(self, source, target, txn, outgoing), transport, host, port
+        )
 
     def response_relayed(
         self, source: Peer, target: Peer, txn: IServerTransaction, sent: Request, response: Response
@@ -433,7 +444,12 @@ class Call:
             back.headers.add("Content-Type", content_type or "application/sdp")
             back.body = body
         if sent.method == "INVITE":
-            back.headers.add("Contact", source.dialog.local_contact if isinstance(source.dialog.local_contact, str) else str(source.dialog.local_contact))
+            back.headers.add(
+                "Contact",
+                source.dialog.local_contact
+                if isinstance(source.dialog.local_contact, str)
+                else str(source.dialog.local_contact),
+            )
         txn.respond(back)
         if sent.method == "INVITE" and 200 <= response.status < 300 and source.side == "a":
             self._retransmit_reinvite_2xx(source, back)
@@ -445,7 +461,10 @@ class Call:
             self.b2bua.stack.send_response(response, flow)
 
         peer.pending_2xx = Uas2xxRetransmitter(
-            self.clock, self.b2bua.stack.timers, send, lambda: setattr(peer, "pending_2xx", None),
+            self.clock,
+            self.b2bua.stack.timers,
+            send,
+            lambda: setattr(peer, "pending_2xx", None),
             reliable=flow.reliable,
         )
 
@@ -524,7 +543,9 @@ class Call:
 class _Relay:
     """The transaction user of a request relayed from one side to the other."""
 
-    def __init__(self, call: Call, source: Peer, target: Peer, txn: IServerTransaction, sent: Request) -> None:
+    def __init__(
+        self, call: Call, source: Peer, target: Peer, txn: IServerTransaction, sent: Request
+    ) -> None:
         self._call, self._source, self._target, self._txn, self._sent = call, source, target, txn, sent
 
     def response_received(self, transaction: object, response: Any) -> None:

@@ -40,7 +40,9 @@ class OutboundLeg:
 
     _log = Logger()
 
-    def __init__(self, call: Call, extension: str, binding: Binding, destination: tuple[str, str, int]) -> None:
+    def __init__(
+        self, call: Call, extension: str, binding: Binding, destination: tuple[str, str, int]
+    ) -> None:
         self.call = call
         self.extension = extension
         self.binding = binding
@@ -101,7 +103,12 @@ class OutboundLeg:
             self.call.leg_failed(self, 408, None)
 
     def transport_error(self, transaction: object, reason: str) -> None:
-        self._log.warn("Could not reach {ext} at {dest}: {reason}", ext=self.extension, dest=self.destination, reason=reason)
+        self._log.warn(
+            "Could not reach {ext} at {dest}: {reason}",
+            ext=self.extension,
+            dest=self.destination,
+            reason=reason,
+        )
         if self.status == 0:
             self.status = 503
             self.call.leg_failed(self, 503, None)

@@ -76,9 +76,7 @@ class MediaBridge:
     def _filter(self, media: MediaDescription) -> MediaDescription:
         assert self._codecs is not None
         rtpmap = media.rtpmap
-        kept = tuple(
-            f for f in media.formats if f in rtpmap and rtpmap[f].encoding.lower() in self._codecs
-        )
+        kept = tuple(f for f in media.formats if f in rtpmap and rtpmap[f].encoding.lower() in self._codecs)
         if not any(rtpmap[f].encoding.lower() != "telephone-event" for f in kept):
             raise SipError(488, "No acceptable codec", [("Warning", '304 pbx "Media type not available"')])
         return media.with_formats(kept)

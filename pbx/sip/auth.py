@@ -485,10 +485,10 @@ class DigestAuthenticator:
 def _same_uri(digest_uri: str, request: Request) -> bool:
     """The digest-uri names the Request-URI (RFC 2617 3.2.2.5), compared leniently as deployed stacks do.
 
-    Equal as text, or as SIP URIs with the same scheme, user and host: the port and parameters are not
-    compared, because real clients differ there (SIPp puts the server's port into the digest-uri of a REGISTER
-    to `sip:host`; proxies may add parameters). The digest itself still covers the uri the client sent, and
-    nonce-counts stop replays, so nothing is lost for security.
+    Equal as text, or SIP URIs with the same scheme and host: the user part, port and parameters are not
+    compared, because real clients differ there (SIPp always puts `sip:HOST:PORT` of the server into the
+    digest-uri, whatever the Request-URI; proxies add parameters). Kamailio and Asterisk do not check the
+    digest-uri at all. The digest still covers the uri the client sent, and nonce-counts stop replays.
     """
     request_uri = request.uri
     if digest_uri == str(request_uri):
@@ -498,11 +498,7 @@ def _same_uri(digest_uri: str, request: Request) -> bool:
     except SipParseError:
         return False
     if isinstance(parsed, SipURI) and isinstance(request_uri, SipURI):
-        return (
-            parsed.scheme == request_uri.scheme
-            and parsed.user == request_uri.user
-            and parsed.host.lower() == request_uri.host.lower()
-        )
+        return parsed.scheme == request_uri.scheme and parsed.host.lower() == request_uri.host.lower()
     return str(parsed) == str(request_uri)
 
 

@@ -251,6 +251,15 @@ def unquote_string(text: str) -> str:
     return "".join(out)
 
 
+_HEADER_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_HEADER_VALUE = r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+"
+# The common shape of a name-addr: an optional quoted display name without escapes, `<URI>`, plain parameters
+# without blanks. Anything else takes the careful path of `NameAddress.parse`, which gives the same value.
+_NAME_ADDR_FAST = re.compile(
+    rf'(?:"([^"\\\r\n]*)" *)?<([^<>"\s]+)>((?:;{_HEADER_TOKEN}(?:={_HEADER_VALUE})?)*)'
+)
+
+
 @dataclass(frozen=True, slots=True)
 class NameAddress:
     """A name-addr or addr-spec with header parameters: From, To, Contact, Route, Record-Route, Refer-To.
@@ -269,6 +278,18 @@ class NameAddress:
 
     @classmethod
     def parse(cls, text: str) -> NameAddress:
+        fast = _NAME_ADDR_FAST.fullmatch(text)
+        if fast is not None:
+            display, uri_text, param_text = fast.groups()
+            params: Params = (
+                tuple(
+                    (n, v if eq else None)
+                    for n, eq, v in (p.partition("=") for p in param_text[1:].split(";"))
+                )
+                if param_text
+                else ()
+            )
+            return cls(uri=parse_uri(uri_text), display_name=display, params=params)
         text = text.strip()
         if text == "*":
             return cls(uri=SipURI(host="*"), wildcard=True)

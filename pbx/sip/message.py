@@ -107,6 +107,7 @@ def _name(name: str) -> tuple[str, str]:
 
 
 _RESPONSE_COPIED = ("via", "from", "to", "call-id", "cseq")  # RFC 3261 8.2.6.2
+_MISSING = object()
 
 
 class Headers:
@@ -114,16 +115,25 @@ class Headers:
 
     Names are canonicalized (`v` -> `Via`). For list headers (Via, Contact, Route ...), `get_all` splits
     comma-separated values; for the others a field value is one value. `parsed` caches the parsed form of a
-    header until the headers change, so the hot path parses the top Via or the CSeq once per message.
+    header until that header changes, so the hot path parses the top Via or the CSeq once per message;
+    `subset` carries the cache of the headers it copies (a response's Via is parsed once, for its request).
     """
 
     __slots__ = ("_cache", "_fields")
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
         self._fields: list[tuple[str, str, str]] = []  # (lower key, canonical name, value)
-        self._cache: dict[tuple[str, object], object] | None = None
+        self._cache: dict[tuple[str, object], object] | None = None  # (lower key, parse) -> parsed value
         for name, value in fields:
             self.add(name, value)
+
+    @classmethod
+    def _from_fields(cls, fields: list[tuple[str, str, str]]) -> Headers:
+        """Headers owning `fields`, already (lower key, canonical name, value) triples (for the parser)."""
+        new = cls.__new__(cls)
+        new._fields = fields
+        new._cache = None
+        return new
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         for _, name, value in self._fields:
@@ -134,7 +144,10 @@ class Headers:
 
     def __contains__(self, name: str) -> bool:
         key = _name(name)[0]
-        return any(f[0] == key for f in self._fields)
+        for field in self._fields:  # noqa: SIM110 (a loop: cheaper than any() over a generator)
+            if field[0] == key:
+                return True
+        return False
 
     def copy(self) -> Headers:
         new = Headers()
@@ -144,14 +157,19 @@ class Headers:
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of a header (the first list element for list headers), or `default`."""
         key = _name(name)[0]
+        if key in COMMA_LIST_HEADERS:
+            for fkey, _, value in self._fields:
+                if fkey == key:
+                    if "," in value or not value.strip():
+                        values = split_header_values(value)
+                        if values:
+                            return values[0]
+                        continue
+                    return value.strip()
+            return default
         for fkey, _, value in self._fields:
             if fkey == key:
-                if key in COMMA_LIST_HEADERS and ("," in value or not value.strip()):
-                    values = split_header_values(value)
-                    if values:
-                        return values[0]
-                    continue
-                return value.strip() if key in COMMA_LIST_HEADERS else value
+                return value
         return default
 
     def get_all(self, name: str) -> list[str]:
@@ -166,29 +184,43 @@ class Headers:
         return [value for fkey, _, value in self._fields if fkey == key]
 
     def parsed(self, name: str, parse: Callable[[str], T]) -> T | None:
-        """`parse(first value)`, cached until the headers change; None when the header is absent.
+        """`parse(first value)`, cached until this header changes; None when the header is absent.
 
         A parse error is raised every time (not cached)."""
         cache = self._cache
         if cache is None:
             cache = self._cache = {}
-        key = (name, parse)
-        if key in cache:
-            return cache[key]  # type: ignore[return-value]
+        key = (_name(name)[0], parse)
+        found = cache.get(key, _MISSING)
+        if found is not _MISSING:
+            return found  # type: ignore[return-value]
         value = self.get(name)
         result = parse(value) if value is not None else None
         cache[key] = result
         return result
 
+    def _changed(self, key: str) -> None:
+        """Forget what `parsed` cached for the header with lower-case name `key`."""
+        cache = self._cache
+        if cache:
+            for cached in [k for k in cache if k[0] == key]:
+                del cache[cached]
+
     def add(self, name: str, value: str) -> None:
         """Append a field at the end."""
-        self._cache = None
-        self._fields.append((*_name(name), value))
+        names = _name(name)
+        self._changed(names[0])
+        self._fields.append((*names, value))
+
+    def extend(self, fields: Iterable[tuple[str, str]]) -> None:
+        """Append fields (name, value) at the end, in order."""
+        for name, value in fields:
+            self.add(name, value)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a field before the first field of the same name (or at the top): for Via, Record-Route."""
-        self._cache = None
         key, cname = _name(name)
+        self._changed(key)
         for i, field in enumerate(self._fields):
             if field[0] == key:
                 self._fields.insert(i, (key, cname, value))
@@ -197,8 +229,8 @@ class Headers:
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of this name by one, at the place of the first."""
-        self._cache = None
         key, cname = _name(name)
+        self._changed(key)
         for i, field in enumerate(self._fields):
             if field[0] == key:
                 self._fields[i] = (key, cname, value)
@@ -207,8 +239,8 @@ class Headers:
         self._fields.append((key, cname, value))
 
     def remove(self, name: str) -> None:
-        self._cache = None
         key = _name(name)[0]
+        self._changed(key)
         self._fields = [f for f in self._fields if f[0] != key]
 
     def pop_first(self, name: str) -> str | None:
@@ -220,7 +252,7 @@ class Headers:
             values = split_header_values(value) if key in COMMA_LIST_HEADERS else [value]
             if not values:
                 continue
-            self._cache = None
+            self._changed(key)
             if len(values) == 1:
                 del self._fields[i]
             else:
@@ -239,14 +271,29 @@ class Headers:
                 values[0] = value
                 value = ", ".join(values)
             self._fields[i] = (key, cname, value)
-            self._cache = None
+            self._changed(key)
             return
         self.add(name, value)
 
+    def remember_parsed(self, name: str, parse: Callable[[str], T], value: T) -> None:
+        """Tell the cache of `parsed` that `parse` of the first value of `name` is `value`.
+
+        For a caller that has just written that value and knows its parsed form (the stack stamping
+        `received` on the top Via); a wrong `value` is the caller's bug."""
+        if self._cache is None:
+            self._cache = {}
+        self._cache[_name(name)[0], parse] = value
+
     def subset(self, keys: tuple[str, ...]) -> Headers:
-        """A new Headers with the fields whose lower-case names are in `keys`, grouped in that order."""
+        """A new Headers with the fields whose lower-case names are in `keys`, grouped in that order.
+
+        What `parsed` cached for those headers is carried over (the values are immutable)."""
         new = Headers()
-        new._fields = [f for key in keys for f in self._fields if f[0] == key]
+        fields = self._fields
+        new._fields = [f for key in keys for f in fields if f[0] == key]
+        cache = self._cache
+        if cache:
+            new._cache = {k: v for k, v in cache.items() if k[0] in keys}
         return new
 
     def __repr__(self) -> str:
@@ -306,12 +353,9 @@ class Message:
     def to_bytes(self) -> bytes:
         """Serialize with CRLF line ends and a Content-Length that matches the body."""
         lines = [self.start_line()]
-        for name, value in self.headers:
-            if name != "Content-Length":
-                lines.append(f"{name}: {value}")
-        lines.append(f"Content-Length: {len(self.body)}")
-        head = "\r\n".join(lines) + "\r\n\r\n"
-        return head.encode("utf-8", "surrogateescape") + self.body
+        lines += [f"{name}: {value}" for key, name, value in self.headers._fields if key != "content-length"]
+        lines.append(f"Content-Length: {len(self.body)}\r\n\r\n")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
 
     __bytes__ = to_bytes
 

@@ -68,20 +68,24 @@ def parse_message(
     """
     if len(data) > limits.max_message_size:
         raise SipParseError("Message Too Large", status=513)
-    data = data.lstrip(b"\r\n")
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")
     head_bytes, body = _split_head(data)
     head = head_bytes.decode("utf-8", "surrogateescape")
-    lines = head.split("\n")
-    start = lines[0].rstrip("\r")
+    error: str | None = None
+    fast = _parse_plain_head(head, limits)
+    if fast is not None:
+        start, headers = fast
+    else:
+        lines = head.split("\n")
+        start = lines[0].rstrip("\r")
+        headers = Headers()
+        try:
+            _parse_header_lines(lines, headers, limits)
+        except SipParseError as e:
+            error = e.reason
     if len(start) > limits.max_line_length:
         raise SipParseError("Start line too long")
-
-    error: str | None = None
-    headers = Headers()
-    try:
-        _parse_header_lines(lines, headers, limits)
-    except SipParseError as e:
-        error = e.reason
 
     message: Request | Response
     if start[:4].upper() == "SIP/":
@@ -110,6 +114,56 @@ def parse_message(
         body = b""
     message.body = body
     return message
+
+
+_FIELD_NAMES: dict[str, tuple[str, str]] = {}  # name as written before the colon -> (lower key, canonical)
+
+
+def _field_name(raw: str) -> tuple[str, str] | None:
+    """(lower key, canonical name) for a header name as written (trailing blanks allowed), None if invalid."""
+    found = _FIELD_NAMES.get(raw)
+    if found is None:
+        name = raw.rstrip(" \t")
+        if not is_token(name):
+            return None
+        cname = canonical_name(name)
+        found = (cname.lower(), cname)
+        if len(_FIELD_NAMES) < 4096:  # bounded: a peer may invent names
+            _FIELD_NAMES[raw] = found
+    return found
+
+
+def _parse_plain_head(head: str, limits: ParserLimits) -> tuple[str, Headers] | None:
+    """The start line and headers of a head in the common shape, or None to take the careful path.
+
+    The common shape: every line ends in CRLF, no folded line, no more headers than allowed, every line a
+    valid `name: value`. Whatever is not in that shape (or is wrong) goes to `_parse_header_lines`, which
+    gives the same result or the precise error.
+    """
+    breaks = head.count("\n")
+    if (
+        breaks > limits.max_headers
+        or head.count("\r") != breaks
+        or head.count("\r\n") != breaks
+        or "\n " in head
+        or "\n\t" in head
+    ):
+        return None
+    lines = head.split("\r\n")
+    check_length = len(head) > limits.max_line_length
+    fields: list[tuple[str, str, str]] = []
+    append = fields.append
+    known = _FIELD_NAMES
+    for i in range(1, len(lines)):
+        line = lines[i]
+        name, colon, value = line.partition(":")
+        if not colon:
+            return None
+        names = known.get(name) or _field_name(name)
+        if names is None or (check_length and len(line) > limits.max_line_length):
+            return None
+        append((names[0], names[1], value.strip()))
+    return lines[0], Headers._from_fields(fields)
 
 
 def _parse_header_lines(lines: list[str], headers: Headers, limits: ParserLimits) -> None:

@@ -12,6 +12,7 @@ This module knows nothing of name-addr (`pbx.sip.headers`) or of messages.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field, replace
 from urllib.parse import quote, unquote
 
@@ -42,7 +43,7 @@ def _unquote(text: str) -> str:
 def find_param(params: Params, name: str) -> tuple[bool, str | None]:
     lname = name.lower()
     for key, value in params:
-        if key.lower() == lname:
+        if key == name or key.lower() == lname:
             return True, value
     return False, None
 
@@ -284,12 +285,36 @@ class AbsoluteURI:
 URI = SipURI | TelURI | AbsoluteURI
 
 
+# The common shape of a SIP URI: lower-case scheme, an optional plain user part, a host name or IPv4 address,
+# an optional port, plain parameters; no escapes, password, IPv6 reference or headers. Such text parses to the
+# same value as the careful path below would give; anything else (or a port out of range) takes that path.
+_PARAM_CHARS = r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$]"
+_SIP_URI_FAST = re.compile(
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?([A-Za-z0-9\-._]+)(?::([0-9]{1,5}))?"
+    rf"((?:;{_PARAM_CHARS}+(?:={_PARAM_CHARS}*)?)*)"
+)
+
+
 def parse_uri(text: str) -> URI:
     """Parse a URI; `sip`/`sips`/`tel` strictly, other schemes as `AbsoluteURI`.
 
     Raises:
         SipParseError: when the text is not a URI or a sip/sips/tel URI is malformed.
     """
+    fast = _SIP_URI_FAST.fullmatch(text)
+    if fast is not None:
+        scheme, user, host, port_text, param_text = fast.groups()
+        port = int(port_text) if port_text is not None else None
+        if port is None or 0 < port < 65536:
+            params: Params = (
+                tuple(
+                    (n, v if eq else None)
+                    for n, eq, v in (p.partition("=") for p in param_text[1:].split(";"))
+                )
+                if param_text
+                else ()
+            )
+            return SipURI(host=host, user=user, port=port, scheme=scheme, params=params)
     scheme, colon, rest = text.strip().partition(":")
     lscheme = scheme.lower()
     if not colon or not scheme[:1].isalpha() or not all(c.isalnum() or c in "+-." for c in scheme):
@@ -297,10 +322,10 @@ def parse_uri(text: str) -> URI:
     if lscheme in ("sip", "sips"):
         return _parse_sip_uri(lscheme, rest)
     if lscheme == "tel":
-        number, semi, params = rest.partition(";")
+        number, semi, params_text = rest.partition(";")
         if not number:
             raise SipParseError("Bad tel URI")
-        return TelURI(_unquote(number), _parse_params(params, "URI") if semi else ())
+        return TelURI(_unquote(number), _parse_params(params_text, "URI") if semi else ())
     if not rest or any(c in rest for c in ' \t\r\n<>"'):
         raise SipParseError("Bad URI")
     return AbsoluteURI(lscheme, rest)

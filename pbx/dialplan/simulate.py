@@ -1,0 +1,383 @@
+"""The template context, and the offline tools built on it: simulate a call, check every template.
+
+`make_context` builds the context of docs/dialplan.md from plain values (`CallInfo`, `CallerInfo`,
+`ExtensionInfo`); the B2BUA uses it for real calls and the tools for imagined ones, so both render the same
+shape. `simulate_call` runs the execution protocol (docs/dialplan.md, "How actions run") against assumed dial
+results, with no phone and no network: it is also the reference the B2BUA's action runner follows.
+`check_dialplans` lints a dialplan directory: every template must compile, render with representative
+contexts, produce valid actions, and name existing templates in ``goto`` and ``ivr``.
+
+This module knows nothing of SIP or of the config layer: `pbx.dialplan.cli` turns a config into plain values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from pbx.dialplan.actions import CONDITIONS, RESULTS, Action, DialplanError, RunState, template_for
+from pbx.dialplan.engine import DialplanEngine
+
+MAX_RENDERS = 16
+"""The most templates one call renders (``goto``, ``ivr``, menu re-renders) before it counts as a loop."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """The context's ``call``: the request being routed.
+
+    Attributes:
+        id: The call's identifier (unique per call; for logs and ``set``).
+        dialed: What the caller dialed: the user part of the Request-URI (``"1002"``); caller-controlled.
+        display_name: The display name in the caller's From header, ``""`` if none; caller-controlled.
+        from_trunk: The name of the trunk the call came in on, or None for a call from a phone.
+        did: For a call from a trunk, the number dialed on the public network, else None.
+        headers: Selected request headers by lower-case name; caller-controlled.
+        transport: ``"udp"``, ``"tcp"`` or ``"tls"``.
+    """
+
+    id: str
+    dialed: str
+    display_name: str = ""
+    from_trunk: str | None = None
+    did: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False)
+    transport: str = "udp"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, MappingProxyType):
+            object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
+
+
+@dataclass(frozen=True, slots=True)
+class CallerInfo:
+    """The context's ``caller``: who is calling, as far as the PBX knows.
+
+    Attributes:
+        tenant: The tenant's name.
+        extension: The caller's extension number, or None for a caller that is none (a trunk).
+        name: The extension's configured name (not the From display name), ``""`` if none.
+        authenticated: Whether the caller proved to be ``extension`` (digest authentication).
+        may_call_out: Whether the caller may place calls through trunks.
+    """
+
+    tenant: str
+    extension: str | None = None
+    name: str = ""
+    authenticated: bool = False
+    may_call_out: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionInfo:
+    """One entry of the context's ``extensions``: an extension of the tenant's directory.
+
+    Attributes:
+        number: The extension number (also its key in ``extensions``).
+        name: Its configured name, ``""`` if none.
+        forward_all: Where all its calls go instead (a dial target), ``""`` for none.
+        forward_busy: Where its calls go when it is busy, ``""`` for none.
+        forward_noanswer: Where its calls go when it does not answer, ``""`` for none.
+        ring_timeout: Seconds it rings before a call counts as unanswered; 0 for the PBX default.
+        may_call_out: Whether it may place calls through trunks.
+        registered: Whether it has a registered device at the time of the render (the simulator and the
+            checker assume it has).
+    """
+
+    number: str
+    name: str = ""
+    forward_all: str = ""
+    forward_busy: str = ""
+    forward_noanswer: str = ""
+    ring_timeout: float = 0.0
+    may_call_out: bool = False
+    registered: bool = True
+
+    @classmethod
+    def from_attributes(cls, extension: object) -> ExtensionInfo:
+        """Copy the fields of any object that has them (a ``pbx.config.Extension``); missing ones default."""
+        return cls(
+            number=str(getattr(extension, "number", "")),
+            name=str(getattr(extension, "name", "") or ""),
+            forward_all=str(getattr(extension, "forward_all", "") or ""),
+            forward_busy=str(getattr(extension, "forward_busy", "") or ""),
+            forward_noanswer=str(getattr(extension, "forward_noanswer", "") or ""),
+            ring_timeout=float(getattr(extension, "ring_timeout", 0.0) or 0.0),
+            may_call_out=bool(getattr(extension, "may_call_out", False)),
+            registered=bool(getattr(extension, "registered", True)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TenantDirectory:
+    """A tenant's directory as the context shows it: extensions by number, groups by name.
+
+    Attributes:
+        extensions: The extensions, by number.
+        groups: The ring groups: name to member extension numbers, in ring order.
+    """
+
+    extensions: Mapping[str, ExtensionInfo] = field(default_factory=dict, hash=False)
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extensions", MappingProxyType(dict(self.extensions)))
+        object.__setattr__(self, "groups", MappingProxyType({k: tuple(v) for k, v in self.groups.items()}))
+
+
+def make_context(
+    *,
+    call: CallInfo,
+    caller: CallerInfo,
+    directory: TenantDirectory,
+    now: datetime,
+    digits: str | None = None,
+    result: str | None = None,
+    variables: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The context a template renders with (every key is documented in docs/dialplan.md).
+
+    Args:
+        call: The context's ``call``.
+        caller: The context's ``caller``.
+        directory: Gives ``extensions`` and ``groups``.
+        now: The context's ``now``: the time of the render, timezone-aware.
+        digits: The digits collected by the last ``menu`` (``""`` when none were pressed); None otherwise.
+        result: `RunState.result`: how the most recent dial ended, or None.
+        variables: The context's ``vars``: what ``set`` actions have set so far.
+    """
+    return {
+        "call": call,
+        "caller": caller,
+        "extensions": directory.extensions,
+        "groups": directory.groups,
+        "now": now,
+        "digits": digits,
+        "result": result,
+        "vars": MappingProxyType(dict(variables or {})),
+    }
+
+
+Render = Callable[[Mapping[str, Any], str], list[Action]]
+"""Render (context, template name) of one tenant into actions: ``partial(engine.render, tenant)``."""
+
+
+def simulate_call(
+    render: Render,
+    context: Mapping[str, Any],
+    dial_results: Sequence[str],
+    *,
+    template: str = "main",
+    digits: Sequence[str] = (),
+    show_source: bool = False,
+) -> list[str]:
+    """Run a call's actions as the B2BUA would, with assumed outcomes, and describe what happens.
+
+    Args:
+        render: Renders a template of the call's tenant.
+        context: The first render's context (``result`` None, ``digits`` None, as for a new call).
+        dial_results: How each ``dial`` that runs ends, in order (`RESULTS`); the last one repeats.
+        template: The template the call starts in.
+        digits: What each ``menu`` collects, in order (the last one repeats); ``""`` without any.
+        show_source: Whether to follow each action with ``  # FILE:LINE``.
+
+    Returns:
+        One line per action that runs (as `str(Action)`), a ``# -> RESULT`` line after each dial, and a final
+        ``# ...`` line saying how the call ends.
+
+    Raises:
+        DialplanError: a render failed, as it would fail the real call.
+        ValueError: a dial result is not one of `RESULTS`.
+    """
+    for r in dial_results:
+        if r not in RESULTS:
+            raise ValueError(f"unknown dial result {r!r} (one of {', '.join(RESULTS)})")
+    state = RunState()
+    variables = dict(context.get("vars") or {})
+    dials = menus = 0
+    answered = False
+    out: list[str] = []
+
+    def next_of(values: Sequence[str], index: int, default: str) -> str:
+        return values[min(index, len(values) - 1)] if values else default
+
+    current = template
+    current_digits: str | None = context.get("digits")
+    for renders in range(MAX_RENDERS):
+        ctx = dict(context)
+        if renders:
+            ctx.update(result=state.result, digits=current_digits, vars=MappingProxyType(dict(variables)))
+        actions = render(ctx, current)
+        next_template: str | None = None
+        for action in actions:
+            if not state.should_run(action):
+                continue
+            out.append(f"{action}  # {action.source}:{action.line}" if show_source else str(action))
+            if action.name == "dial":
+                outcome = next_of(dial_results, dials, "answered")
+                dials += 1
+                state.dial_finished(action, outcome)
+                out.append(f"# -> {outcome}")
+                if outcome == "answered":
+                    out.append("# end: the call is connected; it ends when either side hangs up")
+                    return out
+            elif action.name == "set":
+                variables.update(action.variables)
+            elif action.name == "answer":
+                answered = True
+            elif action.name == "hangup":
+                out.append(_end(state, action, answered))
+                return out
+            elif action.name == "voicemail":
+                out.append("# end: the caller leaves a message")
+                return out
+            elif action.name in ("goto", "ivr"):
+                next_template = template_for(action)
+                current_digits = None
+                answered = answered or action.name == "ivr"
+                break
+            elif action.name == "menu":
+                answered = True
+                current_digits = next_of(digits, menus, "")
+                menus += 1
+                out.append(f"# -> digits {current_digits!r}")
+                next_template = current
+                break
+            elif action.name in ("play", "record"):
+                answered = True
+        if next_template is None:
+            out.append(_end(state, None, answered))
+            return out
+        current = next_template
+    out.append(f"# end: more than {MAX_RENDERS} renders (a goto loop?): the call fails")
+    return out
+
+
+def _end(state: RunState, action: Action | None, answered: bool) -> str:
+    how = "hangup" if action is not None else "no more actions"
+    if answered:
+        return f"# end ({how}): the PBX hangs up (BYE)"
+    return f"# end ({how}): the call is rejected with {state.hangup_status(action)}"
+
+
+# -- check ----------------------------------------------------------------------------------------------
+
+_SAMPLE_DIRECTORY = TenantDirectory(
+    extensions={
+        "1000": ExtensionInfo("1000", "Reception"),
+        "1001": ExtensionInfo("1001", "Alice", forward_all="1000", may_call_out=True),
+        "1002": ExtensionInfo("1002", "Bob", forward_busy="1000", forward_noanswer="group:sales"),
+        "1003": ExtensionInfo("1003", "Carol", forward_noanswer="trunk:carrier/15551234", ring_timeout=15),
+    },
+    groups={"sales": ("1000", "1001")},
+)
+_SAMPLE_DIALED = ("0", "100", "500", "600", "999", "9015551234", "+15551234", "*97", "")
+_SAMPLE_DIGITS = (None, "", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "#", "12")
+
+
+def _sample_contexts(tenant: str, directory: TenantDirectory, ivr: bool, now: datetime) -> Iterable[dict]:
+    """Representative contexts: each extension dialed (up to 20) and odd numbers, from inside and a trunk."""
+    numbers = list(directory.extensions)[:20]
+    first = directory.extensions[numbers[0]] if numbers else None
+    callers = [
+        (
+            CallerInfo(tenant, first.number, first.name, True, True) if first else CallerInfo(tenant),
+            None,
+        ),
+        (CallerInfo(tenant), "carrier"),
+    ]
+    dialed_values = [*numbers, *directory.groups, *_SAMPLE_DIALED]
+    for caller, trunk in callers:
+        for dialed in dialed_values:
+            call = CallInfo(
+                id="check",
+                dialed=dialed,
+                display_name="Check",
+                from_trunk=trunk,
+                did=dialed if trunk else None,
+                headers={"user-agent": "pbx dialplan check"},
+            )
+            for result in (None, *CONDITIONS):
+                for digits in _SAMPLE_DIGITS if ivr else (None,):
+                    yield make_context(
+                        call=call, caller=caller, directory=directory, now=now, digits=digits, result=result
+                    )
+
+
+def check_dialplans(
+    directory: Path, tenants: Mapping[str, TenantDirectory] | None = None, *, now: datetime
+) -> tuple[list[DialplanError], int]:
+    """Lint every template under a dialplan directory.
+
+    Args:
+        directory: The directory holding one dialplan directory per tenant.
+        tenants: The configured tenants' directories by tenant name, or None without a configuration; a
+            tenant directory that is not configured is checked with a sample directory.
+        now: The ``now`` of the sample contexts.
+
+    Returns:
+        The problems found (each once, in file and line order) and the number of templates checked.
+    """
+    problems: dict[str, DialplanError] = {}
+
+    def add(error: DialplanError) -> None:
+        problems.setdefault(str(error), error)
+
+    if not directory.is_dir():
+        return [DialplanError("no such directory", str(directory))], 0
+    engine = DialplanEngine(directory)
+    names = sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for tenant in sorted(tenants or {}):
+        if tenant not in names:
+            add(DialplanError(f"no dialplan for tenant {tenant!r}", str(directory / tenant / "main.j2")))
+    checked = 0
+    for tenant in names:
+        configured = tenants is not None and tenant in tenants
+        tenant_directory = tenants[tenant] if tenants is not None and configured else _SAMPLE_DIRECTORY
+        base = directory / tenant
+        if not (base / "main.j2").is_file():
+            add(DialplanError("missing: every call of the tenant starts here", str(base / "main.j2")))
+        for path in sorted(base.rglob("*.j2")):
+            name = path.relative_to(base).with_suffix("").as_posix()
+            checked += 1
+            try:
+                engine.path(tenant, name)
+            except DialplanError:
+                add(
+                    DialplanError(
+                        f"{name!r} is no valid template name: goto and ivr cannot reach it", str(path)
+                    )
+                )
+                continue
+            contexts = _sample_contexts(tenant, tenant_directory, name.startswith("ivr/"), now)
+            for context in contexts:
+                try:
+                    actions = engine.render(tenant, context, name)
+                except DialplanError as e:
+                    add(e)
+                    continue
+                for action in actions:
+                    for problem in _action_problems(engine, tenant, action, tenant_directory, configured):
+                        add(DialplanError(problem, action.source, action.line))
+    ordered = sorted(problems.values(), key=lambda e: (e.file or "", e.line or 0, e.message))
+    return ordered, checked
+
+
+def _action_problems(
+    engine: DialplanEngine, tenant: str, action: Action, directory: TenantDirectory, configured: bool
+) -> Iterable[str]:
+    """What a rendered action refers to that does not exist."""
+    if action.name in ("goto", "ivr"):
+        path = engine.path(tenant, template_for(action))
+        if not path.is_file():
+            yield f"{action.name} {action.args[0]}: no template {path}"
+    if action.name == "dial" and configured:
+        for target in action.targets:
+            if target.kind == "extension" and target.name not in directory.extensions:
+                yield f"dial: tenant {tenant!r} has no extension {target.name!r}"
+            elif target.kind == "group" and target.name not in directory.groups:
+                yield f"dial: tenant {tenant!r} has no group {target.name!r}"
