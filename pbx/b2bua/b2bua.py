@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
@@ -24,11 +24,12 @@ from zope.interface import implementer
 from pbx.b2bua.call import Call
 from pbx.b2bua.peer import Peer
 from pbx.dialplan import Action, DialplanEngine
+from pbx.dialplan.simulate import CallerInfo, CallInfo, ExtensionInfo, TenantDirectory, make_context
 from pbx.media.interfaces import IMediaRelay
 from pbx.registrar import BruteForceGuard, Domain, LocationService, parse_flow_text
 from pbx.sip.auth import AuthOutcome, DigestAuthenticator
 from pbx.sip.dialog import DialogTable
-from pbx.sip.errors import SipError
+from pbx.sip.errors import SipError, SipParseError
 from pbx.sip.interfaces import IFlow, IServerTransaction, ITransactionUser
 from pbx.sip.message import Request, Response, new_tag
 from pbx.sip.sdp import SessionDescription, make_answer
@@ -36,19 +37,6 @@ from pbx.sip.uri import SipURI, parse_sip_uri
 from pbx.store import Binding, ICdrStore
 
 App = Callable[[Call, Action], Deferred[str]]
-
-
-@dataclass(frozen=True, slots=True)
-class ExtensionInfo:
-    """What the dialplan may know of an extension."""
-
-    number: str
-    name: str = ""
-    forward_all: str = ""
-    forward_busy: str = ""
-    forward_noanswer: str = ""
-    ring_timeout: float = 0.0
-    may_call_out: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,51 +240,42 @@ class B2BUA:
         return self._dialplans.render(call.caller.tenant, self.context_for(call), template)
 
     def context_for(self, call: Call) -> Mapping[str, Any]:
+        """The dialplan context (docs/dialplan.md), built with the dialplan layer's own `make_context`."""
         directory = self.directory(call)
         invite = call.invite
         extensions = {
-            number: {
-                "name": e.name,
-                "forward_all": e.forward_all,
-                "forward_busy": e.forward_busy,
-                "forward_noanswer": e.forward_noanswer,
-                "ring_timeout": e.ring_timeout,
-                "registered": bool(self.location.lookup(directory.tenant, number)),
-            }
+            number: replace(e, registered=bool(self.location.lookup(directory.tenant, number)))
             for number, e in directory.extensions.items()
         }
         try:
             display = invite.from_.display_name or ""
-        except Exception:
+        except SipParseError:
             display = ""
-        return {
-            "call": {
-                "id": call.id,
-                "dialed": call.dialed,
-                "from_trunk": False,
-                "did": None,
-                "display_name": display,
-                "transport": call.txn.flow.transport,
-                "headers": {
-                    name: invite.headers.get(name) or ""
-                    for name in ("User-Agent", "Subject", "Priority", "Alert-Info")
-                    if invite.headers.get(name) is not None
-                },
-            },
-            "caller": {
-                "tenant": call.caller.tenant,
-                "extension": call.caller.extension,
-                "name": call.caller.name,
-                "authenticated": True,
-                "may_call_out": call.caller.may_call_out,
-            },
-            "extensions": extensions,
-            "groups": {name: list(members) for name, members in directory.groups.items()},
-            "now": datetime.datetime.now(),
-            "digits": None,
-            "result": call.result,
-            "vars": dict(call.vars),
+        headers = {
+            name.lower(): value
+            for name in ("User-Agent", "Subject", "Priority", "Alert-Info")
+            if (value := invite.headers.get(name)) is not None
         }
+        return make_context(
+            call=CallInfo(
+                id=call.id,
+                dialed=call.dialed,
+                display_name=display,
+                headers=headers,
+                transport=call.txn.flow.transport.lower(),
+            ),
+            caller=CallerInfo(
+                tenant=call.caller.tenant,
+                extension=call.caller.extension,
+                name=call.caller.name,
+                authenticated=True,
+                may_call_out=call.caller.may_call_out,
+            ),
+            directory=TenantDirectory(extensions, directory.groups),
+            now=datetime.datetime.now(datetime.UTC),
+            result=call.run_state.result,
+            variables=call.vars,
+        )
 
     def resolve(self, call: Call, targets: Sequence[str]) -> list[tuple[str, Binding, tuple[str, str, int]]]:
         """Every registered contact of the targets: (extension, binding, destination flow)."""

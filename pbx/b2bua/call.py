@@ -27,6 +27,7 @@ from pbx.b2bua.leg import OutboundLeg, _Ignore
 from pbx.b2bua.media import MediaBridge
 from pbx.b2bua.peer import Peer
 from pbx.dialplan import Action, DialplanError, RunState, template_for
+from pbx.dialplan.simulate import MAX_RENDERS
 from pbx.sip.dialog import Dialog
 from pbx.sip.errors import SipError, SipParseError
 from pbx.sip.headers import quote_string
@@ -43,14 +44,16 @@ PASSED_HEADERS = ("Content-Type", "Content-Disposition", "Event", "Subscription-
 
 
 def classify(statuses: list[int]) -> str:
-    """The dial result of a set of final statuses (none 2xx)."""
-    if any(s in (486, 600) for s in statuses):
-        return "busy"
+    """The dial result of the final statuses of every leg, none of them 2xx (docs/dialplan.md: the first
+    matching row wins; 0 stands for a transport failure). "declined" (every leg 603) counts as busy for the
+    dialplan, but the caller then gets the 603 itself."""
     if statuses and all(s in (603, 607) for s in statuses):
         return "declined"
-    if any(s == 408 for s in statuses) or any(s == 487 for s in statuses):
+    if any(s in (486, 600, 603) for s in statuses):
+        return "busy"
+    if any(s in (408, 480, 487) for s in statuses):
         return "noanswer"
-    if any(s in (404, 480, 410) for s in statuses):
+    if any(s in (0, 404, 410, 484, 604) for s in statuses):
         return "unavailable"
     return "failed"
 
@@ -138,7 +141,7 @@ class Call:
                 self.result = self.run_state.result
             elif name == "goto":
                 jumps += 1
-                if jumps > 20:
+                if jumps >= MAX_RENDERS:
                     raise DialplanError("too many goto jumps (a loop?)", action.source, action.line)
                 actions, index = self.b2bua.render(self, template_for(action)), 0
             elif name == "set":
@@ -232,6 +235,7 @@ class Call:
             return
         statuses = [leg.status for leg in self._current]
         if all(statuses):
+            statuses = [0 if leg.transport_failed else leg.status for leg in self._current]
             self._last_statuses = statuses
             self._finish_dial(classify(statuses))
 

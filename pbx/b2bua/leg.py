@@ -48,6 +48,7 @@ class OutboundLeg:
         self.binding = binding
         self.destination = destination
         self.status = 0
+        self.transport_failed = False
         self.provisional = False
         self.cancel_wanted = False
         self.cancelled = False
@@ -110,6 +111,7 @@ class OutboundLeg:
             reason=reason,
         )
         if self.status == 0:
+            self.transport_failed = True
             self.status = 503
             self.call.leg_failed(self, 503, None)
 
