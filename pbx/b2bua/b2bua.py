@@ -182,6 +182,12 @@ class B2BUA:
         if result.outcome is not AuthOutcome.OK:
             self._challenge(txn, request, domain, result)
             return
+        try:
+            contacts = request.contacts
+        except SipParseError as e:
+            raise SipError(400, f"Bad Contact header: {e.reason}") from None
+        if len(contacts) != 1 or contacts[0].wildcard:
+            raise SipError(400, "An INVITE needs exactly one Contact")
         directory = self._directories(domain.tenant)
         username = result.username or ""
         if directory is None or username not in directory.extensions:

@@ -168,11 +168,11 @@ class Call:
         targets = list(action.args)
         timeout = float(action.options.get("timeout") or self.b2bua.ring_timeout)
         if action.options.get("strategy") == "sequential":
-            ringtime = float(action.options.get("ringtime") or timeout)
+            ringtime = float(action.options.get("ringtime") or timeout / max(1, len(targets)))
             result = "unavailable"
             for target in targets:
                 result = await self._dial_once([target], ringtime, action)
-                if result == "answered" or self.ended:
+                if result in ("answered", "cancelled") or self.ended:
                     return result
             return result
         return await self._dial_once(targets, timeout, action)
@@ -219,11 +219,12 @@ class Call:
         return result
 
     def _ring_timeout(self) -> None:
+        """Nobody answered in time: stop the ringing legs; a leg that said busy still makes it "busy"."""
         self._ring_timer = None
+        statuses = [0 if leg.transport_failed else (leg.status or 408) for leg in self._current]
         for leg in self._current:
             leg.cancel()
-        self._last_statuses = [408]
-        self._finish_dial("noanswer")
+        self._finish_dial(classify(statuses))
 
     def _finish_dial(self, result: str) -> None:
         done, self._dial_done = self._dial_done, None
@@ -242,7 +243,7 @@ class Call:
     # -- callbacks from legs -----------------------------------------------------------------------------
 
     def leg_progress(self, leg: OutboundLeg, response: Response) -> None:
-        if self.final_sent or self.ended or self.winner is not None:
+        if self.final_sent or self.ended or self.winner is not None or leg not in self._current:
             return
         status = response.status
         body = b""
@@ -295,8 +296,11 @@ class Call:
         if late_offer:
             assert self.a is not None
 
+            leg.awaiting_answer = True  # 2xx retransmissions wait for the answer the caller's ACK brings
+
             def forward_answer(ack_body: bytes) -> None:
                 answer = self.media.forward("a", ack_body, is_offer=False) if self.media and ack_body else b""
+                leg.awaiting_answer = False
                 leg.send_ack(answer, "application/sdp" if answer else None)
 
             self.a.pending_ack_body = forward_answer
@@ -390,8 +394,7 @@ class Call:
         self.txn.respond(self.invite.response(487, to_tag=self.local_tag))
         for leg in self.legs:
             leg.cancel()
-        self._finish_dial("cancelled")
-        self._end("cancelled")
+        self._end("cancelled")  # ends the call first, then finishes the dial: nothing more may ring
 
     def peer_request(self, peer: Peer, txn: IServerTransaction, request: Request) -> None:
         """An in-dialog request from one side: BYE ends the call; others are passed across."""
@@ -434,31 +437,49 @@ class Call:
         target.dialog.receive_response(sent, response)
         body = response.body
         content_type = response.headers.get("Content-Type")
-        if body and (content_type or "").lower().startswith("application/sdp") and self.media is not None:
+        sdp = bool(body) and (content_type or "").lower().startswith("application/sdp")
+        if sdp and self.media is not None:
             try:
-                body = self.media.forward(target.side, body, is_offer=False)
+                body = self.media.forward(target.side, body, is_offer=not sent.body)
             except SipError:
                 body = b""
-        if sent.method == "INVITE" and 200 <= response.status < 300:
-            ack = target.dialog.create_ack(sent)
-            t, h, p = target.destination
-            self.b2bua.stack.send_stateless(ack, t, h, p)
+        success = sent.method == "INVITE" and 200 <= response.status < 300
+        if success:
+            if sent.body or not sdp:
+                self._ack_relayed(target, sent, b"", None)
+            else:  # the re-INVITE had no offer: the 200 has it, and the answer comes in the ACK of `source`
+
+                def forward_answer(ack_body: bytes) -> None:
+                    answer = self.media.forward(source.side, ack_body, is_offer=False) if self.media else b""
+                    self._ack_relayed(target, sent, answer, "application/sdp" if answer else None)
+
+                source.pending_ack_body = forward_answer
         back = txn.request.response(response.status, response.reason)
         if body:
             back.headers.add("Content-Type", content_type or "application/sdp")
             back.body = body
         if sent.method == "INVITE":
-            back.headers.add(
-                "Contact",
-                source.dialog.local_contact
-                if isinstance(source.dialog.local_contact, str)
-                else str(source.dialog.local_contact),
-            )
+            back.headers.add("Contact", str(source.dialog.local_contact))
         txn.respond(back)
-        if sent.method == "INVITE" and 200 <= response.status < 300 and source.side == "a":
+        if success:
             self._retransmit_reinvite_2xx(source, back)
 
+    def _ack_relayed(self, target: Peer, sent: Request, body: bytes, content_type: str | None) -> None:
+        ack = target.dialog.create_ack(sent, body=body, content_type=content_type)
+        target.extra["last_ack"] = (sent, body, content_type)
+        t, h, p = target.destination
+        self.b2bua.stack.send_stateless(ack, t, h, p)
+
+    def reack_relayed(self, target: Peer) -> None:
+        """A retransmitted 2xx to a re-INVITE we relayed: the same ACK again, nothing relayed."""
+        last = target.extra.get("last_ack")
+        if last is not None:
+            self._ack_relayed(target, *last)
+
     def _retransmit_reinvite_2xx(self, peer: Peer, response: Response) -> None:
+        if peer.pending_2xx is not None:
+            peer.pending_2xx.stop()
+            peer.pending_2xx = None
         flow = self.txn.flow
 
         def send() -> None:
@@ -519,6 +540,10 @@ class Call:
         for leg in self.legs:
             if leg is not self.winner:
                 leg.cancel()
+        for peer in (self.a, self.b):
+            if peer is not None and peer.pending_2xx is not None:
+                peer.pending_2xx.stop()
+                peer.pending_2xx = None
         if self.media is not None:
             self.media.close()
         self._finish_dial("cancelled")
@@ -551,8 +576,15 @@ class _Relay:
         self, call: Call, source: Peer, target: Peer, txn: IServerTransaction, sent: Request
     ) -> None:
         self._call, self._source, self._target, self._txn, self._sent = call, source, target, txn, sent
+        self._final = False
 
     def response_received(self, transaction: object, response: Any) -> None:
+        if self._final:
+            if 200 <= response.status < 300 and self._sent.method == "INVITE":
+                self._call.reack_relayed(self._target)
+            return
+        if response.status >= 200:
+            self._final = True
         try:
             self._call.response_relayed(self._source, self._target, self._txn, self._sent, response)
         except SipParseError:

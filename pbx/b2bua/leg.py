@@ -49,6 +49,7 @@ class OutboundLeg:
         self.destination = destination
         self.status = 0
         self.transport_failed = False
+        self.awaiting_answer = False
         self.provisional = False
         self.cancel_wanted = False
         self.cancelled = False
@@ -81,15 +82,12 @@ class OutboundLeg:
         assert isinstance(response, Response)
         status = response.status
         if status < 200:
-            if status > 100:
-                self.provisional = True
-                if self.cancel_wanted and not self.cancelled:
-                    self._send_cancel()
-                    return
-                self.call.leg_progress(self, response)
-            elif self.cancel_wanted and not self.cancelled:
-                self.provisional = True
+            self.provisional = True  # any 1xx, 100 Trying included, allows a CANCEL (RFC 3261 9.1)
+            if self.cancel_wanted and not self.cancelled:
                 self._send_cancel()
+                return
+            if status > 100:
+                self.call.leg_progress(self, response)
             return
         if 200 <= status < 300:
             self._answered(response)
@@ -121,7 +119,8 @@ class OutboundLeg:
         assert self.invite is not None
         if self.dialog is not None:
             if response.to.tag == self.dialog.remote_tag:
-                self.send_ack(None)  # a retransmitted 2xx: acknowledge again
+                if not self.awaiting_answer:
+                    self.send_ack(None)  # a retransmitted 2xx: acknowledge again
             else:
                 self._hang_up_extra_fork(response)
             return
