@@ -147,7 +147,8 @@ class Call:
             elif name == "set":
                 self.vars.update((k, v) for k, v in action.options.items() if k != "if")
             elif name == "hangup":
-                self.cause = "hangup"
+                # A code-less hangup after a dial reports how the dial ended (busy, noanswer ...).
+                self.cause = self.run_state.result if not action.args and self.run_state.result else "hangup"
                 self.reject(self._failure_status(action))
                 return
             elif name == "answer":
@@ -550,7 +551,10 @@ class Call:
         self.b2bua.call_ended(self)
 
     def cdr(self) -> Cdr:
-        legs = ",".join(f"{leg.extension}@{leg.binding.contact}={leg.status}" for leg in self.legs)
+        legs = ",".join(
+            f"{leg.extension}@{leg.binding.contact}={leg.status or (487 if leg.cancel_wanted else 0)}"
+            for leg in self.legs
+        )
         status = 200 if self.answered_at is not None else getattr(self, "_status", 0)
         return Cdr(
             call_id=self.id,
