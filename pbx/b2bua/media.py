@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Sequence
 
 from pbx.media.interfaces import IMediaRelay, IRelaySession
+from pbx.media.ports import PortsExhausted
 from pbx.sip.errors import SipError
 from pbx.sip.sdp import MediaDescription, SdpError, SessionDescription, rewrite_for_relay
 
@@ -31,7 +32,10 @@ class MediaBridge:
     """
 
     def __init__(self, relay: IMediaRelay, call_id: str, codecs: Sequence[str] = ("*",)) -> None:
-        self.session: IRelaySession = relay.create_session(call_id)
+        try:
+            self.session: IRelaySession = relay.create_session(call_id)
+        except PortsExhausted:
+            raise SipError(503, "No media ports left", [("Retry-After", "5")]) from None
         self._codecs = None if "*" in codecs else {c.lower() for c in codecs}
         self._session_ids = {"a": str(secrets.randbelow(10**9) + 1), "b": str(secrets.randbelow(10**9) + 1)}
         self._versions = {"a": 0, "b": 0}
@@ -52,8 +56,11 @@ class MediaBridge:
             media = sdp.media[audio]
             connection = sdp.connection_for(media)
             leg = self.session.leg(from_side)
-            if media.port and connection is not None and connection.address not in ("0.0.0.0", "::"):
-                leg.set_remote(connection.address, media.port, media.rtcp_port)
+            if media.port and connection is not None:
+                try:
+                    leg.set_remote(connection.address, media.port, media.rtcp_port)
+                except ValueError:
+                    pass  # a host name or an address the relay cannot reach: latching learns the real one
             if is_offer and self._codecs is not None:
                 media = self._filter(media)
                 sdp = sdp.with_media(tuple(media if i == audio else m for i, m in enumerate(sdp.media)))

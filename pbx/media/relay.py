@@ -133,6 +133,8 @@ class _Channel(DatagramProtocol):
         if self._peer is None:  # closed
             return False
         if self.source is None or addr == self.remote:
+            if self.source is not None:
+                self.relatched += 1
             self._latch(addr)
             return True
         heard = self.packets + self.dropped  # packets from the latched source so far

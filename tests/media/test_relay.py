@@ -284,7 +284,7 @@ class LatchingTests(RelayTestCase):
         session = self.session()
         self.reactor.deliver(10000, rtp(1), NAT_A)
         self.reactor.deliver(10000, rtp(2), PHONE_A)
-        self.assertEqual(session.leg("a").latched, PHONE_A)
+        self.assertEqual((session.leg("a").latched, session.stats().a.relatched), (PHONE_A, 1))
 
     def test_a_new_sdp_address_forgets_the_latch_the_same_one_keeps_it(self) -> None:
         session = self.session()
