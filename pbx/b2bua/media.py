@@ -56,7 +56,7 @@ class MediaBridge:
             media = sdp.media[audio]
             connection = sdp.connection_for(media)
             leg = self.session.leg(from_side)
-            if media.port and connection is not None:
+            if media.port and connection is not None and connection.address not in ("0.0.0.0", "::"):
                 try:
                     leg.set_remote(connection.address, media.port, media.rtcp_port)
                 except ValueError:
