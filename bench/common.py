@@ -154,10 +154,15 @@ def write_pbx_config(directory: Path, port: int, *, host: str = HOST) -> Path:
     return path
 
 
-def start_pbx(directory: Path, port: int, *, cpu: int | None = 0) -> ServerProcess:
-    """`twistd -n pbx` on UDP `port`, pinned to `cpu`, ready to answer."""
+def start_pbx(directory: Path, port: int, *, cpu: int | None = 0, gc_report: bool = False) -> ServerProcess:
+    """`twistd -n pbx` on UDP `port`, pinned to `cpu`, ready to answer.
+
+    With `gc_report`, twistd runs through bench/twistd_gc.py, which prints `GC pause` lines for collections
+    over 20 ms and `GC totals` at exit.
+    """
     config = write_pbx_config(directory, port)
-    cmd = [executable("twistd"), "--nodaemon", "--pidfile=", "pbx", "--config", str(config)]
+    twistd = [sys.executable, str(BENCH / "twistd_gc.py")] if gc_report else [executable("twistd")]
+    cmd = [*twistd, "--nodaemon", "--pidfile=", "pbx", "--config", str(config)]
     server = ServerProcess("pbx", pinned(cmd, cpu), cwd=directory)
     try:
         server.wait_for(r"SIP listening on")

@@ -11,12 +11,14 @@ so none expires during a run). Measured per repeat (CPU time, `time.process_time
   `gc.freeze()` with threshold (50000, 50, 100) (what the lead plans for pbx/tap.py), with the time spent in
   the collector (`gc.callbacks`);
 - function calls per request (cProfile's total_calls / N, GC off);
-- what a live transaction costs: objects tracked by the GC and bytes (tracemalloc) per request still held.
+- what a live transaction costs: objects tracked by the GC and bytes (tracemalloc) per request still held;
+- reference cycles: objects per request that only the cyclic GC frees (GC off while feeding).
 
     python bench/hotpath_bench.py                 # N=20000, 5 repeats
     python bench/hotpath_bench.py -n 50000 -r 3 --profile 25   # also print the top 25 functions
 
-Figures are medians over the repeats; each repeat builds a fresh stack and cancels its delayed calls after.
+Each mode prints the best, median and worst repeat (on a shared machine the best is the steadiest figure);
+each repeat builds a fresh stack and cancels its delayed calls after.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor
@@ -179,6 +180,24 @@ def retained(n: int) -> tuple[float, float]:
     return objects, size
 
 
+def cyclic_garbage(n: int) -> float:
+    """Objects per request that only the cyclic GC could free (reference cycles), GC off meanwhile."""
+    datagrams = [datagram(i) for i in range(n)]
+    protocol, _port, _stack = build()
+    receive = protocol.datagramReceived
+    gc.collect()
+    gc.disable()
+    try:
+        for data in datagrams:
+            receive(data, PEER)
+        found = gc.collect()
+    finally:
+        gc.enable()
+    del protocol, _port, _stack, datagrams
+    cleanup()
+    return found / n
+
+
 def median(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
@@ -192,17 +211,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run_once(2000, "off")  # warm-up: imports, caches
     print(f"# hot path: {args.n} OPTIONS per repeat, {args.repeat} repeats, Python {sys.version.split()[0]}")
-    rows: list[tuple[str, Callable[[], str]]] = []
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
         runs = [run_once(args.n, mode) for _ in range(args.repeat)]
-        us, gc_us = median(runs, "us"), median(runs, "gc_us")
-        spread = f"{min(r['us'] for r in runs):.1f}-{max(r['us'] for r in runs):.1f}"
-        print(f"GC {mode:6}: {us:6.1f} us/request (range {spread}), of which GC {gc_us:5.1f} us", flush=True)
+        best = min(runs, key=lambda r: r["us"])
+        worst = max(r["us"] for r in runs)
+        print(
+            f"GC {mode:6}: best {best['us']:6.1f} us/request (GC {best['gc_us']:5.1f} us), median"
+            f" {median(runs, 'us'):6.1f} (GC {median(runs, 'gc_us'):5.1f}), worst {worst:6.1f}",
+            flush=True,
+        )
     calls = calls_per_request(min(args.n, 20000), args.profile)
     print(f"function calls/request: {calls:.1f}")
     objects, size = retained(min(args.n, 20000))
     print(f"held per live transaction: {objects:.1f} GC-tracked objects, {size:.0f} bytes")
-    del rows
+    print(f"cyclic garbage per request: {cyclic_garbage(min(args.n, 5000)):.1f} objects")
     return 0
 
 

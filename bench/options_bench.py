@@ -64,6 +64,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--server-cpu", type=int, default=0, help="core for the server (default 0)")
     parser.add_argument("--loadgen-cpu", type=int, default=1, help="core for SIPp (default 1)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes with taskset")
+    parser.add_argument(
+        "--gc-report",
+        action="store_true",
+        help="run twistd through bench/twistd_gc.py and print the garbage collector's pauses over 20 ms",
+    )
     parser.add_argument("--max-failures", type=float, default=0.001, help="failure ratio allowed (0.001)")
     parser.add_argument(
         "--workdir", type=Path, help="where configs, SIPp stats and logs go (default: a tmp dir)"
@@ -77,9 +82,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def start(name: str, workdir: Path, port: int, cpu: int | None) -> ServerProcess:
+def start(name: str, workdir: Path, port: int, cpu: int | None, gc_report: bool = False) -> ServerProcess:
     if name == "pbx":
-        return start_pbx(workdir / "pbx", port, cpu=cpu)
+        return start_pbx(workdir / "pbx", port, cpu=cpu, gc_report=gc_report)
     return start_bare(port, cpu=cpu)
 
 
@@ -103,7 +108,7 @@ def ramp(name: str, args: argparse.Namespace, workdir: Path) -> tuple[list[StepR
     server_cpu = None if args.no_pin else args.server_cpu
     loadgen_cpu = None if args.no_pin else args.loadgen_cpu
     port = free_port()
-    server = start(name, workdir, port, server_cpu)
+    server = start(name, workdir, port, server_cpu, args.gc_report)
     steps: list[StepResult] = []
     best: StepResult | None = None
     misses = 0
@@ -139,6 +144,12 @@ def ramp(name: str, args: argparse.Namespace, workdir: Path) -> tuple[list[StepR
                     break
     finally:
         server.stop()
+        if args.gc_report and name == "pbx":
+            pauses = [line for line in server.lines if "GC pause" in line]
+            totals = [line for line in server.lines if "GC totals" in line]
+            print(f"  # pbx: {len(pauses)} GC pauses over 20 ms", flush=True)
+            for line in pauses[-5:] + totals:
+                print(f"  # {line.split('] ', 1)[-1]}", flush=True)
     return steps, best
 
 

@@ -91,9 +91,10 @@ class TransportMonitor:
 
     def record_sent(self, flow: IFlow, data: bytes) -> None:
         """Count (and trace) bytes just written on `flow`."""
-        if data.strip(b"\r\n"):
+        if data[:1] not in (b"\r", b"\n", b"") or data.strip(b"\r\n"):
             self.counters.messages_sent += 1
-            self.traced("send", flow, data)
+            if self.trace is not None:
+                self.traced("send", flow, data)
         else:
             self.counters.keepalives_sent += 1
 

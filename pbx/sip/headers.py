@@ -21,8 +21,10 @@ from pbx.sip.uri import (
     SipURI,
     find_param,
     format_host_port,
+    is_plain_sip_uri,
     parse_host_port,
     parse_uri,
+    plain_params,
     set_param,
 )
 
@@ -220,7 +222,7 @@ def parse_header_params(text: str) -> Params:
 
 
 def format_header_params(params: Params) -> str:
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
+    return "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params])
 
 
 def quote_string(text: str) -> str:
@@ -281,15 +283,28 @@ class NameAddress:
         fast = _NAME_ADDR_FAST.fullmatch(text)
         if fast is not None:
             display, uri_text, param_text = fast.groups()
-            params: Params = (
-                tuple(
-                    (n, v if eq else None)
-                    for n, eq, v in (p.partition("=") for p in param_text[1:].split(";"))
-                )
-                if param_text
-                else ()
-            )
-            return cls(uri=parse_uri(uri_text), display_name=display, params=params)
+            return cls(uri=parse_uri(uri_text), display_name=display, params=plain_params(param_text))
+        return cls._parse_careful(text)
+
+    @classmethod
+    def check(cls, text: str) -> None:
+        """Raise `SipParseError` exactly when `parse(text)` would, building nothing for the common shape."""
+        fast = _NAME_ADDR_FAST.fullmatch(text)
+        if fast is None or not is_plain_sip_uri(fast.group(2)):
+            cls.parse(text)
+
+    @classmethod
+    def tag_of(cls, text: str) -> str | None:
+        """`parse(text).tag`, building nothing for the common shape (raises as `parse` does)."""
+        fast = _NAME_ADDR_FAST.fullmatch(text)
+        if fast is None or not is_plain_sip_uri(fast.group(2)):
+            return cls.parse(text).tag
+        found, value = find_param(plain_params(fast.group(3)), "tag")
+        return value if found else None
+
+    @classmethod
+    def _parse_careful(cls, text: str) -> NameAddress:
+        """`parse` for any shape: quoted-pairs, token display names, addr-spec, blanks, quoted values."""
         text = text.strip()
         if text == "*":
             return cls(uri=SipURI(host="*"), wildcard=True)
@@ -396,14 +411,7 @@ class Via:
         fast = _VIA_FAST.match(text)
         if fast is not None:  # the common, well-formed shape: one regex, no further checks needed
             transport, host, port, param_text = fast.groups()
-            params = (
-                tuple(
-                    (name, value if eq else None)
-                    for name, eq, value in (p.partition("=") for p in param_text[1:].split(";"))
-                )
-                if param_text
-                else ()
-            )
+            params = plain_params(param_text)
             return cls(
                 transport=transport.upper(),
                 host=host[1:-1] if host[0] == "[" else host,
@@ -435,6 +443,45 @@ class Via:
 
     def with_param(self, name: str, value: str | None = None) -> Via:
         return replace(self, params=set_param(self.params, name, value))
+
+    def stamped(self, text: str, host: str, port: int) -> tuple[str, Via | None] | None:
+        """This Via, written as `text`, as a server stamps it for a request from host:port.
+
+        RFC 3261 18.2.1: `received=host` when the sent-by host differs; RFC 3581 4: when the client asked
+        for `rport`, `rport=port` (and `received`, even when equal). Returns None when nothing changes, else
+        the new text and, when known without parsing it again, its parsed value (`Via.parse(new text)`).
+        A Via in the common shape keeps its text as written: `rport` gets its value in place and `received`
+        is appended. Any other (a Via already carrying `received`, a valued `rport`, unusual spacing) is
+        rewritten from its parsed form.
+        """
+        has_received, rport, rports = False, None, 0
+        for key, value in self.params:
+            lkey = key.lower()
+            if lkey == "rport":
+                rport, rports = (key, value), rports + 1
+            elif lkey == "received":
+                has_received = True
+        if self.host == host and rport is None:
+            return None
+        plain_rport = rport is None or (rports == 1 and rport[1] is None)
+        if not has_received and plain_rport and _VIA_FAST.match(text) is not None:
+            params = list(self.params)
+            if rport is not None:
+                params[params.index(rport)] = (rport[0], str(port))
+            params.append(("received", host))
+            semi = text.find(";")
+            head = text if semi < 0 else text[:semi]
+            new_params = tuple(params)
+            stamped = Via(self.transport, self.host, self.port, new_params, self.protocol)
+            return head + format_header_params(new_params), stamped
+        changed = self
+        if self.host != host:
+            changed = changed.with_param("received", host)
+        if rport is not None:
+            changed = changed.with_param("rport", str(port))
+            if changed.received is None:
+                changed = changed.with_param("received", host)
+        return (str(changed), None) if changed is not self else None
 
     @property
     def branch(self) -> str | None:

@@ -108,6 +108,8 @@ def _name(name: str) -> tuple[str, str]:
 
 _RESPONSE_COPIED = ("via", "from", "to", "call-id", "cseq")  # RFC 3261 8.2.6.2
 _MISSING = object()
+# Bound once: the keys of `Headers.parsed`'s cache (equal to `Via.parse` etc. as other callers write them).
+_VIA_PARSE, _CSEQ_PARSE, _NAME_ADDRESS_PARSE = Via.parse, CSeq.parse, NameAddress.parse
 
 
 class Headers:
@@ -123,7 +125,9 @@ class Headers:
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
         self._fields: list[tuple[str, str, str]] = []  # (lower key, canonical name, value)
-        self._cache: dict[tuple[str, object], object] | None = None  # (lower key, parse) -> parsed value
+        # lower key -> {parse: parse(first value)}; an inner dict may be shared with a `subset`, which is
+        # safe: a change replaces the outer entry, and the values are immutable.
+        self._cache: dict[str, dict[object, object]] | None = None
         for name, value in fields:
             self.add(name, value)
 
@@ -143,7 +147,7 @@ class Headers:
         return len(self._fields)
 
     def __contains__(self, name: str) -> bool:
-        key = _name(name)[0]
+        key = (_NAMES.get(name) or _name(name))[0]
         for field in self._fields:  # noqa: SIM110 (a loop: cheaper than any() over a generator)
             if field[0] == key:
                 return True
@@ -156,7 +160,7 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of a header (the first list element for list headers), or `default`."""
-        key = _name(name)[0]
+        key = (_NAMES.get(name) or _name(name))[0]
         if key in COMMA_LIST_HEADERS:
             for fkey, _, value in self._fields:
                 if fkey == key:
@@ -190,27 +194,30 @@ class Headers:
         cache = self._cache
         if cache is None:
             cache = self._cache = {}
-        key = (_name(name)[0], parse)
-        found = cache.get(key, _MISSING)
-        if found is not _MISSING:
-            return found  # type: ignore[return-value]
+        key = (_NAMES.get(name) or _name(name))[0]
+        entry = cache.get(key)
+        if entry is None:
+            entry = cache[key] = {}
+        else:
+            found = entry.get(parse, _MISSING)
+            if found is not _MISSING:
+                return found  # type: ignore[return-value]
         value = self.get(name)
         result = parse(value) if value is not None else None
-        cache[key] = result
+        entry[parse] = result
         return result
 
     def _changed(self, key: str) -> None:
         """Forget what `parsed` cached for the header with lower-case name `key`."""
-        cache = self._cache
-        if cache:
-            for cached in [k for k in cache if k[0] == key]:
-                del cache[cached]
+        if self._cache:
+            self._cache.pop(key, None)
 
     def add(self, name: str, value: str) -> None:
         """Append a field at the end."""
-        names = _name(name)
-        self._changed(names[0])
-        self._fields.append((*names, value))
+        names = _NAMES.get(name) or _name(name)
+        if self._cache:
+            self._cache.pop(names[0], None)
+        self._fields.append((names[0], names[1], value))
 
     def extend(self, fields: Iterable[tuple[str, str]]) -> None:
         """Append fields (name, value) at the end, in order."""
@@ -282,7 +289,7 @@ class Headers:
         `received` on the top Via); a wrong `value` is the caller's bug."""
         if self._cache is None:
             self._cache = {}
-        self._cache[_name(name)[0], parse] = value
+        self._cache[_name(name)[0]] = {parse: value}
 
     def subset(self, keys: tuple[str, ...]) -> Headers:
         """A new Headers with the fields whose lower-case names are in `keys`, grouped in that order.
@@ -293,7 +300,7 @@ class Headers:
         new._fields = [f for key in keys for f in fields if f[0] == key]
         cache = self._cache
         if cache:
-            new._cache = {k: v for k, v in cache.items() if k[0] in keys}
+            new._cache = {k: v for k, v in cache.items() if k in keys}
         return new
 
     def __repr__(self) -> str:
@@ -316,7 +323,7 @@ class Message:
 
     @property
     def cseq(self) -> CSeq:
-        cseq = self.headers.parsed("CSeq", CSeq.parse)
+        cseq = self.headers.parsed("CSeq", _CSEQ_PARSE)
         if cseq is None:
             raise SipParseError("Missing CSeq header")
         return cseq
@@ -335,14 +342,14 @@ class Message:
 
     @property
     def top_via(self) -> Via | None:
-        return self.headers.parsed("Via", Via.parse)
+        return self.headers.parsed("Via", _VIA_PARSE)
 
     @property
     def contacts(self) -> list[NameAddress]:
         return [NameAddress.parse(v) for v in self.headers.get_all("Contact")]
 
     def _name_address(self, name: str) -> NameAddress:
-        value = self.headers.parsed(name, NameAddress.parse)
+        value = self.headers.parsed(name, _NAME_ADDRESS_PARSE)
         if value is None:
             raise SipParseError(f"Missing {name} header")
         return value
@@ -395,14 +402,14 @@ class Request(Message):
         headers = self.headers.subset(_RESPONSE_COPIED)
         if to_tag is not None and status != 100:
             to = self.headers.get("To")
-            if to is not None and not self._to_has_tag():
+            if to is not None and not self._to_has_tag(to):
                 headers.set("To", f"{to};tag={to_tag}")  # appended to the text as received
         return Response(status, reason, headers)
 
-    def _to_has_tag(self) -> bool:
-        """Whether the To header carries a tag; a malformed To counts as having none."""
+    def _to_has_tag(self, to: str) -> bool:
+        """Whether the To header (`to`, its text) carries a tag; a malformed To counts as having none."""
         try:
-            return self.to.tag is not None
+            return NameAddress.tag_of(to) is not None
         except (SipParseError, ValueError):
             return False
 

@@ -59,7 +59,8 @@ def _deliver(
     stream: bool,
 ) -> None:
     """Parse one message and hand it (or the parse error) to the sink."""
-    monitor.traced("recv", flow, data)
+    if monitor.trace is not None:
+        monitor.traced("recv", flow, data)
     try:
         message = parse_message(data, limits, stream=stream)
     except SipParseError as e:
@@ -104,6 +105,8 @@ class SipDatagramProtocol(DatagramProtocol):
     """
 
     noisy = False
+    max_flows = 16384
+    """Flows kept for reuse (one per peer address); past that the cache starts over."""
 
     def __init__(
         self,
@@ -119,10 +122,24 @@ class SipDatagramProtocol(DatagramProtocol):
         self.monitor = monitor if monitor is not None else TransportMonitor(clock)
         self._answer_stun = answer_stun
         self._local: tuple[str, int] = ("0.0.0.0", 0)
+        # Peer address as received -> its flow: a flow is an immutable value, and building one per datagram
+        # (normalizing two addresses) was a noticeable part of the cost of a request.
+        self._flows: dict[tuple[str, int], UdpFlow] = {}
 
     def startProtocol(self) -> None:
         assert self.transport is not None
         self._local = peer_address(self.transport.getHost())
+        self._flows.clear()
+
+    def flow_for(self, addr: tuple[str, int]) -> UdpFlow:
+        """The flow to the peer at `addr` (as the socket reports it) through this socket."""
+        flow = self._flows.get(addr)
+        if flow is None:
+            flows = self._flows
+            if len(flows) >= self.max_flows:
+                flows.clear()
+            flow = flows[addr] = UdpFlow(self.transport, addr, self._local, monitor=self.monitor)
+        return flow
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         try:
@@ -133,7 +150,7 @@ class SipDatagramProtocol(DatagramProtocol):
             )
 
     def _datagram_received(self, datagram: bytes, addr: tuple[str, int]) -> None:
-        if not datagram.strip(b"\r\n"):
+        if datagram[:1] in (b"\r", b"\n", b"") and not datagram.strip(b"\r\n"):
             self.monitor.counters.keepalives_received += 1
             return
         if _is_stun(datagram):
@@ -143,8 +160,7 @@ class SipDatagramProtocol(DatagramProtocol):
                 self.transport.write(response, addr)
                 self.monitor.counters.keepalives_sent += 1
             return
-        flow = UdpFlow(self.transport, addr, self._local, monitor=self.monitor)
-        _deliver(self._sink, self.monitor, self._limits, datagram, flow, stream=False)
+        _deliver(self._sink, self.monitor, self._limits, datagram, self.flow_for(addr), stream=False)
 
 
 @implementer(IHandshakeListener)

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pbx.sip.errors import SipError, SipParseError
+from pbx.sip.headers import Via
 from pbx.sip.interfaces import (
     IClientTransactionUser,
     IFlow,
@@ -105,6 +106,7 @@ class SipStack:
         self._is_blocked: Callable[[str], bool] | None = None
         self._drop_log = _RateLimitedLog(self._log, clock)
         self.counters = {"requests": 0, "responses": 0, "bad_requests": 0, "dropped": 0, "errors": 0}
+        self._options_fields: tuple[tuple[str, str], ...] | None = None  # Allow, Accept, Supported
 
     def attach_transport(self, transport: Any) -> None:
         """Give the stack its `TransportManager` (built with this stack as its sink)."""
@@ -115,6 +117,7 @@ class SipStack:
     def register(self, method: str, tu: ITransactionUser) -> None:
         """Send new requests of `method` to `tu`."""
         self._handlers[method] = tu
+        self._options_fields = None
 
     def on_dialog_ack(self, handler: Callable[[Request, IFlow], None]) -> None:
         """Where ACKs for 2xx responses go (the dialog layer)."""
@@ -139,12 +142,13 @@ class SipStack:
     def message_received(self, message: object, flow: IFlow) -> None:
         if self._is_blocked is not None and self._is_blocked(flow.remote_address[0]):
             return
+        counters = self.counters
         try:
             if isinstance(message, Request):
-                self.counters["requests"] += 1
+                counters["requests"] += 1
                 self._request_received(message, flow)
             elif isinstance(message, Response):
-                self.counters["responses"] += 1
+                counters["responses"] += 1
                 self._response_received(message)
         except Exception:
             self.counters["errors"] += 1
@@ -180,7 +184,7 @@ class SipStack:
     # -- requests ----------------------------------------------------------------------------------------
 
     def _request_received(self, request: Request, flow: IFlow) -> None:
-        if not self._routable(request):
+        if not self._routable(request):  # parses the top Via once: stamping, checks, matching reuse it
             self.counters["dropped"] += 1
             self._drop_log.warn(
                 "Dropped request without routable headers from {peer}", peer=flow.remote_address
@@ -217,29 +221,28 @@ class SipStack:
 
     @staticmethod
     def _stamp_via(request: Request, flow: IFlow) -> None:
-        """RFC 3261 18.2.1 `received` and RFC 3581 `rport` on the top Via."""
+        """RFC 3261 18.2.1 `received` and RFC 3581 `rport` on the top Via (its text kept as written)."""
         via = request.top_via
         if via is None:
             return
-        host, port = flow.remote_address
-        changed = via
-        if via.host != host:
-            changed = changed.with_param("received", host)
-        if via.wants_rport:
-            changed = changed.with_param("rport", str(port))
-            if changed.received is None:
-                changed = changed.with_param("received", host)
-        if changed is not via:
-            request.headers.replace_first("Via", str(changed))
+        headers = request.headers
+        text = headers.get("Via")
+        assert text is not None
+        remote = flow.remote_address
+        stamped = via.stamped(text, remote[0], remote[1])
+        if stamped is not None:
+            headers.replace_first("Via", stamped[0])
+            if stamped[1] is not None:  # known without parsing the new text again
+                headers.remember_parsed("Via", Via.parse, stamped[1])
 
     # ITransactionUser: the transaction layer hands us new requests; we dispatch them by method.
     def request_received(self, transaction: IServerTransaction, request: object) -> None:
         assert isinstance(request, Request)
         try:
-            if request.method == "OPTIONS" and "OPTIONS" not in self._handlers:
+            handler = self._handlers.get(request.method)
+            if handler is None and request.method == "OPTIONS":
                 transaction.respond(self.options_response(request))
                 return
-            handler = self._handlers.get(request.method)
             if handler is None:
                 status = 405 if request.method in KNOWN_METHODS else 501
                 raise SipError(status, None, [("Allow", ", ".join(self.allowed_methods))])
@@ -277,9 +280,14 @@ class SipStack:
     def options_response(self, request: Request) -> Response:
         """`200` to OPTIONS with Allow, Accept and Supported (RFC 3261 11.2)."""
         response = request.response(200, to_tag=self._to_tag(request))
-        response.headers.add("Allow", ", ".join(self.allowed_methods))
-        response.headers.add("Accept", ACCEPT)
-        response.headers.add("Supported", ", ".join(sorted(self.supported)))
+        fields = self._options_fields
+        if fields is None:  # computed once per set of transaction users
+            fields = self._options_fields = (
+                ("Allow", ", ".join(self.allowed_methods)),
+                ("Accept", ACCEPT),
+                ("Supported", ", ".join(sorted(self.supported))),
+            )
+        response.headers.extend(fields)
         return response
 
     def _error_response(
@@ -301,40 +309,60 @@ class SipStack:
     def _response_received(self, response: Response) -> None:
         try:
             matched = self.transactions.receive_response(response)
-        except SipParseError:
-            matched = False
+            if not matched and self._stray_response is not None:
+                response.cseq  # noqa: B018  (a stray handler may rely on the CSeq: check it here)
+                response.top_via  # noqa: B018
+        except SipParseError as e:
+            self.counters["dropped"] += 1
+            self._drop_log.warn("Dropped a malformed response: {reason}", reason=e.reason)
+            return
         if not matched and self._stray_response is not None:
             self._stray_response(response)
 
-    def send_response(self, response: Response, flow: IFlow) -> None:
-        """Send a response where RFC 3261 18.2.2 and RFC 3581 say: the request's connection or source."""
-        if "Server" not in response.headers:
-            response.headers.add("Server", self.user_agent)
+    def send_response(self, response: Response, flow: IFlow) -> bytes | None:
+        """Send a response where RFC 3261 18.2.2 and RFC 3581 say: the request's connection or source.
+
+        Returns the bytes when they went back to the source on an unreliable `flow` (so a retransmission
+        is `flow.send(the same bytes)`: a completed UDP server transaction keeps only those), else None.
+        """
+        headers = response.headers
+        if "Server" not in headers:
+            headers.add("Server", self.user_agent)
         data = response.to_bytes()
-        if flow.reliable and flow.connected():
+        reliable = flow.reliable
+        if reliable and flow.connected():
             flow.send(data)
-            return
+            return None
         try:
             via = response.top_via
         except SipParseError:
-            return
+            return None
         if via is None:
-            return
+            return None
+        # Via.received, .maddr and .rport (the first of each parameter) in one pass over the parameters.
+        found: dict[str, str | None] = {}
+        for key, value in via.params:
+            found.setdefault(key.lower(), value)
+        received, maddr, rport = found.get("received"), found.get("maddr"), found.get("rport")
+        rport_number = int(rport) if rport and rport.isascii() and rport.isdigit() else None
         default_port = 5061 if via.transport == "TLS" else 5060
-        if flow.reliable:  # the connection is gone: open a new one (RFC 3261 18.2.2)
-            host, port = via.received or via.host, via.port or default_port
-        elif via.maddr is not None:
-            host, port = via.maddr, via.port or default_port
-        elif via.rport is not None:  # RFC 3581: back to the source address and port
-            host, port = via.received or via.host, via.rport
+        if reliable:  # the connection is gone: open a new one (RFC 3261 18.2.2)
+            host, port = received or via.host, via.port or default_port
+        elif maddr is not None:
+            host, port = maddr, via.port or default_port
+        elif rport_number is not None:  # RFC 3581: back to the source address and port
+            host, port = received or via.host, rport_number
         else:
-            host, port = via.received or via.host, via.port or default_port
-        if not flow.reliable and (host, port) == tuple(flow.remote_address[:2]):
+            host, port = received or via.host, via.port or default_port
+        remote = flow.remote_address
+        if not reliable and host == remote[0] and port == remote[1]:
             flow.send(data)
-        elif self.transport is not None:
+            return data
+        if self.transport is not None:
             self.transport.send(data, via.transport.lower(), host, port).addErrback(
                 self._log_send_failure, host, port
             )
+        return None
 
     def _log_send_failure(self, failure: Failure, host: str, port: int) -> None:
         self._drop_log.warn("Could not send to {host}:{port}: {err}", host=host, port=port, err=failure.value)

@@ -14,6 +14,12 @@ reliable transport the retransmission timers (A, E, G) never start and the wait 
 the machine moves on synchronously. Terminated absorbs every input. Timer values come from a `TimerConfig`,
 time from an injected `IReactorTime`.
 
+Timers J and K have one duration for every transaction of a `TimerConfig`; given a shared `WaitTimers`, a
+transaction queues them there instead (the attribute then holds `QUEUED`): one rolling `IDelayedCall` expires
+them all in order. A non-INVITE server transaction over UDP that has sent its final response keeps only what
+absorbing retransmissions needs, when its `send` told it the bytes (see `SendResponse`): the request and the
+response objects are dropped, so the tens of thousands that wait out Timer J cost little memory and GC time.
+
 Matching messages to transactions (17.1.3, 17.2.3) is `pbx.sip.transaction_layer`'s job. This module knows
 nothing of transports, addresses or serialization (a transaction hands messages to a `send` callable and is
 told of a failed send by `transport_error`), nor of dialogs: the ACK for a 2xx and the retransmission of a 2xx
@@ -22,10 +28,12 @@ belong to the transaction user (RFC 3261 13.2.2.4, 13.3.1.4).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from pbx.sip.interfaces import IClientTransactionUser, IFlow, IServerTransaction
@@ -64,7 +72,10 @@ TIMER_L: Final = "timer_l"
 TIMER_M: Final = "timer_m"
 
 SendRequest = Callable[[Request], None]
-SendResponse = Callable[[Response], None]
+SendResponse = Callable[[Response], object]
+"""Sends a server transaction's response. It may return the bytes it sent when sending them again on the
+transaction's flow (`flow.send(data)`) is all a retransmission needs (a datagram back to the request's
+source); anything else (None) means "call me again with the response"."""
 Table = dict[tuple[str, str], tuple[str, str]]
 Delay = Callable[[TimerConfig, bool], "float | None"]
 
@@ -107,6 +118,85 @@ TIMER_DELAYS: Final[dict[str, Delay]] = {
 }
 
 _ATTR: Final = {timer: "_" + timer for timer in TIMER_DELAYS}
+QUEUED_TIMERS: Final = frozenset({TIMER_J, TIMER_K})  # constant durations: a `WaitTimers` runs them
+_log = Logger()
+
+
+class _Queued:
+    """What a timer attribute holds while its timer waits in a `WaitTimers` queue (an inactive call)."""
+
+    __slots__ = ()
+
+    def active(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "QUEUED"
+
+
+QUEUED: Final = _Queued()
+
+
+class WaitTimers:
+    """Timers of constant duration (J, K) for many transactions, expired in order by one rolling call.
+
+    A transaction that enters Completed over UDP appends itself to the queue of its timer (a FIFO: the
+    duration is the same for all, so expiry order is arrival order) instead of scheduling an `IDelayedCall`.
+    One call, armed only while a queue holds something, fires at the earliest expiry (at most every
+    `resolution` seconds, so a timer may run late by that much) and feeds the timer input to every
+    transaction due whose timer is still queued (a transaction that left the state meanwhile is skipped).
+
+    Args:
+        clock: the time source (the same as the transactions').
+        resolution: the shortest interval between two sweeps, in seconds.
+    """
+
+    __slots__ = ("_call", "_clock", "_queues", "_resolution")
+
+    def __init__(self, clock: IReactorTime, resolution: float = 0.05) -> None:
+        self._clock = clock
+        self._resolution = resolution
+        # (timer, duration) -> (expiry times, transactions): two deques, so an entry is no new object.
+        self._queues: dict[tuple[str, float], tuple[deque[float], deque[Transaction]]] = {}
+        self._call: IDelayedCall | None = None
+
+    def __len__(self) -> int:
+        return sum(len(times) for times, _ in self._queues.values())
+
+    def add(self, transaction: Transaction, timer: str, delay: float) -> None:
+        """Expire `timer` of `transaction` in `delay` seconds (the caller sets its attribute to QUEUED)."""
+        queue = self._queues.get((timer, delay))
+        if queue is None:
+            queue = self._queues[timer, delay] = (deque(), deque())
+        queue[0].append(self._clock.seconds() + delay)
+        queue[1].append(transaction)
+        if self._call is None:
+            self._call = self._clock.callLater(delay, self._sweep)
+
+    def clear(self) -> None:
+        """Forget every queued timer and stop the call (when no transaction is left alive)."""
+        self._queues.clear()
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _sweep(self) -> None:
+        self._call = None
+        now = self._clock.seconds()
+        for (timer, _), (times, transactions) in list(self._queues.items()):
+            attr = _ATTR[timer]
+            while times and times[0] <= now:
+                times.popleft()
+                transaction = transactions.popleft()
+                if getattr(transaction, attr) is QUEUED:
+                    setattr(transaction, attr, None)
+                    try:
+                        transaction._fire(timer)
+                    except Exception:
+                        _log.failure("Error expiring {timer} of {txn!r}", timer=timer, txn=transaction)
+        heads = [times[0] for times, _ in self._queues.values() if times]
+        if heads and self._call is None:
+            self._call = self._clock.callLater(max(min(heads) - now, self._resolution), self._sweep)
 
 
 def classify(status: int) -> str:
@@ -160,7 +250,8 @@ class Transaction:
     `MESSAGE_INPUTS` (inputs every live state must handle).
 
     Attributes:
-        request: the request that created the transaction.
+        request: the request that created the transaction (see `ServerNonInviteTransaction` for when it is
+            released).
         state: the current state (a module constant such as `CALLING`).
         key: the transaction layer's key for this transaction (set by the layer).
     """
@@ -172,8 +263,8 @@ class Transaction:
         "_reliable",
         "_send",
         "_timers",
+        "_waits",
         "key",
-        "request",
         "state",
     )
 
@@ -196,15 +287,14 @@ class Transaction:
 
     def __init__(
         self,
-        request: Request,
-        send: Callable[[Any], None],
+        send: Callable[[Any], object],
         state: str,
         clock: IReactorTime,
         timers: TimerConfig,
         reliable: bool,
         on_terminated: Callable[[Any], None] | None,
+        waits: WaitTimers | None,
     ) -> None:
-        self.request = request
         self.state = state
         self.key: Any = None
         self._send = send
@@ -212,6 +302,7 @@ class Transaction:
         self._timers = timers
         self._reliable = reliable
         self._on_terminated = on_terminated
+        self._waits = waits
         self._interval = 0.0  # current interval of the retransmission timer (A, E or G)
         for attr in self._timer_attrs:
             setattr(self, attr, None)
@@ -232,11 +323,13 @@ class Transaction:
         """
         self._fire(TRANSPORT_ERROR, reason)
 
-    def _transmit(self, message: Request | Response) -> None:
+    def _transmit(self, message: Request | Response) -> object:
+        """Hand `message` to `send`; return what it returned (None after a transport error)."""
         try:
-            self._send(message)
+            return self._send(message)
         except OSError as e:
             self._fire(TRANSPORT_ERROR, str(e) or type(e).__name__)
+            return None
 
     def _fire(self, event: str, arg: object = None) -> object:
         """Feed one input to the machine; return what the action returned."""
@@ -273,6 +366,10 @@ class Transaction:
                 return
             if timer in (TIMER_A, TIMER_E, TIMER_G):
                 self._interval = delay
+            if self._waits is not None and timer in QUEUED_TIMERS:
+                setattr(self, _ATTR[timer], QUEUED)
+                self._waits.add(self, timer, delay)
+                continue
             self._schedule(timer, delay)
 
     def _schedule(self, timer: str, delay: float) -> None:
@@ -297,11 +394,13 @@ class Transaction:
         """Nothing to do on the way to Terminated."""
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.request.method} {self.state} key={self.key!r}>"
+        request = getattr(self, "request", None)
+        method = request.method if request is not None else "(released)"
+        return f"<{type(self).__name__} {method} {self.state} key={self.key!r}>"
 
 
 class _ClientTransaction(Transaction):
-    __slots__ = ("tu",)
+    __slots__ = ("request", "tu")
 
     def __init__(
         self,
@@ -313,8 +412,10 @@ class _ClientTransaction(Transaction):
         timers: TimerConfig,
         reliable: bool,
         on_terminated: Callable[[Any], None] | None,
+        waits: WaitTimers | None,
     ) -> None:
-        super().__init__(request, send, initial, clock, timers, reliable, on_terminated)
+        super().__init__(send, initial, clock, timers, reliable, on_terminated, waits)
+        self.request = request
         self.tu = tu
 
     def start(self) -> None:
@@ -401,8 +502,9 @@ class ClientInviteTransaction(_ClientTransaction):
         timers: TimerConfig,
         reliable: bool,
         on_terminated: Callable[[ClientInviteTransaction], None] | None = None,
+        waits: WaitTimers | None = None,
     ) -> None:
-        super().__init__(request, send, tu, CALLING, clock, timers, reliable, on_terminated)
+        super().__init__(request, send, tu, CALLING, clock, timers, reliable, on_terminated, waits)
         self._ack: Request | None = None
 
     @property
@@ -476,8 +578,9 @@ class ClientNonInviteTransaction(_ClientTransaction):
         timers: TimerConfig,
         reliable: bool,
         on_terminated: Callable[[ClientNonInviteTransaction], None] | None = None,
+        waits: WaitTimers | None = None,
     ) -> None:
-        super().__init__(request, send, tu, TRYING, clock, timers, reliable, on_terminated)
+        super().__init__(request, send, tu, TRYING, clock, timers, reliable, on_terminated, waits)
 
     def _retransmit_backing_off(self, arg: object) -> None:
         self._transmit(self.request)
@@ -490,13 +593,11 @@ class ClientNonInviteTransaction(_ClientTransaction):
         self._schedule(TIMER_E, self._interval)
 
 
-@implementer(IServerTransaction)
 class _ServerTransaction(Transaction):
     __slots__ = ("flow", "last_response")
 
     def __init__(
         self,
-        request: Request,
         flow: IFlow,
         send: SendResponse,
         initial: str,
@@ -504,8 +605,9 @@ class _ServerTransaction(Transaction):
         timers: TimerConfig,
         reliable: bool,
         on_terminated: Callable[[Any], None] | None,
+        waits: WaitTimers | None,
     ) -> None:
-        super().__init__(request, send, initial, clock, timers, reliable, on_terminated)
+        super().__init__(send, initial, clock, timers, reliable, on_terminated, waits)
         self.flow = flow
         self.last_response: Response | None = None
 
@@ -514,7 +616,7 @@ class _ServerTransaction(Transaction):
         """True once a final response has been sent."""
         return self.last_response is not None and self.last_response.status >= 200
 
-    def respond(self, response: Response) -> None:  # type: ignore[override]  # interface says object
+    def respond(self, response: Response) -> None:
         """Send a response from the TU; the state decides whether it goes out (RFC 3261 17.2.1, 17.2.2)."""
         self._fire(classify(response.status), response)
 
@@ -570,7 +672,8 @@ INVITE_SERVER: Final[Table] = {
 }
 
 
-class ServerInviteTransaction(_ServerTransaction):
+@implementer(IServerTransaction)
+class ServerInviteTransaction(_ServerTransaction):  # type: ignore[override]  # respond: interface says object
     """An INVITE server transaction (RFC 3261 17.2.1, RFC 6026).
 
     Sends `100 Trying` at once, re-sends the last response for each retransmitted INVITE, retransmits a
@@ -590,7 +693,7 @@ class ServerInviteTransaction(_ServerTransaction):
         ack_timed_out: True when Timer H fired: the ACK for a 300-699 response never came.
     """
 
-    __slots__ = ("_timer_g", "_timer_h", "_timer_i", "_timer_l", "ack_timed_out")
+    __slots__ = ("_timer_g", "_timer_h", "_timer_i", "_timer_l", "ack_timed_out", "request")
 
     TABLE = INVITE_SERVER
     STATE_TIMERS = {
@@ -612,8 +715,10 @@ class ServerInviteTransaction(_ServerTransaction):
         timers: TimerConfig,
         reliable: bool,
         on_terminated: Callable[[ServerInviteTransaction], None] | None = None,
+        waits: WaitTimers | None = None,
     ) -> None:
-        super().__init__(request, flow, send, PROCEEDING, clock, timers, reliable, on_terminated)
+        super().__init__(flow, send, PROCEEDING, clock, timers, reliable, on_terminated, waits)
+        self.request = request
         self.ack_timed_out = False
         self._send_response(request.response(100))
 
@@ -655,14 +760,24 @@ NON_INVITE_SERVER: Final[Table] = {
 }
 
 
-class ServerNonInviteTransaction(_ServerTransaction):
+def _send_nothing(message: object) -> None:
+    """The `send` of a transaction that keeps only the bytes of its final response."""
+
+
+@implementer(IServerTransaction)
+class ServerNonInviteTransaction(_ServerTransaction):  # type: ignore[override]  # as above
     """A non-INVITE server transaction (RFC 3261 17.2.2).
 
     Absorbs retransmissions while Trying, re-sends the last response once there is one, and keeps the final
     response for Timer J. Arguments as for `ServerInviteTransaction`.
+
+    Over UDP, when `send` returned the bytes of the final response (see `SendResponse`), the transaction
+    keeps only those, its flow and its key while it waits out Timer J: `request` and `last_response` become
+    None (`final_sent` stays True) and retransmitted requests are answered with `flow.send(bytes)`. A TU
+    must therefore take what it needs from the request before it sends the final response.
     """
 
-    __slots__ = ("_timer_j",)
+    __slots__ = ("_timer_j", "_wire", "request")
 
     TABLE = NON_INVITE_SERVER
     STATE_TIMERS = {
@@ -683,5 +798,28 @@ class ServerNonInviteTransaction(_ServerTransaction):
         timers: TimerConfig,
         reliable: bool,
         on_terminated: Callable[[ServerNonInviteTransaction], None] | None = None,
+        waits: WaitTimers | None = None,
     ) -> None:
-        super().__init__(request, flow, send, TRYING, clock, timers, reliable, on_terminated)
+        super().__init__(flow, send, TRYING, clock, timers, reliable, on_terminated, waits)
+        self.request: Request | None = request
+        self._wire: bytes | None = None  # the final response as sent, once request and response are released
+
+    @property
+    def final_sent(self) -> bool:
+        """True once a final response has been sent."""
+        return self._wire is not None or super().final_sent
+
+    def _send_response(self, response: Response) -> None:
+        self.last_response = response
+        sent = self._transmit(response)
+        if type(sent) is bytes and self.state == COMPLETED and not self._reliable:
+            self._wire = sent  # all a retransmission needs: release the objects (and the send closure)
+            self.last_response = None
+            self.request = None
+            self._send = _send_nothing
+
+    def _resend_last(self, request: Request) -> None:
+        if self._wire is not None:
+            self.flow.send(self._wire)
+        elif self.last_response is not None:
+            self._transmit(self.last_response)

@@ -14,6 +14,9 @@ New requests go up to an `ITransactionUser`; an ACK that matches nothing (the AC
 `ack_received`; a CANCEL gets its own non-INVITE server transaction, is answered 200 or 481 here and reported
 through `cancel_received`. A response that matches nothing is the caller's (`receive_response` returns False).
 
+Timers J and K of all transactions run from one `WaitTimers` (one rolling `IDelayedCall`, armed only while a
+transaction waits, and cleared when the layer holds no transaction any more).
+
 This module knows nothing of transports, serialization, DNS or dialogs: the stack sends what it is handed and
 validates messages first (a malformed top Via, CSeq, From or To raises `SipParseError` here).
 """
@@ -35,6 +38,7 @@ from pbx.sip.transaction import (
     ServerInviteTransaction,
     ServerNonInviteTransaction,
     Transaction,
+    WaitTimers,
 )
 
 ServerTransaction = ServerInviteTransaction | ServerNonInviteTransaction
@@ -48,19 +52,31 @@ class TransactionLayer:
         clock: the time source handed to every transaction.
         timers: timer values handed to every transaction.
         tu: receives new requests, ACKs for 2xx and CANCELs.
-        send_response: sends a server transaction's response on the flow its request came in on.
+        send_response: sends a server transaction's response on the flow its request came in on; it may
+            return the bytes sent, as a `SendResponse` does (`pbx.sip.transaction`).
         on_terminated: optional; called with every transaction after the layer has forgotten it (for metrics,
             or to log an INVITE server transaction whose `ack_timed_out` is True).
     """
 
-    __slots__ = ("_client", "_clock", "_on_terminated", "_send_response", "_server", "_timers", "_tu")
+    __slots__ = (
+        "_client",
+        "_client_ended",
+        "_clock",
+        "_on_terminated",
+        "_send_response",
+        "_server",
+        "_server_ended",
+        "_timers",
+        "_tu",
+        "_waits",
+    )
 
     def __init__(
         self,
         clock: IReactorTime,
         timers: TimerConfig,
         tu: ITransactionUser,
-        send_response: Callable[[Response, IFlow], None],
+        send_response: Callable[[Response, IFlow], object],
         *,
         on_terminated: Callable[[Transaction], None] | None = None,
     ) -> None:
@@ -71,6 +87,10 @@ class TransactionLayer:
         self._on_terminated = on_terminated
         self._client: dict[tuple[str, str], ClientTransaction] = {}
         self._server: dict[tuple[Any, ...], ServerTransaction] = {}
+        self._waits = WaitTimers(clock)
+        # Bound once: a bound method made per transaction would be one more object for each.
+        self._server_ended = self._server_terminated
+        self._client_ended = self._client_terminated
 
     def __len__(self) -> int:
         return len(self._client) + len(self._server)
@@ -96,30 +116,32 @@ class TransactionLayer:
         method = request.method
         via = request.top_via
         branch = via.branch if via is not None else None
-        if via is not None and branch is not None and branch.startswith(MAGIC_COOKIE):
-            host, port = via.host.lower(), via.port
-            key: tuple[Any, ...] = (branch, host, port, "INVITE" if method == "ACK" else method)
+        rfc3261 = via is not None and branch is not None and branch.startswith(MAGIC_COOKIE)
+        if rfc3261:
+            assert via is not None
+            key: tuple[Any, ...] = (
+                branch,
+                via.host.lower(),
+                via.port,
+                "INVITE" if method == "ACK" else method,
+            )
             txn = self._server.get(key)
             if method == "ACK":
                 if txn is None or not txn.receive_request(request):
                     self._tu.ack_received(request, flow)
                 return
-            if txn is not None:
-                txn.receive_request(request)
-                return
-            invite_key: tuple[Any, ...] = (branch, host, port, "INVITE")
         else:
             if method == "ACK":
                 self._receive_rfc2543_ack(request, flow)
                 return
             key = _rfc2543_key(request, method)
             txn = self._server.get(key)
-            if txn is not None:
-                txn.receive_request(request)
-                return
-            invite_key = _rfc2543_key(request, "INVITE")
+        if txn is not None:
+            txn.receive_request(request)
+            return
         txn = self._new_server(request, flow, key, reliable)
         if method == "CANCEL":
+            invite_key = (*key[:3], "INVITE") if rfc3261 else _rfc2543_key(request, "INVITE")
             self._cancel(txn, self._server.get(invite_key))
         elif not txn.terminated:
             self._tu.request_received(txn, request)
@@ -140,8 +162,8 @@ class TransactionLayer:
     ) -> ServerTransaction:
         send_response = self._send_response
 
-        def send(response: Response) -> None:
-            send_response(response, flow)
+        def send(response: Response) -> object:
+            return send_response(response, flow)
 
         cls = ServerInviteTransaction if request.method == "INVITE" else ServerNonInviteTransaction
         txn = cls(
@@ -151,7 +173,8 @@ class TransactionLayer:
             clock=self._clock,
             timers=self._timers,
             reliable=reliable,
-            on_terminated=self._server_terminated,
+            on_terminated=self._server_ended,
+            waits=self._waits,
         )
         txn.key = key
         if not txn.terminated:  # sending 100 Trying may have failed
@@ -161,6 +184,7 @@ class TransactionLayer:
     def _cancel(self, cancel_txn: ServerTransaction, invite: ServerTransaction | None) -> None:
         """Answer a new CANCEL (RFC 3261 9.2) and tell the TU when it cancels a pending INVITE."""
         cancel = cancel_txn.request
+        assert cancel is not None  # released only once a final response has been sent
         if not isinstance(invite, ServerInviteTransaction):
             cancel_txn.respond(cancel.response(481, to_tag=new_tag()))
             return
@@ -171,6 +195,8 @@ class TransactionLayer:
     def _server_terminated(self, txn: Transaction) -> None:
         if self._server.get(txn.key) is txn:
             del self._server[txn.key]
+            if not self._server and not self._client:
+                self._waits.clear()  # entries of transactions that ended early: nothing left to expire
         if self._on_terminated is not None:
             self._on_terminated(txn)
 
@@ -212,7 +238,8 @@ class TransactionLayer:
             clock=self._clock,
             timers=self._timers,
             reliable=reliable,
-            on_terminated=self._client_terminated,
+            on_terminated=self._client_ended,
+            waits=self._waits,
         )
         self._start_client(txn)
         return txn
@@ -234,7 +261,8 @@ class TransactionLayer:
             clock=self._clock,
             timers=self._timers,
             reliable=reliable,
-            on_terminated=self._client_terminated,
+            on_terminated=self._client_ended,
+            waits=self._waits,
         )
         self._start_client(txn)
         return txn
@@ -254,6 +282,8 @@ class TransactionLayer:
     def _client_terminated(self, txn: Transaction) -> None:
         if self._client.get(txn.key) is txn:
             del self._client[txn.key]
+            if not self._server and not self._client:
+                self._waits.clear()
         if self._on_terminated is not None:
             self._on_terminated(txn)
 

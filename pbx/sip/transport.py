@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -69,6 +70,10 @@ __all__ = [
 
 _log = Logger(namespace="pbx.sip.transport")
 
+UDP_RECEIVE_BUFFER = 4 * 2**20
+"""SO_RCVBUF asked for on listening UDP sockets: room for a GC pause or a burst (the kernel's default, about
+200 KB, holds some 160 requests). Linux caps it at net.core.rmem_max; the value granted is logged."""
+
 
 class ISipTransportReactor(IReactorUDP, IReactorTCP, IReactorSSL, IReactorTime):
     """The parts of a reactor the transport manager uses (a real reactor or `MemoryReactorClock`)."""
@@ -116,6 +121,8 @@ class TransportManager:
         trace: called as trace(direction, transport, flow, data) for each message sent or received.
         header_timeout: seconds a partial message may stay buffered on a stream.
         connect_timeout: seconds an outgoing TCP connect may take.
+        udp_receive_buffer: bytes of SO_RCVBUF to ask for on each listening UDP socket (0: the kernel's
+            default).
     """
 
     def __init__(
@@ -130,8 +137,10 @@ class TransportManager:
         trace: TraceFunction | None = None,
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         connect_timeout: float = 10.0,
+        udp_receive_buffer: int = UDP_RECEIVE_BUFFER,
     ) -> None:
         self._reactor = reactor
+        self._udp_receive_buffer = udp_receive_buffer
         self._sink = sink
         self._limits = limits
         self._idle_timeout = idle_timeout
@@ -173,6 +182,8 @@ class TransportManager:
             port, protocol, interface=host.strip("[]"), maxPacketSize=UDP_MAX_PACKET
         )
         self._udp_ports.append(listening)
+        if self._udp_receive_buffer:
+            _grow_receive_buffer(listening, self._udp_receive_buffer)
         return listening
 
     def listen_tcp(self, host: str, port: int) -> IListeningPort:
@@ -449,6 +460,36 @@ class TransportManager:
             if best is None or rank < best[0]:
                 best = (rank, listening)
         return best[1] if best is not None else None
+
+
+def _grow_receive_buffer(listening: IListeningPort, size: int) -> int | None:
+    """Ask for SO_RCVBUF `size` on a listening UDP port's socket; log and return the usable size granted.
+
+    Linux caps the request at net.core.rmem_max and reports twice the size asked (for its bookkeeping); the
+    usable size is half of what it reports. A port without a socket (a test's fake) is left alone: None.
+    """
+    get_handle = getattr(listening, "getHandle", None)
+    sock = get_handle() if get_handle is not None else None
+    if not isinstance(sock, socket.socket):
+        return None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        reported = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+    except OSError as e:
+        _log.warn("Could not set SO_RCVBUF to {size} bytes: {error}", size=size, error=e)
+        return None
+    granted = reported // 2 if sys.platform.startswith("linux") else reported
+    address = listening.getHost()
+    log = _log.info if granted >= size else _log.warn
+    log(
+        "UDP receive buffer of {host}:{port}: {granted} bytes (asked for {size}; Linux caps it at "
+        "net.core.rmem_max)",
+        host=getattr(address, "host", "?"),
+        port=getattr(address, "port", "?"),
+        granted=granted,
+        size=size,
+    )
+    return granted
 
 
 def _route_source(destination: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:

@@ -26,15 +26,22 @@ def check_request(request: Request, supported: Set[str] = frozenset()) -> None:
         supported: option tags (RFC 3261 19.2) we support, lower-case.
     """
     headers = request.headers
-    for name, parse in (("Via", Via.parse), ("From", NameAddress.parse), ("To", NameAddress.parse)):
+    try:
+        via = headers.parsed("Via", Via.parse)  # cached: later users of the top Via do not parse it again
+    except SipParseError as e:
+        raise SipError(400, f"Bad Via header: {e.reason}") from None
+    if via is None:
+        raise SipError(400, "Missing Via header")
+    for name in ("From", "To"):  # checked, not built: an OPTIONS or a CANCEL never looks inside
+        text = headers.get(name)
+        if text is None:
+            raise SipError(400, f"Missing {name} header")
         try:
-            value = headers.parsed(name, parse)  # cached: later users of the header do not parse again
+            NameAddress.check(text)
         except SipParseError as e:
             raise SipError(400, f"Bad {name} header: {e.reason}") from None
-        if value is None:
-            raise SipError(400, f"Missing {name} header")
     call_id = headers.get("Call-ID")
-    if not call_id or any(c in call_id for c in " \t"):
+    if not call_id or " " in call_id or "\t" in call_id:
         raise SipError(400, "Missing Call-ID header" if not call_id else "Bad Call-ID header")
     try:
         cseq = headers.parsed("CSeq", CSeq.parse)

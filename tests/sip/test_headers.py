@@ -570,3 +570,170 @@ def test_header_parsers_raise_only_sip_parse_error_on_plausible_prefixes(prefix:
             parse(prefix + text)
         except SipParseError:
             pass
+
+
+# -- fast paths: the same values and errors as the careful parsers -----------------------------------------
+
+
+def _exact(value: NameAddress) -> tuple[object, ...]:
+    uri = value.uri
+    uri_fields = (
+        (uri.scheme, uri.user, uri.password, uri.host, uri.port, uri.params, uri.headers)
+        if isinstance(uri, SipURI)
+        else (type(uri), str(uri))
+    )
+    return (uri_fields, value.display_name, value.params, value.wildcard)
+
+
+def _name_address_outcome(parse: object, text: str) -> object:
+    try:
+        return _exact(parse(text))  # type: ignore[operator]
+    except SipParseError as e:
+        return ("error", e.reason)
+
+
+NAME_ADDRESS_TEXTS = [
+    "<sip:sipp@127.0.0.1:40000>;tag=1234SIPpTag001",
+    '"Alice" <sip:1001@pbx.example.com>;tag=a1;x',
+    '"" <sip:a@h>',
+    '"A \\"B\\"" <sip:a@h>',
+    '"A"<sip:a@h>',
+    '"A"\t<sip:a@h>',
+    "Alice <sip:a@h>",
+    "<sip:a@h> ;tag=x",
+    "<sip:a@h>;tag=",
+    "<sip:a@h>;tag=x;;",
+    "<sip:a@h>;tag=a=b",
+    "<sip:a@h:99999>",
+    "<sip:a@h>junk",
+    "<sip:a@[::1]>;tag=x",
+    "<tel:+1555>;tag=x",
+    "<mailto:a@h>",
+    "<sip:a@h;lr>;q=0.5;expires=60;+sip.instance=x",
+    "sip:a@h;tag=x",
+    " <sip:a@h>",
+    "*",
+    "<>",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", NAME_ADDRESS_TEXTS)
+def test_name_address_fast_path_agrees_with_the_careful_parser(text: str) -> None:
+    careful = _name_address_outcome(NameAddress._parse_careful, text)
+    assert _name_address_outcome(NameAddress.parse, text) == careful
+    try:
+        NameAddress.check(text)
+        checked: object = "ok"
+    except SipParseError as e:
+        checked = ("error", e.reason)
+    assert checked == ("ok" if careful[0] != "error" else careful)
+    if careful[0] != "error":
+        assert NameAddress.tag_of(text) == NameAddress._parse_careful(text).tag
+
+
+@settings(max_examples=200, deadline=None)
+@given(name_addresses())
+def test_name_address_fast_path_agrees_on_generated_values(value: NameAddress) -> None:
+    text = str(value)
+    assert _exact(NameAddress.parse(text)) == _exact(NameAddress._parse_careful(text))
+    NameAddress.check(text)
+    assert NameAddress.tag_of(text) == value.tag
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["<sip:a@b>", '"x" <sip:a@b>', "<sip:", "<"]), st.text(_FUZZ_CHARS, max_size=30))
+def test_name_address_fast_path_agrees_on_arbitrary_text(prefix: str, text: str) -> None:
+    text = prefix + text
+    careful = _name_address_outcome(NameAddress._parse_careful, text)
+    assert _name_address_outcome(NameAddress.parse, text) == careful
+    try:
+        NameAddress.check(text)
+    except SipParseError:
+        assert careful[0] == "error"
+    else:
+        assert careful[0] != "error"
+
+
+STAMP_CASES = [
+    # (Via text, source host, source port, expected text or None when unchanged)
+    (
+        "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport",
+        "203.0.113.9",
+        49152,
+        "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=49152;received=203.0.113.9",
+    ),
+    (  # RFC 3581 4: received even when it equals sent-by
+        "SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bK1",
+        "10.0.0.1",
+        5060,
+        "SIP/2.0/UDP 10.0.0.1:5060;rport=5060;branch=z9hG4bK1;received=10.0.0.1",
+    ),
+    (
+        "SIP/2.0/UDP pc.example.com;branch=z9hG4bK1",
+        "192.0.2.4",
+        5060,
+        "SIP/2.0/UDP pc.example.com;branch=z9hG4bK1;received=192.0.2.4",
+    ),
+    ("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1", "10.0.0.1", 5060, None),
+    ("SIP/2.0/UDP 10.0.0.1", "2001:db8::1", 5060, "SIP/2.0/UDP 10.0.0.1;received=2001:db8::1"),
+    (  # forms the fast path leaves to the structured one: an old received, a valued rport, blanks
+        "SIP/2.0/UDP 10.0.0.1;received=1.2.3.4;rport",
+        "203.0.113.9",
+        7,
+        "SIP/2.0/UDP 10.0.0.1;received=203.0.113.9;rport=7",
+    ),
+    (
+        "SIP/2.0/UDP 10.0.0.1;rport=1;branch=z9hG4bK1",
+        "10.0.0.1",
+        40000,
+        "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1;rport=40000;received=10.0.0.1",
+    ),
+    (
+        "SIP / 2.0 / UDP 10.0.0.1 ; rport ; branch=z9hG4bK1",
+        "10.0.0.1",
+        40000,
+        "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1;rport=40000;received=10.0.0.1",
+    ),
+    (
+        "SIP/2.0/UDP 10.0.0.1;rport;rport;branch=z9hG4bK1",
+        "10.0.0.1",
+        40000,
+        "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1;rport=40000;received=10.0.0.1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "host", "port", "expected"), STAMP_CASES)
+def test_via_stamped(text: str, host: str, port: int, expected: str | None) -> None:
+    via = Via.parse(text)
+    stamped = via.stamped(text, host, port)
+    if expected is None:
+        assert stamped is None
+        return
+    assert stamped is not None
+    new_text, value = stamped
+    assert new_text == expected
+    reparsed = Via.parse(new_text)
+    if value is not None:  # when given, it is exactly what parsing the new text gives
+        assert value == reparsed
+        assert value.params == reparsed.params
+    assert reparsed.received == host
+    if via.wants_rport:
+        assert reparsed.rport == port
+
+
+@settings(max_examples=200, deadline=None)
+@given(vias(), st.sampled_from(["10.0.0.1", "2001:db8::7"]), st.integers(1, 65535))
+def test_via_stamped_value_is_the_parse_of_its_text(via: Via, host: str, port: int) -> None:
+    text = str(via)
+    stamped = via.stamped(text, host, port)
+    if stamped is None:
+        assert via.host == host and not via.wants_rport
+        return
+    new_text, value = stamped
+    reparsed = Via.parse(new_text)
+    if value is not None:
+        assert (value, value.params) == (reparsed, reparsed.params)
+    assert reparsed.received == host
+    assert reparsed.branch == via.branch

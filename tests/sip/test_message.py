@@ -191,6 +191,73 @@ def invite() -> Request:
     )
 
 
+def test_parsed_is_cached_until_that_header_changes() -> None:
+    calls: list[str] = []
+
+    def parse(text: str) -> str:
+        calls.append(text)
+        return text.upper()
+
+    headers = Headers([("Via", "SIP/2.0/UDP a;branch=z9hG4bK1"), ("To", "<sip:b@h>"), ("CSeq", "1 X")])
+    assert headers.parsed("Via", parse) == "SIP/2.0/UDP A;BRANCH=Z9HG4BK1"
+    assert headers.parsed("v", parse) == "SIP/2.0/UDP A;BRANCH=Z9HG4BK1"  # compact form: same header
+    assert headers.parsed("To", parse) == "<SIP:B@H>"
+    assert headers.parsed("X-Absent", parse) is None
+    assert len(calls) == 2  # the absent header is not parsed at all
+    headers.add("Server", "pbx")  # another header: nothing forgotten
+    headers.replace_first("To", "<sip:c@h>;tag=1")
+    assert headers.parsed("Via", parse) == "SIP/2.0/UDP A;BRANCH=Z9HG4BK1"
+    assert headers.parsed("To", parse) == "<SIP:C@H>;TAG=1"
+    assert len(calls) == 3
+    headers.add("X-Absent", "now here")
+    assert headers.parsed("X-Absent", parse) == "NOW HERE"
+    for change in (
+        lambda h: h.prepend("Via", "SIP/2.0/TCP b"),
+        lambda h: h.set("Via", "SIP/2.0/TLS c"),
+        lambda h: h.pop_first("Via"),
+        lambda h: h.remove("Via"),
+    ):
+        before = headers.get("Via")
+        change(headers)
+        after = headers.get("Via")
+        assert headers.parsed("Via", parse) == (after.upper() if after is not None else None), before
+
+
+def test_parse_errors_are_not_cached() -> None:
+    headers = Headers([("CSeq", "x")])
+    for _ in range(2):
+        with pytest.raises(SipParseError):
+            headers.parsed("CSeq", CSeq.parse)
+    headers.set("CSeq", "2 OPTIONS")
+    assert headers.parsed("CSeq", CSeq.parse) == CSeq(2, "OPTIONS")
+
+
+def test_remember_parsed_and_subset_carry_parsed_values() -> None:
+    request = parse_message(
+        b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\n"
+        b"To: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n"
+    )
+    assert isinstance(request, Request)
+    stamped = Via.parse("SIP/2.0/UDP a;branch=z9hG4bK1;received=192.0.2.1")
+    request.headers.replace_first("Via", str(stamped))
+    request.headers.remember_parsed("Via", Via.parse, stamped)
+    assert request.top_via is stamped
+    cseq = request.cseq
+    response = request.response(200, to_tag="t")
+    assert response.top_via is stamped  # parsed once, for the request
+    assert response.cseq is cseq
+    assert response.to.tag == "t" and request.to.tag is None  # To changed in the response only
+    response.headers.replace_first("Via", "SIP/2.0/UDP other;branch=z9hG4bK2")
+    assert response.top_via is not None and response.top_via.host == "other"
+    assert request.top_via is stamped
+
+
+def test_extend_appends_in_order() -> None:
+    headers = Headers([("Via", "SIP/2.0/UDP a")])
+    headers.extend([("Allow", "OPTIONS"), ("Accept", "application/sdp")])
+    assert list(headers) == [("Via", "SIP/2.0/UDP a"), ("Allow", "OPTIONS"), ("Accept", "application/sdp")]
+
+
 def test_typed_accessors() -> None:
     request = invite()
     assert request.call_id == "a84b4c76e66710@pc33.atlanta.example.com"

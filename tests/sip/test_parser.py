@@ -16,8 +16,15 @@ from hypothesis import strategies as st
 
 from pbx.sip.errors import SipParseError
 from pbx.sip.headers import NameAddress
-from pbx.sip.message import Request, Response
-from pbx.sip.parser import DEFAULT_LIMITS, ParserLimits, StreamFramer, parse_message
+from pbx.sip.message import Headers, Request, Response
+from pbx.sip.parser import (
+    DEFAULT_LIMITS,
+    ParserLimits,
+    StreamFramer,
+    _parse_header_lines,
+    _parse_plain_head,
+    parse_message,
+)
 from pbx.sip.uri import AbsoluteURI, SipURI, TelURI, parse_uri
 from pbx.testing import requests, responses
 
@@ -1033,3 +1040,65 @@ def test_mutated_generated_messages_raise_only_sip_parse_error(
     position = data.draw(st.integers(min_value=0, max_value=len(raw)))
     raw[position:position] = data.draw(st.sampled_from(SPLICES))
     exercise(bytes(raw))
+
+
+# -- the fast path for plain heads -------------------------------------------------------------------------
+
+
+def _careful_head(data: bytes) -> tuple[str, list[tuple[str, str]], str | None]:
+    """Start line, fields and error as the careful line parser gives them (what parse_message did before)."""
+    head_bytes = data.lstrip(b"\r\n").split(b"\r\n\r\n", 1)[0]
+    lines = head_bytes.decode("utf-8", "surrogateescape").split("\n")
+    headers = Headers()
+    try:
+        _parse_header_lines(lines, headers, DEFAULT_LIMITS)
+    except SipParseError as e:
+        return lines[0].rstrip("\r"), list(headers), e.reason
+    return lines[0].rstrip("\r"), list(headers), None
+
+
+def _plain_head(data: bytes) -> tuple[str, list[tuple[str, str]], None] | None:
+    head_bytes = data.lstrip(b"\r\n").split(b"\r\n\r\n", 1)[0]
+    fast = _parse_plain_head(head_bytes.decode("utf-8", "surrogateescape"), DEFAULT_LIMITS)
+    return None if fast is None else (fast[0], list(fast[1]), None)
+
+
+@pytest.mark.parametrize("path", VALID_FILES + INVALID_FILES, ids=lambda p: p.name)
+def test_plain_head_path_agrees_with_the_line_parser(path: Path) -> None:
+    """The fast path gives exactly the careful parser's start line and fields, or leaves the head to it."""
+    data = path.read_bytes()
+    fast = _plain_head(data)
+    if fast is not None:
+        assert fast == _careful_head(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        options(),
+        options("X-Blank:", "Subject:   spaced   "),
+        options("Via : SIP/2.0/UDP h;branch=z9hG4bK2"),
+        options("Bad Name: x"),
+        options("NoColon"),
+        options("Folded: a", " b"),
+        options("Bare\rCR: x"),
+        crlf("OPTIONS sip:h SIP/2.0"),
+        crlf(*OPTIONS_HEAD, *(f"X-{i}: {i}" for i in range(300))),
+    ],
+)
+def test_plain_head_path_on_edge_cases(data: bytes) -> None:
+    fast = _plain_head(data)
+    if fast is not None:
+        assert fast == _careful_head(data)
+    message = parse_message(data) if _careful_head(data)[2] is None else None
+    if message is not None:
+        assert list(message.headers) == _careful_head(data)[1]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(requests(), responses()))
+def test_plain_head_path_takes_generated_messages(message: Request | Response) -> None:
+    data = bytes(message)
+    fast = _plain_head(data)
+    assert fast is not None  # what we write is in the plain shape
+    assert fast == _careful_head(data)

@@ -273,3 +273,70 @@ def test_send_request_adds_via_and_starts_client_transaction():
     assert [r.status for r in tu.responses] == [200]
     clock.advance(64)
     assert tu.timeouts == 0
+
+
+def test_completed_udp_transaction_keeps_only_the_response_bytes():
+    """RFC 3261 17.2.2 over UDP: Timer J keeps the transaction 32 s; it holds the bytes, not the objects."""
+    stack, _, clock = make_stack()
+    flow = FakeFlow()
+    deliver(stack, request("OPTIONS"), flow)
+    [txn] = stack.transactions._server.values()
+    assert txn.request is None and txn.last_response is None and txn.final_sent
+    deliver(stack, request("OPTIONS"), flow)
+    assert flow.sent == [flow.sent[0]] * 2
+    assert len(clock.getDelayedCalls()) == 1  # the one call that expires Timer J of every transaction
+    clock.advance(32)
+    assert len(stack.transactions) == 0 and clock.getDelayedCalls() == []
+
+
+def test_send_response_returns_the_bytes_only_when_they_went_back_on_the_flow():
+    stack, transports, _ = make_stack()
+    req = parse_message(request("OPTIONS"))
+    flow = FakeFlow()
+    stack._stamp_via(req, flow)
+    data = stack.send_response(req.response(200, to_tag="t"), flow)
+    assert data is not None and flow.sent == [data]
+    elsewhere = FakeFlow(remote=("192.0.2.10", 40000))  # no rport: the answer goes to sent-by
+    req = parse_message(request("OPTIONS", via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK5"))
+    assert stack.send_response(req.response(200, to_tag="t"), elsewhere) is None
+    assert elsewhere.sent == [] and len(transports.sent) == 1
+    tcp = FakeFlow("TCP", reliable=True)
+    req = parse_message(request("OPTIONS", via="SIP/2.0/TCP 192.0.2.10:5070;branch=z9hG4bK6"))
+    assert stack.send_response(req.response(200, to_tag="t"), tcp) is None
+    assert len(tcp.sent) == 1
+
+
+def test_received_and_rport_are_stamped_keeping_the_via_text():
+    stack, _, _ = make_stack()
+    flow = FakeFlow(remote=("198.51.100.7", 40123))
+    deliver(stack, request("OPTIONS", via="SIP/2.0/UDP 192.0.2.10:5070;rport;branch=z9hG4bKs"), flow)
+    [response] = flow.responses()
+    assert response.headers.get("Via") == (
+        "SIP/2.0/UDP 192.0.2.10:5070;rport=40123;branch=z9hG4bKs;received=198.51.100.7"
+    )
+
+
+def test_options_fields_follow_registered_transaction_users():
+    stack, _, _ = make_stack()
+    flow = FakeFlow()
+    deliver(stack, request("OPTIONS"), flow)
+    stack.register("REGISTER", RaisingTU(SipError(403)))
+    deliver(stack, request("OPTIONS", via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKo2"), flow)
+    first, second = flow.responses()
+    assert "REGISTER" not in first.headers.get_all("Allow")
+    assert "REGISTER" in second.headers.get_all("Allow")
+
+
+def test_malformed_stray_responses_are_dropped_not_handed_on():
+    stack, _, _ = make_stack()
+    strays = []
+    stack.on_stray_response(strays.append)
+    good = parse_message(request("OPTIONS")).response(200, to_tag="t")
+    bad_cseq = parse_message(request("OPTIONS")).response(200, to_tag="t")
+    bad_cseq.headers.set("CSeq", "x OPTIONS")
+    no_branch = parse_message(request("OPTIONS", via="SIP/2.0/UDP 192.0.2.10")).response(200, to_tag="t")
+    no_branch.headers.set("CSeq", "1 2 3")
+    for response in (good, bad_cseq, no_branch):
+        stack.message_received(response, FakeFlow())
+    assert strays == [good]
+    assert stack.counters["dropped"] == 2 and stack.counters["errors"] == 0

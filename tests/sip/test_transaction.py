@@ -23,6 +23,7 @@ from pbx.sip.transaction import (
     FAILURE,
     PROCEEDING,
     PROVISIONAL,
+    QUEUED,
     REQUEST,
     SUCCESS,
     TERMINATED,
@@ -34,6 +35,7 @@ from pbx.sip.transaction import (
     ServerInviteTransaction,
     ServerNonInviteTransaction,
     Transaction,
+    WaitTimers,
     classify,
     make_ack,
     make_cancel,
@@ -726,3 +728,153 @@ class MakeCancelTests(SynchronousTestCase):
         ack = make_ack(request, response_to(request, 404))
         self.assertEqual(ack.headers.get_all("Route"), [])
         self.assertEqual(ack.to.tag, "bobtag")
+
+
+class WaitTimersTests(SynchronousTestCase):
+    """Timers J and K of many transactions run from one rolling call of a shared `WaitTimers`."""
+
+    def server(self, h: Harness, waits: WaitTimers, request: Request, send: Any = None) -> Any:
+        return ServerNonInviteTransaction(
+            request,
+            FLOW,
+            send or h.send,
+            clock=h.clock,
+            timers=TimerConfig(),
+            reliable=False,
+            on_terminated=h.terminated.append,
+            waits=waits,
+        )
+
+    def test_one_call_for_many_timer_js(self) -> None:
+        h = Harness()
+        waits = WaitTimers(h.clock)
+        txns = []
+        for i in range(50):
+            request = make_request("OPTIONS", branch=f"z9hG4bKw{i}")
+            txn = self.server(h, waits, request)
+            txn.respond(response_to(request, 200))
+            self.assertIs(txn._timer_j, QUEUED)
+            txns.append(txn)
+            h.clock.advance(0.1)
+        self.assertEqual(len(h.clock.getDelayedCalls()), 1)
+        self.assertEqual(len(waits), 50)
+        h.clock.advance(32 - 5)  # now 32 s after the first final response: it has run out
+        self.assertEqual([t.state for t in txns[:2]], [TERMINATED, COMPLETED])
+        h.clock.pump([0.25] * 8)  # 2 s more: those completed up to 2 s after the first (within 0.05 s)
+        done = [t for t in txns if t.state == TERMINATED]
+        self.assertEqual(done, txns[: len(done)])  # in order
+        self.assertIn(len(done), (20, 21))
+        self.assertEqual(len(h.clock.getDelayedCalls()), 1)
+        h.clock.pump([0.05] * 200)
+        self.assertEqual([t.state for t in txns], [TERMINATED] * 50)
+        self.assertEqual(h.terminated, txns)
+        self.assertEqual(len(waits), 0)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_timer_j_runs_its_full_length(self) -> None:
+        h = Harness()
+        waits = WaitTimers(h.clock)
+        request = make_request("OPTIONS")
+        txn = self.server(h, waits, request)
+        txn.respond(response_to(request, 200))
+        h.clock.advance(31.9)
+        self.assertEqual(txn.state, COMPLETED)
+        h.clock.advance(0.1)
+        self.assertEqual(txn.state, TERMINATED)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_a_transaction_that_ends_early_is_skipped(self) -> None:
+        h = Harness()
+        waits = WaitTimers(h.clock)
+        request = make_request("OPTIONS")
+        txn = self.server(h, waits, request)
+        txn.respond(response_to(request, 200))
+        txn.transport_error("gone")
+        self.assertEqual(txn.state, TERMINATED)
+        self.assertIsNone(txn._timer_j)
+        h.clock.advance(40)
+        self.assertEqual(h.terminated, [txn])  # reported once
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_clear_stops_the_call(self) -> None:
+        h = Harness()
+        waits = WaitTimers(h.clock)
+        request = make_request("OPTIONS")
+        self.server(h, waits, request).respond(response_to(request, 200))
+        waits.clear()
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        self.assertEqual(len(waits), 0)
+
+    def test_client_timer_k_is_queued(self) -> None:
+        h = Harness()
+        waits = WaitTimers(h.clock)
+        request = make_request("OPTIONS")
+        txn = ClientNonInviteTransaction(
+            request, h.send, h.tu, clock=h.clock, timers=TimerConfig(), reliable=False, waits=waits
+        )
+        txn.start()
+        txn.receive_response(response_to(request, 200))
+        self.assertIs(txn._timer_k, QUEUED)
+        self.assertEqual(len(h.clock.getDelayedCalls()), 1)
+        h.clock.advance(4.9)
+        self.assertEqual(txn.state, COMPLETED)
+        h.clock.advance(0.1)
+        self.assertEqual(txn.state, TERMINATED)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+
+class ReleaseTests(SynchronousTestCase):
+    """A completed non-INVITE server transaction over UDP keeps only the bytes of its final response."""
+
+    def test_released_when_send_returns_the_bytes(self) -> None:
+        h = Harness()
+        flow_sent: list[bytes] = []
+
+        class Flow:
+            def send(self, data: bytes) -> None:
+                flow_sent.append(data)
+
+        def send(response: Response) -> bytes:
+            h.send(response)
+            return response.to_bytes()
+
+        request = make_request("REGISTER")
+        txn = ServerNonInviteTransaction(
+            request, Flow(), send, clock=h.clock, timers=TimerConfig(), reliable=False
+        )
+        txn.respond(response_to(request, 100))
+        self.assertIs(txn.request, request)  # a provisional response releases nothing
+        ok = response_to(request, 200)
+        txn.respond(ok)
+        self.assertEqual(txn.state, COMPLETED)
+        self.assertIsNone(txn.request)
+        self.assertIsNone(txn.last_response)
+        self.assertTrue(txn.final_sent)
+        self.assertIn("(released)", repr(txn))
+        txn.receive_request(make_request("REGISTER"))
+        txn.receive_request(make_request("REGISTER"))
+        self.assertEqual(flow_sent, [ok.to_bytes()] * 2)
+        txn.respond(response_to(request, 500))  # absorbed
+        self.assertEqual(h.labels(), [100, 200])
+        h.clock.advance(32)
+        self.assertEqual(txn.state, TERMINATED)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_kept_when_send_returns_nothing_or_on_a_reliable_transport(self) -> None:
+        h = Harness()
+        request = make_request("REGISTER")
+        txn = h.server(ServerNonInviteTransaction, request)
+        ok = response_to(request, 200)
+        txn.respond(ok)
+        self.assertIs(txn.request, request)
+        self.assertIs(txn.last_response, ok)
+
+        def send(response: Response) -> bytes:
+            return response.to_bytes()
+
+        reliable = ServerNonInviteTransaction(
+            request, FLOW, send, clock=h.clock, timers=TimerConfig(), reliable=True
+        )
+        reliable.respond(ok)
+        self.assertEqual(reliable.state, TERMINATED)
+        self.assertIs(reliable.request, request)

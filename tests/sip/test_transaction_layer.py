@@ -474,3 +474,55 @@ class LeakTests(SynchronousTestCase):
         verifyObject(IFlow, FakeFlow())
         verifyObject(ITransactionUser, RecordingUser())
         verifyObject(IClientTransactionUser, RecordingClientUser())
+
+
+class WaitTimerTests(SynchronousTestCase):
+    def test_timer_j_of_many_transactions_runs_from_one_call(self) -> None:
+        h = LayerHarness()
+        for i in range(100):
+            h.receive(make_request("OPTIONS", branch=f"z9hG4bKj{i}"))
+            txn, request = h.user.requests[-1]
+            txn.respond(make_response(request, 200))
+        self.assertEqual(h.layer.server_count, 100)
+        self.assertEqual(len(h.clock.getDelayedCalls()), 1)
+        h.run_out()
+        self.assertEqual(len(h.layer), 0)
+        self.assertEqual(len(h.terminated), 100)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_an_idle_layer_holds_no_call(self) -> None:
+        """A queued transaction that ended early (transport error) does not keep the sweeping call alive."""
+        h = LayerHarness()
+        h.receive(make_request("OPTIONS"))
+        txn, request = h.user.requests[-1]
+        txn.respond(make_response(request, 200))
+        txn.transport_error("closed")
+        self.assertEqual(len(h.layer), 0)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_released_transaction_answers_retransmissions_with_the_same_bytes(self) -> None:
+        clock, user = Clock(), RecordingUser()
+        sent: list[bytes] = []
+
+        class Flow(FakeFlow):
+            def send(self, data: bytes) -> None:
+                sent.append(data)
+
+        def send_response(response: Response, flow: IFlow) -> bytes:
+            data = response.to_bytes()
+            flow.send(data)
+            return data
+
+        layer = TransactionLayer(clock, TimerConfig(), user, send_response)
+        flow = Flow()
+        layer.receive_request(make_request("REGISTER"), flow, reliable=False)
+        txn, request = user.requests[0]
+        txn.respond(make_response(request, 200))
+        self.assertIsNone(txn.request)  # released: only the bytes are kept
+        layer.receive_request(make_request("REGISTER"), flow, reliable=False)
+        self.assertEqual(len(sent), 2)
+        self.assertEqual(sent[0], sent[1])
+        self.assertEqual(len(user.requests), 1)
+        clock.advance(32)
+        self.assertEqual(len(layer), 0)
+        self.assertEqual(clock.getDelayedCalls(), [])

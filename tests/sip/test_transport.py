@@ -172,6 +172,27 @@ class DatagramProtocolTests(SynchronousTestCase):
         self.assertEqual(protocol.monitor.counters.messages_received, 1)
         self.assertEqual(protocol.monitor.counters.messages_sent, 1)
 
+    def test_one_flow_per_peer_is_reused(self) -> None:
+        """The flow of a peer is built once (addresses normalized once) and reused for its next datagrams."""
+        sink = RecordingSink()
+        protocol, _, _ = udp_protocol(sink)
+        protocol.datagramReceived(OPTIONS, ("192.0.2.1", 40123))
+        protocol.datagramReceived(OPTIONS, ("192.0.2.1", 40123))
+        protocol.datagramReceived(OPTIONS, ("192.0.2.1", 40124))
+        first, second, third = (flow for _, flow in sink.messages)
+        self.assertIs(first, second)
+        self.assertIsNot(first, third)
+        self.assertEqual(third.remote_address, ("192.0.2.1", 40124))
+
+    def test_flow_cache_is_bounded(self) -> None:
+        sink = RecordingSink()
+        protocol, _, _ = udp_protocol(sink)
+        protocol.max_flows = 3
+        for port in range(10):
+            protocol.datagramReceived(OPTIONS, ("192.0.2.1", 40000 + port))
+        self.assertLessEqual(len(protocol._flows), 3)
+        self.assertEqual([f.remote_address[1] for _, f in sink.messages], list(range(40000, 40010)))
+
     def test_garbage_is_undecodable(self) -> None:
         sink = RecordingSink()
         protocol, _, _ = udp_protocol(sink)
@@ -661,6 +682,23 @@ class LoopbackTests(TestCase):
         self.assertIsInstance(response, Response)
         self.assertEqual(response.status, 200)
         self.assertEqual(back, sent_flow)
+
+    def test_udp_receive_buffer_is_enlarged(self) -> None:
+        """SO_RCVBUF is asked for on listening UDP sockets (Linux grants up to net.core.rmem_max)."""
+        manager, _ = self.manager(udp_receive_buffer=1 << 20)
+        listening = manager.listen_udp("127.0.0.1", 0)
+        granted = listening.getHandle().getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        default, _ = self.manager(udp_receive_buffer=0)
+        untouched = (
+            default.listen_udp("127.0.0.1", 0).getHandle().getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        )
+        try:
+            rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
+        except OSError:
+            rmem_max = 0
+        if rmem_max >= 1 << 20:
+            self.assertGreaterEqual(granted, 1 << 20)
+        self.assertGreaterEqual(granted, untouched)
 
     @inlineCallbacks
     def test_tcp_connect_and_reuse_of_the_incoming_connection(self) -> Any:

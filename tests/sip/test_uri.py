@@ -13,8 +13,10 @@ from pbx.sip.uri import (
     AbsoluteURI,
     SipURI,
     TelURI,
+    _parse_uri_careful,
     format_host,
     format_host_port,
+    is_plain_sip_uri,
     parse_host_port,
     parse_sip_uri,
     parse_uri,
@@ -444,3 +446,72 @@ def test_arbitrary_text_parses_or_raises_sip_parse_error(prefix: str, text: str)
     except SipParseError:
         return
     assert isinstance(uri, SipURI | TelURI | AbsoluteURI)
+
+
+# -- the fast path of parse_uri ----------------------------------------------------------------------------
+
+
+def _fields(uri: object) -> tuple[object, ...]:
+    """Every component exactly (equality of URIs is looser: it ignores host case, for one)."""
+    if isinstance(uri, SipURI):
+        return (uri.scheme, uri.user, uri.password, uri.host, uri.port, uri.params, uri.headers)
+    return (type(uri), str(uri))
+
+
+def _outcome(parse: object, text: str) -> object:
+    try:
+        return _fields(parse(text))  # type: ignore[operator]
+    except SipParseError as e:
+        return ("error", e.reason)
+
+
+FAST_PATH_TEXTS = [
+    "sip:127.0.0.1:5060",
+    "sip:sipp@127.0.0.1:40000;transport=UDP",
+    "sips:alice@Atlanta.Example.COM;lr;maddr=10.0.0.1;x=",
+    "sip:+15551234567;phone-context=example.com@gw.example.com;user=phone",
+    "sip:a.b-c_d!~*'()&=+$,@h",
+    "sip:h:0",
+    "sip:h:65535",
+    "sip:h:65536",
+    "sip:h:99999",
+    "sip:h:05060",
+    "sip:h;;",
+    "sip:h;a=b=c",
+    "sip:h;=x",
+    "sip:@h",
+    "sip:a@b@c",
+    "sip:a:pw@h",
+    "sip:%61lice@h",
+    "sip:[::1]:5060",
+    "SIP:a@h",
+    " sip:a@h",
+    "sip:a@h ",
+    "sip:a@h?subject=x",
+    "sip:a@h;p=%20",
+    "sip:a@ex\u00e4mple.com",
+    "sip:a@h:\u0665\u0660",
+    "sip:",
+    "sip:h\n",
+]
+
+
+@pytest.mark.parametrize("text", FAST_PATH_TEXTS)
+def test_fast_path_agrees_with_the_careful_parser(text: str) -> None:
+    """The regex fast path gives exactly the careful parser's value or error, or leaves the text to it."""
+    assert _outcome(parse_uri, text) == _outcome(_parse_uri_careful, text)
+    if is_plain_sip_uri(text):
+        assert _outcome(_parse_uri_careful, text)[0] != "error"
+
+
+@settings(max_examples=300, deadline=None)
+@given(sip_uris())
+def test_fast_path_agrees_on_generated_uris(uri: SipURI) -> None:
+    text = str(uri)
+    assert _fields(parse_uri(text)) == _fields(_parse_uri_careful(text))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["sip:", "sips:", "sip:a@", "sip:h;", "sip:h:"]), st.text(_FUZZ_CHARS, max_size=30))
+def test_fast_path_agrees_on_arbitrary_text(prefix: str, text: str) -> None:
+    assert _outcome(parse_uri, prefix + text) == _outcome(_parse_uri_careful, prefix + text)
