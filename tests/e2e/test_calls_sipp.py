@@ -13,6 +13,7 @@ Nothing sleeps a fixed time: waits are on a process exit, a log line or a bound 
 from __future__ import annotations
 
 import os
+import random
 import re
 import socket
 import sqlite3
@@ -24,7 +25,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.baresip import free_udp_range
 from tests.e2e.harness import REPO, PbxProcess, executable, free_port, write_config
 
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -34,11 +34,42 @@ pytestmark = pytest.mark.e2e
 # -- the PBX -------------------------------------------------------------------------------------------------
 
 
+def _udp_run_free(first: int, count: int) -> bool:
+    sockets: list[socket.socket] = []
+    try:
+        for port in range(first, first + count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sockets.append(s)
+            s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def rtp_range(count: int = 40) -> tuple[int, int]:
-    """An even-aligned run of `count` UDP ports free now, for [media] rtp_port_min/max."""
-    first, _last = free_udp_range(count + 1)
-    low = first + first % 2
-    return low, low + count - 1
+    """An even-aligned run of `count` UDP ports free now, for [media] rtp_port_min/max.
+
+    Taken below the kernel's ephemeral range (32768-60999), so that the ports SIPp and the tests get from
+    the kernel (`free_port`) can never fall into a range the PBX's relay binds later.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        low = rng.randrange(20000, 32000 - count) & ~1
+        if _udp_run_free(low, count):
+            return low, low + count - 1
+    raise RuntimeError("no free RTP port range")
+
+
+def sipp_media_port() -> int:
+    """An even port with the next three free: SIPp binds audio RTP/RTCP and video RTP/RTCP from -mp."""
+    for _ in range(200):
+        port = free_port(udp=True, tcp=False) & ~1
+        if _udp_run_free(port, 4):
+            return port
+    raise RuntimeError("no free SIPp media ports")
 
 
 @dataclass
@@ -211,7 +242,7 @@ class Sipp:
         cmd = [
             executable("sipp"), "-nostdin",
             "-sf", str(self.scenario),
-            "-i", "127.0.0.1", "-p", str(self.port), "-mp", str(free_port()),
+            "-i", "127.0.0.1", "-p", str(self.port), "-mp", str(sipp_media_port()),
             "-m", str(self.calls),
             "-timeout", f"{self.timeout:g}s", "-timeout_error",
             "-trace_err", "-error_file", str(self.error_file),
