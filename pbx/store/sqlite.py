@@ -474,8 +474,8 @@ def _load(conn: sqlite3.Connection, now: float) -> list[Binding]:
     ]
 
 
-def read_bindings(path: Path, now: float) -> list[Binding]:
-    """Every unexpired binding in a PBX database, read synchronously and read-only (for offline tools).
+def _read_only(path: Path, read: Callable[[sqlite3.Connection], list[T]]) -> list[T]:
+    """`read(connection)` on a read-only connection; [] when there is no database or table yet.
 
     Safe while the PBX runs: WAL mode lets a reader see the last committed state without blocking it.
     """
@@ -483,25 +483,20 @@ def read_bindings(path: Path, now: float) -> list[Binding]:
         return []
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return _load(conn, now)
+        return read(conn)
     except sqlite3.OperationalError as e:
         if "no such table" in str(e):
             return []
         raise
     finally:
         conn.close()
+
+
+def read_bindings(path: Path, now: float) -> list[Binding]:
+    """Every unexpired binding in a PBX database, read synchronously (for offline tools)."""
+    return _read_only(path, lambda conn: _load(conn, now))
 
 
 def read_cdrs(path: Path, limit: int = 50) -> list[Cdr]:
-    """The most recent CDRs, newest first, read synchronously and read-only (for offline tools)."""
-    if not path.exists():
-        return []
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return _cdrs(conn, limit)
-    except sqlite3.OperationalError as e:
-        if "no such table" in str(e):
-            return []
-        raise
-    finally:
-        conn.close()
+    """The most recent CDRs, newest first, read synchronously (for offline tools)."""
+    return _read_only(path, lambda conn: _cdrs(conn, limit))
