@@ -7,8 +7,8 @@ at rising rates, each held for --seconds: one call = one registration = REGISTER
 the default order) -> REGISTER with credentials -> 200, with `Expires: 3600`. Keep-alives are off in the PBX
 config (they would ping every SIPp port). The server runs on core 0 (`taskset -c 0`), SIPp on core 1; above
 --per-process registrations/s (500: 2,000 messages/s; --bare-per-process 1000 against bare) the rate is split
-over several SIPp processes, each with `-buff_size 4194304`,
-`-m` (its share of rate x seconds) and `-timeout`. A rate is held when every registration was made, fewer
+over several SIPp processes, each with `-buff_size 4194304`, `-m` (its share of rate x seconds) and
+`-timeout`. A rate is held when every registration was made, fewer
 than 0.1 % failed and successful registrations over the step's wall time reach 97 % of the rate
 (`common.StepResult.held`, the rule of options_bench.py). Failed registrations whose last answer was a 401
 with stale=true (credentials for a nonce issued a moment before: a PBX bug, see RESULTS-registrar-calls.md)

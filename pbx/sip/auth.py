@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import math
 import secrets
 import struct
 from collections import OrderedDict
@@ -99,7 +100,8 @@ class NonceSource:
 
     def make(self, realm: str, bind: str | None = None) -> str:
         """A fresh nonce for `realm`, optionally bound to `bind` (e.g. the opaque sent with it)."""
-        head = _TIMESTAMP.pack(round(self._clock.seconds() * 1000)) + secrets.token_bytes(_SALT_BYTES)
+        # Floor, never round: a timestamp up to 0.5 ms in the future made fresh nonces look stale.
+        head = _TIMESTAMP.pack(math.floor(self._clock.seconds() * 1000)) + secrets.token_bytes(_SALT_BYTES)
         return base64.urlsafe_b64encode(head + self._mac(head, realm, bind)).rstrip(b"=").decode("ascii")
 
     @staticmethod

@@ -826,3 +826,15 @@ class AuthenticatorTests(SynchronousTestCase):
         self.assertRaises(
             ValueError, DigestAuthenticator, self.nonces, self.counter, self.store.lookup, qop="auth-conf"
         )
+
+
+def test_a_nonce_is_never_stale_within_its_first_millisecond() -> None:
+    """The issue time is floored: a nonce made at x.0006 s and checked at once was called stale."""
+    from twisted.internet.task import Clock
+
+    from pbx.sip.auth import NonceSource
+
+    clock = Clock()
+    clock.advance(1000.0006)
+    nonces = NonceSource(clock, b"k" * 32)
+    assert nonces.check(nonces.make("r"), "r") == "ok"
