@@ -231,16 +231,7 @@ class TransactionLayer:
         """
         if request.method != "INVITE":
             raise ValueError(f"client_invite needs an INVITE, not {request.method}")
-        txn = ClientInviteTransaction(
-            request,
-            send,
-            tu,
-            clock=self._clock,
-            timers=self._timers,
-            reliable=reliable,
-            on_terminated=self._client_ended,
-            waits=self._waits,
-        )
+        txn = ClientInviteTransaction(request, send, tu, reliable=reliable, **self._client_options())
         self._start_client(txn)
         return txn
 
@@ -254,18 +245,18 @@ class TransactionLayer:
         """
         if request.method in ("INVITE", "ACK"):
             raise ValueError(f"client_non_invite cannot send {request.method}")
-        txn = ClientNonInviteTransaction(
-            request,
-            send,
-            tu,
-            clock=self._clock,
-            timers=self._timers,
-            reliable=reliable,
-            on_terminated=self._client_ended,
-            waits=self._waits,
-        )
+        txn = ClientNonInviteTransaction(request, send, tu, reliable=reliable, **self._client_options())
         self._start_client(txn)
         return txn
+
+    def _client_options(self) -> dict[str, Any]:
+        """What every client transaction of this layer shares: clock, timers, end callback, wait queues."""
+        return {
+            "clock": self._clock,
+            "timers": self._timers,
+            "on_terminated": self._client_ended,
+            "waits": self._waits,
+        }
 
     def _start_client(self, txn: ClientTransaction) -> None:
         via = txn.request.top_via
