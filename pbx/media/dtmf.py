@@ -20,6 +20,9 @@ windows (at 8 kHz): the strongest row and column tone must carry most of the win
 above the other tones of their group, and respect the twist limits (8 dB normal, 4 dB reverse); a digit
 must be seen in two consecutive windows and is reported once until two windows without it. It does not
 check second harmonics or the exact Q.24 timing and frequency-deviation limits, and generates no tones.
+
+`parse_dtmf_info` reads the digit of a SIP INFO body (`application/dtmf-relay`: "Signal=5\r\nDuration=160";
+`application/dtmf`: "5"): plain text in, a digit out; it imports nothing of SIP.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ __all__ = [
     "digit_to_event",
     "event_to_digit",
     "goertzel_power",
+    "parse_dtmf_info",
 ]
 
 DIGITS = "0123456789*#ABCD"
@@ -257,3 +261,37 @@ class InbandDtmfDetector:
                 if i != peak and power * self.MIN_PEAK_RATIO > powers[peak]:
                     return None
         return _KEYPAD[row][col]
+
+
+DTMF_INFO_TYPES = ("application/dtmf-relay", "application/dtmf")
+"""The SIP INFO content types `parse_dtmf_info` understands."""
+
+
+def _info_digit(value: str) -> str | None:
+    value = value.strip()
+    if len(value) == 1 and value.upper() in DIGITS:
+        return value.upper()
+    if value in ("10", "11", "12", "13", "14", "15"):  # the RFC 4733 event code (some phones): 10 = *
+        return DIGITS[int(value)]
+    return None
+
+
+def parse_dtmf_info(content_type: str, body: bytes | str) -> str | None:
+    """The DTMF digit of a SIP INFO body, or None when the type is not DTMF or the body holds no digit.
+
+    `application/dtmf-relay` bodies are "key=value" lines ("Signal=5", "Duration=160"; keys case-insensitive,
+    CRLF or LF); `application/dtmf` bodies are the digit alone ("5"), though a "Signal=" line is accepted in
+    either type. Digits are 0-9, *, #, A-D (returned upper-case); "10".."15" are read as the RFC 4733 event
+    codes of *, #, A-D. Parameters of the content type ("; charset=...") are ignored.
+    """
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type not in DTMF_INFO_TYPES:
+        return None
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip().lower() == "signal":
+            return _info_digit(value)
+    if media_type == "application/dtmf":
+        return _info_digit(text)
+    return None
