@@ -30,6 +30,13 @@ decisions, time and logging are off it. This module does not know about SIP or S
 negotiation (multiplexed RTCP simply passes the RTP check and is relayed on the RTP sockets), SRTP,
 transcoding or media timeouts (read `stats()` to detect a silent call).
 
+The PBX itself can speak and listen on a leg (IVR, music on hold): `UdpRelayLeg.attach(consumer)` hands
+what that leg's phone sends to `consumer.rtp_received`/`rtcp_received` instead of relaying it (latching still
+learns where the phone is), and withholds from that phone what the other leg's phone sends (dropped and
+counted in the other leg's `dropped`); `send_rtp`/`send_rtcp` send to the phone from the leg's own sockets;
+`detach()` resumes relaying both ways. Each leg attaches independently. The unattached hot path is unchanged:
+attaching swaps the channel's `datagramReceived` for the delivering one.
+
 `MemoryMediaRelay` is the in-memory provider of the same interfaces, for tests of call control.
 """
 
@@ -38,7 +45,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
@@ -55,6 +62,7 @@ __all__ = [
     "IRelayReactor",
     "MemoryMediaRelay",
     "QUIET_SECONDS",
+    "RelayConsumer",
     "SWITCH_AFTER",
     "UdpMediaRelay",
 ]
@@ -72,6 +80,16 @@ _log = Logger(namespace="pbx.media.relay")
 
 class IRelayReactor(IReactorUDP, IReactorTime):
     """What the relay needs of a reactor: UDP ports and the clock."""
+
+
+class RelayConsumer(Protocol):
+    """What `IRelayLeg.attach` takes: receives what the leg's phone sends while the leg is attached."""
+
+    def rtp_received(self, data: bytes, addr: Address) -> None:
+        """An RTP packet (version 2, at least 12 bytes) from the phone's latched address `addr`."""
+
+    def rtcp_received(self, data: bytes, addr: Address) -> None:
+        """An RTCP packet (version 2, at least 8 bytes) from the phone's latched RTCP address `addr`."""
 
 
 def _no_send(datagram: bytes, addr: Address) -> None:
@@ -105,6 +123,11 @@ class _Channel(DatagramProtocol):
         self.foreign = 0
         self.relatched = 0
         self.send_errors = 0
+        self.sent = 0  # packets the PBX itself sent to this channel's phone (`send`)
+        self.unsent = 0  # ... that it could not, because the phone's address was unknown or closed
+        self.consumer_errors = 0
+        self._consumer: Callable[[bytes, Address], object] | None = None  # set while the leg is attached
+        self._own_write: Callable[[bytes, Address], Any] | None = None  # this channel's own socket
         self._candidate: Address | None = None  # a new source competing for the latch
         self._run = 0  # its packets in a row
         self._run_mark = 0  # packets heard from the latched source when its run started
@@ -127,6 +150,57 @@ class _Channel(DatagramProtocol):
             self._send(datagram, target)
         except Exception as e:  # never raise into the reactor (EPERM from a firewall, ENETUNREACH, ...)
             self._send_failed(target, e)
+
+    def _deliver(self, datagram: bytes, addr: Address) -> None:
+        """`datagramReceived` while attached: validate and latch as usual, then hand to the consumer."""
+        if len(datagram) < self._min_length or (datagram[0] & 0xC0) != 0x80:
+            self.invalid += 1
+            return
+        if addr != self.source and not self._learn(addr):
+            return
+        consumer = self._consumer
+        if consumer is None:  # detached by an earlier call in this reactor turn: unreachable in practice
+            return
+        self.packets += 1
+        self.octets += len(datagram)
+        try:
+            consumer(datagram, addr)
+        except Exception:  # never raise into the reactor
+            self.consumer_errors += 1
+            if self.consumer_errors == 1:
+                _log.failure(
+                    "{call_id} leg {leg} {kind}: the attached consumer failed",
+                    call_id=self._call_id,
+                    leg=self._leg_name,
+                    kind=self.kind,
+                )
+
+    def attach(self, consumer: Callable[[bytes, Address], object]) -> None:
+        """Deliver what this channel's phone sends to `consumer`; withhold the other phone's packets."""
+        self._consumer = consumer
+        self.datagramReceived = self._deliver  # type: ignore[method-assign]
+        self._point_peer()
+
+    def detach(self) -> None:
+        """Relay again both ways."""
+        if self._consumer is not None:
+            self._consumer = None
+            del self.datagramReceived  # back to the class's hot path
+            self._point_peer()
+
+    def send(self, datagram: bytes) -> None:
+        """Send `datagram` from this channel's own socket to its phone (latched, else SDP address)."""
+        write = self._own_write
+        target = self.source or self.remote
+        if write is None or target is None:
+            self.unsent += 1
+            return
+        try:
+            write(datagram, target)
+        except Exception as e:  # as for relayed packets
+            self._send_failed(target, e)
+            return
+        self.sent += 1
 
     def _learn(self, addr: Address) -> bool:
         """A valid packet from `addr`, which is not the latched source: does it take the latch over?"""
@@ -177,20 +251,31 @@ class _Channel(DatagramProtocol):
             self._point_peer()
 
     def _point_peer(self) -> None:
-        """Tell the peer channel where our phone is now (it sends what its phone sends there)."""
+        """Tell the peer channel where our phone is now (it sends what its phone sends there); nowhere
+        while we are attached (the PBX speaks to our phone, not the other one)."""
         if self._peer is not None:
-            self._peer.target = self.source or self.remote
+            self._peer.target = self._destination()
 
-    def wire(self, peer: _Channel, peer_port: IListeningPort) -> None:
-        """Send what arrives here out of `peer_port` (the other leg's socket) to the other leg's phone."""
+    def _destination(self) -> Address | None:
+        """Where the peer channel sends to reach our phone: None while attached."""
+        if self._consumer is not None:
+            return None
+        return self.source or self.remote
+
+    def wire(self, peer: _Channel, peer_port: IListeningPort, own_port: IListeningPort) -> None:
+        """Send what arrives here out of `peer_port` (the other leg's socket) to the other leg's phone;
+        `send` uses `own_port`."""
         self._peer = peer
         self._send = peer_port.write  # type: ignore[attr-defined]
-        self.target = peer.source or peer.remote
+        self._own_write = own_port.write  # type: ignore[attr-defined]
+        self.target = peer._destination()
 
     def unwire(self) -> None:
         self._peer = None
         self._send = _no_send
+        self._own_write = None
         self.target = None
+        self.detach()
 
     def _send_failed(self, target: Address, error: Exception) -> None:
         self.send_errors += 1
@@ -286,8 +371,45 @@ class UdpRelayLeg:
 
     def wire_to(self, other: UdpRelayLeg) -> None:
         """Send what this leg's phone sends out of `other`'s sockets (RTP to RTP, RTCP to RTCP)."""
-        self._rtp.wire(other._rtp, other._ports[0])
-        self._rtcp.wire(other._rtcp, other._ports[1])
+        self._rtp.wire(other._rtp, other._ports[0], self._ports[0])
+        self._rtcp.wire(other._rtcp, other._ports[1], self._ports[1])
+
+    @property
+    def attached(self) -> bool:
+        return self._rtp._consumer is not None
+
+    def attach(self, consumer: RelayConsumer) -> None:
+        """Hand this leg's phone's packets to `consumer` instead of the other leg, and withhold the other
+        leg's packets from this phone, until `detach`. Attaching again replaces the consumer. A no-op on a
+        closed leg."""
+        if self._closing is not None:
+            return
+        self._rtp.attach(consumer.rtp_received)
+        self._rtcp.attach(consumer.rtcp_received)
+
+    def detach(self) -> None:
+        """Relay both ways again (a no-op when not attached)."""
+        self._rtp.detach()
+        self._rtcp.detach()
+
+    def send_rtp(self, data: bytes) -> None:
+        """Send an RTP packet from this leg's RTP socket to this leg's phone (dropped and counted in
+        `unsent` while its address is unknown or after close)."""
+        self._rtp.send(data)
+
+    def send_rtcp(self, data: bytes) -> None:
+        """The same for RTCP, from the RTCP socket to the phone's RTCP address."""
+        self._rtcp.send(data)
+
+    @property
+    def sent(self) -> int:
+        """RTP and RTCP packets the PBX sent to this leg's phone with `send_rtp`/`send_rtcp`."""
+        return self._rtp.sent + self._rtcp.sent
+
+    @property
+    def unsent(self) -> int:
+        """Packets `send_rtp`/`send_rtcp` dropped: the phone's address was unknown or the leg closed."""
+        return self._rtp.unsent + self._rtcp.unsent
 
     def stats(self) -> LegStats:
         rtp, rtcp = self._rtp, self._rtcp
@@ -485,7 +607,53 @@ class MemoryRelayLeg:
         self.rtcp_remote: Address | None = None
         self.latched: Address | None = None
         self.remotes: list[tuple[str, int, int | None]] = []  # every set_remote call, for assertions
+        self.consumer: RelayConsumer | None = None  # while attached
+        self.sent_rtp: list[bytes] = []  # what send_rtp was given while the phone's address was known
+        self.sent_rtcp: list[bytes] = []
+        self.unsent = 0
+        self.closed = False
         self._rules = rules
+
+    @property
+    def attached(self) -> bool:
+        return self.consumer is not None
+
+    def attach(self, consumer: RelayConsumer) -> None:
+        if not self.closed:
+            self.consumer = consumer
+
+    def detach(self) -> None:
+        self.consumer = None
+
+    def send_rtp(self, data: bytes) -> None:
+        if self.closed or (self.latched or self.remote) is None:
+            self.unsent += 1
+        else:
+            self.sent_rtp.append(data)
+
+    def send_rtcp(self, data: bytes) -> None:
+        if self.closed or self.rtcp_remote is None:
+            self.unsent += 1
+        else:
+            self.sent_rtcp.append(data)
+
+    def receive_rtp(self, data: bytes, addr: Address | None = None) -> bool:
+        """Test helper: the phone sends `data` (from `addr`, default its SDP address). Delivered to the
+        consumer while attached (True), else nothing happens (False): this relay relays nothing."""
+        source = addr or self.latched or self.remote
+        if self.consumer is None or source is None:
+            return False
+        self.latched = source
+        self.consumer.rtp_received(data, source)
+        return True
+
+    def receive_rtcp(self, data: bytes, addr: Address | None = None) -> bool:
+        """Test helper: like `receive_rtp`, for RTCP."""
+        source = addr or self.rtcp_remote
+        if self.consumer is None or source is None:
+            return False
+        self.consumer.rtcp_received(data, source)
+        return True
 
     def set_remote(self, host: str, port: int, rtcp_port: int | None = None) -> None:
         remote = self._rules.destination(host, port)
@@ -536,6 +704,9 @@ class MemoryRelaySession:
     def close(self) -> Deferred[None]:
         if not self.closed:
             self.closed = True
+            for leg in self._legs.values():
+                leg.closed = True
+                leg.detach()
             self._relay._closed_session(self)
         return succeed(None)
 

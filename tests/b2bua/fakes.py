@@ -283,10 +283,28 @@ class FakeRelayLeg:
         self.remote: tuple[str, int] | None = None
         self.latched: tuple[str, int] | None = None
         self.set_remote_calls: list[tuple[str, int, int | None]] = []
+        self.consumer: Any = None
+        self.sent: list[tuple[str, bytes]] = []  # ("rtp" | "rtcp", data)
+
+    @property
+    def attached(self) -> bool:
+        return self.consumer is not None
 
     def set_remote(self, host: str, port: int, rtcp_port: int | None = None) -> None:
         self.set_remote_calls.append((host, port, rtcp_port))
         self.remote = (host, port)
+
+    def attach(self, consumer: Any) -> None:
+        self.consumer = consumer
+
+    def detach(self) -> None:
+        self.consumer = None
+
+    def send_rtp(self, data: bytes) -> None:
+        self.sent.append(("rtp", data))
+
+    def send_rtcp(self, data: bytes) -> None:
+        self.sent.append(("rtcp", data))
 
     def _stats(self) -> LegStats:
         return LegStats(self.name, self.local_port, self.remote, None, None, None, 0, 0, 0, 0, 0, 0, 0, 0, 0)
