@@ -54,7 +54,15 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from pbx.media.interfaces import LEGS, IMediaRelay, IRelayLeg, IRelaySession, LegStats, SessionStats
+from pbx.media.interfaces import (
+    LEGS,
+    IMediaRelay,
+    IRelayLeg,
+    IRelaySession,
+    IRtpTransport,
+    LegStats,
+    SessionStats,
+)
 from pbx.media.ports import PortPool, PortsExhausted
 
 __all__ = [
@@ -326,7 +334,7 @@ class _AddressRules:
         return str(ip), port
 
 
-@implementer(IRelayLeg)
+@implementer(IRelayLeg, IRtpTransport)
 class UdpRelayLeg:
     """One leg of a `UdpRelaySession`: an RTP and an RTCP socket on a pool port pair."""
 
@@ -595,7 +603,7 @@ class UdpMediaRelay:
         return f"<UdpMediaRelay {where}: {self.sessions} sessions, {self._pool!r}>"
 
 
-@implementer(IRelayLeg)
+@implementer(IRelayLeg, IRtpTransport)
 class MemoryRelayLeg:
     """A leg of `MemoryMediaRelay`: a pool port and the remotes it was given, no sockets."""
 

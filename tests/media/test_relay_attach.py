@@ -8,8 +8,10 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
 
 from pbx.media import MemoryMediaRelay, PortPool, UdpMediaRelay
+from pbx.media.interfaces import IRelayLeg, IRtpTransport
 from pbx.media.relay import SWITCH_AFTER
 from tests.media.test_relay import NAT_A, PHONE_A, PHONE_B, RTCP_RR, Phone, RelayTestCase, rtp
 
@@ -36,6 +38,12 @@ class Broken(Consumer):
 
 
 class AttachTests(RelayTestCase):
+    def test_legs_are_rtp_transports_for_media_endpoints(self) -> None:
+        for relay in [self.relay, MemoryMediaRelay()]:
+            leg = relay.create_session("call-x").leg("a")
+            verifyObject(IRelayLeg, leg)
+            verifyObject(IRtpTransport, leg)
+
     def test_an_attached_legs_phone_talks_to_the_consumer_not_the_other_phone(self) -> None:
         session = self.session()
         consumer = Consumer()
