@@ -346,7 +346,39 @@ def _condition(value: str) -> str | None:
 
 
 _template_name = _pattern(_TEMPLATE_NAME, "a template name (letters, digits, '_', '-', '/')")
-_prompt_name = _pattern(_TEMPLATE_NAME, "a prompt name (letters, digits, '_', '-', '/')")
+_recording_name = _pattern(_TEMPLATE_NAME, "a recording name (letters, digits, '_', '-', '/')")
+# A prompt: a file name, or an item the media layer generates (a tone, a pause, digits spoken one by one).
+_PROMPT = re.compile(
+    rf"{_TEMPLATE_NAME.pattern}|tone:(?:beep|ringback|busy|dial|congestion)(?::[0-9]{{1,4}})?"
+    r"|silence:[0-9]{1,5}|digits:[0-9]{1,32}"
+)
+_prompt_name = _pattern(
+    _PROMPT, "a prompt name (letters, digits, '_', '-', '/'), tone:NAME, silence:MS or digits:N"
+)
+
+
+def _prompt_list(value: str) -> str | None:
+    parts = value.split("&")
+    if len(parts) > 32:
+        return "must be at most 32 prompts joined by '&'"
+    for part in parts:
+        problem = _prompt_name(part)
+        if problem is not None:
+            return problem
+    return None
+
+
+_MENU_ENTRY = re.compile(r"[0-9*#A-Da-d]{1,32}")
+
+
+def _choices(value: str) -> str | None:
+    parts = value.split("|")
+    if value and all(_MENU_ENTRY.fullmatch(p) for p in parts) and len(set(parts)) == len(parts):
+        return None
+    return f"must be distinct key entries joined by '|' (e.g. 1|2|9), not {_show(value)}"
+
+
+_yes_no = _choice("yes", "no")
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,24 +423,29 @@ ACTIONS: Mapping[str, ActionSpec] = MappingProxyType(
         "answer": ActionSpec("answer"),
         "hangup": ActionSpec("hangup [CODE]", 0, 1, _integer(400, 699)),
         "voicemail": ActionSpec("voicemail MAILBOX", 1, 1, _pattern(_EXTENSION, "an extension number")),
+        "progress": ActionSpec("progress"),
         "ivr": ActionSpec("ivr NAME", 1, 1, _template_name),
         "menu": ActionSpec(
-            "menu prompt=NAME [timeout=S] [maxdigits=N] [retries=N]",
+            "menu prompt=NAME[&NAME...] [timeout=S] [maxdigits=N] [retries=N] [choices=E|E...] [invalid=NAME]"
+            " [noanswer=yes]",
             options={
-                "prompt": _prompt_name,
+                "prompt": _prompt_list,
                 "timeout": _seconds(1, 60),
                 "maxdigits": _integer(1, 32),
                 "retries": _integer(0, 10),
+                "choices": _choices,
+                "invalid": _prompt_name,
+                "noanswer": _yes_no,
             },
             required=("prompt",),
         ),
-        "play": ActionSpec("play PROMPT...", 1, 32, _prompt_name),
+        "play": ActionSpec("play PROMPT... [noanswer=yes]", 1, 32, _prompt_name, {"noanswer": _yes_no}),
         "record": ActionSpec(
-            "record NAME [maxlength=S] [silence=S]",
+            "record NAME [maxlength=S] [silence=S] [beep=yes|no]",
             1,
             1,
-            _prompt_name,
-            {"maxlength": _seconds(1, 3600), "silence": _seconds(0, 60)},
+            _recording_name,
+            {"maxlength": _seconds(1, 3600), "silence": _seconds(0, 60), "beep": _yes_no},
         ),
     }
 )

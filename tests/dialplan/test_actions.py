@@ -130,8 +130,12 @@ VALID = [
     "ivr main",
     "menu prompt=welcome",
     "menu prompt=lang/en/welcome timeout=5 maxdigits=4 retries=0",
+    "menu prompt=welcome&menu choices=1|2|9|*0 invalid=sorry noanswer=yes",
     "play welcome goodbye",
+    "play tone:beep tone:ringback:10 silence:500 digits:1234 noanswer=yes",
+    "progress",
     "record greeting maxlength=60 silence=0",
+    "record voicemail/1000/20261124-0522 beep=no",
 ]
 
 
@@ -193,11 +197,22 @@ INVALID = [
     ("menu prompt=w timeout=61", "menu: timeout must be a number of seconds from 1 to 60"),
     ("menu prompt=w maxdigits=0", "menu: maxdigits must be a whole number from 1 to 32"),
     ("menu prompt=w retries=11", "menu: retries must be a whole number from 0 to 10"),
+    ("menu prompt=w&../x", "menu: prompt must be a prompt name"),
+    ("menu prompt=w&", "menu: prompt must be a prompt name"),
+    ("menu prompt=w choices=1|1", "menu: choices must be distinct key entries"),
+    ("menu prompt=w choices=1||2", "menu: choices must be distinct key entries"),
+    ("menu prompt=w choices=x", "menu: choices must be distinct key entries"),
+    ("menu prompt=w noanswer=1", "menu: noanswer must be yes or no"),
     ("play", "play takes at least 1 argument, not 0"),
+    ("play tone:nosuch", "play: must be a prompt name"),
+    ("play silence:x", "play: must be a prompt name"),
+    ("progress now", "progress takes 0 arguments, not 1"),
     ("play a/../b", "play: must be a prompt name"),
     ("record", "record takes 1 argument, not 0"),
     ("record x maxlength=0", "record: maxlength must be a number of seconds from 1 to 3600"),
     ("record x silence=61", "record: silence must be a number of seconds from 0 to 60"),
+    ("record tone:beep", "record: must be a recording name"),
+    ("record x beep=off", "record: beep must be yes or no"),
 ]
 
 
