@@ -151,7 +151,7 @@ def test_simulate_the_ring_group_and_unknown_numbers(
     assert simulate(capsys, config, "--from", "1003", "--to", "600", "--display-name", "Caz")[0] == (
         'dial group:sales timeout=20 callerid="Sales: Caz"'
     )
-    assert simulate(capsys, config, "--from", "1001", "--to", "500") == [
+    assert simulate(capsys, config, "--from", "1001", "--to", "501") == [
         "hangup 404",
         "# end (hangup): the call is rejected with 404",
     ]
@@ -357,7 +357,7 @@ def test_extension_info_from_attributes() -> None:
 def test_check_passes_the_shipped_dialplans(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, "check", "--config", str(REPO / "pbx.example.toml"))
     assert status == 0, out
-    assert out == [f"{REPO / 'dialplans'}: 1 template(s) OK"]
+    assert out == [f"{REPO / 'dialplans'}: 2 template(s) OK"]
     status, out, _ = run(capsys, "check", "--dir", str(REPO / "dialplans"))
     assert status == 0, out
 
@@ -404,7 +404,7 @@ def test_check_reports_every_problem_with_file_and_line(
         f"{d / 'default' / 'unknown.j2'}:1: dial: tenant 'default' has no group 'support'",
         f"{d / 'nomain' / 'main.j2'}: missing: every call of the tenant starts here",
     ]
-    assert "10 problem(s) in 8 template(s)" in err
+    assert "10 problem(s) in 9 template(s)" in err
 
 
 def test_check_reports_configured_tenants_without_a_dialplan(
@@ -437,3 +437,29 @@ def test_check_default_directory_is_the_working_directory(
     finally:
         os.chdir(cwd)
     assert (status, out) == (0, ["dialplans: 1 template(s) OK"])
+
+
+def test_simulate_the_shipped_auto_attendant(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    menu = 'menu prompt="welcome&menu" choices=1|2|9 maxdigits=1 timeout=5 retries=2'
+    assert simulate(capsys, config, "--from", "1003", "--to", "500", "--digits", "1") == [
+        "ivr main",
+        menu,
+        "# -> digits '1'",
+        "play please-hold",
+        "dial 1001 timeout=20",
+        "# -> answered",
+        "# end: the call is connected; it ends when either side hangs up",
+    ]
+    out = simulate(capsys, config, "--from", "1003", "--to", "500", "--digits", "2", "--result", "noanswer")
+    assert out[3:6] == ["play please-hold", "dial 1002 timeout=20", "# -> noanswer"]
+    assert out[6] == "play vm-leave-message"
+    assert out[7].startswith("record voicemail/1000/") and out[7].endswith(" maxlength=120 silence=5")
+    assert out[-3:] == ["play goodbye", "hangup", "# end (hangup): the PBX hangs up (BYE)"]
+    out = simulate(capsys, config, "--from", "1003", "--to", "500", "--digits", "9")
+    assert out[3] == "play vm-leave-message" and out[4].startswith("record voicemail/1000/")
+    for nothing in ("", "5"):
+        assert simulate(capsys, config, "--from", "1003", "--to", "500", "--digits", nothing)[3:] == [
+            "play goodbye",
+            "hangup",
+            "# end (hangup): the PBX hangs up (BYE)",
+        ]
