@@ -27,14 +27,14 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from pbx.registrar.guard import BruteForceGuard
 from pbx.registrar.location import LocationService
-from pbx.sip.auth import AuthOutcome, DigestAuthenticator
+from pbx.sip.auth import AuthOutcome, AuthResult, DigestAuthenticator
 from pbx.sip.errors import SipError, SipParseError
 from pbx.sip.headers import NameAddress, unquote_string
 from pbx.sip.interfaces import IFlow, IServerTransaction, ITransactionUser
@@ -102,26 +102,36 @@ class Registrar:
         self._clock = clock
         self._location = location
         self._auth = authenticator
-        self._domains = domains
+        self._domain_of = domains
+        self._domain_cache: dict[str, Domain | None] = {}
         self._guard = guard
         self._policy = policy
         self._md5_only = tuple(agent.lower() for agent in md5_only_user_agents)
-        self.counters = {"registered": 0, "challenged": 0, "auth_failures": 0, "unregistered": 0}
+        self.counters = {
+            "registered": 0,
+            "refreshed": 0,
+            "challenged": 0,
+            "auth_failures": 0,
+            "unregistered": 0,
+        }
+
+    def _domains(self, host: str) -> Domain | None:
+        """The tenant lookup, remembered per host text (normalising an address costs more than the rest)."""
+        cache = self._domain_cache
+        try:
+            return cache[host]
+        except KeyError:
+            pass
+        if len(cache) >= 1024:  # hosts come from the network: bound what they can make us keep
+            cache.clear()
+        domain = cache[host] = self._domain_of(host)
+        return domain
 
     # ITransactionUser
-    def request_received(self, transaction: IServerTransaction, request: object) -> Deferred[None]:
+    def request_received(self, transaction: IServerTransaction, request: object) -> Deferred[None] | None:
+        """Handle a REGISTER: synchronous up to the store's commit (a Deferred then), so that a challenge
+        or a refused request costs no Deferred; `SipError`s become responses in the stack."""
         assert isinstance(request, Request)
-        return ensureDeferred(self._register(transaction, request))
-
-    def ack_received(self, request: object, flow: IFlow) -> None:
-        """Not used: REGISTER has no dialogs."""
-
-    def cancel_received(self, cancel: object, invite: IServerTransaction) -> None:
-        """Not used: REGISTER is not INVITE."""
-
-    # -- the REGISTER procedure --------------------------------------------------------------------------
-
-    async def _register(self, txn: IServerTransaction, request: Request) -> None:
         uri = request.uri
         if not isinstance(uri, SipURI):
             raise SipError(400, "REGISTER Request-URI must be a SIP URI")
@@ -136,19 +146,34 @@ class Registrar:
             raise SipError(400, "To must be a SIP address-of-record with a user")
         if self._domains(aor_uri.host) != domain:
             raise SipError(403, "Domain Not Served")
+        result = self._auth.authenticate_now(request, domain.realm, proxy=False)
+        if isinstance(result, Deferred):
+            return result.addCallback(self._authenticated, transaction, request, domain, aor_uri.user)
+        return self._authenticated(result, transaction, request, domain, aor_uri.user)
 
-        result = await self._auth.authenticate(request, domain.realm, proxy=False)
+    def ack_received(self, request: object, flow: IFlow) -> None:
+        """Not used: REGISTER has no dialogs."""
+
+    def cancel_received(self, cancel: object, invite: IServerTransaction) -> None:
+        """Not used: REGISTER is not INVITE."""
+
+    # -- the REGISTER procedure --------------------------------------------------------------------------
+
+    def _authenticated(
+        self, result: AuthResult, txn: IServerTransaction, request: Request, domain: Domain, user: str
+    ) -> Deferred[None] | None:
         if result.outcome is not AuthOutcome.OK:
             self._challenge(txn, request, domain, result.outcome, result)
-            return
-        user = aor_uri.user
+            return None
         if result.username != user:
             raise SipError(403, "Forbidden: credentials do not match the address-of-record")
-
         contacts = self._contacts(request)
-        if contacts:
-            await self._update(txn, request, domain.tenant, user, contacts)
-        txn.respond(self._ok(request, domain.tenant, user))
+        if not contacts:  # a query: the current bindings
+            txn.respond(self._ok(request, domain.tenant, user))
+            return None
+        return self._update(txn, request, domain.tenant, user, contacts).addCallback(
+            lambda _: txn.respond(self._ok(request, domain.tenant, user))
+        )
 
     def _challenge(
         self, txn: IServerTransaction, request: Request, domain: Domain, outcome: AuthOutcome, result: Any
@@ -190,9 +215,10 @@ class Registrar:
             raise SipError(400, "Bad Expires header")
         return int(value)
 
-    async def _update(
+    def _update(
         self, txn: IServerTransaction, request: Request, tenant: str, user: str, contacts: list[NameAddress]
-    ) -> None:
+    ) -> Deferred[None]:
+        """Change the bindings; the Deferred fires once the change is durable (and logged)."""
         policy = self._policy
         call_id = request.call_id or ""
         cseq = request.cseq.number
@@ -205,10 +231,12 @@ class Registrar:
                 raise SipError(400, "Contact: * needs Expires: 0 and no other Contact")
             for binding in existing.values():
                 self._check_order(binding, call_id, cseq)
-            await self._location.apply(tenant, user, (), list(existing))
-            self.counters["unregistered"] += len(existing)
-            self._log.info("Unregistered all contacts of {user}@{tenant}", user=user, tenant=tenant)
-            return
+
+            def unregistered(_: None) -> None:
+                self.counters["unregistered"] += len(existing)
+                self._log.info("Unregistered all contacts of {user}@{tenant}", user=user, tenant=tenant)
+
+            return self._location.apply(tenant, user, (), list(existing)).addCallback(unregistered)
 
         flow = txn.flow
         received = flow_text(flow.transport, flow.remote_address)
@@ -266,13 +294,35 @@ class Registrar:
                 deletes.add(binding.contact)
         if len(puts) > policy.max_contacts:
             raise SipError(403, f"Too many contacts (at most {policy.max_contacts})")
-        await self._location.apply(tenant, user, list(puts.values()), sorted(deletes))
+        return self._location.apply(tenant, user, list(puts.values()), sorted(deletes)).addCallback(
+            self._applied, tenant, user, puts, deletes, existing, received, user_agent, now
+        )
+
+    def _applied(
+        self,
+        _: None,
+        tenant: str,
+        user: str,
+        puts: dict[str, Binding],
+        deletes: set[str],
+        existing: dict[str, Binding],
+        received: str,
+        user_agent: str,
+        now: float,
+    ) -> None:
+        """Count and log a change once it is durable."""
         self.counters["registered"] += len(puts)
         removed = sorted(deletes - puts.keys())
         self.counters["unregistered"] += len(removed)
         for gone in removed:
             self._log.info("Unregistered {user}@{tenant} at {c}", user=user, tenant=tenant, c=gone)
         for binding in puts.values():
+            # A refresh from where the phone already was is the normal case: counted, not logged, as
+            # Asterisk and Kamailio do (a line per refresh is most of a busy registrar's log and CPU).
+            before = existing.get(binding.contact)
+            if before is not None and before.received == received and before.user_agent == user_agent:
+                self.counters["refreshed"] += 1
+                continue
             self._log.info(
                 "Registered {user}@{tenant} at {contact} via {received} for {expires:.0f} s ({ua})",
                 user=user,

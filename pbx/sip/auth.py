@@ -26,14 +26,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import cast
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernameDigestHash
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.python.failure import Failure
 from zope.interface import Attribute, implementer
 
 from pbx.sip.digest import (
@@ -293,22 +291,37 @@ class HA1Checker:
         self._lookup = lookup
         self._dummy = {alg: secrets.token_hex(n // 2) for alg, n in HASH_HEX_LENGTH.items()}
 
+    def verify(self, credentials: IUsernameDigestHash) -> str | Deferred[str | None] | None:
+        """The username when the credentials are valid, else None; synchronous when the lookup is (the
+        registrar's hot path), a Deferred of the same when the lookup returns one."""
+        algorithm = getattr(credentials, "algorithm", None)
+        if algorithm not in self._dummy or not ISipDigestHash.providedBy(credentials):
+            return None
+        stored = self._lookup(credentials.username, credentials.realm, algorithm)
+        if isinstance(stored, Deferred):
+            return stored.addCallback(self._judge, credentials)
+        return self._judge(stored, credentials)
+
+    def _judge(self, stored: str | None, credentials: IUsernameDigestHash) -> str | None:
+        known = stored is not None
+        ok = credentials.checkHash(stored if known else self._dummy[credentials.algorithm])  # type: ignore[attr-defined]
+        return credentials.username if known and ok else None  # type: ignore[attr-defined]
+
     def requestAvatarId(self, credentials: IUsernameDigestHash) -> Deferred[str]:  # type: ignore[override]
         """A Deferred firing with the username (a str, not Twisted's usual bytes), or failing with
         `UnauthorizedLogin`."""
-        if not ISipDigestHash.providedBy(credentials) or credentials.algorithm not in self._dummy:
-            return fail(UnauthorizedLogin("Invalid credentials"))
-        lookup = cast(Callable[[str, str, str], "Deferred[str | None]"], self._lookup)
-        d = maybeDeferred(lookup, credentials.username, credentials.realm, credentials.algorithm)
+        try:
+            verdict = self.verify(credentials)
+        except Exception:
+            return fail()
+        d: Deferred[str | None] = verdict if isinstance(verdict, Deferred) else succeed(verdict)
 
-        def check(stored: str | None) -> str:
-            known = stored is not None
-            ok = credentials.checkHash(stored if known else self._dummy[credentials.algorithm])
-            if known and ok:
-                return credentials.username
-            raise UnauthorizedLogin("Invalid credentials")
+        def avatar(username: str | None) -> str:
+            if username is None:
+                raise UnauthorizedLogin("Invalid credentials")
+            return username
 
-        return d.addCallback(check)
+        return d.addCallback(avatar)
 
 
 # -- the authenticator ---------------------------------------------------------------------------------------
@@ -416,6 +429,18 @@ class DigestAuthenticator:
         ignored; so are Digest credentials for other realms when `proxy` (they belong to other proxies), while
         without `proxy` they are a failure ("wrong_realm"). The Deferred fails only if the lookup does.
         """
+        try:
+            verdict = self.authenticate_now(request, realm, proxy=proxy)
+        except Exception:
+            return fail()
+        return verdict if isinstance(verdict, Deferred) else succeed(verdict)
+
+    def authenticate_now(
+        self, request: Request, realm: str, *, proxy: bool
+    ) -> AuthResult | Deferred[AuthResult]:
+        """`authenticate` without a Deferred when the H(A1) lookup answers at once (the usual case: the
+        hashes are in memory), so a busy registrar pays no Deferred per request; a Deferred otherwise.
+        A failing lookup raises (or fails the Deferred)."""
         found, malformed, other_realm = None, False, False
         for value in request.headers.get_all("Proxy-Authorization" if proxy else "Authorization"):
             scheme = value.split(None, 1)[0] if value.strip() else ""
@@ -442,10 +467,10 @@ class DigestAuthenticator:
         status = self._nonces.check(found.nonce, realm)
         if status is NonceStatus.INVALID:
             return _done(AuthOutcome.FAILED, "nonce_invalid", found)
-        d = self.checker.requestAvatarId(SipDigestCredentials(found, request.method, request.body))
-        return d.addCallbacks(
-            self._verified, self._refused, callbackArgs=(found, status), errbackArgs=(found,)
-        )
+        verdict = self.checker.verify(SipDigestCredentials(found, request.method, request.body))
+        if isinstance(verdict, Deferred):
+            return verdict.addCallback(self._verified, found, status)
+        return self._verified(verdict, found, status)
 
     def _offered(self, c: DigestCredentials) -> bool:
         return (c.algorithm or MD5) in self._algorithms
@@ -465,7 +490,9 @@ class DigestAuthenticator:
             return "uri_mismatch"
         return ""
 
-    def _verified(self, username: str, c: DigestCredentials, status: NonceStatus) -> AuthResult:
+    def _verified(self, username: str | None, c: DigestCredentials, status: NonceStatus) -> AuthResult:
+        if username is None:
+            return AuthResult(AuthOutcome.FAILED, reason="bad_credentials", credentials=c)
         if status is NonceStatus.STALE:
             return AuthResult(AuthOutcome.STALE, reason="nonce_expired", credentials=c)
         nc = c.nonce_count
@@ -477,11 +504,6 @@ class DigestAuthenticator:
             if counted is CountStatus.FORGOTTEN:
                 return AuthResult(AuthOutcome.STALE, reason="nonce_forgotten", credentials=c)
         return AuthResult(AuthOutcome.OK, username=username, credentials=c)
-
-    @staticmethod
-    def _refused(failure: Failure, c: DigestCredentials) -> AuthResult:
-        failure.trap(UnauthorizedLogin)
-        return AuthResult(AuthOutcome.FAILED, reason="bad_credentials", credentials=c)
 
 
 def _same_uri(digest_uri: str, request: Request) -> bool:
@@ -504,9 +526,7 @@ def _same_uri(digest_uri: str, request: Request) -> bool:
     return str(parsed) == str(request_uri)
 
 
-def _done(
-    outcome: AuthOutcome, reason: str = "", credentials: DigestCredentials | None = None
-) -> Deferred[AuthResult]:
+def _done(outcome: AuthOutcome, reason: str = "", credentials: DigestCredentials | None = None) -> AuthResult:
     if outcome is AuthOutcome.NO_CREDENTIALS:
-        return succeed(_NO_CREDENTIALS)
-    return succeed(AuthResult(outcome, reason=reason, credentials=credentials))
+        return _NO_CREDENTIALS
+    return AuthResult(outcome, reason=reason, credentials=credentials)

@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -272,7 +272,8 @@ class Harness:
     def send(self, request: Request, flow: FakeFlow | None = None) -> tuple[FakeServerTransaction, Deferred]:
         """Hand `request` to the registrar in a fake server transaction; the raw Deferred is returned."""
         txn = FakeServerTransaction(request, flow or FakeFlow())
-        return txn, self.registrar.request_received(txn, request)
+        # The registrar answers synchronously when it can, raises SipError, or returns a Deferred.
+        return txn, maybeDeferred(self.registrar.request_received, txn, request)
 
     def handle(self, request: Request, flow: FakeFlow | None = None) -> FakeServerTransaction:
         """Like `send`, with `SipError` failures answered as the stack would."""

@@ -604,7 +604,8 @@ class DigestTests(SynchronousTestCase):
         self.assertEqual(status(txn), 401)
         self.assertEqual(len(challenges(txn.final)), 2)
         self.assertEqual(
-            h.registrar.counters, {"registered": 0, "challenged": 2, "auth_failures": 1, "unregistered": 0}
+            h.registrar.counters,
+            {"registered": 0, "refreshed": 0, "challenged": 2, "auth_failures": 1, "unregistered": 0},
         )
         self.assertEqual(len(h.location), 0)
 

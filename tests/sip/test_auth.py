@@ -838,3 +838,46 @@ def test_a_nonce_is_never_stale_within_its_first_millisecond() -> None:
     clock.advance(1000.0006)
     nonces = NonceSource(clock, b"k" * 32)
     assert nonces.check(nonces.make("r"), "r") == "ok"
+
+
+_AUTH_PIECES = st.sampled_from(
+    [
+        "Digest",
+        " ",
+        "\t",
+        ",",
+        "=",
+        '"',
+        "\\",
+        "a",
+        "realm",
+        "nonce",
+        "x y",
+        '"quoted, text"',
+        "00000001",
+        "\r\n",
+    ]
+)
+
+
+@given(st.lists(_AUTH_PIECES, max_size=14).map("".join))
+def test_auth_params_fast_path_agrees_with_the_slow_parser(text: str) -> None:
+    """The regular-expression fast path gives what the character-by-character parser gives, or steps aside."""
+    from pbx.sip.digest import _WS, _parse_fast, _parse_slow
+
+    stripped = text.strip(_WS)
+    fast = _parse_fast(stripped)
+    if fast is None:
+        return
+    assert fast == _parse_slow(stripped)
+
+
+def test_auth_params_fast_path_takes_what_phones_send() -> None:
+    from pbx.sip.digest import _parse_fast
+
+    text = (
+        'Digest username="1001",realm="pbx",cnonce="6b8b4567",nc=00000001,qop=auth,'
+        'uri="sip:127.0.0.1:5060",nonce="n",response="r",algorithm=MD5'
+    )
+    assert _parse_fast(text) == parse_auth_params(text)
+    assert _parse_fast('Digest a="x\\"y"') is None  # escapes go the slow way
