@@ -5,5 +5,6 @@ and the media layer's endpoints, and are plugged into the action runner by `pbx/
 
 from pbx.apps.base import AppCall, MediaFormat, media_format
 from pbx.apps.ivr import DEFAULTS, IvrApps
+from pbx.apps.moh import MusicOnHold
 
-__all__ = ["DEFAULTS", "AppCall", "IvrApps", "MediaFormat", "media_format"]
+__all__ = ["DEFAULTS", "AppCall", "IvrApps", "MediaFormat", "MusicOnHold", "media_format"]

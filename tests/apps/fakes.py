@@ -92,6 +92,7 @@ class FakeEndpoint:
         self.telephone_event = telephone_event
         self.item_seconds = 2.0
         self.closed = False
+        self.moh = False
         self.played: list[tuple[list[str], bool]] = []
         self.buffer: list[str] = []
         self.unknown: set[str] = set()  # items that make play() fail with ValueError
@@ -118,7 +119,13 @@ class FakeEndpoint:
         self._play = (d, barge_in, timer)
         return d
 
+    def music_on_hold(self, path: str | None = None) -> None:
+        self._stop_play(None)
+        self.played.append(([path or "moh"], False))
+        self.moh = True
+
     def _stop_play(self, digit: str | None) -> None:
+        self.moh = False
         if self._play is not None:
             d, _, timer = self._play
             self._play = None

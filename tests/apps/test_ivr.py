@@ -289,3 +289,23 @@ def test_record_keeps_what_was_said_when_the_caller_hangs_up(apps, engine, clock
     clock.advance(4)
     call.end()
     assert done(d) == "closed"
+
+
+# -- music on hold -------------------------------------------------------------------------------------------
+
+
+def test_music_on_hold_in_the_held_phones_codec(engine, tmp_path) -> None:
+    from pbx.apps import MusicOnHold
+    from tests.apps.fakes import OFFER_ANSWER, FakeLeg
+
+    moh = MusicOnHold(engine, tmp_path / "dialplans")
+    leg = FakeLeg()
+    endpoint = moh.start("default", leg, OFFER_ANSWER)
+    assert endpoint is engine.created[0] and leg.consumer is endpoint
+    assert (endpoint.codec, endpoint.payload_type, endpoint.moh) == ("PCMA", 8, True)
+    assert endpoint.played == [(["moh"], False)]
+    own = tmp_path / "dialplans" / "acme" / "sounds" / "moh.wav"
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"RIFF")
+    assert moh.start("acme", FakeLeg(), OFFER_ANSWER).played == [([str(own)], False)]
+    assert moh.start("default", FakeLeg(), HEAD + b"m=audio 4000 RTP/AVP 9\r\n") is None
