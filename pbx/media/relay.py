@@ -21,6 +21,12 @@ Where a leg's phone is (latching, the cure for one-way audio behind NAT):
    answering) forgets the latch, so rule 1 applies again; the same address keeps it.
 RTP and RTCP latch independently (behind NAT, RTCP's public port is rarely RTP's + 1).
 
+Sockets: each leg binds its two sockets on a `PortPool` pair and closes them when the session closes, the
+pair going back to the pool once they are closed. With `keep_open`, a closed leg's sockets are instead
+"parked" (still open, unwired: what arrives is dropped) and a later leg takes the oldest parked pair that
+has been quiet for `reuse_after` seconds, its channels reset (no latch, no remote, no counters), so a busy
+PBX does not open and close four sockets per call.
+
 Validation is minimal: RTP must be version 2 with at least the 12-byte fixed header, RTCP version 2 with at
 least 8 bytes; anything else (garbage, STUN, a scanner's probe) is counted as `invalid` and never relayed.
 Packets that arrive before the other leg knows where to send are dropped and counted.
@@ -42,8 +48,11 @@ attaching swaps the channel's `datagramReceived` for the delivering one.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
@@ -70,6 +79,7 @@ __all__ = [
     "IRelayReactor",
     "MemoryMediaRelay",
     "QUIET_SECONDS",
+    "REUSE_AFTER",
     "RelayConsumer",
     "SWITCH_AFTER",
     "UdpMediaRelay",
@@ -80,6 +90,7 @@ Address = tuple[str, int]
 SWITCH_AFTER = 3  # packets in a row from a new source that move the latch
 QUIET_SECONDS = 0.5  # silence of the latched source after which one packet from a new source moves the latch
 DEFAULT_MAX_PACKET = 2048  # RTP over UDP stays below the path MTU; larger datagrams would be truncated
+REUSE_AFTER = 1.0  # seconds a parked leg must have been quiet before a new call gets its sockets
 _RTP_MIN = 12  # RFC 3550 5.1: the fixed header
 _RTCP_MIN = 8  # RFC 3550 6.4: the smallest RR (no report blocks)
 
@@ -141,6 +152,16 @@ class _Channel(DatagramProtocol):
         self._run_mark = 0  # packets heard from the latched source when its run started
         self._heard_mark = -1  # packets heard from the latched source at `_heard_at`
         self._heard_at = 0.0
+        self.stray_at = 0.0  # when a valid packet last arrived while unwired (parked for reuse)
+
+    def reuse(self, leg_name: str, call_id: str) -> None:
+        """Forget everything of the previous call (a parked socket taken for a new one)."""
+        self._leg_name, self._call_id = leg_name, call_id
+        self.target = self.source = self.remote = self._candidate = None
+        self.packets = self.octets = self.dropped = self.invalid = self.foreign = 0
+        self.relatched = self.send_errors = self.sent = self.unsent = self.consumer_errors = 0
+        self._run = self._run_mark = 0
+        self._heard_mark = -1
 
     def datagramReceived(self, datagram: bytes, addr: Address) -> None:  # the hot path
         if len(datagram) < self._min_length or (datagram[0] & 0xC0) != 0x80:
@@ -212,7 +233,8 @@ class _Channel(DatagramProtocol):
 
     def _learn(self, addr: Address) -> bool:
         """A valid packet from `addr`, which is not the latched source: does it take the latch over?"""
-        if self._peer is None:  # closed
+        if self._peer is None:  # closed, or parked for reuse: a late packet of a call that ended
+            self.stray_at = self._clock.seconds()
             return False
         if self.source is None or addr == self.remote:
             if self.source is not None:
@@ -346,7 +368,7 @@ class UdpRelayLeg:
         channels: tuple[_Channel, _Channel],
         ports: tuple[IListeningPort, IListeningPort],
         rules: _AddressRules,
-        release: Callable[[int], object],
+        retire: Callable[[UdpRelayLeg, tuple[_Channel, _Channel]], Deferred[None]],
     ) -> None:
         self.name = name
         self.local_address = local_address
@@ -354,7 +376,7 @@ class UdpRelayLeg:
         self._rtp, self._rtcp = channels
         self._ports = ports
         self._rules = rules
-        self._release = release
+        self._retire = retire
         self._closing: Deferred[None] | None = None
 
     @property
@@ -370,6 +392,8 @@ class UdpRelayLeg:
         return self._rtcp.source
 
     def set_remote(self, host: str, port: int, rtcp_port: int | None = None) -> None:
+        if self._closing is not None:
+            return
         rtp = self._rules.destination(host, port)
         rtcp = None
         if rtp is not None:
@@ -440,11 +464,16 @@ class UdpRelayLeg:
         )
 
     def close(self) -> Deferred[None]:
-        """Stop both sockets; the port pair goes back to the pool when they are closed. Idempotent."""
+        """Stop relaying; the relay closes the sockets (the port pair goes back to the pool once they are
+        closed) or parks them for a later leg. Idempotent."""
         if self._closing is None:
-            self._rtp.unwire()
-            self._rtcp.unwire()
-            self._closing = _close_ports(self._ports, lambda: self._release(self.local_port))
+            channels = self._rtp, self._rtcp
+            for channel in channels:
+                channel.unwire()
+            # The sockets (and their channels) may serve another leg now: this one keeps copies with its
+            # final state, on which nothing sends or relays any more.
+            self._rtp, self._rtcp = copy.copy(channels[0]), copy.copy(channels[1])
+            self._closing = self._retire(self, channels)
         return _follow(self._closing)
 
     def __repr__(self) -> str:
@@ -473,6 +502,16 @@ def _follow(d: Deferred[None]) -> Deferred[None]:
 
     d.addBoth(fire)
     return follower
+
+
+@dataclass(slots=True)
+class _Parked:
+    """The sockets of a closed leg, kept open for a later one."""
+
+    port: int
+    channels: tuple[_Channel, _Channel]
+    ports: tuple[IListeningPort, IListeningPort]
+    parked_at: float
 
 
 @implementer(IRelaySession)
@@ -524,6 +563,12 @@ class UdpMediaRelay:
         advertise: the address SDP must carry (`IRelayLeg.local_address`); required when `bind_host` is a
             wildcard, typically the box's public address.
         max_packet_size: longer datagrams are truncated by the kernel (and then relayed truncated).
+        keep_open: how many closed legs keep their two sockets open ("parked", their pool port still
+            allocated) for later legs, instead of closing them and binding new ones: opening and closing
+            four sockets per call is a good part of a short call's cost. 0 (the default) parks none.
+        reuse_after: a parked leg is taken again only once it has been parked, and has received no valid
+            RTP/RTCP, for this many seconds, so a late stream of the ended call cannot leak into (or take
+            the latch of) the next one. Reused channels start from scratch: no latch, remote or counters.
     """
 
     def __init__(
@@ -534,6 +579,8 @@ class UdpMediaRelay:
         bind_host: str = "127.0.0.1",
         advertise: str | None = None,
         max_packet_size: int = DEFAULT_MAX_PACKET,
+        keep_open: int = 0,
+        reuse_after: float = REUSE_AFTER,
     ) -> None:
         self._rules = _AddressRules(bind_host)
         if advertise is None:
@@ -546,8 +593,12 @@ class UdpMediaRelay:
         self._bind_host = bind_host
         self._advertise = advertise
         self._max_packet_size = max_packet_size
+        self._keep_open = keep_open
+        self._reuse_after = reuse_after
+        self._parked: deque[_Parked] = deque()
         self._open: set[UdpRelaySession] = set()
         self._closed = False
+        self.reused = 0  # legs that got parked sockets rather than new ones
 
     @property
     def sessions(self) -> int:
@@ -556,6 +607,11 @@ class UdpMediaRelay:
     @property
     def pool(self) -> PortPool:
         return self._pool
+
+    @property
+    def parked(self) -> int:
+        """How many closed legs' sockets are kept open for reuse (their ports count as in use)."""
+        return len(self._parked)
 
     def create_session(self, call_id: str) -> UdpRelaySession:
         if self._closed:
@@ -571,6 +627,51 @@ class UdpMediaRelay:
         return session
 
     def _open_leg(self, name: str, call_id: str) -> UdpRelayLeg:
+        """A parked leg's sockets if one has been quiet long enough, else new ones on the next pool pair
+        that binds (and when no pair is left, a parked leg after all)."""
+        leg = self._unpark(name, call_id)
+        if leg is not None:
+            return leg
+        try:
+            return self._bind_leg(name, call_id)
+        except PortsExhausted:
+            leg = self._unpark(name, call_id, force=True)
+            if leg is None:
+                raise
+            return leg
+
+    def _unpark(self, name: str, call_id: str, *, force: bool = False) -> UdpRelayLeg | None:
+        parked = self._parked
+        for _ in range(2):  # the oldest; if a stray packet keeps it busy, it goes back and the next is tried
+            if not parked:
+                return None
+            entry = parked[0]
+            rtp, rtcp = entry.channels
+            quiet_since = max(entry.parked_at, rtp.stray_at, rtcp.stray_at)
+            if force or self._reactor.seconds() - quiet_since >= self._reuse_after:
+                parked.popleft()
+                rtp.reuse(name, call_id)
+                rtcp.reuse(name, call_id)
+                self.reused += 1
+                return UdpRelayLeg(
+                    name, self._advertise, entry.port, entry.channels, entry.ports, self._rules, self._retire
+                )
+            if quiet_since == entry.parked_at:
+                return None  # the oldest is not ready: none is
+            parked.rotate(-1)
+            entry.parked_at = quiet_since
+        return None
+
+    def _retire(self, leg: UdpRelayLeg, channels: tuple[_Channel, _Channel]) -> Deferred[None]:
+        """A leg was closed (its channels unwired): park its sockets, or close them."""
+        release = partial(self._pool.release, leg.local_port)
+        if self._closed or len(self._parked) >= self._keep_open:
+            return _close_ports(leg._ports, release)
+        now = self._reactor.seconds()
+        self._parked.append(_Parked(leg.local_port, channels, leg._ports, now))
+        return succeed(None)
+
+    def _bind_leg(self, name: str, call_id: str) -> UdpRelayLeg:
         """Open the RTP and RTCP sockets of one leg on the next pool pair that binds."""
         for _ in range(max(self._pool.available, 1)):
             port = self._pool.allocate()  # raises PortsExhausted
@@ -586,7 +687,7 @@ class UdpMediaRelay:
                 _close_ports((rtp_port,), partial(self._pool.release, port))
                 continue
             channels, ports = (rtp, rtcp), (rtp_port, rtcp_port)
-            return UdpRelayLeg(name, self._advertise, port, channels, ports, self._rules, self._pool.release)
+            return UdpRelayLeg(name, self._advertise, port, channels, ports, self._rules, self._retire)
         raise PortsExhausted(f"no RTP port pair of {self._pool!r} can be bound on {self._bind_host}")
 
     def _bind(self, port: int, channel: _Channel) -> IListeningPort:
@@ -596,7 +697,11 @@ class UdpMediaRelay:
 
     def close(self) -> Deferred[None]:
         self._closed = True
-        return _all([session.close() for session in list(self._open)])
+        closing = [session.close() for session in list(self._open)]
+        while self._parked:
+            entry = self._parked.popleft()
+            closing.append(_close_ports(entry.ports, partial(self._pool.release, entry.port)))
+        return _all(closing)
 
     def __repr__(self) -> str:
         where = f"{self._bind_host} ({self._advertise})"
