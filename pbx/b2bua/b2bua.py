@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
@@ -24,7 +25,15 @@ from zope.interface import implementer
 from pbx.b2bua.call import Call
 from pbx.b2bua.peer import Peer
 from pbx.dialplan import Action, DialplanEngine
-from pbx.dialplan.simulate import CallerInfo, CallInfo, ExtensionInfo, TenantDirectory, make_context
+from pbx.dialplan.simulate import (
+    CallerInfo,
+    CallInfo,
+    ExtensionInfo,
+    LiveExtensions,
+    TenantDirectory,
+    extension_variants,
+    make_context,
+)
 from pbx.media.interfaces import IMediaRelay
 from pbx.registrar import BruteForceGuard, Domain, LocationService, parse_flow_text
 from pbx.sip.auth import AuthOutcome, DigestAuthenticator
@@ -121,6 +130,7 @@ class B2BUA:
         self.calls: dict[str, Call] = {}
         self._dialogs = DialogTable()
         self._owners: dict[tuple[Any, ...], tuple[Call, Peer]] = {}
+        self._views: dict[str, tuple[Directory, Mapping[str, Any], Mapping[str, tuple[str, ...]]]] = {}
         self.counters = {"calls": 0, "answered": 0, "failed": 0, "challenged": 0, "active": 0}
         stack.on_dialog_ack(self.ack_received)
 
@@ -198,10 +208,6 @@ class B2BUA:
         self.calls[call.id] = call
         self.counters["calls"] += 1
         self.counters["active"] = len(self.calls)
-        self._log.info(
-            "Call {id}: {caller}@{tenant} dials {dialed}", id=call.id, caller=username, tenant=domain.tenant,
-            dialed=call.dialed,
-        )  # fmt: skip
         await call.run()
 
     def _challenge(self, txn: IServerTransaction, request: Request, domain: Domain, result: Any) -> None:
@@ -249,10 +255,9 @@ class B2BUA:
         """The dialplan context (docs/dialplan.md), built with the dialplan layer's own `make_context`."""
         directory = self.directory(call)
         invite = call.invite
-        extensions = {
-            number: replace(e, registered=bool(self.location.lookup(directory.tenant, number)))
-            for number, e in directory.extensions.items()
-        }
+        variants, groups = self._directory_view(directory)
+        tenant, lookup = directory.tenant, self.location.lookup
+        extensions = LiveExtensions(variants, lambda number: bool(lookup(tenant, number)))
         try:
             display = invite.from_.display_name or ""
         except SipParseError:
@@ -277,11 +282,26 @@ class B2BUA:
                 authenticated=True,
                 may_call_out=call.caller.may_call_out,
             ),
-            directory=TenantDirectory(extensions, directory.groups),
+            directory=TenantDirectory(extensions, groups),
             now=datetime.datetime.now(datetime.UTC),
             result=call.run_state.result,
             variables=call.vars,
         )
+
+    def _directory_view(
+        self, directory: Directory
+    ) -> tuple[Mapping[str, tuple[ExtensionInfo, ExtensionInfo]], Mapping[str, tuple[str, ...]]]:
+        """What the context needs of a directory that does not change from call to call, made once per
+        directory (a new Directory object, after a reload, gets a new one)."""
+        cached = self._views.get(directory.tenant)
+        if cached is None or cached[0] is not directory:
+            groups = MappingProxyType({name: tuple(members) for name, members in directory.groups.items()})
+            cached = self._views[directory.tenant] = (
+                directory,
+                extension_variants(directory.extensions),
+                groups,
+            )
+        return cached[1], cached[2]
 
     def resolve(self, call: Call, targets: Sequence[str]) -> list[tuple[str, Binding, tuple[str, str, int]]]:
         """Every registered contact of the targets: (extension, binding, destination flow)."""
@@ -328,9 +348,12 @@ class B2BUA:
                 self._owners.pop(peer.dialog.key, None)
                 self._dialogs.remove(peer.dialog)
         cdr = call.cdr()
+        # The one log line of a call (a busy PBX logs hundreds per second: keep it to one).
         self._log.info(
-            "Call {id} ended: {cause} (status {status}, {dur:.1f} s)", id=call.id, cause=cdr.cause,
-            status=cdr.status, dur=cdr.duration,
+            "Call {id} ended: {cause} (status {status}, {dur:.1f} s), {caller}@{tenant} -> {dialed}{by}",
+            id=call.id, cause=cdr.cause, status=cdr.status, dur=cdr.duration, caller=cdr.caller,
+            tenant=cdr.tenant, dialed=cdr.dialed,
+            by=f" answered by {cdr.answered_by}" if cdr.answered_by else "",
         )  # fmt: skip
         if self._cdrs is not None:
             self._cdrs.write_cdr(cdr).addErrback(lambda f: self._log.failure("Could not write a CDR", f))

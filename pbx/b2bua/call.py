@@ -305,13 +305,6 @@ class Call:
                 leg.send_ack(answer, "application/sdp" if answer else None)
 
             self.a.pending_ack_body = forward_answer
-        self._log.info(
-            "Call {id}: {caller} -> {dialed} answered by {ext}",
-            id=self.id,
-            caller=self.caller.extension,
-            dialed=self.dialed,
-            ext=leg.extension,
-        )
         self._finish_dial("answered")
         return True
 

@@ -12,8 +12,8 @@ This module knows nothing of SIP or of the config layer: `pbx.dialplan.cli` turn
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -112,6 +112,58 @@ class ExtensionInfo:
         )
 
 
+class LiveExtensions(Mapping[str, ExtensionInfo]):
+    """A tenant's extensions for one render, whose ``registered`` is asked of the location service only for
+    the extensions the template looks up (the context's ``extensions`` of a real call).
+
+    Built from `extension_variants` of the directory (made once per directory, not per call): looking up a
+    number returns one of its two prepared `ExtensionInfo` values and asks ``is_registered(number)`` once per
+    view; ``in``, ``len`` and iteration never ask. Read-only, like the rest of the context.
+    """
+
+    __slots__ = ("_is_registered", "_seen", "_variants")
+
+    def __init__(
+        self,
+        variants: Mapping[str, tuple[ExtensionInfo, ExtensionInfo]],
+        is_registered: Callable[[str], bool],
+    ) -> None:
+        self._variants = variants
+        self._is_registered = is_registered
+        self._seen: dict[str, ExtensionInfo] = {}
+
+    def __getitem__(self, number: str) -> ExtensionInfo:
+        found = self._seen.get(number)
+        if found is None:
+            absent, present = self._variants[number]
+            found = self._seen[number] = present if self._is_registered(number) else absent
+        return found
+
+    def __contains__(self, number: object) -> bool:
+        return number in self._variants
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._variants)
+
+    def __len__(self) -> int:
+        return len(self._variants)
+
+    def __repr__(self) -> str:
+        return f"<LiveExtensions of {len(self._variants)}>"
+
+
+def extension_variants(
+    extensions: Mapping[str, ExtensionInfo],
+) -> Mapping[str, tuple[ExtensionInfo, ExtensionInfo]]:
+    """Each extension as (not registered, registered), for `LiveExtensions`; read-only."""
+    return MappingProxyType(
+        {
+            number: (replace(e, registered=False), replace(e, registered=True))
+            for number, e in extensions.items()
+        }
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class TenantDirectory:
     """A tenant's directory as the context shows it: extensions by number, groups by name.
@@ -125,8 +177,13 @@ class TenantDirectory:
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "extensions", MappingProxyType(dict(self.extensions)))
-        object.__setattr__(self, "groups", MappingProxyType({k: tuple(v) for k, v in self.groups.items()}))
+        # Read-only mappings are kept as they are (no copy per call); anything else is copied.
+        if not isinstance(self.extensions, (MappingProxyType, LiveExtensions)):
+            object.__setattr__(self, "extensions", MappingProxyType(dict(self.extensions)))
+        if not isinstance(self.groups, MappingProxyType):
+            object.__setattr__(
+                self, "groups", MappingProxyType({k: tuple(v) for k, v in self.groups.items()})
+            )
 
 
 def make_context(

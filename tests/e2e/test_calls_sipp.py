@@ -413,7 +413,7 @@ def test_normal_call(start_pbx, sipp):
     sipp.check(pbx, uac, uas)
 
     call_id = pbx.ended(200, "normal")
-    pbx.wait_for(rf"Call {re.escape(call_id)}: 1001 -> 1002 answered by 1002")
+    pbx.wait_for(rf"Call {re.escape(call_id)} ended: .*, 1001@default -> 1002 answered by 1002")
     cdr = pbx.wait_cdr(call_id)
     assert (cdr["caller"], cdr["dialed"], cdr["answered_by"]) == ("1001", "1002", "1002"), cdr
     assert (cdr["status"], cdr["cause"], cdr["hangup_by"]) == (200, "normal", "caller"), cdr
@@ -567,8 +567,7 @@ def test_dialplan_edit_routes_the_next_call(start_pbx, sipp):
     first = sipp.uas("uas_1002", "call_uas.xml", "1002", port_1002)
     uac = sipp.uac(pbx, "call_uac.xml", "2000", name="uac1")
     sipp.check(pbx, uac, first)
-    pbx.wait_for(r"Call \S+: 1001 -> 2000 answered by 1002")
-    pbx.ended(200, "normal")
+    pbx.wait_for(r"Call \S+ ended: normal \(status 200, .*, 1001@default -> 2000 answered by 1002")
 
     pbx.write_dialplan(ROUTE_2000.format(target="1003"))
     second = sipp.uas("uas_1003", "call_uas.xml", "1003", port_1003)
@@ -578,7 +577,7 @@ def test_dialplan_edit_routes_the_next_call(start_pbx, sipp):
         stale = queued(old_callee)
     assert not stale, f"the second call still went to 1002: {stale!r}\n{pbx.tail()}"
     sipp.check(pbx, uac, second)
-    pbx.wait_for(r"Call \S+: 1001 -> 2000 answered by 1003")
+    pbx.wait_for(r"Call \S+ ended: normal \(status 200, .*, 1001@default -> 2000 answered by 1003")
     pbx.wait_for(r"Call \S+ ended: normal \(status 200,", count=2)
 
 
@@ -623,8 +622,7 @@ def test_hostile_display_name_does_not_change_routing(start_pbx, sipp, tmp_path,
         stray = queued(other)
     assert not stray, f"1003 got a request: {stray!r}\n{pbx.tail()}"
     sipp.check(pbx, uac, uas)
-    pbx.wait_for(r"Call \S+: 1001 -> 1002 answered by 1002")
-    pbx.ended(200, "normal")
+    pbx.wait_for(r"Call \S+ ended: normal \(status 200, .*, 1001@default -> 1002 answered by 1002")
     assert "Dialplan error" not in pbx.process.output
 
     (invite,) = uas.requests("INVITE")
