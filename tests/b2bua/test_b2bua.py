@@ -254,6 +254,32 @@ hangup 404
         other = h.place_call("7777")
         self.assertEqual(statuses(other.txn), [404])
 
+    def test_extensions_show_who_is_registered_at_render_time(self) -> None:
+        main = """
+{% if extensions["1002"].registered and not extensions["1003"].registered and extensions|length > 2 %}
+dial 1002
+{% else %}
+hangup 404
+{% endif %}
+"""
+        h = self.build(main)
+        self.assertEqual(statuses(h.place_call("1002").txn), [404])  # 1002 not registered yet
+        h.register_1002()
+        h.place_call("1002")
+        self.assertEqual(len(h.invites()), 1)
+        h.register(REG_1003)
+        h.place_call("1002")
+        self.assertEqual(len(h.invites()), 1)  # 1003 registered now: 404
+
+    def test_the_directory_is_prepared_once_not_per_call(self) -> None:
+        h = self.build("hangup 404")
+        h.place_call("1002")
+        views = dict(h.b2bua._views)
+        h.place_call("1002")
+        self.assertEqual(len(views), 1)
+        ((tenant, view),) = views.items()
+        self.assertIs(h.b2bua._views[tenant], view)
+
     def test_goto_continues_in_another_template_with_vars_and_result(self) -> None:
         h = self.build(
             "set who=reception\ndial 1002\ngoto after\nhangup 403",
