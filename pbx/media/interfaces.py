@@ -294,15 +294,17 @@ class IRtpConsumer(Interface):
 class IMediaEndpoint(IRtpConsumer):
     """The PBX speaking and listening on one call leg: play, collect digits, record, music on hold.
 
-    Built by `pbx.media.endpoint.MediaEndpoint(clock, transport, pacer, prompts, codec="PCMU",
-    payload_type=None, telephone_event=101)` (or `MediaEngine.create_endpoint`). Hand it to the transport as
-    its consumer (`leg.attach(endpoint)`), and call `close()` before detaching.
+    Made by `pbx.media.endpoint.MediaEngine(clock, prompt_dir).create_endpoint(transport, codec="PCMU",
+    payload_type=None, telephone_event=101)` (one engine per process: it holds the shared pacer and the
+    prompt cache). Hand it to the transport as its consumer (`leg.attach(endpoint)`), and call `close()`
+    before detaching.
 
     Digits. Every key press reaches the application once, whatever the source: RFC 4733 telephone-events
     (when `telephone_event` is not None), in-band tones detected by Goertzel (only when `telephone_event` is
     None), and SIP INFO digits the caller passes to `inject_digit`. A digit equal to one delivered from
-    ANOTHER source within `DEDUP_SECONDS` (0.5 s) is taken as the same key press (phones that send both
-    RFC 4733 and INFO); repeats from the same source are always new presses. Delivered digits go to the
+    ANOTHER source within `DEDUP_SECONDS` (1 s) is taken as the same key press (phones that send both
+    RFC 4733 and INFO; each delivery absorbs at most one report per other source); repeats from the same
+    source are always new presses. Delivered digits go to the
     `on_digit` subscribers and into the digit buffer that `collect` reads: digits typed during a prompt
     (barge-in or not) stay in the buffer and count towards the next `collect`, until `clear_digits()`.
 
