@@ -104,6 +104,7 @@ class Registrar:
         self._auth = authenticator
         self._domain_of = domains
         self._domain_cache: dict[str, Domain | None] = {}
+        self._date_second, self._date_text = -1, ""
         self._guard = guard
         self._policy = policy
         self._md5_only = tuple(agent.lower() for agent in md5_only_user_agents)
@@ -367,8 +368,15 @@ class Registrar:
             if binding.reg_id is not None:
                 value += f";reg-id={binding.reg_id}"
             response.headers.add("Contact", value)
-        response.headers.add("Date", formatdate(now, usegmt=True))
+        response.headers.add("Date", self._date(now))
         return response
+
+    def _date(self, now: float) -> str:
+        """The Date header value (RFC 3261 20.17: phones without a clock set theirs from it), per second."""
+        second = int(now)
+        if second != self._date_second:
+            self._date_second, self._date_text = second, formatdate(second, usegmt=True)
+        return self._date_text
 
 
 def _q_value(text: str | None) -> float:

@@ -46,7 +46,7 @@ from pbx.sip.digest import (
     is_supported_algorithm,
 )
 from pbx.sip.errors import SipParseError
-from pbx.sip.message import Request, Response, new_tag
+from pbx.sip.message import Request, Response, new_tag, random_bytes
 from pbx.sip.uri import SipURI, parse_uri
 
 # -- nonces --------------------------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ class NonceSource:
     def make(self, realm: str, bind: str | None = None) -> str:
         """A fresh nonce for `realm`, optionally bound to `bind` (e.g. the opaque sent with it)."""
         # Floor, never round: a timestamp up to 0.5 ms in the future made fresh nonces look stale.
-        head = _TIMESTAMP.pack(math.floor(self._clock.seconds() * 1000)) + secrets.token_bytes(_SALT_BYTES)
+        head = _TIMESTAMP.pack(math.floor(self._clock.seconds() * 1000)) + random_bytes(_SALT_BYTES)
         return base64.urlsafe_b64encode(head + self._mac(head, realm, bind)).rstrip(b"=").decode("ascii")
 
     @staticmethod
@@ -361,6 +361,7 @@ class AuthResult:
 
 
 _NO_CREDENTIALS = AuthResult(AuthOutcome.NO_CREDENTIALS)
+_NONCE_SLOT = "NONCE-SLOT-7f3a"  # a token: formatted unquoted-safe, and never in a realm we format
 
 
 class DigestAuthenticator:
@@ -395,6 +396,7 @@ class DigestAuthenticator:
         self.checker = HA1Checker(lookup)
         self._algorithms = tuple(algorithms)
         self._qop = qop
+        self._templates: dict[tuple[str, str, bool], tuple[str, str]] = {}
 
     def challenge(
         self,
@@ -408,19 +410,35 @@ class DigestAuthenticator:
     ) -> Response:
         """A 401 with WWW-Authenticate (or with `proxy`, a 407 with Proxy-Authenticate) for `request`.
 
-        One header per algorithm, in order of preference, each with its own fresh nonce; `algorithms`
-        overrides the configured ones for this challenge (clients that cannot bear an unknown one). The To
-        tag is `to_tag`, or a new one (RFC 3261 8.2.6.2).
+        One header per algorithm, in order of preference, all with the same fresh nonce (it is bound to
+        the realm, not to an algorithm, and its nonce-counts are the same whichever hash the client picks);
+        `algorithms` overrides the configured ones for this challenge (clients that cannot bear an unknown
+        one). The To tag is `to_tag`, or a new one (RFC 3261 8.2.6.2).
         """
         response = request.response(407 if proxy else 401, to_tag=to_tag or new_tag())
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
-        qop = (self._qop,) if self._qop else ()
+        nonce = self._nonces.make(realm)
+        add = response.headers.add
         for algorithm in self._algorithms if algorithms is None else algorithms:
-            value = DigestChallenge(
-                realm=realm, nonce=self._nonces.make(realm), algorithm=algorithm, qop=qop, stale=stale
-            )
-            response.headers.add(name, str(value))
+            before, after = self._template(realm, algorithm, stale)
+            add(name, before + nonce + after)
         return response
+
+    def _template(self, realm: str, algorithm: str, stale: bool) -> tuple[str, str]:
+        """The challenge text around its nonce, formatted once per (realm, algorithm, stale)."""
+        key = (realm, algorithm, stale)
+        found = self._templates.get(key)
+        if found is None:
+            qop = (self._qop,) if self._qop else ()
+            text = str(
+                DigestChallenge(realm=realm, nonce=_NONCE_SLOT, algorithm=algorithm, qop=qop, stale=stale)
+            )
+            # Quoted, as it is here, the slot cannot occur inside the (escaped) realm.
+            before, _, after = text.partition(f'nonce="{_NONCE_SLOT}"')
+            found = (before + 'nonce="', '"' + after)
+            if len(self._templates) < 4096:
+                self._templates[key] = found
+        return found
 
     def authenticate(self, request: Request, realm: str, *, proxy: bool) -> Deferred[AuthResult]:
         """Judge the request's credentials for `realm`; the Deferred never fails with a verdict.

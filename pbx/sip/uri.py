@@ -295,19 +295,34 @@ _SIP_URI_FAST = re.compile(
 )
 
 
+_PARSED: dict[str, URI] = {}  # text -> URI (immutable values): the same URIs come back with every refresh
+
+
 def parse_uri(text: str) -> URI:
     """Parse a URI; `sip`/`sips`/`tel` strictly, other schemes as `AbsoluteURI`.
+
+    URIs are immutable, so the last few thousand parsed are remembered by their text: a registrar or a
+    proxy sees the same Request-URIs, To and Contact URIs again with every refresh.
 
     Raises:
         SipParseError: when the text is not a URI or a sip/sips/tel URI is malformed.
     """
+    found = _PARSED.get(text)
+    if found is not None:
+        return found
+    uri: URI | None = None
     fast = _SIP_URI_FAST.fullmatch(text)
     if fast is not None:
         scheme, user, host, port_text, param_text = fast.groups()
         port = int(port_text) if port_text is not None else None
         if port is None or 0 < port < 65536:
-            return SipURI(host=host, user=user, port=port, scheme=scheme, params=plain_params(param_text))
-    return _parse_uri_careful(text)
+            uri = SipURI(host=host, user=user, port=port, scheme=scheme, params=plain_params(param_text))
+    if uri is None:
+        uri = _parse_uri_careful(text)
+    if len(_PARSED) >= 4096:  # texts come from the network: bound what they can make us keep
+        _PARSED.clear()
+    _PARSED[text] = uri
+    return uri
 
 
 def is_plain_sip_uri(text: str) -> bool:

@@ -646,7 +646,7 @@ class AuthenticatorTests(SynchronousTestCase):
         for challenge in challenges:
             self.assertEqual((challenge.realm, challenge.qop, challenge.stale), (REALM, ("auth",), False))
             self.assertEqual(self.nonces.check(challenge.nonce, REALM), NonceStatus.OK)
-        self.assertNotEqual(challenges[0].nonce, challenges[1].nonce)
+        self.assertEqual(challenges[0].nonce, challenges[1].nonce)  # one nonce, bound to the realm
 
     def test_407_uses_proxy_authenticate(self) -> None:
         response = self.auth.challenge(register(), REALM, proxy=True, stale=True, to_tag="t1")
