@@ -8,6 +8,7 @@ its plain constructor arguments. A config error stops `twistd` before anything l
 from __future__ import annotations
 
 import gc
+import ipaddress
 import os
 import resource
 import secrets
@@ -22,7 +23,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 
-from pbx.b2bua import B2BUA, Directory, ExtensionInfo
+from pbx.b2bua import B2BUA, Directory, ExtensionInfo, PeerLookup, TrustedPeer
 from pbx.config import Config, ConfigError, Tenant, load_config
 from pbx.dialplan import DialplanEngine
 from pbx.media import PortPool, UdpMediaRelay
@@ -294,6 +295,39 @@ def directories(config: Config) -> Callable[[str], Directory | None]:
     return by_name.get
 
 
+def peer_lookup(config: Config) -> PeerLookup | None:
+    """The trusted peers of each tenant by source address (`[[tenants.NAME.peers]]`); None when no tenant
+    has any, so every INVITE is challenged."""
+    by_tenant = {
+        tenant.name: [
+            (ipaddress.ip_network(network), TrustedPeer(peer.name, peer.extension))
+            for peer in tenant.peers
+            for network in peer.networks
+        ]
+        for tenant in config.tenants
+        if tenant.peers
+    }
+    if not by_tenant:
+        return None
+
+    def lookup(tenant: str, host: str) -> TrustedPeer | None:
+        networks = by_tenant.get(tenant)
+        if not networks:
+            return None
+        try:
+            address = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return None
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # a dual-stack socket reports IPv4 sources as ::ffff:a.b.c.d
+        for network, peer in networks:
+            if address in network:
+                return peer
+        return None
+
+    return lookup
+
+
 class CallsService(service.Service):
     """Hangs up the calls and closes the media relay when the PBX stops."""
 
@@ -330,6 +364,7 @@ def build_calls(config: Config, stack: SipStack, registrar: Any, the_reactor: An
         relay,
         parts["store"],
         parts["guard"],
+        peers=peer_lookup(config),
         ring_timeout=config.calls.ring_timeout,
         max_call_duration=config.calls.max_call_duration,
         codecs=config.calls.codecs,

@@ -60,13 +60,26 @@ class Directory:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is calling."""
+    """Who is calling; `peer` names the trusted peer the INVITE came from ("" after digest auth)."""
 
     tenant: str
     extension: str
     name: str
     domain: str
     may_call_out: bool = False
+    peer: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedPeer:
+    """A peer authenticated by its source address: its INVITEs get no 407 and call as `extension`."""
+
+    name: str
+    extension: str
+
+
+PeerLookup = Callable[[str, str], TrustedPeer | None]
+"""(tenant, source IP address of an INVITE) -> the tenant's trusted peer at that address, or None."""
 
 
 @implementer(ITransactionUser)
@@ -84,6 +97,7 @@ class B2BUA:
         relay: the media relay.
         cdrs: where CDRs go.
         guard: brute-force guard.
+        peers: finds the trusted peer an INVITE comes from (no 407 for it); None: every INVITE is challenged.
         ring_timeout, max_call_duration: seconds.
         codecs: codecs let through ("*" for all).
         md5_only_user_agents: User-Agent substrings challenged with MD5 only.
@@ -105,6 +119,7 @@ class B2BUA:
         cdrs: ICdrStore | None = None,
         guard: BruteForceGuard | None = None,
         *,
+        peers: PeerLookup | None = None,
         ring_timeout: float = 30.0,
         max_call_duration: float = 14400.0,
         codecs: Sequence[str] = ("*",),
@@ -121,6 +136,7 @@ class B2BUA:
         self.relay = relay
         self._cdrs = cdrs
         self._guard = guard
+        self._peers = peers
         self.ring_timeout = ring_timeout
         self.max_call_duration = max_call_duration
         self.codecs = tuple(codecs)
@@ -188,10 +204,15 @@ class B2BUA:
         domain = self._domains(uri.host)
         if domain is None:
             raise SipError(404, "Domain Not Served")
-        result = await self._auth.authenticate(request, domain.realm, proxy=True)
-        if result.outcome is not AuthOutcome.OK:
-            self._challenge(txn, request, domain, result)
-            return
+        peer = self._peers(domain.tenant, txn.flow.remote_address[0]) if self._peers is not None else None
+        if peer is not None:
+            username = peer.extension  # authenticated by its address (docs/configuration.md, peers)
+        else:
+            result = await self._auth.authenticate(request, domain.realm, proxy=True)
+            if result.outcome is not AuthOutcome.OK:
+                self._challenge(txn, request, domain, result)
+                return
+            username = result.username or ""
         try:
             contacts = request.contacts
         except SipParseError as e:
@@ -199,11 +220,12 @@ class B2BUA:
         if len(contacts) != 1 or contacts[0].wildcard:
             raise SipError(400, "An INVITE needs exactly one Contact")
         directory = self._directories(domain.tenant)
-        username = result.username or ""
         if directory is None or username not in directory.extensions:
             raise SipError(403)
         info = directory.extensions[username]
-        caller = Caller(domain.tenant, username, info.name, directory.domain, info.may_call_out)
+        caller = Caller(
+            domain.tenant, username, info.name, directory.domain, info.may_call_out, peer.name if peer else ""
+        )
         call = Call(self, txn, request, caller)
         self.calls[call.id] = call
         self.counters["calls"] += 1
@@ -350,9 +372,10 @@ class B2BUA:
         cdr = call.cdr()
         # The one log line of a call (a busy PBX logs hundreds per second: keep it to one).
         self._log.info(
-            "Call {id} ended: {cause} (status {status}, {dur:.1f} s), {caller}@{tenant} -> {dialed}{by}",
-            id=call.id, cause=cdr.cause, status=cdr.status, dur=cdr.duration, caller=cdr.caller,
+            "Call {id} ended: {cause} (status {status}, {dur:.1f} s), {caller}@{tenant}{peer} -> {dialed}"
+            "{by}", id=call.id, cause=cdr.cause, status=cdr.status, dur=cdr.duration, caller=cdr.caller,
             tenant=cdr.tenant, dialed=cdr.dialed,
+            peer=f" (peer {call.caller.peer})" if call.caller.peer else "",
             by=f" answered by {cdr.answered_by}" if cdr.answered_by else "",
         )  # fmt: skip
         if self._cdrs is not None:

@@ -16,6 +16,7 @@ from pbx.config.model import (
     SipConfig,
     Tenant,
     TlsConfig,
+    TrustedPeer,
     normalize_host,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "SipConfig",
     "Tenant",
     "TlsConfig",
+    "TrustedPeer",
     "load_config",
     "normalize_host",
     "parse_config",

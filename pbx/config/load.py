@@ -41,6 +41,7 @@ from pbx.config.model import (
     SipConfig,
     Tenant,
     TlsConfig,
+    TrustedPeer,
     normalize_host,
 )
 
@@ -50,7 +51,8 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     "sip": ("user_agent", "idle_timeout", "max_message_size", "t1", "t2", "t4", "listen"),
     "sip.listen[]": ("transport", "host", "port", "advertise"),
     "tls": ("certificate", "private_key", "ca_certificates"),
-    "tenants.<tenant>": ("domain", "aliases", "realm", "extensions", "groups"),
+    "tenants.<tenant>": ("domain", "aliases", "realm", "extensions", "groups", "peers"),
+    "tenants.<tenant>.peers[]": ("name", "networks", "extension"),
     "tenants.<tenant>.extensions.<number>": (
         "name",
         "password",
@@ -448,9 +450,61 @@ class _Parser:
             for number, item in raw_extensions.items()
         }
         groups = self.groups(table.get("groups", {}), _join(path, "groups"), name, extensions)
+        peers = self.peers(table.get("peers", []), _join(path, "peers"), extensions)
         return Tenant(
-            name=name, domain=domain, aliases=aliases, realm=realm, extensions=extensions, groups=groups
+            name=name,
+            domain=domain,
+            aliases=aliases,
+            realm=realm,
+            extensions=extensions,
+            groups=groups,
+            peers=peers,
         )
+
+    def peers(self, value: object, path: str, extensions: Mapping[str, Extension]) -> tuple[TrustedPeer, ...]:
+        if not isinstance(value, list):
+            raise ConfigError(path, f"must be an array of tables ([[{path}]]), not {_kind(value)}")
+        peers: list[TrustedPeer] = []
+        names: dict[str, str] = {}
+        owners: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = []
+        for index, item in enumerate(value):
+            peer_path = f"{path}[{index}]"
+            table = self._table(item, peer_path, "tenants.<tenant>.peers[]")
+            for key in ("name", "networks", "extension"):
+                if key not in table:
+                    raise ConfigError(_join(peer_path, key), "is required")
+            name = self._string(table, "name", peer_path, "")
+            if not _TENANT_NAME.fullmatch(name):
+                raise ConfigError(
+                    _join(peer_path, "name"), "a peer name must be 1-63 letters, digits, '.', '_' or '-'"
+                )
+            if name in names:
+                raise ConfigError(_join(peer_path, "name"), f"{name!r} is already used by {names[name]}")
+            names[name] = peer_path
+            raw_networks = self._strings(table, "networks", peer_path, [])
+            if not raw_networks:
+                raise ConfigError(_join(peer_path, "networks"), "must list at least one network")
+            networks: list[str] = []
+            for position, raw in enumerate(raw_networks):
+                key = f"{_join(peer_path, 'networks')}[{position}]"
+                try:
+                    network = ipaddress.ip_network(raw.strip(), strict=False)
+                except ValueError:
+                    raise ConfigError(
+                        key, f"must be an IP network in CIDR notation (like '192.0.2.10/32'), not {raw!r}"
+                    ) from None
+                for other, owner in owners:
+                    if network.version == other.version and network.overlaps(other):
+                        raise ConfigError(key, f"{network.compressed} overlaps {owner} ({other.compressed})")
+                owners.append((network, key))
+                networks.append(network.compressed)
+            extension = self._string(table, "extension", peer_path, "")
+            if extension not in extensions:
+                raise ConfigError(
+                    _join(peer_path, "extension"), f"must be an extension of this tenant, not {extension!r}"
+                )
+            peers.append(TrustedPeer(name=name, networks=tuple(networks), extension=extension))
+        return tuple(peers)
 
     def groups(
         self, value: object, path: str, tenant: str, extensions: Mapping[str, Extension]

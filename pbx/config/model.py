@@ -316,6 +316,31 @@ class Extension:
 
 
 @dataclass(frozen=True, slots=True)
+class TrustedPeer:
+    """A SIP peer authenticated by its source address instead of digest (a gateway, an application server):
+    its INVITEs get no 407 and run the dialplan as one of the tenant's extensions.
+
+    What Asterisk does with an IP-matched endpoint, FreeSWITCH with an ACL on a gateway and Kamailio with
+    its permissions module. A source address can be spoofed over UDP: list single hosts or small networks
+    the peer alone uses, and no network that phones register from (their calls would count as the peer's).
+
+    Attributes:
+        name: The peer's name (letters, digits, '.', '_', '-'; unique in its tenant), for logs.
+        networks: The source networks in CIDR notation, normalized (``"192.0.2.10/32"``); never empty, no
+            overlap with another peer's networks in the same tenant.
+        extension: The extension of the tenant the peer calls as: the dialplan's ``caller`` and the CDR's
+            caller (its name and ``may_call_out`` apply).
+    """
+
+    name: str
+    networks: tuple[str, ...]
+    extension: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "networks", tuple(self.networks))
+
+
+@dataclass(frozen=True, slots=True)
 class Tenant:
     """A customer of the PBX, selected by its SIP domain.
 
@@ -327,6 +352,8 @@ class Tenant:
         extensions: The tenant's extensions by number, read-only.
         groups: The tenant's ring groups, read-only: group name to the numbers of its member extensions
             (never empty, each an extension of this tenant, no duplicates), in the configured order.
+        peers: The peers whose INVITEs for this tenant are authenticated by source address; none by
+            default (every INVITE is challenged).
     """
 
     name: str
@@ -335,8 +362,10 @@ class Tenant:
     realm: str = ""
     extensions: Mapping[str, Extension] = field(default_factory=dict, hash=False)
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    peers: tuple[TrustedPeer, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "peers", tuple(self.peers))
         if not self.realm:
             object.__setattr__(self, "realm", self.domain)
         object.__setattr__(self, "aliases", tuple(self.aliases))

@@ -660,6 +660,7 @@ class Harness:
         ring_timeout: float = 30.0,
         max_call_duration: float = 14400.0,
         extensions: dict[str, ExtensionInfo] | None = None,
+        peers: Any = None,
     ) -> Harness:
         clock = Clock()
         stack = FakeStack(clock)
@@ -683,6 +684,7 @@ class Harness:
             engine,
             relay,
             store,
+            peers=peers,
             ring_timeout=ring_timeout,
             max_call_duration=max_call_duration,
             codecs=codecs,

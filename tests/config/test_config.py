@@ -740,3 +740,83 @@ def test_config_imports_no_other_pbx_package() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+# -- trusted peers (authenticated by source address) --------------------------------------------------------
+
+PEER = {"name": "gw", "networks": ["192.0.2.10"], "extension": "1000"}
+
+
+def test_trusted_peers_are_off_by_default() -> None:
+    assert parse_config(MINIMAL, BASE).tenants[0].peers == ()
+
+
+def test_trusted_peers_load_with_normalized_networks() -> None:
+    peers = [
+        PEER,
+        {"name": "app.server-2", "networks": ["198.51.100.7/24", "2001:DB8::1/64"], "extension": "1000"},
+    ]
+    (tenant,) = parse_config(tenant_with({"password": "x"}, peers=peers), BASE).tenants
+    assert [(p.name, p.networks, p.extension) for p in tenant.peers] == [
+        ("gw", ("192.0.2.10/32",), "1000"),
+        ("app.server-2", ("198.51.100.0/24", "2001:db8::/64"), "1000"),
+    ]
+    hash(tenant.peers)
+
+
+@pytest.mark.parametrize(
+    ("peers", "message"),
+    [
+        (
+            {"name": "gw"},
+            "tenants.default.peers: must be an array of tables ([[tenants.default.peers]]), not a table",
+        ),
+        (["gw"], "tenants.default.peers[0]: must be a table, not a string"),
+        ([{**PEER, "port": 5060}], "tenants.default.peers[0].port: unknown key"),
+        ([{"networks": ["192.0.2.10"], "extension": "1000"}], "tenants.default.peers[0].name: is required"),
+        ([{"name": "gw", "extension": "1000"}], "tenants.default.peers[0].networks: is required"),
+        ([{"name": "gw", "networks": ["192.0.2.10"]}], "tenants.default.peers[0].extension: is required"),
+        (
+            [{**PEER, "name": ".gw"}],
+            "tenants.default.peers[0].name: a peer name must be 1-63 letters, digits, '.', '_' or '-'",
+        ),
+        (
+            [PEER, {**PEER, "networks": ["192.0.2.11"]}],
+            "tenants.default.peers[1].name: 'gw' is already used by tenants.default.peers[0]",
+        ),
+        ([{**PEER, "networks": []}], "tenants.default.peers[0].networks: must list at least one network"),
+        (
+            [{**PEER, "networks": "192.0.2.10"}],
+            "tenants.default.peers[0].networks: must be an array of strings, not a string",
+        ),
+        (
+            [{**PEER, "networks": ["192.0.2.10", "gateway.example"]}],
+            "tenants.default.peers[0].networks[1]: must be an IP network in CIDR notation "
+            "(like '192.0.2.10/32'), not 'gateway.example'",
+        ),
+        (
+            [PEER, {**PEER, "name": "lan", "networks": ["192.0.2.0/24"]}],
+            "tenants.default.peers[1].networks[0]: 192.0.2.0/24 overlaps "
+            "tenants.default.peers[0].networks[0] (192.0.2.10/32)",
+        ),
+        (
+            [{**PEER, "extension": "1001"}],
+            "tenants.default.peers[0].extension: must be an extension of this tenant, not '1001'",
+        ),
+        (
+            [{**PEER, "extension": 1000}],
+            "tenants.default.peers[0].extension: must be a string, not an integer",
+        ),
+    ],
+)
+def test_trusted_peer_errors_name_the_key(peers: Any, message: str) -> None:
+    assert str(error_for(tenant_with({"password": "x"}, peers=peers))) == message
+
+
+def test_the_same_peer_network_may_serve_two_tenants() -> None:
+    tenants = {
+        "a": {"domain": "a.example", "extensions": {"1000": {"password": "x"}}, "peers": [PEER]},
+        "b": {"domain": "b.example", "extensions": {"1000": {"password": "y"}}, "peers": [PEER]},
+    }
+    config = parse_config(data(tenants=tenants), BASE)
+    assert [t.peers[0].networks for t in config.tenants] == [("192.0.2.10/32",), ("192.0.2.10/32",)]

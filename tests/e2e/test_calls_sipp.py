@@ -231,6 +231,7 @@ class Sipp:
     port: int = 0
     timeout: float = 20.0
     calls: int = 1
+    ip: str = "127.0.0.1"
     proc: subprocess.Popen = field(init=False)
     started_at: float = field(init=False)
 
@@ -242,7 +243,7 @@ class Sipp:
         cmd = [
             executable("sipp"), "-nostdin",
             "-sf", str(self.scenario),
-            "-i", "127.0.0.1", "-p", str(self.port), "-mp", str(sipp_media_port()),
+            "-i", self.ip, "-p", str(self.port), "-mp", str(sipp_media_port()),
             "-m", str(self.calls),
             "-timeout", f"{self.timeout:g}s", "-timeout_error",
             "-trace_err", "-error_file", str(self.error_file),
@@ -352,10 +353,11 @@ class SippSet:
         caller: str = "1001",
         name: str = "uac",
         extra_fields: Sequence[str] = (),
+        ip: str = "127.0.0.1",
     ) -> Sipp:
         """Place one call from `caller` to `dialed` and wait for the caller's SIPp to finish."""
         csv = self.users_csv([(caller, f"pass{caller}", dialed, *extra_fields)], f"{name}_users")
-        sipp = self.start(name, scenario, [f"127.0.0.1:{pbx.sip}", "-inf", str(csv)], timeout=20)
+        sipp = self.start(name, scenario, [f"127.0.0.1:{pbx.sip}", "-inf", str(csv)], timeout=20, ip=ip)
         sipp.wait()
         return sipp
 
@@ -630,3 +632,37 @@ def test_hostile_display_name_does_not_change_routing(start_pbx, sipp, tmp_path,
     match = re.fullmatch(r'("(?:[^"\\\r\n\t]|\\.)*") <sip:1001@localhost>;tag=[\w.-]+', from_)
     assert match is not None, f"unexpected From at the callee: {from_!r}"
     assert " ".join(unquote(match.group(1)).split()) == shown, from_
+
+
+# -- 8. a trusted peer: authenticated by its source address --------------------------------------------------
+
+PEER_CONFIG = """
+[[tenants.default.peers]]
+name = "gw"
+networks = ["127.0.0.2/32"]
+extension = "1003"
+"""
+
+
+def test_trusted_peer_calls_without_a_challenge_others_are_challenged(start_pbx, sipp):
+    """An INVITE from 127.0.0.2 (the peer) gets no 407 and calls as 1003; one from 127.0.0.1 is challenged."""
+    pbx = start_pbx(extra=PEER_CONFIG)
+    port = sipp.register(pbx, "1002")
+
+    uas = sipp.uas("uas_peer", "call_uas.xml", "1002", port)
+    uac = sipp.uac(pbx, "call_uac_peer.xml", "1002", caller="5555", name="peer", ip="127.0.0.2")
+    sipp.check(pbx, uac, uas)
+    assert uac.responses(407) == [], uac
+    call_id = pbx.ended(200, "normal")
+    pbx.wait_for(rf"Call {re.escape(call_id)} ended: .*, 1003@default \(peer gw\) -> 1002 answered by 1002")
+    cdr = pbx.wait_cdr(call_id)
+    assert (cdr["caller"], cdr["dialed"], cdr["answered_by"]) == ("1003", "1002", "1002"), cdr
+
+    # Anyone else, even with the peer's From user, is challenged (and a phone with credentials still calls).
+    refused = sipp.uac(pbx, "call_uac_peer.xml", "1002", caller="1003", name="not_peer")
+    assert refused.wait() != 0 and len(refused.responses(407)) == 1, refused
+    uas = sipp.uas("uas_phone", "call_uas.xml", "1002", port)
+    uac = sipp.uac(pbx, "call_uac.xml", "1002", name="phone")
+    sipp.check(pbx, uac, uas)
+    assert len(uac.responses(407)) == 1, uac
+    pbx.wait_for(r"Call \S+ ended: normal \(status 200, .*, 1001@default -> 1002 answered by 1002")
