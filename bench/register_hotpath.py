@@ -98,6 +98,7 @@ def build(users: int) -> tuple[SipDatagramProtocol, FakePort, Any]:
         md5_only_user_agents=security.md5_only_user_agents,
     )
     stack.register("REGISTER", registrar)
+    stack.answer_statelessly("REGISTER", registrar.stateless_challenge)
     protocol = SipDatagramProtocol(stack, clock=reactor, monitor=manager.monitor)  # type: ignore[arg-type]
     port = FakePort()
     protocol.makeConnection(port)  # type: ignore[arg-type]

@@ -251,6 +251,7 @@ def build_registrar(config: Config, stack: SipStack, the_reactor: Any) -> Regist
         md5_only_user_agents=security.md5_only_user_agents,
     )
     stack.register("REGISTER", registrar)
+    stack.answer_statelessly("REGISTER", registrar.stateless_challenge)
     keepalive = KeepAlive(
         the_reactor,
         location,

@@ -128,11 +128,21 @@ class Registrar:
         domain = cache[host] = self._domain_of(host)
         return domain
 
-    # ITransactionUser
-    def request_received(self, transaction: IServerTransaction, request: object) -> Deferred[None] | None:
-        """Handle a REGISTER: synchronous up to the store's commit (a Deferred then), so that a challenge
-        or a refused request costs no Deferred; `SipError`s become responses in the stack."""
-        assert isinstance(request, Request)
+    def stateless_challenge(self, request: Request, flow: IFlow) -> Response | None:
+        """The 401 for a REGISTER without credentials, answered without a transaction (RFC 3261 8.2.7:
+        a flood of unauthenticated REGISTERs then costs no state; `SipStack.answer_statelessly`). Requests
+        with an Authorization header (and refused ones) go the stateful way: None."""
+        if "Authorization" in request.headers:
+            return None
+        try:
+            domain, _ = self._tenant_of(request)
+        except SipError:
+            return None  # refused statefully, with the reason
+        self.counters["challenged"] += 1
+        return self._challenge_response(request, domain, stale=False)
+
+    def _tenant_of(self, request: Request) -> tuple[Domain, str]:
+        """The tenant (by the Request-URI's domain) and the address-of-record's user, or a SipError."""
         uri = request.uri
         if not isinstance(uri, SipURI):
             raise SipError(400, "REGISTER Request-URI must be a SIP URI")
@@ -147,10 +157,18 @@ class Registrar:
             raise SipError(400, "To must be a SIP address-of-record with a user")
         if self._domains(aor_uri.host) != domain:
             raise SipError(403, "Domain Not Served")
+        return domain, aor_uri.user
+
+    # ITransactionUser
+    def request_received(self, transaction: IServerTransaction, request: object) -> Deferred[None] | None:
+        """Handle a REGISTER: synchronous up to the store's commit (a Deferred then), so that a challenge
+        or a refused request costs no Deferred; `SipError`s become responses in the stack."""
+        assert isinstance(request, Request)
+        domain, user = self._tenant_of(request)
         result = self._auth.authenticate_now(request, domain.realm, proxy=False)
         if isinstance(result, Deferred):
-            return result.addCallback(self._authenticated, transaction, request, domain, aor_uri.user)
-        return self._authenticated(result, transaction, request, domain, aor_uri.user)
+            return result.addCallback(self._authenticated, transaction, request, domain, user)
+        return self._authenticated(result, transaction, request, domain, user)
 
     def ack_received(self, request: object, flow: IFlow) -> None:
         """Not used: REGISTER has no dialogs."""
@@ -193,13 +211,13 @@ class Registrar:
             )
             if self._guard is not None:
                 self._guard.failure(source, f"{domain.tenant}/{claimed}")
-        stale = outcome is AuthOutcome.STALE
+        txn.respond(self._challenge_response(request, domain, stale=outcome is AuthOutcome.STALE))
+
+    def _challenge_response(self, request: Request, domain: Domain, *, stale: bool) -> Response:
         user_agent = (request.headers.get("User-Agent") or "").lower()
         md5_only = any(agent in user_agent for agent in self._md5_only)
         algorithms = ("MD5",) if md5_only else None
-        txn.respond(
-            self._auth.challenge(request, domain.realm, proxy=False, stale=stale, algorithms=algorithms)
-        )
+        return self._auth.challenge(request, domain.realm, proxy=False, stale=stale, algorithms=algorithms)
 
     def _contacts(self, request: Request) -> list[NameAddress]:
         try:

@@ -101,11 +101,19 @@ class SipStack:
         )
         self.transport: Any = None  # a TransportManager, set by attach_transport
         self._handlers: dict[str, ITransactionUser] = {}
+        self._stateless: dict[str, Callable[[Request, IFlow], Response | None]] = {}
         self._dialog_ack: Callable[[Request, IFlow], None] | None = None
         self._stray_response: Callable[[Response], None] | None = None
         self._is_blocked: Callable[[str], bool] | None = None
         self._drop_log = _RateLimitedLog(self._log, clock)
-        self.counters = {"requests": 0, "responses": 0, "bad_requests": 0, "dropped": 0, "errors": 0}
+        self.counters = {
+            "requests": 0,
+            "responses": 0,
+            "bad_requests": 0,
+            "dropped": 0,
+            "errors": 0,
+            "stateless": 0,
+        }
         self._options_fields: tuple[tuple[str, str], ...] | None = None  # Allow, Accept, Supported
 
     def attach_transport(self, transport: Any) -> None:
@@ -118,6 +126,15 @@ class SipStack:
         """Send new requests of `method` to `tu`."""
         self._handlers[method] = tu
         self._options_fields = None
+
+    def answer_statelessly(self, method: str, answer: Callable[[Request, IFlow], Response | None]) -> None:
+        """Let `answer(request, flow)` see new requests of `method` before a transaction is made for them:
+        a Response it returns is sent at once and no transaction is kept (RFC 3261 8.2.7, stateless UAS
+        behaviour: meant for the challenge to an unauthenticated request, so that a flood of them costs no
+        transaction state; a retransmission is simply answered again); None lets the request go on to the
+        transaction layer as usual. The answer must depend on the request alone, so that retransmissions
+        of a request are always answered the same way (statelessly or not)."""
+        self._stateless[method] = answer
 
     def on_dialog_ack(self, handler: Callable[[Request, IFlow], None]) -> None:
         """Where ACKs for 2xx responses go (the dialog layer)."""
@@ -198,6 +215,17 @@ class SipStack:
             if request.method != "ACK":
                 self._answer_statelessly(request, flow, e.status, e.reason, e.headers)
             return
+        stateless = self._stateless.get(request.method)
+        if stateless is not None:
+            try:
+                response = stateless(request, flow)
+            except SipError as e:
+                self._answer_statelessly(request, flow, e.status, e.reason, e.headers)
+                return
+            if response is not None:
+                self.counters["stateless"] += 1
+                self.send_response(response, flow)
+                return
         self.transactions.receive_request(request, flow, reliable=flow.reliable)
 
     def _answer_statelessly(

@@ -252,7 +252,10 @@ class Harness:
         lookup: HA1Lookup | None = None,
         clock: Clock | None = None,
         nonce_lifetime: float = 300,
+        stateless: bool = True,
     ) -> None:
+        self.stateless = stateless
+        self.stateless_answers = 0
         self.clock = clock or Clock()
         self.store = store if store is not None else MemoryLocationStore()
         self.location = LocationService(self.clock, self.store)
@@ -272,6 +275,12 @@ class Harness:
     def send(self, request: Request, flow: FakeFlow | None = None) -> tuple[FakeServerTransaction, Deferred]:
         """Hand `request` to the registrar in a fake server transaction; the raw Deferred is returned."""
         txn = FakeServerTransaction(request, flow or FakeFlow())
+        if self.stateless:  # as the stack does (SipStack.answer_statelessly): the challenge comes first
+            response = self.registrar.stateless_challenge(request, txn.flow)
+            if response is not None:
+                txn.respond(response)
+                self.stateless_answers += 1
+                return txn, succeed(None)
         # The registrar answers synchronously when it can, raises SipError, or returns a Deferred.
         return txn, maybeDeferred(self.registrar.request_received, txn, request)
 

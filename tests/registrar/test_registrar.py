@@ -9,6 +9,7 @@ test fires). `SipError` failures are answered the way the stack's edge does
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
@@ -866,3 +867,42 @@ def test_the_stack_answers_the_registrars_errors() -> None:
     gc.collect()  # a dropped failed Deferred logs now, not inside a later test
     responses = [parse_message(data) for data in flow.sent]
     assert [r.status for r in responses] == [403]
+
+
+class StatelessChallengeTests(SynchronousTestCase):
+    """RFC 3261 8.2.7: the 401 to a REGISTER without credentials is sent without a transaction."""
+
+    def test_first_register_is_challenged_statelessly_then_registered_statefully(self) -> None:
+        h = Harness()
+        self.assertEqual(status(Phone(h).register()), 200)
+        self.assertEqual(h.stateless_answers, 1)
+
+    def test_stateless_and_stateful_challenges_look_alike_for_known_and_unknown_users(self) -> None:
+        def shape(txn: Any) -> tuple[object, ...]:
+            final = txn.final
+            offered = challenges(final)
+            return (
+                final.status,
+                final.reason,
+                [name for name, _ in final.headers],
+                [(c.realm, c.algorithm, c.qop, c.stale, len(c.nonce)) for c in offered],
+            )
+
+        shapes = set()
+        for stateless in (True, False):
+            h = Harness(stateless=stateless)
+            for user in ("1001", "9999"):
+                phone = Phone(h, user, password="x")
+                shapes.add(repr(shape(phone.send())))
+        self.assertEqual(len(shapes), 1, shapes)
+
+    def test_requests_with_credentials_or_for_other_domains_go_the_stateful_way(self) -> None:
+        h = Harness()
+        with_credentials = Phone(h).request(authorization=['Digest username="1001"'])
+        self.assertIsNone(h.registrar.stateless_challenge(with_credentials, FakeFlow()))
+        self.assertIsNone(
+            h.registrar.stateless_challenge(
+                Phone(h, domain="nowhere.example", password="x").request(), FakeFlow()
+            )
+        )
+        self.assertEqual(status(Phone(h, domain="nowhere.example", password="x").send()), 403)

@@ -340,3 +340,37 @@ def test_malformed_stray_responses_are_dropped_not_handed_on():
         stack.message_received(response, FakeFlow())
     assert strays == [good]
     assert stack.counters["dropped"] == 2 and stack.counters["errors"] == 0
+
+
+def test_stateless_answers_keep_no_transaction_and_answer_retransmissions_again():
+    """RFC 3261 8.2.7: a stateless answerer (the registrar's challenge) sees new requests first."""
+    stack, _, _ = make_stack()
+    seen: list[Request] = []
+    stack.register("REGISTER", RaisingTU(SipError(403, "stateful")))
+
+    def answer(req: Request, flow: IFlow) -> Response | None:
+        seen.append(req)
+        if req.headers.get("Authorization"):
+            return None  # the stateful way
+        if req.headers.get("Subject") == "refuse":
+            raise SipError(400, "Refused early")
+        return req.response(401, to_tag="stateless")
+
+    stack.answer_statelessly("REGISTER", answer)
+    flow = FakeFlow()
+    deliver(stack, request("REGISTER"), flow)
+    deliver(stack, request("REGISTER"), flow)  # a retransmission: answered again, still no transaction
+    assert [r.status for r in flow.responses()] == [401, 401]
+    assert stack.transactions.server_count == 0
+    assert stack.counters["stateless"] == 2
+    assert "rport=5070" in (seen[0].headers.get("Via") or "")  # stamped before the answerer sees it
+
+    deliver(stack, request("REGISTER", Authorization="Digest x=1"), flow)
+    assert flow.responses()[-1].status == 403  # went on to the transaction user
+    assert stack.transactions.server_count == 1
+
+    deliver(
+        stack, request("REGISTER", via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK9", Subject="refuse"), flow
+    )
+    assert (flow.responses()[-1].status, flow.responses()[-1].reason) == (400, "Refused early")
+    assert stack.transactions.server_count == 1
