@@ -88,6 +88,7 @@ class MediaEndpoint:
         writer: Writer | None = None,
         rtcp_interval: float = RTCP_INTERVAL,
         on_close: Callable[[MediaEndpoint], object] | None = None,
+        continue_from: tuple[int, int, int, float] | None = None,
     ) -> None:
         self._codec: Codec = codec_by_name(codec)
         self.codec = self._codec.name
@@ -106,7 +107,7 @@ class MediaEndpoint:
         self._rng = rng or random.Random()
         self._writer = writer
         self._on_close = on_close
-        self._sender = RtpSender(self.payload_type, clock.seconds(), rng)
+        self._sender = RtpSender(self.payload_type, clock.seconds(), rng, continue_from)
         self._receiver = RtpReceiver()
         self._cname = f"pbx-{self._sender.ssrc:08x}".encode()
         self._dtmf = DtmfReceiver()
@@ -139,6 +140,11 @@ class MediaEndpoint:
     @property
     def playing(self) -> bool:
         return self._output is not None
+
+    @property
+    def last_sent(self) -> tuple[int, int, int, float] | None:
+        """(SSRC, sequence number, RTP timestamp, reactor time) of the last audio packet sent, or None."""
+        return self._sender.last_sent
 
     def play(self, items: Sequence[str], barge_in: bool = True) -> Deferred[str | None]:
         if self.closed:
@@ -524,6 +530,7 @@ class MediaEngine:
         codec: str = "PCMU",
         payload_type: int | None = None,
         telephone_event: int | None = 101,
+        continue_from: tuple[int, int, int, float] | None = None,
     ) -> MediaEndpoint:
         endpoint = MediaEndpoint(
             self.clock,
@@ -536,6 +543,7 @@ class MediaEngine:
             rng=self.rng,
             writer=self.writer,
             on_close=self._open.discard,
+            continue_from=continue_from,
         )
         self._open.add(endpoint)
         return endpoint

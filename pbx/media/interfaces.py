@@ -320,6 +320,10 @@ class IMediaEndpoint(IRtpConsumer):
     telephone_event = Attribute("int | None: the negotiated RFC 4733 payload type; None = in-band detection.")
     closed = Attribute("bool: True once close() was called.")
     playing = Attribute("bool: True while a play() or music_on_hold() is sending.")
+    last_sent = Attribute(
+        "(ssrc, seq, timestamp, reactor time) of the last audio packet sent, or None: pass it as"
+        " `continue_from` to whatever sends to this phone next (a relay after detach, another endpoint)."
+    )
 
     def on_digit(callback: Callable[[str, str], object]) -> Callable[[], None]:
         """Call `callback(digit, source)` for each delivered digit (source in `DIGIT_SOURCES`).
@@ -410,10 +414,15 @@ class IMediaEngine(Interface):
         codec: str = "PCMU",
         payload_type: int | None = None,
         telephone_event: int | None = 101,
+        continue_from: tuple[int, int, int, float] | None = None,
     ) -> IMediaEndpoint:
         """A new endpoint sending through `transport` (attach it to the transport as consumer yourself).
 
-        ValueError for a codec other than PCMU/PCMA."""
+        `continue_from` = (ssrc, seq, timestamp, reactor time) of the last packet the phone received on
+        this leg (from the relay or an earlier endpoint): the endpoint then continues that stream (same
+        SSRC, next sequence number, timestamp advanced by the time elapsed) instead of starting a random
+        one, because some phones (baresip) drop packets whose timestamp goes backwards even across an SSRC
+        change. ValueError for a codec other than PCMU/PCMA."""
 
     def close() -> None:
         """Close every endpoint and stop the pacer."""

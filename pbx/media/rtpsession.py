@@ -1,7 +1,9 @@
 """RTP session state of one endpoint: what we send (SSRC, sequence, timestamp) and what we receive
 (RFC 3550 appendix A statistics), and the RTCP reports built from both (section 6.4).
 
-`RtpSender` starts SSRC, sequence number and timestamp at random values (section 5.1) and builds packets;
+`RtpSender` starts SSRC, sequence number and timestamp at random values (section 5.1), or continues a
+stream the peer already receives (`continue_from`: some phones, baresip among them, drop packets whose
+timestamp goes backwards even across an SSRC change), and builds packets;
 its timestamp follows the reactor clock (`timestamp_at(t)`), so silence between two playbacks advances it by
 the real time elapsed, and the first packet after silence carries the marker bit (a talkspurt start).
 
@@ -50,13 +52,26 @@ def ntp_time(seconds: float) -> int:
 class RtpSender:
     """Our side of the stream: random SSRC/sequence/timestamp origin; packet building; SR counters."""
 
-    def __init__(self, payload_type: int, start: float, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        payload_type: int,
+        start: float,
+        rng: random.Random | None = None,
+        continue_from: tuple[int, int, int, float] | None = None,
+    ) -> None:
         rng = rng or random.SystemRandom()
         self.ssrc = rng.getrandbits(32)
         self.payload_type = payload_type
         self.seq = rng.getrandbits(16)
         self.ts_origin = rng.getrandbits(32)
         self.start = start  # reactor time of timestamp origin
+        if continue_from is not None:  # carry on a stream the peer already receives (same SSRC, seq + 1, ts)
+            ssrc, seq, timestamp, at = continue_from
+            self.ssrc = ssrc & 0xFFFFFFFF
+            self.seq = (seq + 1) & 0xFFFF
+            self.ts_origin = timestamp & 0xFFFFFFFF
+            self.start = at
+        self.last_sent: tuple[int, int, int, float] | None = None
         self.packets = 0
         self.octets = 0
         self.last_ts = self.ts_origin
@@ -85,6 +100,8 @@ class RtpSender:
         self.last_ts = timestamp
         self.last_time = t
         self.sent_since_report = True
+        if pt == self.payload_type:
+            self.last_sent = (self.ssrc, seq, timestamp, t)
         return _HEADER.pack(0x80, (0x80 if marker else 0) | pt, seq, timestamp, self.ssrc) + payload
 
 

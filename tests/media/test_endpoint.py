@@ -146,6 +146,25 @@ class PlaybackTests(EndpointTestCase):
         self.assertLess(abs(gap / 8000 - 1.08), 0.006)  # the real time between the two packets
         self.assertEqual(p[2].sequence_number, (p[1].sequence_number + 1) & 0xFFFF)
 
+    def test_continue_a_stream_the_phone_already_receives(self) -> None:
+        self.assertIsNone(self.endpoint.last_sent)
+        results(self.endpoint.play(["silence:100"]))
+        self.run_for(0.2)
+        last = self.endpoint.last_sent
+        assert last is not None
+        ssrc, seq, ts, at = last
+        self.assertEqual(self.transport.packets()[-1].sequence_number, seq)
+        self.endpoint.close()
+        self.clock.advance(1.0)
+        self.transport.rtp.clear()
+        after = self.make(continue_from=last)
+        results(after.play(["silence:40"]))
+        self.run_for(0.1)
+        first = self.transport.packets()[0]
+        self.assertEqual((first.ssrc, first.sequence_number), (ssrc, (seq + 1) & 0xFFFF))
+        elapsed = ((first.timestamp - ts) & 0xFFFFFFFF) / 8000
+        self.assertLess(abs(elapsed - (self.clock.seconds() - 0.1 - at)), 0.021)
+
     def test_a_new_play_replaces_the_current_one(self) -> None:
         first = results(self.endpoint.play(["menu"]))
         self.run_for(0.1)
