@@ -138,7 +138,9 @@ class SipDatagramProtocol(DatagramProtocol):
             flows = self._flows
             if len(flows) >= self.max_flows:
                 flows.clear()
-            flow = flows[addr] = UdpFlow(self.transport, addr, self._local, monitor=self.monitor)
+            flow = flows[addr] = UdpFlow(
+                self.transport, addr, self._local, monitor=self.monitor, from_socket=True
+            )
         return flow
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:

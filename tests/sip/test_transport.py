@@ -272,6 +272,36 @@ class DatagramProtocolTests(SynchronousTestCase):
         self.assertNotEqual(a, c)
         self.assertEqual(len({a, b, c}), 2)
 
+    def test_flows_from_the_socket_send_with_sendto_and_handle_its_errors_as_twisted_does(self) -> None:
+        import errno as errno_codes
+
+        from twisted.internet.error import MessageLengthError
+
+        class Socket:
+            def __init__(self) -> None:
+                self.sent: list[tuple[bytes, object]] = []
+                self.errors: list[int] = []
+
+            def sendto(self, data: bytes, addr: object) -> None:
+                if self.errors:
+                    raise OSError(self.errors.pop(0), "error")
+                self.sent.append((data, addr))
+
+        port = FakeUdpPort()
+        port.socket = Socket()  # type: ignore[attr-defined]
+        flow = UdpFlow(port, ("::1", 5062, 0, 0), ("::1", 5060), from_socket=True)
+        flow.write(b"x")
+        self.assertEqual(port.socket.sent, [(b"x", ("::1", 5062, 0, 0))])  # type: ignore[attr-defined]
+        self.assertEqual(flow.remote_address, ("::1", 5062))
+        port.socket.errors = [errno_codes.EINTR]  # type: ignore[attr-defined]
+        flow.write(b"again")
+        port.socket.errors = [errno_codes.ECONNREFUSED]  # type: ignore[attr-defined]
+        flow.write(b"refused: ignored")
+        port.socket.errors = [errno_codes.EMSGSIZE]  # type: ignore[attr-defined]
+        self.assertRaises(MessageLengthError, flow.write, b"too big")
+        self.assertEqual([d for d, _ in port.socket.sent], [b"x", b"again"])  # type: ignore[attr-defined]
+        self.assertEqual(port.sent, [])  # Port.write never used
+
     def test_udp_send_errors_are_swallowed_by_flow_send(self) -> None:
         port = FakeUdpPort()
         port.fail_with = OSError(101, "Network is unreachable")
