@@ -92,6 +92,7 @@ class FakeEndpoint:
         self.telephone_event = telephone_event
         self.item_seconds = 2.0
         self.closed = False
+        self.continue_from: Any = None
         self.moh = False
         self.played: list[tuple[list[str], bool]] = []
         self.buffer: list[str] = []
@@ -229,6 +230,18 @@ class FakeEngine:
         self.transports: list[Any] = []
 
     def create_endpoint(
+        self,
+        transport: Any,
+        codec: str = "PCMU",
+        payload_type: int | None = None,
+        telephone_event: int | None = 101,
+        continue_from: tuple[int, int, int, float] | None = None,
+    ) -> FakeEndpoint:
+        endpoint = self._create(transport, codec, payload_type, telephone_event)
+        endpoint.continue_from = continue_from
+        return endpoint
+
+    def _create(
         self,
         transport: Any,
         codec: str = "PCMU",

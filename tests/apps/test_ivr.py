@@ -309,3 +309,7 @@ def test_music_on_hold_in_the_held_phones_codec(engine, tmp_path) -> None:
     own.write_bytes(b"RIFF")
     assert moh.start("acme", FakeLeg(), OFFER_ANSWER).played == [([str(own)], False)]
     assert moh.start("default", FakeLeg(), HEAD + b"m=audio 4000 RTP/AVP 9\r\n") is None
+    relayed = FakeLeg()
+    relayed.last_sent = (0x1234, 77, 160000, 5.0)  # type: ignore[attr-defined]
+    assert moh.start("default", relayed, OFFER_ANSWER).continue_from == (0x1234, 77, 160000, 5.0)
+    assert endpoint.continue_from is None
