@@ -509,7 +509,7 @@ class MediaEngine:
         self,
         clock: IReactorTime,
         prompt_dir: str | os.PathLike[str] | None,
-        phases: int = 4,
+        phases: int = 10,
         writer: Writer | None = None,
         rng: random.Random | None = None,
     ) -> None:

@@ -4,11 +4,11 @@ Every packet is scheduled against an ABSOLUTE deadline, `epoch + k * slot`, comp
 never "20 ms after the previous one": a late timer does not push later packets back, so nothing drifts over
 minutes (the cause of choppy audio in Python SIP libraries that `sleep(0.02)` between packets).
 
-One timer serves all endpoints. The 20 ms packet interval is split into `phases` slots (default 4 slots of
-5 ms); each endpoint is put in the least-loaded phase when it registers and is paced on its phase's grid,
-`epoch + phase * slot + n * 20 ms`. With 400 playbacks, each timer call then sends ~100 packets instead of
-400, so the last packet of a burst leaves ~4x sooner after its deadline. `phases=1` gives one timer call
-per 20 ms tick for everyone.
+One timer serves all endpoints. The 20 ms packet interval is split into `phases` slots (default 10 slots of
+2 ms); each endpoint is put in the least-loaded phase when it registers and is paced on its phase's grid,
+`epoch + phase * slot + n * 20 ms`. With 400 playbacks, each timer call then sends ~40 packets instead of
+400, so the last packet of a burst leaves ~10x sooner after its deadline (a UDP send costs ~15-20 us in
+Python: 400 in one burst is 6-8 ms). `phases=1` gives one timer call per 20 ms tick for everyone.
 
 When the timer fires late (a busy reactor), the slots that are due are all served, oldest first (each
 endpoint sends what it owes, with the deadlines it had). When it is more than `max_behind` (100 ms) late,
@@ -51,7 +51,7 @@ class MediaClock:
     """
 
     def __init__(
-        self, clock: IReactorTime, phases: int = 4, interval: float = PACKET_SECONDS, max_behind: float = 0.1
+        self, clock: IReactorTime, phases: int = 10, interval: float = PACKET_SECONDS, max_behind: float = 0.1
     ) -> None:
         if not 1 <= phases <= 20:
             raise ValueError(f"phases must be 1..20, got {phases}")
