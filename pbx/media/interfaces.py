@@ -354,7 +354,9 @@ class IMediaEndpoint(IRtpConsumer):
         item or unreadable file fails the Deferred with ValueError (nothing of the list is played)."""
 
     def music_on_hold(path: str | None = None) -> None:
-        """Loop a file (default: the prompt "moh") until `stop()`, another output or `close()`."""
+        """Loop a file (default: the prompt "moh") until `stop()`, another output or `close()`.
+
+        Raises ValueError (synchronously) when the file is missing or not a 16-bit PCM WAV."""
 
     def send_digits(digits: str, duration_ms: int = 100) -> Deferred[None]:
         """Send digits as RFC 4733 events (in-band tones without telephone-event); fires when sent."""
