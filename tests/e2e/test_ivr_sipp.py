@@ -121,7 +121,15 @@ def put_through(pbx: CallPbx, sipp, scenario: str, extra_fields=(), pcap: bytes 
     assert pbx.rtp[0] <= sdp_port(invite) <= pbx.rtp[1], invite
     answer = uac.responses(200)[0]
     assert pbx.rtp[0] <= sdp_port(answer) <= pbx.rtp[1], answer
-    pbx.wait_for(r"Call \S+ ended: .*1003@default -> 500 answered by 1001")
+    (line,) = pbx.wait_for(r"Call \S+ ended: .*1003@default -> 500 answered by 1001")
+    cdr = pbx.wait_cdr(line.split("Call ", 1)[1].split(" ", 1)[0])
+    assert (cdr["caller"], cdr["dialed"], cdr["answered_by"], cdr["status"]) == (
+        "1003",
+        "500",
+        "1001",
+        200,
+    ), cdr
+    assert not uas.requests("INFO"), "a key press by INFO was passed on to the callee"
 
 
 def test_sip_info_key_puts_the_caller_through(start_pbx, sipp):  # noqa: F811
