@@ -2,18 +2,19 @@
 per binding.
 
 The rate ramp: SIPp (`scenarios/register_auth.xml`) registers 1,000 distinct users (extensions 3000..3999,
-password `pwN`, from a SEQUENTIAL CSV `N;pwN;[authentication username=N password=pwN]`, PEERS.md) over UDP
-at rising rates, each held for --seconds: one call = one registration = REGISTER -> 401 (MD5 challenge first,
-the default order) -> REGISTER with credentials -> 200, with `Expires: 3600`. Keep-alives are off in the PBX
+password `pwN`, from a SEQUENTIAL CSV `N;pwN;[authentication username=N password=pwN]`, PEERS.md) over UDP at
+rising rates, each held for --seconds: one call = one registration = REGISTER -> 401 (MD5 challenge first, the
+default order) -> REGISTER with credentials -> 200, with `Expires: 3600`. Keep-alives are off in the PBX
 config (they would ping every SIPp port). The server runs on core 0 (`taskset -c 0`), SIPp on core 1; above
 --per-process registrations/s (500: 2,000 messages/s; --bare-per-process 1000 against bare) the rate is split
 over several SIPp processes, each with `-buff_size 4194304`, `-m` (its share of rate x seconds) and
-`-timeout`. A rate is held when every registration was made, fewer
-than 0.1 % failed and successful registrations over the step's wall time reach 97 % of the rate
+`-timeout`, and each registering its own share of the users (a phone registers from one address; with one CSV
+for all, each user would collect a binding per SIPp process). A rate is held when every registration was made,
+fewer than 0.1 % failed and successful registrations over the step's wall time reach 97 % of the rate
 (`common.StepResult.held`, the rule of options_bench.py). Failed registrations whose last answer was a 401
 with stale=true (credentials for a nonce issued a moment before: a PBX bug, see RESULTS-registrar-calls.md)
-are counted apart ("stale"); the ramp goes on while a rate is held with those excused, and both the strict
-and the excused highest rates are printed.
+are counted apart ("stale"); the ramp goes on while a rate is held with those excused, and both the strict and
+the excused highest rates are printed.
 
 "other load %" is how busy the server's core was with anything but the server during the step (another
 benchmark or test run on the machine: such a step is not comparable; --quiet-wait waits for a quiet machine
@@ -190,11 +191,16 @@ def one_step(
     limit = seconds * 2 + 10
     clients = []
     per_process = args.per_process if server.name == "pbx" else args.bare_per_process
-    for i, share in enumerate(split_rate(rate, per_process)):
+    shares = split_rate(rate, per_process)
+    # Each SIPp process registers its own share of the users, as a phone always registers from the same
+    # address: with one CSV for all, every user would collect a binding per SIPp process.
+    rows = [line for line in csv.read_text().splitlines()[1:] if line.strip()]
+    for i, share in enumerate(shares):
         count = max(1, round(share * seconds))
         stat = directory / f"sipp{i}.stat"
         errors = directory / f"sipp{i}.err"
-        extra = ["-inf", str(csv), "-trace_stat", "-stf", str(stat), "-fd", "1"]
+        part = write_users_csv(directory / f"users{i}.csv", rows[i :: len(shares)])
+        extra = ["-inf", str(part), "-trace_stat", "-stf", str(stat), "-fd", "1"]
         extra += ["-trace_err", "-error_file", str(errors)]
         cmd = sipp_command(
             scenario, remote=f"{HOST}:{port}", count=count, limit=limit, rate=share, extra=extra
