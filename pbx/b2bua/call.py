@@ -95,6 +95,7 @@ class Call:
         self._max_timer: IDelayedCall | None = None
         self._last_statuses: list[int] = []
         self._on_end: list[Callable[[Call], None]] = []
+        self._contact: str | None = None
 
     # -- running the dialplan ----------------------------------------------------------------------------
 
@@ -311,12 +312,17 @@ class Call:
     # -- answering the caller ------------------------------------------------------------------------------
 
     def _our_contact(self) -> str:
-        flow = self.txn.flow
-        return self.b2bua.stack.contact_for(flow.transport, flow.remote_address[0])
+        """Our Contact towards the caller (asked of the stack once per call)."""
+        contact = self._contact
+        if contact is None:
+            flow = self.txn.flow
+            contact = self._contact = self.b2bua.stack.contact_for(flow.transport, flow.remote_address[0])
+        return contact
 
     def _answer_caller(self, body: bytes) -> None:
         response = self.invite.response(200, to_tag=self.local_tag)
-        response.headers.add("Contact", self._our_contact())
+        contact = self._our_contact()
+        response.headers.add("Contact", contact)
         response.headers.add("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO")
         if body:
             response.headers.add("Content-Type", "application/sdp")
@@ -324,7 +330,7 @@ class Call:
         self.final_sent = True
         self.answered_at = self.clock.seconds()
         flow = self.txn.flow
-        dialog = Dialog.create_uas(self.invite, response, self._our_contact())
+        dialog = Dialog.create_uas(self.invite, response, contact)
         destination = (flow.transport.lower(), flow.remote_address[0], flow.remote_address[1])
         self.a = Peer("a", dialog, destination, extension=self.caller.extension)
         self.b2bua.track(self, self.a)

@@ -11,7 +11,7 @@ This module knows nothing of SIP transactions or dialogs: it turns bodies into b
 
 from __future__ import annotations
 
-import secrets
+import random
 from collections.abc import Sequence
 
 from pbx.media.interfaces import IMediaRelay, IRelaySession
@@ -20,6 +20,7 @@ from pbx.sip.errors import SipError
 from pbx.sip.sdp import MediaDescription, SdpError, SessionDescription, rewrite_for_relay
 
 OTHER = {"a": "b", "b": "a"}
+_random = random.Random()
 
 
 class MediaBridge:
@@ -37,7 +38,8 @@ class MediaBridge:
         except PortsExhausted:
             raise SipError(503, "No media ports left", [("Retry-After", "5")]) from None
         self._codecs = None if "*" in codecs else {c.lower() for c in codecs}
-        self._session_ids = {"a": str(secrets.randbelow(10**9) + 1), "b": str(secrets.randbelow(10**9) + 1)}
+        # o= session ids must differ between calls, not be secret (RFC 8866 5.2): no system call for them.
+        self._session_ids = {"a": str(_random.randrange(1, 10**9)), "b": str(_random.randrange(1, 10**9))}
         self._versions = {"a": 0, "b": 0}
         self.closed = False
 

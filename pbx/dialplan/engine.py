@@ -182,6 +182,9 @@ def _numbered_lines(text: str) -> Iterator[tuple[str, int]]:
     """Strip the line markers from rendered text, giving each output line with its template line."""
     current = 0
     for raw in text.split("\n"):
+        if "\x1e" not in raw:  # no marker: the line continues the current template line
+            yield raw, current
+            continue
         line = current
         clean: list[str] = []
         content = False
@@ -265,6 +268,9 @@ class DialplanEngine:
         self._stat_interval = stat_interval
         self._env = make_environment()
         self._entries: dict[Path, _Entry] = {}
+        self._by_name: dict[
+            tuple[str, str], _Entry
+        ] = {}  # (tenant, template) -> its entry: no path per render
 
     @property
     def directory(self) -> Path:
@@ -298,10 +304,16 @@ class DialplanEngine:
             DialplanError: the template does not exist, or neither its current version nor the last version
                 that rendered successfully renders with this context.
         """
-        path = self.path(tenant, template)
-        entry = self._entries.get(path)
+        entry = self._by_name.get((tenant, template))
         if entry is None:
-            entry = self._entries[path] = _Entry(path)
+            path = self.path(tenant, template)
+            entry = self._entries.get(path)
+            if entry is None:
+                entry = self._entries[path] = _Entry(path)
+            if len(self._by_name) >= 10_000:
+                self._by_name.clear()
+            self._by_name[(tenant, template)] = entry
+        path = entry.path
         self._refresh(entry, template)
         if entry.active is None:
             assert entry.error is not None
@@ -338,6 +350,7 @@ class DialplanEngine:
             st = os.stat(entry.path)
         except OSError:
             self._entries.pop(entry.path, None)
+            self._by_name = {key: e for key, e in self._by_name.items() if e is not entry}
             entry.active = entry.good = None
             entry.error = DialplanError("no such template", str(entry.path))
             return

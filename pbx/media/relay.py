@@ -48,7 +48,6 @@ attaching swaps the channel's `datagramReceived` for the delivering one.
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 from collections import deque
 from collections.abc import Callable
@@ -153,6 +152,12 @@ class _Channel(DatagramProtocol):
         self._heard_mark = -1  # packets heard from the latched source at `_heard_at`
         self._heard_at = 0.0
         self.stray_at = 0.0  # when a valid packet last arrived while unwired (parked for reuse)
+
+    def snapshot(self) -> _Channel:
+        """An unwired copy with this channel's addresses and counters (what a closed leg keeps)."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
 
     def reuse(self, leg_name: str, call_id: str) -> None:
         """Forget everything of the previous call (a parked socket taken for a new one)."""
@@ -332,28 +337,41 @@ class _AddressRules:
         bind = ipaddress.ip_address(bind_host)
         self.ipv6 = bind.version == 6
         self.dual_stack = self.ipv6 and bind.is_unspecified  # "::" also reaches IPv4 (IPv4-mapped)
+        self._hosts: dict[str, str | None] = {}  # host as SDP wrote it -> where to send (None: nowhere)
 
     def destination(self, host: str, port: int) -> Address | None:
         if not 0 <= port <= 65535:
             raise ValueError(f"bad media port {port}")
+        target = self._hosts.get(host)
+        if target is None and host not in self._hosts:
+            target = self._target(host)  # raises ValueError for what we cannot send to (not remembered)
+            if len(self._hosts) >= 4096:
+                self._hosts.clear()
+            self._hosts[host] = target
+        if target is None or port == 0:
+            return None  # c=0.0.0.0 (RFC 2543 hold) or a rejected stream: send nothing
+        return target, port
+
+    def _target(self, host: str) -> str | None:
+        """The address to send to for an SDP host, None for a hold address. Raises ValueError."""
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
             raise ValueError(f"media address {host!r} is not an IP address (resolve it first)") from None
-        if ip.is_unspecified or port == 0:
-            return None  # c=0.0.0.0 (RFC 2543 hold) or a rejected stream: send nothing
+        if ip.is_unspecified:
+            return None
         if ip.is_multicast or (ip.version == 4 and int(ip) == 0xFFFFFFFF):
             raise ValueError(f"media address {host} is not unicast")
         v4 = ip if ip.version == 4 else ip.ipv4_mapped
         if v4 is not None:
             if not self.ipv6:
-                return str(v4), port
+                return str(v4)
             if self.dual_stack:
-                return f"::ffff:{v4}", port  # the form recvfrom() reports on a dual-stack socket
+                return f"::ffff:{v4}"  # the form recvfrom() reports on a dual-stack socket
             raise ValueError(f"the relay is bound to IPv6 only and cannot reach {host}")
         if not self.ipv6:
             raise ValueError(f"the relay is bound to IPv4 and cannot reach {host}")
-        return str(ip), port
+        return str(ip)
 
 
 @implementer(IRelayLeg, IRtpTransport)
@@ -472,7 +490,7 @@ class UdpRelayLeg:
                 channel.unwire()
             # The sockets (and their channels) may serve another leg now: this one keeps copies with its
             # final state, on which nothing sends or relays any more.
-            self._rtp, self._rtcp = copy.copy(channels[0]), copy.copy(channels[1])
+            self._rtp, self._rtcp = channels[0].snapshot(), channels[1].snapshot()
             self._closing = self._retire(self, channels)
         return _follow(self._closing)
 

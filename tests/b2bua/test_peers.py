@@ -49,8 +49,9 @@ class TrustedPeerTests(SynchronousTestCase):
             (cdr.caller, cdr.dialed, cdr.answered_by, cdr.cause), ("1003", "1002", "1002", "normal")
         )
         self.assertEqual(h.b2bua.counters["challenged"], 0)
-        (event,) = [e for e in logged if "ended" in e.get("log_format", "")]
-        self.assertEqual((event["caller"], event["peer"]), ("1003", " (peer gw)"))
+        (event,) = [e for e in logged if "ended" in e.get("line", "")]
+        self.assertEqual((event["caller"], event["peer"]), ("1003", "gw"))
+        self.assertIn(", 1003@acme (peer gw) -> 1002 answered by 1002", event["line"])
 
     def test_other_sources_are_still_challenged(self) -> None:
         h = self.build("dial 1002")
