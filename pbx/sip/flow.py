@@ -137,13 +137,23 @@ class TransportMonitor:
         return f" ({suppressed} similar messages suppressed)" if suppressed else ""
 
 
+_NORMALIZED: dict[str, str] = {}  # host text -> normalize_host(text): every datagram's source goes through it
+_IPS: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address | None] = {}
+
+
 def normalize_host(host: str) -> str:
     """Canonical text of an IP literal (brackets removed), or a lower-cased host name."""
-    host = host.strip("[]")
-    try:
-        return ipaddress.ip_address(host).compressed
-    except ValueError:
-        return host.lower()
+    found = _NORMALIZED.get(host)
+    if found is None:
+        text = host.strip("[]")
+        try:
+            found = ipaddress.ip_address(text).compressed
+        except ValueError:
+            found = text.lower()
+        if len(_NORMALIZED) >= 4096:  # hosts come from the network: bounded
+            _NORMALIZED.clear()
+        _NORMALIZED[host] = found
+    return found
 
 
 def peer_address(addr: IAddress | tuple[Any, ...]) -> tuple[str, int]:
@@ -155,10 +165,19 @@ def peer_address(addr: IAddress | tuple[Any, ...]) -> tuple[str, int]:
 
 
 def ip_or_none(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address object of an IP literal (brackets allowed), None for anything else; remembered."""
     try:
-        return ipaddress.ip_address(host.strip("[]"))
+        return _IPS[host]
+    except KeyError:
+        pass
+    try:
+        found: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return None
+        found = None
+    if len(_IPS) >= 4096:
+        _IPS.clear()
+    _IPS[host] = found
+    return found
 
 
 @implementer(IFlow)

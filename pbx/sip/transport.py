@@ -151,6 +151,9 @@ class TransportManager:
         self.monitor = TransportMonitor(reactor, trace)
         self._udp_ports: list[IListeningPort] = []
         self._stream_ports: list[tuple[str, IListeningPort]] = []
+        # Per listening port its bound address (asked once); per (transport, hint host) local_address.
+        self._bound_cache: dict[IListeningPort, tuple[Any, tuple[str, int]]] = {}
+        self._local_cache: dict[tuple[str, str], tuple[str, int]] = {}
         self._protocols: set[SipStreamProtocol] = set()
         self._connections: dict[_Key, list[SipStreamProtocol]] = {}
         self._keys: dict[SipStreamProtocol, list[_Key]] = {}
@@ -182,6 +185,7 @@ class TransportManager:
             port, protocol, interface=host.strip("[]"), maxPacketSize=UDP_MAX_PACKET
         )
         self._udp_ports.append(listening)
+        self._local_cache.clear()
         if self._udp_receive_buffer:
             _grow_receive_buffer(listening, self._udp_receive_buffer)
         return listening
@@ -190,6 +194,7 @@ class TransportManager:
         """Accept TCP connections on host and port (0: any)."""
         listening = self._reactor.listenTCP(port, self._stream_factory("TCP"), interface=host.strip("[]"))
         self._stream_ports.append(("TCP", listening))
+        self._local_cache.clear()
         return listening
 
     def listen_tls(self, host: str, port: int) -> IListeningPort:
@@ -204,6 +209,7 @@ class TransportManager:
             port, self._stream_factory("TLS"), self._tls_server_options, interface=host.strip("[]")
         )
         self._stream_ports.append(("TLS", listening))
+        self._local_cache.clear()
         return listening
 
     def local_address(self, transport: str, family_hint_host: str) -> tuple[str, int]:
@@ -217,16 +223,23 @@ class TransportManager:
         Raises:
             TransportError: no listener of that transport and family.
         """
+        key = (transport, family_hint_host)
+        found = self._local_cache.get(key)
+        if found is not None:  # asked for every Via and Contact: remembered (until the listeners change)
+            return found
         name = transport.upper()
         ports = self._udp_ports if name == "UDP" else [p for t, p in self._stream_ports if t == name]
         hint = ip_or_none(family_hint_host) or ipaddress.IPv4Address("0.0.0.0")  # a name: IPv4, not loopback
         listening = self._choose_port(ports, hint)
         if listening is None:
             raise TransportError(f"no {name} listener for IPv{hint.version}")
-        host, port = peer_address(listening.getHost())
-        if ipaddress.ip_address(host).is_unspecified:
+        bound, (host, port) = self._bound(listening)
+        if bound is not None and bound.is_unspecified:
             probe = hint if not hint.is_unspecified else ipaddress.IPv4Address("192.0.2.1")  # TEST-NET-1
             host = _route_source(probe) or host
+        if len(self._local_cache) >= 1024:
+            self._local_cache.clear()
+        self._local_cache[key] = (host, port)
         return host, port
 
     # Sending
@@ -293,6 +306,8 @@ class TransportManager:
             waits.append(maybeDeferred(listening.stopListening))
         self._udp_ports.clear()
         self._stream_ports.clear()
+        self._local_cache.clear()
+        self._bound_cache.clear()
         for pending in list(self._pending.values()):
             if pending.protocol is None and pending.connector is not None:
                 try:
@@ -433,18 +448,23 @@ class TransportManager:
         listening = self._choose_port(self._udp_ports, address)
         if listening is None:
             return None
-        return UdpFlow(
-            listening, (address.compressed, port), peer_address(listening.getHost()), monitor=self.monitor
-        )
+        return UdpFlow(listening, (address.compressed, port), self._bound(listening)[1], monitor=self.monitor)
 
-    @staticmethod
+    def _bound(self, listening: IListeningPort) -> tuple[Any, tuple[str, int]]:
+        """(ip address object or None, (host, port)) a listening port is bound to, asked of it once."""
+        found = self._bound_cache.get(listening)
+        if found is None:
+            local = peer_address(listening.getHost())
+            found = self._bound_cache[listening] = (ip_or_none(local[0]), local)
+        return found
+
     def _choose_port(
-        ports: list[IListeningPort], destination: ipaddress.IPv4Address | ipaddress.IPv6Address
+        self, ports: list[IListeningPort], destination: ipaddress.IPv4Address | ipaddress.IPv6Address
     ) -> IListeningPort | None:
         """The listener to reach `destination` from: same family; exact, loopback, wildcard, then others."""
         best: tuple[int, IListeningPort] | None = None
         for listening in ports:
-            bound = ip_or_none(peer_address(listening.getHost())[0])
+            bound = self._bound(listening)[0]
             if bound is None or bound.version != destination.version:
                 continue
             if bound == destination:
