@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pbx.store import Binding, BindingChange, DeleteAor, DeleteBinding, ILocationStore, PutBinding
 
@@ -73,24 +74,60 @@ class LocationService:
     # -- changing ----------------------------------------------------------------------------------------
 
     def apply(self, tenant: str, aor: str, puts: Sequence[Binding], deletes: Iterable[str]) -> Deferred[None]:
-        """Put and delete bindings of one address-of-record; the Deferred fires when durable."""
+        """Put and delete bindings of one address-of-record; the Deferred fires when durable.
+
+        The change is visible at once (lookups see it while the store commits). If the store fails, it is
+        undone in memory as far as nothing changed those contacts since, and the Deferred fails: what was
+        never acknowledged is not routed to either."""
         changes: list[BindingChange] = []
         bindings = self._index.setdefault((tenant, aor), {})
+        undo: list[tuple[str, Binding | None, Binding | None]] = []  # (contact, before, after)
         for contact in deletes:
             old = bindings.pop(contact, None)
             if old is not None:
                 self._count -= 1
                 self._notify(old)
+                undo.append((contact, old, None))
             changes.append(DeleteBinding(tenant, aor, contact))
         for binding in puts:
-            if bindings.get(binding.contact) is None:
+            before = bindings.get(binding.contact)
+            if before is None:
                 self._count += 1
             bindings[binding.contact] = binding
             self._schedule(binding)
             changes.append(PutBinding(binding))
+            undo.append((binding.contact, before, binding))
         if not bindings:
             del self._index[(tenant, aor)]
-        return self._store.apply(changes)
+        d = self._store.apply(changes)
+        if undo:
+            d.addErrback(self._undo, tenant, aor, undo)
+        return d
+
+    def _undo(
+        self, failure: Failure, tenant: str, aor: str, undo: list[tuple[str, Binding | None, Binding | None]]
+    ) -> Failure:
+        """Put back what a failed store change replaced, where that change is still the current state."""
+        bindings = self._index.setdefault((tenant, aor), {})
+        for contact, before, after in reversed(undo):
+            if bindings.get(contact) is not after:
+                continue  # changed again since: the newer change stands
+            if after is not None:
+                del bindings[contact]
+                self._count -= 1
+            if before is not None:
+                bindings[contact] = before
+                self._count += 1
+                self._schedule(before)
+        if not bindings:
+            del self._index[(tenant, aor)]
+        self._log.warn(
+            "Could not store the registration of {aor}@{tenant}; undone in memory: {error}",
+            aor=aor,
+            tenant=tenant,
+            error=failure.getErrorMessage(),
+        )
+        return failure
 
     def remove_aor(self, tenant: str, aor: str) -> Deferred[None]:
         for binding in self._index.pop((tenant, aor), {}).values():

@@ -376,3 +376,48 @@ class MemoryTests(SynchronousTestCase):
         self.assertEqual(len(location), n)
         self.assertLess(per_binding, 2048)
         location.stop()
+
+
+class StoreFailureTests(SynchronousTestCase):
+    """A change the store could not make durable is undone in memory, unless changed again since."""
+
+    def test_a_failed_put_is_undone_and_the_previous_binding_restored(self) -> None:
+        store = SlowLocationStore()
+        location, _, _ = make_location(store)
+        old = binding(expires_at=100)
+        location.apply("acme", "1001", [old], ())
+        store.commit_all()
+        new = binding(expires_at=200, registered_at=50)
+        other = binding("sip:1001@10.0.0.9:5060")
+        d = location.apply("acme", "1001", [new, other], ())
+        self.assertEqual(len(location), 2)
+        store.fail_all(OSError("disk full"))
+        self.failureResultOf(d, OSError)
+        self.assertEqual(location.contacts("acme", "1001"), {old.contact: old})
+        self.assertEqual(len(location), 1)
+
+    def test_a_failed_delete_is_undone(self) -> None:
+        store = SlowLocationStore()
+        location, _, _ = make_location(store)
+        old = binding()
+        location.apply("acme", "1001", [old], ())
+        store.commit_all()
+        d = location.apply("acme", "1001", (), [old.contact])
+        self.assertEqual(len(location), 0)
+        store.fail_all(OSError("disk full"))
+        self.failureResultOf(d, OSError)
+        self.assertEqual(location.lookup("acme", "1001"), [old])
+
+    def test_a_newer_change_stands(self) -> None:
+        store = SlowLocationStore()
+        location, _, _ = make_location(store)
+        first = binding(expires_at=100)
+        second = binding(expires_at=300, cseq=2)
+        failing = location.apply("acme", "1001", [first], ())
+        location.apply("acme", "1001", [second], ())
+        pending = store.pending
+        store.pending = []
+        pending[0][0].errback(OSError("disk full"))  # the first fails after the second was made
+        self.failureResultOf(failing, OSError)
+        self.assertEqual(location.lookup("acme", "1001"), [second])
+        self.assertEqual(len(location), 1)

@@ -851,9 +851,12 @@ class DurabilityTests(SynchronousTestCase):
             ]
         )
         txn, d = h.send(request, phone.flow)
+        self.assertEqual(len(h.location.lookup("acme", "1001")), 1)  # visible while the store commits
         store.fail_all(OSError("disk full"))
         self.failureResultOf(d, OSError)
         self.assertEqual(txn.responses, [])
+        self.assertEqual(len(h.location), 0)  # what was never acknowledged is not routed to either
+        self.flushLoggedErrors(OSError)
 
 
 def test_the_stack_answers_the_registrars_errors() -> None:
