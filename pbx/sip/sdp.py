@@ -23,8 +23,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from typing import Any, Self
+
+
+def replace(obj: Any, /, **changes: Any) -> Any:
+    """`dataclasses.replace` for this module's dataclasses, without looking their fields up every time (a
+    B2BUA rewrites two descriptions per call)."""
+    cls = type(obj)
+    names = _INIT_FIELDS.get(cls)
+    if names is None:
+        names = _INIT_FIELDS[cls] = tuple(f.name for f in fields(cls) if f.init)
+    for name in names:
+        if name not in changes:
+            changes[name] = getattr(obj, name)
+    return cls(**changes)
+
+
+_INIT_FIELDS: dict[type, tuple[str, ...]] = {}
 
 __all__ = [
     "DIRECTIONS",
@@ -294,8 +310,11 @@ class MediaDescription:
         object.__setattr__(self, "formats", tuple(self.formats))
         object.__setattr__(self, "bandwidths", tuple(self.bandwidths))
         object.__setattr__(self, "attributes", tuple((n, v) for n, v in self.attributes))
-        ranked = sorted(self.other, key=lambda line: _MEDIA_RANK.get(line[:1], _UNKNOWN_RANK))
-        object.__setattr__(self, "other", tuple(ranked))
+        if self.other:
+            ranked = sorted(self.other, key=lambda line: _MEDIA_RANK.get(line[:1], _UNKNOWN_RANK))
+            object.__setattr__(self, "other", tuple(ranked))
+        else:
+            object.__setattr__(self, "other", ())
 
     # -- attributes -------------------------------------------------------------------------------------
 
@@ -477,8 +496,11 @@ class SessionDescription:
         object.__setattr__(self, "times", tuple(self.times))
         object.__setattr__(self, "attributes", tuple((n, v) for n, v in self.attributes))
         object.__setattr__(self, "media", tuple(self.media))
-        ranked = sorted(self.other, key=lambda line: _SESSION_RANK.get(line[:1], _UNKNOWN_RANK))
-        object.__setattr__(self, "other", tuple(ranked))
+        if self.other:
+            ranked = sorted(self.other, key=lambda line: _SESSION_RANK.get(line[:1], _UNKNOWN_RANK))
+            object.__setattr__(self, "other", tuple(ranked))
+        else:
+            object.__setattr__(self, "other", ())
 
     @classmethod
     def parse(cls, data: bytes | str) -> Self:
