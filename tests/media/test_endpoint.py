@@ -93,6 +93,27 @@ class PlaybackTests(EndpointTestCase):
         stats = self.endpoint.stats()
         self.assertEqual((stats.packets_sent, stats.octets_sent, stats.late_sends), (25, 4000, 0))
 
+    def test_no_drift_over_minutes_with_an_irregular_clock(self) -> None:
+        """Five minutes of music on hold while the reactor wakes up 0.5-13 ms late, irregularly."""
+        sent_at: list[float] = []
+        self.endpoint.on_sent = lambda late: sent_at.append(self.clock.seconds())
+        self.endpoint.music_on_hold()
+        start = self.clock.seconds()
+        rng = random.Random(2)
+        while self.clock.seconds() - start < 300.0:
+            self.clock.advance(rng.uniform(0.0005, 0.013))
+        packets = self.transport.packets()
+        self.assertEqual(len(packets), len(sent_at))
+        self.assertGreaterEqual(len(packets), 15_000)
+        first = packets[0]
+        for n, (packet, at) in enumerate(zip(packets, sent_at, strict=True)):
+            self.assertEqual(packet.timestamp, (first.timestamp + 160 * n) & 0xFFFFFFFF)
+            due = start + 0.02 * n
+            self.assertTrue(due - 2e-5 <= at < due + 0.0131, (n, at - due))  # float time at 1.7e9 s
+        stats = self.endpoint.stats()
+        self.assertEqual(stats.resyncs, 0)
+        self.assertLess(stats.max_late_ms, 13.1)
+
     def test_list_of_items_and_pcma(self) -> None:
         endpoint = self.make(codec="PCMA")
         done = results(endpoint.play(["silence:100", "tone:beep", "digits:42", "dtmf:1"]))
