@@ -49,6 +49,7 @@ attaching swaps the channel's `datagramReceived` for the delivering one.
 from __future__ import annotations
 
 import ipaddress
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,6 +93,8 @@ DEFAULT_MAX_PACKET = 2048  # RTP over UDP stays below the path MTU; larger datag
 REUSE_AFTER = 1.0  # seconds a parked leg must have been quiet before a new call gets its sockets
 _RTP_MIN = 12  # RFC 3550 5.1: the fixed header
 _RTCP_MIN = 8  # RFC 3550 6.4: the smallest RR (no report blocks)
+_RTP_IDS = struct.Struct("!HII")  # sequence number, timestamp, SSRC at offset 2 of an RTP header
+_FRAME = 160  # timestamp step assumed between the PBX's last packet and the relayed stream (20 ms at 8 kHz)
 
 _log = Logger(namespace="pbx.media.relay")
 
@@ -141,6 +144,11 @@ class _Channel(DatagramProtocol):
         self.foreign = 0
         self.relatched = 0
         self.send_errors = 0
+        self.last: bytes | None = None  # the last datagram relayed to the other phone
+        self.sent_last: bytes | None = None  # the last datagram `send` sent to this channel's phone
+        self._continue: tuple[int, int, int] | None = None  # (ssrc, seq, ts) relayed RTP continues from
+        self._offsets: tuple[int, int] | None = None
+        self._continued_ssrc = -1
         self.sent = 0  # packets the PBX itself sent to this channel's phone (`send`)
         self.unsent = 0  # ... that it could not, because the phone's address was unknown or closed
         self.consumer_errors = 0
@@ -167,6 +175,10 @@ class _Channel(DatagramProtocol):
         self.relatched = self.send_errors = self.sent = self.unsent = self.consumer_errors = 0
         self._run = self._run_mark = 0
         self._heard_mark = -1
+        self.last = self.sent_last = self._continue = self._offsets = None
+        self._continued_ssrc = -1
+        if "datagramReceived" in self.__dict__:
+            del self.datagramReceived
 
     def datagramReceived(self, datagram: bytes, addr: Address) -> None:  # the hot path
         if len(datagram) < self._min_length or (datagram[0] & 0xC0) != 0x80:
@@ -180,10 +192,55 @@ class _Channel(DatagramProtocol):
             return
         self.packets += 1
         self.octets += len(datagram)
+        self.last = datagram  # what the other phone got last (`UdpRelayLeg.last_sent`)
         try:
             self._send(datagram, target)
         except Exception as e:  # never raise into the reactor (EPERM from a firewall, ENETUNREACH, ...)
             self._send_failed(target, e)
+
+    def _relay_continuing(self, datagram: bytes, addr: Address) -> None:
+        """`datagramReceived` after the PBX spoke to the other phone: relay as usual, but rewrite the RTP
+        header (SSRC, sequence number and timestamp offsets) so the other phone hears one continuous stream:
+        phones drop packets whose timestamp goes backwards, even across an SSRC change (baresip)."""
+        if len(datagram) < _RTP_MIN or (datagram[0] & 0xC0) != 0x80:
+            self.invalid += 1
+            return
+        if addr != self.source and not self._learn(addr):
+            return
+        target = self.target
+        if target is None:
+            self.dropped += 1
+            return
+        seq, ts, ssrc = _RTP_IDS.unpack_from(datagram, 2)
+        out_ssrc, out_seq, out_ts = self._continue or (ssrc, seq, ts)  # the last packet the phone got
+        offsets = self._offsets
+        if offsets is None or ssrc != self._continued_ssrc:  # first packet, or the source's stream changed
+            offsets = self._offsets = ((out_seq + 1 - seq) & 0xFFFF, (out_ts + _FRAME - ts) & 0xFFFFFFFF)
+            self._continued_ssrc = ssrc
+        out_seq, out_ts = (seq + offsets[0]) & 0xFFFF, (ts + offsets[1]) & 0xFFFFFFFF
+        self._continue = (out_ssrc, out_seq, out_ts)
+        out = bytearray(datagram)
+        _RTP_IDS.pack_into(out, 2, out_seq, out_ts, out_ssrc)
+        datagram = bytes(out)
+        self.packets += 1
+        self.octets += len(datagram)
+        self.last = datagram
+        try:
+            self._send(datagram, target)
+        except Exception as e:
+            self._send_failed(target, e)
+
+    def continue_stream(self, last: bytes) -> None:
+        """From now on, rewrite relayed RTP to continue the stream whose last packet was `last` (what the
+        PBX itself sent to the other phone), until this channel is reused."""
+        if len(last) < _RTP_MIN or self.kind != "RTP":
+            return
+        seq, ts, ssrc = _RTP_IDS.unpack_from(last, 2)
+        self._continue = (ssrc, seq, ts)
+        self._offsets = None
+        self.last = None  # the old relayed stream is not what the phone heard last any more
+        if self._consumer is None:
+            self.datagramReceived = self._relay_continuing  # type: ignore[method-assign]
 
     def _deliver(self, datagram: bytes, addr: Address) -> None:
         """`datagramReceived` while attached: validate and latch as usual, then hand to the consumer."""
@@ -216,11 +273,17 @@ class _Channel(DatagramProtocol):
         self._point_peer()
 
     def detach(self) -> None:
-        """Relay again both ways."""
+        """Relay again both ways; if the PBX sent RTP to this channel's phone meanwhile, what the other
+        phone sends is rewritten to continue that stream."""
         if self._consumer is not None:
             self._consumer = None
-            del self.datagramReceived  # back to the class's hot path
+            if self._continue is None:
+                del self.datagramReceived  # back to the class's hot path
+            else:
+                self.datagramReceived = self._relay_continuing  # type: ignore[method-assign]
             self._point_peer()
+            if self.sent_last is not None and self._peer is not None:
+                self._peer.continue_stream(self.sent_last)
 
     def send(self, datagram: bytes) -> None:
         """Send `datagram` from this channel's own socket to its phone (latched, else SDP address)."""
@@ -235,6 +298,7 @@ class _Channel(DatagramProtocol):
             self._send_failed(target, e)
             return
         self.sent += 1
+        self.sent_last = datagram
 
     def _learn(self, addr: Address) -> bool:
         """A valid packet from `addr`, which is not the latched source: does it take the latch over?"""
@@ -446,6 +510,20 @@ class UdpRelayLeg:
         """Send an RTP packet from this leg's RTP socket to this leg's phone (dropped and counted in
         `unsent` while its address is unknown or after close)."""
         self._rtp.send(data)
+
+    @property
+    def last_sent(self) -> tuple[int, int, int, float] | None:
+        """(SSRC, sequence number, timestamp, now) of the last RTP packet this leg's phone was sent (relayed
+        from the other phone, or by `send_rtp`), None before any: an endpoint attached next continues that
+        stream (`continue_from`), since phones drop packets whose timestamp goes backwards."""
+        own = self._rtp
+        relayed = own._peer.last if own._peer is not None else None
+        last = own.sent_last if own._consumer is not None or relayed is None else relayed
+        last = last or relayed
+        if last is None or len(last) < _RTP_MIN:
+            return None
+        seq, ts, ssrc = _RTP_IDS.unpack_from(last, 2)
+        return ssrc, seq, ts, own._clock.seconds()
 
     def send_rtcp(self, data: bytes) -> None:
         """The same for RTCP, from the RTCP socket to the phone's RTCP address."""
@@ -761,6 +839,14 @@ class MemoryRelayLeg:
             self.unsent += 1
         else:
             self.sent_rtp.append(data)
+
+    @property
+    def last_sent(self) -> tuple[int, int, int, float] | None:
+        """(SSRC, sequence number, timestamp, 0.0) of the last `send_rtp` packet (this relay relays nothing)."""
+        if not self.sent_rtp or len(self.sent_rtp[-1]) < _RTP_MIN:
+            return None
+        seq, ts, ssrc = _RTP_IDS.unpack_from(self.sent_rtp[-1], 2)
+        return ssrc, seq, ts, 0.0
 
     def send_rtcp(self, data: bytes) -> None:
         if self.closed or self.rtcp_remote is None:

@@ -3,6 +3,7 @@ on the fake UDP reactor of `test_relay`, on the in-memory relay, and once over r
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from twisted.internet import reactor
@@ -239,3 +240,93 @@ class LoopbackAttachTests(TestCase):
         data, source = yield phone_a.received.get()
         self.assertEqual((data, source), (rtp(100), ("127.0.0.1", a.local_port)))
         self.assertEqual(heard, [(rtp(1), ("127.0.0.1", phone_a_port))])
+
+
+def rtp_ids(data: bytes) -> tuple[int, int, int]:
+    """(sequence number, timestamp, SSRC) of an RTP packet."""
+    return struct.unpack_from("!HII", data, 2)
+
+
+class ContinuityTests(RelayTestCase):
+    """What a phone receives stays one RTP stream across the PBX speaking to it (music on hold, IVR)."""
+
+    def test_last_sent_is_the_last_packet_relayed_to_the_phone(self) -> None:
+        session = self.session()
+        a = session.leg("a")
+        self.assertIsNone(a.last_sent)
+        self.reactor.advance(7)
+        self.reactor.deliver(10002, rtp(42, ssrc=0xB0B), PHONE_B)
+        self.assertEqual(a.last_sent, (0xB0B, 42, 42 * 160, 7.0))
+        self.assertIsNone(session.leg("b").last_sent)
+
+    def test_while_attached_last_sent_is_the_pbxs_own_stream(self) -> None:
+        session = self.session()
+        a = session.leg("a")
+        self.reactor.deliver(10002, rtp(42, ssrc=0xB0B), PHONE_B)
+        a.attach(Consumer())
+        self.assertEqual(a.last_sent[:3], (0xB0B, 42, 42 * 160))  # nothing of ours yet
+        a.send_rtp(rtp(900, ssrc=0xAAA))
+        self.assertEqual(a.last_sent[:3], (0xAAA, 900, 900 * 160))
+
+    def test_after_detach_the_other_phone_continues_the_pbxs_stream(self) -> None:
+        session = self.session()
+        a = session.leg("a")
+        a.attach(Consumer())
+        a.send_rtp(rtp(900, ssrc=0xAAA))
+        self.reactor.take()
+        a.detach()
+        self.assertEqual(a.last_sent[:3], (0xAAA, 900, 900 * 160))
+        for seq in (5, 6, 8):  # 7 was lost on the way: the gap stays a gap
+            self.reactor.deliver(10002, rtp(seq, b"\x01" * 160, ssrc=0xB0B), PHONE_B)
+        sent = self.reactor.take()
+        self.assertEqual([(port, to) for port, _, to in sent], [(10000, PHONE_A)] * 3)
+        ts0 = 900 * 160 + 160
+        self.assertEqual(
+            [rtp_ids(data) for _, data, _ in sent],
+            [(901, ts0, 0xAAA), (902, ts0 + 160, 0xAAA), (904, ts0 + 480, 0xAAA)],
+        )
+        self.assertEqual([data[12:] for _, data, _ in sent], [b"\x01" * 160] * 3)  # payload untouched
+        self.assertEqual(a.last_sent[:3], (0xAAA, 904, ts0 + 480))
+        # The other phone's stream changes (a re-INVITE, a new SSRC): still continuous.
+        self.reactor.deliver(10002, rtp(60000, ssrc=0xC0C), PHONE_B)
+        ((_, data, _),) = self.reactor.take()
+        self.assertEqual(rtp_ids(data), (905, ts0 + 640, 0xAAA))
+        # The other direction is not rewritten.
+        self.reactor.deliver(10000, rtp(3, ssrc=0xAAA0), PHONE_A)
+        ((_, data, _),) = self.reactor.take()
+        self.assertEqual(data, rtp(3, ssrc=0xAAA0))
+
+    def test_a_leg_that_never_spoke_keeps_the_raw_hot_path(self) -> None:
+        session = self.session()
+        a, b = session.leg("a"), session.leg("b")
+        a.attach(Consumer())
+        a.detach()  # the PBX listened but sent nothing
+        self.reactor.deliver(10002, rtp(5, ssrc=0xB0B), PHONE_B)
+        self.assertEqual(self.reactor.take(), [(10000, rtp(5, ssrc=0xB0B), PHONE_A)])
+        for leg in (a, b):
+            self.assertNotIn("datagramReceived", leg._rtp.__dict__)
+
+    def test_a_reused_socket_forgets_the_continuation(self) -> None:
+        relay = UdpMediaRelay(self.reactor, PortPool(10000, 10099), bind_host="10.0.0.1", keep_open=4)
+        session = relay.create_session("c1")
+        session.leg("a").set_remote(*PHONE_A)
+        session.leg("a").attach(Consumer())
+        session.leg("a").send_rtp(rtp(900, ssrc=0xAAA))
+        session.leg("a").detach()
+        self.successResultOf(session.close())
+        self.reactor.advance(10)
+        again = relay.create_session("c2")
+        again.leg("a").set_remote(*PHONE_A)
+        again.leg("b").set_remote(*PHONE_B)
+        self.reactor.take()
+        self.reactor.deliver(again.leg("b").local_port, rtp(5, ssrc=0xB0B), PHONE_B)
+        ((_, data, _),) = self.reactor.take()
+        self.assertEqual(data, rtp(5, ssrc=0xB0B))
+        self.assertIsNone(relay.create_session("c3").leg("a").last_sent)
+
+    def test_memory_legs_report_their_last_rtp(self) -> None:
+        leg = MemoryMediaRelay().create_session("c").leg("a")
+        leg.set_remote(*PHONE_A)
+        self.assertIsNone(leg.last_sent)
+        leg.send_rtp(rtp(9, ssrc=0xAAA))
+        self.assertEqual(leg.last_sent, (0xAAA, 9, 9 * 160, 0.0))
