@@ -18,13 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
 
 from pbx.media.g711 import ALAW_DECODE, ULAW_DECODE, alaw_decode, ulaw_decode
 from pbx.media.interfaces import RecordingResult
 from pbx.media.wav import write_pcm_atomic
 
-__all__ = ["Recorder", "SILENCE_THRESHOLD", "frame_energy"]
+__all__ = ["Recorder", "SILENCE_THRESHOLD", "frame_energy", "thread_writer"]
 
 RATE = 8000
 SILENCE_THRESHOLD = 500.0
@@ -46,6 +47,16 @@ def frame_energy(payload: bytes, codec: str) -> float:
 
 
 Writer = Callable[[str, bytes], object]
+
+
+def thread_writer(reactor: IReactorThreads) -> Writer:
+    """A recording writer that runs `write_pcm_atomic` (its fsync can take tens of ms on a busy disk) in the
+    reactor's thread pool: `MediaEngine(..., writer=thread_writer(reactor))`."""
+
+    def write(path: str, pcm: bytes) -> Deferred[None]:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), write_pcm_atomic, path, pcm)
+
+    return write
 
 
 class Recorder:

@@ -54,3 +54,18 @@ class UdpEndpointTests(TestCase):
         yield caller.send_digits("9")
         self.assertEqual((yield digit), "9")
         self.assertEqual(ivr.stats().digits["rfc4733"], 1)
+
+
+class ThreadWriterTests(TestCase):
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def test_recording_written_in_a_thread(self) -> defer.Generator[Deferred[object], object, None]:
+        from twisted.internet import reactor
+
+        from pbx.media.recorder import thread_writer
+        from pbx.media.wav import read_pcm
+
+        path = os.path.join(tempfile.mkdtemp(), "x.wav")
+        yield thread_writer(reactor)(path, b"\x01\x00" * 800)  # type: ignore[arg-type]
+        self.assertEqual(read_pcm(path), (8000, 1, 2, b"\x01\x00" * 800))
