@@ -235,7 +235,8 @@ class EndpointStats:
         jitter_ms: interarrival jitter estimate (RFC 3550 A.8), in milliseconds.
         late_sends: packets sent more than `LATE_THRESHOLD` (5 ms) after their scheduled time.
         max_late_ms: the latest a packet was sent after its schedule, in ms.
-        resyncs: how often pacing fell so far behind that it skipped ahead instead of bursting.
+        resyncs: how often the shared pacer (all endpoints of the engine) fell so far behind (> 100 ms)
+            that it skipped ahead instead of bursting.
         rtcp_sent, rtcp_received: RTCP compound packets sent and parsed.
         rtcp_invalid: RTCP datagrams that did not parse.
         invalid: RTP datagrams that did not parse or carried an unexpected payload type.
