@@ -201,6 +201,12 @@ def _numbered_lines(text: str) -> Iterator[tuple[str, int]]:
         yield "".join(clean), line
 
 
+_PARSED: dict[tuple[str, str, int], Any] = {}
+"""(line text, file, line) -> its parsed `Action` (immutable) or None: most renders print the same lines."""
+_PARSED_MAX = 4096
+_UNPARSED = object()
+
+
 def render_template(template: Template, context: Mapping[str, Any], file: str) -> list[Action]:
     """Render a compiled template with ``context`` and parse its output into actions.
 
@@ -222,8 +228,15 @@ def render_template(template: Template, context: Mapping[str, Any], file: str) -
         message = str(e) if e.__class__.__module__.startswith("jinja2") else f"{type(e).__name__}: {e}"
         raise DialplanError(message, file, _error_line(e, file))
     actions = []
+    parsed = _PARSED
     for text, line in _numbered_lines("".join(chunks)):
-        action = parse_line(text, file, line)
+        key = (text, file, line)
+        action = parsed.get(key, _UNPARSED)
+        if action is _UNPARSED:
+            action = parse_line(text, file, line)  # raises DialplanError (not remembered)
+            if len(parsed) >= _PARSED_MAX:
+                parsed.clear()
+            parsed[key] = action
         if action is not None:
             actions.append(action)
             if len(actions) > MAX_ACTIONS:

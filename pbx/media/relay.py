@@ -570,6 +570,8 @@ class UdpRelayLeg:
             # final state, on which nothing sends or relays any more.
             self._rtp, self._rtcp = channels[0].snapshot(), channels[1].snapshot()
             self._closing = self._retire(self, channels)
+        if self._closing.called:  # parked: nothing to wait for
+            return succeed(None)
         return _follow(self._closing)
 
     def __repr__(self) -> str:
@@ -634,7 +636,10 @@ class UdpRelaySession:
         if not self.closed:
             self.closed = True
             self._on_close(self)
-        return _all([leg.close() for leg in self._legs.values()])
+        closing = [leg.close() for leg in self._legs.values()]
+        if all(d.called for d in closing):
+            return succeed(None)
+        return _all(closing)
 
     def __repr__(self) -> str:
         a, b = self._legs["a"], self._legs["b"]
@@ -842,7 +847,7 @@ class MemoryRelayLeg:
 
     @property
     def last_sent(self) -> tuple[int, int, int, float] | None:
-        """(SSRC, sequence number, timestamp, 0.0) of the last `send_rtp` packet (this relay relays nothing)."""
+        """(SSRC, sequence number, timestamp, 0.0) of the last `send_rtp` packet (nothing is relayed here)."""
         if not self.sent_rtp or len(self.sent_rtp[-1]) < _RTP_MIN:
             return None
         seq, ts, ssrc = _RTP_IDS.unpack_from(self.sent_rtp[-1], 2)
