@@ -309,7 +309,7 @@ class MediaDescription:
     def __post_init__(self) -> None:
         object.__setattr__(self, "formats", tuple(self.formats))
         object.__setattr__(self, "bandwidths", tuple(self.bandwidths))
-        object.__setattr__(self, "attributes", tuple((n, v) for n, v in self.attributes))
+        object.__setattr__(self, "attributes", tuple(map(tuple, self.attributes)))  # pairs, as tuples
         if self.other:
             ranked = sorted(self.other, key=lambda line: _MEDIA_RANK.get(line[:1], _UNKNOWN_RANK))
             object.__setattr__(self, "other", tuple(ranked))
@@ -494,7 +494,7 @@ class SessionDescription:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "times", tuple(self.times))
-        object.__setattr__(self, "attributes", tuple((n, v) for n, v in self.attributes))
+        object.__setattr__(self, "attributes", tuple(map(tuple, self.attributes)))  # pairs, as tuples
         object.__setattr__(self, "media", tuple(self.media))
         if self.other:
             ranked = sorted(self.other, key=lambda line: _SESSION_RANK.get(line[:1], _UNKNOWN_RANK))
