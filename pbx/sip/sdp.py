@@ -77,6 +77,8 @@ _PORT = re.compile(r"[0-9]{1,5}")
 _NUMBER = re.compile(r"[0-9]{1,20}")
 _PAYLOAD_TYPE = re.compile(r"[0-9]{1,3}")
 _BLANKS = re.compile(r"[ \t]+")
+_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")  # the line types (RFC 8866 9)
+_SESSION_SINGLE = {"v": "version", "o": "origin", "s": "session_name", "c": "connection"}
 
 # Where lines kept in `other` are written: session lines of rank < 4 before c=, rank 4 (b=) after it, the
 # rest after t=; in a media block, i= before c= and everything else after b=.
@@ -585,7 +587,9 @@ def _show(line: str) -> str:
 
 def _fields(value: str) -> list[str]:
     value = value.strip(" \t")
-    return _BLANKS.split(value) if value else []
+    if "\t" not in value and "  " not in value:
+        return value.split(" ") if value else []  # the usual single spaces: no regex
+    return _BLANKS.split(value)
 
 
 class _MediaBuilder:
@@ -629,13 +633,16 @@ class _Parser:
             if any(line.startswith("v=") for line in self.lines):
                 raise SdpError("v= must be the first line")
             raise SdpError("missing v= line")
+        media = self.media
+        session_line, media_line = self._session_line, self._media_line
         for line in self.lines:
-            if len(line) < 2 or line[1] != "=" or not (line[0].isascii() and line[0].isalpha()):
+            kind = line[0]
+            if line[1:2] != "=" or kind not in _LETTERS:
                 raise SdpError(f"bad line: {_show(line)}")
-            if self.media:
-                self._media_line(line[0], line[2:], line)
+            if media:
+                media_line(kind, line[2:], line)
             else:
-                self._session_line(line[0], line[2:], line)
+                session_line(kind, line[2:], line)
         for kind, value in (("o", self.origin), ("s", self.session_name), ("t", self.times or None)):
             if value is None:
                 raise SdpError(f"missing {kind}= line")
@@ -651,18 +658,17 @@ class _Parser:
         }
 
     def _session_line(self, kind: str, value: str, line: str) -> None:
-        if kind == "m":
-            self.media.append(_MediaBuilder(_parse_media(value, line)))
-        elif kind == "a":
+        if kind == "a":
             self.attributes.append(_parse_attribute(value, line))
+        elif kind == "m":
+            self.media.append(_MediaBuilder(_parse_media(value, line)))
         elif kind == "t":
             parts = _fields(value)
             if len(parts) != 2 or not all(_NUMBER.fullmatch(p) for p in parts):
                 raise SdpError(f"bad t= line: {_show(line)}")
             self.times.append(" ".join(parts))
-        elif kind in "vosc":
-            attribute = {"v": "version", "o": "origin", "s": "session_name", "c": "connection"}[kind]
-            if getattr(self, attribute) is not None:
+        elif kind in _SESSION_SINGLE:
+            if getattr(self, _SESSION_SINGLE[kind]) is not None:
                 raise SdpError(f"more than one {kind}= line")
             if kind == "v":
                 if not _NUMBER.fullmatch(value.strip(" \t")):
@@ -679,10 +685,10 @@ class _Parser:
 
     def _media_line(self, kind: str, value: str, line: str) -> None:
         current = self.media[-1]
-        if kind == "m":
-            self.media.append(_MediaBuilder(_parse_media(value, line)))
-        elif kind == "a":
+        if kind == "a":
             current.attributes.append(_parse_attribute(value, line))
+        elif kind == "m":
+            self.media.append(_MediaBuilder(_parse_media(value, line)))
         elif kind == "c":
             if current.connection is not None:
                 raise SdpError(f"more than one c= line in a media description: {_show(line)}")
