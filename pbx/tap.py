@@ -20,13 +20,17 @@ from typing import Any
 from twisted.application import service
 from twisted.internet import reactor
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 
+from pbx.apps import IvrApps, MusicOnHold
 from pbx.b2bua import B2BUA, Directory, ExtensionInfo, PeerLookup, TrustedPeer
 from pbx.config import Config, ConfigError, Tenant, load_config
 from pbx.dialplan import DialplanEngine
 from pbx.media import PortPool, UdpMediaRelay
+from pbx.media.endpoint import MediaEngine
+from pbx.media.wav import write_pcm_atomic
 from pbx.registrar import BruteForceGuard, Domain, KeepAlive, LocationService, Registrar, RegistrarPolicy
 from pbx.sip.auth import DigestAuthenticator, NonceCounter, NonceSource
 from pbx.sip.digest import ha1
@@ -329,17 +333,38 @@ def peer_lookup(config: Config) -> PeerLookup | None:
     return lookup
 
 
-class CallsService(service.Service):
-    """Hangs up the calls and closes the media relay when the PBX stops."""
+SOUNDS_DIR = Path(__file__).resolve().parent.parent / "sounds" / "en"
+"""The shipped prompts (scripts/make_prompts), played by name."""
 
-    def __init__(self, b2bua: B2BUA, relay: UdpMediaRelay) -> None:
+
+class CallsService(service.Service):
+    """Hangs up the calls and closes the media engine and relay when the PBX stops."""
+
+    def __init__(self, b2bua: B2BUA, relay: UdpMediaRelay, engine: MediaEngine | None = None) -> None:
         self.b2bua = b2bua
         self.relay = relay
+        self.engine = engine
 
     def stopService(self) -> Any:
         super().stopService()
         self.b2bua.stop()
+        if self.engine is not None:
+            self.engine.close()
         return self.relay.close()
+
+
+def build_media_apps(config: Config, b2bua: B2BUA, the_reactor: Any) -> MediaEngine:
+    """The PBX's own media (prompts, menus, recordings, music on hold) plugged into the B2BUA's actions.
+
+    Recordings are written in a thread (the fsync of a finished recording stays off the reactor)."""
+
+    def write_in_thread(path: str, pcm: bytes) -> Any:
+        return deferToThreadPool(the_reactor, the_reactor.getThreadPool(), write_pcm_atomic, path, pcm)
+
+    engine = MediaEngine(the_reactor, SOUNDS_DIR, writer=write_in_thread)
+    IvrApps(engine, config.dialplan_dir, config.data_dir / "recordings").register(b2bua.apps)
+    b2bua.hold_music = MusicOnHold(engine, config.dialplan_dir)
+    return engine
 
 
 def build_calls(config: Config, stack: SipStack, registrar: Any, the_reactor: Any) -> service.IService:
@@ -375,7 +400,7 @@ def build_calls(config: Config, stack: SipStack, registrar: Any, the_reactor: An
     for method in ("INVITE", "BYE", "UPDATE", "INFO"):
         stack.register(method, b2bua)
     stack.on_stray_response(b2bua.stray_response)
-    return CallsService(b2bua, relay)
+    return CallsService(b2bua, relay, build_media_apps(config, b2bua, the_reactor))
 
 
 def raise_file_limit(wanted: int = 65536) -> int:

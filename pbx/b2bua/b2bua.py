@@ -143,6 +143,9 @@ class B2BUA:
         self._md5_only = tuple(a.lower() for a in md5_only_user_agents)
         self.host = host
         self.apps: dict[str, Callable[[Call, Action], Any]] = {}
+        # Music on hold (pbx.apps.MusicOnHold, plugged in by pbx/tap.py): start(tenant, leg, answer_sdp)
+        # returns an endpoint attached to the held side's relay leg, or None.
+        self.hold_music: Any = None
         self.calls: dict[str, Call] = {}
         self._dialogs = DialogTable()
         self._owners: dict[tuple[Any, ...], tuple[Call, Peer]] = {}
@@ -270,10 +273,10 @@ class B2BUA:
         assert directory is not None
         return directory
 
-    def render(self, call: Call, template: str) -> list[Action]:
-        return self._dialplans.render(call.caller.tenant, self.context_for(call), template)
+    def render(self, call: Call, template: str, digits: str | None = None) -> list[Action]:
+        return self._dialplans.render(call.caller.tenant, self.context_for(call, digits), template)
 
-    def context_for(self, call: Call) -> Mapping[str, Any]:
+    def context_for(self, call: Call, digits: str | None = None) -> Mapping[str, Any]:
         """The dialplan context (docs/dialplan.md), built with the dialplan layer's own `make_context`."""
         directory = self.directory(call)
         invite = call.invite
@@ -307,6 +310,7 @@ class B2BUA:
             directory=TenantDirectory(extensions, groups),
             now=datetime.datetime.now(datetime.UTC),
             result=call.run_state.result,
+            digits=digits,
             variables=call.vars,
         )
 
@@ -356,7 +360,17 @@ class B2BUA:
         answer = make_answer(offer, leg.local_address, leg.local_port, ("PCMU", "PCMA", "telephone-event"))
         if answer is None:
             raise SipError(488)
-        return answer.to_bytes()
+        # One codec (the caller's first G.711) and telephone-event: the PBX then knows what it will hear.
+        media = list(answer.media)
+        for i, m in enumerate(media):
+            if m.port:
+                rtpmap = m.rtpmap
+                names = {f: (rtpmap[f].encoding if f in rtpmap else "").lower() for f in m.formats}
+                audio = [f for f in m.formats if names[f] != "telephone-event"][:1]
+                events = [f for f in m.formats if names[f] == "telephone-event"][:1]
+                media[i] = m.with_formats(audio + events)
+                break
+        return answer.with_media(tuple(media)).to_bytes()
 
     def call_ended(self, call: Call) -> None:
         self.calls.pop(call.id, None)

@@ -28,12 +28,14 @@ from pbx.b2bua.media import MediaBridge
 from pbx.b2bua.peer import Peer
 from pbx.dialplan import Action, DialplanError, RunState, template_for
 from pbx.dialplan.simulate import MAX_RENDERS
+from pbx.media.dtmf import parse_dtmf_info
 from pbx.sip.dialog import Dialog
 from pbx.sip.errors import SipError, SipParseError
 from pbx.sip.headers import quote_string
 from pbx.sip.interfaces import IClientTransactionUser, IServerTransaction
 from pbx.sip.invite import Uas2xxRetransmitter
 from pbx.sip.message import Request, Response
+from pbx.sip.sdp import SdpError, SessionDescription
 from pbx.store import Cdr
 
 if TYPE_CHECKING:
@@ -41,6 +43,38 @@ if TYPE_CHECKING:
 
 # Headers passed from one side's in-dialog request to the other's (everything else is the PBX's own).
 PASSED_HEADERS = ("Content-Type", "Content-Disposition", "Event", "Subscription-State", "Session-Expires")
+
+
+def is_hold_offer(body: bytes) -> bool:
+    """Whether an SDP offer puts its first audio stream on hold: a=sendonly, a=inactive or c=0.0.0.0."""
+    try:
+        sdp = SessionDescription.parse(body)
+    except SdpError:
+        return False
+    for media in sdp.media:
+        if media.media.lower() == "audio" and media.port:
+            return sdp.direction_for(media) in ("sendonly", "inactive") or sdp.on_hold_for(media)
+    return False
+
+
+def restrict_offer(offer: bytes, answer: bytes) -> bytes:
+    """The caller's offer with its first audio stream cut down to the formats of our answer to it, so a
+    callee put through later picks a codec the caller was told about (no re-INVITE to the caller)."""
+    try:
+        theirs, ours = SessionDescription.parse(offer), SessionDescription.parse(answer)
+    except SdpError:
+        return offer
+    accepted = next((m for m in ours.media if m.media.lower() == "audio" and m.port), None)
+    if accepted is None:
+        return offer
+    media = list(theirs.media)
+    for i, m in enumerate(media):
+        if m.media.lower() == "audio" and m.port:
+            kept = [f for f in m.formats if f in accepted.formats]
+            if kept:
+                media[i] = m.with_formats(kept)
+            break
+    return theirs.with_media(tuple(media)).to_bytes()
 
 
 def classify(statuses: list[int]) -> str:
@@ -96,6 +130,28 @@ class Call:
         self._last_statuses: list[int] = []
         self._on_end: list[Callable[[Call], None]] = []
         self._contact: str | None = None
+        self.endpoint: Any = None  # the PBX's own media on leg "a" (pbx.apps: IVR), or None
+        self._local_sdp: bytes | None = None  # our SDP answer to the caller's offer, once we are its media
+        self._early_sent = False
+        self._moh: dict[str, Any] = {}  # side -> music-on-hold endpoint on that side's relay leg
+
+    # -- what the applications see (pbx.apps.base.AppCall) ----------------------------------------------
+
+    @property
+    def tenant(self) -> str:
+        return self.caller.tenant
+
+    @property
+    def answered(self) -> bool:
+        return self.answered_at is not None
+
+    @property
+    def local_sdp(self) -> bytes | None:
+        return self._local_sdp
+
+    def media_leg(self) -> Any:
+        """The caller's relay leg (where the PBX's own media is attached), or None before any."""
+        return self.media.session.leg("a") if self.media is not None else None
 
     # -- running the dialplan ----------------------------------------------------------------------------
 
@@ -104,10 +160,14 @@ class Call:
             await self._run_actions()
         except DialplanError as e:
             self._log.error("Dialplan error for call {id}: {e}", id=self.id, e=str(e))
-            self.reject(500, "Dialplan Error")
+            self._fail(500, "Dialplan Error")
             return
         except SipError as e:
-            self.reject(e.status, e.reason, e.headers)
+            self._fail(e.status, e.reason, e.headers)
+            return
+        except Exception:
+            self._log.failure("Call {id} failed", id=self.id)
+            self._fail(500)
             return
         if self.ended or self.answered_at is not None:
             if self.a is not None and self.b is None and not self.ended:
@@ -115,6 +175,13 @@ class Call:
             return
         if not self.final_sent:
             self.reject(self._failure_status())
+
+    def _fail(self, status: int, reason: str | None = None, headers: Any = ()) -> None:
+        """Reject the call, or hang it up once answered (a 200 can no longer be taken back)."""
+        if self.answered_at is not None:
+            self.hangup("pbx")
+        else:
+            self.reject(status, reason, headers)
 
     def _failure_status(self, action: Action | None = None) -> int:
         """How to reject the caller: `hangup CODE`, else by the last dial (a declined call stays a 603)."""
@@ -124,10 +191,18 @@ class Call:
 
     async def _run_actions(self) -> None:
         """Run the actions as docs/dialplan.md "How actions run" says (RunState keeps the bookkeeping)."""
-        actions = self.b2bua.render(self, "main")
+        template = "main"
+        actions = self.b2bua.render(self, template)
         index = 0
-        jumps = 0
-        while index < len(actions) and not self.ended and self.answered_at is None:
+        renders = 1
+
+        def jump(action: Action) -> None:
+            nonlocal renders
+            renders += 1
+            if renders > MAX_RENDERS:
+                raise DialplanError("too many templates rendered (a loop?)", action.source, action.line)
+
+        while index < len(actions) and not self.ended and self.b is None:
             action = actions[index]
             index += 1
             if not self.run_state.should_run(action):
@@ -140,25 +215,41 @@ class Call:
                 self.declined = result == "declined"
                 self.run_state.dial_finished(action, "busy" if result == "declined" else result)
                 self.result = self.run_state.result
-            elif name == "goto":
-                jumps += 1
-                if jumps >= MAX_RENDERS:
-                    raise DialplanError("too many goto jumps (a loop?)", action.source, action.line)
-                actions, index = self.b2bua.render(self, template_for(action)), 0
+            elif name in ("goto", "ivr"):
+                if name == "ivr":
+                    await self._app(action)
+                    if self.ended:
+                        return
+                jump(action)
+                template = template_for(action)
+                actions, index = self.b2bua.render(self, template), 0
+            elif name == "menu":
+                digits = await self._app(action)
+                if self.ended or self.b is not None:
+                    return
+                jump(action)
+                actions, index = self.b2bua.render(self, template, digits=digits), 0
             elif name == "set":
                 self.vars.update((k, v) for k, v in action.options.items() if k != "if")
             elif name == "hangup":
                 # A code-less hangup after a dial reports how the dial ended (busy, noanswer ...).
                 self.cause = self.run_state.result if not action.args and self.run_state.result else "hangup"
-                self.reject(self._failure_status(action))
+                if self.answered_at is not None:
+                    self.hangup("pbx")
+                else:
+                    self.reject(self._failure_status(action))
                 return
-            elif name == "answer":
+            elif name == "answer" and "answer" not in self.b2bua.apps:
                 self.answer_locally()
             else:
-                app = self.b2bua.apps.get(name)
-                if app is None:
-                    raise DialplanError(f"action {name!r} is not available yet", action.source, action.line)
-                self.result = await app(self, action)
+                await self._app(action)
+
+    async def _app(self, action: Action) -> str:
+        """Run the application of an action (pbx.apps, plugged in by pbx/tap.py); its result string."""
+        app = self.b2bua.apps.get(action.name)
+        if app is None:
+            raise DialplanError(f"action {action.name!r} is not available", action.source, action.line)
+        return str(await app(self, action))
 
     def context(self) -> Mapping[str, Any]:
         """The dialplan context of this call (docs/dialplan.md)."""
@@ -189,7 +280,10 @@ class Call:
         body = b""
         content_type = None
         if self.invite.body:
-            body = self.media.forward("a", self.invite.body, is_offer=True)
+            offer = self.invite.body
+            if self._local_sdp is not None:
+                offer = restrict_offer(offer, self._local_sdp)
+            body = self.media.forward("a", offer, is_offer=True)
             content_type = "application/sdp"
         callerid = action.options.get("callerid")
         display = callerid if callerid is not None else (self.caller.name or self.invite.from_.display_name)
@@ -213,8 +307,12 @@ class Call:
                 self._log.warn("Could not start a leg to {ext}: {e}", ext=leg.extension, e=e)
                 leg.status = 503
         self._ring_timer = self.clock.callLater(timeout, self._ring_timeout)
+        if self.endpoint is not None:  # the caller is on the PBX's media: let it hear the ringing
+            self.endpoint.play(["tone:ringback:3600"], barge_in=False).addErrback(lambda _: None)
         self._check_dial_over()
         result = await done
+        if self.endpoint is not None and result != "answered":
+            self.endpoint.stop()
         if self._ring_timer is not None and self._ring_timer.active():
             self._ring_timer.cancel()
         self._ring_timer = None
@@ -247,6 +345,8 @@ class Call:
     def leg_progress(self, leg: OutboundLeg, response: Response) -> None:
         if self.final_sent or self.ended or self.winner is not None or leg not in self._current:
             return
+        if self._local_sdp is not None:
+            return  # the caller hears the PBX (early media: its ringback), not the callee's provisional
         status = response.status
         body = b""
         if status == 183 and response.body and self.media is not None and self.invite.body:
@@ -269,7 +369,8 @@ class Call:
 
     def leg_answered(self, leg: OutboundLeg, response: Response) -> bool:
         """The first 2xx of a leg; False when the call no longer wants it (the leg then hangs up)."""
-        if self.winner is not None or self.ended or self.final_sent or leg not in self._current:
+        rejected = self.final_sent and self.answered_at is None
+        if self.winner is not None or self.ended or rejected or leg not in self._current:
             return False
         self.winner = leg
         for other in self._current:
@@ -294,7 +395,14 @@ class Call:
                 return True
         if not late_offer:
             leg.send_ack(None)
-        self._answer_caller(body)
+        if self._local_sdp is not None:
+            # The caller already has our SDP (an IVR answered it, or early media): hand its relay leg back
+            # to the relay; the callee's codec was chosen among the ones the caller was told about.
+            self._close_endpoint()
+            if self.answered_at is None:
+                self._answer_caller(self._local_sdp)
+        else:
+            self._answer_caller(body)
         if late_offer:
             assert self.a is not None
 
@@ -342,12 +450,40 @@ class Call:
         """The `answer` action: the PBX itself answers (media comes from apps; without one, silence)."""
         if self.final_sent:
             return
-        body = b""
-        if self.invite.body:
+        self._answer_caller(self._make_local_sdp())
+
+    def early_media(self) -> None:
+        """`183 Session Progress` with our SDP (early media: the PBX plays before or without answering)."""
+        if self.final_sent or self._early_sent:
+            return
+        body = self._make_local_sdp()
+        if not body:
+            return
+        self._early_sent = True
+        progress = self.invite.response(183, "Session Progress", to_tag=self.local_tag)
+        progress.headers.add("Contact", self._our_contact())
+        progress.headers.add("Content-Type", "application/sdp")
+        progress.body = body
+        self.txn.respond(progress)
+
+    def _make_local_sdp(self) -> bytes:
+        """Our SDP answer to the caller's offer with relay leg "a" as the PBX's own media (made once)."""
+        if self._local_sdp is None:
+            if not self.invite.body:
+                return b""
             if self.media is None:
                 self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
-            body = self.b2bua.local_answer(self, self.invite.body)
-        self._answer_caller(body)
+            self._local_sdp = self.b2bua.local_answer(self, self.invite.body)
+        return self._local_sdp
+
+    def _close_endpoint(self) -> None:
+        """Stop the PBX's own media on leg "a" (the relay carries the caller's audio again)."""
+        endpoint, self.endpoint = self.endpoint, None
+        if endpoint is not None:
+            endpoint.close()
+            leg = self.media_leg()
+            if leg is not None:
+                leg.detach()
 
     def _retransmit_2xx(self, peer: Peer, response: Response) -> None:
         flow = self.txn.flow if peer.side == "a" else None
@@ -406,6 +542,13 @@ class Call:
             self._bye(other)
             self._end("normal")
             return
+        if method == "INFO" and other is None and not self.ended:
+            # The PBX is the caller's media end (IVR): a key press by SIP INFO goes to it, never onward.
+            digit = parse_dtmf_info(request.headers.get("Content-Type") or "", request.body)
+            if digit is not None and self.endpoint is not None:
+                self.endpoint.inject_digit(digit, "info")
+            txn.respond(request.response(200))
+            return
         if other is None or self.ended:
             raise SipError(481)
         if method == "INVITE" and peer.pending_2xx is not None:
@@ -454,6 +597,8 @@ class Call:
                     self._ack_relayed(target, sent, answer, "application/sdp" if answer else None)
 
                 source.pending_ack_body = forward_answer
+        if success and response.body and txn.request.body:
+            self._update_hold(target, txn.request.body, response.body)
         back = txn.request.response(response.status, response.reason)
         if body:
             back.headers.add("Content-Type", content_type or "application/sdp")
@@ -463,6 +608,27 @@ class Call:
         txn.respond(back)
         if success:
             self._retransmit_reinvite_2xx(source, back)
+
+    def _update_hold(self, held: Peer, offer: bytes, answer: bytes) -> None:
+        """After a re-INVITE from the other side: music on hold for `held` while it is held, none after."""
+        holding = is_hold_offer(offer)
+        playing = held.side in self._moh
+        music = self.b2bua.hold_music
+        if holding and not playing and music is not None and self.media is not None:
+            endpoint = music.start(self.tenant, self.media.session.leg(held.side), answer)
+            if endpoint is not None:
+                self._moh[held.side] = endpoint
+                self._log.info("Call {id}: music on hold for {ext}", id=self.id, ext=held.extension)
+        elif not holding and playing:
+            self._stop_moh(held.side)
+            self._log.info("Call {id}: music on hold for {ext} ends", id=self.id, ext=held.extension)
+
+    def _stop_moh(self, side: str) -> None:
+        endpoint = self._moh.pop(side, None)
+        if endpoint is not None:
+            endpoint.close()
+            if self.media is not None:
+                self.media.session.leg(side).detach()
 
     def _ack_relayed(self, target: Peer, sent: Request, body: bytes, content_type: str | None) -> None:
         ack = target.dialog.create_ack(sent, body=body, content_type=content_type)
@@ -544,6 +710,9 @@ class Call:
             if peer is not None and peer.pending_2xx is not None:
                 peer.pending_2xx.stop()
                 peer.pending_2xx = None
+        self._close_endpoint()
+        for side in list(self._moh):
+            self._stop_moh(side)
         if self.media is not None:
             self.media.close()
         self._finish_dial("cancelled")
