@@ -11,6 +11,7 @@ This module knows nothing of dialplans; it reports to its call.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
@@ -43,7 +44,11 @@ class OutboundLeg:
     def __init__(
         self, call: Call, extension: str, binding: Binding, destination: tuple[str, str, int]
     ) -> None:
-        self.call = call
+        # The INVITE's client transaction (our transaction user) lives 32 s after a 2xx (RFC 6026 Timer M)
+        # to re-ACK retransmissions: a strong reference would keep the whole ended call alive as long.
+        self._call = weakref.ref(call)
+        self._stack = call.b2bua.stack
+        self._parse_contact = call.b2bua.parse_contact
         self.extension = extension
         self.binding = binding
         self.destination = destination
@@ -59,10 +64,15 @@ class OutboundLeg:
         self.local_tag = new_tag()
         self.call_id = new_call_id(call.b2bua.host)
 
+    @property
+    def call(self) -> Call | None:
+        """The call, or None once it has ended and is gone."""
+        return self._call()
+
     def start(self, from_value: str, to_value: str, body: bytes, content_type: str | None) -> None:
-        stack = self.call.b2bua.stack
+        stack = self._stack
         transport, host, port = self.destination
-        request = Request("INVITE", self.call.b2bua.parse_contact(self.binding.contact))
+        request = Request("INVITE", self._parse_contact(self.binding.contact))
         request.headers.add("From", f"{from_value};tag={self.local_tag}")
         request.headers.add("To", to_value)
         request.headers.add("Call-ID", self.call_id)
@@ -86,20 +96,25 @@ class OutboundLeg:
             if self.cancel_wanted and not self.cancelled:
                 self._send_cancel()
                 return
-            if status > 100:
-                self.call.leg_progress(self, response)
+            call = self._call()
+            if status > 100 and call is not None:
+                call.leg_progress(self, response)
             return
         if 200 <= status < 300:
             self._answered(response)
             return
         if self.status == 0:
             self.status = status
-            self.call.leg_failed(self, status, response)
+            call = self._call()
+            if call is not None:
+                call.leg_failed(self, status, response)
 
     def transaction_timeout(self, transaction: object) -> None:
         if self.status == 0:
             self.status = 408
-            self.call.leg_failed(self, 408, None)
+            call = self._call()
+            if call is not None:
+                call.leg_failed(self, 408, None)
 
     def transport_error(self, transaction: object, reason: str) -> None:
         self._log.warn(
@@ -111,7 +126,9 @@ class OutboundLeg:
         if self.status == 0:
             self.transport_failed = True
             self.status = 503
-            self.call.leg_failed(self, 503, None)
+            call = self._call()
+            if call is not None:
+                call.leg_failed(self, 503, None)
 
     # -- 2xx, ACK and BYE --------------------------------------------------------------------------------
 
@@ -126,7 +143,8 @@ class OutboundLeg:
             return
         self.status = response.status
         self.dialog = Dialog.create_uac(self.invite, response)
-        if self.cancel_wanted or not self.call.leg_answered(self, response):
+        call = self._call()
+        if self.cancel_wanted or call is None or not call.leg_answered(self, response):
             # Lost the race (another fork answered, or the caller hung up): ACK, then BYE (RFC 3261 9.1).
             self.send_ack(None)
             self.send_bye()
@@ -139,7 +157,7 @@ class OutboundLeg:
         except ValueError:
             return
         transport, host, port = self.destination
-        stack = self.call.b2bua.stack
+        stack = self._stack
         stack.send_stateless(extra.create_ack(self.invite), transport, host, port)
         bye = extra.create_request("BYE")
         extra.terminate()
@@ -153,7 +171,7 @@ class OutboundLeg:
         body_type = getattr(self, "_ack_body", (b"", None))
         ack = self.dialog.create_ack(self.invite, body=body_type[0], content_type=body_type[1])
         transport, host, port = self.destination
-        self.call.b2bua.stack.send_stateless(ack, transport, host, port)
+        self._stack.send_stateless(ack, transport, host, port)
 
     def send_bye(self) -> None:
         if self.dialog is None or self.dialog.terminated:
@@ -161,7 +179,7 @@ class OutboundLeg:
         bye = self.dialog.create_request("BYE")
         self.dialog.terminate()
         transport, host, port = self.destination
-        self.call.b2bua.stack.send_request(bye, _Ignore(), transport, host, port)
+        self._stack.send_request(bye, _Ignore(), transport, host, port)
 
     def cancel(self) -> None:
         """Stop ringing: CANCEL now if a provisional arrived, else as soon as one does."""
@@ -177,7 +195,7 @@ class OutboundLeg:
         transport, host, port = self.destination
         cancel = make_cancel(self.invite)
         # The CANCEL is its own transaction, to the same destination, with the INVITE's top Via.
-        self.call.b2bua.stack.send_cancel(cancel, _Ignore(), transport, host, port)
+        self._stack.send_cancel(cancel, _Ignore(), transport, host, port)
 
 
 @implementer(IClientTransactionUser)

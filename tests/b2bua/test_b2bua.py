@@ -1079,3 +1079,23 @@ class BookkeepingTests(B2BUATestCase):
         self.assertEqual(len(h.stack.acks), 2)
         h.b2bua.stray_response(callee.response(486))
         self.assertEqual(len(h.stack.acks), 2)
+
+
+class MemoryTests(B2BUATestCase):
+    def test_an_ended_call_is_freed_while_its_invite_transaction_lives_on(self) -> None:
+        """The answered leg's client transaction keeps its user 32 s (RFC 6026 Timer M) to re-ACK a
+        retransmitted 2xx: it must not keep the whole call, its media and dialogs alive that long."""
+        import weakref
+
+        h = self.build("dial 1002")
+        h.register_1002()
+        phone, callee = self.answered(h)
+        (call,) = h.b2bua.calls.values()
+        ref = weakref.ref(call)
+        del call
+        phone.bye()
+        self.assertIsNone(ref())  # freed by reference counting: not even the collector needed
+        (leg_invite,) = h.invites()  # the transaction user (the leg) is still referenced here ...
+        self.assertIsNone(leg_invite.tu.call)
+        callee.answer()  # ... and still acknowledges a retransmitted 2xx
+        self.assertEqual(len(h.stack.acks), 2)
