@@ -15,6 +15,7 @@ This module knows nothing of authentication or of how targets are found: the `B2
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -308,7 +309,8 @@ class Call:
                 leg.status = 503
         self._ring_timer = self.clock.callLater(timeout, self._ring_timeout)
         if self.endpoint is not None:  # the caller is on the PBX's media: let it hear the ringing
-            self.endpoint.play(["tone:ringback:3600"], barge_in=False).addErrback(lambda _: None)
+            ringing = f"tone:ringback:{min(600, max(1, math.ceil(timeout)))}"
+            self.endpoint.play([ringing], barge_in=False).addErrback(self._log.failure, "Ringback failed")
         self._check_dial_over()
         result = await done
         if self.endpoint is not None and result != "answered":

@@ -349,7 +349,7 @@ _template_name = _pattern(_TEMPLATE_NAME, "a template name (letters, digits, '_'
 _recording_name = _pattern(_TEMPLATE_NAME, "a recording name (letters, digits, '_', '-', '/')")
 # A prompt: a file name, or an item the media layer generates (a tone, a pause, digits spoken one by one).
 _PROMPT = re.compile(
-    rf"{_TEMPLATE_NAME.pattern}|tone:(?:beep|ringback|busy|dial|congestion)(?::[0-9]{{1,4}})?"
+    rf"{_TEMPLATE_NAME.pattern}|tone:(?:beep|ringback|busy|dial|congestion)(?::(?:[1-9][0-9]?|[1-5][0-9]{{2}}|600))?"
     r"|silence:[0-9]{1,5}|digits:[0-9]{1,32}"
 )
 _prompt_name = _pattern(

@@ -111,6 +111,7 @@ def test_menu_digit_rerenders_and_dial_bridges_without_a_second_answer(ivr: Ivr)
     assert ivr.endpoint.played[-1] == (["please-hold"], False)
     ivr.clock.advance(2)
     callee = ivr.h.callee()
+    assert ivr.endpoint.played[-1] == (["tone:ringback:20"], False)  # the caller hears it ring
     port, formats, _ = audio(callee.invite.body)
     assert port == PORT_B and formats == ["0", "101"]  # only what the caller was answered with
     callee.respond(180)
