@@ -551,6 +551,9 @@ class Call:
                 self.endpoint.inject_digit(digit, "info")
             txn.respond(request.response(200))
             return
+        if method in ("INVITE", "UPDATE") and other is None and not self.ended and self._local_sdp:
+            self._refresh_local(peer, txn, request)
+            return
         if other is None or self.ended:
             raise SipError(481)
         if method == "INVITE" and peer.pending_2xx is not None:
@@ -610,6 +613,22 @@ class Call:
         txn.respond(back)
         if success:
             self._retransmit_reinvite_2xx(source, back)
+
+    def _refresh_local(self, peer: Peer, txn: IServerTransaction, request: Request) -> None:
+        """A re-INVITE or UPDATE from the caller while the PBX is its media end (IVR): learn where its media
+        now is and answer with the same SDP (same codec, same port; a session refresh or a moved phone)."""
+        if request.method == "INVITE" and peer.pending_2xx is not None:
+            raise SipError(491)
+        content_type = (request.headers.get("Content-Type") or "").lower()
+        if request.body and content_type.startswith("application/sdp") and self.media is not None:
+            self.media.forward("a", request.body, is_offer=True)  # moves leg a's remote; the rest is unused
+        response = request.response(200)
+        response.headers.add("Contact", self._our_contact())
+        response.headers.add("Content-Type", "application/sdp")
+        response.body = self._local_sdp or b""
+        txn.respond(response)
+        if request.method == "INVITE":
+            self._retransmit_reinvite_2xx(peer, response)
 
     def _update_hold(self, held: Peer, offer: bytes, answer: bytes) -> None:
         """After a re-INVITE from the other side: music on hold for `held` while it is held, none after."""

@@ -209,3 +209,18 @@ def test_held_callee_hears_music_until_resumed(tmp_path: Path) -> None:
     assert moh.closed and not ivr.leg("b").attached
     phone.bye()
     assert ivr.h.b2bua.calls == {}
+
+
+def test_caller_reinvite_in_the_ivr_is_answered_with_the_same_sdp(ivr: Ivr) -> None:
+    phone = ivr.call()
+    phone.ack()
+    assert phone.txn is not None and phone.txn.final is not None
+    answer = phone.txn.final.body
+    txn = phone.request("INVITE", sdp_body(port=49180, version=2))
+    assert txn.statuses == [200]
+    assert txn.final is not None and txn.final.body == answer
+    assert ivr.leg("a").remote == ("192.168.1.10", 49180)
+    phone.ack()
+    assert ivr.endpoint.played[-1] == (["welcome", "menu"], True)  # the menu goes on
+    phone.bye()
+    assert ivr.h.b2bua.calls == {}
