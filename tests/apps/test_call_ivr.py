@@ -224,3 +224,27 @@ def test_caller_reinvite_in_the_ivr_is_answered_with_the_same_sdp(ivr: Ivr) -> N
     assert ivr.endpoint.played[-1] == (["welcome", "menu"], True)  # the menu goes on
     phone.bye()
     assert ivr.h.b2bua.calls == {}
+
+
+def test_unanswered_dial_from_the_ivr_goes_on_with_the_pbx_media(ivr: Ivr) -> None:
+    phone = ivr.call()
+    phone.ack()
+    ivr.endpoint.press("1")
+    ivr.clock.advance(2)  # please-hold
+    callee = ivr.h.callee()
+    callee.respond(486)
+    assert not ivr.endpoint.closed and ivr.leg("a").consumer is ivr.endpoint
+    assert ivr.endpoint.played[-1] == (["sorry"], False)  # the next action, on the same endpoint
+    assert phone.txn is not None and phone.txn.statuses == [200]
+    ivr.clock.advance(2)
+    assert ivr.h.b2bua.calls == {}  # the actions ran out: BYE
+    assert ivr.endpoint.closed
+
+
+def test_caller_cancels_during_early_media(tmp_path: Path) -> None:
+    ivr = Ivr(tmp_path, "progress\nplay tone:ringback:30 noanswer=yes\nhangup 480")
+    phone = ivr.call("800")
+    phone.cancel()
+    assert phone.txn is not None and phone.txn.statuses == [183, 487]
+    assert ivr.endpoint.closed and not ivr.leg("a").attached
+    assert ivr.h.b2bua.calls == {}
