@@ -20,7 +20,6 @@ from typing import Any
 from twisted.application import service
 from twisted.internet import reactor
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -30,7 +29,7 @@ from pbx.config import Config, ConfigError, Tenant, load_config
 from pbx.dialplan import DialplanEngine
 from pbx.media import PortPool, UdpMediaRelay
 from pbx.media.endpoint import MediaEngine
-from pbx.media.wav import write_pcm_atomic
+from pbx.media.recorder import thread_writer
 from pbx.registrar import BruteForceGuard, Domain, KeepAlive, LocationService, Registrar, RegistrarPolicy
 from pbx.sip.auth import DigestAuthenticator, NonceCounter, NonceSource
 from pbx.sip.digest import ha1
@@ -356,12 +355,11 @@ class CallsService(service.Service):
 def build_media_apps(config: Config, b2bua: B2BUA, the_reactor: Any) -> MediaEngine:
     """The PBX's own media (prompts, menus, recordings, music on hold) plugged into the B2BUA's actions.
 
-    Recordings are written in a thread (the fsync of a finished recording stays off the reactor)."""
-
-    def write_in_thread(path: str, pcm: bytes) -> Any:
-        return deferToThreadPool(the_reactor, the_reactor.getThreadPool(), write_pcm_atomic, path, pcm)
-
-    engine = MediaEngine(the_reactor, SOUNDS_DIR, writer=write_in_thread)
+    Recordings are written in the reactor's thread pool (the fsync of a finished recording stays off the
+    reactor); the shipped prompts are loaded and encoded now, so no call waits for a disk."""
+    engine = MediaEngine(the_reactor, SOUNDS_DIR, writer=thread_writer(the_reactor))
+    count = engine.prompts.preload()
+    _log.info("Media: {count} prompts loaded from {dir}", count=count, dir=str(SOUNDS_DIR))
     IvrApps(engine, config.dialplan_dir, config.data_dir / "recordings").register(b2bua.apps)
     b2bua.hold_music = MusicOnHold(engine, config.dialplan_dir)
     return engine
