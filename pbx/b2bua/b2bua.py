@@ -235,6 +235,32 @@ class B2BUA:
         self.counters["active"] = len(self.calls)
         await call.run()
 
+    def stateless_challenge(self, request: Request, flow: IFlow) -> Response | None:
+        """The 407 for a new INVITE without credentials, answered without a transaction (RFC 3261 8.2.7:
+        a flood of unauthenticated INVITEs then costs no state; `SipStack.answer_statelessly`). Everything
+        else goes the stateful way (None): requests in a dialog, with Proxy-Authorization, from a trusted
+        peer, to a domain not served (refused there with the reason). The ACK of such a 407 matches no
+        transaction and no dialog and is dropped in `ack_received`."""
+        if "Proxy-Authorization" in request.headers:
+            return None
+        try:
+            if request.to.tag is not None:
+                return None
+        except SipParseError:
+            return None
+        uri = request.uri
+        if not isinstance(uri, SipURI):
+            return None
+        domain = self._domains(uri.host)
+        if domain is None:
+            return None
+        if self._peers is not None and self._peers(domain.tenant, flow.remote_address[0]) is not None:
+            return None
+        self.counters["challenged"] += 1
+        user_agent = (request.headers.get("User-Agent") or "").lower()
+        algorithms = ("MD5",) if any(a in user_agent for a in self._md5_only) else None
+        return self._auth.challenge(request, domain.realm, proxy=True, algorithms=algorithms)
+
     def _challenge(self, txn: IServerTransaction, request: Request, domain: Domain, result: Any) -> None:
         self.counters["challenged"] += 1
         if result.outcome is AuthOutcome.FAILED and self._guard is not None:
