@@ -224,10 +224,12 @@ class RegistrarService(service.Service):
         return self._store.close()
 
 
-def build_registrar(config: Config, stack: SipStack, the_reactor: Any) -> RegistrarService:
-    """The registrar, its location service (SQLite in data_dir), digest auth and brute-force guard."""
+def build_registrar(config: Config, stack: SipStack, the_reactor: Any, store: Any = None) -> RegistrarService:
+    """The registrar, its location service (SQLite in data_dir unless another `store` is given: the
+    benchmarks' in-memory one), digest auth and brute-force guard."""
     security, policy = config.security, config.registrar
-    store = SqliteLocationStore(config.data_dir / "pbx.sqlite3", the_reactor)
+    if store is None:
+        store = SqliteLocationStore(config.data_dir / "pbx.sqlite3", the_reactor)
     location = LocationService(the_reactor, store)
     authenticator = DigestAuthenticator(
         NonceSource(the_reactor, _nonce_secret(config.data_dir), security.nonce_lifetime),
