@@ -257,6 +257,7 @@ class Transaction:
     """
 
     __slots__ = (
+        "_busy",
         "_clock",
         "_interval",
         "_on_terminated",
@@ -304,6 +305,7 @@ class Transaction:
         self._on_terminated = on_terminated
         self._waits = waits
         self._interval = 0.0  # current interval of the retransmission timer (A, E or G)
+        self._busy = False  # inside a state change (actions may fire nested inputs)
         for attr in self._timer_attrs:
             setattr(self, attr, None)
 
@@ -339,13 +341,20 @@ class Transaction:
         next_state, action = self._compiled[state, event]
         if next_state == state:
             return action(self, arg)
-        for timer in self.STATE_TIMERS[state]:
-            if timer not in self.STATE_TIMERS[next_state]:
-                self._cancel(timer)
-        self.state = next_state
-        result = action(self, arg)
-        if self.state == next_state:  # the action may have moved on (a transport error while sending)
-            self._enter(next_state)
+        outer, self._busy = not self._busy, True
+        try:
+            for timer in self.STATE_TIMERS[state]:
+                if timer not in self.STATE_TIMERS[next_state]:
+                    self._cancel(timer)
+            self.state = next_state
+            result = action(self, arg)
+            if self.state == next_state:  # the action may have moved on (a transport error while sending)
+                self._enter(next_state)
+        finally:
+            if outer:
+                self._busy = False
+                if self.state == TERMINATED:
+                    self._release()
         return result
 
     def _enter(self, state: str) -> None:
@@ -354,6 +363,8 @@ class Transaction:
             callback, self._on_terminated = self._on_terminated, None
             if callback is not None:
                 callback(self)
+            if not self._busy:
+                self._release()  # else when the outermost input is done (its action may still report up)
             return
         for timer in self.STATE_TIMERS[state]:
             if getattr(self, _ATTR[timer]) is not None:
@@ -385,6 +396,12 @@ class Transaction:
             setattr(self, _ATTR[timer], None)
             if call.active():
                 call.cancel()
+
+    def _release(self) -> None:
+        """Terminated: let go of what may refer back to us (a stack's `send` closure usually does), so the
+        transaction is freed by reference counting, not left to the cyclic collector: at hundreds of calls a
+        second those cycles piled up into collections that stalled the reactor for a second and more."""
+        self._send = _send_nothing
 
     # Actions shared by all machines.
     def _ignore(self, arg: object) -> None:
@@ -435,6 +452,10 @@ class _ClientTransaction(Transaction):
 
     def _report_transport_error(self, reason: str) -> None:
         self.tu.transport_error(self, reason)
+
+    def _release(self) -> None:
+        super()._release()
+        self.tu = _NO_USER  # the user usually holds us too (an outbound leg keeps its INVITE transaction)
 
 
 # RFC 3261 figure 5 with RFC 6026's Accepted state. A transport error after the final response has been passed
@@ -761,7 +782,24 @@ NON_INVITE_SERVER: Final[Table] = {
 
 
 def _send_nothing(message: object) -> None:
-    """The `send` of a transaction that keeps only the bytes of its final response."""
+    """The `send` of a transaction that keeps only the bytes of its final response, or has terminated."""
+
+
+@implementer(IClientTransactionUser)
+class _NoUser:
+    """The user of a terminated client transaction: nothing reaches it any more."""
+
+    def response_received(self, transaction: object, response: object) -> None:
+        pass
+
+    def transaction_timeout(self, transaction: object) -> None:
+        pass
+
+    def transport_error(self, transaction: object, reason: str) -> None:
+        pass
+
+
+_NO_USER = _NoUser()
 
 
 @implementer(IServerTransaction)

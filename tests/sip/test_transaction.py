@@ -878,3 +878,61 @@ class ReleaseTests(SynchronousTestCase):
         reliable.respond(ok)
         self.assertEqual(reliable.state, TERMINATED)
         self.assertIs(reliable.request, request)
+
+
+class CycleTests(SynchronousTestCase):
+    """A terminated transaction lets go of its `send` and its user, which usually refer back to it (the
+    stack's send closure holds the transaction; an outbound leg holds its INVITE transaction): it is then
+    freed by reference counting, without the cyclic collector (whose piled-up passes stalled the reactor)."""
+
+    def run_to_end(self, cls: Any, method: str, status: int, wait: float) -> int:
+        h = Harness()
+        holder: list[Any] = []
+
+        def send(message: Request | Response) -> None:  # the stack's pattern: the closure reaches the txn
+            if holder:
+                h.send(message)
+
+        class User(RecordingTU):
+            transaction: Any = None
+
+        user = User()
+        request = make_request(method)
+        txn = cls(request, send, user, clock=h.clock, timers=TimerConfig(), reliable=False)
+        holder.append(txn)
+        user.transaction = txn  # the user holds its transaction
+        txn.start()
+        txn.receive_response(response_to(request, status))
+        h.clock.advance(wait)
+        self.assertEqual(txn.state, TERMINATED)
+        self.assertEqual(user.statuses, [status])
+        ident = id(txn)
+        del txn, user  # once we return, only the cycles (send closure <-> txn, user <-> txn) could keep it
+        return ident
+
+    def test_client_transactions_are_freed_without_the_collector(self) -> None:
+        import gc
+
+        gc.disable()
+        self.addCleanup(gc.enable)
+        cases = [
+            (ClientNonInviteTransaction, "BYE", 200, 5.0),  # Timer K
+            (ClientInviteTransaction, "INVITE", 200, 32.0),  # Accepted, Timer M
+            (ClientInviteTransaction, "INVITE", 486, 32.0),  # Completed, Timer D
+        ]
+        for cls, method, status, wait in cases:
+            with self.subTest(method=method, status=status):
+                ident = self.run_to_end(cls, method, status, wait)
+                alive = [o for o in gc.get_objects() if type(o) is cls and id(o) == ident]
+                self.assertEqual(alive, [])
+
+    def test_a_terminated_transaction_ignores_late_input(self) -> None:
+        h = Harness()
+        request = make_request("BYE")
+        txn = h.client(ClientNonInviteTransaction, request)
+        txn.receive_response(response_to(request, 200))
+        h.clock.advance(5)
+        self.assertEqual(txn.state, TERMINATED)
+        txn.receive_response(response_to(request, 200))
+        txn.transport_error("late")
+        self.assertEqual((h.tu.statuses, h.tu.errors, h.labels()), ([200], [], ["BYE"]))
