@@ -42,13 +42,20 @@ def ipv6_loopback() -> bool:
         return False
 
 
+_HANDED_OUT: set[int] = set()  # ports this test process gave out already: never twice (the kernel may)
+
+
 def free_port(host: str = "127.0.0.1", *, udp: bool = True, tcp: bool = True) -> int:
-    """A port free for both UDP and TCP on `host` (the PBX listens on both with one number)."""
+    """A port free for both UDP and TCP on `host` (the PBX listens on both with one number), and not
+    given out before by this function in this process (two picks in a row may otherwise get the same
+    number once the first probe socket is closed: a TLS listener on the TCP listener's port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(200):
         with socket.socket(family, socket.SOCK_STREAM) as t:
             t.bind((host, 0))
             port = t.getsockname()[1]
+            if port in _HANDED_OUT:
+                continue
             if udp:
                 try:
                     with socket.socket(family, socket.SOCK_DGRAM) as u:
@@ -56,6 +63,7 @@ def free_port(host: str = "127.0.0.1", *, udp: bool = True, tcp: bool = True) ->
                 except OSError:
                     continue
             if port < 65000:
+                _HANDED_OUT.add(port)
                 return port
     raise RuntimeError("no free port")
 
