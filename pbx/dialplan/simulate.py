@@ -298,14 +298,16 @@ def simulate_call(
                 answered = answered or action.name == "ivr"
                 break
             elif action.name == "menu":
-                answered = True
+                answered = answered or action.options.get("noanswer") != "yes"  # noanswer: early media
                 current_digits = next_of(digits, menus, "")
                 menus += 1
                 out.append(f"# -> digits {current_digits!r}")
                 next_template = current
                 break
-            elif action.name in ("play", "record"):
-                answered = True
+            elif action.name == "record" or (
+                action.name == "play" and action.options.get("noanswer") != "yes"
+            ):
+                answered = True  # `progress` and `play ... noanswer=yes` are early media: not an answer
         if next_template is None:
             out.append(_end(state, None, answered))
             return out

@@ -463,3 +463,12 @@ def test_simulate_the_shipped_auto_attendant(capsys: pytest.CaptureFixture[str],
             "hangup",
             "# end (hangup): the PBX hangs up (BYE)",
         ]
+
+
+def test_early_media_is_not_an_answer() -> None:
+    """`progress` and `play ... noanswer=yes` send 183 with media: a later hangup rejects the call."""
+    script = Script({"main": "progress\nplay closed noanswer=yes\nhangup 480"})
+    out = simulate_call(script, new_context(), [])
+    assert out[-1] == "# end (hangup): the call is rejected with 480"
+    script = Script({"main": "play closed\nhangup 480"})
+    assert simulate_call(script, new_context(), [])[-1] == "# end (hangup): the PBX hangs up (BYE)"
