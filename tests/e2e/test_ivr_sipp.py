@@ -7,16 +7,19 @@ the audio when the caller offers no telephone-event); the PBX must put the call 
 registered as 1001, which then receives the INVITE and answers it. SIPp sends audio with
 `play_pcap_audio` (it needs root, like raw sockets): the pcap files are written by the test (`write_rtp_pcap`,
 G.711 u-law RTP in Ethernet/IPv4/UDP frames). A recording test sends a 1000 Hz tone and finds it in the WAV
-the PBX wrote (Goertzel). Waits are on process exits and log lines with timeouts; only SIPp's scenarios
-pause.
+the PBX wrote (Goertzel); another sends a tone then `#` by RFC 4733 (SIPp's `dtmf_2833_pound.pcap`), which
+must end the recording and let the dialplan go on to its hang-up. Waits are on process exits and log lines
+with timeouts; only SIPp's scenarios pause.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import struct
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -163,6 +166,44 @@ def test_recording_holds_the_audio_sent(start_pbx, sipp, tmp_path):  # noqa: F81
     heard = read_wav(wav)
     assert heard.rate == 8000 and 3.0 <= heard.seconds <= 9.0, heard.seconds
     assert_hears(heard, 1000.0, 440.0, label="the recording")
+
+
+def test_pound_ends_the_recording_and_the_dialplan_goes_on(start_pbx, sipp, tmp_path):  # noqa: F811
+    """The caller sends 2 s of 1000 Hz, then `#` as RFC 4733 events (SIPp's dtmf_2833_pound.pcap) 2.5 s
+    after the audio began. `maxlength` and `silence` are far away, so only the `#` can end the recording;
+    the dialplan then plays a beep and hangs up: the caller gets the PBX's BYE within 5 s of the `#`."""
+    pbx = start_pbx("record tests/pound beep=no maxlength=60 silence=30\nplay tone:beep\nhangup\n")
+    audio = tone_pcm((1000.0,), 2.0)
+    (sipp.directory / "ivr_audio.pcap").write_bytes(write_rtp_pcap(tmp_path / "a.pcap", audio).read_bytes())
+    shutil.copy("/usr/share/sip-tester/dtmf_2833_pound.pcap", sipp.directory / "ivr_digit.pcap")
+    uac = sipp.uac(pbx, "ivr_uac_record_digit.xml", "700", caller="1003")
+    sipp.check(pbx, uac)
+    assert len(uac.requests("BYE")) == 1, uac
+    assert not [m for m in uac.messages("sent") if m.startswith("BYE ")], "the caller hung up itself"
+    (line,) = pbx.wait_for(r"Call \S+: recorded \S+pound\.wav \(\d+\.\d s, \w+\)")
+    assert line.endswith(", digit)"), line
+    wav = pbx.directory / "data" / "recordings" / "default" / "tests" / "pound.wav"
+    heard = read_wav(wav)
+    assert heard.rate == 8000 and 1.5 <= heard.seconds <= 4.5, heard.seconds
+    assert_hears(heard, 1000.0, 440.0, label="the recording")
+    pbx.wait_for(r"Call \S+ ended: ")
+    timeline = message_times(uac)
+    acked = next(t for t, d, m in timeline if d == "sent" and m.startswith("ACK ") and "CSeq: 2 ACK" in m)
+    bye = next(t for t, d, m in timeline if d == "received" and m.startswith("BYE "))
+    # the scenario sends the '#' 2.5 s after its ACK (and fails without the BYE 5 s after that)
+    assert 2.5 <= bye - acked <= 7.5, (bye - acked, uac)
+
+
+def message_times(uac) -> list[tuple[float, str, str]]:
+    """(POSIX time, "sent" | "received", the message's text) of each message in a SIPp message file."""
+    text = uac.message_file.read_text(errors="replace")
+    out = []
+    stamp = r"^-{20,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\n"
+    pattern = stamp + r"\w+ message (sent|received)[^\n]*\n(.*?)(?=^-{20,} |\Z)"
+    for match in re.finditer(pattern, text, flags=re.MULTILINE | re.DOTALL):
+        when = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        out.append((when, match.group(2), match.group(3).strip()))
+    return out
 
 
 # -- early media ---------------------------------------------------------------------------------------------
