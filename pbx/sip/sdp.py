@@ -1,4 +1,4 @@
-"""SDP session descriptions (RFC 8866, formerly RFC 4566) and offer/answer helpers (RFC 3264).
+"""SDP session descriptions (RFC 8866, formerly RFC 4566): the model, its parser and its writer.
 
 Descriptions are immutable values: `SessionDescription.parse` reads a body, `to_bytes()` (or `bytes()`)
 writes it back with CRLF lines in the order of RFC 8866 5 (v o s i u e p c b t r z k a, then each m= block
@@ -12,19 +12,29 @@ Values built by hand are trusted, not validated: keep CR, LF and spaces out of t
 are kept in `other` and written after all `t=` lines, so with several `t=` lines they lose which one they
 belonged to (SIP uses a single `t=0 0`).
 
-The offer/answer helpers serve the B2BUA (`rewrite_for_relay`: topology hiding behind a media relay) and the
-PBX as an endpoint (`negotiate`, `make_offer`, `make_answer` for IVR and voicemail).
+The offer/answer helpers (RFC 3264: `negotiate`, `make_offer`, `make_answer`, `answer_direction`,
+`rewrite_for_relay`) live in `pbx.sip.offer_answer`, which builds on this module; they are re-exported here,
+loaded on first use, so `from pbx.sip.sdp import make_answer` keeps working.
 
 This module knows nothing of SIP messages, RTP, ICE, SRTP or multicast: attribute values other than rtpmap,
-fmtp, rtcp, ptime and the direction are opaque text. It imports no other module.
+fmtp, rtcp, ptime and the direction are opaque text. It imports no other module of the project at load time.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from pbx.sip.offer_answer import (
+        answer_direction,
+        make_answer,
+        make_offer,
+        negotiate,
+        rewrite_for_relay,
+    )
 
 
 def replace(obj: Any, /, **changes: Any) -> Any:
@@ -59,15 +69,24 @@ __all__ = [
     "rewrite_for_relay",
 ]
 
+# Defined in `pbx.sip.offer_answer`, which imports this module: loaded on first use (PEP 562). Type checkers
+# see the imports under TYPE_CHECKING above instead, and keep flagging names this module does not have.
+_OFFER_ANSWER = frozenset({"answer_direction", "make_answer", "make_offer", "negotiate", "rewrite_for_relay"})
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        """Hand out the offer/answer helpers re-exported from `pbx.sip.offer_answer`."""
+        if name in _OFFER_ANSWER:
+            from pbx.sip import offer_answer
+
+            return getattr(offer_answer, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 Attributes = tuple[tuple[str, str | None], ...]
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
-_ANSWER_DIRECTION = {
-    "sendrecv": "sendrecv",
-    "sendonly": "recvonly",
-    "recvonly": "sendonly",
-    "inactive": "inactive",
-}
 # RFC 3264 8.4: the old way to put a stream on hold ("::" is its IPv6 reading by some stacks).
 _HOLD_ADDRESSES = ("0.0.0.0", "::")
 
@@ -85,25 +104,6 @@ _SESSION_SINGLE = {"v": "version", "o": "origin", "s": "session_name", "c": "con
 _SESSION_RANK = {"i": 0, "u": 1, "e": 2, "p": 3, "b": 4, "r": 5, "z": 6, "k": 7}
 _MEDIA_RANK = {"i": 0, "k": 7}
 _UNKNOWN_RANK = 8
-
-# Dropped by `rewrite_for_relay`: the relay speaks plain RTP with RTCP on port + 1, no ICE, no BUNDLE.
-_RELAY_DROPPED = frozenset(
-    {
-        "rtcp-mux",
-        "rtcp-mux-only",
-        "candidate",
-        "remote-candidates",
-        "end-of-candidates",
-        "ice-ufrag",
-        "ice-pwd",
-        "ice-options",
-        "ice-lite",
-        "ice-mismatch",
-        "ice-pacing",
-    }
-)
-# Not codecs: an answer needs at least one other common format.
-_AUXILIARY = frozenset({"telephone-event", "cn"})
 
 
 class SdpError(ValueError):
@@ -750,257 +750,3 @@ def _parse_media(value: str, line: str) -> dict[str, Any]:
         "proto": proto,
         "formats": tuple(formats),
     }
-
-
-# -- offer/answer (RFC 3264) -----------------------------------------------------------------------------
-
-
-def answer_direction(offered: str) -> str:
-    """The direction that answers `offered` (RFC 3264 6.1): sendonly <-> recvonly, the others unchanged."""
-    try:
-        return _ANSWER_DIRECTION[offered.lower()]
-    except KeyError:
-        raise ValueError(f"not a direction: {offered!r}") from None
-
-
-def _relay_attributes(attributes: Attributes) -> Attributes:
-    def kept(attribute: tuple[str, str | None]) -> bool:
-        name, value = attribute
-        if name.lower() == "group":
-            return _first_word(value or "")[0].upper() != "BUNDLE"
-        return name.lower() not in _RELAY_DROPPED
-
-    return tuple(filter(kept, attributes))
-
-
-def rewrite_for_relay(
-    sdp: SessionDescription,
-    address: str,
-    ports: Sequence[int | None],
-    *,
-    origin_username: str = "pbx",
-    session_id: str | int | None = None,
-    version: int | None = None,
-) -> SessionDescription:
-    """Put a media relay at `address` between the description's author and its receiver (topology hiding).
-
-    For each m= line i (`ports` has one entry per m= line):
-
-    - port 0 in `sdp` (a rejected or disabled stream) stays port 0, whatever `ports[i]`; its `c=`, if any,
-      becomes ours.
-    - `ports[i]` an int: the port becomes `ports[i]` (0 rejects the stream), the line's `c=` becomes ours
-      (`IN IP4`/`IN IP6` by the form of `address`), except on old-style hold, where the `c=0.0.0.0` that
-      applied is kept at media level so the hold reaches the other side; `a=rtcp` becomes `ports[i] + 1`.
-    - `ports[i]` None: the line is left as it is and not hidden; if it used the session's `c=`, that is
-      copied onto it, since the session's `c=` changes.
-
-    Everywhere, `a=rtcp-mux`, ICE (`a=candidate`, `a=ice-*` ...) and `a=group:BUNDLE` are dropped: the relay
-    speaks plain RTP on its port with RTCP on port + 1, whatever the ends negotiate between them. Direction
-    attributes, codecs, fmtp, SRTP keys and other attributes pass unchanged. The session's `c=` becomes ours
-    and the origin ours: `origin_username` at `address` with `session_id` and `version` (the originals when
-    None). A B2BUA keeps one session id per leg and increments the version with each description it sends on
-    that leg (RFC 3264 8).
-
-    Raises:
-        ValueError: `ports` does not have one entry per m= line, or a port is out of range.
-    """
-    if len(ports) != len(sdp.media):
-        raise ValueError(f"{len(ports)} ports for {len(sdp.media)} m= lines")
-    ours = Connection.for_address(address)
-    media: list[MediaDescription] = []
-    for m, port in zip(sdp.media, ports, strict=True):
-        if port is not None and not 0 <= port <= 65535:
-            raise ValueError(f"port out of range: {port}")
-        if m.port == 0:
-            attributes = _without(_relay_attributes(m.attributes), ["rtcp"])
-            connection = ours if m.connection is not None else None
-            media.append(m.replace(connection=connection, attributes=attributes))
-        elif port is None:
-            media.append(m.with_connection(sdp.connection_for(m)))
-        else:
-            attributes = _relay_attributes(m.attributes)
-            if port == 0:
-                attributes = _without(attributes, ["rtcp"])
-            else:
-                attributes = tuple(
-                    (n, str(port + 1)) if n.lower() == "rtcp" else (n, v) for n, v in attributes
-                )
-            connection = sdp.connection_for(m) if sdp.on_hold_for(m) else ours
-            media.append(m.replace(port=port, port_count=None, connection=connection, attributes=attributes))
-    origin = Origin.for_address(
-        address,
-        sdp.origin.session_id if session_id is None else str(session_id),
-        sdp.origin.session_version if version is None else version,
-        origin_username,
-    )
-    return sdp.replace(
-        origin=origin, connection=ours, attributes=_relay_attributes(sdp.attributes), media=tuple(media)
-    )
-
-
-def _wanted(supported: Sequence[str]) -> list[tuple[str, int | None]]:
-    out: list[tuple[str, int | None]] = []
-    for entry in supported:
-        name, _, rate = entry.partition("/")
-        out.append((name.lower(), int(rate.split("/")[0]) if rate else None))
-    return out
-
-
-def negotiate(
-    offer: MediaDescription,
-    supported: Sequence[str],
-    *,
-    port: int | None = None,
-    connection: Connection | None = None,
-    ptime: int | None = None,
-    offered_direction: str | None = None,
-    protos: Sequence[str] = ("RTP/AVP",),
-) -> MediaDescription | None:
-    """Answer one offered stream as an endpoint supporting `supported` encodings (RFC 3264 6.1).
-
-    Args:
-        offer: the offered m= block.
-        supported: encoding names ("PCMU", "PCMA", "telephone-event"), optionally with a clock rate
-            ("G722/8000"); matched case-insensitively.
-        port: the answer's port (the offer's when None).
-        connection: the answer's media-level `c=` (None: the session's).
-        ptime: an `a=ptime` for the answer, none when None.
-        offered_direction: the direction that applies to the offer when it differs from the block's own
-            attribute (session-level attribute, old-style hold); see `SessionDescription.direction_for`.
-        protos: transport protocols accepted (plain RTP/AVP: no SRTP, no feedback).
-
-    Returns:
-        The answer's m= block: the offered formats whose encoding is supported, in the offer's order, with
-        their rtpmap and fmtp lines; telephone-event and CN only at the clock rate of a kept codec; then
-        `a=ptime` and the answering direction. None when the stream is disabled (port 0), uses another
-        protocol, or has no supported codec besides telephone-event/CN (the caller rejects it, or answers
-        488 when no stream is left).
-    """
-    if offer.port == 0 or offer.proto.upper() not in {p.upper() for p in protos}:
-        return None
-    wanted = _wanted(supported)
-    rtpmap = offer.rtpmap
-
-    def supported_format(fmt: str) -> bool:
-        found = rtpmap.get(fmt)
-        return found is not None and any(
-            found.encoding.lower() == name and rate in (None, found.clock_rate) for name, rate in wanted
-        )
-
-    candidates = [f for f in offer.formats if supported_format(f)]
-    codec_rates = {rtpmap[f].clock_rate for f in candidates if rtpmap[f].encoding.lower() not in _AUXILIARY}
-    if not codec_rates:
-        return None
-    formats = [
-        f
-        for f in dict.fromkeys(candidates)
-        if rtpmap[f].encoding.lower() not in _AUXILIARY or rtpmap[f].clock_rate in codec_rates
-    ]
-    fmtp = offer.fmtp
-    attributes: list[tuple[str, str | None]] = [("rtpmap", f"{f} {rtpmap[f]}") for f in formats]
-    attributes += [("fmtp", f"{f} {fmtp[f]}") for f in formats if f in fmtp]
-    if ptime is not None:
-        attributes.append(("ptime", str(ptime)))
-    attributes.append((answer_direction(offered_direction or offer.direction), None))
-    return MediaDescription(
-        media=offer.media,
-        port=offer.port if port is None else port,
-        proto=offer.proto,
-        formats=tuple(formats),
-        connection=connection,
-        attributes=tuple(attributes),
-    )
-
-
-def make_offer(
-    address: str,
-    port: int,
-    codecs: Sequence[tuple[int, str, int]],
-    *,
-    session_id: str | int,
-    version: int,
-    direction: str = "sendrecv",
-    ptime: int | None = 20,
-    origin_username: str = "pbx",
-    session_name: str = "-",
-) -> SessionDescription:
-    """An offer of one RTP/AVP audio stream at `address`:`port` with `codecs` as (payload type, encoding,
-    clock rate), in order of preference. telephone-event gets `a=fmtp:<pt> 0-16`."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"not a direction: {direction!r}")
-    attributes: list[tuple[str, str | None]] = [
-        ("rtpmap", f"{pt} {name}/{rate}") for pt, name, rate in codecs
-    ]
-    attributes += [("fmtp", f"{pt} 0-16") for pt, name, _ in codecs if name.lower() == "telephone-event"]
-    if ptime is not None:
-        attributes.append(("ptime", str(ptime)))
-    attributes.append((direction, None))
-    media = MediaDescription(
-        media="audio",
-        port=port,
-        proto="RTP/AVP",
-        formats=tuple(str(pt) for pt, _, _ in codecs),
-        attributes=tuple(attributes),
-    )
-    return SessionDescription(
-        origin=Origin.for_address(address, str(session_id), version, origin_username),
-        session_name=session_name,
-        connection=Connection.for_address(address),
-        media=(media,),
-    )
-
-
-def _sends_only(direction: str) -> str:
-    """The offerer's direction once it has asked, by `c=0.0.0.0`, to receive nothing."""
-    return {"sendrecv": "sendonly", "recvonly": "inactive"}.get(direction, direction)
-
-
-def make_answer(
-    offer: SessionDescription,
-    address: str,
-    port: int,
-    supported: Sequence[str],
-    *,
-    session_id: str | int | None = None,
-    version: int = 0,
-    ptime: int | None = 20,
-    origin_username: str = "pbx",
-) -> SessionDescription | None:
-    """The answer of an endpoint with one audio stream at `address`:`port` (RFC 3264 6).
-
-    The first offered audio stream that `negotiate` accepts gets `port`; every other m= line is rejected
-    with port 0 (same media, protocol and formats), so the answer has the offer's m= lines in the offer's
-    order. The answer's `t=` equals the offer's. `session_id` defaults to the offer's; pass a larger
-    `version` for each later answer in the same session.
-
-    Returns:
-        The answer, or None when no audio stream can be accepted (answer 488).
-    """
-    answered: list[MediaDescription] = []
-    accepted = False
-    for m in offer.media:
-        answer: MediaDescription | None = None
-        if not accepted and m.media.lower() == "audio":
-            offered = offer.direction_for(m)
-            if offer.on_hold_for(m):
-                offered = _sends_only(offered)
-            answer = negotiate(m, supported, port=port, ptime=ptime, offered_direction=offered)
-        if answer is None:
-            answer = MediaDescription(media=m.media, port=0, proto=m.proto, formats=m.formats)
-        else:
-            accepted = True
-        answered.append(answer)
-    if not accepted:
-        return None
-    return SessionDescription(
-        origin=Origin.for_address(
-            address,
-            offer.origin.session_id if session_id is None else str(session_id),
-            version,
-            origin_username,
-        ),
-        session_name="-",
-        connection=Connection.for_address(address),
-        times=offer.times,
-        media=tuple(answered),
-    )

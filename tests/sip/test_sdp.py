@@ -1,4 +1,5 @@
-"""Tests for `pbx.sip.sdp`: parsing and writing SDP (RFC 8866), its accessors, and offer/answer (RFC 3264).
+"""Tests for `pbx.sip.sdp` (parsing and writing SDP, RFC 8866, and its accessors) and `pbx.sip.offer_answer`
+(offer/answer, RFC 3264).
 
 The corpus under tests/data/sdp holds offers shaped like those of real stacks (baresip, SIPp, Asterisk,
 Linphone, a browser) and malformed bodies. The hypothesis strategies at the top build valid descriptions:
@@ -15,6 +16,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pbx.sip import offer_answer
+from pbx.sip import sdp as sdp_module
+from pbx.sip.offer_answer import (
+    answer_direction,
+    make_answer,
+    make_offer,
+    negotiate,
+    rewrite_for_relay,
+)
 from pbx.sip.sdp import (
     DIRECTIONS,
     Connection,
@@ -23,11 +33,6 @@ from pbx.sip.sdp import (
     RtpMap,
     SdpError,
     SessionDescription,
-    answer_direction,
-    make_answer,
-    make_offer,
-    negotiate,
-    rewrite_for_relay,
 )
 
 CORPUS = Path(__file__).parent.parent / "data" / "sdp"
@@ -863,3 +868,12 @@ def test_parse_of_mutated_input_raises_only_sdp_error(data: bytes) -> None:
 )
 def test_parse_of_arbitrary_input_raises_only_sdp_error(data: bytes) -> None:
     _parse_or_refuse(data)
+
+
+def test_offer_answer_helpers_are_still_importable_from_sdp() -> None:
+    """`pbx.sip.sdp` re-exports the helpers that moved to `pbx.sip.offer_answer` (the same objects)."""
+    for name in offer_answer.__all__:
+        assert getattr(sdp_module, name) is getattr(offer_answer, name)
+        assert name in sdp_module.__all__
+    with pytest.raises(AttributeError):
+        _ = sdp_module.no_such_name  # type: ignore[attr-defined]

@@ -1,0 +1,307 @@
+"""SDP offer/answer (RFC 3264) over the `pbx.sip.sdp` model: answering as an endpoint, offering, relaying.
+
+The B2BUA puts its media relay between the two ends with `rewrite_for_relay` (topology hiding); the PBX as an
+endpoint (IVR, voicemail) answers with `make_answer` (one audio stream, by `negotiate` on each offered m=
+line) and offers with `make_offer`. `answer_direction` maps an offered direction to the answering one.
+
+Codec selection keeps the offer's order (RFC 3264 6.1); telephone-event and CN are not codecs: an answer
+needs one other common format, and takes them only at the clock rate of a kept codec.
+
+Like `pbx.sip.sdp`, this module knows nothing of SIP messages, RTP, ICE or SRTP. `pbx.sip.sdp` re-exports
+its public names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pbx.sip.sdp import (
+    DIRECTIONS,
+    Attributes,
+    Connection,
+    MediaDescription,
+    Origin,
+    SessionDescription,
+    _first_word,
+    _without,
+)
+
+__all__ = ["answer_direction", "make_answer", "make_offer", "negotiate", "rewrite_for_relay"]
+
+_ANSWER_DIRECTION = {
+    "sendrecv": "sendrecv",
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
+}
+
+# Dropped by `rewrite_for_relay`: the relay speaks plain RTP with RTCP on port + 1, no ICE, no BUNDLE.
+_RELAY_DROPPED = frozenset(
+    {
+        "rtcp-mux",
+        "rtcp-mux-only",
+        "candidate",
+        "remote-candidates",
+        "end-of-candidates",
+        "ice-ufrag",
+        "ice-pwd",
+        "ice-options",
+        "ice-lite",
+        "ice-mismatch",
+        "ice-pacing",
+    }
+)
+
+# Not codecs: an answer needs at least one other common format.
+_AUXILIARY = frozenset({"telephone-event", "cn"})
+
+
+def answer_direction(offered: str) -> str:
+    """The direction that answers `offered` (RFC 3264 6.1): sendonly <-> recvonly, the others unchanged."""
+    try:
+        return _ANSWER_DIRECTION[offered.lower()]
+    except KeyError:
+        raise ValueError(f"not a direction: {offered!r}") from None
+
+
+def _relay_attributes(attributes: Attributes) -> Attributes:
+    def kept(attribute: tuple[str, str | None]) -> bool:
+        name, value = attribute
+        if name.lower() == "group":
+            return _first_word(value or "")[0].upper() != "BUNDLE"
+        return name.lower() not in _RELAY_DROPPED
+
+    return tuple(filter(kept, attributes))
+
+
+def rewrite_for_relay(
+    sdp: SessionDescription,
+    address: str,
+    ports: Sequence[int | None],
+    *,
+    origin_username: str = "pbx",
+    session_id: str | int | None = None,
+    version: int | None = None,
+) -> SessionDescription:
+    """Put a media relay at `address` between the description's author and its receiver (topology hiding).
+
+    For each m= line i (`ports` has one entry per m= line):
+
+    - port 0 in `sdp` (a rejected or disabled stream) stays port 0, whatever `ports[i]`; its `c=`, if any,
+      becomes ours.
+    - `ports[i]` an int: the port becomes `ports[i]` (0 rejects the stream), the line's `c=` becomes ours
+      (`IN IP4`/`IN IP6` by the form of `address`), except on old-style hold, where the `c=0.0.0.0` that
+      applied is kept at media level so the hold reaches the other side; `a=rtcp` becomes `ports[i] + 1`.
+    - `ports[i]` None: the line is left as it is and not hidden; if it used the session's `c=`, that is
+      copied onto it, since the session's `c=` changes.
+
+    Everywhere, `a=rtcp-mux`, ICE (`a=candidate`, `a=ice-*` ...) and `a=group:BUNDLE` are dropped: the relay
+    speaks plain RTP on its port with RTCP on port + 1, whatever the ends negotiate between them. Direction
+    attributes, codecs, fmtp, SRTP keys and other attributes pass unchanged. The session's `c=` becomes ours
+    and the origin ours: `origin_username` at `address` with `session_id` and `version` (the originals when
+    None). A B2BUA keeps one session id per leg and increments the version with each description it sends on
+    that leg (RFC 3264 8).
+
+    Raises:
+        ValueError: `ports` does not have one entry per m= line, or a port is out of range.
+    """
+    if len(ports) != len(sdp.media):
+        raise ValueError(f"{len(ports)} ports for {len(sdp.media)} m= lines")
+    ours = Connection.for_address(address)
+    media: list[MediaDescription] = []
+    for m, port in zip(sdp.media, ports, strict=True):
+        if port is not None and not 0 <= port <= 65535:
+            raise ValueError(f"port out of range: {port}")
+        if m.port == 0:
+            attributes = _without(_relay_attributes(m.attributes), ["rtcp"])
+            connection = ours if m.connection is not None else None
+            media.append(m.replace(connection=connection, attributes=attributes))
+        elif port is None:
+            media.append(m.with_connection(sdp.connection_for(m)))
+        else:
+            attributes = _relay_attributes(m.attributes)
+            if port == 0:
+                attributes = _without(attributes, ["rtcp"])
+            else:
+                attributes = tuple(
+                    (n, str(port + 1)) if n.lower() == "rtcp" else (n, v) for n, v in attributes
+                )
+            connection = sdp.connection_for(m) if sdp.on_hold_for(m) else ours
+            media.append(m.replace(port=port, port_count=None, connection=connection, attributes=attributes))
+    origin = Origin.for_address(
+        address,
+        sdp.origin.session_id if session_id is None else str(session_id),
+        sdp.origin.session_version if version is None else version,
+        origin_username,
+    )
+    return sdp.replace(
+        origin=origin, connection=ours, attributes=_relay_attributes(sdp.attributes), media=tuple(media)
+    )
+
+
+def _wanted(supported: Sequence[str]) -> list[tuple[str, int | None]]:
+    out: list[tuple[str, int | None]] = []
+    for entry in supported:
+        name, _, rate = entry.partition("/")
+        out.append((name.lower(), int(rate.split("/")[0]) if rate else None))
+    return out
+
+
+def negotiate(
+    offer: MediaDescription,
+    supported: Sequence[str],
+    *,
+    port: int | None = None,
+    connection: Connection | None = None,
+    ptime: int | None = None,
+    offered_direction: str | None = None,
+    protos: Sequence[str] = ("RTP/AVP",),
+) -> MediaDescription | None:
+    """Answer one offered stream as an endpoint supporting `supported` encodings (RFC 3264 6.1).
+
+    Args:
+        offer: the offered m= block.
+        supported: encoding names ("PCMU", "PCMA", "telephone-event"), optionally with a clock rate
+            ("G722/8000"); matched case-insensitively.
+        port: the answer's port (the offer's when None).
+        connection: the answer's media-level `c=` (None: the session's).
+        ptime: an `a=ptime` for the answer, none when None.
+        offered_direction: the direction that applies to the offer when it differs from the block's own
+            attribute (session-level attribute, old-style hold); see `SessionDescription.direction_for`.
+        protos: transport protocols accepted (plain RTP/AVP: no SRTP, no feedback).
+
+    Returns:
+        The answer's m= block: the offered formats whose encoding is supported, in the offer's order, with
+        their rtpmap and fmtp lines; telephone-event and CN only at the clock rate of a kept codec; then
+        `a=ptime` and the answering direction. None when the stream is disabled (port 0), uses another
+        protocol, or has no supported codec besides telephone-event/CN (the caller rejects it, or answers
+        488 when no stream is left).
+    """
+    if offer.port == 0 or offer.proto.upper() not in {p.upper() for p in protos}:
+        return None
+    wanted = _wanted(supported)
+    rtpmap = offer.rtpmap
+
+    def supported_format(fmt: str) -> bool:
+        found = rtpmap.get(fmt)
+        return found is not None and any(
+            found.encoding.lower() == name and rate in (None, found.clock_rate) for name, rate in wanted
+        )
+
+    candidates = [f for f in offer.formats if supported_format(f)]
+    codec_rates = {rtpmap[f].clock_rate for f in candidates if rtpmap[f].encoding.lower() not in _AUXILIARY}
+    if not codec_rates:
+        return None
+    formats = [
+        f
+        for f in dict.fromkeys(candidates)
+        if rtpmap[f].encoding.lower() not in _AUXILIARY or rtpmap[f].clock_rate in codec_rates
+    ]
+    fmtp = offer.fmtp
+    attributes: list[tuple[str, str | None]] = [("rtpmap", f"{f} {rtpmap[f]}") for f in formats]
+    attributes += [("fmtp", f"{f} {fmtp[f]}") for f in formats if f in fmtp]
+    if ptime is not None:
+        attributes.append(("ptime", str(ptime)))
+    attributes.append((answer_direction(offered_direction or offer.direction), None))
+    return MediaDescription(
+        media=offer.media,
+        port=offer.port if port is None else port,
+        proto=offer.proto,
+        formats=tuple(formats),
+        connection=connection,
+        attributes=tuple(attributes),
+    )
+
+
+def make_offer(
+    address: str,
+    port: int,
+    codecs: Sequence[tuple[int, str, int]],
+    *,
+    session_id: str | int,
+    version: int,
+    direction: str = "sendrecv",
+    ptime: int | None = 20,
+    origin_username: str = "pbx",
+    session_name: str = "-",
+) -> SessionDescription:
+    """An offer of one RTP/AVP audio stream at `address`:`port` with `codecs` as (payload type, encoding,
+    clock rate), in order of preference. telephone-event gets `a=fmtp:<pt> 0-16`."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"not a direction: {direction!r}")
+    attributes: list[tuple[str, str | None]] = [
+        ("rtpmap", f"{pt} {name}/{rate}") for pt, name, rate in codecs
+    ]
+    attributes += [("fmtp", f"{pt} 0-16") for pt, name, _ in codecs if name.lower() == "telephone-event"]
+    if ptime is not None:
+        attributes.append(("ptime", str(ptime)))
+    attributes.append((direction, None))
+    media = MediaDescription(
+        media="audio",
+        port=port,
+        proto="RTP/AVP",
+        formats=tuple(str(pt) for pt, _, _ in codecs),
+        attributes=tuple(attributes),
+    )
+    return SessionDescription(
+        origin=Origin.for_address(address, str(session_id), version, origin_username),
+        session_name=session_name,
+        connection=Connection.for_address(address),
+        media=(media,),
+    )
+
+
+def _sends_only(direction: str) -> str:
+    """The offerer's direction once it has asked, by `c=0.0.0.0`, to receive nothing."""
+    return {"sendrecv": "sendonly", "recvonly": "inactive"}.get(direction, direction)
+
+
+def make_answer(
+    offer: SessionDescription,
+    address: str,
+    port: int,
+    supported: Sequence[str],
+    *,
+    session_id: str | int | None = None,
+    version: int = 0,
+    ptime: int | None = 20,
+    origin_username: str = "pbx",
+) -> SessionDescription | None:
+    """The answer of an endpoint with one audio stream at `address`:`port` (RFC 3264 6).
+
+    The first offered audio stream that `negotiate` accepts gets `port`; every other m= line is rejected
+    with port 0 (same media, protocol and formats), so the answer has the offer's m= lines in the offer's
+    order. The answer's `t=` equals the offer's. `session_id` defaults to the offer's; pass a larger
+    `version` for each later answer in the same session.
+
+    Returns:
+        The answer, or None when no audio stream can be accepted (answer 488).
+    """
+    answered: list[MediaDescription] = []
+    accepted = False
+    for m in offer.media:
+        answer: MediaDescription | None = None
+        if not accepted and m.media.lower() == "audio":
+            offered = offer.direction_for(m)
+            if offer.on_hold_for(m):
+                offered = _sends_only(offered)
+            answer = negotiate(m, supported, port=port, ptime=ptime, offered_direction=offered)
+        if answer is None:
+            answer = MediaDescription(media=m.media, port=0, proto=m.proto, formats=m.formats)
+        else:
+            accepted = True
+        answered.append(answer)
+    if not accepted:
+        return None
+    return SessionDescription(
+        origin=Origin.for_address(
+            address,
+            offer.origin.session_id if session_id is None else str(session_id),
+            version,
+            origin_username,
+        ),
+        session_name="-",
+        connection=Connection.for_address(address),
+        times=offer.times,
+        media=tuple(answered),
+    )
