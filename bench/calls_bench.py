@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import time
@@ -319,9 +320,29 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
+_GC_PAUSE = re.compile(r"GC pause: generation (\d+), (\d+) ms")
+
+
+def gc_pauses(server: ServerProcess) -> list[tuple[int, int]]:
+    """(generation, ms) of each collector pass of 50 ms or more the PBX logged (PBX_GC_LOG=1 in the
+    environment: `pbx.tap.tune_garbage_collector`); empty without it."""
+    found = (_GC_PAUSE.search(line) for line in server.output.splitlines())
+    return [(int(m.group(1)), int(m.group(2))) for m in found if m]
+
+
+def print_gc_pauses(server: ServerProcess, seen: list[int]) -> None:
+    """The collector passes of >= 50 ms logged since the last call (`seen[0]`: how many were seen)."""
+    pauses = gc_pauses(server)
+    new, seen[0] = pauses[seen[0] :], len(pauses)
+    if new:
+        text = ", ".join(f"gen{g} {ms} ms" for g, ms in new)
+        print(f"  (GC passes >= 50 ms in the step: {text})", flush=True)
+
+
 def ramp(bench: Bench, server: ServerProcess, args: argparse.Namespace, steps: list[LoadStep]) -> None:
     """The rates in order, appended to `steps`; goes on while a rate is held with stale failures excused."""
     misses = 0
+    seen = [len(gc_pauses(server))]
     for rate in args.rate_list:
         results = []
         for _ in range(args.repeat):
@@ -333,6 +354,7 @@ def ramp(bench: Bench, server: ServerProcess, args: argparse.Namespace, steps: l
             results.append(result)
             steps.append(result)
             print("  " + " | ".join(str(c) for c in step_row(result, args.max_failures)), flush=True)
+            print_gc_pauses(server, seen)
             if not result.held_but_stale(args.max_failures) or not server.alive():
                 break
         if len(results) < args.repeat or not all(r.held_but_stale(args.max_failures) for r in results):
