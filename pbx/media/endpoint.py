@@ -14,6 +14,9 @@ when no telephone-event payload type was negotiated, to the Goertzel detector; t
 whose end is lost is reported after 300 ms of quiet). RTCP: an SR (RR when we sent nothing) + SDES every
 ~5 s (randomised 0.5-1.5x, RFC 3550 6.2), BYE on close; received reports are parsed into `stats()`.
 
+Digits from every source are de-duplicated, buffered and collected by `pbx.media.digits.DigitBuffer`; the
+endpoint adds what only it knows: a recording's stop digit, and barge-in.
+
 `MediaEngine` implements `IMediaEngine`: one clock, one pacer, one prompt cache for every endpoint.
 """
 
@@ -31,6 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from pbx.media.digits import DEDUP_SECONDS, DigitBuffer
 from pbx.media.dtmf import DtmfReceiver, InbandDtmfDetector, TelephoneEvent, digit_to_event
 from pbx.media.interfaces import (
     DIGIT_SOURCES,
@@ -47,8 +51,6 @@ from pbx.media.rtpsession import RtpReceiver, RtpSender, build_report, parse_rep
 
 __all__ = ["DEDUP_SECONDS", "LATE_THRESHOLD", "MediaEndpoint", "MediaEngine", "RTCP_INTERVAL"]
 
-DEDUP_SECONDS = 1.0
-"""A digit equal to one delivered from another source less than this long ago is the same key press."""
 LATE_THRESHOLD = 0.005
 """A packet sent more than this after its deadline counts in `late_sends`."""
 RTCP_INTERVAL = 5.0
@@ -57,18 +59,6 @@ CN_PAYLOAD_TYPE = 13  # comfort noise (RFC 3389): accepted and ignored
 
 _HEADER = struct.Struct("!BBHII")
 _log = Logger()
-
-
-class _Collect:
-    __slots__ = ("deferred", "got", "max_digits", "terminators", "timeout", "timer")
-
-    def __init__(self, max_digits: int, timeout: float, terminators: str) -> None:
-        self.deferred: Deferred[str] = Deferred()
-        self.max_digits = max_digits
-        self.timeout = timeout
-        self.terminators = terminators
-        self.got = ""
-        self.timer: IDelayedCall | None = None
 
 
 @implementer(IMediaEndpoint)
@@ -116,13 +106,8 @@ class MediaEndpoint:
         self._output: AudioOutput | DigitOutput | None = None
         self._output_done: Deferred[Any] | None = None
         self._barge_in = False
-        self._digits: list[str] = []
-        self._subscribers: list[Callable[[str, str], object]] = []
-        self._recent: list[tuple[float, str, set[str]]] = []  # delivered digits: time, digit, sources
-        self._collect: _Collect | None = None
+        self._keys = DigitBuffer(clock)
         self._recorder: Recorder | None = None
-        self._counts = dict.fromkeys(DIGIT_SOURCES, 0)
-        self.duplicate_digits = 0
         self._late_sends = 0
         self._max_late = 0.0
         self._packets_received = 0
@@ -322,14 +307,13 @@ class MediaEndpoint:
 
     # --- digits ------------------------------------------------------------------------------------------
 
+    @property
+    def duplicate_digits(self) -> int:
+        """Reports of a key press already delivered from another source (within `DEDUP_SECONDS`)."""
+        return self._keys.duplicates
+
     def on_digit(self, callback: Callable[[str, str], object]) -> Callable[[], None]:
-        self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            if callback in self._subscribers:
-                self._subscribers.remove(callback)
-
-        return unsubscribe
+        return self._keys.on_digit(callback)
 
     def inject_digit(self, digit: str, source: str = "info") -> bool:
         digit = "0123456789*#ABCD"[digit_to_event(digit)]
@@ -340,31 +324,19 @@ class MediaEndpoint:
         return self._deliver(digit, source)
 
     def _deliver(self, digit: str, source: str) -> bool:
-        now = self.clock.seconds()
-        recent = [entry for entry in self._recent if now - entry[0] < DEDUP_SECONDS]
-        self._recent = recent
-        for _, seen, sources in recent:
-            if seen == digit and source not in sources:
-                sources.add(source)  # the same key press, reported by another source
-                self.duplicate_digits += 1
-                return False
-        recent.append((now, digit, {source}))
-        self._counts[source] += 1
+        keys = self._keys
+        if not keys.first_report(digit, source):
+            return False
         if self._recorder is not None and self._recorder.stop_digit(digit, source == "inband"):
             return True
-        self._digits.append(digit)
-        for callback in list(self._subscribers):
-            try:
-                callback(digit, source)
-            except Exception:
-                _log.failure("media endpoint: a digit subscriber failed")
+        keys.publish(digit, source)
         if self._barge_in and isinstance(self._output, AudioOutput):
             self._finish_output(digit)
-        self._collect_digits()
+        keys.take_buffered()
         return True
 
     def clear_digits(self) -> None:
-        self._digits.clear()
+        self._keys.clear()
 
     def collect(
         self,
@@ -373,45 +345,7 @@ class MediaEndpoint:
         first_timeout: float | None = None,
         terminators: str = "#",
     ) -> Deferred[str]:
-        if max_digits < 1 or timeout <= 0 or (first_timeout is not None and first_timeout <= 0):
-            raise ValueError("max_digits must be at least 1 and the timeouts positive")
-        self._end_collect()
-        state = self._collect = _Collect(max_digits, timeout, terminators)
-        deferred = state.deferred
-        if self.closed:
-            self._end_collect()
-            return deferred
-        self._collect_digits()
-        if self._collect is state and state.timer is None:
-            wait = timeout if state.got or first_timeout is None else first_timeout
-            state.timer = self.clock.callLater(wait, self._end_collect)
-        return deferred
-
-    def _collect_digits(self) -> None:
-        state = self._collect
-        if state is None or not self._digits:
-            return
-        while self._digits:
-            digit = self._digits.pop(0)
-            if digit in state.terminators:
-                self._end_collect()
-                return
-            state.got += digit
-            if len(state.got) >= state.max_digits:
-                self._end_collect()
-                return
-        if state.timer is not None and state.timer.active():
-            state.timer.reset(state.timeout)
-        else:
-            state.timer = self.clock.callLater(state.timeout, self._end_collect)
-
-    def _end_collect(self) -> None:
-        state, self._collect = self._collect, None
-        if state is None:
-            return
-        if state.timer is not None and state.timer.active():
-            state.timer.cancel()
-        state.deferred.callback(state.got)
+        return self._keys.collect(max_digits, timeout, first_timeout, terminators, closed=self.closed)
 
     # --- recording ---------------------------------------------------------------------------------------
 
@@ -469,7 +403,7 @@ class MediaEndpoint:
             rtcp_received=self._rtcp_received,
             rtcp_invalid=self._rtcp_invalid,
             invalid=self._invalid,
-            digits=dict(self._counts),
+            digits=dict(self._keys.counts),
             remote_fraction_lost=None if self._remote_block is None else self._remote_block[0],
             remote_jitter=None if self._remote_block is None else self._remote_block[1],
         )
@@ -480,7 +414,7 @@ class MediaEndpoint:
         self._finish_output(None)
         if self._recorder is not None:
             self._recorder.finish("closed")
-        self._end_collect()
+        self._keys.end_collect()
         if self._dtmf_timer is not None and self._dtmf_timer.active():
             self._dtmf_timer.cancel()
         self._dtmf_timer = None
@@ -488,7 +422,7 @@ class MediaEndpoint:
             self._rtcp_timer.cancel()
         self._send_rtcp(bye=True)
         self.closed = True
-        self._subscribers.clear()
+        self._keys.unsubscribe_all()
         if self._on_close is not None:
             self._on_close(self)
 
