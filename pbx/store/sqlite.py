@@ -1,9 +1,11 @@
 """The embedded location service: `ILocationStore` on an SQLite file, with group commit on one worker thread.
 
-Threading: the sqlite3 connection is created, used and closed on a single dedicated worker thread (a Twisted
-`ThreadPool` of exactly one thread); the reactor thread never touches it and never blocks on SQLite. Results
-come back to the reactor thread through `deferToThreadPool` (that is, `reactor.callFromThread`). The thread
-starts with the first call, not in the constructor, so a store built before `twistd` forks still works.
+Threading: the sqlite3 connection is created, used and closed on a single dedicated worker thread (`_Worker`:
+one long-lived thread fed by a queue; or an injected Twisted `ThreadPool` of exactly one thread); the reactor
+thread never touches it and never blocks on SQLite. Results come back to the reactor thread through
+`reactor.callFromThread`. The thread starts with the first call, not in the constructor, so a store built
+before `twistd` forks still works. (Not Twisted's ThreadPool by default: each of its jobs leaves a closure
+that refers to itself, cyclic garbage per commit for the collector to find under load.)
 
 Group commit: work is queued on the reactor thread. When the worker is idle the whole queue (up to `max_batch`
 changes) goes to it as ONE transaction; whatever is called meanwhile waits for the next one. Each caller's
@@ -26,8 +28,10 @@ This module knows SQL and threads; it knows nothing of SIP, of registration poli
 
 from __future__ import annotations
 
+import queue
 import sqlite3
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +137,59 @@ class _Work:
     deferred: Deferred[Any]
 
 
+class _Worker:
+    """One long-lived thread running jobs from a queue, results delivered on the reactor thread.
+
+    What `deferToThreadPool` on a one-thread `ThreadPool` does, without the self-referencing closure the pool
+    makes for each job (reference cycles per commit, left for the cyclic collector). Not a daemon thread: like
+    the pool's, it keeps the process alive until `stop`.
+    """
+
+    def __init__(self, reactor: IReactorFromThreads, name: str) -> None:
+        self._reactor = reactor
+        self._name = name
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=self._name)
+        self._thread.start()
+
+    def run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        """`fn(*args)` on the worker; the Deferred fires on the reactor thread."""
+        d: Deferred[T] = Deferred()
+        self._jobs.put((fn, args, d))
+        return d
+
+    def stop(self) -> None:
+        """Let the worker finish its queue, then join it."""
+        self._jobs.put(None)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        call = self._reactor.callFromThread
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, args, d = job
+            job = None
+            try:
+                result = fn(*args)
+            except BaseException:
+                call(d.errback, Failure())
+            else:
+                call(d.callback, result)
+            fn = args = d = result = None  # type: ignore[assignment]  # hold nothing between jobs
+
+
 @implementer(ILocationStore, ICdrStore)
 class SqliteLocationStore:
     """Bindings in an SQLite database file, written with group commit on one worker thread.
@@ -183,7 +240,8 @@ class SqliteLocationStore:
         self._max_batch = max_batch
         self._synchronous = synchronous
         self._owns_pool = threadpool is None
-        self._pool = threadpool or ThreadPool(minthreads=1, maxthreads=1, name=f"sqlite:{path.name}")
+        self._pool = threadpool
+        self._worker = _Worker(reactor, f"sqlite:{path.name}") if threadpool is None else None
         # Reactor-thread state.
         self._queue: list[_Work] = []
         self._started = False
@@ -271,9 +329,9 @@ class SqliteLocationStore:
     def _start(self) -> None:
         """Start the worker thread (if it is ours) and send it the open job."""
         self._started = self._busy = True
-        if self._owns_pool:
-            self._pool.start()
-        opened = deferToThreadPool(self._reactor, self._pool, self._open_on_worker)
+        if self._worker is not None:
+            self._worker.start()
+        opened = self._on_worker(self._open_on_worker)
         opened.addCallbacks(self._opened, self._open_failed)
 
     def _pump(self) -> None:
@@ -289,11 +347,17 @@ class SqliteLocationStore:
         if self._queue:
             batch = self._take_batch()
             self._busy = True
-            d = deferToThreadPool(self._reactor, self._pool, self._transact, [w.fn for w in batch])
+            d = self._on_worker(self._transact, [w.fn for w in batch])
             d.addCallbacks(self._committed, self._commit_failed, callbackArgs=(batch,), errbackArgs=(batch,))
         elif self._closing and not self._closed:
             self._busy = True
-            deferToThreadPool(self._reactor, self._pool, self._close_on_worker).addBoth(self._shut)
+            self._on_worker(self._close_on_worker).addBoth(self._shut)
+
+    def _on_worker(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        if self._worker is not None:
+            return self._worker.run(fn, *args)
+        assert self._pool is not None
+        return deferToThreadPool(self._reactor, self._pool, fn, *args)
 
     def _take_batch(self) -> list[_Work]:
         taken, total = 0, 0
@@ -333,8 +397,8 @@ class SqliteLocationStore:
     def _shut(self, result: Failure | None) -> None:
         self._closed = True
         self._busy = False
-        if self._owns_pool:
-            self._pool.stop()  # joins a thread that has just finished its last job
+        if self._worker is not None:
+            self._worker.stop()  # joins a thread that has just finished its last job
         waiters, self._close_waiters = self._close_waiters, []
         for waiter in waiters:
             if isinstance(result, Failure):
