@@ -41,7 +41,8 @@ from pbx.sip.dialog import DialogTable
 from pbx.sip.errors import SipError, SipParseError
 from pbx.sip.interfaces import IFlow, IServerTransaction, ITransactionUser
 from pbx.sip.message import Request, Response, new_tag
-from pbx.sip.sdp import SessionDescription, make_answer
+from pbx.sip.offer_answer import make_answer
+from pbx.sip.sdp import SessionDescription
 from pbx.sip.uri import SipURI, parse_sip_uri
 from pbx.store import Binding, ICdrStore
 

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pbx.media.interfaces import IMediaRelay, IRelaySession
 from pbx.media.ports import PortsExhausted
 from pbx.sip.errors import SipError
-from pbx.sip.sdp import MediaDescription, SdpError, SessionDescription, rewrite_for_relay
+from pbx.sip.offer_answer import rewrite_for_relay
+from pbx.sip.sdp import MediaDescription, SdpError, SessionDescription
 
 OTHER = {"a": "b", "b": "a"}
 _random = random.Random()

@@ -13,8 +13,7 @@ are kept in `other` and written after all `t=` lines, so with several `t=` lines
 belonged to (SIP uses a single `t=0 0`).
 
 The offer/answer helpers (RFC 3264: `negotiate`, `make_offer`, `make_answer`, `answer_direction`,
-`rewrite_for_relay`) live in `pbx.sip.offer_answer`, which builds on this module; they are re-exported here,
-loaded on first use, so `from pbx.sip.sdp import make_answer` keeps working.
+`rewrite_for_relay`) live in `pbx.sip.offer_answer`, which builds on this module.
 
 This module knows nothing of SIP messages, RTP, ICE, SRTP or multicast: attribute values other than rtpmap,
 fmtp, rtcp, ptime and the direction are opaque text. It imports no other module of the project at load time.
@@ -25,16 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Self
-
-if TYPE_CHECKING:
-    from pbx.sip.offer_answer import (
-        answer_direction,
-        make_answer,
-        make_offer,
-        negotiate,
-        rewrite_for_relay,
-    )
+from typing import Any, Self
 
 
 def replace(obj: Any, /, **changes: Any) -> Any:
@@ -62,27 +52,7 @@ __all__ = [
     "RtpMap",
     "SdpError",
     "SessionDescription",
-    "answer_direction",
-    "make_answer",
-    "make_offer",
-    "negotiate",
-    "rewrite_for_relay",
 ]
-
-# Defined in `pbx.sip.offer_answer`, which imports this module: loaded on first use (PEP 562). Type checkers
-# see the imports under TYPE_CHECKING above instead, and keep flagging names this module does not have.
-_OFFER_ANSWER = frozenset({"answer_direction", "make_answer", "make_offer", "negotiate", "rewrite_for_relay"})
-
-if not TYPE_CHECKING:
-
-    def __getattr__(name: str) -> Any:
-        """Hand out the offer/answer helpers re-exported from `pbx.sip.offer_answer`."""
-        if name in _OFFER_ANSWER:
-            from pbx.sip import offer_answer
-
-            return getattr(offer_answer, name)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 Attributes = tuple[tuple[str, str | None], ...]
 

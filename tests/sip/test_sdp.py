@@ -16,8 +16,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pbx.sip import offer_answer
-from pbx.sip import sdp as sdp_module
 from pbx.sip.offer_answer import (
     answer_direction,
     make_answer,
@@ -868,12 +866,3 @@ def test_parse_of_mutated_input_raises_only_sdp_error(data: bytes) -> None:
 )
 def test_parse_of_arbitrary_input_raises_only_sdp_error(data: bytes) -> None:
     _parse_or_refuse(data)
-
-
-def test_offer_answer_helpers_are_still_importable_from_sdp() -> None:
-    """`pbx.sip.sdp` re-exports the helpers that moved to `pbx.sip.offer_answer` (the same objects)."""
-    for name in offer_answer.__all__:
-        assert getattr(sdp_module, name) is getattr(offer_answer, name)
-        assert name in sdp_module.__all__
-    with pytest.raises(AttributeError):
-        _ = sdp_module.no_such_name  # type: ignore[attr-defined]
