@@ -64,12 +64,11 @@ from sip_load import (
     Profile,
     PySpy,
     SippRole,
-    area_table,
     drain_udp,
     extensions_toml,
     held_text,
     highest_held,
-    profile_tables,
+    print_profile,
     quiet_before_step,
     reserve_port,
     run_sipp_group,
@@ -449,20 +448,7 @@ def report(
             )
         )  # fmt: skip
     if profile is not None:
-        by_self, by_total, by_file = profile_tables(profile)
-        threads = ", ".join(f"{k} {v}" for k, v in profile.threads.items())
-        print(
-            f"\nProfile of the PBX (py-spy, {args.profile}): {profile.samples} busy samples ({threads});",
-            f"{profile.idle} idle ones left out. By self time:",
-        )
-        print(markdown_table(["function", "samples", "% of busy"], by_self))
-        print("\nBy total time (the function and everything it calls; the reactor's own loop left out):")
-        print(markdown_table(["function", "samples", "% of busy"], by_total))
-        print("\nBy source file (samples with any frame of the file on the stack):")
-        print(markdown_table(["file", "samples", "% of busy"], by_file))
-        busy, areas = area_table(args.profile)
-        print(f"\nBy area (sip_load.AREAS; inclusive, so they overlap; {busy} busy samples):")
-        print(markdown_table(["area", "samples", "% of busy"], areas))
+        print_profile(profile, args.profile)
 
 
 if __name__ == "__main__":

@@ -76,11 +76,10 @@ from sip_load import (
     Profile,
     PySpy,
     SippRole,
-    area_table,
     extensions_toml,
     held_text,
     highest_held,
-    profile_tables,
+    print_profile,
     quiet_before_step,
     run_sipp_group,
     run_sipp_once,
@@ -532,20 +531,7 @@ def report(
     profiled = extras.get("pbx", {}).get("profile")
     if isinstance(profiled, dict) and isinstance(profiled.get("profile"), Profile):
         profile: Profile = profiled["profile"]
-        by_self, by_total, by_file = profile_tables(profile)
-        threads = ", ".join(f"{k} {v}" for k, v in profile.threads.items())
-        print(
-            f"\nProfile of the PBX (py-spy, {args.profile}): {profile.samples} busy samples ({threads});",
-            f"{profile.idle} idle ones (epoll_wait, idle thread pool) left out. By self time:",
-        )
-        print(markdown_table(["function", "samples", "% of busy"], by_self))
-        print("\nBy total time (the function and everything it calls; the reactor's own loop left out):")
-        print(markdown_table(["function", "samples", "% of busy"], by_total))
-        print("\nBy source file (samples with any frame of the file on the stack):")
-        print(markdown_table(["file", "samples", "% of busy"], by_file))
-        busy, areas = area_table(args.profile)
-        print(f"\nBy area (sip_load.AREAS; inclusive, so they overlap; {busy} busy samples):")
-        print(markdown_table(["area", "samples", "% of busy"], areas))
+        print_profile(profile, args.profile)
     if binding_result is not None:
         print()
         print(bindings_table(args.bindings_mode, binding_result))

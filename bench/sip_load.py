@@ -43,6 +43,7 @@ from common import (
     _wait_rusage,
     executable,
     free_port,
+    markdown_table,
     pinned,
     read_sipp_stat,
     source_version,
@@ -648,3 +649,21 @@ def profile_tables(
         return [[name, count, f"{100 * count / n:.1f}"] for name, count in counter.most_common(n_rows)]
 
     return rows(profile.self_time, top), rows(profile.total_time, top_total), rows(profile.by_file, top_total)
+
+
+def print_profile(profile: Profile, path: Path) -> None:
+    """The profile tables a benchmark prints after its ramp: by self time, total time, file and area."""
+    by_self, by_total, by_file = profile_tables(profile)
+    threads = ", ".join(f"{k} {v}" for k, v in profile.threads.items())
+    print(
+        f"\nProfile of the PBX (py-spy, {path}): {profile.samples} busy samples ({threads});",
+        f"{profile.idle} idle ones (epoll_wait, idle thread pool) left out. By self time:",
+    )
+    print(markdown_table(["function", "samples", "% of busy"], by_self))
+    print("\nBy total time (the function and everything it calls; the reactor's own loop left out):")
+    print(markdown_table(["function", "samples", "% of busy"], by_total))
+    print("\nBy source file (samples with any frame of the file on the stack):")
+    print(markdown_table(["file", "samples", "% of busy"], by_file))
+    busy, areas = area_table(path)
+    print(f"\nBy area (sip_load.AREAS; inclusive, so they overlap; {busy} busy samples):")
+    print(markdown_table(["area", "samples", "% of busy"], areas))
