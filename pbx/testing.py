@@ -1,4 +1,5 @@
-"""Hypothesis strategies for the SIP message layer (RFC 3261 sections 7, 19.1, 20 and 25).
+"""Hypothesis strategies for the SIP message layer (RFC 3261 sections 7, 19.1, 20 and 25), and the recording
+fakes of a flow and a server transaction that the transaction users' tests share.
 
 Every strategy produces valid `pbx.sip` values: `parse(str(x)) == x` holds for each of them, and generated
 requests and responses survive `parse_message(bytes(m))`. Tests of other packages use them to build messages
@@ -15,13 +16,17 @@ import string
 from functools import cache
 
 from hypothesis import strategies as st
+from zope.interface import implementer
 
 from pbx.sip.headers import CSeq, NameAddress, Via, quote_string
+from pbx.sip.interfaces import IFlow, IServerTransaction
 from pbx.sip.message import MAGIC_COOKIE, Headers, Request, Response
 from pbx.sip.uri import AbsoluteURI, SipURI, TelURI
 
 __all__ = [
     "TOKEN_ALPHABET",
+    "RecordingFlow",
+    "RecordingServerTransaction",
     "absolute_uris",
     "call_ids",
     "cseqs",
@@ -353,3 +358,55 @@ def responses(draw: st.DrawFn, method: str | None = None) -> Response:
     reason = draw(st.none() | st.text(_PRINTABLE, max_size=30))
     headers = Headers(draw(_common_headers(method, response=True)))
     return Response(status, reason, headers, draw(st.binary(max_size=200)))
+
+
+# -- recording fakes ---------------------------------------------------------------------------------------
+
+
+@implementer(IFlow)
+class RecordingFlow:
+    """An IFlow that records what is sent on it; `open` says whether a stream is still connected."""
+
+    def __init__(
+        self,
+        transport: str = "UDP",
+        remote_address: tuple[str, int] = ("203.0.113.5", 62000),
+        local_address: tuple[str, int] = ("198.51.100.1", 5060),
+    ) -> None:
+        self.transport = transport
+        self.reliable = transport != "UDP"
+        self.secure = transport == "TLS"
+        self.remote_address = remote_address
+        self.local_address = local_address
+        self.sent: list[bytes] = []
+        self.open = True
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def connected(self) -> bool:
+        return self.open
+
+
+@implementer(IServerTransaction)
+class RecordingServerTransaction:
+    """An IServerTransaction recording the responses its transaction user sends."""
+
+    def __init__(self, request: Request, flow: IFlow) -> None:
+        self.request = request
+        self.flow = flow
+        self.responses: list[Response] = []
+
+    def respond(self, response: object) -> None:
+        assert isinstance(response, Response)
+        self.responses.append(response)
+
+    @property
+    def statuses(self) -> list[int]:
+        return [r.status for r in self.responses]
+
+    @property
+    def final(self) -> Response | None:
+        """The last final (>= 200) response sent, if any."""
+        finals = [r for r in self.responses if r.status >= 200]
+        return finals[-1] if finals else None

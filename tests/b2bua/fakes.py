@@ -27,13 +27,14 @@ from pbx.registrar import Domain, LocationService
 from pbx.sip.auth import DigestAuthenticator, NonceCounter, NonceSource
 from pbx.sip.digest import DigestChallenge, answer_challenge, ha1
 from pbx.sip.errors import SipError
-from pbx.sip.interfaces import IFlow, IServerTransaction
+from pbx.sip.interfaces import IFlow
 from pbx.sip.message import Request, Response, new_branch
 from pbx.sip.parser import parse_message
 from pbx.sip.sdp import SessionDescription
 from pbx.sip.timers import TimerConfig
 from pbx.sip.transaction import make_cancel
 from pbx.store import Binding, MemoryLocationStore
+from pbx.testing import RecordingFlow, RecordingServerTransaction
 
 # -- the tenant ----------------------------------------------------------------------------------------------
 
@@ -120,9 +121,8 @@ def sdp(body: bytes) -> SessionDescription:
 # -- flows and transactions ----------------------------------------------------------------------------------
 
 
-@implementer(IFlow)
-class FakeFlow:
-    """An IFlow that records what is sent on it."""
+class FakeFlow(RecordingFlow):
+    """A recording flow from the caller's address to the PBX's."""
 
     def __init__(
         self,
@@ -130,41 +130,10 @@ class FakeFlow:
         remote_address: tuple[str, int] = CALLER_ADDRESS,
         local_address: tuple[str, int] = (PBX_ADDRESS, 5060),
     ) -> None:
-        self.transport = transport
-        self.reliable = transport != "UDP"
-        self.secure = transport == "TLS"
-        self.remote_address = remote_address
-        self.local_address = local_address
-        self.sent: list[bytes] = []
-
-    def send(self, data: bytes) -> None:
-        self.sent.append(data)
-
-    def connected(self) -> bool:
-        return True
+        super().__init__(transport, remote_address, local_address)
 
 
-@implementer(IServerTransaction)
-class FakeServerTransaction:
-    """An IServerTransaction recording the responses its transaction user sends."""
-
-    def __init__(self, request: Request, flow: FakeFlow) -> None:
-        self.request = request
-        self.flow = flow
-        self.responses: list[Response] = []
-
-    def respond(self, response: object) -> None:
-        assert isinstance(response, Response)
-        self.responses.append(response)
-
-    @property
-    def statuses(self) -> list[int]:
-        return [r.status for r in self.responses]
-
-    @property
-    def final(self) -> Response | None:
-        finals = [r for r in self.responses if r.status >= 200]
-        return finals[-1] if finals else None
+FakeServerTransaction = RecordingServerTransaction
 
 
 class FakeClientTransaction:

@@ -17,10 +17,10 @@ from pbx.registrar import Domain, LocationService, Registrar, RegistrarPolicy
 from pbx.sip.auth import DigestAuthenticator, NonceCounter, NonceSource
 from pbx.sip.digest import DigestChallenge, answer_challenge, ha1
 from pbx.sip.errors import SipError
-from pbx.sip.interfaces import IFlow, IServerTransaction
 from pbx.sip.message import Request, Response
 from pbx.sip.parser import parse_message
 from pbx.store import Binding, BindingChange, ILocationStore, MemoryLocationStore
+from pbx.testing import RecordingFlow, RecordingServerTransaction
 
 # -- tenants ----------------------------------------------------------------------------------------------
 
@@ -70,48 +70,8 @@ class HA1Lookup:
 # -- flows and server transactions ------------------------------------------------------------------------
 
 
-@implementer(IFlow)
-class FakeFlow:
-    """An IFlow that records what is sent on it; `open` says whether a stream is still connected."""
-
-    def __init__(
-        self,
-        transport: str = "UDP",
-        remote_address: tuple[str, int] = ("203.0.113.5", 62000),
-        local_address: tuple[str, int] = ("198.51.100.1", 5060),
-    ) -> None:
-        self.transport = transport
-        self.reliable = transport != "UDP"
-        self.secure = transport == "TLS"
-        self.remote_address = remote_address
-        self.local_address = local_address
-        self.sent: list[bytes] = []
-        self.open = True
-
-    def send(self, data: bytes) -> None:
-        self.sent.append(data)
-
-    def connected(self) -> bool:
-        return self.open
-
-
-@implementer(IServerTransaction)
-class FakeServerTransaction:
-    """An IServerTransaction that records the responses its transaction user sends."""
-
-    def __init__(self, request: Request, flow: FakeFlow) -> None:
-        self.request = request
-        self.flow = flow
-        self.responses: list[Response] = []
-
-    def respond(self, response: object) -> None:
-        assert isinstance(response, Response)
-        self.responses.append(response)
-
-    @property
-    def final(self) -> Response | None:
-        """The last response sent, if any."""
-        return self.responses[-1] if self.responses else None
+FakeFlow = RecordingFlow
+FakeServerTransaction = RecordingServerTransaction
 
 
 def error_response(request: Request, error: SipError) -> Response:
