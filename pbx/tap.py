@@ -189,9 +189,21 @@ def ha1_lookup(config: Config) -> Callable[[str, str, str], str | None]:
 
 
 def domain_lookup(config: Config) -> Callable[[str], Domain | None]:
+    """The tenant of a request's host (registrar and B2BUA), remembered per host text: every REGISTER and
+    INVITE asks, and normalising an address costs more than the rest of the lookup."""
+    cache: dict[str, Domain | None] = {}
+
     def lookup(host: str) -> Domain | None:
+        try:
+            return cache[host]
+        except KeyError:
+            pass
         tenant = config.tenant_for_domain(host)
-        return Domain(tenant.name, tenant.realm) if tenant is not None else None
+        domain = Domain(tenant.name, tenant.realm) if tenant is not None else None
+        if len(cache) >= 1024:  # hosts come from the network: bound what they can make us keep
+            cache.clear()
+        cache[host] = domain
+        return domain
 
     return lookup
 

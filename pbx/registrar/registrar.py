@@ -102,8 +102,7 @@ class Registrar:
         self._clock = clock
         self._location = location
         self._auth = authenticator
-        self._domain_of = domains
-        self._domain_cache: dict[str, Domain | None] = {}
+        self._domains = domains
         self._date_second, self._date_text = -1, ""
         self._guard = guard
         self._policy = policy
@@ -115,18 +114,6 @@ class Registrar:
             "auth_failures": 0,
             "unregistered": 0,
         }
-
-    def _domains(self, host: str) -> Domain | None:
-        """The tenant lookup, remembered per host text (normalising an address costs more than the rest)."""
-        cache = self._domain_cache
-        try:
-            return cache[host]
-        except KeyError:
-            pass
-        if len(cache) >= 1024:  # hosts come from the network: bound what they can make us keep
-            cache.clear()
-        domain = cache[host] = self._domain_of(host)
-        return domain
 
     def stateless_challenge(self, request: Request, flow: IFlow) -> Response | None:
         """The 401 for a REGISTER without credentials, answered without a transaction (RFC 3261 8.2.7:
