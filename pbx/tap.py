@@ -413,7 +413,6 @@ def build_calls(config: Config, stack: SipStack, registrar: Any, the_reactor: An
     for method in ("INVITE", "BYE", "UPDATE", "INFO"):
         stack.register(method, b2bua)
     stack.answer_statelessly("INVITE", b2bua.stateless_challenge)
-    stack.on_stray_response(b2bua.stray_response)
     return CallsService(b2bua, relay, build_media_apps(config, b2bua, the_reactor))
 
 

@@ -1,10 +1,11 @@
 """The B2BUA: every call is two dialogs, with the PBX in the middle (RFC 3261 sections 12-15, RFC 7092).
 
-`B2BUA` is the transaction user for INVITE, BYE, UPDATE and INFO, the dialog layer's ACK handler and the
-stack's CANCEL handler. A new INVITE (no To tag) is authenticated (`407`, the same digest rules and
-brute-force guard as the registrar), its Request-URI domain selects the tenant, and it becomes a `Call` that
-runs the tenant's dialplan. Requests inside a dialog are matched to their call and side; an unknown dialog
-gets `481`. Topology is hidden: a callee sees only the PBX's Call-ID, tags, Via, Contact and relay address.
+`B2BUA` is the transaction user for new INVITEs and the stack's CANCEL handler. A new INVITE (no To tag) is
+authenticated (`407`, the same digest rules and brute-force guard as the registrar), its Request-URI domain
+selects the tenant, and it becomes a `Call` that runs the tenant's dialplan. Each side of a call registers its
+dialog with the stack (a `_CallSide` usage), which routes the requests, ACKs and late 2xx of that dialog back
+to the call; the stack answers `481` for an unknown dialog. Topology is hidden: a callee sees only the
+PBX's Call-ID, tags, Via, Contact and relay address.
 
 This module knows nothing of sockets or of the config file: `pbx/tap.py` hands it plain values.
 """
@@ -37,9 +38,8 @@ from pbx.dialplan.simulate import (
 from pbx.media.interfaces import IMediaRelay
 from pbx.registrar import BruteForceGuard, Domain, LocationService, parse_flow_text
 from pbx.sip.auth import AuthOutcome, DigestAuthenticator
-from pbx.sip.dialog import DialogTable
 from pbx.sip.errors import SipError, SipParseError
-from pbx.sip.interfaces import IFlow, IServerTransaction, ITransactionUser
+from pbx.sip.interfaces import IDialogUsage, IFlow, IServerTransaction, ISipStack, ITransactionUser
 from pbx.sip.message import Request, Response, new_tag
 from pbx.sip.offer_answer import make_answer
 from pbx.sip.sdp import SessionDescription
@@ -110,7 +110,7 @@ class B2BUA:
     def __init__(
         self,
         clock: IReactorTime,
-        stack: Any,
+        stack: ISipStack,
         location: LocationService,
         authenticator: DigestAuthenticator,
         domains: Callable[[str], Domain | None],
@@ -148,11 +148,8 @@ class B2BUA:
         # returns an endpoint attached to the held side's relay leg, or None.
         self.hold_music: Any = None
         self.calls: dict[str, Call] = {}
-        self._dialogs = DialogTable()
-        self._owners: dict[tuple[Any, ...], tuple[Call, Peer]] = {}
         self._views: dict[str, tuple[Directory, Mapping[str, Any], Mapping[str, tuple[str, ...]]]] = {}
         self.counters = {"calls": 0, "answered": 0, "failed": 0, "challenged": 0, "active": 0}
-        stack.on_dialog_ack(self.ack_received)
 
     @staticmethod
     def new_tag() -> str:
@@ -166,20 +163,9 @@ class B2BUA:
 
     def request_received(self, transaction: IServerTransaction, request: object) -> Deferred[None] | None:
         assert isinstance(request, Request)
-        if request.to.tag is not None:
-            self._in_dialog(transaction, request)
-            return None
-        if request.method != "INVITE":
-            raise SipError(481)
+        if request.method != "INVITE" or request.to.tag is not None:
+            raise SipError(481)  # the stack hands requests in our dialogs to their `_CallSide`
         return ensureDeferred(self._new_call(transaction, request))
-
-    def ack_received(self, request: object, flow: IFlow) -> None:
-        assert isinstance(request, Request)
-        dialog = self._dialogs.find(request)
-        if dialog is None:
-            return
-        call, peer = self._owners[dialog.key]
-        call.peer_ack(peer, request)
 
     def cancel_received(self, cancel: object, invite: IServerTransaction) -> None:
         for call in self.calls.values():
@@ -187,17 +173,6 @@ class B2BUA:
                 call.caller_cancelled()
                 return
         invite.respond(invite.request.response(487))
-
-    def stray_response(self, response: Response) -> None:
-        """A 2xx retransmission after the INVITE transaction ended: ACK it again (RFC 3261 13.2.2.4)."""
-        if not 200 <= response.status < 300 or response.cseq.method != "INVITE":
-            return
-        dialog = self._dialogs.find_for_response(response)
-        if dialog is None:
-            return
-        call, _peer = self._owners[dialog.key]
-        if call.winner is not None and call.winner.dialog is dialog:
-            call.winner.send_ack(None)
 
     # -- new calls ---------------------------------------------------------------------------------------
 
@@ -278,20 +253,9 @@ class B2BUA:
             self._auth.challenge(request, domain.realm, proxy=True, stale=stale, algorithms=algorithms)
         )
 
-    # -- in-dialog ---------------------------------------------------------------------------------------
-
-    def _in_dialog(self, txn: IServerTransaction, request: Request) -> None:
-        dialog = self._dialogs.find(request)
-        if dialog is None:
-            raise SipError(481)
-        call, peer = self._owners[dialog.key]
-        dialog.receive_request(request)
-        call.peer_request(peer, txn, request)
-
     def track(self, call: Call, peer: Peer) -> None:
-        """Route the in-dialog requests of this peer's dialog to the call."""
-        self._dialogs.add(peer.dialog)
-        self._owners[peer.dialog.key] = (call, peer)
+        """Have the stack route what arrives in this peer's dialog to the call."""
+        self.stack.add_dialog(peer.dialog, _CallSide(call, peer))
 
     # -- what calls ask of us ----------------------------------------------------------------------------
 
@@ -408,8 +372,7 @@ class B2BUA:
             self.counters["failed"] += 1
         for peer in (call.a, call.b):
             if peer is not None:
-                self._owners.pop(peer.dialog.key, None)
-                self._dialogs.remove(peer.dialog)
+                self.stack.remove_dialog(peer.dialog)
         cdr = call.cdr()
         # The one log line of a call (a busy PBX logs hundreds per second: keep it to one). Formatted here in
         # one go; Twisted's formatter then has a single field to format. The fields stay in the event.
@@ -432,3 +395,31 @@ class B2BUA:
             else:
                 call.reject(503)
         return succeed(None)
+
+
+@implementer(IDialogUsage)
+class _CallSide:
+    """One side of a call as the stack's dialog table sees it: what arrives in its dialog goes to the call."""
+
+    __slots__ = ("call", "peer")
+
+    def __init__(self, call: Call, peer: Peer) -> None:
+        self.call = call
+        self.peer = peer
+
+    def dialog_request(self, transaction: IServerTransaction, request: object, dialog: object) -> None:
+        assert isinstance(request, Request)
+        self.call.peer_request(self.peer, transaction, request)
+
+    def dialog_ack(self, request: object, flow: IFlow, dialog: object) -> None:
+        assert isinstance(request, Request)
+        self.call.peer_ack(self.peer, request)
+
+    def dialog_response(self, response: object, dialog: object) -> None:
+        """A 2xx retransmission after the INVITE transaction ended: ACK it again (RFC 3261 13.2.2.4)."""
+        assert isinstance(response, Response)
+        if not 200 <= response.status < 300 or response.cseq.method != "INVITE":
+            return
+        winner = self.call.winner
+        if winner is not None and winner.dialog is dialog:
+            winner.send_ack(None)

@@ -157,9 +157,6 @@ class Registrar:
             return result.addCallback(self._authenticated, transaction, request, domain, user)
         return self._authenticated(result, transaction, request, domain, user)
 
-    def ack_received(self, request: object, flow: IFlow) -> None:
-        """Not used: REGISTER has no dialogs."""
-
     def cancel_received(self, cancel: object, invite: IServerTransaction) -> None:
         """Not used: REGISTER is not INVITE."""
 

@@ -7,6 +7,8 @@ Nothing here knows of the PBX.
 
 from __future__ import annotations
 
+from typing import Any
+
 from zope.interface import Attribute, Interface
 
 
@@ -64,7 +66,9 @@ class IClientTransactionUser(Interface):
 
 
 class ITransactionUser(Interface):
-    """The part of an application that receives new requests (a registrar, a B2BUA)."""
+    """The part of an application that receives new requests of a method (a registrar, a B2BUA, a
+    notifier): `SipStack.register(method, tu)`. What arrives inside a dialog goes to the dialog's
+    `IDialogUsage` instead."""
 
     def request_received(transaction: IServerTransaction, request: object) -> object:
         """A new request in its server transaction (never a retransmission, never an ACK or CANCEL).
@@ -73,8 +77,73 @@ class ITransactionUser(Interface):
         response, anything else -> a logged `500`).
         """
 
-    def ack_received(request: object, flow: IFlow) -> None:
-        """An ACK that matched no INVITE server transaction: the ACK of a 2xx, for the dialog layer."""
-
     def cancel_received(cancel: object, invite: IServerTransaction) -> None:
         """A CANCEL matched a pending INVITE server transaction; the stack has already answered it 200."""
+
+
+class ITransactionLayerUser(ITransactionUser):
+    """The user of the transaction layer (the stack): also told of ACKs that matched no transaction."""
+
+    def ack_received(request: object, flow: IFlow) -> None:
+        """An ACK that matched no INVITE server transaction: the ACK of a 2xx, for the dialog table."""
+
+
+class IDialogUsage(Interface):
+    """The owner of a dialog in the stack's dialog table: a call leg, a subscription, an INVITE session.
+
+    Any number of usages live side by side; the stack finds the dialog of what arrives (RFC 3261 12.2.2)
+    and hands it to that dialog's usage. A request whose dialog is unknown is answered `481` by the stack.
+    """
+
+    def dialog_request(transaction: IServerTransaction, request: object, dialog: object) -> object:
+        """A request inside `dialog` (BYE, re-INVITE, UPDATE, INFO, NOTIFY, REFER ...; never ACK or CANCEL).
+
+        The dialog has already accounted for it (`Dialog.receive_request`: CSeq order, target refresh).
+        Errors raised (or the failure of a returned Deferred) become responses at the stack's one edge:
+        `SipError` -> its response, anything else -> a logged `500`.
+        """
+
+    def dialog_ack(request: object, flow: IFlow, dialog: object) -> None:
+        """The ACK of a 2xx this usage sent (it matched no INVITE server transaction)."""
+
+    def dialog_response(response: object, dialog: object) -> None:
+        """A response that matched no client transaction but belongs to `dialog`: a 2xx retransmitted
+        after the INVITE client transaction ended, or the 2xx of a second fork (another To tag, matched
+        to the early dialog that has none yet)."""
+
+
+class ISipStack(Interface):
+    """What a usage (a call leg, a registration client, a subscription) may ask of the SIP stack."""
+
+    clock = Attribute("The IReactorTime every timer of the stack runs on.")
+    timers = Attribute("The TimerConfig (T1, T2, T4).")
+    user_agent = Attribute("The User-Agent / Server value.")
+
+    def send_request(
+        request: Any,
+        tu: IClientTransactionUser,
+        transport: str,
+        host: str,
+        port: int,
+        *,
+        new_via: bool = True,
+    ) -> object:
+        """Start a client transaction for `request` towards (transport, host, port); returns it."""
+
+    def send_cancel(cancel: Any, tu: IClientTransactionUser, transport: str, host: str, port: int) -> object:
+        """Send a CANCEL built by `make_cancel` (it carries its INVITE's Via)."""
+
+    def send_stateless(request: Any, transport: str, host: str, port: int) -> object:
+        """Send a request outside any transaction (the ACK of a 2xx); returns a Deferred."""
+
+    def send_response(response: Any, flow: IFlow) -> object:
+        """Send a response where RFC 3261 18.2.2 says (outside a transaction: 2xx retransmissions)."""
+
+    def contact_for(transport: str, host: str, user: str = "pbx") -> str:
+        """A Contact for our side of a dialog whose peer is `host` over `transport`."""
+
+    def add_dialog(dialog: Any, usage: IDialogUsage) -> None:
+        """Route what arrives in `dialog` to `usage` until `remove_dialog`."""
+
+    def remove_dialog(dialog: Any) -> None:
+        """Forget a dialog (a dialog not in the table is ignored)."""

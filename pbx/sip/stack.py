@@ -24,13 +24,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from pbx.sip.dialog import Dialog
+from pbx.sip.dialog_router import DialogRouter
 from pbx.sip.errors import SipError, SipParseError
 from pbx.sip.headers import Via
 from pbx.sip.interfaces import (
     IClientTransactionUser,
+    IDialogUsage,
     IFlow,
     IMessageSink,
     IServerTransaction,
+    ISipStack,
+    ITransactionLayerUser,
     ITransactionUser,
 )
 from pbx.sip.message import Request, Response, new_branch
@@ -71,7 +76,12 @@ class _RateLimitedLog:
             self.suppressed += 1
 
 
-@implementer(IMessageSink, ITransactionUser)
+# Methods whose requests reach their transaction user even with a To tag that names no dialog of ours: a
+# REGISTER refresh may carry the tag of the registrar's earlier 200, and OPTIONS is answered anyway.
+_OUTSIDE_DIALOGS = frozenset({"REGISTER", "OPTIONS"})
+
+
+@implementer(IMessageSink, ITransactionLayerUser, ISipStack)
 class SipStack:
     """Transports on one side, transaction users on the other.
 
@@ -102,8 +112,7 @@ class SipStack:
         self.transport: Any = None  # a TransportManager, set by attach_transport
         self._handlers: dict[str, ITransactionUser] = {}
         self._stateless: dict[str, Callable[[Request, IFlow], Response | None]] = {}
-        self._dialog_ack: Callable[[Request, IFlow], None] | None = None
-        self._stray_response: Callable[[Response], None] | None = None
+        self.dialogs = DialogRouter()
         self._is_blocked: Callable[[str], bool] | None = None
         self._drop_log = _RateLimitedLog(self._log, clock)
         self.counters = {
@@ -136,18 +145,18 @@ class SipStack:
         of a request are always answered the same way (statelessly or not)."""
         self._stateless[method] = answer
 
-    def on_dialog_ack(self, handler: Callable[[Request, IFlow], None]) -> None:
-        """Where ACKs for 2xx responses go (the dialog layer)."""
-        self._dialog_ack = handler
-
     def set_source_filter(self, is_blocked: Callable[[str], bool]) -> None:
         """Drop, silently and before parsing further, every message from a source host for which
         `is_blocked(host)` is true (the brute-force guard)."""
         self._is_blocked = is_blocked
 
-    def on_stray_response(self, handler: Callable[[Response], None]) -> None:
-        """Where responses that match no client transaction go (2xx retransmissions for dialogs)."""
-        self._stray_response = handler
+    def add_dialog(self, dialog: Dialog, usage: IDialogUsage) -> None:
+        """Route the requests, ACKs and stray responses of `dialog` to `usage` (until `remove_dialog`)."""
+        self.dialogs.add(dialog, usage)
+
+    def remove_dialog(self, dialog: Dialog) -> None:
+        """Forget a dialog; one that is not in the table is ignored."""
+        self.dialogs.remove(dialog)
 
     @property
     def allowed_methods(self) -> list[str]:
@@ -267,8 +276,19 @@ class SipStack:
     def request_received(self, transaction: IServerTransaction, request: object) -> None:
         assert isinstance(request, Request)
         try:
-            handler = self._handlers.get(request.method)
-            if handler is None and request.method == "OPTIONS":
+            method = request.method
+            handler = self._handlers.get(method)
+            if request.to.tag is not None:  # inside a dialog (RFC 3261 12.2.2): its usage answers
+                try:
+                    result = self.dialogs.route_request(transaction, request)
+                except LookupError:
+                    if method in KNOWN_METHODS and method not in _OUTSIDE_DIALOGS:
+                        raise SipError(481) from None
+                else:
+                    if isinstance(result, Deferred):
+                        result.addErrback(self._tu_failed, transaction, request)
+                    return
+            if handler is None and method == "OPTIONS":
                 transaction.respond(self.options_response(request))
                 return
             if handler is None:
@@ -295,8 +315,7 @@ class SipStack:
 
     def ack_received(self, request: object, flow: IFlow) -> None:
         assert isinstance(request, Request)
-        if self._dialog_ack is not None:
-            self._dialog_ack(request, flow)
+        self.dialogs.route_ack(request, flow)  # an ACK in no dialog of ours is dropped
 
     def cancel_received(self, cancel: object, invite: IServerTransaction) -> None:
         handler = self._handlers.get("INVITE")
@@ -337,15 +356,17 @@ class SipStack:
     def _response_received(self, response: Response) -> None:
         try:
             matched = self.transactions.receive_response(response)
-            if not matched and self._stray_response is not None:
-                response.cseq  # noqa: B018  (a stray handler may rely on the CSeq: check it here)
+            if not matched:  # a dialog's usage may rely on these: check them here
+                response.cseq  # noqa: B018
                 response.top_via  # noqa: B018
+                response.from_  # noqa: B018
+                response.to  # noqa: B018
         except SipParseError as e:
             self.counters["dropped"] += 1
             self._drop_log.warn("Dropped a malformed response: {reason}", reason=e.reason)
             return
-        if not matched and self._stray_response is not None:
-            self._stray_response(response)
+        if not matched:
+            self.dialogs.route_response(response)
 
     def send_response(self, response: Response, flow: IFlow) -> bytes | None:
         """Send a response where RFC 3261 18.2.2 and RFC 3581 say: the request's connection or source.

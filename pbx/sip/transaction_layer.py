@@ -28,7 +28,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
-from pbx.sip.interfaces import IClientTransactionUser, IFlow, ITransactionUser
+from pbx.sip.interfaces import IClientTransactionUser, IFlow, ITransactionLayerUser
 from pbx.sip.message import MAGIC_COOKIE, Request, Response, new_tag
 from pbx.sip.timers import TimerConfig
 from pbx.sip.transaction import (
@@ -75,7 +75,7 @@ class TransactionLayer:
         self,
         clock: IReactorTime,
         timers: TimerConfig,
-        tu: ITransactionUser,
+        tu: ITransactionLayerUser,
         send_response: Callable[[Response, IFlow], object],
         *,
         on_terminated: Callable[[Transaction], None] | None = None,

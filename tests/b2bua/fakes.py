@@ -25,6 +25,7 @@ from pbx.dialplan import DialplanEngine
 from pbx.media.interfaces import IMediaRelay, IRelayLeg, IRelaySession, LegStats, SessionStats
 from pbx.registrar import Domain, LocationService
 from pbx.sip.auth import DigestAuthenticator, NonceCounter, NonceSource
+from pbx.sip.dialog_router import DialogRouter
 from pbx.sip.digest import DigestChallenge, answer_challenge, ha1
 from pbx.sip.errors import SipError
 from pbx.sip.interfaces import IFlow
@@ -188,11 +189,14 @@ class FakeStack:
         self.cancels: list[Sent] = []
         self.stateless: list[Stateless] = []
         self.responses: list[tuple[Response, IFlow, float]] = []
-        self.dialog_ack_handler: Any = None
         self.contact_lookups: list[tuple[str, str]] = []
+        self.dialogs = DialogRouter()  # the real one: the stack's dialog table routes as in SipStack
 
-    def on_dialog_ack(self, handler: Any) -> None:
-        self.dialog_ack_handler = handler
+    def add_dialog(self, dialog: Any, usage: Any) -> None:
+        self.dialogs.add(dialog, usage)
+
+    def remove_dialog(self, dialog: Any) -> None:
+        self.dialogs.remove(dialog)
 
     def contact_for(self, transport: str, host: str, user: str = "pbx") -> str:
         self.contact_lookups.append((transport, host))
@@ -363,8 +367,15 @@ def error_response(request: Request, error: SipError) -> Response:
 def deliver(b2bua: B2BUA, txn: FakeServerTransaction) -> Deferred[Any] | None:
     """Hand a request to the B2BUA as the stack does: a `SipError` (raised, or a failure of the returned
     Deferred) becomes its response on `txn`; other failures stay on the Deferred for the test to see."""
+    request = txn.request
     try:
-        d = b2bua.request_received(txn, txn.request)
+        if request.to.tag is not None:  # SipStack.request_received: in a dialog, its usage answers
+            try:
+                d = b2bua.stack.dialogs.route_request(txn, request)  # type: ignore[attr-defined]
+            except LookupError:
+                raise SipError(481) from None
+        else:
+            d = b2bua.request_received(txn, request)
     except SipError as e:
         txn.respond(error_response(txn.request, e))
         return None
@@ -483,10 +494,10 @@ class CallerPhone:
         ]
 
     def ack(self, body: bytes = b"") -> Request:
-        """The ACK of the 2xx to the INVITE, handed to the B2BUA's dialog-ACK handler."""
+        """The ACK of the 2xx to the INVITE, routed by the stack's dialog table."""
         assert self.txn is not None
         ack = wire_request("ACK", PBX_CONTACT[1:-1], self._dialog_headers("ACK", self.cseq), body)
-        self.harness.b2bua.ack_received(ack, self.flow)
+        self.harness.stack.dialogs.route_ack(ack, self.flow)
         return ack
 
     def request(self, method: str, body: bytes = b"", *, cseq: int | None = None) -> FakeServerTransaction:

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from pbx.media.interfaces import IMediaRelay, IRelayLeg, IRelaySession
-from pbx.sip.interfaces import IFlow, IServerTransaction, ITransactionUser
+from pbx.sip.interfaces import IDialogUsage, IFlow, IServerTransaction, ITransactionUser
 from pbx.sip.sdp import SessionDescription
 
 from .fakes import (
@@ -88,7 +88,7 @@ class B2BUATestCase(SynchronousTestCase):
     def assertIdle(self, h: Harness) -> None:
         """No call, no dialog, no timer, no open relay session; every INVITE's Deferred fired cleanly."""
         self.assertEqual(h.b2bua.calls, {})
-        self.assertEqual(len(h.b2bua._dialogs), 0)  # no dialog left to route in-dialog requests to
+        self.assertEqual(len(h.stack.dialogs), 0)  # no dialog left to route in-dialog requests to
         self.assertEqual(h.b2bua.counters["active"], 0)
         self.assertEqual(h.relay.sessions, 0)
         self.assertEqual(h.leftover_timers(), [])
@@ -100,10 +100,14 @@ class B2BUATestCase(SynchronousTestCase):
 class SeamTests(B2BUATestCase):
     """The B2BUA and the fakes provide the interfaces they claim."""
 
-    def test_b2bua_is_a_transaction_user_and_takes_the_dialog_acks(self) -> None:
+    def test_b2bua_is_a_transaction_user_and_its_calls_own_their_dialogs(self) -> None:
         h = self.build("dial 1002")
         self.assertTrue(verifyObject(ITransactionUser, h.b2bua))
-        self.assertEqual(h.stack.dialog_ack_handler, h.b2bua.ack_received)
+        h.register_1002()
+        self.answered(h)
+        self.assertEqual(len(h.stack.dialogs), 2)  # the caller's and the callee's, in the stack's table
+        for dialog in h.stack.dialogs:
+            self.assertTrue(verifyObject(IDialogUsage, h.stack.dialogs.usage_of(dialog)))
 
     def test_fakes_provide_the_interfaces(self) -> None:
         relay = FakeRelay()
@@ -1075,9 +1079,9 @@ class BookkeepingTests(B2BUATestCase):
         h = self.build("dial 1002")
         h.register_1002()
         _phone, callee = self.answered(h)
-        h.b2bua.stray_response(callee.response(200, callee_sdp()))
+        self.assertTrue(h.stack.dialogs.route_response(callee.response(200, callee_sdp())))
         self.assertEqual(len(h.stack.acks), 2)
-        h.b2bua.stray_response(callee.response(486))
+        h.stack.dialogs.route_response(callee.response(486))
         self.assertEqual(len(h.stack.acks), 2)
 
 

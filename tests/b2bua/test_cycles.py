@@ -111,8 +111,6 @@ class Pbx:
         for method in ("INVITE", "BYE", "UPDATE", "INFO"):
             stack.register(method, b2bua)
         stack.answer_statelessly("INVITE", b2bua.stateless_challenge)
-        stack.on_stray_response(b2bua.stray_response)
-        stack.on_dialog_ack(b2bua.ack_received)
         registering = Harness(clock, None, store, location, authenticator, None, None, b2bua, dialplans)  # type: ignore[arg-type]
         registering.register_1002()
         self.caller_flow = FakeFlow()

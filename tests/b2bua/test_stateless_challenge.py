@@ -93,5 +93,5 @@ class StatelessChallengeTests(SynchronousTestCase):
                 ("CSeq", "1 ACK"),
             ],
         )
-        h.b2bua.ack_received(ack, phone.flow)  # no dialog: nothing happens, nothing raised
+        self.assertFalse(h.stack.dialogs.route_ack(ack, phone.flow))  # no dialog: dropped, nothing raised
         self.assertEqual((h.b2bua.calls, h.stack.sent("ACK")), ({}, []))

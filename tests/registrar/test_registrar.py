@@ -66,10 +66,9 @@ class SeamTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IServerTransaction, FakeServerTransaction(register(), flow)))
         self.assertTrue(verifyObject(ILocationStore, SlowLocationStore()))
 
-    def test_ack_and_cancel_are_ignored(self) -> None:
+    def test_cancel_is_ignored(self) -> None:
         h = Harness()
         txn = FakeServerTransaction(register(), FakeFlow())
-        self.assertIsNone(h.registrar.ack_received(register(), FakeFlow()))
         self.assertIsNone(h.registrar.cancel_received(register(), txn))
         self.assertEqual(txn.responses, [])
 

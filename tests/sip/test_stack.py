@@ -8,7 +8,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from pbx.sip.errors import SipError
-from pbx.sip.interfaces import IFlow, IMessageSink
+from pbx.sip.interfaces import IDialogUsage, IFlow, IMessageSink, ISipStack
 from pbx.sip.message import Request, Response
 from pbx.sip.parser import parse_message
 from pbx.sip.stack import SipStack
@@ -214,6 +214,36 @@ def test_response_on_stream_uses_the_connection_then_reconnects_when_closed():
     assert (transport, host, port) == ("tcp", "192.0.2.10", 5070)
 
 
+class StubDialog:
+    """What the stack's dialog table reads of a dialog."""
+
+    def __init__(self, call_id, local_tag, remote_tag, is_uac=True):
+        self.call_id, self.local_tag, self.remote_tag, self.is_uac = call_id, local_tag, remote_tag, is_uac
+        self.key = (call_id, local_tag, remote_tag)
+        self.received = []
+
+    def receive_request(self, request):
+        self.received.append(request)
+
+
+@implementer(IDialogUsage)
+class RecordingUsage:
+    def __init__(self, result=None):
+        self.requests, self.acks, self.responses, self.result = [], [], [], result
+
+    def dialog_request(self, transaction, request, dialog):
+        self.requests.append((transaction, request, dialog))
+        if isinstance(self.result, Exception):
+            raise self.result
+        return self.result
+
+    def dialog_ack(self, request, flow, dialog):
+        self.acks.append((request, dialog))
+
+    def dialog_response(self, response, dialog):
+        self.responses.append((response, dialog))
+
+
 class RaisingTU:
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
@@ -330,14 +360,16 @@ def test_options_fields_follow_registered_transaction_users():
 def test_malformed_stray_responses_are_dropped_not_handed_on():
     stack, _, _ = make_stack()
     strays = []
-    stack.on_stray_response(strays.append)
     good = parse_message(request("OPTIONS")).response(200, to_tag="t")
+    usage = RecordingUsage()
+    stack.add_dialog(StubDialog(good.call_id, good.from_.tag, "t"), usage)
     bad_cseq = parse_message(request("OPTIONS")).response(200, to_tag="t")
     bad_cseq.headers.set("CSeq", "x OPTIONS")
     no_branch = parse_message(request("OPTIONS", via="SIP/2.0/UDP 192.0.2.10")).response(200, to_tag="t")
     no_branch.headers.set("CSeq", "1 2 3")
     for response in (good, bad_cseq, no_branch):
         stack.message_received(response, FakeFlow())
+    strays = [response for response, _dialog in usage.responses]
     assert strays == [good]
     assert stack.counters["dropped"] == 2 and stack.counters["errors"] == 0
 
@@ -374,3 +406,85 @@ def test_stateless_answers_keep_no_transaction_and_answer_retransmissions_again(
     )
     assert (flow.responses()[-1].status, flow.responses()[-1].reason) == (400, "Refused early")
     assert stack.transactions.server_count == 1
+
+
+# -- the stack's dialog table: usages side by side ------------------------------------------------------
+
+
+def test_stack_provides_the_usage_interface():
+    stack, _, _ = make_stack()
+    assert verifyObject(ISipStack, stack)
+    assert verifyObject(IDialogUsage, RecordingUsage())
+
+
+def test_in_dialog_requests_go_to_the_usage_of_their_dialog():
+    stack, _, _ = make_stack()
+    calls, subscriptions = RecordingUsage(), RecordingUsage()
+    first = StubDialog("c1@example.com", "b1", "a1", is_uac=False)
+    second = StubDialog("c2@example.com", "b2", "a1", is_uac=False)
+    stack.add_dialog(first, calls)
+    stack.add_dialog(second, subscriptions)
+    stack.register("BYE", RaisingTU(AssertionError("a request in a dialog reached the method's handler")))
+    flow = FakeFlow()
+    deliver(stack, request("BYE", To="<sip:bob@example.com>;tag=b1"), flow)
+    notify = request(
+        "NOTIFY", via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK2", **{"Call-ID": "c2@example.com"}
+    )
+    deliver(stack, notify.replace(b"<sip:bob@example.com>\r\n", b"<sip:bob@example.com>;tag=b2\r\n"), flow)
+    assert [r.method for _t, r, d in calls.requests] == ["BYE"]
+    assert [r.method for _t, r, d in subscriptions.requests] == ["NOTIFY"]
+    assert calls.requests[0][2] is first and first.received == [calls.requests[0][1]]
+    assert flow.responses() == []  # the usages answer (they have the transactions)
+
+
+def test_a_request_in_an_unknown_dialog_gets_481_but_register_and_options_go_on():
+    stack, _, _ = make_stack()
+    registrar = RaisingTU(SipError(401))
+    stack.register("REGISTER", registrar)
+    stack.register("BYE", RaisingTU(AssertionError("no")))
+    flow = FakeFlow()
+    tagged = "<sip:bob@example.com>;tag=zz"
+    deliver(stack, request("BYE", To=tagged), flow)
+    deliver(stack, request("NOTIFY", To=tagged, via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK2"), flow)
+    deliver(stack, request("REGISTER", To=tagged, via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK3"), flow)
+    deliver(stack, request("OPTIONS", To=tagged, via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK4"), flow)
+    deliver(stack, request("FOO", To=tagged, via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK5"), flow)
+    assert [r.status for r in flow.responses()] == [481, 481, 401, 200, 501]
+
+
+def test_errors_of_a_usage_become_responses_at_the_one_edge():
+    stack, _, _ = make_stack()
+    stack.add_dialog(StubDialog("c1@example.com", "b1", "a1", is_uac=False), RecordingUsage(SipError(488)))
+    stack.add_dialog(
+        StubDialog("c2@example.com", "b2", "a1", is_uac=False), RecordingUsage(RuntimeError("x"))
+    )
+    flow = FakeFlow()
+    deliver(stack, request("INFO", To="<sip:bob@example.com>;tag=b1"), flow)
+    second = request(
+        "INFO", via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK2", **{"Call-ID": "c2@example.com"}
+    )
+    deliver(stack, second.replace(b"<sip:bob@example.com>\r\n", b"<sip:bob@example.com>;tag=b2\r\n"), flow)
+    assert [r.status for r in flow.responses()] == [488, 500]
+
+
+def test_acks_of_2xx_go_to_their_dialog_and_others_are_dropped():
+    stack, _, _ = make_stack()
+    usage = RecordingUsage()
+    dialog = StubDialog("c1@example.com", "b1", "a1", is_uac=False)
+    stack.add_dialog(dialog, usage)
+    flow = FakeFlow()
+    deliver(stack, request("ACK", To="<sip:bob@example.com>;tag=b1"), flow)
+    deliver(stack, request("ACK", To="<sip:bob@example.com>;tag=other"), flow)
+    assert [(r.method, d) for r, d in usage.acks] == [("ACK", dialog)]
+    stack.remove_dialog(dialog)
+    deliver(stack, request("ACK", To="<sip:bob@example.com>;tag=b1"), flow)
+    assert len(usage.acks) == 1 and flow.responses() == []
+
+
+def test_an_early_uac_dialog_takes_a_request_from_a_tag_it_does_not_know_yet():
+    """RFC 6665 4.1.2.4: the NOTIFY may arrive before the 2xx to the SUBSCRIBE that made the dialog."""
+    stack, _, _ = make_stack()
+    usage = RecordingUsage()
+    stack.add_dialog(StubDialog("c1@example.com", "b1", None, is_uac=True), usage)
+    deliver(stack, request("NOTIFY", To="<sip:bob@example.com>;tag=b1"), FakeFlow())
+    assert len(usage.requests) == 1
