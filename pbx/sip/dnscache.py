@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IResolver
 from twisted.logger import Logger
 from twisted.names import dns, error
-from twisted.names.interfaces import IResolver
 from twisted.python.failure import Failure
 
 # IResolver method for each record type this cache serves.

@@ -9,8 +9,8 @@ Usage::
 `SipResolver.resolve` follows RFC 3263 4.1 (transport) and 4.2 (address and port):
 
 - The host is the `maddr` parameter when there is one, else the URI's host (RFC 3263 4).
-- An IP literal needs no DNS: the transport is the `transport` parameter or the default (UDP for `sip:`, TLS
-  for `sips:`), the port is the URI's or the transport's default (5060, 5061 for TLS); the Deferred has
+- An IP literal needs no DNS: the transport is the `transport` parameter or the default (UDP for `sip:`, or
+  TCP for a client without UDP; TLS for `sips:`), the port is the URI's or the transport's default (5060, 5061 for TLS); the Deferred has
   already fired.
 - An explicit port skips NAPTR and SRV: A/AAAA of the host with that port (4.2).
 - A `transport` parameter skips NAPTR: SRV for that transport (`_sip._udp`, `_sip._tcp`, `_sips._tcp`), then
@@ -48,9 +48,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IResolver
 from twisted.names import client, dns
-from twisted.names.interfaces import IResolver
 
 from pbx.sip.dnscache import DEFAULT_DNS_TIMEOUT, DnsCache, DnsLookupError, normalize_name
 from pbx.sip.uri import SipURI, parse_sip_uri
@@ -225,18 +224,25 @@ class SipResolver:
             if isinstance(uri, str):
                 uri = parse_sip_uri(uri)
             transport = self._transport_param(uri)
+            default = transport or self._default_transport(uri.secure)
         except (ValueError, ResolutionError) as e:
             return fail(e if isinstance(e, ResolutionError) else ResolutionError(f"Bad SIP URI: {e}"))
         host = uri.param("maddr") or uri.host
         state = _Resolution(server_name=normalize_name(uri.host))
         literal = _ip_literal(host)
         if literal is not None:
-            chosen = transport or ("tls" if uri.secure else "udp")
-            if chosen not in self._transports:
-                return fail(ResolutionError(f"Transport {chosen} is not available"))
-            state.add(chosen, [literal], uri.port or DEFAULT_PORTS[chosen])
+            state.add(default, [literal], uri.port or DEFAULT_PORTS[default])
             return succeed(state.found)
-        return Deferred.fromCoroutine(self._resolve_name(normalize_name(host), uri, transport, state))
+        return Deferred.fromCoroutine(
+            self._resolve_name(normalize_name(host), uri, transport, default, state)
+        )
+
+    def _default_transport(self, secure: bool) -> str:
+        """TLS for `sips:`; UDP for `sip:` (RFC 3263 4.1), or TCP for a client without UDP."""
+        for candidate in ("tls",) if secure else ("udp", "tcp"):
+            if candidate in self._transports:
+                return candidate
+        raise ResolutionError(f"Transport {'tls' if secure else 'udp'} is not available")
 
     def _transport_param(self, uri: SipURI) -> str | None:
         """The transport a `transport` parameter asks for (RFC 3263 4.1), or None; over TLS for `sips:`."""
@@ -254,14 +260,10 @@ class SipResolver:
         return chosen
 
     async def _resolve_name(
-        self, host: str, uri: SipURI, transport: str | None, state: _Resolution
+        self, host: str, uri: SipURI, transport: str | None, default: str, state: _Resolution
     ) -> list[Target]:
-        default = "tls" if uri.secure else "udp"
         if uri.port is not None:  # 4.2: an explicit port means A/AAAA only
-            chosen = transport or default
-            if chosen not in self._transports:
-                raise ResolutionError(f"Transport {chosen} is not available")
-            state.add(chosen, await self._addresses(host, state), uri.port)
+            state.add(default, await self._addresses(host, state), uri.port)
         elif transport is not None:
             await self._srv(SRV_PREFIXES[transport] + host, transport, state)
             if not state.found:
@@ -276,7 +278,7 @@ class SipResolver:
                 for chosen, targets in zip(wanted, found, strict=True):
                     for address, port in targets:
                         state.add(chosen, [address], port)
-            if not state.found and default in self._transports:
+            if not state.found:
                 state.add(default, await self._addresses(host, state), DEFAULT_PORTS[default])
         if not state.found:
             if state.transient:
