@@ -10,8 +10,8 @@ Usage::
 
 - The host is the `maddr` parameter when there is one, else the URI's host (RFC 3263 4).
 - An IP literal needs no DNS: the transport is the `transport` parameter or the default (UDP for `sip:`, or
-  TCP for a client without UDP; TLS for `sips:`), the port is the URI's or the transport's default (5060, 5061 for TLS); the Deferred has
-  already fired.
+  TCP for a client without UDP; TLS for `sips:`), the port is the URI's or the transport's default (5060,
+  5061 for TLS); the Deferred has already fired.
 - An explicit port skips NAPTR and SRV: A/AAAA of the host with that port (4.2).
 - A `transport` parameter skips NAPTR: SRV for that transport (`_sip._udp`, `_sip._tcp`, `_sips._tcp`), then
   A/AAAA on the transport's default port when there is no SRV record.
