@@ -80,7 +80,7 @@ class DnsCache:
         max_ttl: longest time any answer is kept, whatever its TTL.
         negative_ttl: how long a negative answer without an SOA is kept.
         max_negative_ttl: longest time a negative answer is kept.
-        timeout: retransmission schedule passed to each query.
+        timeout: retransmission schedule passed to each query; None for the resolver's own default.
     """
 
     _log = Logger()
@@ -94,7 +94,7 @@ class DnsCache:
         max_ttl: float = 3600.0,
         negative_ttl: float = 30.0,
         max_negative_ttl: float = 300.0,
-        timeout: Sequence[int] = DEFAULT_DNS_TIMEOUT,
+        timeout: Sequence[int] | None = None,
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
@@ -104,7 +104,7 @@ class DnsCache:
         self._max_ttl = max_ttl
         self._negative_ttl = negative_ttl
         self._max_negative_ttl = max_negative_ttl
-        self._timeout = tuple(timeout)
+        self._timeout = tuple(timeout) if timeout is not None else None
         self._entries: OrderedDict[tuple[str, int], _Entry] = OrderedDict()
         self._pending: dict[tuple[str, int], list[Deferred[list[dns.RRHeader]]]] = {}
         self.queries = 0  # lookups that went to the resolver
@@ -139,7 +139,8 @@ class DnsCache:
         self._pending[key] = []
         self.queries += 1
         try:
-            d = getattr(self._resolver, method)(key[0], timeout=self._timeout)
+            lookup = getattr(self._resolver, method)
+            d = lookup(key[0]) if self._timeout is None else lookup(key[0], timeout=self._timeout)
         except Exception:
             d = fail()
         d.addCallbacks(self._answered, self._failed, callbackArgs=(key,), errbackArgs=(key,))

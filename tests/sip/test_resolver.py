@@ -42,6 +42,7 @@ class FakeResolver(common.ResolverBase):
         self.records: dict[tuple[str, int], Any] = {}
         self.soa: dict[str, tuple[dns.Record_SOA, int]] = {}
         self.queries: list[tuple[str, str]] = []
+        self.timeouts: list[Any] = []
 
     def add(self, name: str, payload: Any, ttl: int = 300) -> None:
         self.records.setdefault((name, payload.TYPE), []).append((payload, ttl))
@@ -49,6 +50,7 @@ class FakeResolver(common.ResolverBase):
     def _lookup(self, name: bytes, cls: int, type: int, timeout: Any = None) -> Deferred:
         text = name.decode()
         self.queries.append((dns.QUERY_TYPES[type], text))
+        self.timeouts.append(timeout)
         answer = self.records.get((text, type))
         if isinstance(answer, Deferred):
             return answer
@@ -371,6 +373,11 @@ class CacheTests(ResolverTestCase):
             self.fake.records[("t.example.com", dns.SRV)] = exc
             self.failureResultOf(cache.lookup("t.example.com", dns.SRV), DnsLookupError)
         self.assertEqual((cache.queries, len(cache)), (3, 0))
+
+    def test_timeout_schedule_is_passed_only_when_given(self) -> None:
+        self.successResultOf(DnsCache(self.fake, self.clock).lookup("a.example.com", dns.A))
+        self.successResultOf(DnsCache(self.fake, self.clock, timeout=[2, 4]).lookup("a.example.com", dns.A))
+        self.assertEqual(self.fake.timeouts, [None, (2, 4)])
 
     def test_zero_ttl_is_not_cached(self) -> None:
         addresses(self.fake, "z.example.com", "192.0.2.1", ttl=0)
