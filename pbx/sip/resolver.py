@@ -144,6 +144,11 @@ def _ip_literal(host: str) -> str | None:
         return None
 
 
+def _valid_name(name: str) -> bool:
+    """Whether `name` (no trailing dot) can be asked: labels of 1-63 characters, 253 in all (RFC 1035)."""
+    return 0 < len(name) <= 253 and all(0 < len(label) <= 63 for label in name.split("."))
+
+
 def _text(value: Any) -> str:
     """A `Name` or `Charstr` of a record as text."""
     raw = getattr(value, "name", None)
@@ -234,6 +239,8 @@ class SipResolver:
         if literal is not None:
             state.add(default, [literal], uri.port or DEFAULT_PORTS[default])
             return succeed(state.found)
+        if not _valid_name(normalize_name(host)):
+            return fail(ResolutionError("Bad host name"))
         return Deferred.fromCoroutine(
             self._resolve_name(normalize_name(host), uri, transport, default, state)
         )
@@ -273,9 +280,7 @@ class SipResolver:
             await self._naptr(host, uri.secure, state)
             if not state.found:
                 wanted = [t for t in self._transports if t == "tls" or not uri.secure]
-                found = await self._gather(
-                    self._srv_targets(SRV_PREFIXES[t] + host, t, state) for t in wanted
-                )
+                found = await self._gather(self._srv_targets(SRV_PREFIXES[t] + host, state) for t in wanted)
                 for chosen, targets in zip(wanted, found, strict=True):
                     for address, port in targets:
                         state.add(chosen, [address], port)
@@ -309,25 +314,25 @@ class SipResolver:
                 continue
             if secure and transport != "tls":
                 continue
-            records.append((payload.order, payload.preference, transport, _text(payload.replacement)))
+            replacement = normalize_name(_text(payload.replacement))
+            if _valid_name(replacement):
+                records.append((payload.order, payload.preference, transport, replacement))
         records.sort(key=lambda r: (r[0], r[1]))
-        found = await self._gather(
-            self._srv_targets(name, transport, state) for _, _, transport, name in records
-        )
+        found = await self._gather(self._srv_targets(name, state) for _, _, _, name in records)
         for (_, _, transport, _), targets in zip(records, found, strict=True):
             for address, port in targets:
                 state.add(transport, [address], port)
 
     async def _srv(self, name: str, transport: str, state: _Resolution) -> None:
-        for address, port in await self._srv_targets(name, transport, state):
+        for address, port in await self._srv_targets(name, state):
             state.add(transport, [address], port)
 
-    async def _srv_targets(self, name: str, transport: str, state: _Resolution) -> list[tuple[str, int]]:
+    async def _srv_targets(self, name: str, state: _Resolution) -> list[tuple[str, int]]:
         """(address, port) of the SRV records of `name`, in RFC 2782 order."""
         records = []
         for payload in (await self._lookup(name, dns.SRV, state))[:_MAX_SRV]:
             target = normalize_name(_text(payload.target))
-            if target and 0 < payload.port < 65536:
+            if _valid_name(target) and 0 < payload.port < 65536:
                 records.append(SrvRecord(payload.priority, payload.weight, payload.port, target))
         ordered = order_srv(records, self._rng)
         addresses = await self._gather(self._addresses(r.target, state) for r in ordered)

@@ -253,6 +253,9 @@ class ParameterTests(ResolverTestCase):
 
     def test_bad_uri_is_a_resolution_error(self) -> None:
         self.assertIn("Bad SIP URI", self.failed("tel:+123").reason)
+        for uri in ("sip:a..b", f"sip:{'a' * 64}.example.com", "sip:x@example.com;maddr=.."):
+            self.assertEqual(self.failed(uri).reason, "Bad host name", uri)
+        self.assertEqual(self.fake.queries, [])
 
     def test_explicit_port_skips_naptr_and_srv(self) -> None:
         """RFC 3263 4.2: a port in the URI means A/AAAA only."""
