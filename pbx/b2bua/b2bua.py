@@ -36,7 +36,7 @@ from pbx.dialplan.simulate import (
     make_context,
 )
 from pbx.media.interfaces import IMediaRelay
-from pbx.registrar import BruteForceGuard, Domain, LocationService, parse_flow_text
+from pbx.registrar import BruteForceGuard, ChallengePolicy, Domain, LocationService, parse_flow_text
 from pbx.sip.auth import AuthOutcome, DigestAuthenticator
 from pbx.sip.errors import SipError, SipParseError
 from pbx.sip.interfaces import IDialogUsage, IFlow, IServerTransaction, ISipStack, ITransactionUser
@@ -136,12 +136,11 @@ class B2BUA:
         self._dialplans = dialplans
         self.relay = relay
         self._cdrs = cdrs
-        self._guard = guard
+        self._challenges = ChallengePolicy(authenticator, guard, md5_only_user_agents)
         self._peers = peers
         self.ring_timeout = ring_timeout
         self.max_call_duration = max_call_duration
         self.codecs = tuple(codecs)
-        self._md5_only = tuple(a.lower() for a in md5_only_user_agents)
         self.host = host
         self.apps: dict[str, Callable[[Call, Action], Any]] = {}
         # Music on hold (pbx.apps.MusicOnHold, plugged in by pbx/tap.py): start(tenant, leg, answer_sdp)
@@ -233,24 +232,15 @@ class B2BUA:
         if self._peers is not None and self._peers(domain.tenant, flow.remote_address[0]) is not None:
             return None
         self.counters["challenged"] += 1
-        user_agent = (request.headers.get("User-Agent") or "").lower()
-        algorithms = ("MD5",) if any(a in user_agent for a in self._md5_only) else None
-        return self._auth.challenge(request, domain.realm, proxy=True, algorithms=algorithms)
+        return self._challenges.challenge(request, domain.realm, proxy=True)
 
     def _challenge(self, txn: IServerTransaction, request: Request, domain: Domain, result: Any) -> None:
         self.counters["challenged"] += 1
-        if result.outcome is AuthOutcome.FAILED and self._guard is not None:
-            claimed = result.credentials.username if result.credentials is not None else "?"
-            self._log.warn(
-                "Failed INVITE authentication for {user}@{tenant} from {source} ({reason})",
-                user=claimed, tenant=domain.tenant, source=txn.flow.remote_address[0], reason=result.reason,
-            )  # fmt: skip
-            self._guard.failure(txn.flow.remote_address[0], f"{domain.tenant}/{claimed}")
-        user_agent = (request.headers.get("User-Agent") or "").lower()
-        algorithms = ("MD5",) if any(a in user_agent for a in self._md5_only) else None
-        stale = result.outcome is AuthOutcome.STALE
+        source = txn.flow.remote_address[0]
         txn.respond(
-            self._auth.challenge(request, domain.realm, proxy=True, stale=stale, algorithms=algorithms)
+            self._challenges.refused(
+                request, result, realm=domain.realm, tenant=domain.tenant, source=source, proxy=True
+            )
         )
 
     def track(self, call: Call, peer: Peer) -> None:
@@ -299,7 +289,7 @@ class B2BUA:
                 may_call_out=call.caller.may_call_out,
             ),
             directory=TenantDirectory(extensions, groups),
-            now=datetime.datetime.now(datetime.UTC),
+            now=datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC),
             result=call.run_state.result,
             digits=digits,
             variables=call.vars,

@@ -32,6 +32,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from pbx.registrar.challenge import ChallengePolicy
 from pbx.registrar.guard import BruteForceGuard
 from pbx.registrar.location import LocationService
 from pbx.sip.auth import AuthOutcome, AuthResult, DigestAuthenticator
@@ -104,9 +105,8 @@ class Registrar:
         self._auth = authenticator
         self._domains = domains
         self._date_second, self._date_text = -1, ""
-        self._guard = guard
         self._policy = policy
-        self._md5_only = tuple(agent.lower() for agent in md5_only_user_agents)
+        self._challenges = ChallengePolicy(authenticator, guard, md5_only_user_agents)
         self.counters = {
             "registered": 0,
             "refreshed": 0,
@@ -126,7 +126,7 @@ class Registrar:
         except SipError:
             return None  # refused statefully, with the reason
         self.counters["challenged"] += 1
-        return self._challenge_response(request, domain, stale=False)
+        return self._challenges.challenge(request, domain.realm, proxy=False)
 
     def _tenant_of(self, request: Request) -> tuple[Domain, str]:
         """The tenant (by the Request-URI's domain) and the address-of-record's user, or a SipError."""
@@ -184,24 +184,12 @@ class Registrar:
         self.counters["challenged"] += 1
         if outcome is AuthOutcome.FAILED:
             self.counters["auth_failures"] += 1
-            source = txn.flow.remote_address[0]
-            claimed = result.credentials.username if result.credentials is not None else "?"
-            self._log.warn(
-                "Failed REGISTER authentication for {user}@{tenant} from {source} ({reason})",
-                user=claimed,
-                tenant=domain.tenant,
-                source=source,
-                reason=result.reason,
+        source = txn.flow.remote_address[0]
+        txn.respond(
+            self._challenges.refused(
+                request, result, realm=domain.realm, tenant=domain.tenant, source=source, proxy=False
             )
-            if self._guard is not None:
-                self._guard.failure(source, f"{domain.tenant}/{claimed}")
-        txn.respond(self._challenge_response(request, domain, stale=outcome is AuthOutcome.STALE))
-
-    def _challenge_response(self, request: Request, domain: Domain, *, stale: bool) -> Response:
-        user_agent = (request.headers.get("User-Agent") or "").lower()
-        md5_only = any(agent in user_agent for agent in self._md5_only)
-        algorithms = ("MD5",) if md5_only else None
-        return self._auth.challenge(request, domain.realm, proxy=False, stale=stale, algorithms=algorithms)
+        )
 
     def _contacts(self, request: Request) -> list[NameAddress]:
         try:

@@ -235,6 +235,14 @@ class DialplanTests(B2BUATestCase):
         self.assertEqual((cdr.cause, cdr.status), ("unavailable", 480))
         self.assertIdle(h)
 
+    def test_the_context_time_comes_from_the_injected_clock(self) -> None:
+        """`now` in a dialplan is the clock's time (timezone-aware UTC), not the machine's wall clock."""
+        h = self.build("hangup {{ 400 + now.hour }}")
+        h.clock.advance(1_700_000_000)  # 2023-11-14 22:13:20 UTC
+        phone = h.place_call("5555")
+        self.assertEqual(statuses(phone.txn), [422])
+        self.assertIdle(h)
+
     def test_hangup_with_a_code_rejects_with_it(self) -> None:
         h = self.build("hangup 404")
         phone = h.place_call("5555")

@@ -9,6 +9,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from pbx.registrar import ChallengePolicy
 from pbx.sip.digest import DigestChallenge
 
 from .fakes import DOMAIN, CallerPhone, FakeFlow, Harness, wire_request
@@ -47,7 +48,8 @@ class StatelessChallengeTests(SynchronousTestCase):
         path = Path(self.mktemp())
         path.mkdir(parents=True)
         h = Harness.build(path, "dial 1002")
-        h.b2bua._md5_only = ("testphone",)  # the harness' phones say "TestPhone/1.0"
+        # the harness' phones say "TestPhone/1.0"
+        h.b2bua._challenges = ChallengePolicy(h.b2bua._auth, None, md5_only_user_agents=("testphone",))
         phone = h.caller()
         response = h.b2bua.stateless_challenge(phone.invite_request(), phone.flow)
         assert response is not None
