@@ -172,8 +172,12 @@ class ClientRequest:
         return self._found[realm]
 
     def _authorize(self, request: Request) -> None:
-        """Add a header per realm being answered, counting nonce-counts in the cache."""
-        for key, challenge in list(self._answering.items()):
+        """Add a header per realm being answered, counting nonce-counts in the cache.
+
+        Authorization before Proxy-Authorization: their order means nothing to RFC 3261, but SIPp 3.6 (a
+        common test carrier) finds "Authorization:" inside "Proxy-Authorization:" and checks the wrong one.
+        """
+        for key, challenge in sorted(self._answering.items(), key=lambda item: item[0][0]):
             proxy, realm = key
             credentials = self._credentials(realm)
             if credentials is None:
