@@ -82,8 +82,9 @@ class ClientRequest:
         preemptive: answer the cache's challenges before being challenged.
         cnonce: makes client nonces (tests give a fixed one).
         on_provisional: called with each 1xx.
-        on_extra_final: called with each 2xx after the outcome (further 2xx of a forked INVITE, RFC 3261
-            13.2.2.4: each needs an ACK and a BYE from the caller).
+        on_extra_final: called with each 2xx to an INVITE after the outcome: retransmissions of the first
+            (its ACK was lost: send it again, RFC 3261 13.2.2.4, RFC 6026) and those of other forks (each
+            needs an ACK and a BYE).
         next_cseq: previous CSeq -> the retry's; `dialog_cseq(dialog)` in a dialog.
         max_attempts: the most requests sent in all (a bound on servers that keep challenging new realms).
 

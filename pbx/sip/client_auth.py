@@ -33,6 +33,7 @@ from pbx.sip.digest import (
     DigestCredentials,
     UnsupportedAlgorithm,
     base_algorithm,
+    canonical_algorithm,
     digest_response,
     ha1,
     is_supported_algorithm,
@@ -76,6 +77,9 @@ class Credentials:
     def __post_init__(self) -> None:
         if self.password is None and not self.ha1:
             raise ValueError("Credentials need a password or an H(A1)")
+        # `sha-256` and `SHA-256` name one hash; hex compares in lower case.
+        canonical = {canonical_algorithm(name): value.lower() for name, value in self.ha1.items()}
+        object.__setattr__(self, "ha1", canonical)
 
     def ha1_for(self, realm: str, algorithm: str | None) -> str | None:
         """H(A1) for `algorithm` in `realm`, or None when neither a stored hash nor the password gives it.
@@ -146,35 +150,43 @@ class DigestCache:
         if max_realms < 1:
             raise ValueError("max_realms must be positive")
         self._max = max_realms
-        self._entries: OrderedDict[RealmKey, list] = OrderedDict()  # key -> [challenge, last nc]
+        self._entries: OrderedDict[RealmKey, _Entry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def challenges(self) -> list[tuple[RealmKey, DigestChallenge]]:
-        """The remembered challenges, oldest first."""
-        return [(key, entry[0]) for key, entry in self._entries.items()]
+        """The remembered challenges, least recently used first."""
+        return [(key, entry.challenge) for key, entry in self._entries.items()]
 
     def next_nc(self, key: RealmKey, challenge: DigestChallenge) -> int:
         """Count one more request answering `challenge`: 1 for a nonce not seen before, else the last + 1.
 
-        Remembers `challenge` as the one to reuse for `key`.
+        Remembers `challenge` as the one to reuse for `key`. A count that would pass 8 hex digits starts the
+        nonce over at 1 (the server then asks for a fresh nonce).
         """
         entry = self._entries.get(key)
-        if entry is not None and entry[0].nonce == challenge.nonce and entry[1] < _MAX_NC:
-            entry[0] = challenge
-            entry[1] += 1
-            self._entries.move_to_end(key)
-            return int(entry[1])
-        self._entries[key] = [challenge, 1]
+        if entry is not None and entry.challenge.nonce == challenge.nonce and entry.nc < _MAX_NC:
+            entry.challenge = challenge
+            entry.nc += 1
+        else:
+            entry = self._entries[key] = _Entry(challenge)
         self._entries.move_to_end(key)
         if len(self._entries) > self._max:
             self._entries.popitem(last=False)
-        return 1
+        return entry.nc
 
     def forget(self, key: RealmKey) -> None:
         """Drop what is remembered for `key` (its credentials were refused)."""
         self._entries.pop(key, None)
+
+
+class _Entry:
+    __slots__ = ("challenge", "nc")
+
+    def __init__(self, challenge: DigestChallenge) -> None:
+        self.challenge = challenge
+        self.nc = 1
 
 
 def build_authorization(

@@ -12,7 +12,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from pbx.sip.auth import AuthOutcome, DigestAuthenticator, NonceCounter, NonceSource
-from pbx.sip.client import ClientRequest, _Attempt, dialog_cseq, send_authenticated
+from pbx.sip.client import _IGNORE, ClientRequest, _Attempt, dialog_cseq, send_authenticated
 from pbx.sip.client_auth import (
     Credentials,
     DigestCache,
@@ -399,6 +399,22 @@ class RegisterTests(ClientCase):
         self.assertEqual(self.successResultOf(d).status, 200)
         self.finish()
 
+    def test_other_out_of_dialog_methods(self) -> None:
+        for method in ("OPTIONS", "SUBSCRIBE", "MESSAGE"):
+            request = register()
+            request.method = method
+            request.headers.set("CSeq", f"1 {method}")
+            request.body = b"hi" if method == "MESSAGE" else b""
+            d = self.client(request).start()
+            self.reply(401, ("WWW-Authenticate", challenge(nonce=method)))
+            retry = self.last()
+            [c] = self.authorization(retry)
+            self.assertEqual((retry.method, retry.cseq.method, retry.body), (method, method, request.body))
+            self.assertEqual(c.response, expected_response(c, method))
+            self.reply(202 if method == "SUBSCRIBE" else 200)
+            self.assertLess(self.successResultOf(d).status, 300)
+        self.finish()
+
     def test_the_caller_request_is_not_changed(self) -> None:
         request = register()
         before = request.to_bytes()
@@ -419,6 +435,8 @@ class ChallengeTests(ClientCase):
             ("WWW-Authenticate", challenge(realm=REALM, nonce="s1")),
         )
         retry = self.last()
+        names = [name for name, _ in retry.headers if name.endswith("Authorization")]
+        self.assertEqual(names, ["Authorization", "Proxy-Authorization"])  # SIPp 3.6 needs this order
         [p] = self.authorization(retry, "Proxy-Authorization")
         [s] = self.authorization(retry, "Authorization")
         self.assertEqual((p.realm, p.nonce, s.realm, s.nonce), ("proxy.example.net", "p1", REALM, "s1"))
@@ -506,6 +524,33 @@ class ChallengeTests(ClientCase):
 
     def test_attempt_provides_the_interface(self) -> None:
         verifyObject(IClientTransactionUser, _Attempt(self.client(register()), 1))
+        verifyObject(IClientTransactionUser, _IGNORE)
+
+    def test_stored_ha1_names_are_canonical(self) -> None:
+        credentials = Credentials("1001", ha1={"sha-256": "AB" * 32, "md5": "CD" * 16})
+        self.assertEqual(credentials.ha1_for(REALM, "SHA-256-sess"), "ab" * 32)
+        self.assertEqual(credentials.ha1_for(REALM, None), "cd" * 16)
+        self.assertIsNone(credentials.ha1_for(REALM, "SHA-512-256"))
+
+
+def test_client_side_hashing_in_digest() -> None:
+    """SHA-512-256 is hashed for clients only: the server side (registrar, B2BUA) still refuses it."""
+    import pytest
+
+    from pbx.sip.digest import UnsupportedAlgorithm, is_supported_algorithm, userhash
+
+    with pytest.raises(UnsupportedAlgorithm):
+        ha1("a", "r", "p", "SHA-512-256")
+    assert not is_supported_algorithm("SHA-512-256")
+    assert is_supported_algorithm("sha-512-256-SESS", client=True)
+    assert not is_supported_algorithm("AKAv1-MD5", client=True)
+    want = hashlib.new("sha512_256", b"a:r:p").hexdigest()
+    assert ha1("a", "r", "p", "SHA-512-256", client=True) == want
+    assert ha1("a", "r", "p", "SHA-512-256-sess", client=True) == want
+    assert userhash("a", "r", "SHA-512-256") == hashlib.new("sha512_256", b"a:r").hexdigest()
+    assert userhash("a", "r", None) == hashlib.md5(b"a:r").hexdigest()
+    with pytest.raises(UnsupportedAlgorithm):
+        digest_response(want, "GET", "/", "n", "00000001", "c", "auth", "SHA-512-256")
 
 
 class Rfc7616VectorTests(SynchronousTestCase):
