@@ -5,9 +5,12 @@
   `SipParseError`. Auth-params are comma-separated, names case-insensitive, values a token or a quoted-string
   (commas and escaped quotes allowed inside); a parameter given twice is an error (RFC 7616 3.3).
 - `ha1` and `digest_response`: RFC 7616 3.4.1/3.4.2 for MD5, MD5-sess, SHA-256 and SHA-256-sess, with
-  `qop=auth`, `qop=auth-int` and the RFC 2069 form without qop. SHA-512-256 is parsed but not hashed
-  (`UnsupportedAlgorithm`); RFC 8760 lets a server offer only the algorithms it implements.
-- `answer_challenge`: the client side (a UAC, an outbound trunk registration).
+  `qop=auth`, `qop=auth-int` and the RFC 2069 form without qop. On the server side SHA-512-256 is parsed but
+  not hashed (`UnsupportedAlgorithm`); RFC 8760 lets a server offer only the algorithms it implements. A
+  client must answer what a server offers, so with `client=True` these functions also hash SHA-512-256 and
+  SHA-512-256-sess (RFC 7616 3.2), and `userhash` computes the RFC 7616 3.4.4 username hash.
+- `answer_challenge`: the simple client side (one challenge, a password); `pbx.sip.client_auth` builds on the
+  hashes here for full requests (several challenges, nonce-counts, precomputed H(A1)).
 
 Everything is text in, text out: this module knows no nonces, no clocks, no users and no messages; the policy
 (which challenge to send, whether credentials are good) lives in `pbx.sip.auth`.
@@ -33,7 +36,18 @@ SHA512_256_SESS = "SHA-512-256-sess"
 
 # Canonical spelling of every algorithm we recognise; algorithm names compare case-insensitively.
 _ALGORITHMS = {a.lower(): a for a in (MD5, MD5_SESS, SHA256, SHA256_SESS, SHA512_256, SHA512_256_SESS)}
+# What the server side challenges with and verifies.
 _HASHES: dict[str, Callable[[bytes], hashlib._Hash]] = {MD5: hashlib.md5, SHA256: hashlib.sha256}
+
+
+def _sha512_256(data: bytes) -> hashlib._Hash:
+    return hashlib.new("sha512_256", data)
+
+
+# What a client answers: the server's set and SHA-512-256 (RFC 7616 3.2), when OpenSSL provides it.
+_CLIENT_HASHES = dict(_HASHES)
+if "sha512_256" in hashlib.algorithms_available:  # pragma: no branch  (every OpenSSL since 1.1.1)
+    _CLIENT_HASHES[SHA512_256] = _sha512_256
 
 # Hex length of H(...) per base algorithm (for dummy hashes and sanity checks).
 HASH_HEX_LENGTH = {MD5: 32, SHA256: 64}
@@ -53,23 +67,28 @@ def canonical_algorithm(name: str) -> str:
     return _ALGORITHMS.get(name.lower(), name)
 
 
-def base_algorithm(algorithm: str | None) -> str:
+def base_algorithm(algorithm: str | None, *, client: bool = False) -> str:
     """The hash behind an algorithm, without `-sess`: `MD5-sess` -> `MD5`; None (absent) -> `MD5`.
 
+    Args:
+        algorithm: the algorithm's name, any case.
+        client: also accept SHA-512-256 and SHA-512-256-sess (what a client can answer).
+
     Raises:
-        UnsupportedAlgorithm: for anything but MD5, SHA-256 and their -sess variants.
+        UnsupportedAlgorithm: for anything but MD5, SHA-256 and their -sess variants (and with `client`,
+            SHA-512-256 and SHA-512-256-sess).
     """
     name = canonical_algorithm(algorithm) if algorithm is not None else MD5
     base = name[: -len("-sess")] if name.endswith("-sess") else name
-    if base not in _HASHES:
+    if base not in (_CLIENT_HASHES if client else _HASHES):
         raise UnsupportedAlgorithm(f"Unsupported digest algorithm {name!r}")
     return base
 
 
-def is_supported_algorithm(algorithm: str | None) -> bool:
-    """True for MD5, MD5-sess, SHA-256, SHA-256-sess and None (MD5)."""
+def is_supported_algorithm(algorithm: str | None, *, client: bool = False) -> bool:
+    """True for MD5, MD5-sess, SHA-256, SHA-256-sess and None (MD5); with `client`, SHA-512-256(-sess) too."""
     try:
-        base_algorithm(algorithm)
+        base_algorithm(algorithm, client=client)
     except UnsupportedAlgorithm:
         return False
     return True
@@ -412,19 +431,31 @@ class DigestCredentials:
 
 def _h(base: str, text: str | bytes) -> str:
     data = text.encode("utf-8") if isinstance(text, str) else text
-    return _HASHES[base](data).hexdigest()
+    return _CLIENT_HASHES[base](data).hexdigest()
 
 
-def ha1(username: str, realm: str, password: str, algorithm: str | None = MD5) -> str:
+def ha1(
+    username: str, realm: str, password: str, algorithm: str | None = MD5, *, client: bool = False
+) -> str:
     """H(username:realm:password) in lower-case hex: what a store keeps instead of the password.
 
     For the -sess algorithms this is the same value as for their base hash (the per-session step needs the
     nonces and happens in `digest_response`), so one stored HA1 per hash function serves both.
 
     Raises:
-        UnsupportedAlgorithm: for algorithms other than MD5, SHA-256 and their -sess variants.
+        UnsupportedAlgorithm: for algorithms other than MD5, SHA-256 and their -sess variants (with `client`,
+            SHA-512-256 and its -sess variant are hashed too).
     """
-    return _h(base_algorithm(algorithm), f"{username}:{realm}:{password}")
+    return _h(base_algorithm(algorithm, client=client), f"{username}:{realm}:{password}")
+
+
+def userhash(username: str, realm: str, algorithm: str | None) -> str:
+    """H(username:realm): the username a client sends for a challenge with `userhash=true` (RFC 7616 3.4.4).
+
+    Raises:
+        UnsupportedAlgorithm: for an algorithm a client cannot hash.
+    """
+    return _h(base_algorithm(algorithm, client=True), f"{username}:{realm}")
 
 
 def digest_response(
@@ -437,6 +468,8 @@ def digest_response(
     qop: str | None,
     algorithm: str | None,
     body: bytes = b"",
+    *,
+    client: bool = False,
 ) -> str:
     """The request-digest of RFC 7616 3.4.1 (RFC 2617 3.2.2.1, RFC 2069 when `qop` is None), lower-case hex.
 
@@ -448,12 +481,13 @@ def digest_response(
         qop: "auth", "auth-int" or None (RFC 2069 form).
         algorithm: MD5 (or None), MD5-sess, SHA-256 or SHA-256-sess.
         body: the message body, hashed into A2 for `auth-int` only.
+        client: also hash SHA-512-256 and SHA-512-256-sess (a client answers what the server offers).
 
     Raises:
         UnsupportedAlgorithm: for another algorithm or qop.
         ValueError: when `nc` or `cnonce` is missing where the formula needs it.
     """
-    base = base_algorithm(algorithm)
+    base = base_algorithm(algorithm, client=client)
     sess = algorithm is not None and algorithm.lower().endswith("-sess")
     ha1 = ha1.lower()
     if sess:
