@@ -2,8 +2,8 @@
 
 `make_context` builds the context of docs/dialplan.md from plain values (`CallInfo`, `CallerInfo`,
 `ExtensionInfo`); the B2BUA uses it for real calls and the tools for imagined ones, so both render the same
-shape. `simulate_call` runs the execution protocol (docs/dialplan.md, "How actions run") against assumed dial
-results, with no phone and no network: it is also the reference the B2BUA's action runner follows.
+shape. `simulate_call` runs a call's actions through the same interpreter as a live call
+(`pbx.dialplan.interpreter.run_actions`) against assumed dial results, with no phone and no network.
 `check_dialplans` lints a dialplan directory: every template must compile, render with representative
 contexts, produce valid actions, and name existing templates in ``goto`` and ``ivr``.
 
@@ -19,11 +19,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.python.failure import Failure
+
 from pbx.dialplan.actions import CONDITIONS, RESULTS, Action, DialplanError, RunState, template_for
 from pbx.dialplan.engine import DialplanEngine
-
-MAX_RENDERS = 16
-"""The most templates one call renders (``goto``, ``ivr``, menu re-renders) before it counts as a loop."""
+from pbx.dialplan.interpreter import MAX_RENDERS, RenderLoopError, run_actions
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +233,8 @@ def simulate_call(
     digits: Sequence[str] = (),
     show_source: bool = False,
 ) -> list[str]:
-    """Run a call's actions as the B2BUA would, with assumed outcomes, and describe what happens.
+    """Run a call's actions through the live calls' interpreter (`run_actions`), with assumed outcomes,
+    and describe what happens.
 
     Args:
         render: Renders a template of the call's tenant.
@@ -253,67 +255,81 @@ def simulate_call(
     for r in dial_results:
         if r not in RESULTS:
             raise ValueError(f"unknown dial result {r!r} (one of {', '.join(RESULTS)})")
-    state = RunState()
-    variables = dict(context.get("vars") or {})
-    dials = menus = 0
-    answered = False
-    out: list[str] = []
+    call = _SimulatedCall(render, context, dial_results, digits, show_source)
+    failures: list[Failure] = []
+    ensureDeferred(run_actions(call, template)).addErrback(failures.append)  # fired: the host never waits
+    if failures:
+        if failures[0].check(RenderLoopError):
+            call.out.append(f"# end: more than {MAX_RENDERS} renders (a goto loop?): the call fails")
+            return call.out
+        failures[0].raiseException()
+    if not call.ended and not call.connected:
+        call.out.append(_end(call.run_state, None, call.answered))
+    return call.out
 
-    def next_of(values: Sequence[str], index: int, default: str) -> str:
+
+class _SimulatedCall:
+    """The simulator's `ActionHost`: dials end as assumed, menus collect the given digits, and every action
+    that runs is written down. Its awaitables are already fired Deferreds, so a run is synchronous."""
+
+    def __init__(
+        self,
+        render: Render,
+        context: Mapping[str, Any],
+        dial_results: Sequence[str],
+        digits: Sequence[str],
+        show_source: bool,
+    ) -> None:
+        self._render, self._context = render, context
+        self._dial_results, self._digits, self._show_source = dial_results, digits, show_source
+        self.run_state = RunState()
+        self.variables: dict[str, str] = dict(context.get("vars") or {})
+        self.out: list[str] = []
+        self.ended = self.connected = self.answered = False
+        self._dials = self._menus = self._renders = 0
+
+    @staticmethod
+    def _next_of(values: Sequence[str], index: int, default: str) -> str:
         return values[min(index, len(values) - 1)] if values else default
 
-    current = template
-    current_digits: str | None = context.get("digits")
-    for renders in range(MAX_RENDERS):
-        ctx = dict(context)
-        if renders:
-            ctx.update(result=state.result, digits=current_digits, vars=MappingProxyType(dict(variables)))
-        actions = render(ctx, current)
-        next_template: str | None = None
-        for action in actions:
-            if not state.should_run(action):
-                continue
-            out.append(f"{action}  # {action.source}:{action.line}" if show_source else str(action))
-            if action.name == "dial":
-                outcome = next_of(dial_results, dials, "answered")
-                dials += 1
-                state.dial_finished(action, outcome)
-                out.append(f"# -> {outcome}")
-                if outcome == "answered":
-                    out.append("# end: the call is connected; it ends when either side hangs up")
-                    return out
-            elif action.name == "set":
-                variables.update(action.variables)
-            elif action.name == "answer":
-                answered = True
-            elif action.name == "hangup":
-                out.append(_end(state, action, answered))
-                return out
-            elif action.name == "voicemail":
-                out.append("# end: the caller leaves a message")
-                return out
-            elif action.name in ("goto", "ivr"):
-                next_template = template_for(action)
-                current_digits = None
-                answered = answered or action.name == "ivr"
-                break
-            elif action.name == "menu":
-                answered = answered or action.options.get("noanswer") != "yes"  # noanswer: early media
-                current_digits = next_of(digits, menus, "")
-                menus += 1
-                out.append(f"# -> digits {current_digits!r}")
-                next_template = current
-                break
-            elif action.name == "record" or (
-                action.name == "play" and action.options.get("noanswer") != "yes"
-            ):
-                answered = True  # `progress` and `play ... noanswer=yes` are early media: not an answer
-        if next_template is None:
-            out.append(_end(state, None, answered))
-            return out
-        current = next_template
-    out.append(f"# end: more than {MAX_RENDERS} renders (a goto loop?): the call fails")
-    return out
+    def render(self, template: str, digits: str | None) -> list[Action]:
+        context = dict(self._context)
+        if self._renders:
+            state = self.run_state
+            context.update(result=state.result, digits=digits, vars=MappingProxyType(dict(self.variables)))
+        self._renders += 1
+        return self._render(context, template)
+
+    def starting(self, action: Action) -> None:
+        source = f"  # {action.source}:{action.line}" if self._show_source else ""
+        self.out.append(f"{action}{source}")
+
+    def dial(self, action: Action) -> Deferred[str]:
+        outcome = self._next_of(self._dial_results, self._dials, "answered")
+        self._dials += 1
+        self.out.append(f"# -> {outcome}")
+        if outcome == "answered":
+            self.out.append("# end: the call is connected; it ends when either side hangs up")
+            self.connected = True
+        return succeed(outcome)
+
+    def app(self, action: Action) -> Deferred[str]:
+        name, early = action.name, action.options.get("noanswer") == "yes"  # noanswer: early media
+        if name == "voicemail":
+            self.out.append("# end: the caller leaves a message")
+            self.ended = True
+        elif name in ("answer", "ivr", "record") or (name in ("menu", "play") and not early):
+            self.answered = True  # `progress` and `play ... noanswer=yes` are early media: not an answer
+        if name == "menu":
+            collected = self._next_of(self._digits, self._menus, "")
+            self._menus += 1
+            self.out.append(f"# -> digits {collected!r}")
+            return succeed(collected)
+        return succeed("done")
+
+    def hangup(self, action: Action) -> None:
+        self.out.append(_end(self.run_state, action, self.answered))
+        self.ended = True
 
 
 def _end(state: RunState, action: Action | None, answered: bool) -> str:
