@@ -436,6 +436,18 @@ def raise_file_limit(wanted: int = 65536) -> int:
     return soft
 
 
+def raise_file_limit_to_hard() -> int:
+    """Raise the soft limit of open files to the hard one at start, and log both: every TCP/TLS connection,
+    relayed call, prompt and template read needs descriptors, and running out fails calls (issue 10).
+    Returns the soft limit in force."""
+    before, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft = raise_file_limit(hard if hard != resource.RLIM_INFINITY else 1 << 20)
+    _log.info(
+        "Open files limit: {soft} (hard limit {hard}, was {before})", soft=soft, hard=hard, before=before
+    )
+    return soft
+
+
 def parked_legs(pairs: int) -> int:
     """How many closed relay legs keep their sockets open for reuse (`UdpMediaRelay(keep_open=...)`).
 
@@ -499,5 +511,6 @@ def makeService(options: Options) -> service.IService:
     """twistd's entry point."""
     config: Config = options["config_obj"]
     reactor.callWhenRunning(tune_garbage_collector)
+    raise_file_limit_to_hard()
     _log.info("PBX starting with {config} (Python {v})", config=str(config.source), v=sys.version.split()[0])
     return build(config, sip_trace_enabled=bool(options["sip-trace"]))
