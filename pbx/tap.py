@@ -136,6 +136,7 @@ def build(config: Config, sip_trace_enabled: bool = False, the_reactor: Any = re
         tls_server_options=tls_server,
         tls_client_options_factory=client_options_factory(config.tls.ca_certificates),
         trace=sip_trace if (sip_trace_enabled or config.sip_trace) else None,
+        **connection_limits(config),
     )
     stack.attach_transport(transports)
     SipService(config, transports).setServiceParent(top)
@@ -434,6 +435,25 @@ def raise_file_limit(wanted: int = 65536) -> int:
                 e=e,
             )
     return soft
+
+
+def connection_limits(config: Config) -> dict[str, Any]:
+    """The `TransportManager` arguments that bound TCP/TLS connections (`[sip]` max_connections...)."""
+    sip = config.sip
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and sip.max_connections > soft // 2:
+        _log.warn(
+            "sip.max_connections ({cap}) is more than half the open files limit ({soft}): connections may "
+            "use up the descriptors calls need",
+            cap=sip.max_connections,
+            soft=soft,
+        )
+    return {
+        "max_connections": sip.max_connections,
+        "max_connections_per_address": sip.max_connections_per_address,
+        "handshake_timeout": sip.tls_handshake_timeout,
+        "first_message_timeout": sip.first_message_timeout,
+    }
 
 
 def raise_file_limit_to_hard() -> int:
