@@ -3,7 +3,7 @@
 (a) With a low open files limit (soft and hard: the PBX raises its soft limit to the hard one at start), idle
     TCP connections from several loopback addresses use up every descriptor: a call then fails because its
     dialplan template cannot be read. Once the connections close, the next call goes through the dialplan
-    again, without the template file being touched.
+    again, without the template file being touched, and a new TCP connection is served.
 (b) A TLS connection that never starts its handshake is closed after `sip.tls_handshake_timeout`.
 (c) One source address cannot hold more than `sip.max_connections_per_address` connections, while another
     address (127.0.0.2) still registers and is answered over TCP.
@@ -202,6 +202,10 @@ def test_calls_work_again_once_exhausted_descriptors_come_back(start_pbx):
     assert statuses[-1] == 486, f"{statuses}\n{process.output[-3000:]}"
     assert caller.call("1001", "pass1001", "2000") == 486
     assert template.stat().st_mtime_ns == stamp  # nobody touched the template
+    fresh = open_connection(ports["sip"], HOST)  # and the TCP listener serves again
+    assert fresh is not None
+    with fresh:
+        assert tcp_options(fresh, ports["sip"]).startswith(b"SIP/2.0 200 ")
     process.wait_for(r"is readable again")
     assert process.proc.poll() is None
     caller.close()
