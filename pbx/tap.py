@@ -136,6 +136,7 @@ def build(config: Config, sip_trace_enabled: bool = False, the_reactor: Any = re
         tls_server_options=tls_server,
         tls_client_options_factory=client_options_factory(config.tls.ca_certificates),
         trace=sip_trace if (sip_trace_enabled or config.sip_trace) else None,
+        **connection_limits(config),
     )
     stack.attach_transport(transports)
     SipService(config, transports).setServiceParent(top)
@@ -435,6 +436,37 @@ def raise_file_limit(wanted: int = 65536) -> int:
     return soft
 
 
+def connection_limits(config: Config) -> dict[str, Any]:
+    """The `TransportManager` arguments that bound TCP/TLS connections (`[sip]` max_connections...)."""
+    sip = config.sip
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and sip.max_connections > soft // 2:
+        _log.warn(
+            "sip.max_connections ({cap}) is more than half the open files limit ({soft}): connections may "
+            "use up the descriptors calls need",
+            cap=sip.max_connections,
+            soft=soft,
+        )
+    return {
+        "max_connections": sip.max_connections,
+        "max_connections_per_address": sip.max_connections_per_address,
+        "handshake_timeout": sip.tls_handshake_timeout,
+        "first_message_timeout": sip.first_message_timeout,
+    }
+
+
+def raise_file_limit_to_hard() -> int:
+    """Raise the soft limit of open files to the hard one at start, and log both: every TCP/TLS connection,
+    relayed call, prompt and template read needs descriptors, and running out fails calls (issue 10).
+    Returns the soft limit in force."""
+    before, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft = raise_file_limit(hard if hard != resource.RLIM_INFINITY else 1 << 20)
+    _log.info(
+        "Open files limit: {soft} (hard limit {hard}, was {before})", soft=soft, hard=hard, before=before
+    )
+    return soft
+
+
 def parked_legs(pairs: int) -> int:
     """How many closed relay legs keep their sockets open for reuse (`UdpMediaRelay(keep_open=...)`).
 
@@ -498,5 +530,6 @@ def makeService(options: Options) -> service.IService:
     """twistd's entry point."""
     config: Config = options["config_obj"]
     reactor.callWhenRunning(tune_garbage_collector)
+    raise_file_limit_to_hard()
     _log.info("PBX starting with {config} (Python {v})", config=str(config.source), v=sys.version.split()[0])
     return build(config, sip_trace_enabled=bool(options["sip-trace"]))

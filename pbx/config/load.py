@@ -48,7 +48,19 @@ from pbx.config.model import (
 SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     "": ("pbx", "sip", "tls", "tenants", "registrar", "security", "media", "calls"),
     "pbx": ("data_dir", "dialplan_dir", "sip_trace"),
-    "sip": ("user_agent", "idle_timeout", "max_message_size", "t1", "t2", "t4", "listen"),
+    "sip": (
+        "user_agent",
+        "idle_timeout",
+        "max_message_size",
+        "t1",
+        "t2",
+        "t4",
+        "max_connections",
+        "max_connections_per_address",
+        "tls_handshake_timeout",
+        "first_message_timeout",
+        "listen",
+    ),
     "sip.listen[]": ("transport", "host", "port", "advertise"),
     "tls": ("certificate", "private_key", "ca_certificates"),
     "tenants.<tenant>": ("domain", "aliases", "realm", "extensions", "groups", "peers"),
@@ -351,6 +363,12 @@ class _Parser:
             t1=t1,
             t2=t2,
             t4=self._positive(sip, "t4", "sip", 5.0),
+            max_connections=self._integer(sip, "max_connections", "sip", 4096, 1, 1_000_000),
+            max_connections_per_address=self._integer(
+                sip, "max_connections_per_address", "sip", 64, 1, 1_000_000
+            ),
+            tls_handshake_timeout=self._positive(sip, "tls_handshake_timeout", "sip", 10.0),
+            first_message_timeout=self._seconds(sip, "first_message_timeout", "sip", 30.0, 0.0),
         )
 
     def listeners(self, value: object) -> tuple[ListenerConfig, ...]:

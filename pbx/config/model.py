@@ -130,6 +130,11 @@ class SipConfig:
         t1: RFC 3261 T1, the round-trip time estimate, in seconds.
         t2: RFC 3261 T2, the longest retransmit interval for non-INVITE requests, in seconds.
         t4: RFC 3261 T4, the longest time a message stays in the network, in seconds.
+        max_connections: TCP and TLS connections open at once; further incoming ones are refused.
+        max_connections_per_address: Incoming TCP and TLS connections open at once from one IP address.
+        tls_handshake_timeout: Seconds a TLS connection may take to complete its handshake.
+        first_message_timeout: Seconds an incoming TCP or TLS connection may take to send its first SIP
+            message (keep-alives do not count); 0 for no limit.
     """
 
     listeners: tuple[ListenerConfig, ...]
@@ -139,6 +144,10 @@ class SipConfig:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
+    max_connections: int = 4096
+    max_connections_per_address: int = 64
+    tls_handshake_timeout: float = 10.0
+    first_message_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

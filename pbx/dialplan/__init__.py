@@ -29,7 +29,7 @@ from pbx.dialplan.actions import (
     parse_target,
     template_for,
 )
-from pbx.dialplan.engine import DialplanEngine, make_environment
+from pbx.dialplan.engine import DialplanEngine, DialplanUnavailable, make_environment
 from pbx.dialplan.simulate import (
     MAX_RENDERS,
     CallerInfo,
@@ -53,6 +53,7 @@ __all__ = [
     "DialTarget",
     "DialplanEngine",
     "DialplanError",
+    "DialplanUnavailable",
     "ExtensionInfo",
     "RunState",
     "TenantDirectory",

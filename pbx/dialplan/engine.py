@@ -13,6 +13,12 @@ on the next call with no restart. A broken edit (it does not compile, or its ren
 template that worked: the last version that rendered successfully keeps routing, and the error is logged once
 per change and kept in `DialplanEngine.errors`. A template that never worked raises `DialplanError`.
 
+Failures of the environment are not template errors: when the file cannot be stated or read (`OSError`: too
+many open files, an I/O error, a permission being fixed...) nothing is remembered, the next render tries
+again, and meanwhile the version compiled last keeps routing; with no such version the render raises
+`DialplanUnavailable` (a `DialplanError`, not kept in `errors`). Only an attempt that read the file is
+remembered (by the file's stamp), whether its source compiled or not.
+
 Line numbers: an extension plants invisible markers in the template text (``\\x1e<line>\\x1f``) that the
 engine strips after rendering, so an action error names the template line that produced the action. Values
 from ``{{ }}`` cannot forge them: `escape_value` turns every control character into a space.
@@ -22,6 +28,7 @@ This module knows nothing of SIP or calls: the caller supplies the context (see 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -58,6 +65,14 @@ _BANNED: Mapping[type[nodes.Node], str] = {
     nodes.CallBlock: "call",
     nodes.EvalContextModifier: "autoescape",
 }
+
+
+class DialplanUnavailable(DialplanError):
+    """A template could not be read for a reason outside it (`OSError`); the next render tries again."""
+
+
+_MISSING = frozenset({errno.ENOENT, errno.ENOTDIR})
+"""`os.stat` errors meaning the template does not exist (remembered); any other `OSError` is retried."""
 
 
 def _marker(line: int) -> str:
@@ -244,6 +259,15 @@ def render_template(template: Template, context: Mapping[str, Any], file: str) -
     return actions
 
 
+class _CompileFailed(Exception):
+    """A version of a template was read and does not compile."""
+
+    def __init__(self, stamp: tuple[int, int, int], error: DialplanError) -> None:
+        super().__init__(stamp, error)
+        self.stamp = stamp
+        self.error = error
+
+
 @dataclass(eq=False, slots=True)
 class _Entry:
     """What the engine knows of one template file."""
@@ -255,6 +279,7 @@ class _Entry:
     good: Template | None = None  # the newest version that rendered successfully
     error: DialplanError | None = None  # the latest error of the current file version
     logged: set[str] = field(default_factory=set)
+    unavailable: DialplanUnavailable | None = None  # the environment failure of the latest attempt, if any
 
 
 class DialplanEngine:
@@ -329,6 +354,8 @@ class DialplanEngine:
         path = entry.path
         self._refresh(entry, template)
         if entry.active is None:
+            if entry.unavailable is not None:
+                raise entry.unavailable
             assert entry.error is not None
             raise entry.error
         file = str(path)
@@ -354,46 +381,89 @@ class DialplanEngine:
         return {path: e.error for path, e in self._entries.items() if e.error is not None}
 
     def _refresh(self, entry: _Entry, name: str) -> None:
-        """Recompile ``entry`` if its file changed; a missing file forgets the template altogether."""
+        """Recompile ``entry`` if its file changed; a missing file forgets the template altogether.
+
+        Only an attempt that read the file records its stamp: after an `OSError` (stat or read) the next
+        render tries again, whatever ``stat_interval`` says, and the compiled version (if any) stays.
+        """
         now = self._clock_seconds() if self._clock_seconds is not None else None
         if now is not None and entry.checked_at is not None and now - entry.checked_at < self._stat_interval:
             return
         entry.checked_at = now
         try:
             st = os.stat(entry.path)
-        except OSError:
+        except OSError as e:
+            if e.errno not in _MISSING:
+                self._unavailable(entry, e)
+                return
             self._entries.pop(entry.path, None)
             self._by_name = {key: e for key, e in self._by_name.items() if e is not entry}
-            entry.active = entry.good = None
+            entry.active = entry.good = entry.unavailable = None
             entry.error = DialplanError("no such template", str(entry.path))
             return
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if stamp == entry.stamp:
+        if (st.st_mtime_ns, st.st_size, st.st_ino) == entry.stamp:
             return
-        entry.stamp = stamp
-        entry.error = None
-        entry.logged.clear()
         try:
-            compiled = self._compile(entry.path, name, st.st_size)
-        except DialplanError as e:
-            self._report(entry, e, entry.good is not None or entry.active is not None)
+            stamp, compiled = self._compile(entry.path, name, st)
+        except OSError as e:
+            self._unavailable(entry, e)
             return
+        except _CompileFailed as failed:
+            self._read_ok(entry, failed.stamp)
+            self._report(entry, failed.error, entry.good is not None or entry.active is not None)
+            return
+        self._read_ok(entry, stamp)
         entry.active = compiled
 
-    def _compile(self, path: Path, name: str, size: int) -> Template:
+    def _read_ok(self, entry: _Entry, stamp: tuple[int, int, int]) -> None:
+        """Remember the stamp of a version that was read (its errors, if any, are the template's)."""
+        if entry.unavailable is not None:
+            self._log.info("Dialplan template {file} is readable again", file=str(entry.path))
+        entry.stamp = stamp
+        entry.error = None
+        entry.unavailable = None
+        entry.logged.clear()
+
+    def _unavailable(self, entry: _Entry, error: OSError) -> None:
+        """An attempt failed for a reason outside the template: nothing kept; the next render tries again."""
+        entry.checked_at = None
+        reason = error.strerror or type(error).__name__
+        unavailable = DialplanUnavailable(
+            f"cannot read the template now ({reason}); will retry", str(entry.path)
+        )
+        first = entry.unavailable is None or entry.unavailable.message != unavailable.message
+        entry.unavailable = unavailable
+        if first:  # once per reason until the file is read again
+            keeps = " (the version compiled last keeps routing)" if entry.active is not None else ""
+            self._log.warn("Dialplan {error}{keeps}", error=str(unavailable), keeps=keeps)
+
+    def _compile(self, path: Path, name: str, st: os.stat_result) -> tuple[tuple[int, int, int], Template]:
+        """Read and compile a template: (the stamp of the version read, its template).
+
+        Raises:
+            OSError: the file could not be opened or read (not the template's fault).
+            _CompileFailed: the version read does not compile.
+        """
         file = str(path)
-        if size > MAX_TEMPLATE_BYTES:
-            raise DialplanError(f"the template is larger than {MAX_TEMPLATE_BYTES} bytes", file)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if st.st_size > MAX_TEMPLATE_BYTES:
+            raise _CompileFailed(
+                stamp, DialplanError(f"the template is larger than {MAX_TEMPLATE_BYTES} bytes", file)
+            )
+        with path.open("rb") as f:
+            opened = os.fstat(f.fileno())  # the stamp of what is read, should it change meanwhile
+            stamp = (opened.st_mtime_ns, opened.st_size, opened.st_ino)
+            data = f.read(MAX_TEMPLATE_BYTES + 1)
         try:
-            with path.open("rb") as f:
-                data = f.read(MAX_TEMPLATE_BYTES + 1)
-        except OSError as e:
-            raise DialplanError(f"cannot read the template: {e.strerror}", file)
-        try:
-            source = data.decode("utf-8-sig")
-        except UnicodeDecodeError as e:
-            raise DialplanError("the template is not UTF-8", file, data.count(b"\n", 0, e.start) + 1)
-        return compile_template(self._env, source, name, file)
+            if len(data) > MAX_TEMPLATE_BYTES:
+                raise DialplanError(f"the template is larger than {MAX_TEMPLATE_BYTES} bytes", file)
+            try:
+                source = data.decode("utf-8-sig")
+            except UnicodeDecodeError as e:
+                raise DialplanError("the template is not UTF-8", file, data.count(b"\n", 0, e.start) + 1)
+            return stamp, compile_template(self._env, source, name, file)
+        except DialplanError as e:
+            raise _CompileFailed(stamp, e)
 
     def _report(self, entry: _Entry, error: DialplanError, fallback: bool) -> None:
         """Keep ``error`` as the entry's latest, and log it once per file version."""

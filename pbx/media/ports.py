@@ -5,14 +5,26 @@ released port goes to the back of the queue, so the port a call just gave up is 
 and late packets of the previous call cannot leak into the next one.
 
 The pool binds nothing and knows nothing of sockets: a caller that cannot bind a port it was given releases it
-(back to the end of the queue) and asks for the next one; `pbx.media.relay` does exactly that.
+(back to the end of the queue) and asks for the next one; `pbx.media.relay` does exactly that, unless the bind
+failed for want of resources (`out_of_resources`: no descriptor left), which another port would not cure.
 """
 
 from __future__ import annotations
 
+import errno
 from collections import deque
 
-__all__ = ["PortPool", "PortsExhausted"]
+__all__ = ["PortPool", "PortsExhausted", "out_of_resources"]
+
+_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def out_of_resources(error: BaseException) -> bool:
+    """Whether a failed bind (an `OSError`, or Twisted's `CannotListenError` around one) says the process or
+    the system is out of descriptors or memory, rather than that this port is taken: other ports of the
+    pool would fail the same way now, and succeed again once resources come back."""
+    inner = getattr(error, "socketError", error)
+    return isinstance(inner, OSError) and inner.errno in _RESOURCE_ERRORS
 
 
 class PortsExhausted(Exception):

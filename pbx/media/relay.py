@@ -72,7 +72,7 @@ from pbx.media.interfaces import (
     LegStats,
     SessionStats,
 )
-from pbx.media.ports import PortPool, PortsExhausted
+from pbx.media.ports import PortPool, PortsExhausted, out_of_resources
 
 __all__ = [
     "DEFAULT_MAX_PACKET",
@@ -779,13 +779,17 @@ class UdpMediaRelay:
             rtp, rtcp = _Channel(name, call_id, self._reactor), _RtcpChannel(name, call_id, self._reactor)
             try:
                 rtp_port = self._bind(port, rtp)
-            except CannotListenError:
+            except CannotListenError as e:
                 self._pool.release(port)  # to the back of the queue: tried again after all the others
+                if out_of_resources(e):  # no descriptor: no other port binds now either (nothing is kept)
+                    raise PortsExhausted(f"cannot open RTP sockets now: {e.socketError}") from e
                 continue
             try:
                 rtcp_port = self._bind(port + 1, rtcp)
-            except CannotListenError:
+            except CannotListenError as e:
                 _close_ports((rtp_port,), partial(self._pool.release, port))
+                if out_of_resources(e):
+                    raise PortsExhausted(f"cannot open RTP sockets now: {e.socketError}") from e
                 continue
             channels, ports = (rtp, rtcp), (rtp_port, rtcp_port)
             return UdpRelayLeg(name, self._advertise, port, channels, ports, self._rules, self._retire)

@@ -20,7 +20,7 @@ from twisted.internet.protocol import DatagramProtocol
 from zope.interface import implementer
 
 from pbx.media.interfaces import IRtpConsumer, IRtpTransport
-from pbx.media.ports import PortPool, PortsExhausted
+from pbx.media.ports import PortPool, PortsExhausted, out_of_resources
 
 __all__ = ["UdpRtpTransport"]
 
@@ -64,14 +64,18 @@ class UdpRtpTransport:
             transport = cls(pool, port, consumer)
             try:
                 transport._rtp = reactor.listenUDP(port, transport._rtp_side, host, 8192)
-            except CannotListenError:
+            except CannotListenError as e:
                 pool.release(port)
+                if out_of_resources(e):  # no descriptor: no other port binds now either
+                    raise PortsExhausted(f"cannot open RTP sockets now: {e.socketError}") from e
                 continue
             try:
                 transport._rtcp = reactor.listenUDP(port + 1, transport._rtcp_side, host, 8192)
-            except CannotListenError:
+            except CannotListenError as e:
                 transport._rtp.stopListening()
                 pool.release(port)
+                if out_of_resources(e):
+                    raise PortsExhausted(f"cannot open RTP sockets now: {e.socketError}") from e
                 continue
             return transport
         raise PortsExhausted(f"no bindable RTP port pair in {pool!r}")

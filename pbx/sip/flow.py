@@ -51,6 +51,10 @@ class TransportCounters:
     connections_cut_slow: int = 0
     connections_cut_oversized: int = 0
     connections_cut_framing: int = 0
+    connections_cut_handshake: int = 0
+    connections_cut_silent: int = 0
+    connections_refused_address: int = 0
+    connections_refused_global: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict (for a status page or metrics)."""

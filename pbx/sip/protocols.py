@@ -4,7 +4,8 @@
   is answered with the mapped address (RFC 5626 4.4.2 and 8.4, RFC 5389).
 - `SipStreamProtocol` frames TCP/TLS streams by Content-Length (18.3), answers a double-CRLF ping with a
   single-CRLF pong (RFC 5626 3.5.1), and cuts connections that are idle, trickle a partial message for too
-  long, or break framing. Other connections are unaffected.
+  long, break framing, never finish their TLS handshake, or (accepted ones) send no SIP message in time.
+  Other connections are unaffected.
 
 Protocols decode and hand off to an `IMessageSink`; nothing raised by a peer or by the sink reaches the
 reactor. This module knows nothing of transactions, connection management (`pbx.sip.transport`) or the PBX.
@@ -43,6 +44,10 @@ from pbx.sip.parser import DEFAULT_LIMITS, ParserLimits, StreamFramer, parse_mes
 
 DEFAULT_HEADER_TIMEOUT = 32.0
 """Seconds a partial message may stay buffered on a stream before the sender is cut off (64*T1)."""
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a TLS connection may take to complete its handshake."""
+DEFAULT_FIRST_MESSAGE_TIMEOUT = 30.0
+"""Seconds an accepted connection may take to send its first SIP message (CRLF keep-alives do not count)."""
 
 _ABORT_GRACE = 5.0  # seconds a closing connection gets before it is aborted
 UDP_MAX_PACKET = 65535
@@ -57,8 +62,8 @@ def _deliver(
     data: bytes,
     flow: IFlow,
     stream: bool,
-) -> None:
-    """Parse one message and hand it (or the parse error) to the sink."""
+) -> bool:
+    """Parse one message and hand it (or the parse error) to the sink; True when it parsed."""
     if monitor.trace is not None:
         monitor.traced("recv", flow, data)
     try:
@@ -67,9 +72,10 @@ def _deliver(
         monitor.counters.undecodable += 1
         monitor.warn("undecodable", "Undecodable message from {flow}: {reason}", flow=flow, reason=e.reason)
         monitor.call_sink(sink.undecodable, data, flow, e)
-        return
+        return False
     monitor.counters.messages_received += 1
     monitor.call_sink(sink.message_received, message, flow)
+    return True
 
 
 def _stun_binding_response(datagram: bytes, source: tuple[str, int]) -> bytes | None:
@@ -176,6 +182,10 @@ class SipStreamProtocol(Protocol):
         limits: parser bounds; `max_message_size` also bounds the framing buffer.
         idle_timeout: seconds without received bytes before the connection is closed; None disables.
         header_timeout: seconds a partial message may stay buffered; None disables.
+        handshake_timeout: TLS only: seconds from connect to a completed handshake; None disables.
+        first_message_timeout: seconds from connect to the first SIP message that parses (CRLF keep-alives
+            and undecodable messages do not count: a peer that only pings or sends garbage has not shown it
+            speaks SIP); None disables. For accepted connections: the peer that connects speaks first.
         monitor: counters and trace; None for a private one.
         on_ready: called with this protocol when the connection can carry messages.
         on_closed: called with this protocol and the reason when the connection is gone.
@@ -194,6 +204,8 @@ class SipStreamProtocol(Protocol):
         limits: ParserLimits = DEFAULT_LIMITS,
         idle_timeout: float | None = None,
         header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
+        handshake_timeout: float | None = None,
+        first_message_timeout: float | None = None,
         monitor: TransportMonitor | None = None,
         on_ready: Callable[[SipStreamProtocol], object] | None = None,
         on_closed: Callable[[SipStreamProtocol, Failure], object] | None = None,
@@ -204,6 +216,8 @@ class SipStreamProtocol(Protocol):
         self._limits = limits
         self._idle_timeout = idle_timeout or None
         self._header_timeout = header_timeout or None
+        self._handshake_timeout = (handshake_timeout or None) if transport == "TLS" else None
+        self._first_message_timeout = first_message_timeout or None
         self.monitor = monitor if monitor is not None else TransportMonitor(clock)
         self._on_ready = on_ready
         self._on_closed = on_closed
@@ -216,6 +230,8 @@ class SipStreamProtocol(Protocol):
         self._closed_waiters: list[Deferred[None]] = []
         self._idle_timer: IDelayedCall | None = None
         self._header_timer: IDelayedCall | None = None
+        self._handshake_timer: IDelayedCall | None = None
+        self._first_message_timer: IDelayedCall | None = None
         self._abort_timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
@@ -230,10 +246,22 @@ class SipStreamProtocol(Protocol):
         self.monitor.counters.connections_opened += 1
         self.monitor.counters.connections_open += 1
         self._reset_idle_timer()
+        if self._first_message_timeout is not None:
+            self._first_message_timer = self._clock.callLater(
+                self._first_message_timeout, self._first_message_timeout_expired
+            )
         if self.transport_name != "TLS":
             self._become_ready()
+        elif self._handshake_timeout is not None:
+            self._handshake_timer = self._clock.callLater(
+                self._handshake_timeout, self._handshake_timeout_expired
+            )
 
     def handshakeCompleted(self) -> None:
+        if self._handshake_timer is not None:
+            if self._handshake_timer.active():
+                self._handshake_timer.cancel()
+            self._handshake_timer = None
         if not self._closing:
             self._become_ready()
 
@@ -304,7 +332,8 @@ class SipStreamProtocol(Protocol):
                 self.monitor.counters.keepalives_sent += 1
                 continue
             progressed = True
-            _deliver(self._sink, self.monitor, self._limits, item, self.flow, stream=True)
+            if _deliver(self._sink, self.monitor, self._limits, item, self.flow, stream=True):
+                self._first_message_seen()
         if not self._closing:
             self._update_header_timer(progressed)
 
@@ -326,6 +355,24 @@ class SipStreamProtocol(Protocol):
         self.monitor.warn("slow", "Partial message on {flow} for too long; closing", flow=self.flow)
         self._cut("connections_cut_slow")
 
+    def _first_message_seen(self) -> None:
+        if self._first_message_timer is not None:
+            if self._first_message_timer.active():
+                self._first_message_timer.cancel()
+            self._first_message_timer = None
+
+    def _first_message_timeout_expired(self) -> None:
+        self._first_message_timer = None
+        self.monitor.warn("silent", "No SIP message on {flow} in time; closing", flow=self.flow)
+        self._cut("connections_cut_silent")
+
+    def _handshake_timeout_expired(self) -> None:
+        self._handshake_timer = None
+        self.monitor.warn(
+            "handshake", "TLS handshake on {flow} not completed in time; closing", flow=self.flow
+        )
+        self._cut("connections_cut_handshake", abort=True)  # nor would such a peer take part in a TLS close
+
     def _reset_idle_timer(self) -> None:
         if self._idle_timeout is None:
             return
@@ -339,7 +386,7 @@ class SipStreamProtocol(Protocol):
         _log.debug("Closing idle connection {flow}", flow=self.flow)
         self._cut("connections_cut_idle")
 
-    def _cut(self, counter: str | None) -> None:
+    def _cut(self, counter: str | None, *, abort: bool = False) -> None:
         if self._closing:
             return
         self._closing = True
@@ -351,6 +398,9 @@ class SipStreamProtocol(Protocol):
         if self.transport is None:  # built but never connected: nothing to wait for
             self.connectionLost(Failure(ConnectionDone("closed before it was connected")))
             return
+        if abort:
+            self._abort()
+            return
         self.transport.loseConnection()
         self._abort_timer = self._clock.callLater(_ABORT_GRACE, self._abort)
 
@@ -359,6 +409,8 @@ class SipStreamProtocol(Protocol):
         abort = getattr(self.transport, "abortConnection", None)
         if abort is not None:
             abort()
+        elif self.transport is not None:
+            self.transport.loseConnection()
 
     @property
     def _wire(self) -> ITransport:
@@ -366,10 +418,18 @@ class SipStreamProtocol(Protocol):
         return self.transport
 
     def _cancel_timers(self) -> None:
-        for timer in (self._idle_timer, self._header_timer):
+        for timer in (self._idle_timer, self._header_timer, self._handshake_timer, self._first_message_timer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._idle_timer = self._header_timer = None
+        self._idle_timer = self._header_timer = self._handshake_timer = self._first_message_timer = None
+
+
+class _RefusedConnection(Protocol):
+    """Stands in for a refused TLS connection (Twisted's TLS wrapper needs a protocol): aborts at once."""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.abortConnection()  # type: ignore[attr-defined]
 
 
 class SipStreamFactory(ServerFactory):
@@ -377,7 +437,8 @@ class SipStreamFactory(ServerFactory):
 
     Args:
         sink: passed to each protocol.
-        on_build: called with each new protocol (before its connection is made).
+        admit: called with each new protocol (before its connection is made) and the peer's address;
+            False refuses the connection: it is closed at once (no protocol is connected).
         protocol_kwargs: keyword arguments of `SipStreamProtocol` (clock, transport, timeouts...).
     """
 
@@ -387,16 +448,17 @@ class SipStreamFactory(ServerFactory):
         self,
         sink: IMessageSink,
         *,
-        on_build: Callable[[SipStreamProtocol], object] | None = None,
+        admit: Callable[[SipStreamProtocol, IAddress | None], bool] | None = None,
         **protocol_kwargs: Any,
     ) -> None:
         self._sink = sink
-        self._on_build = on_build
+        self._admit = admit
         self._kwargs = protocol_kwargs
 
-    def buildProtocol(self, addr: IAddress | None) -> SipStreamProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         protocol = SipStreamProtocol(self._sink, **self._kwargs)
         protocol.factory = self
-        if self._on_build is not None:
-            self._on_build(protocol)
+        if self._admit is not None and not self._admit(protocol, addr):
+            # A plain TCP port closes the socket when given None; the TLS wrapper needs a protocol.
+            return _RefusedConnection() if self._kwargs.get("transport") == "TLS" else None
         return protocol

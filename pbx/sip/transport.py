@@ -6,6 +6,11 @@ queues data until they are ready, and keeps counters and an optional message tra
 decode the bytes are in `pbx.sip.protocols`, the flows they deliver with in `pbx.sip.flow`; both are
 re-exported here.
 
+Connection hygiene: accepted TCP/TLS connections are capped per source address and in total (a refused
+connection is closed at once and counted; the total cap is logged, rate-limited), a TLS connection must
+complete its handshake within `handshake_timeout` and an accepted one must send a SIP message within
+`first_message_timeout`, so that idle or half-open sockets cannot hold the PBX's descriptors.
+
 This module does not know about transactions (retransmissions, Via `received`/`rport` handling,
 the 1300-byte UDP limit of 18.1.1), RFC 3263 name resolution (UDP sends need IP literals) or the PBX.
 """
@@ -46,6 +51,8 @@ from pbx.sip.flow import (
 from pbx.sip.interfaces import IFlow, IMessageSink
 from pbx.sip.parser import ParserLimits
 from pbx.sip.protocols import (
+    DEFAULT_FIRST_MESSAGE_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
     UDP_MAX_PACKET,
     SipDatagramProtocol,
@@ -54,7 +61,11 @@ from pbx.sip.protocols import (
 )
 
 __all__ = [
+    "DEFAULT_FIRST_MESSAGE_TIMEOUT",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_CONNECTIONS_PER_ADDRESS",
     "ISipTransportReactor",
     "SipDatagramProtocol",
     "SipStreamFactory",
@@ -73,6 +84,12 @@ _log = Logger(namespace="pbx.sip.transport")
 UDP_RECEIVE_BUFFER = 4 * 2**20
 """SO_RCVBUF asked for on listening UDP sockets: room for a GC pause or a burst (the kernel's default, about
 200 KB, holds some 160 requests). Linux caps it at net.core.rmem_max; the value granted is logged."""
+
+
+DEFAULT_MAX_CONNECTIONS = 4096
+"""TCP/TLS connections open at once (accepted and outgoing); accepting more is refused."""
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 64
+"""Accepted TCP/TLS connections open at once from one source IP address (phones behind one NAT share one)."""
 
 
 class ISipTransportReactor(IReactorUDP, IReactorTCP, IReactorSSL, IReactorTime):
@@ -123,6 +140,11 @@ class TransportManager:
         connect_timeout: seconds an outgoing TCP connect may take.
         udp_receive_buffer: bytes of SO_RCVBUF to ask for on each listening UDP socket (0: the kernel's
             default).
+        max_connections: TCP/TLS connections open at once (ours included); past it accepted ones are refused.
+        max_connections_per_address: accepted TCP/TLS connections open at once from one source IP address.
+        handshake_timeout: seconds a TLS connection (either direction) may take to finish its handshake.
+        first_message_timeout: seconds an accepted connection may take to send a SIP message that parses
+            (CRLF keep-alives do not count); 0: no limit.
     """
 
     def __init__(
@@ -138,8 +160,18 @@ class TransportManager:
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         connect_timeout: float = 10.0,
         udp_receive_buffer: int = UDP_RECEIVE_BUFFER,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        first_message_timeout: float = DEFAULT_FIRST_MESSAGE_TIMEOUT,
     ) -> None:
         self._reactor = reactor
+        self._max_connections = max_connections
+        self._max_per_address = max_connections_per_address
+        self._handshake_timeout = handshake_timeout
+        self._first_message_timeout = first_message_timeout
+        self._per_address: dict[str, int] = {}  # source address -> accepted connections open
+        self._source_of: dict[SipStreamProtocol, str] = {}
         self._udp_receive_buffer = udp_receive_buffer
         self._sink = sink
         self._limits = limits
@@ -236,7 +268,10 @@ class TransportManager:
         bound, (host, port) = self._bound(listening)
         if bound is not None and bound.is_unspecified:
             probe = hint if not hint.is_unspecified else ipaddress.IPv4Address("192.0.2.1")  # TEST-NET-1
-            host = _route_source(probe) or host
+            source = _route_source(probe)
+            if source is None:  # no route now, or no descriptor for the probe: asked again next time
+                return host, port
+            host = source
         if len(self._local_cache) >= 1024:
             self._local_cache.clear()
         self._local_cache[key] = (host, port)
@@ -323,9 +358,50 @@ class TransportManager:
     # Internals
 
     def _stream_factory(self, name: str) -> SipStreamFactory:
-        return SipStreamFactory(
-            self._sink, on_build=self._protocols.add, **self._protocol_kwargs(name, self._stream_ready)
-        )
+        kwargs = self._protocol_kwargs(name, self._stream_ready)
+        kwargs["first_message_timeout"] = self._first_message_timeout or None
+        return SipStreamFactory(self._sink, admit=self._admit, **kwargs)
+
+    def _admit(self, protocol: SipStreamProtocol, addr: IAddress | None) -> bool:
+        """Take an accepted connection unless the total or its source address is at its cap."""
+        try:
+            host: str | None = peer_address(addr)[0]  # type: ignore[arg-type]
+        except TypeError:
+            host = None  # not an IP peer (a test's fake): only the total cap applies
+        if self._stopping:
+            return False
+        if len(self._protocols) >= self._max_connections:
+            self.counters.connections_refused_global += 1
+            self.monitor.warn(
+                "connection-cap",
+                "Refused a {transport} connection from {host}: {count} connections open, the most allowed "
+                "(sip.max_connections)",
+                transport=protocol.transport_name,
+                host=host,
+                count=len(self._protocols),
+            )
+            return False
+        if host is not None:
+            count = self._per_address.get(host, 0)
+            if count >= self._max_per_address:
+                self.counters.connections_refused_address += 1
+                self.monitor.warn(
+                    "address-cap",
+                    "Refused a {transport} connection from {host}: it has {count} open, the most allowed "
+                    "(sip.max_connections_per_address)",
+                    transport=protocol.transport_name,
+                    host=host,
+                    count=count,
+                )
+                return False
+            self._per_address[host] = count + 1
+            self._source_of[protocol] = host
+        self._protocols.add(protocol)
+        return True
+
+    def connections_from(self, host: str) -> int:
+        """Accepted TCP/TLS connections open now from source address `host`."""
+        return self._per_address.get(normalize_host(host), 0)
 
     def _protocol_kwargs(self, name: str, on_ready: Callable[[SipStreamProtocol], object]) -> dict[str, Any]:
         return {
@@ -334,6 +410,7 @@ class TransportManager:
             "limits": self._limits,
             "idle_timeout": self._idle_timeout or None,
             "header_timeout": self._header_timeout or None,
+            "handshake_timeout": self._handshake_timeout or None,
             "monitor": self.monitor,
             "on_ready": on_ready,
             "on_closed": self._stream_closed,
@@ -352,6 +429,13 @@ class TransportManager:
 
     def _stream_closed(self, protocol: SipStreamProtocol, reason: Failure) -> None:
         self._protocols.discard(protocol)
+        host = self._source_of.pop(protocol, None)
+        if host is not None:
+            left = self._per_address.get(host, 0) - 1
+            if left > 0:
+                self._per_address[host] = left
+            else:
+                self._per_address.pop(host, None)
         for key in self._keys.pop(protocol, []):
             protocols = self._connections.get(key, [])
             if protocol in protocols:

@@ -196,10 +196,12 @@ class SqliteLocationStore:
 
     The constructor starts nothing, so a store can be built before `twistd` forks into the background. The
     first call starts the worker thread (unless a pool was given) and queues the opening of the database
-    (connect, WAL, schema) as its first job; calls made meanwhile queue behind it. If opening fails, every
-    call fails with that error (so the registrar's start-up `load` reports it). Once used, the store must be
-    closed (from a service's `stopService`): `close()` drains the queue, closes the connection and stops the
-    worker thread the store started; left running, that thread keeps the process from exiting.
+    (connect, WAL, schema) as its first job; calls made meanwhile queue behind it. If opening fails, the calls
+    waiting for it fail with that error (so the registrar's start-up `load` reports it), and the next call
+    tries to open again: only a successful open is remembered (a full descriptor table passes). Once used,
+    the store must be closed (from a service's `stopService`): `close()` drains the queue, closes the
+    connection and stops the worker thread the store started; left running, that thread keeps the process
+    from exiting.
 
     Attributes:
         commits: Transactions committed so far (group commit makes this far smaller than the number of calls).
@@ -246,7 +248,7 @@ class SqliteLocationStore:
         self._queue: list[_Work] = []
         self._started = False
         self._busy = False  # a job (open, batch, close) is on the worker
-        self._open_failure: Failure | None = None
+        self._open = False  # the open job succeeded
         self._closing = False
         self._closed = False
         self._close_waiters: list[Deferred[None]] = []
@@ -328,21 +330,22 @@ class SqliteLocationStore:
 
     def _start(self) -> None:
         """Start the worker thread (if it is ours) and send it the open job."""
-        self._started = self._busy = True
+        self._started = True
         if self._worker is not None:
             self._worker.start()
+        self._send_open()
+
+    def _send_open(self) -> None:
+        self._busy = True
         opened = self._on_worker(self._open_on_worker)
         opened.addCallbacks(self._opened, self._open_failed)
 
     def _pump(self) -> None:
-        """Give the worker the next batch (or the close job) if it is idle."""
+        """Give the worker the next batch (or the close job) if it is idle; open first if need be."""
         if self._busy:
             return
-        if self._open_failure is not None and self._queue:
-            queued, self._queue = self._queue, []
-            for work in queued:
-                work.deferred.errback(self._open_failure)
-            self._pump()  # the callbacks may have queued more work, or closed the store
+        if self._queue and not self._open:
+            self._send_open()  # after a failed open: this call tries again
             return
         if self._queue:
             batch = self._take_batch()
@@ -370,13 +373,17 @@ class SqliteLocationStore:
         return batch
 
     def _opened(self, _: None) -> None:
+        self._open = True
         self._busy = False
         self._pump()
 
     def _open_failed(self, failure: Failure) -> None:
-        self._open_failure = failure
+        """Fail the calls that waited for this open; nothing is remembered, so later calls open again."""
         self._busy = False
-        self._pump()
+        queued, self._queue = self._queue, []
+        for work in queued:
+            work.deferred.errback(failure)
+        self._pump()  # the callbacks may have queued more work (a new attempt), or closed the store
 
     def _committed(self, outcomes: list[tuple[bool, Any]], batch: list[_Work]) -> None:
         self.commits += 1

@@ -122,6 +122,9 @@ def test_defaults() -> None:
     sip = config.sip
     assert (sip.user_agent, sip.idle_timeout, sip.max_message_size) == ("pbx", 600.0, 65535)
     assert (sip.t1, sip.t2, sip.t4) == (0.5, 4.0, 5.0)
+    limits = (sip.max_connections, sip.max_connections_per_address)
+    assert limits == (4096, 64)
+    assert (sip.tls_handshake_timeout, sip.first_message_timeout) == (10.0, 30.0)
     assert sip.listeners == (ListenerConfig("udp", "127.0.0.1", 5060, None),)
     tenant = config.tenants[0]
     assert tenant.realm == "localhost" and tenant.aliases == ()
@@ -350,6 +353,18 @@ def test_absolute_paths_are_kept() -> None:
         (data(sip={"listen": [{}], "t1": 0}), "sip.t1", "greater than 0"),
         (data(sip={"listen": [{}], "t4": float("inf")}), "sip.t4", "greater than 0"),
         (data(sip={"listen": [{}], "idle_timeout": -1}), "sip.idle_timeout", "greater than 0"),
+        (data(sip={"listen": [{}], "max_connections": 0}), "sip.max_connections", "1 to 1000000"),
+        (
+            data(sip={"listen": [{}], "max_connections_per_address": 1.5}),
+            "sip.max_connections_per_address",
+            "integer",
+        ),
+        (
+            data(sip={"listen": [{}], "tls_handshake_timeout": 0}),
+            "sip.tls_handshake_timeout",
+            "greater than 0",
+        ),
+        (data(sip={"listen": [{}], "first_message_timeout": -1}), "sip.first_message_timeout", "at least 0"),
         (data(sip={"listen": [{}], "max_message_size": 512}), "sip.max_message_size", "1024 to 1048576"),
         (data(sip={"listen": [{}], "user_agent": "pbx\r\nX: y"}), "sip.user_agent", "control characters"),
         (data(pbx={"sip_trace": "yes"}), "pbx.sip_trace", "true or false"),

@@ -1,8 +1,10 @@
 """`DialplanEngine`: rendering, template line numbers in errors, reload on edit, the last good version
-after a broken edit, never-good templates, refused tags, the sandbox and the output limits."""
+after a broken edit, never-good templates, refused tags, the sandbox and the output limits; and a failed
+stat or read (too many open files...) retried on the next render, never kept as a template error."""
 
 from __future__ import annotations
 
+import errno
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 import pytest
 from twisted.logger import Logger
 
-from pbx.dialplan import Action, DialplanEngine, DialplanError
+from pbx.dialplan import Action, DialplanEngine, DialplanError, DialplanUnavailable
 from pbx.dialplan import engine as engine_module
 
 
@@ -338,3 +340,112 @@ def test_set_block_captures_keep_their_text(editor: Editor) -> None:
         Action("set", (), {"g": 'hello "1002"'}),
         Action("dial", ("1003",)),
     ]
+
+
+# -- the environment failing: descriptors exhausted, I/O errors ----------------------------------------------
+
+
+class Exhaustion:
+    """Makes opening (or stating) template files fail with an `OSError` while `failing` is set."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.failing: int | None = None
+        self.stat_failing: int | None = None
+        self.opens = 0
+        real_open, real_stat = Path.open, os.stat
+
+        def fake_open(path: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            if mode != "rb":  # the editor writing
+                return real_open(path, mode, *args, **kwargs)
+            self.opens += 1
+            if self.failing is not None:
+                raise OSError(self.failing, os.strerror(self.failing))
+            return real_open(path, mode, *args, **kwargs)
+
+        def fake_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+            if self.stat_failing is not None:
+                raise OSError(self.stat_failing, os.strerror(self.stat_failing))
+            return real_stat(path, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "open", fake_open)
+        monkeypatch.setattr(engine_module.os, "stat", fake_stat)
+
+
+@pytest.fixture
+def exhaustion(monkeypatch: pytest.MonkeyPatch) -> Exhaustion:
+    return Exhaustion(monkeypatch)
+
+
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE, errno.EIO, errno.EACCES])
+def test_a_failed_read_is_retried_on_the_next_render(
+    editor: Editor, exhaustion: Exhaustion, logged: list[dict[str, Any]], code: int
+) -> None:
+    path = editor.write("main", "hangup 486\n")
+    now = [100.0]
+    engine = DialplanEngine(editor.root, clock_seconds=lambda: now[0], stat_interval=1.0)
+    exhaustion.failing = code
+    for _ in range(3):
+        with pytest.raises(DialplanUnavailable) as info:
+            engine.render("default", context())
+        assert info.value.file == str(path)
+        assert os.strerror(code) in info.value.message
+    assert isinstance(info.value, DialplanError)  # the B2BUA's handling stays as it is
+    assert engine.errors() == {}  # not a template error
+    assert exhaustion.opens == 3  # retried on every render, the stat interval notwithstanding
+    assert [e["log_level"].name for e in logged] == ["warn"]  # once per reason
+    exhaustion.failing = None  # descriptors are back; the file was not touched
+    assert engine.render("default", context()) == [Action("hangup", ("486",))]
+    assert "readable again" in logged[-1]["log_format"]
+    assert engine.render("default", context()) == [Action("hangup", ("486",))]
+    assert exhaustion.opens == 4  # and remembered once it succeeded
+
+
+def test_the_compiled_version_keeps_routing_while_an_edit_cannot_be_read(
+    editor: Editor, exhaustion: Exhaustion
+) -> None:
+    engine = DialplanEngine(editor.root)
+    editor.write("main", "dial 1002\n")
+    assert engine.render("default", context()) == [Action("dial", ("1002",))]
+    editor.write("main", "dial 1003\n")
+    exhaustion.failing = errno.EMFILE
+    assert engine.render("default", context()) == [Action("dial", ("1002",))]
+    assert engine.errors() == {}
+    exhaustion.failing = None
+    assert engine.render("default", context()) == [Action("dial", ("1003",))]
+
+
+def test_a_failed_stat_keeps_the_template(editor: Editor, exhaustion: Exhaustion) -> None:
+    engine = DialplanEngine(editor.root)
+    editor.write("main", "dial 1002\n")
+    engine.render("default", context())
+    exhaustion.stat_failing = errno.EIO
+    assert engine.render("default", context()) == [Action("dial", ("1002",))]  # not forgotten
+    exhaustion.stat_failing = None
+    editor.write("main", "dial 1003\n")
+    assert engine.render("default", context()) == [Action("dial", ("1003",))]
+
+
+def test_a_missing_template_is_still_a_template_error(editor: Editor, exhaustion: Exhaustion) -> None:
+    engine = DialplanEngine(editor.root)
+    with pytest.raises(DialplanError, match="no such template") as info:
+        engine.render("default", context())
+    assert not isinstance(info.value, DialplanUnavailable)
+
+
+def test_a_syntax_error_is_remembered_and_reported_with_its_line(
+    editor: Editor, exhaustion: Exhaustion, logged: list[dict[str, Any]]
+) -> None:
+    engine = DialplanEngine(editor.root)
+    editor.write("main", "dial 1002\n")
+    good = engine.render("default", context())
+    path = editor.write("main", "dial 1002\n{% if %}\n")
+    exhaustion.failing = errno.EMFILE  # first attempt: the environment fails
+    assert engine.render("default", context()) == good
+    exhaustion.failing = None
+    opens = exhaustion.opens
+    for _ in range(3):
+        assert engine.render("default", context()) == good  # the last good version keeps routing
+    assert exhaustion.opens == opens + 1  # read once: a template error is kept for this version
+    error = engine.errors()[path]
+    assert (error.file, error.line) == (str(path), 2)
+    assert [e["log_level"].name for e in logged] == ["warn", "info", "error"]  # failed, readable, broken

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +105,9 @@ def write_config(directory: Path, *, ipv6: bool | None = None, extra: str = "", 
 class PbxProcess:
     """`twistd -n pbx --config FILE` in a subprocess, its output collected line by line."""
 
-    def __init__(self, config: Path, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, config: Path, args: Sequence[str] = (), preexec_fn: Callable[[], None] | None = None
+    ) -> None:
         self.config = config
         self.lines: list[str] = []
         self._cond = threading.Condition()
@@ -116,6 +118,7 @@ class PbxProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=preexec_fn,  # e.g. a low RLIMIT_NOFILE (tests/e2e/test_connection_limits.py)
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.error import CannotListenError
 from twisted.trial.unittest import SynchronousTestCase
 
-from pbx.media.ports import PortPool, PortsExhausted
+from pbx.media.ports import PortPool, PortsExhausted, out_of_resources
 
 
 class PortPoolTests(SynchronousTestCase):
@@ -72,3 +75,13 @@ def test_allocations_are_unique_and_counts_add_up(steps: list[bool]) -> None:
             pool.release(held.pop(0))
         assert pool.in_use == len(held)
         assert pool.available + pool.in_use == pool.capacity == 10
+
+
+class OutOfResourcesTests(SynchronousTestCase):
+    def test_descriptors_and_memory_are_resources_a_taken_port_is_not(self) -> None:
+        for code in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            self.assertTrue(out_of_resources(CannotListenError("", 10000, OSError(code, "x"))))
+            self.assertTrue(out_of_resources(OSError(code, "x")))
+        for code in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            self.assertFalse(out_of_resources(CannotListenError("", 10000, OSError(code, "x"))))
+        self.assertFalse(out_of_resources(ValueError("x")))

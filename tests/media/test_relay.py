@@ -3,6 +3,7 @@ forwarding both ways, latching, RTCP on N + 1, garbage and socket hygiene over r
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from typing import Any
@@ -77,8 +78,15 @@ class FakeUdpReactor(Clock):
         self.sent: list[tuple[int, bytes, tuple[str, int]]] = []  # (from our port, data, to)
         self.slow_close = False  # stopListening returns Deferreds kept in `closing`
         self.closing: list[Deferred[None]] = []
+        self.no_descriptors_after: int | None = None  # that many more binds succeed, then EMFILE
+        self.binds = 0
 
     def listenUDP(self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192) -> Any:
+        self.binds += 1
+        if self.no_descriptors_after is not None:
+            if self.no_descriptors_after <= 0:
+                raise CannotListenError(interface, port, OSError(errno.EMFILE, "Too many open files"))
+            self.no_descriptors_after -= 1
         if port in self.busy or port in self.ports:
             raise CannotListenError(interface, port, OSError(98, "Address already in use"))
         fake = FakeUdpPort(self, port, protocol, interface)
@@ -361,6 +369,20 @@ class PortHygieneTests(RelayTestCase):
     def test_no_bindable_pair_is_ports_exhausted_and_leaks_nothing(self) -> None:
         self.reactor.busy |= set(range(10001, 10100, 2))  # every RTCP port
         self.assertRaises(PortsExhausted, self.relay.create_session, "c")
+        self.assertNothingLeaked()
+
+    def test_no_descriptors_is_ports_exhausted_at_once_and_not_remembered(self) -> None:
+        """EMFILE is not a busy port: the other 49 pairs are not tried, and nothing is kept; on the RTP or
+        the RTCP socket. Once descriptors are back, calls get their ports again."""
+        for allowed in (0, 1, 2, 3):  # fail on leg a's RTP, its RTCP, leg b's RTP, its RTCP
+            with self.subTest(allowed=allowed):
+                self.reactor.no_descriptors_after, self.reactor.binds = allowed, 0
+                with self.assertRaisesRegex(PortsExhausted, "Too many open files"):
+                    self.relay.create_session("c")
+                self.assertEqual(self.reactor.binds, allowed + 1)
+                self.assertNothingLeaked()
+        self.reactor.no_descriptors_after = None
+        self.successResultOf(self.relay.create_session("c").close())
         self.assertNothingLeaked()
 
     def test_exhaustion_on_the_second_leg_gives_the_first_back(self) -> None:

@@ -642,6 +642,7 @@ class TransportManagerTests(SynchronousTestCase):
     def test_idle_incoming_connections_are_closed(self) -> None:
         self.manager.listen_tcp("10.0.0.1", 5060)
         protocol, wire = self.accept()
+        protocol.dataReceived(OPTIONS)  # else the first-message timeout would cut it first
         self.reactor.advance(60)
         self.assertTrue(wire.disconnecting)
         self.assertEqual(self.manager.counters.connections_cut_idle, 1)

@@ -279,12 +279,22 @@ class SqliteLocationStoreTests(LocationStoreTestsMixin, TestCase):
         self.addCleanup(store.close)
         await self.assertFailure(store.load(NOW), StoreError)
 
-    async def test_open_failure_fails_every_call(self) -> None:
-        """A file that cannot be opened fails the calls, and close still releases the thread."""
+    async def test_open_failure_fails_the_waiting_calls_and_is_not_remembered(self) -> None:
+        """A file that cannot be opened fails the calls waiting for it; the next call tries again (a full
+        descriptor table, a missing directory, do not last), and close still releases the thread."""
         store = SqliteLocationStore(self.path / "missing-dir" / "x.sqlite3", reactor)
-        first = store.load(NOW)
+        first, second = store.load(NOW), store.apply([PutBinding(binding())])
         await self.assertFailure(first, sqlite3.OperationalError)
+        await self.assertFailure(second, sqlite3.OperationalError)
         await self.assertFailure(store.apply([PutBinding(binding())]), sqlite3.OperationalError)
+        (self.path / "missing-dir").mkdir()
+        await store.apply([PutBinding(binding())])
+        self.assertEqual(await store.load(NOW), [binding()])
+        await store.close()
+
+    async def test_open_failure_then_close(self) -> None:
+        store = SqliteLocationStore(self.path / "missing-dir" / "x.sqlite3", reactor)
+        await self.assertFailure(store.load(NOW), sqlite3.OperationalError)
         await store.close()
 
     async def test_connection_lives_on_one_worker_thread(self) -> None:
