@@ -172,7 +172,7 @@ class CalleeWithoutAnswerTests(B2BUATestCase):
         h.register(REG_1003)
         phone = h.place_call()
         h.callee().respond(200)
-        first, second = h.callees()
+        _first, second = h.callees()
         self.assertEqual(second.invite.uri.user, "1003")  # type: ignore[union-attr]
         second.answer()
         self.assertEqual(statuses(phone.txn), [200])
