@@ -717,7 +717,19 @@ class Call:
             else:  # the re-INVITE had no offer: the 200 has it, and the answer comes in the ACK of `source`
 
                 def forward_answer(ack_body: bytes) -> None:
-                    answer = self.media.forward(source.side, ack_body, is_offer=False) if self.media else b""
+                    try:
+                        answer = (
+                            self.media.forward(source.side, ack_body, is_offer=False) if self.media else b""
+                        )
+                    except SipError as e:  # no usable answer in the ACK: no session (RFC 3261 13.2.1)
+                        self._log.warn(
+                            "Call {id}: the ACK has no usable SDP answer ({reason}): BYE",
+                            id=self.id,
+                            reason=e.reason,
+                        )
+                        self._ack_relayed(target, sent, b"", None)
+                        self.hangup("pbx")
+                        return
                     self._ack_relayed(target, sent, answer, "application/sdp" if answer else None)
 
                 source.pending_ack_body = forward_answer

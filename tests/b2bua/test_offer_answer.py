@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pbx.sip.sdp import MAX_MEDIA_DESCRIPTIONS, MAX_SDP_SIZE
 
-from .fakes import RELAY_ADDRESS, callee_sdp, sdp_body
+from .fakes import RELAY_ADDRESS, callee_sdp, respond_to, sdp_body
 from .test_b2bua import PORT_A, PORT_B, REG_1003, B2BUATestCase, audio, statuses
 
 NO_AUDIO_ANSWER = (
@@ -265,4 +265,21 @@ class BadOfferTests(B2BUATestCase):
         body = sdp_body() + b"a=x-padding:" + b"p" * MAX_SDP_SIZE + b"\r\n"
         phone = h.place_call("500", body=body)
         self.assertEqual(statuses(phone.txn), [413])
+        self.assertIdle(h)
+
+
+class ReinviteLateOfferTests(B2BUATestCase):
+    """A re-INVITE without SDP passed across: the callee's 2xx has the offer, the caller's ACK the answer."""
+
+    def test_ack_without_answer_ends_the_call_with_bye(self) -> None:
+        h = self.build("dial 1002")
+        h.register_1002()
+        phone, callee = self.answered(h)
+        phone.request("INVITE")
+        (reinvite,) = [s for s in h.stack.sent("INVITE") if s.request.to.tag is not None]
+        respond_to(reinvite, 200, callee_sdp(version=2), contact=callee.contact)
+        phone.ack()  # no answer
+        acks = [a for a in h.stack.acks if a.request.cseq.number == 2]
+        self.assertEqual([a.request.body for a in acks], [b""])  # the callee's 2xx is still ACKed
+        self.assertEqual(len(h.stack.sent("BYE")), 2)
         self.assertIdle(h)
