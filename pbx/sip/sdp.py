@@ -6,7 +6,9 @@ as m i c b k a), and `parse(bytes(x)) == x` for every value. Change them with th
 methods. The parser is liberal where real stacks differ (LF-only line ends, trailing blanks, blank lines,
 `s=` left empty, lines in the wrong order, unknown line types, which are kept verbatim in `other`) and strict
 where a wrong guess would misroute media: `v=` first, exactly one `o=` and `s=`, at least one `t=`, and
-well-formed `o=`, `c=`, `t=` and `m=` lines (ports 0..65535, RTP payload types 0..127).
+well-formed `o=`, `c=`, `t=` and `m=` lines (ports 0..65535, RTP payload types 0..127). It is bounded:
+a body over `MAX_SDP_SIZE` bytes or with more than `MAX_MEDIA_DESCRIPTIONS` m= lines is refused whole
+(`SdpTooLarge`, an `SdpError`) before anything of it is used.
 
 Values built by hand are trusted, not validated: keep CR, LF and spaces out of tokens. Repeat times (`r=`)
 are kept in `other` and written after all `t=` lines, so with several `t=` lines they lose which one they
