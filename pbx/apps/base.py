@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from twisted.internet.defer import Deferred
+
 from pbx.sip.sdp import SdpError, SessionDescription
 
 __all__ = ["AppCall", "MediaFormat", "media_format"]
@@ -25,7 +27,9 @@ class AppCall(Protocol):
         tenant: the tenant's name (prompt overrides and recordings are per tenant).
         ended: True once the call is over (the applications then stop).
         answered: True once the caller got a 200 (from the PBX or a bridged callee).
-        local_sdp: the SDP the PBX sent to the caller for its own media (in a 183 or the 200), else None.
+        local_sdp: the SDP the PBX sent to the caller for its own media (in a 183 or the 200), else None;
+            when the caller's INVITE had no offer, the PBX's offer cut down to the caller's answer, and None
+            until that answer came (in the ACK: `media_ready`).
         endpoint: the `IMediaEndpoint` attached to the caller's relay leg, or None; the applications set it,
             the call closes and detaches it when it bridges, ends or hangs up.
     """
@@ -44,10 +48,17 @@ class AppCall(Protocol):
     def local_sdp(self) -> bytes | None: ...
 
     def answer_locally(self) -> None:
-        """Answer the caller with the PBX's own media (200 OK with `local_sdp`); nothing once answered."""
+        """Answer the caller with the PBX's own media (200 OK with `local_sdp`); nothing once answered.
+        Raises `SipError` (400/413/488) when the caller's offer cannot be answered."""
 
-    def early_media(self) -> None:
-        """Send `183 Session Progress` with `local_sdp` (early media); nothing once answered or sent."""
+    def early_media(self) -> bool:
+        """Send `183 Session Progress` with `local_sdp` (early media) unless answered or already sent;
+        True when the caller hears the PBX before an answer. False for a caller that sent no offer (it
+        gets a 183 without SDP: no offer in an unreliable provisional, RFC 3261 13.2.1)."""
+
+    def media_ready(self) -> Deferred[bool]:
+        """Fires True once the media is agreed (at once, unless the PBX's 200 carried an offer whose answer
+        the caller's ACK has yet to bring), False when the call ends first or the answer is unusable."""
 
     def media_leg(self) -> Any:
         """The caller's relay leg (`IRelayLeg`: attach, detach, send_rtp ...) once `local_sdp` exists."""

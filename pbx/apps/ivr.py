@@ -9,6 +9,10 @@ through the call (`inject_digit`).
 
 - `answer` answers (200 with the PBX's SDP) and starts listening for digits; `progress` sends a 183 with SDP
   instead (early media: the caller hears what is played but is not charged, as Asterisk's `Progress()`).
+- A caller whose INVITE had no SDP offer gets the PBX's offer in the 200 and the applications wait for its
+  answer in the ACK (`AppCall.media_ready`; no usable answer: the call ends). Such a caller cannot get early
+  media (an offer in a 183 needs PRACK, which the PBX does not do): `progress` sends a 183 without SDP, and
+  `play`/`menu` with `noanswer=yes` answer the call, since they need media.
 - `play` answers, unless `noanswer=yes` (then it sends the 183 if needed, like Asterisk's
   `Playback(...,noanswer)`), and plays its prompts in order; digits pressed meanwhile do not interrupt it.
 - `menu` plays its prompt with barge-in and collects digits (`maxdigits`, `timeout`, `#` ends); with no
@@ -134,13 +138,15 @@ class IvrApps:
             return None
         return digit
 
-    def _media(self, call: AppCall, action: Action, *, early: bool = False) -> Any:
-        """Answer (or send early media) as the action asks and return the endpoint (None: no media)."""
-        if early and not call.answered:
-            call.early_media()
-        else:
+    async def _media(self, call: AppCall, action: Action, *, early: bool = False) -> Any:
+        """Answer (or send early media) as the action asks and return the endpoint once the media is agreed
+        (None: no media). Early media that the caller cannot get (no offer from it) becomes an answer."""
+        if not (early and not call.answered and call.early_media()):
             call.answer_locally()
-        if call.ended:
+        return await self._ready_endpoint(call)
+
+    async def _ready_endpoint(self, call: AppCall) -> Any:
+        if call.ended or not await call.media_ready() or call.ended:
             return None
         return self.endpoint(call)
 
@@ -148,22 +154,24 @@ class IvrApps:
 
     async def answer(self, call: AppCall, action: Action) -> str:
         """`answer`: 200 with the PBX's media; digits are heard from now on."""
-        self._media(call, action)
+        await self._media(call, action)
         return "answered"
 
     async def progress(self, call: AppCall, action: Action) -> str:
-        """`progress`: 183 Session Progress with SDP; the caller hears what `play noanswer=yes` plays."""
-        self._media(call, action, early=True)
+        """`progress`: 183 Session Progress with SDP; the caller hears what `play noanswer=yes` plays (a
+        caller that sent no offer gets a 183 without SDP: nothing is answered)."""
+        if call.answered or call.early_media():
+            await self._ready_endpoint(call)
         return "progress"
 
     async def ivr(self, call: AppCall, action: Action) -> str:
         """`ivr NAME`: answers; the action runner continues in `ivr/NAME.j2`."""
-        self._media(call, action)
+        await self._media(call, action)
         return "answered"
 
     async def play(self, call: AppCall, action: Action) -> str:
         """`play PROMPT... [noanswer=yes]`: plays the prompts in order, to the end."""
-        endpoint = self._media(call, action, early=_yes(action, "noanswer"))
+        endpoint = await self._media(call, action, early=_yes(action, "noanswer"))
         if endpoint is None:
             return "failed"
         await self._play(call, endpoint, action.args, barge_in=False)
@@ -171,7 +179,7 @@ class IvrApps:
 
     async def menu(self, call: AppCall, action: Action) -> str:
         """`menu prompt=NAME[&NAME...] ...`: the digits collected ("" for none) for the re-render."""
-        endpoint = self._media(call, action, early=_yes(action, "noanswer"))
+        endpoint = await self._media(call, action, early=_yes(action, "noanswer"))
         if endpoint is None:
             return ""
         prompts = action.options["prompt"].split("&")
@@ -206,7 +214,7 @@ class IvrApps:
 
     async def record(self, call: AppCall, action: Action) -> str:
         """`record NAME [maxlength=S] [silence=S] [beep=no]`: how the recording ended (`STOP_REASONS`)."""
-        endpoint = self._media(call, action)
+        endpoint = await self._media(call, action)
         if endpoint is None:
             return "failed"
         path = self.recording_path(call.tenant, action.args[0])

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from pbx.b2bua.call import Call
+from pbx.b2bua.media import parse_sdp
 from pbx.b2bua.peer import Peer
 from pbx.dialplan import Action, DialplanEngine
 from pbx.dialplan.simulate import (
@@ -42,7 +43,6 @@ from pbx.sip.errors import SipError, SipParseError
 from pbx.sip.interfaces import IDialogUsage, IFlow, IServerTransaction, ISipStack, ITransactionUser
 from pbx.sip.message import Request, Response, new_tag
 from pbx.sip.offer_answer import make_answer
-from pbx.sip.sdp import SessionDescription
 from pbx.sip.uri import SipURI, parse_sip_uri
 from pbx.store import Binding, ICdrStore
 
@@ -336,7 +336,7 @@ class B2BUA:
     def local_answer(self, call: Call, offer_body: bytes) -> bytes:
         """Our SDP answer when the PBX itself answers (leg "a" of the relay receives the caller's media)."""
         assert call.media is not None
-        offer = SessionDescription.parse(offer_body)
+        offer = parse_sdp(offer_body)  # a SipError (400/413/488) for a body the PBX cannot answer
         leg = call.media.session.leg("a")
         answer = make_answer(offer, leg.local_address, leg.local_port, ("PCMU", "PCMA", "telephone-event"))
         if answer is None:

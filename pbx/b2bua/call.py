@@ -10,6 +10,14 @@ actions run out, the caller gets the failure (486, 480, ...). Once answered, the
 and every 2xx we send is retransmitted until its ACK arrives (RFC 3261 13.3.1.4). The CDR is written when the
 call ends.
 
+Offer/answer (RFC 3261 13.2.1, RFC 3264): the caller's offer is checked before any action runs (`parse_sdp`:
+400, 413 or 488, never a 500). An INVITE without an offer that the PBX answers itself (IVR) gets a 200 with
+the PBX's offer (`MediaBridge.local_offer`) and the answer comes in the ACK: the applications wait for it
+(`media_ready`); an ACK without an acceptable answer ends the call with BYE. Early media cannot be offered in
+an unreliable 183 (no PRACK here), so such a caller gets a 183 without SDP and the PBX answers when an
+application needs media. A callee's 2xx without a usable answer (or, for an INVITE without offer, without
+a usable offer) is ACKed and BYEd and counts as a failed target: the other forks ring on.
+
 This module knows nothing of authentication or of how targets are found: the `B2BUA` gives it both.
 """
 
@@ -19,13 +27,13 @@ import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from pbx.b2bua.leg import OutboundLeg, _Ignore
-from pbx.b2bua.media import MediaBridge
+from pbx.b2bua.media import MediaBridge, accepted_audio, parse_sdp
 from pbx.b2bua.peer import Peer
 from pbx.dialplan import Action, DialplanError, RunState, template_for
 from pbx.dialplan.simulate import MAX_RENDERS
@@ -134,6 +142,9 @@ class Call:
         self.endpoint: Any = None  # the PBX's own media on leg "a" (pbx.apps: IVR), or None
         self._local_sdp: bytes | None = None  # our SDP answer to the caller's offer, once we are its media
         self._early_sent = False
+        self._answer_pending = False  # our 200 carried an offer (late offer): the answer comes in the ACK
+        self._media_waiters: list[Deferred[bool]] = []
+        self._caller_sdp: bytes | None = None  # the caller's answer to that offer, once it came
         self._moh: dict[str, Any] = {}  # side -> music-on-hold endpoint on that side's relay leg
 
     # -- what the applications see (pbx.apps.base.AppCall) ----------------------------------------------
@@ -148,7 +159,24 @@ class Call:
 
     @property
     def local_sdp(self) -> bytes | None:
-        return self._local_sdp
+        """Our SDP towards the caller once the media is agreed (None while our offer awaits its answer)."""
+        return None if self._answer_pending else self._local_sdp
+
+    def media_ready(self) -> Deferred[bool]:
+        """Fires True once the caller's media is agreed (at once, unless our 200 carried an offer whose
+        answer the ACK has yet to bring), False when the call ends first or the answer is unacceptable."""
+        if self.ended:
+            return succeed(False)
+        if not self._answer_pending:
+            return succeed(True)
+        waiter: Deferred[bool] = Deferred()
+        self._media_waiters.append(waiter)
+        return waiter
+
+    def _media_agreed(self, agreed: bool) -> None:
+        waiters, self._media_waiters = self._media_waiters, []
+        for waiter in waiters:
+            waiter.callback(agreed)
 
     def media_leg(self) -> Any:
         """The caller's relay leg (where the PBX's own media is attached), or None before any."""
@@ -158,6 +186,8 @@ class Call:
 
     async def run(self) -> None:
         try:
+            if self.invite.body:  # RFC 3261 13.2.1: a bad offer is refused before any action runs
+                parse_sdp(self.invite.body, self.invite.headers.get("Content-Type"))
             await self._run_actions()
         except DialplanError as e:
             self._log.error("Dialplan error for call {id}: {e}", id=self.id, e=str(e))
@@ -242,6 +272,7 @@ class Call:
                 return
             elif name == "answer" and "answer" not in self.b2bua.apps:
                 self.answer_locally()
+                await self.media_ready()
             else:
                 await self._app(action)
 
@@ -280,8 +311,8 @@ class Call:
             self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
         body = b""
         content_type = None
-        if self.invite.body:
-            offer = self.invite.body
+        offer = self.invite.body or self._caller_sdp  # the caller's offer, or its answer to ours (IVR)
+        if offer:
             if self._local_sdp is not None:
                 offer = restrict_offer(offer, self._local_sdp)
             body = self.media.forward("a", offer, is_offer=True)
@@ -374,6 +405,20 @@ class Call:
         rejected = self.final_sent and self.answered_at is None
         if self.winner is not None or self.ended or rejected or leg not in self._current:
             return False
+        late_offer = not (leg.invite is not None and leg.invite.body)  # then the 2xx must carry the offer
+        try:
+            body = self._callee_sdp(response, late_offer)
+        except SipError as e:
+            # RFC 3264: no usable answer (or offer), no call. ACK and BYE it; the other forks ring on.
+            self._log.warn(
+                "Call {id}: the 2xx of {ext} has no usable SDP {what} ({reason}): ACK, BYE",
+                id=self.id, ext=leg.extension, what="offer" if late_offer else "answer", reason=e.reason,
+            )  # fmt: skip
+            leg.status = e.status
+            leg.send_ack(None)
+            leg.send_bye()
+            self._check_dial_over()
+            return True
         self.winner = leg
         for other in self._current:
             if other is not leg:
@@ -381,20 +426,6 @@ class Call:
         assert leg.dialog is not None
         self.b = Peer("b", leg.dialog, leg.destination, extension=leg.extension)
         self.b2bua.track(self, self.b)
-        late_offer = not self.invite.body
-        body = b""
-        if (response.body and self.media is not None) or (response.body and late_offer):
-            if self.media is None:
-                self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
-            try:
-                body = self.media.forward("b", response.body, is_offer=late_offer)
-            except SipError as e:
-                self._log.warn("Bad SDP in the answer of {ext}: {e}", ext=leg.extension, e=e.reason)
-                leg.send_ack(None)
-                leg.send_bye()
-                self.winner = None
-                self.b = None
-                return True
         if not late_offer:
             leg.send_ack(None)
         if self._local_sdp is not None:
@@ -411,13 +442,50 @@ class Call:
             leg.awaiting_answer = True  # 2xx retransmissions wait for the answer the caller's ACK brings
 
             def forward_answer(ack_body: bytes) -> None:
-                answer = self.media.forward("a", ack_body, is_offer=False) if self.media and ack_body else b""
                 leg.awaiting_answer = False
-                leg.send_ack(answer, "application/sdp" if answer else None)
+                try:
+                    answer = self._caller_answer(ack_body)
+                except SipError as e:
+                    self._log.warn(
+                        "Call {id}: the caller's ACK has no usable SDP answer ({reason}): BYE",
+                        id=self.id, reason=e.reason,
+                    )  # fmt: skip
+                    leg.send_ack(None)
+                    self.hangup("pbx")
+                    return
+                leg.send_ack(answer, "application/sdp")
 
             self.a.pending_ack_body = forward_answer
         self._finish_dial("answered")
         return True
+
+    def _callee_sdp(self, response: Response, late_offer: bool) -> bytes:
+        """The SDP of a callee's 2xx rewritten for the caller: its answer to our offer, or its offer when
+        our INVITE had none (`late_offer`).
+
+        Raises:
+            SipError: no body, not SDP, malformed, or no audio stream with a codec in it.
+        """
+        if not response.body:
+            raise SipError(488, "No SDP")
+        sdp = parse_sdp(response.body, response.headers.get("Content-Type"))
+        if accepted_audio(sdp) is None:
+            raise SipError(488, "No Audio Accepted")
+        if self.media is None:
+            self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
+        return self.media.forward("b", response.body, is_offer=late_offer)
+
+    def _caller_answer(self, body: bytes) -> bytes:
+        """The caller's answer (in its ACK) to the offer a callee made in its 2xx, rewritten for the callee.
+
+        Raises:
+            SipError: no answer, a malformed one, or one without an audio stream.
+        """
+        if not body or self.media is None:
+            raise SipError(488, "No SDP")
+        if accepted_audio(parse_sdp(body)) is None:
+            raise SipError(488, "No Audio Accepted")
+        return self.media.forward("a", body, is_offer=False)
 
     # -- answering the caller ------------------------------------------------------------------------------
 
@@ -453,30 +521,81 @@ class Call:
         if self.final_sent:
             return
         self._answer_caller(self._make_local_sdp())
+        if self._answer_pending:
+            assert self.a is not None
+            self.a.pending_ack_body = self._local_answer_received
 
-    def early_media(self) -> None:
-        """`183 Session Progress` with our SDP (early media: the PBX plays before or without answering)."""
-        if self.final_sent or self._early_sent:
-            return
-        body = self._make_local_sdp()
-        if not body:
-            return
-        self._early_sent = True
+    def early_media(self) -> bool:
+        """`183 Session Progress` with our SDP (early media: the PBX plays before or without answering);
+        True when the caller can hear the PBX before an answer. A caller that sent no offer gets a 183
+        without SDP and False: an offer in an unreliable 183 is not allowed (RFC 3261 13.2.1, RFC 3262)."""
+        if self.final_sent:
+            return False
+        if not self.invite.body:
+            if not self._early_sent:
+                self._early_sent = True
+                self._send_progress(b"")
+            return False
+        if not self._early_sent:
+            body = self._make_local_sdp()
+            self._early_sent = True
+            self._send_progress(body)
+        return True
+
+    def _send_progress(self, body: bytes) -> None:
         progress = self.invite.response(183, "Session Progress", to_tag=self.local_tag)
         progress.headers.add("Contact", self._our_contact())
-        progress.headers.add("Content-Type", "application/sdp")
-        progress.body = body
+        if body:
+            progress.headers.add("Content-Type", "application/sdp")
+            progress.body = body
         self.txn.respond(progress)
 
     def _make_local_sdp(self) -> bytes:
-        """Our SDP answer to the caller's offer with relay leg "a" as the PBX's own media (made once)."""
+        """Our SDP with relay leg "a" as the PBX's own media (made once): the answer to the caller's offer,
+        or, when its INVITE had none, our offer (`_answer_pending` until the ACK brings the answer)."""
         if self._local_sdp is None:
-            if not self.invite.body:
-                return b""
             if self.media is None:
                 self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
-            self._local_sdp = self.b2bua.local_answer(self, self.invite.body)
+            if self.invite.body:
+                self._local_sdp = self.b2bua.local_answer(self, self.invite.body)
+            else:
+                self._local_sdp = self.media.local_offer("a")
+                self._answer_pending = True
         return self._local_sdp
+
+    def _local_answer_received(self, body: bytes) -> None:
+        """The caller's ACK to our 200 that carried an offer: its answer sets up the media, or the call
+        ends with BYE when there is none or none the PBX can use (RFC 3261 13.2.1, RFC 3264 6)."""
+        self._answer_pending = False
+        try:
+            agreed = self._agree(body)
+        except SipError as e:
+            self._log.warn(
+                "Call {id}: the ACK has no usable SDP answer ({reason}): BYE", id=self.id, reason=e.reason
+            )
+            self.hangup("pbx")
+            return
+        self._local_sdp, self._caller_sdp = agreed, body
+        self._media_agreed(True)
+
+    def _agree(self, body: bytes) -> bytes:
+        """Our offer cut down to the formats of the caller's answer, in the answer's order (what the
+        endpoint then speaks); the relay leg learns where the caller's media goes.
+
+        Raises:
+            SipError: no answer, a malformed one, or one accepting neither PCMU nor PCMA.
+        """
+        assert self._local_sdp is not None and self.media is not None
+        if not body:
+            raise SipError(488, "No SDP")
+        audio = accepted_audio(parse_sdp(body))
+        ours = SessionDescription.parse(self._local_sdp)
+        offered = ours.media[0]
+        kept = [f for f in audio.formats if f in offered.formats] if audio is not None else []
+        if not any(f in ("0", "8") for f in kept):
+            raise SipError(488, "No Acceptable Codec")
+        self.media.forward("a", body, is_offer=False)
+        return ours.with_media((offered.with_formats(kept),)).to_bytes()
 
     def _close_endpoint(self) -> None:
         """Stop the PBX's own media on leg "a" (the relay carries the caller's audio again)."""
@@ -598,7 +717,19 @@ class Call:
             else:  # the re-INVITE had no offer: the 200 has it, and the answer comes in the ACK of `source`
 
                 def forward_answer(ack_body: bytes) -> None:
-                    answer = self.media.forward(source.side, ack_body, is_offer=False) if self.media else b""
+                    try:
+                        answer = (
+                            self.media.forward(source.side, ack_body, is_offer=False) if self.media else b""
+                        )
+                    except SipError as e:  # no usable answer in the ACK: no session (RFC 3261 13.2.1)
+                        self._log.warn(
+                            "Call {id}: the ACK has no usable SDP answer ({reason}): BYE",
+                            id=self.id,
+                            reason=e.reason,
+                        )
+                        self._ack_relayed(target, sent, b"", None)
+                        self.hangup("pbx")
+                        return
                     self._ack_relayed(target, sent, answer, "application/sdp" if answer else None)
 
                 source.pending_ack_body = forward_answer
@@ -686,7 +817,8 @@ class Call:
             peer.pending_2xx = None
         if peer.pending_ack_body is not None:
             forward, peer.pending_ack_body = peer.pending_ack_body, None
-            forward(ack.body)
+            content_type = (ack.headers.get("Content-Type") or "application/sdp").lower()
+            forward(ack.body if content_type.startswith("application/sdp") else b"")
 
     # -- ending ------------------------------------------------------------------------------------------
 
@@ -737,6 +869,7 @@ class Call:
         if self.media is not None:
             self.media.close()
         self._finish_dial("cancelled")
+        self._media_agreed(False)
         self.b2bua.call_ended(self)
 
     def cdr(self) -> Cdr:

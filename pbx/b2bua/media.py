@@ -6,22 +6,108 @@ phone only ever sees the PBX's address and relay ports (topology hiding). The fi
 other streams (video) are declined with port 0, since the relay carries one audio stream per call. Codecs
 are filtered to an allow-list; the B2BUA does not transcode, so what both ends have passes through.
 
+Every body the B2BUA takes from a phone goes through `parse_sdp` first (RFC 3261 13.2.1, RFC 3264): a body
+that is not `application/sdp`, malformed, too large (`pbx.sip.sdp` limits), or whose audio stream has a `c=`
+that is not an IP address becomes a `SipError` (400, 413 or 488) whose reason phrase never echoes the
+sender's bytes. `accepted_audio` says whether a description has an audio stream the PBX can use.
+
 This module knows nothing of SIP transactions or dialogs: it turns bodies into bodies.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections.abc import Sequence
 
 from pbx.media.interfaces import IMediaRelay, IRelaySession
 from pbx.media.ports import PortsExhausted
 from pbx.sip.errors import SipError
-from pbx.sip.offer_answer import rewrite_for_relay
-from pbx.sip.sdp import MediaDescription, SdpError, SessionDescription
+from pbx.sip.offer_answer import make_offer, rewrite_for_relay
+from pbx.sip.sdp import MAX_SDP_SIZE, MediaDescription, SdpError, SdpTooLarge, SessionDescription
 
 OTHER = {"a": "b", "b": "a"}
 _random = random.Random()
+
+LOCAL_CODECS = ((0, "PCMU", 8000), (8, "PCMA", 8000), (101, "telephone-event", 8000))
+"""What the PBX offers when it is the media end of a caller that sent no offer (payload type, name, rate)."""
+
+_AUXILIARY = frozenset({"telephone-event", "cn"})
+_REASON_CHARS = frozenset(map(chr, range(0x20, 0x7F))) - {'"', "'", "\\"}
+_MAX_REASON = 60
+
+
+def _reason(error: SdpError) -> str:
+    """What is wrong with a body, for a reason phrase: the parser's words before the line it quotes, cut to
+    printable ASCII and `_MAX_REASON` characters (the sender's bytes are never echoed)."""
+    words = str(error).split("'", 1)[0].split('"', 1)[0]
+    words = "".join(c for c in words if c in _REASON_CHARS).strip(" :")[:_MAX_REASON].strip()
+    return f"Malformed SDP: {words}" if words else "Malformed SDP"
+
+
+def sdp_failure(error: SdpError, size: int) -> SipError:
+    """The response for a body that `SessionDescription.parse` refused: 413 for an oversized body, 488 for
+    too many media descriptions, 400 for the rest."""
+    if isinstance(error, SdpTooLarge):
+        if size > MAX_SDP_SIZE:
+            return SipError(413, "SDP Too Large")
+        return SipError(488, "Too Many Media Streams", [("Warning", '304 pbx "Too many media streams"')])
+    return SipError(400, _reason(error))
+
+
+def parse_sdp(body: bytes, content_type: str | None = None) -> SessionDescription:
+    """The session description in a body a phone sent (an offer or an answer), checked for what the relay
+    needs: `application/sdp` (when a Content-Type is given), well-formed within the parser's limits, a `c=`
+    for every active stream, and an IP address (IPv4 or IPv6, by its address type) in the `c=` of the first
+    active audio stream (RFC 8866 allows a host name there; the relay cannot use one).
+
+    Raises:
+        SipError: 488 for another content type (with Accept: application/sdp), an unusable address or too
+            many streams; 413 for a body over the size limit; 400 for a malformed body.
+    """
+    if content_type is not None and content_type.split(";", 1)[0].strip().lower() != "application/sdp":
+        raise SipError(488, "Not SDP", [("Accept", "application/sdp")])
+    try:
+        sdp = SessionDescription.parse(body)
+    except SdpError as e:
+        raise sdp_failure(e, len(body)) from None
+    audio_checked = False
+    for media in sdp.media:
+        if not media.port:
+            continue
+        connection = sdp.connection_for(media)
+        if connection is None:
+            raise SipError(400, "Malformed SDP: no c= line")
+        if media.media.lower() == "audio" and not audio_checked:
+            audio_checked = True
+            if not _is_ip(connection.net_type, connection.addr_type, connection.host):
+                raise SipError(
+                    488, "Unusable Media Address", [("Warning", '301 pbx "Incompatible network address"')]
+                )
+    return sdp
+
+
+def _is_ip(net_type: str, addr_type: str, host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    wanted = {"IP4": 4, "IP6": 6}.get(addr_type.upper())
+    return net_type.upper() == "IN" and address.version == wanted
+
+
+def accepted_audio(sdp: SessionDescription) -> MediaDescription | None:
+    """The first active audio stream with a codec (not only telephone-event or CN), or None."""
+    for media in sdp.media:
+        if media.media.lower() != "audio" or not media.port:
+            continue
+        rtpmap = media.rtpmap
+        for fmt in media.formats:
+            entry = rtpmap.get(fmt)
+            if entry is None or entry.encoding.lower() not in _AUXILIARY:
+                return media
+        return None
+    return None
 
 
 class MediaBridge:
@@ -48,12 +134,10 @@ class MediaBridge:
         """Learn the SDP that `from_side`'s peer sent and rewrite it for the other side's peer.
 
         Raises:
-            SipError: 400 for malformed SDP, 488 when no allowed codec is left in an offer.
+            SipError: 400 for malformed SDP, 488 when no allowed codec is left in an offer or the audio
+                stream's address is not an IP address (`parse_sdp`), 413 for an oversized body.
         """
-        try:
-            sdp = SessionDescription.parse(body)
-        except SdpError as e:
-            raise SipError(400, f"Malformed SDP: {e}") from None
+        sdp = parse_sdp(body)
         audio = self._audio_index(sdp)
         if audio is not None:
             media = sdp.media[audio]
@@ -82,6 +166,20 @@ class MediaBridge:
             version=self._versions[to_side],
         )
         return rewritten.to_bytes()
+
+    def local_offer(self, side: str) -> bytes:
+        """An offer of `LOCAL_CODECS` at `side`'s relay leg (the PBX as the media end of a caller whose
+        INVITE had no offer: RFC 3261 13.2.1, the 2xx carries the offer, the ACK the answer)."""
+        leg = self.session.leg(side)
+        self._versions[side] += 1
+        offer = make_offer(
+            leg.local_address,
+            leg.local_port,
+            LOCAL_CODECS,
+            session_id=self._session_ids[side],
+            version=self._versions[side],
+        )
+        return offer.to_bytes()
 
     def _filter(self, media: MediaDescription) -> MediaDescription:
         assert self._codecs is not None

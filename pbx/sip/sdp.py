@@ -6,7 +6,9 @@ as m i c b k a), and `parse(bytes(x)) == x` for every value. Change them with th
 methods. The parser is liberal where real stacks differ (LF-only line ends, trailing blanks, blank lines,
 `s=` left empty, lines in the wrong order, unknown line types, which are kept verbatim in `other`) and strict
 where a wrong guess would misroute media: `v=` first, exactly one `o=` and `s=`, at least one `t=`, and
-well-formed `o=`, `c=`, `t=` and `m=` lines (ports 0..65535, RTP payload types 0..127).
+well-formed `o=`, `c=`, `t=` and `m=` lines (ports 0..65535, RTP payload types 0..127). It is bounded:
+a body over `MAX_SDP_SIZE` bytes or with more than `MAX_MEDIA_DESCRIPTIONS` m= lines is refused whole
+(`SdpTooLarge`, an `SdpError`) before anything of it is used.
 
 Values built by hand are trusted, not validated: keep CR, LF and spaces out of tokens. Repeat times (`r=`)
 are kept in `other` and written after all `t=` lines, so with several `t=` lines they lose which one they
@@ -49,8 +51,11 @@ __all__ = [
     "Connection",
     "MediaDescription",
     "Origin",
+    "MAX_MEDIA_DESCRIPTIONS",
+    "MAX_SDP_SIZE",
     "RtpMap",
     "SdpError",
+    "SdpTooLarge",
     "SessionDescription",
 ]
 
@@ -76,8 +81,22 @@ _MEDIA_RANK = {"i": 0, "k": 7}
 _UNKNOWN_RANK = 8
 
 
+MAX_SDP_SIZE = 32768
+"""The largest body `SessionDescription.parse` reads, in bytes (a WebRTC offer with ICE candidates is a few
+kilobytes; a SIP message over UDP is at most 65,535)."""
+
+MAX_MEDIA_DESCRIPTIONS = 64
+"""The most m= lines `SessionDescription.parse` accepts: a description with thousands of them is refused
+whole, never half-parsed or forwarded."""
+
+
 class SdpError(ValueError):
     """A body that is not a well-formed session description; the message says which line is wrong."""
+
+
+class SdpTooLarge(SdpError):
+    """A body over `MAX_SDP_SIZE` bytes or with more than `MAX_MEDIA_DESCRIPTIONS` m= lines (the message
+    echoes none of it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,8 +498,12 @@ class SessionDescription:
         """Parse an SDP body (UTF-8; undecodable bytes survive a round trip).
 
         Raises:
+            SdpTooLarge: the body is over `MAX_SDP_SIZE` bytes or has more than `MAX_MEDIA_DESCRIPTIONS`
+                m= lines.
             SdpError: the body is not a session description; the message names the offending line.
         """
+        if len(data) > MAX_SDP_SIZE:
+            raise SdpTooLarge(f"session description over {MAX_SDP_SIZE} bytes")
         text = bytes(data).decode("utf-8", "surrogateescape") if not isinstance(data, str) else data
         return cls(**_Parser(text).result())
 
@@ -627,11 +650,16 @@ class _Parser:
             "other": tuple(self.other),
         }
 
+    def _add_media(self, value: str, line: str) -> None:
+        if len(self.media) >= MAX_MEDIA_DESCRIPTIONS:
+            raise SdpTooLarge(f"more than {MAX_MEDIA_DESCRIPTIONS} m= lines")
+        self.media.append(_MediaBuilder(_parse_media(value, line)))
+
     def _session_line(self, kind: str, value: str, line: str) -> None:
         if kind == "a":
             self.attributes.append(_parse_attribute(value, line))
         elif kind == "m":
-            self.media.append(_MediaBuilder(_parse_media(value, line)))
+            self._add_media(value, line)
         elif kind == "t":
             parts = _fields(value)
             if len(parts) != 2 or not all(_NUMBER.fullmatch(p) for p in parts):
@@ -658,7 +686,7 @@ class _Parser:
         if kind == "a":
             current.attributes.append(_parse_attribute(value, line))
         elif kind == "m":
-            self.media.append(_MediaBuilder(_parse_media(value, line)))
+            self._add_media(value, line)
         elif kind == "c":
             if current.connection is not None:
                 raise SdpError(f"more than one c= line in a media description: {_show(line)}")

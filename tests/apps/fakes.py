@@ -68,9 +68,13 @@ class FakeCall:
         if not self.answered:
             self.sent.append(200)
 
-    def early_media(self) -> None:
+    def early_media(self) -> bool:
         if not self.sent:
             self.sent.append(183)
+        return self.sent[0] == 183
+
+    def media_ready(self) -> Deferred[bool]:
+        return succeed(not self.ended)
 
     def media_leg(self) -> Any:
         return self.leg if self.sent and self._sdp else None

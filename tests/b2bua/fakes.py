@@ -340,8 +340,9 @@ def wire_request(
     body: bytes = b"",
     *,
     via_host: str = "192.168.1.10:5060",
+    content_type: str = "application/sdp",
 ) -> Request:
-    """A request as a phone sends it, built as wire text and parsed."""
+    """A request as a phone sends it, built as wire text and parsed (a body gets `content_type`)."""
     lines = [
         f"{method} {uri} SIP/2.0",
         f"Via: SIP/2.0/UDP {via_host};branch=z9hG4bKph{next(_counter):06d};rport",
@@ -349,7 +350,7 @@ def wire_request(
     ]
     lines += [f"{name}: {value}" for name, value in headers]
     if body:
-        lines.append("Content-Type: application/sdp")
+        lines.append(f"Content-Type: {content_type}")
     lines.append(f"Content-Length: {len(body)}")
     request = parse_message(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
     assert isinstance(request, Request)
@@ -405,6 +406,7 @@ class CallerPhone:
         display_name: str | None = "Alice Phone",
         flow: FakeFlow | None = None,
         extra: Sequence[tuple[str, str]] = (),
+        content_type: str = "application/sdp",
     ) -> None:
         self.harness = harness
         self.dialed = dialed
@@ -415,6 +417,7 @@ class CallerPhone:
         self.display_name = display_name
         self.flow = flow or FakeFlow()
         self.extra = list(extra)
+        self.content_type = content_type
         n = next(_counter)
         self.call_id = f"caller-call-{n}@192.168.1.10"
         self.tag = f"callertag{n}"
@@ -447,7 +450,7 @@ class CallerPhone:
         ]
         if authorization is not None:
             headers.append(("Proxy-Authorization", authorization))
-        return wire_request("INVITE", self.uri, headers, self.body)
+        return wire_request("INVITE", self.uri, headers, self.body, content_type=self.content_type)
 
     def send_invite(self, authorization: str | None = None) -> FakeServerTransaction:
         txn = FakeServerTransaction(self.invite_request(authorization), self.flow)
@@ -493,10 +496,11 @@ class CallerPhone:
             ("CSeq", f"{cseq} {method}"),
         ]
 
-    def ack(self, body: bytes = b"") -> Request:
+    def ack(self, body: bytes = b"", *, content_type: str = "application/sdp") -> Request:
         """The ACK of the 2xx to the INVITE, routed by the stack's dialog table."""
         assert self.txn is not None
-        ack = wire_request("ACK", PBX_CONTACT[1:-1], self._dialog_headers("ACK", self.cseq), body)
+        headers = self._dialog_headers("ACK", self.cseq)
+        ack = wire_request("ACK", PBX_CONTACT[1:-1], headers, body, content_type=content_type)
         self.harness.stack.dialogs.route_ack(ack, self.flow)
         return ack
 
@@ -541,18 +545,22 @@ class CalleePhone:
     def invite(self) -> Request:
         return self.sent.request
 
-    def response(self, status: int, body: bytes = b"", *, tag: str | None = None) -> Response:
+    def response(
+        self, status: int, body: bytes = b"", *, tag: str | None = None, content_type: str = "application/sdp"
+    ) -> Response:
         response = self.invite.response(status, to_tag=(tag or self.tag) if status > 100 else None)
         if 100 < status < 300:
             response.headers.add("Contact", self.contact)
         if body:
-            response.headers.add("Content-Type", "application/sdp")
+            response.headers.add("Content-Type", content_type)
             response.body = body
         return response
 
-    def respond(self, status: int, body: bytes = b"", *, tag: str | None = None) -> Response:
+    def respond(
+        self, status: int, body: bytes = b"", *, tag: str | None = None, content_type: str = "application/sdp"
+    ) -> Response:
         """Send a response to the INVITE to its transaction user (the leg)."""
-        response = self.response(status, body, tag=tag)
+        response = self.response(status, body, tag=tag, content_type=content_type)
         self.sent.tu.response_received(self.sent.transaction, response)
         return response
 

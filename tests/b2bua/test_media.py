@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from pbx.b2bua.media import MediaBridge
+from pbx.b2bua.media import MediaBridge, accepted_audio, parse_sdp
 from pbx.sip.errors import SipError
 
 from .fakes import RELAY_ADDRESS, FakeRelay, callee_sdp, sdp, sdp_body
@@ -135,3 +135,61 @@ class CodecFilterTests(SynchronousTestCase):
         media, _relay = bridge(("*",))
         out = sdp(media.forward("a", sdp_body(formats=(("9", "G722/8000"),)), is_offer=True))
         self.assertEqual(list(out.media[0].formats), ["9"])
+
+
+class CheckTests(SynchronousTestCase):
+    """`parse_sdp`: what the B2BUA accepts from a phone, and reasons that echo none of its bytes."""
+
+    def status_and_reason(self, body: bytes, content_type: str | None = None) -> tuple[int, str]:
+        with self.assertRaises(SipError) as caught:
+            parse_sdp(body, content_type)
+        reason = caught.exception.reason or ""
+        self.assertTrue(all(0x20 <= ord(c) < 0x7F for c in reason), repr(reason))
+        self.assertLessEqual(len(reason), 80)
+        return caught.exception.status, reason
+
+    def test_malformed_bodies_are_400_with_the_parsers_words_only(self) -> None:
+        good = sdp_body().decode()
+        status, reason = self.status_and_reason(good.replace("49170", "99999").encode())
+        self.assertEqual((status, reason), (400, "Malformed SDP: bad m= line: port out of range"))
+        status, reason = self.status_and_reason(good.replace("RTP/AVP 0 ", "RTP/AVP \xe9\r\n\x00 ").encode())
+        self.assertEqual(status, 400)
+        self.assertNotIn("\x00", reason)
+        status, reason = self.status_and_reason(b"\x1b[2J\x07" * 20)
+        self.assertEqual((status, reason), (400, "Malformed SDP: missing v= line"))
+
+    def test_another_content_type_is_488_with_accept(self) -> None:
+        with self.assertRaises(SipError) as caught:
+            parse_sdp(sdp_body(), "text/plain")
+        self.assertEqual(caught.exception.status, 488)
+        self.assertIn(("Accept", "application/sdp"), caught.exception.headers)
+        self.assertEqual(parse_sdp(sdp_body(), "Application/SDP; charset=utf-8").media[0].port, 49170)
+
+    def test_the_audio_address_must_be_an_ip_address_of_its_type(self) -> None:
+        for address in ("phone.example.com", "999.1.1.1", "::1"):
+            body = sdp_body().replace(b"c=IN IP4 192.168.1.10", f"c=IN IP4 {address}".encode())
+            self.assertEqual(self.status_and_reason(body)[0], 488)
+        v6 = sdp_body().replace(b"c=IN IP4 192.168.1.10", b"c=IN IP6 2001:db8::1")
+        self.assertEqual(parse_sdp(v6).connection.address, "2001:db8::1")  # type: ignore[union-attr]
+        hold = sdp_body().replace(b"c=IN IP4 192.168.1.10", b"c=IN IP4 0.0.0.0")
+        self.assertEqual(len(parse_sdp(hold).media), 1)
+
+    def test_an_active_stream_without_c_line_is_400(self) -> None:
+        body = sdp_body().replace(b"c=IN IP4 192.168.1.10\r\n", b"")
+        self.assertEqual(self.status_and_reason(body), (400, "Malformed SDP: no c= line"))
+
+    def test_accepted_audio_needs_a_codec(self) -> None:
+        self.assertIsNotNone(accepted_audio(sdp(sdp_body())))
+        self.assertIsNone(accepted_audio(sdp(sdp_body(formats=(("101", "telephone-event/8000"),)))))
+        self.assertIsNone(accepted_audio(sdp(sdp_body(port=0))))
+
+    def test_local_offer_is_g711_and_events_at_the_relay_leg_with_growing_versions(self) -> None:
+        media, _relay = bridge()
+        first, second = sdp(media.local_offer("a")), sdp(media.local_offer("a"))
+        (audio,) = first.media
+        self.assertEqual((first.connection.address, audio.port), (RELAY_ADDRESS, 40000))  # type: ignore[union-attr]
+        self.assertEqual(
+            [str(audio.rtpmap[f]) for f in audio.formats], ["PCMU/8000", "PCMA/8000", "telephone-event/8000"]
+        )
+        self.assertEqual(first.origin.session_id, second.origin.session_id)
+        self.assertLess(first.origin.session_version, second.origin.session_version)

@@ -25,11 +25,14 @@ from pbx.sip.offer_answer import (
 )
 from pbx.sip.sdp import (
     DIRECTIONS,
+    MAX_MEDIA_DESCRIPTIONS,
+    MAX_SDP_SIZE,
     Connection,
     MediaDescription,
     Origin,
     RtpMap,
     SdpError,
+    SdpTooLarge,
     SessionDescription,
 )
 
@@ -866,3 +869,43 @@ def test_parse_of_mutated_input_raises_only_sdp_error(data: bytes) -> None:
 )
 def test_parse_of_arbitrary_input_raises_only_sdp_error(data: bytes) -> None:
     _parse_or_refuse(data)
+
+
+# -- limits ------------------------------------------------------------------------------------------------
+
+_HEAD = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+
+
+def _with_media(count: int) -> str:
+    return _HEAD + "".join(f"m=audio {10000 + 2 * i} RTP/AVP 0\r\n" for i in range(count))
+
+
+def test_the_most_media_descriptions_allowed_parse() -> None:
+    assert len(SessionDescription.parse(_with_media(MAX_MEDIA_DESCRIPTIONS)).media) == MAX_MEDIA_DESCRIPTIONS
+
+
+@pytest.mark.parametrize("count", [MAX_MEDIA_DESCRIPTIONS + 1, 1000])
+def test_too_many_media_descriptions_are_refused_whole(count: int) -> None:
+    with pytest.raises(SdpTooLarge, match=f"more than {MAX_MEDIA_DESCRIPTIONS} m= lines"):
+        SessionDescription.parse(_with_media(count).encode())
+
+
+def test_too_many_media_descriptions_with_a_bad_line_after_them_is_still_too_large() -> None:
+    text = _with_media(MAX_MEDIA_DESCRIPTIONS + 1) + "m=audio 99999 RTP/AVP 0\r\n"
+    with pytest.raises(SdpTooLarge):
+        SessionDescription.parse(text)
+
+
+def test_an_oversized_body_is_refused_before_parsing_and_echoes_nothing() -> None:
+    body = (_HEAD + "a=x:" + "secret" * (MAX_SDP_SIZE // 6) + "\r\n").encode()
+    with pytest.raises(SdpTooLarge) as caught:
+        SessionDescription.parse(body)
+    assert "secret" not in str(caught.value)
+    assert isinstance(caught.value, SdpError)  # callers that catch SdpError refuse it too
+
+
+def test_a_body_just_under_the_size_limit_parses() -> None:
+    padding = MAX_SDP_SIZE - len(_HEAD) - len("a=x:\r\n")
+    body = (_HEAD + "a=x:" + "p" * padding + "\r\n").encode()
+    assert len(body) == MAX_SDP_SIZE
+    assert SessionDescription.parse(body).attribute("x") == "p" * padding
