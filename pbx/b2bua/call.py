@@ -35,8 +35,8 @@ from zope.interface import implementer
 from pbx.b2bua.leg import OutboundLeg, _Ignore
 from pbx.b2bua.media import MediaBridge, accepted_audio, parse_sdp
 from pbx.b2bua.peer import Peer
-from pbx.dialplan import Action, DialplanError, RunState, template_for
-from pbx.dialplan.simulate import MAX_RENDERS
+from pbx.dialplan import Action, DialplanError, RunState
+from pbx.dialplan.interpreter import run_actions
 from pbx.media.dtmf import parse_dtmf_info
 from pbx.sip.dialog import Dialog
 from pbx.sip.errors import SipError, SipParseError
@@ -188,7 +188,7 @@ class Call:
         try:
             if self.invite.body:  # RFC 3261 13.2.1: a bad offer is refused before any action runs
                 parse_sdp(self.invite.body, self.invite.headers.get("Content-Type"))
-            await self._run_actions()
+            await run_actions(self)
         except DialplanError as e:
             self._log.error("Dialplan error for call {id}: {e}", id=self.id, e=str(e))
             self._fail(500, "Dialplan Error")
@@ -220,61 +220,44 @@ class Call:
             return 603
         return self.run_state.hangup_status(action)
 
-    async def _run_actions(self) -> None:
-        """Run the actions as docs/dialplan.md "How actions run" says (RunState keeps the bookkeeping)."""
-        template = "main"
-        actions = self.b2bua.render(self, template)
-        index = 0
-        renders = 1
+    # -- the dialplan interpreter's host (pbx.dialplan.interpreter.ActionHost) ----------------------------
 
-        def jump(action: Action) -> None:
-            nonlocal renders
-            renders += 1
-            if renders > MAX_RENDERS:
-                raise DialplanError("too many templates rendered (a loop?)", action.source, action.line)
+    @property
+    def connected(self) -> bool:
+        """Bridged to a callee: the dialplan's actions are over."""
+        return self.b is not None
 
-        while index < len(actions) and not self.ended and self.b is None:
-            action = actions[index]
-            index += 1
-            if not self.run_state.should_run(action):
-                continue
-            name = action.name
-            if name == "dial":
-                result = await self.dial(action)
-                if result == "cancelled" or self.ended:
-                    return
-                self.declined = result == "declined"
-                self.run_state.dial_finished(action, "busy" if result == "declined" else result)
-                self.result = self.run_state.result
-            elif name in ("goto", "ivr"):
-                if name == "ivr":
-                    await self._app(action)
-                    if self.ended:
-                        return
-                jump(action)
-                template = template_for(action)
-                actions, index = self.b2bua.render(self, template), 0
-            elif name == "menu":
-                digits = await self._app(action)
-                if self.ended or self.b is not None:
-                    return
-                jump(action)
-                actions, index = self.b2bua.render(self, template, digits=digits), 0
-            elif name == "set":
-                self.vars.update((k, v) for k, v in action.options.items() if k != "if")
-            elif name == "hangup":
-                # A code-less hangup after a dial reports how the dial ended (busy, noanswer ...).
-                self.cause = self.run_state.result if not action.args and self.run_state.result else "hangup"
-                if self.answered_at is not None:
-                    self.hangup("pbx")
-                else:
-                    self.reject(self._failure_status(action))
-                return
-            elif name == "answer" and "answer" not in self.b2bua.apps:
-                self.answer_locally()
-                await self.media_ready()
-            else:
-                await self._app(action)
+    @property
+    def variables(self) -> dict[str, str]:
+        return self.vars
+
+    def render(self, template: str, digits: str | None) -> list[Action]:
+        return self.b2bua.render(self, template, digits=digits)
+
+    def starting(self, action: Action) -> None:
+        """Nothing to trace: a live call logs one line when it ends."""
+
+    async def run_dial(self, action: Action) -> str:
+        result = await self.dial(action)
+        if result != "cancelled" and not self.ended:
+            self.declined = result == "declined"
+            self.result = "busy" if self.declined else result
+        return result
+
+    async def run_app(self, action: Action) -> str:
+        if action.name == "answer" and "answer" not in self.b2bua.apps:
+            self.answer_locally()
+            await self.media_ready()
+            return "answered"
+        return await self._app(action)
+
+    def run_hangup(self, action: Action) -> None:
+        # A code-less hangup after a dial reports how the dial ended (busy, noanswer ...).
+        self.cause = self.run_state.result if not action.args and self.run_state.result else "hangup"
+        if self.answered_at is not None:
+            self.hangup("pbx")
+        else:
+            self.reject(self._failure_status(action))
 
     async def _app(self, action: Action) -> str:
         """Run the application of an action (pbx.apps, plugged in by pbx/tap.py); its result string."""

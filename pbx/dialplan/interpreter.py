@@ -39,8 +39,13 @@ class RenderLoopError(DialplanError):
 class ActionHost(Protocol):
     """What the interpreter asks of a call (live) or of the simulator."""
 
-    run_state: RunState
-    variables: dict[str, str]
+    @property
+    def run_state(self) -> RunState:
+        """The call's bookkeeping of dial results (one per call, across renders)."""
+
+    @property
+    def variables(self) -> dict[str, str]:
+        """The call's variables (`set`), the context's `vars` on the next render."""
 
     @property
     def ended(self) -> bool:
@@ -57,14 +62,14 @@ class ActionHost(Protocol):
         """Render a template of the call's tenant with the call's context (`digits` for a menu's re-render;
         the context's `result` and `vars` are `run_state.result` and `variables`)."""
 
-    def dial(self, action: Action) -> Awaitable[str]:
+    def run_dial(self, action: Action) -> Awaitable[str]:
         """Run a `dial`; its result: one of `RESULTS`, "declined" or "cancelled"."""
 
-    def app(self, action: Action) -> Awaitable[str]:
+    def run_app(self, action: Action) -> Awaitable[str]:
         """Run an application action (`answer`, `play`, `menu`, `ivr`, `record`, `voicemail` ...); its
         result (for `menu`: the digits collected)."""
 
-    def hangup(self, action: Action) -> None:
+    def run_hangup(self, action: Action) -> None:
         """Run `hangup [CODE]`: reject the call, or end it when it is answered."""
 
 
@@ -95,26 +100,26 @@ async def run_actions(host: ActionHost, template: str = "main") -> None:
         host.starting(action)
         name = action.name
         if name == "dial":
-            result = await host.dial(action)
+            result = await host.run_dial(action)
             if result == "cancelled" or host.ended:
                 return
             state.dial_finished(action, "busy" if result == "declined" else result)
         elif name in ("goto", "ivr"):
             if name == "ivr":
-                await host.app(action)
+                await host.run_app(action)
                 if host.ended:
                     return
             template = template_for(action)
             actions, index = rendered(action, template, None), 0
         elif name == "menu":
-            digits = await host.app(action)
+            digits = await host.run_app(action)
             if host.ended or host.connected:
                 return
             actions, index = rendered(action, template, digits), 0
         elif name == "set":
             host.variables.update(action.variables)
         elif name == "hangup":
-            host.hangup(action)
+            host.run_hangup(action)
             return
         else:
-            await host.app(action)
+            await host.run_app(action)

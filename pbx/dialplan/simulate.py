@@ -304,7 +304,7 @@ class _SimulatedCall:
         source = f"  # {action.source}:{action.line}" if self._show_source else ""
         self.out.append(f"{action}{source}")
 
-    def dial(self, action: Action) -> Deferred[str]:
+    def run_dial(self, action: Action) -> Deferred[str]:
         outcome = self._next_of(self._dial_results, self._dials, "answered")
         self._dials += 1
         self.out.append(f"# -> {outcome}")
@@ -313,7 +313,7 @@ class _SimulatedCall:
             self.connected = True
         return succeed(outcome)
 
-    def app(self, action: Action) -> Deferred[str]:
+    def run_app(self, action: Action) -> Deferred[str]:
         name, early = action.name, action.options.get("noanswer") == "yes"  # noanswer: early media
         if name == "voicemail":
             self.out.append("# end: the caller leaves a message")
@@ -327,7 +327,7 @@ class _SimulatedCall:
             return succeed(collected)
         return succeed("done")
 
-    def hangup(self, action: Action) -> None:
+    def run_hangup(self, action: Action) -> None:
         self.out.append(_end(self.run_state, action, self.answered))
         self.ended = True
 
