@@ -33,9 +33,11 @@ from pbx.media.endpoint import MediaEngine
 from pbx.media.recorder import thread_writer
 from pbx.registrar import BruteForceGuard, Domain, KeepAlive, LocationService, Registrar, RegistrarPolicy
 from pbx.sip.auth import DigestAuthenticator, NonceCounter, NonceSource
+from pbx.sip.client_auth import Credentials
 from pbx.sip.digest import ha1
 from pbx.sip.interfaces import IFlow
 from pbx.sip.parser import ParserLimits
+from pbx.sip.resolver import SipResolver, make_resolver
 from pbx.sip.stack import SipStack
 from pbx.sip.timers import TimerConfig
 from pbx.sip.tls import client_options_factory, ensure_dev_certificate, server_options
@@ -405,6 +407,8 @@ def build_calls(config: Config, stack: SipStack, registrar: Any, the_reactor: An
         parts["store"],
         parts["guard"],
         peers=peer_lookup(config),
+        locate=sip_locator(config, the_reactor).resolve,
+        uri_credentials=outbound_credentials(config),
         ring_timeout=config.calls.ring_timeout,
         max_call_duration=config.calls.max_call_duration,
         codecs=config.calls.codecs,
@@ -415,6 +419,24 @@ def build_calls(config: Config, stack: SipStack, registrar: Any, the_reactor: An
         stack.register(method, b2bua)
     stack.answer_statelessly("INVITE", b2bua.stateless_challenge)
     return CallsService(b2bua, relay, build_media_apps(config, b2bua, the_reactor))
+
+
+def sip_locator(config: Config, the_reactor: Any) -> SipResolver:
+    """RFC 3263 server location for SIP URI targets, asking `sip.nameservers` (or the system's resolvers)."""
+    transports = sorted({listener.transport for listener in config.sip.listeners})
+    families = ["ipv4"] + (["ipv6"] if any(":" in listener.host for listener in config.sip.listeners) else [])
+    dns = make_resolver(the_reactor, list(config.sip.nameservers))
+    return SipResolver(dns, the_reactor, transports=transports, families=families)
+
+
+def outbound_credentials(config: Config) -> Callable[[str, str], Credentials | None]:
+    """(tenant, realm) -> the credentials of `[[tenants.NAME.credentials]]` for that realm."""
+    table = {
+        (tenant.name, entry.realm): Credentials(entry.username, entry.password)
+        for tenant in config.tenants
+        for entry in tenant.credentials
+    }
+    return lambda tenant, realm: table.get((tenant, realm))
 
 
 def raise_file_limit(wanted: int = 65536) -> int:

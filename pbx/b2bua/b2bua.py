@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from pbx.b2bua.call import Call
+from pbx.b2bua.leg import LegTarget
 from pbx.b2bua.media import parse_sdp
 from pbx.b2bua.peer import Peer
 from pbx.dialplan import Action, DialplanEngine
@@ -39,12 +40,14 @@ from pbx.dialplan.simulate import (
 from pbx.media.interfaces import IMediaRelay
 from pbx.registrar import BruteForceGuard, ChallengePolicy, Domain, LocationService, parse_flow_text
 from pbx.sip.auth import AuthOutcome, DigestAuthenticator
+from pbx.sip.client_auth import Credentials
 from pbx.sip.errors import SipError, SipParseError
 from pbx.sip.interfaces import IDialogUsage, IFlow, IServerTransaction, ISipStack, ITransactionUser
 from pbx.sip.message import Request, Response, new_tag
 from pbx.sip.offer_answer import make_answer
+from pbx.sip.resolver import Target
 from pbx.sip.uri import SipURI, parse_sip_uri
-from pbx.store import Binding, ICdrStore
+from pbx.store import ICdrStore
 
 App = Callable[[Call, Action], Deferred[str]]
 
@@ -99,6 +102,9 @@ class B2BUA:
         cdrs: where CDRs go.
         guard: brute-force guard.
         peers: finds the trusted peer an INVITE comes from (no 407 for it); None: every INVITE is challenged.
+        locate: RFC 3263 server location of a SIP URI target (`SipResolver.resolve`); None: such targets
+            fail with 503.
+        uri_credentials: (tenant, realm) -> the credentials the PBX answers a SIP URI target's 401/407 with.
         ring_timeout, max_call_duration: seconds.
         codecs: codecs let through ("*" for all).
         md5_only_user_agents: User-Agent substrings challenged with MD5 only.
@@ -121,6 +127,8 @@ class B2BUA:
         guard: BruteForceGuard | None = None,
         *,
         peers: PeerLookup | None = None,
+        locate: Callable[[str], Deferred[list[Target]]] | None = None,
+        uri_credentials: Callable[[str, str], Credentials | None] | None = None,
         ring_timeout: float = 30.0,
         max_call_duration: float = 14400.0,
         codecs: Sequence[str] = ("*",),
@@ -138,6 +146,8 @@ class B2BUA:
         self._cdrs = cdrs
         self._challenges = ChallengePolicy(authenticator, guard, md5_only_user_agents)
         self._peers = peers
+        self._locate = locate
+        self._uri_credentials = uri_credentials
         self.ring_timeout = ring_timeout
         self.max_call_duration = max_call_duration
         self.codecs = tuple(codecs)
@@ -310,19 +320,23 @@ class B2BUA:
             )
         return cached[1], cached[2]
 
-    def resolve(self, call: Call, targets: Sequence[str]) -> list[tuple[str, Binding, tuple[str, str, int]]]:
-        """Every registered contact of the targets: (extension, binding, destination flow)."""
+    def resolve(self, call: Call, targets: Sequence[str]) -> list[LegTarget]:
+        """Where the targets of a `dial` ring: every registered contact of its extensions and groups, and
+        its SIP URIs (resolved by RFC 3263 when their leg starts)."""
         directory = self.directory(call)
         numbers: list[str] = []
+        out: list[LegTarget] = []
         for target in targets:
             if target.startswith("group:"):
                 numbers.extend(directory.groups.get(target[6:], ()))
             elif target.startswith("trunk:"):
                 self._log.warn("Trunks are not available yet: {t}", t=target)
+            elif target.startswith(("sip:", "sips:")):
+                out.append(self._uri_target(call, target))
             else:
                 numbers.append(target)
-        out = []
         seen: set[tuple[str, str]] = set()
+        domain = directory.domain
         for number in numbers:
             if number not in directory.extensions:
                 continue
@@ -330,8 +344,22 @@ class B2BUA:
                 if (number, binding.contact) in seen:
                     continue
                 seen.add((number, binding.contact))
-                out.append((number, binding, parse_flow_text(binding.received)))
+                out.append(LegTarget.contact(number, binding, parse_flow_text(binding.received), domain))
         return out
+
+    def _uri_target(self, call: Call, uri: str) -> LegTarget:
+        lookup = self._uri_credentials
+        tenant = call.caller.tenant
+        credentials = None if lookup is None else (lambda realm: lookup(tenant, realm))
+        return LegTarget(uri, uri, uri, credentials=credentials)
+
+    def resolve_uri(self, uri: str) -> Deferred[Sequence[tuple[str, str, int]]]:
+        """The next hops of a SIP URI target, in order (RFC 3263); fails when it has none."""
+        if self._locate is None:
+            raise SipError(503, "No resolver")
+        return self._locate(uri).addCallback(
+            lambda targets: [(t.transport, t.address, t.port) for t in targets]
+        )
 
     def local_answer(self, call: Call, offer_body: bytes) -> bytes:
         """Our SDP answer when the PBX itself answers (leg "a" of the relay receives the caller's media)."""

@@ -32,7 +32,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from pbx.b2bua.leg import OutboundLeg, _Ignore
+from pbx.b2bua.leg import OutboundLeg, send_in_dialog
 from pbx.b2bua.media import MediaBridge, accepted_audio, parse_sdp
 from pbx.b2bua.peer import Peer
 from pbx.dialplan import Action, DialplanError, RunState
@@ -306,18 +306,15 @@ class Call:
         from_value = f"<sip:{self.caller.extension}@{domain}>"
         if display:
             from_value = f"{quote_string(display)} {from_value}"
-        legs = []
-        for extension, binding, destination in contacts:
-            leg = OutboundLeg(self, extension, binding, destination)
-            legs.append(leg)
+        resolve = self.b2bua.resolve_uri
+        legs = [OutboundLeg(self, target, resolve) for target in contacts]
         self.legs.extend(legs)
         done: Deferred[str] = Deferred()
         self._dial_done = done
         self._current = legs
         for leg in legs:
-            to_value = f"<sip:{leg.extension}@{domain}>"
             try:
-                leg.start(from_value, to_value, body, content_type)
+                leg.start(from_value, body, content_type)
             except Exception as e:
                 self._log.warn("Could not start a leg to {ext}: {e}", ext=leg.extension, e=e)
                 leg.status = 503
@@ -408,6 +405,7 @@ class Call:
                 other.cancel()
         assert leg.dialog is not None
         self.b = Peer("b", leg.dialog, leg.destination, extension=leg.extension)
+        self.b.credentials, self.b.digests = leg.target.credentials, leg.digests
         self.b2bua.track(self, self.b)
         if not late_offer:
             leg.send_ack(None)
@@ -825,10 +823,7 @@ class Call:
         if peer.pending_2xx is not None:
             peer.pending_2xx.ack_received()
             peer.pending_2xx = None
-        bye = peer.dialog.create_request("BYE")
-        peer.dialog.terminate()
-        transport, host, port = peer.destination
-        self.b2bua.stack.send_request(bye, _Ignore(), transport, host, port)
+        send_in_dialog(self.b2bua.stack, peer.dialog, "BYE", peer.destination, peer.credentials, peer.digests)
 
     def _end(self, cause: str) -> None:
         if self.ended:
@@ -857,7 +852,7 @@ class Call:
 
     def cdr(self) -> Cdr:
         legs = ",".join(
-            f"{leg.extension}@{leg.binding.contact}={leg.status or (487 if leg.cancel_wanted else 0)}"
+            f"{leg.extension}@{leg.target.uri}={leg.status or (487 if leg.cancel_wanted else 0)}"
             for leg in self.legs
         )
         status = 200 if self.answered_at is not None else getattr(self, "_status", 0)

@@ -1,10 +1,15 @@
-"""One outbound leg of a call: an INVITE to one contact of the dialed extension (RFC 3261 13.2, 9.1).
+"""One outbound leg of a call: an INVITE to one target (RFC 3261 13.2, 9.1; RFC 3263 4.3; RFC 3261 22).
 
-A leg sends its INVITE through a client transaction towards the flow the contact registered on (NAT), relays
-provisional and final responses to its `Call`, builds its dialog from the first 2xx, acknowledges 2xx
-responses itself (and again for retransmissions), and can be cancelled: a CANCEL is only sent once a
-provisional response has arrived (RFC 3261 9.1), so a cancel requested earlier waits for it. A 2xx that
-arrives after the leg was cancelled (the race of 9.1) is acknowledged and followed by a BYE.
+A target (`LegTarget`) is a registered contact of the dialed extension (its INVITE goes to the flow the
+contact registered on: NAT) or a SIP URI (resolved by RFC 3263: NAPTR, SRV, A/AAAA; a target that times out,
+fails at the transport or answers 503 before any provisional response is followed by the next one within
+the transaction's 64*T1 budget). A target with credentials answers 401/407 challenges to its INVITE and to
+its BYE (`pbx.sip.client.ClientRequest`).
+
+A leg relays provisional and final responses to its `Call`, builds its dialog from the first 2xx,
+acknowledges 2xx responses itself (and again for retransmissions), and can be cancelled: a CANCEL is only
+sent once a provisional response has arrived (RFC 3261 9.1), so a cancel requested earlier waits for it. A
+2xx that arrives after the leg was cancelled (the race of 9.1) is acknowledged and followed by a BYE.
 
 This module knows nothing of dialplans; it reports to its call.
 """
@@ -12,46 +17,93 @@ This module knows nothing of dialplans; it reports to its call.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from pbx.sip.client import ClientRequest, dialog_cseq
+from pbx.sip.client_auth import CredentialLookup, DigestCache
 from pbx.sip.dialog import Dialog
 from pbx.sip.interfaces import IClientTransactionUser
 from pbx.sip.message import Request, Response, new_call_id, new_tag
+from pbx.sip.targets import Budget
 from pbx.sip.transaction import make_cancel
+from pbx.sip.uri import URI
 from pbx.store import Binding
 
 if TYPE_CHECKING:
     from pbx.b2bua.call import Call
 
 
-@implementer(IClientTransactionUser)
-class OutboundLeg:
-    """An INVITE to one registered contact.
+Destination = tuple[str, str, int]
+"""(transport, host, port) of the next hop."""
+
+Resolve = Callable[[str], Deferred[Sequence[Destination]]]
+"""A SIP URI -> its RFC 3263 targets in order (`SipResolver.resolve`, reduced to destinations)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LegTarget:
+    """Where one outbound leg rings.
 
     Attributes:
-        extension: the extension this contact belongs to.
-        binding: the registration it rings.
-        destination: (transport, host, port) where every request of this leg goes (the registered flow).
+        label: the extension number (or the URI) named in logs, CDRs and as the callee.
+        uri: the Request-URI (a registered contact, or the dialed URI).
+        to: the To URI.
+        destinations: the next hops in order; empty: resolve `uri` by RFC 3263 when the leg starts.
+        binding: the registration rung, for a contact of an extension.
+        credentials: realm -> credentials for 401/407 challenges; None: a challenge is a failure.
+    """
+
+    label: str
+    uri: str
+    to: str
+    destinations: tuple[Destination, ...] = ()
+    binding: Binding | None = None
+    credentials: CredentialLookup | None = None
+
+    @classmethod
+    def contact(cls, extension: str, binding: Binding, destination: Destination, domain: str) -> LegTarget:
+        """A registered contact of `extension`, reached over the flow it registered on."""
+        return cls(extension, binding.contact, f"sip:{extension}@{domain}", (destination,), binding)
+
+
+@implementer(IClientTransactionUser)
+class OutboundLeg:
+    """An INVITE to one target.
+
+    Attributes:
+        extension: the target's label (the extension number, or the dialed URI).
+        binding: the registration it rings, if it is a registered contact.
+        destination: (transport, host, port) where every request of this leg goes (the registered flow, or
+            the resolved target that took the INVITE).
         status: the final status received (0 while none).
         dialog: the dialog once a 2xx arrived.
     """
 
     _log = Logger()
 
-    def __init__(
-        self, call: Call, extension: str, binding: Binding, destination: tuple[str, str, int]
-    ) -> None:
+    def __init__(self, call: Call, target: LegTarget, resolve: Resolve | None = None) -> None:
         # The INVITE's client transaction (our transaction user) lives 32 s after a 2xx (RFC 6026 Timer M)
         # to re-ACK retransmissions: a strong reference would keep the whole ended call alive as long.
         self._call = weakref.ref(call)
         self._stack = call.b2bua.stack
         self._parse_contact = call.b2bua.parse_contact
-        self.extension = extension
-        self.binding = binding
-        self.destination = destination
+        self.target = target
+        self.extension = target.label
+        self.binding = target.binding
+        self.destination: Destination = target.destinations[0] if target.destinations else ("udp", "", 0)
+        self._resolve = resolve
+        self._remaining: list[Destination] = list(target.destinations[1:])
+        self._budget: Budget | None = None
+        self._client: ClientRequest | None = None
+        self.digests = DigestCache() if target.credentials is not None else None
+        self._template: Request | None = None
         self.status = 0
         self.transport_failed = False
         self.awaiting_answer = False
@@ -69,22 +121,107 @@ class OutboundLeg:
         """The call, or None once it has ended and is gone."""
         return self._call()
 
-    def start(self, from_value: str, to_value: str, body: bytes, content_type: str | None) -> None:
-        stack = self._stack
-        transport, host, port = self.destination
-        request = Request("INVITE", self._parse_contact(self.binding.contact))
+    def start(self, from_value: str, body: bytes, content_type: str | None) -> None:
+        """Build the INVITE and send it (after resolving the target's URI when it has no destinations)."""
+        target = self.target
+        uri: URI = self._parse_contact(target.uri)
+        request = Request("INVITE", uri)
         request.headers.add("From", f"{from_value};tag={self.local_tag}")
-        request.headers.add("To", to_value)
+        request.headers.add("To", f"<{target.to}>")
         request.headers.add("Call-ID", self.call_id)
         request.headers.add("CSeq", "1 INVITE")
-        request.headers.add("Contact", stack.contact_for(transport, host))
         request.headers.add("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO")
         request.headers.add("Supported", "replaces, timer")
         if body:
             request.headers.add("Content-Type", content_type or "application/sdp")
         request.body = body
-        self.invite = request
-        self.transaction = stack.send_request(request, self, transport, host, port)
+        self._template = request
+        self._budget = Budget(self._stack.clock, self._stack.timers.timer_b)
+        if target.destinations:
+            self._send_invite()
+            return
+        if self._resolve is None:
+            self._unreachable("no resolver for SIP URI targets")
+            return
+        self._resolve(target.uri).addCallbacks(self._resolved, self._resolution_failed)
+
+    def _resolved(self, destinations: Sequence[Destination]) -> None:
+        if not destinations:
+            self._unreachable("no address")
+            return
+        if self.cancel_wanted:  # the call gave up while DNS answered
+            self._set_failed(487)
+            return
+        self.destination, self._remaining = destinations[0], list(destinations[1:])
+        self._send_invite()
+
+    def _resolution_failed(self, failure: Failure) -> None:
+        self._unreachable(str(failure.value))
+
+    def _unreachable(self, reason: str) -> None:
+        self._log.warn("Could not resolve {target}: {reason}", target=self.extension, reason=reason)
+        self.transport_failed = True
+        self._set_failed(503)
+
+    def _send_invite(self) -> None:
+        """Send the INVITE to `destination`: directly, or through a ClientRequest that answers challenges."""
+        assert self._template is not None
+        stack = self._stack
+        transport, host, port = self.destination
+        request = self._template.copy()
+        request.headers.add("Contact", stack.contact_for(transport, host))
+        credentials = self.target.credentials
+        self.provisional = False
+        if credentials is None:
+            self.invite = request
+            self.transaction = stack.send_request(request, self, transport, host, port)
+            return
+        client = self._client = ClientRequest(
+            stack,
+            request,
+            self.destination,
+            credentials,
+            cache=self.digests,
+            on_provisional=self._client_provisional,
+            on_extra_final=self._client_2xx,
+        )
+        self.invite = client.request
+        client.start().addCallback(self._client_final, client)
+
+    def _failover(self) -> bool:
+        """After a 408, a transport error or a 503 before any provisional: try the next destination while
+        the budget lasts (RFC 3263 4.3). True when another INVITE went out."""
+        if self.provisional or self.cancel_wanted or not self._remaining:
+            return False
+        if self._budget is not None and self._budget.remaining() <= 0:
+            return False
+        self.destination = self._remaining.pop(0)
+        self._log.info("Trying {target} at {dest}", target=self.extension, dest=self.destination)
+        self._send_invite()
+        return True
+
+    # -- through ClientRequest (a target with credentials) --------------------------------------------
+
+    def _client_provisional(self, response: Response) -> None:
+        if self._client is not None:
+            self.invite = self._client.request
+        self.response_received(None, response)
+
+    def _client_2xx(self, response: Response) -> None:
+        self._answered(response)
+
+    def _client_final(self, response: Response, client: ClientRequest) -> None:
+        if client is not self._client:
+            return
+        self.invite = client.request
+        self.transaction = client.transaction
+        failure = client.local_failure
+        if failure == "timeout":
+            self.transaction_timeout(None)
+        elif failure is not None:
+            self.transport_error(None, failure)
+        else:
+            self.response_received(None, response)
 
     # -- IClientTransactionUser ----------------------------------------------------------------------------
 
@@ -93,7 +230,7 @@ class OutboundLeg:
         status = response.status
         if status < 200:
             self.provisional = True  # any 1xx, 100 Trying included, allows a CANCEL (RFC 3261 9.1)
-            if self.cancel_wanted and not self.cancelled:
+            if self.cancel_wanted and not self.cancelled and self._client is None:
                 self._send_cancel()
                 return
             call = self._call()
@@ -103,6 +240,11 @@ class OutboundLeg:
         if 200 <= status < 300:
             self._answered(response)
             return
+        if status == 503 and self._failover():
+            return
+        self._set_failed(status, response)
+
+    def _set_failed(self, status: int, response: Response | None = None) -> None:
         if self.status == 0:
             self.status = status
             call = self._call()
@@ -110,11 +252,8 @@ class OutboundLeg:
                 call.leg_failed(self, status, response)
 
     def transaction_timeout(self, transaction: object) -> None:
-        if self.status == 0:
-            self.status = 408
-            call = self._call()
-            if call is not None:
-                call.leg_failed(self, 408, None)
+        if self.status == 0 and not self._failover():
+            self._set_failed(408)
 
     def transport_error(self, transaction: object, reason: str) -> None:
         self._log.warn(
@@ -123,12 +262,9 @@ class OutboundLeg:
             dest=self.destination,
             reason=reason,
         )
-        if self.status == 0:
+        if self.status == 0 and not self._failover():
             self.transport_failed = True
-            self.status = 503
-            call = self._call()
-            if call is not None:
-                call.leg_failed(self, 503, None)
+            self._set_failed(503)
 
     # -- 2xx, ACK and BYE --------------------------------------------------------------------------------
 
@@ -159,9 +295,7 @@ class OutboundLeg:
         transport, host, port = self.destination
         stack = self._stack
         stack.send_stateless(extra.create_ack(self.invite), transport, host, port)
-        bye = extra.create_request("BYE")
-        extra.terminate()
-        stack.send_request(bye, _Ignore(), transport, host, port)
+        self._send_bye(extra)
 
     def send_ack(self, body: bytes | None, content_type: str | None = None) -> None:
         """ACK our 2xx (RFC 3261 13.2.2.4); the body carries the answer when the 2xx carried the offer."""
@@ -176,16 +310,19 @@ class OutboundLeg:
     def send_bye(self) -> None:
         if self.dialog is None or self.dialog.terminated:
             return
-        bye = self.dialog.create_request("BYE")
-        self.dialog.terminate()
-        transport, host, port = self.destination
-        self._stack.send_request(bye, _Ignore(), transport, host, port)
+        self._send_bye(self.dialog)
+
+    def _send_bye(self, dialog: Dialog) -> None:
+        send_in_dialog(self._stack, dialog, "BYE", self.destination, self.target.credentials, self.digests)
 
     def cancel(self) -> None:
         """Stop ringing: CANCEL now if a provisional arrived, else as soon as one does."""
         if self.status or self.cancel_wanted:
             return
         self.cancel_wanted = True
+        if self._client is not None:
+            self._client.cancel()  # CANCELs once a provisional came, and stops answering challenges
+            return
         if self.provisional:
             self._send_cancel()
 
@@ -196,6 +333,27 @@ class OutboundLeg:
         cancel = make_cancel(self.invite)
         # The CANCEL is its own transaction, to the same destination, with the INVITE's top Via.
         self._stack.send_cancel(cancel, _Ignore(), transport, host, port)
+
+
+def send_in_dialog(
+    stack: Any,
+    dialog: Dialog,
+    method: str,
+    destination: Destination,
+    credentials: CredentialLookup | None,
+    digests: DigestCache | None,
+) -> None:
+    """Send a request whose outcome changes nothing (a BYE ending the dialog): answering 401/407 with
+    `credentials` when given (each retry takes the dialog's next CSeq)."""
+    request = dialog.create_request(method)
+    if method == "BYE":
+        dialog.terminate()
+    if credentials is None:
+        stack.send_request(request, _Ignore(), *destination)
+        return
+    ClientRequest(
+        stack, request, destination, credentials, cache=digests, next_cseq=dialog_cseq(dialog)
+    ).start()
 
 
 @implementer(IClientTransactionUser)

@@ -32,3 +32,5 @@ class Peer:
     pending_ack_body: Any = None
     extension: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    credentials: Any = None  # realm -> Credentials for challenges to our requests (SIP URI targets)
+    digests: Any = None  # the DigestCache of those challenges

@@ -36,6 +36,7 @@ from pbx.config.model import (
     Extension,
     ListenerConfig,
     MediaConfig,
+    OutboundCredentials,
     RegistrarConfig,
     SecurityConfig,
     SipConfig,
@@ -59,12 +60,14 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "max_connections_per_address",
         "tls_handshake_timeout",
         "first_message_timeout",
+        "nameservers",
         "listen",
     ),
     "sip.listen[]": ("transport", "host", "port", "advertise"),
     "tls": ("certificate", "private_key", "ca_certificates"),
-    "tenants.<tenant>": ("domain", "aliases", "realm", "extensions", "groups", "peers"),
+    "tenants.<tenant>": ("domain", "aliases", "realm", "extensions", "groups", "peers", "credentials"),
     "tenants.<tenant>.peers[]": ("name", "networks", "extension"),
+    "tenants.<tenant>.credentials[]": ("realm", "username", "password"),
     "tenants.<tenant>.extensions.<number>": (
         "name",
         "password",
@@ -369,7 +372,30 @@ class _Parser:
             ),
             tls_handshake_timeout=self._positive(sip, "tls_handshake_timeout", "sip", 10.0),
             first_message_timeout=self._seconds(sip, "first_message_timeout", "sip", 30.0, 0.0),
+            nameservers=self.nameservers(sip),
         )
+
+    def nameservers(self, sip: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+        """`sip.nameservers`: "ADDRESS" or "ADDRESS:PORT" ("[V6]:PORT"), each an IP address."""
+        servers: list[tuple[str, int]] = []
+        for index, raw in enumerate(self._strings(sip, "nameservers", "sip", [])):
+            path = f"sip.nameservers[{index}]"
+            text = raw.strip()
+            host, port_text = text, "53"
+            if text.startswith("["):
+                host, _, rest = text[1:].partition("]")
+                port_text = rest[1:] if rest.startswith(":") else ("53" if not rest else "x")
+            elif text.count(":") == 1:
+                host, _, port_text = text.partition(":")
+            try:
+                address = ipaddress.ip_address(host)
+                port = int(port_text)
+            except ValueError:
+                raise ConfigError(path, f"must be an IP address with an optional port, not {raw!r}") from None
+            if not 0 < port < 65536:
+                raise ConfigError(path, f"port must be from 1 to 65535, not {port}")
+            servers.append((address.compressed, port))
+        return tuple(servers)
 
     def listeners(self, value: object) -> tuple[ListenerConfig, ...]:
         if value is None or value == []:
@@ -469,6 +495,7 @@ class _Parser:
         }
         groups = self.groups(table.get("groups", {}), _join(path, "groups"), name, extensions)
         peers = self.peers(table.get("peers", []), _join(path, "peers"), extensions)
+        credentials = self.credentials(table.get("credentials", []), _join(path, "credentials"))
         return Tenant(
             name=name,
             domain=domain,
@@ -477,7 +504,33 @@ class _Parser:
             extensions=extensions,
             groups=groups,
             peers=peers,
+            credentials=credentials,
         )
+
+    def credentials(self, value: object, path: str) -> tuple[OutboundCredentials, ...]:
+        """`[[tenants.NAME.credentials]]`: what the PBX answers a SIP URI target's 401/407 with, by realm."""
+        if not isinstance(value, list):
+            raise ConfigError(path, f"must be an array of tables ([[{path}]]), not {_kind(value)}")
+        found: list[OutboundCredentials] = []
+        realms: dict[str, str] = {}
+        for index, item in enumerate(value):
+            item_path = f"{path}[{index}]"
+            table = self._table(item, item_path, "tenants.<tenant>.credentials[]")
+            for key in ("realm", "username", "password"):
+                if key not in table:
+                    raise ConfigError(_join(item_path, key), "is required")
+            realm = self._text(table, "realm", item_path, "", empty=False)
+            if realm in realms:
+                raise ConfigError(_join(item_path, "realm"), f"{realm!r} is already used by {realms[realm]}")
+            realms[realm] = item_path
+            username = self._text(table, "username", item_path, "", empty=False)
+            if any(c in username for c in '"\\\r\n'):
+                raise ConfigError(
+                    _join(item_path, "username"), "must not contain quotes, backslashes or line breaks"
+                )
+            password = self._text(table, "password", item_path, "", empty=False)
+            found.append(OutboundCredentials(realm=realm, username=username, password=password))
+        return tuple(found)
 
     def peers(self, value: object, path: str, extensions: Mapping[str, Extension]) -> tuple[TrustedPeer, ...]:
         if not isinstance(value, list):

@@ -148,6 +148,7 @@ class SipConfig:
     max_connections_per_address: int = 64
     tls_handshake_timeout: float = 10.0
     first_message_timeout: float = 30.0
+    nameservers: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +326,21 @@ class Extension:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboundCredentials:
+    """Credentials the PBX answers a 401/407 with when a SIP URI target challenges it (per realm).
+
+    Attributes:
+        realm: the realm of the challenge.
+        username: the user name to answer with.
+        password: the password (never logged).
+    """
+
+    realm: str
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class TrustedPeer:
     """A SIP peer authenticated by its source address instead of digest (a gateway, an application server):
     its INVITEs get no 407 and run the dialplan as one of the tenant's extensions.
@@ -372,6 +388,7 @@ class Tenant:
     extensions: Mapping[str, Extension] = field(default_factory=dict, hash=False)
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     peers: tuple[TrustedPeer, ...] = ()
+    credentials: tuple[OutboundCredentials, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", tuple(self.peers))

@@ -54,6 +54,12 @@ _SAFE_WORD = re.compile(r"[A-Za-z0-9_.@:+*#/|-]+")
 _EXTENSION = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 _GROUP_OR_TRUNK = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,62}")
 _TRUNK_NUMBER = re.compile(r"\+?[0-9*#]{1,32}")
+# sip:/sips: URI: optional user part, a host name, IPv4 or [IPv6] address, optional port and parameters.
+_SIP_URI = re.compile(
+    r"sips?:(?:[A-Za-z0-9_.!~*'()&=+$,;?/%-]{1,64}@)?"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])"
+    r"(?::[0-9]{1,5})?(?:;[A-Za-z0-9_.!~*'()%+=-]{1,64}){0,8}"
+)
 _NAME_PART = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}"
 _TEMPLATE_NAME = re.compile(rf"{_NAME_PART}(?:/{_NAME_PART}){{0,3}}")
 _NUMBER = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6})?")
@@ -128,8 +134,8 @@ class DialTarget:
     """One parsed ``dial`` target.
 
     Attributes:
-        kind: ``"extension"``, ``"group"`` or ``"trunk"``.
-        name: The extension number, group name or trunk name.
+        kind: ``"extension"``, ``"group"``, ``"trunk"`` or ``"uri"`` (a ``sip:``/``sips:`` URI).
+        name: The extension number, group name, trunk name or URI.
         number: For a trunk, the number to call through it; else None.
     """
 
@@ -139,7 +145,7 @@ class DialTarget:
 
 
 def parse_target(text: str) -> DialTarget:
-    """Parse a dial target: ``NUMBER``, ``group:NAME`` or ``trunk:NAME/NUMBER``.
+    """Parse a dial target: ``NUMBER``, ``group:NAME``, ``trunk:NAME/NUMBER`` or a ``sip:``/``sips:`` URI.
 
     Raises:
         ValueError: ``text`` is none of these.
@@ -152,9 +158,14 @@ def parse_target(text: str) -> DialTarget:
         name, slash, number = text[6:].partition("/")
         if slash and _GROUP_OR_TRUNK.fullmatch(name) and _TRUNK_NUMBER.fullmatch(number):
             return DialTarget("trunk", name, number)
+    elif text.startswith(("sip:", "sips:")):
+        if _SIP_URI.fullmatch(text):
+            return DialTarget("uri", text)
     elif _EXTENSION.fullmatch(text):
         return DialTarget("extension", text)
-    raise ValueError(f"bad dial target {_show(text)} (an extension number, group:NAME or trunk:NAME/NUMBER)")
+    raise ValueError(
+        f"bad dial target {_show(text)} (an extension number, group:NAME, trunk:NAME/NUMBER or a sip: URI)"
+    )
 
 
 @dataclass(frozen=True, slots=True, repr=False)

@@ -649,6 +649,7 @@ class Harness:
         max_call_duration: float = 14400.0,
         extensions: dict[str, ExtensionInfo] | None = None,
         peers: Any = None,
+        **b2bua_options: Any,
     ) -> Harness:
         clock = Clock()
         stack = FakeStack(clock)
@@ -676,6 +677,7 @@ class Harness:
             ring_timeout=ring_timeout,
             max_call_duration=max_call_duration,
             codecs=codecs,
+            **b2bua_options,
         )
         harness = cls(clock, stack, store, location, authenticator, relay, engine, b2bua, dialplans)
         if main is not None:

@@ -835,3 +835,25 @@ def test_the_same_peer_network_may_serve_two_tenants() -> None:
     }
     config = parse_config(data(tenants=tenants), BASE)
     assert [t.peers[0].networks for t in config.tenants] == [("192.0.2.10/32",), ("192.0.2.10/32",)]
+
+
+def test_nameservers_and_outbound_credentials() -> None:
+    sip = {"listen": [{"transport": "udp", "host": "127.0.0.1"}], "nameservers": ["127.0.0.1:5353", "::1"]}
+    config = parse_config(data(sip=sip), BASE)
+    assert config.sip.nameservers == (("127.0.0.1", 5353), ("::1", 53))
+    bracketed = dict(sip, nameservers=["[::1]:5300"])
+    assert parse_config(data(sip=bracketed), BASE).sip.nameservers == (("::1", 5300),)
+    for bad in ("dns.example", "127.0.0.1:0", "127.0.0.1:x", "[::1]x"):
+        error = error_for(data(sip=dict(sip, nameservers=[bad])))
+        assert error.path == "sip.nameservers[0]", bad
+    entry = {"realm": "carrier", "username": "pbx", "password": "pw"}
+    config = parse_config(tenant_with({"password": "s"}, credentials=[entry]), BASE)
+    (found,) = config.tenants[0].credentials
+    assert (found.realm, found.username, found.password) == ("carrier", "pbx", "pw")
+    assert "pw" not in repr(found)
+    twice = error_for(tenant_with({"password": "s"}, credentials=[entry, entry]))
+    assert twice.path == "tenants.default.credentials[1].realm"
+    missing = error_for(tenant_with({"password": "s"}, credentials=[{"realm": "r", "username": "u"}]))
+    assert missing.path == "tenants.default.credentials[0].password"
+    quoted = error_for(tenant_with({"password": "s"}, credentials=[dict(entry, username='a"b')]))
+    assert quoted.path == "tenants.default.credentials[0].username"

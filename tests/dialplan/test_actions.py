@@ -267,7 +267,9 @@ def test_action_helpers() -> None:
 
 def test_parse_target() -> None:
     assert parse_target("1002") == DialTarget("extension", "1002")
-    for bad in ("", "group:", "trunk:x", "trunk:/1", "a b", "1002;x", "sip:1002@h"):
+    for uri in ("sip:1002@h", "sips:bob@example.test:5061", "sip:[::1]:5070;transport=tcp", "sip:h.example"):
+        assert parse_target(uri) == DialTarget("uri", uri)
+    for bad in ("", "group:", "trunk:x", "trunk:/1", "a b", "1002;x", "sip:", "sip:a b@h", 'sip:"x"@h'):
         with pytest.raises(ValueError):
             parse_target(bad)
 
