@@ -66,7 +66,7 @@ ENDING_RESPONSES: Final = frozenset(
 )
 
 Authorize = Callable[[Request, IServerTransaction], Any]
-"""`authorize(request, transaction) -> identity | None | Deferred[identity | None]`; None: already answered."""
+"""`authorize(request, transaction) -> identity, None or a Deferred of either`; None: it answered."""
 
 
 @dataclass(frozen=True, slots=True)
