@@ -11,6 +11,7 @@ from pbx.config.model import (
     Extension,
     ListenerConfig,
     MediaConfig,
+    MwiConfig,
     RegistrarConfig,
     SecurityConfig,
     SipConfig,
@@ -22,6 +23,7 @@ from pbx.config.model import (
 
 __all__ = [
     "CallsConfig",
+    "MwiConfig",
     "Config",
     "ConfigError",
     "Extension",

@@ -44,7 +44,14 @@ from zope.interface import implementer
 
 from pbx.sip.dialog import Dialog, destination
 from pbx.sip.errors import SipError
-from pbx.sip.interfaces import IClientTransactionUser, IDialogUsage, IFlow, IServerTransaction, ISipStack
+from pbx.sip.interfaces import (
+    IClientTransactionUser,
+    IDialogUsage,
+    IFlow,
+    IServerTransaction,
+    ISipStack,
+    ITransactionUser,
+)
 from pbx.sip.message import Request, Response, new_tag
 from pbx.sip.subscription import (
     ACTIVE,
@@ -267,6 +274,7 @@ class Subscription:
             self.send_state()
 
 
+@implementer(ITransactionUser)
 class Notifier:
     """The SUBSCRIBE transaction user: accepts subscriptions to its event packages and notifies them.
 
