@@ -7,11 +7,13 @@ Every wait is on an event (SIPp's exit, a log line) with a timeout; ports are fr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.baresip import Account, Baresip
 from tests.e2e.harness import PbxProcess, free_port, run_sipp, write_config
 
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -68,3 +70,22 @@ def test_sipp_subscribes_with_digest_and_sees_the_subscription_expire(mwi_pbx, t
     # both NOTIFYs crossed the wire, as the trace shows
     process.wait_for(r"Subscription-State: active;expires=", count=len(users))
     process.wait_for(r"Subscription-State: terminated;reason=timeout", count=len(users))
+
+
+def test_baresip_mwi_subscribes_and_is_notified(mwi_pbx, tmp_path):
+    """baresip's `mwi.so` subscribes to its own mailbox after registering (digest answered, 401 like
+    REGISTER, MD5 only for baresip) and answers the first NOTIFY; stopping the PBX deactivates it."""
+    process, ports = mwi_pbx
+    account = Account("1001", "pass1001", "127.0.0.1", ports["sip"])
+    phone = Baresip(tmp_path / "baresip", [account], extra_config=["module_app mwi.so"])
+    try:
+        phone.wait_registered(account, timeout=15)
+        process.wait_for(r"SUBSCRIBE sip:1001@127\.0\.0\.1", timeout=15)
+        process.wait_for(r"Subscription-State: active;expires=", timeout=15)
+        process.wait_for(r"CSeq: 1 NOTIFY", timeout=15, count=2)  # the NOTIFY and baresip's answer
+        answer = re.search(
+            r"<-- UDP [^\n]*\n\s*SIP/2\.0 (\d+)[^\n]*\n(?:[^\n]*\n){0,8}?\s*CSeq: 1 NOTIFY", process.output
+        )
+        assert answer is not None and answer.group(1) == "200", process.output[-3000:]
+    finally:
+        phone.stop()
