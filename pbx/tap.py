@@ -441,6 +441,7 @@ def build_mwi(config: Config, stack: SipStack, registrar: Any) -> MwiService:
     policy = SubscriptionPolicy(mwi.min_expires, mwi.max_expires, mwi.default_expires)
     notifier = Notifier(stack, authorize, [package], policy)
     stack.register("SUBSCRIBE", notifier)
+    stack.answer_statelessly("SUBSCRIBE", authorize.stateless_challenge)
     return MwiService(Mwi(notifier))
 
 

@@ -26,10 +26,10 @@ from zope.interface import implementer
 
 from pbx.registrar import BruteForceGuard, Domain
 from pbx.sip.auth import AuthOutcome, AuthResult, DigestAuthenticator
-from pbx.sip.errors import SipError
+from pbx.sip.errors import SipError, SipParseError
 from pbx.sip.events.message_summary import CONTENT_TYPE, EVENT, MessageSummary
-from pbx.sip.interfaces import IServerTransaction
-from pbx.sip.message import Request
+from pbx.sip.interfaces import IFlow, IServerTransaction
+from pbx.sip.message import Request, Response
 from pbx.sip.subscription import IEventPackage
 from pbx.sip.subscription_notifier import Notifier
 from pbx.sip.uri import SipURI
@@ -111,6 +111,29 @@ class MwiAuthorizer:
         self._md5_only = tuple(agent.lower() for agent in md5_only_user_agents)
         self.counters = {"challenged": 0, "auth_failures": 0}
 
+    def stateless_challenge(self, request: Request, flow: IFlow) -> Response | None:
+        """The 401 for a new SUBSCRIBE without credentials, answered without a transaction (RFC 3261 8.2.7,
+        as the registrar does: `SipStack.answer_statelessly`); refreshes inside a dialog (To tag), requests
+        with Authorization and refused ones go the stateful way (None)."""
+        if "Authorization" in request.headers:
+            return None
+        try:
+            if request.to.tag is not None:
+                return None
+        except SipParseError:
+            return None
+        uri = request.uri
+        domain = self._domains(uri.host) if isinstance(uri, SipURI) else None
+        if domain is None:
+            return None
+        self.counters["challenged"] += 1
+        return self._challenge(request, domain, stale=False)
+
+    def _challenge(self, request: Request, domain: Domain, *, stale: bool) -> Response:
+        user_agent = (request.headers.get("User-Agent") or "").lower()
+        algorithms = ("MD5",) if any(agent in user_agent for agent in self._md5_only) else None
+        return self._auth.challenge(request, domain.realm, proxy=False, stale=stale, algorithms=algorithms)
+
     def __call__(self, request: Request, transaction: IServerTransaction) -> Any:
         uri = request.uri
         if not isinstance(uri, SipURI):
@@ -139,12 +162,7 @@ class MwiAuthorizer:
             )  # fmt: skip
             if self._guard is not None:
                 self._guard.failure(source, f"{domain.tenant}/{claimed}")
-        user_agent = (request.headers.get("User-Agent") or "").lower()
-        algorithms = ("MD5",) if any(agent in user_agent for agent in self._md5_only) else None
-        stale = result.outcome is AuthOutcome.STALE
-        transaction.respond(
-            self._auth.challenge(request, domain.realm, proxy=False, stale=stale, algorithms=algorithms)
-        )
+        transaction.respond(self._challenge(request, domain, stale=result.outcome is AuthOutcome.STALE))
         return None
 
 

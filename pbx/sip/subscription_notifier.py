@@ -43,7 +43,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from pbx.sip.dialog import Dialog, destination
-from pbx.sip.errors import SipError
+from pbx.sip.errors import SipError, SipParseError
 from pbx.sip.interfaces import (
     IClientTransactionUser,
     IDialogUsage,
@@ -396,7 +396,10 @@ class Notifier:
         flow = transaction.flow
         contact = self.stack.contact_for(flow.transport, flow.remote_address[0])
         response = self.ok(request, new_tag(), contact, expires)
-        dialog = Dialog.create_uas(request, response, contact)
+        try:
+            dialog = Dialog.create_uas(request, response, contact)
+        except SipParseError as e:
+            raise SipError(400, e.reason) from None
         subscription = Subscription(self, package, resource, identity, event, dialog, flow)
         transaction.respond(response)
         self.counters["subscribed"] += 1

@@ -175,3 +175,18 @@ def test_mwi_config_table(tmp_path: Path):
         parse_config({**base, "mwi": {"min_expires": 50, "max_expires": 40}}, tmp_path)
     with pytest.raises(ConfigError, match=r"mwi\.default_expires"):
         parse_config({**base, "mwi": {"max_expires": 100}}, tmp_path)
+
+
+def test_stateless_challenge_only_for_new_subscribes_without_credentials():
+    world = World()
+    world.stack.answer_statelessly("SUBSCRIBE", world.authorizer.stateless_challenge)
+    request = world._request("1000", "1000", "pbx.example.com")
+    assert world._send(request).status == 401
+    assert world.authorizer.counters["challenged"] == 1
+    assert world.subscribe(password="pw1000").status == 200  # stateless 401, then the stateful 200
+    refresh = world._request("1000", "1000", "pbx.example.com")
+    refresh.headers.set("To", "<sip:1000@pbx.example.com>;tag=unknown")
+    assert world.authorizer.stateless_challenge(refresh, world.flow) is None  # in a dialog: not challenged
+    other = world._request("1000", "1000", "elsewhere.example.com")
+    assert world.authorizer.stateless_challenge(other, world.flow) is None  # refused statefully (403)
+    world.finish()

@@ -350,3 +350,15 @@ def test_too_many_subscriptions_get_503():
     world.answer()
     world.answer()
     world.finish()
+
+
+def test_a_subscribe_without_contact_or_with_a_bad_one_gets_400():
+    world = World()
+    response = world.send(subscribe().replace(b"Contact: <sip:alice@10.0.0.5:5070>\r\n", b""))
+    assert response.status == 400
+    response = world.send(
+        subscribe(branch="z9hG4bKs2").replace(b"Contact: <sip:alice@10.0.0.5:5070>", b"Contact: <sip:@@>")
+    )
+    assert response.status == 400
+    assert len(world.stack.dialogs) == 0 and world.transports.sent == []
+    world.finish()
