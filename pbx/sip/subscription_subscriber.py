@@ -8,10 +8,10 @@
 - Each NOTIFY is answered `200` and handed to `on_notify` as a `Notification` (Subscription-State, body).
   One that names another Event gets `489`, one without Subscription-State `400`.
 - Refreshes: an in-dialog SUBSCRIBE at `refresh_delay(expires)` (see there; the duration is the 2xx's
-  Expires, shortened by a NOTIFY's `expires` parameter). A refresh answered 404, 405, 410, 416, 480-485, 489,
-  501 or 604 ends the subscription (RFC 6665 4.1.2.2) and a new one is made; after other errors the
-  subscription stays valid until it expires and the refresh is tried again meanwhile. A `423` is obeyed
-  (the request is sent again with its Min-Expires).
+  Expires, shortened by a NOTIFY's `expires` parameter; a 2xx granting 0 s counts as the end). A refresh
+  answered 404, 405, 408, 410, 416, 480-485, 489, 501 or 604 ends the subscription (RFC 6665 4.1.2.2) and a
+  new one is made; after other errors the subscription stays valid until it expires and the refresh is tried
+  again meanwhile. A `423` is obeyed (the request is sent again with its Min-Expires).
 - After `terminated` (RFC 6665 4.1.3): `deactivated` and `timeout` subscribe again at once (but not twice
   within `retry_delay`, so a notifier that keeps ending subscriptions cannot make a loop); `rejected`,
   `noresource` and `invariant` never; `probation`, `giveup`, other reasons and none after the NOTIFY's
@@ -72,6 +72,7 @@ RETRIABLE: Final = frozenset({408, 480, 500, 503, 504})
 # Subscriber states besides the Subscription-State values (`active`, `pending`, `terminated`).
 IDLE: Final = "idle"
 SUBSCRIBING: Final = "subscribing"
+ACCEPTED: Final = "accepted"  # the 2xx came, no NOTIFY yet
 
 
 def refresh_delay(expires: float, t1: float = 0.5) -> float:
@@ -267,12 +268,12 @@ class Subscriber:
                 dialog.route_set = list(reversed(response.headers.get_all("Record-Route")))
                 dialog.state = CONFIRMED
             if self.state == SUBSCRIBING:
-                self.state = "accepted"
+                self.state = ACCEPTED
             if not self._running:
                 if self._timer_linger is None:  # stopped while the SUBSCRIBE was in flight
                     self._unsubscribe(dialog)
                 return
-            self._schedule_refresh(self._granted(response))
+            self._granted_or_lost(response)
             return
         self._drop_dialog()
         if not self._running:
@@ -288,6 +289,17 @@ class Subscriber:
             self._retry(_retry_after(response))
             return
         self._give_up(status)
+
+    def _granted_or_lost(self, response: Response) -> None:
+        """Schedule the refresh of the duration a 2xx granted; a 2xx granting 0 s ended the subscription
+        (subscribe again after `retry_delay`, never in a loop of immediate refreshes)."""
+        granted = self._granted(response)
+        if granted > 0:
+            self._schedule_refresh(granted)
+            return
+        self._drop_dialog()
+        self.state = TERMINATED
+        self._retry(None)
 
     def _granted(self, response: Response) -> int:
         value = (response.headers.get("Expires") or "").strip()
@@ -332,7 +344,7 @@ class Subscriber:
         status = response.status
         if 200 <= status < 300:
             dialog.receive_response(request, response)
-            self._schedule_refresh(self._granted(response))
+            self._granted_or_lost(response)
             return
         min_expires = _min_expires(response)
         if status == 423 and min_expires is not None and min_expires > self._expires:

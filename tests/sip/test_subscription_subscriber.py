@@ -288,3 +288,15 @@ def test_stop_without_final_notify_gives_up_after_64_t1():
     world.clock.advance(1)
     assert done.called
     world.finish()
+
+
+def test_a_2xx_granting_zero_seconds_ends_the_subscription_without_a_refresh_loop():
+    world = World()
+    world.subscriber.start()
+    world.respond(world.last(), Expires="0")
+    assert world.subscriber.dialog is None and world.subscriber.state == "terminated"
+    world.clock.advance(29)
+    assert len(world.requests()) == 1
+    world.clock.advance(1)
+    world.respond(world.last())
+    world.stop()
