@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from pbx.apps import IvrApps, MusicOnHold
+from pbx.apps.mwi import MessageSummaryPackage, Mwi, MwiAuthorizer
 from pbx.b2bua import B2BUA, Directory, ExtensionInfo, PeerLookup, TrustedPeer
 from pbx.config import Config, ConfigError, Tenant, load_config
 from pbx.dialplan import DialplanEngine
@@ -39,6 +40,7 @@ from pbx.sip.interfaces import IFlow
 from pbx.sip.parser import ParserLimits
 from pbx.sip.resolver import SipResolver, make_resolver
 from pbx.sip.stack import SipStack
+from pbx.sip.subscription_notifier import Notifier, SubscriptionPolicy
 from pbx.sip.timers import TimerConfig
 from pbx.sip.tls import client_options_factory, ensure_dev_certificate, server_options
 from pbx.sip.transport import TransportManager
@@ -145,6 +147,7 @@ def build(config: Config, sip_trace_enabled: bool = False, the_reactor: Any = re
     registrar = build_registrar(config, stack, the_reactor)
     registrar.setServiceParent(top)
     build_calls(config, stack, registrar, the_reactor).setServiceParent(top)
+    build_mwi(config, stack, registrar).setServiceParent(top)
     return top
 
 
@@ -437,6 +440,32 @@ def outbound_credentials(config: Config) -> Callable[[str, str], Credentials | N
         for entry in tenant.credentials
     }
     return lambda tenant, realm: table.get((tenant, realm))
+
+
+class MwiService(service.Service):
+    """Ends the message-summary subscriptions on shutdown (`deactivated`: the phones come back later)."""
+
+    def __init__(self, mwi: Mwi) -> None:
+        self.mwi = mwi
+
+    def stopService(self) -> Any:
+        self.mwi.stop()
+        return super().stopService()
+
+
+def build_mwi(config: Config, stack: SipStack, registrar: Any) -> MwiService:
+    """Message waiting (RFC 3842): SUBSCRIBE to `message-summary`, authenticated like REGISTER (401)."""
+    parts = registrar.parts
+    authorize = MwiAuthorizer(
+        parts["authenticator"], domain_lookup(config), parts["guard"], config.security.md5_only_user_agents
+    )
+    package = MessageSummaryPackage(tenant_domain={t.name: t.domain for t in config.tenants}.get)
+    mwi = config.mwi
+    policy = SubscriptionPolicy(mwi.min_expires, mwi.max_expires, mwi.default_expires)
+    notifier = Notifier(stack, authorize, [package], policy)
+    stack.register("SUBSCRIBE", notifier)
+    stack.answer_statelessly("SUBSCRIBE", authorize.stateless_challenge)
+    return MwiService(Mwi(notifier))
 
 
 def raise_file_limit(wanted: int = 65536) -> int:

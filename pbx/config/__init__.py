@@ -11,6 +11,7 @@ from pbx.config.model import (
     Extension,
     ListenerConfig,
     MediaConfig,
+    MwiConfig,
     OutboundCredentials,
     RegistrarConfig,
     SecurityConfig,
@@ -23,6 +24,7 @@ from pbx.config.model import (
 
 __all__ = [
     "CallsConfig",
+    "MwiConfig",
     "Config",
     "ConfigError",
     "Extension",

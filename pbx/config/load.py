@@ -36,6 +36,7 @@ from pbx.config.model import (
     Extension,
     ListenerConfig,
     MediaConfig,
+    MwiConfig,
     OutboundCredentials,
     RegistrarConfig,
     SecurityConfig,
@@ -47,7 +48,7 @@ from pbx.config.model import (
 )
 
 SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
-    "": ("pbx", "sip", "tls", "tenants", "registrar", "security", "media", "calls"),
+    "": ("pbx", "sip", "tls", "tenants", "registrar", "security", "media", "calls", "mwi"),
     "pbx": ("data_dir", "dialplan_dir", "sip_trace"),
     "sip": (
         "user_agent",
@@ -100,6 +101,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     ),
     "media": ("rtp_port_min", "rtp_port_max", "bind_host", "advertise"),
     "calls": ("ring_timeout", "max_call_duration", "codecs"),
+    "mwi": ("min_expires", "max_expires", "default_expires"),
 }
 """The keys each table accepts, by the table's path as written in ``docs/configuration.md``."""
 
@@ -350,6 +352,7 @@ class _Parser:
             security=self.security(root.get("security", {})),
             media=self.media(root.get("media", {})),
             calls=self.calls(root.get("calls", {})),
+            mwi=self.mwi(root.get("mwi", {})),
         )
 
     def sip(self, value: object) -> SipConfig:
@@ -771,3 +774,20 @@ class _Parser:
             max_call_duration=self._positive(calls, "max_call_duration", "calls", 14400.0),
             codecs=tuple(codecs),
         )
+
+    def mwi(self, value: object) -> MwiConfig:
+        mwi = self._table(value, "mwi", "mwi")
+        min_expires = self._integer(mwi, "min_expires", "mwi", 60, 1, 86400)
+        max_expires = self._integer(mwi, "max_expires", "mwi", 3600, 1, 604800)
+        if max_expires < min_expires:
+            raise ConfigError(
+                "mwi.max_expires", f"must be at least mwi.min_expires ({min_expires}), not {max_expires}"
+            )
+        default_expires = self._integer(mwi, "default_expires", "mwi", 3600, 1, 604800)
+        if not min_expires <= default_expires <= max_expires:
+            raise ConfigError(
+                "mwi.default_expires",
+                f"must be from mwi.min_expires to mwi.max_expires ({min_expires} to {max_expires}), "
+                f"not {default_expires}",
+            )
+        return MwiConfig(min_expires=min_expires, max_expires=max_expires, default_expires=default_expires)

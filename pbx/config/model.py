@@ -254,6 +254,23 @@ class MediaConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MwiConfig:
+    """Message waiting indication: subscriptions to ``message-summary`` (RFC 3842, RFC 6665).
+
+    Attributes:
+        min_expires: The shortest subscription accepted, in seconds; a SUBSCRIBE asking for less (but more
+            than 0) is answered 423 Interval Too Brief.
+        max_expires: The longest subscription granted, in seconds; longer requests are shortened to it.
+        default_expires: The duration when the SUBSCRIBE asks for none; from ``min_expires`` to
+            ``max_expires``.
+    """
+
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
 class CallsConfig:
     """B2BUA call settings.
 
@@ -424,6 +441,7 @@ class Config:
         security: Authentication and brute-force guard settings.
         media: RTP media relay settings.
         calls: B2BUA call settings.
+        mwi: Message waiting indication settings.
     """
 
     source: Path | None
@@ -438,6 +456,7 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     calls: CallsConfig = field(default_factory=CallsConfig)
+    mwi: MwiConfig = field(default_factory=MwiConfig)
     _by_host: Mapping[str, Tenant] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
