@@ -16,8 +16,9 @@
   row.
 - Targets: `resolver` is a `SipResolver` (RFC 3263 lookup of the registrar, or of the outbound proxy when
   there is one; the proxy then goes in a Route header with `lr`) or a fixed list of `Target`s. One attempt
-  tries the targets in turn (`pbx.sip.targets.try_targets`) on timeout, transport error or 503. Once a target
-  accepts, refreshes go to it alone; when it fails, the next attempt starts from a fresh lookup.
+  tries the targets in turn (`pbx.sip.targets.try_targets`) on timeout, transport error or 503, within a
+  budget of 2 x 64*T1 per target. Once a target accepts, later attempts try it first (the others follow
+  only when it times out, fails at the transport or answers 503); a failed attempt forgets it.
 - Failure (any other final response, timeout, transport error, no target): state `failed` with the code and
   reason, and a new attempt after a back-off: `retry_base` (30 s) doubling per consecutive failure up to
   `retry_max` (600 s), shortened by up to `jitter` (20 %) at random; a Retry-After on a 500 or 503 is honoured
@@ -27,9 +28,10 @@
 - `stop()` cancels the timers and, when a binding may exist, sends Expires 0 for our Contact (RFC 3261
   10.2.2); its Deferred fires when that is answered, or after `stop_timeout` seconds.
 
-States: `unregistered` (built), `registering`, `registered`, `failed`, `stopped`; each change is reported to
-`on_state` with a `RegistrationStatus` (also the `status` property). This module knows no PBX: trunks and their
-configuration build clients from here.
+States: `unregistered` (built), `registering`, `registered`, `failed`, `stopped`; each change is reported
+to `on_state` with a `RegistrationStatus` (also the `status` property). Not done: RFC 5626 outbound
+(instance-id, reg-id, keep-alives); a Contact that changes with the target (another transport) leaves the old
+binding to lapse. This module knows no PBX: trunks and their configuration build clients from here.
 """
 
 from __future__ import annotations
