@@ -397,7 +397,8 @@ class RegistrationClient:
             if timer.active():
                 timer.cancel()
             if isinstance(result, Response):
-                self._set(RegistrationStatus(STOPPED, result.status, client.local_failure or result.reason))
+                reason = client.local_failure or result.reason
+                self._set(RegistrationStatus(STOPPED, result.status, reason, target=self._status.target))
             assert self._stopping is not None
             self._stopping.callback(None)
 
