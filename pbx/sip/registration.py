@@ -51,6 +51,7 @@ from pbx.sip.client import ClientRequest
 from pbx.sip.client_auth import CredentialLookup, DigestCache
 from pbx.sip.errors import SipParseError
 from pbx.sip.headers import NameAddress
+from pbx.sip.interfaces import ISipStack
 from pbx.sip.message import Request, Response, new_call_id, new_tag
 from pbx.sip.resolver import ResolutionError, Target
 from pbx.sip.targets import Budget, BudgetExpired, try_targets
@@ -121,7 +122,7 @@ class RegistrationClient:
     """Keep a Contact bound to an address-of-record at a registrar.
 
     Args:
-        stack: a `SipStack` (`send_request`, `contact_for`).
+        stack: the `ISipStack` (`send_request`, `contact_for`, `timers`).
         clock: the clock for refresh and retry timers.
         aor: the address-of-record (From and To), a sip: or sips: URI.
         registrar: the Request-URI; default: the AoR's domain (`sip:example.com`).
@@ -146,7 +147,7 @@ class RegistrationClient:
 
     def __init__(
         self,
-        stack: Any,
+        stack: ISipStack,
         clock: IReactorTime,
         *,
         aor: str,
@@ -242,6 +243,8 @@ class RegistrationClient:
         self._cancel_timers()
         previous = self._status
         self._set(RegistrationStatus(REGISTERING, previous.code, previous.reason, target=previous.target))
+        if self._stopping is not None:
+            return  # stopped from the on_state callback
         targets = self._targets()
         self._walk = targets
         if self._sticky is not None:
@@ -262,6 +265,7 @@ class RegistrationClient:
 
     def _walk_targets(self, targets: list[Target]) -> Deferred[Response]:
         self._423s = 0
+        self._caches = {target: cache for target, cache in self._caches.items() if target in targets}
         budget = Budget(self._clock, 2 * self._stack.timers.timer_b * max(1, len(targets)))
         walk = try_targets(targets, self._send_to, self._clock, budget)
         self._walk = walk

@@ -533,6 +533,22 @@ class StopTests(RegistrationCase):
         self.successResultOf(done)
         self.finish()
 
+    def test_stop_from_the_on_state_callback(self) -> None:
+        """stop() called while `registering` is reported: no REGISTER goes out, no timer is left."""
+        stopped: list[Deferred[None]] = []
+
+        def on_state(status: RegistrationStatus) -> None:
+            if status.state == REGISTERING:
+                stopped.append(client.stop())
+
+        client = RegistrationClient(
+            self.stack, self.clock, aor="sip:1001@192.0.2.10", credentials=credentials, on_state=on_state
+        )
+        client.start()
+        self.successResultOf(stopped[0])
+        self.assertEqual((client.status.state, self.requests()), (STOPPED, []))
+        self.finish()
+
     def test_on_state_errors_are_contained(self) -> None:
         def broken(status: RegistrationStatus) -> None:
             raise RuntimeError("boom")
