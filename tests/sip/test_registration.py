@@ -130,6 +130,14 @@ class RegistrationCase(SynchronousTestCase):
         self.successResultOf(done)
         self.finish()
 
+    def finish_after_stop(self, client: RegistrationClient) -> None:
+        """Stop, answer an unregister if one was sent, and check that no timer is left."""
+        done = client.stop()
+        if self.requests() and self.last().headers.get("Expires") == "0":
+            self.reply(200)
+        self.successResultOf(done)
+        self.finish()
+
     def finish(self) -> None:
         self.clock.pump([0.5] * 200)
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -194,13 +202,6 @@ class RegisterTests(RegistrationCase):
         self.reply(401, ("WWW-Authenticate", challenge("n2")))
         self.assertEqual((client.status.state, client.status.code), (FAILED, 401))
         self.finish_after_stop(client)
-
-    def finish_after_stop(self, client: RegistrationClient) -> None:
-        done = client.stop()
-        if self.last().headers.get("Expires") == "0":
-            self.reply(200)
-        self.successResultOf(done)
-        self.finish()
 
 
 class RefreshTests(RegistrationCase):
@@ -290,13 +291,6 @@ class RefreshTests(RegistrationCase):
         self.assertEqual((client.status.state, client.status.code), (FAILED, 423))
         self.assertEqual(len(self.requests()), 1)
         self.finish_after_stop(client)
-
-    def finish_after_stop(self, client: RegistrationClient) -> None:
-        done = client.stop()
-        if len(self.requests()) and self.last().headers.get("Expires") == "0":
-            self.reply(200)
-        self.successResultOf(done)
-        self.finish()
 
 
 class FailureTests(RegistrationCase):
