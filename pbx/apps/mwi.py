@@ -24,7 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from pbx.registrar import BruteForceGuard, Domain
+from pbx.registrar import BruteForceGuard, ChallengePolicy, Domain
 from pbx.sip.auth import AuthOutcome, AuthResult, DigestAuthenticator
 from pbx.sip.errors import SipError, SipParseError
 from pbx.sip.events.message_summary import CONTENT_TYPE, EVENT, MessageSummary
@@ -107,8 +107,7 @@ class MwiAuthorizer:
     ) -> None:
         self._auth = authenticator
         self._domains = domains
-        self._guard = guard
-        self._md5_only = tuple(agent.lower() for agent in md5_only_user_agents)
+        self._challenges = ChallengePolicy(authenticator, guard, md5_only_user_agents)
         self.counters = {"challenged": 0, "auth_failures": 0}
 
     def stateless_challenge(self, request: Request, flow: IFlow) -> Response | None:
@@ -127,12 +126,7 @@ class MwiAuthorizer:
         if domain is None:
             return None
         self.counters["challenged"] += 1
-        return self._challenge(request, domain, stale=False)
-
-    def _challenge(self, request: Request, domain: Domain, *, stale: bool) -> Response:
-        user_agent = (request.headers.get("User-Agent") or "").lower()
-        algorithms = ("MD5",) if any(agent in user_agent for agent in self._md5_only) else None
-        return self._auth.challenge(request, domain.realm, proxy=False, stale=stale, algorithms=algorithms)
+        return self._challenges.challenge(request, domain.realm, proxy=False)
 
     def __call__(self, request: Request, transaction: IServerTransaction) -> Any:
         uri = request.uri
@@ -154,15 +148,12 @@ class MwiAuthorizer:
         self.counters["challenged"] += 1
         if result.outcome is AuthOutcome.FAILED:
             self.counters["auth_failures"] += 1
-            source = transaction.flow.remote_address[0]
-            claimed = result.credentials.username if result.credentials is not None else "?"
-            self._log.warn(
-                "Failed SUBSCRIBE authentication for {user}@{tenant} from {source} ({reason})",
-                user=claimed, tenant=domain.tenant, source=source, reason=result.reason,
-            )  # fmt: skip
-            if self._guard is not None:
-                self._guard.failure(source, f"{domain.tenant}/{claimed}")
-        transaction.respond(self._challenge(request, domain, stale=result.outcome is AuthOutcome.STALE))
+        source = transaction.flow.remote_address[0]
+        transaction.respond(
+            self._challenges.refused(
+                request, result, realm=domain.realm, tenant=domain.tenant, source=source, proxy=False
+            )
+        )
         return None
 
 
