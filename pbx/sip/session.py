@@ -480,8 +480,10 @@ class InviteSession:
             return
         self._pending.remove(op)
         op.deferred.errback(SessionRequestFailed(status, response))
-        if self.dialog.terminated:  # 481 or 408 (RFC 3261 12.2.1.2)
-            self.bye("dialog gone") if status == 408 else self._end("dialog gone")
+        if status == 408:  # a 408 or no response at all ends the dialog (RFC 3261 12.2.1.2, RFC 4028 10)
+            self.bye("dialog gone")
+        elif self.dialog.terminated:  # 481
+            self._end("dialog gone")
 
     def _succeeded(self, op: _Outgoing, request: Request, response: Response, offered: bool) -> None:
         self._learn_allow(response)

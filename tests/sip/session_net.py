@@ -185,7 +185,11 @@ class Call:
         self.callee = Recorder()
         self.uas: UasSession | None = None
         self.acceptor = InviteAcceptor(
-            self.b.stack, self._on_session, lambda: self.callee, rng=random.Random(seed_b), **(uas_options or {})
+            self.b.stack,
+            self._on_session,
+            lambda: self.callee,
+            rng=random.Random(seed_b),
+            **(uas_options or {}),
         )
         self.b.stack.register("INVITE", self.acceptor)
         invite = make_invite(
@@ -196,7 +200,9 @@ class Call:
             body=body,
             headers=headers,
         )
-        self.uac = UacSession(self.a.stack, invite, self.caller, rng=random.Random(seed_a), **(uac_options or {}))
+        self.uac = UacSession(
+            self.a.stack, invite, self.caller, rng=random.Random(seed_a), **(uac_options or {})
+        )
 
     def _on_session(self, session: UasSession) -> None:
         self.uas = session
