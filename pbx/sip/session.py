@@ -8,7 +8,7 @@ when the dialog is made, `remove_dialog` when it ends) and tells an `ISessionLis
 - BYE received: `200`, the session ends; `bye()` sends one and ends it.
 - In-dialog requests (INFO, REFER, NOTIFY, MESSAGE ...) go to `listener.request_received`; OPTIONS is
   answered here.
-- re-INVITE and UPDATE both ways (`reinvite`, `update`), with the offer/answer state of the table
+- re-INVITE and UPDATE both ways (`reinvite`, `update`: sending is `pbx.sip.session_requests`'), with the offer/answer state of the table
   `OFFER_ANSWER` (one offer outstanding at a time). Received while one is pending: RFC 3261 14.2 (an INVITE
   while ours is in progress: `491`; while an earlier one we received is unanswered: `500` + Retry-After
   0-10 s) and RFC 3311 5.2 (an offer in UPDATE while our offer is unanswered: `491`; while theirs is:
@@ -24,16 +24,22 @@ Bodies are opaque bytes with a content type: SDP is the listener's business. Req
 injectable `sender` with the signature of `ISipStack.send_request` (default: the stack's), so a client that
 answers 401/407 challenges can be plugged in: it must return the transaction and report responses with the
 transaction whose `request` is the one actually sent (with its credentials and CSeq). Time and randomness
-are injected. Reliable provisional responses (RFC 3262 PRACK) are not supported.
+are injected. Reliable provisional responses (RFC 3262 PRACK) are not supported. The listener interface and
+the offer/answer table are in `pbx.sip.session_events`.
+
+Plugging in the challenge-answering client (`pbx.sip.client`, to come): pass `sender=client.send_request`
+(any callable `(request, tu, transport, host, port) -> transaction`). It may re-send a challenged request
+with credentials and a higher CSeq in a new transaction, as long as it reports every response to `tu` with
+the transaction whose `request` is what went out last: the UAC session ACKs, CANCELs and builds its dialog
+from `transaction.request` (RFC 3261 13.2.2.4: the ACK repeats the INVITE's credentials).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -49,7 +55,6 @@ from pbx.sip.session_events import (
     DEFAULT_ALLOW,
     IGNORE,
     LOCAL_OFFER,
-    MAX_RETRIES,
     OFFER_ANSWER,
     RECEIVE_ANSWER,
     RECEIVE_OFFER,
@@ -62,16 +67,15 @@ from pbx.sip.session_events import (
     ISessionListener,
     Sender,
     SessionRequestFailed,
-    _Client,
     _Outgoing,
     content_type_of,
 )
-from pbx.sip.session_timer import SessionTimer, SessionTimerPolicy, min_se, negotiate_uas, request_headers
-from pbx.sip.session_timer import from_response as timer_from_response
+from pbx.sip.session_requests import SessionRequests
+from pbx.sip.session_timer import SessionTimer, SessionTimerPolicy, negotiate_uas
 
 
 @implementer(IDialogUsage)
-class InviteSession:
+class InviteSession(SessionRequests):
     """What a UAS and a UAC session share once their dialog exists; see the module docstring.
 
     Args:
@@ -381,170 +385,6 @@ class InviteSession:
 
     def _initial_done(self) -> bool:
         return not self._initial_pending()
-
-    # -- requests we send -------------------------------------------------------------------------------
-
-    def reinvite(
-        self,
-        body: bytes = b"",
-        content_type: str = "application/sdp",
-        headers: Sequence[tuple[str, str]] = (),
-    ) -> Deferred[Response]:
-        """Send a re-INVITE (with an offer, or without: the 2xx's offer goes to `offer_received` and its
-        answer into the ACK). Fires with the 2xx, or fails with `SessionRequestFailed` (a 491 is retried
-        first). Raises ValueError when another INVITE is pending or an offer is outstanding."""
-        if (
-            self._outgoing_invite is not None
-            or self._incoming_invite is not None
-            or self._glare_op is not None
-        ):
-            raise ValueError("an INVITE is already pending in this session")
-        return self._start(_Outgoing("INVITE", body, content_type, headers))
-
-    def update(
-        self,
-        body: bytes = b"",
-        content_type: str = "application/sdp",
-        headers: Sequence[tuple[str, str]] = (),
-    ) -> Deferred[Response]:
-        """Send an UPDATE (with an offer, or without: a session refresh). Fires with the 2xx, or fails with
-        `SessionRequestFailed` after 491 retries."""
-        return self._start(_Outgoing("UPDATE", body, content_type, headers))
-
-    def request(
-        self,
-        method: str,
-        body: bytes = b"",
-        content_type: str = "application/sdp",
-        headers: Sequence[tuple[str, str]] = (),
-    ) -> Deferred[Response]:
-        """Send another request in the dialog (INFO, REFER, NOTIFY, MESSAGE); fires with its final reply."""
-        if method in ("INVITE", "UPDATE", "BYE", "ACK", "CANCEL", "PRACK"):
-            raise ValueError(f"use the session's own method for {method}")
-        return self._start(_Outgoing(method, body, content_type, headers))
-
-    def _start(self, op: _Outgoing) -> Deferred[Response]:
-        if self.ended or self.dialog is None or self.dialog.terminated:
-            return fail(SessionRequestFailed(481))
-        if op.body and op.method in ("INVITE", "UPDATE") and self.offer_answer != STABLE:
-            raise ValueError(f"an offer is outstanding ({self.offer_answer})")
-        self._pending.append(op)
-        self._transmit(op)
-        return op.deferred
-
-    def _transmit(self, op: _Outgoing) -> None:
-        assert self.dialog is not None
-        headers = list(op.headers)
-        if op.method in ("INVITE", "UPDATE"):
-            headers += request_headers(self.policy, self.session_timer, op.floor)
-            headers += [("Allow", self.allow), ("Supported", SUPPORTED)]
-            if op.body:
-                self._oa(SEND_OFFER)
-                self.local_body = (op.body, op.content_type)
-        request = self.dialog.create_request(
-            op.method, body=op.body, content_type=op.content_type if op.body else None, headers=headers
-        )
-        if op.method == "INVITE":
-            self._outgoing_invite = op
-        client = _Client(lambda txn, resp, status: self._final(op, txn, resp, status))
-        self._sender(request, client, *self._destination())
-
-    def _final(self, op: _Outgoing, transaction: Any, response: Response | None, status: int) -> None:
-        """The final response to one of our in-dialog requests (every 2xx to an INVITE comes here)."""
-        if op.acked:
-            if response is not None:
-                self._acks.on_stray_2xx(response)  # a retransmitted 2xx: ACK it again
-            return
-        if self.ended or op.deferred.called:
-            return
-        request: Request = transaction.request
-        assert self.dialog is not None
-        if response is not None:
-            self.dialog.receive_response(request, response)
-        offered = bool(op.body) and op.method in ("INVITE", "UPDATE")
-        if op.method == "INVITE":
-            self._outgoing_invite = None
-        if 200 <= status < 300 and response is not None:
-            self._succeeded(op, request, response, offered)
-            return
-        if offered and self.offer_answer == LOCAL_OFFER:
-            self._oa(REJECT)
-        if status in (491, 422) and op.retries < MAX_RETRIES and op.method in ("INVITE", "UPDATE"):
-            op.retries += 1
-            if status == 422 and response is not None:
-                op.floor = min_se(response) or op.floor
-                self._transmit(op)
-            else:
-                self._glare_op = op
-                self._timer_glare = self.stack.clock.callLater(self.glare_delay(), self._retry_glare)
-            return
-        self._pending.remove(op)
-        op.deferred.errback(SessionRequestFailed(status, response))
-        if status == 408:  # a 408 or no response at all ends the dialog (RFC 3261 12.2.1.2, RFC 4028 10)
-            self.bye("dialog gone")
-        elif self.dialog.terminated:  # 481
-            self._end("dialog gone")
-
-    def _succeeded(self, op: _Outgoing, request: Request, response: Response, offered: bool) -> None:
-        self._learn_allow(response)
-        try:
-            timer = timer_from_response(response) if op.method in ("INVITE", "UPDATE") else self.session_timer
-        except SipError:
-            timer = None
-        if offered:
-            if response.body:
-                self._oa(RECEIVE_ANSWER)
-                self.remote_body = (response.body, content_type_of(response))
-            else:
-                self._oa(REJECT)
-        if op.method == "INVITE":
-            op.acked = True
-            if offered or not response.body:
-                self._send_ack(request, response, b"", "")
-                self._done(op, response, timer)
-                return
-            self._oa(RECEIVE_OFFER)
-            content_type = content_type_of(response)
-            self.remote_body = (response.body, content_type)
-            d = maybeDeferred(self.listener.offer_received, self, response.body, content_type)
-
-            def ack(body: object) -> None:
-                if isinstance(body, bytes) and body:
-                    self._oa(SEND_ANSWER)
-                    self.local_body = (body, content_type)
-                    self._send_ack(request, response, body, content_type)
-                    self._done(op, response, timer)
-                else:
-                    raise SipError(488)
-
-            def refused(failure: Failure) -> None:
-                self._oa(REJECT)
-                self._send_ack(request, response, b"", "")  # RFC 3261 13.2.2.4: ACK, then BYE
-                self._pending.remove(op)
-                op.deferred.errback(SessionRequestFailed(488, response))
-                self.bye("offer refused")
-
-            d.addCallback(ack).addErrback(refused)
-            return
-        self._done(op, response, timer)
-
-    def _done(self, op: _Outgoing, response: Response, timer: SessionTimer | None) -> None:
-        self._pending.remove(op)
-        if op.method in ("INVITE", "UPDATE"):
-            self._apply_timer(timer)
-        op.deferred.callback(response)
-
-    def _retry_glare(self) -> None:
-        self._timer_glare = None
-        op, self._glare_op = self._glare_op, None
-        if op is None or self.ended:
-            return
-        busy = op.method == "INVITE" and self._incoming_invite is not None
-        if busy or (op.body and self.offer_answer != STABLE):
-            self._glare_op = op  # the peer's request is still being answered: wait once more
-            self._timer_glare = self.stack.clock.callLater(self.glare_delay(), self._retry_glare)
-            return
-        self._transmit(op)
 
     def bye(self, reason: str = "bye sent") -> None:
         """Send BYE and end the session (a no-op once it ended)."""
