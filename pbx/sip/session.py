@@ -8,12 +8,13 @@ when the dialog is made, `remove_dialog` when it ends) and tells an `ISessionLis
 - BYE received: `200`, the session ends; `bye()` sends one and ends it.
 - In-dialog requests (INFO, REFER, NOTIFY, MESSAGE ...) go to `listener.request_received`; OPTIONS is
   answered here.
-- re-INVITE and UPDATE both ways (`reinvite`, `update`: sending is `pbx.sip.session_requests`'), with the offer/answer state of the table
-  `OFFER_ANSWER` (one offer outstanding at a time). Received while one is pending: RFC 3261 14.2 (an INVITE
-  while ours is in progress: `491`; while an earlier one we received is unanswered: `500` + Retry-After
-  0-10 s) and RFC 3311 5.2 (an offer in UPDATE while our offer is unanswered: `491`; while theirs is:
-  `500` + Retry-After). A `491` to ours is retried after the RFC 3261 14.1 delay: 2.1-4 s in 10 ms steps
-  for the owner of the Call-ID (the dialog's UAC), 0-2 s for the other, from an injected `random.Random`.
+- re-INVITE and UPDATE both ways (`reinvite` and `update`, from `pbx.sip.session_requests`), with the
+  offer/answer state of the table `OFFER_ANSWER` (one offer outstanding at a time). Received while one is
+  pending: RFC 3261 14.2 (an INVITE while ours is in progress: `491`; while an earlier one we received is
+  unanswered: `500` + Retry-After 0-10 s) and RFC 3311 5.2 (an offer in UPDATE while our offer is unanswered:
+  `491`; while theirs is: `500` + Retry-After). A `491` to ours is retried after the RFC 3261 14.1 delay:
+  2.1-4 s in 10 ms steps for the owner of the Call-ID (the dialog's UAC), 0-2 s for the other, from an
+  injected `random.Random`.
 - Each 2xx we send to an INVITE is retransmitted until its ACK (`Uas2xxRetransmitter`); no ACK after 64*T1:
   BYE. Each 2xx to our INVITEs is ACKed, and re-ACKed when retransmitted (`UacAckCache`).
 - Session timers (`pbx.sip.session_timer`): the refresher refreshes at half the interval (UPDATE when the
