@@ -215,3 +215,59 @@ def test_reinvite_request_failures() -> None:
     assert isinstance(SessionRequestFailed(481), Exception)
     call.quiesce()
     assert call.net.clock.getDelayedCalls() == []
+
+
+def test_uas_refresher_when_the_uac_asks_for_it() -> None:
+    """INVITE with `Session-Expires: 180;refresher=uas`: the UAS refreshes (by UPDATE) every 90 s."""
+    policy = SessionTimerPolicy(interval=180)
+    call = Call(uas_options={"policy": policy}, uac_options={"policy": policy})
+
+    def sender(request: Request, tu: object, transport: str, host: str, port: int) -> object:
+        if request.method == "INVITE" and request.to.tag is None:
+            request.headers.set("Session-Expires", "180;refresher=uas")
+        return call.a.stack.send_request(request, tu, transport, host, port)  # type: ignore[arg-type]
+
+    call.uac._sender = sender
+    uac, uas = call.establish()
+    assert call.net.sent(B, 200)[0].headers.get("Session-Expires") == "180;refresher=uas"
+    assert call.net.sent(B, 200)[0].headers.get("Require") is None
+    assert uas.session_timer is not None and uas.session_timer.we_refresh
+    assert uac.session_timer is not None and not uac.session_timer.we_refresh
+    call.net.advance(200)
+    assert call.net.times(B, "UPDATE") == [90, 180]
+    assert call.net.sent(B, "UPDATE")[0].headers.get("Session-Expires") == "180;refresher=uac"
+    assert not uac.ended and not uas.ended
+    _finish(call)
+
+
+def test_offers_crossing_reinvite_during_our_offer_in_2xx_and_update_during_theirs() -> None:
+    call = Call(body=b"")
+    call.net.drop = lambda m, s, d: isinstance(m, Request) and m.method == "ACK"  # our offer stays unanswered
+    uac, uas = call.establish()
+    assert uas.offer_answer == LOCAL_OFFER
+    call.net.drop = None
+    failures: list[int] = []
+    uac.reinvite(HOLD).addErrback(lambda f: failures.append(f.value.status))
+    call.net.run()
+    assert len(call.net.sent(B, 491)) == 1  # an offer while ours (in the 2xx) is unanswered: 491
+    call.net.advance(5)  # the ACK (retransmitted 2xx re-ACKed) arrives; the retry then succeeds
+    assert failures == [] and uac.offer_answer == STABLE and uas.offer_answer == STABLE
+    # An UPDATE with an offer while the peer's offer to us is still unanswered: 500 with Retry-After.
+    pending: Deferred[bytes] = Deferred()
+    call.callee.offer_received = lambda s, b, c: pending  # type: ignore[method-assign]
+    uac.update(HOLD)
+    call.net.run()
+    first = [
+        m for _t, s, _d, m in call.net.log if s == A and isinstance(m, Request) and m.method == "UPDATE"
+    ][-1]
+    second = first.copy()
+    second.headers.set("Via", f"SIP/2.0/UDP 127.0.0.1:5060;branch={new_branch()};rport")
+    second.headers.set("CSeq", f"{first.cseq.number + 1} UPDATE")
+    call.b.stack.message_received(parse_message(second.to_bytes()), Flow(call.net, B, A))
+    call.net.run()
+    refused = call.net.sent(B, 500)[0]
+    assert refused.cseq.method == "UPDATE" and refused.headers.get("Retry-After") is not None
+    pending.callback(ANSWER)
+    call.net.run()
+    assert uac.offer_answer == STABLE and uas.offer_answer == STABLE
+    _finish(call)

@@ -173,3 +173,19 @@ def test_in_dialog_info_goes_to_listener_and_options_answered() -> None:
     uas.bye()
     call.quiesce()
     assert call.net.clock.getDelayedCalls() == []
+
+
+def test_providers_verify() -> None:
+    from zope.interface.verify import verifyObject
+
+    from pbx.sip.interfaces import IDialogUsage, ITransactionUser
+    from pbx.sip.session_events import ISessionListener, SessionListener
+
+    call = Call()
+    uac, uas = call.establish()
+    assert verifyObject(IDialogUsage, uac) and verifyObject(IDialogUsage, uas)
+    assert verifyObject(ITransactionUser, call.acceptor)
+    assert verifyObject(ISessionListener, SessionListener())
+    uac.bye()
+    call.quiesce()
+    assert call.net.clock.getDelayedCalls() == []

@@ -106,7 +106,7 @@ def test_options_answered_with_allow_accept_supported():
 
 
 def test_require_of_an_option_not_implemented_gets_420():
-    """path, outbound and replaces are not implemented: a request requiring one is refused (RFC 3261 8.2.2.3)."""
+    """path, outbound and replaces are not implemented: requiring one gets 420 (RFC 3261 8.2.2.3)."""
     stack, _, _ = make_stack()
     for tag in ("path", "outbound", "replaces"):
         flow = FakeFlow()
