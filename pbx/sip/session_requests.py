@@ -165,10 +165,13 @@ class SessionRequests:
             if response is not None:
                 self._acks.on_stray_2xx(response)  # a retransmitted 2xx: ACK it again
             return
-        if self.ended or op.deferred.called:
-            return
         request: Request = transaction.request
         assert self.dialog is not None
+        if self.ended or op.deferred.called:
+            if response is not None and op.method == "INVITE" and 200 <= status < 300:
+                op.acked = True
+                self._send_ack(request, response, b"", "")  # every 2xx is ACKed, even after our BYE
+            return
         if response is not None:
             self.dialog.receive_response(request, response)
         offered = bool(op.body) and op.method in ("INVITE", "UPDATE")
@@ -184,10 +187,11 @@ class SessionRequests:
             if status == 422 and response is not None:
                 op.floor = min_se(response) or op.floor
                 self._transmit(op)
-            else:
+                return
+            if self._glare_op is None:  # one retry waits at a time; a second request that met glare fails
                 self._glare_op = op
                 self._timer_glare = self.stack.clock.callLater(self.glare_delay(), self._retry_glare)
-            return
+                return
         self._pending.remove(op)
         op.deferred.errback(SessionRequestFailed(status, response))
         if status == 408:  # a 408 or no response at all ends the dialog (RFC 3261 12.2.1.2, RFC 4028 10)
@@ -221,6 +225,9 @@ class SessionRequests:
             d = maybeDeferred(self.listener.offer_received, self, response.body, content_type)
 
             def ack(body: object) -> None:
+                if self.ended:  # hung up meanwhile: still ACK the 2xx (the BYE went first)
+                    self._send_ack(request, response, body if isinstance(body, bytes) else b"", content_type)
+                    return
                 if isinstance(body, bytes) and body:
                     self._oa(SEND_ANSWER)
                     self.local_body = (body, content_type)
@@ -230,6 +237,9 @@ class SessionRequests:
                     raise SipError(488)
 
             def refused(failure: Failure) -> None:
+                if self.ended:
+                    self._send_ack(request, response, b"", "")
+                    return
                 self._oa(REJECT)
                 self._send_ack(request, response, b"", "")  # RFC 3261 13.2.2.4: ACK, then BYE
                 self._pending.remove(op)

@@ -39,6 +39,7 @@ from pbx.sip.session_events import (
     REJECT,
     SEND_ANSWER,
     SEND_OFFER,
+    STABLE,
     SUPPORTED,
     ISessionListener,
     Sender,
@@ -150,8 +151,9 @@ class UacSession(InviteSession):
         self.transaction = transaction
         self.invite = transaction.request
         self.provisional_seen = True  # any 1xx, 100 included, allows the CANCEL (RFC 3261 9.1)
-        if self.cancel_wanted and not self.cancel_sent:
-            self._send_cancel()
+        if self.cancel_wanted:
+            if not self.cancel_sent:
+                self._send_cancel()
             return
         if response.status > 100 and not self.ended:
             self._notify("provisional", response)
@@ -170,7 +172,7 @@ class UacSession(InviteSession):
                 self._retry(floor)
                 return
         self.final_received = True
-        if self.offer_answer != "stable":
+        if self.offer_answer != STABLE:
             self._oa(REJECT)
         self._notify("failed", status, response)
         self._end("cancelled" if self.cancel_wanted else "failed")
@@ -180,6 +182,7 @@ class UacSession(InviteSession):
         request.headers.remove("Via")
         request.headers.set("CSeq", f"{request.cseq.number + 1} INVITE")
         self.invite = request
+        self.provisional_seen = False  # a CANCEL waits for a provisional response to the new INVITE
         self._timer_headers(floor)
         self._send(request)
 
@@ -219,19 +222,17 @@ class UacSession(InviteSession):
             self._offered_in_2xx(request, response, timer)
 
     def _answered_offer(self, request: Request, response: Response, timer: SessionTimer | None) -> None:
+        self._send_ack(request, response, b"", "")  # first: whatever the listener does next
         if not response.body:  # RFC 3261 13.2.1: the 2xx must carry the answer
             self._oa(REJECT)
-            self._send_ack(request, response, b"", "")
             self._notify("answered", response)
             self.bye("no answer in 2xx")
             return
         self._oa(RECEIVE_ANSWER)
         self.remote_body = (response.body, content_type_of(response))
         self._notify("answered", response)
-        if self.ended:
-            return
-        self._send_ack(request, response, b"", "")
-        self._confirm(timer)
+        if not self.ended:
+            self._confirm(timer)
 
     def _offered_in_2xx(self, request: Request, response: Response, timer: SessionTimer | None) -> None:
         """The INVITE had no offer: the 2xx has it and our answer goes into the ACK (RFC 3261 13.2.2.4)."""
@@ -247,21 +248,21 @@ class UacSession(InviteSession):
         d = maybeDeferred(self.listener.offer_received, self, response.body, content_type)
 
         def ack(body: object) -> None:
-            if self.ended:
-                return
             if not isinstance(body, bytes) or not body:
                 raise SipError(488)
+            if self.ended:  # hung up meanwhile: the 2xx is still ACKed (the BYE went first)
+                self._send_ack(request, response, body, content_type)
+                return
             self._oa(SEND_ANSWER)
             self.local_body = (body, content_type)
             self._send_ack(request, response, body, content_type)
             self._confirm(timer)
 
         def refused(failure: Failure) -> None:  # a valid ACK, then BYE (RFC 3261 13.2.2.4)
-            if self.ended:
-                return
-            self._oa(REJECT)
             self._send_ack(request, response, b"", "")
-            self.bye("offer refused")
+            if not self.ended:
+                self._oa(REJECT)
+                self.bye("offer refused")
 
         d.addCallback(ack).addErrback(refused)
 

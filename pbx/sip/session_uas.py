@@ -19,7 +19,9 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pbx.sip.dialog import Dialog
@@ -234,7 +236,19 @@ class InviteAcceptor:
         key = id(transaction)
         self._sessions[key] = session
         session.on_end(lambda: self._sessions.pop(key, None))
-        return self._on_session(session)
+        try:
+            result = self._on_session(session)
+        except Exception:
+            self._failed(Failure(), session)
+            return None
+        if isinstance(result, Deferred):
+            result.addErrback(self._failed, session)
+        return None
+
+    def _failed(self, failure: Failure, session: UasSession) -> None:
+        """`on_session` failed: the INVITE gets a 500 (or the session its BYE) instead of hanging."""
+        self._log.failure("Could not start a session for {cid}", failure=failure, cid=session.invite.call_id)
+        session.hangup(500)
 
     def cancel_received(self, cancel: object, invite: IServerTransaction) -> None:
         session = self._sessions.get(id(invite))

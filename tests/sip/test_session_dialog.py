@@ -271,3 +271,40 @@ def test_offers_crossing_reinvite_during_our_offer_in_2xx_and_update_during_thei
     call.net.run()
     assert uac.offer_answer == STABLE and uas.offer_answer == STABLE
     _finish(call)
+
+
+def test_bye_while_a_reinvite_is_pending_both_ways() -> None:
+    # The peer hangs up while we are still answering its re-INVITE: 487 to the re-INVITE, 200 to the BYE.
+    call = Call()
+    uac, _uas = call.establish()
+    pending: Deferred[bytes] = Deferred()
+    call.callee.offer_received = lambda s, b, c: pending  # type: ignore[method-assign]
+    failures: list[int] = []
+    uac.reinvite(HOLD).addErrback(lambda f: failures.append(f.value.status))
+    call.net.run()
+    uac.bye()
+    call.net.run()
+    assert failures == [481]  # ended by our own BYE
+    assert call.net.sent(B, 487)[0].cseq.method == "INVITE"
+    assert call.callee.events[-1] == ("terminated", "bye received")
+    pending.callback(ANSWER)  # too late: nothing more is sent
+    call.net.run()
+    assert call.net.sent(B, 200)[-1].cseq.method == "BYE"
+    call.quiesce()
+    assert call.net.clock.getDelayedCalls() == []
+
+
+def test_2xx_to_our_reinvite_after_our_bye_is_still_acked() -> None:
+    call = Call()
+    uac, uas = call.establish()
+    call.net.drop = lambda m, s, d: isinstance(m, Request) and m.method == "BYE"  # the peer never hears it
+    uac.reinvite(HOLD).addErrback(lambda f: None)
+    uac.bye()
+    call.net.run()
+    acks = call.net.sent(A, "ACK")
+    assert len(acks) == 2 and acks[1].cseq.number == call.net.sent(A, "INVITE")[-1].cseq.number
+    assert uac.ended and not uas.ended
+    call.net.drop = None
+    uas.bye()
+    call.quiesce()
+    assert call.net.clock.getDelayedCalls() == []

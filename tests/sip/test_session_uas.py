@@ -189,3 +189,18 @@ def test_providers_verify() -> None:
     uac.bye()
     call.quiesce()
     assert call.net.clock.getDelayedCalls() == []
+
+
+def test_acceptor_answers_500_when_the_application_fails() -> None:
+    call = Call()
+
+    def broken(session: object) -> None:
+        raise RuntimeError("no application")
+
+    call.acceptor._on_session = broken  # type: ignore[assignment]
+    call.uac.start()
+    call.net.run()
+    assert call.net.sent(B, 500) and call.caller.events == [("failed", 500), ("terminated", "failed")]
+    assert len(call.acceptor) == 0
+    call.quiesce()
+    assert call.net.clock.getDelayedCalls() == []
