@@ -145,7 +145,9 @@ def negotiate_uas(
         if interval < policy.min_se:
             if uac_supports:
                 raise SipError(422, None, [("Min-SE", str(policy.min_se))])
-            interval = policy.min_se  # a proxy asked for it: we may not refuse, so we take longer
+            # A proxy asked for it for a UAC that would not understand a 422: we take it as it is (a UAS
+            # must not lengthen it, RFC 4028 9), never below the 90 s every Min-SE respects.
+            interval = max(interval, RFC_MIN_SE)
         interval = min(interval, max(policy.interval, floor))  # we may shorten, never below Min-SE
     if refresher is None:
         refresher = "uac" if uac_supports else "uas"

@@ -3,12 +3,15 @@ RFC 3311 5.2), session timers (RFC 4028)."""
 
 from __future__ import annotations
 
+import pytest
 from twisted.internet.defer import Deferred
 
+from pbx.sip.errors import SipError
 from pbx.sip.message import Request, Response, new_branch
 from pbx.sip.parser import parse_message
 from pbx.sip.session_events import LOCAL_OFFER, REMOTE_OFFER, STABLE, SessionRequestFailed
-from pbx.sip.session_timer import SessionTimerPolicy
+from pbx.sip.session_timer import SessionTimerPolicy, negotiate_uas
+from pbx.sip.uri import parse_uri
 from tests.sip.session_net import ANSWER, OFFER, A, B, Call, Flow
 
 HOLD = b"v=0\r\no=a 1 2 IN IP4 127.0.0.1\r\na=sendonly\r\n"
@@ -49,8 +52,6 @@ def test_reinvite_both_ways_with_offer_answer() -> None:
 
 
 def test_refused_offer_leaves_session_unchanged() -> None:
-    from pbx.sip.errors import SipError
-
     call = Call()
     uac, uas = call.establish()
 
@@ -308,3 +309,29 @@ def test_2xx_to_our_reinvite_after_our_bye_is_still_acked() -> None:
     uas.bye()
     call.quiesce()
     assert call.net.clock.getDelayedCalls() == []
+
+
+def test_negotiate_uas_rules() -> None:
+    """RFC 4028 9 in isolation: 422 only to a UAC that supports timer; never lengthened; refresher kept."""
+
+    def invite(**headers: str) -> Request:
+        request = Request("INVITE", parse_uri("sip:b@127.0.0.2"))
+        for name, value in headers.items():
+            request.headers.add(name.replace("_", "-"), value)
+        return request
+
+    policy = SessionTimerPolicy(interval=1800, min_se=600)
+    with pytest.raises(SipError) as refused:
+        negotiate_uas(invite(Supported="timer", Session_Expires="300"), policy)
+    assert refused.value.status == 422 and ("Min-SE", "600") in refused.value.headers
+    timer, headers = negotiate_uas(invite(Session_Expires="300"), policy)  # inserted by a proxy
+    assert timer is not None and timer.interval == 300 and timer.we_refresh
+    assert headers == [("Session-Expires", "300;refresher=uas")]
+    timer, headers = negotiate_uas(invite(Supported="timer", Session_Expires="7200;refresher=uas"), policy)
+    assert timer is not None and timer.interval == 1800 and timer.we_refresh  # shortened, refresher kept
+    assert negotiate_uas(invite(), policy) == (None, [])
+    timer, headers = negotiate_uas(invite(Supported="timer", Min_SE="2000"), policy)
+    assert timer is not None and timer.interval == 2000 and not timer.we_refresh
+    assert headers == [("Session-Expires", "2000;refresher=uac"), ("Require", "timer")]
+    with pytest.raises(SipError):
+        negotiate_uas(invite(Supported="timer", Session_Expires="abc"), policy)
