@@ -131,7 +131,7 @@ class OutboundLeg:
         request.headers.add("Call-ID", self.call_id)
         request.headers.add("CSeq", "1 INVITE")
         request.headers.add("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO")
-        request.headers.add("Supported", "replaces, timer")
+        request.headers.add("Supported", "timer")
         if body:
             request.headers.add("Content-Type", content_type or "application/sdp")
         request.body = body

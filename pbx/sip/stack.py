@@ -89,7 +89,10 @@ class SipStack:
         clock: the reactor's time.
         timers: RFC 3261 timer values.
         user_agent: value for Server and User-Agent headers.
-        supported: option tags we support (for Require/Supported).
+        supported: option tags we support (for Require/Supported). Only what is implemented: `timer`
+            (RFC 4028, in `pbx.sip.session`; a B2BUA relays Session-Expires and refreshes end to end).
+            Not `path` (RFC 3327: Path is stored but not used as a route), `outbound` (RFC 5626: no flow
+            tokens, no `Require: outbound` in the 200) nor `replaces` (RFC 3891: no Replaces handling).
     """
 
     _log = Logger()
@@ -100,7 +103,7 @@ class SipStack:
         *,
         timers: TimerConfig = DEFAULT_TIMERS,
         user_agent: str = "pbx",
-        supported: Iterable[str] = ("path", "outbound", "replaces", "timer"),
+        supported: Iterable[str] = ("timer",),
     ) -> None:
         self.clock = clock
         self.timers = timers

@@ -99,10 +99,20 @@ def test_options_answered_with_allow_accept_supported():
     assert response.status == 200
     assert "OPTIONS" in response.headers.get_all("Allow")
     assert response.headers.get("Accept") == "application/sdp"
-    assert response.headers.get("Supported") is not None
+    assert response.headers.get_all("Supported") == ["timer"]  # only what is implemented
     assert response.to.tag
     via = response.top_via
     assert via.received == "192.0.2.10" and via.rport == 5070
+
+
+def test_require_of_an_option_not_implemented_gets_420():
+    """path, outbound and replaces are not implemented: requiring one gets 420 (RFC 3261 8.2.2.3)."""
+    stack, _, _ = make_stack()
+    for tag in ("path", "outbound", "replaces"):
+        flow = FakeFlow()
+        deliver(stack, request("OPTIONS", Require=tag), flow)
+        [response] = flow.responses()
+        assert response.status == 420 and response.headers.get("Unsupported") == tag
 
 
 def test_options_retransmission_absorbed_and_answered_again():
