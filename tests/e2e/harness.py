@@ -156,7 +156,10 @@ class PbxProcess:
                 self._cond.wait(min(left, 0.5))
 
     def wait_ready(self, listeners: int, timeout: float = 30.0) -> None:
-        self.wait_for(r"SIP listening on", timeout, count=listeners)
+        """Wait for the PBX's ready line, logged once every listener is open (all `listeners` of them)."""
+        (line,) = self.wait_for(r"PBX ready: ", timeout)
+        sockets = line.split("SIP on ", 1)[1].split(";", 1)[0].split(", ")
+        assert len(sockets) >= listeners, line
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:

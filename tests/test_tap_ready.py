@@ -1,0 +1,110 @@
+"""The first lines a new user reads: the ready line and the log filter of `pbx/tap.py`."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+
+from twisted.application import service
+from twisted.logger import ILogObserver, PredicateResult, formatEvent, textFileLogObserver
+from twisted.python import log as legacy_log
+from twisted.trial import unittest
+
+from pbx.config import load_config
+from pbx.config.model import ListenerConfig
+from pbx.tap import QuietLogging, quiet_port_lines, ready_message
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "pbx.example.toml"
+
+
+def legacy_event(text: str) -> dict:
+    """What a `twisted.python.log.msg(text)` (as Twisted's ports call it) reaches observers as."""
+    events: list[dict] = []
+    publisher = legacy_log.LogPublisher(
+        observerPublisher=events.append, publishPublisher=events.append, logBeginner=None
+    )
+    publisher.msg(text)
+    (event,) = events
+    return event
+
+
+class ReadyMessageTests(unittest.SynchronousTestCase):
+    def test_example_config(self) -> None:
+        """The demo's line names every listener, the tenant with its extensions, and a phone to set up."""
+        message = ready_message(load_config(EXAMPLE))
+        self.assertEqual(
+            message,
+            "PBX ready: SIP on udp 127.0.0.1:5060, tcp 127.0.0.1:5060, tls 127.0.0.1:5061, udp [::1]:5060, "
+            "tcp [::1]:5060, tls [::1]:5061; tenants: default (4 extensions); "
+            "point a softphone at sip:1000@127.0.0.1:5060 (passwords in pbx.example.toml)",
+        )
+
+    def test_wildcard_and_other_domain(self) -> None:
+        """A wildcard listener is reached on loopback; a host that is not the tenant's names the domain."""
+        config = load_config(EXAMPLE)
+        sip = dataclasses.replace(config.sip, listeners=(ListenerConfig("tcp", "0.0.0.0", 5070),))
+        tenant = dataclasses.replace(config.tenants[0], domain="pbx.example.com", aliases=())
+        message = ready_message(dataclasses.replace(config, sip=sip, tenants=(tenant,), source=None))
+        self.assertTrue(message.startswith("PBX ready: SIP on tcp 0.0.0.0:5070; tenants: default"), message)
+        self.assertTrue(
+            message.endswith("point a softphone at sip:1000@pbx.example.com through 127.0.0.1:5070 over tcp"),
+            message,
+        )
+
+    def test_advertised_address(self) -> None:
+        config = load_config(EXAMPLE)
+        sip = dataclasses.replace(
+            config.sip, listeners=(ListenerConfig("udp", "0.0.0.0", 5060, advertise="192.0.2.7"),)
+        )
+        message = ready_message(dataclasses.replace(config, sip=sip))
+        self.assertIn("through 192.0.2.7:5060 (passwords", message)
+
+
+class QuietPortLinesTests(unittest.SynchronousTestCase):
+    def test_twisted_port_lines_dropped(self) -> None:
+        for text in (
+            "SipDatagramProtocol starting on 5060",
+            "SipStreamFactory (TLS) starting on 5061",
+            "_Channel starting on 10002",
+            "(UDP Port 10002 Closed)",
+            "(TLS Port 5061 Closed)",
+        ):
+            self.assertEqual(quiet_port_lines(legacy_event(text)), PredicateResult.no, text)
+
+    def test_everything_else_kept(self) -> None:
+        kept = [
+            legacy_event("Received SIGTERM, shutting down."),
+            legacy_event("SipStreamFactory starting on 5060, really"),
+            {"log_namespace": "pbx", "log_format": "x starting on 5060", "log_text": "x starting on 5060"},
+        ]
+        for event in kept:
+            self.assertEqual(quiet_port_lines(event), PredicateResult.maybe, formatEvent(event))
+
+
+class QuietLoggingTests(unittest.SynchronousTestCase):
+    def test_gives_the_application_its_observer(self) -> None:
+        """Added to twistd's Application, it sets the observer twistd then logs with; the PBX's services
+        are its children."""
+        made: list[object] = []
+
+        def observer() -> ILogObserver:
+            made.append(textFileLogObserver(io.StringIO()))
+            return made[-1]
+
+        pbx = service.MultiService()
+        top = QuietLogging(pbx, observer)
+        application = service.Application("pbx")
+        top.setServiceParent(application)
+        self.assertIs(application.getComponent(ILogObserver), made[0])
+        self.assertEqual(list(top), [pbx])
+        self.assertIn(top, list(service.IServiceCollection(application)))
+
+    def test_keeps_a_chosen_observer(self) -> None:
+        application = service.Application("pbx")
+        chosen = object()
+        application.setComponent(ILogObserver, chosen)
+        QuietLogging(service.MultiService(), lambda: self.fail("made an observer")).setServiceParent(
+            application
+        )
+        self.assertIs(application.getComponent(ILogObserver), chosen)
