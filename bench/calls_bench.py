@@ -324,7 +324,7 @@ _GC_PAUSE = re.compile(r"GC pause: generation (\d+), (\d+) ms")
 
 def gc_pauses(server: ServerProcess) -> list[tuple[int, int]]:
     """(generation, ms) of each collector pass of 50 ms or more the PBX logged (PBX_GC_LOG=1 in the
-    environment: `pbx.tap.tune_garbage_collector`); empty without it."""
+    environment: `pbx.service.process.tune_garbage_collector`); empty without it."""
     found = (_GC_PAUSE.search(line) for line in server.output.splitlines())
     return [(int(m.group(1)), int(m.group(2))) for m in found if m]
 

@@ -1,7 +1,8 @@
 """CPU per authenticated registration on the PBX's REGISTER path, in-process: no sockets, no SIPp.
 
 The companion of bench/register_bench.py (which measures the rate held over real UDP with SIPp) for quick,
-repeatable figures on a busy machine: it builds the registrar as `pbx.tap.build_registrar` does (same
+repeatable figures on a busy machine: it builds the registrar as `pbx.service.registrar.build_registrar`
+does (same
 authenticator, guard, policy and tenant lookup) over a `SipStack` on the real reactor's clock (never run),
 with an in-memory location store (its Deferreds fire at once; the SQLite thread was under 2 % of the PBX's
 time in the SIPp profile), and feeds each registration as SIPp makes it: REGISTER without credentials ->
@@ -35,12 +36,12 @@ from twisted.internet import reactor
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from pbx.config import parse_config
+from pbx.service.registrar import build_registrar
 from pbx.sip.parser import ParserLimits
 from pbx.sip.protocols import SipDatagramProtocol
 from pbx.sip.stack import SipStack
 from pbx.sip.transport import TransportManager
 from pbx.store.memory import MemoryLocationStore
-from pbx.tap import build_registrar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hotpath_bench import FakePort  # a bench script beside this one
@@ -115,7 +116,7 @@ def run_once(n: int, users: int, profiler: cProfile.Profile | None = None) -> fl
     receive = protocol.datagramReceived
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 50, 100)  # as pbx.tap.tune_garbage_collector
+    gc.set_threshold(50_000, 50, 100)  # as pbx.service.process.tune_garbage_collector
     busy = 0.0
     for i in range(n):
         user = FIRST_USER + i % users

@@ -607,7 +607,7 @@ AREAS: dict[str, tuple[str, ...]] = {
     "responding (ServerTransaction.respond)": ("_ServerTransaction.respond (",),
     "UDP sendto (Port.write)": ("Port.write (",),
     "random tokens (secrets.token_*)": ("token_bytes (", "token_hex ("),
-    "tenant lookup (tap.domain_lookup)": ("domain_lookup.",),
+    "tenant lookup (adapters.domain_lookup)": ("domain_lookup.",),
     "dialplan (B2BUA.render)": ("B2BUA.render (",),
     "dialplan context (B2BUA.context_for)": ("B2BUA.context_for (",),
     "media relay (pbx/media/relay.py)": ("pbx/media/relay.py",),

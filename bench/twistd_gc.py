@@ -4,7 +4,8 @@
 
 Every collection longer than 20 ms is printed as a `GC pause` line and the totals are printed at exit, so a
 benchmark can tell retransmissions caused by collector pauses from those caused by a lack of CPU. The PBX's
-own GC settings (`pbx.tap.tune_garbage_collector`: `gc.freeze()` after start-up, a higher threshold) apply
+own GC settings (`pbx.service.process.tune_garbage_collector`: `gc.freeze()` after start-up, a higher
+threshold) apply
 as in production; nothing of pbx/ is changed.
 """
 

@@ -8,7 +8,8 @@ and for the B2BUA's action runner).
 - `pbx.dialplan.engine`: the sandboxed environment, loading with reload on change and last-good fallback,
   rendering with errors that name the template file and line.
 - `pbx.dialplan.simulate`: the context's values (`make_context`), `simulate_call` and `check_dialplans`.
-- `pbx.dialplan.cli`: ``pbx dialplan check`` and ``pbx dialplan simulate`` (mounted by `pbx.cli`).
+- ``pbx dialplan check`` and ``pbx dialplan simulate`` are in `pbx.cli.dialplan` (the command line reads
+  the config).
 
 The layer sits above `pbx.config` and below the B2BUA; it knows nothing of SIP.
 """

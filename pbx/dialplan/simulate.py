@@ -7,7 +7,7 @@ shape. `simulate_call` runs a call's actions through the same interpreter as a l
 `check_dialplans` lints a dialplan directory: every template must compile, render with representative
 contexts, produce valid actions, and name existing templates in ``goto`` and ``ivr``.
 
-This module knows nothing of SIP or of the config layer: `pbx.dialplan.cli` turns a config into plain values.
+This module knows nothing of SIP or of the config layer: `pbx.cli.dialplan` turns a config into plain values.
 """
 
 from __future__ import annotations

@@ -274,10 +274,11 @@ class CallCycleTests(SynchronousTestCase):
 
 
 class TuneGarbageCollectorTests(SynchronousTestCase):
-    """`pbx.tap.tune_garbage_collector`: the production thresholds, or a benchmark's PBX_GC_THRESHOLDS."""
+    """`pbx.service.process.tune_garbage_collector`: the production thresholds, or a benchmark's
+    PBX_GC_THRESHOLDS."""
 
     def tune(self, environ: dict[str, str]) -> tuple[int, ...]:
-        from pbx.tap import tune_garbage_collector
+        from pbx.service.process import tune_garbage_collector
 
         before, callbacks = gc.get_threshold(), list(gc.callbacks)
         self.addCleanup(gc.set_threshold, *before)
@@ -288,7 +289,7 @@ class TuneGarbageCollectorTests(SynchronousTestCase):
         return thresholds
 
     def test_production_thresholds(self) -> None:
-        from pbx.tap import GC_THRESHOLDS
+        from pbx.service.process import GC_THRESHOLDS
 
         self.assertEqual(self.tune({}), GC_THRESHOLDS)
 
@@ -298,7 +299,7 @@ class TuneGarbageCollectorTests(SynchronousTestCase):
         self.assertEqual(len(gc.callbacks), callbacks + 1)  # the pause logger
 
     def test_a_bad_override_is_ignored(self) -> None:
-        from pbx.tap import GC_THRESHOLDS
+        from pbx.service.process import GC_THRESHOLDS
 
         for bad in ("1,2", "a,b,c", "1,2,-3"):
             self.assertEqual(self.tune({"PBX_GC_THRESHOLDS": bad}), GC_THRESHOLDS)

@@ -1,5 +1,5 @@
 """Trusted peers: INVITEs authenticated by source address skip the 407 and call as the peer's extension;
-everyone else is still challenged (`B2BUA(peers=...)`, `pbx.tap.peer_lookup`)."""
+everyone else is still challenged (`B2BUA(peers=...)`, `pbx.service.adapters.peer_lookup`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from pbx.b2bua import TrustedPeer
 from pbx.config import parse_config
-from pbx.tap import peer_lookup
+from pbx.service.adapters import peer_lookup
 
 from .fakes import TENANT, CallerPhone, FakeFlow, Harness
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pbx.cli.dialplan import main
 from pbx.dialplan import (
     MAX_RENDERS,
     Action,
@@ -22,7 +23,6 @@ from pbx.dialplan import (
     parse_actions,
     simulate_call,
 )
-from pbx.dialplan.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2024, 5, 6, 10, 0, tzinfo=UTC)

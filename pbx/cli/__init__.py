@@ -14,8 +14,8 @@ import time
 from collections.abc import Sequence
 
 from pbx import __version__
+from pbx.cli.dialplan import add_commands as add_dialplan_commands
 from pbx.config import ConfigError, load_config
-from pbx.dialplan.cli import add_commands as add_dialplan_commands
 from pbx.store.sqlite import read_bindings
 
 

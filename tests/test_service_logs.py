@@ -1,4 +1,4 @@
-"""The first lines a new user reads: the ready line and the log filter of `pbx/tap.py`."""
+"""The first lines a new user reads: the ready line and the log filter of `pbx/service/logs.py`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from twisted.trial import unittest
 
 from pbx.config import load_config
 from pbx.config.model import ListenerConfig
-from pbx.tap import QuietLogging, quiet_port_lines, ready_message
+from pbx.service.logs import QuietLogging, quiet_port_lines, ready_message
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "pbx.example.toml"
 

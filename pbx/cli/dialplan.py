@@ -8,7 +8,8 @@ parsed arguments and returns the exit status. `main` runs them alone (tests, ``p
 - ``pbx dialplan simulate [--config FILE] [--dir DIR] --tenant T --from EXT --to NUMBER [--result R]...
   [--digits D]... [--list]``: print the actions a call would run, one per line, as parsed.
 
-This is the only module of the package that reads the configuration (through `pbx.config.load_config`).
+Part of the command line (`pbx.cli`), which with `pbx/tap.py` and `pbx.service` is all that reads the
+configuration (through `pbx.config.load_config`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,95 @@
+"""Calls as a service: the B2BUA with its dialplans, the media relay and the PBX's own media applications."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.application import service
+from twisted.logger import Logger
+
+from pbx.apps import IvrApps, MusicOnHold
+from pbx.b2bua import B2BUA
+from pbx.config import Config
+from pbx.dialplan import DialplanEngine
+from pbx.media import PortPool, UdpMediaRelay
+from pbx.media.endpoint import MediaEngine
+from pbx.media.recorder import thread_writer
+from pbx.service.adapters import directories, domain_lookup, outbound_credentials, peer_lookup, sip_locator
+from pbx.service.process import parked_legs
+from pbx.service.registrar import RegistrarService
+from pbx.sip.stack import SipStack
+
+_log = Logger(namespace="pbx")
+
+
+SOUNDS_DIR = Path(__file__).resolve().parents[2] / "sounds" / "en"
+"""The shipped prompts (scripts/make_prompts), played by name."""
+
+
+class CallsService(service.Service):
+    """Hangs up the calls and closes the media engine and relay when the PBX stops."""
+
+    def __init__(self, b2bua: B2BUA, relay: UdpMediaRelay, engine: MediaEngine | None = None) -> None:
+        self.b2bua = b2bua
+        self.relay = relay
+        self.engine = engine
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self.b2bua.stop()
+        if self.engine is not None:
+            self.engine.close()
+        return self.relay.close()
+
+
+def build_media_apps(config: Config, b2bua: B2BUA, the_reactor: Any) -> MediaEngine:
+    """The PBX's own media (prompts, menus, recordings, music on hold) plugged into the B2BUA's actions.
+
+    Recordings are written in the reactor's thread pool (the fsync of a finished recording stays off the
+    reactor); the shipped prompts are loaded and encoded now, so no call waits for a disk."""
+    engine = MediaEngine(the_reactor, SOUNDS_DIR, writer=thread_writer(the_reactor))
+    count = engine.prompts.preload()
+    _log.info("Media: {count} prompts loaded from {dir}", count=count, dir=str(SOUNDS_DIR))
+    IvrApps(engine, config.dialplan_dir, config.data_dir / "recordings").register(b2bua.apps)
+    b2bua.hold_music = MusicOnHold(engine, config.dialplan_dir)
+    return engine
+
+
+def build_calls(
+    config: Config, stack: SipStack, registrar: RegistrarService, the_reactor: Any
+) -> service.IService:
+    """The B2BUA with its dialplans and media relay."""
+    media = config.media
+    pool = PortPool(media.rtp_port_min, media.rtp_port_max)
+    relay = UdpMediaRelay(
+        the_reactor,
+        pool,
+        bind_host=media.bind_host,
+        advertise=media.advertise or None,
+        keep_open=parked_legs(pool.capacity),
+    )
+    b2bua = B2BUA(
+        the_reactor,
+        stack,
+        registrar.location,
+        registrar.authenticator,
+        domain_lookup(config),
+        directories(config),
+        DialplanEngine(config.dialplan_dir),
+        relay,
+        registrar.store,
+        registrar.guard,
+        peers=peer_lookup(config),
+        locate=sip_locator(config, the_reactor).resolve,
+        uri_credentials=outbound_credentials(config),
+        ring_timeout=config.calls.ring_timeout,
+        max_call_duration=config.calls.max_call_duration,
+        codecs=config.calls.codecs,
+        md5_only_user_agents=config.security.md5_only_user_agents,
+        host=config.tenants[0].domain,
+    )
+    for method in ("INVITE", "BYE", "UPDATE", "INFO"):
+        stack.register(method, b2bua)
+    stack.answer_statelessly("INVITE", b2bua.stateless_challenge)
+    return CallsService(b2bua, relay, build_media_apps(config, b2bua, the_reactor))

@@ -1,0 +1,89 @@
+"""What the PBX says when it starts: the one ready line, and Twisted's per-socket lines kept quiet."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, cast
+
+from twisted.application import service
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogFilterPredicate,
+    ILogObserver,
+    LegacyLogObserverWrapper,
+    LogEvent,
+    PredicateResult,
+)
+from twisted.python import usage
+from twisted.python.components import Componentized
+
+from pbx.config import Config
+
+_TWISTED_PORT_LINE = re.compile(r".+ starting on \d+|\(\w+ Port \d+ Closed\)")
+
+
+def quiet_port_lines(event: LogEvent) -> PredicateResult:
+    """Hide the lines Twisted logs for every socket it opens and closes ("SipStreamFactory starting on 5060",
+    "(UDP Port 10002 Closed)"), relayed calls' RTP sockets included: the ready line names the listeners."""
+    if event.get("log_namespace") == "log_legacy" and _TWISTED_PORT_LINE.fullmatch(
+        str(event.get("log_text"))
+    ):
+        return PredicateResult.no
+    return PredicateResult.maybe
+
+
+def quiet_log_observer(server_options: usage.Options) -> ILogObserver:
+    """The observer twistd would make for its options (stdout with -n, --logfile, --syslog), behind
+    `quiet_port_lines`."""
+    from twisted.scripts._twistd_unix import UnixAppLogger  # twistd's own; the PBX runs on POSIX only
+
+    observer = UnixAppLogger(server_options)._getLogObserver()
+    if not ILogObserver.providedBy(observer):
+        observer = LegacyLogObserverWrapper(observer)  # syslog's observer is a legacy one
+    return FilteringLogObserver(observer, [cast(ILogFilterPredicate, quiet_port_lines)])
+
+
+def ready_message(config: Config) -> str:
+    """The one line that says the PBX is up: its SIP listeners, its tenants, and where to point a phone."""
+
+    def address(host: str, port: int) -> str:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    listeners = config.sip.listeners
+    sockets = ", ".join(f"{x.transport} {address(x.host, x.port)}" for x in listeners)
+    tenants = ", ".join(
+        f"{t.name} ({len(t.extensions)} extension{'' if len(t.extensions) == 1 else 's'})"
+        for t in config.tenants[:5]
+    )
+    if len(config.tenants) > 5:
+        tenants += f" and {len(config.tenants) - 5} more"
+    text = f"PBX ready: SIP on {sockets}; tenants: {tenants}"
+    tenant = next((t for t in config.tenants if t.extensions), None)
+    if tenant is None or not listeners:
+        return text
+    listener = next((x for x in listeners if x.transport == "udp"), listeners[0])
+    host = listener.advertise or {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listener.host, listener.host)
+    uri = f"sip:{next(iter(tenant.extensions))}@"
+    if host in (tenant.domain, *tenant.aliases):
+        uri += address(host, listener.port)
+    else:
+        uri += f"{tenant.domain} through {address(host, listener.port)}"
+    where = f" (passwords in {config.source.name})" if config.source is not None else ""
+    transport = "" if listener.transport == "udp" else f" over {listener.transport}"
+    return f"{text}; point a softphone at {uri}{transport}{where}"
+
+
+class QuietLogging(service.MultiService):
+    """Holds the PBX's services; when twistd adds it to its `Application`, gives the application a log
+    observer (as a .tac file would), which twistd then uses instead of making its own."""
+
+    def __init__(self, pbx: service.IService, observer: Callable[[], ILogObserver]) -> None:
+        super().__init__()
+        self._observer = observer
+        pbx.setServiceParent(self)
+
+    def setServiceParent(self, parent: Any) -> None:
+        if isinstance(parent, Componentized) and parent.getComponent(ILogObserver) is None:
+            parent.setComponent(ILogObserver, self._observer())
+        super().setServiceParent(parent)
