@@ -7,7 +7,8 @@ in-process relay with symmetric RTP and latching; `MemoryMediaRelay`, its in-mem
 
 from pbx.media.interfaces import IMediaRelay, IRelayLeg, IRelaySession, LegStats, SessionStats
 from pbx.media.ports import PortPool, PortsExhausted
-from pbx.media.relay import MemoryMediaRelay, UdpMediaRelay
+from pbx.media.relay import UdpMediaRelay
+from pbx.media.relay_memory import MemoryMediaRelay
 
 __all__ = [
     "IMediaRelay",
