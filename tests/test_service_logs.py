@@ -108,3 +108,13 @@ class QuietLoggingTests(unittest.SynchronousTestCase):
             application
         )
         self.assertIs(application.getComponent(ILogObserver), chosen)
+
+
+def test_shipped_sounds_are_found_in_the_checkout_or_the_install_prefix(tmp_path) -> None:
+    from pbx.service.calls import SOUNDS_DIR, shipped_sounds
+
+    assert (SOUNDS_DIR / "welcome.wav").is_file()
+    installed = tmp_path / "prefix" / "share" / "pbx" / "sounds" / "en"
+    installed.mkdir(parents=True)
+    assert shipped_sounds(tmp_path / "nowhere", tmp_path / "prefix") == installed
+    assert shipped_sounds(tmp_path / "nowhere", tmp_path / "none") == tmp_path / "nowhere" / "sounds" / "en"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,19 @@ from pbx.sip.stack import SipStack
 _log = Logger(namespace="pbx")
 
 
-SOUNDS_DIR = Path(__file__).resolve().parents[2] / "sounds" / "en"
-"""The shipped prompts (scripts/make_prompts), played by name."""
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def shipped_sounds(checkout: Path = _CHECKOUT, prefix: str = sys.prefix) -> Path:
+    """The shipped prompts (scripts/make_prompts), played by name: `sounds/en` of the checkout (a source tree
+    or an editable install), else where a wheel installs them (`PREFIX/share/pbx/sounds/en`)."""
+    for candidate in (checkout / "sounds" / "en", Path(prefix) / "share" / "pbx" / "sounds" / "en"):
+        if candidate.is_dir():
+            return candidate
+    return checkout / "sounds" / "en"
+
+
+SOUNDS_DIR = shipped_sounds()
 
 
 class CallsService(service.Service):

@@ -25,6 +25,7 @@ from tests.e2e.harness import REPO
 pytestmark = [pytest.mark.e2e, pytest.mark.install, pytest.mark.timeout(300)]
 
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+SOUNDS = "from pbx.service.calls import SOUNDS_DIR; print(SOUNDS_DIR)"  # the prompts the PBX will play
 WHERE = "import pbx, twisted.plugins.pbx_plugin as p; print(pbx.__file__); print(p.__file__)"
 
 
@@ -73,7 +74,7 @@ def source(tmp_path: Path) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, copy / name)
     junk = shutil.ignore_patterns("__pycache__", "*.pyc", "dropin.cache")
-    for name in ("pbx", "twisted"):
+    for name in ("pbx", "twisted", "sounds"):
         shutil.copytree(REPO / name, copy / name, ignore=junk)
     return copy
 
@@ -119,3 +120,7 @@ def test_twistd_finds_the_plugin(
     home = source if how == "pip install -e ." else tmp_path / "venv"
     assert package.is_relative_to(home), package
     assert plugin.is_relative_to(home), plugin
+    sounds = Path(run([str(python), "-c", SOUNDS], tmp_path).strip())
+    assert (sounds / "welcome.wav").is_file() and sounds.is_relative_to(home), (
+        f"no prompts after {how}: {sounds}"
+    )
