@@ -22,6 +22,7 @@ from pbx.sip.uri import (
     find_param,
     format_host_port,
     is_plain_sip_uri,
+    parse_decimal,
     parse_host_port,
     parse_uri,
     plain_params,
@@ -154,6 +155,11 @@ def canonical_name(name: str) -> str:
 
 def is_token(text: str) -> bool:
     return bool(text) and _TOKEN_CHARS.issuperset(text)
+
+
+def _is_display_word(word: str) -> bool:
+    """A word of an unquoted display name: a token, allowing non-ASCII characters (UTF8-NONASCII)."""
+    return is_token(word) or (not word.isascii() and _TOKEN_CHARS.issuperset(c for c in word if c.isascii()))
 
 
 def split_header_values(value: str) -> list[str]:
@@ -334,11 +340,22 @@ class NameAddress:
                 raise SipParseError("Unterminated <URI>")
             if display is None:
                 token_name = text[:lt].strip()
+                # display-name = *(token LWS) / quoted-string: "Bell, Alexander" needs quotes (RFC 4475
+                # 3.1.2.15). Tolerated: non-ASCII letters unquoted (`Jörg <sip:...>`), which some phones send
+                # and which separate nothing.
+                if token_name and not all(_is_display_word(word) for word in token_name.split()):
+                    raise SipParseError("Display name needs quotes")
                 display = token_name or None
             uri_text, rest = text[lt + 1 : gt], text[gt + 1 :].strip()
+            if (
+                uri_text[:1].isspace() or uri_text[-1:].isspace()
+            ):  # RAQUOT/LAQUOT: no LWS inside (4475 3.1.2.14)
+                raise SipParseError("Blank inside <URI>")
         else:
             # addr-spec: parameters after the URI belong to the header, not the URI (RFC 3261 20.10).
             uri_text, _, rest = text.partition(";")
+            if "?" in uri_text or "," in uri_text:  # RFC 3261 20: such a URI MUST be in <> (4475 3.1.2.13)
+                raise SipParseError("URI with ? or , not in <>")
             rest = ";" + rest if rest or text.endswith(";") else ""
         if rest and not rest.startswith(";"):
             raise SipParseError("Junk after URI")
@@ -434,6 +451,31 @@ class Via:
             protocol=f"{pieces[0].upper()}/{pieces[1]}",
         )
 
+    @classmethod
+    def parse_lenient(cls, text: str) -> Via | None:
+        """The sent-protocol, sent-by and well-formed parameters of a Via that `parse` refuses, or None.
+
+        Only to route a `400` back for a request whose top Via is malformed but readable (RFC 4475 3.1.2.1:
+        `SIP/2.0/UDP 192.0.2.15;;,;,,`); never a substitute for `parse` on a request that is accepted.
+        """
+        match = _VIA_PROTOCOL.match(text)
+        if match is None or not all(is_token(match.group(i)) for i in (1, 2, 3)):
+            return None
+        sent_by, _, param_text = match.group(4).partition(";")
+        try:
+            host, port = parse_host_port(_COLON_SPACE.sub(":", sent_by.strip()))
+        except SipParseError:
+            return None
+        params: list[tuple[str, str | None]] = []
+        for part in param_text.split(";") if param_text else ():
+            try:
+                params.extend(parse_header_params(part))
+            except SipParseError:
+                continue
+        return cls(
+            match.group(3).upper(), host, port, tuple(params), f"{match.group(1).upper()}/{match.group(2)}"
+        )
+
     def param(self, name: str, default: str | None = None) -> str | None:
         found, value = find_param(self.params, name)
         return value if found and value is not None else default
@@ -452,16 +494,17 @@ class Via:
         the new text and, when known without parsing it again, its parsed value (`Via.parse(new text)`).
         A Via in the common shape keeps its text as written: `rport` gets its value in place and `received`
         is appended. Any other (a Via already carrying `received`, a valued `rport`, unusual spacing) is
-        rewritten from its parsed form.
+        rewritten from its parsed form. A `received` that is not the source address (written by the client,
+        RFC 5118 4.5) is replaced even when the sent-by host is the source: responses go to the source.
         """
-        has_received, rport, rports = False, None, 0
+        has_received, stale, rport, rports = False, False, None, 0
         for key, value in self.params:
             lkey = key.lower()
             if lkey == "rport":
                 rport, rports = (key, value), rports + 1
             elif lkey == "received":
-                has_received = True
-        if self.host == host and rport is None:
+                has_received, stale = True, value != host
+        if self.host == host and rport is None and not stale:
             return None
         plain_rport = rport is None or (rports == 1 and rport[1] is None)
         if not has_received and plain_rport and _VIA_FAST.match(text) is not None:
@@ -475,7 +518,7 @@ class Via:
             stamped = Via(self.transport, self.host, self.port, new_params, self.protocol)
             return head + format_header_params(new_params), stamped
         changed = self
-        if self.host != host:
+        if self.host != host or stale:  # a `received` the client wrote itself is replaced by the source
             changed = changed.with_param("received", host)
         if rport is not None:
             changed = changed.with_param("rport", str(port))
@@ -533,12 +576,17 @@ class CSeq:
         parts = text.split()
         if len(parts) != 2:
             raise SipParseError("Bad CSeq header")
-        number, method = parts
-        if not (number.isascii() and number.isdigit()) or len(number) > 10 or int(number) > MAX_CSEQ:
+        number_text, method = parts
+        number: int | None
+        if len(number_text) < 10 and number_text.isdigit() and number_text.isascii():  # the common shape
+            number = int(number_text)
+        else:  # leading zeros are legal: `0009` (RFC 4475 3.1.1.1)
+            number = parse_decimal(number_text, MAX_CSEQ)
+        if number is None:
             raise SipParseError("Bad CSeq number")
         if not is_token(method):
             raise SipParseError("Bad CSeq method")
-        return cls(int(number), method)
+        return cls(number, method)
 
     def __str__(self) -> str:
         return f"{self.number} {self.method}"

@@ -183,6 +183,35 @@ class Headers:
                 return True
         return False
 
+    def first_repeated(self, keys: frozenset[str]) -> str | None:
+        """The canonical name of the first header among `keys` (lower-case names) written in more than one
+        field, or None: one pass, for the single-valued headers a request must carry once (RFC 3261 7.3)."""
+        seen: tuple[str, ...] = ()
+        for key, name, _ in self._fields:
+            if key in keys:
+                if key in seen:
+                    return name
+                seen += (key,)
+        return None
+
+    def values_after_first(self, key: str) -> list[str]:
+        """Every value of a list header but the first (`get_all(name)[1:]`; `key` is its lower-case canonical
+        name), splitting only what has commas: none, at no cost, for the one plain Via of most requests."""
+        out: list[str] = []
+        first = True
+        for fkey, _, value in self._fields:
+            if fkey != key:
+                continue
+            if first and "," not in value and value.strip():
+                first = False
+                continue
+            values = split_header_values(value)
+            if first and values:
+                first = False
+                values = values[1:]
+            out += values
+        return out
+
     def copy(self) -> Headers:
         new = Headers()
         new._fields = list(self._fields)

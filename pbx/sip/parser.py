@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pbx.sip.errors import SipParseError
 from pbx.sip.headers import canonical_name, is_token
 from pbx.sip.message import Headers, Request, Response
-from pbx.sip.uri import AbsoluteURI, parse_uri
+from pbx.sip.uri import AbsoluteURI, parse_decimal, parse_uri
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,7 @@ class ParserLimits:
 
 
 DEFAULT_LIMITS = ParserLimits()
+_MAX_LENGTH = 999_999_999  # a Content-Length beyond any message size we accept
 _FOLD = re.compile(rb"\r?\n[ \t]+")
 
 
@@ -101,10 +102,13 @@ def parse_message(
         body = b""
     length_text = headers.get("Content-Length")
     if length_text is not None:
-        length_text = length_text.strip()
-        if not (length_text.isascii() and length_text.isdigit()) or len(length_text) > 9:
+        length: int | None
+        if len(length_text) < 10 and length_text.isdigit() and length_text.isascii():  # the common shape
+            length = int(length_text)
+        else:  # blanks or leading zeros (`0000`, RFC 4475 3.1.1.11)
+            length = parse_decimal(length_text.strip(), _MAX_LENGTH)
+        if length is None:
             raise SipParseError("Bad Content-Length", message if isinstance(message, Request) else None)
-        length = int(length_text)
         if length > len(body):
             raise SipParseError(
                 "Content-Length larger than body", message if isinstance(message, Request) else None
@@ -203,9 +207,21 @@ def _parse_header_lines(lines: list[str], headers: Headers, limits: ParserLimits
 
 
 def _parse_request_line(start: str, headers: Headers) -> Request:
+    """Request-Line = Method SP Request-URI SP SIP-Version (RFC 3261 7.1, 25.1): exactly one SP each.
+
+    A line that is a SIP request line but for its blanks (several, tabs, blanks inside the URI or at the
+    end: RFC 4475 3.1.2.8-3.1.2.10) or its URI (3.1.2.7) still yields a request on the error, so that the
+    stack can answer `400` when the Via is readable. A line that does not even name a method and a SIP
+    version yields none.
+    """
     parts = start.split(" ")
-    if len(parts) != 3 or not parts[1]:
-        raise SipParseError("Malformed request line")
+    if len(parts) != 3 or not parts[1] or not parts[0]:
+        words = start.split()
+        request = None
+        if len(words) >= 2 and is_token(words[0]) and words[-1].upper().startswith("SIP/"):
+            uri_text = start.strip()[len(words[0]) :].strip()[: -len(words[-1])].strip()
+            request = Request(words[0], AbsoluteURI("invalid", uri_text), headers)
+        raise SipParseError("Malformed request line", request)
     method, uri_text, version = parts
     if not is_token(method):
         raise SipParseError("Bad method")
@@ -289,8 +305,8 @@ class StreamFramer:
         for line in head.split(b"\r\n")[1:]:
             name, colon, value = line.partition(b":")
             if colon and name.strip().lower() in (b"content-length", b"l"):
-                value = value.strip()
-                if not value.isdigit() or len(value) > 9:
+                length = parse_decimal(value.strip().decode("ascii", "replace"), _MAX_LENGTH)
+                if length is None:
                     raise SipParseError("Bad Content-Length")
-                return int(value)
+                return length
         return 0  # RFC 3261 requires it on streams; treat a missing one as an empty body.

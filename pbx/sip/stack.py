@@ -190,7 +190,11 @@ class SipStack:
         request = error.request if isinstance(error, SipParseError) else None
         reason = error.reason if isinstance(error, SipParseError) else "Bad Request"
         status = error.status if isinstance(error, SipParseError) else 400
-        if request is not None and request.method != "ACK" and self._routable(request):
+        if (
+            request is not None
+            and request.method != "ACK"
+            and (self._routable(request) or self._read_via_leniently(request) is not None)
+        ):
             self._stamp_via(request, flow)
             self._answer_statelessly(request, flow, status, reason)
             return
@@ -210,10 +214,36 @@ class SipStack:
         except SipParseError:
             return False
 
+    @staticmethod
+    def _read_via_leniently(request: Request) -> str | None:
+        """For a request whose top Via does not parse: rewrite it as `Via.parse_lenient` reads it, so that a
+        `400` can be routed (RFC 4475 3.1.2.1), and return why it did not parse; None when unreadable."""
+        headers = request.headers
+        text = headers.get("Via")
+        via = Via.parse_lenient(text) if text is not None else None
+        if text is None or via is None:
+            return None
+        try:
+            Via.parse(text)
+        except SipParseError as e:
+            reason = e.reason
+        else:
+            return None
+        headers.replace_first("Via", str(via))
+        headers.remember_parsed("Via", Via.parse, via)
+        return reason
+
     # -- requests ----------------------------------------------------------------------------------------
 
     def _request_received(self, request: Request, flow: IFlow) -> None:
         if not self._routable(request):  # parses the top Via once: stamping, checks, matching reuse it
+            bad_via = self._read_via_leniently(request)
+            if bad_via is not None:  # readable enough to answer, never to accept
+                self.counters["bad_requests"] += 1
+                if request.method != "ACK":
+                    self._stamp_via(request, flow)
+                    self._answer_statelessly(request, flow, 400, f"Bad Via header: {bad_via}")
+                return
             self.counters["dropped"] += 1
             self._drop_log.warn(
                 "Dropped request without routable headers from {peer}", peer=flow.remote_address

@@ -77,6 +77,41 @@ def _format_params(params: Params) -> str:
     return "".join(out)
 
 
+def parse_decimal(text: str, limit: int) -> int | None:
+    """A decimal number as SIP writes it (`1*DIGIT`, RFC 3261 25.1), or None when it is not one or exceeds
+    `limit`. Leading zeros are legal (`CSeq: 0009`, `Max-Forwards: 0068`, RFC 4475 3.1.1.1) and any number
+    of them is read without building a big integer."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    if text[0] == "0":
+        text = text.lstrip("0") or "0"
+    if len(text) > len(str(limit)):
+        return None
+    value = int(text)
+    return value if value <= limit else None
+
+
+def _ipv6_address(text: str) -> str | None:
+    """`text` as written when it is an IPv6 address, else None.
+
+    RFC 5118 4.10: RFC 3261's ABNF let an IPv4-suffixed address be written with three colons
+    (`2001:db8:::192.0.2.1`); that form is tolerated and read as the two-colon address, which is returned.
+    """
+    try:
+        ipaddress.IPv6Address(text)
+        return text
+    except ValueError:
+        pass
+    if ":::" in text and "." in text:
+        fixed = text.replace(":::", "::", 1)
+        try:
+            ipaddress.IPv6Address(fixed)
+            return fixed
+        except ValueError:
+            pass
+    return None
+
+
 def parse_host_port(text: str) -> tuple[str, int | None]:
     """Parse `host[:port]` where host is a name, an IPv4 address or a bracketed IPv6 reference.
 
@@ -86,11 +121,10 @@ def parse_host_port(text: str) -> tuple[str, int | None]:
         end = text.find("]")
         if end < 0:
             raise SipParseError("Unterminated IPv6 reference")
-        host, rest = text[1:end], text[end + 1 :]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise SipParseError("Bad IPv6 address") from None
+        address, rest = _ipv6_address(text[1:end]), text[end + 1 :]
+        if address is None:
+            raise SipParseError("Bad IPv6 address")
+        host = address
     else:
         host, colon, port_text = text.partition(":")
         rest = colon + port_text
@@ -98,10 +132,8 @@ def parse_host_port(text: str) -> tuple[str, int | None]:
             raise SipParseError("Bad host")
     if not rest:
         return host, None
-    if not rest.startswith(":") or not (rest[1:].isascii() and rest[1:].isdigit()) or len(rest) > 6:
-        raise SipParseError("Bad port")
-    port = int(rest[1:])
-    if not 0 < port < 65536:
+    port = parse_decimal(rest[1:], 65535) if rest.startswith(":") else None
+    if not port:
         raise SipParseError("Bad port")
     return host, port
 

@@ -399,7 +399,7 @@ class Outcome(NamedTuple):
 
 
 INVALID = {
-    "bad-start-line.sip": Outcome("parse", "Malformed request line"),
+    "bad-start-line.sip": Outcome("parse", "Malformed request line", request=True),
     "garbage.sip": Outcome("parse", "Malformed request line"),
     "bad-status-line.sip": Outcome("parse", "Malformed status line"),
     "missing-colon.sip": Outcome("parse", "Malformed header line", request=True),
@@ -630,22 +630,30 @@ def test_garbage_has_no_request() -> None:
 
 
 @pytest.mark.parametrize(
-    "line",
+    ("line", "answerable"),
     [
-        "OPTIONS  sip:a@b SIP/2.0",
-        "OPTIONS sip:a@b  SIP/2.0",
-        "OPTIONS sip:a@b SIP/2.0 ",
-        " OPTIONS sip:a@b SIP/2.0",
-        "OPTIONS sip:a@b",
-        "OPTIONS\tsip:a@b\tSIP/2.0",
-        "OPT:IONS sip:a@b SIP/2.0",
-        "OPTIONS sip:a@b HTTP/1.1",
-        "OPTIONS sip:a@b 2.0",
+        # A SIP request line but for its blanks: a 400 can be routed (RFC 4475 3.1.2.8-3.1.2.10).
+        ("OPTIONS  sip:a@b SIP/2.0", True),
+        ("OPTIONS sip:a@b  SIP/2.0", True),
+        ("OPTIONS sip:a@b SIP/2.0 ", True),
+        ("OPTIONS sip:a@b SIP/2.0  ", True),
+        (" OPTIONS sip:a@b SIP/2.0", True),
+        ("OPTIONS sip:a@b; lr SIP/2.0", True),
+        ("OPTIONS\tsip:a@b\tSIP/2.0", True),
+        # Not a SIP request line: no method or no SIP version.
+        ("OPTIONS sip:a@b", False),
+        ("OPT:IONS sip:a@b SIP/2.0", False),
+        ("OPTIONS sip:a@b HTTP/1.1", False),
+        ("OPTIONS sip:a@b 2.0", False),
     ],
 )
-def test_malformed_request_lines(line: str) -> None:
+def test_malformed_request_lines(line: str, answerable: bool) -> None:
     error = parse_error(crlf(line, *OPTIONS_HEAD[1:]))
-    assert error.request is None
+    assert error.reason == "Malformed request line" or error.reason == "Bad method"
+    assert (error.request is not None) is answerable
+    if error.request is not None:
+        assert error.request.method == "OPTIONS"
+        assert error.request.top_via is not None
     assert error.status == 400
 
 
