@@ -1,10 +1,10 @@
-"""RFC 4475 and RFC 5118, every message, against a live `twistd pbx` over UDP.
+"""RFC 4475 and RFC 5118, every case, against a live `twistd pbx` over UDP.
 
-One PBX (127.0.0.1, sip_trace off) receives each message of tests/data/torture/rfc4475/ and rfc5118/ (see
-tests/sip/torture_corpus.py and rfc-expected.toml) from its own UDP socket, and must:
+One PBX (127.0.0.1, sip_trace off) receives each of our messages in tests/data/torture/rfc4475/ and rfc5118/
+(see tests/sip/torture_corpus.py and rfc-expected.toml) from its own UDP socket, and must:
 
 - answer a request the RFC calls valid with an ordinary application answer (200, 403, 404, 405, 481, 501 ...:
-  the PBX answers INVITEs and REGISTERs for the RFCs' unknown domains with 404 and 403, and BYEs outside a
+  the PBX answers INVITEs and REGISTERs for the messages' unknown domains with 404 and 403, and BYEs outside a
   dialog with 481), never 400/416/420/505/513;
 - answer a request the RFC calls invalid with exactly the expected status (400, 416, 420, 505);
 - stay silent only where the RFC allows it: responses (which match no client transaction) and messages no
@@ -13,10 +13,10 @@ tests/sip/torture_corpus.py and rfc-expected.toml) from its own UDP socket, and 
 After each message an OPTIONS from the same socket must get its `200` (for the silent cases, nothing may
 arrive before it: the PBX handles datagrams in order), and the PBX's log must hold no traceback.
 
-Rewriting, the only change made to the RFCs' bytes: the sent-by (host and port) of the first Via is replaced
+Rewriting, the only change made to the files' bytes: the sent-by (host and port) of the first Via is replaced
 by 127.0.0.1 and the test socket's port, so that the answer comes back to the test (RFC 3261 18.2.2 sends it
-to the source address and the sent-by port) and never to the RFCs' example hosts. Request-URIs are left as
-written: their domains are unknown to the PBX, which then answers 404 (REGISTER) or asks for credentials
+to the source address and the sent-by port) and never to the messages' example hosts. Request-URIs are left
+as written: their domains are unknown to the PBX, which then answers 404 (REGISTER) or asks for credentials
 (INVITE), both ordinary answers. A non-2xx final answer to an INVITE is acknowledged, as a UAC would.
 """
 

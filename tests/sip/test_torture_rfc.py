@@ -1,7 +1,8 @@
-"""RFC 4475 and RFC 5118, every message: the parser and `check_request` do what each RFC asks.
+"""RFC 4475 and RFC 5118, every case: the parser and `check_request` do what each RFC asks.
 
-The messages and their expected outcomes are in tests/data/torture/rfc4475/, rfc5118/ and rfc-expected.toml
-(see tests/sip/torture_corpus.py); tests/e2e/test_torture.py sends the same ones to a live `twistd pbx`.
+Our messages for the cases (written after the RFCs' descriptions) and their expected outcomes are in
+tests/data/torture/rfc4475/, rfc5118/ and rfc-expected.toml (see tests/sip/torture_corpus.py);
+tests/e2e/test_torture.py sends the same ones to a live `twistd pbx`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def request(name: str) -> Request:
 def test_every_message_of_both_rfcs_is_in_the_corpus() -> None:
     rfc4475 = [c for c in CASES if c.rfc == "rfc4475"]
     rfc5118 = [c for c in CASES if c.rfc == "rfc5118"]
-    assert len(rfc4475) == 50  # the 49 messages of section 3 and test.dat, as in the RFC's archive
+    assert len(rfc4475) == 50  # a message for each of the 49 cases of section 3, and our `test` (no version)
     assert len(rfc5118) == 12
     for case in CASES:
         assert case.path.is_file(), case.path
@@ -60,14 +61,17 @@ def test_valid_rfc_request_parses_fully(case: Case) -> None:
 
 
 def test_leading_zeros_are_read() -> None:
-    """RFC 4475 3.1.1.1: `Max-Forwards: 0068`, `cseq: 0009 INVITE`, and folded, spaced values."""
+    """RFC 4475 3.1.1.1 (our wsinv): `MaX-fOrWaRdS: 0042`, a folded `cseq: 0031 INVITE`, folded, spaced
+    and compact headers, quoted-pairs in a display name."""
     wsinv = request("wsinv")
-    assert (wsinv.cseq.number, wsinv.cseq.method) == (9, "INVITE")
-    assert wsinv.headers.get("Max-Forwards") == "0068"
-    assert len(wsinv.vias) == 3
-    assert wsinv.from_.tag == "98asjd8"
-    assert wsinv.to.tag == "1918181833n"
-    assert len(wsinv.body) == 150
+    assert (wsinv.cseq.number, wsinv.cseq.method) == (31, "INVITE")
+    assert wsinv.headers.get("Max-Forwards") == "0042"
+    assert [v.host for v in wsinv.vias] == ["desk.example.net", "relay1.example.net", "203.0.113.40"]
+    assert wsinv.from_.tag == "4kz81m"
+    assert wsinv.from_.display_name == 'Oskar "Otter" \\ Lind'
+    assert wsinv.to.tag == "7c2f0a91x"
+    assert wsinv.call_id == "tortuous-ws.61c0a2@desk.example.net"
+    assert len(wsinv.body) == 135
 
 
 @pytest.mark.parametrize(
@@ -115,22 +119,24 @@ def test_numbers_out_of_range_are_refused(header: str, value: str) -> None:
 
 
 def test_ipv6_references() -> None:
-    """RFC 5118 4.3, 4.4, 4.5 and 4.10."""
+    """RFC 5118 4.3, 4.4, 4.5, 4.7 and 4.10 (our messages)."""
     ambiguous = request("port-ambiguous").uri
-    assert isinstance(ambiguous, SipURI) and (ambiguous.host, ambiguous.port) == ("2001:db8::10:5070", None)
+    assert isinstance(ambiguous, SipURI)
+    assert (ambiguous.host, ambiguous.port) == ("2001:db8:aa::20:5080", None)
     unambiguous = request("port-unambiguous").uri
-    assert isinstance(unambiguous, SipURI) and (unambiguous.host, unambiguous.port) == ("2001:db8::10", 5070)
-    assert request("via-received-param-with-delim").vias[0].received == "[2001:db8::9:255]"
-    assert request("via-received-param-no-delim").vias[0].received == "2001:db8::9:255"
+    assert isinstance(unambiguous, SipURI)
+    assert (unambiguous.host, unambiguous.port) == ("2001:db8:aa::20", 5080)
+    assert request("via-received-param-with-delim").vias[0].received == "[2001:db8:aa::20:99]"
+    assert request("via-received-param-no-delim").vias[0].received == "2001:db8:aa::20:99"
     three = request("ipv6-bug-abnf-3-colons")
     two = request("ipv6-correct-abnf-2-colons")
-    assert isinstance(three.uri, SipURI) and three.uri.host == "2001:db8::192.0.2.1"
+    assert isinstance(three.uri, SipURI) and three.uri.host == "2001:db8:aa::198.51.100.9"
     assert three.uri == two.uri
     assert three.to.uri == two.to.uri
     assert [v.host for v in request("mult-ip-in-header").vias] == [
-        "2001:db8::9:1",
-        "192.0.2.1",
-        "2001:db8::9:255",
+        "2001:db8:aa::20:7",
+        "198.51.100.9",
+        "2001:db8:aa::31:2",
     ]
 
 
@@ -210,7 +216,7 @@ def test_rfc_message_through_the_stack(case: Case) -> None:
 
 
 def test_malformed_top_via_is_answered_where_it_can_be_read() -> None:
-    """RFC 4475 3.1.2.1: the 400 for `Via: SIP/2.0/UDP 192.0.2.15;;,;,,` goes to the source address."""
+    """RFC 4475 3.1.2.1: the 400 for `Via: SIP/2.0/UDP uac7.example.test;;,;,,` goes to the source address."""
     stack, transports, _ = make_stack()
     flow = FakeFlow(remote=("192.0.2.99", 5060))
     deliver(stack, BY_NAME["badinv01"].data, flow)
@@ -218,7 +224,7 @@ def test_malformed_top_via_is_answered_where_it_can_be_read() -> None:
     response = parse_message(data)
     assert isinstance(response, Response)
     assert (response.status, response.reason) == (400, "Bad Via header: Bad header parameter")
-    assert response.headers.get("Via") == "SIP/2.0/UDP 192.0.2.15;received=192.0.2.99"
+    assert response.headers.get("Via") == "SIP/2.0/UDP uac7.example.test;received=192.0.2.99"
     assert transports.sent == []
 
 

@@ -1,4 +1,5 @@
-"""The RFC 4475 and RFC 5118 messages of tests/data/torture/ with the outcome each RFC asks of a proxy/UAS.
+"""Our messages for the cases of RFC 4475 and RFC 5118 (tests/data/torture/), with the outcome each RFC asks
+of a proxy/UAS.
 
 `CASES` lists them in RFC order from `rfc-expected.toml` (which documents the files and the outcomes);
 `outcome` runs one through the parser and `check_request` the way the stack does (`SipStack.undecodable`
@@ -26,7 +27,7 @@ DROP = "drop"
 
 @dataclass(frozen=True)
 class Case:
-    """One message: `rfc` ("rfc4475"/"rfc5118"), its archive name, section, title and expected outcome."""
+    """One message: `rfc` ("rfc4475"/"rfc5118"), the case name, section, title and expected outcome."""
 
     rfc: str
     name: str
