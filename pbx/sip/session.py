@@ -291,8 +291,8 @@ class InviteSession(SessionRequests):
 
     def _reinvite_received(self, transaction: IServerTransaction, request: Request) -> object:
         """A re-INVITE (RFC 3261 14.2): glare rules, the session timer, then the listener's answer/offer."""
-        if self._outgoing_invite is not None:
-            raise SipError(491)
+        if self._outgoing_invite is not None or self._awaiting_ack:
+            raise SipError(491)  # ours in progress, or our 2xx to the last one not ACKed yet (RFC 3261 14.2)
         if self._incoming_invite is not None or self._initial_pending():
             raise SipError(500, None, self._retry_after())
         offered = bool(request.body)
@@ -379,6 +379,12 @@ class InviteSession(SessionRequests):
                 self._apply_timer(timer)
 
         return d.addCallback(answer).addErrback(self._refuse, transaction, request, offered)
+
+    @property
+    def receiving_invite(self) -> bool:
+        """True while a re-INVITE we received awaits our answer (an offer then came in an INVITE, not in an
+        UPDATE: a B2BUA passes it on in the same method)."""
+        return self._incoming_invite is not None
 
     def _initial_pending(self) -> bool:
         """True while the INVITE that creates the session has no final response (no re-INVITE then)."""

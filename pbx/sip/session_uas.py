@@ -113,14 +113,16 @@ class UasSession(InviteSession):
         body: bytes = b"",
         content_type: str = "application/sdp",
         headers: Sequence[tuple[str, str]] = (),
+        reason: str | None = None,
     ) -> None:
         """Send a 101-199 with our To tag (100 Trying is the transaction's). The first one makes the early
         dialog. A body is early media: an unreliable 1xx does not complete the offer/answer exchange, so
-        the 2xx must carry the same answer again (RFC 3261 13.3.1.1, RFC 6337 3.1)."""
+        the 2xx must carry the same answer again (RFC 3261 13.3.1.1, RFC 6337 3.1). `reason`: the reason
+        phrase (default: the status's own; a B2BUA passes on the callee's)."""
         self._check_open()
         if not 100 < status < 200:
             raise ValueError(f"not a provisional status: {status}")
-        response = self.invite.response(status, to_tag=self.local_tag)
+        response = self.invite.response(status, reason, to_tag=self.local_tag)
         response.headers.add("Contact", self.contact)
         response.headers.extend(headers)
         if body:
