@@ -384,9 +384,12 @@ class Call(Dialing):
             self._hang_up_sides()
             self._end("normal")
             return
-        self._log.warn(
-            "Call {id}: side {side} ended ({reason}): hanging up", id=self.id, side=side, reason=reason
-        )
+        if reason == "no answer in ACK":  # our 200 carried an offer (late offer) and the ACK no answer
+            self._log.warn("Call {id}: the ACK has no usable SDP answer (No SDP): BYE", id=self.id)
+        else:
+            self._log.warn(
+                "Call {id}: {side} side ended ({reason}): BYE", id=self.id, side=side, reason=reason
+            )
         self.hangup("pbx")
 
     # -- ending ------------------------------------------------------------------------------------------
