@@ -214,7 +214,10 @@ class CallSide:
         headers = request.headers
         passed = [(name, value) for name in PASSED_HEADERS for value in headers.get_all(name)]
         content_type = headers.get("Content-Type") or "application/octet-stream"
-        sent = other.request(method, request.body, content_type, passed)
+        try:
+            sent = other.request(method, request.body, content_type, passed)
+        except ValueError:
+            return 405  # not a method to pass on (the session answers INVITE, UPDATE, BYE, PRACK itself)
         return sent.addCallbacks(_pass_back, _failed_back, callbackArgs=(request,), errbackArgs=(request,))
 
     # -- the initial INVITE and the end ------------------------------------------------------------------

@@ -419,9 +419,11 @@ class InviteSession(SessionRequests):
         self._timer_expire = clock.callLater(timer.expire_after, self._expired)
 
     def _cancel_session_timers(self) -> None:
-        for name in ("_timer_refresh", "_timer_expire"):
-            call: IDelayedCall | None = getattr(self, name)
-            setattr(self, name, None)
+        refresh, expire = self._timer_refresh, self._timer_expire
+        if refresh is None and expire is None:
+            return  # most sessions have no timer: nothing to do on every answer and end
+        self._timer_refresh = self._timer_expire = None
+        for call in (refresh, expire):
             if call is not None and call.active():
                 call.cancel()
 

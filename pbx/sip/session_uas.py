@@ -79,7 +79,8 @@ class UasSession(InviteSession):
     ) -> None:
         super().__init__(stack, listener, policy=policy, rng=rng, sender=sender, target=target, allow=allow)
         request: Request = transaction.request
-        if not request.contacts or request.contacts[0].wildcard:
+        contacts = request.contacts
+        if not contacts or contacts[0].wildcard:
             raise SipError(400, "Missing Contact header")
         self._timer, self._timer_headers = negotiate_uas(request, policy)
         self.invite = request
