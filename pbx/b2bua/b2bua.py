@@ -46,6 +46,7 @@ from pbx.sip.interfaces import IFlow, IServerTransaction, ISipStack, ITransactio
 from pbx.sip.message import Request, Response, new_tag
 from pbx.sip.offer_answer import make_answer
 from pbx.sip.resolver import Target
+from pbx.sip.sdp import SessionDescription
 from pbx.sip.session_timer import SessionTimerPolicy
 from pbx.sip.uri import SipURI, parse_sip_uri
 from pbx.store import ICdrStore
@@ -368,10 +369,12 @@ class B2BUA:
             lambda targets: [(t.transport, t.address, t.port) for t in targets]
         )
 
-    def local_answer(self, call: Call, offer_body: bytes) -> bytes:
-        """Our SDP answer when the PBX itself answers (leg "a" of the relay receives the caller's media)."""
+    def local_answer(self, call: Call, offer_body: bytes, parsed: SessionDescription | None = None) -> bytes:
+        """Our SDP answer when the PBX itself answers (leg "a" of the relay receives the caller's media);
+        `parsed`: the offer, when it was parsed already."""
         assert call.media is not None
-        offer = parse_sdp(offer_body)  # a SipError (400/413/488) for a body the PBX cannot answer
+        # A SipError (400/413/488) for a body the PBX cannot answer.
+        offer = parsed if parsed is not None else parse_sdp(offer_body)
         leg = call.media.session.leg("a")
         answer = make_answer(offer, leg.local_address, leg.local_port, ("PCMU", "PCMA", "telephone-event"))
         if answer is None:

@@ -93,6 +93,7 @@ class Call(Dialing):
         self._max_timer: IDelayedCall | None = None
         self.endpoint: Any = None  # the PBX's own media on leg "a" (pbx.apps: IVR), or None
         self.own_sdp: bytes | None = None  # our SDP towards the caller, once the PBX is its media end
+        self.offer_sdp: SessionDescription | None = None  # the caller's offer, parsed once
         self._early_sent = False
         self._answer_pending = False  # our 200 carried an offer (late offer): the answer comes in the ACK
         self._on_answer: Callable[[bytes], None] | None = None  # takes the answer the caller's ACK brings
@@ -154,7 +155,7 @@ class Call(Dialing):
     async def run(self) -> None:
         try:
             if self.invite.body:  # RFC 3261 13.2.1: a bad offer is refused before any action runs
-                parse_sdp(self.invite.body, self.invite.headers.get("Content-Type"))
+                self.offer_sdp = parse_sdp(self.invite.body, self.invite.headers.get("Content-Type"))
             await run_actions(self)
         except DialplanError as e:
             self._log.error("Dialplan error for call {id}: {e}", id=self.id, e=str(e))
@@ -279,7 +280,7 @@ class Call(Dialing):
             if self.media is None:
                 self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
             if self.invite.body:
-                self.own_sdp = self.b2bua.local_answer(self, self.invite.body)
+                self.own_sdp = self.b2bua.local_answer(self, self.invite.body, self.offer_sdp)
             else:
                 self.own_sdp = self.media.local_offer("a")
                 self._answer_pending = True

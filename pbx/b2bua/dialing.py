@@ -94,6 +94,7 @@ class Dialing:
     answered_at: float | None
     endpoint: Any
     own_sdp: bytes | None
+    offer_sdp: SessionDescription | None
     _caller_sdp: bytes | None
     _on_answer: Callable[[bytes], None] | None
 
@@ -136,9 +137,10 @@ class Dialing:
         content_type = None
         offer = self.invite.body or self._caller_sdp  # the caller's offer, or its answer to ours (IVR)
         if offer:
+            parsed = self.offer_sdp if offer is self.invite.body else None
             if self.own_sdp is not None:
-                offer = restrict_offer(offer, self.own_sdp)
-            body = self.media.forward("a", offer, is_offer=True)
+                offer, parsed = restrict_offer(offer, self.own_sdp), None
+            body = self.media.forward("a", offer, is_offer=True, parsed=parsed)
             content_type = "application/sdp"
         callerid = action.options.get("callerid")
         display = callerid if callerid is not None else (self.caller.name or self.invite.from_.display_name)
@@ -287,7 +289,7 @@ class Dialing:
             raise SipError(488, "No Audio Accepted")
         if self.media is None:
             self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
-        return self.media.forward("b", response.body, is_offer=late_offer)
+        return self.media.forward("b", response.body, is_offer=late_offer, parsed=sdp)
 
     def _caller_answer(self, body: bytes) -> bytes:
         """The caller's answer (in its ACK) to the offer a callee made in its 2xx, rewritten for the callee.
