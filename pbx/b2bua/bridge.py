@@ -145,12 +145,17 @@ class CallSide:
         waiting: Deferred[bytes] = Deferred()
         across._late_offer, across._late_peer = waiting, self
 
+        def finished(response: Response) -> None:
+            across._late_offer = across._late_peer = None
+            if not waiting.called:  # a 2xx without the offer it owed (RFC 3261 14.2): nothing to pass on
+                waiting.errback(SipError(488, "No SDP"))
+
         def failed(failure: Failure) -> None:
             across._late_offer = across._late_peer = None
             if not waiting.called:
                 waiting.errback(_sip_error(failure))
 
-        sent.addErrback(failed)
+        sent.addCallbacks(finished, failed)
         return waiting
 
     def _offer_in_2xx(self, late: Deferred[bytes], body: bytes, content_type: str) -> Deferred[bytes]:

@@ -11,6 +11,11 @@ acknowledges 2xx responses itself (and again for retransmissions), and can be ca
 sent once a provisional response has arrived (RFC 3261 9.1), so a cancel requested earlier waits for it. A
 2xx that arrives after the leg was cancelled (the race of 9.1) is acknowledged and followed by a BYE.
 
+Once the call takes a leg's 2xx, the dialog is run by a `CalleeSession` (`session`): an `InviteSession`
+(`pbx.sip.session`) registered with the stack, whose in-dialog requests (BYE, re-INVITE ...) answer the
+target's challenges through an `AuthenticatingSender`; the INVITE, its failover and its challenges stay the
+leg's (so do the ACKs of its 2xx).
+
 This module knows nothing of dialplans; it reports to its call.
 """
 

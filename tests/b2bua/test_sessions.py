@@ -116,3 +116,17 @@ class InDialogTests(B2BUATestCase):
         (cdr,) = h.cdrs()
         self.assertEqual(cdr.hangup_by, "pbx")
         self.assertIdle(h)
+
+    def test_a_reinvite_without_offer_whose_2xx_has_none_is_488(self) -> None:
+        h = self.build("dial 1002")
+        h.register_1002()
+        phone, callee = self.answered(h)
+        txn = phone.request("INVITE")
+        (reinvite,) = [s for s in h.stack.sent("INVITE") if s.request.to.tag is not None]
+        self.assertEqual(reinvite.request.body, b"")
+        respond_to(reinvite, 200, contact=callee.contact)
+        self.assertEqual(statuses(txn), [488])
+        self.assertEqual(len([a for a in h.stack.acks if a.request.cseq.number == 2]), 1)
+        self.assertEqual(len(h.b2bua.calls), 1)
+        phone.bye()
+        self.assertIdle(h)
