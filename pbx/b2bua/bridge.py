@@ -68,15 +68,13 @@ class CallSide:
 
     Attributes:
         side: "a" (the caller) or "b" (the callee).
-        extension: who is on this side (for logs).
     """
 
-    __slots__ = ("_call", "_late_answer", "_late_offer", "_late_peer", "extension", "side")
+    __slots__ = ("_call", "_late_answer", "_late_offer", "_late_peer", "side")
 
-    def __init__(self, call: Call, side: str, extension: str) -> None:
+    def __init__(self, call: Call, side: str) -> None:
         self._call = weakref.ref(call)
         self.side = side
-        self.extension = extension
         self._late_offer: Deferred[bytes] | None = None  # the other side awaits the offer our 2xx brings
         self._late_answer: Deferred[bytes] | None = None  # the other side's 2xx awaits the answer in our ACK
         self._late_peer: CallSide | None = None  # the side whose re-INVITE without offer awaits ours

@@ -72,7 +72,7 @@ class Call(Dialing):
         self.a = UasSession(
             b2bua.stack,
             transaction,
-            CallSide(self, "a", caller.extension),
+            CallSide(self, "a"),
             target=target,
             **b2bua.session_options,
         )

@@ -242,7 +242,7 @@ class Dialing:
         for other in self._current:
             if other is not leg:
                 other.cancel()
-        self.b = leg.session(CallSide(self, "b", leg.extension), **self.b2bua.session_options)  # type: ignore[arg-type]
+        self.b = leg.session(CallSide(self, "b"), **self.b2bua.session_options)  # type: ignore[arg-type]
         if late_offer:
             leg.awaiting_answer = True  # 2xx retransmissions wait for the answer the caller's ACK brings
         else:
