@@ -2,10 +2,10 @@
 
 `B2BUA` is the transaction user for new INVITEs and the stack's CANCEL handler. A new INVITE (no To tag) is
 authenticated (`407`, the same digest rules and brute-force guard as the registrar), its Request-URI domain
-selects the tenant, and it becomes a `Call` that runs the tenant's dialplan. Each side of a call registers its
-dialog with the stack (a `_CallSide` usage), which routes the requests, ACKs and late 2xx of that dialog back
-to the call; the stack answers `481` for an unknown dialog. Topology is hidden: a callee sees only the
-PBX's Call-ID, tags, Via, Contact and relay address.
+selects the tenant, and it becomes a `Call` that runs the tenant's dialplan. Each side of a call is an INVITE
+session (`pbx.sip.session`) registered with the stack's dialog table, which routes the requests, ACKs and
+late 2xx of that dialog to it; the stack answers `481` for an unknown dialog. Topology is hidden: a callee
+sees only the PBX's Call-ID, tags, Via, Contact and relay address.
 
 This module knows nothing of sockets or of the config file: `pbx/tap.py` hands it plain values.
 """
@@ -13,6 +13,7 @@ This module knows nothing of sockets or of the config file: `pbx/tap.py` hands i
 from __future__ import annotations
 
 import datetime
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -26,7 +27,6 @@ from zope.interface import implementer
 from pbx.b2bua.call import Call
 from pbx.b2bua.leg import LegTarget
 from pbx.b2bua.media import parse_sdp
-from pbx.b2bua.peer import Peer
 from pbx.dialplan import Action, DialplanEngine
 from pbx.dialplan.simulate import (
     CallerInfo,
@@ -42,14 +42,19 @@ from pbx.registrar import BruteForceGuard, ChallengePolicy, Domain, LocationServ
 from pbx.sip.auth import AuthOutcome, DigestAuthenticator
 from pbx.sip.client_auth import Credentials
 from pbx.sip.errors import SipError, SipParseError
-from pbx.sip.interfaces import IDialogUsage, IFlow, IServerTransaction, ISipStack, ITransactionUser
+from pbx.sip.interfaces import IFlow, IServerTransaction, ISipStack, ITransactionUser
 from pbx.sip.message import Request, Response, new_tag
 from pbx.sip.offer_answer import make_answer
 from pbx.sip.resolver import Target
+from pbx.sip.sdp import SessionDescription
+from pbx.sip.session_timer import SessionTimerPolicy
 from pbx.sip.uri import SipURI, parse_sip_uri
 from pbx.store import ICdrStore
 
 App = Callable[[Call, Action], Deferred[str]]
+
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"
+"""The methods the PBX allows in its calls' dialogs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +162,13 @@ class B2BUA:
         # returns an endpoint attached to the held side's relay leg, or None.
         self.hold_music: Any = None
         self.calls: dict[str, Call] = {}
+        # How the sessions of every call are made: no session timer of our own (the phones' are honoured),
+        # one random source for glare delays, the methods we allow.
+        self.session_options: dict[str, Any] = {
+            "policy": SessionTimerPolicy(enabled=False),
+            "rng": random.Random(),
+            "allow": ALLOW,
+        }
         self._views: dict[str, tuple[Directory, Mapping[str, Any], Mapping[str, tuple[str, ...]]]] = {}
         self.counters = {"calls": 0, "answered": 0, "failed": 0, "challenged": 0, "active": 0}
 
@@ -173,13 +185,13 @@ class B2BUA:
     def request_received(self, transaction: IServerTransaction, request: object) -> Deferred[None] | None:
         assert isinstance(request, Request)
         if request.method != "INVITE" or request.to.tag is not None:
-            raise SipError(481)  # the stack hands requests in our dialogs to their `_CallSide`
+            raise SipError(481)  # the stack hands requests in our dialogs to their sessions
         return ensureDeferred(self._new_call(transaction, request))
 
     def cancel_received(self, cancel: object, invite: IServerTransaction) -> None:
         for call in self.calls.values():
             if call.txn is invite:
-                call.caller_cancelled()
+                call.a.cancel_received()
                 return
         invite.respond(invite.request.response(487))
 
@@ -252,10 +264,6 @@ class B2BUA:
                 request, result, realm=domain.realm, tenant=domain.tenant, source=source, proxy=True
             )
         )
-
-    def track(self, call: Call, peer: Peer) -> None:
-        """Have the stack route what arrives in this peer's dialog to the call."""
-        self.stack.add_dialog(peer.dialog, _CallSide(call, peer))
 
     # -- what calls ask of us ----------------------------------------------------------------------------
 
@@ -361,10 +369,12 @@ class B2BUA:
             lambda targets: [(t.transport, t.address, t.port) for t in targets]
         )
 
-    def local_answer(self, call: Call, offer_body: bytes) -> bytes:
-        """Our SDP answer when the PBX itself answers (leg "a" of the relay receives the caller's media)."""
+    def local_answer(self, call: Call, offer_body: bytes, parsed: SessionDescription | None = None) -> bytes:
+        """Our SDP answer when the PBX itself answers (leg "a" of the relay receives the caller's media);
+        `parsed`: the offer, when it was parsed already."""
         assert call.media is not None
-        offer = parse_sdp(offer_body)  # a SipError (400/413/488) for a body the PBX cannot answer
+        # A SipError (400/413/488) for a body the PBX cannot answer.
+        offer = parsed if parsed is not None else parse_sdp(offer_body)
         leg = call.media.session.leg("a")
         answer = make_answer(offer, leg.local_address, leg.local_port, ("PCMU", "PCMA", "telephone-event"))
         if answer is None:
@@ -388,9 +398,6 @@ class B2BUA:
             self.counters["answered"] += 1
         else:
             self.counters["failed"] += 1
-        for peer in (call.a, call.b):
-            if peer is not None:
-                self.stack.remove_dialog(peer.dialog)
         cdr = call.cdr()
         # The one log line of a call (a busy PBX logs hundreds per second: keep it to one). Formatted here in
         # one go; Twisted's formatter then has a single field to format. The fields stay in the event.
@@ -413,31 +420,3 @@ class B2BUA:
             else:
                 call.reject(503)
         return succeed(None)
-
-
-@implementer(IDialogUsage)
-class _CallSide:
-    """One side of a call as the stack's dialog table sees it: what arrives in its dialog goes to the call."""
-
-    __slots__ = ("call", "peer")
-
-    def __init__(self, call: Call, peer: Peer) -> None:
-        self.call = call
-        self.peer = peer
-
-    def dialog_request(self, transaction: IServerTransaction, request: object, dialog: object) -> None:
-        assert isinstance(request, Request)
-        self.call.peer_request(self.peer, transaction, request)
-
-    def dialog_ack(self, request: object, flow: IFlow, dialog: object) -> None:
-        assert isinstance(request, Request)
-        self.call.peer_ack(self.peer, request)
-
-    def dialog_response(self, response: object, dialog: object) -> None:
-        """A 2xx retransmission after the INVITE transaction ended: ACK it again (RFC 3261 13.2.2.4)."""
-        assert isinstance(response, Response)
-        if not 200 <= response.status < 300 or response.cseq.method != "INVITE":
-            return
-        winner = self.call.winner
-        if winner is not None and winner.dialog is dialog:
-            winner.send_ack(None)

@@ -11,6 +11,11 @@ acknowledges 2xx responses itself (and again for retransmissions), and can be ca
 sent once a provisional response has arrived (RFC 3261 9.1), so a cancel requested earlier waits for it. A
 2xx that arrives after the leg was cancelled (the race of 9.1) is acknowledged and followed by a BYE.
 
+Once the call takes a leg's 2xx, the dialog is run by a `CalleeSession` (`session`): an `InviteSession`
+(`pbx.sip.session`) registered with the stack, whose in-dialog requests (BYE, re-INVITE ...) answer the
+target's challenges through an `AuthenticatingSender`; the INVITE, its failover and its challenges stay the
+leg's (so do the ACKs of its 2xx).
+
 This module knows nothing of dialplans; it reports to its call.
 """
 
@@ -31,6 +36,8 @@ from pbx.sip.client_auth import CredentialLookup, DigestCache
 from pbx.sip.dialog import Dialog
 from pbx.sip.interfaces import IClientTransactionUser
 from pbx.sip.message import Request, Response, new_call_id, new_tag
+from pbx.sip.session import InviteSession
+from pbx.sip.session_events import ISessionListener
 from pbx.sip.targets import Budget
 from pbx.sip.transaction import make_cancel
 from pbx.sip.uri import URI
@@ -315,6 +322,23 @@ class OutboundLeg:
     def _send_bye(self, dialog: Dialog) -> None:
         send_in_dialog(self._stack, dialog, "BYE", self.destination, self.target.credentials, self.digests)
 
+    def resend_ack(self) -> None:
+        """A retransmitted 2xx to our INVITE after its transaction ended: the same ACK again, unless that ACK
+        still waits for the caller's answer (late offer)."""
+        if not self.awaiting_answer:
+            self.send_ack(None)
+
+    def session(self, listener: ISessionListener, **options: Any) -> CalleeSession:
+        """The INVITE session of the dialog our 2xx made (answered legs only), registered with the stack."""
+        assert self.dialog is not None
+        credentials = self.target.credentials
+        sender = None
+        if credentials is not None:
+            sender = AuthenticatingSender(self._stack, self.dialog, credentials, self.digests)
+        session = CalleeSession(self, listener, sender=sender, **options)
+        self._stack.add_dialog(self.dialog, session)
+        return session
+
     def cancel(self) -> None:
         """Stop ringing: CANCEL now if a provisional arrived, else as soon as one does."""
         if self.status or self.cancel_wanted:
@@ -333,6 +357,76 @@ class OutboundLeg:
         cancel = make_cancel(self.invite)
         # The CANCEL is its own transaction, to the same destination, with the INVITE's top Via.
         self._stack.send_cancel(cancel, _Ignore(), transport, host, port)
+
+
+class CalleeSession(InviteSession):
+    """The callee's side of an answered call: an `InviteSession` over the dialog the leg's 2xx made (the
+    leg keeps the INVITE, its failover and challenges). Retransmissions of that 2xx are the leg's to ACK."""
+
+    def __init__(self, leg: OutboundLeg, listener: ISessionListener, **options: Any) -> None:
+        super().__init__(leg._stack, listener, target=leg.destination, **options)
+        self.dialog = leg.dialog
+        self._invite_cseq = leg.invite.cseq.number if leg.invite is not None else 1
+        self._leg = leg
+
+    def dialog_response(self, response: object, dialog: object) -> None:
+        assert isinstance(response, Response)
+        cseq = response.cseq
+        if 200 <= response.status < 300 and cseq.method == "INVITE" and cseq.number == self._invite_cseq:
+            self._leg.resend_ack()
+            return
+        super().dialog_response(response, dialog)
+
+
+class AuthenticatingSender:
+    """A session's `sender` (the signature of `ISipStack.send_request`) that answers 401/407 challenges to
+    its in-dialog requests with a target's credentials (`ClientRequest`, each retry with the dialog's next
+    CSeq); the session hears the final response with the transaction that carried the last attempt."""
+
+    __slots__ = ("_credentials", "_dialog", "_digests", "_stack")
+
+    def __init__(
+        self, stack: Any, dialog: Dialog, credentials: CredentialLookup, digests: DigestCache | None
+    ) -> None:
+        self._stack = stack
+        self._dialog = dialog
+        self._credentials = credentials
+        self._digests = digests
+
+    def __call__(self, request: Request, tu: Any, transport: str, host: str, port: int) -> Any:
+        client = ClientRequest(
+            self._stack,
+            request,
+            (transport, host, port),
+            self._credentials,
+            cache=self._digests,
+            next_cseq=dialog_cseq(self._dialog),
+            on_extra_final=(lambda r: tu.response_received(_Attempted(client.request), r))
+            if request.method == "INVITE"
+            else None,
+        )
+        client.start().addCallback(_report, client, tu)
+        return client.transaction
+
+
+def _report(response: Response, client: ClientRequest, tu: Any) -> None:
+    transaction = client.transaction or _Attempted(client.request)
+    failure = client.local_failure
+    if failure == "timeout":
+        tu.transaction_timeout(transaction)
+    elif failure is not None:
+        tu.transport_error(transaction, failure)
+    else:
+        tu.response_received(transaction, response)
+
+
+class _Attempted:
+    """Stands for a client transaction where only its request is wanted."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
 
 
 def send_in_dialog(

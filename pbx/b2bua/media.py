@@ -130,14 +130,17 @@ class MediaBridge:
         self._versions = {"a": 0, "b": 0}
         self.closed = False
 
-    def forward(self, from_side: str, body: bytes, *, is_offer: bool) -> bytes:
-        """Learn the SDP that `from_side`'s peer sent and rewrite it for the other side's peer.
+    def forward(
+        self, from_side: str, body: bytes, *, is_offer: bool, parsed: SessionDescription | None = None
+    ) -> bytes:
+        """Learn the SDP that `from_side`'s peer sent and rewrite it for the other side's peer. `parsed`:
+        what `parse_sdp(body)` returned already (a body is parsed once).
 
         Raises:
             SipError: 400 for malformed SDP, 488 when no allowed codec is left in an offer or the audio
                 stream's address is not an IP address (`parse_sdp`), 413 for an oversized body.
         """
-        sdp = parse_sdp(body)
+        sdp = parsed if parsed is not None else parse_sdp(body)
         audio = self._audio_index(sdp)
         if audio is not None:
             media = sdp.media[audio]

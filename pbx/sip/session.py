@@ -291,8 +291,8 @@ class InviteSession(SessionRequests):
 
     def _reinvite_received(self, transaction: IServerTransaction, request: Request) -> object:
         """A re-INVITE (RFC 3261 14.2): glare rules, the session timer, then the listener's answer/offer."""
-        if self._outgoing_invite is not None:
-            raise SipError(491)
+        if self._outgoing_invite is not None or self._awaiting_ack:
+            raise SipError(491)  # ours in progress, or our 2xx to the last one not ACKed yet (RFC 3261 14.2)
         if self._incoming_invite is not None or self._initial_pending():
             raise SipError(500, None, self._retry_after())
         offered = bool(request.body)
@@ -380,6 +380,12 @@ class InviteSession(SessionRequests):
 
         return d.addCallback(answer).addErrback(self._refuse, transaction, request, offered)
 
+    @property
+    def receiving_invite(self) -> bool:
+        """True while a re-INVITE we received awaits our answer (an offer then came in an INVITE, not in an
+        UPDATE: a B2BUA passes it on in the same method)."""
+        return self._incoming_invite is not None
+
     def _initial_pending(self) -> bool:
         """True while the INVITE that creates the session has no final response (no re-INVITE then)."""
         return False
@@ -413,9 +419,11 @@ class InviteSession(SessionRequests):
         self._timer_expire = clock.callLater(timer.expire_after, self._expired)
 
     def _cancel_session_timers(self) -> None:
-        for name in ("_timer_refresh", "_timer_expire"):
-            call: IDelayedCall | None = getattr(self, name)
-            setattr(self, name, None)
+        refresh, expire = self._timer_refresh, self._timer_expire
+        if refresh is None and expire is None:
+            return  # most sessions have no timer: nothing to do on every answer and end
+        self._timer_refresh = self._timer_expire = None
+        for call in (refresh, expire):
             if call is not None and call.active():
                 call.cancel()
 

@@ -134,6 +134,8 @@ def negotiate_uas(
             400 for malformed headers.
     """
     asked = session_expires(request)
+    if asked is None and not policy.enabled:
+        return None, []  # nothing asked, nothing offered: Supported and Require need no parsing
     uac_supports = has_option(request, "Supported") or has_option(request, "Require")
     if asked is None and not (uac_supports and policy.enabled):
         return None, []

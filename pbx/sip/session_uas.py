@@ -79,7 +79,8 @@ class UasSession(InviteSession):
     ) -> None:
         super().__init__(stack, listener, policy=policy, rng=rng, sender=sender, target=target, allow=allow)
         request: Request = transaction.request
-        if not request.contacts or request.contacts[0].wildcard:
+        contacts = request.contacts
+        if not contacts or contacts[0].wildcard:
             raise SipError(400, "Missing Contact header")
         self._timer, self._timer_headers = negotiate_uas(request, policy)
         self.invite = request
@@ -113,14 +114,16 @@ class UasSession(InviteSession):
         body: bytes = b"",
         content_type: str = "application/sdp",
         headers: Sequence[tuple[str, str]] = (),
+        reason: str | None = None,
     ) -> None:
         """Send a 101-199 with our To tag (100 Trying is the transaction's). The first one makes the early
         dialog. A body is early media: an unreliable 1xx does not complete the offer/answer exchange, so
-        the 2xx must carry the same answer again (RFC 3261 13.3.1.1, RFC 6337 3.1)."""
+        the 2xx must carry the same answer again (RFC 3261 13.3.1.1, RFC 6337 3.1). `reason`: the reason
+        phrase (default: the status's own; a B2BUA passes on the callee's)."""
         self._check_open()
         if not 100 < status < 200:
             raise ValueError(f"not a provisional status: {status}")
-        response = self.invite.response(status, to_tag=self.local_tag)
+        response = self.invite.response(status, reason, to_tag=self.local_tag)
         response.headers.add("Contact", self.contact)
         response.headers.extend(headers)
         if body:

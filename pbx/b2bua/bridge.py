@@ -1,0 +1,293 @@
+"""The two sides of an answered call, as INVITE session listeners (RFC 3261 12-15, RFC 3264, RFC 3311).
+
+Side "a" is the caller's `UasSession`, side "b" the callee's `CalleeSession`; each has a `CallSide` as its
+`ISessionListener`. What one side's session receives in its dialog is passed to the other side's session:
+
+- re-INVITE and UPDATE with an offer: the offer rewritten through the `MediaBridge` goes out in the same
+  method; the answer comes back rewritten (a failure comes back with its status). A re-INVITE without an
+  offer goes out without one: the other side's 2xx brings the offer, our 2xx carries it on, and the answer
+  in the ACK goes back in the other side's ACK.
+- INFO and other requests (with their Content-Type and `PASSED_HEADERS`), answered with the other side's
+  final response.
+- BYE: the session answers it and ends; the call then hangs up the other side (`Call.side_terminated`).
+- After a re-INVITE that puts one side on hold, that side hears music on hold until it is taken off hold.
+
+While the PBX itself is the caller's media end (an IVR answered, no callee), a re-INVITE or UPDATE from the
+caller is answered with the same SDP (the relay leg learns where its media now is) and an INFO key press goes
+to the application. The sessions answer OPTIONS, glare (491) and session timers themselves.
+
+A `CallSide` holds its call weakly: a session may outlive its call (its transactions' timers), and the call
+must be freed by reference counting alone.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from pbx.media.dtmf import parse_dtmf_info
+from pbx.sip.errors import SipError
+from pbx.sip.message import Request, Response
+from pbx.sip.sdp import SdpError, SessionDescription
+from pbx.sip.session_events import ISessionListener, SessionRequestFailed
+
+if TYPE_CHECKING:
+    from pbx.b2bua.call import Call
+    from pbx.sip.session import InviteSession
+
+# Headers passed from one side's in-dialog request to the other's (everything else is the PBX's own).
+PASSED_HEADERS = ("Content-Disposition", "Event", "Subscription-State")
+
+_log = Logger()
+
+
+def is_hold_offer(body: bytes) -> bool:
+    """Whether an SDP offer puts its first audio stream on hold: a=sendonly, a=inactive or c=0.0.0.0."""
+    try:
+        sdp = SessionDescription.parse(body)
+    except SdpError:
+        return False
+    for media in sdp.media:
+        if media.media.lower() == "audio" and media.port:
+            return sdp.direction_for(media) in ("sendonly", "inactive") or sdp.on_hold_for(media)
+    return False
+
+
+def _is_sdp(content_type: str) -> bool:
+    return content_type.lower().startswith("application/sdp")
+
+
+@implementer(ISessionListener)
+class CallSide:
+    """The listener of one side's session: passes what it receives to the other side (module docstring).
+
+    Attributes:
+        side: "a" (the caller) or "b" (the callee).
+    """
+
+    __slots__ = ("_call", "_late_answer", "_late_offer", "_late_peer", "side")
+
+    def __init__(self, call: Call, side: str) -> None:
+        self._call = weakref.ref(call)
+        self.side = side
+        self._late_offer: Deferred[bytes] | None = None  # the other side awaits the offer our 2xx brings
+        self._late_answer: Deferred[bytes] | None = None  # the other side's 2xx awaits the answer in our ACK
+        self._late_peer: CallSide | None = None  # the side whose re-INVITE without offer awaits ours
+
+    def _call_and_other(self) -> tuple[Call, InviteSession | None]:
+        call = self._call()
+        if call is None or call.ended:
+            raise SipError(481)
+        return call, call.b if self.side == "a" else call.a
+
+    # -- offers --------------------------------------------------------------------------------------------
+
+    def offer_received(self, session: InviteSession, body: bytes, content_type: str) -> object:
+        late, self._late_offer = self._late_offer, None
+        if late is not None:  # the 2xx to a re-INVITE without offer we passed on: its offer goes across
+            return self._offer_in_2xx(late, body, content_type)
+        call, other = self._call_and_other()
+        sdp = _is_sdp(content_type)
+        if other is None:
+            if self.side == "a" and call.answered and call.own_sdp is not None:
+                return call.refresh_local(body if sdp else b"")
+            raise SipError(481)
+        media = call.media
+        out = media.forward(self.side, body, is_offer=True) if sdp and media is not None else body
+        try:
+            if session.receiving_invite:
+                sent = other.reinvite(out, content_type)
+            else:
+                sent = other.update(out, content_type)
+        except ValueError:
+            raise SipError(491) from None  # the other side has a request of its own in progress: glare
+        return sent.addCallbacks(
+            self._answered, _request_failed, callbackArgs=(body, content_type, session.receiving_invite)
+        )
+
+    def _answered(self, response: Response, offer: bytes, content_type: str, invite: bool) -> bytes:
+        """The other side's 2xx to the offer we passed on: its answer, rewritten for this side."""
+        call = self._call()
+        answer = response.body
+        if call is None or not answer:
+            return answer
+        other_side = "b" if self.side == "a" else "a"
+        out = answer
+        if _is_sdp(response.headers.get("Content-Type") or content_type) and call.media is not None:
+            try:
+                out = call.media.forward(other_side, answer, is_offer=False)
+            except SipError:
+                out = b""
+        if invite and offer:
+            call.update_hold(other_side, offer, answer)
+        return out
+
+    def offer_requested(self, session: InviteSession) -> object:
+        """A re-INVITE without an offer: passed on without one; the other side's 2xx brings the offer."""
+        call, other = self._call_and_other()
+        if other is None:
+            if self.side == "a" and call.own_sdp is not None:
+                return call.refresh_local(b"")
+            raise SipError(481)
+        across = other.listener
+        assert isinstance(across, CallSide)
+        try:
+            sent = other.reinvite()
+        except ValueError:
+            raise SipError(491) from None
+        waiting: Deferred[bytes] = Deferred()
+        across._late_offer, across._late_peer = waiting, self
+
+        def finished(response: Response) -> None:
+            across._late_offer = across._late_peer = None
+            if not waiting.called:  # a 2xx without the offer it owed (RFC 3261 14.2): nothing to pass on
+                waiting.errback(SipError(488, "No SDP"))
+
+        def failed(failure: Failure) -> None:
+            across._late_offer = across._late_peer = None
+            if not waiting.called:
+                waiting.errback(_sip_error(failure))
+
+        sent.addCallbacks(finished, failed)
+        return waiting
+
+    def _offer_in_2xx(self, late: Deferred[bytes], body: bytes, content_type: str) -> Deferred[bytes]:
+        """The 2xx of this side to a re-INVITE without offer that we passed on: its offer, rewritten, goes
+        into the other side's 2xx, and the answer in the other side's ACK comes back for our ACK."""
+        peer, self._late_peer = self._late_peer, None
+        call = self._call()
+        out = body
+        if call is not None and call.media is not None and _is_sdp(content_type):
+            try:
+                out = call.media.forward(self.side, body, is_offer=True)
+            except SipError as e:  # refused on both sides: ours is ACKed and BYEd by the session
+                late.errback(e)
+                raise
+        answer: Deferred[bytes] = Deferred()
+        if peer is not None:
+            peer._late_answer = answer
+        late.callback(out)
+        return answer
+
+    def answer_received(self, session: InviteSession, body: bytes, content_type: str) -> None:
+        """The answer in the ACK to a 2xx of ours that carried an offer."""
+        call = self._call()
+        waiting, self._late_answer = self._late_answer, None
+        if waiting is not None:  # the answer for the other side's ACK
+            try:
+                if call is None or call.media is None:
+                    raise SipError(488, "No SDP")
+                waiting.callback(call.media.forward(self.side, body, is_offer=False))
+            except SipError as e:
+                _log.warn("The ACK has no usable SDP answer ({reason}): BYE", reason=e.reason)
+                if not waiting.called:
+                    waiting.errback(e)
+            return
+        if call is not None:
+            call.answer_in_ack(self.side, body)
+
+    def flush(self) -> None:
+        """The call ends: a 2xx waiting for an answer from the other side is ACKed without one."""
+        waiting, self._late_answer = self._late_answer, None
+        if waiting is not None and not waiting.called:
+            waiting.errback(SipError(488))
+        late, self._late_offer = self._late_offer, None
+        self._late_peer = None
+        if late is not None and not late.called:
+            late.errback(SipError(481))
+
+    # -- other requests ------------------------------------------------------------------------------------
+
+    def request_received(self, session: InviteSession, request: Request) -> object:
+        call, other = self._call_and_other()
+        method = request.method
+        if other is None:
+            if method == "INFO" and self.side == "a":
+                # The PBX is the caller's media end (IVR): a key press by SIP INFO goes to it, never onward.
+                digit = parse_dtmf_info(request.headers.get("Content-Type") or "", request.body)
+                if digit is not None and call.endpoint is not None:
+                    call.endpoint.inject_digit(digit, "info")
+                return 200
+            raise SipError(481)
+        headers = request.headers
+        passed = [(name, value) for name in PASSED_HEADERS for value in headers.get_all(name)]
+        content_type = headers.get("Content-Type") or "application/octet-stream"
+        try:
+            sent = other.request(method, request.body, content_type, passed)
+        except ValueError:
+            return 405  # not a method to pass on (the session answers INVITE, UPDATE, BYE, PRACK itself)
+        return sent.addCallbacks(_pass_back, _failed_back, callbackArgs=(request,), errbackArgs=(request,))
+
+    # -- the initial INVITE and the end ------------------------------------------------------------------
+
+    def provisional(self, session: InviteSession, response: Response) -> None:
+        pass
+
+    def answered(self, session: InviteSession, response: Response) -> None:
+        pass
+
+    def failed(self, session: InviteSession, status: int, response: Response | None) -> None:
+        pass
+
+    def cancelled(self, session: InviteSession) -> None:
+        pass
+
+    def confirmed(self, session: InviteSession) -> None:
+        pass
+
+    def terminated(self, session: InviteSession, reason: str) -> None:
+        call = self._call()
+        if call is not None:
+            call.side_terminated(self.side, reason)
+
+
+def _sip_error(failure: Failure) -> SipError:
+    """How a request we passed on failed, as the error to refuse the original with (same status)."""
+    error = failure.value
+    if isinstance(error, SessionRequestFailed):
+        return SipError(error.status, error.response.reason if error.response is not None else None)
+    if isinstance(error, SipError):
+        return error
+    _log.failure("Passing a request on failed", failure=failure)
+    return SipError(500)
+
+
+def _request_failed(failure: Failure) -> None:
+    """An offer we passed on was refused (or got no answer): refuse ours with the same status."""
+    raise _sip_error(failure)
+
+
+def _pass_back(response: Response, request: Request) -> Response:
+    back = request.response(response.status, response.reason)
+    if response.body:
+        back.headers.add("Content-Type", response.headers.get("Content-Type") or "application/sdp")
+        back.body = response.body
+    return back
+
+
+def _failed_back(failure: Failure, request: Request) -> Response:
+    error = failure.value
+    if isinstance(error, SessionRequestFailed) and error.response is not None:
+        return _pass_back(error.response, request)
+    return request.response(_sip_error(failure).status)
+
+
+def music_on_hold(call: Call, held: str, offer: bytes, answer: bytes) -> Any:
+    """Music on hold for side `held` while it is held (after a re-INVITE of the other side), none after."""
+    holding = is_hold_offer(offer)
+    playing = held in call.moh
+    music = call.b2bua.hold_music
+    extension = call.caller.extension if held == "a" else call.callee_extension
+    if holding and not playing and music is not None and call.media is not None:
+        endpoint = music.start(call.tenant, call.media.session.leg(held), answer)
+        if endpoint is not None:
+            call.moh[held] = endpoint
+            _log.info("Call {id}: music on hold for {ext}", id=call.id, ext=extension)
+    elif not holding and playing:
+        call.stop_moh(held)
+        _log.info("Call {id}: music on hold for {ext} ends", id=call.id, ext=extension)

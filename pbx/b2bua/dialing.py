@@ -1,0 +1,304 @@
+"""The `dial` action of a call: forking, ringing, and the first 2xx that wins (RFC 3261 13.2, 9.1; RFC 3264).
+
+`dial` forks an `OutboundLeg` to every target at once (or one target after another: `strategy=sequential`),
+passes the first 180/183 on to the caller (a 183 with its SDP rewritten to the relay), and takes the first
+2xx: the other forks are CANCELled, the callee's side becomes a `CalleeSession` and the caller gets the 200. A
+dial that ends without an answer returns its result (busy, noanswer, unavailable, failed, declined) from the
+final statuses of its legs (`classify`).
+
+A callee's 2xx without a usable answer (or, when our INVITE had no offer, without a usable offer) is ACKed
+and BYEd and counts as a failed target: the other forks ring on. When our INVITE had no offer, the callee's
+2xx carries it and the answer comes in the caller's ACK, then goes into the callee's ACK.
+
+`Dialing` is mixed into `pbx.b2bua.call.Call`; the legs report to it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from pbx.b2bua.bridge import CallSide
+from pbx.b2bua.leg import OutboundLeg
+from pbx.b2bua.media import MediaBridge, accepted_audio, parse_sdp
+from pbx.dialplan import Action
+from pbx.sip.errors import SipError
+from pbx.sip.headers import quote_string
+from pbx.sip.message import Response
+from pbx.sip.sdp import SdpError, SessionDescription
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pbx.b2bua.b2bua import B2BUA, Caller
+    from pbx.sip.session import InviteSession
+    from pbx.sip.session_uas import UasSession
+
+
+def restrict_offer(offer: bytes, answer: bytes) -> bytes:
+    """The caller's offer with its first audio stream cut down to the formats of our answer to it, so a
+    callee put through later picks a codec the caller was told about (no re-INVITE to the caller)."""
+    try:
+        theirs, ours = SessionDescription.parse(offer), SessionDescription.parse(answer)
+    except SdpError:
+        return offer
+    accepted = next((m for m in ours.media if m.media.lower() == "audio" and m.port), None)
+    if accepted is None:
+        return offer
+    media = list(theirs.media)
+    for i, m in enumerate(media):
+        if m.media.lower() == "audio" and m.port:
+            kept = [f for f in m.formats if f in accepted.formats]
+            if kept:
+                media[i] = m.with_formats(kept)
+            break
+    return theirs.with_media(tuple(media)).to_bytes()
+
+
+def classify(statuses: list[int]) -> str:
+    """The dial result of the final statuses of every leg, none of them 2xx (docs/dialplan.md: the first
+    matching row wins; 0 stands for a transport failure). "declined" (every leg 603) counts as busy for the
+    dialplan, but the caller then gets the 603 itself."""
+    if statuses and all(s in (603, 607) for s in statuses):
+        return "declined"
+    if any(s in (486, 600, 603) for s in statuses):
+        return "busy"
+    if any(s in (408, 480, 487) for s in statuses):
+        return "noanswer"
+    if any(s in (0, 404, 410, 484, 604) for s in statuses):
+        return "unavailable"
+    return "failed"
+
+
+class Dialing:
+    """The `dial` action and the legs' callbacks, mixed into `Call` (module docstring)."""
+
+    _log = Logger()
+
+    # What `Call` provides.
+    b2bua: B2BUA
+    caller: Caller
+    clock: Any
+    id: str
+    invite: Any
+    media: MediaBridge | None
+    legs: list[OutboundLeg]
+    winner: OutboundLeg | None
+    a: UasSession
+    b: InviteSession | None
+    ended: bool
+    answered_at: float | None
+    endpoint: Any
+    own_sdp: bytes | None
+    offer_sdp: SessionDescription | None
+    _caller_sdp: bytes | None
+    _on_answer: Callable[[bytes], None] | None
+
+    if TYPE_CHECKING:
+
+        @property
+        def final_sent(self) -> bool: ...
+        def _answer_caller(self, body: bytes) -> None: ...
+        def _close_endpoint(self) -> None: ...
+        def hangup(self, by: str) -> None: ...
+
+    def _init_dialing(self) -> None:
+        self._dial_done: Deferred[str] | None = None
+        self._ring_timer: IDelayedCall | None = None
+        self._current: list[OutboundLeg] = []
+        self._last_statuses: list[int] = []
+        self._relayed: set[int] = set()
+
+    async def dial(self, action: Action) -> str:
+        targets = list(action.args)
+        timeout = float(action.options.get("timeout") or self.b2bua.ring_timeout)
+        if action.options.get("strategy") == "sequential":
+            ringtime = float(action.options.get("ringtime") or timeout / max(1, len(targets)))
+            result = "unavailable"
+            for target in targets:
+                result = await self._dial_once([target], ringtime, action)
+                if result in ("answered", "cancelled") or self.ended:
+                    return result
+            return result
+        return await self._dial_once(targets, timeout, action)
+
+    async def _dial_once(self, targets: list[str], timeout: float, action: Action) -> str:
+        contacts = self.b2bua.resolve(self, targets)  # type: ignore[arg-type]
+        if not contacts:
+            self._last_statuses = [480]
+            return "unavailable"
+        if self.media is None:
+            self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
+        body = b""
+        content_type = None
+        offer = self.invite.body or self._caller_sdp  # the caller's offer, or its answer to ours (IVR)
+        if offer:
+            parsed = self.offer_sdp if offer is self.invite.body else None
+            if self.own_sdp is not None:
+                offer, parsed = restrict_offer(offer, self.own_sdp), None
+            body = self.media.forward("a", offer, is_offer=True, parsed=parsed)
+            content_type = "application/sdp"
+        callerid = action.options.get("callerid")
+        display = callerid if callerid is not None else (self.caller.name or self.invite.from_.display_name)
+        from_value = f"<sip:{self.caller.extension}@{self.caller.domain}>"
+        if display:
+            from_value = f"{quote_string(display)} {from_value}"
+        resolve = self.b2bua.resolve_uri
+        legs = [OutboundLeg(self, target, resolve) for target in contacts]  # type: ignore[arg-type]
+        self.legs.extend(legs)
+        done: Deferred[str] = Deferred()
+        self._dial_done = done
+        self._current = legs
+        for leg in legs:
+            try:
+                leg.start(from_value, body, content_type)
+            except Exception as e:
+                self._log.warn("Could not start a leg to {ext}: {e}", ext=leg.extension, e=e)
+                leg.status = 503
+        self._ring_timer = self.clock.callLater(timeout, self._ring_timeout)
+        if self.endpoint is not None:  # the caller is on the PBX's media: let it hear the ringing
+            ringing = f"tone:ringback:{min(600, max(1, math.ceil(timeout)))}"
+            self.endpoint.play([ringing], barge_in=False).addErrback(self._log.failure, "Ringback failed")
+        self._check_dial_over()
+        result = await done
+        if self.endpoint is not None and result != "answered":
+            self.endpoint.stop()
+        self._stop_ringing()
+        return result
+
+    def _stop_ringing(self) -> None:
+        if self._ring_timer is not None and self._ring_timer.active():
+            self._ring_timer.cancel()
+        self._ring_timer = None
+
+    def _ring_timeout(self) -> None:
+        """Nobody answered in time: stop the ringing legs; a leg that said busy still makes it "busy"."""
+        self._ring_timer = None
+        statuses = [0 if leg.transport_failed else (leg.status or 408) for leg in self._current]
+        for leg in self._current:
+            leg.cancel()
+        self._finish_dial(classify(statuses))
+
+    def _finish_dial(self, result: str) -> None:
+        done, self._dial_done = self._dial_done, None
+        if done is not None:
+            done.callback(result)
+
+    def _check_dial_over(self) -> None:
+        if self._dial_done is None or self.winner is not None:
+            return
+        statuses = [leg.status for leg in self._current]
+        if all(statuses):
+            statuses = [0 if leg.transport_failed else leg.status for leg in self._current]
+            self._last_statuses = statuses
+            self._finish_dial(classify(statuses))
+
+    # -- callbacks from legs -----------------------------------------------------------------------------
+
+    def leg_progress(self, leg: OutboundLeg, response: Response) -> None:
+        if self.final_sent or self.ended or self.winner is not None or leg not in self._current:
+            return
+        if self.own_sdp is not None:
+            return  # the caller hears the PBX (early media: its ringback), not the callee's provisional
+        status = response.status
+        body = b""
+        if status == 183 and response.body and self.media is not None and self.invite.body:
+            try:
+                body = self.media.forward("b", response.body, is_offer=False)
+            except SipError:
+                body = b""
+        if status in self._relayed and not body:
+            return
+        self._relayed.add(status)
+        self.a.provisional(status, body, reason=response.reason)
+
+    def leg_failed(self, leg: OutboundLeg, status: int, response: Response | None) -> None:
+        self._check_dial_over()
+
+    def leg_answered(self, leg: OutboundLeg, response: Response) -> bool:
+        """The first 2xx of a leg; False when the call no longer wants it (the leg then hangs up)."""
+        rejected = self.final_sent and self.answered_at is None
+        if self.winner is not None or self.ended or rejected or leg not in self._current:
+            return False
+        late_offer = not (leg.invite is not None and leg.invite.body)  # then the 2xx must carry the offer
+        try:
+            body = self._callee_sdp(response, late_offer)
+        except SipError as e:
+            # RFC 3264: no usable answer (or offer), no call. ACK and BYE it; the other forks ring on.
+            self._log.warn(
+                "Call {id}: the 2xx of {ext} has no usable SDP {what} ({reason}): ACK, BYE",
+                id=self.id, ext=leg.extension, what="offer" if late_offer else "answer", reason=e.reason,
+            )  # fmt: skip
+            leg.status = e.status
+            leg.send_ack(None)
+            leg.send_bye()
+            self._check_dial_over()
+            return True
+        self.winner = leg
+        for other in self._current:
+            if other is not leg:
+                other.cancel()
+        self.b = leg.session(CallSide(self, "b"), **self.b2bua.session_options)  # type: ignore[arg-type]
+        if late_offer:
+            leg.awaiting_answer = True  # 2xx retransmissions wait for the answer the caller's ACK brings
+        else:
+            leg.send_ack(None)
+        if self.own_sdp is not None:
+            # The caller already has our SDP (an IVR answered it, or early media): hand its relay leg back
+            # to the relay; the callee's codec was chosen among the ones the caller was told about.
+            self._close_endpoint()
+            if self.answered_at is None:
+                self._answer_caller(self.own_sdp)
+        else:
+            self._answer_caller(body)
+        if late_offer:
+
+            def forward_answer(ack_body: bytes) -> None:
+                leg.awaiting_answer = False
+                try:
+                    answer = self._caller_answer(ack_body)
+                except SipError as e:
+                    self._log.warn(
+                        "Call {id}: the caller's ACK has no usable SDP answer ({reason}): BYE",
+                        id=self.id, reason=e.reason,
+                    )  # fmt: skip
+                    leg.send_ack(None)
+                    self.hangup("pbx")
+                    return
+                leg.send_ack(answer, "application/sdp")
+
+            self._on_answer = forward_answer
+        self._finish_dial("answered")
+        return True
+
+    def _callee_sdp(self, response: Response, late_offer: bool) -> bytes:
+        """The SDP of a callee's 2xx rewritten for the caller: its answer to our offer, or its offer when
+        our INVITE had none (`late_offer`).
+
+        Raises:
+            SipError: no body, not SDP, malformed, or no audio stream with a codec in it.
+        """
+        if not response.body:
+            raise SipError(488, "No SDP")
+        sdp = parse_sdp(response.body, response.headers.get("Content-Type"))
+        if accepted_audio(sdp) is None:
+            raise SipError(488, "No Audio Accepted")
+        if self.media is None:
+            self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
+        return self.media.forward("b", response.body, is_offer=late_offer, parsed=sdp)
+
+    def _caller_answer(self, body: bytes) -> bytes:
+        """The caller's answer (in its ACK) to the offer a callee made in its 2xx, rewritten for the callee.
+
+        Raises:
+            SipError: no answer, a malformed one, or one without an audio stream.
+        """
+        if not body or self.media is None:
+            raise SipError(488, "No SDP")
+        if accepted_audio(parse_sdp(body)) is None:
+            raise SipError(488, "No Audio Accepted")
+        return self.media.forward("a", body, is_offer=False)
