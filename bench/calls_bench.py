@@ -160,10 +160,11 @@ class Bench:
         self.server: ServerProcess | None = None
         self.steps_run = 0
 
-    def start(self) -> ServerProcess:
+    def start(self, code: Path | None = None) -> ServerProcess:
+        """The PBX; with `code`, that checkout's pbx package and dialplan (`sip_load.start_pbx_with`)."""
         numbers = [*self.callers, *self.callees, *range(5000, 5000 + self.args.extra_extensions)]
         extra = extensions_toml(numbers) + PBX_EXTRA + (PEER_EXTRA if self.args.no_auth else "")
-        self.server = start_pbx_with(self.workdir / "pbx", self.port, extra, cpu=self.cpu)
+        self.server = start_pbx_with(self.workdir / "pbx", self.port, extra, cpu=self.cpu, code=code)
         return self.server
 
     def register_callees(self) -> None:

@@ -21,10 +21,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import math
+import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -88,27 +91,65 @@ def start_pbx_with(
     cpu: int | None = 0,
     dialplan: Path | None = DIALPLAN,
     timeout: float = 120.0,
+    code: Path | None = None,
 ) -> ServerProcess:
     """`twistd -n pbx` on UDP `port` with common.py's benchmark config plus `extra` TOML, pinned to `cpu`.
 
-    The tenant's dialplan is a copy of `dialplan` (default: the shipped dialplans/default/main.j2).
+    The tenant's dialplan is a copy of `dialplan` (default: the shipped dialplans/default/main.j2, from `code`
+    when given).
+
+    With `code` (a checkout of the project, e.g. a `git worktree` of an older commit), that tree comes first
+    on PYTHONPATH, so `twistd pbx` runs its `pbx` package rather than the installed one; the server prints
+    where `pbx` was imported from (`PBX_CODE_LINE`) and start-up fails unless it is inside `code`.
 
     Ready when it listens and its location service has loaded (so a REGISTER is answered at once).
     """
     config = write_pbx_config(directory, port)
+    if code is not None and dialplan == DIALPLAN:
+        dialplan = code / DIALPLAN.relative_to(REPO)
     if dialplan is not None:
         shutil.copyfile(dialplan, directory / "dialplans" / "default" / "main.j2")
     with config.open("a") as f:
         f.write("\n" + extra)
-    cmd = [executable("twistd"), "--nodaemon", "--pidfile=", "pbx", "--config", str(config)]
-    server = ServerProcess("pbx", pinned(cmd, cpu), cwd=directory)
+    args = ["--nodaemon", "--pidfile=", "pbx", "--config", str(config)]
+    env = None
+    if code is None:
+        cmd = [executable("twistd"), *args]
+    else:
+        cmd = [sys.executable, "-c", _TWISTD_SHOWING_CODE, *args]
+        env = {
+            "PYTHONPATH": os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        }
+    server = ServerProcess("pbx", pinned(cmd, cpu), cwd=directory, env=env)
     try:
+        if code is not None:
+            server.wait_for(PBX_CODE_LINE, timeout)
+            loaded = pbx_code(server)
+            if loaded is None or not loaded.is_relative_to(code.resolve()):
+                raise RuntimeError(f"twistd loaded pbx from {loaded}, not from {code}")
         server.wait_for(r"SIP listening on", timeout)
         server.wait_for(r"Location service loaded \d+ bindings", timeout)
     except BaseException:
         server.stop()
         raise
     return server
+
+
+# `twistd` that first says where the `pbx` package comes from (start_pbx_with(code=...)).
+_TWISTD_SHOWING_CODE = (
+    "import sys, pbx; print('pbx code from', pbx.__file__, flush=True); "
+    "from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+)
+PBX_CODE_LINE = r"^pbx code from (\S+)$"
+
+
+def pbx_code(server: ServerProcess) -> Path | None:
+    """The directory of the `pbx` package a server started with `start_pbx_with(code=...)` imported."""
+    for line in server.output.splitlines():
+        found = re.match(PBX_CODE_LINE, line)
+        if found:
+            return Path(found.group(1)).resolve().parent
+    return None
 
 
 def stop_on_signals() -> None:
