@@ -6,13 +6,14 @@ This machine's speed drifts by up to 2x from day to day, so issue 9's targets ar
 - CPU per authenticated REGISTER <= 8x the bare responder's (`bare_responder.py`);
 - < 20 KiB per concurrent call.
 
-Builds: `new` is this checkout; `base` (--base REV, default 008c440, the commit before the issue 9 work) is
-checked out with `git worktree add --detach` into a temporary directory (removed at the end) and run by the
-same venv with that tree first on PYTHONPATH (`sip_load.start_pbx_with(code=...)`: the server prints where
-`pbx` was imported from and start-up fails unless it is the tree asked for; the dialplan comes from that tree
-too). sippy (`pip install sippy`, a bench dependency only) runs its `b2bua_simple -f -l HOST -p PORT -n
-HOST:UAS_PORT`: every INVITE is forwarded to one fixed next hop, the SIPp UAS; it has no digest auth and no
-registrar, and its log goes nowhere (SIPLOG_BEND=none), as the PBX runs with sip_trace off.
+Builds: `new` is this checkout as it is (or --new REV); `base` (--base REV, default 008c440, the commit before
+the issue 9 work) is checked out with `git worktree add --detach` into a temporary directory (removed at the
+end) and run by the same venv with that tree first on PYTHONPATH (`sip_load.start_pbx_with(code=...)`: the
+server prints where `pbx` was imported from and start-up fails unless it is the tree asked for; the dialplan
+comes from that tree too). sippy (`pip install sippy`, a bench dependency only) runs its
+`b2bua_simple -f -l HOST -p PORT -n HOST:UAS_PORT`: every INVITE is forwarded to one fixed next hop, the
+SIPp UAS; it has no digest auth and no registrar, and its log goes nowhere (SIPLOG_BEND=none), as the PBX
+runs with sip_trace off.
 
 Calls (`calls_bench.Bench`: SIPp UAC -> server -> SIPp UAS, SDP, no RTP, hold --hold-ms): for each mode
 (--modes: `auth`, INVITE -> 407 -> INVITE with credentials, and `noauth`, a trusted peer without 407; sippy
@@ -30,9 +31,9 @@ the same two exchanges answered 200 by bare).
 --profile DIR: after its rate steps, one more step of the new build at --profile-rate in each mode with py-spy
 recording for 15 s (DIR/new-auth.raw, DIR/new-noauth.raw); the hot spots are printed and appended.
 
-The tables go to stdout and are appended to bench/RESULTS-issue9.md (--results) with the date, both commits
-and sippy's version. The run holds an exclusive flock on --lock (default /tmp/bench.lock, the lock
-`flock /tmp/bench.lock ...` takes) so that two benchmark runs never overlap.
+The tables go to stdout and, when every step ran, are appended to bench/RESULTS-issue9.md (--results) with
+the date, both commits and sippy's version. The run holds an exclusive flock on --lock (default
+/tmp/bench.lock, the lock `flock /tmp/bench.lock ...` takes) so that two benchmark runs never overlap.
 
     python bench/compare_bench.py                                  # everything: about 12 minutes
     python bench/compare_bench.py --rates 150 --seconds 10 --servers new,sippy --modes noauth --no-register
@@ -95,6 +96,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     add = parser.add_argument
     add("--base", default=DEFAULT_BASE, help=f"commit of the base build (default {DEFAULT_BASE})")
+    add("--new", help="commit of the new build, checked out like --base (default: this checkout as it is)")
     add("--rates", default="150,250", help="calls/s of the call steps (default 150,250)")
     add("--seconds", type=float, default=20.0, help="length of each call step (default 20)")
     add("--hold-ms", type=int, default=200, help="ms between a call's ACK and its BYE (default 200)")
@@ -155,14 +157,18 @@ def git(*args: str) -> str:
 
 
 @contextlib.contextmanager
-def base_worktree(rev: str) -> Iterator[Build]:
-    """`rev` checked out (detached) into a temporary directory with `git worktree add`; removed on exit."""
+def checkout(label: str, rev: str | None) -> Iterator[Build]:
+    """`rev` checked out (detached) into a temporary directory with `git worktree add`, removed on exit;
+    None: this checkout as it is."""
+    if rev is None:
+        yield Build(label, working_tree(), REPO)
+        return
     commit = git("rev-parse", "--short", f"{rev}^{{commit}}")
-    parent = Path(tempfile.mkdtemp(prefix="compare-base-"))
+    parent = Path(tempfile.mkdtemp(prefix=f"compare-{label}-"))
     tree = parent / commit
     git("worktree", "add", "--detach", str(tree), commit)
     try:
-        yield Build("base", commit, tree)
+        yield Build(label, commit, tree)
     finally:
         subprocess.run(
             ["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, timeout=120, check=False
@@ -538,13 +544,13 @@ def main(argv: list[str] | None = None) -> int:
     memory: list[MemoryFigures] = []
     registers: dict[str, RegisterFigures] = {}
     profiles: dict[str, Profile] = {}
-    builds: dict[str, Build] = {"new": Build("new", working_tree(), REPO)}
+    builds: dict[str, Build] = {}
     status = 0
     try:
-        with exclusive(args.lock), base_worktree(args.base) as base:
-            builds["base"] = base
+        with exclusive(args.lock), checkout("new", args.new) as new, checkout("base", args.base) as base:
+            builds.update(new=new, base=base)
             print(
-                f"# compare_bench {started} UTC: new {builds['new'].commit},",
+                f"# compare_bench {started} UTC: new {new.commit} at {new.code},",
                 f"base {base.commit} at {base.code}",
             )
             print("  " + " | ".join(CALL_HEADERS), flush=True)
@@ -578,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(args, builds, figures, memory, registers, profiles, started)
     print()
     print(text)
-    if not args.no_append and (figures or registers):
+    if not args.no_append and status == 0:
         append_results(args.results, text)
         print(f"(appended to {args.results})")
     return status
