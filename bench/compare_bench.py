@@ -29,7 +29,8 @@ REGISTER (`register_bench.one_step`, 1,000 users): new, base and bare, each fres
 the same two exchanges answered 200 by bare).
 
 --profile DIR: after its rate steps, one more step of the new build at --profile-rate in each mode with py-spy
-recording for 15 s (DIR/new-auth.raw, DIR/new-noauth.raw); the hot spots are printed and appended.
+recording for --profile-seconds at --profile-hz (DIR/new-auth.raw, DIR/new-noauth.raw); the hot spots are
+printed and appended.
 
 The tables go to stdout and, when every step ran, are appended to bench/RESULTS-issue9.md (--results) with
 the date, both commits and sippy's version. The run holds an exclusive flock on --lock (default
@@ -110,6 +111,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--no-register", action="store_true", help="skip the REGISTER comparison")
     add("--profile", type=Path, help="directory: py-spy the new build at --profile-rate in each mode")
     add("--profile-rate", type=int, default=200, help="calls/s of the profiled steps (default 200)")
+    add("--profile-seconds", type=int, default=20, help="seconds py-spy records per profile (default 20)")
+    add("--profile-hz", type=int, default=200, help="py-spy samples per second (default 200)")
     add("--server-cpu", type=int, default=0, help="core for the servers (default 0)")
     add("--loadgen-cpu", type=int, default=1, help="core for SIPp and py-spy (default 1)")
     add("--no-pin", action="store_true", help="do not pin processes with taskset")
@@ -262,6 +265,7 @@ def bench_args(args: argparse.Namespace, no_auth: bool) -> argparse.Namespace:
         extra_extensions=0, no_pin=args.no_pin, server_cpu=args.server_cpu, loadgen_cpu=args.loadgen_cpu,
         no_auth=no_auth, quiet_wait=args.quiet_wait, seconds=args.seconds, hold_ms=args.hold_ms,
         max_failures=0.001, repeat=1, profile=None, profile_rate=args.profile_rate,
+        profile_seconds=args.profile_seconds, profile_hz=args.profile_hz,
     )  # fmt: skip
 
 

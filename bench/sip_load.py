@@ -536,12 +536,16 @@ def split_rate(rate: int, per_process: int) -> list[int]:
 class PySpy:
     """`py-spy record --pid N -d S -f raw -o FILE` in the background (pinned to `cpu`); `wait` reaps it."""
 
-    def __init__(self, pid: int, seconds: int, out: Path, *, cpu: int | None = 1, rate: int = 100) -> None:
+    def __init__(
+        self, pid: int, seconds: int, out: Path, *, cpu: int | None = 1, rate: int = 100, gil: bool = False
+    ) -> None:
+        """`gil`: sample only the thread holding the GIL (py-spy --gil): Python's CPU, not threads waiting
+        in a system call (the SQLite worker in fsync) nor idle ones."""
         self.out = out
         self.seconds = seconds
         cmd = [
             executable("py-spy"), "record", "--pid", str(pid), "-d", str(seconds), "-r", str(rate),
-            "-f", "raw", "-o", str(out),
+            "-f", "raw", "-o", str(out), *(["--gil"] if gil else []),
         ]  # fmt: skip
         self._log = out.with_name(out.name + ".py-spy.log")
         with self._log.open("wb") as log:
@@ -581,7 +585,8 @@ class Profile:
 # Frames every busy sample of the reactor passes through (twistd, the reactor loop, its logging context):
 # left out of the "total time" table, where they would only say 100 %.
 _SCAFFOLD = (
-    "<module> (twistd", "run (scripts/twistd.py", "run (application/app.py", "runApp (", "ApplicationRunner.",
+    "<module> (twistd", "<module> (<string>", "run (scripts/twistd.py", "run (application/app.py", "runApp (",
+    "ApplicationRunner.",
     "UnixApplicationRunner.", "runReactorWithLogging (", "ReactorBase.run (", "ReactorBase.mainLoop (",
     "EPollReactor.doPoll (", "callWithLogger (", "callWithContext (", "ThreadedContextTracker.",
     "ContextTracker.", "_PollLikeMixin._doReadOrWrite (", "Thread._bootstrap", "Thread.run (",
@@ -599,9 +604,12 @@ def _frame_name(frame: str) -> str:
 
 
 def _is_idle(frames: list[str]) -> bool:
-    """A thread waiting: the reactor in epoll_wait, a thread-pool worker waiting for work."""
+    """A thread waiting: the reactor in epoll_wait, a thread-pool worker waiting for work, the SQLite store's
+    worker in its SimpleQueue.get (C code: its loop is the leaf frame)."""
     leaf = frames[-1]
-    return leaf.startswith("EPollReactor.doPoll (") or any(f.startswith("Queue.get (") for f in frames)
+    return leaf.startswith(("EPollReactor.doPoll (", "_Worker._loop (store/sqlite.py)")) or any(
+        f.startswith("Queue.get (") for f in frames
+    )
 
 
 def summarise_raw(path: Path) -> Profile:
