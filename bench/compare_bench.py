@@ -457,8 +457,9 @@ def report(
     except metadata.PackageNotFoundError:
         sippy_version = "not installed"
     out.append(f"## {started} UTC: new {builds['new'].commit} vs base {builds['base'].commit}\n")
+    command = " ".join(sys.argv[1:]).replace(args.note, "...") if args.note else " ".join(sys.argv[1:])
     out.append(
-        f"`python bench/compare_bench.py {' '.join(sys.argv[1:])}` on {os.cpu_count()} CPUs, Python "
+        f"`python bench/compare_bench.py {command}` on {os.cpu_count()} CPUs, Python "
         f"{sys.version.split()[0]}, sippy {sippy_version}. Builds: **new** = {builds['new'].commit}, "
         f"**base** = {builds['base'].commit} (git worktree). Servers on core {args.server_cpu}, SIPp on core "
         f"{args.loadgen_cpu}; calls held {args.hold_ms} ms, {args.seconds:g} s steps, one UAC/UAS pair."
