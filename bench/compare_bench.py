@@ -442,6 +442,10 @@ def ratio_rows(
     return rows
 
 
+def where(build: Build) -> str:
+    return f"{build.commit} ({'this checkout' if build.code == REPO else 'a git worktree'})"
+
+
 def report(
     args: argparse.Namespace,
     builds: dict[str, Build],
@@ -460,8 +464,8 @@ def report(
     command = " ".join(sys.argv[1:]).replace(args.note, "...") if args.note else " ".join(sys.argv[1:])
     out.append(
         f"`python bench/compare_bench.py {command}` on {os.cpu_count()} CPUs, Python "
-        f"{sys.version.split()[0]}, sippy {sippy_version}. Builds: **new** = {builds['new'].commit}, "
-        f"**base** = {builds['base'].commit} (git worktree). Servers on core {args.server_cpu}, SIPp on core "
+        f"{sys.version.split()[0]}, sippy {sippy_version}. Builds: **new** = {where(builds['new'])}, "
+        f"**base** = {where(builds['base'])}. Servers on core {args.server_cpu}, SIPp on core "
         f"{args.loadgen_cpu}; calls held {args.hold_ms} ms, {args.seconds:g} s steps, one UAC/UAS pair."
     )
     if args.note:
