@@ -135,6 +135,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     add("--profile", type=Path, help="after the ramp, py-spy the PBX (raw format) into this file")
     add("--profile-rate", type=int, help="rate of the profiled step (default: the highest the PBX held)")
+    add("--profile-seconds", type=int, default=15, help="seconds py-spy records (default 15)")
+    add("--profile-hz", type=int, default=100, help="py-spy samples per second (default 100)")
+    add("--profile-gil", action="store_true", help="py-spy --gil: only the thread holding the GIL")
     add("--workdir", type=Path, help="where configs, CSVs, SIPp stats and logs go (default: a tmp dir)")
     args = parser.parse_args(argv)
     args.rate_list = sorted({int(r) for r in args.rates.split(",") if r.strip()})
@@ -160,10 +163,11 @@ class Bench:
         self.server: ServerProcess | None = None
         self.steps_run = 0
 
-    def start(self) -> ServerProcess:
+    def start(self, code: Path | None = None) -> ServerProcess:
+        """The PBX; with `code`, that checkout's pbx package and dialplan (`sip_load.start_pbx_with`)."""
         numbers = [*self.callers, *self.callees, *range(5000, 5000 + self.args.extra_extensions)]
         extra = extensions_toml(numbers) + PBX_EXTRA + (PEER_EXTRA if self.args.no_auth else "")
-        self.server = start_pbx_with(self.workdir / "pbx", self.port, extra, cpu=self.cpu)
+        self.server = start_pbx_with(self.workdir / "pbx", self.port, extra, cpu=self.cpu, code=code)
         return self.server
 
     def register_callees(self) -> None:
@@ -365,15 +369,20 @@ def ramp(bench: Bench, server: ServerProcess, args: argparse.Namespace, steps: l
 def profile_step(
     bench: Bench, server: ServerProcess, args: argparse.Namespace, steps: list[LoadStep]
 ) -> Profile | None:
-    """One more step at --profile-rate (default: the highest held) with py-spy recording the PBX for 15 s."""
+    """One more step at --profile-rate (default: the highest held) with py-spy recording the PBX for
+    --profile-seconds (15) at --profile-hz (100)."""
     assert args.profile is not None
     best = highest_held(steps, args.repeat, args.max_failures, excuse_stale=True)
     rate = args.profile_rate or (best.rate if best else args.rate_list[0])
     args.profile.parent.mkdir(parents=True, exist_ok=True)
     quiet_before_step(args.quiet_wait)
-    spy = PySpy(server.pid, 15, args.profile, cpu=bench.loadgen_cpu)
+    seconds = getattr(args, "profile_seconds", 15)
+    spy = PySpy(
+        server.pid, seconds, args.profile, cpu=bench.loadgen_cpu, rate=getattr(args, "profile_hz", 100),
+        gil=getattr(args, "profile_gil", False),
+    )  # fmt: skip
     try:
-        result = bench.step(rate, max(args.seconds, 20.0), args.hold_ms, f"profile-{rate}").step
+        result = bench.step(rate, max(args.seconds, seconds + 5.0), args.hold_ms, f"profile-{rate}").step
         ok = spy.wait()
     finally:
         spy.stop()

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,7 +74,9 @@ def pinned(cmd: Sequence[str], cpu: int | None) -> list[str]:
 class ServerProcess:
     """A server subprocess whose output is collected line by line."""
 
-    def __init__(self, name: str, cmd: Sequence[str], *, cwd: Path | None = None) -> None:
+    def __init__(
+        self, name: str, cmd: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> None:
         self.name = name
         self.cmd = list(cmd)
         self.lines: list[str] = []
@@ -85,7 +87,7 @@ class ServerProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
         )
         self.ps = psutil.Process(self.proc.pid)
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -21,10 +21,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import math
+import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -88,27 +91,65 @@ def start_pbx_with(
     cpu: int | None = 0,
     dialplan: Path | None = DIALPLAN,
     timeout: float = 120.0,
+    code: Path | None = None,
 ) -> ServerProcess:
     """`twistd -n pbx` on UDP `port` with common.py's benchmark config plus `extra` TOML, pinned to `cpu`.
 
-    The tenant's dialplan is a copy of `dialplan` (default: the shipped dialplans/default/main.j2).
+    The tenant's dialplan is a copy of `dialplan` (default: the shipped dialplans/default/main.j2, from `code`
+    when given).
+
+    With `code` (a checkout of the project, e.g. a `git worktree` of an older commit), that tree comes first
+    on PYTHONPATH, so `twistd pbx` runs its `pbx` package rather than the installed one; the server prints
+    where `pbx` was imported from (`PBX_CODE_LINE`) and start-up fails unless it is inside `code`.
 
     Ready when it listens and its location service has loaded (so a REGISTER is answered at once).
     """
     config = write_pbx_config(directory, port)
+    if code is not None and dialplan == DIALPLAN:
+        dialplan = code / DIALPLAN.relative_to(REPO)
     if dialplan is not None:
         shutil.copyfile(dialplan, directory / "dialplans" / "default" / "main.j2")
     with config.open("a") as f:
         f.write("\n" + extra)
-    cmd = [executable("twistd"), "--nodaemon", "--pidfile=", "pbx", "--config", str(config)]
-    server = ServerProcess("pbx", pinned(cmd, cpu), cwd=directory)
+    args = ["--nodaemon", "--pidfile=", "pbx", "--config", str(config)]
+    env = None
+    if code is None:
+        cmd = [executable("twistd"), *args]
+    else:
+        cmd = [sys.executable, "-c", _TWISTD_SHOWING_CODE, *args]
+        env = {
+            "PYTHONPATH": os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        }
+    server = ServerProcess("pbx", pinned(cmd, cpu), cwd=directory, env=env)
     try:
+        if code is not None:
+            server.wait_for(PBX_CODE_LINE, timeout)
+            loaded = pbx_code(server)
+            if loaded is None or not loaded.is_relative_to(code.resolve()):
+                raise RuntimeError(f"twistd loaded pbx from {loaded}, not from {code}")
         server.wait_for(r"SIP listening on", timeout)
         server.wait_for(r"Location service loaded \d+ bindings", timeout)
     except BaseException:
         server.stop()
         raise
     return server
+
+
+# `twistd` that first says where the `pbx` package comes from (start_pbx_with(code=...)).
+_TWISTD_SHOWING_CODE = (
+    "import sys, pbx; print('pbx code from', pbx.__file__, flush=True); "
+    "from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+)
+PBX_CODE_LINE = r"^pbx code from (\S+)$"
+
+
+def pbx_code(server: ServerProcess) -> Path | None:
+    """The directory of the `pbx` package a server started with `start_pbx_with(code=...)` imported."""
+    for line in server.output.splitlines():
+        found = re.match(PBX_CODE_LINE, line)
+        if found:
+            return Path(found.group(1)).resolve().parent
+    return None
 
 
 def stop_on_signals() -> None:
@@ -495,12 +536,16 @@ def split_rate(rate: int, per_process: int) -> list[int]:
 class PySpy:
     """`py-spy record --pid N -d S -f raw -o FILE` in the background (pinned to `cpu`); `wait` reaps it."""
 
-    def __init__(self, pid: int, seconds: int, out: Path, *, cpu: int | None = 1, rate: int = 100) -> None:
+    def __init__(
+        self, pid: int, seconds: int, out: Path, *, cpu: int | None = 1, rate: int = 100, gil: bool = False
+    ) -> None:
+        """`gil`: sample only the thread holding the GIL (py-spy --gil): Python's CPU, not threads waiting
+        in a system call (the SQLite worker in fsync) nor idle ones."""
         self.out = out
         self.seconds = seconds
         cmd = [
             executable("py-spy"), "record", "--pid", str(pid), "-d", str(seconds), "-r", str(rate),
-            "-f", "raw", "-o", str(out),
+            "-f", "raw", "-o", str(out), *(["--gil"] if gil else []),
         ]  # fmt: skip
         self._log = out.with_name(out.name + ".py-spy.log")
         with self._log.open("wb") as log:
@@ -540,7 +585,8 @@ class Profile:
 # Frames every busy sample of the reactor passes through (twistd, the reactor loop, its logging context):
 # left out of the "total time" table, where they would only say 100 %.
 _SCAFFOLD = (
-    "<module> (twistd", "run (scripts/twistd.py", "run (application/app.py", "runApp (", "ApplicationRunner.",
+    "<module> (twistd", "<module> (<string>", "run (scripts/twistd.py", "run (application/app.py", "runApp (",
+    "ApplicationRunner.",
     "UnixApplicationRunner.", "runReactorWithLogging (", "ReactorBase.run (", "ReactorBase.mainLoop (",
     "EPollReactor.doPoll (", "callWithLogger (", "callWithContext (", "ThreadedContextTracker.",
     "ContextTracker.", "_PollLikeMixin._doReadOrWrite (", "Thread._bootstrap", "Thread.run (",
@@ -558,9 +604,12 @@ def _frame_name(frame: str) -> str:
 
 
 def _is_idle(frames: list[str]) -> bool:
-    """A thread waiting: the reactor in epoll_wait, a thread-pool worker waiting for work."""
+    """A thread waiting: the reactor in epoll_wait, a thread-pool worker waiting for work, the SQLite store's
+    worker in its SimpleQueue.get (C code: its loop is the leaf frame)."""
     leaf = frames[-1]
-    return leaf.startswith("EPollReactor.doPoll (") or any(f.startswith("Queue.get (") for f in frames)
+    return leaf.startswith(("EPollReactor.doPoll (", "_Worker._loop (store/sqlite.py)")) or any(
+        f.startswith("Queue.get (") for f in frames
+    )
 
 
 def summarise_raw(path: Path) -> Profile:
