@@ -25,6 +25,9 @@ from pbx.sip.resolver import SipResolver, make_resolver
 
 _log = Logger(namespace="pbx")
 
+PEER_MEMO_MAX = 4096
+"""The most (tenant, source address) answers `peer_lookup` remembers."""
+
 
 def nonce_secret(data_dir: Path) -> bytes:
     """The nonce key, kept in the data directory so that nonces stay valid across restarts."""
@@ -129,7 +132,23 @@ def peer_lookup(config: Config) -> PeerLookup | None:
     if not by_tenant:
         return None
 
+    memo: dict[tuple[str, str], TrustedPeer | None] = {}
+
     def lookup(tenant: str, host: str) -> TrustedPeer | None:
+        # Asked twice per INVITE (the stateless challenge, then the call): the answer for a (tenant, source)
+        # never changes for this config, so it is remembered in a bounded memo (a flood of sources clears it).
+        key = (tenant, host)
+        try:
+            return memo[key]
+        except KeyError:
+            pass
+        peer = find(tenant, host)
+        if len(memo) >= PEER_MEMO_MAX:
+            memo.clear()
+        memo[key] = peer
+        return peer
+
+    def find(tenant: str, host: str) -> TrustedPeer | None:
         networks = by_tenant.get(tenant)
         if not networks:
             return None

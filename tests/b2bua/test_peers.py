@@ -108,3 +108,14 @@ class PeerLookupTests(SynchronousTestCase):
     def test_no_peers_configured_means_no_lookup(self) -> None:
         document = {**MINIMAL, "tenants": {"b": MINIMAL["tenants"]["b"]}}
         self.assertIsNone(peer_lookup(parse_config(document, Path("/etc/pbx"))))
+
+    def test_answers_are_remembered_within_a_bound(self) -> None:
+        from pbx.service import adapters
+
+        find = peer_lookup(parse_config(MINIMAL, Path("/etc/pbx")))
+        assert find is not None
+        for i in range(adapters.PEER_MEMO_MAX + 10):  # more sources than the memo holds: it starts over
+            self.assertIsNone(find("a", f"10.0.{i // 256}.{i % 256}"))
+        self.assertEqual(find("a", "192.0.2.10"), TrustedPeer("gw", "1000"))
+        self.assertEqual(find("a", "192.0.2.10"), TrustedPeer("gw", "1000"))
+        self.assertIsNone(find("a", "192.0.2.11"))
