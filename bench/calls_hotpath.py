@@ -11,9 +11,14 @@ parsing (about a third), so compare figures of this script with each other, not 
     python bench/calls_hotpath.py                       # 400 calls x 5 repeats, with and without auth
     python bench/calls_hotpath.py --tree /path/to/other/checkout   # the same on another build
     python bench/calls_hotpath.py --profile 30 --mode noauth        # the top 30 functions (cProfile)
+    python bench/calls_hotpath.py --hold 500 --mode noauth          # memory per concurrent call
 
 Prints us of CPU per call (best / median of the repeats) and Python function calls per call, with the
 garbage collector as the PBX runs it (`gc.freeze()` after set-up, thresholds (50000, 50, 100)).
+
+With ``--hold N`` it measures memory instead: N calls are answered and ACKed and left up (64 s on the clock
+then ends their INVITE transactions, as in a real PBX), and it prints the bytes tracemalloc counts per held
+call (what is still allocated, minus what was before), with the top allocation sites (``--top``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,6 +45,8 @@ def main() -> None:
     parser.add_argument("--mode", choices=("auth", "noauth", "both"), default="both")
     parser.add_argument("--tree", type=Path, default=REPO, help="the checkout whose pbx/ is measured")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions")
+    parser.add_argument("--hold", type=int, default=0, metavar="N", help="measure N answered calls held up")
+    parser.add_argument("--top", type=int, default=15, help="with --hold: the top allocation sites shown")
     args = parser.parse_args()
     sys.path.insert(0, str(args.tree))
     sys.path.insert(1, str(REPO))  # this script's tests/ helpers when the tree is older
@@ -57,6 +66,9 @@ def main() -> None:
         (plans / TENANT / "main.j2").write_text("dial 1002 timeout=20\nhangup\n")
         authenticate = mode == "auth"
         server = Pbx(plans, trusted_caller=not authenticate)
+        if args.hold:
+            hold(server, args.hold, authenticate, args.top)
+            continue
         for _ in range(50):  # warm up: memos, caches, the template
             server.call(authenticate=authenticate)
         gc.collect()
@@ -82,6 +94,80 @@ def main() -> None:
         if args.profile:
             stats.sort_stats("tottime").print_stats(args.profile)
         gc.unfreeze()
+
+
+def hold(server: Any, count: int, authenticate: bool, top: int) -> None:
+    """Answer ``count`` calls and keep them up; print tracemalloc's bytes per call and its top sites."""
+    from pbx.sip.digest import DigestChallenge, answer_challenge
+    from pbx.sip.message import Request
+    from tests.b2bua.fakes import CALLER_CONTACT, DOMAIN, PASSWORDS, PBX_CONTACT, callee_sdp, wire_request
+
+    def answered_call() -> None:
+        server.calls += 1
+        n = server.calls
+        uri = f"sip:1002@{DOMAIN}"
+        from_ = ("From", f"<sip:1001@{DOMAIN}>;tag=caller{n}")
+        call_id = ("Call-ID", f"hold-{n}@192.168.1.10")
+
+        def invite(cseq: int, authorization: str | None = None) -> Request:
+            headers = [from_, ("To", f"<{uri}>"), call_id, ("CSeq", f"{cseq} INVITE")]
+            headers.append(("Contact", CALLER_CONTACT))
+            if authorization is not None:
+                headers.append(("Proxy-Authorization", authorization))
+            return wire_request("INVITE", uri, headers, sdp_body())
+
+        cseq = 1
+        first = invite(cseq)
+        server.from_caller(first)
+        if authenticate:
+            (challenge,) = server.to_caller()
+            ack = wire_request(
+                "ACK", uri, [from_, ("To", f"<{uri}>;tag={challenge.to.tag}"), call_id, ("CSeq", "1 ACK")]
+            )
+            ack.headers.replace_first("Via", str(first.headers.get("Via")))
+            server.from_caller(ack)
+            (sha256,) = [
+                c
+                for c in map(DigestChallenge.parse, challenge.headers.get_all("Proxy-Authenticate"))
+                if c.algorithm == "SHA-256"
+            ]
+            credentials = answer_challenge(
+                sha256, method="INVITE", uri=uri, username="1001", password=PASSWORDS["1001"], nc=1
+            )
+            cseq = 2
+            server.from_caller(invite(cseq, str(credentials)))
+        outbound = server.to_callee("INVITE")
+        server.from_callee(outbound, 180)
+        server.from_callee(outbound, 200, callee_sdp())
+        final = server.to_caller()[-1]
+        assert final.status == 200, final.status
+        server.to_callee("ACK")
+        dialog = [from_, ("To", f"<{uri}>;tag={final.to.tag}"), call_id]
+        server.from_caller(wire_request("ACK", PBX_CONTACT[1:-1], [*dialog, ("CSeq", f"{cseq} ACK")]))
+
+    from tests.b2bua.fakes import sdp_body
+
+    for _ in range(20):  # warm up: memos, caches, the template (these calls stay up too)
+        answered_call()
+    server.clock.pump([1.0] * 70)
+    gc.collect()
+    tracemalloc.start(1)
+    before = tracemalloc.take_snapshot()
+    for i in range(count):
+        answered_call()
+        if i % 50 == 49:
+            server.clock.advance(1)
+    server.clock.pump([1.0] * 70)  # the INVITE transactions end (Timers H, I, ...): the calls stay up
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    held = len(server.b2bua.calls)
+    stats = after.compare_to(before, "lineno")
+    total = sum(s.size_diff for s in stats)
+    print(f"held {held} calls: {total / count:7.0f} bytes per call (tracemalloc)")
+    for stat in stats[:top]:
+        frame = stat.traceback[0]
+        print(f"  {stat.size_diff / count:7.0f} B/call {stat.count_diff / count:5.1f} blocks  {frame}")
 
 
 if __name__ == "__main__":
