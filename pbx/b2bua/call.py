@@ -55,6 +55,37 @@ class Call(Dialing):
         b: the callee's session once a leg answered (side "b"), else None.
     """
 
+    # One per call, held for its whole length: no instance dict (legs and bridges keep weak references).
+    __slots__ = (
+        "__weakref__",
+        "_answer_pending",
+        "_caller_sdp",
+        "_early_sent",
+        "_max_timer",
+        "_media_waiters",
+        "_status",
+        "a",
+        "answered_at",
+        "b2bua",
+        "caller",
+        "cause",
+        "clock",
+        "declined",
+        "dialed",
+        "endpoint",
+        "hangup_by",
+        "invite",
+        "legs",
+        "moh",
+        "offer_sdp",
+        "own_sdp",
+        "result",
+        "run_state",
+        "started_at",
+        "txn",
+        "vars",
+    )
+
     _log = Logger()
 
     def __init__(

@@ -77,6 +77,21 @@ def classify(statuses: list[int]) -> str:
 class Dialing:
     """The `dial` action and the legs' callbacks, mixed into `Call` (module docstring)."""
 
+    # The slots of what it sets; `Call` has the rest.
+    __slots__ = (
+        "_current",
+        "_dial_done",
+        "_last_statuses",
+        "_on_answer",
+        "_relayed",
+        "_ring_timer",
+        "b",
+        "ended",
+        "id",
+        "media",
+        "winner",
+    )
+
     _log = Logger()
 
     # What `Call` provides.

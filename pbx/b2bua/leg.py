@@ -93,6 +93,34 @@ class OutboundLeg:
         dialog: the dialog once a 2xx arrived.
     """
 
+    __slots__ = (
+        "_ack_body",
+        "_budget",
+        "_call",
+        "_client",
+        "_parse_contact",
+        "_remaining",
+        "_resolve",
+        "_stack",
+        "_template",
+        "awaiting_answer",
+        "binding",
+        "call_id",
+        "cancel_wanted",
+        "cancelled",
+        "destination",
+        "dialog",
+        "digests",
+        "extension",
+        "invite",
+        "local_tag",
+        "provisional",
+        "status",
+        "target",
+        "transaction",
+        "transport_failed",
+    )
+
     _log = Logger()
 
     def __init__(self, call: Call, target: LegTarget, resolve: Resolve | None = None) -> None:
@@ -362,6 +390,8 @@ class OutboundLeg:
 class CalleeSession(InviteSession):
     """The callee's side of an answered call: an `InviteSession` over the dialog the leg's 2xx made (the
     leg keeps the INVITE, its failover and challenges). Retransmissions of that 2xx are the leg's to ACK."""
+
+    __slots__ = ("_invite_cseq", "_leg")
 
     def __init__(self, leg: OutboundLeg, listener: ISessionListener, **options: Any) -> None:
         super().__init__(leg._stack, listener, target=leg.destination, **options)

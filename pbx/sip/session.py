@@ -97,6 +97,34 @@ class InviteSession(SessionRequests):
         ended: True once `terminated` was reported.
     """
 
+    # Two per call, held for its whole length: no instance dict.
+    __slots__ = (
+        "_acks",
+        "_awaiting_ack",
+        "_end_hooks",
+        "_glare_op",
+        "_incoming_invite",
+        "_outgoing_invite",
+        "_pending",
+        "_sender",
+        "_timer_expire",
+        "_timer_glare",
+        "_timer_refresh",
+        "allow",
+        "dialog",
+        "ended",
+        "listener",
+        "local_body",
+        "offer_answer",
+        "peer_allows",
+        "policy",
+        "remote_body",
+        "rng",
+        "session_timer",
+        "stack",
+        "target",
+    )
+
     _log = Logger()
 
     def __init__(

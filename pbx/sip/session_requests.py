@@ -87,6 +87,8 @@ class _Session(Protocol):
 class SessionRequests:
     """Sending re-INVITE, UPDATE and other in-dialog requests; mixed into `InviteSession`."""
 
+    __slots__ = ()
+
     local_body: tuple[bytes, str] | None
     remote_body: tuple[bytes, str] | None
     _outgoing_invite: _Outgoing | None

@@ -95,6 +95,19 @@ class UacSession(InviteSession):
         transaction: its client transaction.
     """
 
+    __slots__ = (
+        "_forks",
+        "_retries",
+        "_timer_cancel",
+        "cancel_sent",
+        "cancel_wanted",
+        "final_received",
+        "invite",
+        "provisional_seen",
+        "transaction",
+        "where",
+    )
+
     def __init__(
         self,
         stack: ISipStack,

@@ -62,6 +62,8 @@ class UasSession(InviteSession):
         final_sent: True once a final response went out.
     """
 
+    __slots__ = ("_timer", "_timer_headers", "contact", "final_sent", "invite", "local_tag", "transaction")
+
     _log = Logger()
 
     def __init__(
