@@ -77,7 +77,6 @@ class Call(Dialing):
         "invite",
         "legs",
         "moh",
-        "offer_sdp",
         "own_sdp",
         "result",
         "run_state",

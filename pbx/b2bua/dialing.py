@@ -89,6 +89,7 @@ class Dialing:
         "ended",
         "id",
         "media",
+        "offer_sdp",
         "winner",
     )
 
@@ -254,6 +255,7 @@ class Dialing:
             self._check_dial_over()
             return True
         self.winner = leg
+        self.offer_sdp = None  # connected: no more dials (the only users of the parsed offer)
         for other in self._current:
             if other is not leg:
                 other.cancel()

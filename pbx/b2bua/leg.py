@@ -314,6 +314,7 @@ class OutboundLeg:
             return
         self.status = response.status
         self.dialog = Dialog.create_uac(self.invite, response)
+        self._template = None  # no more attempts (challenges, failover) once a 2xx came
         call = self._call()
         if self.cancel_wanted or call is None or not call.leg_answered(self, response):
             # Lost the race (another fork answered, or the caller hung up): ACK, then BYE (RFC 3261 9.1).

@@ -714,7 +714,15 @@ class ServerInviteTransaction(_ServerTransaction):  # type: ignore[override]  # 
         ack_timed_out: True when Timer H fired: the ACK for a 300-699 response never came.
     """
 
-    __slots__ = ("_timer_g", "_timer_h", "_timer_i", "_timer_l", "ack_timed_out", "request")
+    __slots__ = (
+        "_final_released",
+        "_timer_g",
+        "_timer_h",
+        "_timer_i",
+        "_timer_l",
+        "ack_timed_out",
+        "request",
+    )
 
     TABLE = INVITE_SERVER
     STATE_TIMERS = {
@@ -741,7 +749,21 @@ class ServerInviteTransaction(_ServerTransaction):  # type: ignore[override]  # 
         super().__init__(flow, send, PROCEEDING, clock, timers, reliable, on_terminated, waits)
         self.request = request
         self.ack_timed_out = False
+        self._final_released = False
         self._send_response(request.response(100))
+
+    @property
+    def final_sent(self) -> bool:
+        """True once a final response has been sent."""
+        return self._final_released or super().final_sent
+
+    def _release(self) -> None:
+        """Also let go of the last response: a call keeps its INVITE transaction for its whole length, and
+        nothing is retransmitted once terminated (`final_sent` stays True)."""
+        super()._release()
+        response, self.last_response = self.last_response, None
+        if response is not None and response.status >= 200:
+            self._final_released = True
 
     def receive_request(self, request: Request) -> bool:
         """A retransmitted INVITE or an ACK matched to this transaction; see `_ServerTransaction`."""

@@ -516,6 +516,9 @@ class ServerInviteTests(SynchronousTestCase):
         self.assertEqual(txn.state, TERMINATED)
         self.assertEqual(h.terminated, [txn])
         self.assertEqual(h.clock.getDelayedCalls(), [])
+        # A call keeps its INVITE transaction: once terminated it holds no response (still final_sent).
+        self.assertIsNone(txn.last_response)
+        self.assertTrue(txn.final_sent)
 
     def test_reliable_no_timer_g_and_zero_timer_i(self) -> None:
         h = Harness()
