@@ -220,6 +220,12 @@ _PARSED: dict[tuple[str, str, int], Any] = {}
 """(line text, file, line) -> its parsed `Action` (immutable) or None: most renders print the same lines."""
 _PARSED_MAX = 4096
 _UNPARSED = object()
+_RENDERED: dict[tuple[str, str], tuple[Action, ...]] = {}
+"""(whole rendered text, file) -> its actions: most calls render the very same text, which then needs no
+splitting, no marker stripping and no per-line look-up. Only outputs that parsed entirely are kept."""
+_RENDERED_MAX = 1024
+_RENDERED_TEXT_MAX = 4096
+"""The longest rendered text `_RENDERED` keeps (at most about 4 MB in all)."""
 
 
 def render_template(template: Template, context: Mapping[str, Any], file: str) -> list[Action]:
@@ -242,9 +248,14 @@ def render_template(template: Template, context: Mapping[str, Any], file: str) -
     except Exception as e:  # a template can raise anything; it must become a located DialplanError
         message = str(e) if e.__class__.__module__.startswith("jinja2") else f"{type(e).__name__}: {e}"
         raise DialplanError(message, file, _error_line(e, file))
+    output = "".join(chunks)
+    whole = (output, file)
+    known = _RENDERED.get(whole)
+    if known is not None:
+        return list(known)
     actions = []
     parsed = _PARSED
-    for text, line in _numbered_lines("".join(chunks)):
+    for text, line in _numbered_lines(output):
         key = (text, file, line)
         action = parsed.get(key, _UNPARSED)
         if action is _UNPARSED:
@@ -256,6 +267,10 @@ def render_template(template: Template, context: Mapping[str, Any], file: str) -
             actions.append(action)
             if len(actions) > MAX_ACTIONS:
                 raise DialplanError(f"the template renders more than {MAX_ACTIONS} actions", file, line)
+    if len(output) <= _RENDERED_TEXT_MAX:
+        if len(_RENDERED) >= _RENDERED_MAX:
+            _RENDERED.clear()
+        _RENDERED[whole] = tuple(actions)
     return actions
 
 

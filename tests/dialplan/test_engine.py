@@ -449,3 +449,20 @@ def test_a_syntax_error_is_remembered_and_reported_with_its_line(
     error = engine.errors()[path]
     assert (error.file, error.line) == (str(path), 2)
     assert [e["log_level"].name for e in logged] == ["warn", "info", "error"]  # failed, readable, broken
+
+
+def test_the_same_output_is_parsed_once_and_each_render_gets_its_own_list(
+    editor: Editor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    editor.write("main", "{% if call.dialed == '1002' %}\ndial {{ call.dialed }}\n{% endif %}\nhangup\n")
+    engine = DialplanEngine(editor.root)
+    first = engine.render("default", context())
+    splits: list[str] = []
+    real = engine_module._numbered_lines
+    monkeypatch.setattr(engine_module, "_numbered_lines", lambda text: splits.append(text) or real(text))
+    second = engine.render("default", context())
+    assert second == first and second is not first and splits == []
+    second.clear()
+    assert engine.render("default", context()) == first
+    other = engine.render("default", context(call={"dialed": "1003", "display_name": ""}))
+    assert [a.name for a in other] == ["hangup"] and len(splits) == 1
