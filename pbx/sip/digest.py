@@ -54,6 +54,7 @@ HASH_HEX_LENGTH = {MD5: 32, SHA256: 64}
 
 _WS = " \t\r\n"
 _FORBIDDEN_IN_VALUES = ("\r", "\n", "\0")
+_FORBIDDEN_SEARCH = re.compile("[\r\n\0]").search
 
 Params = tuple[tuple[str, str], ...]
 
@@ -221,9 +222,10 @@ def _digest_params(text: str, what: str) -> dict[str, str]:
 
 
 def _check_values(obj: object, names: tuple[str, ...]) -> None:
+    search = _FORBIDDEN_SEARCH
     for name in names:
         value = getattr(obj, name)
-        if value is not None and any(c in value for c in _FORBIDDEN_IN_VALUES):
+        if value is not None and search(value) is not None:
             raise ValueError(f"{name} must not contain CR, LF or NUL")
 
 
