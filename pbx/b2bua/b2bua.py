@@ -208,7 +208,9 @@ class B2BUA:
         if peer is not None:
             username = peer.extension  # authenticated by its address (docs/configuration.md, peers)
         else:
-            result = await self._auth.authenticate(request, domain.realm, proxy=True)
+            verdict = self._auth.authenticate_now(request, domain.realm, proxy=True)
+            # The hashes are in memory: the verdict is at hand, with no Deferred to wait on.
+            result = await verdict if isinstance(verdict, Deferred) else verdict
             if result.outcome is not AuthOutcome.OK:
                 self._challenge(txn, request, domain, result)
                 return
