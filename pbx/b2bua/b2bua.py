@@ -57,6 +57,11 @@ ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"
 """The methods the PBX allows in its calls' dialogs."""
 
 
+def as_log_format(text: str) -> str:
+    """`text` as a Twisted log format that formats to itself (a Call-ID may hold braces)."""
+    return text.replace("{", "{{").replace("}", "}}") if "{" in text or "}" in text else text
+
+
 @dataclass(frozen=True, slots=True)
 class Directory:
     """A tenant's directory: its domain, extensions and ring groups."""
@@ -402,13 +407,17 @@ class B2BUA:
             self.counters["failed"] += 1
         cdr = call.cdr()
         # The one log line of a call (a busy PBX logs hundreds per second: keep it to one). Formatted here in
-        # one go; Twisted's formatter then has a single field to format. The fields stay in the event.
+        # one go and given as the format itself, braces doubled: Twisted's formatter then has no field to
+        # look up. The fields (the line included) stay in the event.
         via = f" (peer {call.caller.peer})" if call.caller.peer else ""
         by = f" answered by {cdr.answered_by}" if cdr.answered_by else ""
+        line = (
+            f"Call {call.id} ended: {cdr.cause} (status {cdr.status}, {cdr.duration:.1f} s), "
+            f"{cdr.caller}@{cdr.tenant}{via} -> {cdr.dialed}{by}"
+        )
         self._log.info(
-            "{line}",
-            line=f"Call {call.id} ended: {cdr.cause} (status {cdr.status}, {cdr.duration:.1f} s), "
-            f"{cdr.caller}@{cdr.tenant}{via} -> {cdr.dialed}{by}",
+            as_log_format(line),
+            line=line,
             id=call.id, cause=cdr.cause, status=cdr.status, caller=cdr.caller, tenant=cdr.tenant,
             dialed=cdr.dialed, peer=call.caller.peer, answered_by=cdr.answered_by,
         )  # fmt: skip

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from pbx.b2bua import TrustedPeer
@@ -52,6 +52,7 @@ class TrustedPeerTests(SynchronousTestCase):
         (event,) = [e for e in logged if "ended" in e.get("line", "")]
         self.assertEqual((event["caller"], event["peer"]), ("1003", "gw"))
         self.assertIn(", 1003@acme (peer gw) -> 1002 answered by 1002", event["line"])
+        self.assertEqual(formatEvent(event), event["line"])  # the line is the event's text
 
     def test_other_sources_are_still_challenged(self) -> None:
         h = self.build("dial 1002")
@@ -119,3 +120,11 @@ class PeerLookupTests(SynchronousTestCase):
         self.assertEqual(find("a", "192.0.2.10"), TrustedPeer("gw", "1000"))
         self.assertEqual(find("a", "192.0.2.10"), TrustedPeer("gw", "1000"))
         self.assertIsNone(find("a", "192.0.2.11"))
+
+
+class LogFormatTests(SynchronousTestCase):
+    def test_the_call_line_is_its_own_format(self) -> None:
+        from pbx.b2bua.b2bua import as_log_format
+
+        for text in ("Call a@b ended: normal", "Call {x}@b ended: {cause} }{ {{", "Call {0}@{!r}"):
+            self.assertEqual(formatEvent({"log_format": as_log_format(text), "line": "other"}), text)
