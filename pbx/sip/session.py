@@ -152,7 +152,7 @@ class InviteSession(SessionRequests):
         self.session_timer: SessionTimer | None = None
         self.peer_allows: frozenset[str] = frozenset()
         self.ended = False
-        self._acks = UacAckCache(stack.clock, stack.timers)
+        self._acks: UacAckCache | None = None  # made by the first ACK of a 2xx to a re-INVITE of ours
         self._awaiting_ack: dict[
             int, tuple[Uas2xxRetransmitter, bool]
         ] = {}  # CSeq -> (retransmitter, offered)
@@ -246,6 +246,8 @@ class InviteSession(SessionRequests):
             self.stack.send_stateless(ack.copy(), *where)
 
         send()
+        if self._acks is None:
+            self._acks = UacAckCache(self.stack.clock, self.stack.timers)
         try:
             self._acks.remember(ack_key(response), send)
         except ValueError:
@@ -303,7 +305,7 @@ class InviteSession(SessionRequests):
 
     def dialog_response(self, response: object, dialog: object) -> None:
         assert isinstance(response, Response)
-        if 200 <= response.status < 300 and response.cseq.method == "INVITE":
+        if 200 <= response.status < 300 and self._acks is not None and response.cseq.method == "INVITE":
             self._acks.on_stray_2xx(response)
 
     def _acked(self, ack: Request) -> None:
@@ -494,7 +496,8 @@ class InviteSession(SessionRequests):
         for retransmitter, _offered in self._awaiting_ack.values():
             retransmitter.stop()
         self._awaiting_ack.clear()
-        self._acks.clear()
+        if self._acks is not None:
+            self._acks.clear()
         self._outgoing_invite = None
         pending, self._pending = self._pending, []
         for op in pending:

@@ -61,7 +61,7 @@ class _Session(Protocol):
     remote_body: tuple[bytes, str] | None
     session_timer: SessionTimer | None
     _sender: Sender
-    _acks: UacAckCache
+    _acks: UacAckCache | None
     _pending: list[_Outgoing]
     _outgoing_invite: _Outgoing | None
     _incoming_invite: IServerTransaction | None
@@ -164,7 +164,7 @@ class SessionRequests:
     ) -> None:
         """The final response to one of our in-dialog requests (every 2xx to an INVITE comes here)."""
         if op.acked:
-            if response is not None:
+            if response is not None and self._acks is not None:
                 self._acks.on_stray_2xx(response)  # a retransmitted 2xx: ACK it again
             return
         request: Request = transaction.request

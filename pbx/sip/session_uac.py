@@ -206,7 +206,8 @@ class UacSession(InviteSession):
             return
         if self.dialog is not None:
             if tag == self.dialog.remote_tag:
-                self._acks.on_stray_2xx(response)  # a retransmission: the same ACK again
+                if self._acks is not None:
+                    self._acks.on_stray_2xx(response)  # a retransmission: the same ACK again
                 return
             self._ack_and_bye(request, response)  # another fork answered too (RFC 3261 13.2.2.4)
             return
