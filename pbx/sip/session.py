@@ -74,6 +74,10 @@ from pbx.sip.session_events import (
 from pbx.sip.session_requests import SessionRequests
 from pbx.sip.session_timer import SessionTimer, SessionTimerPolicy, negotiate_uas
 
+_NO_METHODS: frozenset[str] = frozenset()
+_ALLOWS: dict[tuple[str, ...], frozenset[str]] = {}
+"""Allow header values -> their methods: one set shared by every session with phones of one kind."""
+
 
 @implementer(IDialogUsage)
 class InviteSession(SessionRequests):
@@ -150,7 +154,7 @@ class InviteSession(SessionRequests):
         self.local_body: tuple[bytes, str] | None = None
         self.remote_body: tuple[bytes, str] | None = None
         self.session_timer: SessionTimer | None = None
-        self.peer_allows: frozenset[str] = frozenset()
+        self.peer_allows: frozenset[str] = _NO_METHODS
         self.ended = False
         self._acks: UacAckCache | None = None  # made by the first ACK of a 2xx to a re-INVITE of ours
         self._awaiting_ack: dict[
@@ -189,7 +193,14 @@ class InviteSession(SessionRequests):
     def _learn_allow(self, message: Request | Response) -> None:
         allowed = message.headers.get_all("Allow")
         if allowed:
-            self.peer_allows = frozenset(m.strip().upper() for m in allowed)
+            key = tuple(allowed)
+            methods = _ALLOWS.get(key)
+            if methods is None:
+                methods = frozenset(m.strip().upper() for m in allowed)
+                if len(_ALLOWS) >= 256:  # the values come from the network: bounded
+                    _ALLOWS.clear()
+                _ALLOWS[key] = methods
+            self.peer_allows = methods
 
     def _retry_after(self) -> list[tuple[str, str]]:
         return [("Retry-After", str(self.rng.randint(0, 10)))]
