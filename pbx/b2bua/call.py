@@ -127,7 +127,7 @@ class Call(Dialing):
         self._early_sent = False
         self._answer_pending = False  # our 200 carried an offer (late offer): the answer comes in the ACK
         self._on_answer: Callable[[bytes], None] | None = None  # takes the answer the caller's ACK brings
-        self._media_waiters: list[Deferred[bool]] = []
+        self._media_waiters: tuple[Deferred[bool], ...] = ()
         self._caller_sdp: bytes | None = None  # the caller's answer to that offer, once it came
         self.moh: dict[str, Any] = {}  # side -> music-on-hold endpoint on that side's relay leg
         self._init_dialing()
@@ -168,11 +168,11 @@ class Call(Dialing):
         if not self._answer_pending:
             return succeed(True)
         waiter: Deferred[bool] = Deferred()
-        self._media_waiters.append(waiter)
+        self._media_waiters += (waiter,)
         return waiter
 
     def _media_agreed(self, agreed: bool) -> None:
-        waiters, self._media_waiters = self._media_waiters, []
+        waiters, self._media_waiters = self._media_waiters, ()
         for waiter in waiters:
             waiter.callback(agreed)
 

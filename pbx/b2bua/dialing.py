@@ -81,7 +81,6 @@ class Dialing:
     __slots__ = (
         "_current",
         "_dial_done",
-        "_last_statuses",
         "_on_answer",
         "_relayed",
         "_ring_timer",
@@ -126,7 +125,6 @@ class Dialing:
         self._dial_done: Deferred[str] | None = None
         self._ring_timer: IDelayedCall | None = None
         self._current: list[OutboundLeg] = []
-        self._last_statuses: list[int] = []
         self._relayed: tuple[int, ...] = ()  # the statuses relayed (a tuple: an empty set costs 216 bytes)
 
     async def dial(self, action: Action) -> str:
@@ -145,7 +143,6 @@ class Dialing:
     async def _dial_once(self, targets: list[str], timeout: float, action: Action) -> str:
         contacts = self.b2bua.resolve(self, targets)  # type: ignore[arg-type]
         if not contacts:
-            self._last_statuses = [480]
             return "unavailable"
         if self.media is None:
             self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
@@ -210,7 +207,6 @@ class Dialing:
         statuses = [leg.status for leg in self._current]
         if all(statuses):
             statuses = [0 if leg.transport_failed else leg.status for leg in self._current]
-            self._last_statuses = statuses
             self._finish_dial(classify(statuses))
 
     # -- callbacks from legs -----------------------------------------------------------------------------

@@ -167,7 +167,7 @@ class InviteSession(SessionRequests):
         self._glare_op: _Outgoing | None = None
         self._timer_refresh: IDelayedCall | None = None
         self._timer_expire: IDelayedCall | None = None
-        self._end_hooks: list[Callable[[], object]] = []
+        self._end_hooks: tuple[Callable[[], object], ...] = ()  # a tuple: no list per session
 
     # -- helpers ------------------------------------------------------------------------------------------
 
@@ -245,6 +245,7 @@ class InviteSession(SessionRequests):
 
     def _no_ack(self, cseq: int) -> None:
         self._awaiting_ack.pop(cseq, None)
+        self._shrink_awaiting_ack()
         self.bye("no ACK")
 
     def _send_ack(self, request: Request, response: Response, body: bytes, content_type: str) -> None:
@@ -300,6 +301,7 @@ class InviteSession(SessionRequests):
     def dialog_ack(self, request: object, flow: IFlow, dialog: object) -> None:
         assert isinstance(request, Request)
         entry = self._awaiting_ack.pop(request.cseq.number, None)
+        self._shrink_awaiting_ack()
         if entry is None:
             return  # a retransmitted ACK
         retransmitter, offered = entry
@@ -521,13 +523,18 @@ class InviteSession(SessionRequests):
             self.stack.remove_dialog(self.dialog)
         self._notify("terminated", reason)
 
+    def _shrink_awaiting_ack(self) -> None:
+        """A dict emptied keeps its grown table (224 bytes) for the call's whole length: start afresh."""
+        if not self._awaiting_ack:
+            self._awaiting_ack = {}
+
     def on_end(self, hook: Callable[[], object]) -> None:
         """Call `hook()` when the session ends, before `terminated` is reported (owners' bookkeeping)."""
-        self._end_hooks.append(hook)
+        self._end_hooks += (hook,)
 
     def _ended(self) -> None:
         """Release what a subclass holds when the session ends."""
-        hooks, self._end_hooks = self._end_hooks, []
+        hooks, self._end_hooks = self._end_hooks, ()
         for hook in hooks:
             try:
                 hook()

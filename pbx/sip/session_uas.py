@@ -84,7 +84,8 @@ class UasSession(InviteSession):
         contacts = request.contacts
         if not contacts or contacts[0].wildcard:
             raise SipError(400, "Missing Contact header")
-        self._timer, self._timer_headers = negotiate_uas(request, policy)
+        self._timer, timer_headers = negotiate_uas(request, policy)
+        self._timer_headers = timer_headers or ()  # usually none: no empty list kept per call
         self.invite = request
         self.transaction = transaction
         self.final_sent = False
