@@ -697,7 +697,7 @@ class Harness:
                 tenant=TENANT,
                 aor=r.extension,
                 contact=r.contact,
-                expires_at=86400.0,
+                expires_at=self.clock.seconds() + 86400.0,
                 q=1.0,
                 call_id=f"reg-{r.extension}-{i}",
                 cseq=1,

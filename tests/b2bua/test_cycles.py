@@ -113,6 +113,7 @@ class Pbx:
         stack.answer_statelessly("INVITE", b2bua.stateless_challenge)
         registering = Harness(clock, None, store, location, authenticator, None, None, b2bua, dialplans)  # type: ignore[arg-type]
         registering.register_1002()
+        self.register_callee = registering.register_1002  # again before a day of calls has passed
         self.caller_flow = FakeFlow()
         self.callee_flow = FakeFlow(remote_address=CALLEE_ADDRESS)
         self.calls = 0
