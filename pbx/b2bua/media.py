@@ -88,12 +88,34 @@ def parse_sdp(body: bytes, content_type: str | None = None) -> SessionDescriptio
 
 
 def _is_ip(net_type: str, addr_type: str, host: str) -> bool:
+    if net_type.upper() != "IN":
+        return False
+    kind = addr_type.upper()
+    if kind == "IP4":
+        return _is_ipv4(host)
+    if kind != "IP6":
+        return False
     try:
-        address = ipaddress.ip_address(host)
+        return ipaddress.ip_address(host).version == 6
     except ValueError:
         return False
-    wanted = {"IP4": 4, "IP6": 6}.get(addr_type.upper())
-    return net_type.upper() == "IN" and address.version == wanted
+
+
+_DIGITS = frozenset("0123456789")
+
+
+def _is_ipv4(host: str) -> bool:
+    """Whether `ipaddress.IPv4Address(host)` accepts `host` (four decimal octets of 1-3 ASCII digits, no
+    leading zero, at most 255), without building the address."""
+    octets = host.split(".")
+    if len(octets) != 4:
+        return False
+    for octet in octets:
+        if not 0 < len(octet) <= 3 or not _DIGITS.issuperset(octet):
+            return False
+        if octet[0] == "0" and octet != "0" or int(octet) > 255:
+            return False
+    return True
 
 
 def accepted_audio(sdp: SessionDescription) -> MediaDescription | None:

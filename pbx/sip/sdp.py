@@ -256,6 +256,14 @@ def _values(attributes: Attributes, name: str) -> list[str]:
     return [v for n, v in attributes if n.lower() == lname and v is not None]
 
 
+def _first_value(attributes: Attributes, name: str) -> str | None:
+    lname = name.lower()
+    for n, v in attributes:
+        if v is not None and n.lower() == lname:
+            return v
+    return None
+
+
 def _without(attributes: Attributes, names: Iterable[str]) -> Attributes:
     lnames = {n.lower() for n in names}
     return tuple(a for a in attributes if a[0].lower() not in lnames)
@@ -330,8 +338,7 @@ class MediaDescription:
 
     def attribute(self, name: str) -> str | None:
         """The value of the first `a=<name>:<value>` line, or None."""
-        values = _values(self.attributes, name)
-        return values[0] if values else None
+        return _first_value(self.attributes, name)
 
     def attribute_values(self, name: str) -> list[str]:
         """The values of every `a=<name>:<value>` line, in order."""
@@ -564,8 +571,7 @@ class SessionDescription:
         return _has(self.attributes, name)
 
     def attribute(self, name: str) -> str | None:
-        values = _values(self.attributes, name)
-        return values[0] if values else None
+        return _first_value(self.attributes, name)
 
     def replace(self, **changes: Any) -> SessionDescription:
         return replace(self, **changes)
@@ -640,7 +646,7 @@ def _ranked(other: list[str], ranks: dict[str, int]) -> tuple[str, ...]:
 def _parse(text: str) -> SessionDescription:
     """The `SessionDescription` of an SDP body: one pass over the lines, session-level lines until the first
     m=, then m= blocks."""
-    lines = [line for line in (raw.rstrip(" \t\r") for raw in text.split("\n")) if line]
+    lines = [line for raw in text.split("\n") if (line := raw.rstrip(" \t\r"))]
     if not lines:
         raise SdpError("empty session description")
     if not lines[0].startswith("v="):
