@@ -667,17 +667,24 @@ def _parse(text: str) -> SessionDescription:
     m_connection: Connection | None = None
     m_bandwidths: list[str] = []
     m_other: list[str] = []
-    letters = _LETTERS
+    letters, shared = _LETTERS, _SHARED
     for line in lines:
         kind = line[0]
         if line[1:2] != "=" or kind not in letters:
             raise SdpError(f"bad line: {_show(line)}")
         value = line[2:]
-        if kind == "a":
-            name, colon, rest = value.partition(":")
-            if not name:
-                raise SdpError(f"bad a= line: {_show(line)}")
-            attributes.append((name, rest if colon else None))  # the session's or the m= block's list
+        if kind == "a":  # to the session's or the m= block's list
+            pair = shared.get(value)
+            if pair is None:
+                name, colon, rest = value.partition(":")
+                if not name:
+                    raise SdpError(f"bad a= line: {_show(line)}")
+                pair = (name, rest if colon else None)
+                if name in _SHARED_ATTRIBUTES:
+                    if len(shared) >= _MAX_SHARED:
+                        shared.clear()
+                    shared[value] = pair
+            attributes.append(pair)
         elif kind == "m":
             if head is not None:
                 media.append(_media_of(head, m_connection, m_bandwidths, attributes, m_other))
@@ -742,6 +749,27 @@ def _parse(text: str) -> SessionDescription:
         tuple(media),
         _ranked(other, _SESSION_RANK),
     )
+
+
+# a= lines that every call repeats (codecs, directions) are parsed once and their (name, value) pairs shared
+# between descriptions (immutable): less work, and about 100 bytes less per line of a description a call
+# keeps. Never lines that are unique to a call (a=rtcp ports, ICE, SRTP keys).
+_SHARED_ATTRIBUTES = frozenset(
+    {
+        "rtpmap",
+        "fmtp",
+        "ptime",
+        "maxptime",
+        "rtcp-mux",
+        "rtcp-fb",
+        "rtcp-rsize",
+        "extmap",
+        "silenceSupp",
+        *DIRECTIONS,
+    }
+)
+_SHARED: dict[str, tuple[str, str | None]] = {}
+_MAX_SHARED = 1024
 
 
 def _media_of(
