@@ -823,18 +823,21 @@ def _parse_media(value: str, line: str) -> tuple[Any, ...]:
     port, slash, count = port_text.partition("/")
     if not _is_port(port) or (slash and not _is_port(count)):
         raise SdpError(f"bad m= line: bad port: {_show(line)}")
-    if int(port) > 65535:
+    number = int(port)
+    if number > 65535:
         raise SdpError(f"bad m= line: port out of range: {_show(line)}")
-    if proto not in _COMMON_PROTOS and not _PROTO.fullmatch(proto):
-        raise SdpError(f"bad m= line: bad protocol: {_show(line)}")
-    rtp = "RTP/" in proto.upper()
+    rtp = _COMMON_PROTOS.get(proto)
+    if rtp is None:
+        if not _PROTO.fullmatch(proto):
+            raise SdpError(f"bad m= line: bad protocol: {_show(line)}")
+        rtp = "RTP/" in proto.upper()
     for fmt in formats:
         if rtp:
             if fmt not in _RTP_PAYLOAD_TYPES:
                 raise SdpError(f"bad m= line: bad payload type {fmt!r}: {_show(line)}")
         elif not _TOKEN.fullmatch(fmt):
             raise SdpError(f"bad m= line: bad format {fmt!r}: {_show(line)}")
-    return media, int(port), int(count) if slash else None, proto, tuple(formats)
+    return media, number, int(count) if slash else None, proto, tuple(formats)
 
 
 def _is_port(text: str) -> bool:
@@ -844,9 +847,19 @@ def _is_port(text: str) -> bool:
 
 _ADDRESS_TYPES = frozenset({"IP4", "IP6"})
 _COMMON_MEDIA = frozenset({"audio", "video", "image", "text", "application", "message"})  # all tokens
-_COMMON_PROTOS = frozenset(  # all match _PROTO
-    {"RTP/AVP", "RTP/SAVP", "RTP/AVPF", "RTP/SAVPF", "UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF", "udptl", "UDP"}
-)
+_COMMON_PROTOS = {  # all match _PROTO; whether they are RTP based ("RTP/" in the upper-cased name)
+    proto: "RTP/" in proto.upper()
+    for proto in (
+        "RTP/AVP",
+        "RTP/SAVP",
+        "RTP/AVPF",
+        "RTP/SAVPF",
+        "UDP/TLS/RTP/SAVP",
+        "UDP/TLS/RTP/SAVPF",
+        "udptl",
+        "UDP",
+    )
+}
 # RFC 3551 payload types as an m= line may write them: 1 to 3 digits, at most 127 ("0", "08", "101").
 _RTP_PAYLOAD_TYPES = frozenset(
     text for width in (1, 2, 3) for n in range(128) if len(text := str(n).zfill(width)) == width
