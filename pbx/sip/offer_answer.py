@@ -23,10 +23,8 @@ from pbx.sip.sdp import (
     Origin,
     SessionDescription,
     _first_word,
-    _make_media,
-    _make_origin,
-    _make_session,
 )
+from pbx.sip.sdp_parser import _make_media, _make_origin, _make_session
 
 __all__ = ["answer_direction", "make_answer", "make_offer", "negotiate", "rewrite_for_relay"]
 
