@@ -27,6 +27,7 @@ from pbx.sip.offer_answer import make_offer, rewrite_for_relay
 from pbx.sip.sdp import MAX_SDP_SIZE, MediaDescription, SdpError, SdpTooLarge, SessionDescription
 
 OTHER = {"a": "b", "b": "a"}
+_SIDE = {"a": 0, "b": 1}
 _random = random.Random()
 
 LOCAL_CODECS = ((0, "PCMU", 8000), (8, "PCMA", 8000), (101, "telephone-event", 8000))
@@ -88,12 +89,34 @@ def parse_sdp(body: bytes, content_type: str | None = None) -> SessionDescriptio
 
 
 def _is_ip(net_type: str, addr_type: str, host: str) -> bool:
+    if net_type.upper() != "IN":
+        return False
+    kind = addr_type.upper()
+    if kind == "IP4":
+        return _is_ipv4(host)
+    if kind != "IP6":
+        return False
     try:
-        address = ipaddress.ip_address(host)
+        return ipaddress.ip_address(host).version == 6
     except ValueError:
         return False
-    wanted = {"IP4": 4, "IP6": 6}.get(addr_type.upper())
-    return net_type.upper() == "IN" and address.version == wanted
+
+
+_DIGITS = frozenset("0123456789")
+
+
+def _is_ipv4(host: str) -> bool:
+    """Whether `ipaddress.IPv4Address(host)` accepts `host` (four decimal octets of 1-3 ASCII digits, no
+    leading zero, at most 255), without building the address."""
+    octets = host.split(".")
+    if len(octets) != 4:
+        return False
+    for octet in octets:
+        if not 0 < len(octet) <= 3 or not _DIGITS.issuperset(octet):
+            return False
+        if (octet[0] == "0" and octet != "0") or int(octet) > 255:
+            return False
+    return True
 
 
 def accepted_audio(sdp: SessionDescription) -> MediaDescription | None:
@@ -110,6 +133,23 @@ def accepted_audio(sdp: SessionDescription) -> MediaDescription | None:
     return None
 
 
+_ALLOWED: dict[tuple[str, ...], frozenset[str] | None] = {}  # codec lists (one per B2BUA) -> lower-case set
+
+
+def _allowed(codecs: Sequence[str]) -> frozenset[str] | None:
+    """The encodings `codecs` lets through, lower-case; None for all ("*")."""
+    key = tuple(codecs)
+    try:
+        return _ALLOWED[key]
+    except KeyError:
+        pass
+    allowed = None if "*" in key else frozenset(c.lower() for c in key)
+    if len(_ALLOWED) >= 64:
+        _ALLOWED.clear()
+    _ALLOWED[key] = allowed
+    return allowed
+
+
 class MediaBridge:
     """The relay session of one call and the SDP versions of each side.
 
@@ -119,15 +159,18 @@ class MediaBridge:
         codecs: encoding names allowed through ("PCMU", "PCMA", "telephone-event" ...); ("*",) for all.
     """
 
+    __slots__ = ("_codecs", "_session_ids", "_versions", "closed", "session")
+
     def __init__(self, relay: IMediaRelay, call_id: str, codecs: Sequence[str] = ("*",)) -> None:
         try:
             self.session: IRelaySession = relay.create_session(call_id)
         except PortsExhausted:
             raise SipError(503, "No media ports left", [("Retry-After", "5")]) from None
-        self._codecs = None if "*" in codecs else {c.lower() for c in codecs}
+        self._codecs = _allowed(codecs)
         # o= session ids must differ between calls, not be secret (RFC 8866 5.2): no system call for them.
-        self._session_ids = {"a": str(_random.randrange(1, 10**9)), "b": str(_random.randrange(1, 10**9))}
-        self._versions = {"a": 0, "b": 0}
+        # Per side, indexed by _SIDE: lists, not dicts (one bridge per call is kept for the call's length).
+        self._session_ids = [str(_random.randrange(1, 10**9)), str(_random.randrange(1, 10**9))]
+        self._versions = [0, 0]
         self.closed = False
 
     def forward(
@@ -160,13 +203,14 @@ class MediaBridge:
             out_leg.local_port if i == audio and m.port else (0 if m.port else None)
             for i, m in enumerate(sdp.media)
         ]
-        self._versions[to_side] += 1
+        index = _SIDE[to_side]
+        self._versions[index] += 1
         rewritten = rewrite_for_relay(
             sdp,
             out_leg.local_address,
             ports,
-            session_id=self._session_ids[to_side],
-            version=self._versions[to_side],
+            session_id=self._session_ids[index],
+            version=self._versions[index],
         )
         return rewritten.to_bytes()
 
@@ -174,13 +218,14 @@ class MediaBridge:
         """An offer of `LOCAL_CODECS` at `side`'s relay leg (the PBX as the media end of a caller whose
         INVITE had no offer: RFC 3261 13.2.1, the 2xx carries the offer, the ACK the answer)."""
         leg = self.session.leg(side)
-        self._versions[side] += 1
+        index = _SIDE[side]
+        self._versions[index] += 1
         offer = make_offer(
             leg.local_address,
             leg.local_port,
             LOCAL_CODECS,
-            session_id=self._session_ids[side],
-            version=self._versions[side],
+            session_id=self._session_ids[index],
+            version=self._versions[index],
         )
         return offer.to_bytes()
 

@@ -23,8 +23,8 @@ from pbx.sip.sdp import (
     Origin,
     SessionDescription,
     _first_word,
-    _without,
 )
+from pbx.sip.sdp_parser import _make_media, _make_origin, _make_session
 
 __all__ = ["answer_direction", "make_answer", "make_offer", "negotiate", "rewrite_for_relay"]
 
@@ -64,14 +64,26 @@ def answer_direction(offered: str) -> str:
         raise ValueError(f"not a direction: {offered!r}") from None
 
 
-def _relay_attributes(attributes: Attributes) -> Attributes:
-    def kept(attribute: tuple[str, str | None]) -> bool:
-        name, value = attribute
-        if name.lower() == "group":
-            return _first_word(value or "")[0].upper() != "BUNDLE"
-        return name.lower() not in _RELAY_DROPPED
+_DROP = "drop"
 
-    return tuple(filter(kept, attributes))
+
+def _relay_attributes(attributes: Attributes, rtcp: str | None = None) -> Attributes:
+    """`attributes` without rtcp-mux, ICE and BUNDLE; `a=rtcp` gets the value `rtcp` (`_DROP`: dropped;
+    None: kept as it is). The same tuple when nothing changes."""
+    out: list[tuple[str, str | None]] = []
+    changed = False
+    for attribute in attributes:
+        name, value = attribute
+        lname = name.lower()
+        if lname in _RELAY_DROPPED or (lname == "group" and _first_word(value or "")[0].upper() == "BUNDLE"):
+            changed = True
+        elif lname == "rtcp" and rtcp is not None:
+            changed = True
+            if rtcp is not _DROP:
+                out.append((name, rtcp))
+        else:
+            out.append(attribute)
+    return tuple(out) if changed else attributes
 
 
 def rewrite_for_relay(
@@ -113,29 +125,38 @@ def rewrite_for_relay(
         if port is not None and not 0 <= port <= 65535:
             raise ValueError(f"port out of range: {port}")
         if m.port == 0:
-            attributes = _without(_relay_attributes(m.attributes), ["rtcp"])
+            attributes = _relay_attributes(m.attributes, _DROP)
             connection = ours if m.connection is not None else None
-            media.append(m.replace(connection=connection, attributes=attributes))
+            port, port_count = 0, m.port_count
         elif port is None:
-            media.append(m.with_connection(sdp.connection_for(m)))
+            media.append(m if m.connection is not None else m.with_connection(sdp.connection))
+            continue
         else:
-            attributes = _relay_attributes(m.attributes)
-            if port == 0:
-                attributes = _without(attributes, ["rtcp"])
-            else:
-                attributes = tuple(
-                    (n, str(port + 1)) if n.lower() == "rtcp" else (n, v) for n, v in attributes
-                )
+            attributes = _relay_attributes(m.attributes, str(port + 1) if port else _DROP)
             connection = sdp.connection_for(m) if sdp.on_hold_for(m) else ours
-            media.append(m.replace(port=port, port_count=None, connection=connection, attributes=attributes))
-    origin = Origin.for_address(
-        address,
+            port_count = None
+        media.append(
+            _make_media(
+                m.media, port, port_count, m.proto, m.formats, connection, m.bandwidths, attributes, m.other
+            )
+        )
+    origin = _make_origin(
+        origin_username,
         sdp.origin.session_id if session_id is None else str(session_id),
         sdp.origin.session_version if version is None else version,
-        origin_username,
+        "IN",
+        ours.addr_type,
+        address,
     )
-    return sdp.replace(
-        origin=origin, connection=ours, attributes=_relay_attributes(sdp.attributes), media=tuple(media)
+    return _make_session(
+        sdp.version,
+        origin,
+        sdp.session_name,
+        ours,
+        sdp.times,
+        _relay_attributes(sdp.attributes),
+        tuple(media),
+        sdp.other,
     )
 
 

@@ -15,16 +15,18 @@ are kept in `other` and written after all `t=` lines, so with several `t=` lines
 belonged to (SIP uses a single `t=0 0`).
 
 The offer/answer helpers (RFC 3264: `negotiate`, `make_offer`, `make_answer`, `answer_direction`,
-`rewrite_for_relay`) live in `pbx.sip.offer_answer`, which builds on this module.
+`rewrite_for_relay`) live in `pbx.sip.offer_answer`, which builds on this module; the parser itself in
+`pbx.sip.sdp_parser`.
 
 This module knows nothing of SIP messages, RTP, ICE, SRTP or multicast: attribute values other than rtpmap,
-fmtp, rtcp, ptime and the direction are opaque text. It imports no other module of the project at load time.
+fmtp, rtcp, ptime and the direction are opaque text.
+It imports no other module of the project at load time (`pbx.sip.sdp_parser` when first parsing).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any, Self
 
@@ -65,14 +67,8 @@ DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 # RFC 3264 8.4: the old way to put a stream on hold ("::" is its IPv6 reading by some stacks).
 _HOLD_ADDRESSES = ("0.0.0.0", "::")
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
-_PROTO = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+(/[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+)*")
 _PORT = re.compile(r"[0-9]{1,5}")
 _NUMBER = re.compile(r"[0-9]{1,20}")
-_PAYLOAD_TYPE = re.compile(r"[0-9]{1,3}")
-_BLANKS = re.compile(r"[ \t]+")
-_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")  # the line types (RFC 8866 9)
-_SESSION_SINGLE = {"v": "version", "o": "origin", "s": "session_name", "c": "connection"}
 
 # Where lines kept in `other` are written: session lines of rank < 4 before c=, rank 4 (b=) after it, the
 # rest after t=; in a media block, i= before c= and everything else after b=.
@@ -147,6 +143,26 @@ STATIC_PAYLOAD_TYPES: dict[str, RtpMap] = {
     "33": RtpMap("MP2T", 90000),
     "34": RtpMap("H263", 90000),
 }
+
+
+_RTPMAPS: dict[str, RtpMap | None] = {}  # rtpmap text -> its value (None: malformed), bounded
+_MAX_RTPMAPS = 512
+
+
+def _rtpmap(text: str) -> RtpMap | None:
+    """`RtpMap.parse(text)`, None when malformed; the few encodings phones use are parsed once."""
+    try:
+        return _RTPMAPS[text]
+    except KeyError:
+        pass
+    try:
+        found: RtpMap | None = RtpMap.parse(text)
+    except SdpError:
+        found = None
+    if len(_RTPMAPS) >= _MAX_RTPMAPS:
+        _RTPMAPS.clear()
+    _RTPMAPS[text] = found
+    return found
 
 
 def _address_type(address: str) -> str:
@@ -236,6 +252,14 @@ def _values(attributes: Attributes, name: str) -> list[str]:
     return [v for n, v in attributes if n.lower() == lname and v is not None]
 
 
+def _first_value(attributes: Attributes, name: str) -> str | None:
+    lname = name.lower()
+    for n, v in attributes:
+        if v is not None and n.lower() == lname:
+            return v
+    return None
+
+
 def _without(attributes: Attributes, names: Iterable[str]) -> Attributes:
     lnames = {n.lower() for n in names}
     return tuple(a for a in attributes if a[0].lower() not in lnames)
@@ -246,11 +270,6 @@ def _direction_of(attributes: Attributes) -> str | None:
         if name.lower() in DIRECTIONS:
             return name.lower()
     return None
-
-
-def _format_attribute(attribute: tuple[str, str | None]) -> str:
-    name, value = attribute
-    return f"a={name}" if value is None else f"a={name}:{value}"
 
 
 def _int_or_none(text: str | None) -> int | None:
@@ -315,8 +334,7 @@ class MediaDescription:
 
     def attribute(self, name: str) -> str | None:
         """The value of the first `a=<name>:<value>` line, or None."""
-        values = _values(self.attributes, name)
-        return values[0] if values else None
+        return _first_value(self.attributes, name)
 
     def attribute_values(self, name: str) -> list[str]:
         """The values of every `a=<name>:<value>` line, in order."""
@@ -335,15 +353,17 @@ class MediaDescription:
         without one. Formats with neither, and malformed rtpmap lines, are left out.
         """
         declared: dict[str, RtpMap] = {}
-        for value in _values(self.attributes, "rtpmap"):
-            pt, rest = _first_word(value)
-            try:
-                declared.setdefault(pt, RtpMap.parse(rest))
-            except SdpError:
-                continue
+        for name, value in self.attributes:
+            if value is not None and name.lower() == "rtpmap":
+                pt, rest = _first_word(value)
+                if pt not in declared:
+                    rtpmap = _rtpmap(rest)
+                    if rtpmap is not None:
+                        declared[pt] = rtpmap
+        static = STATIC_PAYLOAD_TYPES if self.is_rtp else {}
         out: dict[str, RtpMap] = {}
         for fmt in self.formats:
-            found = declared.get(fmt) or (STATIC_PAYLOAD_TYPES.get(fmt) if self.is_rtp else None)
+            found = declared.get(fmt) or static.get(fmt)
             if found is not None:
                 out.setdefault(fmt, found)
         return out
@@ -445,17 +465,27 @@ class MediaDescription:
 
     # -- wire -------------------------------------------------------------------------------------------
 
-    def _lines(self) -> list[str]:
+    def _write(self, lines: list[str]) -> None:
+        """Append this block's lines to `lines`."""
         count = "" if self.port_count is None else f"/{self.port_count}"
-        formats = "".join(f" {f}" for f in self.formats)
-        lines = [f"m={self.media} {self.port}{count} {self.proto}{formats}"]
-        lines += [line for line in self.other if _MEDIA_RANK.get(line[:1], _UNKNOWN_RANK) < 4]
-        if self.connection is not None:
-            lines.append(f"c={self.connection}")
-        lines += [f"b={b}" for b in self.bandwidths]
-        lines += [line for line in self.other if _MEDIA_RANK.get(line[:1], _UNKNOWN_RANK) >= 4]
-        lines += [_format_attribute(a) for a in self.attributes]
-        return lines
+        formats = " ".join(self.formats)
+        lines.append(
+            f"m={self.media} {self.port}{count} {self.proto} {formats}"
+            if formats
+            else f"m={self.media} {self.port}{count} {self.proto}"
+        )
+        other = self.other
+        if other:
+            lines += [line for line in other if _MEDIA_RANK.get(line[:1], _UNKNOWN_RANK) < 4]
+        connection = self.connection
+        if connection is not None:
+            lines.append(f"c={connection.net_type} {connection.addr_type} {connection.address}")
+        for bandwidth in self.bandwidths:
+            lines.append(f"b={bandwidth}")
+        if other:
+            lines += [line for line in other if _MEDIA_RANK.get(line[:1], _UNKNOWN_RANK) >= 4]
+        for name, value in self.attributes:
+            lines.append(f"a={name}" if value is None else f"a={name}:{value}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -505,7 +535,10 @@ class SessionDescription:
         if len(data) > MAX_SDP_SIZE:
             raise SdpTooLarge(f"session description over {MAX_SDP_SIZE} bytes")
         text = bytes(data).decode("utf-8", "surrogateescape") if not isinstance(data, str) else data
-        return cls(**_Parser(text).result())
+        sdp = (_parse_text or _parser())(text)
+        if cls is not SessionDescription:  # a subclass: through its own constructor
+            return cls(**{f.name: getattr(sdp, f.name) for f in fields(sdp)})
+        return sdp  # type: ignore[return-value]
 
     @property
     def direction(self) -> str | None:
@@ -534,8 +567,7 @@ class SessionDescription:
         return _has(self.attributes, name)
 
     def attribute(self, name: str) -> str | None:
-        values = _values(self.attributes, name)
-        return values[0] if values else None
+        return _first_value(self.attributes, name)
 
     def replace(self, **changes: Any) -> SessionDescription:
         return replace(self, **changes)
@@ -554,197 +586,46 @@ class SessionDescription:
 
     def to_bytes(self) -> bytes:
         """The body: CRLF-terminated lines in RFC 8866 order."""
-        rank = [_SESSION_RANK.get(line[:1], _UNKNOWN_RANK) for line in self.other]
-        lines = [f"v={self.version}", f"o={self.origin}", f"s={self.session_name or ' '}"]
-        lines += [line for line, r in zip(self.other, rank, strict=True) if r < 4]
-        if self.connection is not None:
-            lines.append(f"c={self.connection}")
-        lines += [line for line, r in zip(self.other, rank, strict=True) if r == 4]
-        lines += [f"t={t}" for t in self.times]
-        lines += [line for line, r in zip(self.other, rank, strict=True) if r > 4]
-        lines += [_format_attribute(a) for a in self.attributes]
+        o, other, connection = self.origin, self.other, self.connection
+        lines = [
+            f"v={self.version}",
+            f"o={o.username} {o.session_id} {o.session_version} {o.net_type} {o.addr_type} {o.address}",
+            f"s={self.session_name or ' '}",
+        ]
+        rank = [_SESSION_RANK.get(line[:1], _UNKNOWN_RANK) for line in other] if other else []
+        if other:
+            lines += [line for line, r in zip(other, rank, strict=True) if r < 4]
+        if connection is not None:
+            lines.append(f"c={connection.net_type} {connection.addr_type} {connection.address}")
+        if other:
+            lines += [line for line, r in zip(other, rank, strict=True) if r == 4]
+        for time in self.times:
+            lines.append(f"t={time}")
+        if other:
+            lines += [line for line, r in zip(other, rank, strict=True) if r > 4]
+        for name, value in self.attributes:
+            lines.append(f"a={name}" if value is None else f"a={name}:{value}")
         for media in self.media:
-            lines += media._lines()
-        return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+            media._write(lines)
+        lines.append("")  # the last line's CRLF
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 
     def __bytes__(self) -> bytes:
         return self.to_bytes()
 
 
-# -- parsing ---------------------------------------------------------------------------------------------
+_parse_text: Callable[[str], SessionDescription] | None = None  # pbx.sip.sdp_parser.parse_description
+
+
+def _parser() -> Callable[[str], SessionDescription]:
+    """The parser, imported on first use (it builds on this module's classes)."""
+    global _parse_text
+    if _parse_text is None:
+        from pbx.sip.sdp_parser import parse_description
+
+        _parse_text = parse_description
+    return _parse_text
 
 
 def _show(line: str) -> str:
     return repr(line if len(line) <= 80 else line[:77] + "...")
-
-
-def _fields(value: str) -> list[str]:
-    value = value.strip(" \t")
-    if "\t" not in value and "  " not in value:
-        return value.split(" ") if value else []  # the usual single spaces: no regex
-    return _BLANKS.split(value)
-
-
-class _MediaBuilder:
-    __slots__ = ("attributes", "bandwidths", "connection", "head", "other")
-
-    def __init__(self, head: dict[str, Any]) -> None:
-        self.head = head
-        self.connection: Connection | None = None
-        self.bandwidths: list[str] = []
-        self.attributes: list[tuple[str, str | None]] = []
-        self.other: list[str] = []
-
-    def build(self) -> MediaDescription:
-        return MediaDescription(
-            connection=self.connection,
-            bandwidths=tuple(self.bandwidths),
-            attributes=tuple(self.attributes),
-            other=tuple(self.other),
-            **self.head,
-        )
-
-
-class _Parser:
-    """One pass over the lines; session-level lines until the first m=, then m= blocks."""
-
-    def __init__(self, text: str) -> None:
-        self.lines = [line for line in (raw.rstrip(" \t\r") for raw in text.split("\n")) if line]
-        self.version: int | None = None
-        self.origin: Origin | None = None
-        self.session_name: str | None = None
-        self.connection: Connection | None = None
-        self.times: list[str] = []
-        self.attributes: list[tuple[str, str | None]] = []
-        self.other: list[str] = []
-        self.media: list[_MediaBuilder] = []
-
-    def result(self) -> dict[str, Any]:
-        if not self.lines:
-            raise SdpError("empty session description")
-        if not self.lines[0].startswith("v="):
-            if any(line.startswith("v=") for line in self.lines):
-                raise SdpError("v= must be the first line")
-            raise SdpError("missing v= line")
-        media = self.media
-        session_line, media_line = self._session_line, self._media_line
-        for line in self.lines:
-            kind = line[0]
-            if line[1:2] != "=" or kind not in _LETTERS:
-                raise SdpError(f"bad line: {_show(line)}")
-            if media:
-                media_line(kind, line[2:], line)
-            else:
-                session_line(kind, line[2:], line)
-        for kind, value in (("o", self.origin), ("s", self.session_name), ("t", self.times or None)):
-            if value is None:
-                raise SdpError(f"missing {kind}= line")
-        return {
-            "version": self.version,
-            "origin": self.origin,
-            "session_name": self.session_name,
-            "connection": self.connection,
-            "times": tuple(self.times),
-            "attributes": tuple(self.attributes),
-            "media": tuple(m.build() for m in self.media),
-            "other": tuple(self.other),
-        }
-
-    def _add_media(self, value: str, line: str) -> None:
-        if len(self.media) >= MAX_MEDIA_DESCRIPTIONS:
-            raise SdpTooLarge(f"more than {MAX_MEDIA_DESCRIPTIONS} m= lines")
-        self.media.append(_MediaBuilder(_parse_media(value, line)))
-
-    def _session_line(self, kind: str, value: str, line: str) -> None:
-        if kind == "a":
-            self.attributes.append(_parse_attribute(value, line))
-        elif kind == "m":
-            self._add_media(value, line)
-        elif kind == "t":
-            parts = _fields(value)
-            if len(parts) != 2 or not all(_NUMBER.fullmatch(p) for p in parts):
-                raise SdpError(f"bad t= line: {_show(line)}")
-            self.times.append(" ".join(parts))
-        elif kind in _SESSION_SINGLE:
-            if getattr(self, _SESSION_SINGLE[kind]) is not None:
-                raise SdpError(f"more than one {kind}= line")
-            if kind == "v":
-                if not _NUMBER.fullmatch(value.strip(" \t")):
-                    raise SdpError(f"bad v= line: {_show(line)}")
-                self.version = int(value)
-            elif kind == "o":
-                self.origin = _parse_origin(value, line)
-            elif kind == "s":
-                self.session_name = value
-            else:
-                self.connection = _parse_connection(value, line)
-        else:
-            self.other.append(line)
-
-    def _media_line(self, kind: str, value: str, line: str) -> None:
-        current = self.media[-1]
-        if kind == "a":
-            current.attributes.append(_parse_attribute(value, line))
-        elif kind == "m":
-            self._add_media(value, line)
-        elif kind == "c":
-            if current.connection is not None:
-                raise SdpError(f"more than one c= line in a media description: {_show(line)}")
-            current.connection = _parse_connection(value, line)
-        elif kind == "b":
-            current.bandwidths.append(value)
-        elif kind in "vost":
-            raise SdpError(f"{kind}= line inside a media description: {_show(line)}")
-        else:
-            current.other.append(line)
-
-
-def _parse_origin(value: str, line: str) -> Origin:
-    parts = _fields(value)
-    if len(parts) != 6 or not _NUMBER.fullmatch(parts[2]):
-        raise SdpError(f"bad o= line: {_show(line)}")
-    username, session_id, version, net_type, addr_type, address = parts
-    return Origin(username, session_id, int(version), net_type, addr_type, address)
-
-
-def _parse_connection(value: str, line: str) -> Connection:
-    parts = _fields(value)
-    if len(parts) != 3 or not (_TOKEN.fullmatch(parts[0]) and _TOKEN.fullmatch(parts[1])):
-        raise SdpError(f"bad c= line: {_show(line)}")
-    return Connection(*parts)
-
-
-def _parse_attribute(value: str, line: str) -> tuple[str, str | None]:
-    name, colon, rest = value.partition(":")
-    if not name:
-        raise SdpError(f"bad a= line: {_show(line)}")
-    return name, rest if colon else None
-
-
-def _parse_media(value: str, line: str) -> dict[str, Any]:
-    parts = _fields(value)
-    if len(parts) < 3:
-        raise SdpError(f"bad m= line: too few fields: {_show(line)}")
-    media, port_text, proto, *formats = parts
-    if not _TOKEN.fullmatch(media):
-        raise SdpError(f"bad m= line: bad media type: {_show(line)}")
-    port, slash, count = port_text.partition("/")
-    if not _PORT.fullmatch(port) or (slash and not _PORT.fullmatch(count)):
-        raise SdpError(f"bad m= line: bad port: {_show(line)}")
-    if int(port) > 65535:
-        raise SdpError(f"bad m= line: port out of range: {_show(line)}")
-    if not _PROTO.fullmatch(proto):
-        raise SdpError(f"bad m= line: bad protocol: {_show(line)}")
-    rtp = "RTP/" in proto.upper()
-    for fmt in formats:
-        if rtp and not (_PAYLOAD_TYPE.fullmatch(fmt) and int(fmt) <= 127):
-            raise SdpError(f"bad m= line: bad payload type {fmt!r}: {_show(line)}")
-        if not _TOKEN.fullmatch(fmt):
-            raise SdpError(f"bad m= line: bad format {fmt!r}: {_show(line)}")
-    return {
-        "media": media,
-        "port": int(port),
-        "port_count": int(count) if slash else None,
-        "proto": proto,
-        "formats": tuple(formats),
-    }

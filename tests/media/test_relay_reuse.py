@@ -3,10 +3,11 @@ a later leg reuses them once they have been quiet, starting from scratch; nothin
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from pbx.media import PortPool, UdpMediaRelay
-from pbx.media.relay import REUSE_AFTER
+from pbx.media.relay import REUSE_AFTER, _Channel
 from tests.media.test_relay import NAT_A, PHONE_A, PHONE_B, RTCP_RR, FakeUdpReactor, RelayTestCase, rtp
 
 OTHER_A = ("192.0.2.77", 6000)
@@ -126,3 +127,35 @@ class ReuseTests(RelayTestCase):
         self.assertGreater(relay.reused, 19_000)
         self.successResultOf(relay.close())
         self.assertEqual((reactor.ports, pool.in_use, relay.sessions), ({}, 0, 0))
+
+    def test_a_closed_leg_keeps_a_copy_of_every_field_of_its_channels(self) -> None:
+        """The copy a closed leg keeps (its sockets serve another leg) has every slot of the channel."""
+        session = self.session()
+        channel = session.leg("a")._rtp
+        values = {name: object() for name in _Channel.__slots__}
+        for name, value in values.items():
+            setattr(channel, name, value)
+        copy = channel.snapshot()
+        self.assertIs(type(copy), type(channel))
+        self.assertEqual({name: getattr(copy, name) for name in _Channel.__slots__}, values)
+
+    def test_channels_keep_no_instance_dict_while_relaying(self) -> None:
+        """Channels live in slots (4 per call): relaying, closing and reusing them makes no instance dict."""
+        self.used_session()
+        self.reactor.advance(REUSE_AFTER)
+        session = self.relay.create_session("call-2")
+        for name in "ab":
+            session.leg(name).set_remote(*(PHONE_A if name == "a" else PHONE_B))
+        self.reactor.deliver(10000, rtp(7), PHONE_A)
+        self.assertEqual(self.reactor.take(), [(10002, rtp(7), PHONE_B)])
+        for name in "ab":
+            leg = session.leg(name)
+            for channel in (leg._rtp, leg._rtcp):
+                self.assertFalse(_has_dict(channel), channel)
+        session.leg("a")._rtp.__dict__  # noqa: B018 (makes one: the check sees it)
+        self.assertTrue(_has_dict(session.leg("a")._rtp))
+
+
+def _has_dict(obj: object) -> bool:
+    """Whether an instance dict was made for `obj` (without making one: `obj.__dict__` would)."""
+    return any(isinstance(referent, dict) for referent in gc.get_referents(obj))
