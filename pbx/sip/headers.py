@@ -12,7 +12,8 @@ This module knows nothing of messages as a whole, nor of transports.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import FrozenInstanceError
+from typing import Any, NoReturn
 
 from pbx.sip.errors import SipParseError
 from pbx.sip.uri import (
@@ -268,9 +269,69 @@ _NAME_ADDR_FAST = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
+def _refuse_assignment(self: object, name: str, value: object) -> NoReturn:
+    raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _refuse_deletion(self: object, name: str) -> NoReturn:
+    raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+def _fields_of(value: Any) -> tuple[Any, ...]:
+    return tuple(getattr(value, name) for name in value.__slots__)
+
+
+def _equal_fields(self: object, other: object) -> bool:
+    if other.__class__ is not self.__class__:
+        return NotImplemented
+    return _fields_of(self) == _fields_of(other)
+
+
+def _hash_fields(self: object) -> int:
+    return hash(_fields_of(self))
+
+
+def _repr_fields(self: Any) -> str:
+    fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+    return f"{type(self).__name__}({fields})"
+
+
+def _reduce_fields(self: object) -> tuple[object, ...]:
+    return (type(self), _fields_of(self))
+
+
+def _same(self: Any, *memo: object) -> Any:
+    return self
+
+
+# Immutable values with `__slots__` (`Via`, `NameAddress`, `CSeq`): an assignment raises
+# `FrozenInstanceError` as on a frozen dataclass; equality, hash and repr by the fields. An instance is built
+# as its mutable twin (same slots, same base, a plain `__init__`) whose class is then switched: a constructor
+# at the cost of plain attribute stores, several times cheaper than a frozen dataclass's `object.__setattr__`
+# per field (tens of values per call on a busy PBX). Twin and value both derive from `object` directly: a
+# `__class__` switch needs the same base and slots.
+class _NameAddressFields:
+    """The mutable twin of `NameAddress` (same slots): built, then switched to `NameAddress`."""
+
+    __slots__ = ("uri", "display_name", "params", "wildcard")  # noqa: RUF023 (field order)
+
+    def __init__(self, uri: URI, display_name: str | None, params: Params, wildcard: bool) -> None:
+        self.uri = uri
+        self.display_name = display_name
+        self.params = params
+        self.wildcard = wildcard
+
+
+def _name_address(uri: URI, display_name: str | None = None, params: Params = ()) -> NameAddress:
+    value = _NameAddressFields(uri, display_name, params, False)
+    value.__class__ = NameAddress  # type: ignore[assignment]
+    return value  # type: ignore[return-value]
+
+
 class NameAddress:
     """A name-addr or addr-spec with header parameters: From, To, Contact, Route, Record-Route, Refer-To.
+
+    Immutable; equal and hashed by its fields.
 
     Attributes:
         uri: the address.
@@ -279,17 +340,39 @@ class NameAddress:
         wildcard: True for the `Contact: *` form (then `uri` is a placeholder).
     """
 
+    __slots__ = ("uri", "display_name", "params", "wildcard")  # noqa: RUF023 (field order)
     uri: URI
-    display_name: str | None = None
-    params: Params = ()
-    wildcard: bool = False
+    display_name: str | None
+    params: Params
+    wildcard: bool
+
+    def __new__(
+        cls, uri: URI, display_name: str | None = None, params: Params = (), wildcard: bool = False
+    ) -> NameAddress:
+        value = _NameAddressFields(uri, display_name, params, wildcard)
+        value.__class__ = cls  # type: ignore[assignment]
+        return value  # type: ignore[return-value]
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not NameAddress:
+            return NotImplemented
+        return (
+            self.uri == other.uri
+            and self.display_name == other.display_name
+            and self.params == other.params
+            and self.wildcard == other.wildcard
+        )
+
+    __hash__ = _hash_fields
+    __setattr__, __delattr__ = _refuse_assignment, _refuse_deletion
+    __repr__, __reduce__, __copy__, __deepcopy__ = _repr_fields, _reduce_fields, _same, _same
 
     @classmethod
     def parse(cls, text: str) -> NameAddress:
         fast = _NAME_ADDR_FAST.fullmatch(text)
         if fast is not None:
             display, uri_text, param_text = fast.groups()
-            return cls(uri=parse_uri(uri_text), display_name=display, params=plain_params(param_text))
+            return _name_address(parse_uri(uri_text), display, plain_params(param_text))
         return cls._parse_careful(text)
 
     @classmethod
@@ -370,14 +453,21 @@ class NameAddress:
         return find_param(self.params, name)[0]
 
     def with_param(self, name: str, value: str | None = None) -> NameAddress:
-        return replace(self, params=set_param(self.params, name, value))
+        return NameAddress(self.uri, self.display_name, set_param(self.params, name, value), self.wildcard)
 
     def without_param(self, name: str) -> NameAddress:
         lname = name.lower()
-        return replace(self, params=tuple(p for p in self.params if p[0].lower() != lname))
+        params = tuple(p for p in self.params if p[0].lower() != lname)
+        return NameAddress(self.uri, self.display_name, params, self.wildcard)
 
-    def replace(self, **changes: object) -> NameAddress:
-        return replace(self, **changes)  # type: ignore[arg-type]
+    def replace(self, **changes: Any) -> NameAddress:
+        """A copy with the named fields changed (as `dataclasses.replace`)."""
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        unknown = changes.keys() - fields.keys()
+        if unknown:
+            raise TypeError(f"NameAddress has no field {sorted(unknown)[0]!r}")
+        fields.update(changes)
+        return NameAddress(**fields)
 
     @property
     def tag(self) -> str | None:
@@ -407,9 +497,21 @@ _VIA_FAST = re.compile(
 _VIA_PROTOCOL = re.compile(r"\s*([^\s/]+)\s*/\s*([^\s/]+)\s*/\s*([^\s/]+)\s+(\S.*)$", re.DOTALL)
 
 
-@dataclass(frozen=True, slots=True)
+class _ViaFields:
+    """The mutable twin of `Via` (same slots): built, then switched to `Via`."""
+
+    __slots__ = ("transport", "host", "port", "params", "protocol")  # noqa: RUF023 (field order)
+
+    def __init__(self, transport: str, host: str, port: int | None, params: Params, protocol: str) -> None:
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params = params
+        self.protocol = protocol
+
+
 class Via:
-    """One Via value (RFC 3261 20.42, RFC 3581 rport).
+    """One Via value (RFC 3261 20.42, RFC 3581 rport). Immutable; equal and hashed by its fields.
 
     Attributes:
         transport: upper-case transport ("UDP", "TCP", "TLS" ...).
@@ -417,24 +519,46 @@ class Via:
         params: in order; `rport` may be a flag (value None) or carry the port.
     """
 
+    __slots__ = ("transport", "host", "port", "params", "protocol")  # noqa: RUF023 (field order)
     transport: str
     host: str
-    port: int | None = None
-    params: Params = ()
-    protocol: str = "SIP/2.0"
+    port: int | None
+    params: Params
+    protocol: str
+    __setattr__, __delattr__, __eq__, __hash__ = (
+        _refuse_assignment,
+        _refuse_deletion,
+        _equal_fields,
+        _hash_fields,
+    )
+    __repr__, __reduce__, __copy__, __deepcopy__ = _repr_fields, _reduce_fields, _same, _same
+
+    def __new__(
+        cls,
+        transport: str,
+        host: str,
+        port: int | None = None,
+        params: Params = (),
+        protocol: str = "SIP/2.0",
+    ) -> Via:
+        value = _ViaFields(transport, host, port, params, protocol)
+        value.__class__ = cls  # type: ignore[assignment]
+        return value  # type: ignore[return-value]
 
     @classmethod
     def parse(cls, text: str) -> Via:
         fast = _VIA_FAST.match(text)
         if fast is not None:  # the common, well-formed shape: one regex, no further checks needed
             transport, host, port, param_text = fast.groups()
-            params = plain_params(param_text)
-            return cls(
-                transport=transport.upper(),
-                host=host[1:-1] if host[0] == "[" else host,
-                port=int(port) if port is not None and 0 < int(port) < 65536 else _bad_port(port),
-                params=params,
+            value = _ViaFields(
+                transport if transport == "UDP" or transport == "TCP" else transport.upper(),
+                host[1:-1] if host[0] == "[" else host,
+                int(port) if port is not None and 0 < int(port) < 65536 else _bad_port(port),
+                plain_params(param_text) if param_text else (),
+                "SIP/2.0",
             )
+            value.__class__ = Via  # type: ignore[assignment]
+            return value  # type: ignore[return-value]
         match = _VIA_PROTOCOL.match(text)
         if match is None or not all(is_token(match.group(i)) for i in (1, 2, 3)):
             raise SipParseError("Bad Via sent-protocol")
@@ -484,7 +608,7 @@ class Via:
         return find_param(self.params, name)[0]
 
     def with_param(self, name: str, value: str | None = None) -> Via:
-        return replace(self, params=set_param(self.params, name, value))
+        return Via(self.transport, self.host, self.port, set_param(self.params, name, value), self.protocol)
 
     def stamped(self, text: str, host: str, port: int) -> tuple[str, Via | None] | None:
         """This Via, written as `text`, as a server stamps it for a request from host:port.
@@ -564,12 +688,35 @@ class Via:
 MAX_CSEQ = 2**31 - 1
 
 
-@dataclass(frozen=True, slots=True)
-class CSeq:
-    """The CSeq header (RFC 3261 20.16): a number below 2**31 and a method."""
+class _CSeqFields:
+    """The mutable twin of `CSeq` (same slots): built, then switched to `CSeq`."""
 
+    __slots__ = ("number", "method")  # noqa: RUF023 (field order)
+
+    def __init__(self, number: int, method: str) -> None:
+        self.number = number
+        self.method = method
+
+
+class CSeq:
+    """The CSeq header (RFC 3261 20.16): a number below 2**31 and a method. Immutable; equal and hashed by
+    its fields."""
+
+    __slots__ = ("number", "method")  # noqa: RUF023 (field order)
     number: int
     method: str
+    __setattr__, __delattr__, __eq__, __hash__ = (
+        _refuse_assignment,
+        _refuse_deletion,
+        _equal_fields,
+        _hash_fields,
+    )
+    __repr__, __reduce__, __copy__, __deepcopy__ = _repr_fields, _reduce_fields, _same, _same
+
+    def __new__(cls, number: int, method: str) -> CSeq:
+        value = _CSeqFields(number, method)
+        value.__class__ = cls  # type: ignore[assignment]
+        return value  # type: ignore[return-value]
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
