@@ -194,6 +194,21 @@ class Headers:
                 seen += (key,)
         return None
 
+    def first_values(self, keys: frozenset[str]) -> tuple[dict[str, str], str | None]:
+        """The first field value of each header among `keys` (lower-case names of single-valued headers) and
+        the canonical name of the first of them written in more than one field (or None): one pass, for
+        the headers a request must carry once (RFC 3261 7.3). A value is as `get` gives it for such
+        headers."""
+        found: dict[str, str] = {}
+        repeated: str | None = None
+        for key, name, value in self._fields:
+            if key in keys:
+                if key not in found:
+                    found[key] = value
+                elif repeated is None:
+                    repeated = name
+        return found, repeated
+
     def values_after_first(self, key: str) -> list[str]:
         """Every value of a list header but the first (`get_all(name)[1:]`; `key` is its lower-case canonical
         name), splitting only what has commas: none, at no cost, for the one plain Via of most requests."""
@@ -261,7 +276,14 @@ class Headers:
             found = entry.get(parse, _MISSING)
             if found is not _MISSING:
                 return found  # type: ignore[return-value]
-        value = self.get(name)
+        if key in COMMA_LIST_HEADERS:
+            value = self.get(name)
+        else:  # `get` inlined: the first field's value
+            value = None
+            for field in self._fields:
+                if field[0] == key:
+                    value = field[2]
+                    break
         result = parse(value) if value is not None else None
         entry[parse] = result
         return result

@@ -76,7 +76,7 @@ def parse_message(
     error: str | None = None
     fast = _parse_plain_head(head, limits)
     if fast is not None:
-        start, headers = fast
+        start, headers, length_text = fast
     else:
         lines = head.split("\n")
         start = lines[0].rstrip("\r")
@@ -85,11 +85,12 @@ def parse_message(
             _parse_header_lines(lines, headers, limits)
         except SipParseError as e:
             error = e.reason
+        length_text = headers.get("Content-Length")
     if len(start) > limits.max_line_length:
         raise SipParseError("Start line too long")
 
     message: Request | Response
-    if start[:4].upper() == "SIP/":
+    if start.startswith("SIP/") or start[:4].upper() == "SIP/":
         message = _parse_status_line(start, headers)
         if error is not None:
             raise SipParseError(error)
@@ -100,7 +101,6 @@ def parse_message(
 
     if body is None:
         body = b""
-    length_text = headers.get("Content-Length")
     if length_text is not None:
         length: int | None
         if len(length_text) < 10 and length_text.isdigit() and length_text.isascii():  # the common shape
@@ -137,8 +137,9 @@ def _field_name(raw: str) -> tuple[str, str] | None:
     return found
 
 
-def _parse_plain_head(head: str, limits: ParserLimits) -> tuple[str, Headers] | None:
-    """The start line and headers of a head in the common shape, or None to take the careful path.
+def _parse_plain_head(head: str, limits: ParserLimits) -> tuple[str, Headers, str | None] | None:
+    """The start line, headers and first Content-Length value of a head in the common shape, or None to take
+    the careful path.
 
     The common shape: every line ends in CRLF, no folded line, no more headers than allowed, every line a
     valid `name: value`. Whatever is not in that shape (or is wrong) goes to `_parse_header_lines`, which
@@ -154,20 +155,27 @@ def _parse_plain_head(head: str, limits: ParserLimits) -> tuple[str, Headers] | 
     ):
         return None
     lines = head.split("\r\n")
-    check_length = len(head) > limits.max_line_length
+    if len(head) > limits.max_line_length and max(map(len, lines)) > limits.max_line_length:
+        return None
     fields: list[tuple[str, str, str]] = []
     append = fields.append
     known = _FIELD_NAMES
-    for i in range(1, len(lines)):
-        line = lines[i]
+    length: str | None = None
+    for line in lines[1:]:
         name, colon, value = line.partition(":")
-        if not colon:
-            return None
-        names = known.get(name) or _field_name(name)
-        if names is None or (check_length and len(line) > limits.max_line_length):
-            return None
-        append((names[0], names[1], value.strip()))
-    return lines[0], Headers._from_fields(fields)
+        names = known.get(name)
+        if names is None or not colon:
+            if not colon:
+                return None
+            names = _field_name(name)
+            if names is None:
+                return None
+        key = names[0]
+        value = value.strip()
+        if key == "content-length" and length is None:
+            length = value
+        append((key, names[1], value))
+    return lines[0], Headers._from_fields(fields), length
 
 
 def _parse_header_lines(lines: list[str], headers: Headers, limits: ParserLimits) -> None:

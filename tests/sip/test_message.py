@@ -532,3 +532,11 @@ def test_response_to_generated_request(request: Request) -> None:
     reparsed = parse_message(bytes(response))
     assert isinstance(reparsed, Response)
     assert reparsed.to == response.to
+
+
+def test_first_values_gives_first_values_and_the_first_repeated_name() -> None:
+    headers = Headers([("To", "<sip:a@b>"), ("f", "<sip:c@d>;tag=1"), ("Via", "x"), ("t", "<sip:e@f>")])
+    found, repeated = headers.first_values(frozenset(("to", "from", "call-id")))
+    assert found == {"to": "<sip:a@b>", "from": "<sip:c@d>;tag=1"}
+    assert repeated == "To"
+    assert headers.first_values(frozenset(("via",))) == ({"via": "x"}, None)
