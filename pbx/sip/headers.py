@@ -17,12 +17,12 @@ from typing import Any, NoReturn
 
 from pbx.sip.errors import SipParseError
 from pbx.sip.uri import (
+    SIP_URI_FAST_PATTERN,
     URI,
     Params,
     SipURI,
     find_param,
     format_host_port,
-    is_plain_sip_uri,
     parse_decimal,
     parse_host_port,
     parse_uri,
@@ -267,6 +267,12 @@ _HEADER_VALUE = r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+"
 _NAME_ADDR_FAST = re.compile(
     rf'(?:"([^"\\\r\n]*)" *)?<([^<>"\s]+)>((?:;{_HEADER_TOKEN}(?:={_HEADER_VALUE})?)*)'
 )
+# The same with the URI in the shape `parse_uri` reads fast (`uri.SIP_URI_FAST_PATTERN`): such a name-addr
+# parses without error when its port (group 6) is in range. Groups: 1 display name, 2 URI, 3-7 the URI's
+# parts, 8 header parameters.
+_NAME_ADDR_PLAIN = re.compile(
+    rf'(?:"([^"\\\r\n]*)" *)?<({SIP_URI_FAST_PATTERN})>((?:;{_HEADER_TOKEN}(?:={_HEADER_VALUE})?)*)'
+)
 
 
 def _refuse_assignment(self: object, name: str, value: object) -> NoReturn:
@@ -378,17 +384,17 @@ class NameAddress:
     @classmethod
     def check(cls, text: str) -> None:
         """Raise `SipParseError` exactly when `parse(text)` would, building nothing for the common shape."""
-        fast = _NAME_ADDR_FAST.fullmatch(text)
-        if fast is None or not is_plain_sip_uri(fast.group(2)):
+        fast = _NAME_ADDR_PLAIN.fullmatch(text)
+        if fast is None or ((port := fast.group(6)) is not None and not 0 < int(port) < 65536):
             cls.parse(text)
 
     @classmethod
     def tag_of(cls, text: str) -> str | None:
         """`parse(text).tag`, building nothing for the common shape (raises as `parse` does)."""
-        fast = _NAME_ADDR_FAST.fullmatch(text)
-        if fast is None or not is_plain_sip_uri(fast.group(2)):
+        fast = _NAME_ADDR_PLAIN.fullmatch(text)
+        if fast is None or ((port := fast.group(6)) is not None and not 0 < int(port) < 65536):
             return cls.parse(text).tag
-        found, value = find_param(plain_params(fast.group(3)), "tag")
+        found, value = find_param(plain_params(fast.group(8)), "tag")
         return value if found else None
 
     @classmethod

@@ -404,18 +404,22 @@ class Message:
 
     @property
     def cseq(self) -> CSeq:
-        cseq = self.headers.parsed("CSeq", _CSEQ_PARSE)
+        cache = self.headers._cache  # a hit in `parsed`'s cache without its call (several per message)
+        entry = cache.get("cseq") if cache is not None else None
+        cseq = entry.get(_CSEQ_PARSE, _MISSING) if entry is not None else _MISSING
+        if cseq is _MISSING:
+            cseq = self.headers.parsed("CSeq", _CSEQ_PARSE)
         if cseq is None:
             raise SipParseError("Missing CSeq header")
-        return cseq
+        return cseq  # type: ignore[return-value]
 
     @property
     def from_(self) -> NameAddress:
-        return self._name_address("From")
+        return self._name_address("From", "from")
 
     @property
     def to(self) -> NameAddress:
-        return self._name_address("To")
+        return self._name_address("To", "to")
 
     @property
     def vias(self) -> list[Via]:
@@ -423,17 +427,27 @@ class Message:
 
     @property
     def top_via(self) -> Via | None:
+        cache = self.headers._cache  # a hit in `parsed`'s cache without its call (several per message)
+        entry = cache.get("via") if cache is not None else None
+        if entry is not None:
+            via = entry.get(_VIA_PARSE, _MISSING)
+            if via is not _MISSING:
+                return via  # type: ignore[return-value]
         return self.headers.parsed("Via", _VIA_PARSE)
 
     @property
     def contacts(self) -> list[NameAddress]:
         return [NameAddress.parse(v) for v in self.headers.get_all("Contact")]
 
-    def _name_address(self, name: str) -> NameAddress:
-        value = self.headers.parsed(name, _NAME_ADDRESS_PARSE)
+    def _name_address(self, name: str, key: str) -> NameAddress:
+        cache = self.headers._cache  # a hit in `parsed`'s cache without its call
+        entry = cache.get(key) if cache is not None else None
+        value = entry.get(_NAME_ADDRESS_PARSE, _MISSING) if entry is not None else _MISSING
+        if value is _MISSING:
+            value = self.headers.parsed(name, _NAME_ADDRESS_PARSE)
         if value is None:
             raise SipParseError(f"Missing {name} header")
-        return value
+        return value  # type: ignore[return-value]
 
     def start_line(self) -> str:
         raise NotImplementedError

@@ -321,10 +321,12 @@ URI = SipURI | TelURI | AbsoluteURI
 # an optional port, plain parameters; no escapes, password, IPv6 reference or headers. Such text parses to the
 # same value as the careful path below would give; anything else (or a port out of range) takes that path.
 _PARAM_CHARS = r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$]"
-_SIP_URI_FAST = re.compile(
+SIP_URI_FAST_PATTERN = (
     r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?([A-Za-z0-9\-._]+)(?::([0-9]{1,5}))?"
     rf"((?:;{_PARAM_CHARS}+(?:={_PARAM_CHARS}*)?)*)"
 )
+"""That shape as a pattern with 5 groups (scheme, user, host, port, parameters), for headers to embed."""
+_SIP_URI_FAST = re.compile(SIP_URI_FAST_PATTERN)
 
 
 _PARSED: dict[str, URI] = {}  # text -> URI (immutable values): the same URIs come back with every refresh
