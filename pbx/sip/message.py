@@ -252,7 +252,7 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Every value of a header in order, list headers split at their commas."""
-        key = _name(name)[0]
+        key = (_NAMES.get(name) or _name(name))[0]
         if key in COMMA_LIST_HEADERS:
             out: list[str] = []
             for fkey, _, value in self._fields:
@@ -319,12 +319,16 @@ class Headers:
         """Replace every field of this name by one, at the place of the first."""
         key, cname = _name(name)
         self._changed(key)
-        for i, field in enumerate(self._fields):
+        fields = self._fields
+        for i, field in enumerate(fields):
             if field[0] == key:
-                self._fields[i] = (key, cname, value)
-                self._fields = [f for j, f in enumerate(self._fields) if j <= i or f[0] != key]
+                fields[i] = (key, cname, value)
+                for later in fields[i + 1 :]:
+                    if later[0] == key:  # more fields of this name: keep only the first
+                        self._fields = [f for j, f in enumerate(fields) if j <= i or f[0] != key]
+                        break
                 return
-        self._fields.append((key, cname, value))
+        fields.append((key, cname, value))
 
     def remove(self, name: str) -> None:
         key = _name(name)[0]
@@ -479,7 +483,10 @@ class Request(Message):
         headers: Headers | Iterable[tuple[str, str]] = (),
         body: bytes = b"",
     ) -> None:
-        super().__init__(headers, body)
+        self.headers = (
+            headers if isinstance(headers, Headers) else Headers(headers)
+        )  # Message.__init__ inlined
+        self.body = body
         self.method = method
         self.uri = uri
 
@@ -524,7 +531,10 @@ class Response(Message):
         headers: Headers | Iterable[tuple[str, str]] = (),
         body: bytes = b"",
     ) -> None:
-        super().__init__(headers, body)
+        self.headers = (
+            headers if isinstance(headers, Headers) else Headers(headers)
+        )  # Message.__init__ inlined
+        self.body = body
         self.status = status
         self.reason = reason if reason is not None else REASON_PHRASES.get(status, "Unknown")
 

@@ -170,11 +170,12 @@ def _parse_plain_head(head: str, limits: ParserLimits) -> tuple[str, Headers, st
             names = _field_name(name)
             if names is None:
                 return None
-        key = names[0]
-        value = value.strip()
+        key, cname = names
         if key == "content-length" and length is None:
-            length = value
-        append((key, names[1], value))
+            length = value.strip()
+            append((key, cname, length))
+        else:
+            append((key, cname, value.strip()))
     return lines[0], Headers._from_fields(fields), length
 
 
