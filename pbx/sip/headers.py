@@ -238,6 +238,8 @@ def quote_string(text: str) -> str:
     CR, LF and other control characters cannot be carried by a quoted-pair: they become spaces, so a value
     from outside (a caller's display name) can never start a new header line.
     """
+    if text.isprintable() and '"' not in text and "\\" not in text:  # the common case: nothing to change
+        return f'"{text}"'
     cleaned = text.translate(_CONTROL_TO_SPACE)
     return '"' + cleaned.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

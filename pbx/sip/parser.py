@@ -71,7 +71,12 @@ def parse_message(
         raise SipParseError("Message Too Large", status=513)
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")
-    head_bytes, body = _split_head(data)
+    body: bytes | None
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:  # `_split_head` inlined for the common case
+        head_bytes, body = data[:end], data[end + 4 :]
+    else:
+        head_bytes, body = _split_head(data)
     head = head_bytes.decode("utf-8", "surrogateescape")
     error: str | None = None
     fast = _parse_plain_head(head, limits)
@@ -113,7 +118,8 @@ def parse_message(
             raise SipParseError(
                 "Content-Length larger than body", message if isinstance(message, Request) else None
             )
-        body = body[:length]
+        if length < len(body):
+            body = body[:length]
     elif stream:
         body = b""
     message.body = body

@@ -773,3 +773,11 @@ def test_name_address_check_and_tag_of_agree_with_parse(text: str) -> None:
         assert expected is not SipParseError, (probe, text)
         if probe is NameAddress.tag_of:
             assert result == expected
+
+
+@given(st.text(max_size=40))
+@settings(max_examples=300)
+def test_quote_string_fast_path_agrees_with_the_escaping_one(text: str) -> None:
+    controls = {c: " " for c in (*range(0, 9), *range(10, 32), 127)}
+    cleaned = text.translate(controls)
+    assert quote_string(text) == '"' + cleaned.replace("\\", "\\\\").replace('"', '\\"') + '"'
