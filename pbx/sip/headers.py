@@ -375,13 +375,15 @@ class NameAddress:
     __setattr__, __delattr__ = _refuse_assignment, _refuse_deletion
     __repr__, __reduce__, __copy__, __deepcopy__ = _repr_fields, _reduce_fields, _same, _same
 
-    @classmethod
-    def parse(cls, text: str) -> NameAddress:
+    @staticmethod
+    def parse(text: str) -> NameAddress:
+        """The name-addr or addr-spec `text` (a static method: `NameAddress.parse` is one object, the key of
+        `Headers.parsed`'s cache)."""
         fast = _NAME_ADDR_FAST.fullmatch(text)
         if fast is not None:
             display, uri_text, param_text = fast.groups()
             return _name_address(parse_uri(uri_text), display, plain_params(param_text))
-        return cls._parse_careful(text)
+        return NameAddress._parse_careful(text)
 
     @classmethod
     def check(cls, text: str) -> None:
@@ -553,8 +555,9 @@ class Via:
         value.__class__ = cls  # type: ignore[assignment]
         return value  # type: ignore[return-value]
 
-    @classmethod
-    def parse(cls, text: str) -> Via:
+    @staticmethod
+    def parse(text: str) -> Via:
+        """One Via value (a static method: `Via.parse` is one object, the key of `Headers.parsed`'s cache)."""
         fast = _VIA_FAST.match(text)
         if fast is not None:  # the common, well-formed shape: one regex, no further checks needed
             transport, host, port, param_text = fast.groups()
@@ -575,7 +578,7 @@ class Via:
         sent_by, semi, param_text = rest.partition(";")
         host, port = parse_host_port(_COLON_SPACE.sub(":", sent_by.strip()))
         params = parse_header_params(param_text) if semi else ()
-        return cls(
+        return Via(
             transport=pieces[2].upper(),
             host=host,
             port=port,
@@ -726,8 +729,9 @@ class CSeq:
         value.__class__ = cls  # type: ignore[assignment]
         return value  # type: ignore[return-value]
 
-    @classmethod
-    def parse(cls, text: str) -> CSeq:
+    @staticmethod
+    def parse(text: str) -> CSeq:
+        """A CSeq value (a static method: `CSeq.parse` is one object, the key of `Headers.parsed`'s cache)."""
         parts = text.split()
         if len(parts) != 2:
             raise SipParseError("Bad CSeq header")
@@ -741,7 +745,7 @@ class CSeq:
             raise SipParseError("Bad CSeq number")
         if not is_token(method):
             raise SipParseError("Bad CSeq method")
-        return cls(number, method)
+        return CSeq(number, method)
 
     def __str__(self) -> str:
         return f"{self.number} {self.method}"

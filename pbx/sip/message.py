@@ -137,7 +137,6 @@ def _name(name: str) -> tuple[str, str]:
 
 
 _RESPONSE_COPIED = ("via", "from", "to", "call-id", "cseq")  # RFC 3261 8.2.6.2
-_MISSING = object()
 # Bound once: the keys of `Headers.parsed`'s cache (equal to `Via.parse` etc. as other callers write them).
 _VIA_PARSE, _CSEQ_PARSE, _NAME_ADDRESS_PARSE = Via.parse, CSeq.parse, NameAddress.parse
 
@@ -155,9 +154,10 @@ class Headers:
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
         self._fields: list[tuple[str, str, str]] = []  # (lower key, canonical name, value)
-        # lower key -> {parse: parse(first value)}; an inner dict may be shared with a `subset`, which is
-        # safe: a change replaces the outer entry, and the values are immutable.
-        self._cache: dict[str, dict[object, object]] | None = None
+        # lower key -> (parse, parse(first value)) for the first parser asked about that header, and
+        # (lower key, parse) -> (parse, value) for any other (rare): a pair costs far less memory than a
+        # dict per header, in every message a transaction or dialog keeps. The values are immutable.
+        self._cache: dict[object, tuple[object, object]] | None = None
         for name, value in fields:
             self.add(name, value)
 
@@ -270,12 +270,14 @@ class Headers:
             cache = self._cache = {}
         key = (_NAMES.get(name) or _name(name))[0]
         entry = cache.get(key)
-        if entry is None:
-            entry = cache[key] = {}
-        else:
-            found = entry.get(parse, _MISSING)
-            if found is not _MISSING:
-                return found  # type: ignore[return-value]
+        slot: object = key
+        if entry is not None:
+            if entry[0] is parse or entry[0] == parse:
+                return entry[1]  # type: ignore[return-value]
+            slot = (key, parse)  # another parser of the same header
+            entry = cache.get(slot)
+            if entry is not None:
+                return entry[1]  # type: ignore[return-value]
         if key in COMMA_LIST_HEADERS:
             value = self.get(name)
         else:  # `get` inlined: the first field's value
@@ -285,19 +287,22 @@ class Headers:
                     value = field[2]
                     break
         result = parse(value) if value is not None else None
-        entry[parse] = result
+        cache[slot] = (parse, result)
         return result
 
     def _changed(self, key: str) -> None:
         """Forget what `parsed` cached for the header with lower-case name `key`."""
-        if self._cache:
-            self._cache.pop(key, None)
+        cache = self._cache
+        if cache and cache.pop(key, None) is not None and len(cache) > 0:
+            for other in [k for k in cache if type(k) is tuple and k[0] == key]:
+                del cache[other]
 
     def add(self, name: str, value: str) -> None:
         """Append a field at the end."""
         names = _NAMES.get(name) or _name(name)
-        if self._cache:
-            self._cache.pop(names[0], None)
+        cache = self._cache
+        if cache and names[0] in cache:
+            self._changed(names[0])
         self._fields.append((names[0], names[1], value))
 
     def extend(self, fields: Iterable[tuple[str, str]]) -> None:
@@ -372,9 +377,11 @@ class Headers:
 
         For a caller that has just written that value and knows its parsed form (the stack stamping
         `received` on the top Via); a wrong `value` is the caller's bug."""
+        key = _name(name)[0]
+        self._changed(key)
         if self._cache is None:
             self._cache = {}
-        self._cache[_name(name)[0]] = {parse: value}
+        self._cache[key] = (parse, value)
 
     def subset(self, keys: tuple[str, ...]) -> Headers:
         """A new Headers with the fields whose lower-case names are in `keys`, grouped in that order.
@@ -385,7 +392,7 @@ class Headers:
         new._fields = [f for key in keys for f in fields if f[0] == key]
         cache = self._cache
         if cache:
-            new._cache = {k: v for k, v in cache.items() if k in keys}
+            new._cache = {k: v for k, v in cache.items() if (k[0] if type(k) is tuple else k) in keys}
         return new
 
     def __repr__(self) -> str:
@@ -410,8 +417,9 @@ class Message:
     def cseq(self) -> CSeq:
         cache = self.headers._cache  # a hit in `parsed`'s cache without its call (several per message)
         entry = cache.get("cseq") if cache is not None else None
-        cseq = entry.get(_CSEQ_PARSE, _MISSING) if entry is not None else _MISSING
-        if cseq is _MISSING:
+        if entry is not None and entry[0] is _CSEQ_PARSE:
+            cseq = entry[1]
+        else:
             cseq = self.headers.parsed("CSeq", _CSEQ_PARSE)
         if cseq is None:
             raise SipParseError("Missing CSeq header")
@@ -433,10 +441,8 @@ class Message:
     def top_via(self) -> Via | None:
         cache = self.headers._cache  # a hit in `parsed`'s cache without its call (several per message)
         entry = cache.get("via") if cache is not None else None
-        if entry is not None:
-            via = entry.get(_VIA_PARSE, _MISSING)
-            if via is not _MISSING:
-                return via  # type: ignore[return-value]
+        if entry is not None and entry[0] is _VIA_PARSE:
+            return entry[1]  # type: ignore[return-value]
         return self.headers.parsed("Via", _VIA_PARSE)
 
     @property
@@ -446,8 +452,9 @@ class Message:
     def _name_address(self, name: str, key: str) -> NameAddress:
         cache = self.headers._cache  # a hit in `parsed`'s cache without its call
         entry = cache.get(key) if cache is not None else None
-        value = entry.get(_NAME_ADDRESS_PARSE, _MISSING) if entry is not None else _MISSING
-        if value is _MISSING:
+        if entry is not None and entry[0] is _NAME_ADDRESS_PARSE:
+            value = entry[1]
+        else:
             value = self.headers.parsed(name, _NAME_ADDRESS_PARSE)
         if value is None:
             raise SipParseError(f"Missing {name} header")
