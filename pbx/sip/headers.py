@@ -650,8 +650,11 @@ class Via:
             semi = text.find(";")
             head = text if semi < 0 else text[:semi]
             new_params = tuple(params)
-            stamped = Via(self.transport, self.host, self.port, new_params, self.protocol)
-            return head + format_header_params(new_params), stamped
+            stamped = _ViaFields(self.transport, self.host, self.port, new_params, self.protocol)
+            stamped.__class__ = Via  # type: ignore[assignment]
+            if rport is None:  # the text as written, `received` appended
+                return f"{text};received={host}", stamped  # type: ignore[return-value]
+            return head + format_header_params(new_params), stamped  # type: ignore[return-value]
         changed = self
         if self.host != host or stale:  # a `received` the client wrote itself is replaced by the source
             changed = changed.with_param("received", host)

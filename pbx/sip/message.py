@@ -511,8 +511,15 @@ class Request(Message):
         headers = self.headers.subset(_RESPONSE_COPIED)
         if to_tag is not None and status != 100:
             to = self.headers.get("To")
-            if to is not None and not self._to_has_tag(to):
-                headers.set("To", f"{to};tag={to_tag}")  # appended to the text as received
+            if to is not None:
+                cache = self.headers._cache  # the To already parsed (`self.to`) tells without a regex
+                entry = cache.get("to") if cache else None
+                if entry is not None and entry[0] is _NAME_ADDRESS_PARSE and entry[1] is not None:
+                    has_tag = entry[1].tag is not None  # type: ignore[attr-defined]
+                else:
+                    has_tag = self._to_has_tag(to)
+                if not has_tag:
+                    headers.set("To", f"{to};tag={to_tag}")  # appended to the text as received
         return Response(status, reason, headers)
 
     def _to_has_tag(self, to: str) -> bool:
