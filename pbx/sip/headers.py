@@ -147,6 +147,8 @@ COMMA_LIST_HEADERS = frozenset(
 )
 
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+TOKEN_CHARS = _TOKEN_CHARS
+"""The characters of a token (RFC 3261 25.1): `is_token(t)` is `t and TOKEN_CHARS.issuperset(t)`."""
 
 
 def canonical_name(name: str) -> str:
@@ -696,7 +698,12 @@ class Via:
         return format_host_port(self.host, self.port)
 
     def __str__(self) -> str:
-        return f"{self.protocol}/{self.transport} {self.sent_by}{format_header_params(self.params)}"
+        host = self.host
+        if ":" in host:  # `sent_by` inlined
+            host = f"[{host}]"
+        if self.port is not None:
+            host = f"{host}:{self.port}"
+        return f"{self.protocol}/{self.transport} {host}{format_header_params(self.params)}"
 
 
 MAX_CSEQ = 2**31 - 1

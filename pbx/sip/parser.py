@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 from pbx.sip.errors import SipParseError
-from pbx.sip.headers import canonical_name, is_token
+from pbx.sip.headers import TOKEN_CHARS, canonical_name, is_token
 from pbx.sip.message import Headers, Request, Response
 from pbx.sip.uri import AbsoluteURI, parse_decimal, parse_uri
 
@@ -238,9 +238,9 @@ def _parse_request_line(start: str, headers: Headers) -> Request:
             request = Request(words[0], AbsoluteURI("invalid", uri_text), headers)
         raise SipParseError("Malformed request line", request)
     method, uri_text, version = parts
-    if not is_token(method):
+    if not TOKEN_CHARS.issuperset(method):  # `is_token` inlined (the method is not empty)
         raise SipParseError("Bad method")
-    if not version.upper().startswith("SIP/"):
+    if version != "SIP/2.0" and not version.upper().startswith("SIP/"):
         raise SipParseError("Malformed request line")
     try:
         uri = parse_uri(uri_text)
@@ -248,7 +248,7 @@ def _parse_request_line(start: str, headers: Headers) -> Request:
         request = Request(method, AbsoluteURI("invalid", uri_text), headers)
         raise SipParseError(f"Bad Request-URI: {e.reason}", request) from None
     request = Request(method, uri, headers)
-    if version.upper() != "SIP/2.0":
+    if version != "SIP/2.0" and version.upper() != "SIP/2.0":
         raise SipParseError("Version Not Supported", request, status=505)
     return request
 
