@@ -1,7 +1,7 @@
 """Header names and the structured header values of RFC 3261 (sections 7.3, 20 and 25).
 
-- Header names: case-insensitive, compact forms (`i m f t v l c k s e o u r b x y`) expanded to their
-  canonical spelling.
+- Header names (`pbx.sip.header_names`, re-exported): case-insensitive, compact forms
+  (`i m f t v l c k s e o u r b x y`) expanded to their canonical spelling.
 - `split_header_values`: comma-separated values split outside quotes and `<>`.
 - Immutable values with `parse` and `__str__`: `NameAddress` (From, To, Contact, Route, Record-Route),
   `Via`, `CSeq`.
@@ -16,6 +16,9 @@ from dataclasses import FrozenInstanceError
 from typing import Any, NoReturn
 
 from pbx.sip.errors import SipParseError
+from pbx.sip.header_names import COMMA_LIST_HEADERS as COMMA_LIST_HEADERS
+from pbx.sip.header_names import COMPACT_FORMS as COMPACT_FORMS
+from pbx.sip.header_names import canonical_name as canonical_name
 from pbx.sip.uri import (
     SIP_URI_FAST_PATTERN,
     URI,
@@ -30,130 +33,9 @@ from pbx.sip.uri import (
     set_param,
 )
 
-_CANONICAL = {
-    name.lower(): name
-    for name in (
-        "Accept",
-        "Accept-Encoding",
-        "Accept-Language",
-        "Alert-Info",
-        "Allow",
-        "Allow-Events",
-        "Authentication-Info",
-        "Authorization",
-        "Call-ID",
-        "Call-Info",
-        "Contact",
-        "Content-Disposition",
-        "Content-Encoding",
-        "Content-Language",
-        "Content-Length",
-        "Content-Type",
-        "CSeq",
-        "Date",
-        "Error-Info",
-        "Event",
-        "Expires",
-        "From",
-        "Identity",
-        "In-Reply-To",
-        "Max-Forwards",
-        "Min-Expires",
-        "Min-SE",
-        "MIME-Version",
-        "Organization",
-        "P-Asserted-Identity",
-        "Path",
-        "Priority",
-        "Proxy-Authenticate",
-        "Proxy-Authorization",
-        "Proxy-Require",
-        "RAck",
-        "Reason",
-        "Record-Route",
-        "Refer-To",
-        "Referred-By",
-        "Reply-To",
-        "Require",
-        "Retry-After",
-        "Route",
-        "RSeq",
-        "Server",
-        "Service-Route",
-        "Session-Expires",
-        "Subject",
-        "Subscription-State",
-        "Supported",
-        "Timestamp",
-        "To",
-        "Unsupported",
-        "User-Agent",
-        "Via",
-        "Warning",
-        "WWW-Authenticate",
-    )
-}
-
-COMPACT_FORMS = {
-    "i": "Call-ID",
-    "m": "Contact",
-    "f": "From",
-    "t": "To",
-    "v": "Via",
-    "l": "Content-Length",
-    "c": "Content-Type",
-    "k": "Supported",
-    "s": "Subject",
-    "e": "Content-Encoding",
-    "o": "Event",
-    "u": "Allow-Events",
-    "r": "Refer-To",
-    "b": "Referred-By",
-    "x": "Session-Expires",
-    "y": "Identity",
-}
-for _short, _long in COMPACT_FORMS.items():
-    _CANONICAL[_short] = _long
-
-# Headers whose values form a comma-separated list (RFC 3261 7.3.1). Others (Authorization, Date, Subject,
-# User-Agent ...) may contain commas that are not separators.
-COMMA_LIST_HEADERS = frozenset(
-    name.lower()
-    for name in (
-        "Accept",
-        "Accept-Encoding",
-        "Accept-Language",
-        "Alert-Info",
-        "Allow",
-        "Allow-Events",
-        "Call-Info",
-        "Contact",
-        "Content-Encoding",
-        "Content-Language",
-        "Error-Info",
-        "In-Reply-To",
-        "Path",
-        "Proxy-Require",
-        "Reason",
-        "Record-Route",
-        "Require",
-        "Route",
-        "Service-Route",
-        "Supported",
-        "Unsupported",
-        "Via",
-        "Warning",
-    )
-)
-
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 TOKEN_CHARS = _TOKEN_CHARS
 """The characters of a token (RFC 3261 25.1): `is_token(t)` is `t and TOKEN_CHARS.issuperset(t)`."""
-
-
-def canonical_name(name: str) -> str:
-    """The canonical spelling of a header name (`v` -> `Via`, `call-id` -> `Call-ID`); others as given."""
-    return _CANONICAL.get(name.lower(), name)
 
 
 def is_token(text: str) -> bool:
