@@ -1,7 +1,7 @@
 """Header names and the structured header values of RFC 3261 (sections 7.3, 20 and 25).
 
-- Header names: case-insensitive, compact forms (`i m f t v l c k s e o u r b x y`) expanded to their
-  canonical spelling.
+- Header names (`pbx.sip.header_names`, re-exported): case-insensitive, compact forms
+  (`i m f t v l c k s e o u r b x y`) expanded to their canonical spelling.
 - `split_header_values`: comma-separated values split outside quotes and `<>`.
 - Immutable values with `parse` and `__str__`: `NameAddress` (From, To, Contact, Route, Record-Route),
   `Via`, `CSeq`.
@@ -12,16 +12,20 @@ This module knows nothing of messages as a whole, nor of transports.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import FrozenInstanceError
+from typing import Any, NoReturn
 
 from pbx.sip.errors import SipParseError
+from pbx.sip.header_names import COMMA_LIST_HEADERS as COMMA_LIST_HEADERS
+from pbx.sip.header_names import COMPACT_FORMS as COMPACT_FORMS
+from pbx.sip.header_names import canonical_name as canonical_name
 from pbx.sip.uri import (
+    SIP_URI_FAST_PATTERN,
     URI,
     Params,
     SipURI,
     find_param,
     format_host_port,
-    is_plain_sip_uri,
     parse_decimal,
     parse_host_port,
     parse_uri,
@@ -29,128 +33,9 @@ from pbx.sip.uri import (
     set_param,
 )
 
-_CANONICAL = {
-    name.lower(): name
-    for name in (
-        "Accept",
-        "Accept-Encoding",
-        "Accept-Language",
-        "Alert-Info",
-        "Allow",
-        "Allow-Events",
-        "Authentication-Info",
-        "Authorization",
-        "Call-ID",
-        "Call-Info",
-        "Contact",
-        "Content-Disposition",
-        "Content-Encoding",
-        "Content-Language",
-        "Content-Length",
-        "Content-Type",
-        "CSeq",
-        "Date",
-        "Error-Info",
-        "Event",
-        "Expires",
-        "From",
-        "Identity",
-        "In-Reply-To",
-        "Max-Forwards",
-        "Min-Expires",
-        "Min-SE",
-        "MIME-Version",
-        "Organization",
-        "P-Asserted-Identity",
-        "Path",
-        "Priority",
-        "Proxy-Authenticate",
-        "Proxy-Authorization",
-        "Proxy-Require",
-        "RAck",
-        "Reason",
-        "Record-Route",
-        "Refer-To",
-        "Referred-By",
-        "Reply-To",
-        "Require",
-        "Retry-After",
-        "Route",
-        "RSeq",
-        "Server",
-        "Service-Route",
-        "Session-Expires",
-        "Subject",
-        "Subscription-State",
-        "Supported",
-        "Timestamp",
-        "To",
-        "Unsupported",
-        "User-Agent",
-        "Via",
-        "Warning",
-        "WWW-Authenticate",
-    )
-}
-
-COMPACT_FORMS = {
-    "i": "Call-ID",
-    "m": "Contact",
-    "f": "From",
-    "t": "To",
-    "v": "Via",
-    "l": "Content-Length",
-    "c": "Content-Type",
-    "k": "Supported",
-    "s": "Subject",
-    "e": "Content-Encoding",
-    "o": "Event",
-    "u": "Allow-Events",
-    "r": "Refer-To",
-    "b": "Referred-By",
-    "x": "Session-Expires",
-    "y": "Identity",
-}
-for _short, _long in COMPACT_FORMS.items():
-    _CANONICAL[_short] = _long
-
-# Headers whose values form a comma-separated list (RFC 3261 7.3.1). Others (Authorization, Date, Subject,
-# User-Agent ...) may contain commas that are not separators.
-COMMA_LIST_HEADERS = frozenset(
-    name.lower()
-    for name in (
-        "Accept",
-        "Accept-Encoding",
-        "Accept-Language",
-        "Alert-Info",
-        "Allow",
-        "Allow-Events",
-        "Call-Info",
-        "Contact",
-        "Content-Encoding",
-        "Content-Language",
-        "Error-Info",
-        "In-Reply-To",
-        "Path",
-        "Proxy-Require",
-        "Reason",
-        "Record-Route",
-        "Require",
-        "Route",
-        "Service-Route",
-        "Supported",
-        "Unsupported",
-        "Via",
-        "Warning",
-    )
-)
-
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
-
-
-def canonical_name(name: str) -> str:
-    """The canonical spelling of a header name (`v` -> `Via`, `call-id` -> `Call-ID`); others as given."""
-    return _CANONICAL.get(name.lower(), name)
+TOKEN_CHARS = _TOKEN_CHARS
+"""The characters of a token (RFC 3261 25.1): `is_token(t)` is `t and TOKEN_CHARS.issuperset(t)`."""
 
 
 def is_token(text: str) -> bool:
@@ -237,6 +122,8 @@ def quote_string(text: str) -> str:
     CR, LF and other control characters cannot be carried by a quoted-pair: they become spaces, so a value
     from outside (a caller's display name) can never start a new header line.
     """
+    if text.isprintable() and '"' not in text and "\\" not in text:  # the common case: nothing to change
+        return f'"{text}"'
     cleaned = text.translate(_CONTROL_TO_SPACE)
     return '"' + cleaned.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -266,11 +153,77 @@ _HEADER_VALUE = r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+"
 _NAME_ADDR_FAST = re.compile(
     rf'(?:"([^"\\\r\n]*)" *)?<([^<>"\s]+)>((?:;{_HEADER_TOKEN}(?:={_HEADER_VALUE})?)*)'
 )
+# The same with the URI in the shape `parse_uri` reads fast (`uri.SIP_URI_FAST_PATTERN`): such a name-addr
+# parses without error when its port (group 6) is in range. Groups: 1 display name, 2 URI, 3-7 the URI's
+# parts, 8 header parameters.
+_NAME_ADDR_PLAIN = re.compile(
+    rf'(?:"([^"\\\r\n]*)" *)?<({SIP_URI_FAST_PATTERN})>((?:;{_HEADER_TOKEN}(?:={_HEADER_VALUE})?)*)'
+)
 
 
-@dataclass(frozen=True, slots=True)
+def _refuse_assignment(self: object, name: str, value: object) -> NoReturn:
+    raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _refuse_deletion(self: object, name: str) -> NoReturn:
+    raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+def _fields_of(value: Any) -> tuple[Any, ...]:
+    return tuple(getattr(value, name) for name in value.__slots__)
+
+
+def _equal_fields(self: object, other: object) -> bool:
+    if other.__class__ is not self.__class__:
+        return NotImplemented
+    return _fields_of(self) == _fields_of(other)
+
+
+def _hash_fields(self: object) -> int:
+    return hash(_fields_of(self))
+
+
+def _repr_fields(self: Any) -> str:
+    fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+    return f"{type(self).__name__}({fields})"
+
+
+def _reduce_fields(self: object) -> tuple[object, ...]:
+    return (type(self), _fields_of(self))
+
+
+def _same(self: Any, *memo: object) -> Any:
+    return self
+
+
+# Immutable values with `__slots__` (`Via`, `NameAddress`, `CSeq`): an assignment raises
+# `FrozenInstanceError` as on a frozen dataclass; equality, hash and repr by the fields. An instance is built
+# as its mutable twin (same slots, same base, a plain `__init__`) whose class is then switched: a constructor
+# at the cost of plain attribute stores, several times cheaper than a frozen dataclass's `object.__setattr__`
+# per field (tens of values per call on a busy PBX). Twin and value both derive from `object` directly: a
+# `__class__` switch needs the same base and slots.
+class _NameAddressFields:
+    """The mutable twin of `NameAddress` (same slots): built, then switched to `NameAddress`."""
+
+    __slots__ = ("uri", "display_name", "params", "wildcard")  # noqa: RUF023 (field order)
+
+    def __init__(self, uri: URI, display_name: str | None, params: Params, wildcard: bool) -> None:
+        self.uri = uri
+        self.display_name = display_name
+        self.params = params
+        self.wildcard = wildcard
+
+
+def _name_address(uri: URI, display_name: str | None = None, params: Params = ()) -> NameAddress:
+    value = _NameAddressFields(uri, display_name, params, False)
+    value.__class__ = NameAddress  # type: ignore[assignment]
+    return value  # type: ignore[return-value]
+
+
 class NameAddress:
     """A name-addr or addr-spec with header parameters: From, To, Contact, Route, Record-Route, Refer-To.
+
+    Immutable; equal and hashed by its fields.
 
     Attributes:
         uri: the address.
@@ -279,33 +232,57 @@ class NameAddress:
         wildcard: True for the `Contact: *` form (then `uri` is a placeholder).
     """
 
+    __slots__ = ("uri", "display_name", "params", "wildcard")  # noqa: RUF023 (field order)
     uri: URI
-    display_name: str | None = None
-    params: Params = ()
-    wildcard: bool = False
+    display_name: str | None
+    params: Params
+    wildcard: bool
 
-    @classmethod
-    def parse(cls, text: str) -> NameAddress:
+    def __new__(
+        cls, uri: URI, display_name: str | None = None, params: Params = (), wildcard: bool = False
+    ) -> NameAddress:
+        value = _NameAddressFields(uri, display_name, params, wildcard)
+        value.__class__ = cls  # type: ignore[assignment]
+        return value  # type: ignore[return-value]
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not NameAddress:
+            return NotImplemented
+        return (
+            self.uri == other.uri
+            and self.display_name == other.display_name
+            and self.params == other.params
+            and self.wildcard == other.wildcard
+        )
+
+    __hash__ = _hash_fields
+    __setattr__, __delattr__ = _refuse_assignment, _refuse_deletion
+    __repr__, __reduce__, __copy__, __deepcopy__ = _repr_fields, _reduce_fields, _same, _same
+
+    @staticmethod
+    def parse(text: str) -> NameAddress:
+        """The name-addr or addr-spec `text` (a static method: `NameAddress.parse` is one object, the key of
+        `Headers.parsed`'s cache)."""
         fast = _NAME_ADDR_FAST.fullmatch(text)
         if fast is not None:
             display, uri_text, param_text = fast.groups()
-            return cls(uri=parse_uri(uri_text), display_name=display, params=plain_params(param_text))
-        return cls._parse_careful(text)
+            return _name_address(parse_uri(uri_text), display, plain_params(param_text))
+        return NameAddress._parse_careful(text)
 
     @classmethod
     def check(cls, text: str) -> None:
         """Raise `SipParseError` exactly when `parse(text)` would, building nothing for the common shape."""
-        fast = _NAME_ADDR_FAST.fullmatch(text)
-        if fast is None or not is_plain_sip_uri(fast.group(2)):
+        fast = _NAME_ADDR_PLAIN.fullmatch(text)
+        if fast is None or ((port := fast.group(6)) is not None and not 0 < int(port) < 65536):
             cls.parse(text)
 
     @classmethod
     def tag_of(cls, text: str) -> str | None:
         """`parse(text).tag`, building nothing for the common shape (raises as `parse` does)."""
-        fast = _NAME_ADDR_FAST.fullmatch(text)
-        if fast is None or not is_plain_sip_uri(fast.group(2)):
+        fast = _NAME_ADDR_PLAIN.fullmatch(text)
+        if fast is None or ((port := fast.group(6)) is not None and not 0 < int(port) < 65536):
             return cls.parse(text).tag
-        found, value = find_param(plain_params(fast.group(3)), "tag")
+        found, value = find_param(plain_params(fast.group(8)), "tag")
         return value if found else None
 
     @classmethod
@@ -370,14 +347,21 @@ class NameAddress:
         return find_param(self.params, name)[0]
 
     def with_param(self, name: str, value: str | None = None) -> NameAddress:
-        return replace(self, params=set_param(self.params, name, value))
+        return NameAddress(self.uri, self.display_name, set_param(self.params, name, value), self.wildcard)
 
     def without_param(self, name: str) -> NameAddress:
         lname = name.lower()
-        return replace(self, params=tuple(p for p in self.params if p[0].lower() != lname))
+        params = tuple(p for p in self.params if p[0].lower() != lname)
+        return NameAddress(self.uri, self.display_name, params, self.wildcard)
 
-    def replace(self, **changes: object) -> NameAddress:
-        return replace(self, **changes)  # type: ignore[arg-type]
+    def replace(self, **changes: Any) -> NameAddress:
+        """A copy with the named fields changed (as `dataclasses.replace`)."""
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        unknown = changes.keys() - fields.keys()
+        if unknown:
+            raise TypeError(f"NameAddress has no field {sorted(unknown)[0]!r}")
+        fields.update(changes)
+        return NameAddress(**fields)
 
     @property
     def tag(self) -> str | None:
@@ -407,9 +391,21 @@ _VIA_FAST = re.compile(
 _VIA_PROTOCOL = re.compile(r"\s*([^\s/]+)\s*/\s*([^\s/]+)\s*/\s*([^\s/]+)\s+(\S.*)$", re.DOTALL)
 
 
-@dataclass(frozen=True, slots=True)
+class _ViaFields:
+    """The mutable twin of `Via` (same slots): built, then switched to `Via`."""
+
+    __slots__ = ("transport", "host", "port", "params", "protocol")  # noqa: RUF023 (field order)
+
+    def __init__(self, transport: str, host: str, port: int | None, params: Params, protocol: str) -> None:
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params = params
+        self.protocol = protocol
+
+
 class Via:
-    """One Via value (RFC 3261 20.42, RFC 3581 rport).
+    """One Via value (RFC 3261 20.42, RFC 3581 rport). Immutable; equal and hashed by its fields.
 
     Attributes:
         transport: upper-case transport ("UDP", "TCP", "TLS" ...).
@@ -417,24 +413,47 @@ class Via:
         params: in order; `rport` may be a flag (value None) or carry the port.
     """
 
+    __slots__ = ("transport", "host", "port", "params", "protocol")  # noqa: RUF023 (field order)
     transport: str
     host: str
-    port: int | None = None
-    params: Params = ()
-    protocol: str = "SIP/2.0"
+    port: int | None
+    params: Params
+    protocol: str
+    __setattr__, __delattr__, __eq__, __hash__ = (
+        _refuse_assignment,
+        _refuse_deletion,
+        _equal_fields,
+        _hash_fields,
+    )
+    __repr__, __reduce__, __copy__, __deepcopy__ = _repr_fields, _reduce_fields, _same, _same
 
-    @classmethod
-    def parse(cls, text: str) -> Via:
+    def __new__(
+        cls,
+        transport: str,
+        host: str,
+        port: int | None = None,
+        params: Params = (),
+        protocol: str = "SIP/2.0",
+    ) -> Via:
+        value = _ViaFields(transport, host, port, params, protocol)
+        value.__class__ = cls  # type: ignore[assignment]
+        return value  # type: ignore[return-value]
+
+    @staticmethod
+    def parse(text: str) -> Via:
+        """One Via value (a static method: `Via.parse` is one object, the key of `Headers.parsed`'s cache)."""
         fast = _VIA_FAST.match(text)
         if fast is not None:  # the common, well-formed shape: one regex, no further checks needed
             transport, host, port, param_text = fast.groups()
-            params = plain_params(param_text)
-            return cls(
-                transport=transport.upper(),
-                host=host[1:-1] if host[0] == "[" else host,
-                port=int(port) if port is not None and 0 < int(port) < 65536 else _bad_port(port),
-                params=params,
+            value = _ViaFields(
+                transport if transport == "UDP" or transport == "TCP" else transport.upper(),
+                host[1:-1] if host[0] == "[" else host,
+                int(port) if port is not None and 0 < int(port) < 65536 else _bad_port(port),
+                plain_params(param_text) if param_text else (),
+                "SIP/2.0",
             )
+            value.__class__ = Via  # type: ignore[assignment]
+            return value  # type: ignore[return-value]
         match = _VIA_PROTOCOL.match(text)
         if match is None or not all(is_token(match.group(i)) for i in (1, 2, 3)):
             raise SipParseError("Bad Via sent-protocol")
@@ -443,7 +462,7 @@ class Via:
         sent_by, semi, param_text = rest.partition(";")
         host, port = parse_host_port(_COLON_SPACE.sub(":", sent_by.strip()))
         params = parse_header_params(param_text) if semi else ()
-        return cls(
+        return Via(
             transport=pieces[2].upper(),
             host=host,
             port=port,
@@ -484,7 +503,7 @@ class Via:
         return find_param(self.params, name)[0]
 
     def with_param(self, name: str, value: str | None = None) -> Via:
-        return replace(self, params=set_param(self.params, name, value))
+        return Via(self.transport, self.host, self.port, set_param(self.params, name, value), self.protocol)
 
     def stamped(self, text: str, host: str, port: int) -> tuple[str, Via | None] | None:
         """This Via, written as `text`, as a server stamps it for a request from host:port.
@@ -515,8 +534,11 @@ class Via:
             semi = text.find(";")
             head = text if semi < 0 else text[:semi]
             new_params = tuple(params)
-            stamped = Via(self.transport, self.host, self.port, new_params, self.protocol)
-            return head + format_header_params(new_params), stamped
+            stamped = _ViaFields(self.transport, self.host, self.port, new_params, self.protocol)
+            stamped.__class__ = Via  # type: ignore[assignment]
+            if rport is None:  # the text as written, `received` appended
+                return f"{text};received={host}", stamped  # type: ignore[return-value]
+            return head + format_header_params(new_params), stamped  # type: ignore[return-value]
         changed = self
         if self.host != host or stale:  # a `received` the client wrote itself is replaced by the source
             changed = changed.with_param("received", host)
@@ -558,21 +580,50 @@ class Via:
         return format_host_port(self.host, self.port)
 
     def __str__(self) -> str:
-        return f"{self.protocol}/{self.transport} {self.sent_by}{format_header_params(self.params)}"
+        host = self.host
+        if ":" in host:  # `sent_by` inlined
+            host = f"[{host}]"
+        if self.port is not None:
+            host = f"{host}:{self.port}"
+        return f"{self.protocol}/{self.transport} {host}{format_header_params(self.params)}"
 
 
 MAX_CSEQ = 2**31 - 1
 
 
-@dataclass(frozen=True, slots=True)
-class CSeq:
-    """The CSeq header (RFC 3261 20.16): a number below 2**31 and a method."""
+class _CSeqFields:
+    """The mutable twin of `CSeq` (same slots): built, then switched to `CSeq`."""
 
+    __slots__ = ("number", "method")  # noqa: RUF023 (field order)
+
+    def __init__(self, number: int, method: str) -> None:
+        self.number = number
+        self.method = method
+
+
+class CSeq:
+    """The CSeq header (RFC 3261 20.16): a number below 2**31 and a method. Immutable; equal and hashed by
+    its fields."""
+
+    __slots__ = ("number", "method")  # noqa: RUF023 (field order)
     number: int
     method: str
+    __setattr__, __delattr__, __eq__, __hash__ = (
+        _refuse_assignment,
+        _refuse_deletion,
+        _equal_fields,
+        _hash_fields,
+    )
+    __repr__, __reduce__, __copy__, __deepcopy__ = _repr_fields, _reduce_fields, _same, _same
 
-    @classmethod
-    def parse(cls, text: str) -> CSeq:
+    def __new__(cls, number: int, method: str) -> CSeq:
+        value = _CSeqFields(number, method)
+        value.__class__ = cls  # type: ignore[assignment]
+        return value  # type: ignore[return-value]
+
+    @staticmethod
+    def parse(text: str) -> CSeq:
+        """A CSeq value (a static method: `CSeq.parse` is one object, the key of `Headers.parsed`'s cache)."""
         parts = text.split()
         if len(parts) != 2:
             raise SipParseError("Bad CSeq header")
@@ -586,7 +637,7 @@ class CSeq:
             raise SipParseError("Bad CSeq number")
         if not is_token(method):
             raise SipParseError("Bad CSeq method")
-        return cls(number, method)
+        return CSeq(number, method)
 
     def __str__(self) -> str:
         return f"{self.number} {self.method}"

@@ -137,7 +137,6 @@ def _name(name: str) -> tuple[str, str]:
 
 
 _RESPONSE_COPIED = ("via", "from", "to", "call-id", "cseq")  # RFC 3261 8.2.6.2
-_MISSING = object()
 # Bound once: the keys of `Headers.parsed`'s cache (equal to `Via.parse` etc. as other callers write them).
 _VIA_PARSE, _CSEQ_PARSE, _NAME_ADDRESS_PARSE = Via.parse, CSeq.parse, NameAddress.parse
 
@@ -155,9 +154,10 @@ class Headers:
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
         self._fields: list[tuple[str, str, str]] = []  # (lower key, canonical name, value)
-        # lower key -> {parse: parse(first value)}; an inner dict may be shared with a `subset`, which is
-        # safe: a change replaces the outer entry, and the values are immutable.
-        self._cache: dict[str, dict[object, object]] | None = None
+        # lower key -> (parse, parse(first value)) for the first parser asked about that header, and
+        # (lower key, parse) -> (parse, value) for any other (rare): a pair costs far less memory than a
+        # dict per header, in every message a transaction or dialog keeps. The values are immutable.
+        self._cache: dict[object, tuple[object, object]] | None = None
         for name, value in fields:
             self.add(name, value)
 
@@ -193,6 +193,21 @@ class Headers:
                     return name
                 seen += (key,)
         return None
+
+    def first_values(self, keys: frozenset[str]) -> tuple[dict[str, str], str | None]:
+        """The first field value of each header among `keys` (lower-case names of single-valued headers) and
+        the canonical name of the first of them written in more than one field (or None): one pass, for
+        the headers a request must carry once (RFC 3261 7.3). A value is as `get` gives it for such
+        headers."""
+        found: dict[str, str] = {}
+        repeated: str | None = None
+        for key, name, value in self._fields:
+            if key in keys:
+                if key not in found:
+                    found[key] = value
+                elif repeated is None:
+                    repeated = name
+        return found, repeated
 
     def values_after_first(self, key: str) -> list[str]:
         """Every value of a list header but the first (`get_all(name)[1:]`; `key` is its lower-case canonical
@@ -237,7 +252,7 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Every value of a header in order, list headers split at their commas."""
-        key = _name(name)[0]
+        key = (_NAMES.get(name) or _name(name))[0]
         if key in COMMA_LIST_HEADERS:
             out: list[str] = []
             for fkey, _, value in self._fields:
@@ -255,27 +270,39 @@ class Headers:
             cache = self._cache = {}
         key = (_NAMES.get(name) or _name(name))[0]
         entry = cache.get(key)
-        if entry is None:
-            entry = cache[key] = {}
-        else:
-            found = entry.get(parse, _MISSING)
-            if found is not _MISSING:
-                return found  # type: ignore[return-value]
-        value = self.get(name)
+        slot: object = key
+        if entry is not None:
+            if entry[0] is parse or entry[0] == parse:
+                return entry[1]  # type: ignore[return-value]
+            slot = (key, parse)  # another parser of the same header
+            entry = cache.get(slot)
+            if entry is not None:
+                return entry[1]  # type: ignore[return-value]
+        if key in COMMA_LIST_HEADERS:
+            value = self.get(name)
+        else:  # `get` inlined: the first field's value
+            value = None
+            for field in self._fields:
+                if field[0] == key:
+                    value = field[2]
+                    break
         result = parse(value) if value is not None else None
-        entry[parse] = result
+        cache[slot] = (parse, result)
         return result
 
     def _changed(self, key: str) -> None:
         """Forget what `parsed` cached for the header with lower-case name `key`."""
-        if self._cache:
-            self._cache.pop(key, None)
+        cache = self._cache
+        if cache and cache.pop(key, None) is not None and len(cache) > 0:
+            for other in [k for k in cache if type(k) is tuple and k[0] == key]:
+                del cache[other]
 
     def add(self, name: str, value: str) -> None:
         """Append a field at the end."""
         names = _NAMES.get(name) or _name(name)
-        if self._cache:
-            self._cache.pop(names[0], None)
+        cache = self._cache
+        if cache and names[0] in cache:
+            self._changed(names[0])
         self._fields.append((names[0], names[1], value))
 
     def extend(self, fields: Iterable[tuple[str, str]]) -> None:
@@ -297,12 +324,16 @@ class Headers:
         """Replace every field of this name by one, at the place of the first."""
         key, cname = _name(name)
         self._changed(key)
-        for i, field in enumerate(self._fields):
+        fields = self._fields
+        for i, field in enumerate(fields):
             if field[0] == key:
-                self._fields[i] = (key, cname, value)
-                self._fields = [f for j, f in enumerate(self._fields) if j <= i or f[0] != key]
+                fields[i] = (key, cname, value)
+                for later in fields[i + 1 :]:
+                    if later[0] == key:  # more fields of this name: keep only the first
+                        self._fields = [f for j, f in enumerate(fields) if j <= i or f[0] != key]
+                        break
                 return
-        self._fields.append((key, cname, value))
+        fields.append((key, cname, value))
 
     def remove(self, name: str) -> None:
         key = _name(name)[0]
@@ -346,9 +377,11 @@ class Headers:
 
         For a caller that has just written that value and knows its parsed form (the stack stamping
         `received` on the top Via); a wrong `value` is the caller's bug."""
+        key = _name(name)[0]
+        self._changed(key)
         if self._cache is None:
             self._cache = {}
-        self._cache[_name(name)[0]] = {parse: value}
+        self._cache[key] = (parse, value)
 
     def subset(self, keys: tuple[str, ...]) -> Headers:
         """A new Headers with the fields whose lower-case names are in `keys`, grouped in that order.
@@ -359,7 +392,7 @@ class Headers:
         new._fields = [f for key in keys for f in fields if f[0] == key]
         cache = self._cache
         if cache:
-            new._cache = {k: v for k, v in cache.items() if k in keys}
+            new._cache = {k: v for k, v in cache.items() if (k[0] if type(k) is tuple else k) in keys}
         return new
 
     def __repr__(self) -> str:
@@ -382,18 +415,23 @@ class Message:
 
     @property
     def cseq(self) -> CSeq:
-        cseq = self.headers.parsed("CSeq", _CSEQ_PARSE)
+        cache = self.headers._cache  # a hit in `parsed`'s cache without its call (several per message)
+        entry = cache.get("cseq") if cache is not None else None
+        if entry is not None and entry[0] is _CSEQ_PARSE:
+            cseq = entry[1]
+        else:
+            cseq = self.headers.parsed("CSeq", _CSEQ_PARSE)
         if cseq is None:
             raise SipParseError("Missing CSeq header")
-        return cseq
+        return cseq  # type: ignore[return-value]
 
     @property
     def from_(self) -> NameAddress:
-        return self._name_address("From")
+        return self._name_address("From", "from")
 
     @property
     def to(self) -> NameAddress:
-        return self._name_address("To")
+        return self._name_address("To", "to")
 
     @property
     def vias(self) -> list[Via]:
@@ -401,17 +439,26 @@ class Message:
 
     @property
     def top_via(self) -> Via | None:
+        cache = self.headers._cache  # a hit in `parsed`'s cache without its call (several per message)
+        entry = cache.get("via") if cache is not None else None
+        if entry is not None and entry[0] is _VIA_PARSE:
+            return entry[1]  # type: ignore[return-value]
         return self.headers.parsed("Via", _VIA_PARSE)
 
     @property
     def contacts(self) -> list[NameAddress]:
         return [NameAddress.parse(v) for v in self.headers.get_all("Contact")]
 
-    def _name_address(self, name: str) -> NameAddress:
-        value = self.headers.parsed(name, _NAME_ADDRESS_PARSE)
+    def _name_address(self, name: str, key: str) -> NameAddress:
+        cache = self.headers._cache  # a hit in `parsed`'s cache without its call
+        entry = cache.get(key) if cache is not None else None
+        if entry is not None and entry[0] is _NAME_ADDRESS_PARSE:
+            value = entry[1]
+        else:
+            value = self.headers.parsed(name, _NAME_ADDRESS_PARSE)
         if value is None:
             raise SipParseError(f"Missing {name} header")
-        return value
+        return value  # type: ignore[return-value]
 
     def start_line(self) -> str:
         raise NotImplementedError
@@ -443,7 +490,10 @@ class Request(Message):
         headers: Headers | Iterable[tuple[str, str]] = (),
         body: bytes = b"",
     ) -> None:
-        super().__init__(headers, body)
+        self.headers = (
+            headers if isinstance(headers, Headers) else Headers(headers)
+        )  # Message.__init__ inlined
+        self.body = body
         self.method = method
         self.uri = uri
 
@@ -461,8 +511,15 @@ class Request(Message):
         headers = self.headers.subset(_RESPONSE_COPIED)
         if to_tag is not None and status != 100:
             to = self.headers.get("To")
-            if to is not None and not self._to_has_tag(to):
-                headers.set("To", f"{to};tag={to_tag}")  # appended to the text as received
+            if to is not None:
+                cache = self.headers._cache  # the To already parsed (`self.to`) tells without a regex
+                entry = cache.get("to") if cache else None
+                if entry is not None and entry[0] is _NAME_ADDRESS_PARSE and entry[1] is not None:
+                    has_tag = entry[1].tag is not None  # type: ignore[attr-defined]
+                else:
+                    has_tag = self._to_has_tag(to)
+                if not has_tag:
+                    headers.set("To", f"{to};tag={to_tag}")  # appended to the text as received
         return Response(status, reason, headers)
 
     def _to_has_tag(self, to: str) -> bool:
@@ -488,7 +545,10 @@ class Response(Message):
         headers: Headers | Iterable[tuple[str, str]] = (),
         body: bytes = b"",
     ) -> None:
-        super().__init__(headers, body)
+        self.headers = (
+            headers if isinstance(headers, Headers) else Headers(headers)
+        )  # Message.__init__ inlined
+        self.body = body
         self.status = status
         self.reason = reason if reason is not None else REASON_PHRASES.get(status, "Unknown")
 

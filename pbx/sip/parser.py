@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 from pbx.sip.errors import SipParseError
-from pbx.sip.headers import canonical_name, is_token
+from pbx.sip.headers import TOKEN_CHARS, canonical_name, is_token
 from pbx.sip.message import Headers, Request, Response
 from pbx.sip.uri import AbsoluteURI, parse_decimal, parse_uri
 
@@ -71,12 +71,17 @@ def parse_message(
         raise SipParseError("Message Too Large", status=513)
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")
-    head_bytes, body = _split_head(data)
+    body: bytes | None
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:  # `_split_head` inlined for the common case
+        head_bytes, body = data[:end], data[end + 4 :]
+    else:
+        head_bytes, body = _split_head(data)
     head = head_bytes.decode("utf-8", "surrogateescape")
     error: str | None = None
     fast = _parse_plain_head(head, limits)
     if fast is not None:
-        start, headers = fast
+        start, headers, length_text = fast
     else:
         lines = head.split("\n")
         start = lines[0].rstrip("\r")
@@ -85,11 +90,12 @@ def parse_message(
             _parse_header_lines(lines, headers, limits)
         except SipParseError as e:
             error = e.reason
+        length_text = headers.get("Content-Length")
     if len(start) > limits.max_line_length:
         raise SipParseError("Start line too long")
 
     message: Request | Response
-    if start[:4].upper() == "SIP/":
+    if start.startswith("SIP/") or start[:4].upper() == "SIP/":
         message = _parse_status_line(start, headers)
         if error is not None:
             raise SipParseError(error)
@@ -100,7 +106,6 @@ def parse_message(
 
     if body is None:
         body = b""
-    length_text = headers.get("Content-Length")
     if length_text is not None:
         length: int | None
         if len(length_text) < 10 and length_text.isdigit() and length_text.isascii():  # the common shape
@@ -113,7 +118,8 @@ def parse_message(
             raise SipParseError(
                 "Content-Length larger than body", message if isinstance(message, Request) else None
             )
-        body = body[:length]
+        if length < len(body):
+            body = body[:length]
     elif stream:
         body = b""
     message.body = body
@@ -137,8 +143,9 @@ def _field_name(raw: str) -> tuple[str, str] | None:
     return found
 
 
-def _parse_plain_head(head: str, limits: ParserLimits) -> tuple[str, Headers] | None:
-    """The start line and headers of a head in the common shape, or None to take the careful path.
+def _parse_plain_head(head: str, limits: ParserLimits) -> tuple[str, Headers, str | None] | None:
+    """The start line, headers and first Content-Length value of a head in the common shape, or None to take
+    the careful path.
 
     The common shape: every line ends in CRLF, no folded line, no more headers than allowed, every line a
     valid `name: value`. Whatever is not in that shape (or is wrong) goes to `_parse_header_lines`, which
@@ -154,20 +161,28 @@ def _parse_plain_head(head: str, limits: ParserLimits) -> tuple[str, Headers] | 
     ):
         return None
     lines = head.split("\r\n")
-    check_length = len(head) > limits.max_line_length
+    if len(head) > limits.max_line_length and max(map(len, lines)) > limits.max_line_length:
+        return None
     fields: list[tuple[str, str, str]] = []
     append = fields.append
     known = _FIELD_NAMES
-    for i in range(1, len(lines)):
-        line = lines[i]
+    length: str | None = None
+    for line in lines[1:]:
         name, colon, value = line.partition(":")
-        if not colon:
-            return None
-        names = known.get(name) or _field_name(name)
-        if names is None or (check_length and len(line) > limits.max_line_length):
-            return None
-        append((names[0], names[1], value.strip()))
-    return lines[0], Headers._from_fields(fields)
+        names = known.get(name)
+        if names is None or not colon:
+            if not colon:
+                return None
+            names = _field_name(name)
+            if names is None:
+                return None
+        key, cname = names
+        if key == "content-length" and length is None:
+            length = value.strip()
+            append((key, cname, length))
+        else:
+            append((key, cname, value.strip()))
+    return lines[0], Headers._from_fields(fields), length
 
 
 def _parse_header_lines(lines: list[str], headers: Headers, limits: ParserLimits) -> None:
@@ -223,9 +238,9 @@ def _parse_request_line(start: str, headers: Headers) -> Request:
             request = Request(words[0], AbsoluteURI("invalid", uri_text), headers)
         raise SipParseError("Malformed request line", request)
     method, uri_text, version = parts
-    if not is_token(method):
+    if not TOKEN_CHARS.issuperset(method):  # `is_token` inlined (the method is not empty)
         raise SipParseError("Bad method")
-    if not version.upper().startswith("SIP/"):
+    if version != "SIP/2.0" and not version.upper().startswith("SIP/"):
         raise SipParseError("Malformed request line")
     try:
         uri = parse_uri(uri_text)
@@ -233,7 +248,7 @@ def _parse_request_line(start: str, headers: Headers) -> Request:
         request = Request(method, AbsoluteURI("invalid", uri_text), headers)
         raise SipParseError(f"Bad Request-URI: {e.reason}", request) from None
     request = Request(method, uri, headers)
-    if version.upper() != "SIP/2.0":
+    if version != "SIP/2.0" and version.upper() != "SIP/2.0":
         raise SipParseError("Version Not Supported", request, status=505)
     return request
 

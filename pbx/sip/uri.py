@@ -178,6 +178,9 @@ class SipURI:
     password: str | None = None
     params: Params = ()
     headers: tuple[tuple[str, str], ...] = field(default=())
+    # `str(self)`, rendered once: a URI is written into every message that carries it (Request-URI, Contact,
+    # Route ...), and percent-escaping each part cost several microseconds each time.
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def param(self, name: str, default: str | None = None) -> str | None:
         """Value of a parameter (names compare case-insensitively); `default` when absent or valueless."""
@@ -218,6 +221,13 @@ class SipURI:
         return f"{self.scheme}:{user}{format_host(self.host.lower())}"
 
     def __str__(self) -> str:
+        text = self._text
+        if text is None:
+            text = self._render()
+            object.__setattr__(self, "_text", text)
+        return text
+
+    def _render(self) -> str:
         parts = [self.scheme, ":"]
         if self.user is not None:
             parts.append(_quote(self.user, _USER_SAFE))
@@ -321,10 +331,12 @@ URI = SipURI | TelURI | AbsoluteURI
 # an optional port, plain parameters; no escapes, password, IPv6 reference or headers. Such text parses to the
 # same value as the careful path below would give; anything else (or a port out of range) takes that path.
 _PARAM_CHARS = r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$]"
-_SIP_URI_FAST = re.compile(
+SIP_URI_FAST_PATTERN = (
     r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?([A-Za-z0-9\-._]+)(?::([0-9]{1,5}))?"
     rf"((?:;{_PARAM_CHARS}+(?:={_PARAM_CHARS}*)?)*)"
 )
+"""That shape as a pattern with 5 groups (scheme, user, host, port, parameters), for headers to embed."""
+_SIP_URI_FAST = re.compile(SIP_URI_FAST_PATTERN)
 
 
 _PARSED: dict[str, URI] = {}  # text -> URI (immutable values): the same URIs come back with every refresh

@@ -37,6 +37,9 @@ _CALL_ID_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~()<>:\\\"/[]?{}@"
 )
 
+# Bound once: the keys of `Headers.parsed`'s cache, as `Message.top_via` and `Message.cseq` use them.
+_VIA_PARSE, _CSEQ_PARSE = Via.parse, CSeq.parse
+
 
 def check_request(request: Request, supported: Set[str] = frozenset()) -> None:
     """Raise `SipError` if the request must be refused before reaching a transaction user.
@@ -46,40 +49,40 @@ def check_request(request: Request, supported: Set[str] = frozenset()) -> None:
         supported: option tags (RFC 3261 19.2) we support, lower-case.
     """
     headers = request.headers
-    repeated = headers.first_repeated(_SINGLE)
+    singles, repeated = headers.first_values(_SINGLE)  # one pass for the single-valued headers
     if repeated is not None:
         raise SipError(400, f"Multiple {repeated} headers")
     try:
-        via = headers.parsed("Via", Via.parse)  # cached: later users of the top Via do not parse it again
+        via = headers.parsed("Via", _VIA_PARSE)  # cached: later users of the top Via do not parse it again
         if via is None:
             raise SipError(400, "Missing Via header")
         for other in headers.values_after_first("via"):
             Via.parse(other)
     except SipParseError as e:
         raise SipError(400, f"Bad Via header: {e.reason}") from None
-    for name in ("From", "To"):  # checked, not built: an OPTIONS or a CANCEL never looks inside
-        text = headers.get(name)
+    for name, key in (("From", "from"), ("To", "to")):  # checked, not built: an OPTIONS never looks inside
+        text = singles.get(key)
         if text is None:
             raise SipError(400, f"Missing {name} header")
         try:
             NameAddress.check(text)
         except SipParseError as e:
             raise SipError(400, f"Bad {name} header: {e.reason}") from None
-    call_id = headers.get("Call-ID")
+    call_id = singles.get("call-id")
     if not call_id:
         raise SipError(400, "Missing Call-ID header")
     local, at, host = call_id.partition("@")
     if not _CALL_ID_CHARS.issuperset(call_id) or not local or (at and (not host or "@" in host)):
         raise SipError(400, "Bad Call-ID header")
     try:
-        cseq = headers.parsed("CSeq", CSeq.parse)
+        cseq = headers.parsed("CSeq", _CSEQ_PARSE)
     except SipParseError as e:
         raise SipError(400, f"Bad CSeq header: {e.reason}") from None
     if cseq is None:
         raise SipError(400, "Missing CSeq header")
     if cseq.method != request.method:
         raise SipError(400, "CSeq method does not match request method")
-    max_forwards = headers.get("Max-Forwards")
+    max_forwards = singles.get("max-forwards")
     if max_forwards is not None:
         hops: int | None
         if len(max_forwards) < 4 and max_forwards.isdigit() and max_forwards.isascii():  # the common shape

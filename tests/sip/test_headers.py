@@ -737,3 +737,47 @@ def test_via_stamped_value_is_the_parse_of_its_text(via: Via, host: str, port: i
         assert (value, value.params) == (reparsed, reparsed.params)
     assert reparsed.received == host
     assert reparsed.branch == via.branch
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<sip:1001@pbx.example.com>;tag=abc",
+        '"Bob" <sip:bob@10.0.0.1:5060;transport=udp>;tag=1;expires=60',
+        "<sip:bob@10.0.0.1:65535>",
+        "<sip:bob@10.0.0.1:65536>;tag=x",  # port out of range: parse refuses
+        "<sip:bob@10.0.0.1:0>",
+        "<sips:h>;TAG=Up",
+        "<sip:%61lice@h>;tag=2",  # escapes: the careful path
+        "<tel:+15551234>;tag=3",
+        "sip:bob@h;tag=4",  # addr-spec
+        "Bob <sip:bob@h>;tag=5",
+        '"Bell, Alexander" <sip:a@h>',
+        "<sip:a@h>;tag",
+        "<sip:a@h> junk",
+        "<mailto:a@h>",
+        "<sip:[::1]:5060>;tag=6",
+    ],
+)
+def test_name_address_check_and_tag_of_agree_with_parse(text: str) -> None:
+    try:
+        expected: object = NameAddress.parse(text).tag
+    except SipParseError:
+        expected = SipParseError
+    for probe in (NameAddress.check, NameAddress.tag_of):
+        try:
+            result = probe(text)
+        except SipParseError:
+            assert expected is SipParseError, (probe, text)
+            continue
+        assert expected is not SipParseError, (probe, text)
+        if probe is NameAddress.tag_of:
+            assert result == expected
+
+
+@given(st.text(max_size=40))
+@settings(max_examples=300)
+def test_quote_string_fast_path_agrees_with_the_escaping_one(text: str) -> None:
+    controls = {c: " " for c in (*range(0, 9), *range(10, 32), 127)}
+    cleaned = text.translate(controls)
+    assert quote_string(text) == '"' + cleaned.replace("\\", "\\\\").replace('"', '\\"') + '"'

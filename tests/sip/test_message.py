@@ -532,3 +532,28 @@ def test_response_to_generated_request(request: Request) -> None:
     reparsed = parse_message(bytes(response))
     assert isinstance(reparsed, Response)
     assert reparsed.to == response.to
+
+
+def test_first_values_gives_first_values_and_the_first_repeated_name() -> None:
+    headers = Headers([("To", "<sip:a@b>"), ("f", "<sip:c@d>;tag=1"), ("Via", "x"), ("t", "<sip:e@f>")])
+    found, repeated = headers.first_values(frozenset(("to", "from", "call-id")))
+    assert found == {"to": "<sip:a@b>", "from": "<sip:c@d>;tag=1"}
+    assert repeated == "To"
+    assert headers.first_values(frozenset(("via",))) == ({"via": "x"}, None)
+
+
+def test_parsed_keeps_two_parsers_of_one_header_apart_and_forgets_both() -> None:
+    headers = Headers([("Via", "SIP/2.0/UDP a;branch=z9hG4bK1"), ("CSeq", "1 X")])
+    assert headers.parsed("Via", str.upper) == "SIP/2.0/UDP A;BRANCH=Z9HG4BK1"
+    assert headers.parsed("Via", str.lower) == "sip/2.0/udp a;branch=z9hg4bk1"
+    assert headers.parsed("Via", str.upper) == "SIP/2.0/UDP A;BRANCH=Z9HG4BK1"
+    copied = headers.subset(("via",))
+    assert copied.parsed("Via", len) == len("SIP/2.0/UDP a;branch=z9hG4bK1")
+    assert copied.parsed("Via", str.lower) == "sip/2.0/udp a;branch=z9hg4bk1"
+    headers.replace_first("Via", "SIP/2.0/TCP b")
+    assert headers.parsed("Via", str.lower) == "sip/2.0/tcp b"
+    assert headers.parsed("Via", str.upper) == "SIP/2.0/TCP B"
+    headers.remember_parsed("Via", str.upper, "REMEMBERED")
+    assert headers.parsed("Via", str.upper) == "REMEMBERED"
+    assert headers.parsed("Via", str.lower) == "sip/2.0/tcp b"
+    assert headers.parsed("CSeq", str.lower) == "1 x"
