@@ -39,7 +39,7 @@ from pbx.sip.message import Request, Response, new_call_id, new_tag
 from pbx.sip.session import InviteSession
 from pbx.sip.session_events import ISessionListener
 from pbx.sip.targets import Budget
-from pbx.sip.transaction import make_cancel
+from pbx.sip.transaction import IGNORE_OUTCOME, make_cancel
 from pbx.sip.uri import URI
 from pbx.store import Binding
 
@@ -385,7 +385,7 @@ class OutboundLeg:
         transport, host, port = self.destination
         cancel = make_cancel(self.invite)
         # The CANCEL is its own transaction, to the same destination, with the INVITE's top Via.
-        self._stack.send_cancel(cancel, _Ignore(), transport, host, port)
+        self._stack.send_cancel(cancel, IGNORE_OUTCOME, transport, host, port)
 
 
 class CalleeSession(InviteSession):
@@ -474,22 +474,8 @@ def send_in_dialog(
     if method == "BYE":
         dialog.terminate()
     if credentials is None:
-        stack.send_request(request, _Ignore(), *destination)
+        stack.send_request(request, IGNORE_OUTCOME, *destination)
         return
     ClientRequest(
         stack, request, destination, credentials, cache=digests, next_cseq=dialog_cseq(dialog)
     ).start()
-
-
-@implementer(IClientTransactionUser)
-class _Ignore:
-    """For requests whose outcome changes nothing (BYE to a leg that is being torn down, CANCEL)."""
-
-    def response_received(self, transaction: object, response: Any) -> None:
-        pass
-
-    def transaction_timeout(self, transaction: object) -> None:
-        pass
-
-    def transport_error(self, transaction: object, reason: str) -> None:
-        pass

@@ -44,7 +44,7 @@ from pbx.sip.dialog import Dialog
 from pbx.sip.digest import DigestChallenge, UnsupportedAlgorithm
 from pbx.sip.interfaces import IClientTransactionUser
 from pbx.sip.message import Request, Response
-from pbx.sip.transaction import make_cancel
+from pbx.sip.transaction import IGNORE_OUTCOME, make_cancel
 
 Destination = tuple[str, str, int]
 """(transport, host, port) of the next hop."""
@@ -229,7 +229,7 @@ class ClientRequest:
             return
         self._cancel_sent = True
         transport, host, port = self._destination
-        self._stack.send_cancel(make_cancel(self.transaction.request), _IGNORE, transport, host, port)
+        self._stack.send_cancel(make_cancel(self.transaction.request), IGNORE_OUTCOME, transport, host, port)
 
     # -- outcomes ----------------------------------------------------------------------------------------
 
@@ -316,23 +316,6 @@ class _Attempt:
 
     def transport_error(self, transaction: object, reason: str) -> None:
         self.owner._transport_error(self, reason)
-
-
-@implementer(IClientTransactionUser)
-class _Ignore:
-    """The user of a CANCEL's transaction: its answer changes nothing; the INVITE's outcome counts."""
-
-    def response_received(self, transaction: object, response: object) -> None:
-        pass
-
-    def transaction_timeout(self, transaction: object) -> None:
-        pass
-
-    def transport_error(self, transaction: object, reason: str) -> None:
-        pass
-
-
-_IGNORE = _Ignore()
 
 
 def send_authenticated(

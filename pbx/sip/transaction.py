@@ -455,7 +455,9 @@ class _ClientTransaction(Transaction):
 
     def _release(self) -> None:
         super()._release()
-        self.tu = _NO_USER  # the user usually holds us too (an outbound leg keeps its INVITE transaction)
+        self.tu = (
+            IGNORE_OUTCOME  # the user usually holds us too (an outbound leg keeps its INVITE transaction)
+        )
 
 
 # RFC 3261 figure 5 with RFC 6026's Accepted state. A transport error after the final response has been passed
@@ -808,8 +810,9 @@ def _send_nothing(message: object) -> None:
 
 
 @implementer(IClientTransactionUser)
-class _NoUser:
-    """The user of a terminated client transaction: nothing reaches it any more."""
+class IgnoreOutcome:
+    """A client transaction user that changes nothing: for requests whose outcome does not matter (a CANCEL,
+    the BYE of a dialog being torn down), and the user of a terminated transaction. Use `IGNORE_OUTCOME`."""
 
     def response_received(self, transaction: object, response: object) -> None:
         pass
@@ -821,7 +824,7 @@ class _NoUser:
         pass
 
 
-_NO_USER = _NoUser()
+IGNORE_OUTCOME = IgnoreOutcome()
 
 
 @implementer(IServerTransaction)

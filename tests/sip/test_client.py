@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from pbx.sip.client import _IGNORE, ClientRequest, _Attempt, dialog_cseq, send_authenticated
+from pbx.sip.client import ClientRequest, _Attempt, dialog_cseq, send_authenticated
 from pbx.sip.client_auth import (
     Credentials,
 )
@@ -24,6 +24,7 @@ from pbx.sip.interfaces import IClientTransactionUser, IFlow
 from pbx.sip.message import Request
 from pbx.sip.parser import parse_message
 from pbx.sip.stack import SipStack
+from pbx.sip.transaction import IGNORE_OUTCOME
 from pbx.sip.uri import parse_uri
 
 SERVER = ("udp", "192.0.2.20", 5060)
@@ -227,7 +228,7 @@ class ClientFlowTests(ClientCase):
 
     def test_attempt_provides_the_interface(self) -> None:
         verifyObject(IClientTransactionUser, _Attempt(self.client(register()), 1))
-        verifyObject(IClientTransactionUser, _IGNORE)
+        verifyObject(IClientTransactionUser, IGNORE_OUTCOME)
 
 
 class InviteTests(ClientCase):
