@@ -34,7 +34,7 @@ from pbx.media.dtmf import parse_dtmf_info
 from pbx.sip.errors import SipError
 from pbx.sip.message import Request, Response
 from pbx.sip.sdp import SdpError, SessionDescription
-from pbx.sip.session_events import ISessionListener, SessionRequestFailed
+from pbx.sip.session_events import ISessionListener, SessionListener, SessionRequestFailed
 
 if TYPE_CHECKING:
     from pbx.b2bua.call import Call
@@ -63,7 +63,7 @@ def _is_sdp(content_type: str) -> bool:
 
 
 @implementer(ISessionListener)
-class CallSide:
+class CallSide(SessionListener):
     """The listener of one side's session: passes what it receives to the other side (module docstring).
 
     Attributes:
@@ -225,20 +225,7 @@ class CallSide:
 
     # -- the initial INVITE and the end ------------------------------------------------------------------
 
-    def provisional(self, session: InviteSession, response: Response) -> None:
-        pass
-
-    def answered(self, session: InviteSession, response: Response) -> None:
-        pass
-
-    def failed(self, session: InviteSession, status: int, response: Response | None) -> None:
-        pass
-
-    def cancelled(self, session: InviteSession) -> None:
-        pass
-
-    def confirmed(self, session: InviteSession) -> None:
-        pass
+    # provisional, answered, failed, cancelled, confirmed: nothing to do (SessionListener's no-ops)
 
     def terminated(self, session: InviteSession, reason: str) -> None:
         call = self._call()

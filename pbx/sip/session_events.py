@@ -105,7 +105,11 @@ class ISessionListener(Interface):
 
 @implementer(ISessionListener)
 class SessionListener:
-    """An `ISessionListener` that refuses offers (488), accepts nothing else and ignores every event."""
+    """An `ISessionListener` that refuses offers (488), accepts nothing else and ignores every event.
+
+    A base for listeners that care about a few events (it has no instance dictionary of its own)."""
+
+    __slots__ = ()
 
     def offer_received(self, session: InviteSession, body: bytes, content_type: str) -> object:
         raise SipError(488)
