@@ -33,7 +33,7 @@ from pbx.b2bua.bridge import CallSide, music_on_hold
 from pbx.b2bua.dialing import Dialing
 from pbx.b2bua.leg import OutboundLeg
 from pbx.b2bua.media import MediaBridge, accepted_audio, parse_sdp
-from pbx.dialplan import Action, DialplanError, RunState
+from pbx.dialplan import Action, DialplanError, DialplanUnavailable, RunState
 from pbx.dialplan.interpreter import run_actions
 from pbx.sip.errors import SipError
 from pbx.sip.interfaces import IServerTransaction
@@ -187,6 +187,9 @@ class Call(Dialing):
             if self.invite.body:  # RFC 3261 13.2.1: a bad offer is refused before any action runs
                 self.offer_sdp = parse_sdp(self.invite.body, self.invite.headers.get("Content-Type"))
             await run_actions(self)
+        except DialplanUnavailable:  # the engine could not read a template now (logged once there)
+            self._fail(503, "Dialplan Unavailable", (("Retry-After", "5"),))
+            return
         except DialplanError as e:
             self._log.error("Dialplan error for call {id}: {e}", id=self.id, e=str(e))
             self._fail(500, "Dialplan Error")

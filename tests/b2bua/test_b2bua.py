@@ -16,6 +16,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from pbx.dialplan import DialplanUnavailable
 from pbx.media.interfaces import IMediaRelay, IRelayLeg, IRelaySession
 from pbx.sip.interfaces import IDialogUsage, IFlow, IServerTransaction, ITransactionUser
 from pbx.sip.sdp import SessionDescription
@@ -241,6 +242,19 @@ class DialplanTests(B2BUATestCase):
         h.clock.advance(1_700_000_000)  # 2023-11-14 22:13:20 UTC
         phone = h.place_call("5555")
         self.assertEqual(statuses(phone.txn), [422])
+        self.assertIdle(h)
+
+    def test_an_unreadable_dialplan_is_503_with_retry_after(self) -> None:
+        """A template the engine cannot read now (descriptors out, say): a temporary 503, not a 500."""
+        h = self.build("dial 1002")
+
+        def unreadable(*args: Any, **kwargs: Any) -> Any:
+            raise DialplanUnavailable("cannot read the template now (Too many open files)", "main.j2")
+
+        h.b2bua._dialplans.render = unreadable  # type: ignore[method-assign]
+        phone = h.place_call("1002")
+        self.assertEqual(statuses(phone.txn), [503])
+        self.assertEqual(phone.txn.responses[-1].headers.get("Retry-After"), "5")
         self.assertIdle(h)
 
     def test_hangup_with_a_code_rejects_with_it(self) -> None:
