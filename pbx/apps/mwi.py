@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from pbx.registrar import BruteForceGuard, ChallengePolicy, Domain
 from pbx.sip.auth import AuthOutcome, AuthResult, DigestAuthenticator
-from pbx.sip.errors import SipError, SipParseError
+from pbx.sip.errors import SipError
 from pbx.sip.events.message_summary import CONTENT_TYPE, EVENT, MessageSummary
 from pbx.sip.interfaces import IFlow, IServerTransaction
 from pbx.sip.message import Request, Response
@@ -114,15 +114,7 @@ class MwiAuthorizer:
         """The 401 for a new SUBSCRIBE without credentials, answered without a transaction (RFC 3261 8.2.7,
         as the registrar does: `SipStack.answer_statelessly`); refreshes inside a dialog (To tag), requests
         with Authorization and refused ones go the stateful way (None)."""
-        if "Authorization" in request.headers:
-            return None
-        try:
-            if request.to.tag is not None:
-                return None
-        except SipParseError:
-            return None
-        uri = request.uri
-        domain = self._domains(uri.host) if isinstance(uri, SipURI) else None
+        domain = self._challenges.unauthenticated_domain(request, self._domains, proxy=False)
         if domain is None:
             return None
         self.counters["challenged"] += 1

@@ -245,17 +245,7 @@ class B2BUA:
         else goes the stateful way (None): requests in a dialog, with Proxy-Authorization, from a trusted
         peer, to a domain not served (refused there with the reason). The ACK of such a 407 matches no
         transaction and no dialog and is dropped in `ack_received`."""
-        if "Proxy-Authorization" in request.headers:
-            return None
-        try:
-            if request.to.tag is not None:
-                return None
-        except SipParseError:
-            return None
-        uri = request.uri
-        if not isinstance(uri, SipURI):
-            return None
-        domain = self._domains(uri.host)
+        domain = self._challenges.unauthenticated_domain(request, self._domains, proxy=True)
         if domain is None:
             return None
         if self._peers is not None and self._peers(domain.tenant, flow.remote_address[0]) is not None:

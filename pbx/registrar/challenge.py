@@ -15,13 +15,19 @@ It knows nothing of REGISTER or INVITE semantics: its callers decide what to aut
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
 from pbx.registrar.guard import BruteForceGuard
 from pbx.sip.auth import AuthOutcome, AuthResult, DigestAuthenticator
+from pbx.sip.errors import SipParseError
 from pbx.sip.message import Request, Response
+from pbx.sip.uri import SipURI
+
+if TYPE_CHECKING:
+    from pbx.registrar.registrar import Domain
 
 
 class ChallengePolicy:
@@ -53,6 +59,24 @@ class ChallengePolicy:
             return None
         user_agent = (request.headers.get("User-Agent") or "").lower()
         return ("MD5",) if any(agent in user_agent for agent in self._md5_only) else None
+
+    @staticmethod
+    def unauthenticated_domain(
+        request: Request, domains: Callable[[str], Domain | None], *, proxy: bool
+    ) -> Domain | None:
+        """The served domain of a new request (no To tag) that carries no credentials (no Authorization, or
+        with `proxy` no Proxy-Authorization): one that may be challenged statelessly (RFC 3261 8.2.7, a
+        flood of them then costs no state). None for anything else, which goes the stateful way (requests
+        in a dialog, with credentials, with a To that does not parse, to a domain not served)."""
+        if ("Proxy-Authorization" if proxy else "Authorization") in request.headers:
+            return None
+        try:
+            if request.to.tag is not None:
+                return None
+        except SipParseError:
+            return None
+        uri = request.uri
+        return domains(uri.host) if isinstance(uri, SipURI) else None
 
     def challenge(self, request: Request, realm: str, *, proxy: bool, stale: bool = False) -> Response:
         """A 401 (or, with `proxy`, a 407) challenging `request` for `realm`."""

@@ -16,7 +16,7 @@ from pbx.store import Binding, MemoryLocationStore
 
 from .fakes import FakeStack, FakeStreamFlow, binding
 
-PRIVATE_CONTACT = "sip:1001@192.168.1.10:5060"
+PRIVATE_CONTACT = "sip:1001@192.168.1.10:5060"  # data only: a Contact behind NAT, never sent to
 
 
 class Setup:
@@ -74,8 +74,8 @@ class OptionsOverUdpTests(SynchronousTestCase):
 
     def test_every_binding_is_pinged_each_round(self) -> None:
         s = Setup(
-            binding("sip:a@10.0.0.1", received="udp:203.0.113.1:5060"),
-            binding("sip:b@10.0.0.2", aor="1002", received="udp:203.0.113.2:5060"),
+            binding("sip:a@10.0.0.1", received="udp:203.0.113.1:5060"),  # data only
+            binding("sip:b@10.0.0.2", aor="1002", received="udp:203.0.113.2:5060"),  # data only
             binding("sip:c@10.0.0.3", tenant="globex", received="udp:203.0.113.3:5060"),
         )
         self.assertEqual(
@@ -171,7 +171,7 @@ class OptionsOverUdpTests(SynchronousTestCase):
 
     def test_a_failing_ping_is_logged_and_the_round_goes_on(self) -> None:
         s = Setup(
-            binding("sip:a@10.0.0.1", received="udp:203.0.113.1:5060"),
+            binding("sip:a@10.0.0.1", received="udp:203.0.113.1:5060"),  # data only
             binding("sip:b@10.0.0.2", received="udp:203.0.113.2:5060"),
         )
         s.stack.fail_for.add("203.0.113.1")
