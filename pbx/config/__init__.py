@@ -21,6 +21,8 @@ from pbx.config.model import (
     TrustedPeer,
     normalize_host,
 )
+from pbx.config.trunks import Trunk
+from pbx.config.voicemail import Mailbox, SmtpConfig, VoicemailConfig
 
 __all__ = [
     "CallsConfig",
@@ -37,6 +39,10 @@ __all__ = [
     "TlsConfig",
     "OutboundCredentials",
     "TrustedPeer",
+    "Mailbox",
+    "SmtpConfig",
+    "Trunk",
+    "VoicemailConfig",
     "load_config",
     "normalize_host",
     "parse_config",

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from pbx.config.trunks import Trunk
+from pbx.config.voicemail import Mailbox, SmtpConfig, VoicemailConfig
+
 TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls")
 """The transports a listener may use, lower-case."""
 
@@ -396,6 +399,9 @@ class Tenant:
             (never empty, each an extension of this tenant, no duplicates), in the configured order.
         peers: The peers whose INVITEs for this tenant are authenticated by source address; none by
             default (every INVITE is challenged).
+        credentials: What the PBX answers a challenge from a SIP URI target with, per realm.
+        mailboxes: The tenant's voicemail boxes by number, read-only.
+        trunks: The tenant's SIP trunks by name, read-only, in the configured order.
     """
 
     name: str
@@ -406,9 +412,15 @@ class Tenant:
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     peers: tuple[TrustedPeer, ...] = ()
     credentials: tuple[OutboundCredentials, ...] = ()
+    mailboxes: Mapping[str, Mailbox] = field(default_factory=dict, hash=False)
+    trunks: Mapping[str, Trunk] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", tuple(self.peers))
+        for name in ("mailboxes", "trunks"):
+            value = getattr(self, name)
+            if not isinstance(value, MappingProxyType):
+                object.__setattr__(self, name, MappingProxyType(dict(value)))
         if not self.realm:
             object.__setattr__(self, "realm", self.domain)
         object.__setattr__(self, "aliases", tuple(self.aliases))
@@ -442,6 +454,8 @@ class Config:
         media: RTP media relay settings.
         calls: B2BUA call settings.
         mwi: Message waiting indication settings.
+        voicemail: Voicemail recording and access settings.
+        smtp: The SMTP server for voicemail e-mail.
     """
 
     source: Path | None
@@ -457,6 +471,8 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     calls: CallsConfig = field(default_factory=CallsConfig)
     mwi: MwiConfig = field(default_factory=MwiConfig)
+    voicemail: VoicemailConfig = field(default_factory=VoicemailConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
     _by_host: Mapping[str, Tenant] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -5,9 +5,17 @@ This package imports nothing from the rest of `pbx`; it knows nothing of SIP mes
 reactor.
 """
 
-from pbx.store.interfaces import ICdrStore, ILocationStore, StoreClosedError, StoreError
+from pbx.store.interfaces import ICdrStore, ILocationStore, IVoicemailStore, StoreClosedError, StoreError
 from pbx.store.memory import MemoryLocationStore
-from pbx.store.records import Binding, BindingChange, Cdr, DeleteAor, DeleteBinding, PutBinding
+from pbx.store.records import (
+    Binding,
+    BindingChange,
+    Cdr,
+    DeleteAor,
+    DeleteBinding,
+    PutBinding,
+    VoicemailMessage,
+)
 from pbx.store.sqlite import SqliteLocationStore
 
 __all__ = [
@@ -18,6 +26,8 @@ __all__ = [
     "DeleteAor",
     "DeleteBinding",
     "ILocationStore",
+    "IVoicemailStore",
+    "VoicemailMessage",
     "MemoryLocationStore",
     "PutBinding",
     "SqliteLocationStore",

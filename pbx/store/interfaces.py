@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from pbx.store.records import Binding, BindingChange, Cdr
+from pbx.store.records import Binding, BindingChange, Cdr, VoicemailMessage
 
 
 class StoreError(Exception):
@@ -85,3 +85,34 @@ class ICdrStore(Interface):
 
     def cdrs(limit: int) -> Deferred[list[Cdr]]:
         """The most recent CDRs, newest first, at most `limit`."""
+
+
+class IVoicemailStore(Interface):
+    """The index of voicemail messages and the PINs owners changed, per (tenant, mailbox).
+
+    The audio is not in the store: the caller writes the WAV durably first and adds the index entry after, so
+    an entry never names missing audio. Every method returns a Deferred that fires on the reactor thread once
+    the change is durable; operations take effect in the order they were called.
+    """
+
+    def add_message(message: VoicemailMessage) -> Deferred[None]:
+        """Add a message's entry (replacing one with the same tenant, mailbox and id)."""
+
+    def messages(tenant: str, mailbox: str) -> Deferred[list[VoicemailMessage]]:
+        """The box's messages, oldest first (new and old)."""
+
+    def all_messages() -> Deferred[list[VoicemailMessage]]:
+        """Every message of every box (start-up: counts for MWI, orphan checks, mails to retry)."""
+
+    def update_message(message: VoicemailMessage) -> Deferred[None]:
+        """Store a changed entry (its folder or `emailed`), found by tenant, mailbox and id;
+        absent is no error."""
+
+    def delete_message(tenant: str, mailbox: str, id: str) -> Deferred[None]:
+        """Remove an entry; absent is no error (the caller removes the WAV after)."""
+
+    def pin_hash(tenant: str, mailbox: str) -> Deferred[str | None]:
+        """The hash of the PIN the owner set by phone, or None when the config's PIN applies."""
+
+    def set_pin_hash(tenant: str, mailbox: str, pin_hash: str) -> Deferred[None]:
+        """Store the hash of a PIN the owner set (the PIN itself is never stored)."""

@@ -166,3 +166,43 @@ class Cdr:
     def billsec(self) -> float:
         """Seconds from the answer to the end (0 when never answered)."""
         return 0.0 if self.answer is None else self.end - self.answer
+
+
+FOLDERS: tuple[str, ...] = ("new", "old")
+"""The folders of a voicemail message: not yet heard, heard and kept."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VoicemailMessage:
+    """One voicemail message's index entry; its audio is a WAV file the entry names.
+
+    Attributes:
+        tenant: The tenant's name.
+        mailbox: The mailbox number.
+        id: The message's identifier, unique in the mailbox (also the WAV file's stem).
+        folder: One of `FOLDERS`.
+        caller_number: The caller's number ("" when withheld or unknown).
+        caller_name: The caller's display name, possibly "".
+        received_at: Wall-clock epoch seconds when the recording started.
+        duration: Seconds of audio.
+        call_id: The PBX's id of the call that left it.
+        audio: The WAV file, relative to the PBX's data directory
+            ("voicemail/TENANT/MAILBOX/ID.wav").
+        emailed: Whether it was handed to the SMTP server (for retries after a restart).
+    """
+
+    tenant: str
+    mailbox: str
+    id: str
+    folder: str = "new"
+    caller_number: str = ""
+    caller_name: str = ""
+    received_at: float
+    duration: float
+    call_id: str = ""
+    audio: str
+    emailed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.folder not in FOLDERS:
+            raise ValueError(f"folder must be one of {FOLDERS}, not {self.folder!r}")

@@ -1,0 +1,85 @@
+"""SIP trunks as frozen values: `[tenants.NAME.trunks.TRUNK]`, a carrier the PBX registers to, sends
+calls out through and takes calls (for its DIDs) from.
+
+Like `pbx.config.model` it imports only the standard library; the password is left out of every ``repr``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DTMF_MODES: tuple[str, ...] = ("rfc4733", "info", "inband")
+"""How key presses travel on a trunk: RFC 4733 telephone-events, SIP INFO, or tones in the audio."""
+DID_SOURCES: tuple[str, ...] = ("request-uri", "to")
+"""Where a trunk's inbound calls carry the called number (carriers differ)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Trunk:
+    """A carrier's SIP trunk.
+
+    Attributes:
+        name: The trunk's name (letters, digits, '.', '_', '-'), unique in its tenant;
+            `dial trunk:NAME/NUMBER` names it.
+        host: The carrier's host name or address, resolved by RFC 3263 (NAPTR, SRV, A/AAAA); also the
+            domain of the From/To/Request-URI of calls and registrations. Required unless `proxies` is set.
+        port: The carrier's port; 0 lets RFC 3263 choose (SRV, else 5060/5061).
+        proxies: An explicit list of "host[:port]" tried in order instead of resolving `host`.
+        transport: "udp", "tcp", "tls", or "" to let RFC 3263 choose.
+        outbound_proxy: "host[:port]" every request is sent to (a Route), or "".
+        username: The account's user: the user of From in calls and of the REGISTER's To/From.
+        auth_username: The digest user name when it differs from `username` ("" means `username`).
+        password: The digest password; never logged.
+        realm: The realm the credentials answer ("" answers any realm this trunk challenges with).
+        register: Whether the PBX registers to the carrier.
+        contact_user: The user part of the Contact the PBX registers ("" means `username`); inbound calls
+            to this Contact are the trunk's.
+        register_expires: The registration interval asked for, in seconds.
+        options_interval: Seconds between OPTIONS pings that mark the trunk up or down (0: no pings).
+        codecs: The codecs offered to the carrier, in order of preference.
+        dtmf: One of `DTMF_MODES`: how the carrier wants key presses.
+        caller_id: The number presented on every outbound call ("" presents the caller's own number as the
+            dialplan built it).
+        caller_id_name: The name presented with it ("" for the caller's name).
+        send_pai: Whether outbound calls carry P-Asserted-Identity (RFC 3325) with the presented number.
+        dids: The numbers the carrier delivers on this trunk, as they arrive (digits, optional "+").
+        did_source: One of `DID_SOURCES`.
+        networks: Source networks (CIDR) the carrier calls from; an inbound call from elsewhere is not the
+            trunk's unless it is addressed to the registered Contact.
+        max_calls: The most concurrent calls on the trunk (0: no limit).
+        enabled: A disabled trunk neither registers nor carries calls.
+    """
+
+    name: str
+    host: str = ""
+    port: int = 0
+    proxies: tuple[str, ...] = ()
+    transport: str = ""
+    outbound_proxy: str = ""
+    username: str = ""
+    auth_username: str = ""
+    password: str = field(default="", repr=False)
+    realm: str = ""
+    register: bool = False
+    contact_user: str = ""
+    register_expires: int = 3600
+    options_interval: float = 0.0
+    codecs: tuple[str, ...] = ("PCMU", "PCMA", "telephone-event")
+    dtmf: str = "rfc4733"
+    caller_id: str = ""
+    caller_id_name: str = ""
+    send_pai: bool = True
+    dids: tuple[str, ...] = ()
+    did_source: str = "request-uri"
+    networks: tuple[str, ...] = ()
+    max_calls: int = 0
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("proxies", "codecs", "dids", "networks"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @property
+    def auth_user(self) -> str:
+        """The digest user name: `auth_username`, else `username`."""
+        return self.auth_username or self.username
