@@ -272,7 +272,9 @@ def test_messages_survive_kill_9_and_restart(tmp_path):
     process = PbxProcess(ports["path"])
     try:
         process.wait_ready(ports["listeners"])
-        assert "Voicemail: 2 messages in 1 boxes (1 recovered)" in process.output
+        output = process.output
+        recovered = output.index("Voicemail: 2 messages in 1 boxes (1 recovered)")
+        assert recovered < output.index("PBX ready: "), "recovery ends before the PBX says it is ready"
         assert not half.exists() and not acknowledged.with_suffix(".json").exists()
         xml = scenario(tmp_path, "mwi_counts.xml.in", host="127.0.0.1", waiting="yes", counts="2/0")
         sipp(process, ports, tmp_path, xml, "1002", "pass1002")
