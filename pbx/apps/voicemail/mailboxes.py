@@ -241,8 +241,10 @@ class Mailboxes:
             return message
 
         def failed(failure: Failure) -> Failure:
-            self._log.failure(
-                "Voicemail: storing a message for {box} failed", failure, box=f"{tenant}/{number}"
+            self._log.warn(
+                "Voicemail: the message for {box} was not stored ({why}); its recording is discarded",
+                box=f"{tenant}/{number}",
+                why=failure.getErrorMessage(),
             )
             self.discard(audio)
             return failure
