@@ -4,7 +4,10 @@ The call's two sides are "a" (the caller) and "b" (whoever is called: every fork
 arrives from one side is learnt (where that side's peer wants media) and rewritten for the other side, so each
 phone only ever sees the PBX's address and relay ports (topology hiding). The first audio stream is relayed;
 other streams (video) are declined with port 0, since the relay carries one audio stream per call. Codecs
-are filtered to an allow-list; the B2BUA does not transcode, so what both ends have passes through.
+are filtered to an allow-list. Between the two sides (`pbx.b2bua.codec_plan`): an offer passed on gets the
+other G.711 law and telephone-event when it lacks them, the answer passed back is put in the offerer's terms,
+and the relay converts PCMU <-> PCMA and DTMF (RFC 4733, SIP INFO, in band) where the two phones differ
+(`pbx.media.dtmf_interwork`, once the relay has a clock); legs left without a common codec get 488.
 
 Every body the B2BUA takes from a phone goes through `parse_sdp` first (RFC 3261 13.2.1, RFC 3264): a body
 that is not `application/sdp`, malformed, too large (`pbx.sip.sdp` limits), or whose audio stream has a `c=`
@@ -20,6 +23,8 @@ import ipaddress
 import random
 from collections.abc import Sequence
 
+from pbx.b2bua.codec_plan import answer_for, augment_offer, restrict_offer_to
+from pbx.media.dtmf_interwork import Interworking, LegFormats
 from pbx.media.interfaces import IMediaRelay, IRelaySession
 from pbx.media.ports import PortsExhausted
 from pbx.sip.errors import SipError
@@ -159,7 +164,17 @@ class MediaBridge:
         codecs: encoding names allowed through ("PCMU", "PCMA", "telephone-event" ...); ("*",) for all.
     """
 
-    __slots__ = ("_codecs", "_session_ids", "_versions", "closed", "session")
+    __slots__ = (
+        "_allows_info",
+        "_codecs",
+        "_formats",
+        "_offers",
+        "_session_ids",
+        "_versions",
+        "closed",
+        "interworking",
+        "session",
+    )
 
     def __init__(self, relay: IMediaRelay, call_id: str, codecs: Sequence[str] = ("*",)) -> None:
         try:
@@ -167,6 +182,11 @@ class MediaBridge:
         except PortsExhausted:
             raise SipError(503, "No media ports left", [("Retry-After", "5")]) from None
         self._codecs = _allowed(codecs)
+        clock = getattr(relay, "clock", None)  # converting DTMF paces what it generates
+        self.interworking = Interworking(self.session, clock) if clock is not None else None
+        self._offers: list[MediaDescription | None] = [None, None]  # each side's last audio offer
+        self._formats: list[LegFormats | None] = [None, None]  # each side's negotiated formats
+        self._allows_info = [False, False]
         # o= session ids must differ between calls, not be secret (RFC 8866 5.2): no system call for them.
         # Per side, indexed by _SIDE: lists, not dicts (one bridge per call is kept for the call's length).
         self._session_ids = [str(_random.randrange(1, 10**9)), str(_random.randrange(1, 10**9))]
@@ -174,14 +194,22 @@ class MediaBridge:
         self.closed = False
 
     def forward(
-        self, from_side: str, body: bytes, *, is_offer: bool, parsed: SessionDescription | None = None
+        self,
+        from_side: str,
+        body: bytes,
+        *,
+        is_offer: bool,
+        parsed: SessionDescription | None = None,
+        codecs: Sequence[str] | None = None,
     ) -> bytes:
         """Learn the SDP that `from_side`'s peer sent and rewrite it for the other side's peer. `parsed`:
-        what `parse_sdp(body)` returned already (a body is parsed once).
+        what `parse_sdp(body)` returned already (a body is parsed once). `codecs`: for an offer, the
+        encodings the other side takes, in its order of preference (a trunk's list), None for any.
 
         Raises:
-            SipError: 400 for malformed SDP, 488 when no allowed codec is left in an offer or the audio
-                stream's address is not an IP address (`parse_sdp`), 413 for an oversized body.
+            SipError: 400 for malformed SDP, 488 when no allowed codec is left in an offer, or when an
+                answer leaves the two sides without a codec in common that the relay can bridge, or the
+                audio stream's address is not an IP address (`parse_sdp`), 413 for an oversized body.
         """
         sdp = parsed if parsed is not None else parse_sdp(body)
         audio = self._audio_index(sdp)
@@ -194,9 +222,16 @@ class MediaBridge:
                     leg.set_remote(connection.address, media.port, media.rtcp_port)
                 except ValueError:
                     pass  # a host name or an address the relay cannot reach: latching learns the real one
-            if is_offer and self._codecs is not None:
-                media = self._filter(media)
-                sdp = sdp.with_media(tuple(media if i == audio else m for i, m in enumerate(sdp.media)))
+            if is_offer:
+                passed = self._filter(media) if self._codecs is not None else media
+                self._offers[_SIDE[from_side]] = passed
+                if codecs is not None:
+                    passed = restrict_offer_to(passed, codecs)
+                passed = augment_offer(passed, self._codecs)
+            else:
+                passed = self._answered(from_side, media)
+            if passed is not media:
+                sdp = sdp.with_media(tuple(passed if i == audio else m for i, m in enumerate(sdp.media)))
         to_side = OTHER[from_side]
         out_leg = self.session.leg(to_side)
         ports: list[int | None] = [
@@ -213,6 +248,41 @@ class MediaBridge:
             version=self._versions[index],
         )
         return rewritten.to_bytes()
+
+    def _answered(self, from_side: str, media: MediaDescription) -> MediaDescription:
+        """`from_side`'s answer in the terms of the other side's offer; the relay converts between them."""
+        offerer = OTHER[from_side]
+        offer = self._offers[_SIDE[offerer]]
+        if offer is None or not media.port:
+            return media
+        out, offerer_formats, answerer_formats = answer_for(offer, media)
+        self._formats[_SIDE[offerer]] = offerer_formats
+        self._formats[_SIDE[from_side]] = answerer_formats
+        self._configure()
+        return out
+
+    def _configure(self) -> None:
+        a, b = self._formats
+        if self.interworking is not None and a is not None and b is not None:
+            info_a, info_b = self._allows_info
+            self.interworking.configure(
+                LegFormats(a.audio, a.telephone_event, info_a), LegFormats(b.audio, b.telephone_event, info_b)
+            )
+
+    def note_allow(self, side: str, allow: str | None) -> None:
+        """The Allow header of `side`'s phone (its INVITE, its 2xx): INFO there means it takes DTMF INFO."""
+        methods = {m.strip().upper() for m in (allow or "").split(",")}
+        info = "INFO" in methods
+        if info != self._allows_info[_SIDE[side]]:
+            self._allows_info[_SIDE[side]] = info
+            self._configure()
+
+    def dtmf_info(self, side: str, digit: str, duration_ms: int | None) -> bool:
+        """A DTMF INFO from `side`'s phone: True when the PBX converted it for the other side (answer it
+        200, pass nothing on), False to pass it on as it is."""
+        if self.interworking is None or self.closed:
+            return False
+        return self.interworking.info_received(side, digit, duration_ms)
 
     def local_offer(self, side: str) -> bytes:
         """An offer of `LOCAL_CODECS` at `side`'s relay leg (the PBX as the media end of a caller whose
@@ -247,4 +317,6 @@ class MediaBridge:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            if self.interworking is not None:
+                self.interworking.close()
             self.session.close()

@@ -34,7 +34,9 @@ Packets that arrive before the other leg knows where to send are dropped and cou
 The hot path, `_Channel.datagramReceived`, reads a few attributes and calls one `transport.write`; latching
 decisions, time and logging are off it. This module does not know about SIP or SDP, ICE/STUN, RTCP-mux
 negotiation (multiplexed RTCP simply passes the RTP check and is relayed on the RTP sockets), SRTP,
-transcoding or media timeouts (read `stats()` to detect a silent call).
+or media timeouts (read `stats()` to detect a silent call). Transcoding and DTMF interworking are not here:
+`UdpRelayLeg.set_transform(f)` passes what a leg's phone sends through `f` before it is relayed (the call's
+`pbx.media.interwork` objects); without one the hot path is unchanged.
 
 The PBX itself can speak and listen on a leg (IVR, music on hold): `UdpRelayLeg.attach(consumer)` hands
 what that leg's phone sends to `consumer.rtp_received`/`rtcp_received` instead of relaying it (latching still
@@ -73,6 +75,7 @@ from pbx.media.interfaces import (
     SessionStats,
 )
 from pbx.media.ports import PortPool, PortsExhausted, out_of_resources
+from pbx.media.relay_addresses import AddressRules as _AddressRules
 
 __all__ = [
     "DEFAULT_MAX_PACKET",
@@ -85,6 +88,7 @@ __all__ = [
 ]
 
 Address = tuple[str, int]
+Transform = Callable[[bytes], "bytes | None"]
 
 SWITCH_AFTER = 3  # packets in a row from a new source that move the latch
 QUIET_SECONDS = 0.5  # silence of the latched source after which one packet from a new source moves the latch
@@ -141,6 +145,7 @@ class _Channel(DatagramProtocol):
         "_run",
         "_run_mark",
         "_send",
+        "_transform",
         "consumer_errors",
         "dropped",
         "foreign",
@@ -191,6 +196,7 @@ class _Channel(DatagramProtocol):
         self.unsent = 0  # ... that it could not, because the phone's address was unknown or closed
         self.consumer_errors = 0
         self._consumer: Callable[[bytes, Address], object] | None = None  # set while the leg is attached
+        self._transform: Transform | None = None  # rewrites relayed RTP (transcoding, DTMF interworking)
         self._own_port: Any = None  # this channel's own socket (an IListeningPort with `write`)
         self._candidate: Address | None = None  # a new source competing for the latch
         self._run = 0  # its packets in a row
@@ -219,6 +225,7 @@ class _Channel(DatagramProtocol):
             clone._run,
             clone._run_mark,
             clone._send,
+            clone._transform,
             clone.consumer_errors,
             clone.dropped,
             clone.foreign,
@@ -253,6 +260,7 @@ class _Channel(DatagramProtocol):
             self._run,
             self._run_mark,
             self._send,
+            self._transform,
             self.consumer_errors,
             self.dropped,
             self.foreign,
@@ -282,7 +290,7 @@ class _Channel(DatagramProtocol):
         self.relatched = self.send_errors = self.sent = self.unsent = self.consumer_errors = 0
         self._run = self._run_mark = 0
         self._heard_mark = -1
-        self.last = self.sent_last = self._continue = self._offsets = None
+        self.last = self.sent_last = self._continue = self._offsets = self._transform = None
         self._continued_ssrc = -1
         if self.datagramReceived.__func__ is not _Channel.datagramReceived:  # type: ignore[attr-defined]
             del self.datagramReceived  # attached or continuing: back to the class's hot path
@@ -318,6 +326,17 @@ class _Channel(DatagramProtocol):
         if target is None:
             self.dropped += 1
             return
+        datagram = self._continued(datagram)
+        self.packets += 1
+        self.octets += len(datagram)
+        self.last = datagram
+        try:
+            self._send(datagram, target)
+        except Exception as e:
+            self._send_failed(target, e)
+
+    def _continued(self, datagram: bytes) -> bytes:
+        """`datagram` with SSRC, sequence number and timestamp moved to continue `_continue`'s stream."""
         seq, ts, ssrc = _RTP_IDS.unpack_from(datagram, 2)
         out_ssrc, out_seq, out_ts = self._continue or (ssrc, seq, ts)  # the last packet the phone got
         offsets = self._offsets
@@ -328,14 +347,57 @@ class _Channel(DatagramProtocol):
         self._continue = (out_ssrc, out_seq, out_ts)
         out = bytearray(datagram)
         _RTP_IDS.pack_into(out, 2, out_seq, out_ts, out_ssrc)
-        datagram = bytes(out)
+        return bytes(out)
+
+    def _relay_transformed(self, datagram: bytes, addr: Address) -> None:
+        """`datagramReceived` with a transform set (`set_transform`): relay what the transform returns
+        (after the continuing rewrite, if any); a packet it swallows (None) is neither relayed nor
+        counted."""
+        if len(datagram) < _RTP_MIN or (datagram[0] & 0xC0) != 0x80:
+            self.invalid += 1
+            return
+        if addr != self.source and not self._learn(addr):
+            return
+        target = self.target
+        if target is None:
+            self.dropped += 1
+            return
+        if self._continue is not None:
+            datagram = self._continued(datagram)
+        transform = self._transform
+        out = transform(datagram) if transform is not None else datagram
+        if out is None:
+            return
         self.packets += 1
-        self.octets += len(datagram)
-        self.last = datagram
+        self.octets += len(out)
+        self.last = out
         try:
-            self._send(datagram, target)
+            self._send(out, target)
         except Exception as e:
             self._send_failed(target, e)
+
+    def _relaying(self) -> Callable[[bytes, Address], None] | None:
+        """The `datagramReceived` of an unattached channel: None for the class's hot path."""
+        if self._transform is not None:
+            return self._relay_transformed
+        if self._continue is not None:
+            return self._relay_continuing
+        return None
+
+    def _set_relaying(self) -> None:
+        method = self._relaying()
+        if method is not None:
+            self.datagramReceived = method  # type: ignore[method-assign,assignment]
+        elif self.datagramReceived.__func__ is not _Channel.datagramReceived:  # type: ignore[attr-defined]
+            del self.datagramReceived
+
+    def set_transform(self, transform: Transform | None) -> None:
+        """Pass relayed RTP through `transform` (None: relay as received) from the next packet on."""
+        if self.kind != "RTP":
+            return
+        self._transform = transform
+        if self._consumer is None:
+            self._set_relaying()
 
     def continue_stream(self, last: bytes) -> None:
         """From now on, rewrite relayed RTP to continue the stream whose last packet was `last` (what the
@@ -347,7 +409,7 @@ class _Channel(DatagramProtocol):
         self._offsets = None
         self.last = None  # the old relayed stream is not what the phone heard last any more
         if self._consumer is None:
-            self.datagramReceived = self._relay_continuing  # type: ignore[method-assign]
+            self._set_relaying()
 
     def _deliver(self, datagram: bytes, addr: Address) -> None:
         """`datagramReceived` while attached: validate and latch as usual, then hand to the consumer."""
@@ -384,10 +446,7 @@ class _Channel(DatagramProtocol):
         phone sends is rewritten to continue that stream."""
         if self._consumer is not None:
             self._consumer = None
-            if self._continue is None:
-                del self.datagramReceived  # back to the class's hot path
-            else:
-                self.datagramReceived = self._relay_continuing  # type: ignore[method-assign]
+            self._set_relaying()  # the class's hot path, or the continuing or transforming one
             self._point_peer()
             if self.sent_last is not None and self._peer is not None:
                 self._peer.continue_stream(self.sent_last)
@@ -502,50 +561,6 @@ class _RtcpChannel(_Channel):
     kind = "RTCP"
 
 
-class _AddressRules:
-    """Turns SDP addresses into destinations the relay's sockets can send to."""
-
-    def __init__(self, bind_host: str) -> None:
-        bind = ipaddress.ip_address(bind_host)
-        self.ipv6 = bind.version == 6
-        self.dual_stack = self.ipv6 and bind.is_unspecified  # "::" also reaches IPv4 (IPv4-mapped)
-        self._hosts: dict[str, str | None] = {}  # host as SDP wrote it -> where to send (None: nowhere)
-
-    def destination(self, host: str, port: int) -> Address | None:
-        if not 0 <= port <= 65535:
-            raise ValueError(f"bad media port {port}")
-        target = self._hosts.get(host)
-        if target is None and host not in self._hosts:
-            target = self._target(host)  # raises ValueError for what we cannot send to (not remembered)
-            if len(self._hosts) >= 4096:
-                self._hosts.clear()
-            self._hosts[host] = target
-        if target is None or port == 0:
-            return None  # c=0.0.0.0 (RFC 2543 hold) or a rejected stream: send nothing
-        return target, port
-
-    def _target(self, host: str) -> str | None:
-        """The address to send to for an SDP host, None for a hold address. Raises ValueError."""
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            raise ValueError(f"media address {host!r} is not an IP address (resolve it first)") from None
-        if ip.is_unspecified:
-            return None
-        if ip.is_multicast or (ip.version == 4 and int(ip) == 0xFFFFFFFF):
-            raise ValueError(f"media address {host} is not unicast")
-        v4 = ip if ip.version == 4 else ip.ipv4_mapped
-        if v4 is not None:
-            if not self.ipv6:
-                return str(v4)
-            if self.dual_stack:
-                return f"::ffff:{v4}"  # the form recvfrom() reports on a dual-stack socket
-            raise ValueError(f"the relay is bound to IPv6 only and cannot reach {host}")
-        if not self.ipv6:
-            raise ValueError(f"the relay is bound to IPv4 and cannot reach {host}")
-        return str(ip)
-
-
 @implementer(IRelayLeg, IRtpTransport)
 class UdpRelayLeg:
     """One leg of a `UdpRelaySession`: an RTP and an RTCP socket on a pool port pair."""
@@ -625,6 +640,11 @@ class UdpRelayLeg:
         """Relay both ways again (a no-op when not attached)."""
         self._rtp.detach()
         self._rtcp.detach()
+
+    def set_transform(self, transform: Transform | None) -> None:
+        """Pass the RTP this leg's phone sends through `transform` before it is relayed (None: as is)."""
+        if self._closing is None:
+            self._rtp.set_transform(transform)
 
     def send_rtp(self, data: bytes) -> None:
         """Send an RTP packet from this leg's RTP socket to this leg's phone (dropped and counted in

@@ -18,7 +18,8 @@ from pbx.media.interfaces import (
     SessionStats,
 )
 from pbx.media.ports import PortPool, PortsExhausted
-from pbx.media.relay import _RTP_IDS, _RTP_MIN, Address, RelayConsumer, _AddressRules
+from pbx.media.relay import _RTP_IDS, _RTP_MIN, Address, RelayConsumer, Transform
+from pbx.media.relay_addresses import AddressRules as _AddressRules
 
 __all__ = ["MemoryMediaRelay", "MemoryRelayLeg", "MemoryRelaySession"]
 
@@ -40,6 +41,7 @@ class MemoryRelayLeg:
         self.sent_rtcp: list[bytes] = []
         self.unsent = 0
         self.closed = False
+        self.transform: Transform | None = None  # set_transform's
         self._rules = rules
 
     @property
@@ -52,6 +54,15 @@ class MemoryRelayLeg:
 
     def detach(self) -> None:
         self.consumer = None
+
+    def set_transform(self, transform: Transform | None) -> None:
+        if not self.closed:
+            self.transform = transform
+
+    def relay_rtp(self, data: bytes) -> bytes | None:
+        """Test helper: what the relay would send to the other phone for `data` from this leg's phone
+        (through the transform, when one is set)."""
+        return data if self.transform is None else self.transform(data)
 
     def send_rtp(self, data: bytes) -> None:
         if self.closed or (self.latched or self.remote) is None:
