@@ -8,7 +8,10 @@ Side "a" is the caller's `UasSession`, side "b" the callee's `CalleeSession`; ea
   offer goes out without one: the other side's 2xx brings the offer, our 2xx carries it on, and the answer
   in the ACK goes back in the other side's ACK.
 - INFO and other requests (with their Content-Type and `PASSED_HEADERS`), answered with the other side's
-  final response.
+  final response; except a DTMF INFO that the other side cannot take (it negotiated RFC 4733 events, or
+  takes neither INFO nor events): it is answered 200 here and the digit goes to the other phone as events or
+  in-band tones (`MediaBridge.dtmf_info`). The other way round, digits the relay converts for a phone that
+  takes INFO are sent to it as INFO requests (`send_dtmf_info`).
 - BYE: the session answers it and ends; the call then hangs up the other side (`Call.side_terminated`).
 - After a re-INVITE that puts one side on hold, that side hears music on hold until it is taken off hold.
 
@@ -23,6 +26,7 @@ must be freed by reference counting alone.
 from __future__ import annotations
 
 import weakref
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -31,6 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pbx.media.dtmf import parse_dtmf_info
+from pbx.media.dtmf_interwork import build_dtmf_info, info_duration
 from pbx.sip.errors import SipError
 from pbx.sip.message import Request, Response
 from pbx.sip.sdp import SdpError, SessionDescription
@@ -78,6 +83,11 @@ class CallSide(SessionListener):
         self._late_offer: Deferred[bytes] | None = None  # the other side awaits the offer our 2xx brings
         self._late_answer: Deferred[bytes] | None = None  # the other side's 2xx awaits the answer in our ACK
         self._late_peer: CallSide | None = None  # the side whose re-INVITE without offer awaits ours
+        media = call.media if side == "b" else None  # side "a" is made before the call has media
+        if media is not None and media.interworking is not None:
+            # The callee is connected: digits converted for a phone that takes INFO go out as INFO.
+            media.interworking.send_info = partial(send_dtmf_info, self._call)
+            media.note_allow("a", call.invite.headers.get("Allow"))
 
     def _call_and_other(self) -> tuple[Call, InviteSession | None]:
         call = self._call()
@@ -215,6 +225,10 @@ class CallSide(SessionListener):
                 return 200
             raise SipError(481)
         headers = request.headers
+        if method == "INFO" and call.media is not None:
+            digit = parse_dtmf_info(headers.get("Content-Type") or "", request.body)
+            if digit is not None and call.media.dtmf_info(self.side, digit, info_duration(request.body)):
+                return 200  # converted for the other side (RFC 4733 events or in-band tones)
         passed = [(name, value) for name in PASSED_HEADERS for value in headers.get_all(name)]
         content_type = headers.get("Content-Type") or "application/octet-stream"
         try:
@@ -231,6 +245,22 @@ class CallSide(SessionListener):
         call = self._call()
         if call is not None:
             call.side_terminated(self.side, reason)
+
+
+def send_dtmf_info(call_ref: weakref.ref[Call], side: str, digit: str, duration_ms: int) -> None:
+    """Send `digit` to `side`'s phone in an INFO (`application/dtmf-relay`); its answer changes nothing."""
+    call = call_ref()
+    if call is None or call.ended:
+        return
+    session = call.a if side == "a" else call.b
+    if session is None:
+        return
+    content_type, body = build_dtmf_info(digit, duration_ms)
+    try:
+        sent = session.request("INFO", body, content_type, [])
+    except ValueError:
+        return
+    sent.addErrback(lambda f: _log.info("DTMF INFO to the {side} side failed: {e}", side=side, e=f.value))
 
 
 def _sip_error(failure: Failure) -> SipError:

@@ -33,6 +33,7 @@ from functools import partial
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from pbx.media.digits import DEDUP_SECONDS
 from pbx.media.dtmf import DtmfReceiver, DtmfSender, InbandDtmfDetector, TelephoneEvent
 from pbx.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from pbx.media.interfaces import IRelaySession
@@ -145,7 +146,9 @@ class RtpPath:
         self._queue: list[tuple[str, int]] = []
         self._packets: list[bytes] = []
         self._timer: IDelayedCall | None = None
+        self._recent: list[tuple[float, str, str]] = []  # (time, digit, source) of recent presses
         self.generated = 0  # digits generated into the target's stream (events or tones)
+        self.duplicates = 0  # presses reported by a second source, dropped
         self.converted = 0  # digits taken from the source's stream and sent on otherwise
         self.closed = False
         self.reconfigure(source, target)
@@ -217,7 +220,7 @@ class RtpPath:
         timestamp = int.from_bytes(packet[4:8], "big")
         for digit in self._receiver.feed(timestamp, bool(packet[1] & 0x80), event):
             self.converted += 1
-            self.deliver(digit, event.duration // 8 if event.end else DEFAULT_DURATION_MS)
+            self.deliver(digit, event.duration // 8 if event.end else DEFAULT_DURATION_MS, "rfc4733")
 
     def _detect(self, packet: bytes, decode: Callable[[bytes], bytes]) -> None:
         bounds = payload_offset(packet)
@@ -225,13 +228,30 @@ class RtpPath:
             return
         for digit in self._detector.feed(decode(packet[bounds[0] : bounds[1]])):
             self.converted += 1
-            self.deliver(digit, DEFAULT_DURATION_MS)
+            self.deliver(digit, DEFAULT_DURATION_MS, "inband")
 
     # -- digits to the target -------------------------------------------------------------------------------
 
-    def deliver(self, digit: str, duration_ms: int = DEFAULT_DURATION_MS) -> None:
-        """Give `digit` to the target phone its way: RFC 4733 events, SIP INFO, or in-band tones."""
-        if self.closed:
+    def duplicate(self, digit: str, source: str) -> bool:
+        """Whether `digit` from `source` ("rfc4733", "info", "inband") is a key press already delivered
+        from another source less than `DEDUP_SECONDS` ago (phones that send both events and INFO, or INFO
+        and tones); if not, it is remembered."""
+        now = self._clock.seconds()
+        recent = [entry for entry in self._recent if now - entry[0] < DEDUP_SECONDS]
+        for i, (_, seen, kind) in enumerate(recent):
+            if seen == digit and kind != source:
+                del recent[i]  # one report of another source absorbs one
+                self._recent = recent
+                self.duplicates += 1
+                return True
+        recent.append((now, digit, source))
+        self._recent = recent[-8:]
+        return False
+
+    def deliver(self, digit: str, duration_ms: int = DEFAULT_DURATION_MS, source: str = "info") -> None:
+        """Give `digit` (from the source phone by `source`) to the target phone its way: RFC 4733 events,
+        SIP INFO, or in-band tones; a duplicate of a press reported by another source is dropped."""
+        if self.closed or self.duplicate(digit, source):
             return
         method = self.target.method
         duration = min(max(duration_ms, MIN_DURATION_MS), MAX_DURATION_MS)
@@ -391,22 +411,23 @@ class Interworking:
                 towards = self.paths.get(other)  # what goes to this phone: INFO now, where not RFC 4733
                 if towards is not None:
                     towards.reconfigure(self.formats[other], learnt)
-        target = self.formats.get(other)
-        if target is None or target.method == "info":
-            return False
+        source, target = self.formats.get(side), self.formats.get(other)
+        if target is None or (source is not None and source.method == target.method == "rfc4733"):
+            return False  # its own events carry the press to a phone that takes them: pass it on as today
         path = self.paths.get(side)
+        if target.method == "info":  # passed on as it is, unless its events were converted already
+            return path is not None and path.duplicate(digit, "info")
         if path is None:  # the legs agree on everything else: a path only for this
-            source = self.formats.get(side) or LegFormats()
             path = RtpPath(
                 self._clock,
-                source,
+                source or LegFormats(),
                 target,
                 self._session.leg(other).send_rtp,
                 partial(self._info_to, other),
             )
             self.paths[side] = path
             self._session.leg(side).set_transform(path)
-        path.deliver(digit, duration_ms or DEFAULT_DURATION_MS)
+        path.deliver(digit, duration_ms or DEFAULT_DURATION_MS, "info")
         return True
 
     def close(self) -> None:

@@ -174,6 +174,9 @@ class IMediaRelay(Interface):
     """Creates relay sessions (RTP anchoring for a B2BUA)."""
 
     sessions = Attribute("int: how many sessions are open.")
+    clock = Attribute(
+        "IReactorTime | None: paces the DTMF the B2BUA generates between legs (None: no interworking)."
+    )
 
     def create_session(call_id: str) -> IRelaySession:
         """A new session with both legs' ports open and nothing to send to yet.

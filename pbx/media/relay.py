@@ -854,6 +854,11 @@ class UdpMediaRelay:
         return len(self._open)
 
     @property
+    def clock(self) -> IReactorTime:
+        """The relay's clock (what converted DTMF is paced by)."""
+        return self._reactor
+
+    @property
     def pool(self) -> PortPool:
         return self._pool
 

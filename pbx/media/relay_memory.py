@@ -5,6 +5,8 @@ test and what the relay would send is recorded. Latching follows the UDP relay's
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
@@ -165,9 +167,13 @@ class MemoryMediaRelay:
     Args:
         pool: where legs' ports come from (default: 40000-40999).
         local_address: what `IRelayLeg.local_address` says.
+        clock: the relay's clock, when call control should convert DTMF (`pbx.media.dtmf_interwork`).
     """
 
-    def __init__(self, pool: PortPool | None = None, *, local_address: str = "127.0.0.1") -> None:
+    def __init__(
+        self, pool: PortPool | None = None, *, local_address: str = "127.0.0.1", clock: Any = None
+    ) -> None:
+        self.clock = clock  # an IReactorTime for DTMF interworking (None: the B2BUA converts nothing)
         self.pool = pool if pool is not None else PortPool(40000, 40999)
         self.local_address = local_address
         self.created: list[MemoryRelaySession] = []  # every session ever created, for assertions
