@@ -87,7 +87,7 @@ class CallSide(SessionListener):
         if media is not None and media.interworking is not None:
             # The callee is connected: digits converted for a phone that takes INFO go out as INFO.
             media.interworking.send_info = partial(send_dtmf_info, self._call)
-            media.note_allow("a", call.invite.headers.get("Allow"))
+            media.note_allow("a", call.invite.headers.get_all("Allow"))
 
     def _call_and_other(self) -> tuple[Call, InviteSession | None]:
         call = self._call()

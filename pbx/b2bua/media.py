@@ -186,7 +186,7 @@ class MediaBridge:
         self.interworking = Interworking(self.session, clock) if clock is not None else None
         self._offers: list[MediaDescription | None] = [None, None]  # each side's last audio offer
         self._formats: list[LegFormats | None] = [None, None]  # each side's negotiated formats
-        self._allows_info = [False, False]
+        self._allows_info = [True, True]  # until an Allow header without INFO is seen
         # o= session ids must differ between calls, not be secret (RFC 8866 5.2): no system call for them.
         # Per side, indexed by _SIDE: lists, not dicts (one bridge per call is kept for the call's length).
         self._session_ids = [str(_random.randrange(1, 10**9)), str(_random.randrange(1, 10**9))]
@@ -269,10 +269,12 @@ class MediaBridge:
                 LegFormats(a.audio, a.telephone_event, info_a), LegFormats(b.audio, b.telephone_event, info_b)
             )
 
-    def note_allow(self, side: str, allow: str | None) -> None:
-        """The Allow header of `side`'s phone (its INVITE, its 2xx): INFO there means it takes DTMF INFO."""
-        methods = {m.strip().upper() for m in (allow or "").split(",")}
-        info = "INFO" in methods
+    def note_allow(self, side: str, allow: Sequence[str]) -> None:
+        """The Allow header of `side`'s phone (its INVITE, its 2xx): a phone without telephone-event gets
+        DTMF by INFO unless its Allow leaves INFO out (then in-band tones); no Allow at all says nothing,
+        and INFO is passed to it as before. `allow`: the values of its Allow headers (none: no header)."""
+        methods = {m.strip().upper() for value in allow for m in value.split(",")}
+        info = not allow or "INFO" in methods
         if info != self._allows_info[_SIDE[side]]:
             self._allows_info[_SIDE[side]] = info
             self._configure()
