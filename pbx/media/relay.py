@@ -31,12 +31,13 @@ Validation is minimal: RTP must be version 2 with at least the 12-byte fixed hea
 least 8 bytes; anything else (garbage, STUN, a scanner's probe) is counted as `invalid` and never relayed.
 Packets that arrive before the other leg knows where to send are dropped and counted.
 
-The hot path, `_Channel.datagramReceived` (in `pbx.media.relay_channel`, with latching), reads a few attributes and calls one `transport.write`; latching
-decisions, time and logging are off it. This module does not know about SIP or SDP, ICE/STUN, RTCP-mux
-negotiation (multiplexed RTCP simply passes the RTP check and is relayed on the RTP sockets), SRTP,
-or media timeouts (read `stats()` to detect a silent call). Transcoding and DTMF interworking are not here:
-`UdpRelayLeg.set_transform(f)` passes what a leg's phone sends through `f` before it is relayed (the call's
-`pbx.media.interwork` objects); without one the hot path is unchanged.
+The hot path, `_Channel.datagramReceived` (in `pbx.media.relay_channel`, with latching), reads a few
+attributes and calls one `transport.write`; latching decisions, time and logging are off it. This module
+does not know about SIP or SDP, ICE/STUN, RTCP-mux negotiation (multiplexed RTCP simply passes the RTP
+check and is relayed on the RTP sockets), SRTP, or media timeouts (read `stats()` to detect a silent call).
+Transcoding and DTMF interworking are not here: `UdpRelayLeg.set_transform(f)` passes what a leg's phone
+sends through `f` before it is relayed (`pbx.media.dtmf_interwork.RtpPath`); without one the hot path is
+unchanged.
 
 The PBX itself can speak and listen on a leg (IVR, music on hold): `UdpRelayLeg.attach(consumer)` hands
 what that leg's phone sends to `consumer.rtp_received`/`rtcp_received` instead of relaying it (latching still
