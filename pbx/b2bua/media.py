@@ -39,6 +39,8 @@ LOCAL_CODECS = ((0, "PCMU", 8000), (8, "PCMA", 8000), (101, "telephone-event", 8
 """What the PBX offers when it is the media end of a caller that sent no offer (payload type, name, rate)."""
 
 _AUXILIARY = frozenset({"telephone-event", "cn"})
+DTMF_MODES = ("auto", "rfc4733", "info", "inband")
+"""How DTMF may be forced to reach one side (`MediaBridge.dtmf_mode`)."""
 _REASON_CHARS = frozenset(map(chr, range(0x20, 0x7F))) - {'"', "'", "\\"}
 _MAX_REASON = 60
 
@@ -167,6 +169,7 @@ class MediaBridge:
     __slots__ = (
         "_allows_info",
         "_codecs",
+        "_dtmf_modes",
         "_formats",
         "_offers",
         "_session_ids",
@@ -187,6 +190,7 @@ class MediaBridge:
         self._offers: list[MediaDescription | None] = [None, None]  # each side's last audio offer
         self._formats: list[LegFormats | None] = [None, None]  # each side's negotiated formats
         self._allows_info = [True, True]  # until an Allow header without INFO is seen
+        self._dtmf_modes = ["auto", "auto"]
         # o= session ids must differ between calls, not be secret (RFC 8866 5.2): no system call for them.
         # Per side, indexed by _SIDE: lists, not dicts (one bridge per call is kept for the call's length).
         self._session_ids = [str(_random.randrange(1, 10**9)), str(_random.randrange(1, 10**9))]
@@ -264,10 +268,25 @@ class MediaBridge:
     def _configure(self) -> None:
         a, b = self._formats
         if self.interworking is not None and a is not None and b is not None:
-            info_a, info_b = self._allows_info
-            self.interworking.configure(
-                LegFormats(a.audio, a.telephone_event, info_a), LegFormats(b.audio, b.telephone_event, info_b)
-            )
+            self.interworking.configure(self._effective(a, 0), self._effective(b, 1))
+
+    def _effective(self, formats: LegFormats, index: int) -> LegFormats:
+        """A side's formats with its DTMF method as negotiated, or as `dtmf_mode` forces it."""
+        mode = self._dtmf_modes[index]
+        if mode == "info":
+            return LegFormats(formats.audio, None, True)
+        if mode == "inband":
+            return LegFormats(formats.audio, None, False)
+        return LegFormats(formats.audio, formats.telephone_event, self._allows_info[index])
+
+    def dtmf_mode(self, side: str, mode: str) -> None:
+        """Force how DTMF reaches `side`'s phone (a trunk's `dtmf` setting): "auto" (the default: RFC 4733
+        when telephone-event was negotiated, else INFO or in-band by its Allow), "rfc4733" (the same),
+        "info" or "inband". ValueError for another mode."""
+        if mode not in DTMF_MODES:
+            raise ValueError(f"DTMF mode must be one of {', '.join(DTMF_MODES)}, got {mode!r}")
+        self._dtmf_modes[_SIDE[side]] = mode
+        self._configure()
 
     def note_allow(self, side: str, allow: Sequence[str]) -> None:
         """The Allow header of `side`'s phone (its INVITE, its 2xx): a phone without telephone-event gets

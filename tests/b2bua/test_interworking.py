@@ -193,3 +193,21 @@ class InterworkingTests(B2BUATestCase):
         self.assertEqual(RtpPacket.parse(out).payload, (b"\xd5" * 160).translate(ALAW_TO_ULAW))
         phone.bye()
         self.assertIdle(h)
+
+    def test_a_forced_dtmf_mode_wins_over_the_negotiated_one(self) -> None:
+        """A trunk configured for INFO gets the caller's events as INFO although it took telephone-event."""
+        h = self.build("dial 1002")
+        phone, _callee = self.call(h, PCMU_TE, PCMU_TE)
+        call = h.b2bua.calls[phone.call_id]
+        assert call.media is not None
+        self.assertRaises(ValueError, call.media.dtmf_mode, "b", "smoke")
+        call.media.dtmf_mode("b", "info")
+        session = h.relay.created[0]
+        for end in (False, True, True, True):
+            payload = TelephoneEvent(2, end=end, duration=800).to_bytes()
+            self.assertIsNone(session.leg("a").relay_rtp(RtpPacket(101, 5, 4000, 9, payload).to_bytes()))
+        (sent,) = h.stack.sent("INFO")
+        self.assertEqual(sent.request.body, b"Signal=2\r\nDuration=100\r\n")
+        respond_to(sent, 200)
+        phone.bye()
+        self.assertIdle(h)
