@@ -231,7 +231,8 @@ class MediaBridge:
                 self._offers[_SIDE[from_side]] = passed
                 if codecs is not None:
                     passed = restrict_offer_to(passed, codecs)
-                passed = augment_offer(passed, self._codecs)
+                if self.interworking is not None:  # only a relay that converts may offer what it converts
+                    passed = augment_offer(passed, self._codecs)
             else:
                 passed = self._answered(from_side, media)
             if passed is not media:
@@ -257,7 +258,7 @@ class MediaBridge:
         """`from_side`'s answer in the terms of the other side's offer; the relay converts between them."""
         offerer = OTHER[from_side]
         offer = self._offers[_SIDE[offerer]]
-        if offer is None or not media.port:
+        if offer is None or not media.port or self.interworking is None:
             return media
         out, offerer_formats, answerer_formats = answer_for(offer, media)
         self._formats[_SIDE[offerer]] = offerer_formats

@@ -136,7 +136,7 @@ class IRelayLeg(Interface):
 
     def set_transform(transform: Callable[[bytes], bytes | None] | None) -> None:
         """Pass each RTP packet this leg's phone sends through `transform` before it is relayed to the other
-        phone (transcoding, DTMF interworking: `pbx.media.interwork`): what it returns is sent instead,
+        phone (transcoding, DTMF interworking: `pbx.media.dtmf_interwork`): what it returns is sent instead,
         None drops the packet. The packet given is valid RTP (version 2, at least 12 bytes) from the latched
         source. None removes the transform (the relay's plain hot path again). Not applied while the leg is
         attached; RTCP is never transformed. The transform must not raise."""

@@ -211,3 +211,19 @@ class InterworkingTests(B2BUATestCase):
         respond_to(sent, 200)
         phone.bye()
         self.assertIdle(h)
+
+    def test_a_relay_without_a_clock_converts_nothing_and_offers_pass_as_before(self) -> None:
+        h = self.build("dial 1002")
+        h.relay.clock = None
+        h.register_1002()
+        phone = h.place_call(body=sdp_body(formats=PCMU_ONLY))
+        callee = h.callee()
+        self.assertEqual(audio(callee.invite.body)[2], ["0"])
+        callee.answer(callee_sdp(formats=PCMU_TE))
+        ok = phone.txn.final  # type: ignore[union-attr]
+        assert ok is not None
+        self.assertEqual(audio(ok.body)[2], ["0", "101"])  # passed through as it always was
+        self.assertIsNone(h.relay.created[0].leg("a").transform)
+        phone.ack()
+        phone.bye()
+        self.assertIdle(h)
