@@ -84,9 +84,9 @@ class CallSide(SessionListener):
         self._late_answer: Deferred[bytes] | None = None  # the other side's 2xx awaits the answer in our ACK
         self._late_peer: CallSide | None = None  # the side whose re-INVITE without offer awaits ours
         media = call.media if side == "b" else None  # side "a" is made before the call has media
-        if media is not None and media.interworking is not None:
+        if media is not None:
             # The callee is connected: digits converted for a phone that takes INFO go out as INFO.
-            media.interworking.send_info = partial(send_dtmf_info, self._call)
+            media.set_info_sender(partial(send_dtmf_info, self._call))
             media.note_allow("a", call.invite.headers.get_all("Allow"))
 
     def _call_and_other(self) -> tuple[Call, InviteSession | None]:

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from pbx.b2bua.codec_plan import answer_for, augment_offer, restrict_offer_to
-from pbx.media.dtmf_interwork import Interworking, LegFormats
+from pbx.b2bua.leg_formats import DTMF_MODES, CallFormats
+from pbx.media.dtmf_interwork import Interworking
 from pbx.media.interfaces import IMediaRelay, IRelaySession
 from pbx.media.ports import PortsExhausted
 from pbx.sip.errors import SipError
@@ -39,8 +39,6 @@ LOCAL_CODECS = ((0, "PCMU", 8000), (8, "PCMA", 8000), (101, "telephone-event", 8
 """What the PBX offers when it is the media end of a caller that sent no offer (payload type, name, rate)."""
 
 _AUXILIARY = frozenset({"telephone-event", "cn"})
-DTMF_MODES = ("auto", "rfc4733", "info", "inband")
-"""How DTMF may be forced to reach one side (`MediaBridge.dtmf_mode`)."""
 _REASON_CHARS = frozenset(map(chr, range(0x20, 0x7F))) - {'"', "'", "\\"}
 _MAX_REASON = 60
 
@@ -166,18 +164,7 @@ class MediaBridge:
         codecs: encoding names allowed through ("PCMU", "PCMA", "telephone-event" ...); ("*",) for all.
     """
 
-    __slots__ = (
-        "_allows_info",
-        "_codecs",
-        "_dtmf_modes",
-        "_formats",
-        "_offers",
-        "_session_ids",
-        "_versions",
-        "closed",
-        "interworking",
-        "session",
-    )
+    __slots__ = ("_codecs", "_formats", "_session_ids", "_versions", "closed", "session")
 
     def __init__(self, relay: IMediaRelay, call_id: str, codecs: Sequence[str] = ("*",)) -> None:
         try:
@@ -185,12 +172,10 @@ class MediaBridge:
         except PortsExhausted:
             raise SipError(503, "No media ports left", [("Retry-After", "5")]) from None
         self._codecs = _allowed(codecs)
-        clock = getattr(relay, "clock", None)  # converting DTMF paces what it generates
-        self.interworking = Interworking(self.session, clock) if clock is not None else None
-        self._offers: list[MediaDescription | None] = [None, None]  # each side's last audio offer
-        self._formats: list[LegFormats | None] = [None, None]  # each side's negotiated formats
-        self._allows_info = [True, True]  # until an Allow header without INFO is seen
-        self._dtmf_modes = ["auto", "auto"]
+        clock = getattr(
+            relay, "clock", None
+        )  # converting DTMF paces what it generates: no clock, no conversion
+        self._formats = CallFormats(self.session, clock, self._codecs) if clock is not None else None
         # o= session ids must differ between calls, not be secret (RFC 8866 5.2): no system call for them.
         # Per side, indexed by _SIDE: lists, not dicts (one bridge per call is kept for the call's length).
         self._session_ids = [str(_random.randrange(1, 10**9)), str(_random.randrange(1, 10**9))]
@@ -226,15 +211,13 @@ class MediaBridge:
                     leg.set_remote(connection.address, media.port, media.rtcp_port)
                 except ValueError:
                     pass  # a host name or an address the relay cannot reach: latching learns the real one
+            formats = self._formats  # None: a relay that cannot convert gets offers and answers as they are
             if is_offer:
                 passed = self._filter(media) if self._codecs is not None else media
-                self._offers[_SIDE[from_side]] = passed
-                if codecs is not None:
-                    passed = restrict_offer_to(passed, codecs)
-                if self.interworking is not None:  # only a relay that converts may offer what it converts
-                    passed = augment_offer(passed, self._codecs)
+                if formats is not None:
+                    passed = formats.offer(from_side, passed, codecs)
             else:
-                passed = self._answered(from_side, media)
+                passed = formats.answer(from_side, media) if formats is not None else media
             if passed is not media:
                 sdp = sdp.with_media(tuple(passed if i == audio else m for i, m in enumerate(sdp.media)))
         to_side = OTHER[from_side]
@@ -254,31 +237,21 @@ class MediaBridge:
         )
         return rewritten.to_bytes()
 
-    def _answered(self, from_side: str, media: MediaDescription) -> MediaDescription:
-        """`from_side`'s answer in the terms of the other side's offer; the relay converts between them."""
-        offerer = OTHER[from_side]
-        offer = self._offers[_SIDE[offerer]]
-        if offer is None or not media.port or self.interworking is None:
-            return media
-        out, offerer_formats, answerer_formats = answer_for(offer, media)
-        self._formats[_SIDE[offerer]] = offerer_formats
-        self._formats[_SIDE[from_side]] = answerer_formats
-        self._configure()
-        return out
+    @property
+    def interworking(self) -> Interworking | None:
+        """The relay's conversions of this call, once its two sides differ (None before, or ever)."""
+        return self._formats.interworking if self._formats is not None else None
 
-    def _configure(self) -> None:
-        a, b = self._formats
-        if self.interworking is not None and a is not None and b is not None:
-            self.interworking.configure(self._effective(a, 0), self._effective(b, 1))
+    def set_info_sender(self, send: Callable[[str, str, int], object]) -> None:
+        """How a digit converted for a phone that takes INFO is sent: `send(side, digit, duration_ms)`."""
+        if self._formats is not None:
+            self._formats.send_info = send
 
-    def _effective(self, formats: LegFormats, index: int) -> LegFormats:
-        """A side's formats with its DTMF method as negotiated, or as `dtmf_mode` forces it."""
-        mode = self._dtmf_modes[index]
-        if mode == "info":
-            return LegFormats(formats.audio, None, True)
-        if mode == "inband":
-            return LegFormats(formats.audio, None, False)
-        return LegFormats(formats.audio, formats.telephone_event, self._allows_info[index])
+    def note_allow(self, side: str, allow: Sequence[str]) -> None:
+        """The values of the Allow headers of `side`'s phone (its INVITE, its 2xx; none: no header): a phone
+        without telephone-event gets DTMF by INFO unless its Allow leaves INFO out (then in-band tones)."""
+        if self._formats is not None:
+            self._formats.note_allow(side, allow)
 
     def dtmf_mode(self, side: str, mode: str) -> None:
         """Force how DTMF reaches `side`'s phone (a trunk's `dtmf` setting): "auto" (the default: RFC 4733
@@ -286,25 +259,15 @@ class MediaBridge:
         "info" or "inband". ValueError for another mode."""
         if mode not in DTMF_MODES:
             raise ValueError(f"DTMF mode must be one of {', '.join(DTMF_MODES)}, got {mode!r}")
-        self._dtmf_modes[_SIDE[side]] = mode
-        self._configure()
-
-    def note_allow(self, side: str, allow: Sequence[str]) -> None:
-        """The Allow header of `side`'s phone (its INVITE, its 2xx): a phone without telephone-event gets
-        DTMF by INFO unless its Allow leaves INFO out (then in-band tones); no Allow at all says nothing,
-        and INFO is passed to it as before. `allow`: the values of its Allow headers (none: no header)."""
-        methods = {m.strip().upper() for value in allow for m in value.split(",")}
-        info = not allow or "INFO" in methods
-        if info != self._allows_info[_SIDE[side]]:
-            self._allows_info[_SIDE[side]] = info
-            self._configure()
+        if self._formats is not None:
+            self._formats.dtmf_mode(side, mode)
 
     def dtmf_info(self, side: str, digit: str, duration_ms: int | None) -> bool:
         """A DTMF INFO from `side`'s phone: True when the PBX converted it for the other side (answer it
         200, pass nothing on), False to pass it on as it is."""
-        if self.interworking is None or self.closed:
+        if self._formats is None or self.closed:
             return False
-        return self.interworking.info_received(side, digit, duration_ms)
+        return self._formats.dtmf_info(side, digit, duration_ms)
 
     def local_offer(self, side: str) -> bytes:
         """An offer of `LOCAL_CODECS` at `side`'s relay leg (the PBX as the media end of a caller whose
@@ -339,6 +302,6 @@ class MediaBridge:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            if self.interworking is not None:
-                self.interworking.close()
+            if self._formats is not None:
+                self._formats.close()
             self.session.close()
