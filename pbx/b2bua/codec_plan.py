@@ -41,10 +41,6 @@ def no_common_codec() -> SipError:
     return SipError(488, "No Common Codec", [("Warning", '305 pbx "Incompatible media format"')])
 
 
-def _rtpmap_of(media: MediaDescription) -> dict[str, RtpMap]:
-    return media.rtpmap
-
-
 def _same_encoding(one: RtpMap, other: RtpMap) -> bool:
     return one.encoding.lower() == other.encoding.lower()
 
@@ -85,17 +81,20 @@ def _free_dynamic(formats: Sequence[str]) -> str | None:
     return None
 
 
-def augment_offer(media: MediaDescription, allowed: frozenset[str] | None) -> MediaDescription:
+def augment_offer(
+    media: MediaDescription, allowed: frozenset[str] | None, rtpmap: dict[str, RtpMap] | None = None
+) -> MediaDescription:
     """`media` (an offered audio stream) with the other G.711 law after the one it has, and with
     telephone-event/8000 when it has none (module docstring). `allowed`: the lower-case encodings the PBX
-    lets through (None: all). The same object when nothing is added."""
-    rtpmap = _rtpmap_of(media)
+    lets through (None: all); `rtpmap`: `media.rtpmap` when the caller has it. The same object when nothing
+    is added."""
+    if rtpmap is None:
+        rtpmap = media.rtpmap
     names = {entry.encoding.lower() for entry in rtpmap.values()}
+    if {"pcmu", "pcma", TELEPHONE_EVENT} <= names or not names & _G711.keys():
+        return media  # what most phones offer (or nothing the PBX converts): no work at all
     formats = list(media.formats)
-    lines: list[tuple[str, str | None]] = []
-    for pt in formats:
-        lines += _format_lines(media, pt)
-    changed = False
+    added: list[tuple[str, str | None]] = []
     for have, want in (("pcmu", "pcma"), ("pcma", "pcmu")):
         have_pt = _find(rtpmap, have)
         pt, text = _G711[want]
@@ -103,25 +102,24 @@ def augment_offer(media: MediaDescription, allowed: frozenset[str] | None) -> Me
             continue
         formats.insert(formats.index(have_pt) + 1, pt)
         names.add(want)
-        lines.append(("rtpmap", f"{pt} {text}"))
-        changed = True
+        added.append(("rtpmap", f"{pt} {text}"))
     allows_events = allowed is None or TELEPHONE_EVENT in allowed
-    if _find(rtpmap, TELEPHONE_EVENT) is None and allows_events and names & set(_G711):
+    if _find(rtpmap, TELEPHONE_EVENT) is None and allows_events:
         event = _free_dynamic(formats)
         if event is not None:
             formats.append(event)
-            lines += [("rtpmap", f"{event} telephone-event/8000"), ("fmtp", f"{event} 0-16")]
-            changed = True
-    if not changed:
+            added += [("rtpmap", f"{event} telephone-event/8000"), ("fmtp", f"{event} 0-16")]
+    if not added:
         return media
-    return _with_format_lines(media, formats, lines)
+    lines = [a for a in media.attributes if a[0].lower() in _FORMAT_LINES and a[1] is not None]
+    return _with_format_lines(media, formats, [*lines, *added])
 
 
 def restrict_offer_to(media: MediaDescription, codecs: Sequence[str]) -> MediaDescription:
     """`media` (an offered audio stream) with only the codecs of `codecs` (encoding names, in the order
     wanted), each one offered or reachable from an offered one by conversion (PCMU <-> PCMA), then
     telephone-event. Raises the 488 of `no_common_codec` when none is left."""
-    rtpmap = _rtpmap_of(media)
+    rtpmap = media.rtpmap
     formats: list[str] = []
     lines: list[tuple[str, str | None]] = []
     for codec in codecs:
@@ -153,11 +151,14 @@ def restrict_offer_to(media: MediaDescription, codecs: Sequence[str]) -> MediaDe
     return _with_format_lines(media, formats, lines)
 
 
-def leg_formats(media: MediaDescription, info: bool = False) -> LegFormats:
-    """What a stream's formats say about its phone: audio codecs in order, telephone-event/8000."""
+def leg_formats(
+    media: MediaDescription, info: bool = False, rtpmap: dict[str, RtpMap] | None = None
+) -> LegFormats:
+    """What a stream's formats say about its phone: audio codecs in order, telephone-event/8000.
+    `rtpmap`: `media.rtpmap` when the caller has it already."""
     audio: list[tuple[int, str]] = []
     event: int | None = None
-    for pt, entry in _rtpmap_of(media).items():
+    for pt, entry in (rtpmap if rtpmap is not None else media.rtpmap).items():
         if not pt.isdigit():
             continue
         name = entry.encoding.lower()
@@ -170,15 +171,18 @@ def leg_formats(media: MediaDescription, info: bool = False) -> LegFormats:
 
 
 def answer_for(
-    offer: MediaDescription, answer: MediaDescription
+    offer: MediaDescription, answer: MediaDescription, offered: dict[str, RtpMap] | None = None
 ) -> tuple[MediaDescription, LegFormats, LegFormats]:
     """The answer to give the offerer for `answer` (the other side's answer to our version of `offer`),
-    with the formats of the offerer and of the answerer (module docstring).
+    with the formats of the offerer and of the answerer (module docstring). `offered`: `offer.rtpmap`
+    when the caller has it.
 
     Raises:
         SipError: 488 (`no_common_codec`) when the answer accepts no codec the offerer can be given.
     """
-    offered, answered = _rtpmap_of(offer), _rtpmap_of(answer)
+    if offered is None:
+        offered = offer.rtpmap
+    answered = answer.rtpmap
     formats: list[str] = []
     for pt in answer.formats:
         entry = answered.get(pt)
@@ -195,21 +199,18 @@ def answer_for(
             match = _find(offered, other) if other is not None else None
         if match is not None and match not in formats:
             formats.append(match)
-    answerer = leg_formats(answer)
+    answerer = leg_formats(answer, rtpmap=answered)
     if not any(pt in offered and offered[pt].encoding.lower() not in _AUXILIARY for pt in formats):
         raise no_common_codec()
     event = _find(offered, TELEPHONE_EVENT)
     if event is not None:
         formats.append(event)
-    media = answer
-    if formats != list(answer.formats):
-        lines: list[tuple[str, str | None]] = []
-        for pt in formats:
-            theirs, ours = answered.get(pt), offered.get(pt)
-            same = (
-                theirs is not None and ours is not None and theirs.encoding.lower() == ours.encoding.lower()
-            )
-            lines += _format_lines(answer if same else offer, pt)
-        media = _with_format_lines(answer, formats, lines)
-    offerer = leg_formats(media)
-    return media, offerer, answerer
+    if formats == list(answer.formats):
+        return answer, answerer, answerer  # in the offerer's terms already: the same formats both ways
+    lines: list[tuple[str, str | None]] = []
+    for pt in formats:
+        theirs, ours = answered.get(pt), offered.get(pt)
+        same = theirs is not None and ours is not None and theirs.encoding.lower() == ours.encoding.lower()
+        lines += _format_lines(answer if same else offer, pt)
+    media = _with_format_lines(answer, formats, lines)
+    return media, leg_formats(media), answerer

@@ -20,7 +20,7 @@ from pbx.b2bua.codec_plan import answer_for, augment_offer, restrict_offer_to
 from pbx.media.dtmf_interwork import Interworking, LegFormats
 from pbx.media.interfaces import IRelaySession
 from pbx.media.transcode import payload_map
-from pbx.sip.sdp import MediaDescription
+from pbx.sip.sdp import MediaDescription, RtpMap
 
 __all__ = ["DTMF_MODES", "CallFormats"]
 
@@ -30,6 +30,8 @@ DTMF_MODES = ("auto", "rfc4733", "info", "inband")
 _SIDE = {"a": 0, "b": 1}
 _OTHER = {"a": "b", "b": "a"}
 _FORMAT_LINES = frozenset({"rtpmap", "fmtp"})
+_ALL_INFO = (True, True)
+_AUTO = ("auto", "auto")
 
 
 def _slim(media: MediaDescription) -> MediaDescription:
@@ -65,10 +67,12 @@ class CallFormats:
         self._session = session
         self._clock = clock
         self._allowed = allowed
-        self._offers: list[MediaDescription | None] = [None, None]
+        # Each side's last offer: its formats and rtpmap/fmtp lines (`_slim`), and its rtpmap.
+        self._offers: list[tuple[MediaDescription, dict[str, RtpMap]] | None] = [None, None]
         self._formats: list[LegFormats | None] = [None, None]
-        self._info = [True, True]  # takes DTMF INFO (until an Allow without INFO is seen)
-        self._modes = ["auto", "auto"]
+        # Per side; shared tuples until a side differs from the default (one bridge per call, kept all call).
+        self._info: tuple[bool, bool] = _ALL_INFO  # takes DTMF INFO (until an Allow without INFO is seen)
+        self._modes: tuple[str, str] = _AUTO
         self.interworking: Interworking | None = None  # made when the sides first differ
         self.send_info: Callable[[str, str, int], object] | None = (
             None  # (side, digit, ms): set by the bridge
@@ -83,10 +87,12 @@ class CallFormats:
         Raises:
             SipError: 488 when `codecs` leaves nothing.
         """
-        self._offers[_SIDE[side]] = _slim(media)
+        rtpmap = media.rtpmap
+        self._offers[_SIDE[side]] = (_slim(media), rtpmap)
         if codecs is not None:
             media = restrict_offer_to(media, codecs)
-        return augment_offer(media, self._allowed)
+            rtpmap = media.rtpmap
+        return augment_offer(media, self._allowed, rtpmap)
 
     def answer(self, side: str, media: MediaDescription) -> MediaDescription:
         """`side`'s answer in the terms of the other side's offer; the relay converts between them.
@@ -98,7 +104,7 @@ class CallFormats:
         offer = self._offers[_SIDE[offerer]]
         if offer is None or not media.port:
             return media
-        out, offerer_formats, answerer_formats = answer_for(offer, media)
+        out, offerer_formats, answerer_formats = answer_for(offer[0], media, offer[1])
         self._formats[_SIDE[offerer]] = offerer_formats
         self._formats[_SIDE[side]] = answerer_formats
         self._configure()
@@ -136,15 +142,16 @@ class CallFormats:
         telephone-event gets DTMF as in-band tones instead of INFO."""
         methods = {m.strip().upper() for value in allow for m in value.split(",")}
         info = not allow or "INFO" in methods
-        if info != self._info[_SIDE[side]]:
-            self._info[_SIDE[side]] = info
+        index = _SIDE[side]
+        if info != self._info[index]:
+            self._info = (info, self._info[1]) if index == 0 else (self._info[0], info)
             self._configure()
 
     def dtmf_mode(self, side: str, mode: str) -> None:
         """Force how DTMF reaches `side`'s phone (`MediaBridge.dtmf_mode`)."""
         if mode not in DTMF_MODES:
             raise ValueError(f"DTMF mode must be one of {', '.join(DTMF_MODES)}, got {mode!r}")
-        self._modes[_SIDE[side]] = mode
+        self._modes = (mode, self._modes[1]) if side == "a" else (self._modes[0], mode)
         self._configure()
 
     def dtmf_info(self, side: str, digit: str, duration_ms: int | None) -> bool:
