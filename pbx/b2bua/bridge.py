@@ -75,7 +75,7 @@ class CallSide(SessionListener):
         side: "a" (the caller) or "b" (the callee).
     """
 
-    __slots__ = ("_call", "_late_answer", "_late_offer", "_late_peer", "side")
+    __slots__ = ("_call", "_dtmf_out", "_late_answer", "_late_offer", "_late_peer", "side")
 
     def __init__(self, call: Call, side: str) -> None:
         self._call = weakref.ref(call)
@@ -83,6 +83,7 @@ class CallSide(SessionListener):
         self._late_offer: Deferred[bytes] | None = None  # the other side awaits the offer our 2xx brings
         self._late_answer: Deferred[bytes] | None = None  # the other side's 2xx awaits the answer in our ACK
         self._late_peer: CallSide | None = None  # the side whose re-INVITE without offer awaits ours
+        self._dtmf_out: list[tuple[str, int]] | None = None  # DTMF INFOs waiting while one is in flight
         media = call.media if side == "b" else None  # side "a" is made before the call has media
         if media is not None:
             # The callee is connected: digits converted for a phone that takes INFO go out as INFO.
@@ -237,6 +238,29 @@ class CallSide(SessionListener):
             return 405  # not a method to pass on (the session answers INVITE, UPDATE, BYE, PRACK itself)
         return sent.addCallbacks(_pass_back, _failed_back, callbackArgs=(request,), errbackArgs=(request,))
 
+    def send_dtmf(self, session: InviteSession, digit: str, duration_ms: int) -> None:
+        """Send `digit` to this side's phone in an INFO, one INFO at a time (keys stay in order)."""
+        if self._dtmf_out is not None:
+            self._dtmf_out.append((digit, duration_ms))
+            return
+        self._dtmf_out = []
+        content_type, body = build_dtmf_info(digit, duration_ms)
+        try:
+            sent = session.request("INFO", body, content_type, [])
+        except ValueError:
+            self._dtmf_out = None
+            return
+        sent.addErrback(lambda f: _log.info("DTMF INFO to side {s} failed: {e}", s=self.side, e=f.value))
+        sent.addBoth(self._dtmf_sent, session)
+
+    def _dtmf_sent(self, _: object, session: InviteSession) -> None:
+        waiting, self._dtmf_out = self._dtmf_out, None
+        if waiting and not session.ended:
+            digit, duration_ms = waiting.pop(0)
+            self.send_dtmf(session, digit, duration_ms)
+            if self._dtmf_out is not None:
+                self._dtmf_out[:0] = waiting
+
     # -- the initial INVITE and the end ------------------------------------------------------------------
 
     # provisional, answered, failed, cancelled, confirmed: nothing to do (SessionListener's no-ops)
@@ -253,14 +277,9 @@ def send_dtmf_info(call_ref: weakref.ref[Call], side: str, digit: str, duration_
     if call is None or call.ended:
         return
     session = call.a if side == "a" else call.b
-    if session is None:
-        return
-    content_type, body = build_dtmf_info(digit, duration_ms)
-    try:
-        sent = session.request("INFO", body, content_type, [])
-    except ValueError:
-        return
-    sent.addErrback(lambda f: _log.info("DTMF INFO to the {side} side failed: {e}", side=side, e=f.value))
+    listener = session.listener if session is not None else None
+    if session is not None and isinstance(listener, CallSide):
+        listener.send_dtmf(session, digit, duration_ms)
 
 
 def _sip_error(failure: Failure) -> SipError:

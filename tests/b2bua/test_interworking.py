@@ -227,3 +227,23 @@ class InterworkingTests(B2BUATestCase):
         phone.ack()
         phone.bye()
         self.assertIdle(h)
+
+    def test_infos_to_a_phone_go_one_at_a_time_in_order(self) -> None:
+        h = self.build("dial 1002")
+        phone, _callee = self.call(h, PCMU_ONLY, PCMU_TE)
+        session = h.relay.created[0]
+        for n, event in enumerate((1, 2, 3)):
+            payload = TelephoneEvent(event, end=True, duration=800).to_bytes()
+            session.leg("b").relay_rtp(RtpPacket(101, 5 + n, 4000 + 2000 * n, 9, payload).to_bytes())
+        (first,) = h.stack.sent("INFO")  # the others wait for its answer
+        self.assertEqual(first.request.body[:8], b"Signal=1")
+        respond_to(first, 200)
+        second = h.stack.sent("INFO")[-1]
+        self.assertEqual(second.request.body[:8], b"Signal=2")
+        respond_to(second, 500)  # a failure moves on too
+        third = h.stack.sent("INFO")[-1]
+        self.assertEqual(third.request.body[:8], b"Signal=3")
+        respond_to(third, 200)
+        self.assertEqual(len(h.stack.sent("INFO")), 3)
+        phone.bye()
+        self.assertIdle(h)
