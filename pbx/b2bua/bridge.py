@@ -8,7 +8,10 @@ Side "a" is the caller's `UasSession`, side "b" the callee's `CalleeSession`; ea
   offer goes out without one: the other side's 2xx brings the offer, our 2xx carries it on, and the answer
   in the ACK goes back in the other side's ACK.
 - INFO and other requests (with their Content-Type and `PASSED_HEADERS`), answered with the other side's
-  final response.
+  final response; except a DTMF INFO that the other side cannot take (it negotiated RFC 4733 events, or
+  takes neither INFO nor events): it is answered 200 here and the digit goes to the other phone as events or
+  in-band tones (`MediaBridge.dtmf_info`). The other way round, digits the relay converts for a phone that
+  takes INFO are sent to it as INFO requests (`send_dtmf_info`).
 - BYE: the session answers it and ends; the call then hangs up the other side (`Call.side_terminated`).
 - After a re-INVITE that puts one side on hold, that side hears music on hold until it is taken off hold.
 
@@ -23,6 +26,7 @@ must be freed by reference counting alone.
 from __future__ import annotations
 
 import weakref
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -31,6 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pbx.media.dtmf import parse_dtmf_info
+from pbx.media.dtmf_interwork import build_dtmf_info, info_duration
 from pbx.sip.errors import SipError
 from pbx.sip.message import Request, Response
 from pbx.sip.sdp import SdpError, SessionDescription
@@ -70,7 +75,7 @@ class CallSide(SessionListener):
         side: "a" (the caller) or "b" (the callee).
     """
 
-    __slots__ = ("_call", "_late_answer", "_late_offer", "_late_peer", "side")
+    __slots__ = ("_call", "_dtmf_out", "_late_answer", "_late_offer", "_late_peer", "side")
 
     def __init__(self, call: Call, side: str) -> None:
         self._call = weakref.ref(call)
@@ -78,6 +83,12 @@ class CallSide(SessionListener):
         self._late_offer: Deferred[bytes] | None = None  # the other side awaits the offer our 2xx brings
         self._late_answer: Deferred[bytes] | None = None  # the other side's 2xx awaits the answer in our ACK
         self._late_peer: CallSide | None = None  # the side whose re-INVITE without offer awaits ours
+        self._dtmf_out: list[tuple[str, int]] | None = None  # DTMF INFOs waiting while one is in flight
+        media = call.media if side == "b" else None  # side "a" is made before the call has media
+        if media is not None:
+            # The callee is connected: digits converted for a phone that takes INFO go out as INFO.
+            media.set_info_sender(partial(send_dtmf_info, self._call))
+            media.note_allow("a", call.invite.headers.get_all("Allow"))
 
     def _call_and_other(self) -> tuple[Call, InviteSession | None]:
         call = self._call()
@@ -215,6 +226,10 @@ class CallSide(SessionListener):
                 return 200
             raise SipError(481)
         headers = request.headers
+        if method == "INFO" and call.media is not None:
+            digit = parse_dtmf_info(headers.get("Content-Type") or "", request.body)
+            if digit is not None and call.media.dtmf_info(self.side, digit, info_duration(request.body)):
+                return 200  # converted for the other side (RFC 4733 events or in-band tones)
         passed = [(name, value) for name in PASSED_HEADERS for value in headers.get_all(name)]
         content_type = headers.get("Content-Type") or "application/octet-stream"
         try:
@@ -222,6 +237,29 @@ class CallSide(SessionListener):
         except ValueError:
             return 405  # not a method to pass on (the session answers INVITE, UPDATE, BYE, PRACK itself)
         return sent.addCallbacks(_pass_back, _failed_back, callbackArgs=(request,), errbackArgs=(request,))
+
+    def send_dtmf(self, session: InviteSession, digit: str, duration_ms: int) -> None:
+        """Send `digit` to this side's phone in an INFO, one INFO at a time (keys stay in order)."""
+        if self._dtmf_out is not None:
+            self._dtmf_out.append((digit, duration_ms))
+            return
+        self._dtmf_out = []
+        content_type, body = build_dtmf_info(digit, duration_ms)
+        try:
+            sent = session.request("INFO", body, content_type, [])
+        except ValueError:
+            self._dtmf_out = None
+            return
+        sent.addErrback(lambda f: _log.info("DTMF INFO to side {s} failed: {e}", s=self.side, e=f.value))
+        sent.addBoth(self._dtmf_sent, session)
+
+    def _dtmf_sent(self, _: object, session: InviteSession) -> None:
+        waiting, self._dtmf_out = self._dtmf_out, None
+        if waiting and not session.ended:
+            digit, duration_ms = waiting.pop(0)
+            self.send_dtmf(session, digit, duration_ms)
+            if self._dtmf_out is not None:
+                self._dtmf_out[:0] = waiting
 
     # -- the initial INVITE and the end ------------------------------------------------------------------
 
@@ -231,6 +269,17 @@ class CallSide(SessionListener):
         call = self._call()
         if call is not None:
             call.side_terminated(self.side, reason)
+
+
+def send_dtmf_info(call_ref: weakref.ref[Call], side: str, digit: str, duration_ms: int) -> None:
+    """Send `digit` to `side`'s phone in an INFO (`application/dtmf-relay`); its answer changes nothing."""
+    call = call_ref()
+    if call is None or call.ended:
+        return
+    session = call.a if side == "a" else call.b
+    listener = session.listener if session is not None else None
+    if session is not None and isinstance(listener, CallSide):
+        listener.send_dtmf(session, digit, duration_ms)
 
 
 def _sip_error(failure: Failure) -> SipError:

@@ -302,6 +302,7 @@ class Dialing:
             raise SipError(488, "No Audio Accepted")
         if self.media is None:
             self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
+        self.media.note_allow("b", response.headers.get_all("Allow"))  # DTMF by INFO to the callee?
         return self.media.forward("b", response.body, is_offer=late_offer, parsed=sdp)
 
     def _caller_answer(self, body: bytes) -> bytes:

@@ -4,7 +4,10 @@ The call's two sides are "a" (the caller) and "b" (whoever is called: every fork
 arrives from one side is learnt (where that side's peer wants media) and rewritten for the other side, so each
 phone only ever sees the PBX's address and relay ports (topology hiding). The first audio stream is relayed;
 other streams (video) are declined with port 0, since the relay carries one audio stream per call. Codecs
-are filtered to an allow-list; the B2BUA does not transcode, so what both ends have passes through.
+are filtered to an allow-list. Between the two sides (`pbx.b2bua.codec_plan`): an offer passed on gets the
+other G.711 law and telephone-event when it lacks them, the answer passed back is put in the offerer's terms,
+and the relay converts PCMU <-> PCMA and DTMF (RFC 4733, SIP INFO, in band) where the two phones differ
+(`pbx.media.dtmf_interwork`, once the relay has a clock); legs left without a common codec get 488.
 
 Every body the B2BUA takes from a phone goes through `parse_sdp` first (RFC 3261 13.2.1, RFC 3264): a body
 that is not `application/sdp`, malformed, too large (`pbx.sip.sdp` limits), or whose audio stream has a `c=`
@@ -18,8 +21,10 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from pbx.b2bua.leg_formats import DTMF_MODES, CallFormats
+from pbx.media.dtmf_interwork import Interworking
 from pbx.media.interfaces import IMediaRelay, IRelaySession
 from pbx.media.ports import PortsExhausted
 from pbx.sip.errors import SipError
@@ -159,7 +164,7 @@ class MediaBridge:
         codecs: encoding names allowed through ("PCMU", "PCMA", "telephone-event" ...); ("*",) for all.
     """
 
-    __slots__ = ("_codecs", "_session_ids", "_versions", "closed", "session")
+    __slots__ = ("_codecs", "_formats", "_session_ids", "_versions", "closed", "session")
 
     def __init__(self, relay: IMediaRelay, call_id: str, codecs: Sequence[str] = ("*",)) -> None:
         try:
@@ -167,6 +172,10 @@ class MediaBridge:
         except PortsExhausted:
             raise SipError(503, "No media ports left", [("Retry-After", "5")]) from None
         self._codecs = _allowed(codecs)
+        clock = getattr(
+            relay, "clock", None
+        )  # converting DTMF paces what it generates: no clock, no conversion
+        self._formats = CallFormats(self.session, clock, self._codecs) if clock is not None else None
         # o= session ids must differ between calls, not be secret (RFC 8866 5.2): no system call for them.
         # Per side, indexed by _SIDE: lists, not dicts (one bridge per call is kept for the call's length).
         self._session_ids = [str(_random.randrange(1, 10**9)), str(_random.randrange(1, 10**9))]
@@ -174,14 +183,22 @@ class MediaBridge:
         self.closed = False
 
     def forward(
-        self, from_side: str, body: bytes, *, is_offer: bool, parsed: SessionDescription | None = None
+        self,
+        from_side: str,
+        body: bytes,
+        *,
+        is_offer: bool,
+        parsed: SessionDescription | None = None,
+        codecs: Sequence[str] | None = None,
     ) -> bytes:
         """Learn the SDP that `from_side`'s peer sent and rewrite it for the other side's peer. `parsed`:
-        what `parse_sdp(body)` returned already (a body is parsed once).
+        what `parse_sdp(body)` returned already (a body is parsed once). `codecs`: for an offer, the
+        encodings the other side takes, in its order of preference (a trunk's list), None for any.
 
         Raises:
-            SipError: 400 for malformed SDP, 488 when no allowed codec is left in an offer or the audio
-                stream's address is not an IP address (`parse_sdp`), 413 for an oversized body.
+            SipError: 400 for malformed SDP, 488 when no allowed codec is left in an offer, or when an
+                answer leaves the two sides without a codec in common that the relay can bridge, or the
+                audio stream's address is not an IP address (`parse_sdp`), 413 for an oversized body.
         """
         sdp = parsed if parsed is not None else parse_sdp(body)
         audio = self._audio_index(sdp)
@@ -194,9 +211,15 @@ class MediaBridge:
                     leg.set_remote(connection.address, media.port, media.rtcp_port)
                 except ValueError:
                     pass  # a host name or an address the relay cannot reach: latching learns the real one
-            if is_offer and self._codecs is not None:
-                media = self._filter(media)
-                sdp = sdp.with_media(tuple(media if i == audio else m for i, m in enumerate(sdp.media)))
+            formats = self._formats  # None: a relay that cannot convert gets offers and answers as they are
+            if is_offer:
+                passed = self._filter(media) if self._codecs is not None else media
+                if formats is not None:
+                    passed = formats.offer(from_side, passed, codecs)
+            else:
+                passed = formats.answer(from_side, media) if formats is not None else media
+            if passed is not media:
+                sdp = sdp.with_media(tuple(passed if i == audio else m for i, m in enumerate(sdp.media)))
         to_side = OTHER[from_side]
         out_leg = self.session.leg(to_side)
         ports: list[int | None] = [
@@ -213,6 +236,38 @@ class MediaBridge:
             version=self._versions[index],
         )
         return rewritten.to_bytes()
+
+    @property
+    def interworking(self) -> Interworking | None:
+        """The relay's conversions of this call, once its two sides differ (None before, or ever)."""
+        return self._formats.interworking if self._formats is not None else None
+
+    def set_info_sender(self, send: Callable[[str, str, int], object]) -> None:
+        """How a digit converted for a phone that takes INFO is sent: `send(side, digit, duration_ms)`."""
+        if self._formats is not None:
+            self._formats.send_info = send
+
+    def note_allow(self, side: str, allow: Sequence[str]) -> None:
+        """The values of the Allow headers of `side`'s phone (its INVITE, its 2xx; none: no header): a phone
+        without telephone-event gets DTMF by INFO unless its Allow leaves INFO out (then in-band tones)."""
+        if self._formats is not None:
+            self._formats.note_allow(side, allow)
+
+    def dtmf_mode(self, side: str, mode: str) -> None:
+        """Force how DTMF reaches `side`'s phone (a trunk's `dtmf` setting): "auto" (the default: RFC 4733
+        when telephone-event was negotiated, else INFO or in-band by its Allow), "rfc4733" (the same),
+        "info" or "inband". ValueError for another mode."""
+        if mode not in DTMF_MODES:
+            raise ValueError(f"DTMF mode must be one of {', '.join(DTMF_MODES)}, got {mode!r}")
+        if self._formats is not None:
+            self._formats.dtmf_mode(side, mode)
+
+    def dtmf_info(self, side: str, digit: str, duration_ms: int | None) -> bool:
+        """A DTMF INFO from `side`'s phone: True when the PBX converted it for the other side (answer it
+        200, pass nothing on), False to pass it on as it is."""
+        if self._formats is None or self.closed:
+            return False
+        return self._formats.dtmf_info(side, digit, duration_ms)
 
     def local_offer(self, side: str) -> bytes:
         """An offer of `LOCAL_CODECS` at `side`'s relay leg (the PBX as the media end of a caller whose
@@ -247,4 +302,6 @@ class MediaBridge:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            if self._formats is not None:
+                self._formats.close()
             self.session.close()

@@ -200,6 +200,7 @@ class InbandDtmfDetector:
     def __init__(self, rate: int = 8000) -> None:
         if rate < 4000:
             raise ValueError(f"sample rate too low for DTMF: {rate}")
+        self._min_row_share = 0.999 * self.MIN_TONE_SHARE / (1.0 + self.REVERSE_TWIST)
         self.rate = rate
         self.window = round(205 * rate / 8000)
         self._buffer = array("h")
@@ -245,10 +246,16 @@ class InbandDtmfDetector:
         if n == 0 or energy / n < self.MIN_RMS**2:
             return None
         rows = [goertzel_power(window, f, self.rate) for f in ROW_FREQUENCIES]
-        cols = [goertzel_power(window, f, self.rate) for f in COLUMN_FREQUENCIES]
         row = max(range(4), key=rows.__getitem__)
+        row_power = rows[row]
+        # The share and reverse-twist checks below imply that the row tone alone carries at least
+        # MIN_TONE_SHARE / (1 + REVERSE_TWIST) of the energy: speech and other tones stop here, before
+        # the four column filters (half the cost of a window).
+        if 2.0 * row_power / (n * energy) < self._min_row_share:
+            return None
+        cols = [goertzel_power(window, f, self.rate) for f in COLUMN_FREQUENCIES]
         col = max(range(4), key=cols.__getitem__)
-        row_power, col_power = rows[row], cols[col]
+        col_power = cols[col]
         if row_power <= 0 or col_power <= 0:
             return None
         # A sine of amplitude A over n samples: Goertzel power (n*A/2)**2, energy n*A**2/2.

@@ -134,6 +134,13 @@ class IRelayLeg(Interface):
     def detach() -> None:
         """Relay both ways again (a no-op when not attached). Closing the session detaches too."""
 
+    def set_transform(transform: Callable[[bytes], bytes | None] | None) -> None:
+        """Pass each RTP packet this leg's phone sends through `transform` before it is relayed to the other
+        phone (transcoding, DTMF interworking: `pbx.media.dtmf_interwork`): what it returns is sent instead,
+        None drops the packet. The packet given is valid RTP (version 2, at least 12 bytes) from the latched
+        source. None removes the transform (the relay's plain hot path again). Not applied while the leg is
+        attached; RTCP is never transformed. The transform must not raise."""
+
     def send_rtp(data: bytes) -> None:
         """Send one RTP packet (`data` is the whole packet, header included) from this leg's RTP port to
         this leg's phone: its latched address, else the SDP address. Silently dropped (and counted) when
@@ -167,6 +174,9 @@ class IMediaRelay(Interface):
     """Creates relay sessions (RTP anchoring for a B2BUA)."""
 
     sessions = Attribute("int: how many sessions are open.")
+    clock = Attribute(
+        "IReactorTime | None: paces the DTMF the B2BUA generates between legs (None: no interworking)."
+    )
 
     def create_session(call_id: str) -> IRelaySession:
         """A new session with both legs' ports open and nothing to send to yet.

@@ -31,10 +31,13 @@ Validation is minimal: RTP must be version 2 with at least the 12-byte fixed hea
 least 8 bytes; anything else (garbage, STUN, a scanner's probe) is counted as `invalid` and never relayed.
 Packets that arrive before the other leg knows where to send are dropped and counted.
 
-The hot path, `_Channel.datagramReceived`, reads a few attributes and calls one `transport.write`; latching
-decisions, time and logging are off it. This module does not know about SIP or SDP, ICE/STUN, RTCP-mux
-negotiation (multiplexed RTCP simply passes the RTP check and is relayed on the RTP sockets), SRTP,
-transcoding or media timeouts (read `stats()` to detect a silent call).
+The hot path, `_Channel.datagramReceived` (in `pbx.media.relay_channel`, with latching), reads a few
+attributes and calls one `transport.write`; latching decisions, time and logging are off it. This module
+does not know about SIP or SDP, ICE/STUN, RTCP-mux negotiation (multiplexed RTCP simply passes the RTP
+check and is relayed on the RTP sockets), SRTP, or media timeouts (read `stats()` to detect a silent call).
+Transcoding and DTMF interworking are not here: `UdpRelayLeg.set_transform(f)` passes what a leg's phone
+sends through `f` before it is relayed (`pbx.media.dtmf_interwork.RtpPath`); without one the hot path is
+unchanged.
 
 The PBX itself can speak and listen on a leg (IVR, music on hold): `UdpRelayLeg.attach(consumer)` hands
 what that leg's phone sends to `consumer.rtp_received`/`rtcp_received` instead of relaying it (latching still
@@ -50,17 +53,14 @@ control.
 from __future__ import annotations
 
 import ipaddress
-import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUDP
-from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -73,6 +73,17 @@ from pbx.media.interfaces import (
     SessionStats,
 )
 from pbx.media.ports import PortPool, PortsExhausted, out_of_resources
+from pbx.media.relay_addresses import AddressRules as _AddressRules
+from pbx.media.relay_channel import (
+    _RTP_IDS,
+    _RTP_MIN,
+    QUIET_SECONDS,
+    SWITCH_AFTER,
+    RelayConsumer,
+    Transform,
+    _Channel,
+    _RtcpChannel,
+)
 
 __all__ = [
     "DEFAULT_MAX_PACKET",
@@ -86,464 +97,14 @@ __all__ = [
 
 Address = tuple[str, int]
 
-SWITCH_AFTER = 3  # packets in a row from a new source that move the latch
-QUIET_SECONDS = 0.5  # silence of the latched source after which one packet from a new source moves the latch
 DEFAULT_MAX_PACKET = 2048  # RTP over UDP stays below the path MTU; larger datagrams would be truncated
 REUSE_AFTER = 1.0  # seconds a parked leg must have been quiet before a new call gets its sockets
-_RTP_MIN = 12  # RFC 3550 5.1: the fixed header
-_RTCP_MIN = 8  # RFC 3550 6.4: the smallest RR (no report blocks)
-_RTP_IDS = struct.Struct("!HII")  # sequence number, timestamp, SSRC at offset 2 of an RTP header
-_FRAME = 160  # timestamp step assumed between the PBX's last packet and the relayed stream (20 ms at 8 kHz)
 
 _log = Logger(namespace="pbx.media.relay")
 
 
 class IRelayReactor(IReactorUDP, IReactorTime):
     """What the relay needs of a reactor: UDP ports and the clock."""
-
-
-class RelayConsumer(Protocol):
-    """What `IRelayLeg.attach` takes: receives what the leg's phone sends while the leg is attached."""
-
-    def rtp_received(self, data: bytes, addr: Address) -> None:
-        """An RTP packet (version 2, at least 12 bytes) from the phone's latched address `addr`."""
-
-    def rtcp_received(self, data: bytes, addr: Address) -> None:
-        """An RTCP packet (version 2, at least 8 bytes) from the phone's latched RTCP address `addr`."""
-
-
-def _no_send(datagram: bytes, addr: Address) -> None:
-    """The writer of a channel that is not wired (yet or any more)."""
-
-
-class _Channel(DatagramProtocol):
-    """One socket of a leg (its RTP or its RTCP): validates, latches, forwards through the peer channel.
-
-    `target` is where what arrives here goes (the other leg's phone); the peer channel sets it whenever its
-    own phone's address changes, so the hot path needs no lookup through the peer.
-    """
-
-    # Slots, not a __dict__ (4 channels per call: about 1.6 KB each with one, 0.4 KB with slots). The base
-    # class keeps an instance dict available, so attaching can still shadow `datagramReceived` per channel.
-    __slots__ = (
-        "_call_id",
-        "_candidate",
-        "_clock",
-        "_consumer",
-        "_continue",
-        "_continued_ssrc",
-        "_heard_at",
-        "_heard_mark",
-        "_leg_name",
-        "_offsets",
-        "_own_port",
-        "_peer",
-        "_run",
-        "_run_mark",
-        "_send",
-        "consumer_errors",
-        "dropped",
-        "foreign",
-        "invalid",
-        "last",
-        "numPorts",
-        "octets",
-        "packets",
-        "relatched",
-        "remote",
-        "send_errors",
-        "sent",
-        "sent_last",
-        "source",
-        "stray_at",
-        "target",
-        "transport",
-        "unsent",
-    )
-    noisy = False
-    _min_length = _RTP_MIN
-    kind = "RTP"
-
-    def __init__(self, leg_name: str, call_id: str, clock: IReactorTime) -> None:
-        self.transport: Any = None  # DatagramProtocol's, as slots
-        self.numPorts = 0
-        self._leg_name = leg_name
-        self._call_id = call_id
-        self._clock = clock
-        self._peer: _Channel | None = None
-        self._send: Callable[[bytes, Address], Any] = _no_send
-        self.target: Address | None = None  # where packets received here are sent
-        self.source: Address | None = None  # latched address of this channel's phone
-        self.remote: Address | None = None  # this channel's phone according to its SDP
-        self.packets = 0
-        self.octets = 0
-        self.dropped = 0
-        self.invalid = 0
-        self.foreign = 0
-        self.relatched = 0
-        self.send_errors = 0
-        self.last: bytes | None = None  # the last datagram relayed to the other phone
-        self.sent_last: bytes | None = None  # the last datagram `send` sent to this channel's phone
-        self._continue: tuple[int, int, int] | None = None  # (ssrc, seq, ts) relayed RTP continues from
-        self._offsets: tuple[int, int] | None = None
-        self._continued_ssrc = -1
-        self.sent = 0  # packets the PBX itself sent to this channel's phone (`send`)
-        self.unsent = 0  # ... that it could not, because the phone's address was unknown or closed
-        self.consumer_errors = 0
-        self._consumer: Callable[[bytes, Address], object] | None = None  # set while the leg is attached
-        self._own_port: Any = None  # this channel's own socket (an IListeningPort with `write`)
-        self._candidate: Address | None = None  # a new source competing for the latch
-        self._run = 0  # its packets in a row
-        self._run_mark = 0  # packets heard from the latched source when its run started
-        self._heard_mark = -1  # packets heard from the latched source at `_heard_at`
-        self._heard_at = 0.0
-        self.stray_at = 0.0  # when a valid packet last arrived while unwired (parked for reuse)
-
-    def snapshot(self) -> _Channel:
-        """An unwired copy with this channel's addresses and counters (what a closed leg keeps)."""
-        clone = object.__new__(type(self))
-        # Every slot, in one statement (a setattr loop costs ten times as much; tests/media checks the list).
-        (
-            clone._call_id,
-            clone._candidate,
-            clone._clock,
-            clone._consumer,
-            clone._continue,
-            clone._continued_ssrc,
-            clone._heard_at,
-            clone._heard_mark,
-            clone._leg_name,
-            clone._offsets,
-            clone._own_port,
-            clone._peer,
-            clone._run,
-            clone._run_mark,
-            clone._send,
-            clone.consumer_errors,
-            clone.dropped,
-            clone.foreign,
-            clone.invalid,
-            clone.last,
-            clone.numPorts,
-            clone.octets,
-            clone.packets,
-            clone.relatched,
-            clone.remote,
-            clone.send_errors,
-            clone.sent,
-            clone.sent_last,
-            clone.source,
-            clone.stray_at,
-            clone.target,
-            clone.transport,
-            clone.unsent,
-        ) = (
-            self._call_id,
-            self._candidate,
-            self._clock,
-            self._consumer,
-            self._continue,
-            self._continued_ssrc,
-            self._heard_at,
-            self._heard_mark,
-            self._leg_name,
-            self._offsets,
-            self._own_port,
-            self._peer,
-            self._run,
-            self._run_mark,
-            self._send,
-            self.consumer_errors,
-            self.dropped,
-            self.foreign,
-            self.invalid,
-            self.last,
-            self.numPorts,
-            self.octets,
-            self.packets,
-            self.relatched,
-            self.remote,
-            self.send_errors,
-            self.sent,
-            self.sent_last,
-            self.source,
-            self.stray_at,
-            self.target,
-            self.transport,
-            self.unsent,
-        )
-        return clone
-
-    def reuse(self, leg_name: str, call_id: str) -> None:
-        """Forget everything of the previous call (a parked socket taken for a new one)."""
-        self._leg_name, self._call_id = leg_name, call_id
-        self.target = self.source = self.remote = self._candidate = None
-        self.packets = self.octets = self.dropped = self.invalid = self.foreign = 0
-        self.relatched = self.send_errors = self.sent = self.unsent = self.consumer_errors = 0
-        self._run = self._run_mark = 0
-        self._heard_mark = -1
-        self.last = self.sent_last = self._continue = self._offsets = None
-        self._continued_ssrc = -1
-        if self.datagramReceived.__func__ is not _Channel.datagramReceived:  # type: ignore[attr-defined]
-            del self.datagramReceived  # attached or continuing: back to the class's hot path
-
-    def datagramReceived(self, datagram: bytes, addr: Address) -> None:  # the hot path
-        if len(datagram) < self._min_length or (datagram[0] & 0xC0) != 0x80:
-            self.invalid += 1
-            return
-        if addr != self.source and not self._learn(addr):
-            return
-        target = self.target
-        if target is None:
-            self.dropped += 1
-            return
-        self.packets += 1
-        self.octets += len(datagram)
-        self.last = datagram  # what the other phone got last (`UdpRelayLeg.last_sent`)
-        try:
-            self._send(datagram, target)
-        except Exception as e:  # never raise into the reactor (EPERM from a firewall, ENETUNREACH, ...)
-            self._send_failed(target, e)
-
-    def _relay_continuing(self, datagram: bytes, addr: Address) -> None:
-        """`datagramReceived` after the PBX spoke to the other phone: relay as usual, but rewrite the RTP
-        header (SSRC, sequence number and timestamp offsets) so the other phone hears one continuous stream:
-        phones drop packets whose timestamp goes backwards, even across an SSRC change (baresip)."""
-        if len(datagram) < _RTP_MIN or (datagram[0] & 0xC0) != 0x80:
-            self.invalid += 1
-            return
-        if addr != self.source and not self._learn(addr):
-            return
-        target = self.target
-        if target is None:
-            self.dropped += 1
-            return
-        seq, ts, ssrc = _RTP_IDS.unpack_from(datagram, 2)
-        out_ssrc, out_seq, out_ts = self._continue or (ssrc, seq, ts)  # the last packet the phone got
-        offsets = self._offsets
-        if offsets is None or ssrc != self._continued_ssrc:  # first packet, or the source's stream changed
-            offsets = self._offsets = ((out_seq + 1 - seq) & 0xFFFF, (out_ts + _FRAME - ts) & 0xFFFFFFFF)
-            self._continued_ssrc = ssrc
-        out_seq, out_ts = (seq + offsets[0]) & 0xFFFF, (ts + offsets[1]) & 0xFFFFFFFF
-        self._continue = (out_ssrc, out_seq, out_ts)
-        out = bytearray(datagram)
-        _RTP_IDS.pack_into(out, 2, out_seq, out_ts, out_ssrc)
-        datagram = bytes(out)
-        self.packets += 1
-        self.octets += len(datagram)
-        self.last = datagram
-        try:
-            self._send(datagram, target)
-        except Exception as e:
-            self._send_failed(target, e)
-
-    def continue_stream(self, last: bytes) -> None:
-        """From now on, rewrite relayed RTP to continue the stream whose last packet was `last` (what the
-        PBX itself sent to the other phone), until this channel is reused."""
-        if len(last) < _RTP_MIN or self.kind != "RTP":
-            return
-        seq, ts, ssrc = _RTP_IDS.unpack_from(last, 2)
-        self._continue = (ssrc, seq, ts)
-        self._offsets = None
-        self.last = None  # the old relayed stream is not what the phone heard last any more
-        if self._consumer is None:
-            self.datagramReceived = self._relay_continuing  # type: ignore[method-assign]
-
-    def _deliver(self, datagram: bytes, addr: Address) -> None:
-        """`datagramReceived` while attached: validate and latch as usual, then hand to the consumer."""
-        if len(datagram) < self._min_length or (datagram[0] & 0xC0) != 0x80:
-            self.invalid += 1
-            return
-        if addr != self.source and not self._learn(addr):
-            return
-        consumer = self._consumer
-        if consumer is None:  # detached by an earlier call in this reactor turn: unreachable in practice
-            return
-        self.packets += 1
-        self.octets += len(datagram)
-        try:
-            consumer(datagram, addr)
-        except Exception:  # never raise into the reactor
-            self.consumer_errors += 1
-            if self.consumer_errors == 1:
-                _log.failure(
-                    "{call_id} leg {leg} {kind}: the attached consumer failed",
-                    call_id=self._call_id,
-                    leg=self._leg_name,
-                    kind=self.kind,
-                )
-
-    def attach(self, consumer: Callable[[bytes, Address], object]) -> None:
-        """Deliver what this channel's phone sends to `consumer`; withhold the other phone's packets."""
-        self._consumer = consumer
-        self.datagramReceived = self._deliver  # type: ignore[method-assign]
-        self._point_peer()
-
-    def detach(self) -> None:
-        """Relay again both ways; if the PBX sent RTP to this channel's phone meanwhile, what the other
-        phone sends is rewritten to continue that stream."""
-        if self._consumer is not None:
-            self._consumer = None
-            if self._continue is None:
-                del self.datagramReceived  # back to the class's hot path
-            else:
-                self.datagramReceived = self._relay_continuing  # type: ignore[method-assign]
-            self._point_peer()
-            if self.sent_last is not None and self._peer is not None:
-                self._peer.continue_stream(self.sent_last)
-
-    def send(self, datagram: bytes) -> None:
-        """Send `datagram` from this channel's own socket to its phone (latched, else SDP address)."""
-        port = self._own_port
-        target = self.source or self.remote
-        if port is None or target is None:
-            self.unsent += 1
-            return
-        try:
-            port.write(datagram, target)
-        except Exception as e:  # as for relayed packets
-            self._send_failed(target, e)
-            return
-        self.sent += 1
-        self.sent_last = datagram
-
-    def _learn(self, addr: Address) -> bool:
-        """A valid packet from `addr`, which is not the latched source: does it take the latch over?"""
-        if self._peer is None:  # closed, or parked for reuse: a late packet of a call that ended
-            self.stray_at = self._clock.seconds()
-            return False
-        if self.source is None or addr == self.remote:
-            if self.source is not None:
-                self.relatched += 1
-            self._latch(addr)
-            return True
-        heard = self.packets + self.dropped  # packets from the latched source so far
-        now = self._clock.seconds()
-        quiet = heard == self._heard_mark and now - self._heard_at >= QUIET_SECONDS
-        if heard != self._heard_mark:
-            self._heard_mark, self._heard_at = heard, now
-        if addr == self._candidate and heard == self._run_mark:
-            self._run += 1
-        else:
-            self._candidate, self._run, self._run_mark = addr, 1, heard
-        if quiet or self._run >= SWITCH_AFTER:
-            self.relatched += 1
-            self._latch(addr)
-            return True
-        self.foreign += 1
-        return False
-
-    def _latch(self, addr: Address) -> None:
-        _log.debug(
-            "{call_id} leg {leg} {kind} latched to {addr} (was {old}, SDP {remote})",
-            call_id=self._call_id,
-            leg=self._leg_name,
-            kind=self.kind,
-            addr=addr,
-            old=self.source,
-            remote=self.remote,
-        )
-        self.source = addr
-        self._candidate = None
-        self._heard_mark = -1
-        self._point_peer()
-
-    def set_remote(self, remote: Address | None) -> None:
-        if remote != self.remote:
-            self.remote = remote
-            self.source = None  # learn again: the media moved
-            self._candidate = None
-            self._heard_mark = -1
-            self._point_peer()
-
-    def _point_peer(self) -> None:
-        """Tell the peer channel where our phone is now (it sends what its phone sends there); nowhere
-        while we are attached (the PBX speaks to our phone, not the other one)."""
-        if self._peer is not None:
-            self._peer.target = self._destination()
-
-    def _destination(self) -> Address | None:
-        """Where the peer channel sends to reach our phone: None while attached."""
-        if self._consumer is not None:
-            return None
-        return self.source or self.remote
-
-    def wire(self, peer: _Channel, peer_port: IListeningPort, own_port: IListeningPort) -> None:
-        """Send what arrives here out of `peer_port` (the other leg's socket) to the other leg's phone;
-        `send` uses `own_port`."""
-        self._peer = peer
-        self._send = peer_port.write  # type: ignore[attr-defined]
-        self._own_port = own_port
-        self.target = peer._destination()
-
-    def unwire(self) -> None:
-        self._peer = None
-        self._send = _no_send
-        self._own_port = None
-        self.target = None
-        self.detach()
-
-    def _send_failed(self, target: Address, error: Exception) -> None:
-        self.send_errors += 1
-        if self.send_errors == 1:
-            _log.warn(
-                "{call_id} leg {leg} {kind}: cannot send to {target}: {error}",
-                call_id=self._call_id,
-                leg=self._leg_name,
-                kind=self.kind,
-                target=target,
-                error=error,
-            )
-
-
-class _RtcpChannel(_Channel):
-    __slots__ = ()
-    _min_length = _RTCP_MIN
-    kind = "RTCP"
-
-
-class _AddressRules:
-    """Turns SDP addresses into destinations the relay's sockets can send to."""
-
-    def __init__(self, bind_host: str) -> None:
-        bind = ipaddress.ip_address(bind_host)
-        self.ipv6 = bind.version == 6
-        self.dual_stack = self.ipv6 and bind.is_unspecified  # "::" also reaches IPv4 (IPv4-mapped)
-        self._hosts: dict[str, str | None] = {}  # host as SDP wrote it -> where to send (None: nowhere)
-
-    def destination(self, host: str, port: int) -> Address | None:
-        if not 0 <= port <= 65535:
-            raise ValueError(f"bad media port {port}")
-        target = self._hosts.get(host)
-        if target is None and host not in self._hosts:
-            target = self._target(host)  # raises ValueError for what we cannot send to (not remembered)
-            if len(self._hosts) >= 4096:
-                self._hosts.clear()
-            self._hosts[host] = target
-        if target is None or port == 0:
-            return None  # c=0.0.0.0 (RFC 2543 hold) or a rejected stream: send nothing
-        return target, port
-
-    def _target(self, host: str) -> str | None:
-        """The address to send to for an SDP host, None for a hold address. Raises ValueError."""
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            raise ValueError(f"media address {host!r} is not an IP address (resolve it first)") from None
-        if ip.is_unspecified:
-            return None
-        if ip.is_multicast or (ip.version == 4 and int(ip) == 0xFFFFFFFF):
-            raise ValueError(f"media address {host} is not unicast")
-        v4 = ip if ip.version == 4 else ip.ipv4_mapped
-        if v4 is not None:
-            if not self.ipv6:
-                return str(v4)
-            if self.dual_stack:
-                return f"::ffff:{v4}"  # the form recvfrom() reports on a dual-stack socket
-            raise ValueError(f"the relay is bound to IPv6 only and cannot reach {host}")
-        if not self.ipv6:
-            raise ValueError(f"the relay is bound to IPv4 and cannot reach {host}")
-        return str(ip)
 
 
 @implementer(IRelayLeg, IRtpTransport)
@@ -625,6 +186,11 @@ class UdpRelayLeg:
         """Relay both ways again (a no-op when not attached)."""
         self._rtp.detach()
         self._rtcp.detach()
+
+    def set_transform(self, transform: Transform | None) -> None:
+        """Pass the RTP this leg's phone sends through `transform` before it is relayed (None: as is)."""
+        if self._closing is None:
+            self._rtp.set_transform(transform)
 
     def send_rtp(self, data: bytes) -> None:
         """Send an RTP packet from this leg's RTP socket to this leg's phone (dropped and counted in
@@ -832,6 +398,11 @@ class UdpMediaRelay:
     @property
     def sessions(self) -> int:
         return len(self._open)
+
+    @property
+    def clock(self) -> IReactorTime:
+        """The relay's clock (what converted DTMF is paced by)."""
+        return self._reactor
 
     @property
     def pool(self) -> PortPool:

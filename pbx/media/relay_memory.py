@@ -5,6 +5,8 @@ test and what the relay would send is recorded. Latching follows the UDP relay's
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
@@ -18,7 +20,8 @@ from pbx.media.interfaces import (
     SessionStats,
 )
 from pbx.media.ports import PortPool, PortsExhausted
-from pbx.media.relay import _RTP_IDS, _RTP_MIN, Address, RelayConsumer, _AddressRules
+from pbx.media.relay import _RTP_IDS, _RTP_MIN, Address, RelayConsumer, Transform
+from pbx.media.relay_addresses import AddressRules as _AddressRules
 
 __all__ = ["MemoryMediaRelay", "MemoryRelayLeg", "MemoryRelaySession"]
 
@@ -40,6 +43,7 @@ class MemoryRelayLeg:
         self.sent_rtcp: list[bytes] = []
         self.unsent = 0
         self.closed = False
+        self.transform: Transform | None = None  # set_transform's
         self._rules = rules
 
     @property
@@ -52,6 +56,15 @@ class MemoryRelayLeg:
 
     def detach(self) -> None:
         self.consumer = None
+
+    def set_transform(self, transform: Transform | None) -> None:
+        if not self.closed:
+            self.transform = transform
+
+    def relay_rtp(self, data: bytes) -> bytes | None:
+        """Test helper: what the relay would send to the other phone for `data` from this leg's phone
+        (through the transform, when one is set)."""
+        return data if self.transform is None else self.transform(data)
 
     def send_rtp(self, data: bytes) -> None:
         if self.closed or (self.latched or self.remote) is None:
@@ -154,9 +167,13 @@ class MemoryMediaRelay:
     Args:
         pool: where legs' ports come from (default: 40000-40999).
         local_address: what `IRelayLeg.local_address` says.
+        clock: the relay's clock, when call control should convert DTMF (`pbx.media.dtmf_interwork`).
     """
 
-    def __init__(self, pool: PortPool | None = None, *, local_address: str = "127.0.0.1") -> None:
+    def __init__(
+        self, pool: PortPool | None = None, *, local_address: str = "127.0.0.1", clock: Any = None
+    ) -> None:
+        self.clock = clock  # an IReactorTime for DTMF interworking (None: the B2BUA converts nothing)
         self.pool = pool if pool is not None else PortPool(40000, 40999)
         self.local_address = local_address
         self.created: list[MemoryRelaySession] = []  # every session ever created, for assertions

@@ -258,6 +258,7 @@ class FakeRelayLeg:
         self.set_remote_calls: list[tuple[str, int, int | None]] = []
         self.consumer: Any = None
         self.sent: list[tuple[str, bytes]] = []  # ("rtp" | "rtcp", data)
+        self.transform: Any = None  # set_transform's (transcoding, DTMF interworking)
 
     @property
     def attached(self) -> bool:
@@ -272,6 +273,13 @@ class FakeRelayLeg:
 
     def detach(self) -> None:
         self.consumer = None
+
+    def set_transform(self, transform: Any) -> None:
+        self.transform = transform
+
+    def relay_rtp(self, data: bytes) -> bytes | None:
+        """What the relay would pass on to the other phone for `data` from this leg's phone."""
+        return data if self.transform is None else self.transform(data)
 
     def send_rtp(self, data: bytes) -> None:
         self.sent.append(("rtp", data))
@@ -310,8 +318,9 @@ class FakeRelaySession:
 class FakeRelay:
     """Sessions with deterministic ports: the n-th session (from 0) has legs on 40000 + 4n and 40002 + 4n."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Any = None) -> None:
         self.created: list[FakeRelaySession] = []
+        self.clock = clock  # what MediaBridge paces converted DTMF with (None: no interworking)
 
     @property
     def sessions(self) -> int:
@@ -659,7 +668,7 @@ class Harness:
         authenticator = DigestAuthenticator(
             NonceSource(clock, b"s" * 32), NonceCounter(), lambda u, r, a: table.get((u, r, a))
         )
-        relay = FakeRelay()
+        relay = FakeRelay(clock)
         engine = DialplanEngine(dialplans)
         directory = Directory(TENANT, DOMAIN, extensions or EXTENSIONS, GROUPS)
         domains = {DOMAIN: Domain(TENANT, REALM)}

@@ -974,7 +974,8 @@ class LateOfferTests(B2BUATestCase):
         (ack,) = h.stack.acks
         self.assertEqual(ack.destination, ("udp", "127.0.0.1", 5062))
         self.assertEqual(ack.request.headers.get("Content-Type"), "application/sdp")
-        self.assertEqual(audio(ack.request.body), (RELAY_ADDRESS, PORT_B, ["0"]))
+        # The callee keeps the telephone-event it offered: the PBX converts the caller's DTMF for it.
+        self.assertEqual(audio(ack.request.body), (RELAY_ADDRESS, PORT_B, ["0", "101"]))
         session = h.relay.created[0]
         self.assertEqual(session.leg("a").remote, ("192.168.1.10", 49200))
         self.assertEqual(session.leg("b").remote, ("192.168.1.20", 30000))

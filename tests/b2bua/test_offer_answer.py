@@ -58,9 +58,10 @@ class LocalLateOfferTests(B2BUATestCase):
         call = h.b2bua.calls[phone.call_id]
         assert call.local_sdp is not None
         self.assertEqual(audio(call.local_sdp), (RELAY_ADDRESS, PORT_A, ["8", "101"]))
-        # The next dial offers the callee what the caller agreed to, from the relay.
+        # The next dial offers the callee what the caller agreed to, from the relay, and PCMU after PCMA:
+        # the relay converts if the callee takes it.
         callee = h.callee()
-        self.assertEqual(audio(callee.invite.body), (RELAY_ADDRESS, PORT_B, ["8", "101"]))
+        self.assertEqual(audio(callee.invite.body), (RELAY_ADDRESS, PORT_B, ["8", "0", "101"]))
         callee.answer(callee_sdp(formats=(("8", "PCMA/8000"),)))
         self.assertEqual(statuses(phone.txn), [200])  # answered once only
         self.assertEqual(len(h.stack.acks), 1)
