@@ -6,11 +6,12 @@
 - with `register = true`, a `pbx.sip.registration.RegistrationClient`: REGISTER for the account's AoR
   (``sip:USERNAME@HOST``) to the carrier (``sip:HOST[:PORT][;transport=X]``), digest answered (401 and 407;
   MD5, SHA-256, SHA-512-256; `auth_username`, and only the trunk's `realm` when it names one), refreshed
-  before expiry, `423` followed with Min-Expires, back-off on failures (30 s doubling to 600 s, 20 % jitter,
-  Retry-After honoured), failover across the carrier's RFC 3263 targets or its listed `proxies`
-  (`pbx.trunks.targets.TrunkLocator`). The Contact is ``<sip:CONTACT_USER@LISTENER>`` where the user is
-  `contact_user` or `username` and the listener is the PBX's own for the target's transport and address
-  family (`SipStack.contact_for`), so the carrier's requests come back to where it sent them;
+  before expiry, `423` followed with Min-Expires, back-off on failures (`retry_interval`, 30 s by default,
+  doubling to 600 s, 20 % jitter, Retry-After honoured), failover across the carrier's RFC 3263 targets or
+  its listed `proxies` (`pbx.trunks.targets.TrunkLocator`). The Contact is ``<sip:CONTACT_USER@LISTENER>``
+  where the user is `contact_user` or `username` and the listener is the PBX's own for the target's
+  transport and address family (`SipStack.contact_for`), so the carrier's requests come back to where it
+  sent them;
 - with `options_interval` > 0, a `pbx.trunks.options.OptionsPinger`.
 
 Every change reaches `TrunkStates` (one log line per change of a trunk's summary); `stop()` stops the pings
@@ -66,7 +67,8 @@ class TrunkRegistrations:
         trunks: (tenant name, trunk settings) pairs, disabled ones included.
         locate: RFC 3263 lookup of a SIP URI (`SipResolver.resolve`); None: IP addresses only.
         rng: the randomness of the back-off jitter.
-        retry_base: the first back-off after a failed registration, seconds.
+        retry_base: the first back-off after a failed registration, seconds (None: each trunk's
+            `retry_interval`).
         retry_max: the longest back-off, seconds.
         refresh_margin: a refresh goes out at least this long before expiry (see `refresh_delay`).
         stop_timeout: how long `stop()` waits for each unregister's answer, seconds.
@@ -83,7 +85,7 @@ class TrunkRegistrations:
         *,
         locate: Locate | None = None,
         rng: random.Random | None = None,
-        retry_base: float = 30.0,
+        retry_base: float | None = None,
         retry_max: float = 600.0,
         refresh_margin: float = 5.0,
         stop_timeout: float = 5.0,
@@ -123,7 +125,7 @@ class TrunkRegistrations:
                     on_state=partial(self._registration_changed, tenant, trunk.name),
                     rng=rng,
                     refresh_margin=refresh_margin,
-                    retry_base=retry_base,
+                    retry_base=trunk.retry_interval if retry_base is None else retry_base,
                     retry_max=retry_max,
                     stop_timeout=stop_timeout,
                 )
