@@ -11,6 +11,7 @@ the requests' Call-ID, CSeq, Contact and Authorization from SIPp's trace.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,23 @@ def carrier_trunk(port: int, name: str = "carrier", **settings: object) -> str:
     return "\n".join(lines) + "\n"
 
 
+def trunk_status(config: Path, trunk: str, state: str, timeout: float = 10.0) -> tuple[list[str], str]:
+    """Wait until `pbx trunks status CONFIG` shows `trunk` ("tenant/name") in `state` (the PBX writes its
+    status file half a second after a change); that row's words and the whole output."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.2) + 1):
+        result = run_pbx_cli("trunks", "status", str(config))
+        assert result.returncode == 0, result.stderr
+        for line in result.stdout.splitlines()[1:-1]:
+            words = line.split()
+            if words[0] == trunk and words[1] == state:
+                return words, result.stdout
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)  # polling the status file for an event: the state change
+    raise AssertionError(f"{trunk} is not {state} after {timeout} s:\n{result.stdout}")
+
+
 def test_register_through_a_challenge_refresh_then_back_off(tmp_path: Path) -> None:
     sipp = Sipp("carrier", SCENARIOS / "trunk_registrar_uas.xml", [], tmp_path, timeout=30).wait_listening()
     ports = trunk_config(tmp_path, carrier_trunk(sipp.port))
@@ -76,12 +94,10 @@ def test_register_through_a_challenge_refresh_then_back_off(tmp_path: Path) -> N
         )
         delays = [int(re.search(r"retry in (\d+) s", line).group(1)) for line in retries[:3]]  # type: ignore[union-attr]
         assert delays[0] < delays[1] < delays[2], delays  # 1, 2, 4 s, each up to 20 % shorter
-        status = run_pbx_cli("trunks", "status", str(ports["path"]))
-        assert status.returncode == 0, status.stderr
-        row = status.stdout.splitlines()[1].split()
-        assert row[:4] == ["default/carrier", "failed", "408", "timeout"], status.stdout
-        assert "retry" in status.stdout and status.stdout.rstrip().endswith("the PBX is running")
-        assert "secret" not in pbx.output and "secret" not in status.stdout
+        row, output = trunk_status(ports["path"], "default/carrier", "failed")
+        assert row[2:5] == ["408", "timeout", "retry"], output
+        assert output.rstrip().endswith("the PBX is running")
+        assert "secret" not in pbx.output and "secret" not in output
     finally:
         sipp.kill()
         pbx.stop()
