@@ -3,12 +3,14 @@
 `twistd pbx` is configured with N trunks (default 1,000), all registering to one carrier on loopback at the
 same moment; the carrier (this script with `--carrier`, a plain-socket responder in its own process)
 challenges each binding's first REGISTER with a 401 (MD5, qop=auth), checks every digest, grants `--granted`
-seconds (20 by default: the PBX refreshes each binding after 15 s, all of them in the same second) and keeps
-the time each binding lapses. A refresh arriving after its binding lapsed, or a binding found lapsed, is a
+seconds (20 by default), *aligned*: each grant runs to a common deadline (a multiple of 20 s after the
+carrier started), so every binding lapses at the same moment and the PBX refreshes all of them 5 s before it,
+in the same second (the widest burst is reported; `--unaligned` grants a plain 20 s). The carrier keeps
+the time each binding lapses: a refresh arriving after its binding lapsed, or a binding found lapsed, is a
 *missed refresh*. The run:
 
 1. start the carrier and the PBX; wait until all N bindings are held (the first burst: N challenges, N 200s);
-2. hold for `--cycles` refresh periods, sampling the PBX's CPU (from /proc via psutil): CPU per refresh is the
+2. hold for `--cycles` refresh bursts, sampling the PBX's CPU (from /proc via psutil): CPU per refresh is the
    PBX's CPU in that window divided by the refreshes the carrier counted in it; the idle CPU of the same PBX
    with no trunk is measured first (`--idle-seconds`), for reference;
 3. read `pbx trunks status` (every trunk must show `registered`);
@@ -59,11 +61,14 @@ def _md5(text: str) -> str:
 class Carrier:
     """A registrar on a plain UDP socket: 401, digest check, 200 with the granted expiry; counts it all."""
 
-    def __init__(self, port: int, granted: int) -> None:
+    def __init__(self, port: int, granted: int, aligned: bool = True) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         self.sock.bind((HOST, port))
         self.granted = granted
+        self.aligned = aligned
+        self.epoch = time.monotonic()
+        self.refresh_times: list[float] = []
         self.until: dict[str, float] = {}  # Call-ID -> when the binding lapses
         self.cseq: dict[str, str] = {}  # Call-ID -> the last CSeq seen (a retransmission repeats it)
         self.counts = dict.fromkeys(
@@ -108,7 +113,8 @@ class Carrier:
         with self.lock:
             self.counts["registers"] += 1
             cseq = headers.get("cseq", [""])[0]
-            if self.cseq.get(call_id) == cseq:
+            retransmitted = self.cseq.get(call_id) == cseq
+            if retransmitted:
                 self.counts["retransmissions"] += 1
             self.cseq[call_id] = cseq
             authorization = headers.get("authorization")
@@ -132,32 +138,65 @@ class Carrier:
                 self.counts["unregisters"] += 1
                 self.until.pop(call_id, None)
                 return f"SIP/2.0 200 OK\r\n{copied}Content-Length: 0\r\n\r\n"
+            grant = self.granted
             previous = self.until.get(call_id)
             if previous is None:
                 self.counts["first"] += 1
-            elif previous - now > self.granted - 1:
-                pass  # a retransmission of the request just answered
+            elif retransmitted:
+                pass  # the request just answered, again: its answer was late or lost
             else:
                 self.counts["refreshes"] += 1
                 if now > previous:
                     self.counts["missed"] += 1
-            self.until[call_id] = now + self.granted
+                self.refresh_times.append(now)
+            grant = self.grant(now)
+            self.until[call_id] = now + grant
         contact = headers.get("contact", [""])[0].split(";expires=")[0]
-        return (
-            f"SIP/2.0 200 OK\r\n{copied}Contact: {contact};expires={self.granted}\r\n"
-            f"Content-Length: 0\r\n\r\n"
-        )
+        return f"SIP/2.0 200 OK\r\n{copied}Contact: {contact};expires={grant}\r\nContent-Length: 0\r\n\r\n"
+
+    def grant(self, now: float) -> int:
+        """The expiry granted now: `granted`, or (aligned) the whole seconds to the next common deadline
+        (a multiple of `granted` after the start, at least half of it away), so that every binding, whenever
+        it was made, lapses at the same moment and is refreshed 5 s before it: all at once."""
+        if not self.aligned:
+            return self.granted
+        periods = int((now - self.epoch) / self.granted) + 1
+        deadline = self.epoch + periods * self.granted
+        if deadline - now < self.granted / 2:
+            deadline += self.granted
+        return int(deadline - now)
+
+    def burst_widths(self) -> list[float]:
+        """The spread (first to last) of each burst of refreshes (bursts: refreshes less than 3 s apart)."""
+        widths: list[float] = []
+        start = last = None
+        for at in self.refresh_times:
+            if last is None or at - last > 3:
+                if start is not None and last is not None:
+                    widths.append(last - start)
+                start = at
+            last = at
+        if start is not None and last is not None:
+            widths.append(last - start)
+        return widths
 
     def report(self) -> dict[str, int]:
         now = time.monotonic()
         with self.lock:
             lapsed = sum(1 for until in self.until.values() if until < now)
-            return {**self.counts, "held": len(self.until) - lapsed, "lapsed": lapsed}
+            widths = self.burst_widths()
+        return {
+            **self.counts,
+            "held": len(self.until) - lapsed,
+            "lapsed": lapsed,
+            "bursts": len(widths),
+            "widest_ms": int(1000 * max(widths, default=0.0)),
+        }
 
 
-def run_carrier(port: int, granted: int) -> None:
+def run_carrier(port: int, granted: int, aligned: bool) -> None:
     """`--carrier`: serve, and print the counts as a JSON line every half second."""
-    carrier = Carrier(port, granted)
+    carrier = Carrier(port, granted, aligned)
     threading.Thread(target=carrier.serve, daemon=True).start()
     print(f"carrier listening on {HOST} port {port}", flush=True)
     for _ in range(24 * 3600 * 2):  # bounded: a day
@@ -204,18 +243,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--granted", type=int, default=20, help="expiry the carrier grants, seconds")
     parser.add_argument("--cycles", type=int, default=4, help="refresh periods measured")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--unaligned", action="store_true", help="grant a plain --granted, not aligned")
     parser.add_argument("--carrier", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.carrier:
-        run_carrier(args.carrier, args.granted)
+        run_carrier(args.carrier, args.granted, not args.unaligned)
         return 0
-    period = max(min(args.granted - 5, 0.9 * args.granted), args.granted / 2)
+    period = float(args.granted)
+    if args.unaligned:
+        period = max(min(args.granted - 5, 0.9 * args.granted), args.granted / 2)
     with tempfile.TemporaryDirectory(prefix="trunk-bench-") as tmp:
         directory = Path(tmp)
         carrier_port = free_port(tcp=False)
         carrier = ServerProcess(
             "carrier",
-            [sys.executable, __file__, "--carrier", str(carrier_port), "--granted", str(args.granted)],
+            [sys.executable, __file__, "--carrier", str(carrier_port), "--granted", str(args.granted)]
+            + (["--unaligned"] if args.unaligned else []),
         )
         pbx = None
         try:
@@ -266,12 +309,19 @@ def main(argv: list[str] | None = None) -> int:
             carrier.stop()
     rows = [
         ["trunks", args.trunks],
-        ["granted expiry / refresh period (s)", f"{args.granted} / {period:g}"],
+        [
+            "granted expiry / refresh period (s)",
+            f"{args.granted}{'' if args.unaligned else ' aligned'} / {period:g}",
+        ],
         ["all bindings held after PBX start (s)", f"{all_held:.1f}"],
         ["REGISTERs for the first bindings (challenge + answer)", f"{counts['registers']}"],
         ["of which retransmissions (T1 = 500 ms)", f"{counts['retransmissions']}"],
         [f"refreshes in {elapsed:.0f} s ({args.cycles} bursts)", refreshes],
         ["REGISTER retransmissions in the window", after["retransmissions"] - before["retransmissions"]],
+        [
+            "refresh bursts so far, widest (first to last refresh, ms)",
+            f"{after['bursts']}, {after['widest_ms']}",
+        ],
         ["missed refreshes / lapsed bindings", f"{after['missed']} / {after['lapsed']}"],
         ["bad digests", after["bad_auth"]],
         ["PBX CPU in the window (s)", f"{cpu:.2f}"],
