@@ -10,13 +10,16 @@ the requests' Call-ID, CSeq, Contact and Authorization from SIPp's trace.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import PbxProcess, run_pbx_cli, write_config
+from tests.e2e.harness import REPO, PbxProcess, free_port, run_pbx_cli, write_config
 from tests.e2e.test_calls_sipp import Sipp, header
 from tests.e2e.test_client_auth_sipp import check_md5_digest
 
@@ -119,3 +122,54 @@ def test_register_through_a_challenge_refresh_then_back_off(tmp_path: Path) -> N
     status = run_pbx_cli("trunks", "status", str(ports["path"]))
     assert status.stdout.splitlines()[1].split()[1] == "unregistered", status.stdout
     assert "the PBX is not running" in status.stdout
+
+
+def test_failover_across_the_carriers_srv_targets(tmp_path: Path) -> None:
+    """The trunk names a host; its SRV records (a loopback DNS server, `sip.nameservers`) give a carrier that
+    answers 503 first and a working one second: the same attempt moves on and registers there."""
+    busy = Sipp("busy", SCENARIOS / "registration_busy_uas.xml", [], tmp_path, timeout=30).wait_listening()
+    live = Sipp("live", SCENARIOS / "trunk_registrar_uas.xml", [], tmp_path, timeout=30).wait_listening()
+    dns_port = free_port()
+    zone = {
+        "_sip._udp.carrier.example.test": [
+            ["SRV", 10, 0, busy.port, "busy.example.test"],
+            ["SRV", 20, 0, live.port, "live.example.test"],
+        ],
+        "busy.example.test": [["A", "127.0.0.1"]],
+        "live.example.test": [["A", "127.0.0.1"]],
+    }
+    dns = subprocess.Popen(
+        [sys.executable, "-m", "tests.e2e.dns_server", str(dns_port), json.dumps(zone)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    pbx = None
+    try:
+        assert dns.stdout is not None and dns.stdout.readline().strip() == b"ready"
+        trunk = carrier_trunk(0, host="carrier.example.test")
+        ports = trunk_config(tmp_path, trunk.replace("port = 0\n", ""), t1=0.2)
+        path: Path = ports["path"]
+        path.write_text(
+            path.read_text().replace("[sip]\n", f'[sip]\nnameservers = ["127.0.0.1:{dns_port}"]\n', 1)
+        )
+        pbx = PbxProcess(path)
+        pbx.wait_ready(ports["listeners"])
+        pbx.wait_for(
+            rf"Trunk default/carrier: registered \(200 OK\); Contact .* at udp 127\.0\.0\.1:{live.port}"
+        )
+        assert busy.wait() == 0, str(busy)
+        assert live.wait() == 0, str(live)  # challenged, registered, refreshed there
+    finally:
+        if pbx is not None:
+            pbx.stop()
+        busy.kill()
+        live.kill()
+        dns.kill()
+        dns.wait(10)
+    first = busy.requests("REGISTER")[0]
+    assert {header(r, "CSeq")[0] for r in busy.requests("REGISTER")} == {"1 REGISTER"}
+    assert first.split(" ", 2)[1] == "sip:carrier.example.test;transport=udp"
+    assert header(first, "To") == ["<sip:1555@carrier.example.test>"]
+    cseqs = [int(header(r, "CSeq")[0].split()[0]) for r in live.requests("REGISTER")]
+    assert cseqs[:3] == [2, 3, 4]  # one binding: the CSeq goes on from the 503's
