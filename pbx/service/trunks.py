@@ -75,6 +75,16 @@ def build_trunks(config: Config, stack: SipStack, the_reactor: Any) -> TrunksSer
     """Registration clients and OPTIONS pingers for the configured trunks (RFC 3263 through the configured
     name servers), their `TrunkStates`, and the status file in the data directory."""
     trunks = configured_trunks(config)
+    listening = {listener.transport for listener in config.sip.listeners}
+    for tenant, trunk in trunks:
+        if trunk.enabled and trunk.transport and trunk.transport not in listening:
+            _log.warn(
+                "Trunk {tenant}/{trunk} uses {transport} but the PBX has no {transport} listener: "
+                "it cannot reach the carrier",
+                tenant=tenant,
+                trunk=trunk.name,
+                transport=trunk.transport,
+            )
     states = TrunkStates(the_reactor)
     registrations = TrunkRegistrations(
         stack,

@@ -60,3 +60,26 @@ def test_a_wrong_password_leaves_no_binding(tmp_path: Path) -> None:
             assert carrier.bindings().get("1555", []) == []
         finally:
             pbx.stop()
+
+
+def test_options_pings_mark_the_trunk_down_when_kamailio_goes(tmp_path: Path) -> None:
+    """OPTIONS every 5 s: Kamailio answers (the trunk is up); once it is stopped the next ping goes unanswered
+    (T1 = 50 ms: Timer F after 3.2 s) and the trunk is down, in the log and in `pbx trunks status`."""
+    carrier = Kamailio(tmp_path, [("1555", "secret")])
+    try:
+        carrier.wait_listening()
+        trunk = carrier_trunk(carrier.port, register=False, options_interval=5)
+        ports = trunk_config(tmp_path, trunk, t1=0.05)
+        pbx = PbxProcess(ports["path"])
+        try:
+            pbx.wait_ready(ports["listeners"])
+            pbx.wait_for(r"Trunk default/carrier: up, OPTIONS answered")
+            trunk_status(ports["path"], "default/carrier", "up")
+            carrier.stop()
+            pbx.wait_for(r"Trunk default/carrier: down, OPTIONS unanswered \(408\)", timeout=20)
+            row, _ = trunk_status(ports["path"], "default/carrier", "down")
+            assert row[2:5] == ["-;", "OPTIONS", "408"], row
+        finally:
+            pbx.stop()
+    finally:
+        carrier.stop()
