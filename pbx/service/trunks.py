@@ -26,6 +26,8 @@ _log = Logger(namespace="pbx")
 
 UNREGISTER_TIMEOUT = 5.0
 """Seconds the PBX waits at shutdown for a carrier to answer the unregister."""
+START_SPACING = 0.005
+"""Seconds between the first REGISTERs (and OPTIONS) of consecutive trunks at start: 1,000 trunks in 5 s."""
 
 
 def configured_trunks(config: Config) -> list[tuple[str, Trunk]]:
@@ -58,7 +60,7 @@ class TrunksService(service.Service):
             registering=sum(1 for state in states if state.registers),
             pinged=sum(1 for state in states if state.pings),
         )
-        self.registrations.start()
+        self.registrations.start(START_SPACING)
         self.status_file.write()
 
     def stopService(self) -> Deferred[None]:

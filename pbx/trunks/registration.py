@@ -28,7 +28,7 @@ from functools import partial
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from pbx.sip import registration as sip_registration
@@ -96,6 +96,7 @@ class TrunkRegistrations:
         self.clients: dict[tuple[str, str], RegistrationClient] = {}
         self.pingers: dict[tuple[str, str], OptionsPinger] = {}
         self._stopping: Deferred[None] | None = None
+        self._timers_start: list[IDelayedCall] = []
         for tenant, trunk in trunks:
             pings = trunk.options_interval > 0
             states.add(
@@ -141,17 +142,29 @@ class TrunkRegistrations:
                     route=proxy,
                 )
 
-    def start(self) -> None:
-        """Send every trunk's first REGISTER and first OPTIONS now."""
-        for client in self.clients.values():
-            client.start()
-        for pinger in self.pingers.values():
-            pinger.start()
+    def start(self, spacing: float = 0.0) -> None:
+        """Send every trunk's first REGISTER and first OPTIONS: the first trunk's now, each next one
+        `spacing` seconds later (so that a thousand trunks do not challenge one carrier in the same
+        millisecond); refreshes then follow each trunk's own expiry."""
+        for index, client in enumerate(self.clients.values()):
+            self._start_later(index * spacing, client.start)
+        for index, pinger in enumerate(self.pingers.values()):
+            self._start_later(index * spacing, pinger.start)
+
+    def _start_later(self, delay: float, start: Any) -> None:
+        if delay <= 0:
+            start()
+            return
+        self._timers_start.append(self._clock.callLater(delay, start))
 
     def stop(self) -> Deferred[None]:
         """Stop the pings and unregister every trunk; fires when all are answered or timed out."""
         if self._stopping is not None:
             return self._stopping
+        for timer in self._timers_start:
+            if timer.active():
+                timer.cancel()
+        self._timers_start = []
         for pinger in self.pingers.values():
             pinger.stop()
         stops = [client.stop() for client in self.clients.values()]

@@ -293,6 +293,23 @@ class TrunkSetTests(TrunkCase):
         self.assertFalse(self.states.is_up("other", "ip"))
         self.stop()
 
+    def test_first_registrations_are_spaced_and_a_stop_cancels_the_rest(self) -> None:
+        for index in range(3):
+            self.net.add(f"192.0.2.{100 + index}")
+        trunks = [trunk(name=f"t{i}", host=f"192.0.2.{100 + i}", contact_user=f"c{i}") for i in range(3)]
+        registrations = TrunkRegistrations(
+            self.stack, self.clock, self.states, [("default", t) for t in trunks], rng=FixedRandom()
+        )
+        self.registrations = registrations
+        registrations.start(spacing=0.5)
+        self.net.run()
+        self.assertEqual([s.registration for s in self.states], ["registered", "registering", "registering"])
+        self.advance(0.5)
+        self.assertEqual([s.registration for s in self.states], ["registered", "registered", "registering"])
+        self.stop()  # the third never starts
+        self.assertEqual(len(self.net.carriers[("192.0.2.102", 5060)].requests), 0)
+        self.assertEqual([s.registration for s in self.states], ["unregistered"] * 3)
+
     def test_passwords_are_never_logged(self) -> None:
         self.net.add(A, mode="403")
         self.start(trunk(password="hunter2-secret"))
