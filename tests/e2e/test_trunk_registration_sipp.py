@@ -22,6 +22,7 @@ import pytest
 from tests.e2e.harness import REPO, PbxProcess, free_port, run_pbx_cli, write_config
 from tests.e2e.test_calls_sipp import Sipp, header
 from tests.e2e.test_client_auth_sipp import check_md5_digest
+from tests.e2e.test_registration_sipp import tcp_listening
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 pytestmark = pytest.mark.e2e
@@ -173,3 +174,28 @@ def test_failover_across_the_carriers_srv_targets(tmp_path: Path) -> None:
     assert header(first, "To") == ["<sip:1555@carrier.example.test>"]
     cseqs = [int(header(r, "CSeq")[0].split()[0]) for r in live.requests("REGISTER")]
     assert cseqs[:3] == [2, 3, 4]  # one binding: the CSeq goes on from the 503's
+
+
+def test_register_over_tcp_with_a_tcp_contact(tmp_path: Path) -> None:
+    """`transport = "tcp"`: the REGISTERs travel on one TCP connection and the Contact names the PBX's TCP
+    listener (`;transport=tcp`), so the carrier's calls come back over TCP; when SIPp goes, the connection
+    closes and the next refresh fails at once (503) instead of timing out."""
+    sipp = tcp_listening(
+        Sipp("carrier", SCENARIOS / "trunk_registrar_uas.xml", ["-t", "t1"], tmp_path, timeout=30)
+    )
+    ports = trunk_config(tmp_path, carrier_trunk(sipp.port, transport="tcp"), t1=0.5)
+    pbx = PbxProcess(ports["path"])
+    try:
+        pbx.wait_ready(ports["listeners"])
+        contact = f"<sip:1555@127.0.0.1:{ports['sip']};transport=tcp>"
+        pbx.wait_for(rf"Trunk default/carrier: registered \(200 OK\); Contact {re.escape(contact)} at tcp ")
+        assert sipp.wait() == 0, str(sipp)
+        pbx.wait_for(r"Trunk default/carrier: failed \(503 [^)]*\); next try in \d+ s", timeout=15)
+    finally:
+        sipp.kill()
+        pbx.stop()
+    requests = sipp.requests("REGISTER")
+    assert len(requests) == 3, str(sipp)
+    assert {header(r, "Contact")[0] for r in requests} == {f"{contact};expires=60"}
+    assert all(header(r, "Via")[0].startswith("SIP/2.0/TCP ") for r in requests)
+    assert requests[0].split(" ", 2)[1] == f"sip:127.0.0.1:{sipp.port};transport=tcp"
