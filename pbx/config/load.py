@@ -47,6 +47,7 @@ from pbx.config.model import (
     normalize_host,
 )
 from pbx.config.voicemail import MAILBOX_KEYS, SMTP_KEYS, VOICEMAIL_KEYS
+from pbx.config.trunks import TRUNK_KEYS
 
 SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     "": (
@@ -88,7 +89,9 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "peers",
         "credentials",
         "mailboxes",
+        "trunks",
     ),
+    "tenants.<tenant>.trunks.<trunk>": TRUNK_KEYS,
     "tenants.<tenant>.peers[]": ("name", "networks", "extension"),
     "tenants.<tenant>.credentials[]": ("realm", "username", "password"),
     "tenants.<tenant>.extensions.<number>": (
@@ -534,6 +537,9 @@ class _Parser:
         from pbx.config.load_voicemail import mailboxes  # imports this module
 
         boxes = mailboxes(self, table.get("mailboxes", {}), _join(path, "mailboxes"), extensions)
+        from pbx.config.load_trunks import parse_trunks  # it imports this module: imported when used
+
+        trunks = parse_trunks(self, table.get("trunks", {}), _join(path, "trunks"))
         return Tenant(
             name=name,
             domain=domain,
@@ -544,6 +550,7 @@ class _Parser:
             peers=peers,
             credentials=credentials,
             mailboxes=boxes,
+            trunks=trunks,
         )
 
     def credentials(self, value: object, path: str) -> tuple[OutboundCredentials, ...]:

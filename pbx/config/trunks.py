@@ -12,6 +12,35 @@ DTMF_MODES: tuple[str, ...] = ("rfc4733", "info", "inband")
 """How key presses travel on a trunk: RFC 4733 telephone-events, SIP INFO, or tones in the audio."""
 DID_SOURCES: tuple[str, ...] = ("request-uri", "to")
 """Where a trunk's inbound calls carry the called number (carriers differ)."""
+TRUNK_TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls", "")
+"""A trunk's transport; "" lets RFC 3263 choose."""
+TRUNK_KEYS: tuple[str, ...] = (
+    "host",
+    "port",
+    "proxies",
+    "transport",
+    "outbound_proxy",
+    "username",
+    "auth_username",
+    "password",
+    "realm",
+    "register",
+    "contact_user",
+    "register_expires",
+    "retry_interval",
+    "options_interval",
+    "codecs",
+    "dtmf",
+    "caller_id",
+    "caller_id_name",
+    "send_pai",
+    "dids",
+    "did_source",
+    "networks",
+    "max_calls",
+    "enabled",
+)
+"""The keys of a `[tenants.NAME.trunks.TRUNK]` table: every field of `Trunk` but its name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +64,8 @@ class Trunk:
         contact_user: The user part of the Contact the PBX registers ("" means `username`); inbound calls
             to this Contact are the trunk's.
         register_expires: The registration interval asked for, in seconds.
+        retry_interval: Seconds before the first new attempt after a failed registration; each further
+            failure doubles it, up to 600 s.
         options_interval: Seconds between OPTIONS pings that mark the trunk up or down (0: no pings).
         codecs: The codecs offered to the carrier, in order of preference.
         dtmf: One of `DTMF_MODES`: how the carrier wants key presses.
@@ -63,6 +94,7 @@ class Trunk:
     register: bool = False
     contact_user: str = ""
     register_expires: int = 3600
+    retry_interval: float = 30.0
     options_interval: float = 0.0
     codecs: tuple[str, ...] = ("PCMU", "PCMA", "telephone-event")
     dtmf: str = "rfc4733"
@@ -78,6 +110,11 @@ class Trunk:
     def __post_init__(self) -> None:
         for name in ("proxies", "codecs", "dids", "networks"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @property
+    def registered_user(self) -> str:
+        """The user part of the Contact the PBX registers: `contact_user`, else `username`."""
+        return self.contact_user or self.username
 
     @property
     def auth_user(self) -> str:

@@ -5,6 +5,7 @@
 - `calls`: the B2BUA, dialplans, media relay and media applications;
 - `voicemail`: the mailboxes (files and index), recovered at start, shared by calls and MWI;
 - `mwi`: message-waiting subscriptions;
+- `trunks`: the trunks' registrations, OPTIONS pings and live state (`TrunksService.states`);
 - `adapters`: config -> the plain lookups and values the layers below take;
 - `process` and `logs`: descriptor limits, the garbage collector, the ready line.
 
@@ -23,12 +24,13 @@ from pbx.service.calls import build_calls
 from pbx.service.mwi import build_mwi
 from pbx.service.registrar import build_registrar
 from pbx.service.sip import build_sip
+from pbx.service.trunks import build_trunks
 from pbx.service.voicemail import build_voicemail
 
 
 def build(config: Config, the_reactor: Any, *, sip_trace: bool = False) -> service.MultiService:
-    """The PBX's services, in the order they start: SIP listeners, registrar, voicemail, calls, message
-    waiting."""
+    """The PBX's services, in the order they start: SIP listeners, registrar, voicemail, trunks, calls,
+    message waiting (they stop in the reverse order: calls end before the trunks unregister)."""
     top = service.MultiService()
     config.data_dir.mkdir(parents=True, exist_ok=True)
     stack, sip = build_sip(config, the_reactor, trace=sip_trace)
@@ -37,6 +39,8 @@ def build(config: Config, the_reactor: Any, *, sip_trace: bool = False) -> servi
     registrar.setServiceParent(top)
     voicemail = build_voicemail(config, registrar.store, the_reactor)
     voicemail.setServiceParent(top)
+    trunks = build_trunks(config, stack, the_reactor)  # trunks.states: the ITrunkStates calls read
+    trunks.setServiceParent(top)
     build_calls(config, stack, registrar, the_reactor, voicemail.mailboxes).setServiceParent(top)
     build_mwi(config, stack, registrar, voicemail.mailboxes).setServiceParent(top)
     return top
