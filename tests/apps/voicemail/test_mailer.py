@@ -1,0 +1,271 @@
+"""`VoicemailMailer`: new messages mailed through Twisted's SMTP client to an in-memory ESMTP server on a
+`task.Clock`; failures retried with a doubling back-off, never losing the message; `emailed` marked;
+`delete_after_email` through the mailboxes; start-up queueing; one connection at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+
+from pbx.apps.voicemail.mailer import VoicemailMailer
+from tests.apps.voicemail.smtp_fakes import Box, FakeVoicemail, SmtpWorld, voicemail_message
+
+WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 4
+
+
+class Smtp:
+    def __init__(self, **kwargs: Any) -> None:
+        self.host = "mail.test"
+        self.port = 587
+        self.starttls = "off"
+        self.username = ""
+        self.password = ""
+        self.timeout = 30.0
+        self.__dict__.update(kwargs)
+
+
+@pytest.fixture
+def logged():
+    events: list[str] = []
+
+    def observer(event: LogEvent) -> None:
+        if "Voicemail e-mail" in str(event.get("log_format", "")):
+            events.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observer)
+    yield events
+    globalLogPublisher.removeObserver(observer)
+
+
+def make(
+    tmp_path: Path, boxes: list[Box], *, retry_min: float = 60, retry_max: float = 3600, **smtp: Any
+) -> tuple[VoicemailMailer, FakeVoicemail, SmtpWorld, Clock]:
+    clock = Clock()
+    world = SmtpWorld(clock)
+    vm = FakeVoicemail(tmp_path, boxes)
+    mailer = VoicemailMailer(
+        vm,  # type: ignore[arg-type]
+        vm,  # type: ignore[arg-type]
+        Smtp(**smtp),
+        sender="voicemail@pbx.test",
+        retry_min=retry_min,
+        retry_max=retry_max,
+        clock=clock,
+        connect=world.connect,
+    )
+    return mailer, vm, world, clock
+
+
+def test_a_new_message_is_mailed_with_the_wav_and_marked_emailed(tmp_path, logged):
+    mailer, vm, world, clock = make(tmp_path, [Box("1002", email="bob@example.test", name="Bob")])
+    message = vm.add(voicemail_message(), WAV)
+    mailer.message_added(message)
+    world.run()
+    [(recipient, mail)] = world.inbox.mails
+    assert recipient == "bob@example.test"
+    assert world.inbox.senders == ["voicemail@pbx.test"]
+    assert mail["Subject"] == "New voicemail from Alice <1001> in mailbox 1002"
+    assert mail["From"] == "voicemail@pbx.test" and mail["To"] == "bob@example.test"
+    text, attachment = [part for part in mail.walk() if not part.is_multipart()]
+    body = text.get_payload(decode=True).decode()
+    assert "1001" in body and "Alice" in body and "0:07" in body and "1002 (Bob)" in body
+    assert "2025-12-06 05:46:40 UTC" in body
+    assert attachment.get_content_type() == "audio/wav"
+    assert attachment.get_filename() == "voicemail-1002-m1.wav"
+    assert attachment.get_payload(decode=True) == WAV
+    assert vm.entries["default", "1002", "m1"].emailed
+    assert mailer.pending == []
+    assert any("mailed to bob@example.test" in line for line in logged)
+    assert clock.getDelayedCalls() == []
+
+
+def test_without_attach_the_mail_has_only_the_details(tmp_path):
+    mailer, vm, world, clock = make(tmp_path, [Box("1002", email="bob@example.test", email_attach=False)])
+    mailer.message_added(vm.add(voicemail_message(), WAV))
+    world.run()
+    [(_, mail)] = world.inbox.mails
+    assert not mail.is_multipart()
+    assert "*97" in mail.get_payload(decode=True).decode()
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_box_without_address_or_a_mailed_message_is_not_mailed(tmp_path):
+    mailer, vm, world, clock = make(tmp_path, [Box("1002"), Box("1003", email="c@example.test")])
+    mailer.message_added(vm.add(voicemail_message("a", "1002")))
+    mailer.message_added(vm.add(voicemail_message("b", "1003", emailed=True)))
+    world.run()
+    assert world.connections == 0 and mailer.pending == []
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_hostile_caller_name_cannot_add_a_header(tmp_path):
+    mailer, vm, world, clock = make(tmp_path, [Box("1002", email="bob@example.test")])
+    evil = "Eve\r\nBcc: victim@example.test\r\n"
+    mailer.message_added(vm.add(voicemail_message(caller_name=evil)))
+    world.run()
+    [(_, mail)] = world.inbox.mails
+    assert mail["Bcc"] is None
+    assert mail["Subject"].strip() == "New voicemail from Eve Bcc: victim@example.test <1001> in mailbox 1002"
+    assert clock.getDelayedCalls() == []
+
+
+def test_server_down_then_retries_with_doubling_back_off_and_nothing_is_lost(tmp_path, logged):
+    mailer, vm, world, clock = make(
+        tmp_path, [Box("1002", email="bob@example.test")], retry_min=10, retry_max=40, password="s3cret!"
+    )
+    world.up = False
+    mailer.message_added(vm.add(voicemail_message(), WAV))
+    attempts_at = [clock.seconds()] if world.connections == 1 else []
+    for _ in range(5):
+        before = world.connections
+        [call] = clock.getDelayedCalls()
+        clock.advance(call.getTime() - clock.seconds())
+        world.run()
+        assert world.connections == before + 1
+        attempts_at.append(clock.seconds())
+    assert attempts_at == [0, 10, 30, 70, 110, 150]  # waits 10, 20, 40, 40, 40
+    assert ("default", "1002", "m1") in vm.entries and not vm.entries["default", "1002", "m1"].emailed
+    failures = [line for line in logged if "failed" in line]
+    assert len(failures) == 6
+    assert "Connection was refused" in failures[0] and "next try in 10 s" in failures[0]
+    assert all("s3cret" not in line for line in logged)
+    world.up = True
+    [call] = clock.getDelayedCalls()
+    clock.advance(call.getTime() - clock.seconds())
+    world.run()
+    assert len(world.inbox.mails) == 1
+    assert vm.entries["default", "1002", "m1"].emailed
+    assert clock.getDelayedCalls() == []
+
+
+def test_starttls_required_but_not_offered_fails_is_logged_and_retried(tmp_path, logged):
+    mailer, vm, world, clock = make(
+        tmp_path, [Box("1002", email="bob@example.test")], starttls="required", retry_min=5
+    )
+    mailer.message_added(vm.add(voicemail_message()))
+    world.run()
+    assert world.inbox.mails == [] and world.connections == 1
+    [failure] = [line for line in logged if "failed" in line]
+    assert "502" in failure and "TLS" in failure and "next try in 5 s" in failure
+    assert not vm.entries["default", "1002", "m1"].emailed
+    [call] = clock.getDelayedCalls()
+    assert call.getTime() == 5
+    clock.advance(5)
+    world.run()
+    assert world.connections == 2 and world.inbox.mails == []
+    mailer.stop()
+    assert clock.getDelayedCalls() == []
+
+
+def test_starttls_off_never_asks_for_tls(tmp_path):
+    mailer, vm, world, clock = make(tmp_path, [Box("1002", email="bob@example.test")], starttls="off")
+    world.starttls = True
+    mailer.message_added(vm.add(voicemail_message()))
+    world.run()
+    assert len(world.inbox.mails) == 1
+    assert b"STARTTLS" not in b"".join(world.transcript)
+    assert clock.getDelayedCalls() == []
+
+
+def test_auth_with_username_and_password_and_a_wrong_password_is_retried(tmp_path, logged):
+    mailer, vm, world, clock = make(
+        tmp_path, [Box("1002", email="bob@example.test")], username="pbx", password="wrong-pw", retry_min=5
+    )
+    world.users = {"pbx": "right-pw"}
+    mailer.message_added(vm.add(voicemail_message()))
+    world.run()
+    assert world.inbox.mails == []
+    [failure] = [line for line in logged if "failed" in line]
+    assert "535" in failure
+    assert all("wrong-pw" not in line for line in logged)
+    mailer._smtp.password = "right-pw"  # type: ignore[misc]  # the operator fixed the config
+    clock.advance(5)
+    world.run()
+    assert len(world.inbox.mails) == 1
+    assert b"AUTH" in b"".join(world.transcript)
+    assert clock.getDelayedCalls() == []
+
+
+def test_delete_after_email_removes_the_message_through_the_mailboxes(tmp_path):
+    mailer, vm, world, clock = make(
+        tmp_path, [Box("1002", email="bob@example.test", delete_after_email=True)]
+    )
+    message = vm.add(voicemail_message(), WAV)
+    mailer.message_added(message)
+    world.run()
+    assert len(world.inbox.mails) == 1
+    assert [m.id for m in vm.deleted] == ["m1"] and vm.deleted[0].emailed
+    assert vm.entries == {} and not (tmp_path / message.audio).exists()
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_message_deleted_while_waiting_for_a_retry_is_dropped(tmp_path):
+    mailer, vm, world, clock = make(tmp_path, [Box("1002", email="bob@example.test")], retry_min=10)
+    world.up = False
+    message = vm.add(voicemail_message())
+    mailer.message_added(message)
+    vm.delete(message)  # the owner listened and deleted it
+    world.up = True
+    clock.advance(10)
+    world.run()
+    assert world.inbox.mails == [] and mailer.pending == [] and world.connections == 1
+    assert clock.getDelayedCalls() == []
+
+
+def test_start_queues_the_messages_not_yet_mailed(tmp_path):
+    mailer, vm, world, clock = make(
+        tmp_path, [Box("1002", email="bob@example.test"), Box("1003"), Box("1000", email="a@example.test")]
+    )
+    vm.add(voicemail_message("old", "1002", emailed=True))
+    vm.add(voicemail_message("new1", "1002"))
+    vm.add(voicemail_message("noaddr", "1003"))
+    vm.add(voicemail_message("new2", "1000"))
+    mailer.start()
+    world.run()
+    assert sorted(recipient for recipient, _ in world.inbox.mails) == ["a@example.test", "bob@example.test"]
+    assert world.connections == 2
+    assert clock.getDelayedCalls() == []
+
+
+def test_one_connection_at_a_time(tmp_path):
+    mailer, vm, world, clock = make(tmp_path, [Box("1002", email="bob@example.test")])
+    for n in range(3):
+        mailer.message_added(vm.add(voicemail_message(f"m{n}")))
+    assert world.connections == 1  # the others wait in the queue
+    assert len(mailer.pending) == 3
+    mailer.message_added(vm.entries["default", "1002", "m0"])  # queued already: no second mail
+    world.run()
+    assert world.connections == 3 and len(world.inbox.mails) == 3
+    assert all(m.emailed for m in vm.entries.values())
+    assert clock.getDelayedCalls() == []
+
+
+def test_stop_abandons_the_delivery_and_the_timers(tmp_path):
+    mailer, vm, world, clock = make(tmp_path, [Box("1002", email="bob@example.test")], retry_min=10)
+    world.up = False
+    mailer.message_added(vm.add(voicemail_message("a")))
+    world.up = True
+    mailer.message_added(vm.add(voicemail_message("b")))  # connected, nothing pumped yet
+    mailer.stop()
+    world.run()
+    assert world.inbox.mails == [] and mailer.pending == []
+    assert clock.getDelayedCalls() == []
+    mailer.message_added(vm.add(voicemail_message("c")))
+    assert world.connections == 2
+
+
+def test_an_unreadable_wav_is_a_failed_attempt_not_a_lost_message(tmp_path, logged):
+    mailer, vm, world, clock = make(tmp_path, [Box("1002", email="bob@example.test")], retry_min=10)
+    message = vm.add(voicemail_message())
+    (tmp_path / message.audio).unlink()
+    mailer.message_added(message)
+    assert world.connections == 0
+    [failure] = [line for line in logged if "failed" in line]
+    assert "FileNotFoundError" in failure
+    assert ("default", "1002", "m1") in vm.entries
+    mailer.stop()
+    assert clock.getDelayedCalls() == []
