@@ -4,6 +4,7 @@
 - `registrar`: REGISTER, the location service, digest auth and the brute-force guard;
 - `calls`: the B2BUA, dialplans, media relay and media applications;
 - `voicemail`: the mailboxes (files and index), recovered at start, shared by calls and MWI;
+- `voicemail_mail`: voicemail to e-mail (`[smtp]`), told of new messages by the mailboxes;
 - `mwi`: message-waiting subscriptions;
 - `adapters`: config -> the plain lookups and values the layers below take;
 - `process` and `logs`: descriptor limits, the garbage collector, the ready line.
@@ -24,6 +25,7 @@ from pbx.service.mwi import build_mwi
 from pbx.service.registrar import build_registrar
 from pbx.service.sip import build_sip
 from pbx.service.voicemail import build_voicemail
+from pbx.service.voicemail_mail import build_mailer
 
 
 def build(config: Config, the_reactor: Any, *, sip_trace: bool = False) -> service.MultiService:
@@ -37,6 +39,9 @@ def build(config: Config, the_reactor: Any, *, sip_trace: bool = False) -> servi
     registrar.setServiceParent(top)
     voicemail = build_voicemail(config, registrar.store, the_reactor)
     voicemail.setServiceParent(top)
+    mailer = build_mailer(config, voicemail, the_reactor)  # None without [smtp] host
+    if mailer is not None:
+        mailer.setServiceParent(top)
     build_calls(config, stack, registrar, the_reactor, voicemail.mailboxes).setServiceParent(top)
     build_mwi(config, stack, registrar, voicemail.mailboxes).setServiceParent(top)
     return top

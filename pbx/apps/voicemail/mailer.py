@@ -3,22 +3,26 @@ with `twisted.mail.smtp` (ESMTP, STARTTLS of RFC 3207, AUTH of RFC 4954), the WA
 
 A failed delivery never loses anything: the message stays in its box, the failure is one log line (never the
 password), and the mail is tried again after a back-off that starts at `retry_min` and doubles up to
-`retry_max`, for as long as the message is in its box. Once the server took the mail, the store's entry is
-marked `emailed`; a box with `delete_after_email` then loses the message through `IMailboxes.delete` (so the
-phones' lights follow). At start-up every message not yet mailed whose box has an address is queued again.
+`retry_max`, for as long as the message is in its box. Once the server took the mail, the message is marked
+`emailed` (`mark_emailed`: the index remembers it across restarts); a box with `delete_after_email` then loses
+the message through `delete` (so the phones' lights follow). At start-up every message not yet mailed whose
+box has an address (`unsent`) is queued again.
 
 One delivery runs at a time (one connection to the one server); the others wait in a FIFO queue. Time comes
 from an injected clock and connections from an injected `connect` (the composition root passes the reactor's
 `connectTCP`; unit tests pass an in-memory server), so this module never names the reactor. It knows nothing
-of the config: the SMTP settings arrive as an object with the attributes of `SmtpSettings`.
+of the config nor of the store: the SMTP settings arrive as an object with the attributes of `SmtpSettings`,
+the boxes as a `MailerBoxes` (`pbx.apps.voicemail.mailboxes.Mailboxes` is one; the mailer subscribes
+`message_added` to its `listeners`).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from io import BytesIO
+from pathlib import Path
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
@@ -28,12 +32,10 @@ from twisted.logger import Logger
 from twisted.mail.smtp import ESMTPSenderFactory, SMTPClientError, SMTPConnectError
 from twisted.python.failure import Failure
 
-from pbx.apps.voicemail.boxes import IMailboxes
 from pbx.apps.voicemail.mail_message import build_mail, clean, domain_of, mail_bytes
-from pbx.store.interfaces import IVoicemailStore
 from pbx.store.records import VoicemailMessage
 
-__all__ = ["Connect", "SmtpSettings", "VoicemailMailer"]
+__all__ = ["Connect", "MailedBox", "MailerBoxes", "SmtpSettings", "VoicemailMailer"]
 
 STARTTLS_MODES: tuple[str, ...] = ("required", "optional", "off")
 
@@ -62,6 +64,43 @@ class SmtpSettings(Protocol):
     def password(self) -> str: ...
     @property
     def timeout(self) -> float: ...
+
+
+class MailedBox(Protocol):
+    """A box's settings as the mailer reads them (`pbx.config.Mailbox` has these attributes)."""
+
+    @property
+    def number(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def email_attach(self) -> bool: ...
+    @property
+    def delete_after_email(self) -> bool: ...
+
+
+class MailerBoxes(Protocol):
+    """What the mailer needs of the mailboxes (`pbx.apps.voicemail.mailboxes.Mailboxes` provides it)."""
+
+    def mailbox(self, tenant: str, number: str) -> MailedBox | None:
+        """The box's settings, or None when the tenant has no such box."""
+
+    def messages(self, tenant: str, number: str) -> Deferred[list[VoicemailMessage]]:
+        """The box's messages (to check that a message is still there before mailing it)."""
+
+    def audio_path(self, message: VoicemailMessage) -> Path:
+        """The message's WAV."""
+
+    def mark_emailed(self, message: VoicemailMessage) -> Deferred[VoicemailMessage]:
+        """Remember durably that the message was handed to the SMTP server."""
+
+    def delete(self, message: VoicemailMessage) -> Deferred[None]:
+        """Remove the message (entry and audio); tells MWI."""
+
+    def unsent(self) -> Deferred[Any]:
+        """Fires with (message, box) pairs: the messages of boxes with an address not mailed yet."""
 
 
 def default_tls_options(hostname: str) -> Any:
@@ -102,8 +141,7 @@ class VoicemailMailer:
 
     Args:
         mailboxes: The boxes: their settings (`email`, `email_attach`, `delete_after_email`), messages,
-            audio and deletion (which tells MWI).
-        store: The voicemail index, where a mailed message is marked `emailed`.
+            audio, what was mailed, and deletion (which tells MWI).
         smtp: The server and how to talk to it (`starttls`: one of "required", "optional", "off").
         sender: The From address.
         retry_min: Seconds before the first retry of a message.
@@ -117,8 +155,7 @@ class VoicemailMailer:
 
     def __init__(
         self,
-        mailboxes: IMailboxes,
-        store: IVoicemailStore,
+        mailboxes: MailerBoxes,
         smtp: SmtpSettings,
         *,
         sender: str,
@@ -131,7 +168,6 @@ class VoicemailMailer:
         if smtp.starttls not in STARTTLS_MODES:
             raise ValueError(f"starttls must be one of {STARTTLS_MODES}, not {smtp.starttls!r}")
         self._mailboxes = mailboxes
-        self._store = store
         self._smtp = smtp
         self._sender = sender
         self._retry_min = max(0.0, retry_min)
@@ -150,10 +186,10 @@ class VoicemailMailer:
     def start(self) -> Deferred[None]:
         """Queue every message not yet mailed whose box has an address (after a restart); fires once queued
         (never fails: a store error is logged)."""
-        d = self._store.all_messages()
+        d = self._mailboxes.unsent()
 
-        def queue(messages: list[VoicemailMessage]) -> None:
-            for message in messages:
+        def queue(unsent: list[tuple[VoicemailMessage, MailedBox]]) -> None:
+            for message, _ in unsent:
                 self.message_added(message)
 
         def failed(failure: Failure) -> None:
@@ -163,9 +199,10 @@ class VoicemailMailer:
 
         return d.addCallbacks(queue, failed)
 
-    def message_added(self, message: VoicemailMessage) -> None:
+    def message_added(self, message: VoicemailMessage, box: object = None) -> None:
         """A new message is in its box: mail it when its box has an address (a no-op otherwise, or when it was
-        mailed already or is queued)."""
+        mailed already or is queued). The signature of a `Mailboxes.listeners` hook; `box` is not used (the
+        box's settings are read again at each attempt)."""
         if self._stopped or message.emailed:
             return
         key = (message.tenant, message.mailbox, message.id)
@@ -302,12 +339,11 @@ class VoicemailMailer:
             id=message.id,
             to=address,
         )
-        marked = replace(message, emailed=True)
-        d = self._store.update_message(marked)
+        d: Deferred[Any] = self._mailboxes.mark_emailed(message)
         if delete:
-            d.addCallback(lambda _: self._mailboxes.delete(marked))
+            d.addCallback(self._mailboxes.delete)
 
-        def after(result: Failure | None) -> None:
+        def after(result: object) -> None:
             if isinstance(result, Failure):  # mailed, but not marked or not deleted: no second mail now
                 self._log.error(
                     "Voicemail e-mail {tenant}/{box}/{id}: mailed, but the box was not updated: {e}",
@@ -327,7 +363,7 @@ class VoicemailMailer:
         tenant, number, message_id = job.key
         self._log.warn(
             "Voicemail e-mail {tenant}/{box}/{id} to {to}: attempt {n} failed: {reason}; "
-            "next try in {delay:.0f} s",
+            "next try in {delay:g} s",
             tenant=tenant,
             box=number,
             id=message_id,

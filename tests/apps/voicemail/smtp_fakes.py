@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -159,8 +159,9 @@ class Box:
 
 
 class FakeVoicemail:
-    """Mailboxes and store in one: `boxes` by (tenant, number), messages by (tenant, number, id), audio files
-    under `root`. `deleted` lists the messages removed through `delete` (what tells MWI)."""
+    """The mailboxes as the mailer sees them (`MailerBoxes`): `boxes` by (tenant, number), messages by
+    (tenant, number, id), audio files under `root`. `deleted` lists the messages removed through `delete`
+    (what tells MWI), `updates` those marked emailed."""
 
     def __init__(self, root: Path, boxes: list[Box], tenant: str = "default") -> None:
         self.root = root
@@ -192,16 +193,21 @@ class FakeVoicemail:
         self.deleted.append(message)
         return succeed(None)
 
-    # IVoicemailStore (the part the mailer uses)
-    def all_messages(self) -> Deferred[list[VoicemailMessage]]:
-        return succeed(list(self.entries.values()))
-
-    def update_message(self, message: VoicemailMessage) -> Deferred[None]:
+    def mark_emailed(self, message: VoicemailMessage) -> Deferred[VoicemailMessage]:
+        mailed = replace(message, emailed=True)
         key = (message.tenant, message.mailbox, message.id)
         if key in self.entries:
-            self.entries[key] = message
-        self.updates.append(message)
-        return succeed(None)
+            self.entries[key] = mailed
+        self.updates.append(mailed)
+        return succeed(mailed)
+
+    def unsent(self) -> Deferred[list[tuple[VoicemailMessage, Box]]]:
+        found = []
+        for message in self.entries.values():
+            box = self.mailbox(message.tenant, message.mailbox)
+            if box is not None and box.email and not message.emailed:
+                found.append((message, box))
+        return succeed(found)
 
 
 def voicemail_message(id: str = "m1", mailbox: str = "1002", **kwargs: Any) -> VoicemailMessage:

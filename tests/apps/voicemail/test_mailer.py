@@ -8,10 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 
+from pbx.apps.voicemail.mailboxes import Mailboxes
 from pbx.apps.voicemail.mailer import VoicemailMailer
+from pbx.config import Mailbox
+from pbx.media.wav import write_pcm_atomic
+from pbx.store import MemoryLocationStore
 from tests.apps.voicemail.smtp_fakes import Box, FakeVoicemail, SmtpWorld, voicemail_message
 
 WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 4
@@ -48,8 +54,7 @@ def make(
     world = SmtpWorld(clock)
     vm = FakeVoicemail(tmp_path, boxes)
     mailer = VoicemailMailer(
-        vm,  # type: ignore[arg-type]
-        vm,  # type: ignore[arg-type]
+        vm,
         Smtp(**smtp),
         sender="voicemail@pbx.test",
         retry_min=retry_min,
@@ -269,3 +274,64 @@ def test_an_unreadable_wav_is_a_failed_attempt_not_a_lost_message(tmp_path, logg
     assert ("default", "1002", "m1") in vm.entries
     mailer.stop()
     assert clock.getDelayedCalls() == []
+
+
+def test_with_the_real_mailboxes_a_deposit_is_mailed_marked_and_deleted_with_mwi_told(tmp_path):
+    """`Mailboxes` (memory store) tells the mailer through `listeners`; with delete_after_email the box is
+    empty afterwards and its watchers (MWI) saw the count go up and down again."""
+    clock = Clock()
+    clock.advance(1_765_000_000)
+    store = MemoryLocationStore()
+    boxes = {
+        "default": {
+            "1002": Mailbox(number="1002", pin="1234", email="bob@example.test", delete_after_email=True),
+            "1003": Mailbox(number="1003", pin="1234", email="carol@example.test"),
+        }
+    }
+    mailboxes = Mailboxes(store, tmp_path, boxes, clock=clock, spare_bytes=0)
+    world = SmtpWorld(clock)
+    mailer = VoicemailMailer(
+        mailboxes,
+        Smtp(),
+        sender="voicemail@pbx.test",
+        retry_min=60,
+        retry_max=600,
+        clock=clock,
+        connect=world.connect,
+    )
+    mailboxes.listeners.append(mailer.message_added)
+    counts: list[tuple[int, int]] = []
+    mailboxes.watchers.append(lambda tenant, box: counts.append(mailboxes.counts(tenant, box)))
+    successResultOf(mailboxes.recover())
+    successResultOf(mailer.start())
+    for box in ("1002", "1003"):
+        path = mailboxes.prepare("default", box, caller_number="1001", caller_name="Alice", call_id="c1")
+        write_pcm_atomic(path, b"\x01\x00" * 16000)
+        successResultOf(
+            mailboxes.commit(
+                "default",
+                box,
+                path,
+                caller_number="1001",
+                caller_name="Alice",
+                received_at=clock.seconds(),
+                duration=2.0,
+                call_id="c1",
+            )
+        )
+    world.run()
+    assert [recipient for recipient, _ in world.inbox.mails] == ["bob@example.test", "carol@example.test"]
+    assert all(len(mail.get_payload()[1].get_payload(decode=True)) > 32000 for _, mail in world.inbox.mails)
+    assert successResultOf(mailboxes.messages("default", "1002")) == []
+    assert mailboxes.counts("default", "1002") == (0, 0) and (1, 0) in counts
+    [kept] = successResultOf(mailboxes.messages("default", "1003"))
+    assert kept.emailed and (tmp_path / kept.audio).exists()
+    assert successResultOf(mailboxes.unsent()) == []
+    assert clock.getDelayedCalls() == []
+
+
+def successResultOf(d: Deferred[Any]) -> Any:
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert results and not isinstance(results[0], Failure), results
+    return results[0]
