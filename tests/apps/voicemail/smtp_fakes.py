@@ -80,6 +80,7 @@ class SmtpWorld:
     inbox: Inbox = field(default_factory=Inbox)
     up: bool = True
     starttls: bool = False  # whether the server offers STARTTLS
+    certificate_name: str = "mail.test"  # the name in the server's (pretend) certificate
     users: dict[str, str] = field(default_factory=dict)  # AUTH accounts; none: no AUTH offered
     connections: int = 0
     pumps: list[IOPump] = field(default_factory=list)
@@ -92,7 +93,7 @@ class SmtpWorld:
             factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
             return connector
         client = factory.buildProtocol(None)
-        server = smtp.ESMTP(contextFactory=object() if self.starttls else None)
+        server = smtp.ESMTP(contextFactory=FakeTls(self.certificate_name) if self.starttls else None)
         server.host = b"mail.test"
         server.timeout = None
         server.callLater = self.clock.callLater
@@ -111,6 +112,7 @@ class SmtpWorld:
         client_io = FakeTransport(client, False, hostAddress=client_addr, peerAddress=server_addr)
         server_io = FakeTransport(server, True, hostAddress=server_addr, peerAddress=client_addr)
         _record(client_io, self.transcript)
+        _report_loss(client, factory, connector)
         self.pumps.append(connect(server, server_io, client, client_io, greet=False, clock=self.clock))
         return connector
 
@@ -121,6 +123,30 @@ class SmtpWorld:
                 self.pumps = [p for p in self.pumps if not p.clientIO.disconnected]
                 return
         raise AssertionError("the SMTP exchange does not end")
+
+
+class FakeTls:
+    """Pretend TLS options for `twisted.test.iosim`: a handshake succeeds when the client's expected name is
+    the server's certificate name (`iosimVerify` is called on both sides with the other's options)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.handshakes = 0
+
+    def iosimVerify(self, other: FakeTls) -> bool:
+        self.handshakes += 1
+        return self.name == other.name
+
+
+def _report_loss(client: Any, factory: Any, connector: _Connector) -> None:
+    """Tell the factory when the client's connection ends, as a reactor's TCP connector does."""
+    lost = client.connectionLost
+
+    def losing(reason: Failure) -> None:
+        lost(reason)
+        factory.clientConnectionLost(connector, reason)
+
+    client.connectionLost = losing
 
 
 def _record(transport: FakeTransport, transcript: list[bytes]) -> None:

@@ -18,7 +18,7 @@ from pbx.apps.voicemail.mailer import VoicemailMailer
 from pbx.config import Mailbox
 from pbx.media.wav import write_pcm_atomic
 from pbx.store import MemoryLocationStore
-from tests.apps.voicemail.smtp_fakes import Box, FakeVoicemail, SmtpWorld, voicemail_message
+from tests.apps.voicemail.smtp_fakes import Box, FakeTls, FakeVoicemail, SmtpWorld, voicemail_message
 
 WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 4
 
@@ -48,11 +48,25 @@ def logged():
 
 
 def make(
-    tmp_path: Path, boxes: list[Box], *, retry_min: float = 60, retry_max: float = 3600, **smtp: Any
+    tmp_path: Path,
+    boxes: list[Box],
+    *,
+    retry_min: float = 60,
+    retry_max: float = 3600,
+    tls: list[FakeTls] | None = None,
+    **smtp: Any,
 ) -> tuple[VoicemailMailer, FakeVoicemail, SmtpWorld, Clock]:
+    """A mailer on a fake network; the client's TLS options (one per STARTTLS) are appended to `tls`."""
     clock = Clock()
     world = SmtpWorld(clock)
     vm = FakeVoicemail(tmp_path, boxes)
+
+    def tls_options(host: str) -> FakeTls:
+        options = FakeTls(host)
+        if tls is not None:
+            tls.append(options)
+        return options
+
     mailer = VoicemailMailer(
         vm,
         Smtp(**smtp),
@@ -61,6 +75,7 @@ def make(
         retry_max=retry_max,
         clock=clock,
         connect=world.connect,
+        tls_options=tls_options,
     )
     return mailer, vm, world, clock
 
@@ -162,6 +177,43 @@ def test_starttls_required_but_not_offered_fails_is_logged_and_retried(tmp_path,
     clock.advance(5)
     world.run()
     assert world.connections == 2 and world.inbox.mails == []
+    mailer.stop()
+    assert clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize("mode", ["required", "optional"])
+def test_starttls_offered_is_used_before_auth(tmp_path, mode):
+    tls: list[FakeTls] = []
+    mailer, vm, world, clock = make(
+        tmp_path,
+        [Box("1002", email="bob@example.test")],
+        starttls=mode,
+        username="pbx",
+        password="pw",
+        tls=tls,
+    )
+    world.starttls, world.users = True, {"pbx": "pw"}
+    mailer.message_added(vm.add(voicemail_message()))
+    world.run()
+    assert len(world.inbox.mails) == 1
+    sent = b"".join(world.transcript)
+    assert sent.index(b"STARTTLS") < sent.index(b"AUTH")  # the password only crosses after the handshake
+    assert [options.name for options in tls] == ["mail.test"] and tls[0].handshakes == 1
+    assert clock.getDelayedCalls() == []
+
+
+def test_optional_starttls_with_a_certificate_for_another_name_fails_and_never_falls_back(tmp_path, logged):
+    mailer, vm, world, clock = make(
+        tmp_path, [Box("1002", email="bob@example.test")], starttls="optional", username="pbx", password="pw"
+    )
+    world.starttls, world.users, world.certificate_name = True, {"pbx": "pw"}, "evil.test"
+    mailer.message_added(vm.add(voicemail_message()))
+    world.run()
+    assert world.inbox.mails == []
+    assert b"AUTH" not in b"".join(world.transcript)
+    [failure] = [line for line in logged if "failed" in line]
+    assert "next try in 60 s" in failure
+    assert not vm.entries["default", "1002", "m1"].emailed
     mailer.stop()
     assert clock.getDelayedCalls() == []
 
