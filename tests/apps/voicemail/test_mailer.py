@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
@@ -214,6 +215,29 @@ def test_optional_starttls_with_a_certificate_for_another_name_fails_and_never_f
     [failure] = [line for line in logged if "failed" in line]
     assert "next try in 60 s" in failure
     assert not vm.entries["default", "1002", "m1"].emailed
+    mailer.stop()
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_silent_server_times_out_on_the_clock_and_is_retried(tmp_path, logged):
+    mailer, vm, _world, clock = make(
+        tmp_path, [Box("1002", email="bob@example.test")], timeout=30, retry_min=5
+    )
+    transports: list[StringTransport] = []
+
+    def silent(host: str, port: int, factory: Any, timeout: float) -> None:
+        assert timeout == 30
+        transports.append(StringTransport())
+        factory.buildProtocol(None).makeConnection(transports[-1])
+
+    mailer._connect = silent  # type: ignore[method-assign]
+    mailer.message_added(vm.add(voicemail_message()))
+    clock.advance(29)
+    assert logged == []
+    clock.advance(1)
+    [failure] = [line for line in logged if "failed" in line]
+    assert "Timeout" in failure and "next try in 5 s" in failure
+    assert transports[0].disconnecting
     mailer.stop()
     assert clock.getDelayedCalls() == []
 
