@@ -180,6 +180,7 @@ class VoicemailMailer:
         self._busy: Key | None = None
         self._sending: Deferred[Any] | None = None
         self._stopped = False
+        self._pumping = False
 
     # -- what the composition root and the mailboxes call
 
@@ -237,12 +238,18 @@ class VoicemailMailer:
         return box.email if box is not None else ""
 
     def _pump(self) -> None:
-        while self._busy is None and self._ready and not self._stopped:
-            key = self._ready.popleft()
-            job = self._jobs.get(key)
-            if job is not None:
-                self._busy = key
-                self._attempt(job)
+        if self._pumping:  # an attempt that ended at once: the loop below goes on (no recursion per message)
+            return
+        self._pumping = True
+        try:
+            while self._busy is None and self._ready and not self._stopped:
+                key = self._ready.popleft()
+                job = self._jobs.get(key)
+                if job is not None:
+                    self._busy = key
+                    self._attempt(job)
+        finally:
+            self._pumping = False
 
     def _done(self, job: _Job) -> None:
         self._jobs.pop(job.key, None)

@@ -339,6 +339,26 @@ def test_stop_abandons_the_delivery_and_the_timers(tmp_path):
     assert world.connections == 2
 
 
+def test_many_attempts_that_end_at_once_do_not_recurse(tmp_path, logged):
+    """The first attempt waits on the store while 400 queue up; then all end at once (unreadable WAVs)
+    without the stack growing per message (about 9 frames each would pass Python's limit of 1,000)."""
+    mailer, vm, world, clock = make(tmp_path, [Box("1002", email="bob@example.test")], retry_min=10)
+    for n in range(400):
+        message = vm.add(voicemail_message(f"m{n}"))
+        (tmp_path / message.audio).unlink()
+    first: Deferred[Any] = Deferred()
+    messages = vm.messages
+    vm.messages = lambda tenant, number: first if not first.called else messages(tenant, number)  # type: ignore[method-assign]
+    mailer.start()
+    assert len(mailer.pending) == 400 and logged == []
+    first.callback(list(vm.entries.values()))
+    failures = [line for line in logged if "failed" in line]
+    assert len(failures) == 400 and all("FileNotFoundError" in line for line in failures)
+    assert len(clock.getDelayedCalls()) == 400 and world.connections == 0
+    mailer.stop()
+    assert clock.getDelayedCalls() == []
+
+
 def test_an_unreadable_wav_is_a_failed_attempt_not_a_lost_message(tmp_path, logged):
     mailer, vm, world, clock = make(tmp_path, [Box("1002", email="bob@example.test")], retry_min=10)
     message = vm.add(voicemail_message())
