@@ -29,14 +29,11 @@ from typing import Any
 
 import pytest
 
-from pbx.store import sqlite as sqlite_store
-from pbx.store import sqlite_voicemail
 from pbx.store.records import VoicemailMessage
-from tests.e2e.baresip import write_tone_wav
 from tests.e2e.harness import REPO, PbxProcess, free_port, write_config
+from tests.e2e.voicemail_seed import seed_message
 
 pytestmark = pytest.mark.e2e
-NOW = 1_765_000_000.0
 USER, PASSWORD = "pbx-mailer", "smtp-secret-42"
 
 
@@ -61,34 +58,6 @@ name = "Bob"
 email = "bob@example.test"
 delete_after_email = {"true" if delete_after_email else "false"}
 """
-
-
-def seed(data_dir: Path, tenant: str, box: str) -> tuple[VoicemailMessage, bytes]:
-    """One new, unmailed message with its row and WAV (a second of 440 Hz), as the PBX leaves them."""
-    directory = data_dir / "voicemail" / tenant / box
-    directory.mkdir(parents=True, exist_ok=True)
-    id = f"{int(NOW * 1000):013d}-000001"
-    wav = write_tone_wav(directory / f"{id}.wav", 440.0, seconds=1.0)
-    message = VoicemailMessage(
-        tenant=tenant,
-        mailbox=box,
-        id=id,
-        caller_number="1001",
-        caller_name="Alice",
-        received_at=NOW,
-        duration=1.0,
-        call_id="seeded",
-        audio=f"voicemail/{tenant}/{box}/{id}.wav",
-    )
-    database = data_dir / "pbx.sqlite3"
-    conn = sqlite3.connect(database)
-    try:
-        sqlite_store._migrate(conn, database)
-        conn.execute(sqlite_voicemail._UPSERT, sqlite_voicemail._row(message))
-        conn.commit()
-    finally:
-        conn.close()
-    return message, wav.read_bytes()
 
 
 def rows(data_dir: Path) -> list[tuple[str, int]]:
@@ -182,7 +151,7 @@ def test_an_unmailed_message_is_mailed_at_start_with_the_wav(tmp_path, cleanup):
     inbox = tmp_path / "inbox"
     cleanup.append(SmtpServer(smtp_port, inbox))
     ports = write_config(tmp_path, extra=extra(smtp_port))
-    message, wav = seed(tmp_path / "data", "default", "1002")
+    message, wav = seed_message(tmp_path / "data", "default", "1002")
     process = PbxProcess(ports["path"])
     cleanup.append(process)
     process.wait_ready(ports["listeners"])
@@ -199,7 +168,7 @@ def test_with_the_server_down_the_message_stays_and_is_mailed_once_it_is_up(tmp_
     smtp_port = free_port(udp=False)
     inbox = tmp_path / "inbox"
     ports = write_config(tmp_path, extra=extra(smtp_port, delete_after_email=True))
-    message, wav = seed(tmp_path / "data", "default", "1002")
+    message, wav = seed_message(tmp_path / "data", "default", "1002")
     process = PbxProcess(ports["path"])
     cleanup.append(process)
     process.wait_ready(ports["listeners"])
