@@ -25,7 +25,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import ClientFactory
 from twisted.logger import Logger
@@ -101,6 +101,10 @@ class MailerBoxes(Protocol):
 
     def unsent(self) -> Deferred[Any]:
         """Fires with (message, box) pairs: the messages of boxes with an address not mailed yet."""
+
+
+class TooSlow(Exception):
+    """A delivery attempt took longer than the SMTP settings' `timeout`."""
 
 
 def default_tls_options(hostname: str) -> Any:
@@ -300,10 +304,24 @@ class VoicemailMailer:
         if box.email_attach:
             audio = self._mailboxes.audio_path(message).read_bytes()  # an OSError is a failed attempt
         mail = build_mail(message, sender=self._sender, recipient=box.email, box_name=box.name, audio=audio)
-        self._sending = self._send(box.email, mail_bytes(mail))
-        self._sending.addCallback(lambda _: self._sent(message, job, box.email, box.delete_after_email))
-        self._sending.addErrback(self._failed, job, box.email)
+        self._sending = sending = self._send(box.email, mail_bytes(mail))
+        # the whole attempt is bounded too: a server that answers, slowly, forever never resets the clock
+        watchdog = self._clock.callLater(self._smtp.timeout, self._too_slow, sending)
+        sending.addBoth(self._disarm, watchdog)
+        sending.addCallback(lambda _: self._sent(message, job, box.email, box.delete_after_email))
+        sending.addErrback(self._failed, job, box.email)
         return None
+
+    def _too_slow(self, sending: Deferred[Any]) -> None:
+        sending.cancel()  # the connection is dropped; _failed sees the TooSlow below
+
+    @staticmethod
+    def _disarm(result: Any, watchdog: IDelayedCall) -> Any:
+        if watchdog.active():
+            watchdog.cancel()
+        elif isinstance(result, Failure) and result.check(CancelledError):
+            return Failure(TooSlow())
+        return result
 
     def _send(self, recipient: str, data: bytes) -> Deferred[Any]:
         smtp = self._smtp
@@ -385,6 +403,8 @@ class VoicemailMailer:
         """Why a delivery failed, for the log: the server's code and text, never the exchange (which holds the
         AUTH lines) nor the password."""
         error = failure.value
+        if isinstance(error, TooSlow):
+            return f"not done within {self._smtp.timeout:g} s"
         if isinstance(error, SMTPConnectError) and isinstance(error.__cause__, SMTPClientError):
             error = error.__cause__
         if isinstance(error, SMTPClientError):

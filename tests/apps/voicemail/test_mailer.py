@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
@@ -238,6 +239,34 @@ def test_a_silent_server_times_out_on_the_clock_and_is_retried(tmp_path, logged)
     [failure] = [line for line in logged if "failed" in line]
     assert "Timeout" in failure and "next try in 5 s" in failure
     assert transports[0].disconnecting
+    mailer.stop()
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_server_that_answers_slowly_forever_is_cut_off_after_the_timeout(tmp_path, logged):
+    mailer, vm, _world, clock = make(
+        tmp_path, [Box("1002", email="bob@example.test")], timeout=30, retry_min=5
+    )
+    clients: list[Any] = []
+
+    def slow(host: str, port: int, factory: Any, timeout: float) -> None:
+        clients.append(factory.buildProtocol(None))
+        clients[-1].makeConnection(StringTransport())
+
+    mailer._connect = slow  # type: ignore[method-assign]
+    mailer.message_added(vm.add(voicemail_message()))
+    [client] = clients
+    client.dataReceived(b"220 mail.test ESMTP\r\n")
+    assert client.transport.value().startswith(b"EHLO ")
+    for _ in range(4):  # an EHLO answer that never ends, each line within the idle timeout
+        clock.advance(6)
+        client.dataReceived(b"250-mail.test\r\n")
+    assert logged == []
+    clock.advance(6)  # 30 s after the attempt began
+    [failure] = [line for line in logged if "failed" in line]
+    assert "not done within 30 s" in failure and "next try in 5 s" in failure
+    assert client.transport.disconnecting
+    client.connectionLost(Failure(ConnectionAborted()))  # what the reactor does after the abort
     mailer.stop()
     assert clock.getDelayedCalls() == []
 
