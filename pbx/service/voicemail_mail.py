@@ -9,15 +9,17 @@ index and is mailed after the next start. Connections go through the reactor's `
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
 from twisted.internet.protocol import ClientFactory
 from twisted.logger import Logger
 
-from pbx.apps.voicemail.mailer import VoicemailMailer
 from pbx.config import Config
 from pbx.service.voicemail import VoicemailService
+
+if TYPE_CHECKING:
+    from pbx.apps.voicemail.mailer import VoicemailMailer
 
 _log = Logger(namespace="pbx")
 
@@ -49,6 +51,9 @@ def build_mailer(config: Config, voicemail: VoicemailService, the_reactor: Any) 
     smtp = config.smtp
     if not smtp.host:
         return None
+    # imported here: twisted.mail.smtp takes half a second to import and asks the resolver for this host's
+    # name (socket.getfqdn) as it does; a PBX without e-mail never pays for that
+    from pbx.apps.voicemail.mailer import VoicemailMailer
 
     def connect(host: str, port: int, factory: ClientFactory, timeout: float) -> Any:
         return the_reactor.connectTCP(host, port, factory, timeout=timeout)
