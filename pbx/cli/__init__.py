@@ -31,7 +31,10 @@ def _config_check(args: argparse.Namespace) -> int:
     print(f"{args.file}: OK")
     print(f"  listeners: {listeners}")
     for tenant in config.tenants:
-        print(f"  tenant {tenant.name} ({tenant.domain}): {len(tenant.extensions)} extensions")
+        print(
+            f"  tenant {tenant.name} ({tenant.domain}): {len(tenant.extensions)} extensions, "
+            f"{len(tenant.mailboxes)} mailboxes"
+        )
     print(f"  data_dir: {config.data_dir}")
     return 0
 

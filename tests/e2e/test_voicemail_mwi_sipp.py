@@ -11,6 +11,8 @@ and a half recording (a temp file). Then SIPp subscribes to message-summary with
 - an unknown event package gets `489 Bad Event` (after the digest exchange) naming `message-summary`;
 - tenants never cross: the other tenant's 1001 sees its own box (3/0), and default's 1001 cannot subscribe
   at the other tenant's domain (its credentials do not open that realm: 401 again);
+- a phone of a box with `unsolicited_notify` that only REGISTERs gets an out-of-dialog NOTIFY with the
+  counts right after its 200 (a plain UDP socket plays the phone: SIPp drops requests of unknown Call-IDs);
 - after `kill -9` and a restart the counts are the same (the adopted message got its row before the PBX
   said it was ready), the half recording is gone, and `pbx voicemail list` shows the box.
 
@@ -20,6 +22,7 @@ Every wait is on an event (SIPp's exit, a log line) with a timeout; ports are fr
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +30,10 @@ from pathlib import Path
 import pytest
 
 from pbx.media.wav import write_pcm_atomic
+from pbx.sip.digest import DigestChallenge, answer_challenge
+from pbx.sip.events.message_summary import MessageSummary
+from pbx.sip.message import Request, Response
+from pbx.sip.parser import parse_message
 from pbx.store import sqlite as sqlite_store
 from pbx.store import sqlite_voicemail
 from pbx.store.records import VoicemailMessage
@@ -47,6 +54,7 @@ pin = "1001"
 
 [tenants.default.mailboxes.1002]
 pin = "1002"
+unsolicited_notify = true
 
 [tenants.default.mailboxes.1003]
 pin = "1003"
@@ -143,9 +151,11 @@ def sipp(
 
 @pytest.fixture
 def pbx(tmp_path: Path) -> Iterator[tuple[PbxProcess, dict]]:
-    """A PBX whose default 1001 holds 2 new and 1 old message, acme's 1001 3 new, 1002 and 1003 none."""
+    """A PBX whose default 1001 holds 2 new and 1 old message, 1002 (unsolicited NOTIFYs) 1 new and 1 old,
+    acme's 1001 3 new, and 1003 none."""
     ports = write_config(tmp_path, extra=EXTRA)
     seed(tmp_path / "data", "default", "1001", ["new", "old", "new"])
+    seed(tmp_path / "data", "default", "1002", ["old", "new"])
     seed(tmp_path / "data", "acme", "1001", ["new", "new", "new"])
     process = PbxProcess(ports["path"])
     try:
@@ -158,7 +168,7 @@ def pbx(tmp_path: Path) -> Iterator[tuple[PbxProcess, dict]]:
 @pytest.mark.parametrize("transport", ["u1", "t1"])
 def test_initial_notify_refresh_and_expiry_with_the_counts(pbx, tmp_path, transport):
     process, ports = pbx
-    assert "Voicemail: 6 messages in 2 boxes (0 recovered)" in process.output
+    assert "Voicemail: 8 messages in 3 boxes (0 recovered)" in process.output
     xml = scenario(tmp_path, "mwi_counts.xml.in", host="127.0.0.1", waiting="yes", counts="2/1")
     sipp(process, ports, tmp_path, xml, "1001", "pass1001", transport)
     empty = scenario(tmp_path, "mwi_counts.xml.in", host="127.0.0.1", waiting="no", counts="0/0")
@@ -195,6 +205,59 @@ def test_subscriptions_never_cross_tenants(pbx, tmp_path):
     process.wait_for(r"Failed SUBSCRIBE authentication for 1001@acme from 127\.0\.0\.1 \(bad_credentials\)")
 
 
+def receive(phone: socket.socket) -> Request | Response:
+    phone.settimeout(10)
+    message = parse_message(phone.recv(65535))
+    assert isinstance(message, Request | Response)
+    return message
+
+
+def register(phone: socket.socket, server: tuple[str, int], user: str, password: str) -> Response:
+    """REGISTER from `phone`, answering the 401 (MD5); returns the final response."""
+    host, port = phone.getsockname()
+    uri = f"sip:{server[0]}"
+    authorization = ""
+    for cseq in (1, 2):
+        phone.sendto(
+            (
+                f"REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {host}:{port};branch=z9hG4bKreg{cseq};rport\r\n"
+                f"Max-Forwards: 70\r\nFrom: <sip:{user}@{server[0]}>;tag=reg{user}\r\n"
+                f"To: <sip:{user}@{server[0]}>\r\nCall-ID: reg-{user}@{host}\r\nCSeq: {cseq} REGISTER\r\n"
+                f"Contact: <sip:{user}@{host}:{port}>\r\nExpires: 600\r\n{authorization}"
+                "Content-Length: 0\r\n\r\n"
+            ).encode(),
+            server,
+        )
+        response = receive(phone)
+        assert isinstance(response, Response)
+        if response.status != 401:
+            return response
+        (md5,) = [
+            c
+            for c in map(DigestChallenge.parse, response.headers.get_all("WWW-Authenticate"))
+            if c.algorithm == "MD5"
+        ]
+        credentials = answer_challenge(md5, method="REGISTER", uri=uri, username=user, password=password)
+        authorization = f"Authorization: {credentials}\r\n"
+    return response
+
+
+def test_unsolicited_notify_after_registration(pbx):
+    process, ports = pbx
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
+        phone.bind(("127.0.0.1", 0))
+        assert register(phone, ("127.0.0.1", ports["sip"]), "1002", "pass1002").status == 200
+        notify = receive(phone)
+        assert isinstance(notify, Request) and notify.method == "NOTIFY"
+        assert notify.headers.get("Event") == "message-summary"
+        assert notify.headers.get("Subscription-State") == "active"
+        assert str(notify.uri) == f"sip:1002@127.0.0.1:{phone.getsockname()[1]}"
+        summary = MessageSummary.parse(notify.body)
+        assert summary.waiting and str(summary.count("voice")) == "1/1"
+        phone.sendto(notify.response(200).to_bytes(), ("127.0.0.1", ports["sip"]))
+    process.wait_for(r"CSeq: 1 NOTIFY", count=2)  # the NOTIFY and its 200, in the trace
+
+
 def test_messages_survive_kill_9_and_restart(tmp_path):
     ports = write_config(tmp_path, extra=EXTRA)
     data_dir = tmp_path / "data"
@@ -209,7 +272,9 @@ def test_messages_survive_kill_9_and_restart(tmp_path):
     process = PbxProcess(ports["path"])
     try:
         process.wait_ready(ports["listeners"])
-        assert "Voicemail: 2 messages in 1 boxes (1 recovered)" in process.output
+        output = process.output
+        recovered = output.index("Voicemail: 2 messages in 1 boxes (1 recovered)")
+        assert recovered < output.index("PBX ready: "), "recovery ends before the PBX says it is ready"
         assert not half.exists() and not acknowledged.with_suffix(".json").exists()
         xml = scenario(tmp_path, "mwi_counts.xml.in", host="127.0.0.1", waiting="yes", counts="2/0")
         sipp(process, ports, tmp_path, xml, "1002", "pass1002")
