@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from pbx import __version__
 from pbx.cli.dialplan import add_commands as add_dialplan_commands
-from pbx.cli.voicemail import add_commands as add_voicemail_commands
 from pbx.cli.trunks import add_commands as add_trunk_commands
+from pbx.cli.voicemail import add_commands as add_voicemail_commands
 from pbx.config import ConfigError, load_config
 from pbx.store.sqlite import read_bindings
 

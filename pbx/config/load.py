@@ -46,8 +46,8 @@ from pbx.config.model import (
     TrustedPeer,
     normalize_host,
 )
-from pbx.config.voicemail import MAILBOX_KEYS, SMTP_KEYS, VOICEMAIL_KEYS
 from pbx.config.trunks import TRUNK_KEYS
+from pbx.config.voicemail import MAILBOX_KEYS, SMTP_KEYS, VOICEMAIL_KEYS
 
 SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     "": (

@@ -4,6 +4,7 @@
 - `registrar`: REGISTER, the location service, digest auth and the brute-force guard;
 - `calls`: the B2BUA, dialplans, media relay and media applications;
 - `voicemail`: the mailboxes (files and index), recovered at start, shared by calls and MWI;
+- `voicemail_mail`: voicemail to e-mail (`[smtp]`), told of new messages by the mailboxes;
 - `mwi`: message-waiting subscriptions;
 - `trunks`: the trunks' registrations, OPTIONS pings and live state (`TrunksService.states`);
 - `adapters`: config -> the plain lookups and values the layers below take;
@@ -26,6 +27,7 @@ from pbx.service.registrar import build_registrar
 from pbx.service.sip import build_sip
 from pbx.service.trunks import build_trunks
 from pbx.service.voicemail import build_voicemail
+from pbx.service.voicemail_mail import build_mailer
 
 
 def build(config: Config, the_reactor: Any, *, sip_trace: bool = False) -> service.MultiService:
@@ -41,6 +43,9 @@ def build(config: Config, the_reactor: Any, *, sip_trace: bool = False) -> servi
     voicemail.setServiceParent(top)
     trunks = build_trunks(config, stack, the_reactor)  # trunks.states: the ITrunkStates calls read
     trunks.setServiceParent(top)
+    mailer = build_mailer(config, voicemail, the_reactor)  # None without [smtp] host
+    if mailer is not None:
+        mailer.setServiceParent(top)
     build_calls(config, stack, registrar, the_reactor, voicemail.mailboxes).setServiceParent(top)
     build_mwi(config, stack, registrar, voicemail.mailboxes).setServiceParent(top)
     return top
