@@ -166,7 +166,7 @@ class MailboxSession:
             if key is None:
                 key = await self.voice.choose(["vm-access-menu"], _MAIN_KEYS)
             if key is None:
-                break
+                return await self._timed_out()
             if key == "*":
                 await self.voice.say(["goodbye"])
                 return "closed" if self.call.ended else "goodbye"
