@@ -287,13 +287,13 @@ class MailboxSession:
     async def record(self, kind: str) -> None:
         """Record a greeting (`unavailable`, `busy`) or the name, after a beep, until `#` or silence."""
         settings = self.voice.settings
-        path = self.mailboxes.greeting_path(self.tenant, self.number, kind)
         await self.voice.say(["vm-record-name" if kind == "name" else "vm-record-greeting", "tone:beep"])
         if self.call.ended:
             return
         endpoint = self.voice.endpoint
         endpoint.clear_digits()
         try:
+            path = self.mailboxes.greeting_path(self.tenant, self.number, kind)
             path.parent.mkdir(parents=True, exist_ok=True)
             result = await endpoint.record(
                 str(path),
