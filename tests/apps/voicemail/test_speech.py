@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from pbx.apps.voicemail.speech import counts, envelope, number, spoken_digits, when
+from pbx.media.dtmf import InbandDtmfDetector
+from pbx.media.wav import read_pcm
 
 SOUNDS_DIR = Path(__file__).resolve().parents[3] / "sounds" / "en"
 
@@ -73,3 +75,16 @@ def test_every_prompt_said_is_shipped() -> None:
     said |= {f"num-{n}" for n in range(10, 20)} | {f"num-{n}" for n in range(20, 100, 10)}
     missing = sorted(name for name in said if not (SOUNDS_DIR / f"{name}.wav").is_file())
     assert missing == []
+
+
+def test_the_mailbox_access_prompts_are_phone_audio_without_false_digits() -> None:
+    for name in (
+        "vm-access-menu",
+        "vm-message-menu",
+        "vm-options-menu",
+        "vm-enter-mailbox",
+        "vm-enter-new-pin",
+    ):
+        rate, channels, width, pcm = read_pcm(str(SOUNDS_DIR / f"{name}.wav"))
+        assert (rate, channels, width) == (8000, 1, 2), name
+        assert InbandDtmfDetector().feed(pcm) == [], name
