@@ -155,6 +155,14 @@ class MailboxSession:
         "timeout" (no key) or "closed" (the caller hung up)."""
         messages = await self.mailboxes.messages(self.tenant, self.number)
         new = sum(1 for m in messages if m.folder == "new")
+        self._log.info(
+            "Call {id}: mailbox {tenant}/{box} has {new} new and {old} old messages",
+            id=self.call.id,
+            tenant=self.tenant,
+            box=self.number,
+            new=new,
+            old=len(messages) - new,
+        )
         pressed = await self.voice.say(speech.counts(new, len(messages) - new), barge_in=True)
         if self.call.ended:
             return "closed"
