@@ -196,8 +196,9 @@ class VoicemailAccess:
         return "refused"
 
     async def _opens(self, tenant: str, box: str, pin: str) -> bool:
-        """Whether `pin` opens `box`: the PIN is checked even for an unknown box (the same work and the
-        same answer as a wrong PIN: no enumeration by timing or by voice)."""
+        """Whether `pin` opens `box`. The PIN is checked for an unknown box too, and the answer is the same as
+        for a wrong PIN, so the voice reveals nothing (`IMailboxes.check_pin` decides what the check costs;
+        every try is a guard failure, which bounds any timing probe)."""
         try:
             right = bool(await self.mailboxes.check_pin(tenant, box, pin))
         except Exception:

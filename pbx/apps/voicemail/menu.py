@@ -84,11 +84,11 @@ class Voice:
         self.settings = settings
 
     async def say(self, names: Sequence[str], *, barge_in: bool = False) -> str | None:
-        """Play prompts (or files, by path) in order; the key that interrupted them with `barge_in`, else
+        """Play prompts (or WAV files, by path) in order; the key that interrupted them with `barge_in`, else
         None. A prompt that cannot be played is logged and skipped, as `play` does."""
         if self.call.ended:
             return None
-        items = [n if n.startswith("/") else self._prompt(self.call.tenant, n) for n in names]
+        items = [n if n.endswith(".wav") else self._prompt(self.call.tenant, n) for n in names]
         try:
             pressed: str | None = await self.endpoint.play(items, barge_in=barge_in)
         except ValueError as e:
