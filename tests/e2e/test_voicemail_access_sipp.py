@@ -13,6 +13,9 @@ envelope about 9 s): a key pressed during a prompt interrupts it, so only the or
 - the right PIN: the caller hears the counts (1 new, 0 old: a message put in the box before the start and
   adopted by the voicemail recovery), `7` during the message's envelope deletes it (its WAV and its index row
   are gone), `*` at the main menu says goodbye and the PBX hangs up.
+- mailbox options: `0`, `1` records the unavailable greeting (a 1000 Hz tone the pcap sends after the beep,
+  ended by `#`: the WAV holds the tone), `4` changes the PIN (typed twice); a second call opens the box with
+  the new PIN.
 
 SIPp's `play_pcap_audio` needs root, as in the IVR tests. Waits are on process exits and log lines.
 """
@@ -30,6 +33,8 @@ from pathlib import Path
 
 import pytest
 
+from pbx.media.g711 import ulaw_encode
+from tests.e2e.audio import assert_hears, read_wav
 from tests.e2e.harness import PbxProcess, free_port, write_config
 from tests.e2e.test_calls_sipp import CallPbx, SippSet, rtp_range, sipp  # noqa: F401 (fixture)
 from tests.e2e.test_ivr_sipp import _checksum
@@ -52,6 +57,7 @@ max_pin_attempts = 3
 pin = "{PIN}"
 """
 EVENTS = {**{str(d): d for d in range(10)}, "*": 10, "#": 11}
+TONE = [int(10000 * math.sin(2 * math.pi * 1000 * i / 8000)) for i in range(8)]  # 1000 Hz: one period
 
 
 # -- RTP telephone-events in a pcap -----------------------------------------------------------------------
@@ -67,10 +73,13 @@ def _frame(rtp: bytes, index: int) -> bytes:
     return b"\0\0\0\0\0\2" + b"\0\0\0\0\0\1" + b"\x08\x00" + ip + udp
 
 
-def write_keys_pcap(path: Path, keys: list[tuple[float, str]], seconds: float) -> Path:
-    """A pcap of one RTP stream (SSRC 0x5EED) lasting `seconds`: PCMU silence every 20 ms, except while a key
-    is pressed: each key of `keys` ((start time, keys pressed 200 ms apart) ...) is 100 ms of RFC 4733
-    events (payload type 101, volume 10, marker on the first packet, the end packet three times)."""
+def write_keys_pcap(
+    path: Path, keys: list[tuple[float, str]], seconds: float, tone: tuple[float, float] | None = None
+) -> Path:
+    """A pcap of one RTP stream (SSRC 0x5EED) lasting `seconds`: PCMU silence every 20 ms (a 1000 Hz tone
+    between the two times of `tone`), except while a key is pressed: each key of `keys` ((start time, keys
+    pressed 200 ms apart) ...) is 100 ms of RFC 4733 events (payload type 101, volume 10, marker on the first
+    packet, the end packet three times)."""
     events: dict[int, tuple[str, int]] = {}  # 20 ms slot -> (key, slot index within the event)
     for start, pressed in keys:
         for n, key in enumerate(pressed):
@@ -91,6 +100,10 @@ def write_keys_pcap(path: Path, keys: list[tuple[float, str]], seconds: float) -
         else:
             header = struct.pack("!BBHII", 0x80, 0, index, index * 160, 0x5EED)
             payload = b"\xff" * 160
+            if tone is not None and tone[0] <= index * 0.02 < tone[1]:
+                payload = ulaw_encode(
+                    b"".join(struct.pack("<h", TONE[(index * 160 + i) % 8]) for i in range(160))
+                )
         frame = _frame(header + payload, index)
         micros = index * 20_000
         packets.append(struct.pack("<IIII", micros // 1_000_000, micros % 1_000_000, len(frame), len(frame)))
@@ -157,9 +170,16 @@ def rows(pbx: CallPbx) -> list[tuple[str, str, str]]:
         connection.close()
 
 
-def call(pbx: CallPbx, sipp: SippSet, keys: list[tuple[float, str]], seconds: float, name: str):  # noqa: F811
+def call(
+    pbx: CallPbx,
+    sipp: SippSet,  # noqa: F811
+    keys: list[tuple[float, str]],
+    seconds: float,
+    name: str,
+    tone: tuple[float, float] | None = None,
+):
     """1002 dials *97 and presses `keys`; the caller's SIPp, once it has its BYE (or failed)."""
-    write_keys_pcap(sipp.directory / "vm_digits.pcap", keys, seconds)
+    write_keys_pcap(sipp.directory / "vm_digits.pcap", keys, seconds, tone)
     csv = sipp.users_csv([("1002", "pass1002", "*97")], f"{name}_users")
     uac = sipp.start(name, "vm_uac_rfc4733.xml", [f"127.0.0.1:{pbx.sip}", "-inf", str(csv)], timeout=60)
     uac.wait()
@@ -224,3 +244,38 @@ def test_right_pin_hears_the_counts_and_7_deletes_the_message(vm_pbx, sipp):  # 
     assert not audio.exists()
     assert rows(pbx) == []
     assert "wrong PIN" not in pbx.process.output and PIN not in pbx.process.output
+
+
+NEW_PIN = "13572468"
+
+
+def test_options_record_the_unavailable_greeting_and_change_the_pin(vm_pbx, sipp):  # noqa: F811
+    """0 (options), 1 (unavailable greeting): a 1000 Hz tone after the beep, ended by #; then 4 and the new
+    PIN twice; * * leaves. A second call opens the box with the new PIN."""
+    pbx, _ = vm_pbx()
+    keys = [
+        (1.0, PIN + "#"),  # then "You have no messages" and the main menu
+        (6.0, "0"),  # the options menu
+        (8.0, "1"),  # "Record your greeting after the tone ..." (4.6 s) and the beep: recording from ~13 s
+        (17.5, "#"),  # after 3 s of tone (14-17 s): "Your greeting has been recorded", the options menu
+        (21.0, "4"),  # "Enter your new PIN ..."
+        (22.0, NEW_PIN + "#"),  # "Enter your new PIN again ..." from ~23.8 s
+        (25.5, NEW_PIN + "#"),  # "Your PIN has been changed", the options menu
+        (31.0, "*"),  # the main menu
+        (33.0, "*"),  # goodbye
+    ]
+    first = call(pbx, sipp, keys, 34.0, "options", tone=(14.0, 17.0))
+    sipp.check(pbx, first)
+    (line,) = pbx.wait_for(r"unavailable of default/1002 recorded \(\d+\.\d s, \w+\)")
+    assert line.endswith(", digit)"), line
+    pbx.wait_for(r"PIN of default/1002 changed")
+    greeting = pbx.directory / "data" / "voicemail" / "default" / "1002" / "greetings" / "unavailable.wav"
+    heard = read_wav(greeting)
+    assert 2.5 <= heard.seconds <= 5.5, heard.seconds
+    assert_hears(heard, 1000.0, 440.0, label="the greeting")
+    assert NEW_PIN not in pbx.process.output
+
+    second = call(pbx, sipp, [(1.0, NEW_PIN + "#"), (5.0, "*")], 6.0, "new_pin")
+    sipp.check(pbx, second)
+    pbx.wait_for(r"mailbox default/1002 opened from 127\.0\.0\.1", count=2)
+    assert "wrong PIN" not in pbx.process.output
