@@ -87,7 +87,9 @@ class FakeMailboxes:
         new = sum(1 for m in messages if m.folder == "new")
         return new, len(messages) - new
 
-    def prepare(self, tenant: str, number: str) -> Path:
+    def prepare(
+        self, tenant: str, number: str, *, caller_number: str = "", caller_name: str = "", call_id: str = ""
+    ) -> Path:
         raise NotImplementedError
 
     def commit(self, tenant: str, number: str, audio: Path, **_: object) -> Deferred[VoicemailMessage]:
