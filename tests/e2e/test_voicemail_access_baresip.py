@@ -1,5 +1,7 @@
 """Mailbox access as a real phone hears it (baresip): 1002 dials *97, types its PIN (RFC 4733), hears the
-counts and its message, deletes it with 7 and leaves with * (the PBX hangs up).
+counts and its message, deletes it with 7 and leaves with * (the PBX hangs up). The phone subscribes to its
+message-waiting indication (`mwi.so`): the NOTIFYs say 1 new, then 0 new 1 old once the message was heard
+to its end, then 0/0 once it is deleted.
 
 The box holds one message, a 2 s 440 Hz tone from 1001 put there before the PBX starts (the recovery adopts
 it, as in `test_voicemail_access_sipp.py`). The phone sends its own 1000 Hz tone and dumps what it hears
@@ -10,6 +12,7 @@ events (log lines, ctrl_tcp events, the dump reaching a length) with timeouts.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,9 +48,12 @@ def test_star_97_pin_hears_the_message_and_7_deletes_it(vm_pbx, phone_1002):  # 
         audio_source=write_tone_wav(tmp_path / "tone_1002.wav", PHONE_TONE, seconds=90.0),
         record_dir=heard,
         ctrl=True,
+        extra_config=["module_app mwi.so"],
     )
     started.append(phone)
     phone.wait_registered(timeout=15)
+    # baresip's mwi.so subscribes to message-summary: its light is on (1 new, 0 old)
+    pbx.wait_for(r"Voice-Message: 1/0\b", timeout=15)
     control = phone.control()
 
     assert control.dial(f"sip:*97@127.0.0.1:{pbx.sip}").get("ok"), phone.output[-3000:]
@@ -66,6 +72,16 @@ def test_star_97_pin_hears_the_message_and_7_deletes_it(vm_pbx, phone_1002):  # 
     pbx.wait_for(rf"message {MESSAGE_ID} of default/1002 deleted", timeout=15)
     assert control.send_dtmf("*").get("ok")  # at the main menu: goodbye, the PBX hangs up
     control.wait_event("CALL_CLOSED", timeout=30)
+    # heard to its end: old (the light goes off); deleted: gone
+    pbx.wait_for(r"Voice-Message: 0/1\b")
+    pbx.wait_for(r"Voice-Message: 0/0\b")
+    notified = re.findall(
+        r"Messages-Waiting: (yes|no)\s+(?:Message-Account: \S+\s+)?Voice-Message: (\d+/\d+)",
+        pbx.process.output,
+    )
+    assert notified[0] == ("yes", "1/0") and ("no", "0/1") in notified and notified[-1] == ("no", "0/0"), (
+        notified
+    )
     phone.stop()
     assert not audio.exists()
 
