@@ -128,5 +128,5 @@ def build_calls(
     stack.answer_statelessly("INVITE", b2bua.stateless_challenge)
     engine = build_media_apps(config, b2bua, the_reactor, mailboxes)
     if mailboxes is not None:  # mailbox access: wrong PINs count for the registrar's brute-force guard
-        build_access(config, mailboxes, engine, registrar.guard).register(b2bua.apps)
+        build_access(config, mailboxes, engine, registrar.guard, the_reactor).register(b2bua.apps)
     return CallsService(b2bua, relay, engine, mailboxes)

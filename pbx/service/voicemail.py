@@ -76,9 +76,11 @@ def build_voicemail(config: Config, store: Any, the_reactor: Any) -> VoicemailSe
 
 
 def build_access(
-    config: Config, mailboxes: IMailboxes, engine: Any, guard: AuthFailures | None
+    config: Config, mailboxes: IMailboxes, engine: Any, guard: AuthFailures | None, the_reactor: Any
 ) -> VoicemailAccess:
     """Mailbox access (`voicemailmain`, *97/*98) over the mailboxes and the media engine; its wrong PINs are
     failed authentications for `guard`, the registrar's brute-force guard (`RegistrarService.guard`)."""
     media = IvrApps(engine, config.dialplan_dir, config.data_dir / "recordings")
-    return VoicemailAccess(mailboxes, media, guard, max_pin_attempts=config.voicemail.max_pin_attempts)
+    return VoicemailAccess(
+        mailboxes, media, the_reactor, guard, max_pin_attempts=config.voicemail.max_pin_attempts
+    )

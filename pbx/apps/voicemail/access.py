@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any, Protocol
 
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from pbx.apps.base import AppCall
@@ -31,13 +33,18 @@ from pbx.apps.voicemail.boxes import IMailboxes
 from pbx.apps.voicemail.menu import MAX_PIN_DIGITS, MailboxSession, MenuSettings, Voice
 from pbx.dialplan import Action
 
-__all__ = ["ASK", "AccessCall", "AuthFailures", "MAX_MAILBOX_DIGITS", "VoicemailAccess"]
+__all__ = ["ASK", "MAX_MAILBOX_DIGITS", "WRONG_PIN_DELAY", "AccessCall", "AuthFailures", "VoicemailAccess"]
 
 ASK = "ask"
 """The argument of `voicemailmain` that asks the caller for the mailbox number."""
 
 MAX_MAILBOX_DIGITS = 16
 """The longest mailbox number a caller may type."""
+
+WRONG_PIN_DELAY = 1.0
+"""Seconds from the end of a PIN entry to the answer "That PIN is incorrect", whatever the check cost (a box
+whose PIN is hashed costs a PBKDF2, an unknown box nothing): the time of the answer tells nothing about the
+box, and guessing is slower."""
 
 
 class Identity(Protocol):
@@ -80,6 +87,7 @@ class VoicemailAccess:
     Args:
         mailboxes: the voicemail boxes.
         media: the media applications (their endpoint on the caller's leg and the tenants' prompts).
+        clock: time source (the pause before a wrong PIN is answered).
         guard: the brute-force guard, or None (no blocking).
         max_pin_attempts: wrong PINs before the call ends.
         settings: menu timings and the time zone of the envelopes.
@@ -91,6 +99,7 @@ class VoicemailAccess:
         self,
         mailboxes: IMailboxes,
         media: IvrApps,
+        clock: IReactorTime,
         guard: AuthFailures | None = None,
         *,
         max_pin_attempts: int = 3,
@@ -98,6 +107,7 @@ class VoicemailAccess:
     ) -> None:
         self.mailboxes = mailboxes
         self.media = media
+        self.clock = clock
         self.guard = guard
         self.max_pin_attempts = max(1, max_pin_attempts)
         self.settings = settings or MenuSettings()
@@ -166,6 +176,7 @@ class VoicemailAccess:
             pin = await voice.entry(["vm-enter-pin"], MAX_PIN_DIGITS + 1)
             if call.ended:
                 return "closed"
+            entered = self.clock.seconds()
             if pin and await self._opens(tenant, box, pin):
                 voice.endpoint.clear_digits()
                 self._log.info(
@@ -188,6 +199,11 @@ class VoicemailAccess:
                 )
                 if self.guard is not None and self.guard.failure(source, f"{tenant}/{box}"):
                     return "blocked"
+                wait = entered + WRONG_PIN_DELAY - self.clock.seconds()
+                if wait > 0:
+                    await deferLater(self.clock, wait)
+                if call.ended:
+                    return "closed"
             await voice.say(
                 ["vm-wrong-pin"] if attempt < self.max_pin_attempts else ["vm-wrong-pin", "goodbye"]
             )

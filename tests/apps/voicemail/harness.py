@@ -39,6 +39,7 @@ class Access:
         self.access = VoicemailAccess(
             self.boxes,
             media,
+            self.clock,
             self.guard,
             max_pin_attempts=max_pin_attempts,
             settings=MenuSettings(zone=UTC),

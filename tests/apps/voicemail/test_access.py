@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from twisted.internet.task import deferLater
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from pbx.apps.voicemail.access import VoicemailAccess
@@ -194,3 +195,18 @@ def test_the_simulator_shows_mailbox_access() -> None:
 
     out = simulate_call(Script({"main": "voicemailmain ask\nhangup"}), new_context(), [])
     assert out[-1].startswith("# end: mailbox access")
+
+
+@pytest.mark.parametrize(("cost", "answered"), [(0.0, 1.0), (0.7, 1.0), (1.5, 1.5)])
+def test_a_wrong_pin_is_answered_a_second_after_the_entry_whatever_the_check_costs(
+    tmp_path: Path, cost: float, answered: float
+) -> None:
+    """An unknown box (nothing to check) and a hashed PIN (a PBKDF2 in a thread) sound the same."""
+    run = Access(tmp_path, max_pin_attempts=1)
+    run.boxes.check_pin = lambda tenant, number, pin: deferLater(run.clock, cost, lambda: False)  # type: ignore[method-assign]
+    run.start().until("vm-enter-pin").keys("0000#")
+    typed = run.clock.seconds()
+    while "vm-wrong-pin" not in run.ep.played[-1][0]:
+        run.clock.advance(0.05)
+    assert run.clock.seconds() - typed == pytest.approx(answered, abs=0.06)
+    assert run.finish() == "refused"

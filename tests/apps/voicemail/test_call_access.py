@@ -22,7 +22,7 @@ class Access:
         self.boxes = FakeMailboxes(tmp_path, {"1001": "1234"}, tenant=TENANT)
         self.guard = BruteForceGuard(self.h.clock, max_failures=3)
         media = IvrApps(self.engine, tmp_path / "dialplans", tmp_path / "recordings")
-        VoicemailAccess(self.boxes, media, self.guard).register(self.h.b2bua.apps)
+        VoicemailAccess(self.boxes, media, self.h.clock, self.guard).register(self.h.b2bua.apps)
 
     @property
     def endpoint(self) -> FakeEndpoint:
@@ -34,8 +34,12 @@ class Access:
         phone.ack()
         return phone
 
+    def wait(self, seconds: float) -> None:
+        """Let `seconds` pass in small steps (what is scheduled meanwhile runs at its time)."""
+        self.h.clock.pump([0.25] * int(seconds * 4))
+
     def keys(self, digits: str) -> None:
-        self.h.clock.advance(1)
+        self.wait(1)
         for digit in digits:
             self.endpoint.press(digit)
 
@@ -46,9 +50,9 @@ def test_own_box_of_the_authenticated_extension_and_goodbye(tmp_path: Path) -> N
     assert phone.txn is not None and phone.txn.statuses == [200]
     access.keys("1234#")
     assert access.boxes.checked == [("1001", "1234")]
-    access.h.clock.advance(5)  # "You have no messages"
+    access.wait(5)  # "You have no messages"
     access.keys("*")
-    access.h.clock.advance(5)  # "Goodbye"
+    access.wait(5)  # "Goodbye"
     assert access.h.b2bua.calls == {}
     assert [s.method for s in access.h.stack.sent("BYE")] == ["BYE"]
     assert access.endpoint.closed
@@ -75,7 +79,7 @@ def test_wrong_pins_block_the_callers_source(tmp_path: Path) -> None:
     access.call()
     for pin in ("1111", "2222", "3333"):
         access.keys(pin + "#")
-        access.h.clock.advance(3)
+        access.wait(3)  # a second, then "That PIN is incorrect"
     assert access.guard.blocked_sources == [CALLER_ADDRESS[0]]
     assert access.guard.counters["failures"] == 3
     assert access.h.b2bua.calls == {}  # hung up at once
