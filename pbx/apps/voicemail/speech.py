@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime, tzinfo
 
-__all__ = ["counts", "envelope", "number", "spoken_digits"]
+__all__ = ["counts", "envelope", "number", "spoken_digits", "when"]
 
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _MONTHS = (
