@@ -143,6 +143,11 @@ class Call(Dialing):
         return self.answered_at is not None
 
     @property
+    def source(self) -> str:
+        """The IP address the caller's INVITE came from (mailbox access counts wrong PINs against it)."""
+        return str(self.txn.flow.remote_address[0])
+
+    @property
     def final_sent(self) -> bool:
         """The caller's INVITE has its final response."""
         return self.a.final_sent

@@ -434,6 +434,9 @@ ACTIONS: Mapping[str, ActionSpec] = MappingProxyType(
         "answer": ActionSpec("answer"),
         "hangup": ActionSpec("hangup [CODE]", 0, 1, _integer(400, 699)),
         "voicemail": ActionSpec("voicemail MAILBOX", 1, 1, _pattern(_EXTENSION, "an extension number")),
+        "voicemailmain": ActionSpec(
+            "voicemailmain [MAILBOX|ask]", 0, 1, _pattern(_EXTENSION, "a mailbox number or ask")
+        ),
         "progress": ActionSpec("progress"),
         "ivr": ActionSpec("ivr NAME", 1, 1, _template_name),
         "menu": ActionSpec(

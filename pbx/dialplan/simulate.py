@@ -318,6 +318,9 @@ class _SimulatedCall:
         if name == "voicemail":
             self.out.append("# end: the caller leaves a message")
             self.ended = True
+        elif name == "voicemailmain":
+            self.out.append("# end: mailbox access (PIN, then the messages); the PBX hangs up after it")
+            self.ended = True
         elif name in ("answer", "ivr", "record") or (name in ("menu", "play") and not early):
             self.answered = True  # `progress` and `play ... noanswer=yes` are early media: not an answer
         if name == "menu":

@@ -20,6 +20,7 @@ from pbx.media.recorder import thread_writer
 from pbx.service.adapters import directories, domain_lookup, outbound_credentials, peer_lookup, sip_locator
 from pbx.service.process import parked_legs
 from pbx.service.registrar import RegistrarService
+from pbx.service.voicemail import build_access
 from pbx.sip.stack import SipStack
 
 _log = Logger(namespace="pbx")
@@ -126,4 +127,6 @@ def build_calls(
         stack.register(method, b2bua)
     stack.answer_statelessly("INVITE", b2bua.stateless_challenge)
     engine = build_media_apps(config, b2bua, the_reactor, mailboxes)
+    if mailboxes is not None:  # mailbox access: wrong PINs count for the registrar's brute-force guard
+        build_access(config, mailboxes, engine, registrar.guard, the_reactor).register(b2bua.apps)
     return CallsService(b2bua, relay, engine, mailboxes)

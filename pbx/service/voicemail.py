@@ -23,6 +23,9 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from pbx.apps import IvrApps
+from pbx.apps.voicemail.access import AuthFailures, VoicemailAccess
+from pbx.apps.voicemail.boxes import IMailboxes
 from pbx.apps.voicemail.mailboxes import Mailboxes, MailboxSettings
 from pbx.config import Config
 
@@ -70,3 +73,14 @@ def build_voicemail(config: Config, store: Any, the_reactor: Any) -> VoicemailSe
         in_thread=in_thread,
     )
     return VoicemailService(mailboxes)
+
+
+def build_access(
+    config: Config, mailboxes: IMailboxes, engine: Any, guard: AuthFailures | None, the_reactor: Any
+) -> VoicemailAccess:
+    """Mailbox access (`voicemailmain`, *97/*98) over the mailboxes and the media engine; its wrong PINs are
+    failed authentications for `guard`, the registrar's brute-force guard (`RegistrarService.guard`)."""
+    media = IvrApps(engine, config.dialplan_dir, config.data_dir / "recordings")
+    return VoicemailAccess(
+        mailboxes, media, the_reactor, guard, max_pin_attempts=config.voicemail.max_pin_attempts
+    )

@@ -127,6 +127,9 @@ VALID = [
     "hangup 404",
     "hangup 699",
     "voicemail 1002",
+    "voicemailmain",
+    "voicemailmain ask",
+    "voicemailmain 1002",
     "ivr main",
     "menu prompt=welcome",
     "menu prompt=lang/en/welcome timeout=5 maxdigits=4 retries=0",
@@ -189,6 +192,8 @@ INVALID = [
     ("hangup ٤٨٦", "hangup: must be a whole number"),  # Arabic-Indic digits are not a status
     ("voicemail", "voicemail takes 1 argument, not 0"),
     ("voicemail ../x", "voicemail: must be an extension number"),
+    ("voicemailmain 1002 1003", "voicemailmain takes at most 1 argument, not 2"),
+    ("voicemailmain ../x", "voicemailmain: must be a mailbox number or ask"),
     ("ivr", "ivr takes 1 argument, not 0"),
     ("ivr ../../x", "ivr: must be a template name"),
     ("menu", "menu: prompt= is required"),
