@@ -50,7 +50,7 @@ class SipService(service.Service):
                 "tcp": self.transports.listen_tcp,
                 "tls": self.transports.listen_tls,
             }[listener.transport]
-            self.ports.append(listen(listener.host, listener.port))
+            self.ports.append(listen(listener.host, listener.port, listener.advertise or ""))
             _log.info(
                 "SIP listening on {transport} {host} port {port}",
                 transport=listener.transport.upper(),

@@ -186,6 +186,8 @@ class TransportManager:
         # Per listening port its bound address (asked once); per (transport, hint host) local_address.
         self._bound_cache: dict[IListeningPort, tuple[Any, tuple[str, int]]] = {}
         self._local_cache: dict[tuple[str, str], tuple[str, int]] = {}
+        # Per listening port the name or address others must use to reach it (behind NAT), if configured.
+        self._advertised: dict[IListeningPort, str] = {}
         self._protocols: set[SipStreamProtocol] = set()
         self._connections: dict[_Key, list[SipStreamProtocol]] = {}
         self._keys: dict[SipStreamProtocol, list[_Key]] = {}
@@ -208,8 +210,12 @@ class TransportManager:
 
     # Listening
 
-    def listen_udp(self, host: str, port: int) -> IListeningPort:
-        """Listen for datagrams on host ("" or "0.0.0.0": any IPv4, "::": any IPv6) and port (0: any)."""
+    def listen_udp(self, host: str, port: int, advertise: str = "") -> IListeningPort:
+        """Listen for datagrams on host ("" or "0.0.0.0": any IPv4, "::": any IPv6) and port (0: any).
+
+        `advertise` (for every listener): the name or address peers must use to reach it, put in Via and
+        Contact instead of the bound address (a PBX behind NAT, or bound to a wildcard); "" for none.
+        """
         protocol = SipDatagramProtocol(
             self._sink, clock=self._reactor, limits=self._limits, monitor=self.monitor
         )
@@ -217,19 +223,19 @@ class TransportManager:
             port, protocol, interface=host.strip("[]"), maxPacketSize=UDP_MAX_PACKET
         )
         self._udp_ports.append(listening)
-        self._local_cache.clear()
+        self._listening(listening, advertise)
         if self._udp_receive_buffer:
             _grow_receive_buffer(listening, self._udp_receive_buffer)
         return listening
 
-    def listen_tcp(self, host: str, port: int) -> IListeningPort:
+    def listen_tcp(self, host: str, port: int, advertise: str = "") -> IListeningPort:
         """Accept TCP connections on host and port (0: any)."""
         listening = self._reactor.listenTCP(port, self._stream_factory("TCP"), interface=host.strip("[]"))
         self._stream_ports.append(("TCP", listening))
-        self._local_cache.clear()
+        self._listening(listening, advertise)
         return listening
 
-    def listen_tls(self, host: str, port: int) -> IListeningPort:
+    def listen_tls(self, host: str, port: int, advertise: str = "") -> IListeningPort:
         """Accept TLS connections on host and port (0: any).
 
         Raises:
@@ -241,8 +247,13 @@ class TransportManager:
             port, self._stream_factory("TLS"), self._tls_server_options, interface=host.strip("[]")
         )
         self._stream_ports.append(("TLS", listening))
-        self._local_cache.clear()
+        self._listening(listening, advertise)
         return listening
+
+    def _listening(self, listening: IListeningPort, advertise: str) -> None:
+        if advertise:
+            self._advertised[listening] = advertise.strip("[]")
+        self._local_cache.clear()
 
     def local_address(self, transport: str, family_hint_host: str) -> tuple[str, int]:
         """The (host, port) of a listener for `transport`, to put in Via or Contact.
@@ -250,7 +261,8 @@ class TransportManager:
         The listener is chosen as for sending to `family_hint_host` (same address family, loopback for
         loopback; a host name counts as a remote IPv4 host). A wildcard bind is replaced by the source
         address the kernel would use to reach the hint (or its default route, for a name), and stays a
-        wildcard when there is no route. A public address behind NAT is configuration, not known here.
+        wildcard when there is no route. A listener opened with `advertise` (behind NAT) gives that name or
+        address instead.
 
         Raises:
             TransportError: no listener of that transport and family.
@@ -266,7 +278,10 @@ class TransportManager:
         if listening is None:
             raise TransportError(f"no {name} listener for IPv{hint.version}")
         bound, (host, port) = self._bound(listening)
-        if bound is not None and bound.is_unspecified:
+        advertised = self._advertised.get(listening)
+        if advertised:
+            host = advertised
+        elif bound is not None and bound.is_unspecified:
             probe = hint if not hint.is_unspecified else ipaddress.IPv4Address("192.0.2.1")  # TEST-NET-1
             source = _route_source(probe)
             if source is None:  # no route now, or no descriptor for the probe: asked again next time
@@ -341,6 +356,7 @@ class TransportManager:
             waits.append(maybeDeferred(listening.stopListening))
         self._udp_ports.clear()
         self._stream_ports.clear()
+        self._advertised.clear()
         self._local_cache.clear()
         self._bound_cache.clear()
         for pending in list(self._pending.values()):

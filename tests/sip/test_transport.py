@@ -639,6 +639,14 @@ class TransportManagerTests(SynchronousTestCase):
         self.assertEqual(self.manager.local_address("tcp", "[::1]"), ("::1", 5070))
         self.assertRaises(TransportError, self.manager.local_address, "TLS", "127.0.0.1")
 
+    def test_local_address_is_the_advertised_name_of_a_listener_behind_nat(self) -> None:
+        self.manager.listen_udp("0.0.0.0", 5060, advertise="pbx.example.com")
+        self.manager.listen_tcp("10.0.0.1", 5060, advertise="203.0.113.7")
+        self.manager.listen_udp("2001:db8::2", 5061, advertise="[2001:db8::7]")
+        self.assertEqual(self.manager.local_address("udp", "192.0.2.1"), ("pbx.example.com", 5060))
+        self.assertEqual(self.manager.local_address("tcp", "192.0.2.1"), ("203.0.113.7", 5060))
+        self.assertEqual(self.manager.local_address("udp", "2001:db8::1"), ("2001:db8::7", 5061))
+
     def test_idle_incoming_connections_are_closed(self) -> None:
         self.manager.listen_tcp("10.0.0.1", 5060)
         protocol, wire = self.accept()
