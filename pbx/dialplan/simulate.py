@@ -53,6 +53,11 @@ class CallInfo:
         if not isinstance(self.headers, MappingProxyType):
             object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
 
+    @property
+    def trunk(self) -> str | None:
+        """The trunk the call came in on (`from_trunk`), or None for a call from a phone."""
+        return self.from_trunk
+
 
 @dataclass(frozen=True, slots=True)
 class CallerInfo:
