@@ -46,6 +46,7 @@ from pbx.config.model import (
     TrustedPeer,
     normalize_host,
 )
+from pbx.config.trunks import TRUNK_KEYS
 
 SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     "": ("pbx", "sip", "tls", "tenants", "registrar", "security", "media", "calls", "mwi"),
@@ -66,7 +67,17 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     ),
     "sip.listen[]": ("transport", "host", "port", "advertise"),
     "tls": ("certificate", "private_key", "ca_certificates"),
-    "tenants.<tenant>": ("domain", "aliases", "realm", "extensions", "groups", "peers", "credentials"),
+    "tenants.<tenant>": (
+        "domain",
+        "aliases",
+        "realm",
+        "extensions",
+        "groups",
+        "peers",
+        "credentials",
+        "trunks",
+    ),
+    "tenants.<tenant>.trunks.<trunk>": TRUNK_KEYS,
     "tenants.<tenant>.peers[]": ("name", "networks", "extension"),
     "tenants.<tenant>.credentials[]": ("realm", "username", "password"),
     "tenants.<tenant>.extensions.<number>": (
@@ -499,6 +510,9 @@ class _Parser:
         groups = self.groups(table.get("groups", {}), _join(path, "groups"), name, extensions)
         peers = self.peers(table.get("peers", []), _join(path, "peers"), extensions)
         credentials = self.credentials(table.get("credentials", []), _join(path, "credentials"))
+        from pbx.config.load_trunks import parse_trunks  # it imports this module: imported when used
+
+        trunks = parse_trunks(self, table.get("trunks", {}), _join(path, "trunks"))
         return Tenant(
             name=name,
             domain=domain,
@@ -508,6 +522,7 @@ class _Parser:
             groups=groups,
             peers=peers,
             credentials=credentials,
+            trunks=trunks,
         )
 
     def credentials(self, value: object, path: str) -> tuple[OutboundCredentials, ...]:

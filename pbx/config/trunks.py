@@ -12,6 +12,34 @@ DTMF_MODES: tuple[str, ...] = ("rfc4733", "info", "inband")
 """How key presses travel on a trunk: RFC 4733 telephone-events, SIP INFO, or tones in the audio."""
 DID_SOURCES: tuple[str, ...] = ("request-uri", "to")
 """Where a trunk's inbound calls carry the called number (carriers differ)."""
+TRUNK_TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls", "")
+"""A trunk's transport; "" lets RFC 3263 choose."""
+TRUNK_KEYS: tuple[str, ...] = (
+    "host",
+    "port",
+    "proxies",
+    "transport",
+    "outbound_proxy",
+    "username",
+    "auth_username",
+    "password",
+    "realm",
+    "register",
+    "contact_user",
+    "register_expires",
+    "options_interval",
+    "codecs",
+    "dtmf",
+    "caller_id",
+    "caller_id_name",
+    "send_pai",
+    "dids",
+    "did_source",
+    "networks",
+    "max_calls",
+    "enabled",
+)
+"""The keys of a `[tenants.NAME.trunks.TRUNK]` table: every field of `Trunk` but its name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +106,11 @@ class Trunk:
     def __post_init__(self) -> None:
         for name in ("proxies", "codecs", "dids", "networks"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @property
+    def registered_user(self) -> str:
+        """The user part of the Contact the PBX registers: `contact_user`, else `username`."""
+        return self.contact_user or self.username
 
     @property
     def auth_user(self) -> str:
