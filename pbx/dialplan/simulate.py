@@ -237,6 +237,7 @@ def simulate_call(
     template: str = "main",
     digits: Sequence[str] = (),
     show_source: bool = False,
+    describe_dial: Callable[[Action], list[str]] | None = None,
 ) -> list[str]:
     """Run a call's actions through the live calls' interpreter (`run_actions`), with assumed outcomes,
     and describe what happens.
@@ -248,6 +249,7 @@ def simulate_call(
         template: The template the call starts in.
         digits: What each ``menu`` collects, in order (the last one repeats); ``""`` without any.
         show_source: Whether to follow each action with ``  # FILE:LINE``.
+        describe_dial: Comment lines written after each dial that runs (where its trunk targets go).
 
     Returns:
         One line per action that runs (as `str(Action)`), a ``# -> RESULT`` line after each dial, and a final
@@ -261,6 +263,7 @@ def simulate_call(
         if r not in RESULTS:
             raise ValueError(f"unknown dial result {r!r} (one of {', '.join(RESULTS)})")
     call = _SimulatedCall(render, context, dial_results, digits, show_source)
+    call.describe_dial = describe_dial
     failures: list[Failure] = []
     ensureDeferred(run_actions(call, template)).addErrback(failures.append)  # fired: the host never waits
     if failures:
@@ -291,6 +294,7 @@ class _SimulatedCall:
         self.variables: dict[str, str] = dict(context.get("vars") or {})
         self.out: list[str] = []
         self.ended = self.connected = self.answered = False
+        self.describe_dial: Callable[[Action], list[str]] | None = None
         self._dials = self._menus = self._renders = 0
 
     @staticmethod
@@ -312,6 +316,8 @@ class _SimulatedCall:
     def run_dial(self, action: Action) -> Deferred[str]:
         outcome = self._next_of(self._dial_results, self._dials, "answered")
         self._dials += 1
+        if self.describe_dial is not None:
+            self.out.extend(self.describe_dial(action))
         self.out.append(f"# -> {outcome}")
         if outcome == "answered":
             self.out.append("# end: the call is connected; it ends when either side hangs up")

@@ -16,10 +16,18 @@ from pbx.dialplan import DialplanEngine
 from pbx.media import PortPool, UdpMediaRelay
 from pbx.media.endpoint import MediaEngine
 from pbx.media.recorder import thread_writer
-from pbx.service.adapters import directories, domain_lookup, outbound_credentials, peer_lookup, sip_locator
+from pbx.service.adapters import (
+    directories,
+    domain_lookup,
+    outbound_credentials,
+    peer_lookup,
+    sip_locator,
+    trunk_routing,
+)
 from pbx.service.process import parked_legs
 from pbx.service.registrar import RegistrarService
 from pbx.sip.stack import SipStack
+from pbx.trunks.settings import ITrunkStates
 
 _log = Logger(namespace="pbx")
 
@@ -69,9 +77,14 @@ def build_media_apps(config: Config, b2bua: B2BUA, the_reactor: Any) -> MediaEng
 
 
 def build_calls(
-    config: Config, stack: SipStack, registrar: RegistrarService, the_reactor: Any
+    config: Config,
+    stack: SipStack,
+    registrar: RegistrarService,
+    the_reactor: Any,
+    trunk_states: ITrunkStates | None = None,
 ) -> service.IService:
-    """The B2BUA with its dialplans and media relay."""
+    """The B2BUA with its dialplans and media relay; `trunk_states`: the trunks' live state (registration,
+    OPTIONS pings), else a trunk is up while enabled."""
     media = config.media
     pool = PortPool(media.rtp_port_min, media.rtp_port_max)
     relay = UdpMediaRelay(
@@ -95,6 +108,7 @@ def build_calls(
         peers=peer_lookup(config),
         locate=sip_locator(config, the_reactor).resolve,
         uri_credentials=outbound_credentials(config),
+        trunks=trunk_routing(config, trunk_states),
         ring_timeout=config.calls.ring_timeout,
         max_call_duration=config.calls.max_call_duration,
         codecs=config.calls.codecs,
