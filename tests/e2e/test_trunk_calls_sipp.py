@@ -33,7 +33,8 @@ OUTBOUND = """
 {% if call.trunk %}
 hangup 404
 {% elif call.dialed is match("9[0-9]{7,15}") and caller.may_call_out %}
-dial trunk:first/{{ call.dialed[1:] | e164(country="1") }} trunk:second/{{ call.dialed[1:] | e164(country="1") }}
+{%   set number = call.dialed[1:] | e164(country="1") %}
+dial trunk:first/{{ number }} trunk:second/{{ number }}
 hangup
 {% else %}
 hangup 404
