@@ -105,7 +105,7 @@ class TrustedPeer:
     extension: str
 
 
-CALLING_NUMBER = re.compile(r"\+?[0-9*#]{1,32}|[A-Za-z0-9._-]{1,32}")
+CALLING_NUMBER = re.compile(r"\+?[0-9*]{1,32}|[A-Za-z0-9._-]{1,32}")
 """A calling number (From user) of a trunk's call the PBX passes on; anything else becomes "anonymous"."""
 
 

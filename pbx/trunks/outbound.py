@@ -67,7 +67,8 @@ def _transport_param(trunk: TrunkSettings) -> str:
 def request_uri(trunk: TrunkSettings, number: str) -> str:
     """The Request-URI (and To) of a call to `number` through `trunk`."""
     port = f":{trunk.port}" if trunk.port and trunk.host else ""
-    return f"sip:{number}@{trunk_domain(trunk)}{port}{_transport_param(trunk)}"
+    user = number.replace("#", "%23")  # '#' is not allowed unescaped in a user part (RFC 3261 25.1)
+    return f"sip:{user}@{trunk_domain(trunk)}{port}{_transport_param(trunk)}"
 
 
 def next_hops(trunk: TrunkSettings) -> tuple[str, ...]:

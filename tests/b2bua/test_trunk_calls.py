@@ -434,3 +434,13 @@ class RoutingTests(SynchronousTestCase):
         routing.release(a)
         self.assertEqual(routing.in_use("t", "x"), 1)
         self.assertTrue(routing.acquire(c, "t", "x"))
+
+
+class OddNumberTests(TrunkTestCase):
+    def test_star_and_hash_in_a_trunk_number(self) -> None:
+        h = self.build('dial trunk:carrier/{{ "*67" ~ call.dialed[1:] ~ "#" }}')
+        h.place_call("9123")
+        (sent,) = h.invites()
+        self.assertEqual(sent.request.uri.user, "*67123#")
+        self.assertIn("%23@carrier.example", str(sent.request.uri))
+        h.b2bua.stop()
