@@ -157,6 +157,8 @@ def offer_for_trunk(body: bytes, codecs: Sequence[str]) -> bytes | None:
         kept = [f for codec in wanted for f in m.formats if names.get(f) == codec]
         if not any(names[f] not in _AUXILIARY for f in kept):
             return None
+        if tuple(kept) == m.formats:
+            return body  # already the trunk's codecs in its order: nothing to rewrite
         media[i] = m.with_formats(kept)
         return sdp.with_media(tuple(media)).to_bytes()
     return None
