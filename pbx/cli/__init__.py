@@ -3,6 +3,7 @@
 - `pbx config check FILE`: validate a configuration file and print a summary, or the error naming the key.
 - `pbx dialplan check` / `pbx dialplan simulate`: lint the dialplans, print the actions a call would run.
 - `pbx registrations FILE`: the phones registered now (read from the PBX's database; works while it runs).
+- `pbx trunks status FILE`: each trunk's registration state (read from the status file the PBX keeps).
 - `pbx version`
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 
 from pbx import __version__
 from pbx.cli.dialplan import add_commands as add_dialplan_commands
+from pbx.cli.trunks import add_commands as add_trunk_commands
 from pbx.config import ConfigError, load_config
 from pbx.store.sqlite import read_bindings
 
@@ -64,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     registrations = commands.add_parser("registrations", help="list the phones registered now")
     registrations.add_argument("file", help="the PBX configuration file")
     registrations.set_defaults(func=_registrations)
+    add_trunk_commands(commands)
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(__version__) or 0)
     args = parser.parse_args(argv)

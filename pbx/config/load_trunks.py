@@ -114,6 +114,7 @@ def _trunk(parser: Any, name: str, value: object, path: str) -> Trunk:
                 raise ConfigError(_join(path, key), "is required when register is true")
     contact_user = _user(parser, table, "contact_user", path)
     register_expires = parser._integer(table, "register_expires", path, 3600, 10, 604800)
+    retry_interval = parser._seconds(table, "retry_interval", path, 30.0, 1, 600)
     options_interval = parser._seconds(table, "options_interval", path, 0.0, 0, 3600)
     if 0 < options_interval < 5:
         raise ConfigError(
@@ -153,6 +154,7 @@ def _trunk(parser: Any, name: str, value: object, path: str) -> Trunk:
         register=register,
         contact_user=contact_user,
         register_expires=register_expires,
+        retry_interval=retry_interval,
         options_interval=options_interval,
         codecs=_codecs(parser, table, path),
         dtmf=dtmf,

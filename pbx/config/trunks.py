@@ -27,6 +27,7 @@ TRUNK_KEYS: tuple[str, ...] = (
     "register",
     "contact_user",
     "register_expires",
+    "retry_interval",
     "options_interval",
     "codecs",
     "dtmf",
@@ -63,6 +64,8 @@ class Trunk:
         contact_user: The user part of the Contact the PBX registers ("" means `username`); inbound calls
             to this Contact are the trunk's.
         register_expires: The registration interval asked for, in seconds.
+        retry_interval: Seconds before the first new attempt after a failed registration; each further
+            failure doubles it, up to 600 s.
         options_interval: Seconds between OPTIONS pings that mark the trunk up or down (0: no pings).
         codecs: The codecs offered to the carrier, in order of preference.
         dtmf: One of `DTMF_MODES`: how the carrier wants key presses.
@@ -91,6 +94,7 @@ class Trunk:
     register: bool = False
     contact_user: str = ""
     register_expires: int = 3600
+    retry_interval: float = 30.0
     options_interval: float = 0.0
     codecs: tuple[str, ...] = ("PCMU", "PCMA", "telephone-event")
     dtmf: str = "rfc4733"
