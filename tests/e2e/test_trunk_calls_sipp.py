@@ -121,7 +121,7 @@ def test_failover_to_a_second_carrier_after_503_and_a_challenge_elsewhere(
         assert "trunk:first/+15551234567" in cdr["legs"] and "=503" in cdr["legs"]
         # The trunks' DID called from 127.0.0.1, outside their networks: an ordinary INVITE, challenged.
         csv = sipp.directory / "elsewhere.csv"
-        csv.write_text("SEQUENTIAL\n+15551230000;+15559876543\n")
+        csv.write_text("SEQUENTIAL\n+15551230000;+15559876543;+15551230000\n")
         elsewhere = sipp.start(
             "elsewhere", "trunk_carrier_uac_407.xml", [f"127.0.0.1:{pbx.sip}", "-inf", str(csv)], timeout=10
         )
@@ -144,7 +144,7 @@ def test_a_carrier_calls_a_did_and_an_unknown_did_is_refused(tmp_path: Path, sip
         port = sipp.register(pbx, "1001")
         callee = sipp.uas("callee", "call_uas.xml", "1001", port)
         csv = sipp.directory / "carrier.csv"
-        csv.write_text("SEQUENTIAL\n+15551230000;+15559876543\n")
+        csv.write_text("SEQUENTIAL\n+15551230000;+15559876543;+15551230000\n")
         carrier = sipp.start(
             "carrier", "trunk_carrier_uac.xml", [f"127.0.0.1:{pbx.sip}", "-inf", str(csv)], timeout=20
         )
@@ -161,7 +161,7 @@ def test_a_carrier_calls_a_did_and_an_unknown_did_is_refused(tmp_path: Path, sip
             "1001",
         )
         unknown = sipp.directory / "unknown.csv"
-        unknown.write_text("SEQUENTIAL\n+15550000000;+15559876543\n")
+        unknown.write_text("SEQUENTIAL\n+15550000000;+15559876543;+15550000000\n")
         refused = sipp.start(
             "unknown", "trunk_carrier_uac_404.xml", [f"127.0.0.1:{pbx.sip}", "-inf", str(unknown)], timeout=10
         )
@@ -170,3 +170,116 @@ def test_a_carrier_calls_a_did_and_an_unknown_did_is_refused(tmp_path: Path, sip
         assert "Traceback" not in pbx.process.output
     finally:
         pbx.process.stop()
+
+
+KAMAILIO_ROUTE = """
+    if (is_method("INVITE") && !has_totag()) {{
+        if (!proxy_authenticate("{realm}", "subscriber")) {{
+            proxy_challenge("{realm}", "1");
+            exit;
+        }}
+        xlog("L_NOTICE", "KAMAILIO INVITE ru=$ru from=$fu pai=$ai auth=$au\\n");
+        consume_credentials();
+        $du = "sip:127.0.0.1:{uas}";
+        t_relay();
+        exit;
+    }}
+    if (is_method("CANCEL") || has_totag()) {{
+        t_relay();  # ACK, BYE ... to the Request-URI (the UAS's Contact); CANCEL to its INVITE's branch
+        exit;
+    }}
+"""
+
+
+def test_a_call_through_kamailio_as_the_carrier(tmp_path: Path, sipp) -> None:  # noqa: F811
+    """The PBX registers to Kamailio (auth_db) and sends a call through it: Kamailio challenges the INVITE
+    with 407, checks the digest against its subscriber table and relays the call to a SIPp UAS."""
+    from tests.e2e.kamailio import Kamailio
+
+    uas_port = free_port()
+    realm = "carrier.test"
+    route = KAMAILIO_ROUTE.format(realm=realm, uas=uas_port)
+    with Kamailio(tmp_path, [("1555", "secret")], realm=realm, route=route) as carrier:
+        carrier.wait_listening()
+        config = CALLER + (
+            "[tenants.default.trunks.first]\n"
+            f'host = "127.0.0.1"\nport = {carrier.port}\ntransport = "udp"\n'
+            'username = "1555"\npassword = "secret"\nregister = true\nregister_expires = 120\n'
+            'caller_id = "+15551230000"\n'
+        )
+        pbx = launch_pbx(tmp_path / "pbx", OUTBOUND, config)
+        try:
+            pbx.wait_for(r"Trunk default/first: registered \(200 OK\)", timeout=15)
+            uas = sipp.start("uas", "call_uas.xml", ["-s", "carrier"], port=uas_port, timeout=30)
+            uas.wait_listening()
+            phone = sipp.uac(pbx, "call_uac.xml", "95551234567", caller="1005")
+            sipp.check(pbx, phone, uas)
+            pbx.ended(200, "normal")
+            (invite,) = uas.requests("INVITE")
+            assert invite.startswith(
+                f"INVITE sip:+15551234567@127.0.0.1:{carrier.port};transport=udp SIP/2.0"
+            )
+            relayed = [line for line in carrier.log.splitlines() if "KAMAILIO INVITE" in line]
+            assert relayed and relayed[-1].endswith(
+                "ru=sip:+15551234567@127.0.0.1:"
+                + f"{carrier.port};transport=udp from=sip:+15551230000@127.0.0.1 "
+                "pai=sip:+15551230000@127.0.0.1 auth=1555"
+            ), relayed
+            assert "Traceback" not in pbx.process.output
+        finally:
+            pbx.process.stop()
+
+
+KAMAILIO_INBOUND = """
+    if (is_method("INVITE") && !has_totag() && $rU == "1555") {{
+        xlog("L_NOTICE", "KAMAILIO TO-PBX ru=$ru to=$tu\\n");
+        if (!lookup("location")) {{
+            sl_send_reply("480", "Not Registered");
+            exit;
+        }}
+        t_relay();
+        exit;
+    }}
+"""
+
+
+def test_a_call_to_the_contact_registered_at_kamailio_reaches_a_did(
+    tmp_path: Path,
+    sipp,  # noqa: F811
+) -> None:
+    """A call for the account (1555) at Kamailio goes to the Contact the PBX registered there: the PBX takes
+    it as the trunk's (no challenge; not from any of its networks) with the DID from To (`did_source = "to"`)
+    and routes it to extension 1001."""
+    from tests.e2e.kamailio import Kamailio
+
+    route = KAMAILIO_INBOUND.format() + KAMAILIO_ROUTE.format(realm="carrier.test", uas=free_port())
+    with Kamailio(tmp_path, [("1555", "secret")], route=route) as carrier:
+        carrier.wait_listening()
+        config = (
+            "[tenants.default.trunks.carrier]\n"
+            f'host = "127.0.0.1"\nport = {carrier.port}\ntransport = "udp"\n'
+            'username = "1555"\npassword = "secret"\nregister = true\nregister_expires = 120\n'
+            'dids = ["+15551230000"]\ndid_source = "to"\n'
+        )
+        pbx = launch_pbx(tmp_path / "pbx", INBOUND, config)
+        try:
+            pbx.wait_for(r"Trunk default/carrier: registered \(200 OK\)", timeout=15)
+            port = sipp.register(pbx, "1001")
+            callee = sipp.uas("callee", "call_uas.xml", "1001", port)
+            csv = sipp.directory / "carrier.csv"
+            csv.write_text("SEQUENTIAL\n1555;+15559876543;+15551230000\n")
+            caller = sipp.start(
+                "caller", "trunk_carrier_uac.xml", [f"127.0.0.1:{carrier.port}", "-inf", str(csv)], timeout=20
+            )
+            sipp.check(pbx, caller, callee)
+            call_id = pbx.ended(200, "normal")
+            cdr = pbx.wait_cdr(call_id)
+            assert (cdr["caller"], cdr["dialed"], cdr["answered_by"]) == (
+                "trunk:carrier/+15559876543",
+                "+15551230000",
+                "1001",
+            )
+            assert "KAMAILIO TO-PBX ru=sip:1555@" in carrier.log
+            assert "Traceback" not in pbx.process.output
+        finally:
+            pbx.process.stop()
