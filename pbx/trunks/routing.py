@@ -9,8 +9,10 @@ state (`ITrunkStates`: registration and OPTIONS pings, kept elsewhere):
 - `acquire` / `release`: the concurrent calls per trunk, held by an owner (an outbound leg, an inbound call).
 - `inbound`: an INVITE is a trunk's when its source address is in one of the trunk's ``networks`` (carriers
   that authenticate by address), or when it is addressed to the Contact user the PBX registered for the
-  trunk (RFC 3261 10.2.1: the carrier sends calls to the registered Contact). Nothing else makes a call a
-  trunk's: from anywhere else it is an ordinary INVITE, challenged like any other.
+  trunk (RFC 3261 10.2.1: the carrier sends calls to the registered Contact; that user is the trunk's
+  ``contact_user``, else its ``username``, as `pbx.trunks.registration` registers it, and `ITrunkStates`
+  says whether it is registered now). Nothing else makes a call a trunk's: from anywhere else it is an
+  ordinary INVITE, challenged like any other.
 - `called_number` and `has_did`: the number called (the DID), from the Request-URI or from To per trunk
   (``did_source``), checked against the trunk's ``dids``: an unknown DID is refused (404), never routed.
 
@@ -94,12 +96,14 @@ class TrunkRouting:
             if trunk.enabled
             for network in trunk.networks
         ]
-        self._registering = [
-            InboundTrunk(tenant, trunk)
-            for tenant, by_name in self._trunks.items()
-            for trunk in by_name.values()
-            if trunk.enabled and trunk.register
-        ]
+        # Registering trunks by the Contact user they register (`contact_user`, else `username`), so an
+        # INVITE asks the states about the few trunks it can be for, not about every trunk.
+        self._by_contact: dict[str, list[InboundTrunk]] = {}
+        for tenant, by_name in self._trunks.items():
+            for trunk in by_name.values():
+                if trunk.enabled and trunk.register:
+                    user = trunk.contact_user or trunk.username
+                    self._by_contact.setdefault(user, []).append(InboundTrunk(tenant, trunk))
         self._dids = {
             (tenant, trunk.name): frozenset(_did_key(d) for d in trunk.dids)
             for tenant, by_name in self._trunks.items()
@@ -169,10 +173,9 @@ class TrunkRouting:
                 self._memo[source] = found
             if found is not None:
                 return found
-        if request_user and self._registering:
-            for candidate in self._registering:
-                contact = self._states.contact_user(candidate.tenant, candidate.trunk.name)
-                if contact and contact == request_user:
+        if request_user and self._by_contact:
+            for candidate in self._by_contact.get(request_user, ()):
+                if self._states.contact_user(candidate.tenant, candidate.trunk.name) == request_user:
                     return candidate
         return None
 

@@ -365,7 +365,12 @@ class InboundTests(TrunkTestCase):
 
     def test_the_did_from_to_and_the_registered_contact(self) -> None:
         registered = Trunk(
-            "carrier", host="carrier.example", register=True, did_source="to", dids=("15551230001",)
+            "carrier",
+            host="carrier.example",
+            register=True,
+            contact_user="trk7f3a",
+            did_source="to",
+            dids=("15551230001",),
         )
         h = self.build("hangup 486", registered)
         self.states.contacts["carrier"] = "trk7f3a"
