@@ -283,3 +283,26 @@ def test_a_call_to_the_contact_registered_at_kamailio_reaches_a_did(
             assert "Traceback" not in pbx.process.output
         finally:
             pbx.process.stop()
+
+
+def test_calls_fail_fast_with_503_while_the_trunks_registration_has_failed(
+    tmp_path: Path,
+    sipp,  # noqa: F811
+) -> None:
+    """The carrier refuses the trunk's REGISTER (503): the trunk is down, and a call through it is refused
+    with 503 at once, without an INVITE to the carrier."""
+    carrier_port = free_port()
+    config = CALLER + trunk("first", carrier_port, "register = true\n")
+    registrar = sipp.start("registrar", "registration_busy_uas.xml", port=carrier_port, timeout=30)
+    registrar.wait_listening()
+    pbx = launch_pbx(tmp_path / "pbx", OUTBOUND, config)
+    try:
+        pbx.wait_for(r"Trunk default/first: failed \(503", timeout=15)
+        phone = sipp.uac(pbx, "call_uac_503.xml", "95551234567", caller="1005")
+        sipp.check(pbx, phone)
+        assert phone.elapsed < 5
+        pbx.ended(503)
+        assert not [m for m in registrar.messages("received") if m.startswith("INVITE ")]
+        assert "Traceback" not in pbx.process.output
+    finally:
+        pbx.process.stop()
