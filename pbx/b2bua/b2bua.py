@@ -484,6 +484,7 @@ class B2BUA:
             headers=headers + route_headers(trunk),
             codecs=trunk.codecs,
             trunk=name,
+            dtmf=trunk.dtmf,
             refused=0 if up else 503,
         )
 

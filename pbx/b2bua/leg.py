@@ -73,6 +73,8 @@ class LegTarget:
         codecs: the codecs offered, in this order (`pbx.trunks.outbound.offer_for_trunk`); empty: the
             caller's offer as relayed.
         trunk: the trunk the leg goes through, "" for none.
+        dtmf: the trunk's DTMF mode ("rfc4733", "info", "inband"), "" for none (for the media bridge's
+            DTMF interworking on side "b").
         refused: a status the leg fails with at once, sending nothing (503: the trunk is down or full).
     """
 
@@ -87,6 +89,7 @@ class LegTarget:
     headers: tuple[tuple[str, str], ...] = ()
     codecs: tuple[str, ...] = ()
     trunk: str = ""
+    dtmf: str = ""
     refused: int = 0
 
     @classmethod
