@@ -298,11 +298,28 @@ def test_calls_fail_fast_with_503_while_the_trunks_registration_has_failed(
     pbx = launch_pbx(tmp_path / "pbx", OUTBOUND, config)
     try:
         pbx.wait_for(r"Trunk default/first: failed \(503", timeout=15)
-        phone = sipp.uac(pbx, "call_uac_503.xml", "95551234567", caller="1005")
+        phone = sipp.uac(pbx, "call_uac_refused.xml", "95551234567", caller="1005")
         sipp.check(pbx, phone)
         assert phone.elapsed < 5
         pbx.ended(503)
         assert not [m for m in registrar.messages("received") if m.startswith("INVITE ")]
+        assert "Traceback" not in pbx.process.output
+    finally:
+        pbx.process.stop()
+
+
+def test_an_extension_that_may_not_call_out_gets_403(tmp_path: Path, sipp) -> None:  # noqa: F811
+    """Extension 1001 (may_call_out false) dials a number the dialplan sends to a trunk: 403, no INVITE out."""
+    carrier_port = free_port()
+    dialplan = "dial trunk:first/{{ call.dialed[1:] }}\nhangup\n"
+    pbx = launch_pbx(tmp_path / "pbx", dialplan, CALLER + trunk("first", carrier_port))
+    try:
+        carrier = sipp.start("carrier", "call_uas.xml", port=carrier_port, timeout=10).wait_listening()
+        phone = sipp.uac(pbx, "call_uac_refused.xml", "95551234567", caller="1001")
+        sipp.check(pbx, phone)
+        assert phone.responses(403) and not phone.responses(503)
+        pbx.ended(403)
+        assert not carrier.messages("received")
         assert "Traceback" not in pbx.process.output
     finally:
         pbx.process.stop()
