@@ -309,7 +309,7 @@ def test_calls_fail_fast_with_503_while_the_trunks_registration_has_failed(
 
 
 def test_an_extension_that_may_not_call_out_gets_403(tmp_path: Path, sipp) -> None:  # noqa: F811
-    """Extension 1001 (may_call_out false) dials a number the dialplan sends to a trunk: 403, no INVITE out."""
+    """Extension 1001 (may_call_out false) dials a number the dialplan sends to a trunk: 403, nothing out."""
     carrier_port = free_port()
     dialplan = "dial trunk:first/{{ call.dialed[1:] }}\nhangup\n"
     pbx = launch_pbx(tmp_path / "pbx", dialplan, CALLER + trunk("first", carrier_port))
