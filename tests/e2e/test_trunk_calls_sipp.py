@@ -7,6 +7,10 @@
 3. In: a carrier calling from the trunk's network reaches the extension the DID is routed to (a SIPp UAS
    registered as 1001), with no challenge; an unknown DID gets 404.
 4. A trunk's DID called from an address outside the trunk's networks is challenged like any INVITE.
+5. Kamailio as the carrier (tests/e2e/kamailio.py): the PBX registers to it, a call goes out through it
+   (Kamailio's 407 answered), and a call for the account comes in to the PBX's registered Contact.
+6. Fast failures: while the trunk's registration has failed a call gets 503 at once; an extension that may
+   not call out gets 403; nothing reaches the carrier in either case.
 """
 
 from __future__ import annotations
