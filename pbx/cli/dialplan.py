@@ -80,7 +80,8 @@ def _check(args: argparse.Namespace) -> int:
         print(f"{args.config}: {e}", file=sys.stderr)
         return 2
     tenants = tenant_directories(config) if config is not None else None
-    problems, checked = check_dialplans(directory, tenants, now=_now(None))
+    trunks = {t.name: tuple(t.trunks) for t in config.tenants} if config is not None else None
+    problems, checked = check_dialplans(directory, tenants, now=_now(None), trunks=trunks)
     for problem in problems:
         print(problem)
     if problems:

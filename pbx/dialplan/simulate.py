@@ -12,7 +12,7 @@ This module knows nothing of SIP or of the config layer: `pbx.cli.dialplan` turn
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -395,7 +395,11 @@ def _sample_contexts(tenant: str, directory: TenantDirectory, ivr: bool, now: da
 
 
 def check_dialplans(
-    directory: Path, tenants: Mapping[str, TenantDirectory] | None = None, *, now: datetime
+    directory: Path,
+    tenants: Mapping[str, TenantDirectory] | None = None,
+    *,
+    now: datetime,
+    trunks: Mapping[str, Collection[str]] | None = None,
 ) -> tuple[list[DialplanError], int]:
     """Lint every template under a dialplan directory.
 
@@ -404,6 +408,7 @@ def check_dialplans(
         tenants: The configured tenants' directories by tenant name, or None without a configuration; a
             tenant directory that is not configured is checked with a sample directory.
         now: The ``now`` of the sample contexts.
+        trunks: The configured tenants' trunk names by tenant name; None: trunk targets are not checked.
 
     Returns:
         The problems found (each once, in file and line order) and the number of templates checked.
@@ -447,14 +452,22 @@ def check_dialplans(
                     add(e)
                     continue
                 for action in actions:
-                    for problem in _action_problems(engine, tenant, action, tenant_directory, configured):
+                    known = None if trunks is None else trunks.get(tenant, ())
+                    for problem in _action_problems(
+                        engine, tenant, action, tenant_directory, configured, known
+                    ):
                         add(DialplanError(problem, action.source, action.line))
     ordered = sorted(problems.values(), key=lambda e: (e.file or "", e.line or 0, e.message))
     return ordered, checked
 
 
 def _action_problems(
-    engine: DialplanEngine, tenant: str, action: Action, directory: TenantDirectory, configured: bool
+    engine: DialplanEngine,
+    tenant: str,
+    action: Action,
+    directory: TenantDirectory,
+    configured: bool,
+    trunks: Collection[str] | None = None,
 ) -> Iterable[str]:
     """What a rendered action refers to that does not exist."""
     if action.name in ("goto", "ivr"):
@@ -467,3 +480,5 @@ def _action_problems(
                 yield f"dial: tenant {tenant!r} has no extension {target.name!r}"
             elif target.kind == "group" and target.name not in directory.groups:
                 yield f"dial: tenant {tenant!r} has no group {target.name!r}"
+            elif target.kind == "trunk" and trunks is not None and target.name not in trunks:
+                yield f"dial: tenant {tenant!r} has no trunk {target.name!r}"

@@ -64,6 +64,9 @@ forward_all = "1000"
 
 [tenants.default.groups]
 sales = ["1000", "1001"]
+
+[tenants.default.trunks.carrier]
+host = "sip.carrier.example"
 """
 
 
@@ -171,9 +174,6 @@ TRUNKS = """
 [tenants.default.extensions.1005]
 password = "p"
 may_call_out = true
-
-[tenants.default.trunks.carrier]
-host = "sip.carrier.example"
 
 [tenants.default.trunks.backup]
 host = "backup.example"
@@ -431,7 +431,7 @@ def test_check_reports_every_problem_with_file_and_line(
     write(d / "nomain" / "other.j2", "answer\n")
     default_main = d / "default" / "main.j2"
     default_main.write_text(default_main.read_text().replace("dial 1000 1001", "dial 1000 1009"))
-    write(d / "default" / "unknown.j2", "dial 1009 group:support\n")
+    write(d / "default" / "unknown.j2", "dial 1009 group:support\ndial trunk:carier/123\n")
     status, out, err = run(capsys, "check", "--config", str(config))
     assert status == 1
     assert out == [
@@ -444,9 +444,10 @@ def test_check_reports_every_problem_with_file_and_line(
         f"{acme / 'typo.j2'}:3: unknown action 'dail'",
         f"{d / 'default' / 'unknown.j2'}:1: dial: tenant 'default' has no extension '1009'",
         f"{d / 'default' / 'unknown.j2'}:1: dial: tenant 'default' has no group 'support'",
+        f"{d / 'default' / 'unknown.j2'}:2: dial: tenant 'default' has no trunk 'carier'",
         f"{d / 'nomain' / 'main.j2'}: missing: every call of the tenant starts here",
     ]
-    assert "10 problem(s) in 9 template(s)" in err
+    assert "11 problem(s) in 9 template(s)" in err
 
 
 def test_check_reports_configured_tenants_without_a_dialplan(
