@@ -162,6 +162,11 @@ class Bench:
         self.port = free_port()
         self.server: ServerProcess | None = None
         self.steps_run = 0
+        self.uas_scenario = "call_uas.xml"  # bench/trunk_calls_bench.py: a carrier instead
+
+    def dialed(self, pair: int) -> str:
+        """What the callers of UAC/UAS pair `pair` dial: the pair's callee extension."""
+        return str(self.callees[pair])
 
     def start(self, code: Path | None = None) -> ServerProcess:
         """The PBX; with `code`, that checkout's pbx package and dialplan (`sip_load.start_pbx_with`)."""
@@ -200,7 +205,9 @@ class Bench:
         for i, share in enumerate(shares):
             count = max(1, round(share * seconds))
             callee, uas_port = self.callees[i], self.uas_ports[i]
-            csv = write_users_csv(directory / f"uac{i}.csv", (user_row(c, callee) for c in self.callers))
+            csv = write_users_csv(
+                directory / f"uac{i}.csv", (user_row(c, self.dialed(i)) for c in self.callers)
+            )
             uac_stat, uac_err = directory / f"uac{i}.stat", directory / f"uac{i}.err"
             uas_stat, uas_err = directory / f"uas{i}.stat", directory / f"uas{i}.err"
             uac_extra = ["-inf", str(csv), "-d", str(hold_ms), "-trace_stat", "-stf", str(uac_stat)]
@@ -215,7 +222,7 @@ class Bench:
             # The UAS ends when the UAC has: a stray request (a BYE retransmission) counts as a call at SIPp,
             # so its -m has room to spare and run_sipp_group stops it `grace` s after the UACs.
             uas = sipp_command(
-                SCENARIOS / "call_uas.xml", local_port=uas_port, count=count + count // 10 + 20,
+                SCENARIOS / self.uas_scenario, local_port=uas_port, count=count + count // 10 + 20,
                 limit=limit + 10, extra=uas_extra,
             )  # fmt: skip
             clients.append(SippRole(f"uac{i}", uac, count, uac_stat, errors=uac_err))

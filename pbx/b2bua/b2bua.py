@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import random
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -25,7 +26,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from pbx.b2bua.call import Call
-from pbx.b2bua.leg import LegTarget
+from pbx.b2bua.leg import LegTarget, OutboundLeg
 from pbx.b2bua.media import parse_sdp
 from pbx.dialplan import Action, DialplanEngine
 from pbx.dialplan.simulate import (
@@ -50,6 +51,15 @@ from pbx.sip.sdp import SessionDescription
 from pbx.sip.session_timer import SessionTimerPolicy
 from pbx.sip.uri import SipURI, parse_sip_uri
 from pbx.store import ICdrStore
+from pbx.trunks.outbound import (
+    identity_headers,
+    next_hops,
+    presentation,
+    request_uri,
+    route_headers,
+    trunk_credentials,
+)
+from pbx.trunks.routing import InboundTrunk, TrunkRouting
 
 App = Callable[[Call, Action], Deferred[str]]
 
@@ -74,7 +84,8 @@ class Directory:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is calling; `peer` names the trusted peer the INVITE came from ("" after digest auth)."""
+    """Who is calling; `peer` names the trusted peer the INVITE came from ("" after digest auth). A call
+    from a trunk has no extension: `trunk` names the trunk and `number` is the calling number (From)."""
 
     tenant: str
     extension: str
@@ -82,6 +93,8 @@ class Caller:
     domain: str
     may_call_out: bool = False
     peer: str = ""
+    trunk: str = ""
+    number: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +103,19 @@ class TrustedPeer:
 
     name: str
     extension: str
+
+
+CALLING_NUMBER = re.compile(r"\+?[0-9*]{1,32}|[A-Za-z0-9._-]{1,32}")
+"""A calling number (From user) of a trunk's call the PBX passes on; anything else becomes "anonymous"."""
+
+
+def withheld(invite: Request) -> bool:
+    """Whether the caller asked for its identity to be withheld: a `Privacy` header with `id`, `user` or
+    `header` (RFC 3323 4.2, RFC 3325 9.3)."""
+    value = invite.headers.get("Privacy")
+    if not value:
+        return False
+    return any(token.strip().lower() in ("id", "user", "header") for token in value.split(";"))
 
 
 PeerLookup = Callable[[str, str], TrustedPeer | None]
@@ -115,6 +141,7 @@ class B2BUA:
         locate: RFC 3263 server location of a SIP URI target (`SipResolver.resolve`); None: such targets
             fail with 503.
         uri_credentials: (tenant, realm) -> the credentials the PBX answers a SIP URI target's 401/407 with.
+        trunks: the tenants' trunks (`dial trunk:NAME/NUMBER`, inbound calls by DID); None: no trunks.
         ring_timeout, max_call_duration: seconds.
         codecs: codecs let through ("*" for all).
         md5_only_user_agents: User-Agent substrings challenged with MD5 only.
@@ -139,6 +166,7 @@ class B2BUA:
         peers: PeerLookup | None = None,
         locate: Callable[[str], Deferred[list[Target]]] | None = None,
         uri_credentials: Callable[[str, str], Credentials | None] | None = None,
+        trunks: TrunkRouting | None = None,
         ring_timeout: float = 30.0,
         max_call_duration: float = 14400.0,
         codecs: Sequence[str] = ("*",),
@@ -158,6 +186,7 @@ class B2BUA:
         self._peers = peers
         self._locate = locate
         self._uri_credentials = uri_credentials
+        self._trunks = trunks if trunks is not None and not trunks.empty else None
         self.ring_timeout = ring_timeout
         self.max_call_duration = max_call_duration
         self.codecs = tuple(codecs)
@@ -206,6 +235,11 @@ class B2BUA:
         uri = request.uri
         if not isinstance(uri, SipURI):
             raise SipError(416)
+        if self._trunks is not None:
+            inbound = self._trunks.inbound(txn.flow.remote_address[0], uri.user)
+            if inbound is not None:  # no challenge: carriers do not answer them (docs/trunks.md)
+                await self._trunk_call(txn, request, inbound)
+                return
         domain = self._domains(uri.host)
         if domain is None:
             raise SipError(404, "Domain Not Served")
@@ -239,6 +273,40 @@ class B2BUA:
         self.counters["active"] = len(self.calls)
         await call.run()
 
+    async def _trunk_call(self, txn: IServerTransaction, request: Request, inbound: InboundTrunk) -> None:
+        """A call from a trunk: routed by its DID through the tenant's dialplan (`call.did`, `call.trunk`);
+        a number that is not one of the trunk's DIDs is refused with 404 and goes nowhere."""
+        assert self._trunks is not None
+        trunk, tenant = inbound.trunk, inbound.tenant
+        did = self._trunks.called_number(trunk, request)
+        if not self._trunks.has_did(tenant, trunk, did):
+            self._log.info("Trunk {trunk}: no DID {did}: 404", trunk=trunk.name, did=did[:40])
+            raise SipError(404, "Unknown Number")
+        try:
+            contacts = request.contacts
+            from_uri = request.from_.uri
+            display = request.from_.display_name or ""
+        except SipParseError as e:
+            raise SipError(400, f"Bad header: {e.reason}") from None
+        if len(contacts) != 1 or contacts[0].wildcard:
+            raise SipError(400, "An INVITE needs exactly one Contact")
+        directory = self._directories(tenant)
+        if directory is None:
+            raise SipError(404, "Unknown Number")
+        number = getattr(from_uri, "user", None) or ""
+        if not CALLING_NUMBER.fullmatch(number):
+            number = "anonymous"
+        if not self._trunks.acquire(txn, tenant, trunk.name):  # held by the call's transaction
+            self._log.info("Trunk {trunk} is at its max_calls: 503", trunk=trunk.name)
+            raise SipError(503, "Trunk Busy", [("Retry-After", "5")])
+        caller = Caller(tenant, "", display[:64], directory.domain, trunk=trunk.name, number=number)
+        call = Call(self, txn, request, caller)
+        call.dialed = did
+        self.calls[call.id] = call
+        self.counters["calls"] += 1
+        self.counters["active"] = len(self.calls)
+        await call.run()
+
     def stateless_challenge(self, request: Request, flow: IFlow) -> Response | None:
         """The 407 for a new INVITE without credentials, answered without a transaction (RFC 3261 8.2.7:
         a flood of unauthenticated INVITEs then costs no state; `SipStack.answer_statelessly`). Everything
@@ -248,6 +316,10 @@ class B2BUA:
         domain = self._challenges.unauthenticated_domain(request, self._domains, proxy=True)
         if domain is None:
             return None
+        if self._trunks is not None:
+            user = request.uri.user if isinstance(request.uri, SipURI) else None
+            if self._trunks.inbound(flow.remote_address[0], user) is not None:
+                return None  # a trunk's call: never challenged
         if self._peers is not None and self._peers(domain.tenant, flow.remote_address[0]) is not None:
             return None
         self.counters["challenged"] += 1
@@ -288,19 +360,22 @@ class B2BUA:
             for name in ("User-Agent", "Subject", "Priority", "Alert-Info")
             if (value := invite.headers.get(name)) is not None
         }
+        trunk = call.caller.trunk or None
         return make_context(
             call=CallInfo(
                 id=call.id,
                 dialed=call.dialed,
                 display_name=display,
+                from_trunk=trunk,
+                did=call.dialed if trunk else None,
                 headers=headers,
                 transport=call.txn.flow.transport.lower(),
             ),
             caller=CallerInfo(
                 tenant=call.caller.tenant,
-                extension=call.caller.extension,
+                extension=call.caller.extension or None,
                 name=call.caller.name,
-                authenticated=True,
+                authenticated=trunk is None,
                 may_call_out=call.caller.may_call_out,
             ),
             directory=TenantDirectory(extensions, groups),
@@ -325,9 +400,16 @@ class B2BUA:
             )
         return cached[1], cached[2]
 
-    def resolve(self, call: Call, targets: Sequence[str]) -> list[LegTarget]:
-        """Where the targets of a `dial` ring: every registered contact of its extensions and groups, and
-        its SIP URIs (resolved by RFC 3263 when their leg starts)."""
+    def resolve(
+        self, call: Call, targets: Sequence[str], options: Mapping[str, str] = MappingProxyType({})
+    ) -> list[LegTarget]:
+        """Where the targets of a `dial` ring: every registered contact of its extensions and groups, its
+        SIP URIs (resolved by RFC 3263 when their leg starts) and its trunk targets (`options`: the dial's,
+        for caller ID and privacy).
+
+        Raises:
+            SipError: 403 for a trunk target when the caller may not call out.
+        """
         directory = self.directory(call)
         numbers: list[str] = []
         out: list[LegTarget] = []
@@ -335,7 +417,9 @@ class B2BUA:
             if target.startswith("group:"):
                 numbers.extend(directory.groups.get(target[6:], ()))
             elif target.startswith("trunk:"):
-                self._log.warn("Trunks are not available yet: {t}", t=target)
+                found = self._trunk_target(call, target, options)
+                if found is not None:
+                    out.append(found)
             elif target.startswith(("sip:", "sips:")):
                 out.append(self._uri_target(call, target))
             else:
@@ -357,6 +441,63 @@ class B2BUA:
         tenant = call.caller.tenant
         credentials = None if lookup is None else (lambda realm: lookup(tenant, realm))
         return LegTarget(uri, uri, uri, credentials=credentials)
+
+    def _trunk_target(self, call: Call, target: str, options: Mapping[str, str]) -> LegTarget | None:
+        """A `trunk:NAME/NUMBER` target (docs/trunks.md), or None for a trunk the tenant does not have."""
+        caller = call.caller
+        if not caller.may_call_out:  # no trunk call without an authenticated caller allowed to make it
+            self._log.info(
+                "Call {id}: {who} may not call out through trunks: 403",
+                id=call.id, who=caller.extension or f"trunk {caller.trunk}",
+            )  # fmt: skip
+            raise SipError(403, "Trunk Calls Not Allowed")
+        name, _, number = target[6:].partition("/")
+        trunk = self._trunks.trunk(caller.tenant, name) if self._trunks is not None else None
+        if trunk is None:
+            self._log.warn(
+                "Call {id}: no trunk {name} in tenant {tenant}", id=call.id, name=name, tenant=caller.tenant
+            )
+            return None
+        up = self._trunks is not None and self._trunks.is_up(caller.tenant, name)
+        if not up:
+            self._log.info("Trunk {name} is down: 503 for {target}", name=name, target=target)
+        privacy = options.get("privacy")
+        if privacy is None:
+            privacy = "yes" if withheld(call.invite) else "no"
+        who = presentation(
+            trunk,
+            callerid=options.get("callerid"),
+            callername=options.get("callername"),
+            extension=caller.extension,
+            name=caller.name,
+            withheld=privacy == "yes",
+        )
+        from_value, headers = identity_headers(trunk, who)
+        uri = request_uri(trunk, number)
+        return LegTarget(
+            target,
+            uri,
+            uri,
+            credentials=trunk_credentials(trunk),
+            next_hops=next_hops(trunk),
+            from_value=from_value,
+            headers=headers + route_headers(trunk),
+            codecs=trunk.codecs,
+            trunk=name,
+            dtmf=trunk.dtmf,
+            refused=0 if up else 503,
+        )
+
+    def use_trunk(self, call: Call, leg: OutboundLeg) -> bool:
+        """Count a leg's call on its trunk; False when the trunk is at its max_calls."""
+        if self._trunks is None:
+            return False
+        return self._trunks.acquire(leg, call.caller.tenant, leg.target.trunk)
+
+    def release_trunk(self, owner: object) -> None:
+        """The leg or call `owner` no longer holds a call on its trunk."""
+        if self._trunks is not None:
+            self._trunks.release(owner)
 
     def resolve_uri(self, uri: str) -> Deferred[Sequence[tuple[str, str, int]]]:
         """The next hops of a SIP URI target, in order (RFC 3263); fails when it has none."""
@@ -390,6 +531,10 @@ class B2BUA:
 
     def call_ended(self, call: Call) -> None:
         self.calls.pop(call.id, None)
+        if self._trunks is not None:
+            self._trunks.release(call.txn)
+            for leg in call.legs:
+                self._trunks.release(leg)
         self.counters["active"] = len(self.calls)
         if call.answered_at is not None:
             self.counters["answered"] += 1

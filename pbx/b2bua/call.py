@@ -224,6 +224,8 @@ class Call(Dialing):
         """How to reject the caller: `hangup CODE`, else by the last dial (a declined call stays a 603)."""
         if (action is None or not action.args) and self.declined:
             return 603
+        if (action is None or not action.args) and self.dial_status:
+            return self.dial_status  # a trunk dial's 4xx (or the PBX's own 503/488) for the caller
         return self.run_state.hangup_status(action)
 
     # -- the dialplan interpreter's host (pbx.dialplan.interpreter.ActionHost) ----------------------------
@@ -494,7 +496,7 @@ class Call(Dialing):
         return Cdr(
             call_id=self.id,
             tenant=self.caller.tenant,
-            caller=self.caller.extension,
+            caller=self.caller.extension or f"trunk:{self.caller.trunk}/{self.caller.number}",
             dialed=self.dialed,
             answered_by=self.callee_extension,
             start=self.started_at,

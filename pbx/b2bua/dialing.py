@@ -74,6 +74,25 @@ def classify(statuses: list[int]) -> str:
     return "failed"
 
 
+def attempt_status(legs: list[OutboundLeg]) -> tuple[int, bool]:
+    """The final status of one failover attempt (its one leg) and whether the PBX refused it itself: 0 for
+    a transport error or a ring timeout (the leg was cancelled), 503 when nothing could ring."""
+    if not legs:
+        return 503, True  # an unknown trunk: nothing rang
+    leg = legs[0]
+    if leg.transport_failed or (leg.cancel_wanted and leg.status in (0, 487)):
+        return 0, False
+    local = leg.transaction is None and leg.invite is None  # refused before anything was sent
+    return leg.status, local
+
+
+def fails_over(status: int) -> bool:
+    """Whether a failover dial tries its next target after an attempt that ended with `status`: after a
+    timeout or transport error (0, 408), a 5xx or 6xx, or a 401/407 the trunk's credentials could not
+    answer; never after a 4xx the caller should hear (486, 404, 403 ...)."""
+    return status in (0, 401, 407, 408, 488) or status >= 500
+
+
 class Dialing:
     """The `dial` action and the legs' callbacks, mixed into `Call` (module docstring)."""
 
@@ -81,6 +100,7 @@ class Dialing:
     __slots__ = (
         "_current",
         "_dial_done",
+        "_dial_status",
         "_on_answer",
         "_relayed",
         "_ring_timer",
@@ -126,11 +146,17 @@ class Dialing:
         self._ring_timer: IDelayedCall | None = None
         self._current: list[OutboundLeg] = []
         self._relayed: tuple[int, ...] = ()  # the statuses relayed (a tuple: an empty set costs 216 bytes)
+        self._dial_status = 0  # the status the caller hears after a trunk dial (`dial_status`), 0: by result
 
     async def dial(self, action: Action) -> str:
         targets = list(action.args)
         timeout = float(action.options.get("timeout") or self.b2bua.ring_timeout)
-        if action.options.get("strategy") == "sequential":
+        self._dial_status = 0
+        strategy = action.options.get("strategy")
+        if strategy == "failover" or (strategy is None and all(t.startswith("trunk:") for t in targets)):
+            ringtime = float(action.options.get("ringtime") or timeout)
+            return await self._fail_over(targets, ringtime, action)
+        if strategy == "sequential":
             ringtime = float(action.options.get("ringtime") or timeout / max(1, len(targets)))
             result = "unavailable"
             for target in targets:
@@ -140,8 +166,32 @@ class Dialing:
             return result
         return await self._dial_once(targets, timeout, action)
 
+    async def _fail_over(self, targets: list[str], ringtime: float, action: Action) -> str:
+        """Try the targets one after another (trunks: docs/trunks.md), each for `ringtime`: the next one
+        only after a timeout, a transport error, a 5xx or 6xx, or the PBX's own refusal (the trunk is down
+        or full: 503; no common codec: 488). An answer, or a 4xx the caller should hear (486, 404 ...),
+        ends the dial; that 4xx is what the caller gets when the actions run out (`dial_status`)."""
+        result = "unavailable"
+        for target in targets:
+            self._current = []
+            result = await self._dial_once([target], ringtime, action)
+            if result in ("answered", "cancelled") or self.ended:
+                return result
+            status, local = attempt_status(self._current)
+            if not fails_over(status):
+                self._dial_status = status
+                return result
+            self._dial_status = status if local else 0
+        return result
+
+    @property
+    def dial_status(self) -> int:
+        """After a failover dial that stopped on a 4xx, that status (the caller hears the carrier's 404,
+        486 ...); after one whose every target the PBX refused itself, that 503 or 488; else 0."""
+        return self._dial_status
+
     async def _dial_once(self, targets: list[str], timeout: float, action: Action) -> str:
-        contacts = self.b2bua.resolve(self, targets)  # type: ignore[arg-type]
+        contacts = self.b2bua.resolve(self, targets, action.options)  # type: ignore[arg-type]
         if not contacts:
             return "unavailable"
         if self.media is None:
@@ -157,7 +207,8 @@ class Dialing:
             content_type = "application/sdp"
         callerid = action.options.get("callerid")
         display = callerid if callerid is not None else (self.caller.name or self.invite.from_.display_name)
-        from_value = f"<sip:{self.caller.extension}@{self.caller.domain}>"
+        user = self.caller.extension or self.caller.number or "anonymous"  # a trunk's caller: its number
+        from_value = f"<sip:{user}@{self.caller.domain}>"
         if display:
             from_value = f"{quote_string(display)} {from_value}"
         resolve = self.b2bua.resolve_uri
@@ -167,11 +218,18 @@ class Dialing:
         self._dial_done = done
         self._current = legs
         for leg in legs:
+            trunk = leg.target.trunk
+            if trunk and not leg.target.refused and not self.b2bua.use_trunk(self, leg):  # type: ignore[arg-type]
+                self._log.info("Trunk {trunk} is at its max_calls: 503", trunk=trunk)
+                leg.status = 503  # fail fast; a failover dial tries its next target
+                continue
             try:
                 leg.start(from_value, body, content_type)
             except Exception as e:
                 self._log.warn("Could not start a leg to {ext}: {e}", ext=leg.extension, e=e)
                 leg.status = 503
+            if trunk and leg.status >= 300:
+                self.b2bua.release_trunk(leg)
         self._ring_timer = self.clock.callLater(timeout, self._ring_timeout)
         if self.endpoint is not None:  # the caller is on the PBX's media: let it hear the ringing
             ringing = f"tone:ringback:{min(600, max(1, math.ceil(timeout)))}"
@@ -229,6 +287,8 @@ class Dialing:
         self.a.provisional(status, body, reason=response.reason)
 
     def leg_failed(self, leg: OutboundLeg, status: int, response: Response | None) -> None:
+        if leg.target.trunk:
+            self.b2bua.release_trunk(leg)
         self._check_dial_over()
 
     def leg_answered(self, leg: OutboundLeg, response: Response) -> bool:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -42,6 +42,7 @@ from pbx.sip.targets import Budget
 from pbx.sip.transaction import IGNORE_OUTCOME, make_cancel
 from pbx.sip.uri import URI
 from pbx.store import Binding
+from pbx.trunks.outbound import offer_for_trunk
 
 if TYPE_CHECKING:
     from pbx.b2bua.call import Call
@@ -65,6 +66,16 @@ class LegTarget:
         destinations: the next hops in order; empty: resolve `uri` by RFC 3263 when the leg starts.
         binding: the registration rung, for a contact of an extension.
         credentials: realm -> credentials for 401/407 challenges; None: a challenge is a failure.
+        next_hops: URIs located by RFC 3263 in order instead of `uri` (a trunk's outbound proxy or
+            proxies), their targets tried one after another; empty: `uri` is located.
+        from_value: the From (without tag) of this leg instead of the call's (a trunk's caller ID).
+        headers: extra headers of the INVITE (P-Asserted-Identity, Privacy, Route).
+        codecs: the codecs offered, in this order (`pbx.trunks.outbound.offer_for_trunk`); empty: the
+            caller's offer as relayed.
+        trunk: the trunk the leg goes through, "" for none.
+        dtmf: the trunk's DTMF mode ("rfc4733", "info", "inband"), "" for none (for the media bridge's
+            DTMF interworking on side "b").
+        refused: a status the leg fails with at once, sending nothing (503: the trunk is down or full).
     """
 
     label: str
@@ -73,6 +84,13 @@ class LegTarget:
     destinations: tuple[Destination, ...] = ()
     binding: Binding | None = None
     credentials: CredentialLookup | None = None
+    next_hops: tuple[str, ...] = ()
+    from_value: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    codecs: tuple[str, ...] = ()
+    trunk: str = ""
+    dtmf: str = ""
+    refused: int = 0
 
     @classmethod
     def contact(cls, extension: str, binding: Binding, destination: Destination, domain: str) -> LegTarget:
@@ -159,12 +177,24 @@ class OutboundLeg:
     def start(self, from_value: str, body: bytes, content_type: str | None) -> None:
         """Build the INVITE and send it (after resolving the target's URI when it has no destinations)."""
         target = self.target
+        if target.refused:
+            self.status = target.refused  # the call sees it once every leg has started
+            return
+        if target.codecs and body:
+            trunk_body = offer_for_trunk(body, target.codecs)
+            if trunk_body is None:
+                self._log.info("No codec of {target} was offered: 488", target=self.extension)
+                self.status = 488
+                return
+            body = trunk_body
         uri: URI = self._parse_contact(target.uri)
         request = Request("INVITE", uri)
-        request.headers.add("From", f"{from_value};tag={self.local_tag}")
+        request.headers.add("From", f"{target.from_value or from_value};tag={self.local_tag}")
         request.headers.add("To", f"<{target.to}>")
         request.headers.add("Call-ID", self.call_id)
         request.headers.add("CSeq", "1 INVITE")
+        for name, value in target.headers:
+            request.headers.add(name, value)
         request.headers.add("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO")
         request.headers.add("Supported", "timer")
         if body:
@@ -178,7 +208,31 @@ class OutboundLeg:
         if self._resolve is None:
             self._unreachable("no resolver for SIP URI targets")
             return
+        if target.next_hops:
+            self._locate_hops(list(target.next_hops), []).addCallbacks(
+                self._resolved, self._resolution_failed
+            )
+            return
         self._resolve(target.uri).addCallbacks(self._resolved, self._resolution_failed)
+
+    def _locate_hops(self, hops: list[str], found: list[Destination]) -> Deferred[Sequence[Destination]]:
+        """The RFC 3263 targets of every URI of `hops` in order, one list (a hop that does not resolve adds
+        none); fails only when no hop has a target."""
+        assert self._resolve is not None
+        if not hops:
+            return succeed(found)
+        hop, rest = hops[0], hops[1:]
+
+        def add(destinations: Sequence[Destination]) -> Deferred[Sequence[Destination]]:
+            return self._locate_hops(rest, [*found, *destinations])
+
+        def skip(failure: Failure) -> Deferred[Sequence[Destination]]:
+            if not rest and not found:
+                return fail(failure)
+            self._log.warn("Could not resolve {hop}: {e}", hop=hop, e=failure.getErrorMessage())
+            return self._locate_hops(rest, found)
+
+        return self._resolve(hop).addCallbacks(add, skip)
 
     def _resolved(self, destinations: Sequence[Destination]) -> None:
         if not destinations:

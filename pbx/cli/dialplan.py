@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from pbx.config import Config, ConfigError, load_config
-from pbx.dialplan.actions import RESULTS, DialplanError
+from pbx.dialplan.actions import RESULTS, Action, DialplanError
 from pbx.dialplan.engine import DialplanEngine
 from pbx.dialplan.simulate import (
     CallerInfo,
@@ -33,6 +34,7 @@ from pbx.dialplan.simulate import (
     make_context,
     simulate_call,
 )
+from pbx.trunks.outbound import request_uri
 
 
 def tenant_directories(config: Config) -> dict[str, TenantDirectory]:
@@ -78,7 +80,8 @@ def _check(args: argparse.Namespace) -> int:
         print(f"{args.config}: {e}", file=sys.stderr)
         return 2
     tenants = tenant_directories(config) if config is not None else None
-    problems, checked = check_dialplans(directory, tenants, now=_now(None))
+    trunks = {t.name: tuple(t.trunks) for t in config.tenants} if config is not None else None
+    problems, checked = check_dialplans(directory, tenants, now=_now(None), trunks=trunks)
     for problem in problems:
         print(problem)
     if problems:
@@ -116,6 +119,7 @@ def _simulate(args: argparse.Namespace) -> int:
                 template=args.template,
                 digits=args.digits or (),
                 show_source=args.verbose,
+                describe_dial=trunk_notes(config, args.tenant) if config is not None else None,
             )
     except DialplanError as e:
         print(e, file=sys.stderr)
@@ -123,6 +127,29 @@ def _simulate(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     return 0
+
+
+def trunk_notes(config: Config, tenant_name: str) -> Callable[[Action], list[str]]:
+    """For `simulate_call`: after a dial, where each of its trunk targets would go (docs/trunks.md)."""
+    tenant = next((t for t in config.tenants if t.name == tenant_name), None)
+    trunks: Mapping[str, Any] = tenant.trunks if tenant is not None else {}
+
+    def notes(action: Action) -> list[str]:
+        lines = []
+        targets = [t for t in action.targets if t.kind == "trunk"]
+        for target in targets:
+            trunk = trunks.get(target.name)
+            if trunk is None:
+                lines.append(f"#   trunk:{target.name}: no such trunk (the target is unavailable)")
+                continue
+            state = "" if trunk.enabled else " (disabled: 503, the next target is tried)"
+            uri = request_uri(trunk, target.number or "")
+            lines.append(f"#   trunk:{target.name}/{target.number} -> {uri}{state}")
+        if len(targets) > 1 and action.options.get("strategy") in (None, "failover"):
+            lines.append("#   failover: the next trunk after a timeout, 5xx/6xx or transport error")
+        return lines
+
+    return notes
 
 
 def _simulated_context(args: argparse.Namespace, config: Config | None) -> dict:
@@ -140,6 +167,8 @@ def _simulated_context(args: argparse.Namespace, config: Config | None) -> dict:
         caller = CallerInfo(args.tenant, extension.number, extension.name, True, extension.may_call_out)
     else:
         raise ValueError("give --from EXTENSION or --from-trunk NAME")
+    if args.to is None:
+        raise ValueError("give --to NUMBER (or --did NUMBER with --trunk)")
     call = CallInfo(
         id="simulated",
         dialed=args.to,
@@ -188,8 +217,12 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     simulate.add_argument("--dir", help="the dialplan directory (default: the config's, else ./dialplans)")
     simulate.add_argument("--tenant", default="default", help="the tenant (default: default)")
     simulate.add_argument("--from", dest="caller", metavar="EXTENSION", help="the calling extension")
-    simulate.add_argument("--from-trunk", metavar="TRUNK", help="simulate a call coming in on a trunk")
-    simulate.add_argument("--to", required=True, metavar="NUMBER", help="what the caller dialed")
+    simulate.add_argument(
+        "--from-trunk", "--trunk", metavar="TRUNK", help="simulate a call coming in on a trunk"
+    )
+    simulate.add_argument(
+        "--to", "--did", metavar="NUMBER", help="what the caller dialed (for a trunk's call: the DID)"
+    )
     simulate.add_argument("--display-name", help="the caller's From display name (default: its name)")
     simulate.add_argument("--header", action="append", metavar="NAME=VALUE", help="a request header")
     simulate.add_argument("--var", action="append", metavar="NAME=VALUE", help="a call variable (vars)")

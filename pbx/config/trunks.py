@@ -56,7 +56,8 @@ class Trunk:
         proxies: An explicit list of "host[:port]" tried in order instead of resolving `host`.
         transport: "udp", "tcp", "tls", or "" to let RFC 3263 choose.
         outbound_proxy: "host[:port]" every request is sent to (a Route), or "".
-        username: The account's user: the user of From in calls and of the REGISTER's To/From.
+        username: The account's user: the user of the REGISTER's To/From (calls present the caller ID in
+            From: docs/trunks.md).
         auth_username: The digest user name when it differs from `username` ("" means `username`).
         password: The digest password; never logged.
         realm: The realm the credentials answer ("" answers any realm this trunk challenges with).

@@ -418,14 +418,17 @@ class ActionSpec:
 ACTIONS: Mapping[str, ActionSpec] = MappingProxyType(
     {
         "dial": ActionSpec(
-            "dial TARGET... [timeout=S] [callerid=TEXT] [strategy=parallel|sequential] [ringtime=S]",
+            "dial TARGET... [timeout=S] [callerid=TEXT] [callername=TEXT] [privacy=yes|no]"
+            " [strategy=parallel|sequential|failover] [ringtime=S]",
             1,
             32,
             _target,
             {
                 "timeout": _seconds(1, 3600),
                 "callerid": _text(256),
-                "strategy": _choice("parallel", "sequential"),
+                "callername": _text(256),
+                "privacy": _yes_no,
+                "strategy": _choice("parallel", "sequential", "failover"),
                 "ringtime": _seconds(1, 3600),
             },
         ),
@@ -502,8 +505,10 @@ def _validate(name: str, args: list[str], options: dict[str, str]) -> str | None
     if spec.free_options and not any(k != "if" for k in options):
         return f"{name} needs at least one NAME=VALUE (usage: {spec.usage})"
     if name == "dial":
-        if "ringtime" in options and options.get("strategy") != "sequential":
-            return "dial: ringtime= needs strategy=sequential"
+        ordered = options.get("strategy") in ("sequential", "failover")
+        trunks_only = "strategy" not in options and all(a.startswith("trunk:") for a in args)
+        if "ringtime" in options and not (ordered or trunks_only):
+            return "dial: ringtime= needs strategy=sequential or failover (the default for trunks)"
         if len(set(args)) != len(args):
             return "dial: a target is listed twice"
     return None

@@ -43,6 +43,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from twisted.logger import Logger
 
 from pbx.dialplan.actions import Action, DialplanError, escape_value, parse_line
+from pbx.dialplan.numbers import FILTERS as NUMBER_FILTERS
 
 MAX_TEMPLATE_BYTES = 1 << 20
 """The largest template file read."""
@@ -148,6 +149,7 @@ def make_environment() -> ImmutableSandboxedEnvironment:
     )
     env.tests["match"] = _match
     env.filters["digits"] = _digits
+    env.filters.update(NUMBER_FILTERS)  # e164, strip_plus, national (docs/trunks.md)
     return env
 
 

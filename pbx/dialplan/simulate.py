@@ -12,7 +12,7 @@ This module knows nothing of SIP or of the config layer: `pbx.cli.dialplan` turn
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -52,6 +52,11 @@ class CallInfo:
     def __post_init__(self) -> None:
         if not isinstance(self.headers, MappingProxyType):
             object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
+
+    @property
+    def trunk(self) -> str | None:
+        """The trunk the call came in on (`from_trunk`), or None for a call from a phone."""
+        return self.from_trunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +237,7 @@ def simulate_call(
     template: str = "main",
     digits: Sequence[str] = (),
     show_source: bool = False,
+    describe_dial: Callable[[Action], list[str]] | None = None,
 ) -> list[str]:
     """Run a call's actions through the live calls' interpreter (`run_actions`), with assumed outcomes,
     and describe what happens.
@@ -243,6 +249,7 @@ def simulate_call(
         template: The template the call starts in.
         digits: What each ``menu`` collects, in order (the last one repeats); ``""`` without any.
         show_source: Whether to follow each action with ``  # FILE:LINE``.
+        describe_dial: Comment lines written after each dial that runs (where its trunk targets go).
 
     Returns:
         One line per action that runs (as `str(Action)`), a ``# -> RESULT`` line after each dial, and a final
@@ -256,6 +263,7 @@ def simulate_call(
         if r not in RESULTS:
             raise ValueError(f"unknown dial result {r!r} (one of {', '.join(RESULTS)})")
     call = _SimulatedCall(render, context, dial_results, digits, show_source)
+    call.describe_dial = describe_dial
     failures: list[Failure] = []
     ensureDeferred(run_actions(call, template)).addErrback(failures.append)  # fired: the host never waits
     if failures:
@@ -286,6 +294,7 @@ class _SimulatedCall:
         self.variables: dict[str, str] = dict(context.get("vars") or {})
         self.out: list[str] = []
         self.ended = self.connected = self.answered = False
+        self.describe_dial: Callable[[Action], list[str]] | None = None
         self._dials = self._menus = self._renders = 0
 
     @staticmethod
@@ -307,6 +316,8 @@ class _SimulatedCall:
     def run_dial(self, action: Action) -> Deferred[str]:
         outcome = self._next_of(self._dial_results, self._dials, "answered")
         self._dials += 1
+        if self.describe_dial is not None:
+            self.out.extend(self.describe_dial(action))
         self.out.append(f"# -> {outcome}")
         if outcome == "answered":
             self.out.append("# end: the call is connected; it ends when either side hangs up")
@@ -387,7 +398,11 @@ def _sample_contexts(tenant: str, directory: TenantDirectory, ivr: bool, now: da
 
 
 def check_dialplans(
-    directory: Path, tenants: Mapping[str, TenantDirectory] | None = None, *, now: datetime
+    directory: Path,
+    tenants: Mapping[str, TenantDirectory] | None = None,
+    *,
+    now: datetime,
+    trunks: Mapping[str, Collection[str]] | None = None,
 ) -> tuple[list[DialplanError], int]:
     """Lint every template under a dialplan directory.
 
@@ -396,6 +411,7 @@ def check_dialplans(
         tenants: The configured tenants' directories by tenant name, or None without a configuration; a
             tenant directory that is not configured is checked with a sample directory.
         now: The ``now`` of the sample contexts.
+        trunks: The configured tenants' trunk names by tenant name; None: trunk targets are not checked.
 
     Returns:
         The problems found (each once, in file and line order) and the number of templates checked.
@@ -439,14 +455,22 @@ def check_dialplans(
                     add(e)
                     continue
                 for action in actions:
-                    for problem in _action_problems(engine, tenant, action, tenant_directory, configured):
+                    known = None if trunks is None else trunks.get(tenant, ())
+                    for problem in _action_problems(
+                        engine, tenant, action, tenant_directory, configured, known
+                    ):
                         add(DialplanError(problem, action.source, action.line))
     ordered = sorted(problems.values(), key=lambda e: (e.file or "", e.line or 0, e.message))
     return ordered, checked
 
 
 def _action_problems(
-    engine: DialplanEngine, tenant: str, action: Action, directory: TenantDirectory, configured: bool
+    engine: DialplanEngine,
+    tenant: str,
+    action: Action,
+    directory: TenantDirectory,
+    configured: bool,
+    trunks: Collection[str] | None = None,
 ) -> Iterable[str]:
     """What a rendered action refers to that does not exist."""
     if action.name in ("goto", "ivr"):
@@ -459,3 +483,5 @@ def _action_problems(
                 yield f"dial: tenant {tenant!r} has no extension {target.name!r}"
             elif target.kind == "group" and target.name not in directory.groups:
                 yield f"dial: tenant {tenant!r} has no group {target.name!r}"
+            elif target.kind == "trunk" and trunks is not None and target.name not in trunks:
+                yield f"dial: tenant {tenant!r} has no trunk {target.name!r}"

@@ -46,7 +46,9 @@ def build(config: Config, the_reactor: Any, *, sip_trace: bool = False) -> servi
     mailer = build_mailer(config, voicemail, the_reactor)  # None without [smtp] host
     if mailer is not None:
         mailer.setServiceParent(top)
-    build_calls(config, stack, registrar, the_reactor, voicemail.mailboxes).setServiceParent(top)
+    build_calls(config, stack, registrar, the_reactor, voicemail.mailboxes, trunks.states).setServiceParent(
+        top
+    )
     build_mwi(config, stack, registrar, voicemail.mailboxes).setServiceParent(top)
     return top
 

@@ -22,6 +22,8 @@ from pbx.registrar import Domain
 from pbx.sip.client_auth import Credentials
 from pbx.sip.digest import ha1
 from pbx.sip.resolver import SipResolver, make_resolver
+from pbx.trunks.routing import TrunkRouting
+from pbx.trunks.settings import ITrunkStates
 
 _log = Logger(namespace="pbx")
 
@@ -182,6 +184,12 @@ def outbound_credentials(config: Config) -> Callable[[str, str], Credentials | N
         for entry in tenant.credentials
     }
     return lambda tenant, realm: table.get((tenant, realm))
+
+
+def trunk_routing(config: Config, states: ITrunkStates | None = None) -> TrunkRouting:
+    """Every tenant's trunks for call routing (`dial trunk:...`, inbound DIDs), with their live state
+    (`pbx.service.trunks`); without one, a trunk is up while enabled."""
+    return TrunkRouting({tenant.name: tuple(tenant.trunks.values()) for tenant in config.tenants}, states)
 
 
 def connection_limits(config: Config) -> dict[str, Any]:

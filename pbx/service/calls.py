@@ -17,11 +17,19 @@ from pbx.dialplan import DialplanEngine
 from pbx.media import PortPool, UdpMediaRelay
 from pbx.media.endpoint import MediaEngine
 from pbx.media.recorder import thread_writer
-from pbx.service.adapters import directories, domain_lookup, outbound_credentials, peer_lookup, sip_locator
+from pbx.service.adapters import (
+    directories,
+    domain_lookup,
+    outbound_credentials,
+    peer_lookup,
+    sip_locator,
+    trunk_routing,
+)
 from pbx.service.process import parked_legs
 from pbx.service.registrar import RegistrarService
 from pbx.service.voicemail import build_access
 from pbx.sip.stack import SipStack
+from pbx.trunks.settings import ITrunkStates
 
 _log = Logger(namespace="pbx")
 
@@ -92,8 +100,10 @@ def build_calls(
     registrar: RegistrarService,
     the_reactor: Any,
     mailboxes: Mailboxes | None = None,
+    trunk_states: ITrunkStates | None = None,
 ) -> CallsService:
-    """The B2BUA with its dialplans and media relay (and the voicemail applications over `mailboxes`)."""
+    """The B2BUA with its dialplans and media relay (and the voicemail applications over `mailboxes`);
+    `trunk_states`: the trunks' live state (registration, OPTIONS pings), else a trunk is up while enabled."""
     media = config.media
     pool = PortPool(media.rtp_port_min, media.rtp_port_max)
     relay = UdpMediaRelay(
@@ -117,6 +127,7 @@ def build_calls(
         peers=peer_lookup(config),
         locate=sip_locator(config, the_reactor).resolve,
         uri_credentials=outbound_credentials(config),
+        trunks=trunk_routing(config, trunk_states),
         ring_timeout=config.calls.ring_timeout,
         max_call_duration=config.calls.max_call_duration,
         codecs=config.calls.codecs,

@@ -163,12 +163,13 @@ INVALID = [
     ("dial 1002 timeout=3601", "timeout must be a number of seconds"),
     ("dial 1002 timeout=abc", "timeout must be a number of seconds"),
     ("dial 1002 timeout=-5", "timeout must be a number of seconds"),
-    ("dial 1002 strategy=random", "strategy must be parallel or sequential, not 'random'"),
+    ("dial 1002 strategy=random", "strategy must be parallel or sequential or failover, not 'random'"),
     ("dial 1002 ringtime=5", "ringtime= needs strategy=sequential"),
     ("dial 1002 callerid=" + "x" * 300, "callerid must be at most 256 characters"),
     (
         "dial 1002 timout=20",
-        "dial: unknown option 'timout' (known: callerid, if, ringtime, strategy, timeout)",
+        "dial: unknown option 'timout' (known: callerid, callername, if, privacy, ringtime, strategy,"
+        " timeout)",
     ),
     ("dial 1002 if=answered", "if must be results joined by '|'"),
     ("dial 1002 if=busy|", "if must be results joined by '|'"),

@@ -64,6 +64,9 @@ forward_all = "1000"
 
 [tenants.default.groups]
 sales = ["1000", "1001"]
+
+[tenants.default.trunks.carrier]
+host = "sip.carrier.example"
 """
 
 
@@ -155,7 +158,46 @@ def test_simulate_the_ring_group_and_unknown_numbers(
         "hangup 404",
         "# end (hangup): the call is rejected with 404",
     ]
-    assert simulate(capsys, config, "--from-trunk", "carrier", "--to", "1001")[0] == "dial 1001 timeout=20"
+    assert simulate(capsys, config, "--from-trunk", "carrier", "--to", "1001")[0] == "hangup 404"
+
+
+def test_simulate_a_trunks_call_by_did(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    assert simulate(capsys, config, "--trunk", "carrier", "--did", "+15551230000")[0] == "ivr main"
+    assert simulate(capsys, config, "--trunk", "carrier", "--did", "15551230000")[0] == "ivr main"
+    assert simulate(capsys, config, "--trunk", "carrier", "--did", "15559999999") == [
+        "hangup 404",
+        "# end (hangup): the call is rejected with 404",
+    ]
+
+
+TRUNKS = """
+[tenants.default.extensions.1005]
+password = "p"
+may_call_out = true
+
+[tenants.default.trunks.backup]
+host = "backup.example"
+enabled = false
+"""
+
+
+def test_simulate_shows_where_trunk_dials_go(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    config.write_text(config.read_text() + TRUNKS)
+    assert simulate(capsys, config, "--from", "1005", "--to", "95551234567", "--result", "failed") == [
+        "dial trunk:carrier/+15551234567 timeout=60",
+        "#   trunk:carrier/+15551234567 -> sip:+15551234567@sip.carrier.example",
+        "# -> failed",
+        "hangup",
+        "# end (hangup): the call is rejected with 480",
+    ]
+    main_j2 = config.parent / "dialplans" / "default" / "main.j2"
+    main_j2.write_text("dial trunk:backup/123 trunk:carrier/123 trunk:other/1\n")
+    assert simulate(capsys, config, "--from", "1005", "--to", "9123")[1:5] == [
+        "#   trunk:backup/123 -> sip:123@backup.example (disabled: 503, the next target is tried)",
+        "#   trunk:carrier/123 -> sip:123@sip.carrier.example",
+        "#   trunk:other: no such trunk (the target is unavailable)",
+        "#   failover: the next trunk after a timeout, 5xx/6xx or transport error",
+    ]
 
 
 def test_simulate_list_shows_every_rendered_line(capsys: pytest.CaptureFixture[str], config: Path) -> None:
@@ -389,7 +431,7 @@ def test_check_reports_every_problem_with_file_and_line(
     write(d / "nomain" / "other.j2", "answer\n")
     default_main = d / "default" / "main.j2"
     default_main.write_text(default_main.read_text().replace("dial 1000 1001", "dial 1000 1009"))
-    write(d / "default" / "unknown.j2", "dial 1009 group:support\n")
+    write(d / "default" / "unknown.j2", "dial 1009 group:support\ndial trunk:carier/123\n")
     status, out, err = run(capsys, "check", "--config", str(config))
     assert status == 1
     assert out == [
@@ -402,9 +444,10 @@ def test_check_reports_every_problem_with_file_and_line(
         f"{acme / 'typo.j2'}:3: unknown action 'dail'",
         f"{d / 'default' / 'unknown.j2'}:1: dial: tenant 'default' has no extension '1009'",
         f"{d / 'default' / 'unknown.j2'}:1: dial: tenant 'default' has no group 'support'",
+        f"{d / 'default' / 'unknown.j2'}:2: dial: tenant 'default' has no trunk 'carier'",
         f"{d / 'nomain' / 'main.j2'}: missing: every call of the tenant starts here",
     ]
-    assert "10 problem(s) in 9 template(s)" in err
+    assert "11 problem(s) in 9 template(s)" in err
 
 
 def test_check_reports_configured_tenants_without_a_dialplan(
