@@ -33,7 +33,8 @@ from zope.interface import implementer
 
 from pbx.sip.client import ClientRequest, dialog_cseq
 from pbx.sip.client_auth import CredentialLookup, DigestCache
-from pbx.sip.dialog import Dialog
+from pbx.sip.dialog import Dialog, destination
+from pbx.sip.flow import ip_or_none
 from pbx.sip.interfaces import IClientTransactionUser
 from pbx.sip.message import Request, Response, new_call_id, new_tag
 from pbx.sip.session import InviteSession
@@ -369,11 +370,33 @@ class OutboundLeg:
         self.status = response.status
         self.dialog = Dialog.create_uac(self.invite, response)
         self._template = None  # no more attempts (challenges, failover) once a 2xx came
+        if self.binding is None:
+            self.destination = self._dialog_destination(self.dialog)
         call = self._call()
         if self.cancel_wanted or call is None or not call.leg_answered(self, response):
             # Lost the race (another fork answered, or the caller hung up): ACK, then BYE (RFC 3261 9.1).
             self.send_ack(None)
             self.send_bye()
+
+    def _dialog_destination(self, dialog: Dialog) -> Destination:
+        """Where the dialog's requests (ACK, BYE, re-INVITE) go for a target that is not a registered phone
+        (a SIP URI, a trunk): the first hop of the route set, else the remote target (RFC 3261 12.2.1.1), not
+        the proxy the INVITE went to (it need not stay in the path). A registered phone keeps its flow.
+
+        Without DNS here: a hop named by a host name keeps the destination that took the INVITE (resolved by
+        RFC 3263 for the same carrier); a hop without a transport parameter keeps the INVITE's transport.
+        """
+        try:
+            hop = dialog.next_hop()
+        except ValueError:
+            return self.destination
+        transport, host, port = destination(hop)
+        if ip_or_none(host) is None:
+            return self.destination
+        if not hop.transport and not hop.secure:
+            transport = self.destination[0]
+            port = hop.port or (5061 if transport == "tls" else 5060)
+        return (transport, host, port)
 
     def _hang_up_extra_fork(self, response: Response) -> None:
         """A 2xx from a second fork downstream (another To tag): its own dialog, ACKed and ended at once."""

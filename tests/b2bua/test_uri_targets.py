@@ -68,6 +68,38 @@ class UriTargetTests(SynchronousTestCase):
         respond_to(bye, 200)
         self.assertIdle(h)
 
+    def test_dialog_requests_follow_the_remote_target_or_the_route_set_not_the_first_hop(self) -> None:
+        """RFC 3261 12.2.1.1: the ACK and BYE of a URI target go to the 2xx's Contact, or to the first
+        Record-Route (reversed), not to the proxy the INVITE went to."""
+        cases = [
+            ((), "<sip:bob@192.0.2.77:5070>", ("udp", "192.0.2.77", 5070)),
+            (
+                ("<sip:192.0.2.9;lr>", "<sip:192.0.2.8;lr>"),
+                "<sip:bob@192.0.2.77>",
+                ("udp", "192.0.2.8", 5060),
+            ),
+            ((), "<sip:bob@192.0.2.77;transport=tcp>", ("tcp", "192.0.2.77", 5060)),
+            ((), "<sip:bob@gw.carrier.example:5080>", ("udp", "192.0.2.50", 5060)),  # a name: no DNS here
+        ]
+        for record_route, contact, expected in cases:
+            h = self.build()
+            phone = h.place_call("9000")
+            (sent,) = h.invites()
+            callee = CalleePhone(h, sent)
+            callee.contact = contact
+            response = callee.response(200, callee_sdp())
+            for route in record_route:
+                response.headers.add("Record-Route", route)
+            sent.tu.response_received(sent.transaction, response)
+            phone.ack()
+            (ack,) = [a for a in h.stack.acks if a.request.call_id == sent.request.call_id]
+            self.assertEqual((ack.transport, ack.host, ack.port), expected, contact)
+            phone.bye()
+            (bye,) = h.stack.sent("BYE")
+            self.assertEqual(bye.destination, expected, contact)
+            respond_to(bye, 200)
+            self.assertIdle(h)
+
     def test_a_target_that_times_out_or_answers_503_is_followed_by_the_next(self) -> None:
         for fails in ("timeout", "transport", 503):
             h = self.build()
