@@ -236,6 +236,8 @@ def test_demo_dialplan_with_a_hostile_caller(value: str) -> None:
     ]
     assert render_shipped(dialed="1003", value=value, trunk=True) == [
         Action("dial", ("1003",), {"timeout": "15"}),
+        Action("voicemail", ("1003",), {"if": "busy"}),
+        Action("voicemail", ("1003",), {"if": "noanswer|unavailable"}),
         Action("hangup"),
     ]
     shown = value or "Alice"
