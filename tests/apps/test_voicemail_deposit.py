@@ -51,7 +51,8 @@ class FakeMailboxes:
     def counts(self, tenant: str, number: str) -> tuple[int, int]:
         return (len(self.committed), 0)
 
-    def prepare(self, tenant: str, number: str) -> Path:
+    def prepare(self, tenant: str, number: str, **caller: str) -> Path:
+        assert caller == {"caller_number": "1001", "caller_name": "Alice", "call_id": "call-1"}
         if self.full:
             raise MailboxFull(number)
         if self.broken:

@@ -58,9 +58,13 @@ class IMailboxes(Protocol):
     def counts(self, tenant: str, number: str) -> tuple[int, int]:
         """(new, old) message counts of a box; (0, 0) for an unknown box."""
 
-    def prepare(self, tenant: str, number: str) -> Path:
+    def prepare(
+        self, tenant: str, number: str, *, caller_number: str = "", caller_name: str = "", call_id: str = ""
+    ) -> Path:
         """Where a new message's audio is to be recorded (a fresh path inside the box's directory; the
-        recorder writes it atomically). Raises `MailboxFull` or `StorageUnavailable`."""
+        recorder writes it atomically). Raises `MailboxFull` or `StorageUnavailable`. The caller's details,
+        when given, are kept beside it until `commit` or `discard` (what a message recovered after a crash
+        between the recording and its commit keeps)."""
 
     def commit(
         self,

@@ -140,8 +140,11 @@ class VoicemailDeposit:
         endpoint = await self._endpoint(call)
         if endpoint is None:
             return "failed"
+        caller_number, caller_name = _caller_id(call)
         try:
-            path = self.mailboxes.prepare(tenant, number)
+            path = self.mailboxes.prepare(
+                tenant, number, caller_number=caller_number, caller_name=caller_name, call_id=call.id
+            )
         except MailboxFull:
             self._log.info(
                 "Call {id}: voicemail {tenant}/{box} is full", id=call.id, tenant=tenant, box=number
