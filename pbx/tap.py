@@ -8,7 +8,7 @@ anything listens, naming the key), tunes the process, and has `pbx.service` buil
 3. `pbx.service.calls`: the B2BUA, dialplans, media relay and the PBX's own media;
 4. `pbx.service.mwi`: message-waiting subscriptions.
 
-Then it logs one ready line (`pbx.service.logs`).
+Then it logs one ready line (`pbx.service.logs`), once start-up work (voicemail recovery) is done.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from pbx.config import Config, ConfigError, load_config
-from pbx.service import build
+from pbx.service import build, when_ready
 from pbx.service.logs import QuietLogging, quiet_log_observer, ready_message
 from pbx.service.process import raise_file_limit_to_hard, tune_garbage_collector
 
@@ -57,7 +57,9 @@ def makeService(options: Options) -> service.IService:
     raise_file_limit_to_hard()
     _log.info("PBX starting with {config} (Python {v})", config=str(config.source), v=sys.version.split()[0])
     top = build(config, reactor, sip_trace=bool(options["sip-trace"]))
-    reactor.callWhenRunning(lambda: _log.info("{message}", message=ready_message(config)))
+    reactor.callWhenRunning(
+        lambda: when_ready(top).addBoth(lambda _: _log.info("{message}", message=ready_message(config)))
+    )
     server_options = getattr(options, "parent", None)  # twistd's own options
     if server_options is None or server_options.get("logger"):
         return top  # not run by twistd, or the operator chose a log observer (--logger)

@@ -46,9 +46,22 @@ from pbx.config.model import (
     TrustedPeer,
     normalize_host,
 )
+from pbx.config.voicemail import MAILBOX_KEYS, SMTP_KEYS, VOICEMAIL_KEYS
 
 SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
-    "": ("pbx", "sip", "tls", "tenants", "registrar", "security", "media", "calls", "mwi"),
+    "": (
+        "pbx",
+        "sip",
+        "tls",
+        "tenants",
+        "registrar",
+        "security",
+        "media",
+        "calls",
+        "mwi",
+        "voicemail",
+        "smtp",
+    ),
     "pbx": ("data_dir", "dialplan_dir", "sip_trace"),
     "sip": (
         "user_agent",
@@ -66,7 +79,16 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     ),
     "sip.listen[]": ("transport", "host", "port", "advertise"),
     "tls": ("certificate", "private_key", "ca_certificates"),
-    "tenants.<tenant>": ("domain", "aliases", "realm", "extensions", "groups", "peers", "credentials"),
+    "tenants.<tenant>": (
+        "domain",
+        "aliases",
+        "realm",
+        "extensions",
+        "groups",
+        "peers",
+        "credentials",
+        "mailboxes",
+    ),
     "tenants.<tenant>.peers[]": ("name", "networks", "extension"),
     "tenants.<tenant>.credentials[]": ("realm", "username", "password"),
     "tenants.<tenant>.extensions.<number>": (
@@ -102,6 +124,9 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     "media": ("rtp_port_min", "rtp_port_max", "bind_host", "advertise"),
     "calls": ("ring_timeout", "max_call_duration", "codecs"),
     "mwi": ("min_expires", "max_expires", "default_expires"),
+    "voicemail": VOICEMAIL_KEYS,
+    "smtp": SMTP_KEYS,
+    "tenants.<tenant>.mailboxes.<number>": MAILBOX_KEYS,
 }
 """The keys each table accepts, by the table's path as written in ``docs/configuration.md``."""
 
@@ -339,6 +364,11 @@ class _Parser:
             raise ConfigError("pbx.data_dir", "must not be empty")
         if dialplan_dir is None:
             raise ConfigError("pbx.dialplan_dir", "must not be empty")
+        from pbx.config import load_voicemail  # imports this module
+
+        tenants = self.tenants(root.get("tenants"))
+        smtp = load_voicemail.smtp(self, root.get("smtp", {}))
+        load_voicemail.check_email(tenants, smtp)
         return Config(
             source=source,
             base_dir=self._base_dir,
@@ -347,12 +377,14 @@ class _Parser:
             sip_trace=sip_trace,
             sip=self.sip(root.get("sip", {})),
             tls=self.tls(root.get("tls", {})),
-            tenants=self.tenants(root.get("tenants")),
+            tenants=tenants,
             registrar=self.registrar(root.get("registrar", {})),
             security=self.security(root.get("security", {})),
             media=self.media(root.get("media", {})),
             calls=self.calls(root.get("calls", {})),
             mwi=self.mwi(root.get("mwi", {})),
+            voicemail=load_voicemail.voicemail(self, root.get("voicemail", {})),
+            smtp=smtp,
         )
 
     def sip(self, value: object) -> SipConfig:
@@ -499,6 +531,9 @@ class _Parser:
         groups = self.groups(table.get("groups", {}), _join(path, "groups"), name, extensions)
         peers = self.peers(table.get("peers", []), _join(path, "peers"), extensions)
         credentials = self.credentials(table.get("credentials", []), _join(path, "credentials"))
+        from pbx.config.load_voicemail import mailboxes  # imports this module
+
+        boxes = mailboxes(self, table.get("mailboxes", {}), _join(path, "mailboxes"), extensions)
         return Tenant(
             name=name,
             domain=domain,
@@ -508,6 +543,7 @@ class _Parser:
             groups=groups,
             peers=peers,
             credentials=credentials,
+            mailboxes=boxes,
         )
 
     def credentials(self, value: object, path: str) -> tuple[OutboundCredentials, ...]:

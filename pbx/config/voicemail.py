@@ -12,6 +12,28 @@ from dataclasses import dataclass, field
 STARTTLS_MODES: tuple[str, ...] = ("required", "optional", "off")
 """How the SMTP client uses STARTTLS: insist on it, use it when offered, never."""
 
+# The keys of each table, for `pbx.config.load.SCHEMA_KEYS` (documented in docs/configuration.md).
+MAILBOX_KEYS: tuple[str, ...] = (
+    "pin",
+    "name",
+    "phones",
+    "email",
+    "email_attach",
+    "delete_after_email",
+    "max_messages",
+    "max_message_seconds",
+    "unsolicited_notify",
+)
+VOICEMAIL_KEYS: tuple[str, ...] = (
+    "min_message_seconds",
+    "silence_seconds",
+    "max_pin_attempts",
+    "email_from",
+    "email_retry_min",
+    "email_retry_max",
+)
+SMTP_KEYS: tuple[str, ...] = ("host", "port", "starttls", "username", "password", "timeout")
+
 
 @dataclass(frozen=True, slots=True)
 class Mailbox:

@@ -10,6 +10,7 @@ from twisted.application import service
 from twisted.logger import Logger
 
 from pbx.apps import IvrApps, MusicOnHold
+from pbx.apps.voicemail.mailboxes import Mailboxes
 from pbx.b2bua import B2BUA
 from pbx.config import Config
 from pbx.dialplan import DialplanEngine
@@ -40,12 +41,23 @@ SOUNDS_DIR = shipped_sounds()
 
 
 class CallsService(service.Service):
-    """Hangs up the calls and closes the media engine and relay when the PBX stops."""
+    """Hangs up the calls and closes the media engine and relay when the PBX stops.
 
-    def __init__(self, b2bua: B2BUA, relay: UdpMediaRelay, engine: MediaEngine | None = None) -> None:
+    Attributes:
+        mailboxes: the voicemail boxes the voicemail applications use (None when built without them).
+    """
+
+    def __init__(
+        self,
+        b2bua: B2BUA,
+        relay: UdpMediaRelay,
+        engine: MediaEngine | None = None,
+        mailboxes: Mailboxes | None = None,
+    ) -> None:
         self.b2bua = b2bua
         self.relay = relay
         self.engine = engine
+        self.mailboxes = mailboxes
 
     def stopService(self) -> Any:
         super().stopService()
@@ -55,23 +67,32 @@ class CallsService(service.Service):
         return self.relay.close()
 
 
-def build_media_apps(config: Config, b2bua: B2BUA, the_reactor: Any) -> MediaEngine:
+def build_media_apps(
+    config: Config, b2bua: B2BUA, the_reactor: Any, mailboxes: Mailboxes | None = None
+) -> MediaEngine:
     """The PBX's own media (prompts, menus, recordings, music on hold) plugged into the B2BUA's actions.
 
     Recordings are written in the reactor's thread pool (the fsync of a finished recording stays off the
-    reactor); the shipped prompts are loaded and encoded now, so no call waits for a disk."""
+    reactor); the shipped prompts are loaded and encoded now, so no call waits for a disk. The voicemail
+    applications register here with `mailboxes` (`IMailboxes`), when given."""
     engine = MediaEngine(the_reactor, SOUNDS_DIR, writer=thread_writer(the_reactor))
     count = engine.prompts.preload()
     _log.info("Media: {count} prompts loaded from {dir}", count=count, dir=str(SOUNDS_DIR))
     IvrApps(engine, config.dialplan_dir, config.data_dir / "recordings").register(b2bua.apps)
     b2bua.hold_music = MusicOnHold(engine, config.dialplan_dir)
+    # The voicemail applications (deposit `voicemail MAILBOX`, access *97/*98) register into b2bua.apps
+    # here, over `mailboxes` (an `IMailboxes`; None in tests that build calls without voicemail).
     return engine
 
 
 def build_calls(
-    config: Config, stack: SipStack, registrar: RegistrarService, the_reactor: Any
-) -> service.IService:
-    """The B2BUA with its dialplans and media relay."""
+    config: Config,
+    stack: SipStack,
+    registrar: RegistrarService,
+    the_reactor: Any,
+    mailboxes: Mailboxes | None = None,
+) -> CallsService:
+    """The B2BUA with its dialplans and media relay (and the voicemail applications over `mailboxes`)."""
     media = config.media
     pool = PortPool(media.rtp_port_min, media.rtp_port_max)
     relay = UdpMediaRelay(
@@ -104,4 +125,5 @@ def build_calls(
     for method in ("INVITE", "BYE", "UPDATE", "INFO"):
         stack.register(method, b2bua)
     stack.answer_statelessly("INVITE", b2bua.stateless_challenge)
-    return CallsService(b2bua, relay, build_media_apps(config, b2bua, the_reactor))
+    engine = build_media_apps(config, b2bua, the_reactor, mailboxes)
+    return CallsService(b2bua, relay, engine, mailboxes)

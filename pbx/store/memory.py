@@ -1,4 +1,5 @@
-"""An in-memory `ILocationStore`: the provider for tests, and for installs that want no durability.
+"""An in-memory `ILocationStore` (and `ICdrStore`, `IVoicemailStore`): the provider for tests, and for
+installs that want no durability.
 
 It keeps the bindings in a dict and answers with already-fired Deferreds. It knows nothing of files or
 threads; everything it holds is lost with the process.
@@ -11,13 +12,23 @@ from collections.abc import Sequence
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from pbx.store.interfaces import ICdrStore, ILocationStore, StoreClosedError
-from pbx.store.records import Binding, BindingChange, Cdr, DeleteAor, DeleteBinding, PutBinding, check_changes
+from pbx.store.interfaces import ICdrStore, ILocationStore, IVoicemailStore, StoreClosedError
+from pbx.store.records import (
+    Binding,
+    BindingChange,
+    Cdr,
+    DeleteAor,
+    DeleteBinding,
+    PutBinding,
+    VoicemailMessage,
+    check_changes,
+)
 
 
-@implementer(ILocationStore, ICdrStore)
+@implementer(ILocationStore, ICdrStore, IVoicemailStore)
 class MemoryLocationStore:
-    """Bindings in dicts keyed by (tenant, aor), then contact; every Deferred has fired when returned.
+    """Bindings in dicts keyed by (tenant, aor), then contact; CDRs and the voicemail index in a list and
+    dicts; every Deferred has fired when returned.
 
     Attributes:
         commits: How many `apply`/`purge_expired` calls have been applied (the SQLite store's counter of
@@ -29,6 +40,61 @@ class MemoryLocationStore:
         self._closed = False
         self.commits = 0
         self.cdr_records: list[Cdr] = []
+        self.voicemail: dict[tuple[str, str, str], VoicemailMessage] = {}
+        self.pins: dict[tuple[str, str], str] = {}
+
+    # IVoicemailStore
+
+    def add_message(self, message: VoicemailMessage) -> Deferred[None]:
+        """See `IVoicemailStore.add_message`."""
+        if self._closed:
+            return fail(StoreClosedError("the store is closed"))
+        self.voicemail[(message.tenant, message.mailbox, message.id)] = message
+        return succeed(None)
+
+    def messages(self, tenant: str, mailbox: str) -> Deferred[list[VoicemailMessage]]:
+        """See `IVoicemailStore.messages`."""
+        if self._closed:
+            return fail(StoreClosedError("the store is closed"))
+        found = [m for m in self.voicemail.values() if (m.tenant, m.mailbox) == (tenant, mailbox)]
+        return succeed(sorted(found, key=lambda m: (m.received_at, m.id)))
+
+    def all_messages(self) -> Deferred[list[VoicemailMessage]]:
+        """See `IVoicemailStore.all_messages`."""
+        if self._closed:
+            return fail(StoreClosedError("the store is closed"))
+        return succeed(
+            sorted(self.voicemail.values(), key=lambda m: (m.tenant, m.mailbox, m.received_at, m.id))
+        )
+
+    def update_message(self, message: VoicemailMessage) -> Deferred[None]:
+        """See `IVoicemailStore.update_message`."""
+        if self._closed:
+            return fail(StoreClosedError("the store is closed"))
+        key = (message.tenant, message.mailbox, message.id)
+        if key in self.voicemail:
+            self.voicemail[key] = message
+        return succeed(None)
+
+    def delete_message(self, tenant: str, mailbox: str, id: str) -> Deferred[None]:
+        """See `IVoicemailStore.delete_message`."""
+        if self._closed:
+            return fail(StoreClosedError("the store is closed"))
+        self.voicemail.pop((tenant, mailbox, id), None)
+        return succeed(None)
+
+    def pin_hash(self, tenant: str, mailbox: str) -> Deferred[str | None]:
+        """See `IVoicemailStore.pin_hash`."""
+        if self._closed:
+            return fail(StoreClosedError("the store is closed"))
+        return succeed(self.pins.get((tenant, mailbox)))
+
+    def set_pin_hash(self, tenant: str, mailbox: str, pin_hash: str) -> Deferred[None]:
+        """See `IVoicemailStore.set_pin_hash`."""
+        if self._closed:
+            return fail(StoreClosedError("the store is closed"))
+        self.pins[(tenant, mailbox)] = pin_hash
+        return succeed(None)
 
     def write_cdr(self, cdr: Cdr) -> Deferred[None]:
         """See `ICdrStore.write_cdr`."""

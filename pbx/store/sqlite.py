@@ -44,8 +44,19 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from pbx.store.interfaces import ICdrStore, ILocationStore, StoreClosedError, StoreError
-from pbx.store.records import Binding, BindingChange, Cdr, DeleteAor, DeleteBinding, PutBinding, check_changes
+from pbx.store import sqlite_voicemail
+from pbx.store.interfaces import ICdrStore, ILocationStore, IVoicemailStore, StoreClosedError, StoreError
+from pbx.store.records import (
+    Binding,
+    BindingChange,
+    Cdr,
+    DeleteAor,
+    DeleteBinding,
+    PutBinding,
+    VoicemailMessage,
+    check_changes,
+)
+from pbx.store.sqlite_voicemail import SqliteVoicemailStore
 
 T = TypeVar("T")
 
@@ -94,6 +105,8 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     """,
         "CREATE INDEX IF NOT EXISTS cdrs_start ON cdrs (start)",
     ),
+    # 2 -> 3: the voicemail index and the PINs owners set (pbx/store/sqlite_voicemail.py).
+    sqlite_voicemail.MIGRATION,
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 """The `PRAGMA user_version` this code writes and understands."""
@@ -190,9 +203,10 @@ class _Worker:
             fn = args = d = result = None  # type: ignore[assignment]  # hold nothing between jobs
 
 
-@implementer(ILocationStore, ICdrStore)
-class SqliteLocationStore:
-    """Bindings in an SQLite database file, written with group commit on one worker thread.
+@implementer(ILocationStore, ICdrStore, IVoicemailStore)
+class SqliteLocationStore(SqliteVoicemailStore):
+    """Bindings, CDRs and the voicemail index (`SqliteVoicemailStore`) in an SQLite database file, written
+    with group commit on one worker thread.
 
     The constructor starts nothing, so a store can be built before `twistd` forks into the background. The
     first call starts the worker thread (unless a pool was given) and queues the opening of the database
@@ -571,3 +585,11 @@ def read_bindings(path: Path, now: float) -> list[Binding]:
 def read_cdrs(path: Path, limit: int = 50) -> list[Cdr]:
     """The most recent CDRs, newest first, read synchronously (for offline tools)."""
     return _read_only(path, lambda conn: _cdrs(conn, limit))
+
+
+def read_messages(
+    path: Path, tenant: str | None = None, mailbox: str | None = None
+) -> list[VoicemailMessage]:
+    """The voicemail messages of one box (or of every box), oldest first, read synchronously (for offline
+    tools)."""
+    return _read_only(path, lambda conn: sqlite_voicemail.select_messages(conn, tenant, mailbox))
