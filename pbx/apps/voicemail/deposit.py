@@ -182,7 +182,9 @@ class VoicemailDeposit:
         caller_number, caller_name = _caller_id(call)
         received_at = self.clock.seconds()
         endpoint.clear_digits()
-        self._log.info("Call {id}: voicemail {tenant}/{box}: recording", id=call.id, tenant=tenant, box=number)
+        self._log.info(
+            "Call {id}: voicemail {tenant}/{box}: recording", id=call.id, tenant=tenant, box=number
+        )
         try:
             result = await endpoint.record(
                 str(path),
