@@ -322,6 +322,7 @@ def step(count: int, args: argparse.Namespace) -> dict[str, float]:
             sipp.wait()
         pbx.stop()
         if args.keep:
+            (directory / "pbx.log").write_text(pbx.output)
             print(f"  (kept {directory})", flush=True)
         else:
             shutil.rmtree(directory, ignore_errors=True)

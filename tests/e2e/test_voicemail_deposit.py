@@ -22,14 +22,14 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.audio import assert_hears, read_wav
+from tests.e2e.baresip import Account, Baresip, write_tone_wav
 from tests.e2e.harness import REPO, PbxProcess, options_request, udp_exchange
 from tests.e2e.test_calls_sipp import CallPbx, launch_pbx, sipp  # noqa: F401 (fixture)
+from tests.e2e.test_ivr_baresip import heard_seconds, wait_heard
 from tests.e2e.test_ivr_sipp import tone_pcm, write_rtp_pcap
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(os.geteuid() != 0, reason="SIPp's play_pcap_audio needs root"),
-]
+pytestmark = pytest.mark.e2e
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="SIPp's play_pcap_audio needs root")
 
 DEMO_MAIN = (REPO / "dialplans" / "default" / "main.j2").read_text()
 SOUNDS = REPO / "sounds" / "en"
@@ -207,6 +207,7 @@ def wavs(directory: Path) -> list[Path]:
 # -- leaving a message ---------------------------------------------------------------------------------------
 
 
+@needs_root
 def test_a_message_for_unregistered_1002_holds_the_tone(pbxs, sipp, tmp_path):  # noqa: F811
     """The default greeting plays in full (the caller is silent meanwhile), then 3 s of 440 Hz and the
     caller hangs up: the message is saved with the tone, its caller and its Call-ID."""
@@ -227,6 +228,7 @@ def test_a_message_for_unregistered_1002_holds_the_tone(pbxs, sipp, tmp_path):  
     assert 2.5 <= row["duration"] <= 5.0, row
 
 
+@needs_root
 def test_star_skips_the_greeting_and_a_full_box_records_nothing(pbxs, sipp, tmp_path):  # noqa: F811
     """`*` by RFC 4733 a second into the greeting: the beep comes at once, and 2 s of tone sent then are
     the message (the whole call is far shorter than the greeting). The box holds one message: the next
@@ -263,6 +265,7 @@ def _mount_read_only(directory: Path) -> bool:
     return result.returncode == 0
 
 
+@needs_root
 def test_a_read_only_voicemail_directory_gets_an_apology_and_no_file(pbxs, sipp, tmp_path):  # noqa: F811
     """The box's directory becomes read-only (a read-only tmpfs over it; where mounts are refused, a file
     in its place): the caller hears the apology and the PBX hangs up; one log line, no file, no row, no
@@ -294,6 +297,7 @@ def test_a_read_only_voicemail_directory_gets_an_apology_and_no_file(pbxs, sipp,
 # -- kill -9 -------------------------------------------------------------------------------------------------
 
 
+@needs_root
 def test_kill_9_during_a_recording_leaves_no_half_file_and_no_orphan_row(pbxs, sipp, tmp_path):  # noqa: F811
     pbx = start(tmp_path)
     pbxs.append(pbx)
@@ -321,3 +325,42 @@ def test_kill_9_during_a_recording_leaves_no_half_file_and_no_orphan_row(pbxs, s
     assert rows(pbx) == []
     left = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
     assert left == [], left  # recovery removed what the cut recording left (its sidecar)
+
+
+# -- a real phone ----------------------------------------------------------------------------------------
+
+
+def test_baresip_leaves_a_message_for_unregistered_1002(pbxs, tmp_path):
+    """baresip 1001, sending a 440 Hz tone all along, calls 1002 (not registered), presses `*` (RFC 4733) a
+    moment into the greeting, talks 3 s after the recording started and hangs up: the message holds it."""
+    pbx = start(tmp_path)
+    pbxs.append(pbx)
+    heard = tmp_path / "heard_by_1001"
+    phone = Baresip(
+        tmp_path / "baresip_1001",
+        [Account("1001", "pass1001", "127.0.0.1", pbx.sip)],
+        audio_source=write_tone_wav(tmp_path / "tone.wav", 440.0, seconds=60.0),
+        record_dir=heard,
+        ctrl=True,
+    )
+    try:
+        phone.wait_registered(timeout=15)
+        pbx.wait_for(r"Registered 1001@default at ")
+        control = phone.control()
+        assert control.dial(f"sip:1002@127.0.0.1:{pbx.sip}").get("ok"), phone.output[-3000:]
+        control.wait_event("CALL_ESTABLISHED", timeout=15)
+        wait_heard(heard, 1.0)  # the greeting has begun
+        assert control.send_dtmf("*").get("ok"), phone.output[-3000:]
+        pbx.wait_for(r"voicemail default/1002: recording", timeout=10)
+        wait_heard(heard, heard_seconds(heard) + 3.0)
+        assert control.hangup().get("ok"), phone.output[-3000:]
+        control.wait_event("CALL_CLOSED", timeout=10)
+        pbx.wait_for(r"voicemail default/1002: message \S+ saved \(\d+\.\d s, closed\)")
+    finally:
+        phone.stop()
+    (wav,) = wavs(box_dir(pbx))
+    message = read_wav(wav)
+    assert 2.0 <= message.seconds <= 8.0, message.seconds
+    assert_hears(message, 440.0, 1000.0, label="the message")
+    (row,) = rows(pbx)
+    assert (row["caller_number"], row["caller_name"]) == ("1001", "Ext 1001"), row
