@@ -239,6 +239,18 @@ def write_setup(directory: Path, sip_port: int, rtp: tuple[int, int]) -> Path:
     return config
 
 
+def cpu_pressure() -> float:
+    """The machine's CPU pressure over the last 60 s (PSI "some" avg60, %: the share of time some runnable
+    task waited for a CPU); 0 where the kernel does not report it. Above ~20 % the box is shared too much
+    for these figures to mean anything."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            first = f.readline().split()
+    except OSError:
+        return 0.0
+    return float(dict(item.split("=") for item in first[1:])["avg60"])
+
+
 def max_concurrent(spans: list[tuple[float, float]]) -> int:
     """The most recordings under way at once, from (start, end) of each."""
     events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
@@ -331,6 +343,7 @@ def step(count: int, args: argparse.Namespace) -> dict[str, float]:
             "rss_mb": sampler.rss_max / 2**20,
             "sipp_cpu": sipp_cpu,
             "wall": wall,
+            "pressure": cpu_pressure(),
             "concurrent": max_concurrent([(at, at + seconds) for _, at, seconds in rows]),
             "ok": status == 0 and len(rows) == count and gaps == 0 and short == 0,
         }
@@ -375,7 +388,7 @@ def main() -> None:
     headers = [
         "callers", "most concurrent recordings", "messages saved", "WAVs with a gap", "WAVs short > 20 ms",
         "worst shortfall (samples)", "tone cut at the start", "PBX CPU % (core 0)", "PBX RSS MB",
-        "SIPp CPU %", "SIPp exit", "ok",
+        "SIPp CPU %", "SIPp exit", "CPU pressure avg60 %", "ok",
     ]  # fmt: skip
     table = [
         [
@@ -390,6 +403,7 @@ def main() -> None:
             f"{r['rss_mb']:.0f}",
             f"{r['sipp_cpu']:.0f}",
             r["sipp_status"],
+            f"{r['pressure']:.0f}",
             "yes" if r["ok"] else "no",
         ]
         for r in rows
