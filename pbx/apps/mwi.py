@@ -6,12 +6,18 @@ library's notifier (RFC 6665).
   (RFC 3261 22.3: the notifier is a UAS, so `401` with WWW-Authenticate, not a proxy's `407`): no
   credentials or a stale nonce get a challenge and do not count as failures, a wrong answer counts for the
   brute-force guard and gets the same challenge as an unknown user would.
-- `MessageSummaryPackage` is the `IEventPackage`: the resource is the tenant's mailbox of the subscriber's
-  own extension (the Request-URI's user may name it, or be absent; any other mailbox is `403`), its body
-  the counts from `counts(tenant, mailbox) -> (new, old)` (no messages until voicemail provides them).
-- `Mwi` ties them to a `Notifier`: `changed(tenant, mailbox)` sends the new counts to every subscriber.
+- `MessageSummaryPackage` is the `IEventPackage`. A phone subscribes to what its lamp shows: the resource
+  `Mailbox(tenant, extension)` (the Request-URI's user is its own extension, or absent), whose body is
+  `counts(tenant, extension) -> (new, old)` (voicemail sums the boxes whose `phones` include the extension:
+  its own box and any shared one). The user may also name a box the extension is a phone of
+  (`boxes_of(tenant, extension)`): the resource is then `SharedBox(tenant, box)` with that box's
+  `box_counts`. Any other box is `403`; the tenant is always the subscriber's (its digest domain), so
+  subscriptions never cross tenants.
+- `Mwi` ties them to a `Notifier`: `changed(tenant, box)` sends the new counts to every subscriber of the box
+  and of each of its phones (`phones_of(tenant, box)`).
 
-It knows nothing of how messages are stored; `pbx/tap.py` builds it from the config.
+It knows nothing of how messages are stored; `pbx.service.mwi` builds it from the config and the voicemail
+boxes. Unsolicited NOTIFYs to phones that do not subscribe are `pbx.apps.mwi_unsolicited`.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from pbx.sip.subscription_notifier import Notifier
 from pbx.sip.uri import SipURI
 
 Counts = Callable[[str, str], tuple[int, int]]
+Names = Callable[[str, str], tuple[str, ...]]
 
 
 def no_messages(tenant: str, mailbox: str) -> tuple[int, int]:
@@ -51,36 +58,62 @@ class Mailbox:
     number: str
 
 
+@dataclass(frozen=True, slots=True)
+class SharedBox:
+    """One voicemail box a phone subscribed to by its number (`sip:8000@domain`), when the phone's extension
+    is among the box's phones: the resource shows that box's counts only."""
+
+    tenant: str
+    number: str
+
+
+def no_boxes(tenant: str, name: str) -> tuple[str, ...]:
+    """No shared boxes (and no phones of a box besides the same-numbered extension)."""
+    return ()
+
+
 @implementer(IEventPackage)
 class MessageSummaryPackage:
     """The `message-summary` package (RFC 3842) over the PBX's mailboxes.
 
     Args:
-        counts: `counts(tenant, mailbox) -> (new, old)`.
+        counts: `counts(tenant, extension) -> (new, old)`: what an extension's phone shows.
         tenant_domain: the domain of a tenant, for the Message-Account URI (None: no Message-Account).
+        boxes_of: `boxes_of(tenant, extension)`: the boxes whose phones include the extension (it may
+            subscribe to each by number).
+        box_counts: `box_counts(tenant, box) -> (new, old)` of one box.
     """
 
     name = EVENT
     content_type = CONTENT_TYPE
 
     def __init__(
-        self, counts: Counts = no_messages, tenant_domain: Callable[[str], str | None] = lambda _: None
+        self,
+        counts: Counts = no_messages,
+        tenant_domain: Callable[[str], str | None] = lambda _: None,
+        boxes_of: Names = no_boxes,
+        box_counts: Counts = no_messages,
     ):
         self._counts = counts
         self._tenant_domain = tenant_domain
+        self._boxes_of = boxes_of
+        self._box_counts = box_counts
 
     def resource_for(self, request: Request, identity: Any) -> Hashable:
-        """The subscriber's own mailbox; another one is `403`."""
+        """The subscriber's own view, or a box it is a phone of; another one is `403`."""
         assert isinstance(identity, Mailbox)
         uri = request.uri
         user = uri.user if isinstance(uri, SipURI) else None
-        if user and user != identity.number:
-            raise SipError(403, "Forbidden: not your mailbox")
-        return identity
+        if not user or user == identity.number:
+            return identity
+        if user in self._boxes_of(identity.tenant, identity.number):
+            return SharedBox(identity.tenant, user)
+        raise SipError(403, "Forbidden: not your mailbox")
 
     def body(self, resource: Hashable) -> bytes:
-        assert isinstance(resource, Mailbox)
-        new, old = self._counts(resource.tenant, resource.number)
+        assert isinstance(resource, Mailbox | SharedBox)
+        counts = self._counts if isinstance(resource, Mailbox) else self._box_counts
+        new, old = counts(resource.tenant, resource.number)
         domain = self._tenant_domain(resource.tenant)
         account = f"sip:{resource.number}@{domain}" if domain else None
         return MessageSummary.voice(new, old, account).to_bytes()
@@ -154,14 +187,27 @@ class Mwi:
 
     Args:
         notifier: the SUBSCRIBE transaction user, serving `package`.
+        phones_of: `phones_of(tenant, box)`: the extensions whose phones show the box (None: the extension of
+            the box's number only).
     """
 
-    def __init__(self, notifier: Notifier) -> None:
+    def __init__(self, notifier: Notifier, phones_of: Names | None = None) -> None:
         self.notifier = notifier
+        self._phones_of = phones_of
 
     def changed(self, tenant: str, mailbox: str) -> int:
-        """A mailbox's counts changed: NOTIFY its subscribers; returns how many there are."""
-        return self.notifier.notify(EVENT, Mailbox(tenant, mailbox))
+        """A box's counts changed: NOTIFY the subscribers of the box and of each of its phones; returns how
+        many NOTIFYs that makes."""
+        if self._phones_of is None:
+            return self.notifier.notify(EVENT, Mailbox(tenant, mailbox))
+        sent = self.notifier.notify(EVENT, SharedBox(tenant, mailbox))
+        for phone in self._phones_of(tenant, mailbox):
+            sent += self.notifier.notify(EVENT, Mailbox(tenant, phone))
+        return sent
+
+    def subscribed(self, tenant: str, extension: str) -> bool:
+        """Whether the extension's phone has a live subscription to its own view."""
+        return bool(self.notifier.subscriptions(EVENT, Mailbox(tenant, extension)))
 
     def stop(self) -> None:
         """Shutting down: end every subscription (`deactivated`: phones subscribe again later)."""

@@ -3,6 +3,7 @@
 - `pbx config check FILE`: validate a configuration file and print a summary, or the error naming the key.
 - `pbx dialplan check` / `pbx dialplan simulate`: lint the dialplans, print the actions a call would run.
 - `pbx registrations FILE`: the phones registered now (read from the PBX's database; works while it runs).
+- `pbx voicemail list EXT`: a mailbox's messages (the same way).
 - `pbx version`
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 
 from pbx import __version__
 from pbx.cli.dialplan import add_commands as add_dialplan_commands
+from pbx.cli.voicemail import add_commands as add_voicemail_commands
 from pbx.config import ConfigError, load_config
 from pbx.store.sqlite import read_bindings
 
@@ -29,7 +31,10 @@ def _config_check(args: argparse.Namespace) -> int:
     print(f"{args.file}: OK")
     print(f"  listeners: {listeners}")
     for tenant in config.tenants:
-        print(f"  tenant {tenant.name} ({tenant.domain}): {len(tenant.extensions)} extensions")
+        print(
+            f"  tenant {tenant.name} ({tenant.domain}): {len(tenant.extensions)} extensions, "
+            f"{len(tenant.mailboxes)} mailboxes"
+        )
     print(f"  data_dir: {config.data_dir}")
     return 0
 
@@ -64,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     registrations = commands.add_parser("registrations", help="list the phones registered now")
     registrations.add_argument("file", help="the PBX configuration file")
     registrations.set_defaults(func=_registrations)
+    add_voicemail_commands(commands)
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(__version__) or 0)
     args = parser.parse_args(argv)

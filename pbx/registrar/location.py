@@ -43,6 +43,7 @@ class LocationService:
         self._timer_at = 0.0
         self._count = 0
         self._listeners: list[Callable[[Binding], None]] = []
+        self._added: list[Callable[[Binding], None]] = []
 
     def __len__(self) -> int:
         return self._count
@@ -50,6 +51,10 @@ class LocationService:
     def on_removed(self, listener: Callable[[Binding], None]) -> None:
         """Call `listener(binding)` whenever a binding expires or is removed."""
         self._listeners.append(listener)
+
+    def on_added(self, listener: Callable[[Binding], None]) -> None:
+        """Call `listener(binding)` once a new contact's binding is durable (not for refreshes)."""
+        self._added.append(listener)
 
     # -- reading -----------------------------------------------------------------------------------------
 
@@ -89,10 +94,12 @@ class LocationService:
                 self._notify(old)
                 undo.append((contact, old, None))
             changes.append(DeleteBinding(tenant, aor, contact))
+        added: list[Binding] = []
         for binding in puts:
             before = bindings.get(binding.contact)
             if before is None:
                 self._count += 1
+                added.append(binding)
             bindings[binding.contact] = binding
             self._schedule(binding)
             changes.append(PutBinding(binding))
@@ -102,7 +109,18 @@ class LocationService:
         d = self._store.apply(changes)
         if undo:
             d.addErrback(self._undo, tenant, aor, undo)
+        if added and self._added:
+            d.addCallback(self._tell_added, added)
         return d
+
+    def _tell_added(self, result: None, added: list[Binding]) -> None:
+        for binding in added:
+            for listener in self._added:
+                try:
+                    listener(binding)
+                except Exception:
+                    self._log.failure("Error in a binding-added listener")
+        return result
 
     def _undo(
         self, failure: Failure, tenant: str, aor: str, undo: list[tuple[str, Binding | None, Binding | None]]

@@ -9,7 +9,8 @@ A message is saved whole or not at all (issue 11, "storage that loses nothing"):
 3. `commit` adds the index row; once the row is durable the message exists: counts change, the box's
    watchers (MWI) and listeners (e-mail) are told, the sidecar goes.
 
-At start-up `recover` (before the PBX says it is ready) makes the files and the index agree: temp files
+At start-up `recover` (before the PBX says it is ready; `prepare` refuses with `StorageUnavailable` until it
+is done, so that no new recording is taken for a leftover) makes the files and the index agree: temp files
 (recordings cut short) are deleted; a WAV with a sidecar but no row (`kill -9` between the rename and the
 commit: the caller was done) is adopted as a new message; a WAV with neither is removed; a row whose WAV is
 missing is dropped with a log line. Then the counts are in memory, and MWI reads them synchronously.
@@ -107,6 +108,7 @@ class Mailboxes:
         self._in_thread = in_thread
         self._spare = spare_bytes
         self._counts: dict[tuple[str, str], list[int]] = {}
+        self._recovered = False
         self._phone_boxes: dict[tuple[str, str], list[str]] = {}
         for tenant, numbers in self._boxes.items():
             for number, box in numbers.items():
@@ -174,6 +176,8 @@ class Mailboxes:
         box = self.mailbox(tenant, number)
         if box is None:
             raise KeyError(f"no mailbox {number} in tenant {tenant}")
+        if not self._recovered:  # recovery would take the new files for leftovers
+            raise StorageUnavailable("voicemail is starting: its files are being recovered")
         new, old = self.counts(tenant, number)
         if new + old >= box.max_messages:
             raise MailboxFull(f"{tenant}/{number} holds {new + old} messages (at most {box.max_messages})")
@@ -237,8 +241,10 @@ class Mailboxes:
             return message
 
         def failed(failure: Failure) -> Failure:
-            self._log.failure(
-                "Voicemail: storing a message for {box} failed", failure, box=f"{tenant}/{number}"
+            self._log.warn(
+                "Voicemail: the message for {box} was not stored ({why}); its recording is discarded",
+                box=f"{tenant}/{number}",
+                why=failure.getErrorMessage(),
             )
             self.discard(audio)
             return failure
@@ -364,6 +370,7 @@ class Mailboxes:
     def loaded(self, counts: Mapping[tuple[str, str], tuple[int, int]]) -> None:
         """Take the counts `recover` found, and tell the watchers of every box that has messages."""
         self._counts = {key: [new, old] for key, (new, old) in counts.items()}
+        self._recovered = True
         for tenant, number in counts:
             self._tell(self.watchers, tenant, number)
 
