@@ -283,7 +283,7 @@ def step(count: int, args: argparse.Namespace) -> dict[str, float]:
     )
     (directory / "boxes.csv").write_text("SEQUENTIAL\n" + "\n".join(BOXES) + "\n")
     cmd = [executable("twistd"), "--nodaemon", "--pidfile=", "pbx", "--config", str(config)]
-    pbx = ServerProcess("pbx", pinned(cmd, 0), cwd=directory)
+    pbx = ServerProcess("pbx", pinned(cmd, None if args.pbx_cpu < 0 else args.pbx_cpu), cwd=directory)
     sipp: subprocess.Popen[bytes] | None = None
     try:
         pbx.wait_for(r"PBX ready", timeout=60)
@@ -300,7 +300,10 @@ def step(count: int, args: argparse.Namespace) -> dict[str, float]:
         started = time.monotonic()
         before = os.times()
         sipp = subprocess.Popen(
-            pinned(sipp_cmd, 1), cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            pinned(sipp_cmd, None if args.sipp_cpu < 0 else args.sipp_cpu),
+            cwd=directory,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
         )
         status = sipp.wait(limit + 30)
         after = os.times()
@@ -367,6 +370,8 @@ def main() -> None:
     parser.add_argument("--rtp-base", type=int, default=21000)
     parser.add_argument("--sipp-media-port", type=int, default=33000)
     parser.add_argument("--keep", action="store_true", help="keep each step's directory")
+    parser.add_argument("--pbx-cpu", type=int, default=0, help="the core the PBX is pinned to (-1: none)")
+    parser.add_argument("--sipp-cpu", type=int, default=1, help="the core SIPp is pinned to (-1: none)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("SIPp's play_pcap_audio needs root")
