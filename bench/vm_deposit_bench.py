@@ -392,7 +392,7 @@ def main() -> None:
     print()
     headers = [
         "callers", "most concurrent recordings", "messages saved", "WAVs with a gap", "WAVs short > 20 ms",
-        "worst shortfall (samples)", "tone cut at the start", "PBX CPU % (core 0)", "PBX RSS MB",
+        "worst shortfall (samples)", "tone cut at the start", "PBX CPU % of one core", "PBX RSS MB",
         "SIPp CPU %", "SIPp exit", "CPU pressure avg60 %", "ok",
     ]  # fmt: skip
     table = [
