@@ -13,6 +13,7 @@ after the restart). Waits are on process exits and log lines with timeouts; only
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -284,6 +285,8 @@ def test_a_read_only_voicemail_directory_gets_an_apology_and_no_file(pbxs, sipp,
         sipp.check(pbx, uac)
         pbx.wait_for(r"voicemail default/1002: storage unavailable, nothing recorded: .+")
         assert "Traceback" not in pbx.process.output
+        problems = [line for line in pbx.process.lines if re.search(r"#(warn|error|critical)\]", line)]
+        assert len(problems) == 1 and "unavailable" in problems[0], problems  # one line says what failed
         if mounted:
             assert os.listdir(directory) == [], os.listdir(directory)
         assert rows(pbx) == []

@@ -194,7 +194,7 @@ class VoicemailDeposit:
             )
         except (OSError, ValueError) as e:  # the disk refused the file (full, read-only): no file is left
             self.mailboxes.discard(path)
-            return await self._unavailable(call, endpoint, number, e)
+            return await self._unavailable(call, endpoint, number, e, logged=False)
         if result.path is None or result.duration < self.min_message_seconds:
             self.mailboxes.discard(path)
             self._log.info(
@@ -269,9 +269,14 @@ class VoicemailDeposit:
             return None
         return key
 
-    async def _unavailable(self, call: AppCall, endpoint: Any, number: str, error: BaseException) -> str:
-        """The box cannot be written now: one log line, and an apology to a caller still there."""
-        self._log.error(
+    async def _unavailable(
+        self, call: AppCall, endpoint: Any, number: str, error: BaseException, *, logged: bool = True
+    ) -> str:
+        """The box cannot be written now: an apology to a caller still there, and a log line: a warning
+        when nobody logged the failure yet (the recording's write), else an info line with the call's ID
+        (`IMailboxes.prepare` and `commit` log their storage failures themselves)."""
+        log = self._log.info if logged else self._log.error
+        log(
             "Call {id}: voicemail {tenant}/{box}: storage unavailable, nothing recorded: {error}",
             id=call.id,
             tenant=call.tenant,
