@@ -15,6 +15,7 @@ from pbx.apps import IvrApps
 from pbx.apps.voicemail.boxes import MailboxFull, StorageUnavailable
 from pbx.apps.voicemail.deposit import VoicemailDeposit, greeting_kind
 from pbx.dialplan.actions import OPERATOR, RunState, parse_line
+from pbx.sip.parser import parse_message
 from pbx.store.records import VoicemailMessage
 from tests.apps.fakes import FakeCall, FakeEndpoint, FakeEngine, done
 
@@ -441,4 +442,17 @@ def test_early_media_carries_the_greeting_and_the_message_is_answered(deposit, e
     clock.advance(8)
     assert call.sent == [183, 200]
     assert played(engine.created[0])[-1] == ["tone:beep"]
+    call.end()
+
+
+def test_a_caller_from_a_trunk_is_known_by_its_from_header(deposit, engine, boxes) -> None:
+    call = DepositCall()
+    call.caller = Caller(extension=None, name="")
+    call.invite = parse_message(  # type: ignore[attr-defined]
+        b"INVITE sip:1002@pbx SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n"
+        b'From: "Bob Smith" <sip:+15551234@carrier.example>;tag=1\r\nTo: <sip:1002@pbx>\r\n'
+        b"Call-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
+    start(deposit, call)
+    assert boxes.callers == [{"caller_number": "+15551234", "caller_name": "Bob Smith", "call_id": "call-1"}]
     call.end()

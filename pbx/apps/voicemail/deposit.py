@@ -66,17 +66,20 @@ def greeting_kind(option: str | None, last_result: str | None) -> str:
 
 
 def _caller_id(call: Any) -> tuple[str, str]:
-    """(number, name) of the caller as far as the call knows them (`Call.caller`: the authenticated
-    extension and its directory name; the From display name when the directory has none)."""
+    """(number, name) of the caller as far as the call knows them: `Call.caller`'s authenticated extension
+    and its directory name; for a caller that is no extension (from a trunk) or has no name, the From
+    header's user part and display name (at most 64 characters each)."""
     caller = getattr(call, "caller", None)
     number = str(getattr(caller, "extension", "") or "")
     name = str(getattr(caller, "name", "") or "")
-    if not name:
-        invite = getattr(call, "invite", None)
+    invite = getattr(call, "invite", None)
+    if not (number and name) and invite is not None:
         try:
-            name = str(invite.from_.display_name or "") if invite is not None else ""
-        except Exception:  # an unparsable From: no name, never a failed deposit
-            name = ""
+            sender = invite.from_
+            number = number or str(getattr(sender.uri, "user", "") or "")[:64]
+            name = name or str(sender.display_name or "")[:64]
+        except Exception:  # an unparsable From: nothing more, never a failed deposit
+            pass
     return number, name
 
 
