@@ -3,7 +3,7 @@
 - `pbx config check FILE`: validate a configuration file and print a summary, or the error naming the key.
 - `pbx dialplan check` / `pbx dialplan simulate`: lint the dialplans, print the actions a call would run.
 - `pbx registrations FILE`: the phones registered now (read from the PBX's database; works while it runs).
-- `pbx voicemail list EXT`: a mailbox's messages (the same way).
+- `pbx voicemail list EXT`: a mailbox's messages (the same way); `pbx voicemail hash-pin`: a PIN's hash.
 - `pbx version`
 """
 

@@ -3,14 +3,20 @@ runs: SQLite's WAL lets a reader see the last committed state without blocking t
 
 Prints one line per message, new ones first, each folder oldest first: folder, when it was left (local time),
 its length, the caller, and the WAV file. Nothing is changed: a listed message stays new.
+
+`pbx voicemail hash-pin` reads a PIN (asked for on a terminal, else one line of standard input) and prints the
+`pin_hash` to put in a mailbox's table instead of its `pin`.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import re
 import sys
 import time
 
+from pbx.apps.voicemail.files import hash_pin
 from pbx.config import ConfigError, load_config
 from pbx.store.records import VoicemailMessage
 from pbx.store.sqlite import read_messages
@@ -48,6 +54,16 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hash_pin(args: argparse.Namespace) -> int:
+    terminal = sys.stdin.isatty()
+    pin = getpass.getpass("PIN (4 to 12 digits): ") if terminal else sys.stdin.readline().strip()
+    if not re.fullmatch(r"[0-9]{4,12}", pin):
+        print("a PIN is 4 to 12 digits", file=sys.stderr)
+        return 1
+    print(hash_pin(pin))
+    return 0
+
+
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`pbx voicemail list`."""
     voicemail = subparsers.add_parser("voicemail", help="voicemail tools")
@@ -57,3 +73,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     listing.add_argument("--config", default="pbx.toml", help="the PBX configuration (default: pbx.toml)")
     listing.add_argument("--tenant", default="default", help="the tenant (default: default)")
     listing.set_defaults(func=_list)
+    hashing = commands.add_parser(
+        "hash-pin", help="print the pin_hash of a PIN (read from the terminal or stdin)"
+    )
+    hashing.set_defaults(func=_hash_pin)

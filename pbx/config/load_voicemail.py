@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 _MAILBOX_NUMBER = re.compile(r"[0-9]{1,32}")
 """A box is dialled by DTMF (`*98` asks for it): digits only."""
 _PIN = re.compile(r"[0-9]{4,12}")
+_PIN_HASH = re.compile(r"pbkdf2_sha256\$[1-9][0-9]{0,6}\$[0-9a-f]{32}\$[0-9a-f]{64}")
+"""What `pbx voicemail hash-pin` prints (`pbx.apps.voicemail.files.hash_pin`)."""
 # A practical address check (RFC 5321 4.1.2 Mailbox, without quoted local parts or address literals).
 _EMAIL = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
@@ -117,9 +119,19 @@ def mailbox(
         raise ConfigError(path, "a mailbox number must be 1 to 32 digits (it is dialled by DTMF)")
     table = parser._table(value, path, "tenants.<tenant>.mailboxes.<number>")
     pin = table.get("pin")
-    if pin is None:
-        raise ConfigError(_join(path, "pin"), "is required: a string of 4 to 12 digits")
-    if not isinstance(pin, str) or not _PIN.fullmatch(pin):
+    pin_hash = table.get("pin_hash")
+    if pin_hash is not None:
+        if pin is not None:
+            raise ConfigError(_join(path, "pin_hash"), "conflicts with pin: give one or the other")
+        if not isinstance(pin_hash, str) or not _PIN_HASH.fullmatch(pin_hash):
+            raise ConfigError(
+                _join(path, "pin_hash"),
+                "must be a hash as `pbx voicemail hash-pin` prints it (pbkdf2_sha256$...)",
+            )
+        pin = ""
+    elif pin is None:
+        raise ConfigError(_join(path, "pin"), "is required (or pin_hash): a string of 4 to 12 digits")
+    elif not isinstance(pin, str) or not _PIN.fullmatch(pin):
         shown = "an integer (quote it)" if isinstance(pin, int) and not isinstance(pin, bool) else "not that"
         raise ConfigError(_join(path, "pin"), f"must be a string of 4 to 12 digits, {shown}")
     default_phones = [number] if number in extensions else []
@@ -141,6 +153,7 @@ def mailbox(
     return Mailbox(
         number=number,
         pin=pin,
+        pin_hash=pin_hash or "",
         name=parser._text(table, "name", path, owner.name if owner is not None else "", empty=True),
         phones=tuple(phones),
         email=email,

@@ -15,6 +15,7 @@ STARTTLS_MODES: tuple[str, ...] = ("required", "optional", "off")
 # The keys of each table, for `pbx.config.load.SCHEMA_KEYS` (documented in docs/configuration.md).
 MAILBOX_KEYS: tuple[str, ...] = (
     "pin",
+    "pin_hash",
     "name",
     "phones",
     "email",
@@ -56,6 +57,8 @@ class Mailbox:
         max_message_seconds: The longest one message may be; the recording stops there.
         unsolicited_notify: Whether the box's phones get unsolicited NOTIFYs (to their registered contacts)
             when they do not subscribe to message-summary themselves.
+        pin_hash: Instead of `pin`: the PIN's PBKDF2 hash (`pbkdf2_sha256$ITERATIONS$SALT$HASH`, as
+            `pbx voicemail hash-pin` prints it), so that no plain PIN sits in the file. Never logged.
     """
 
     number: str
@@ -68,6 +71,7 @@ class Mailbox:
     max_messages: int = 100
     max_message_seconds: float = 180.0
     unsolicited_notify: bool = False
+    pin_hash: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phones", tuple(self.phones))

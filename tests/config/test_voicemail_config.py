@@ -13,6 +13,7 @@ from pbx.config import Mailbox, SmtpConfig, VoicemailConfig, load_config, parse_
 from tests.config.test_config import BASE, REPO, data, error_for
 
 BOX = "tenants.default.mailboxes.1000"
+HASH = "pbkdf2_sha256$1000$" + "ab" * 16 + "$" + "cd" * 32
 
 
 def with_boxes(boxes: dict[str, Any], **tables: Any) -> dict[str, Any]:
@@ -99,6 +100,9 @@ def test_every_key() -> None:
     ("boxes", "path", "words"),
     [
         ({"1000": {}}, f"{BOX}.pin", "is required"),
+        ({"1000": {"pin": "1234", "pin_hash": HASH}}, f"{BOX}.pin_hash", "conflicts with pin"),
+        ({"1000": {"pin_hash": "1234"}}, f"{BOX}.pin_hash", "pbx voicemail hash-pin"),
+        ({"1000": {"pin_hash": HASH.upper()}}, f"{BOX}.pin_hash", "pbx voicemail hash-pin"),
         ({"1000": {"pin": 1234}}, f"{BOX}.pin", "quote it"),
         ({"1000": {"pin": "123"}}, f"{BOX}.pin", "4 to 12 digits"),
         ({"1000": {"pin": "1234567890123"}}, f"{BOX}.pin", "4 to 12 digits"),
@@ -175,3 +179,25 @@ def test_config_check_reports_a_mailbox_error(tmp_path: Path, capsys: pytest.Cap
     (tmp_path / "pbx.toml").write_text(source)
     assert main(["config", "check", str(tmp_path / "pbx.toml")]) == 1
     assert "tenants.default.mailboxes.1002.pin: must be a string of 4 to 12 digits" in capsys.readouterr().err
+
+
+def test_pin_hash_instead_of_pin() -> None:
+    config = parse_config(with_boxes({"1001": {"pin_hash": HASH}}), BASE)
+    box = config.tenants[0].mailboxes["1001"]
+    assert (box.pin, box.pin_hash) == ("", HASH)
+    assert HASH not in repr(box)
+
+
+def test_hash_pin_command(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`pbx voicemail hash-pin` prints what `pin_hash` accepts, and a PIN opens it."""
+    import io
+
+    from pbx.apps.voicemail.files import pin_matches
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("0042\n"))
+    assert main(["voicemail", "hash-pin"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert pin_matches("0042", printed) and not pin_matches("0043", printed)
+    parse_config(with_boxes({"1001": {"pin_hash": printed}}), BASE)
+    monkeypatch.setattr("sys.stdin", io.StringIO("12\n"))
+    assert main(["voicemail", "hash-pin"]) == 1

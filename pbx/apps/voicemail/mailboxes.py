@@ -15,9 +15,9 @@ is done, so that no new recording is taken for a leftover) makes the files and t
 commit: the caller was done) is adopted as a new message; a WAV with neither is removed; a row whose WAV is
 missing is dropped with a log line. Then the counts are in memory, and MWI reads them synchronously.
 
-PINs: the config's PIN opens a box until the owner sets another by phone (`set_pin`: stored as a salted
-PBKDF2 hash, `files.hash_pin`); both are compared in constant time and never logged. Hashing runs through
-`in_thread` (the reactor's thread pool in the PBX) so that it never stalls calls.
+PINs: the config's PIN (or its `pin_hash`) opens a box until the owner sets another by phone (`set_pin`:
+stored as a salted PBKDF2 hash, `files.hash_pin`); all are compared in constant time and never logged.
+Hashing runs through `in_thread` (the reactor's thread pool in the PBX) so that it never stalls calls.
 
 This module knows nothing of SIP, of calls or of the config: the composition root (`pbx.service.voicemail`)
 hands it the boxes' settings as plain objects.
@@ -51,6 +51,8 @@ class MailboxSettings(Mailbox, Protocol):
 
     @property
     def pin(self) -> str: ...
+    @property
+    def pin_hash(self) -> str: ...
     @property
     def email_attach(self) -> bool: ...
     @property
@@ -342,7 +344,8 @@ class Mailboxes:
             return succeed(False)
 
         def compare(stored: str | None) -> Any:
-            if stored is None:
+            stored = stored or box.pin_hash
+            if not stored:
                 return hmac.compare_digest(pin.encode(), box.pin.encode()) and bool(box.pin)
             return self._in_thread(files.pin_matches, pin, stored)
 

@@ -341,3 +341,12 @@ class BeforeRecoveryTests(SynchronousTestCase):
             world.boxes.prepare("default", "1001")
         self.successResultOf(world.boxes.recover())
         world.boxes.prepare("default", "1001")
+
+
+class ConfigPinHashTests(SynchronousTestCase):
+    def test_a_hashed_pin_from_the_config(self) -> None:
+        boxes = {"default": {"1001": Mailbox(number="1001", pin_hash=files.hash_pin("8642", iterations=10))}}
+        mailboxes = Mailboxes(MemoryLocationStore(), Path(self.mktemp()), boxes, clock=Clock())
+        self.assertTrue(self.successResultOf(mailboxes.check_pin("default", "1001", "8642")))
+        self.assertFalse(self.successResultOf(mailboxes.check_pin("default", "1001", "")))
+        self.assertFalse(self.successResultOf(mailboxes.check_pin("default", "1001", "1001")))
