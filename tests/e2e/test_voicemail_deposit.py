@@ -44,6 +44,7 @@ silence_seconds = 10
 [tenants.default.mailboxes.1002]
 pin = "4321"
 max_messages = {max_messages}
+max_message_seconds = 20
 """
 
 
@@ -256,10 +257,10 @@ def test_star_skips_the_greeting_and_a_full_box_records_nothing(pbxs, sipp, tmp_
 # -- storage failures ----------------------------------------------------------------------------------------
 
 
-def _mount_read_only(directory: Path) -> bool:
+def _mount_read_only(directory: Path, options: str = "ro,size=1m") -> bool:
     """A read-only tmpfs over `directory` (root in a mount namespace that allows it); False if refused."""
     result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(directory)],
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)],
         capture_output=True,
         timeout=10,
         check=False,
@@ -296,6 +297,51 @@ def test_a_read_only_voicemail_directory_gets_an_apology_and_no_file(pbxs, sipp,
         pbx.process.stop()
         if mounted:
             subprocess.run(["umount", str(directory)], capture_output=True, timeout=10, check=False)
+
+
+@needs_root
+def test_a_disk_that_fills_up_during_the_recording_leaves_no_half_file(pbxs, sipp, tmp_path):  # noqa: F811
+    """The box's directory is a 2 MB tmpfs: enough when the call comes (the longest message, 20 s, and the
+    spare), full once the recording runs (the test fills it). The caller talks 4 s and hangs up: the WAV
+    cannot be written (ENOSPC), and there is no half file, no temp file, no sidecar, no row; one error
+    line; the PBX lives on."""
+    pbx = start(tmp_path)
+    pbxs.append(pbx)
+    directory = box_dir(pbx)
+    directory.mkdir(parents=True, exist_ok=True)
+    if not _mount_read_only(directory, "size=2m"):
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        steps = pause(1.0) + play("star.pcap") + pause(1.5) + play("audio.pcap") + pause(4.5) + CALLER_BYE
+        pcaps = {"star.pcap": STAR, "audio.pcap": tone(tmp_path, 4.0)}
+        for file, data in pcaps.items():
+            if isinstance(data, Path):
+                shutil.copy(data, sipp.directory / file)
+            else:
+                (sipp.directory / file).write_bytes(data)
+        scenario = tmp_path / "full.xml"
+        scenario.write_text(caller_scenario(steps))
+        csv = sipp.users_csv([("1003", "pass1003", "1002")], "full_users")
+        uac = sipp.start("full", scenario, [f"127.0.0.1:{pbx.sip}", "-inf", str(csv)], timeout=20)
+        pbx.wait_for(r"voicemail default/1002: recording", timeout=15)
+        filler = directory / "filler"
+        with open(filler, "wb", buffering=0) as f:  # fill the disk: the recording will find no room
+            for _ in range(64):  # 4 MB at most: more than the tmpfs holds
+                try:
+                    f.write(bytes(65536))
+                except OSError:
+                    break
+        sipp.check(pbx, uac)
+        (line,) = pbx.wait_for(r"voicemail default/1002: storage unavailable, nothing recorded: .+")
+        assert "No space left" in line, line
+        assert "Traceback" not in pbx.process.output
+        assert sorted(p.name for p in directory.iterdir()) == ["filler"]
+        assert rows(pbx) == []
+        reply = udp_exchange("127.0.0.1", pbx.sip, options_request("127.0.0.1", pbx.sip, "UDP", 9))
+        assert reply is not None and reply.startswith(b"SIP/2.0 200"), reply
+    finally:
+        pbx.process.stop()
+        subprocess.run(["umount", str(directory)], capture_output=True, timeout=10, check=False)
 
 
 # -- kill -9 -------------------------------------------------------------------------------------------------
