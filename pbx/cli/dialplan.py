@@ -233,7 +233,10 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         help=f"how each dial ends, in order, the last repeating ({', '.join(RESULTS)}); repeat or use ','",
     )
     simulate.add_argument(
-        "--digits", action="append", metavar="DIGITS", help="what each menu collects, in order"
+        "--digits",
+        action="append",
+        metavar="DIGITS",
+        help="what each menu collects, in order (and a voicemail with operator=: 0 goes to the operator)",
     )
     simulate.add_argument("--template", default="main", help="the template to start in (default: main)")
     simulate.add_argument("--time", metavar="ISO", help="the time of the call (default: now)")

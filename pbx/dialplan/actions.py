@@ -45,6 +45,14 @@ RESULT_STATUS: Mapping[str | None, int] = MappingProxyType(
 )
 """The SIP status of a code-less ``hangup`` (and of running out of actions), by the last dial's result."""
 
+GREETING_CHOICES: tuple[str, ...] = ("auto", "busy", "unavailable")
+"""The ``greeting=`` of ``voicemail``: ``auto`` (the default) plays the busy greeting when the last dial was
+busy, else the unavailable one."""
+
+OPERATOR = "operator"
+"""What the ``voicemail`` application returns when the caller pressed 0 during the greeting and the action has
+an ``operator=`` target: the interpreter then dials that target."""
+
 MAX_LINE = 4096
 """The longest action line accepted, in characters."""
 
@@ -436,7 +444,13 @@ ACTIONS: Mapping[str, ActionSpec] = MappingProxyType(
         "set": ActionSpec("set NAME=VALUE...", free_options=True),
         "answer": ActionSpec("answer"),
         "hangup": ActionSpec("hangup [CODE]", 0, 1, _integer(400, 699)),
-        "voicemail": ActionSpec("voicemail MAILBOX", 1, 1, _pattern(_EXTENSION, "an extension number")),
+        "voicemail": ActionSpec(
+            "voicemail MAILBOX [greeting=auto|busy|unavailable] [operator=TARGET]",
+            1,
+            1,
+            _pattern(_EXTENSION, "an extension number"),
+            {"greeting": _choice(*GREETING_CHOICES), "operator": _target},
+        ),
         "voicemailmain": ActionSpec(
             "voicemailmain [MAILBOX|ask]", 0, 1, _pattern(_EXTENSION, "a mailbox number or ask")
         ),

@@ -15,6 +15,10 @@ The interpreter owns the control flow and nothing else:
   answers) and then renders `ivr/NAME`; `menu` runs the menu application and renders the same template again
   with the digits collected; more than `MAX_RENDERS` renders is a `DialplanError` (a loop);
 - `set` sets variables; `hangup` ends the run through the host;
+- `voicemail` runs the voicemail application and ends the run (the caller left a message, or could not),
+  except when the caller pressed 0 for the action's `operator=` target (the application returns
+  `OPERATOR`): the interpreter then dials that target like an unconditional `dial` and, if nobody answers,
+  goes on with the next action;
 - every other action is an application of the host (`answer`, `play`, `record`, `progress`, `voicemail` ...).
 
 The run stops as soon as the host reports the call ended (the caller hung up) or connected (a dial was
@@ -26,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Protocol
 
-from pbx.dialplan.actions import Action, DialplanError, RunState, template_for
+from pbx.dialplan.actions import OPERATOR, Action, DialplanError, RunState, template_for
 
 MAX_RENDERS = 16
 """The most templates one call renders (``goto``, ``ivr``, menu re-renders) before it counts as a loop."""
@@ -121,5 +125,15 @@ async def run_actions(host: ActionHost, template: str = "main") -> None:
         elif name == "hangup":
             host.run_hangup(action)
             return
+        elif name == "voicemail":
+            outcome = await host.run_app(action)
+            if outcome != OPERATOR or host.ended or "operator" not in action.options:
+                return
+            operator = Action("dial", (action.options["operator"],), {}, action.source, action.line)
+            host.starting(operator)
+            result = await host.run_dial(operator)
+            if result == "cancelled" or host.ended:
+                return
+            state.dial_finished(operator, "busy" if result == "declined" else result)
         else:
             await host.run_app(action)

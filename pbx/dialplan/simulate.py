@@ -22,7 +22,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.python.failure import Failure
 
-from pbx.dialplan.actions import CONDITIONS, RESULTS, Action, DialplanError, RunState, template_for
+from pbx.dialplan.actions import CONDITIONS, OPERATOR, RESULTS, Action, DialplanError, RunState, template_for
 from pbx.dialplan.engine import DialplanEngine
 from pbx.dialplan.interpreter import MAX_RENDERS, RenderLoopError, run_actions
 
@@ -247,7 +247,8 @@ def simulate_call(
         context: The first render's context (``result`` None, ``digits`` None, as for a new call).
         dial_results: How each ``dial`` that runs ends, in order (`RESULTS`); the last one repeats.
         template: The template the call starts in.
-        digits: What each ``menu`` collects, in order (the last one repeats); ``""`` without any.
+        digits: What each ``menu`` collects, in order (the last one repeats); ``""`` without any. A
+            ``voicemail`` with ``operator=`` takes the next one too: ``"0"`` sends the caller to the operator.
         show_source: Whether to follow each action with ``  # FILE:LINE``.
         describe_dial: Comment lines written after each dial that runs (where its trunk targets go).
 
@@ -327,12 +328,12 @@ class _SimulatedCall:
     def run_app(self, action: Action) -> Deferred[str]:
         name, early = action.name, action.options.get("noanswer") == "yes"  # noanswer: early media
         if name == "voicemail":
-            self.out.append("# end: the caller leaves a message")
-            self.ended = True
-        elif name == "voicemailmain":
+            return succeed(self._voicemail(action))
+        if name == "voicemailmain":
             self.out.append("# end: mailbox access (PIN, then the messages); the PBX hangs up after it")
             self.ended = True
-        elif name in ("answer", "ivr", "record") or (name in ("menu", "play") and not early):
+            return succeed("done")
+        if name in ("answer", "ivr", "record") or (name in ("menu", "play") and not early):
             self.answered = True  # `progress` and `play ... noanswer=yes` are early media: not an answer
         if name == "menu":
             collected = self._next_of(self._digits, self._menus, "")
@@ -340,6 +341,31 @@ class _SimulatedCall:
             self.out.append(f"# -> digits {collected!r}")
             return succeed(collected)
         return succeed("done")
+
+    def _voicemail(self, action: Action) -> str:
+        """The steps of `voicemail MAILBOX` (pbx.apps.voicemail.deposit): the greeting it picks, the key the
+        caller presses during it (the next of `digits`, only when there is an `operator=`), the recording."""
+        number, kind = action.args[0], action.options.get("greeting", "auto")
+        if kind == "auto":
+            kind = "busy" if self.run_state.result == "busy" else "unavailable"
+        said = "is busy" if kind == "busy" else "is not available"
+        self.answered = True
+        self.out.append(
+            f"# answers; plays mailbox {number}'s {kind} greeting (none recorded: "
+            f'"the person at extension {number} {said}"); * skips it'
+        )
+        operator = action.options.get("operator")
+        if operator is not None:
+            key = self._next_of(self._digits, self._menus, "")
+            self._menus += 1
+            if key == "0":
+                self.out.append(f"# -> 0 pressed: the call goes to the operator ({operator})")
+                return OPERATOR
+            self.out.append(f"# -> no 0 pressed (0 would go to {operator})")
+        self.out.append("# beep; records until #, silence, the mailbox's longest message or hang-up")
+        self.out.append("# end: the caller leaves a message (a full mailbox says so and records nothing)")
+        self.ended = True
+        return "recorded"
 
     def run_hangup(self, action: Action) -> None:
         self.out.append(_end(self.run_state, action, self.answered))

@@ -2,8 +2,11 @@
 
 A `Recorder` is fed the decoded 20 ms frames of the current remote stream with their RTP timestamps and
 places them by timestamp, so reordered packets land where they belong, duplicates overwrite themselves and
-lost packets leave silence (the file keeps real time). A timestamp that disagrees with the reactor clock by
-more than a second (a new SSRC, a peer that restarts its timestamps) is re-anchored at the clock's position.
+lost packets leave silence (the file keeps real time). A timestamp more than a second ahead of the reactor
+clock, or more than `REANCHOR_LATE` seconds behind it (a new SSRC, a peer that restarts its timestamps), is
+re-anchored at the clock's position. Packets that are merely late (a sender or a reactor that fell behind
+for a moment, then delivered the backlog at once) keep the place their timestamps give them: re-anchoring
+them at the clock would leave a gap and then overwrite audio when the stream caught up.
 
 It ends on the first of: `max_seconds` of recording (reactor time), `silence_seconds` without a frame above
 the energy threshold (from the start too: a silent or absent peer ends it), a stop digit (the endpoint
@@ -30,7 +33,10 @@ __all__ = ["Recorder", "SILENCE_THRESHOLD", "frame_energy", "thread_writer"]
 RATE = 8000
 SILENCE_THRESHOLD = 500.0
 """RMS (16-bit sample units, about -36 dBFS) above which a frame counts as audio, not silence."""
-REANCHOR_SAMPLES = RATE  # a timestamp more than 1 s off the clock is re-anchored
+REANCHOR_SAMPLES = RATE  # a timestamp more than 1 s ahead of the clock is re-anchored
+REANCHOR_LATE = 10.0
+"""Seconds a packet's timestamp may lag the reactor clock and still be placed by its timestamp."""
+_LATE_SAMPLES = int(REANCHOR_LATE * RATE)
 INBAND_DIGIT_TRIM = RATE // 5  # 200 ms
 
 # Squared amplitude of every G.711 code, for energy without decoding.
@@ -108,7 +114,7 @@ class Recorder:
         if self._anchor is None or new_source:
             self._anchor = (timestamp - clock_pos) & 0xFFFFFFFF
         pos = ((timestamp - self._anchor + 0x80000000) & 0xFFFFFFFF) - 0x80000000
-        if abs(pos - clock_pos) > REANCHOR_SAMPLES:
+        if pos - clock_pos > REANCHOR_SAMPLES or clock_pos - pos > _LATE_SAMPLES:
             self._anchor = (timestamp - clock_pos) & 0xFFFFFFFF
             pos = clock_pos
         if pos < 0:

@@ -10,6 +10,7 @@ from twisted.application import service
 from twisted.logger import Logger
 
 from pbx.apps import IvrApps, MusicOnHold
+from pbx.apps.voicemail.deposit import VoicemailDeposit
 from pbx.apps.voicemail.mailboxes import Mailboxes
 from pbx.b2bua import B2BUA
 from pbx.config import Config
@@ -87,10 +88,19 @@ def build_media_apps(
     engine = MediaEngine(the_reactor, SOUNDS_DIR, writer=thread_writer(the_reactor))
     count = engine.prompts.preload()
     _log.info("Media: {count} prompts loaded from {dir}", count=count, dir=str(SOUNDS_DIR))
-    IvrApps(engine, config.dialplan_dir, config.data_dir / "recordings").register(b2bua.apps)
+    ivr = IvrApps(engine, config.dialplan_dir, config.data_dir / "recordings")
+    ivr.register(b2bua.apps)
     b2bua.hold_music = MusicOnHold(engine, config.dialplan_dir)
     # The voicemail applications (deposit `voicemail MAILBOX`, access *97/*98) register into b2bua.apps
     # here, over `mailboxes` (an `IMailboxes`; None in tests that build calls without voicemail).
+    if mailboxes is not None:
+        VoicemailDeposit(
+            ivr,
+            mailboxes,
+            the_reactor,
+            min_message_seconds=config.voicemail.min_message_seconds,
+            silence_seconds=config.voicemail.silence_seconds,
+        ).register(b2bua.apps)
     return engine
 
 

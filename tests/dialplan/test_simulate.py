@@ -129,16 +129,27 @@ def test_simulate_no_answer_forwards_to_the_group(
     ]
 
 
-def test_simulate_without_forwarding_rejects_with_the_right_code(
+def test_simulate_without_forwarding_goes_to_voicemail(
     capsys: pytest.CaptureFixture[str], config: Path
 ) -> None:
-    assert simulate(capsys, config, "--from", "1002", "--to", "1001", "--result", "busy")[-2:] == [
-        "hangup",
-        "# end (hangup): the call is rejected with 486",
+    assert simulate(capsys, config, "--from", "1002", "--to", "1001", "--result", "busy") == [
+        "dial 1001 timeout=20",
+        "# -> busy",
+        "voicemail 1001 if=busy",
+        "# answers; plays mailbox 1001's busy greeting"
+        ' (none recorded: "the person at extension 1001 is busy"); * skips it',
+        "# beep; records until #, silence, the mailbox's longest message or hang-up",
+        "# end: the caller leaves a message (a full mailbox says so and records nothing)",
     ]
-    assert simulate(capsys, config, "--from", "1002", "--to", "1001", "--result", "noanswer")[-1] == (
-        "# end (hangup): the call is rejected with 480"
-    )
+    for result in ("noanswer", "unavailable"):
+        out = simulate(capsys, config, "--from", "1002", "--to", "1001", "--result", result)
+        assert out[2] == "voicemail 1001 if=noanswer|unavailable"
+        assert "1001's unavailable greeting" in out[3] and "is not available" in out[3]
+
+
+def test_simulate_mailbox_access(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    assert simulate(capsys, config, "--from", "1002", "--to", "*97", "--list") == ["voicemailmain"]
+    assert simulate(capsys, config, "--from", "1002", "--to", "*98", "--list") == ["voicemailmain ask"]
 
 
 def test_simulate_forward_all(capsys: pytest.CaptureFixture[str], config: Path) -> None:
@@ -347,9 +358,34 @@ def test_answered_calls_end_with_bye_and_voicemail_ends_the_plan() -> None:
     assert simulate_call(Script({"main": "answer\nplay hi\nhangup 404"}), new_context(), [])[-1] == (
         "# end (hangup): the PBX hangs up (BYE)"
     )
-    assert simulate_call(Script({"main": "dial 1002\nvoicemail 1002\nhangup"}), new_context(), ["busy"])[
-        -1
-    ] == ("# end: the caller leaves a message")
+    out = simulate_call(Script({"main": "dial 1002\nvoicemail 1002\nhangup"}), new_context(), ["busy"])
+    assert out[-1] == "# end: the caller leaves a message (a full mailbox says so and records nothing)"
+    assert "busy greeting" in out[3]
+
+
+def test_voicemail_greeting_option_and_operator() -> None:
+    script = Script({"main": "dial 1002\nvoicemail 1002 greeting=unavailable operator=1000\nhangup 404"})
+    out = simulate_call(script, new_context(), ["busy"])
+    assert "unavailable greeting" in out[3]
+    assert out[4:] == [
+        "# -> no 0 pressed (0 would go to 1000)",
+        "# beep; records until #, silence, the mailbox's longest message or hang-up",
+        "# end: the caller leaves a message (a full mailbox says so and records nothing)",
+    ]
+    out = simulate_call(script, new_context(), ["busy", "noanswer"], digits=["0"])
+    assert out[4:] == [
+        "# -> 0 pressed: the call goes to the operator (1000)",
+        "dial 1000",
+        "# -> noanswer",
+        "hangup 404",
+        "# end (hangup): the PBX hangs up (BYE)",
+    ]
+    out = simulate_call(script, new_context(), ["busy", "answered"], digits=["0"])
+    assert out[-3:] == [
+        "dial 1000",
+        "# -> answered",
+        "# end: the call is connected; it ends when either side hangs up",
+    ]
 
 
 def test_a_goto_loop_ends_after_max_renders() -> None:
@@ -493,13 +529,12 @@ def test_simulate_the_shipped_auto_attendant(capsys: pytest.CaptureFixture[str],
         "# -> answered",
         "# end: the call is connected; it ends when either side hangs up",
     ]
-    out = simulate(capsys, config, "--from", "1003", "--to", "500", "--digits", "2", "--result", "noanswer")
-    assert out[3:6] == ["play please-hold", "dial 1002 timeout=20", "# -> noanswer"]
-    assert out[6] == "play vm-leave-message"
-    assert out[7].startswith("record voicemail/1000/") and out[7].endswith(" maxlength=120 silence=5")
-    assert out[-3:] == ["play goodbye", "hangup", "# end (hangup): the PBX hangs up (BYE)"]
+    out = simulate(capsys, config, "--from", "1003", "--to", "500", "--digits", "2", "--result", "busy")
+    assert out[3:7] == ["play please-hold", "dial 1002 timeout=20", "# -> busy", "voicemail 1002"]
+    assert "mailbox 1002's busy greeting" in out[7]
+    assert out[-1] == "# end: the caller leaves a message (a full mailbox says so and records nothing)"
     out = simulate(capsys, config, "--from", "1003", "--to", "500", "--digits", "9")
-    assert out[3] == "play vm-leave-message" and out[4].startswith("record voicemail/1000/")
+    assert out[3] == "voicemail 8000" and "mailbox 8000's unavailable greeting" in out[4]
     for nothing in ("", "5"):
         assert simulate(capsys, config, "--from", "1003", "--to", "500", "--digits", nothing)[3:] == [
             "play goodbye",

@@ -101,6 +101,40 @@ class RecorderTests(EndpointTestCase):
         expected[10 * 320 : 12 * 320] = bytes(640)
         self.assertEqual(pcm, bytes(expected))
 
+    def test_a_backlog_after_a_stall_keeps_its_place(self) -> None:
+        """The reactor (or the sender) stalls for 2.5 s, then the packets of that time arrive at once: they
+        are placed by their timestamps, so the file is the whole tone with no gap and no overwrite."""
+        path = os.path.join(self.tmp, "stall.wav")
+        d = self.endpoint.record(path, silence_seconds=0, max_seconds=30)
+        tone = TONE * 5  # 5 s
+        frames = [tone[i : i + 160] for i in range(0, len(tone), 160)]
+        for frame in frames[:50]:  # 1 s in real time
+            self.endpoint.rtp_received(self.phone.packet(frame), Phone.ADDR)
+            self.clock.advance(0.02)
+        self.clock.advance(2.5)  # nothing is read meanwhile
+        for frame in frames[50:175]:  # the backlog of those 2.5 s, at once
+            self.endpoint.rtp_received(self.phone.packet(frame), Phone.ADDR)
+        for frame in frames[175:]:  # on time again
+            self.endpoint.rtp_received(self.phone.packet(frame), Phone.ADDR)
+            self.clock.advance(0.02)
+        self.endpoint.stop()
+        self.assertEqual(self.result(d).reason, "stopped")
+        self.assertEqual(read_pcm(path)[3], g711.ulaw_decode(tone))
+
+    def test_a_timestamp_jump_is_re_anchored_at_the_clock(self) -> None:
+        """A peer that restarts its timestamps (far ahead or far behind) goes on at the clock's position."""
+        for jump in (0x40000000, -30 * 8000):
+            path = os.path.join(self.tmp, f"jump{jump}.wav")
+            d = self.endpoint.record(path, silence_seconds=0, max_seconds=30)
+            self.talk(TONE)  # 1 s
+            self.phone.ts = (self.phone.ts + jump) & 0xFFFFFFFF
+            self.talk(TONE)  # 1 s more, right after
+            self.endpoint.stop()
+            self.assertEqual(self.result(d).reason, "stopped")
+            pcm = read_pcm(path)[3]
+            self.assertLessEqual(abs(len(pcm) - 2 * 16000), 4)  # the clock's 20 ms steps are floats
+            self.assertNotIn(bytes(64), pcm)  # no gap
+
     def test_a_new_recording_stops_the_previous_one(self) -> None:
         first = self.endpoint.record(os.path.join(self.tmp, "a.wav"))
         self.talk(TONE[:1600])
