@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 
-from pbx.b2bua.codec_plan import answer_for, augment_offer, restrict_offer_to
+from pbx.b2bua.codec_plan import answer_for, augment_offer, leg_formats, restrict_offer_to
 from pbx.media.dtmf_interwork import Interworking, LegFormats
 from pbx.media.interfaces import IRelaySession
 from pbx.media.transcode import payload_map
@@ -89,10 +89,29 @@ class CallFormats:
         """
         rtpmap = media.rtpmap
         self._offers[_SIDE[side]] = (_slim(media), rtpmap)
+        own = leg_formats(media, rtpmap=rtpmap)
         if codecs is not None:
             media = restrict_offer_to(media, codecs)
             rtpmap = media.rtpmap
-        return augment_offer(media, self._allowed, rtpmap)
+        passed = augment_offer(media, self._allowed, rtpmap)
+        self._before_answer(side, own, passed)
+        return passed
+
+    def _before_answer(self, side: str, own: LegFormats, passed: MediaDescription) -> None:
+        """A first offer that reaches the other side with a G.711 law its offerer lacks: the answerer may
+        send in that law from the moment it answers, often before its answer is read here (RFC 3264 5.1: an
+        offerer takes any format it offered at once), so its RTP is converted to the offerer's law from now
+        on. The answer replaces these provisional formats (`answer`); a re-offer leaves the negotiated ones.
+        """
+        index = _SIDE[side]
+        if self._formats[index] is not None or self._formats[1 - index] is not None:
+            return
+        answerer = leg_formats(passed)
+        if not payload_map(answerer.audio, own.audio):
+            return
+        self._formats[index] = own
+        self._formats[1 - index] = LegFormats(answerer.audio, own.telephone_event, own.info)
+        self._configure()
 
     def answer(self, side: str, media: MediaDescription) -> MediaDescription:
         """`side`'s answer in the terms of the other side's offer; the relay converts between them.

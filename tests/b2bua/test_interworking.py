@@ -83,6 +83,49 @@ class InterworkingTests(B2BUATestCase):
         phone.bye()
         self.assertIdle(h)
 
+    def test_a_law_added_to_the_offer_is_converted_before_the_answer_is_read(self) -> None:
+        """A PCMA-only caller (a carrier): the callee is offered PCMU too and may send it as soon as it
+        answers, before the PBX has read its 200 (RTP and SIP race on different sockets); those packets
+        reach the caller as PCMA, never as a law it did not offer. The answer then sets the real formats."""
+        h = self.build("dial 1002")
+        h.register_1002()
+        phone = h.place_call(body=sdp_body(formats=PCMA_TE))
+        callee = h.callee()
+        self.assertEqual(audio(callee.invite.body)[2], ["8", "0", "101"])
+        session = h.relay.created[0]
+        self.assertIsNone(session.leg("a").transform)  # what the caller sends, the callee was offered
+        early = session.leg("b").relay_rtp(RtpPacket(0, 1, 160, 9, b"\xff" * 160).to_bytes())
+        assert early is not None
+        self.assertEqual(
+            (RtpPacket.parse(early).payload_type, RtpPacket.parse(early).payload), (8, b"\xd5" * 160)
+        )
+        same = session.leg("b").relay_rtp(RtpPacket(8, 2, 320, 9, b"\xd5" * 160).to_bytes())
+        assert same is not None
+        self.assertEqual(RtpPacket.parse(same).payload_type, 8)
+        callee.answer(callee_sdp(formats=PCMU_TE))
+        ok = phone.txn.final  # type: ignore[union-attr]
+        assert ok is not None
+        self.assertEqual(audio(ok.body)[2], ["8", "101"])
+        phone.ack()
+        back = session.leg("b").relay_rtp(RtpPacket(0, 3, 480, 9, b"\xff" * 160).to_bytes())
+        out = session.leg("a").relay_rtp(RtpPacket(8, 1, 160, 7, b"\xd5" * 160).to_bytes())
+        assert back is not None and out is not None
+        self.assertEqual((RtpPacket.parse(back).payload_type, RtpPacket.parse(out).payload_type), (8, 0))
+        phone.bye()
+        self.assertIdle(h)
+
+    def test_an_offer_with_both_laws_sets_no_conversion_before_the_answer(self) -> None:
+        h = self.build("dial 1002")
+        h.register_1002()
+        phone = h.place_call()
+        callee = h.callee()
+        session = h.relay.created[0]
+        self.assertEqual((session.leg("a").transform, session.leg("b").transform), (None, None))
+        callee.answer(callee_sdp(formats=PCMU_TE))
+        phone.ack()
+        phone.bye()
+        self.assertIdle(h)
+
     def test_an_ordinary_call_is_passed_through_unchanged(self) -> None:
         h = self.build("dial 1002")
         h.register_1002()
