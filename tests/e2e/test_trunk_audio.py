@@ -4,7 +4,8 @@
    then 200; it sees the Request-URI, caller ID and digest it should, and its tone reaches the phone.
 2. In: the carrier calls a DID; baresip registered as 1001 answers; each hears the other's tone.
 3. A PCMA-only carrier and a PCMU-only phone (baresip's account restricted to PCMU): each hears the other,
-   the PBX converting A-law <-> µ-law in the relay; the carrier only ever gets PCMA, the phone PCMU.
+   the PBX converting A-law <-> µ-law in the relay; the carrier only ever gets PCMA, the phone PCMU. Both
+   ways: the carrier calls the phone (3), and the phone calls out to a carrier that answers PCMA (1).
 
 SIPp does the carrier's signalling; its RTP end is the test's own UDP socket (`CarrierRtp`), which sends a
 1000 Hz tone to the PBX's port (written to a file by the scenario) one 20 ms packet every 20 ms, as a real
@@ -162,6 +163,11 @@ def start_phone(
     return phone, record_dir
 
 
+def phone_sdp(phone: Baresip) -> list[str]:
+    """The `m=audio` lines of the SIP messages baresip sent and received, in order (its `-s` trace)."""
+    return [line for line in phone.output.splitlines() if line.startswith("m=audio ")]
+
+
 def codec_keys(carrier: CarrierRtp) -> list[str]:
     name = CODECS[carrier.payload_type][0]
     keys = {"rtp_port": str(carrier.port), "codec": str(carrier.payload_type), "codec_name": name}
@@ -194,21 +200,28 @@ def hear_each_other(
     assert "Traceback" not in pbx.process.output
 
 
+@pytest.mark.parametrize(
+    ("payload_type", "phone_params"),
+    [(0, ()), (8, ("audio_codecs=PCMU/8000/1",))],
+    ids=["pcmu", "pcma-carrier-pcmu-phone"],
+)
 def test_a_phone_calls_out_through_a_challenging_carrier_and_hears_it(
     tmp_path: Path,
     sipp,  # noqa: F811
     carriers,
     phones,
+    payload_type: int,
+    phone_params: tuple[str, ...],
 ) -> None:
     port = free_port()
     pbx = launch_pbx(tmp_path / "pbx", OUTBOUND, CALLER + trunk("carrier", port))
     try:
-        carrier = CarrierRtp(0)
+        carrier = CarrierRtp(payload_type)
         carriers.append(carrier)
         signalling = sipp.start(
             "carrier", "trunk_audio_407_uas.xml", codec_keys(carrier), port=port, timeout=40
         ).wait_listening()
-        phone, record_dir = start_phone(phones, pbx, tmp_path, "1005")
+        phone, record_dir = start_phone(phones, pbx, tmp_path, "1005", *phone_params)
         assert phone.control().dial(f"sip:95551234567@127.0.0.1:{pbx.sip}").get("ok"), phone.output[-3000:]
         hear_each_other(pbx, sipp, signalling, carrier, phone, record_dir)
         call_id = pbx.ended(200, "normal")
@@ -219,6 +232,11 @@ def test_a_phone_calls_out_through_a_challenging_carrier_and_hears_it(
             (from_,) = header(invite, "From")
             assert from_.startswith('"ACME" <sip:1005@127.0.0.1>;tag='), from_
             assert header(invite, "P-Asserted-Identity") == ['"ACME" <sip:1005@127.0.0.1>']
+            assert re.search(r"^m=audio \d+ RTP/AVP 0 8 101\r$", invite, re.MULTILINE), invite
+        if phone_params:  # the phone offered PCMU alone and is answered in it (the PBX converts)
+            offer, *answers = phone_sdp(phone)
+            assert re.fullmatch(r"m=audio \d+ RTP/AVP 0( 101)?", offer) and answers, (offer, answers)
+            assert all(re.fullmatch(r"m=audio \d+ RTP/AVP 0( 101)?", line) for line in answers), answers
         assert not header(invites[0], "Proxy-Authorization")
         check_digest(invites[1], "acct-carrier", "secret-carrier")
         cdr = pbx.wait_cdr(call_id)
@@ -288,8 +306,7 @@ def test_a_pcma_only_carrier_and_a_pcmu_only_phone_hear_each_other(
     phones,
 ) -> None:
     inbound_call(tmp_path, sipp, carriers, phones, 8, "audio_codecs=PCMU/8000/1")
-    sdp_lines = [line for line in phones[0].output.splitlines() if line.startswith("m=audio ")]
     # The PBX offered the phone PCMA (the carrier's) then PCMU and telephone-event; the phone took PCMU.
-    offer, *answers = sdp_lines  # the INVITE it got, then its 200 (and any retransmission)
-    assert offer.endswith(" RTP/AVP 8 0 101") and answers, sdp_lines
-    assert all(re.fullmatch(r"m=audio \d+ RTP/AVP 0( 101)?", line) for line in answers), sdp_lines
+    offer, *answers = phone_sdp(phones[0])  # the INVITE it got, then its 200 (and any retransmission)
+    assert offer.endswith(" RTP/AVP 8 0 101") and answers, (offer, answers)
+    assert all(re.fullmatch(r"m=audio \d+ RTP/AVP 0( 101)?", line) for line in answers), answers
