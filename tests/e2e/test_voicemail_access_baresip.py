@@ -12,21 +12,18 @@ events (log lines, ctrl_tcp events, the dump reaching a length) with timeouts.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.audio import assert_hears, read_wav, tone_report
+from tests.e2e.audio import read_wav
 from tests.e2e.baresip import Account, Baresip, write_tone_wav
 from tests.e2e.test_ivr_baresip import heard_dump, heard_seconds, wait_heard
 from tests.e2e.test_voicemail_access_sipp import MESSAGE_ID, PIN, vm_pbx  # noqa: F401 (fixture)
+from tests.e2e.voicemail_phones import PHONE_TONE, assert_counts_then_message, enter_pin, notified
 
 pytestmark = pytest.mark.e2e
-
-MESSAGE_TONE = 440.0
-PHONE_TONE = 1000.0
 
 
 @pytest.fixture
@@ -59,11 +56,7 @@ def test_star_97_pin_hears_the_message_and_7_deletes_it(vm_pbx, phone_1002):  # 
     assert control.dial(f"sip:*97@127.0.0.1:{pbx.sip}").get("ok"), phone.output[-3000:]
     control.wait_event("CALL_ESTABLISHED", timeout=15)
     wait_heard(heard, 1.0)  # "Please enter your PIN ...": typing may start during it
-    for count, key in enumerate(PIN + "#", start=1):
-        assert control.send_dtmf(key).get("ok"), phone.output[-3000:]
-        # one key at a time, as a thumb would (the PBX is silent while it waits for digits: no dump clock)
-        phone.wait_for(r"send DTMF digit end: ", count=count)
-    pin_done = heard_seconds(heard)
+    pin_done = enter_pin(phone, control, heard, PIN)
     pbx.wait_for(r"mailbox default/1002 opened from 127\.0\.0\.1", timeout=10)
     pbx.wait_for(r"mailbox default/1002 has 1 new and 0 old messages")
     # the counts (about 4.6 s), the envelope (about 10 s), the message (2 s), then the message menu
@@ -75,31 +68,11 @@ def test_star_97_pin_hears_the_message_and_7_deletes_it(vm_pbx, phone_1002):  # 
     # heard to its end: old (the light goes off); deleted: gone
     pbx.wait_for(r"Voice-Message: 0/1\b")
     pbx.wait_for(r"Voice-Message: 0/0\b")
-    notified = re.findall(
-        r"Messages-Waiting: (yes|no)\s+(?:Message-Account: \S+\s+)?Voice-Message: (\d+/\d+)",
-        pbx.process.output,
-    )
-    assert notified[0] == ("yes", "1/0") and ("no", "0/1") in notified and notified[-1] == ("no", "0/0"), (
-        notified
-    )
+    bodies = notified(pbx.process.output)
+    assert bodies[0] == ("yes", "1/0") and ("no", "0/1") in bodies and bodies[-1] == ("no", "0/0"), bodies
     phone.stop()
     assert not audio.exists()
 
     dump = heard_dump(heard)
     assert dump is not None
-    recording = read_wav(dump)
-    counts = tone_report(recording.window(pin_done + 0.3, pin_done + 4.0), (MESSAGE_TONE, PHONE_TONE))
-    assert counts.rms > 0.01, f"silence after the PIN: {counts}"
-    assert counts.levels[MESSAGE_TONE] < 0.5 * counts.rms**2, f"the message instead of the counts: {counts}"
-    tone_windows = []
-    start = pin_done
-    while start + 0.5 <= min(recording.seconds, heard_seconds(heard)):
-        window = recording.window(start, start + 0.5)
-        report = tone_report(window, (MESSAGE_TONE, PHONE_TONE))
-        if report.levels[MESSAGE_TONE] > 1e-4 and report.ratio(MESSAGE_TONE, PHONE_TONE) > 100:
-            tone_windows.append(start)
-        start += 0.5
-    assert len(tone_windows) >= 3, f"the message's 440 Hz was not heard: {tone_windows}"
-    first = tone_windows[0]
-    assert first > pin_done + 8.0, f"the message came before its envelope ({first - pin_done:.1f} s)"
-    assert_hears(recording.window(first, first + 1.5), MESSAGE_TONE, PHONE_TONE, label="the message")
+    assert_counts_then_message(read_wav(dump), pin_done, heard_seconds(heard))

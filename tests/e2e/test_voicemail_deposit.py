@@ -17,17 +17,14 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import time
 import wave
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.audio import assert_hears, read_wav
-from tests.e2e.baresip import Account, Baresip, write_tone_wav
 from tests.e2e.harness import REPO, PbxProcess, options_request, udp_exchange
 from tests.e2e.test_calls_sipp import CallPbx, launch_pbx, sipp  # noqa: F401 (fixture)
-from tests.e2e.test_ivr_baresip import wait_heard
 from tests.e2e.test_ivr_sipp import tone_pcm, write_rtp_pcap
 
 pytestmark = pytest.mark.e2e
@@ -377,54 +374,4 @@ def test_kill_9_during_a_recording_leaves_no_half_file_and_no_orphan_row(pbxs, s
     assert left == [], left  # recovery removed what the cut recording left (its sidecar)
 
 
-# -- a real phone ----------------------------------------------------------------------------------------
-
-
-def sent_seconds(record_dir: Path) -> float:
-    """Seconds of audio the phone has sent so far in its call (sndfile's `*-enc.wav` dump grows with it)."""
-    found = sorted(record_dir.glob("*-enc.wav"))
-    return max(0.0, (found[-1].stat().st_size - 44) / 16000) if found else 0.0
-
-
-def wait_sent(record_dir: Path, seconds: float, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while sent_seconds(record_dir) < seconds:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{record_dir}: {sent_seconds(record_dir):.2f} s sent, wanted {seconds}")
-        time.sleep(0.05)  # polling the dump's size for an event: enough audio sent
-
-
-def test_baresip_leaves_a_message_for_unregistered_1002(pbxs, tmp_path):
-    """baresip 1001, sending a 440 Hz tone all along, calls 1002 (not registered), presses `*` (RFC 4733) a
-    moment into the greeting, talks 3 s after the recording started and hangs up: the message holds it."""
-    pbx = start(tmp_path)
-    pbxs.append(pbx)
-    heard = tmp_path / "heard_by_1001"
-    phone = Baresip(
-        tmp_path / "baresip_1001",
-        [Account("1001", "pass1001", "127.0.0.1", pbx.sip)],
-        audio_source=write_tone_wav(tmp_path / "tone.wav", 440.0, seconds=60.0),
-        record_dir=heard,
-        ctrl=True,
-    )
-    try:
-        phone.wait_registered(timeout=15)
-        pbx.wait_for(r"Registered 1001@default at ")
-        control = phone.control()
-        assert control.dial(f"sip:1002@127.0.0.1:{pbx.sip}").get("ok"), phone.output[-3000:]
-        control.wait_event("CALL_ESTABLISHED", timeout=15)
-        wait_heard(heard, 1.0)  # the greeting has begun
-        assert control.send_dtmf("*").get("ok"), phone.output[-3000:]
-        pbx.wait_for(r"voicemail default/1002: recording", timeout=10)
-        wait_sent(heard, sent_seconds(heard) + 3.0)  # the PBX sends nothing while it records
-        assert control.hangup().get("ok"), phone.output[-3000:]
-        control.wait_event("CALL_CLOSED", timeout=10)
-        pbx.wait_for(r"voicemail default/1002: message \S+ saved \(\d+\.\d s, closed\)")
-    finally:
-        phone.stop()
-    (wav,) = wavs(box_dir(pbx))
-    message = read_wav(wav)
-    assert 2.0 <= message.seconds <= 8.0, message.seconds
-    assert_hears(message, 440.0, 1000.0, label="the message")
-    (row,) = rows(pbx)
-    assert (row["caller_number"], row["caller_name"]) == ("1001", "Ext 1001"), row
+# A real phone (baresip) leaving a message: step 1 of test_voicemail_journey.py.
