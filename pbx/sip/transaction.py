@@ -14,11 +14,12 @@ reliable transport the retransmission timers (A, E, G) never start and the wait 
 the machine moves on synchronously. Terminated absorbs every input. Timer values come from a `TimerConfig`,
 time from an injected `IReactorTime`.
 
-Timers J and K have one duration for every transaction of a `TimerConfig`; given a shared `WaitTimers`, a
-transaction queues them there instead (the attribute then holds `QUEUED`): one rolling `IDelayedCall` expires
-them all in order. A non-INVITE server transaction over UDP that has sent its final response keeps only what
-absorbing retransmissions needs, when its `send` told it the bytes (see `SendResponse`): the request and the
-response objects are dropped, so the tens of thousands that wait out Timer J cost little memory and GC time.
+The wait timers D, I, J, K, L and M have one duration for every transaction of a `TimerConfig`; given a shared
+`WaitTimers`, a transaction queues them there instead (the attribute then holds `QUEUED`): one rolling
+`IDelayedCall` expires them all in order. A non-INVITE server transaction over UDP that has sent its final
+response keeps only what absorbing retransmissions needs, when its `send` told it the bytes (see
+`SendResponse`): the request and the response objects are dropped, so the tens of thousands that wait out
+Timer J cost little memory and GC time.
 
 Matching messages to transactions (17.1.3, 17.2.3) is `pbx.sip.transaction_layer`'s job. This module knows
 nothing of transports, addresses or serialization (a transaction hands messages to a `send` callable and is
@@ -118,7 +119,10 @@ TIMER_DELAYS: Final[dict[str, Delay]] = {
 }
 
 _ATTR: Final = {timer: "_" + timer for timer in TIMER_DELAYS}
-QUEUED_TIMERS: Final = frozenset({TIMER_J, TIMER_K})  # constant durations: a `WaitTimers` runs them
+# Constant durations, each run to its end (its state's only way out but a transport error): a `WaitTimers`
+# runs them. A, B, E, F, G and H, most often stopped early by a message, stay `IDelayedCall`s: a queue would
+# keep their transaction alive until the timer's time.
+QUEUED_TIMERS: Final = frozenset({TIMER_D, TIMER_I, TIMER_J, TIMER_K, TIMER_L, TIMER_M})
 _log = Logger()
 
 
@@ -138,10 +142,11 @@ QUEUED: Final = _Queued()
 
 
 class WaitTimers:
-    """Timers of constant duration (J, K) for many transactions, expired in order by one rolling call.
+    """Timers of constant duration (D, I, J, K, L, M) of many transactions, expired in order by one call.
 
-    A transaction that enters Completed over UDP appends itself to the queue of its timer (a FIFO: the
-    duration is the same for all, so expiry order is arrival order) instead of scheduling an `IDelayedCall`.
+    A transaction that enters a waiting state (Completed, Confirmed, Accepted) over UDP appends itself to the
+    queue of its timer (a FIFO: the duration is the same for all, so expiry order is arrival order) instead of
+    scheduling an `IDelayedCall`.
     One call, armed only while a queue holds something, fires at the earliest expiry (at most every
     `resolution` seconds, so a timer may run late by that much) and feeds the timer input to every
     transaction due whose timer is still queued (a transaction that left the state meanwhile is skipped).
@@ -168,10 +173,14 @@ class WaitTimers:
         queue = self._queues.get((timer, delay))
         if queue is None:
             queue = self._queues[timer, delay] = (deque(), deque())
-        queue[0].append(self._clock.seconds() + delay)
+        expiry = self._clock.seconds() + delay
+        queue[0].append(expiry)
         queue[1].append(transaction)
-        if self._call is None:
+        call = self._call
+        if call is None:
             self._call = self._clock.callLater(delay, self._sweep)
+        elif call.getTime() > expiry + self._resolution:  # shorter than the timer the call waits for
+            call.reset(delay)
 
     def clear(self) -> None:
         """Forget every queued timer and stop the call (when no transaction is left alive)."""

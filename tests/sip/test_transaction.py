@@ -825,6 +825,54 @@ class WaitTimersTests(SynchronousTestCase):
         self.assertEqual(txn.state, TERMINATED)
         self.assertEqual(h.clock.getDelayedCalls(), [])
 
+    def test_invite_wait_timers_are_queued(self) -> None:
+        """Timers D and M (client), I and L (server) run to their end from the queues: the only delayed
+        call left is the queues' own."""
+        h = Harness()
+        waits = WaitTimers(h.clock)
+        timers = TimerConfig()
+
+        def client(status: int, branch: str) -> Any:
+            request = make_request(branch=branch)
+            txn = ClientInviteTransaction(
+                request, h.send, h.tu, clock=h.clock, timers=timers, reliable=False, waits=waits
+            )
+            txn.start()
+            txn.receive_response(response_to(request, status))
+            return txn
+
+        def server(status: int, branch: str) -> Any:
+            request = make_request(branch=branch)
+            txn = ServerInviteTransaction(
+                request, FLOW, h.send, clock=h.clock, timers=timers, reliable=False, waits=waits
+            )
+            response = response_to(request, status)
+            txn.respond(response)
+            if status >= 300:
+                txn.receive_request(make_ack(request, response))
+            return txn
+
+        accepted, completed = client(200, "z9hG4bKm"), client(486, "z9hG4bKd")
+        confirmed, server_accepted = server(486, "z9hG4bKi"), server(200, "z9hG4bKl")
+        self.assertEqual(
+            [accepted._timer_m, completed._timer_d, confirmed._timer_i, server_accepted._timer_l],
+            [QUEUED] * 4,
+        )
+        self.assertEqual([t.state for t in (accepted, completed, confirmed, server_accepted)],
+                         [ACCEPTED, COMPLETED, CONFIRMED, ACCEPTED])  # fmt: skip
+        self.assertEqual(len(h.clock.getDelayedCalls()), 1)
+        h.clock.advance(4.9)
+        self.assertEqual(confirmed.state, CONFIRMED)
+        h.clock.advance(0.1)  # T4
+        self.assertEqual(confirmed.state, TERMINATED)
+        h.clock.advance(26.9)
+        self.assertEqual(
+            [t.state for t in (accepted, completed, server_accepted)], [ACCEPTED, COMPLETED, ACCEPTED]
+        )
+        h.clock.advance(0.1)  # 64 x T1
+        self.assertEqual([t.state for t in (accepted, completed, server_accepted)], [TERMINATED] * 3)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
 
 class ReleaseTests(SynchronousTestCase):
     """A completed non-INVITE server transaction over UDP keeps only the bytes of its final response."""
