@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from pbx.b2bua.call import Call
+from pbx.b2bua.call import Call, CallDeadlines
 from pbx.b2bua.leg import LegTarget
 from pbx.b2bua.media import parse_sdp
 from pbx.dialplan import Action, DialplanEngine
@@ -160,6 +160,7 @@ class B2BUA:
         self._uri_credentials = uri_credentials
         self.ring_timeout = ring_timeout
         self.max_call_duration = max_call_duration
+        self.deadlines = CallDeadlines(clock, max_call_duration)  # answered calls' maximum duration
         self.codecs = tuple(codecs)
         self.host = host
         self.apps: dict[str, Callable[[Call, Action], Any]] = {}
