@@ -732,6 +732,7 @@ class ServerInviteTransaction(_ServerTransaction):  # type: ignore[override]  # 
         "_timer_i",
         "_timer_l",
         "ack_timed_out",
+        "final_to",
         "request",
     )
 
@@ -761,12 +762,25 @@ class ServerInviteTransaction(_ServerTransaction):  # type: ignore[override]  # 
         self.request = request
         self.ack_timed_out = False
         self._final_released = False
+        self.final_to: str | None = None  # the To of the 2xx sent, once sent (it is not kept)
         self._send_response(request.response(100))
 
     @property
     def final_sent(self) -> bool:
         """True once a final response has been sent."""
         return self._final_released or super().final_sent
+
+    def _send_response(self, response: Response) -> None:
+        """A 2xx is sent, not kept: in Accepted nothing here re-sends it (the TU does, RFC 6026 section 8),
+        and a call's 2xx would otherwise stay for Timer L; its To (whose tag a CANCEL's 200 repeats) is kept
+        as text."""
+        if 200 <= response.status < 300:
+            self.last_response = None
+            self._final_released = True
+            self.final_to = response.headers.get("To")
+            self._transmit(response)
+        else:
+            super()._send_response(response)
 
     def _release(self) -> None:
         """Also let go of the last response: a call keeps its INVITE transaction for its whole length, and
