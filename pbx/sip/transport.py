@@ -532,7 +532,15 @@ class TransportManager:
         listening = self._choose_port(self._udp_ports, address)
         if listening is None:
             return None
-        return UdpFlow(listening, (address.compressed, port), self._bound(listening)[1], monitor=self.monitor)
+        # An IP literal of the listener's own family (`_choose_port`), which the socket's `sendto` takes as it
+        # is: the flow skips `Port.write`'s address checks (three parses of the address per datagram).
+        return UdpFlow(
+            listening,
+            (address.compressed, port),
+            self._bound(listening)[1],
+            monitor=self.monitor,
+            from_socket=True,
+        )
 
     def _bound(self, listening: IListeningPort) -> tuple[Any, tuple[str, int]]:
         """(ip address object or None, (host, port)) a listening port is bound to, asked of it once."""
