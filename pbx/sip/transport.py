@@ -533,10 +533,11 @@ class TransportManager:
         if listening is None:
             return None
         # An IP literal of the listener's own family (`_choose_port`), which the socket's `sendto` takes as it
-        # is: the flow skips `Port.write`'s address checks (three parses of the address per datagram).
+        # is: the flow skips `Port.write`'s address checks (three parses of the address per datagram). Its
+        # text is `address.compressed`, remembered (`str` of an address object formats it every time).
         return UdpFlow(
             listening,
-            (address.compressed, port),
+            (normalize_host(host), port),
             self._bound(listening)[1],
             monitor=self.monitor,
             from_socket=True,
