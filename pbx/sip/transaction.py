@@ -475,11 +475,11 @@ INVITE_CLIENT: Final[Table] = {
     (CALLING, TIMER_A): (CALLING, "retransmit"),
     (CALLING, TIMER_B): (TERMINATED, "report_timeout"),
     (CALLING, PROVISIONAL): (PROCEEDING, "pass_up"),
-    (CALLING, SUCCESS): (ACCEPTED, "pass_up"),
+    (CALLING, SUCCESS): (ACCEPTED, "accept"),
     (CALLING, FAILURE): (COMPLETED, "ack_and_pass_up"),
     (CALLING, TRANSPORT_ERROR): (TERMINATED, "report_transport_error"),
     (PROCEEDING, PROVISIONAL): (PROCEEDING, "pass_up"),
-    (PROCEEDING, SUCCESS): (ACCEPTED, "pass_up"),
+    (PROCEEDING, SUCCESS): (ACCEPTED, "accept"),
     (PROCEEDING, FAILURE): (COMPLETED, "ack_and_pass_up"),
     (PROCEEDING, TRANSPORT_ERROR): (TERMINATED, "report_transport_error"),
     (COMPLETED, PROVISIONAL): (COMPLETED, "ignore"),
@@ -538,6 +538,12 @@ class ClientInviteTransaction(_ClientTransaction):
     ) -> None:
         super().__init__(request, send, tu, CALLING, clock, timers, reliable, on_terminated, waits)
         self._ack: Request | None = None
+
+    def _accept(self, response: Response) -> None:
+        """The first 2xx: up it goes. Nothing is sent in Accepted (the ACK of a 2xx is the TU's, RFC 3261
+        13.2.2.4), so `send` (a closure that refers back to us) goes now rather than after Timer M."""
+        self._send = _send_nothing
+        self._pass_up(response)
 
     @property
     def ack(self) -> Request | None:

@@ -3,6 +3,8 @@ by step on a `task.Clock`, plus `make_ack` and `make_cancel`. No sockets, no sle
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 from twisted.internet.task import Clock
@@ -255,6 +257,35 @@ class ClientNonInviteTests(SynchronousTestCase):
 
 
 class ClientInviteTests(SynchronousTestCase):
+    def test_2xx_lets_go_of_send(self) -> None:
+        """Nothing is sent in Accepted: the `send` (which may refer back to the transaction) is dropped at
+        once, not after Timer M."""
+        h = Harness()
+
+        class Send:
+            def __call__(self, message: Request | Response) -> None:
+                h.send(message)
+
+        send = Send()
+        gone = weakref.ref(send)
+        request = make_request()
+        txn = ClientInviteTransaction(
+            request, send, h.tu, clock=h.clock, timers=TimerConfig(), reliable=False
+        )
+        txn.start()
+        del send
+        txn.receive_response(response_to(request, 180))
+        gc.collect()
+        self.assertIsNotNone(gone())
+        txn.receive_response(response_to(request, 200))
+        self.assertIsNone(gone())
+        self.assertEqual((txn.state, h.tu.statuses), (ACCEPTED, [180, 200]))
+        txn.receive_response(response_to(request, 200))  # a retransmission still goes up
+        self.assertEqual(h.tu.statuses, [180, 200, 200])
+        h.clock.advance(32)
+        self.assertEqual(txn.state, TERMINATED)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
     def test_timer_a_doubles_and_timer_b_times_out(self) -> None:
         """Over UDP the INVITE goes out at 0, T1, 3T1, 7T1, 15T1, 31T1, 63T1; Timer B fires at 64*T1."""
         h = Harness()
