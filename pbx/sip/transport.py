@@ -186,6 +186,9 @@ class TransportManager:
         # Per listening port its bound address (asked once); per (transport, hint host) local_address.
         self._bound_cache: dict[IListeningPort, tuple[Any, tuple[str, int]]] = {}
         self._local_cache: dict[tuple[str, str], tuple[str, int]] = {}
+        # Per (host, port) sent to, its UDP flow (flows keep no state of their own: one per destination will
+        # do, as the listening protocols keep one per source); bounded, and forgotten when listeners change.
+        self._udp_flows: dict[tuple[str, int], UdpFlow] = {}
         self._protocols: set[SipStreamProtocol] = set()
         self._connections: dict[_Key, list[SipStreamProtocol]] = {}
         self._keys: dict[SipStreamProtocol, list[_Key]] = {}
@@ -218,6 +221,7 @@ class TransportManager:
         )
         self._udp_ports.append(listening)
         self._local_cache.clear()
+        self._udp_flows.clear()
         if self._udp_receive_buffer:
             _grow_receive_buffer(listening, self._udp_receive_buffer)
         return listening
@@ -343,6 +347,7 @@ class TransportManager:
         self._stream_ports.clear()
         self._local_cache.clear()
         self._bound_cache.clear()
+        self._udp_flows.clear()
         for pending in list(self._pending.values()):
             if pending.protocol is None and pending.connector is not None:
                 try:
@@ -526,6 +531,9 @@ class TransportManager:
             waiter.errback(Failure(error))
 
     def _udp_flow(self, host: str, port: int) -> UdpFlow | None:
+        flow = self._udp_flows.get((host, port))
+        if flow is not None:
+            return flow
         address = ip_or_none(host)
         if address is None:
             return None
@@ -535,13 +543,17 @@ class TransportManager:
         # An IP literal of the listener's own family (`_choose_port`), which the socket's `sendto` takes as it
         # is: the flow skips `Port.write`'s address checks (three parses of the address per datagram). Its
         # text is `address.compressed`, remembered (`str` of an address object formats it every time).
-        return UdpFlow(
+        flow = UdpFlow(
             listening,
             (normalize_host(host), port),
             self._bound(listening)[1],
             monitor=self.monitor,
             from_socket=True,
         )
+        if len(self._udp_flows) >= 4096:  # destinations come from the network (Via, Contact): bounded
+            self._udp_flows.clear()
+        self._udp_flows[host, port] = flow
+        return flow
 
     def _bound(self, listening: IListeningPort) -> tuple[Any, tuple[str, int]]:
         """(ip address object or None, (host, port)) a listening port is bound to, asked of it once."""
