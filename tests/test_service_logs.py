@@ -7,13 +7,21 @@ import io
 from pathlib import Path
 
 from twisted.application import service
-from twisted.logger import ILogObserver, PredicateResult, formatEvent, textFileLogObserver
+from twisted.logger import (
+    ILogObserver,
+    Logger,
+    LogLevel,
+    PredicateResult,
+    formatEvent,
+    formatEventAsClassicLogText,
+    textFileLogObserver,
+)
 from twisted.python import log as legacy_log
 from twisted.trial import unittest
 
 from pbx.config import load_config
 from pbx.config.model import ListenerConfig
-from pbx.service.logs import QuietLogging, quiet_port_lines, ready_message
+from pbx.service.logs import ClassicLogText, QuietLogging, quiet_log_observer, quiet_port_lines, ready_message
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "pbx.example.toml"
 
@@ -80,6 +88,55 @@ class QuietPortLinesTests(unittest.SynchronousTestCase):
         ]
         for event in kept:
             self.assertEqual(quiet_port_lines(event), PredicateResult.maybe, formatEvent(event))
+
+
+class ClassicLogTextTests(unittest.SynchronousTestCase):
+    def events(self) -> list[dict]:
+        """Events as the PBX's Logger makes them, Twisted's legacy lines, and odd ones."""
+        events: list[dict] = []
+        log = Logger(namespace="pbx.b2bua.b2bua.B2BUA", observer=events.append)
+        line = "Call abc@192.0.2.1 ended: normal (status 200, 0.2 s), 1001@default -> 1002 answered by 1002"
+        log.info(line, line=line, id="abc@192.0.2.1")
+        log.warn("Call {id}: BYE", id="x{y}")
+        log.info("two\nlines")
+        log.info("{{braces}} doubled")
+        log.error("")
+        log.info("with a system", log_system="sip")
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError:
+            log.failure("Call {id} failed", id="z")
+        events.append(legacy_event("Received SIGTERM, shutting down."))
+        events.append({"log_format": "no level", "log_time": 1.5})
+        events.append({"log_format": "no time", "log_level": LogLevel.info})
+        events.append({"log_format": "before 1970", "log_level": LogLevel.info, "log_time": -3.5})
+        events.append({"log_format": "an int time", "log_level": LogLevel.info, "log_time": 1_796_000_000})
+        return events
+
+    def test_same_text_as_twisted(self) -> None:
+        """Every event gives Twisted's classic text, the time stamp included, across seconds."""
+        format_event = ClassicLogText()
+        for when in (
+            1_796_000_000.25,
+            1_796_000_000.75,
+            1_796_000_001.0,
+            1_796_000_000.5,
+            0.0,
+            1_796_003_600.9,
+        ):
+            for event in self.events():
+                if isinstance(event.get("log_time"), float) and event["log_time"] > 1e9:
+                    event["log_time"] = when
+                self.assertEqual(format_event(event), formatEventAsClassicLogText(event), event)
+
+    def test_twistd_text_file_observer(self) -> None:
+        """The observer made for `twistd -n` writes its lines through `ClassicLogText`."""
+        from twisted.application.app import ServerOptions
+
+        options = ServerOptions()
+        options.update({"nodaemon": True, "logfile": "-", "syslog": False, "prefix": "twisted"})
+        observer = quiet_log_observer(options)
+        self.assertIsInstance(observer._observer.formatEvent, ClassicLogText)  # type: ignore[attr-defined]
 
 
 class QuietLoggingTests(unittest.SynchronousTestCase):

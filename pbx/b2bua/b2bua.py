@@ -25,7 +25,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from pbx.b2bua.call import Call
+from pbx.b2bua.call import Call, CallDeadlines
 from pbx.b2bua.leg import LegTarget, OutboundLeg
 from pbx.b2bua.media import parse_sdp
 from pbx.dialplan import Action, DialplanEngine
@@ -189,6 +189,7 @@ class B2BUA:
         self._trunks = trunks if trunks is not None and not trunks.empty else None
         self.ring_timeout = ring_timeout
         self.max_call_duration = max_call_duration
+        self.deadlines = CallDeadlines(clock, max_call_duration)  # answered calls' maximum duration
         self.codecs = tuple(codecs)
         self.host = host
         self.apps: dict[str, Callable[[Call, Action], Any]] = {}

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from pbx.b2bua.bridge import CallSide, music_on_hold
@@ -47,6 +47,59 @@ if TYPE_CHECKING:
     from pbx.b2bua.b2bua import B2BUA, Caller
 
 
+class CallDeadlines:
+    """The maximum duration of every answered call of a B2BUA (one length for all), run by one rolling
+    `IDelayedCall` instead of one per call: a call held for hours would otherwise keep a `DelayedCall` (and
+    its place in the reactor's heap) for nothing, as nearly every call ends long before.
+
+    The calls wait in a dict in the order they were answered, which is the order their time runs out; a call
+    that ends leaves it at once (so nothing keeps an ended call). The delayed call is armed only while a call
+    waits, for the earliest deadline, and fires that call's `_too_long`.
+    """
+
+    __slots__ = ("_call", "_calls", "_clock", "duration")
+
+    def __init__(self, clock: IReactorTime, duration: float) -> None:
+        self._clock = clock
+        self.duration = duration
+        self._calls: dict[Call, float] = {}  # call -> deadline, in answer (= deadline) order
+        self._call: IDelayedCall | None = None
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def add(self, call: Call) -> None:
+        """Hang `call` up (`call._too_long()`) when the duration has passed, unless it leaves first."""
+        if call in self._calls:
+            return
+        self._calls[call] = self._clock.seconds() + self.duration
+        if self._call is None:
+            self._call = self._clock.callLater(self.duration, self._expire)
+
+    def discard(self, call: Call) -> None:
+        """`call` ended: forget its deadline (the delayed call stops when no call waits)."""
+        if self._calls.pop(call, None) is not None and not self._calls and self._call is not None:
+            if self._call.active():
+                self._call.cancel()
+            self._call = None
+
+    def _expire(self) -> None:
+        self._call = None
+        calls = self._calls
+        now = self._clock.seconds()
+        while calls:
+            call, deadline = next(iter(calls.items()))
+            if deadline > now:
+                if self._call is None:
+                    self._call = self._clock.callLater(deadline - now, self._expire)
+                return
+            del calls[call]
+            try:
+                call._too_long()
+            except Exception:
+                Call._log.failure("Call {id}: error at its maximum duration", id=call.id)
+
+
 class Call(Dialing):
     """One call through the PBX.
 
@@ -61,7 +114,6 @@ class Call(Dialing):
         "_answer_pending",
         "_caller_sdp",
         "_early_sent",
-        "_max_timer",
         "_media_waiters",
         "_status",
         "a",
@@ -120,7 +172,6 @@ class Call(Dialing):
         self.cause = ""
         self.hangup_by = "pbx"
         self._status = 0
-        self._max_timer: IDelayedCall | None = None
         self.endpoint: Any = None  # the PBX's own media on leg "a" (pbx.apps: IVR), or None
         self.own_sdp: bytes | None = None  # our SDP towards the caller, once the PBX is its media end
         self.offer_sdp: SessionDescription | None = None  # the caller's offer, parsed once
@@ -283,7 +334,7 @@ class Call(Dialing):
     def _answer_caller(self, body: bytes) -> None:
         self.answered_at = self.clock.seconds()
         self.a.answer(body)
-        self._max_timer = self.clock.callLater(self.b2bua.max_call_duration, self._too_long)
+        self.b2bua.deadlines.add(self)
 
     def answer_locally(self) -> None:
         """The `answer` action: the PBX itself answers (media comes from apps; without one, silence)."""
@@ -462,7 +513,6 @@ class Call(Dialing):
             self.b.bye()
 
     def _too_long(self) -> None:
-        self._max_timer = None
         self._log.info("Call {id} reached the maximum duration", id=self.id)
         self.hangup("pbx")
 
@@ -472,9 +522,7 @@ class Call(Dialing):
         self.ended = True
         self.cause = self.cause or cause
         self._stop_ringing()
-        if self._max_timer is not None and self._max_timer.active():
-            self._max_timer.cancel()
-        self._max_timer = None
+        self.b2bua.deadlines.discard(self)
         for leg in self.legs:
             if leg is not self.winner:
                 leg.cancel()

@@ -8,12 +8,16 @@ from typing import Any, cast
 
 from twisted.application import service
 from twisted.logger import (
+    FileLogObserver,
     FilteringLogObserver,
     ILogFilterPredicate,
     ILogObserver,
     LegacyLogObserverWrapper,
     LogEvent,
     PredicateResult,
+    formatEventAsClassicLogText,
+    formatTime,
+    timeFormatRFC3339,
 )
 from twisted.python import usage
 from twisted.python.components import Componentized
@@ -33,12 +37,61 @@ def quiet_port_lines(event: LogEvent) -> PredicateResult:
     return PredicateResult.maybe
 
 
+class ClassicLogText:
+    """Twisted's `formatEventAsClassicLogText` (`2026-12-07T04:12:04+0000 [namespace#info] text`), the same
+    text at less cost for the PBX's own lines (a busy PBX logs one per call, hundreds a second).
+
+    The time stamp (to the second) is formatted once per second, not per line, and a format without braces
+    is its own text (Twisted runs `string.Formatter` on it, and the PBX's per-call line is formatted before
+    it is logged: see `pbx.b2bua.b2bua.as_log_format`). Any other event (fields to format, a failure, a
+    `log_system`, Twisted's legacy lines) is Twisted's to format.
+    """
+
+    __slots__ = ("_second", "_stamp")
+
+    def __init__(self) -> None:
+        self._second: int | None = None
+        self._stamp = ""
+
+    def time_stamp(self, when: float | None) -> str:
+        """`formatTime(when)` in twistd's format; the same within a second (no fraction is shown)."""
+        if type(when) is not float or when < 0:
+            return formatTime(when, timeFormatRFC3339)
+        second = int(when)
+        if second != self._second:  # the UTC offset can only change on a whole second
+            self._stamp = formatTime(second, timeFormatRFC3339)
+            self._second = second
+        return self._stamp
+
+    def __call__(self, event: LogEvent) -> str | None:
+        text = event.get("log_format")
+        level = event.get("log_level")
+        if (
+            type(text) is not str
+            or not text
+            or "{" in text
+            or "}" in text
+            or level is None
+            or "log_system" in event
+            or "log_failure" in event
+            or "log_flattened" in event
+        ):
+            return formatEventAsClassicLogText(event, formatTime=self.time_stamp)
+        system = f"{event.get('log_namespace', '-')}#{level.name}"
+        line = f"{self.time_stamp(event.get('log_time'))} [{system}] {text}"
+        if "\n" in line:
+            line = line.replace("\n", "\n\t")
+        return line + "\n"
+
+
 def quiet_log_observer(server_options: usage.Options) -> ILogObserver:
     """The observer twistd would make for its options (stdout with -n, --logfile, --syslog), behind
-    `quiet_port_lines`."""
+    `quiet_port_lines`; a text file's lines are formatted by `ClassicLogText`."""
     from twisted.scripts._twistd_unix import UnixAppLogger  # twistd's own; the PBX runs on POSIX only
 
     observer = UnixAppLogger(server_options)._getLogObserver()
+    if isinstance(observer, FileLogObserver):  # twistd's `textFileLogObserver(file)`
+        observer.formatEvent = ClassicLogText()
     if not ILogObserver.providedBy(observer):
         observer = LegacyLogObserverWrapper(observer)  # syslog's observer is a legacy one
     return FilteringLogObserver(observer, [cast(ILogFilterPredicate, quiet_port_lines)])

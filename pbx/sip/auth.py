@@ -78,7 +78,7 @@ class NonceSource:
         lifetime: seconds a nonce stays fresh; older nonces are `stale`.
     """
 
-    __slots__ = ("_clock", "_lifetime", "_secret")
+    __slots__ = ("_clock", "_keyed", "_lifetime", "_secret")
 
     def __init__(self, clock: IReactorTime, secret: bytes, lifetime: float = 300) -> None:
         if len(secret) < 16:
@@ -87,6 +87,7 @@ class NonceSource:
             raise ValueError("The nonce lifetime must be positive")
         self._clock = clock
         self._secret = bytes(secret)
+        self._keyed = hmac.new(self._secret, digestmod="sha256")  # keyed once, copied for each MAC
         self._lifetime = lifetime
 
     def _mac(self, head: bytes, realm: str, bind: str | None) -> bytes:
@@ -94,7 +95,9 @@ class NonceSource:
         message = [head, struct.pack(">I", len(realm_bytes)), realm_bytes]
         if bind is not None:
             message.append(bind.encode("utf-8"))
-        return hmac.digest(self._secret, b"".join(message), "sha256")
+        mac = self._keyed.copy()
+        mac.update(b"".join(message))
+        return mac.digest()
 
     def make(self, realm: str, bind: str | None = None) -> str:
         """A fresh nonce for `realm`, optionally bound to `bind` (e.g. the opaque sent with it)."""

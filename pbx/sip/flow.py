@@ -193,8 +193,8 @@ class UdpFlow:
         remote_address: the peer's (host, port) as seen on the wire.
         local_address: (host, port) the port is bound to.
         monitor: counters and trace; None for a private one.
-        from_socket: `remote_address` is what this port's socket reported for a datagram it received, so
-            an IP literal of the socket's family: the flow then sends with the socket's `sendto` itself,
+        from_socket: `remote_address` is what this port's socket reported for a datagram it received, or
+            another IP literal of the socket's family: the flow then sends with the socket's `sendto` itself,
             skipping the address checks of Twisted's `Port.write` (three address parses per datagram
             there, ~2 % of a busy registrar's time).
     """

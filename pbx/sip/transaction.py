@@ -14,11 +14,12 @@ reliable transport the retransmission timers (A, E, G) never start and the wait 
 the machine moves on synchronously. Terminated absorbs every input. Timer values come from a `TimerConfig`,
 time from an injected `IReactorTime`.
 
-Timers J and K have one duration for every transaction of a `TimerConfig`; given a shared `WaitTimers`, a
-transaction queues them there instead (the attribute then holds `QUEUED`): one rolling `IDelayedCall` expires
-them all in order. A non-INVITE server transaction over UDP that has sent its final response keeps only what
-absorbing retransmissions needs, when its `send` told it the bytes (see `SendResponse`): the request and the
-response objects are dropped, so the tens of thousands that wait out Timer J cost little memory and GC time.
+The wait timers D, I, J, K, L and M have one duration for every transaction of a `TimerConfig`; given a shared
+`WaitTimers`, a transaction queues them there instead (the attribute then holds `QUEUED`): one rolling
+`IDelayedCall` expires them all in order. A non-INVITE server transaction over UDP that has sent its final
+response keeps only what absorbing retransmissions needs, when its `send` told it the bytes (see
+`SendResponse`): the request and the response objects are dropped, so the tens of thousands that wait out
+Timer J cost little memory and GC time.
 
 Matching messages to transactions (17.1.3, 17.2.3) is `pbx.sip.transaction_layer`'s job. This module knows
 nothing of transports, addresses or serialization (a transaction hands messages to a `send` callable and is
@@ -118,7 +119,10 @@ TIMER_DELAYS: Final[dict[str, Delay]] = {
 }
 
 _ATTR: Final = {timer: "_" + timer for timer in TIMER_DELAYS}
-QUEUED_TIMERS: Final = frozenset({TIMER_J, TIMER_K})  # constant durations: a `WaitTimers` runs them
+# Constant durations, each run to its end (its state's only way out but a transport error): a `WaitTimers`
+# runs them. A, B, E, F, G and H, most often stopped early by a message, stay `IDelayedCall`s: a queue would
+# keep their transaction alive until the timer's time.
+QUEUED_TIMERS: Final = frozenset({TIMER_D, TIMER_I, TIMER_J, TIMER_K, TIMER_L, TIMER_M})
 _log = Logger()
 
 
@@ -138,10 +142,11 @@ QUEUED: Final = _Queued()
 
 
 class WaitTimers:
-    """Timers of constant duration (J, K) for many transactions, expired in order by one rolling call.
+    """Timers of constant duration (D, I, J, K, L, M) of many transactions, expired in order by one call.
 
-    A transaction that enters Completed over UDP appends itself to the queue of its timer (a FIFO: the
-    duration is the same for all, so expiry order is arrival order) instead of scheduling an `IDelayedCall`.
+    A transaction that enters a waiting state (Completed, Confirmed, Accepted) over UDP appends itself to the
+    queue of its timer (a FIFO: the duration is the same for all, so expiry order is arrival order) instead of
+    scheduling an `IDelayedCall`.
     One call, armed only while a queue holds something, fires at the earliest expiry (at most every
     `resolution` seconds, so a timer may run late by that much) and feeds the timer input to every
     transaction due whose timer is still queued (a transaction that left the state meanwhile is skipped).
@@ -168,10 +173,14 @@ class WaitTimers:
         queue = self._queues.get((timer, delay))
         if queue is None:
             queue = self._queues[timer, delay] = (deque(), deque())
-        queue[0].append(self._clock.seconds() + delay)
+        expiry = self._clock.seconds() + delay
+        queue[0].append(expiry)
         queue[1].append(transaction)
-        if self._call is None:
+        call = self._call
+        if call is None:
             self._call = self._clock.callLater(delay, self._sweep)
+        elif call.getTime() > expiry + self._resolution:  # shorter than the timer the call waits for
+            call.reset(delay)
 
     def clear(self) -> None:
         """Forget every queued timer and stop the call (when no transaction is left alive)."""
@@ -466,11 +475,11 @@ INVITE_CLIENT: Final[Table] = {
     (CALLING, TIMER_A): (CALLING, "retransmit"),
     (CALLING, TIMER_B): (TERMINATED, "report_timeout"),
     (CALLING, PROVISIONAL): (PROCEEDING, "pass_up"),
-    (CALLING, SUCCESS): (ACCEPTED, "pass_up"),
+    (CALLING, SUCCESS): (ACCEPTED, "accept"),
     (CALLING, FAILURE): (COMPLETED, "ack_and_pass_up"),
     (CALLING, TRANSPORT_ERROR): (TERMINATED, "report_transport_error"),
     (PROCEEDING, PROVISIONAL): (PROCEEDING, "pass_up"),
-    (PROCEEDING, SUCCESS): (ACCEPTED, "pass_up"),
+    (PROCEEDING, SUCCESS): (ACCEPTED, "accept"),
     (PROCEEDING, FAILURE): (COMPLETED, "ack_and_pass_up"),
     (PROCEEDING, TRANSPORT_ERROR): (TERMINATED, "report_transport_error"),
     (COMPLETED, PROVISIONAL): (COMPLETED, "ignore"),
@@ -529,6 +538,12 @@ class ClientInviteTransaction(_ClientTransaction):
     ) -> None:
         super().__init__(request, send, tu, CALLING, clock, timers, reliable, on_terminated, waits)
         self._ack: Request | None = None
+
+    def _accept(self, response: Response) -> None:
+        """The first 2xx: up it goes. Nothing is sent in Accepted (the ACK of a 2xx is the TU's, RFC 3261
+        13.2.2.4), so `send` (a closure that refers back to us) goes now rather than after Timer M."""
+        self._send = _send_nothing
+        self._pass_up(response)
 
     @property
     def ack(self) -> Request | None:
@@ -723,6 +738,7 @@ class ServerInviteTransaction(_ServerTransaction):  # type: ignore[override]  # 
         "_timer_i",
         "_timer_l",
         "ack_timed_out",
+        "final_to",
         "request",
     )
 
@@ -752,12 +768,25 @@ class ServerInviteTransaction(_ServerTransaction):  # type: ignore[override]  # 
         self.request = request
         self.ack_timed_out = False
         self._final_released = False
+        self.final_to: str | None = None  # the To of the 2xx sent, once sent (it is not kept)
         self._send_response(request.response(100))
 
     @property
     def final_sent(self) -> bool:
         """True once a final response has been sent."""
         return self._final_released or super().final_sent
+
+    def _send_response(self, response: Response) -> None:
+        """A 2xx is sent, not kept: in Accepted nothing here re-sends it (the TU does, RFC 6026 section 8),
+        and a call's 2xx would otherwise stay for Timer L; its To (whose tag a CANCEL's 200 repeats) is kept
+        as text."""
+        if 200 <= response.status < 300:
+            self.last_response = None
+            self._final_released = True
+            self.final_to = response.headers.get("To")
+            self._transmit(response)
+        else:
+            super()._send_response(response)
 
     def _release(self) -> None:
         """Also let go of the last response: a call keeps its INVITE transaction for its whole length, and

@@ -28,6 +28,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
+from pbx.sip.headers import NameAddress
 from pbx.sip.interfaces import IClientTransactionUser, IFlow, ITransactionLayerUser
 from pbx.sip.message import MAGIC_COOKIE, Request, Response, new_tag
 from pbx.sip.timers import TimerConfig
@@ -296,6 +297,10 @@ def _rfc2543_key(request: Request, method: str, to_tag: str | None = _UNSET) -> 
 
 
 def _response_to_tag(txn: ServerTransaction) -> str | None:
-    """The To tag of the last response a server transaction sent, if any."""
+    """The To tag of the last response a server transaction sent, if any (an INVITE's 2xx is not kept)."""
     response = txn.last_response
-    return response.to.tag if response is not None else None
+    if response is not None:
+        return response.to.tag
+    if isinstance(txn, ServerInviteTransaction) and txn.final_to is not None:
+        return NameAddress.parse(txn.final_to).tag
+    return None

@@ -188,6 +188,9 @@ class TransportManager:
         self._local_cache: dict[tuple[str, str], tuple[str, int]] = {}
         # Per listening port the name or address others must use to reach it (behind NAT), if configured.
         self._advertised: dict[IListeningPort, str] = {}
+        # Per (host, port) sent to, its UDP flow (flows keep no state of their own: one per destination will
+        # do, as the listening protocols keep one per source); bounded, and forgotten when listeners change.
+        self._udp_flows: dict[tuple[str, int], UdpFlow] = {}
         self._protocols: set[SipStreamProtocol] = set()
         self._connections: dict[_Key, list[SipStreamProtocol]] = {}
         self._keys: dict[SipStreamProtocol, list[_Key]] = {}
@@ -254,6 +257,7 @@ class TransportManager:
         if advertise:
             self._advertised[listening] = advertise.strip("[]")
         self._local_cache.clear()
+        self._udp_flows.clear()
 
     def local_address(self, transport: str, family_hint_host: str) -> tuple[str, int]:
         """The (host, port) of a listener for `transport`, to put in Via or Contact.
@@ -359,6 +363,7 @@ class TransportManager:
         self._advertised.clear()
         self._local_cache.clear()
         self._bound_cache.clear()
+        self._udp_flows.clear()
         for pending in list(self._pending.values()):
             if pending.protocol is None and pending.connector is not None:
                 try:
@@ -542,13 +547,29 @@ class TransportManager:
             waiter.errback(Failure(error))
 
     def _udp_flow(self, host: str, port: int) -> UdpFlow | None:
+        flow = self._udp_flows.get((host, port))
+        if flow is not None:
+            return flow
         address = ip_or_none(host)
         if address is None:
             return None
         listening = self._choose_port(self._udp_ports, address)
         if listening is None:
             return None
-        return UdpFlow(listening, (address.compressed, port), self._bound(listening)[1], monitor=self.monitor)
+        # An IP literal of the listener's own family (`_choose_port`), which the socket's `sendto` takes as it
+        # is: the flow skips `Port.write`'s address checks (three parses of the address per datagram). Its
+        # text is `address.compressed`, remembered (`str` of an address object formats it every time).
+        flow = UdpFlow(
+            listening,
+            (normalize_host(host), port),
+            self._bound(listening)[1],
+            monitor=self.monitor,
+            from_socket=True,
+        )
+        if len(self._udp_flows) >= 4096:  # destinations come from the network (Via, Contact): bounded
+            self._udp_flows.clear()
+        self._udp_flows[host, port] = flow
+        return flow
 
     def _bound(self, listening: IListeningPort) -> tuple[Any, tuple[str, int]]:
         """(ip address object or None, (host, port)) a listening port is bound to, asked of it once."""

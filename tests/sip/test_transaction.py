@@ -3,6 +3,8 @@ by step on a `task.Clock`, plus `make_ack` and `make_cancel`. No sockets, no sle
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 from twisted.internet.task import Clock
@@ -255,6 +257,35 @@ class ClientNonInviteTests(SynchronousTestCase):
 
 
 class ClientInviteTests(SynchronousTestCase):
+    def test_2xx_lets_go_of_send(self) -> None:
+        """Nothing is sent in Accepted: the `send` (which may refer back to the transaction) is dropped at
+        once, not after Timer M."""
+        h = Harness()
+
+        class Send:
+            def __call__(self, message: Request | Response) -> None:
+                h.send(message)
+
+        send = Send()
+        gone = weakref.ref(send)
+        request = make_request()
+        txn = ClientInviteTransaction(
+            request, send, h.tu, clock=h.clock, timers=TimerConfig(), reliable=False
+        )
+        txn.start()
+        del send
+        txn.receive_response(response_to(request, 180))
+        gc.collect()
+        self.assertIsNotNone(gone())
+        txn.receive_response(response_to(request, 200))
+        self.assertIsNone(gone())
+        self.assertEqual((txn.state, h.tu.statuses), (ACCEPTED, [180, 200]))
+        txn.receive_response(response_to(request, 200))  # a retransmission still goes up
+        self.assertEqual(h.tu.statuses, [180, 200, 200])
+        h.clock.advance(32)
+        self.assertEqual(txn.state, TERMINATED)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
     def test_timer_a_doubles_and_timer_b_times_out(self) -> None:
         """Over UDP the INVITE goes out at 0, T1, 3T1, 7T1, 15T1, 31T1, 63T1; Timer B fires at 64*T1."""
         h = Harness()
@@ -823,6 +854,54 @@ class WaitTimersTests(SynchronousTestCase):
         self.assertEqual(txn.state, COMPLETED)
         h.clock.advance(0.1)
         self.assertEqual(txn.state, TERMINATED)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_invite_wait_timers_are_queued(self) -> None:
+        """Timers D and M (client), I and L (server) run to their end from the queues: the only delayed
+        call left is the queues' own."""
+        h = Harness()
+        waits = WaitTimers(h.clock)
+        timers = TimerConfig()
+
+        def client(status: int, branch: str) -> Any:
+            request = make_request(branch=branch)
+            txn = ClientInviteTransaction(
+                request, h.send, h.tu, clock=h.clock, timers=timers, reliable=False, waits=waits
+            )
+            txn.start()
+            txn.receive_response(response_to(request, status))
+            return txn
+
+        def server(status: int, branch: str) -> Any:
+            request = make_request(branch=branch)
+            txn = ServerInviteTransaction(
+                request, FLOW, h.send, clock=h.clock, timers=timers, reliable=False, waits=waits
+            )
+            response = response_to(request, status)
+            txn.respond(response)
+            if status >= 300:
+                txn.receive_request(make_ack(request, response))
+            return txn
+
+        accepted, completed = client(200, "z9hG4bKm"), client(486, "z9hG4bKd")
+        confirmed, server_accepted = server(486, "z9hG4bKi"), server(200, "z9hG4bKl")
+        self.assertEqual(
+            [accepted._timer_m, completed._timer_d, confirmed._timer_i, server_accepted._timer_l],
+            [QUEUED] * 4,
+        )
+        self.assertEqual([t.state for t in (accepted, completed, confirmed, server_accepted)],
+                         [ACCEPTED, COMPLETED, CONFIRMED, ACCEPTED])  # fmt: skip
+        self.assertEqual(len(h.clock.getDelayedCalls()), 1)
+        h.clock.advance(4.9)
+        self.assertEqual(confirmed.state, CONFIRMED)
+        h.clock.advance(0.1)  # T4
+        self.assertEqual(confirmed.state, TERMINATED)
+        h.clock.advance(26.9)
+        self.assertEqual(
+            [t.state for t in (accepted, completed, server_accepted)], [ACCEPTED, COMPLETED, ACCEPTED]
+        )
+        h.clock.advance(0.1)  # 64 x T1
+        self.assertEqual([t.state for t in (accepted, completed, server_accepted)], [TERMINATED] * 3)
         self.assertEqual(h.clock.getDelayedCalls(), [])
 
 

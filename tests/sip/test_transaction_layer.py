@@ -301,9 +301,11 @@ class CancelTests(SynchronousTestCase):
         h = LayerHarness()
         h.receive(make_request())
         txn, invite = h.user.requests[0]
-        txn.respond(make_response(invite, 200))
+        txn.respond(make_response(invite, 200, to_tag="oktag"))
+        self.assertIsNone(txn.last_response)  # a 2xx is not kept in Accepted (the TU re-sends it) ...
         h.receive(make_cancel(invite))
         self.assertEqual(h.statuses("CANCEL"), [200])
+        self.assertEqual(h.responses[-1][0].to.tag, "oktag")  # ... but its To tag is (RFC 3261 9.2)
         self.assertEqual(h.user.cancels, [])
         self.assertEqual(txn.state, ACCEPTED)
 

@@ -516,6 +516,18 @@ class TransportManagerTests(SynchronousTestCase):
         self.assertEqual(self.manager.counters.messages_sent, 3)
         self.assertEqual([d for d, _, _ in self.traced], ["send"] * 3)
 
+    def test_udp_flow_per_destination_kept_until_the_listeners_change(self) -> None:
+        loopback = self.manager.listen_udp("127.0.0.1", 5060)
+        first = self.successResultOf(self.manager.send(OPTIONS, "UDP", "127.0.0.1", 5070))
+        self.assertIs(self.successResultOf(self.manager.send(MESSAGE, "UDP", "127.0.0.1", 5070)), first)
+        self.assertIs(self.manager.flow_for("UDP", "127.0.0.1", 5070), first)
+        self.assertNotEqual(self.manager.flow_for("UDP", "127.0.0.1", 5071), first)
+        self.assertEqual(loopback.sent, [(OPTIONS, ("127.0.0.1", 5070)), (MESSAGE, ("127.0.0.1", 5070))])
+        self.manager.listen_udp("0.0.0.0", 5062)  # another listener may be the better choice now
+        again = self.successResultOf(self.manager.send(OPTIONS, "UDP", "127.0.0.1", 5070))
+        self.assertIsNot(again, first)
+        self.assertEqual(again, first)
+
     def test_udp_send_failures(self) -> None:
         self.failureResultOf(self.manager.send(OPTIONS, "UDP", "192.0.2.1", 5060), TransportError)
         self.manager.listen_udp("127.0.0.1", 5060)
