@@ -26,6 +26,7 @@ from pbx.config import Config, ConfigError, load_config
 from pbx.service import build, when_ready
 from pbx.service.logs import QuietLogging, quiet_log_observer, ready_message
 from pbx.service.process import raise_file_limit_to_hard, tune_garbage_collector
+from pbx.service.tls_reload import install_sighup
 
 _log = Logger(namespace="pbx")
 
@@ -57,6 +58,7 @@ def makeService(options: Options) -> service.IService:
     raise_file_limit_to_hard()
     _log.info("PBX starting with {config} (Python {v})", config=str(config.source), v=sys.version.split()[0])
     top = build(config, reactor, sip_trace=bool(options["sip-trace"]))
+    reactor.callWhenRunning(install_sighup, top, reactor)  # SIGHUP: reload the TLS certificate
     reactor.callWhenRunning(
         lambda: when_ready(top).addBoth(lambda _: _log.info("{message}", message=ready_message(config)))
     )

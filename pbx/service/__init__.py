@@ -6,6 +6,7 @@
 - `voicemail`: the mailboxes (files and index), recovered at start, shared by calls and MWI;
 - `voicemail_mail`: voicemail to e-mail (`[smtp]`), told of new messages by the mailboxes;
 - `mwi`: message-waiting subscriptions;
+- `tls_reload`: TLS certificates reloaded on SIGHUP and when the configured files change;
 - `trunks`: the trunks' registrations, OPTIONS pings and live state (`TrunksService.states`);
 - `adapters`: config -> the plain lookups and values the layers below take;
 - `process` and `logs`: descriptor limits, the garbage collector, the ready line.
@@ -25,6 +26,7 @@ from pbx.service.calls import build_calls
 from pbx.service.mwi import build_mwi
 from pbx.service.registrar import build_registrar
 from pbx.service.sip import build_sip
+from pbx.service.tls_reload import build_tls_reload
 from pbx.service.trunks import build_trunks
 from pbx.service.voicemail import build_voicemail
 from pbx.service.voicemail_mail import build_mailer
@@ -37,6 +39,9 @@ def build(config: Config, the_reactor: Any, *, sip_trace: bool = False) -> servi
     config.data_dir.mkdir(parents=True, exist_ok=True)
     stack, sip = build_sip(config, the_reactor, trace=sip_trace)
     sip.setServiceParent(top)
+    tls_reload = build_tls_reload(sip, the_reactor)  # None without a TLS listener; SIGHUP: tap.py
+    if tls_reload is not None:
+        tls_reload.setServiceParent(top)
     registrar = build_registrar(config, stack, the_reactor)
     registrar.setServiceParent(top)
     voicemail = build_voicemail(config, registrar.store, the_reactor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from twisted.application import service
@@ -14,6 +15,7 @@ from pbx.sip.parser import ParserLimits
 from pbx.sip.stack import SipStack
 from pbx.sip.timers import TimerConfig
 from pbx.sip.tls import client_options_factory, ensure_dev_certificate, server_options
+from pbx.sip.tls_reload import ReloadableServerOptions
 from pbx.sip.transport import TransportManager
 
 _log = Logger(namespace="pbx")
@@ -42,6 +44,8 @@ class SipService(service.Service):
         self._config = config
         self.transports = transports
         self.ports: list[Any] = []
+        self.tls_reloadable: ReloadableServerOptions | None = None  # what the TLS listeners serve
+        self.tls_watch = False  # configured certificate files: watch them for changes
 
     def privilegedStartService(self) -> None:
         for listener in self._config.sip.listeners:
@@ -79,7 +83,7 @@ def build_sip(config: Config, the_reactor: Any, *, trace: bool = False) -> tuple
             names = sorted({h for t in config.tenants for h in t.hosts} | {"localhost"})
             cert, key = ensure_dev_certificate(config.data_dir / "tls", names)
             _log.info("Using the development TLS certificate {cert}", cert=str(cert))
-        tls_server = server_options(cert, key)
+        tls_server = ReloadableServerOptions(cert, key, partial(server_options, cert, key), the_reactor)
     transports = TransportManager(
         the_reactor,
         stack,
@@ -91,4 +95,7 @@ def build_sip(config: Config, the_reactor: Any, *, trace: bool = False) -> tuple
         **connection_limits(config),
     )
     stack.attach_transport(transports)
-    return stack, SipService(config, transports)
+    sip_service = SipService(config, transports)
+    sip_service.tls_reloadable = tls_server
+    sip_service.tls_watch = config.tls.certificate is not None
+    return stack, sip_service
