@@ -1,10 +1,9 @@
 """TLS certificates reloaded without a restart: on SIGHUP and when the configured files change on disk.
 
-`build_sip` gives the TLS listeners a `pbx.sip.tls_reload.ReloadableServerOptions`; `TlsReloadService` polls the
-configured `[tls] certificate` and `private_key` (the generated development certificate is not watched, but
-SIGHUP reloads it too) and `install_sighup` (called by `pbx/tap.py` once the reactor runs) makes SIGHUP reload.
-Established connections, the registrations over them and their calls are never dropped by a reload.
-"""
+`build_sip` gives the TLS listeners a `pbx.sip.tls_reload.ReloadableServerOptions`; `TlsReloadService` polls
+the configured `[tls] certificate` and `private_key` (the generated development certificate is not watched,
+but SIGHUP reloads it too) and `install_sighup` (called by `pbx/tap.py` once the reactor runs) makes SIGHUP
+reload. Established connections, the registrations over them and their calls are never dropped by a reload."""
 
 from __future__ import annotations
 

@@ -1,18 +1,17 @@
 """Server certificates replaced without a restart (RFC 5246/8446 servers; RFC 3261 section 26.2 SIP over TLS).
 
-- `ReloadableServerOptions` is what a TLS listener is given: a server connection creator that hands every *new*
-  handshake an `OpenSSL.SSL.Connection` built from the options in force now. `reload()` checks the certificate
-  and key files (readable, a chain of PEM certificates that parses, the key matching the first certificate,
-  valid now), builds new options through the injected `build` callable (so the TLS policy lives elsewhere,
-  `pbx.sip.tls.server_options`) and swaps one reference. Connections already established keep their own
-  `SSL.Connection` (and its context): they, the registrations over them and the calls they signal are not
+- `ReloadableServerOptions` is what a TLS listener is given: a server connection creator that hands every
+  *new* handshake an `OpenSSL.SSL.Connection` built from the options in force now. `reload()` checks the
+  certificate and key files (readable, a chain of PEM certificates that parses, the key matching the first
+  certificate, valid now), builds new options through the injected `build` callable (so the TLS policy lives
+  elsewhere, `pbx.sip.tls.server_options`) and swaps one reference. Connections already established keep their
+  own `SSL.Connection` (and its context): they, the registrations over them and the calls they signal are not
   touched. A refused pair is one log line naming the reason; the current certificate keeps serving.
 - `CertificateFileWatcher` polls the files' inode, size and modification time on the injected clock and calls
   back once a change has stayed the same for one poll (a file being written is not read half-way, and a
   certificate and key replaced one after the other are read together).
 
-Pure library: no configuration, no signals, no reactor; `pbx.service.tls_reload` wires it up.
-"""
+Pure library: no configuration, no signals, no reactor; `pbx.service.tls_reload` wires it up."""
 
 from __future__ import annotations
 
@@ -26,7 +25,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
-from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -139,11 +137,11 @@ class ReloadableServerOptions:
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         """A connection for one new handshake, from the options in force now."""
-        return self._options.serverConnectionForTLS(tlsProtocol)  # type: ignore[no-any-return]
+        return self._options.serverConnectionForTLS(tlsProtocol)
 
     def getContext(self) -> SSL.Context:
         """The current context (for callers that take the older context factory interface)."""
-        return self._options.getContext()  # type: ignore[no-any-return]
+        return self._options.getContext()
 
     def reload(self, trigger: str = "request") -> bool:
         """Load the files again; new handshakes use them if they are good.

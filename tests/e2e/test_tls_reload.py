@@ -62,7 +62,9 @@ class TlsPhone:
         self.sock = context.wrap_socket(raw, server_hostname="localhost")
         self.port = port
         self.local = f"{HOST}:{self.sock.getsockname()[1]}"
-        self.serial = x509.load_der_x509_certificate(self.sock.getpeercert(binary_form=True) or b"").serial_number
+        self.serial = x509.load_der_x509_certificate(
+            self.sock.getpeercert(binary_form=True) or b""
+        ).serial_number
         self.buffer = b""
         self.cseq = 0
         self.call_id = f"{secrets.token_hex(8)}@tls-phone"
@@ -115,7 +117,9 @@ class TlsPhone:
         ]
         if request.startswith(b"INVITE "):
             keep = [f"{line};tag=callee" if line.lower().startswith("to:") else line for line in keep]
-        reply = f"SIP/2.0 {status}\r\n" + "\r\n".join(keep) + f"\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
+        reply = (
+            f"SIP/2.0 {status}\r\n" + "\r\n".join(keep) + f"\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
+        )
         self.sock.sendall((reply + body).encode())
 
     def request(self, method: str, extra: str = "") -> bytes:
@@ -161,7 +165,9 @@ class UdpCaller(SipPhone):
         response = self._invite(uri, 1, None, timeout)
         assert response.status == 407, response.raw
         challenge = DigestChallenge.parse(response.get_all("Proxy-Authenticate")[0])
-        credentials = answer_challenge(challenge, method="INVITE", uri=uri, username="1002", password="pass1002")
+        credentials = answer_challenge(
+            challenge, method="INVITE", uri=uri, username="1002", password="pass1002"
+        )
         response = self._invite(uri, 2, str(credentials), timeout)
         assert response.status == 200, response.raw
         self.remote_to = response.get_all("To")[0]
@@ -237,7 +243,10 @@ def pbx(tmp_path: Path) -> Iterator[tuple[PbxProcess, dict]]:
     replace_file(tmp_path / "key.pem", key)
     replace_file(tmp_path / "cert.pem", cert)
     ports = write_config(
-        tmp_path, ipv6=False, trace=False, extra='\n[tls]\ncertificate = "cert.pem"\nprivate_key = "key.pem"\n'
+        tmp_path,
+        ipv6=False,
+        trace=False,
+        extra='\n[tls]\ncertificate = "cert.pem"\nprivate_key = "key.pem"\n',
     )
     (tmp_path / "dialplans" / "default" / "main.j2").write_text("dial {{ call.dialed }} timeout=10\nhangup\n")
     process = PbxProcess(ports["path"])
@@ -272,7 +281,9 @@ def test_certificates_are_replaced_under_a_registered_phone_and_a_call(pbx, tmp_
 
         # 1. The files replaced: the watcher reloads them; new connections see serial 2.
         install(directory, make_pair("pbx.test", serial=2))
-        process.wait_for(r"TLS certificate reloaded \(file change\): new handshakes use CN=pbx\.test serial 2")
+        process.wait_for(
+            r"TLS certificate reloaded \(file change\): new handshakes use CN=pbx\.test serial 2"
+        )
         assert s_client_serial(ports["tls"]) == 2
         assert phone.options() == 200  # the old connection (serial 1) still carries SIP
         assert phone.register() == 200
@@ -280,7 +291,9 @@ def test_certificates_are_replaced_under_a_registered_phone_and_a_call(pbx, tmp_
         # 2. Broken replacements are refused; serial 2 keeps serving.
         other_key = ec.generate_private_key(ec.SECP256R1())
         install(directory, (make_pair("pbx.test", serial=3, key=other_key)[0], make_pair()[1]))
-        process.wait_for(r"TLS certificate reload \(file change\) refused: .*key\.pem: the private key does not")
+        process.wait_for(
+            r"TLS certificate reload \(file change\) refused: .*key\.pem: the private key does not"
+        )
         assert s_client_serial(ports["tls"]) == 2
         install(directory, make_pair("pbx.test", serial=4, days=(-30, -1)))
         process.wait_for(r"refused: .*cert\.pem: expired on .*; still serving CN=pbx\.test serial 2")
@@ -312,8 +325,12 @@ def _answer_invite_in_background(phone: TlsPhone):  # type: ignore[no-untyped-de
             message = phone.receive(10)
             if message.startswith(b"INVITE "):
                 body = SDP.format(port=40004)
-                phone.answer(message, "200 OK", f"Contact: <sip:1001@{phone.local};transport=tls>\r\n"
-                             "Content-Type: application/sdp\r\n", body)
+                phone.answer(
+                    message,
+                    "200 OK",
+                    f"Contact: <sip:1001@{phone.local};transport=tls>\r\nContent-Type: application/sdp\r\n",
+                    body,
+                )
                 continue
             if message.startswith(b"ACK "):
                 return

@@ -21,7 +21,6 @@ from pbx.sip.tls import server_options
 from pbx.sip.tls_reload import CertificateFileWatcher, ReloadableServerOptions, check_certificate_pair
 from tests.sip.tls_material import make_pair, replace_file
 
-
 # What `TLSMemoryBIOProtocol` offers a connection creator: its factory, wrapping the SIP factory (no ALPN).
 A_TLS_PROTOCOL = SimpleNamespace(factory=SimpleNamespace(wrappedFactory=object()))
 
@@ -37,7 +36,7 @@ def served_serial(options: ReloadableServerOptions) -> int:
 class Files:
     def __init__(self, test: SynchronousTestCase) -> None:
         self.dir = Path(tempfile.mkdtemp())
-        test.addCleanup(lambda: [p.unlink() for p in self.dir.iterdir()] and None or self.dir.rmdir())
+        test.addCleanup(lambda: ([p.unlink() for p in self.dir.iterdir()] and None) or self.dir.rmdir())
         self.cert, self.key = self.dir / "cert.pem", self.dir / "key.pem"
 
     def write(self, pair: tuple[bytes, bytes]) -> None:
@@ -96,7 +95,9 @@ class CheckPairTests(SynchronousTestCase):
     def test_a_chain_after_the_leaf_parses(self) -> None:
         cert, key = make_pair(serial=3)
         self.files.write((cert + make_pair(serial=4)[0], key))
-        self.assertEqual(check_certificate_pair(self.files.cert, self.files.key, time.time()).serial_number, 3)
+        self.assertEqual(
+            check_certificate_pair(self.files.cert, self.files.key, time.time()).serial_number, 3
+        )
 
 
 class ReloadTests(SynchronousTestCase):

@@ -36,7 +36,11 @@ def make_pair(
         .not_valid_after(now + datetime.timedelta(days=days[1]))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName(name), x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    x509.DNSName(name),
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
             ),
             critical=False,
         )
@@ -53,4 +57,3 @@ def replace_file(path: Path, data: bytes) -> None:
     temp = path.with_name(f".{path.name}.new")
     temp.write_bytes(data)
     os.replace(temp, path)
-
