@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ DEFAULT_WATCH_INTERVAL = 2.0
 
 _log = Logger(namespace="pbx.sip.tls")
 
+_PEM_KEY = re.compile(rb"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.+?-----END \1PRIVATE KEY-----", re.DOTALL)
 _Signature = tuple[tuple[int, int, int, int] | None, ...]
 
 
@@ -68,8 +70,9 @@ def check_certificate_pair(cert_path: Path, key_path: Path, now: float) -> x509.
     except ValueError as e:
         raise ValueError(f"{cert_path}: not a valid PEM certificate chain ({_describe(e)})") from None
     leaf = chain[0]
+    block = _PEM_KEY.search(key_pem)  # the key may share its file with the certificate
     try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
+        key = serialization.load_pem_private_key(block.group(0) if block else key_pem, password=None)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{key_path}: not a valid unencrypted PEM private key ({_describe(e)})") from None
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

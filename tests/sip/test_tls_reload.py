@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from cryptography import x509
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -51,8 +52,6 @@ class LogCapture:
         test.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
     def lines(self, needle: str) -> list[str]:
-        from twisted.logger import formatEvent
-
         return [formatEvent(e) for e in self.events if needle in formatEvent(e)]
 
 
@@ -91,6 +90,23 @@ class CheckPairTests(SynchronousTestCase):
         self.files.key.unlink()
         with self.assertRaisesRegex(ValueError, "key.pem: cannot read"):
             check_certificate_pair(self.files.cert, self.files.key, time.time())
+
+    def test_certificate_and_key_in_one_file(self) -> None:
+        cert, key = make_pair(serial=6)
+        self.files.write((cert + key, b""))
+        leaf = check_certificate_pair(self.files.cert, self.files.cert, time.time())
+        self.assertEqual(leaf.serial_number, 6)
+        clock = Clock()
+        clock.advance(time.time())
+        options = ReloadableServerOptions(
+            self.files.cert, self.files.cert, lambda: server_options(self.files.cert, self.files.cert), clock
+        )
+        self.files.write((make_pair(serial=7, key=None)[0] + key, b""))
+        self.assertFalse(options.reload())  # a certificate of another key
+        cert, key = make_pair(serial=8)
+        self.files.write((key + cert, b""))
+        self.assertTrue(options.reload())
+        self.assertEqual(served_serial(options), 8)
 
     def test_a_chain_after_the_leaf_parses(self) -> None:
         cert, key = make_pair(serial=3)
