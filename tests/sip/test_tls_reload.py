@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ def served_serial(options: ReloadableServerOptions) -> int:
 class Files:
     def __init__(self, test: SynchronousTestCase) -> None:
         self.dir = Path(tempfile.mkdtemp())
-        test.addCleanup(lambda: ([p.unlink() for p in self.dir.iterdir()] and None) or self.dir.rmdir())
+        test.addCleanup(shutil.rmtree, self.dir, True)
         self.cert, self.key = self.dir / "cert.pem", self.dir / "key.pem"
 
     def write(self, pair: tuple[bytes, bytes]) -> None:
