@@ -10,8 +10,9 @@ kept open) registers as 1001 and answers a call from 1002 (UDP). Then:
   s_client still sees serial 2;
 - SIGHUP after replacing the files reloads them at once (serial 3).
 
-The phone is a raw TLS socket rather than baresip: calls to baresip over TLS need the Contact and flow-reuse
-fix of item 1 (branch tls-calls); the raw phone answers over the connection it registered on.
+The first test's phone is a raw TLS socket (it also re-registers and sends OPTIONS on its old connection after
+the swap). The second has baresip registered over TLS answer a call across a reload (baresip as the callee
+works today; calls *from* baresip over TLS need item 1's Contact fix, branch tls-calls).
 Every wait is on a socket, a response or a log line, with a timeout; loops are bounded.
 """
 
@@ -32,6 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pbx.sip.digest import DigestChallenge, answer_challenge
+from tests.e2e.baresip import Account, Baresip
 from tests.e2e.harness import PbxProcess, executable, write_config
 from tests.e2e.test_registrar import SipPhone, SipResponse
 from tests.sip.tls_material import make_pair, replace_file
@@ -314,6 +316,31 @@ def test_certificates_are_replaced_under_a_registered_phone_and_a_call(pbx, tmp_
         assert phone.options() == 200
     finally:
         phone.close()
+        caller.close()
+
+
+def test_a_baresip_call_over_tls_stays_up_across_a_reload(pbx, tmp_path):
+    """baresip registered over TLS (trusting serial 1) answers a call from 1002; the certificate changes; the
+    call is still up and 1002's BYE reaches baresip over its TLS connection."""
+    process, ports = pbx
+    directory = ports["dir"]
+    account = Account("1001", "pass1001", HOST, ports["tls"], transport="tls", params=["answermode=auto"])
+    phone = Baresip(tmp_path / "baresip", [account], extra_config=[f"sip_cafile {directory / 'cert.pem'}"])
+    caller = UdpCaller((HOST, ports["sip"]))
+    try:
+        assert "{0/TLS/v4} 200 OK" in phone.wait_registered(account, timeout=15)
+        caller.call("1001")
+        phone.wait_for(r"Call established: sip:1002@", timeout=10)
+        install(directory, make_pair("pbx.test", serial=2))
+        process.wait_for(
+            r"TLS certificate reloaded \(file change\): new handshakes use CN=pbx\.test serial 2"
+        )
+        assert s_client_serial(ports["tls"]) == 2
+        assert "terminated" not in phone.output
+        assert caller.bye() == 200
+        phone.wait_for(r"Call with sip:1002@\S+ terminated", timeout=10)
+    finally:
+        phone.stop()
         caller.close()
 
 
