@@ -24,6 +24,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -276,10 +277,10 @@ def test_certificates_are_replaced_under_a_registered_phone_and_a_call(pbx, tmp_
         assert phone.register() == 200
 
         # A call from 1002 (UDP) answered by the TLS phone, up across the swaps.
-        invite_answered = _answer_invite_in_background(phone)
+        invite_answered = Answering(phone, b"ACK ")
         caller.call("1001")
         invite_answered.join(10)
-        assert not invite_answered.is_alive()
+        assert invite_answered.seen
 
         # 1. The files replaced: the watcher reloads them; new connections see serial 2.
         install(directory, make_pair("pbx.test", serial=2))
@@ -309,10 +310,10 @@ def test_certificates_are_replaced_under_a_registered_phone_and_a_call(pbx, tmp_
         assert process.proc.poll() is None
 
         # The call is still up: 1002's BYE reaches the phone over its first connection.
-        hung_up = _answer_bye_in_background(phone)
+        hung_up = Answering(phone, b"BYE ")
         assert caller.bye() == 200
         hung_up.join(10)
-        assert not hung_up.is_alive() and hung_up.ok  # type: ignore[attr-defined]
+        assert hung_up.seen
         assert phone.options() == 200
     finally:
         phone.close()
@@ -344,44 +345,26 @@ def test_a_baresip_call_over_tls_stays_up_across_a_reload(pbx, tmp_path):
         caller.close()
 
 
-def _answer_invite_in_background(phone: TlsPhone):  # type: ignore[no-untyped-def]
-    import threading
+class Answering(threading.Thread):
+    """Reads the phone's connection in the background until `until` arrives: an INVITE is answered 200 with
+    SDP, other requests 200; `seen` tells whether `until` came."""
 
-    def run() -> None:
+    def __init__(self, phone: TlsPhone, until: bytes) -> None:
+        super().__init__(daemon=True)
+        self.phone, self.until, self.seen = phone, until, False
+        self.start()
+
+    def run(self) -> None:
+        phone = self.phone
         for _ in range(20):
             message = phone.receive(10)
             if message.startswith(b"INVITE "):
-                body = SDP.format(port=40004)
-                phone.answer(
-                    message,
-                    "200 OK",
-                    f"Contact: <sip:1001@{phone.local};transport=tls>\r\nContent-Type: application/sdp\r\n",
-                    body,
+                contact = (
+                    f"Contact: <sip:1001@{phone.local};transport=tls>\r\nContent-Type: application/sdp\r\n"
                 )
-                continue
-            if message.startswith(b"ACK "):
-                return
-            if not message.startswith(b"SIP/2.0 "):
+                phone.answer(message, "200 OK", contact, SDP.format(port=40004))
+            elif not message.startswith(b"SIP/2.0 "):
                 phone.answer(message)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
-def _answer_bye_in_background(phone: TlsPhone):  # type: ignore[no-untyped-def]
-    import threading
-
-    def run() -> None:
-        thread.ok = False  # type: ignore[attr-defined]
-        for _ in range(20):
-            message = phone.receive(10)
-            if not message.startswith(b"SIP/2.0 "):
-                phone.answer(message)
-            if message.startswith(b"BYE "):
-                thread.ok = True  # type: ignore[attr-defined]
+            if message.startswith(self.until):
+                self.seen = True
                 return
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
