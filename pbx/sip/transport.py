@@ -37,6 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pbx.sip.flow import (
+    ClosedInboundFlows,
     StreamFlow,
     TraceFunction,
     TransportCounters,
@@ -195,6 +196,10 @@ class TransportManager:
         self._connections: dict[_Key, list[SipStreamProtocol]] = {}
         self._keys: dict[SipStreamProtocol, list[_Key]] = {}
         self._pending: dict[_Key, _PendingConnection] = {}
+        # Accepted connections by their source (transport, host, port), and the sources whose connection
+        # closed: those are reached over their own connection only (RFC 5626 5.3), never a new one.
+        self._inbound: dict[SipStreamProtocol, _Key] = {}
+        self.closed_inbound = ClosedInboundFlows(reactor)
         self._stopping = False
 
     @property
@@ -336,6 +341,14 @@ class TransportManager:
         if open_flow is not None:
             open_flow.send(data)
             return succeed(open_flow)
+        if (name, normalize_host(host), port) in self.closed_inbound:
+            self.counters.sends_to_closed_flows += 1
+            return fail(
+                TransportError(
+                    f"the {name} connection from {format_address((host, port))} is closed: a peer that "
+                    "connected to us is reached only over its own connection (RFC 5626), not a new one"
+                )
+            )
         return self._send_on_new_connection(data, name, host, port, server_name or host.strip("[]"))
 
     def send_on_flow(self, data: bytes, flow: IFlow) -> bool:
@@ -447,6 +460,10 @@ class TransportManager:
         for key in keys:
             self._connections.setdefault(key, []).append(protocol)
         self._keys[protocol] = keys
+        if alias is None:  # accepted (ours always have the key they were opened for)
+            source = (protocol.transport_name, normalize_host(host), port)
+            self._inbound[protocol] = source
+            self.closed_inbound.opened(source)
 
     def _stream_closed(self, protocol: SipStreamProtocol, reason: Failure) -> None:
         self._protocols.discard(protocol)
@@ -463,6 +480,9 @@ class TransportManager:
                 protocols.remove(protocol)
             if not protocols:
                 self._connections.pop(key, None)
+        source = self._inbound.pop(protocol, None)
+        if source is not None and self._stream_flow(*source) is None and not self._stopping:
+            self.closed_inbound.closed(source)
         for pending in list(self._pending.values()):
             if pending.protocol is protocol:
                 self._pending_failed(pending, f"closed before it was ready: {reason.getErrorMessage()}")
