@@ -2,9 +2,11 @@
 
 `TransportManager` owns the listeners and connections: it sends from a listening UDP socket of the right
 address family, reuses open TCP/TLS connections in either direction (18.2.2, 18.1.1), opens new ones and
-queues data until they are ready, and keeps counters and an optional message trace. The protocols that
-decode the bytes are in `pbx.sip.protocols`, the flows they deliver with in `pbx.sip.flow`; both are
-re-exported here.
+queues data until they are ready, and keeps counters and an optional message trace. A peer that connected
+to us is reached on that connection only (RFC 5626 5.3, RFC 5923): once it has closed, a send to its source
+address fails (`ClosedInboundFlows`) instead of connecting to an ephemeral port nothing listens on.
+The protocols that decode the bytes are in `pbx.sip.protocols`, the flows they deliver with in
+`pbx.sip.flow`; both are re-exported here.
 
 Connection hygiene: accepted TCP/TLS connections are capped per source address and in total (a refused
 connection is closed at once and counted; the total cap is logged, rate-limited), a TLS connection must
