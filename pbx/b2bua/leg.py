@@ -259,7 +259,8 @@ class OutboundLeg:
         stack = self._stack
         transport, host, port = self.destination
         request = self._template.copy()
-        request.headers.add("Contact", stack.contact_for(transport, host))
+        secure = self.target.uri.startswith("sips:")
+        request.headers.add("Contact", stack.contact_for(transport, host, secure=secure))
         credentials = self.target.credentials
         self.provisional = False
         if credentials is None:

@@ -55,6 +55,7 @@ class TransportCounters:
     connections_cut_silent: int = 0
     connections_refused_address: int = 0
     connections_refused_global: int = 0
+    sends_to_closed_flows: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict (for a status page or metrics)."""
@@ -324,3 +325,52 @@ class StreamFlow:
 def format_address(address: tuple[str, int]) -> str:
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class ClosedInboundFlows:
+    """Source addresses of accepted TCP/TLS connections that have closed (RFC 5626 5.3, RFC 5923).
+
+    A peer that connected to us (a phone over TCP or TLS) is reached over that connection: its source port is
+    ephemeral, nothing listens there, and a phone such as baresip does not listen for TLS at all. Once the
+    connection is gone, a request to its address (a BYE to the caller, an INVITE to the registered phone)
+    must fail at once rather than open a new connection to a port that is not a listener. The peer comes
+    back by connecting again (and re-registering); a new accepted connection from the address clears it.
+
+    Bounded: at most `limit` addresses (the oldest are forgotten first), each for `lifetime` seconds.
+
+    Args:
+        clock: time source.
+        lifetime: seconds an address is remembered.
+        limit: addresses remembered at most.
+    """
+
+    def __init__(self, clock: IReactorTime, lifetime: float = 3600.0, limit: int = 10_000) -> None:
+        self._clock = clock
+        self._lifetime = lifetime
+        self._limit = limit
+        self._closed: dict[
+            tuple[str, str, int], float
+        ] = {}  # key -> closed at (insertion order: oldest first)
+
+    def __len__(self) -> int:
+        return len(self._closed)
+
+    def closed(self, key: tuple[str, str, int]) -> None:
+        """The accepted connection from `key` (transport, host, port) closed (and no other is open)."""
+        self._closed.pop(key, None)
+        self._closed[key] = self._clock.seconds()
+        while len(self._closed) > self._limit:
+            del self._closed[next(iter(self._closed))]
+
+    def opened(self, key: tuple[str, str, int]) -> None:
+        """A connection from `key` was accepted again."""
+        self._closed.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        at = self._closed.get(key)  # type: ignore[call-overload]
+        if at is None:
+            return False
+        if self._clock.seconds() - at > self._lifetime:
+            del self._closed[key]  # type: ignore[arg-type]
+            return False
+        return True

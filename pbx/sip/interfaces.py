@@ -139,8 +139,9 @@ class ISipStack(Interface):
     def send_response(response: Any, flow: IFlow) -> object:
         """Send a response where RFC 3261 18.2.2 says (outside a transaction: 2xx retransmissions)."""
 
-    def contact_for(transport: str, host: str, user: str = "pbx") -> str:
-        """A Contact for our side of a dialog whose peer is `host` over `transport`."""
+    def contact_for(transport: str, host: str, user: str = "pbx", *, secure: bool = False) -> str:
+        """A Contact for our side of a dialog whose peer is `host` over `transport` (`sips` only when
+        `secure`: the dialog's Request-URI is `sips`)."""
 
     def add_dialog(dialog: Any, usage: IDialogUsage) -> None:
         """Route what arrives in `dialog` to `usage` until `remove_dialog`."""

@@ -417,7 +417,10 @@ class RegistrationClient:
     def _contact_for(self, target: Target) -> str:
         if self._contact is not None:
             return self._contact
-        return str(self._stack.contact_for(target.transport, target.address, self._contact_user))
+        secure = self.registrar.scheme == "sips"
+        return str(
+            self._stack.contact_for(target.transport, target.address, self._contact_user, secure=secure)
+        )
 
     def _request(self, contact: str, expires: int) -> Request:
         """A REGISTER of the binding with the next CSeq (RFC 3261 10.2)."""

@@ -91,7 +91,9 @@ class UasSession(InviteSession):
         self.final_sent = False
         self.local_tag = new_tag()
         flow = transaction.flow
-        self.contact = contact or stack.contact_for(flow.transport, flow.remote_address[0])
+        self.contact = contact or stack.contact_for(
+            flow.transport, flow.remote_address[0], secure=request.uri.scheme == "sips"
+        )
         self._learn_allow(request)
         if request.body:
             self._oa(RECEIVE_OFFER)

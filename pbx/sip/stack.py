@@ -476,11 +476,17 @@ class SipStack:
         d.addErrback(self._log_send_failure, host, port)
         return d
 
-    def contact_for(self, transport: str, host: str, user: str = "pbx") -> str:
-        """A Contact URI for our side of a dialog whose peer is `host` over `transport`."""
+    def contact_for(self, transport: str, host: str, user: str = "pbx", *, secure: bool = False) -> str:
+        """A Contact URI for our side of a dialog whose peer is `host` over `transport`.
+
+        The scheme is `sips` only when `secure` (the request we answer, or the target we send to, has a
+        `sips` Request-URI: RFC 3261 12.1.1, 8.1.1.8); a `sip:` dialog over TLS gets `sip:...;transport=tls`
+        (RFC 3261 26.2, 19.1; RFC 5630 3.1.3: TLS on one hop does not make a `sips` dialog, and phones such as
+        baresip refuse a `sips` Contact they did not ask for).
+        """
         transport = transport.lower()
         local_host, local_port = self.transport.local_address(transport, host)
-        scheme = "sips" if transport == "tls" else "sip"
+        scheme = "sips" if secure and transport == "tls" else "sip"
         host_text = f"[{local_host}]" if ":" in local_host else local_host
         suffix = "" if transport == "udp" else f";transport={transport}"
         return f"<{scheme}:{user}@{host_text}:{local_port}{suffix}>"

@@ -394,7 +394,9 @@ class Notifier:
             return  # authorize answered (a challenge)
         resource = package.resource_for(request, identity)
         flow = transaction.flow
-        contact = self.stack.contact_for(flow.transport, flow.remote_address[0])
+        contact = self.stack.contact_for(
+            flow.transport, flow.remote_address[0], secure=request.uri.scheme == "sips"
+        )
         response = self.ok(request, new_tag(), contact, expires)
         try:
             dialog = Dialog.create_uas(request, response, contact)

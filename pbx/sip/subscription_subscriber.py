@@ -227,7 +227,8 @@ class Subscriber:
         self._timer_retry = None
         self.state = SUBSCRIBING
         hop = self._hop or destination(request_next_hop(Request("SUBSCRIBE", self.resource)))
-        contact = self._stack.contact_for(hop[0], hop[1], self._contact_user)
+        secure = self.resource.scheme == "sips"
+        contact = self._stack.contact_for(hop[0], hop[1], self._contact_user, secure=secure)
         local = self._local.with_param("tag", new_tag())
         remote = NameAddress(self.resource)
         call_id = new_call_id(hop[1] if ":" not in hop[1] else "pbx")

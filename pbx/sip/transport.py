@@ -2,9 +2,11 @@
 
 `TransportManager` owns the listeners and connections: it sends from a listening UDP socket of the right
 address family, reuses open TCP/TLS connections in either direction (18.2.2, 18.1.1), opens new ones and
-queues data until they are ready, and keeps counters and an optional message trace. The protocols that
-decode the bytes are in `pbx.sip.protocols`, the flows they deliver with in `pbx.sip.flow`; both are
-re-exported here.
+queues data until they are ready, and keeps counters and an optional message trace. A peer that connected
+to us is reached on that connection only (RFC 5626 5.3, RFC 5923): once it has closed, a send to its source
+address fails (`ClosedInboundFlows`) instead of connecting to an ephemeral port nothing listens on.
+The protocols that decode the bytes are in `pbx.sip.protocols`, the flows they deliver with in
+`pbx.sip.flow`; both are re-exported here.
 
 Connection hygiene: accepted TCP/TLS connections are capped per source address and in total (a refused
 connection is closed at once and counted; the total cap is logged, rate-limited), a TLS connection must
@@ -37,6 +39,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pbx.sip.flow import (
+    ClosedInboundFlows,
     StreamFlow,
     TraceFunction,
     TransportCounters,
@@ -195,6 +198,10 @@ class TransportManager:
         self._connections: dict[_Key, list[SipStreamProtocol]] = {}
         self._keys: dict[SipStreamProtocol, list[_Key]] = {}
         self._pending: dict[_Key, _PendingConnection] = {}
+        # Accepted connections by their source (transport, host, port), and the sources whose connection
+        # closed: those are reached over their own connection only (RFC 5626 5.3), never a new one.
+        self._inbound: dict[SipStreamProtocol, _Key] = {}
+        self.closed_inbound = ClosedInboundFlows(reactor)
         self._stopping = False
 
     @property
@@ -336,6 +343,14 @@ class TransportManager:
         if open_flow is not None:
             open_flow.send(data)
             return succeed(open_flow)
+        if (name, normalize_host(host), port) in self.closed_inbound:
+            self.counters.sends_to_closed_flows += 1
+            return fail(
+                TransportError(
+                    f"the {name} connection from {format_address((host, port))} is closed: a peer that "
+                    "connected to us is reached only over its own connection (RFC 5626), not a new one"
+                )
+            )
         return self._send_on_new_connection(data, name, host, port, server_name or host.strip("[]"))
 
     def send_on_flow(self, data: bytes, flow: IFlow) -> bool:
@@ -447,6 +462,10 @@ class TransportManager:
         for key in keys:
             self._connections.setdefault(key, []).append(protocol)
         self._keys[protocol] = keys
+        if alias is None:  # accepted (ours always have the key they were opened for)
+            source = (protocol.transport_name, normalize_host(host), port)
+            self._inbound[protocol] = source
+            self.closed_inbound.opened(source)
 
     def _stream_closed(self, protocol: SipStreamProtocol, reason: Failure) -> None:
         self._protocols.discard(protocol)
@@ -463,6 +482,9 @@ class TransportManager:
                 protocols.remove(protocol)
             if not protocols:
                 self._connections.pop(key, None)
+        source = self._inbound.pop(protocol, None)
+        if source is not None and self._stream_flow(*source) is None and not self._stopping:
+            self.closed_inbound.closed(source)
         for pending in list(self._pending.values()):
             if pending.protocol is protocol:
                 self._pending_failed(pending, f"closed before it was ready: {reason.getErrorMessage()}")

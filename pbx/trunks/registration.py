@@ -196,7 +196,7 @@ class TrunkRegistrations:
                 retry_at=None,
                 expires_at=status.expires_at,
                 refresh_at=status.refresh_at,
-                contact=self._contact(status.target, current.contact_user),
+                contact=self._contact(status.target, current.contact_user, self.clients.get((tenant, trunk))),
                 target=target,
             )
         elif status.state == sip_registration.FAILED:
@@ -225,12 +225,16 @@ class TrunkRegistrations:
                 contact=None,
             )
 
-    def _contact(self, target: tuple[str, str, int] | None, user: str) -> str | None:
-        """The Contact the client registered at `target` (the same the stack built for it)."""
+    def _contact(
+        self, target: tuple[str, str, int] | None, user: str, client: RegistrationClient | None
+    ) -> str | None:
+        """The Contact the client registered at `target` (the same the stack built for it: `sips` only for
+        a `sips` registrar)."""
         if target is None:
             return None
+        secure = client is not None and client.registrar.scheme == "sips"
         try:
-            return str(self._stack.contact_for(target[0], target[1], user))
+            return str(self._stack.contact_for(target[0], target[1], user, secure=secure))
         except Exception:  # no listener any more: shown as unknown
             return None
 

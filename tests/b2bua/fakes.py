@@ -198,7 +198,7 @@ class FakeStack:
     def remove_dialog(self, dialog: Any) -> None:
         self.dialogs.remove(dialog)
 
-    def contact_for(self, transport: str, host: str, user: str = "pbx") -> str:
+    def contact_for(self, transport: str, host: str, user: str = "pbx", *, secure: bool = False) -> str:
         self.contact_lookups.append((transport, host))
         return PBX_CONTACT
 
