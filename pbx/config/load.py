@@ -78,8 +78,8 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "nameservers",
         "listen",
     ),
-    "sip.listen[]": ("transport", "host", "port", "advertise"),
-    "tls": ("certificate", "private_key", "ca_certificates"),
+    "sip.listen[]": ("transport", "host", "port", "advertise", "require_client_certificate"),
+    "tls": ("certificate", "private_key", "ca_certificates", "min_version", "ciphers"),
     "tenants.<tenant>": (
         "domain",
         "aliases",
@@ -465,11 +465,14 @@ class _Parser:
                 f"must be one of {', '.join(TRANSPORTS)}, not {listen['transport']!r}",
             )
         advertise = listen.get("advertise")
+        from pbx.config.load_tls import listener_client_certificate  # imports this module
+
         return ListenerConfig(
             transport=transport,
             host=self._host(listen.get("host", "127.0.0.1"), _join(path, "host"), ip_only=True),
             port=self._integer(listen, "port", path, DEFAULT_PORTS[transport], 1, 65535),
             advertise=None if advertise is None else self._host(advertise, _join(path, "advertise")),
+            require_client_certificate=listener_client_certificate(self, listen, path, transport),
         )
 
     def tls(self, value: object) -> TlsConfig:
@@ -488,7 +491,14 @@ class _Parser:
         ):
             if file is not None and not file.is_file():
                 raise ConfigError(f"tls.{key}", f"no such file: {file}")
-        return TlsConfig(certificate=certificate, private_key=private_key, ca_certificates=ca_certificates)
+        from pbx.config.load_tls import tls_policy  # imports this module
+
+        return TlsConfig(
+            certificate=certificate,
+            private_key=private_key,
+            ca_certificates=ca_certificates,
+            **tls_policy(self, tls),
+        )
 
     def tenants(self, value: object) -> tuple[Tenant, ...]:
         if value is None or value == {}:

@@ -50,6 +50,7 @@ from pbx.sip.flow import (
 )
 from pbx.sip.interfaces import IFlow, IMessageSink
 from pbx.sip.parser import ParserLimits
+from pbx.sip.tls import describe_failure
 from pbx.sip.protocols import (
     DEFAULT_FIRST_MESSAGE_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -238,16 +239,23 @@ class TransportManager:
         self._listening(listening, advertise)
         return listening
 
-    def listen_tls(self, host: str, port: int, advertise: str = "") -> IListeningPort:
+    def listen_tls(
+        self, host: str, port: int, advertise: str = "", *, server_options: Any = None
+    ) -> IListeningPort:
         """Accept TLS connections on host and port (0: any).
 
+        Args:
+            server_options: this listener's context factory (one requiring client certificates, say);
+                default the manager's `tls_server_options`.
+
         Raises:
-            ValueError: the manager was built without `tls_server_options`.
+            ValueError: the manager was built without `tls_server_options` and none is given.
         """
-        if self._tls_server_options is None:
+        options = server_options if server_options is not None else self._tls_server_options
+        if options is None:
             raise ValueError("listen_tls needs tls_server_options")
         listening = self._reactor.listenSSL(
-            port, self._stream_factory("TLS"), self._tls_server_options, interface=host.strip("[]")
+            port, self._stream_factory("TLS"), options, interface=host.strip("[]")
         )
         self._stream_ports.append(("TLS", listening))
         self._listening(listening, advertise)
@@ -465,7 +473,7 @@ class TransportManager:
                 self._connections.pop(key, None)
         for pending in list(self._pending.values()):
             if pending.protocol is protocol:
-                self._pending_failed(pending, f"closed before it was ready: {reason.getErrorMessage()}")
+                self._pending_failed(pending, _closed_before_ready(protocol, reason))
 
     def _stream_flow(self, name: str, host: str, port: int) -> StreamFlow | None:
         for protocol in reversed(self._connections.get((name, normalize_host(host), port), [])):
@@ -642,3 +650,10 @@ def _route_source(destination: ipaddress.IPv4Address | ipaddress.IPv6Address) ->
             return normalize_host(probe.getsockname()[0])
     except OSError:
         return None
+
+
+def _closed_before_ready(protocol: SipStreamProtocol, reason: Failure) -> str:
+    """Why an outgoing connection closed before it was ready; for TLS, which check of the peer failed."""
+    if protocol.transport_name != "TLS":
+        return f"closed before it was ready: {reason.getErrorMessage()}"
+    return describe_failure(reason.value, protocol.transport)
