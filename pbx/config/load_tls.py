@@ -8,7 +8,8 @@
   by `[tls] ca_certificates` (mutual TLS).
 - A trunk's `tls_certificate` and `tls_private_key`: the client certificate it presents to its carrier.
 
-Called by `pbx.config.load` (imported when used: this module imports its `ConfigError`); pyOpenSSL checks the cipher string (no PBX layer involved).
+Called by `pbx.config.load` (imported when used: this module imports its `ConfigError`); pyOpenSSL
+checks the cipher string (no PBX layer involved).
 """
 
 from __future__ import annotations

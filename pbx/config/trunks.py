@@ -6,8 +6,8 @@ Like `pbx.config.model` it imports only the standard library; the password is le
 
 from __future__ import annotations
 
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 DTMF_MODES: tuple[str, ...] = ("rfc4733", "info", "inband")
 """How key presses travel on a trunk: RFC 4733 telephone-events, SIP INFO, or tones in the audio."""
@@ -83,7 +83,8 @@ class Trunk:
             trunk's unless it is addressed to the registered Contact.
         max_calls: The most concurrent calls on the trunk (0: no limit).
         enabled: A disabled trunk neither registers nor carries calls.
-        tls_certificate: Over TLS, the client certificate (PEM) presented to the carrier (mutual TLS), or None.
+        tls_certificate: Over TLS, the client certificate (PEM) presented to the carrier (mutual TLS), or
+            None.
         tls_private_key: Its private key (PEM); None exactly when `tls_certificate` is None.
     """
 

@@ -500,8 +500,9 @@ class SipStack:
 
         A top Via with a fresh branch is added (sent-by from our listener for that transport), unless
         `new_via` is false (a CANCEL carries its INVITE's Via). Over TLS, `server_name` is the identity the
-        server's certificate must show (RFC 5922 4: the host of the URI RFC 3263 resolved, `Target.server_name`);
-        None checks `host` itself (an IP-ID for an address). Returns the client transaction.
+        server's certificate must show (RFC 5922 4: the host of the URI RFC 3263 resolved,
+        `Target.server_name`); None checks `host` itself (an IP-ID for an address). Returns the client
+        transaction.
         """
         transport = transport.lower()
         if new_via:

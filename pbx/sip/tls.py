@@ -95,7 +95,7 @@ class TlsPolicy:
         if self.min_version not in TLS_VERSIONS:
             raise ValueError(f"unknown TLS version {self.min_version!r} (one of {', '.join(TLS_VERSIONS)})")
         ciphers = ssl.AcceptableCiphers.fromOpenSSLCipherString(self.ciphers)
-        if not ciphers._ciphers:  # type: ignore[attr-defined]
+        if not ciphers._ciphers:
             raise ValueError(f"the cipher string {self.ciphers!r} selects no cipher")
         return {"raiseMinimumTo": TLS_VERSIONS[self.min_version], "acceptableCiphers": ciphers}
 
@@ -364,9 +364,8 @@ def describe_failure(reason: BaseException, tls_transport: object = None) -> str
         parts = [str(item[2]) for item in (reason.args[0] if reason.args else []) if len(item) > 2]
         text = "; ".join(p for p in parts if p) or text
         code = _verify_errors.get(tls_transport) if tls_transport is not None else None
-        if "certificate verify failed" in text:
-            if code:
-                text = f"certificate verify failed: {_X509_ERRORS.get(code, f'X509 error {code}')}"
+        if "certificate verify failed" in text and code:
+            text = f"certificate verify failed: {_X509_ERRORS.get(code, f'X509 error {code}')}"
     return f"TLS handshake failed: {text}"
 
 
@@ -384,7 +383,7 @@ _X509_ERRORS: Mapping[int, str] = MappingProxyType(
         26: "unsupported certificate purpose",
     }
 )
-"""OpenSSL X509_V_ERR_* codes seen when a peer's chain is refused, as `X509_verify_cert_error_string` words."""
+"""OpenSSL X509_V_ERR_* codes seen when a peer's chain is refused (`X509_verify_cert_error_string` words)."""
 
 
 def _name_mismatch(reason: BaseException) -> str | None:
@@ -481,7 +480,7 @@ def _load_certificates(path: Path) -> list[ssl.Certificate]:
     return [_load_certificate(block, path) for block in blocks]
 
 
-def _describe(error: Exception) -> str:
+def _describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 

@@ -50,7 +50,6 @@ from pbx.sip.flow import (
 )
 from pbx.sip.interfaces import IFlow, IMessageSink
 from pbx.sip.parser import ParserLimits
-from pbx.sip.tls import describe_failure
 from pbx.sip.protocols import (
     DEFAULT_FIRST_MESSAGE_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -60,6 +59,7 @@ from pbx.sip.protocols import (
     SipStreamFactory,
     SipStreamProtocol,
 )
+from pbx.sip.tls import describe_failure
 
 __all__ = [
     "DEFAULT_FIRST_MESSAGE_TIMEOUT",
@@ -656,4 +656,4 @@ def _closed_before_ready(protocol: SipStreamProtocol, reason: Failure) -> str:
     """Why an outgoing connection closed before it was ready; for TLS, which check of the peer failed."""
     if protocol.transport_name != "TLS":
         return f"closed before it was ready: {reason.getErrorMessage()}"
-    return describe_failure(reason.value, protocol.transport)
+    return describe_failure(reason.value or Exception("connection lost"), protocol.transport)

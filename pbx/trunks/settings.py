@@ -7,7 +7,6 @@ nothing here imports the config.
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Protocol
 
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import re
 import json
+import re
 import shutil
 import socket
 import ssl
