@@ -116,6 +116,7 @@ class ClientRequest:
         server_name: str | None = None,
     ) -> None:
         self._stack = stack
+        server_name = server_name or getattr(destination, "server_name", None)  # a `resolver.Hop`
         self._server_name = {"server_name": server_name} if server_name else {}
         self._template = request.copy()
         self._destination = destination
