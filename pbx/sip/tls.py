@@ -289,12 +289,16 @@ def client_options_factory(
         if creator is None:
             if len(cache) >= 256:
                 cache.clear()
+            options = dict(extra)  # a copy per name: Twisted adds to it
+            identity = identities.get(key)
+            if identity is not None:  # cryptography objects: pyOpenSSL deprecates its own in a context
+                options["privateKey"] = identity.privateKey.original.to_cryptography_key()
+                options["certificate"] = identity.original.to_cryptography()
             creator = cache[key] = _RecordingClientOptions(
                 ssl.optionsForClientTLS(
                     key,
                     trustRoot=trust_root,  # type: ignore[arg-type]
-                    clientCertificate=identities.get(key),
-                    extraCertificateOptions=dict(extra),  # a copy: Twisted adds the client certificate to it
+                    extraCertificateOptions=options,
                 ),
                 key,
             )
