@@ -177,7 +177,7 @@ class TlsVerifyTest(SynchronousTestCase):
         context.set_max_proto_version(SSL.TLS1_2_VERSION)
         client = SSL.Connection(context, None)
         client.set_connect_state()
-        client_error, server_error = _pump(client, server)
+        _, server_error = _pump(client, server)
         self.assertIsNotNone(server_error)
 
 
