@@ -266,7 +266,12 @@ class OutboundLeg:
             self.invite = request
             name = getattr(self.destination, "server_name", None)  # a `pbx.sip.resolver.Hop`
             self.transaction = stack.send_request(
-                request, self, transport, host, port, **({"server_name": name} if name else {})
+                request,
+                self,
+                transport,
+                host,
+                port,
+                **({"server_name": name} if name and transport == "tls" else {}),
             )
             return
         client = self._client = ClientRequest(

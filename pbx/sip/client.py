@@ -117,7 +117,8 @@ class ClientRequest:
     ) -> None:
         self._stack = stack
         server_name = server_name or getattr(destination, "server_name", None)  # a `resolver.Hop`
-        self._server_name = {"server_name": server_name} if server_name else {}
+        tls = destination[0].lower() == "tls"
+        self._server_name = {"server_name": server_name} if server_name and tls else {}
         self._template = request.copy()
         self._destination = destination
         self._lookup = credentials

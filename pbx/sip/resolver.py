@@ -89,8 +89,10 @@ class Target:
 
     @property
     def hop(self) -> Hop:
-        """(transport, address, port), carrying `server_name` for the TLS identity check."""
-        return Hop(self.transport, self.address, self.port, self.server_name)
+        """(transport, address, port), carrying `server_name` for the TLS identity check (TLS only)."""
+        return Hop(
+            self.transport, self.address, self.port, self.server_name if self.transport == "tls" else None
+        )
 
 
 class Hop(tuple[str, str, int]):
