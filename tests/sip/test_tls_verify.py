@@ -9,9 +9,15 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet import ssl
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from pbx.sip.client import ClientRequest
+from pbx.sip.message import Request
+from pbx.sip.resolver import Target
+from pbx.sip.stack import SipStack
 from pbx.sip.tls import (
     DEFAULT_CIPHERS,
     TlsPolicy,
@@ -19,6 +25,7 @@ from pbx.sip.tls import (
     describe_failure,
     server_options,
 )
+from pbx.sip.uri import parse_sip_uri
 from tests.sip.tls_certs import issue, make_ca
 
 
@@ -231,3 +238,54 @@ class TlsPolicyTest(SynchronousTestCase):
             client_options_factory(
                 None, client_certificates={"a.test": (directory / "x.pem", directory / "y.pem")}
             )
+
+
+class _NamedTransports:
+    """Records the `server_name` each send asked the transport to verify."""
+
+    def __init__(self) -> None:
+        self.names: list[tuple[str, str | None]] = []
+
+    def send(self, data: bytes, transport: str, host: str, port: int, **kwargs: Any) -> Deferred[None]:
+        self.names.append((transport, kwargs.get("server_name")))
+        return succeed(None)
+
+    def local_address(self, transport: str, host: str) -> tuple[str, int]:
+        return ("127.0.0.1", 5071)
+
+
+class ServerNameTest(SynchronousTestCase):
+    """The name RFC 3263 resolved from reaches the TLS transport (RFC 5922 4), for TLS hops only."""
+
+    def test_hops_carry_the_name_for_tls_only(self) -> None:
+        hop = Target("tls", "192.0.2.1", 5061, "carrier.test").hop
+        self.assertEqual((hop, hop.server_name), (("tls", "192.0.2.1", 5061), "carrier.test"))
+        self.assertIsNone(Target("udp", "192.0.2.1", 5060, "carrier.test").hop.server_name)
+
+    def test_client_request_passes_the_name_to_the_transport(self) -> None:
+        clock = Clock()
+        stack = SipStack(clock)
+        transports = _NamedTransports()
+        stack.attach_transport(transports)
+        request = Request("OPTIONS", parse_sip_uri("sip:carrier.test"))
+        for header, value in (
+            ("From", "<sip:pbx@pbx.test>;tag=1"),
+            ("To", "<sip:carrier.test>"),
+            ("Call-ID", "c1"),
+            ("CSeq", "1 OPTIONS"),
+        ):
+            request.headers.add(header, value)
+        ClientRequest(
+            stack, request, Target("tls", "192.0.2.1", 5061, "carrier.test").hop, lambda _r: None
+        ).start()
+        ClientRequest(
+            stack, request, ("tls", "192.0.2.1", 5061), lambda _r: None, server_name="b.test"
+        ).start()
+        ClientRequest(
+            stack, request, ("udp", "192.0.2.1", 5060), lambda _r: None, server_name="c.test"
+        ).start()
+        self.assertEqual(transports.names, [("tls", "carrier.test"), ("tls", "b.test"), ("udp", None)])
+        clock.advance(64)  # the transactions time out
+        for _ in range(20):
+            clock.advance(5)
+        self.assertEqual(clock.getDelayedCalls(), [])
