@@ -372,14 +372,18 @@ class _Parser:
         tenants = self.tenants(root.get("tenants"))
         smtp = load_voicemail.smtp(self, root.get("smtp", {}))
         load_voicemail.check_email(tenants, smtp)
+        from pbx.config.load_tls import check_mutual_tls  # imports this module
+
+        sip, tls = self.sip(root.get("sip", {})), self.tls(root.get("tls", {}))
+        check_mutual_tls(sip, tls)
         return Config(
             source=source,
             base_dir=self._base_dir,
             data_dir=data_dir,
             dialplan_dir=dialplan_dir,
             sip_trace=sip_trace,
-            sip=self.sip(root.get("sip", {})),
-            tls=self.tls(root.get("tls", {})),
+            sip=sip,
+            tls=tls,
             tenants=tenants,
             registrar=self.registrar(root.get("registrar", {})),
             security=self.security(root.get("security", {})),

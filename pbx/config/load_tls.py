@@ -21,8 +21,15 @@ from typing import Any, Protocol
 from OpenSSL import SSL
 
 from pbx.config.load import ConfigError
+from pbx.config.model import SipConfig, TlsConfig
 
-__all__ = ["TLS_MIN_VERSIONS", "listener_client_certificate", "tls_policy", "trunk_certificate"]
+__all__ = [
+    "TLS_MIN_VERSIONS",
+    "check_mutual_tls",
+    "listener_client_certificate",
+    "tls_policy",
+    "trunk_certificate",
+]
 
 TLS_MIN_VERSIONS: tuple[str, ...] = ("1.2", "1.3")
 
@@ -59,6 +66,16 @@ def listener_client_certificate(parser: _Parser, table: Mapping[str, Any], path:
     if required and transport != "tls":
         raise ConfigError(f"{path}.require_client_certificate", "is only for TLS listeners")
     return required
+
+
+def check_mutual_tls(sip: SipConfig, tls: TlsConfig) -> None:
+    """A listener requiring client certificates needs the CAs to verify them with."""
+    for index, listener in enumerate(sip.listeners):
+        if listener.require_client_certificate and tls.ca_certificates is None:
+            raise ConfigError(
+                f"sip.listen[{index}].require_client_certificate",
+                "needs tls.ca_certificates (the clients' CAs)",
+            )
 
 
 def trunk_certificate(parser: _Parser, table: Mapping[str, Any], path: str) -> dict[str, Path | None]:

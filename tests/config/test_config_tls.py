@@ -56,10 +56,18 @@ def test_bad_policy(tls: dict[str, Any], key: str, text: str) -> None:
     assert error.path == key and text in str(error)
 
 
-def test_require_client_certificate() -> None:
+def test_require_client_certificate(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("x")
     listen = [{"transport": "tls", "host": "127.0.0.1", "require_client_certificate": True}]
-    config = parse_config(document(sip={"listen": listen}), Path("/etc/pbx"))
+    mutual = document(sip={"listen": listen}, tls={"ca_certificates": "ca.pem"})
+    config = parse_config(mutual, tmp_path)
     assert config.sip.listeners[0].require_client_certificate is True
+
+    listen = [{"transport": "tls", "host": "127.0.0.1", "require_client_certificate": True}]
+    error = error_for(document(sip={"listen": listen}))
+    assert error.path == "sip.listen[0].require_client_certificate" and "needs tls.ca_certificates" in str(
+        error
+    )
     udp = [{"transport": "udp", "host": "127.0.0.1", "require_client_certificate": True}]
     error = error_for(document(sip={"listen": udp}))
     assert error.path == "sip.listen[0].require_client_certificate" and "only for TLS" in str(error)
