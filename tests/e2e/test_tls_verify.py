@@ -150,8 +150,10 @@ def negotiated(result: subprocess.CompletedProcess[str]) -> str | None:
     return match.group(1)
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[dict]:
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """One PBX, its carriers and DNS server for both tests (a PBX start costs seconds)."""
+    tmp_path = tmp_path_factory.mktemp("tls-verify")
     ca = make_ca(tmp_path, "test-ca")
     other_ca = make_ca(tmp_path, "other-ca")
     carriers = {
