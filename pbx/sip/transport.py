@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
@@ -465,7 +466,17 @@ class TransportManager:
                 self._per_address[host] = left
             else:
                 self._per_address.pop(host, None)
-        for key in self._keys.pop(protocol, []):
+        keys = self._keys.pop(protocol, [])
+        if keys and protocol.transport_name == "TLS" and isinstance(reason.value, SSL.Error):
+            # A ready connection the peer's TLS ended: over TLS 1.3 a server refusing our client
+            # certificate (or its absence) does so only after our side of the handshake completed.
+            self.monitor.warn(
+                "tls",
+                "TLS connection with {peer} closed: {why}",
+                peer=format_address(keys[0][1:]),
+                why=describe_failure(reason.value, protocol.transport).removeprefix("TLS handshake failed: "),
+            )
+        for key in keys:
             protocols = self._connections.get(key, [])
             if protocol in protocols:
                 protocols.remove(protocol)

@@ -13,8 +13,9 @@ the name checked is the DNS-ID RFC 3263 started from (RFC 5922); two trunks use 
 - `expired`: signed by the CA, expired yesterday: failed, "certificate has expired" logged.
 - `ip` / `ipwrong`: a certificate for IP 127.0.0.1 registers; one for 127.0.0.2 and localhost fails (IP-ID).
 - `mutual`: the carrier requires a client certificate; the trunk has one (signed by the CA): registered.
-- `nocert`: the carrier requires a client certificate; the trunk has none: failed (over TLS 1.3 the carrier
-  refuses after the client's side of the handshake completed, so the log line is a closed connection).
+- `nocert`: the carrier requires a client certificate; the trunk has none: failed, "certificate required"
+  logged (over TLS 1.3 the carrier refuses after the client's side of the handshake completed: the
+  REGISTER times out).
 
 The PBX's own TLS listeners then face `openssl s_client`: TLS 1.1 is refused, TLS 1.2 with CBC suites only
 is refused, TLS 1.2 negotiates an ECDHE AEAD suite; a listener with `require_client_certificate` refuses a
@@ -232,6 +233,10 @@ def test_trunks_verify_the_carrier_certificate(world: dict) -> None:
     logged("ipwrong", r"TLS certificate name mismatch: .*IP-ID 127\.0\.0\.1")
     logged("unknown", r"TLS handshake failed: certificate verify failed: .*unknown CA")
     logged("expired", r"TLS handshake failed: certificate verify failed: certificate has expired")
+    # Over TLS 1.3 the carrier wanting a client certificate ends the connection after the PBX's handshake.
+    pbx.wait_for(
+        rf"TLS connection with 127\.0\.0\.1:{carriers['nocert'].port} closed: .*certificate required"
+    )
     assert all(carriers[name].requests >= 1 for name in ("good", "mutual", "ip"))
     assert all(carriers[name].requests == 0 for name in refused)
     assert any("certificate" in error.lower() for error in carriers["nocert"].handshake_errors)
