@@ -505,7 +505,7 @@ class B2BUA:
         if self._locate is None:
             raise SipError(503, "No resolver")
         return self._locate(uri).addCallback(
-            lambda targets: [(t.transport, t.address, t.port) for t in targets]
+            lambda targets: [t.hop for t in targets]  # tuples carrying the TLS server name
         )
 
     def local_answer(self, call: Call, offer_body: bytes, parsed: SessionDescription | None = None) -> bytes:

@@ -265,7 +265,15 @@ class OutboundLeg:
         self.provisional = False
         if credentials is None:
             self.invite = request
-            self.transaction = stack.send_request(request, self, transport, host, port)
+            name = getattr(self.destination, "server_name", None)  # a `pbx.sip.resolver.Hop`
+            self.transaction = stack.send_request(
+                request,
+                self,
+                transport,
+                host,
+                port,
+                **({"server_name": name} if name and transport == "tls" else {}),
+            )
             return
         client = self._client = ClientRequest(
             stack,

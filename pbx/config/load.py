@@ -78,8 +78,8 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "nameservers",
         "listen",
     ),
-    "sip.listen[]": ("transport", "host", "port", "advertise"),
-    "tls": ("certificate", "private_key", "ca_certificates"),
+    "sip.listen[]": ("transport", "host", "port", "advertise", "require_client_certificate"),
+    "tls": ("certificate", "private_key", "ca_certificates", "min_version", "ciphers"),
     "tenants.<tenant>": (
         "domain",
         "aliases",
@@ -372,14 +372,18 @@ class _Parser:
         tenants = self.tenants(root.get("tenants"))
         smtp = load_voicemail.smtp(self, root.get("smtp", {}))
         load_voicemail.check_email(tenants, smtp)
+        from pbx.config.load_tls import check_mutual_tls  # imports this module
+
+        sip, tls = self.sip(root.get("sip", {})), self.tls(root.get("tls", {}))
+        check_mutual_tls(sip, tls)
         return Config(
             source=source,
             base_dir=self._base_dir,
             data_dir=data_dir,
             dialplan_dir=dialplan_dir,
             sip_trace=sip_trace,
-            sip=self.sip(root.get("sip", {})),
-            tls=self.tls(root.get("tls", {})),
+            sip=sip,
+            tls=tls,
             tenants=tenants,
             registrar=self.registrar(root.get("registrar", {})),
             security=self.security(root.get("security", {})),
@@ -465,11 +469,14 @@ class _Parser:
                 f"must be one of {', '.join(TRANSPORTS)}, not {listen['transport']!r}",
             )
         advertise = listen.get("advertise")
+        from pbx.config.load_tls import listener_client_certificate  # imports this module
+
         return ListenerConfig(
             transport=transport,
             host=self._host(listen.get("host", "127.0.0.1"), _join(path, "host"), ip_only=True),
             port=self._integer(listen, "port", path, DEFAULT_PORTS[transport], 1, 65535),
             advertise=None if advertise is None else self._host(advertise, _join(path, "advertise")),
+            require_client_certificate=listener_client_certificate(self, listen, path, transport),
         )
 
     def tls(self, value: object) -> TlsConfig:
@@ -488,7 +495,14 @@ class _Parser:
         ):
             if file is not None and not file.is_file():
                 raise ConfigError(f"tls.{key}", f"no such file: {file}")
-        return TlsConfig(certificate=certificate, private_key=private_key, ca_certificates=ca_certificates)
+        from pbx.config.load_tls import tls_policy  # imports this module
+
+        return TlsConfig(
+            certificate=certificate,
+            private_key=private_key,
+            ca_certificates=ca_certificates,
+            **tls_policy(self, tls),
+        )
 
     def tenants(self, value: object) -> tuple[Tenant, ...]:
         if value is None or value == {}:

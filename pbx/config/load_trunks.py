@@ -140,7 +140,10 @@ def _trunk(parser: Any, name: str, value: object, path: str) -> Trunk:
             _join(path, "did_source"),
             f"must be one of {', '.join(DID_SOURCES)}, not {table['did_source']!r}",
         )
+    from pbx.config.load_tls import trunk_certificate  # imports pbx.config.load
+
     return Trunk(
+        **trunk_certificate(parser, table, path),
         name=name,
         host=host,
         port=port,

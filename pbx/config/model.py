@@ -103,12 +103,15 @@ class ListenerConfig:
         host: The IPv4 or IPv6 address to bind, without brackets.
         port: The port to bind, 1 to 65535.
         advertise: The host to put in Via and Contact instead of ``host`` (a public name or address), or None.
+        require_client_certificate: TLS only: refuse clients without a certificate signed by
+            ``[tls] ca_certificates`` (mutual TLS).
     """
 
     transport: str
     host: str
     port: int
     advertise: str | None = None
+    require_client_certificate: bool = False
 
     @property
     def advertised_host(self) -> str:
@@ -163,11 +166,15 @@ class TlsConfig:
             certificate in the data directory on first start.
         private_key: The PEM private key for ``certificate``; None exactly when ``certificate`` is None.
         ca_certificates: A PEM bundle of CAs to verify peers with, or None for the system's default store.
+        min_version: The oldest TLS version accepted and offered: ``"1.2"`` or ``"1.3"``.
+        ciphers: An OpenSSL cipher string for TLS 1.2, or ``""`` for the AEAD-only default.
     """
 
     certificate: Path | None = None
     private_key: Path | None = None
     ca_certificates: Path | None = None
+    min_version: str = "1.2"
+    ciphers: str = ""
 
 
 @dataclass(frozen=True, slots=True)

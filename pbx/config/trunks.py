@@ -7,6 +7,7 @@ Like `pbx.config.model` it imports only the standard library; the password is le
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 DTMF_MODES: tuple[str, ...] = ("rfc4733", "info", "inband")
 """How key presses travel on a trunk: RFC 4733 telephone-events, SIP INFO, or tones in the audio."""
@@ -39,6 +40,8 @@ TRUNK_KEYS: tuple[str, ...] = (
     "networks",
     "max_calls",
     "enabled",
+    "tls_certificate",
+    "tls_private_key",
 )
 """The keys of a `[tenants.NAME.trunks.TRUNK]` table: every field of `Trunk` but its name."""
 
@@ -80,6 +83,9 @@ class Trunk:
             trunk's unless it is addressed to the registered Contact.
         max_calls: The most concurrent calls on the trunk (0: no limit).
         enabled: A disabled trunk neither registers nor carries calls.
+        tls_certificate: Over TLS, the client certificate (PEM) presented to the carrier (mutual TLS), or
+            None.
+        tls_private_key: Its private key (PEM); None exactly when `tls_certificate` is None.
     """
 
     name: str
@@ -107,6 +113,8 @@ class Trunk:
     networks: tuple[str, ...] = ()
     max_calls: int = 0
     enabled: bool = True
+    tls_certificate: Path | None = None
+    tls_private_key: Path | None = None
 
     def __post_init__(self) -> None:
         for name in ("proxies", "codecs", "dids", "networks"):

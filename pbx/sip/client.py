@@ -87,6 +87,8 @@ class ClientRequest:
             needs an ACK and a BYE).
         next_cseq: previous CSeq -> the retry's; `dialog_cseq(dialog)` in a dialog.
         max_attempts: the most requests sent in all (a bound on servers that keep challenging new realms).
+        server_name: over TLS, the name the server's certificate must show (`Target.server_name`, RFC 5922);
+            None checks the destination's host.
 
     Attributes:
         request: the request last sent (with its Via, CSeq and credentials).
@@ -111,8 +113,12 @@ class ClientRequest:
         on_extra_final: Callable[[Response], None] | None = None,
         next_cseq: Callable[[int], int] = _next_number,
         max_attempts: int = 5,
+        server_name: str | None = None,
     ) -> None:
         self._stack = stack
+        server_name = server_name or getattr(destination, "server_name", None)  # a `resolver.Hop`
+        tls = destination[0].lower() == "tls"
+        self._server_name = {"server_name": server_name} if server_name and tls else {}
         self._template = request.copy()
         self._destination = destination
         self._lookup = credentials
@@ -207,7 +213,9 @@ class ClientRequest:
         attempt = _Attempt(self, self.attempts)
         transport, host, port = self._destination
         try:
-            transaction = self._stack.send_request(request, attempt, transport, host, port)
+            transaction = self._stack.send_request(
+                request, attempt, transport, host, port, **self._server_name
+            )
         except Exception as e:  # an unusable destination or transport: as a transport error
             self._log.failure("Could not send {method}", method=request.method)
             self._finish_locally(503, f"transport error: {e}")
@@ -229,7 +237,9 @@ class ClientRequest:
             return
         self._cancel_sent = True
         transport, host, port = self._destination
-        self._stack.send_cancel(make_cancel(self.transaction.request), IGNORE_OUTCOME, transport, host, port)
+        self._stack.send_cancel(
+            make_cancel(self.transaction.request), IGNORE_OUTCOME, transport, host, port, **self._server_name
+        )
 
     # -- outcomes ----------------------------------------------------------------------------------------
 

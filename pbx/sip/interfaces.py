@@ -127,8 +127,10 @@ class ISipStack(Interface):
         port: int,
         *,
         new_via: bool = True,
+        server_name: str | None = None,
     ) -> object:
-        """Start a client transaction for `request` towards (transport, host, port); returns it."""
+        """Start a client transaction for `request` towards (transport, host, port); returns it. Over TLS,
+        `server_name` is the name the server's certificate must show (default: `host`)."""
 
     def send_cancel(cancel: Any, tu: IClientTransactionUser, transport: str, host: str, port: int) -> object:
         """Send a CANCEL built by `make_cancel` (it carries its INVITE's Via)."""

@@ -282,6 +282,7 @@ class RegistrationClient:
             self._credentials,
             cache=self._caches.setdefault(target, DigestCache()),
             next_cseq=self._next_cseq,
+            server_name=target.server_name,
         )
         self._client = client
         result = client.start()
@@ -393,6 +394,7 @@ class RegistrationClient:
             self._credentials,
             cache=self._caches.setdefault(target, DigestCache()),
             next_cseq=self._next_cseq,
+            server_name=target.server_name,
         )
         done = client.start()
         timer = self._clock.callLater(self._stop_timeout, done.cancel)

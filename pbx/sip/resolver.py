@@ -87,6 +87,25 @@ class Target:
         """Whether the transport is a stream (no retransmissions, RFC 3261 17.1.1.2)."""
         return self.transport != "udp"
 
+    @property
+    def hop(self) -> Hop:
+        """(transport, address, port), carrying `server_name` for the TLS identity check (TLS only)."""
+        return Hop(
+            self.transport, self.address, self.port, self.server_name if self.transport == "tls" else None
+        )
+
+
+class Hop(tuple[str, str, int]):
+    """A next hop as the (transport, address, port) tuple the B2BUA passes around, with the name its TLS
+    certificate must show (RFC 5922 4) as an attribute; equal to the plain tuple."""
+
+    server_name: str | None
+
+    def __new__(cls, transport: str, address: str, port: int, server_name: str | None = None) -> Hop:
+        hop = super().__new__(cls, (transport, address, port))
+        hop.server_name = server_name
+        return hop
+
 
 class ResolutionError(Exception):
     """No target could be found for a URI.

@@ -500,11 +500,15 @@ class SipStack:
         port: int,
         *,
         new_via: bool = True,
+        server_name: str | None = None,
     ) -> Any:
         """Start a client transaction for `request` towards (transport, host, port).
 
         A top Via with a fresh branch is added (sent-by from our listener for that transport), unless
-        `new_via` is false (a CANCEL carries its INVITE's Via). Returns the client transaction.
+        `new_via` is false (a CANCEL carries its INVITE's Via). Over TLS, `server_name` is the identity the
+        server's certificate must show (RFC 5922 4: the host of the URI RFC 3263 resolved,
+        `Target.server_name`); None checks `host` itself (an IP-ID for an address). Returns the client
+        transaction.
         """
         transport = transport.lower()
         if new_via:
@@ -513,10 +517,11 @@ class SipStack:
             request.headers.add("User-Agent", self.user_agent)
         reliable = transport != "udp"
         holder: list[Any] = []
+        extra = {"server_name": server_name} if server_name and transport == "tls" else {}
 
         def send(message: Request | Response) -> None:
             failed: list[Failure] = []
-            d: Deferred[Any] = self.transport.send(message.to_bytes(), transport, host, port)
+            d: Deferred[Any] = self.transport.send(message.to_bytes(), transport, host, port, **extra)
             d.addErrback(lambda f: holder[0].transport_error(str(f.value)) if holder else failed.append(f))
             if failed:  # failed before the transaction existed: it treats OSError as a transport error
                 raise OSError(str(failed[0].value))
@@ -530,7 +535,14 @@ class SipStack:
         return txn
 
     def send_cancel(
-        self, cancel: Request, tu: IClientTransactionUser, transport: str, host: str, port: int
+        self,
+        cancel: Request,
+        tu: IClientTransactionUser,
+        transport: str,
+        host: str,
+        port: int,
+        *,
+        server_name: str | None = None,
     ) -> Any:
         """Send a CANCEL built by `make_cancel` (it already carries the INVITE's top Via, RFC 3261 9.1)."""
-        return self.send_request(cancel, tu, transport, host, port, new_via=False)
+        return self.send_request(cancel, tu, transport, host, port, new_via=False, server_name=server_name)

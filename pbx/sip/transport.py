@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
@@ -62,6 +63,7 @@ from pbx.sip.protocols import (
     SipStreamFactory,
     SipStreamProtocol,
 )
+from pbx.sip.tls import describe_failure
 
 __all__ = [
     "DEFAULT_FIRST_MESSAGE_TIMEOUT",
@@ -245,16 +247,23 @@ class TransportManager:
         self._listening(listening, advertise)
         return listening
 
-    def listen_tls(self, host: str, port: int, advertise: str = "") -> IListeningPort:
+    def listen_tls(
+        self, host: str, port: int, advertise: str = "", *, server_options: Any = None
+    ) -> IListeningPort:
         """Accept TLS connections on host and port (0: any).
 
+        Args:
+            server_options: this listener's context factory (one requiring client certificates, say);
+                default the manager's `tls_server_options`.
+
         Raises:
-            ValueError: the manager was built without `tls_server_options`.
+            ValueError: the manager was built without `tls_server_options` and none is given.
         """
-        if self._tls_server_options is None:
+        options = server_options if server_options is not None else self._tls_server_options
+        if options is None:
             raise ValueError("listen_tls needs tls_server_options")
         listening = self._reactor.listenSSL(
-            port, self._stream_factory("TLS"), self._tls_server_options, interface=host.strip("[]")
+            port, self._stream_factory("TLS"), options, interface=host.strip("[]")
         )
         self._stream_ports.append(("TLS", listening))
         self._listening(listening, advertise)
@@ -476,7 +485,17 @@ class TransportManager:
                 self._per_address[host] = left
             else:
                 self._per_address.pop(host, None)
-        for key in self._keys.pop(protocol, []):
+        keys = self._keys.pop(protocol, [])
+        if keys and protocol.transport_name == "TLS" and isinstance(reason.value, SSL.Error):
+            # A ready connection the peer's TLS ended: over TLS 1.3 a server refusing our client
+            # certificate (or its absence) does so only after our side of the handshake completed.
+            self.monitor.warn(
+                "tls",
+                "TLS connection with {peer} closed: {why}",
+                peer=format_address(keys[0][1:]),
+                why=describe_failure(reason.value, protocol.transport).removeprefix("TLS handshake failed: "),
+            )
+        for key in keys:
             protocols = self._connections.get(key, [])
             if protocol in protocols:
                 protocols.remove(protocol)
@@ -487,7 +506,7 @@ class TransportManager:
             self.closed_inbound.closed(source)
         for pending in list(self._pending.values()):
             if pending.protocol is protocol:
-                self._pending_failed(pending, f"closed before it was ready: {reason.getErrorMessage()}")
+                self._pending_failed(pending, _closed_before_ready(protocol, reason))
 
     def _stream_flow(self, name: str, host: str, port: int) -> StreamFlow | None:
         for protocol in reversed(self._connections.get((name, normalize_host(host), port), [])):
@@ -664,3 +683,10 @@ def _route_source(destination: ipaddress.IPv4Address | ipaddress.IPv6Address) ->
             return normalize_host(probe.getsockname()[0])
     except OSError:
         return None
+
+
+def _closed_before_ready(protocol: SipStreamProtocol, reason: Failure) -> str:
+    """Why an outgoing connection closed before it was ready; for TLS, which check of the peer failed."""
+    if protocol.transport_name != "TLS":
+        return f"closed before it was ready: {reason.getErrorMessage()}"
+    return describe_failure(reason.value or Exception("connection lost"), protocol.transport)

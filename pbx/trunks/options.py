@@ -110,7 +110,11 @@ class OptionsPinger:
 
     def _send_to(self, target: Target) -> Deferred[Response]:
         client = ClientRequest(
-            self._stack, self._request(), (target.transport, target.address, target.port), lambda _realm: None
+            self._stack,
+            self._request(),
+            (target.transport, target.address, target.port),
+            lambda _realm: None,
+            server_name=target.server_name,
         )
         return client.start()
 

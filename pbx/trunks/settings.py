@@ -6,6 +6,7 @@ nothing here imports the config.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 
@@ -22,6 +23,10 @@ class TrunkSettings(Protocol):
     def proxies(self) -> tuple[str, ...]: ...
     @property
     def transport(self) -> str: ...
+    @property
+    def tls_certificate(self) -> Path | None: ...
+    @property
+    def tls_private_key(self) -> Path | None: ...
     @property
     def outbound_proxy(self) -> str: ...
     @property
