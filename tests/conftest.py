@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, settings
 from twisted.trial import unittest as trial
+
+# Property tests share two cores with end-to-end tests running in other workers (scripts/test runs four):
+# a per-example deadline would fail on a slow moment, not on a slow parser. Examples stay bounded by count.
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
 
 
 @pytest.fixture(autouse=True)
