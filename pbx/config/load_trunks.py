@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pbx.config.load import _CONTROL, _TENANT_NAME, _TOKEN, ConfigError, _join, _kind
+from pbx.config.load import _CONTROL, _TENANT_NAME, _TOKEN, ConfigError, _join, _kind, _srtp_settings
 from pbx.config.model import CODECS, normalize_host
 from pbx.config.trunks import DID_SOURCES, DTMF_MODES, TRUNK_TRANSPORTS, Trunk
 
@@ -166,6 +166,7 @@ def _trunk(parser: Any, name: str, value: object, path: str) -> Trunk:
         networks=_networks(parser, table, path),
         max_calls=parser._integer(table, "max_calls", path, 0, 0, 1_000_000),
         enabled=parser._boolean(table, "enabled", path, True),
+        **_srtp_settings(table, path),
     )
 
 

@@ -15,6 +15,8 @@ DID_SOURCES: tuple[str, ...] = ("request-uri", "to")
 TRUNK_TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls", "")
 """A trunk's transport; "" lets RFC 3263 choose."""
 TRUNK_KEYS: tuple[str, ...] = (
+    "srtp",
+    "allow_srtp_over_plain",
     "host",
     "port",
     "proxies",
@@ -80,6 +82,8 @@ class Trunk:
             trunk's unless it is addressed to the registered Contact.
         max_calls: The most concurrent calls on the trunk (0: no limit).
         enabled: A disabled trunk neither registers nor carries calls.
+        srtp: One of `pbx.config.srtp.SRTP_MODES` (see `pbx.config.model.Extension.srtp`).
+        allow_srtp_over_plain: Whether SRTP keys may be exchanged over plain UDP/TCP signalling.
     """
 
     name: str
@@ -107,6 +111,8 @@ class Trunk:
     networks: tuple[str, ...] = ()
     max_calls: int = 0
     enabled: bool = True
+    srtp: str = "optional"
+    allow_srtp_over_plain: bool = False
 
     def __post_init__(self) -> None:
         for name in ("proxies", "codecs", "dids", "networks"):

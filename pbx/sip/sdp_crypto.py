@@ -185,7 +185,8 @@ def offer_cryptos(*, random: Iterable[bytes] | None = None) -> tuple[CryptoAttri
     """The PBX's `a=crypto` lines of an offer: one per suite of `OFFER_ORDER`, tags from 1, fresh keys."""
     randoms = list(random) if random is not None else [None] * len(OFFER_ORDER)
     return tuple(
-        new_crypto(name, tag, random=r) for tag, (name, r) in enumerate(zip(OFFER_ORDER, randoms), 1)
+        new_crypto(name, tag, random=r)
+        for tag, (name, r) in enumerate(zip(OFFER_ORDER, randoms, strict=True), 1)
     )
 
 
