@@ -95,6 +95,8 @@ class Caller:
     peer: str = ""
     trunk: str = ""
     number: str = ""
+    srtp: str = "optional"
+    allow_srtp_over_plain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +268,14 @@ class B2BUA:
             raise SipError(403)
         info = directory.extensions[username]
         caller = Caller(
-            domain.tenant, username, info.name, directory.domain, info.may_call_out, peer.name if peer else ""
+            domain.tenant,
+            username,
+            info.name,
+            directory.domain,
+            info.may_call_out,
+            peer.name if peer else "",
+            srtp=getattr(info, "srtp", "optional"),
+            allow_srtp_over_plain=getattr(info, "allow_srtp_over_plain", False),
         )
         call = Call(self, txn, request, caller)
         self.calls[call.id] = call
@@ -300,7 +309,16 @@ class B2BUA:
         if not self._trunks.acquire(txn, tenant, trunk.name):  # held by the call's transaction
             self._log.info("Trunk {trunk} is at its max_calls: 503", trunk=trunk.name)
             raise SipError(503, "Trunk Busy", [("Retry-After", "5")])
-        caller = Caller(tenant, "", display[:64], directory.domain, trunk=trunk.name, number=number)
+        caller = Caller(
+            tenant,
+            "",
+            display[:64],
+            directory.domain,
+            trunk=trunk.name,
+            number=number,
+            srtp=getattr(trunk, "srtp", "optional"),
+            allow_srtp_over_plain=getattr(trunk, "allow_srtp_over_plain", False),
+        )
         call = Call(self, txn, request, caller)
         call.dialed = did
         self.calls[call.id] = call

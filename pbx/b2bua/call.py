@@ -369,7 +369,7 @@ class Call(Dialing):
         or, when its INVITE had none, our offer (`_answer_pending` until the ACK brings the answer)."""
         if self.own_sdp is None:
             if self.media is None:
-                self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
+                self.media = self._media_bridge()
             if self.invite.body:
                 self.own_sdp = self.b2bua.local_answer(self, self.invite.body, self.offer_sdp)
             else:
