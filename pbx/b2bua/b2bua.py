@@ -532,10 +532,12 @@ class B2BUA:
         assert call.media is not None
         # A SipError (400/413/488) for a body the PBX cannot answer.
         offer = parsed if parsed is not None else parse_sdp(offer_body)
+        offer = call.media.srtp_offer("a", offer)  # an SRTP offer made plain (its key kept), or a 488
         leg = call.media.session.leg("a")
         answer = make_answer(offer, leg.local_address, leg.local_port, ("PCMU", "PCMA", "telephone-event"))
         if answer is None:
             raise SipError(488)
+        answer = call.media.srtp_answer("a", answer)  # RTP/SAVP with the PBX's key to an SRTP offer
         # One codec (the caller's first G.711) and telephone-event: the PBX then knows what it will hear.
         media = list(answer.media)
         for i, m in enumerate(media):

@@ -234,7 +234,9 @@ class Call(Dialing):
 
     def media_leg(self) -> Any:
         """The caller's relay leg (where the PBX's own media is attached), or None before any."""
-        return self.media.session.leg("a") if self.media is not None else None
+        if self.media is None:
+            return None
+        return self.media.srtp.endpoint_leg("a", self.media.session.leg("a"))  # through SRTP when it is
 
     # -- running the dialplan ----------------------------------------------------------------------------
 

@@ -247,6 +247,29 @@ class MediaBridge:
         the first description of that side is forwarded."""
         self.srtp.set_policy(side, policy)
 
+    def srtp_offer(self, side: str, sdp: SessionDescription) -> SessionDescription:
+        """An offer from `side`'s phone that the PBX answers itself (IVR), with its audio stream made plain
+        RTP (an SRTP offer's key is kept for the answer). Raises the `SipError` 488 of
+        `SrtpPlan.incoming`."""
+        audio = self._audio_index(sdp)
+        if audio is None:
+            return sdp
+        media = self.srtp.incoming(side, sdp.media[audio], True)
+        if media is sdp.media[audio]:
+            return sdp
+        return sdp.with_media(tuple(media if i == audio else m for i, m in enumerate(sdp.media)))
+
+    def srtp_answer(self, side: str, sdp: SessionDescription) -> SessionDescription:
+        """The PBX's own answer to `srtp_offer`'s offer, with `RTP/SAVP` and the PBX's key when the offer
+        was SRTP."""
+        audio = self._audio_index(sdp)
+        if audio is None:
+            return sdp
+        media = self.srtp.outgoing(side, sdp.media[audio], False)
+        if media is sdp.media[audio]:
+            return sdp
+        return sdp.with_media(tuple(media if i == audio else m for i, m in enumerate(sdp.media)))
+
     @property
     def interworking(self) -> Interworking | None:
         """The relay's conversions of this call, once its two sides differ (None before, or ever)."""

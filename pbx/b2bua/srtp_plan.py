@@ -27,7 +27,7 @@ from typing import Any
 
 from pbx.media.interfaces import IRelaySession
 from pbx.media.relay_channel import Transform
-from pbx.media.srtp import SrtpLeg, SrtpStats, srtp_transform
+from pbx.media.srtp import SrtpEndpointLeg, SrtpLeg, SrtpStats, srtp_transform
 from pbx.sip.errors import SipError
 from pbx.sip.sdp import MediaDescription
 from pbx.sip.sdp_crypto import (
@@ -118,6 +118,9 @@ class SrtpPlan:
         self.inner: dict[str, Transform | None] = {"a": None, "b": None}
         self._remote: dict[str, CryptoAttribute | None] = {"a": None, "b": None}  # a phone's offered key
         self._offered: dict[str, tuple[CryptoAttribute, ...]] = {"a": (), "b": ()}  # the PBX's offered keys
+        # The keys of each side's last SDES exchange (the phone's, the PBX's): a re-offer with the same key
+        # (a session refresh, a dial after the IVR answered) keeps the PBX's key and the libsrtp sessions.
+        self._agreed: dict[str, tuple[CryptoAttribute, CryptoAttribute] | None] = {"a": None, "b": None}
         self._installed = False
 
     def set_policy(self, side: str, policy: SrtpPolicy) -> None:
@@ -194,8 +197,12 @@ class SrtpPlan:
             self.legs[side] = None
             self._install()
             return _strip(media, PLAIN_PROTO)
-        ours = answer_crypto(remote)
-        self._set_leg(side, remote, ours)
+        agreed = self._agreed[side]
+        if agreed is not None and agreed[0] == remote and self.legs[side] is not None:
+            ours = agreed[1]
+        else:
+            ours = answer_crypto(remote)
+            self._set_leg(side, remote, ours)
         self._install()
         return _strip(media, SRTP_PROTO, (ours,))
 
@@ -204,6 +211,13 @@ class SrtpPlan:
             self.legs[side] = SrtpLeg(remote.suite.name, remote.key, ours.key)
         except ValueError:
             raise _refused("Crypto keys refused") from None
+        self._agreed[side] = (remote, ours)
+
+    def endpoint_leg(self, side: str, leg: Any) -> Any:
+        """The relay leg `leg` of `side` as the PBX's own media (IVR, prompts, recording, voicemail) must use
+        it: through SRTP when the side speaks it (`pbx.media.srtp.SrtpEndpointLeg`), else `leg` itself."""
+        srtp = self.legs[side]
+        return leg if srtp is None else SrtpEndpointLeg(leg, srtp)
 
     # -- the relay's transforms ------------------------------------------------------------------------------
 

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pylibsrtp
 
-__all__ = ["PROFILES", "SrtpLeg", "SrtpStats", "srtp_transform"]
+__all__ = ["PROFILES", "SrtpEndpointLeg", "SrtpLeg", "SrtpStats", "srtp_transform"]
 
 PROFILES: dict[str, int] = {
     "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
@@ -162,3 +163,49 @@ def srtp_transform(
         return encrypt(out)
 
     return chained
+
+
+class _Decrypting:
+    """A relay consumer that hands the attached endpoint what the phone sent, decrypted."""
+
+    __slots__ = ("_consumer", "_srtp")
+
+    def __init__(self, consumer: Any, srtp: SrtpLeg) -> None:
+        self._consumer, self._srtp = consumer, srtp
+
+    def rtp_received(self, data: bytes, addr: Any) -> None:
+        plain = self._srtp.unprotect(data)
+        if plain is not None:
+            self._consumer.rtp_received(plain, addr)
+
+    def rtcp_received(self, data: bytes, addr: Any) -> None:
+        plain = self._srtp.unprotect_rtcp(data)
+        if plain is not None:
+            self._consumer.rtcp_received(plain, addr)
+
+
+class SrtpEndpointLeg:
+    """A relay leg (`IRelayLeg`) to an SRTP phone as the PBX's own media sees it: `attach`ed endpoints get
+    what the phone sends decrypted, and what they `send_rtp`/`send_rtcp` is encrypted for the phone. The rest
+    (addresses, `last_sent`: RTP headers are not encrypted) is the leg's."""
+
+    __slots__ = ("_leg", "_srtp")
+
+    def __init__(self, leg: Any, srtp: SrtpLeg) -> None:
+        self._leg, self._srtp = leg, srtp
+
+    def attach(self, consumer: Any) -> None:
+        self._leg.attach(_Decrypting(consumer, self._srtp))
+
+    def send_rtp(self, data: bytes) -> None:
+        packet = self._srtp.protect(data)
+        if packet is not None:
+            self._leg.send_rtp(packet)
+
+    def send_rtcp(self, data: bytes) -> None:
+        packet = self._srtp.protect_rtcp(data)
+        if packet is not None:
+            self._leg.send_rtcp(packet)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._leg, name)
