@@ -16,7 +16,7 @@ import datetime
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -452,7 +452,18 @@ class B2BUA:
                 if (number, binding.contact) in seen:
                     continue
                 seen.add((number, binding.contact))
-                out.append(LegTarget.contact(number, binding, parse_flow_text(binding.received), domain))
+                found = LegTarget.contact(number, binding, parse_flow_text(binding.received), domain)
+                info = directory.extensions[number]
+                out.append(
+                    replace(
+                        found,
+                        srtp=getattr(info, "srtp", "optional"),
+                        srtp_over_plain=getattr(info, "allow_srtp_over_plain", False),
+                        secure=str(found.destinations[0][0]).upper() == "TLS"
+                        if found.destinations
+                        else False,
+                    )
+                )
         return out
 
     def _uri_target(self, call: Call, uri: str) -> LegTarget:
@@ -505,6 +516,9 @@ class B2BUA:
             trunk=name,
             dtmf=trunk.dtmf,
             refused=0 if up else 503,
+            srtp=getattr(trunk, "srtp", "optional"),
+            srtp_over_plain=getattr(trunk, "allow_srtp_over_plain", False),
+            secure=str(getattr(trunk, "transport", "")).lower() == "tls",
         )
 
     def use_trunk(self, call: Call, leg: OutboundLeg) -> bool:

@@ -94,6 +94,23 @@ def fails_over(status: int) -> bool:
     return status in (0, 401, 407, 408, 488) or status >= 500
 
 
+def _callee_srtp(targets: list[Any]) -> SrtpPolicy:
+    """The called side's SRTP setting: every fork shares side "b" of the media bridge, so the strictest
+    mode of the targets wins ("mandatory" only when every target is; "off" when any is), SDES keys travel
+    only when every target's signalling is TLS (or allows plain)."""
+    modes = [getattr(t, "srtp", "optional") for t in targets]
+    mode = (
+        "off"
+        if "off" in modes
+        else "mandatory"
+        if modes and all(m == "mandatory" for m in modes)
+        else "optional"
+    )
+    secure = all(getattr(t, "secure", False) for t in targets)
+    over_plain = all(getattr(t, "srtp_over_plain", False) for t in targets)
+    return SrtpPolicy(mode, secure, over_plain)
+
+
 class Dialing:
     """The `dial` action and the legs' callbacks, mixed into `Call` (module docstring)."""
 
@@ -213,6 +230,7 @@ class Dialing:
             return "unavailable"
         if self.media is None:
             self.media = self._media_bridge()
+        self.media.set_srtp("b", _callee_srtp(contacts))
         body = b""
         content_type = None
         offer = self.invite.body or self._caller_sdp  # the caller's offer, or its answer to ours (IVR)

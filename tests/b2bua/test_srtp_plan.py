@@ -151,3 +151,22 @@ class MandatoryCallee(SynchronousTestCase):
         with self.assertRaises(SipError) as info:
             media.forward("b", callee_sdp(), is_offer=False)
         self.assertEqual(info.exception.status, 488)
+
+
+class CalleePolicy(SynchronousTestCase):
+    def test_strictest_of_the_forks(self) -> None:
+        from pbx.b2bua.dialing import _callee_srtp
+        from pbx.b2bua.leg import LegTarget
+
+        def target(mode: str, secure: bool, plain: bool = False) -> LegTarget:
+            return LegTarget("1", "sip:1@h", "sip:1@h", srtp=mode, secure=secure, srtp_over_plain=plain)
+
+        self.assertEqual(_callee_srtp([target("mandatory", True)]), SrtpPolicy("mandatory", True, False))
+        self.assertEqual(
+            _callee_srtp([target("mandatory", True), target("optional", False)]),
+            SrtpPolicy("optional", False, False),
+        )
+        self.assertEqual(_callee_srtp([target("off", True), target("mandatory", True)]).mode, "off")
+        self.assertEqual(
+            _callee_srtp([target("mandatory", False, True)]), SrtpPolicy("mandatory", False, True)
+        )

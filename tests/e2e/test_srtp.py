@@ -42,6 +42,8 @@ SIPP_SRTP_EXTENSION = (
 SRTP_EXTENSION = (
     '[tenants.default.extensions.1004]\nname = "SRTP phone"\npassword = "pass1004"\n'
     'srtp = "optional"\nallow_srtp_over_plain = true\n\n'
+    '[tenants.default.extensions.1006]\nname = "SRTP only"\npassword = "pass1006"\n'
+    'srtp = "mandatory"\nallow_srtp_over_plain = true\n\n'
 )
 
 
@@ -240,3 +242,35 @@ def test_captured_srtp_leg_is_encrypted_and_decrypts_with_the_sdes_key(
     pcm = array.array("h")
     pcm.frombytes(ulaw_decode(b"".join(p[12:] for p in plain)))
     assert_speech(Audio(8000, [x / 32768.0 for x in pcm]).window(0.2, 2.0), "the decrypted prompt")
+
+
+def test_plain_phone_calls_an_srtp_only_phone(pbx: CallPbx, tmp_path: Path) -> None:
+    """The other way round: plain 1002 calls 1006 (`srtp = "mandatory"`): the PBX offers 1006 RTP/SAVP with
+    its own keys and answers 1002 with plain RTP; both hear each other."""
+    phones: list[Baresip] = []
+    try:
+        caller = _phone(pbx, tmp_path, phones, "1002", CALLER_TONE)
+        callee = _phone(
+            pbx, tmp_path, phones, "1006", CALLEE_TONE, "answermode=auto", "mediaenc=srtp-mand", srtp=True
+        )
+        for p in phones:
+            p.wait_registered(timeout=15)
+        pbx.wait_for(r"Registered 1002@default at ")
+        pbx.wait_for(r"Registered 1006@default at ")
+        caller_ctl, callee_ctl = caller.control(), callee.control()
+        assert caller_ctl.dial(f"sip:1006@127.0.0.1:{pbx.sip}").get("ok"), caller.output[-3000:]
+        caller_ctl.wait_event("CALL_ESTABLISHED", timeout=15)
+        callee_ctl.wait_event("CALL_ESTABLISHED", timeout=15)
+        wait_heard(tmp_path / "heard_by_1002", HEARD_SECONDS)
+        wait_heard(tmp_path / "heard_by_1006", HEARD_SECONDS)
+        assert caller_ctl.hangup().get("ok"), caller.output[-3000:]
+        callee_ctl.wait_event("CALL_CLOSED", timeout=10)
+    finally:
+        for p in phones:
+            p.stop()
+    assert_hears(
+        read_wav(heard_dump(tmp_path / "heard_by_1002")), CALLEE_TONE, CALLER_TONE, label="1002 hears 1006"
+    )
+    assert_hears(
+        read_wav(heard_dump(tmp_path / "heard_by_1006")), CALLER_TONE, CALLEE_TONE, label="1006 hears 1002"
+    )
