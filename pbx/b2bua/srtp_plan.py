@@ -178,12 +178,19 @@ class SrtpPlan:
         ours = next((c for c in offered if c.tag == answered.tag and c.suite == answered.suite), None)
         if ours is None:
             raise _refused("Crypto answer matches no offered tag")
-        self._set_leg(side, answered, ours)
+        if self._agreed[side] != (answered, ours) or self.legs[side] is None:
+            self._set_leg(side, answered, ours)  # the same keys again keep libsrtp's sessions
         return _strip(media, PLAIN_PROTO)
 
     def outgoing(self, side: str, media: MediaDescription, is_offer: bool) -> MediaDescription:
         """What the PBX sends to `side`'s phone, with the PBX's keys where SRTP is wanted (docstring)."""
         if is_offer:
+            agreed = self._agreed[side]
+            if agreed is not None and self.legs[side] is not None:
+                # A re-offer to a phone that speaks SRTP (hold, a session refresh from the other side): SRTP
+                # again, with the PBX's current key (RFC 4568 7.1.4 lets an offerer keep its key).
+                self._offered[side] = (agreed[1],)
+                return _strip(media, SRTP_PROTO, self._offered[side])
             if self.policies[side].mode == "mandatory":
                 if not self.policies[side].keys_may_travel:
                     raise _refused("SRTP keys over plain signalling refused")

@@ -170,3 +170,33 @@ class CalleePolicy(SynchronousTestCase):
         self.assertEqual(
             _callee_srtp([target("mandatory", False, True)]), SrtpPolicy("mandatory", False, True)
         )
+
+
+class ReOffers(SynchronousTestCase):
+    def test_callee_reoffer_keeps_the_srtp_caller_on_srtp(self) -> None:
+        clock = Clock()
+        media, relay = bridge(clock)
+        media.set_srtp("a", SrtpPolicy("optional", secure=True))
+        media.forward("a", savp(sdp_body(), crypto_line(PHONE)), is_offer=True)
+        answer = sdp(media.forward("b", callee_sdp(), is_offer=False))
+        ours = parse_crypto(answer.media[0].attribute_values("crypto")[0])
+        leg = media.srtp.legs["a"]
+        # The plain callee re-offers (hold): the SRTP caller is offered RTP/SAVP with the PBX's same key.
+        reoffer = sdp(media.forward("b", callee_sdp(version=2, direction="sendonly"), is_offer=True))
+        (audio,) = reoffer.media
+        self.assertEqual(audio.proto, "RTP/SAVP")
+        self.assertEqual([parse_crypto(v) for v in audio.attribute_values("crypto")], [ours])
+        # The caller answers with its same key: the libsrtp sessions are kept (their replay state too).
+        back = sdp(
+            media.forward(
+                "a", savp(sdp_body(version=2, direction="recvonly"), crypto_line(PHONE)), is_offer=False
+            )
+        )
+        self.assertEqual(back.media[0].proto, "RTP/AVP")
+        self.assertIs(media.srtp.legs["a"], leg)
+        phone = SrtpLeg(ours.suite.name, ours.key, PHONE.key)
+        self.assertEqual(relay.created[0].leg("a").relay_rtp(phone.protect(rtp(5)) or b""), rtp(5))
+        # A plain answer to that SRTP re-offer is refused.
+        media.forward("b", callee_sdp(version=3), is_offer=True)
+        with self.assertRaises(SipError):
+            media.forward("a", sdp_body(version=3), is_offer=False)
