@@ -532,6 +532,15 @@ class Call(Dialing):
         for side in list(self.moh):
             self.stop_moh(side)
         if self.media is not None:
+            for side in ("a", "b"):
+                stats = self.media.srtp.stats(side)
+                if stats is not None and (stats.rtp_dropped or stats.rtcp_dropped):
+                    self._log.warn(
+                        "Call {id}: SRTP from side {side} dropped {rtp} RTP and {rtcp} RTCP packets "
+                        "({replayed} replayed, {forged} failing authentication)",
+                        id=self.id, side=side, rtp=stats.rtp_dropped, rtcp=stats.rtcp_dropped,
+                        replayed=stats.replayed, forged=stats.auth_failed,
+                    )  # fmt: skip
             self.media.close()
         self._finish_dial("cancelled")
         self._media_agreed(False)

@@ -185,7 +185,7 @@ def test_captured_srtp_leg_is_encrypted_and_decrypts_with_the_sdes_key(
     """A SIPp caller offers RTP/SAVP with its key, its media address being a socket of the test; it dials
     the IVR. What the PBX sends there is SRTP: the payloads are not the G.711 the prompt is (they do not
     decode to speech), and libsrtp, keyed with the PBX's key from its SDP answer, turns them into the
-    prompt."""
+    prompt. A replayed and a forged packet from the caller are dropped and counted."""
     pbx = launch_pbx(tmp_path / "pbx", DEMO_MAIN, extra=SIPP_SRTP_EXTENSION, keepalive="crlf")
     path = pbx.directory / "dialplans" / "default" / "ivr" / "main.j2"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,8 +207,15 @@ def test_captured_srtp_leg_is_encrypted_and_decrypts_with_the_sdes_key(
         )
         for seq in range(1, 6):
             header = bytes([0x80, 0]) + seq.to_bytes(2, "big") + (seq * 160).to_bytes(4, "big") + b"\0\0\0\7"
-            capture.sock.sendto(ours.protect(header + b"\xff" * 160), ("127.0.0.1", port))
+            packet = ours.protect(header + b"\xff" * 160)
+            capture.sock.sendto(packet, ("127.0.0.1", port))
+        capture.sock.sendto(packet, ("127.0.0.1", port))  # replayed
+        forged = header[:2] + (9).to_bytes(2, "big") + header[4:] + os.urandom(170)
+        capture.sock.sendto(forged, ("127.0.0.1", port))  # not from the key's holder
         sipp.check(pbx, uac)
+        pbx.wait_for(
+            r"SRTP from side a dropped 2 RTP and 0 RTCP packets \(1 replayed, 1 failing authentication\)"
+        )
     finally:
         capture.close()
         pbx.process.stop()
