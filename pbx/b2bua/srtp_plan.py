@@ -27,7 +27,7 @@ from typing import Any
 
 from pbx.media.interfaces import IRelaySession
 from pbx.media.relay_channel import Transform
-from pbx.media.srtp import SrtpEndpointLeg, SrtpLeg, SrtpStats, srtp_transform
+from pbx.media.srtp import SrtpEndpointLeg, SrtpLeg, SrtpStats, srtcp_transform, srtp_transform
 from pbx.sip.errors import SipError
 from pbx.sip.sdp import MediaDescription
 from pbx.sip.sdp_crypto import (
@@ -238,5 +238,9 @@ class SrtpPlan:
 
     def apply(self, side: str) -> None:
         """Install the transform of what `side`'s phone sends."""
-        transform = srtp_transform(self.legs[side], self.legs[_OTHER[side]], self.inner[side])
-        self._session.leg(side).set_transform(transform)
+        source, target = self.legs[side], self.legs[_OTHER[side]]
+        leg = self._session.leg(side)
+        leg.set_transform(srtp_transform(source, target, self.inner[side]))
+        set_rtcp = getattr(leg, "set_rtcp_transform", None)  # the UDP relay's legs: SRTCP too
+        if set_rtcp is not None:
+            set_rtcp(srtcp_transform(source, target))

@@ -24,7 +24,7 @@ from typing import Any
 
 import pylibsrtp
 
-__all__ = ["PROFILES", "SrtpEndpointLeg", "SrtpLeg", "SrtpStats", "srtp_transform"]
+__all__ = ["PROFILES", "SrtpEndpointLeg", "SrtpLeg", "SrtpStats", "srtcp_transform", "srtp_transform"]
 
 PROFILES: dict[str, int] = {
     "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
@@ -163,6 +163,25 @@ def srtp_transform(
         return encrypt(out)
 
     return chained
+
+
+def srtcp_transform(source: SrtpLeg | None, target: SrtpLeg | None) -> Transform | None:
+    """The relay's RTCP transform for the direction source phone -> target phone (RFC 3711 3.4): SRTCP
+    decrypted with `source`'s key, encrypted with `target`'s; None when neither leg is SRTP."""
+    if source is None and target is None:
+        return None
+    if source is None:
+        assert target is not None
+        return target.protect_rtcp
+    if target is None:
+        return source.unprotect_rtcp
+    unprotect, protect = source.unprotect_rtcp, target.protect_rtcp
+
+    def both(packet: bytes) -> bytes | None:
+        plain = unprotect(packet)
+        return None if plain is None else protect(plain)
+
+    return both
 
 
 class _Decrypting:
