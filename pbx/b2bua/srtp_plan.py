@@ -117,6 +117,7 @@ class SrtpPlan:
         self.legs: dict[str, SrtpLeg | None] = {"a": None, "b": None}
         self.inner: dict[str, Transform | None] = {"a": None, "b": None}
         self._remote: dict[str, CryptoAttribute | None] = {"a": None, "b": None}  # a phone's offered key
+        self._answer_proto: dict[str, str] = {"a": SRTP_PROTO, "b": SRTP_PROTO}  # RTP/AVP for best effort
         self._offered: dict[str, tuple[CryptoAttribute, ...]] = {"a": (), "b": ()}  # the PBX's offered keys
         # The keys of each side's last SDES exchange (the phone's, the PBX's): a re-offer with the same key
         # (a session refresh, a dial after the IVR answered) keeps the PBX's key and the libsrtp sessions.
@@ -147,10 +148,19 @@ class SrtpPlan:
         policy = self.policies[side]
         if is_offer:
             self._remote[side] = None
+            self._answer_proto[side] = SRTP_PROTO
             if not secure:
+                cryptos = media.attribute_values("crypto")
+                if cryptos and policy.keys_may_travel and media.proto.upper() == PLAIN_PROTO:
+                    # "Best effort" SRTP (baresip's mediaenc=srtp): RTP/AVP with keys. Answered alike.
+                    chosen = choose_crypto(cryptos)
+                    if chosen is not None:
+                        self._remote[side] = chosen
+                        self._answer_proto[side] = media.proto
+                        return _strip(media, PLAIN_PROTO)
                 if policy.mode == "mandatory":
                     raise _refused("SRTP required")
-                return media if not media.attribute_values("crypto") else _strip(media, media.proto)
+                return media if not cryptos else _strip(media, media.proto)
             if policy.mode == "off":
                 raise _refused("SRTP not accepted")
             if not policy.keys_may_travel:
@@ -211,7 +221,7 @@ class SrtpPlan:
             ours = answer_crypto(remote)
             self._set_leg(side, remote, ours)
         self._install()
-        return _strip(media, SRTP_PROTO, (ours,))
+        return _strip(media, self._answer_proto[side], (ours,))
 
     def _set_leg(self, side: str, remote: CryptoAttribute, ours: CryptoAttribute) -> None:
         try:

@@ -200,3 +200,25 @@ class ReOffers(SynchronousTestCase):
         media.forward("b", callee_sdp(version=3), is_offer=True)
         with self.assertRaises(SipError):
             media.forward("a", sdp_body(version=3), is_offer=False)
+
+
+class BestEffort(SynchronousTestCase):
+    def test_avp_offer_with_keys_is_answered_avp_with_the_pbx_key(self) -> None:
+        media, relay = bridge(Clock())
+        media.set_srtp("a", SrtpPolicy("optional", secure=True))
+        body = sdp_body().decode() + f"a=crypto:{crypto_line(PHONE)}\r\n"
+        offer = sdp(media.forward("a", body.encode(), is_offer=True))
+        self.assertEqual(offer.media[0].attribute_values("crypto"), [])
+        answer = sdp(media.forward("b", callee_sdp(), is_offer=False))
+        (audio,) = answer.media
+        self.assertEqual(audio.proto, "RTP/AVP")
+        ours = parse_crypto(audio.attribute_values("crypto")[0])
+        phone = SrtpLeg(ours.suite.name, ours.key, PHONE.key)
+        self.assertEqual(relay.created[0].leg("a").relay_rtp(phone.protect(rtp(1)) or b""), rtp(1))
+
+    def test_keys_over_plain_make_it_a_plain_call(self) -> None:
+        media, _ = bridge()
+        body = sdp_body().decode() + f"a=crypto:{crypto_line(PHONE)}\r\n"
+        media.forward("a", body.encode(), is_offer=True)
+        answer = sdp(media.forward("b", callee_sdp(), is_offer=False))
+        self.assertEqual((answer.media[0].proto, answer.media[0].attribute_values("crypto")), ("RTP/AVP", []))
