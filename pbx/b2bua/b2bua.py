@@ -16,7 +16,7 @@ import datetime
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -95,6 +95,8 @@ class Caller:
     peer: str = ""
     trunk: str = ""
     number: str = ""
+    srtp: str = "optional"
+    allow_srtp_over_plain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +268,14 @@ class B2BUA:
             raise SipError(403)
         info = directory.extensions[username]
         caller = Caller(
-            domain.tenant, username, info.name, directory.domain, info.may_call_out, peer.name if peer else ""
+            domain.tenant,
+            username,
+            info.name,
+            directory.domain,
+            info.may_call_out,
+            peer.name if peer else "",
+            srtp=getattr(info, "srtp", "optional"),
+            allow_srtp_over_plain=getattr(info, "allow_srtp_over_plain", False),
         )
         call = Call(self, txn, request, caller)
         self.calls[call.id] = call
@@ -300,7 +309,16 @@ class B2BUA:
         if not self._trunks.acquire(txn, tenant, trunk.name):  # held by the call's transaction
             self._log.info("Trunk {trunk} is at its max_calls: 503", trunk=trunk.name)
             raise SipError(503, "Trunk Busy", [("Retry-After", "5")])
-        caller = Caller(tenant, "", display[:64], directory.domain, trunk=trunk.name, number=number)
+        caller = Caller(
+            tenant,
+            "",
+            display[:64],
+            directory.domain,
+            trunk=trunk.name,
+            number=number,
+            srtp=getattr(trunk, "srtp", "optional"),
+            allow_srtp_over_plain=getattr(trunk, "allow_srtp_over_plain", False),
+        )
         call = Call(self, txn, request, caller)
         call.dialed = did
         self.calls[call.id] = call
@@ -434,7 +452,18 @@ class B2BUA:
                 if (number, binding.contact) in seen:
                     continue
                 seen.add((number, binding.contact))
-                out.append(LegTarget.contact(number, binding, parse_flow_text(binding.received), domain))
+                found = LegTarget.contact(number, binding, parse_flow_text(binding.received), domain)
+                info = directory.extensions[number]
+                out.append(
+                    replace(
+                        found,
+                        srtp=getattr(info, "srtp", "optional"),
+                        srtp_over_plain=getattr(info, "allow_srtp_over_plain", False),
+                        secure=str(found.destinations[0][0]).upper() == "TLS"
+                        if found.destinations
+                        else False,
+                    )
+                )
         return out
 
     def _uri_target(self, call: Call, uri: str) -> LegTarget:
@@ -487,6 +516,9 @@ class B2BUA:
             trunk=name,
             dtmf=trunk.dtmf,
             refused=0 if up else 503,
+            srtp=getattr(trunk, "srtp", "optional"),
+            srtp_over_plain=getattr(trunk, "allow_srtp_over_plain", False),
+            secure=str(getattr(trunk, "transport", "")).lower() == "tls",
         )
 
     def use_trunk(self, call: Call, leg: OutboundLeg) -> bool:
@@ -514,10 +546,12 @@ class B2BUA:
         assert call.media is not None
         # A SipError (400/413/488) for a body the PBX cannot answer.
         offer = parsed if parsed is not None else parse_sdp(offer_body)
+        offer = call.media.srtp_offer("a", offer)  # an SRTP offer made plain (its key kept), or a 488
         leg = call.media.session.leg("a")
         answer = make_answer(offer, leg.local_address, leg.local_port, ("PCMU", "PCMA", "telephone-event"))
         if answer is None:
             raise SipError(488)
+        answer = call.media.srtp_answer("a", answer)  # RTP/SAVP with the PBX's key to an SRTP offer
         # One codec (the caller's first G.711) and telephone-event: the PBX then knows what it will hear.
         media = list(answer.media)
         for i, m in enumerate(media):

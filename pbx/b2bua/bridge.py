@@ -320,7 +320,8 @@ def music_on_hold(call: Call, held: str, offer: bytes, answer: bytes) -> Any:
     music = call.b2bua.hold_music
     extension = call.caller.extension if held == "a" else call.callee_extension
     if holding and not playing and music is not None and call.media is not None:
-        endpoint = music.start(call.tenant, call.media.session.leg(held), answer)
+        held_leg = call.media.srtp.endpoint_leg(held, call.media.session.leg(held))  # SRTP when it is
+        endpoint = music.start(call.tenant, held_leg, answer)
         if endpoint is not None:
             call.moh[held] = endpoint
             _log.info("Call {id}: music on hold for {ext}", id=call.id, ext=extension)

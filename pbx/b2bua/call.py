@@ -234,7 +234,9 @@ class Call(Dialing):
 
     def media_leg(self) -> Any:
         """The caller's relay leg (where the PBX's own media is attached), or None before any."""
-        return self.media.session.leg("a") if self.media is not None else None
+        if self.media is None:
+            return None
+        return self.media.srtp.endpoint_leg("a", self.media.session.leg("a"))  # through SRTP when it is
 
     # -- running the dialplan ----------------------------------------------------------------------------
 
@@ -369,7 +371,7 @@ class Call(Dialing):
         or, when its INVITE had none, our offer (`_answer_pending` until the ACK brings the answer)."""
         if self.own_sdp is None:
             if self.media is None:
-                self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
+                self.media = self._media_bridge()
             if self.invite.body:
                 self.own_sdp = self.b2bua.local_answer(self, self.invite.body, self.offer_sdp)
             else:
@@ -530,6 +532,15 @@ class Call(Dialing):
         for side in list(self.moh):
             self.stop_moh(side)
         if self.media is not None:
+            for side in ("a", "b"):
+                stats = self.media.srtp.stats(side)
+                if stats is not None and (stats.rtp_dropped or stats.rtcp_dropped):
+                    self._log.warn(
+                        "Call {id}: SRTP from side {side} dropped {rtp} RTP and {rtcp} RTCP packets "
+                        "({replayed} replayed, {forged} failing authentication)",
+                        id=self.id, side=side, rtp=stats.rtp_dropped, rtcp=stats.rtcp_dropped,
+                        replayed=stats.replayed, forged=stats.auth_failed,
+                    )  # fmt: skip
             self.media.close()
         self._finish_dial("cancelled")
         self._media_agreed(False)

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from pbx.b2bua.bridge import CallSide
 from pbx.b2bua.leg import OutboundLeg
 from pbx.b2bua.media import MediaBridge, accepted_audio, parse_sdp
+from pbx.b2bua.srtp_plan import SrtpPolicy
 from pbx.dialplan import Action
 from pbx.sip.errors import SipError
 from pbx.sip.headers import quote_string
@@ -93,6 +94,23 @@ def fails_over(status: int) -> bool:
     return status in (0, 401, 407, 408, 488) or status >= 500
 
 
+def _callee_srtp(targets: list[Any]) -> SrtpPolicy:
+    """The called side's SRTP setting: every fork shares side "b" of the media bridge, so the strictest
+    mode of the targets wins ("mandatory" only when every target is; "off" when any is), SDES keys travel
+    only when every target's signalling is TLS (or allows plain)."""
+    modes = [getattr(t, "srtp", "optional") for t in targets]
+    mode = (
+        "off"
+        if "off" in modes
+        else "mandatory"
+        if modes and all(m == "mandatory" for m in modes)
+        else "optional"
+    )
+    secure = all(getattr(t, "secure", False) for t in targets)
+    over_plain = all(getattr(t, "srtp_over_plain", False) for t in targets)
+    return SrtpPolicy(mode, secure, over_plain)
+
+
 class Dialing:
     """The `dial` action and the legs' callbacks, mixed into `Call` (module docstring)."""
 
@@ -120,6 +138,7 @@ class Dialing:
     clock: Any
     id: str
     invite: Any
+    txn: Any
     media: MediaBridge | None
     legs: list[OutboundLeg]
     winner: OutboundLeg | None
@@ -184,6 +203,21 @@ class Dialing:
             self._dial_status = status if local else 0
         return result
 
+    def _media_bridge(self) -> MediaBridge:
+        """The call's media bridge, with the caller's SRTP setting (its extension's or trunk's `srtp`; keys
+        may travel when the INVITE came over TLS). The called side offers plain RTP ("optional")."""
+        media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
+        caller = self.caller
+        flow = getattr(getattr(self, "txn", None), "flow", None)
+        secure = str(getattr(flow, "transport", "")).upper() == "TLS"
+        media.set_srtp(
+            "a",
+            SrtpPolicy(
+                getattr(caller, "srtp", "optional"), secure, getattr(caller, "allow_srtp_over_plain", False)
+            ),
+        )
+        return media
+
     @property
     def dial_status(self) -> int:
         """After a failover dial that stopped on a 4xx, that status (the caller hears the carrier's 404,
@@ -195,7 +229,8 @@ class Dialing:
         if not contacts:
             return "unavailable"
         if self.media is None:
-            self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
+            self.media = self._media_bridge()
+        self.media.set_srtp("b", _callee_srtp(contacts))
         body = b""
         content_type = None
         offer = self.invite.body or self._caller_sdp  # the caller's offer, or its answer to ours (IVR)
@@ -361,7 +396,7 @@ class Dialing:
         if accepted_audio(sdp) is None:
             raise SipError(488, "No Audio Accepted")
         if self.media is None:
-            self.media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
+            self.media = self._media_bridge()
         self.media.note_allow("b", response.headers.get_all("Allow"))  # DTMF by INFO to the callee?
         return self.media.forward("b", response.body, is_offer=late_offer, parsed=sdp)
 

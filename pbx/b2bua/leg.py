@@ -77,6 +77,9 @@ class LegTarget:
         dtmf: the trunk's DTMF mode ("rfc4733", "info", "inband"), "" for none (for the media bridge's
             DTMF interworking on side "b").
         refused: a status the leg fails with at once, sending nothing (503: the trunk is down or full).
+        srtp: the target's SRTP mode ("off", "optional", "mandatory": its extension's or trunk's `srtp`).
+        srtp_over_plain: whether SDES keys may travel to it over plain UDP/TCP signalling.
+        secure: whether the signalling to it is TLS (a contact registered over TLS, a TLS trunk).
     """
 
     label: str
@@ -92,6 +95,9 @@ class LegTarget:
     trunk: str = ""
     dtmf: str = ""
     refused: int = 0
+    srtp: str = "optional"
+    srtp_over_plain: bool = False
+    secure: bool = False
 
     @classmethod
     def contact(cls, extension: str, binding: Binding, destination: Destination, domain: str) -> LegTarget:

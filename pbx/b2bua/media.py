@@ -24,6 +24,7 @@ import random
 from collections.abc import Callable, Sequence
 
 from pbx.b2bua.leg_formats import DTMF_MODES, CallFormats
+from pbx.b2bua.srtp_plan import SecureSession, SrtpPlan, SrtpPolicy
 from pbx.media.dtmf_interwork import Interworking
 from pbx.media.interfaces import IMediaRelay, IRelaySession
 from pbx.media.ports import PortsExhausted
@@ -164,7 +165,7 @@ class MediaBridge:
         codecs: encoding names allowed through ("PCMU", "PCMA", "telephone-event" ...); ("*",) for all.
     """
 
-    __slots__ = ("_codecs", "_formats", "_session_ids", "_versions", "closed", "session")
+    __slots__ = ("_codecs", "_formats", "_session_ids", "_versions", "closed", "session", "srtp")
 
     def __init__(self, relay: IMediaRelay, call_id: str, codecs: Sequence[str] = ("*",)) -> None:
         try:
@@ -172,10 +173,12 @@ class MediaBridge:
         except PortsExhausted:
             raise SipError(503, "No media ports left", [("Retry-After", "5")]) from None
         self._codecs = _allowed(codecs)
+        self.srtp = SrtpPlan(self.session)  # each side's SRTP (pbx.b2bua.srtp_plan)
         clock = getattr(
             relay, "clock", None
         )  # converting DTMF paces what it generates: no clock, no conversion
-        self._formats = CallFormats(self.session, clock, self._codecs) if clock is not None else None
+        secure = SecureSession(self.session, self.srtp)  # the codec plan's transforms go through SRTP
+        self._formats = CallFormats(secure, clock, self._codecs) if clock is not None else None  # type: ignore[arg-type]
         # o= session ids must differ between calls, not be secret (RFC 8866 5.2): no system call for them.
         # Per side, indexed by _SIDE: lists, not dicts (one bridge per call is kept for the call's length).
         self._session_ids = [str(_random.randrange(1, 10**9)), str(_random.randrange(1, 10**9))]
@@ -212,13 +215,15 @@ class MediaBridge:
                 except ValueError:
                     pass  # a host name or an address the relay cannot reach: latching learns the real one
             formats = self._formats  # None: a relay that cannot convert gets offers and answers as they are
+            media = self.srtp.incoming(from_side, media, is_offer)  # plain from here on
             if is_offer:
                 passed = self._filter(media) if self._codecs is not None else media
                 if formats is not None:
                     passed = formats.offer(from_side, passed, codecs)
             else:
                 passed = formats.answer(from_side, media) if formats is not None else media
-            if passed is not media:
+            passed = self.srtp.outgoing(OTHER[from_side], passed, is_offer)
+            if passed is not sdp.media[audio]:
                 sdp = sdp.with_media(tuple(passed if i == audio else m for i, m in enumerate(sdp.media)))
         to_side = OTHER[from_side]
         out_leg = self.session.leg(to_side)
@@ -236,6 +241,34 @@ class MediaBridge:
             version=self._versions[index],
         )
         return rewritten.to_bytes()
+
+    def set_srtp(self, side: str, policy: SrtpPolicy) -> None:
+        """`side`'s SRTP setting (its extension's or trunk's `srtp`, whether its signalling is TLS); before
+        the first description of that side is forwarded."""
+        self.srtp.set_policy(side, policy)
+
+    def srtp_offer(self, side: str, sdp: SessionDescription) -> SessionDescription:
+        """An offer from `side`'s phone that the PBX answers itself (IVR), with its audio stream made plain
+        RTP (an SRTP offer's key is kept for the answer). Raises the `SipError` 488 of
+        `SrtpPlan.incoming`."""
+        audio = self._audio_index(sdp)
+        if audio is None:
+            return sdp
+        media = self.srtp.incoming(side, sdp.media[audio], True)
+        if media is sdp.media[audio]:
+            return sdp
+        return sdp.with_media(tuple(media if i == audio else m for i, m in enumerate(sdp.media)))
+
+    def srtp_answer(self, side: str, sdp: SessionDescription) -> SessionDescription:
+        """The PBX's own answer to `srtp_offer`'s offer, with `RTP/SAVP` and the PBX's key when the offer
+        was SRTP."""
+        audio = self._audio_index(sdp)
+        if audio is None:
+            return sdp
+        media = self.srtp.outgoing(side, sdp.media[audio], False)
+        if media is sdp.media[audio]:
+            return sdp
+        return sdp.with_media(tuple(media if i == audio else m for i, m in enumerate(sdp.media)))
 
     @property
     def interworking(self) -> Interworking | None:

@@ -46,6 +46,7 @@ from pbx.config.model import (
     TrustedPeer,
     normalize_host,
 )
+from pbx.config.srtp import srtp_mode, srtp_over_plain
 from pbx.config.trunks import TRUNK_KEYS
 from pbx.config.voicemail import MAILBOX_KEYS, SMTP_KEYS, VOICEMAIL_KEYS
 
@@ -104,6 +105,8 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "forward_noanswer",
         "ring_timeout",
         "may_call_out",
+        "srtp",
+        "allow_srtp_over_plain",
     ),
     "registrar": (
         "min_expires",
@@ -212,6 +215,17 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
     except ConfigError as e:
         e.file = source
         raise
+
+
+def _srtp_settings(table: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """The `srtp` and `allow_srtp_over_plain` keys of an extension's or trunk's table (`pbx.config.srtp`)."""
+    try:
+        return {
+            "srtp": srtp_mode(dict(table), path),
+            "allow_srtp_over_plain": srtp_over_plain(dict(table), path),
+        }
+    except ValueError as e:
+        raise ConfigError(*e.args) from None
 
 
 def _join(path: str, key: str) -> str:
@@ -693,6 +707,7 @@ class _Parser:
             forward_noanswer=self._target(table, "forward_noanswer", path, number),
             ring_timeout=self._seconds(table, "ring_timeout", path, 0.0, 0),
             may_call_out=self._boolean(table, "may_call_out", path, False),
+            **_srtp_settings(table, path),
         )
 
     def registrar(self, value: object) -> RegistrarConfig:

@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pbx.config.load import _CONTROL, _TENANT_NAME, _TOKEN, ConfigError, _join, _kind
+from pbx.config.load import _CONTROL, _TENANT_NAME, _TOKEN, ConfigError, _join, _kind, _srtp_settings
 from pbx.config.model import CODECS, normalize_host
 from pbx.config.trunks import DID_SOURCES, DTMF_MODES, TRUNK_TRANSPORTS, Trunk
 
@@ -142,8 +142,10 @@ def _trunk(parser: Any, name: str, value: object, path: str) -> Trunk:
         )
     from pbx.config.load_tls import trunk_certificate  # imports pbx.config.load
 
+    certificate = trunk_certificate(parser, table, path)
     return Trunk(
-        **trunk_certificate(parser, table, path),
+        tls_certificate=certificate["tls_certificate"],
+        tls_private_key=certificate["tls_private_key"],
         name=name,
         host=host,
         port=port,
@@ -169,6 +171,7 @@ def _trunk(parser: Any, name: str, value: object, path: str) -> Trunk:
         networks=_networks(parser, table, path),
         max_calls=parser._integer(table, "max_calls", path, 0, 0, 1_000_000),
         enabled=parser._boolean(table, "enabled", path, True),
+        **_srtp_settings(table, path),
     )
 
 

@@ -338,6 +338,10 @@ class Extension:
         ring_timeout: Seconds the extension rings before a call counts as unanswered; 0 means
             `CallsConfig.ring_timeout`.
         may_call_out: Whether the extension may place calls through trunks.
+        srtp: One of `pbx.config.srtp.SRTP_MODES`: "off", "optional" (accept SRTP offers over TLS, offer
+            plain RTP) or "mandatory" (SRTP only).
+        allow_srtp_over_plain: Whether SRTP keys offered over plain UDP/TCP signalling are accepted (they
+            travel in clear there).
     """
 
     number: str
@@ -350,6 +354,8 @@ class Extension:
     forward_noanswer: str = ""
     ring_timeout: float = 0.0
     may_call_out: bool = False
+    srtp: str = "optional"
+    allow_srtp_over_plain: bool = False
 
 
 @dataclass(frozen=True, slots=True)

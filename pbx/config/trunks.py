@@ -16,6 +16,8 @@ DID_SOURCES: tuple[str, ...] = ("request-uri", "to")
 TRUNK_TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls", "")
 """A trunk's transport; "" lets RFC 3263 choose."""
 TRUNK_KEYS: tuple[str, ...] = (
+    "srtp",
+    "allow_srtp_over_plain",
     "host",
     "port",
     "proxies",
@@ -86,6 +88,8 @@ class Trunk:
         tls_certificate: Over TLS, the client certificate (PEM) presented to the carrier (mutual TLS), or
             None.
         tls_private_key: Its private key (PEM); None exactly when `tls_certificate` is None.
+        srtp: One of `pbx.config.srtp.SRTP_MODES` (see `pbx.config.model.Extension.srtp`).
+        allow_srtp_over_plain: Whether SRTP keys may be exchanged over plain UDP/TCP signalling.
     """
 
     name: str
@@ -115,6 +119,8 @@ class Trunk:
     enabled: bool = True
     tls_certificate: Path | None = None
     tls_private_key: Path | None = None
+    srtp: str = "optional"
+    allow_srtp_over_plain: bool = False
 
     def __post_init__(self) -> None:
         for name in ("proxies", "codecs", "dids", "networks"):

@@ -92,6 +92,8 @@ class ExtensionInfo:
         may_call_out: Whether it may place calls through trunks.
         registered: Whether it has a registered device at the time of the render (the simulator and the
             checker assume it has).
+        srtp: Its SRTP setting: "off", "optional" or "mandatory" (`docs/security.md`).
+        allow_srtp_over_plain: Whether its SRTP keys may travel over plain UDP/TCP signalling.
     """
 
     number: str
@@ -102,6 +104,8 @@ class ExtensionInfo:
     ring_timeout: float = 0.0
     may_call_out: bool = False
     registered: bool = True
+    srtp: str = "optional"
+    allow_srtp_over_plain: bool = False
 
     @classmethod
     def from_attributes(cls, extension: object) -> ExtensionInfo:

@@ -139,7 +139,8 @@ class IRelayLeg(Interface):
         phone (transcoding, DTMF interworking: `pbx.media.dtmf_interwork`): what it returns is sent instead,
         None drops the packet. The packet given is valid RTP (version 2, at least 12 bytes) from the latched
         source. None removes the transform (the relay's plain hot path again). Not applied while the leg is
-        attached; RTCP is never transformed. The transform must not raise."""
+        attached; RTCP is not transformed here (`UdpRelayLeg.set_rtcp_transform` does, for SRTCP). The
+        transform must not raise."""
 
     def send_rtp(data: bytes) -> None:
         """Send one RTP packet (`data` is the whole packet, header included) from this leg's RTP port to

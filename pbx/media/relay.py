@@ -192,6 +192,12 @@ class UdpRelayLeg:
         if self._closing is None:
             self._rtp.set_transform(transform)
 
+    def set_rtcp_transform(self, transform: Transform | None) -> None:
+        """Pass the RTCP this leg's phone sends through `transform` before it is relayed (None: as is): SRTCP
+        decrypted or encrypted between an SRTP leg and a plain one (`pbx.media.srtp`)."""
+        if self._closing is None:
+            self._rtcp.set_transform(transform)
+
     def send_rtp(self, data: bytes) -> None:
         """Send an RTP packet from this leg's RTP socket to this leg's phone (dropped and counted in
         `unsent` while its address is unknown or after close)."""

@@ -284,7 +284,7 @@ class _Channel(DatagramProtocol):
         """`datagramReceived` with a transform set (`set_transform`): relay what the transform returns
         (after the continuing rewrite, if any); a packet it swallows (None) is neither relayed nor
         counted."""
-        if len(datagram) < _RTP_MIN or (datagram[0] & 0xC0) != 0x80:
+        if len(datagram) < self._min_length or (datagram[0] & 0xC0) != 0x80:
             self.invalid += 1
             return
         if addr != self.source and not self._learn(addr):
@@ -323,9 +323,8 @@ class _Channel(DatagramProtocol):
             del self.datagramReceived
 
     def set_transform(self, transform: Transform | None) -> None:
-        """Pass relayed RTP through `transform` (None: relay as received) from the next packet on."""
-        if self.kind != "RTP":
-            return
+        """Pass relayed packets through `transform` (None: relay as received) from the next packet on (RTP;
+        RTCP only through `UdpRelayLeg.set_rtcp_transform`, for SRTCP)."""
         self._transform = transform
         if self._consumer is None:
             self._set_relaying()

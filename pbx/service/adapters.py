@@ -109,6 +109,8 @@ def directories(config: Config) -> Callable[[str], Directory | None]:
                     forward_noanswer=e.forward_noanswer,
                     ring_timeout=e.ring_timeout,
                     may_call_out=e.may_call_out,
+                    srtp=e.srtp,
+                    allow_srtp_over_plain=e.allow_srtp_over_plain,
                 )
                 for number, e in tenant.extensions.items()
             },

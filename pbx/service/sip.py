@@ -13,6 +13,7 @@ from pbx.config import Config
 from pbx.service.adapters import connection_limits
 from pbx.sip.interfaces import IFlow
 from pbx.sip.parser import ParserLimits
+from pbx.sip.sdp_crypto import mask_crypto
 from pbx.sip.stack import SipStack
 from pbx.sip.timers import TimerConfig
 from pbx.sip.tls import TlsPolicy, client_options_factory, ensure_dev_certificate, server_options
@@ -25,7 +26,8 @@ _trace_log = Logger(namespace="pbx.sip.trace")
 
 
 def sip_trace(direction: str, transport: str, flow: IFlow, data: bytes) -> None:
-    """Log one SIP message as sent or received (the `--sip-trace` option)."""
+    """Log one SIP message as sent or received (the `--sip-trace` option). SRTP keys (`a=crypto` ...
+    `inline:` key material, RFC 4568) are masked: keys never reach a log."""
     arrow = "<--" if direction == "recv" else "-->"
     host, port = flow.remote_address[:2]
     _trace_log.info(
@@ -35,7 +37,7 @@ def sip_trace(direction: str, transport: str, flow: IFlow, data: bytes) -> None:
         host=host,
         port=port,
         size=len(data),
-        text=data.decode("utf-8", "replace"),
+        text=mask_crypto(data.decode("utf-8", "replace")),
     )
 
 

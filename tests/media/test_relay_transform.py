@@ -1,6 +1,6 @@
 """Tests for the relay's transform hook (`IRelayLeg.set_transform`), on the fake UDP reactor of `test_relay`:
-what a transform returns is relayed, None drops, RTCP is never transformed, and attaching, detaching, the
-continuing rewrite and reuse keep their meaning."""
+what a transform returns is relayed, None drops, RTCP is not transformed by it (SRTCP has its own hook,
+`set_rtcp_transform`), and attaching, detaching, the continuing rewrite and reuse keep their meaning."""
 
 from __future__ import annotations
 
@@ -85,3 +85,31 @@ class TransformTests(RelayTestCase):
         port = again.leg("a").local_port
         self.reactor.deliver(port, rtp(1), PHONE_A)
         self.assertEqual(self.reactor.take(), [(again.leg("b").local_port, rtp(1), PHONE_B)])
+
+
+class RtcpTransformTests(RelayTestCase):
+    def test_srtcp_decrypted_and_encrypted_between_an_srtp_leg_and_a_plain_one(self) -> None:
+        import os
+
+        from pbx.media.srtp import SrtpLeg, srtcp_transform
+
+        phone_key, pbx_key = os.urandom(30), os.urandom(30)
+        pbx = SrtpLeg("AES_CM_128_HMAC_SHA1_80", phone_key, pbx_key)
+        phone = SrtpLeg("AES_CM_128_HMAC_SHA1_80", pbx_key, phone_key)
+        session = self.session()
+        session.leg("a").set_rtcp_transform(srtcp_transform(pbx, None))
+        session.leg("b").set_rtcp_transform(srtcp_transform(None, pbx))
+        protected = phone.protect_rtcp(RTCP_RR)
+        assert protected is not None
+        self.reactor.deliver(10001, protected, ("192.0.2.10", 4001))
+        self.assertEqual(self.reactor.take(), [(10003, RTCP_RR, ("198.51.100.20", 5001))])
+        self.reactor.deliver(10001, protected, ("192.0.2.10", 4001))  # replayed: dropped
+        self.assertEqual(self.reactor.take(), [])
+        self.reactor.deliver(10003, RTCP_RR, ("198.51.100.20", 5001))
+        ((port, sent, to),) = self.reactor.take()
+        self.assertEqual((port, to), (10001, ("192.0.2.10", 4001)))
+        self.assertEqual(phone.unprotect_rtcp(sent), RTCP_RR)
+        self.assertEqual(pbx.stats.rtcp_dropped, 1)
+        session.leg("a").set_rtcp_transform(None)
+        self.reactor.deliver(10001, RTCP_RR, ("192.0.2.10", 4001))
+        self.assertEqual(self.reactor.take(), [(10003, RTCP_RR, ("198.51.100.20", 5001))])
