@@ -143,45 +143,81 @@ def _field_name(raw: str) -> tuple[str, str] | None:
     return found
 
 
+_LINE_FIELDS: dict[str, tuple[str, str, str]] = {}
+"""Header line as written -> its field (lower key, canonical name, stripped value), for the headers in
+`_STABLE_FIELDS`: lines a peer writes the same in message after message (`Max-Forwards: 70`,
+`Content-Type: application/sdp`, its Contact...), so most of a head's lines need no splitting, name look-up or
+stripping, and every message holding such a field shares one tuple. Bounded: cleared when full."""
+_LINE_FIELDS_MAX = 4096
+_STABLE_FIELDS = frozenset(
+    (
+        "accept",
+        "allow",
+        "allow-events",
+        "contact",
+        "content-disposition",
+        "content-length",
+        "content-type",
+        "event",
+        "expires",
+        "max-forwards",
+        "min-se",
+        "record-route",
+        "require",
+        "route",
+        "server",
+        "session-expires",
+        "subject",
+        "supported",
+        "user-agent",
+    )
+)
+"""Lower-case names of the headers whose lines `_LINE_FIELDS` keeps: not those unique to a message or dialog
+(Via, Call-ID, From, To, CSeq, credentials), which would only churn it."""
+
+
 def _parse_plain_head(head: str, limits: ParserLimits) -> tuple[str, Headers, str | None] | None:
     """The start line, headers and first Content-Length value of a head in the common shape, or None to take
     the careful path.
 
     The common shape: every line ends in CRLF, no folded line, no more headers than allowed, every line a
     valid `name: value`. Whatever is not in that shape (or is wrong) goes to `_parse_header_lines`, which
-    gives the same result or the precise error.
+    gives the same result or the precise error. A folded line needs no search of its own: it starts with a
+    blank, and no header name does (`_field_name` refuses it; `_LINE_FIELDS` only holds lines it accepted).
     """
     breaks = head.count("\n")
-    if (
-        breaks > limits.max_headers
-        or head.count("\r") != breaks
-        or head.count("\r\n") != breaks
-        or "\n " in head
-        or "\n\t" in head
-    ):
+    if breaks > limits.max_headers or head.count("\r") != breaks:
         return None
     lines = head.split("\r\n")
+    if len(lines) != breaks + 1:  # a LF without its CR (so also a CR without its LF)
+        return None
     if len(head) > limits.max_line_length and max(map(len, lines)) > limits.max_line_length:
         return None
     fields: list[tuple[str, str, str]] = []
     append = fields.append
     known = _FIELD_NAMES
+    memo = _LINE_FIELDS
     length: str | None = None
     for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        names = known.get(name)
-        if names is None or not colon:
-            if not colon:
-                return None
-            names = _field_name(name)
-            if names is None:
-                return None
-        key, cname = names
-        if key == "content-length" and length is None:
-            length = value.strip()
-            append((key, cname, length))
-        else:
-            append((key, cname, value.strip()))
+        field = memo.get(line)
+        if field is None:
+            name, colon, value = line.partition(":")
+            names = known.get(name)
+            if names is None or not colon:
+                if not colon:
+                    return None
+                names = _field_name(name)
+                if names is None:
+                    return None
+            key = names[0]
+            field = (key, names[1], value.strip())
+            if key in _STABLE_FIELDS:
+                if len(memo) >= _LINE_FIELDS_MAX:
+                    memo.clear()
+                memo[line] = field
+        if length is None and field[0] == "content-length":
+            length = field[2]
+        append(field)
     return lines[0], Headers._from_fields(fields), length
 
 

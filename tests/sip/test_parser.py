@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pbx.sip import parser as parser_module
 from pbx.sip.errors import SipParseError
 from pbx.sip.headers import NameAddress
 from pbx.sip.message import Headers, Request, Response
@@ -1093,7 +1094,11 @@ def test_plain_head_path_agrees_with_the_line_parser(path: Path) -> None:
         options("Bad Name: x"),
         options("NoColon"),
         options("Folded: a", " b"),
+        options("Max-Forwards: 70", " 1"),
+        options("Max-Forwards: 70", "\tMax-Forwards: 70"),
+        options("Max-Forwards: 70\nContent-Type: a/b"),
         options("Bare\rCR: x"),
+        options("Max-Forwards: 70\r"),
         crlf("OPTIONS sip:h SIP/2.0"),
         crlf(*OPTIONS_HEAD, *(f"X-{i}: {i}" for i in range(300))),
     ],
@@ -1114,3 +1119,22 @@ def test_plain_head_path_takes_generated_messages(message: Request | Response) -
     fast = _plain_head(data)
     assert fast is not None  # what we write is in the plain shape
     assert fast == _careful_head(data)
+
+
+def test_plain_head_memo_shares_stable_lines_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines of headers written the same in every message (Max-Forwards, Content-Type, ...) are remembered as
+    their fields, shared by the messages holding them; per-message ones (Via, Call-ID, CSeq) are not; the
+    memo is cleared when full."""
+    monkeypatch.setattr(parser_module, "_LINE_FIELDS", {})
+    monkeypatch.setattr(parser_module, "_LINE_FIELDS_MAX", 4)
+    first = parse_message(options("Subject: s", "Content-Type: a/b"))
+    second = parse_message(options("Subject: s", "Content-Type: a/b"))
+    assert list(first.headers) == list(second.headers)
+    shared = [a for a, b in zip(first.headers._fields, second.headers._fields, strict=True) if a is b]
+    assert [key for key, _, _ in shared] == ["max-forwards", "subject", "content-type", "content-length"]
+    memo = parser_module._LINE_FIELDS
+    assert "Max-Forwards: 70" in memo and "Content-Type: a/b" in memo
+    assert not any(line.startswith(("Via", "Call-ID", "CSeq", "From", "To")) for line in memo)
+    for n in range(10):
+        assert parse_message(options(f"Subject: {n}")).headers.get("Subject") == str(n)
+        assert len(memo) <= 4
