@@ -3,9 +3,9 @@
 key, offers the callee plain `RTP/AVP`, and its relay decrypts and re-encrypts; both phones hear the other's
 tone (the analysis of `test_calls_baresip`).
 
-The caller signals over UDP with `allow_srtp_over_plain = true` on its extension: baresip's calls over TLS
-are the tls-calls work of the same issue (its Contact/flow fix); once merged, this test can move to TLS and
-drop the setting. The PBX's log shows keys masked in the SIP trace.
+The SRTP baresips signal over TLS (the keys never cross the wire in clear; no `allow_srtp_over_plain`);
+only the SIPp caller of the capture test signals over UDP, with `allow_srtp_over_plain = true` on its
+extension. The PBX's log shows keys masked in the SIP trace.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ SIPP_SRTP_EXTENSION = (
 )
 SRTP_EXTENSION = (
     '[tenants.default.extensions.1004]\nname = "SRTP phone"\npassword = "pass1004"\n'
-    'srtp = "optional"\nallow_srtp_over_plain = true\n\n'
+    'srtp = "optional"\n\n'
     '[tenants.default.extensions.1006]\nname = "SRTP only"\npassword = "pass1006"\n'
-    'srtp = "mandatory"\nallow_srtp_over_plain = true\n\n'
+    'srtp = "mandatory"\n\n'
 )
 
 
@@ -63,7 +63,10 @@ def _phone(
     *params: str,
     srtp: bool = False,
 ) -> Baresip:
-    account = Account(user, f"pass{user}", "127.0.0.1", pbx.sip, params=params)
+    # SRTP phones signal over TLS: keys offered over plain signalling are refused (docs/security.md).
+    transport = "tls" if srtp else "udp"
+    port = pbx.ports["tls"] if srtp else pbx.sip
+    account = Account(user, f"pass{user}", "127.0.0.1", port, transport=transport, params=params)
     started = Baresip(
         tmp_path / f"baresip_{user}",
         [account],
@@ -90,7 +93,7 @@ def test_srtp_phone_and_plain_phone_hear_each_other(pbx: CallPbx, tmp_path: Path
         pbx.wait_for(r"Registered 1004@default at ")
         pbx.wait_for(r"Registered 1002@default at ")
         caller_ctl, callee_ctl = caller.control(), callee.control()
-        assert caller_ctl.dial(f"sip:1002@127.0.0.1:{pbx.sip}").get("ok"), caller.output[-3000:]
+        assert caller_ctl.dial(f"sip:1002@127.0.0.1:{pbx.ports['tls']}").get("ok"), caller.output[-3000:]
         caller_ctl.wait_event("CALL_ESTABLISHED", timeout=15)
         callee_ctl.wait_event("CALL_ESTABLISHED", timeout=15)
         wait_heard(tmp_path / "heard_by_1004", HEARD_SECONDS)
@@ -129,7 +132,7 @@ def test_srtp_phone_hears_the_ivr_then_a_plain_phone(tmp_path: Path) -> None:
         pbx.wait_for(r"Registered 1001@default at ")
         caller_ctl, callee_ctl = caller.control(), callee.control()
         heard = tmp_path / "heard_by_1004"
-        assert caller_ctl.dial(f"sip:500@127.0.0.1:{pbx.sip}").get("ok"), caller.output[-3000:]
+        assert caller_ctl.dial(f"sip:500@127.0.0.1:{pbx.ports['tls']}").get("ok"), caller.output[-3000:]
         caller_ctl.wait_event("CALL_ESTABLISHED", timeout=15)
         pressed_at = wait_heard_seconds(heard, 2.5)  # the welcome prompt
         assert caller_ctl.send_dtmf("1").get("ok"), caller.output[-3000:]
