@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from pbx.b2bua.call import Call, CallDeadlines
+from pbx.b2bua.events import CallEvents
 from pbx.b2bua.leg import LegTarget, OutboundLeg
 from pbx.b2bua.media import parse_sdp
 from pbx.dialplan import Action, DialplanEngine
@@ -199,6 +200,8 @@ class B2BUA:
         # returns an endpoint attached to the held side's relay leg, or None.
         self.hold_music: Any = None
         self.calls: dict[str, Call] = {}
+        # Who watches calls (busy lamps, pickup, park, metrics, the console): pbx.b2bua.events.
+        self.observers = CallEvents()
         # How the sessions of every call are made: no session timer of our own (the phones' are honoured),
         # one random source for glare delays, the methods we allow.
         self.session_options: dict[str, Any] = {
@@ -281,6 +284,8 @@ class B2BUA:
         self.calls[call.id] = call
         self.counters["calls"] += 1
         self.counters["active"] = len(self.calls)
+        if self.observers:
+            self.observers.emit("call_started", call)
         await call.run()
 
     async def _trunk_call(self, txn: IServerTransaction, request: Request, inbound: InboundTrunk) -> None:
@@ -324,6 +329,8 @@ class B2BUA:
         self.calls[call.id] = call
         self.counters["calls"] += 1
         self.counters["active"] = len(self.calls)
+        if self.observers:
+            self.observers.emit("call_started", call)
         await call.run()
 
     def stateless_challenge(self, request: Request, flow: IFlow) -> Response | None:
@@ -593,6 +600,8 @@ class B2BUA:
         )  # fmt: skip
         if self._cdrs is not None:
             self._cdrs.write_cdr(cdr).addErrback(lambda f: self._log.failure("Could not write a CDR", f))
+        if self.observers:
+            self.observers.emit("call_ended", call)
 
     def stop(self) -> Deferred[None]:
         for call in list(self.calls.values()):

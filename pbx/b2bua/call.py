@@ -337,6 +337,8 @@ class Call(Dialing):
         self.answered_at = self.clock.seconds()
         self.a.answer(body)
         self.b2bua.deadlines.add(self)
+        if self.b2bua.observers:
+            self.b2bua.observers.emit("call_answered", self)
 
     def answer_locally(self) -> None:
         """The `answer` action: the PBX itself answers (media comes from apps; without one, silence)."""

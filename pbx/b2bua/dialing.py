@@ -265,6 +265,8 @@ class Dialing:
                 leg.status = 503
             if trunk and leg.status >= 300:
                 self.b2bua.release_trunk(leg)
+            if leg.status == 0 and self.b2bua.observers:
+                self.b2bua.observers.emit("leg_started", self, leg)
         self._ring_timer = self.clock.callLater(timeout, self._ring_timeout)
         if self.endpoint is not None:  # the caller is on the PBX's media: let it hear the ringing
             ringing = f"tone:ringback:{min(600, max(1, math.ceil(timeout)))}"
@@ -324,6 +326,8 @@ class Dialing:
     def leg_failed(self, leg: OutboundLeg, status: int, response: Response | None) -> None:
         if leg.target.trunk:
             self.b2bua.release_trunk(leg)
+        if self.b2bua.observers:
+            self.b2bua.observers.emit("leg_ended", self, leg)
         self._check_dial_over()
 
     def leg_answered(self, leg: OutboundLeg, response: Response) -> bool:
