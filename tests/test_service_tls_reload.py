@@ -75,6 +75,27 @@ class TlsReloadServiceTests(unittest.SynchronousTestCase):
         reload.stopService()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_a_listener_requiring_client_certificates_follows_the_reload(self) -> None:
+        cert, key = self.configured(serial=1)
+        ca = self.data_dir / "ca.pem"
+        replace_file(ca, make_pair(serial=7, days=(-3650, 3650))[0])
+        mutual = dataclasses.replace(
+            self.config.sip.listeners[0], transport="tls", require_client_certificate=True
+        )
+        sip_config = dataclasses.replace(self.config.sip, listeners=(mutual,))
+        tls = dataclasses.replace(self.config.tls, ca_certificates=ca)
+        self.config = dataclasses.replace(self.config, sip=sip_config, tls=tls)
+        _, sip = build_sip(self.config, self.clock)
+        options = sip._mutual_tls_options
+        self.assertEqual(served_serial(options), 1)
+        pair = make_pair(serial=2, days=(-3650, 3650))
+        replace_file(key, pair[1])
+        replace_file(cert, pair[0])
+        reload = build_tls_reload(sip, self.clock)
+        assert reload is not None
+        self.assertTrue(reload.reload("SIGHUP"))
+        self.assertEqual(served_serial(options), 2)
+
     def test_no_tls_listener_no_service(self) -> None:
         self.assertIsNone(build_tls_reload(SimpleNamespace(), self.clock))
 

@@ -104,8 +104,9 @@ def build_sip(config: Config, the_reactor: Any, *, trace: bool = False) -> tuple
         if any(listener.require_client_certificate for listener in sip.listeners):
             if config.tls.ca_certificates is None:
                 raise ValueError("[[sip.listen]] require_client_certificate needs [tls] ca_certificates")
-            mutual_tls = server_options(
-                cert, key, config.tls.ca_certificates, require_client_certificate=True, policy=policy
+            ca = config.tls.ca_certificates
+            mutual_tls = tls_server.variant(  # reloaded with the certificate, like the other listeners
+                partial(server_options, cert, key, ca, require_client_certificate=True, policy=policy)
             )
     transports = TransportManager(
         the_reactor,

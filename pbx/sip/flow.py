@@ -293,6 +293,7 @@ class StreamFlow:
         self._connection = connection
         self._monitor = monitor
         self._open = True
+        self._watchers: list[Any] = []  # client transactions waiting for an answer on this connection
 
     def send(self, data: bytes) -> None:
         """Write on the connection; once it is closed the data is dropped (and counted)."""
@@ -313,8 +314,26 @@ class StreamFlow:
             self._open = False
             self._connection.loseConnection()
 
-    def _mark_closed(self) -> None:
+    def watch(self, transaction: Any) -> None:
+        """Tell `transaction` (its `connection_failed(reason)`) if the connection breaks before it is done:
+        a request sent on a connection that the peer then ends with an error (a reset, a TLS alert such as
+        TLS 1.3's "certificate required", sent only after our side of the handshake) gets no answer on it,
+        and waiting for Timer B/F would only delay the failure (RFC 3261 17.1.4)."""
+        watchers = self._watchers
+        if len(watchers) >= 32:  # a long-lived connection: forget the transactions that have ended
+            watchers[:] = [w for w in watchers if not w.terminated]
+        if transaction not in watchers:
+            watchers.append(transaction)
+
+    def _mark_closed(self, failure: str | None = None) -> None:
+        """The connection is gone; `failure` says why when the peer or the network broke it."""
         self._open = False
+        watchers, self._watchers = self._watchers, []
+        if failure is None:
+            return
+        for transaction in watchers:
+            if not transaction.terminated:
+                transaction.connection_failed(failure)
 
     def __repr__(self) -> str:
         state = "" if self._open else " closed"

@@ -41,6 +41,7 @@ from pbx.sip.flow import (
 )
 from pbx.sip.interfaces import IFlow, IMessageSink
 from pbx.sip.parser import DEFAULT_LIMITS, ParserLimits, StreamFramer, parse_message
+from pbx.sip.tls import describe_failure
 
 DEFAULT_HEADER_TIMEOUT = 32.0
 """Seconds a partial message may stay buffered on a stream before the sender is cut off (64*T1)."""
@@ -281,7 +282,9 @@ class SipStreamProtocol(Protocol):
             self._abort_timer.cancel()
         self._abort_timer = None
         if self.flow is not None:
-            self.flow._mark_closed()
+            error = None if reason.check(ConnectionDone) else reason.value
+            broken = describe_failure(error, self.transport) if error is not None else None
+            self.flow._mark_closed(broken.removeprefix("TLS handshake failed: ") if broken else None)
             self.monitor.counters.connections_open -= 1
         if self._on_closed is not None:
             self.monitor.call_sink(self._on_closed, self, reason)

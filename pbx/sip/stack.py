@@ -522,6 +522,8 @@ class SipStack:
         def send(message: Request | Response) -> None:
             failed: list[Failure] = []
             d: Deferred[Any] = self.transport.send(message.to_bytes(), transport, host, port, **extra)
+            if reliable:  # a connection that breaks with an error fails the transaction at once
+                d.addCallback(lambda flow: _watch(flow, holder))
             d.addErrback(lambda f: holder[0].transport_error(str(f.value)) if holder else failed.append(f))
             if failed:  # failed before the transaction existed: it treats OSError as a transport error
                 raise OSError(str(failed[0].value))
@@ -546,3 +548,11 @@ class SipStack:
     ) -> Any:
         """Send a CANCEL built by `make_cancel` (it already carries the INVITE's top Via, RFC 3261 9.1)."""
         return self.send_request(cancel, tu, transport, host, port, new_via=False, server_name=server_name)
+
+
+def _watch(flow: Any, holder: list[Any]) -> Any:
+    """Have the stream `flow` tell the client transaction in `holder` if it breaks (`StreamFlow.watch`)."""
+    watch = getattr(flow, "watch", None)
+    if watch is not None and holder:
+        watch(holder[0])
+    return flow

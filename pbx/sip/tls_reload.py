@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_WATCH_INTERVAL",
     "CertificateFileWatcher",
     "ReloadableServerOptions",
+    "ServerOptionsVariant",
     "check_certificate_pair",
 ]
 
@@ -132,6 +133,15 @@ class ReloadableServerOptions:
             self.certificate = None
         self._options = build()
         self._fingerprint = self._files_fingerprint()
+        self._variants: list[ServerOptionsVariant] = []
+
+    def variant(self, build: Callable[[], Any]) -> ServerOptionsVariant:
+        """Other server options from the same files (a listener requiring client certificates), rebuilt
+        with `build` whenever this reloads: a refused build refuses the reload for all of them."""
+        variant = ServerOptionsVariant(build())
+        variant.build = build
+        self._variants.append(variant)
+        return variant
 
     @property
     def options(self) -> Any:
@@ -163,6 +173,7 @@ class ReloadableServerOptions:
                 return False
             leaf = check_certificate_pair(self.cert_path, self.key_path, self._clock.seconds())
             options = self._build()
+            variants = [variant.build() for variant in self._variants]
         except ValueError as e:
             self.refusals += 1
             _log.error(
@@ -173,6 +184,8 @@ class ReloadableServerOptions:
             )
             return False
         self._options, self.certificate, self._fingerprint = options, leaf, fingerprint
+        for variant, variant_options in zip(self._variants, variants, strict=True):
+            variant.options = variant_options
         self.reloads += 1
         _log.info(
             "TLS certificate reloaded ({trigger}): new handshakes use {cert}",
@@ -185,6 +198,22 @@ class ReloadableServerOptions:
         digest = hashlib.sha256(_read(self.cert_path))
         digest.update(_read(self.key_path))
         return digest.digest()
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerOptionsVariant:
+    """Server options that follow a `ReloadableServerOptions`'s files (`ReloadableServerOptions.variant`)."""
+
+    build: Callable[[], Any]
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        return self.options.serverConnectionForTLS(tlsProtocol)
+
+    def getContext(self) -> SSL.Context:
+        return self.options.getContext()
 
 
 class CertificateFileWatcher:

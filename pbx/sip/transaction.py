@@ -334,6 +334,12 @@ class Transaction:
         """
         self._fire(TRANSPORT_ERROR, reason)
 
+    def connection_failed(self, reason: str) -> None:
+        """The connection this transaction's request went out on broke before the transaction was done: a
+        transport error while it still waits for a response, ignored once it has one (RFC 3261 17.1.4)."""
+        if (self.state, TRANSPORT_ERROR) in self._compiled:
+            self.transport_error(reason)
+
     def _transmit(self, message: Request | Response) -> object:
         """Hand `message` to `send`; return what it returned (None after a transport error)."""
         try:

@@ -183,6 +183,31 @@ class ReloadTests(SynchronousTestCase):
         self.assertEqual(served_serial(self.options), 1)
         self.assertEqual(len(self.log.lines("policy says no")), 1)
 
+    def test_a_variant_follows_the_reloads_and_the_refusals(self) -> None:
+        # A listener requiring client certificates serves the same files with other options.
+        built: list[int] = []
+
+        def mutual() -> Any:
+            built.append(1)
+            return server_options(self.files.cert, self.files.key)
+
+        variant = self.options.variant(mutual)
+        verifyObject(IOpenSSLServerConnectionCreator, variant)
+        self.assertEqual(served_serial(variant), 1)  # type: ignore[arg-type]
+        self.files.write(make_pair(serial=2))
+        self.assertTrue(self.options.reload("SIGHUP"))
+        self.assertEqual(served_serial(variant), 2)  # type: ignore[arg-type]
+        self.files.write(make_pair(serial=3))
+
+        def refuse() -> Any:
+            raise ValueError("no CA file")
+
+        variant.build = refuse
+        self.assertFalse(self.options.reload("SIGHUP"))  # one refusing build refuses the reload for all
+        self.assertEqual((served_serial(self.options), served_serial(variant)), (2, 2))  # type: ignore[arg-type]
+        self.assertEqual(len(self.log.lines("no CA file")), 1)
+        self.assertEqual(len(built), 2)
+
 
 class WatcherTests(SynchronousTestCase):
     def setUp(self) -> None:

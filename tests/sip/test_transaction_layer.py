@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from pbx.sip.flow import StreamFlow
 from pbx.sip.interfaces import IClientTransactionUser, IFlow, IServerTransaction, ITransactionUser
 from pbx.sip.message import Request, Response
 from pbx.sip.parser import parse_message
@@ -62,6 +63,14 @@ def make_request(
 
 def make_response(request: Request, status: int, to_tag: str = "totag") -> Response:
     return request.response(status, to_tag=to_tag)
+
+
+class _NullConnection:
+    def write(self, data: bytes) -> None:
+        pass
+
+    def loseConnection(self) -> None:
+        pass
 
 
 @implementer(IFlow)
@@ -432,6 +441,46 @@ class ClientSideTests(SynchronousTestCase):
         txn.transport_error("connection refused")
         self.assertEqual(h.client_user.errors, [(txn, "connection refused")])
         self.assertEqual(len(h.layer), 0)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_a_broken_connection_fails_a_waiting_transaction_at_once(self) -> None:
+        # A TLS 1.3 server refusing our client certificate ends the connection after our request went out.
+        h = LayerHarness()
+        flow = StreamFlow(_NullConnection(), "TLS", ("127.0.0.1", 5061), ("127.0.0.1", 5062))
+        waiting = h.layer.client_non_invite(
+            make_request("OPTIONS"), lambda _: None, h.client_user, reliable=True
+        )
+        invite = make_request()
+        answered = h.layer.client_invite(invite, lambda _: None, h.client_user, reliable=True)
+        flow.watch(waiting)
+        flow.watch(waiting)
+        flow.watch(answered)
+        self.assertTrue(h.layer.receive_response(make_response(invite, 486)))
+        flow._mark_closed("tlsv13 alert certificate required")
+        self.assertEqual(h.client_user.errors, [(waiting, "tlsv13 alert certificate required")])
+        self.assertTrue(answered.terminated)  # over a reliable transport a final response ends it
+        self.assertEqual(len(h.layer), 0)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_a_cleanly_closed_connection_leaves_the_transaction_to_its_timer(self) -> None:
+        h = LayerHarness()
+        flow = StreamFlow(_NullConnection(), "TCP", ("127.0.0.1", 5060), ("127.0.0.1", 5062))
+        txn = h.layer.client_non_invite(make_request("OPTIONS"), lambda _: None, h.client_user, reliable=True)
+        flow.watch(txn)
+        flow._mark_closed()
+        self.assertEqual(h.client_user.errors, [])
+        h.clock.advance(32)
+        self.assertEqual(h.client_user.timeouts, [txn])
+
+    def test_a_long_lived_connection_forgets_ended_transactions(self) -> None:
+        h = LayerHarness()
+        flow = StreamFlow(_NullConnection(), "TCP", ("127.0.0.1", 5060), ("127.0.0.1", 5062))
+        for i in range(100):
+            request = make_request("OPTIONS", branch=f"z9hG4bK-{i}")
+            txn = h.layer.client_non_invite(request, lambda _: None, h.client_user, reliable=True)
+            flow.watch(txn)
+            h.layer.receive_response(make_response(request, 200))
+        self.assertLessEqual(len(flow._watchers), 33)
         self.assertEqual(h.clock.getDelayedCalls(), [])
 
     def test_bad_client_requests(self) -> None:
