@@ -20,7 +20,7 @@ from pbx.cli.dialplan import add_commands as add_dialplan_commands
 from pbx.cli.trunks import add_commands as add_trunk_commands
 from pbx.cli.voicemail import add_commands as add_voicemail_commands
 from pbx.config import ConfigError, load_config
-from pbx.store.sqlite import read_bindings
+from pbx.store import offline
 
 
 def _config_check(args: argparse.Namespace) -> int:
@@ -48,7 +48,7 @@ def _registrations(args: argparse.Namespace) -> int:
         print(f"{args.file}: {e}", file=sys.stderr)
         return 1
     now = time.time()
-    bindings = read_bindings(config.data_dir / "pbx.sqlite3", now)
+    bindings = offline.bindings(config.store.url, config.data_dir, now)
     print(f"{'tenant':<12} {'extension':<10} {'expires':>7}  {'via':<28} {'contact':<40} user-agent")
     for b in bindings:
         print(

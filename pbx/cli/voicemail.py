@@ -18,8 +18,8 @@ import time
 
 from pbx.apps.voicemail.files import hash_pin
 from pbx.config import ConfigError, load_config
+from pbx.store import offline
 from pbx.store.records import VoicemailMessage
-from pbx.store.sqlite import read_messages
 
 
 def _caller(message: VoicemailMessage) -> str:
@@ -41,7 +41,7 @@ def _list(args: argparse.Namespace) -> int:
     if box is None:
         print(f"tenant {tenant.name} has no mailbox {args.mailbox!r}", file=sys.stderr)
         return 1
-    found = read_messages(config.data_dir / "pbx.sqlite3", tenant.name, box.number)
+    found = offline.messages(config.store.url, config.data_dir, tenant.name, box.number)
     messages = [m for m in found if m.folder == "new"] + [m for m in found if m.folder != "new"]
     new = sum(1 for m in messages if m.folder == "new")
     title = f" ({box.name})" if box.name else ""

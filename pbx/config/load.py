@@ -47,6 +47,7 @@ from pbx.config.model import (
     normalize_host,
 )
 from pbx.config.srtp import srtp_mode, srtp_over_plain
+from pbx.config.store import STORE_KEYS
 from pbx.config.trunks import TRUNK_KEYS
 from pbx.config.voicemail import MAILBOX_KEYS, SMTP_KEYS, VOICEMAIL_KEYS
 
@@ -63,6 +64,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "mwi",
         "voicemail",
         "smtp",
+        "store",
     ),
     "pbx": ("data_dir", "dialplan_dir", "sip_trace"),
     "sip": (
@@ -132,6 +134,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     "mwi": ("min_expires", "max_expires", "default_expires"),
     "voicemail": VOICEMAIL_KEYS,
     "smtp": SMTP_KEYS,
+    "store": STORE_KEYS,
     "tenants.<tenant>.mailboxes.<number>": MAILBOX_KEYS,
 }
 """The keys each table accepts, by the table's path as written in ``docs/configuration.md``."""
@@ -381,7 +384,7 @@ class _Parser:
             raise ConfigError("pbx.data_dir", "must not be empty")
         if dialplan_dir is None:
             raise ConfigError("pbx.dialplan_dir", "must not be empty")
-        from pbx.config import load_voicemail  # imports this module
+        from pbx.config import load_store, load_voicemail  # import this module
 
         tenants = self.tenants(root.get("tenants"))
         smtp = load_voicemail.smtp(self, root.get("smtp", {}))
@@ -406,6 +409,7 @@ class _Parser:
             mwi=self.mwi(root.get("mwi", {})),
             voicemail=load_voicemail.voicemail(self, root.get("voicemail", {})),
             smtp=smtp,
+            store=load_store.store(self, root.get("store", {})),
         )
 
     def sip(self, value: object) -> SipConfig:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from pbx.config.store import StoreConfig
 from pbx.config.trunks import Trunk
 from pbx.config.voicemail import Mailbox, SmtpConfig, VoicemailConfig
 
@@ -486,6 +487,7 @@ class Config:
     mwi: MwiConfig = field(default_factory=MwiConfig)
     voicemail: VoicemailConfig = field(default_factory=VoicemailConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     _by_host: Mapping[str, Tenant] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

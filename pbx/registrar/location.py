@@ -177,6 +177,36 @@ class LocationService:
 
         return self._store.load(self._clock.seconds()).addCallback(loaded)
 
+    def replace(self, tenant: str, aor: str, stored: Sequence[Binding]) -> None:
+        """Make the bindings of an address-of-record what the store holds now, without writing it back: the
+        view of a registration another PBX process sharing the store took, changed or removed (a store's
+        change feed, `pbx.store.postgres.BindingFeed`). Removed contacts are told to `on_removed` listeners,
+        new ones to `on_added`."""
+        now = self._clock.seconds()
+        current = self._index.get((tenant, aor), {})
+        fresh = {b.contact: b for b in stored if b.expires_at > now}
+        for contact, old in list(current.items()):
+            if contact not in fresh:
+                del current[contact]
+                self._count -= 1
+                self._notify(old)
+        added = []
+        for contact, binding in fresh.items():
+            before = current.get(contact)
+            if before == binding:
+                continue
+            if before is None:
+                self._count += 1
+                added.append(binding)
+            current[contact] = binding
+            self._schedule(binding)
+        if current:
+            self._index[(tenant, aor)] = current
+        else:
+            self._index.pop((tenant, aor), None)
+        if added and self._added:
+            self._tell_added(None, added)
+
     def purge_store(self) -> Deferred[int]:
         """Delete expired rows from the store (housekeeping; memory expires on its own)."""
         return self._store.purge_expired(self._clock.seconds())

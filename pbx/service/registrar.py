@@ -52,8 +52,33 @@ class RegistrarService(service.Service):
     def startService(self) -> None:
         super().startService()
         self._location.load().addErrback(lambda f: _log.failure("Loading registrations failed", f))
+        watch = getattr(self._store, "watch_bindings", None)
+        if watch is not None:  # a store shared with other PBX processes (PostgreSQL): follow their changes
+            watch(self._changed_elsewhere)
         self._keepalive.start()
         self._purge.start(300, now=False)
+
+    def _changed_elsewhere(self, tenant: str | None, aor: str | None) -> None:
+        """Another PBX process sharing the store changed the registrations of (tenant, aor); (None, None):
+        changes may have been missed, take everything from the store again."""
+        now = self._purge.clock.seconds()
+        if tenant is None or aor is None:
+            self._store.load(now).addCallbacks(self._resync, lambda f: _log.failure("Resync failed", f))
+            return
+        self._store.load_aor(tenant, aor, now).addCallbacks(
+            lambda stored: self._location.replace(tenant, aor, stored),
+            lambda f: _log.failure(
+                "Reading registrations of {aor}@{tenant} failed", f, aor=aor, tenant=tenant
+            ),
+        )
+
+    def _resync(self, stored: list[Any]) -> None:
+        grouped: dict[tuple[str, str], list[Any]] = {}
+        for binding in stored:
+            grouped.setdefault((binding.tenant, binding.aor), []).append(binding)
+        keys = set(grouped) | {(b.tenant, b.aor) for b in self._location}
+        for tenant, aor in keys:
+            self._location.replace(tenant, aor, grouped.get((tenant, aor), []))
 
     def _purge_expired(self) -> None:
         self._location.purge_store().addErrback(lambda f: _log.failure("Purging registrations failed", f))
@@ -67,12 +92,24 @@ class RegistrarService(service.Service):
         return self._store.close()
 
 
+def open_store(config: Config, the_reactor: Any) -> Any:
+    """The PBX's store: `[store] url` (PostgreSQL, shared by several PBX processes), else the embedded
+    SQLite file in `pbx.data_dir`. Nothing is opened here: the first call connects (after `twistd` forked)."""
+    if config.store.postgresql:
+        from pbx.store.postgres import PostgresStore, safe_url
+
+        store = PostgresStore(config.store.url, the_reactor)
+        _log.info("Store: PostgreSQL at {url}", url=safe_url(config.store.url))
+        return store
+    return SqliteLocationStore(config.data_dir / "pbx.sqlite3", the_reactor)
+
+
 def build_registrar(config: Config, stack: SipStack, the_reactor: Any, store: Any = None) -> RegistrarService:
     """The registrar, its location service (SQLite in data_dir unless another `store` is given: the
     benchmarks' in-memory one), digest auth and brute-force guard."""
     security, policy = config.security, config.registrar
     if store is None:
-        store = SqliteLocationStore(config.data_dir / "pbx.sqlite3", the_reactor)
+        store = open_store(config, the_reactor)
     location = LocationService(the_reactor, store)
     authenticator = DigestAuthenticator(
         NonceSource(the_reactor, nonce_secret(config.data_dir), security.nonce_lifetime),

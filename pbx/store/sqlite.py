@@ -96,7 +96,7 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         answered_by TEXT NOT NULL,
         start REAL NOT NULL,
         answer REAL,
-        end REAL NOT NULL,
+        "end" REAL NOT NULL,
         cause TEXT NOT NULL,
         status INTEGER NOT NULL,
         hangup_by TEXT NOT NULL,
@@ -122,8 +122,8 @@ _LOAD = f"SELECT {_COLUMNS} FROM bindings WHERE expires_at > ? ORDER BY tenant, 
 _PURGE = "DELETE FROM bindings WHERE expires_at <= ?"
 
 
-_CDR_COLUMNS = (
-    "call_id, tenant, caller, dialed, answered_by, start, answer, end, cause, status, hangup_by, legs"
+_CDR_COLUMNS = (  # "end" quoted: a reserved word in PostgreSQL (pbx.store.postgres runs this SQL too)
+    'call_id, tenant, caller, dialed, answered_by, start, answer, "end", cause, status, hangup_by, legs'
 )
 _CDR_INSERT = f"INSERT INTO cdrs ({_CDR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _CDR_RECENT = f"SELECT {_CDR_COLUMNS} FROM cdrs ORDER BY id DESC LIMIT ?"
@@ -137,7 +137,7 @@ def _cdr_row(cdr: Cdr) -> tuple[object, ...]:
 
 
 def _cdrs(conn: sqlite3.Connection, limit: int) -> list[Cdr]:
-    names = [c.strip() for c in _CDR_COLUMNS.split(",")]
+    names = [c.strip().strip('"') for c in _CDR_COLUMNS.split(",")]
     return [Cdr(**dict(zip(names, row, strict=True))) for row in conn.execute(_CDR_RECENT, (limit,))]
 
 
@@ -411,6 +411,8 @@ class SqliteLocationStore(SqliteVoicemailStore):
 
     def _commit_failed(self, failure: Failure, batch: list[_Work]) -> None:
         self._busy = False
+        if self._lost_connection(failure):
+            self._open = False  # the next call connects again (a database server restarted)
         self._pump()
         for work in batch:
             work.deferred.errback(failure)
@@ -426,6 +428,10 @@ class SqliteLocationStore(SqliteVoicemailStore):
                 waiter.errback(result)
             else:
                 waiter.callback(None)
+
+    def _lost_connection(self, failure: Failure) -> bool:
+        """Whether a failed transaction means the connection is gone (never, for a file)."""
+        return False
 
     # Worker thread
 
@@ -447,25 +453,31 @@ class SqliteLocationStore(SqliteVoicemailStore):
         conn = self._conn
         assert conn is not None, "the open job runs first"
         outcomes: list[tuple[bool, Any]] = []
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(self._BEGIN)
         try:
             for fn in fns:
-                conn.execute("SAVEPOINT work")
+                conn.execute("SAVEPOINT work_item")
                 try:
                     value = fn(conn)
                 except Exception:
                     outcomes.append((False, Failure()))
-                    conn.execute("ROLLBACK TO work")
+                    conn.execute("ROLLBACK TO SAVEPOINT work_item")
                 else:
                     outcomes.append((True, value))
-                conn.execute("RELEASE work")
+                conn.execute("RELEASE SAVEPOINT work_item")
             conn.execute("COMMIT")
         except BaseException:
             # Some errors (disk full, I/O) roll SQLite back by themselves; a failed COMMIT does not.
-            if conn.in_transaction:
+            if self._in_transaction(conn):
                 conn.execute("ROLLBACK")
             raise
         return outcomes
+
+    _BEGIN = "BEGIN IMMEDIATE"
+
+    @staticmethod
+    def _in_transaction(conn: Any) -> bool:
+        return bool(conn.in_transaction)
 
     def _close_on_worker(self) -> None:
         conn, self._conn = self._conn, None
@@ -521,7 +533,9 @@ def _apply(conn: sqlite3.Connection, changes: tuple[BindingChange, ...]) -> None
             conn.execute(_DELETE_AOR, (change.tenant, change.aor))
 
 
-def _load(conn: sqlite3.Connection, now: float) -> list[Binding]:
+def _load(
+    conn: sqlite3.Connection, now: float, query: str = _LOAD, args: tuple[object, ...] | None = None
+) -> list[Binding]:
     intern = sys.intern  # values shared by many bindings are stored once in memory
     return [
         Binding(
@@ -555,7 +569,7 @@ def _load(conn: sqlite3.Connection, now: float) -> list[Binding]:
             user_agent,
             path,
             registered_at,
-        ) in conn.execute(_LOAD, (now,))
+        ) in conn.execute(query, (now,) if args is None else args)
     ]
 
 

@@ -421,3 +421,33 @@ class StoreFailureTests(SynchronousTestCase):
         self.failureResultOf(failing, OSError)
         self.assertEqual(location.lookup("acme", "1001"), [second])
         self.assertEqual(len(location), 1)
+
+
+class ReplaceTests(SynchronousTestCase):
+    """`replace`: what another PBX process sharing the store did to an address-of-record (issue 17)."""
+
+    def test_another_node_adds_changes_and_removes_contacts_without_writing_back(self) -> None:
+        location, clock, store = make_location()
+        removed: list[Binding] = []
+        added: list[Binding] = []
+        location.on_removed(removed.append)
+        location.on_added(added.append)
+        mine = binding("sip:a@x")
+        put(location, mine)
+        self.assertEqual(added, [mine])
+        theirs = binding("sip:b@x", expires_at=1800.0)
+        location.replace("acme", "1001", [theirs])  # node B: the phone moved to contact b
+        self.assertEqual(location.lookup("acme", "1001"), [theirs])
+        self.assertEqual((removed, added[1:], len(location)), ([mine], [theirs], 1))
+        self.assertEqual(store.commits, 1)  # the store was not written (the other node did)
+        location.replace("acme", "1001", [theirs])  # the same again: nothing to tell
+        self.assertEqual(len(added), 2)
+        clock.advance(1800)  # the replaced binding expires on this node's clock too
+        self.assertEqual(location.lookup("acme", "1001"), [])
+        self.assertEqual(len(location), 0)
+        location.replace("acme", "1002", [binding("sip:c@x", aor="1002", expires_at=10.0)])  # already expired
+        self.assertEqual(location.lookup("acme", "1002"), [])
+        location.replace("acme", "1002", [])
+        self.assertEqual(len(location), 0)
+        location.stop()
+        self.assertEqual(clock.getDelayedCalls(), [])

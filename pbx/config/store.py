@@ -1,0 +1,23 @@
+"""`[store]`: where the PBX keeps its durable state (registrations, CDRs, the voicemail index).
+
+Without `url` (the default) that is the embedded SQLite file `pbx.data_dir/pbx.sqlite3`; with
+`url = "postgresql://user:password@host:port/database"` it is a PostgreSQL database that several PBX
+processes may share (`pbx.store.postgres`). Documented in docs/configuration.md and docs/scaling.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STORE_KEYS = ("url",)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """The `[store]` table; `url` "" means the embedded SQLite file."""
+
+    url: str = field(default="", repr=False)  # may hold a password
+
+    @property
+    def postgresql(self) -> bool:
+        return bool(self.url)
