@@ -66,11 +66,18 @@ class RegistrarService(service.Service):
             self._store.load(now).addCallbacks(self._resync, lambda f: _log.failure("Resync failed", f))
             return
         self._store.load_aor(tenant, aor, now).addCallbacks(
-            lambda stored: self._location.replace(tenant, aor, stored),
+            lambda stored: self._replaced(tenant, aor, stored),
             lambda f: _log.failure(
                 "Reading registrations of {aor}@{tenant} failed", f, aor=aor, tenant=tenant
             ),
         )
+
+    def _replaced(self, tenant: str, aor: str, stored: list[Any]) -> None:
+        self._location.replace(tenant, aor, stored)
+        _log.info(
+            "Registrations of {aor}@{tenant} changed on another node: {n} contact(s)",
+            aor=aor, tenant=tenant, n=len(stored),
+        )  # fmt: skip
 
     def _resync(self, stored: list[Any]) -> None:
         grouped: dict[tuple[str, str], list[Any]] = {}
