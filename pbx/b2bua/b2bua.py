@@ -211,6 +211,7 @@ class B2BUA:
         }
         self._views: dict[str, tuple[Directory, Mapping[str, Any], Mapping[str, tuple[str, ...]]]] = {}
         self.counters = {"calls": 0, "answered": 0, "failed": 0, "challenged": 0, "active": 0}
+        self.draining = False  # `drain`: no new calls
 
     @staticmethod
     def new_tag() -> str:
@@ -238,6 +239,8 @@ class B2BUA:
     # -- new calls ---------------------------------------------------------------------------------------
 
     async def _new_call(self, txn: IServerTransaction, request: Request) -> None:
+        if self.draining:  # stopping: calls in progress go on, new ones go to another node (RFC 3261 21.5.4)
+            raise SipError(503, "Draining", [("Retry-After", "60")])
         uri = request.uri
         if not isinstance(uri, SipURI):
             raise SipError(416)
@@ -339,6 +342,8 @@ class B2BUA:
         else goes the stateful way (None): requests in a dialog, with Proxy-Authorization, from a trusted
         peer, to a domain not served (refused there with the reason). The ACK of such a 407 matches no
         transaction and no dialog and is dropped in `ack_received`."""
+        if self.draining:
+            return None  # refused by `_new_call` with 503
         domain = self._challenges.unauthenticated_domain(request, self._domains, proxy=True)
         if domain is None:
             return None
@@ -602,6 +607,30 @@ class B2BUA:
             self._cdrs.write_cdr(cdr).addErrback(lambda f: self._log.failure("Could not write a CDR", f))
         if self.observers:
             self.observers.emit("call_ended", call)
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """Take no new calls (503, and 503 to OPTIONS from the stack), let the calls up finish; fires once
+        none is left or after `timeout` seconds (then `stop` hangs up the rest)."""
+        self.draining = True
+        self.stack.out_of_service = True
+        done: Deferred[None] = Deferred()
+        deadline = self.clock.seconds() + timeout
+        if self.calls:
+            self._log.info(
+                "Draining: no new calls; waiting up to {timeout:g} s for {n} call(s) to end",
+                timeout=timeout, n=len(self.calls),
+            )  # fmt: skip
+
+        def check() -> None:
+            if not self.calls or self.clock.seconds() >= deadline:
+                if self.calls:
+                    self._log.info("Drain time is up: hanging up {n} call(s)", n=len(self.calls))
+                done.callback(None)
+                return
+            self.clock.callLater(min(0.5, max(0.0, deadline - self.clock.seconds())), check)
+
+        check()
+        return done
 
     def stop(self) -> Deferred[None]:
         for call in list(self.calls.values()):

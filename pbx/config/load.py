@@ -130,7 +130,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "md5_only_user_agents",
     ),
     "media": ("rtp_port_min", "rtp_port_max", "bind_host", "advertise"),
-    "calls": ("ring_timeout", "max_call_duration", "codecs"),
+    "calls": ("ring_timeout", "max_call_duration", "codecs", "drain_timeout"),
     "mwi": ("min_expires", "max_expires", "default_expires"),
     "voicemail": VOICEMAIL_KEYS,
     "smtp": SMTP_KEYS,
@@ -849,6 +849,7 @@ class _Parser:
             ring_timeout=self._positive(calls, "ring_timeout", "calls", 30.0),
             max_call_duration=self._positive(calls, "max_call_duration", "calls", 14400.0),
             codecs=tuple(codecs),
+            drain_timeout=self._seconds(calls, "drain_timeout", "calls", 0.0, 0.0, 86400.0),
         )
 
     def mwi(self, value: object) -> MwiConfig:

@@ -296,6 +296,7 @@ class CallsConfig:
     ring_timeout: float = 30.0
     max_call_duration: float = 14400.0
     codecs: tuple[str, ...] = DEFAULT_CODECS
+    drain_timeout: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codecs", tuple(self.codecs))

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 
 from pbx.config import Config
 from pbx.service.calls import build_calls
@@ -32,10 +32,22 @@ from pbx.service.voicemail import build_voicemail
 from pbx.service.voicemail_mail import build_mailer
 
 
+class PbxServices(service.MultiService):
+    """The PBX's services; stopping first drains the calls (`[calls] drain_timeout`), then stops them all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drain: Any = None  # () -> Deferred: CallsService.drain
+
+    def stopService(self) -> Deferred[Any]:
+        drained = self.drain() if self.drain is not None else succeed(None)
+        return drained.addBoth(lambda _: service.MultiService.stopService(self))
+
+
 def build(config: Config, the_reactor: Any, *, sip_trace: bool = False) -> service.MultiService:
     """The PBX's services, in the order they start: SIP listeners, registrar, voicemail, trunks, calls,
     message waiting (they stop in the reverse order: calls end before the trunks unregister)."""
-    top = service.MultiService()
+    top = PbxServices()
     config.data_dir.mkdir(parents=True, exist_ok=True)
     stack, sip = build_sip(config, the_reactor, trace=sip_trace)
     sip.setServiceParent(top)
@@ -51,9 +63,9 @@ def build(config: Config, the_reactor: Any, *, sip_trace: bool = False) -> servi
     mailer = build_mailer(config, voicemail, the_reactor)  # None without [smtp] host
     if mailer is not None:
         mailer.setServiceParent(top)
-    build_calls(config, stack, registrar, the_reactor, voicemail.mailboxes, trunks.states).setServiceParent(
-        top
-    )
+    calls = build_calls(config, stack, registrar, the_reactor, voicemail.mailboxes, trunks.states)
+    calls.setServiceParent(top)
+    top.drain = calls.drain
     build_mwi(config, stack, registrar, voicemail.mailboxes).setServiceParent(top)
     return top
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application import service
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from pbx.apps import IvrApps, MusicOnHold
@@ -68,6 +69,13 @@ class CallsService(service.Service):
         self.relay = relay
         self.engine = engine
         self.mailboxes = mailboxes
+        self.drain_timeout = 0.0  # `[calls] drain_timeout`: seconds calls may go on once the PBX stops
+
+    def drain(self) -> Deferred[None]:
+        """Before anything stops: no new calls, and those up may finish within `drain_timeout`."""
+        if self.drain_timeout <= 0:
+            return succeed(None)
+        return self.b2bua.drain(self.drain_timeout)
 
     def stopService(self) -> Any:
         super().stopService()
@@ -150,4 +158,6 @@ def build_calls(
     engine = build_media_apps(config, b2bua, the_reactor, mailboxes)
     if mailboxes is not None:  # mailbox access: wrong PINs count for the registrar's brute-force guard
         build_access(config, mailboxes, engine, registrar.guard, the_reactor).register(b2bua.apps)
-    return CallsService(b2bua, relay, engine, mailboxes)
+    calls = CallsService(b2bua, relay, engine, mailboxes)
+    calls.drain_timeout = config.calls.drain_timeout
+    return calls

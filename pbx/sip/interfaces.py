@@ -118,6 +118,7 @@ class ISipStack(Interface):
     clock = Attribute("The IReactorTime every timer of the stack runs on.")
     timers = Attribute("The TimerConfig (T1, T2, T4).")
     user_agent = Attribute("The User-Agent / Server value.")
+    out_of_service = Attribute("bool: taking no new work (OPTIONS outside a dialog is answered 503).")
 
     def send_request(
         request: Any,

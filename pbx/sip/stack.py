@@ -127,6 +127,9 @@ class SipStack:
             "stateless": 0,
         }
         self._options_fields: tuple[tuple[str, str], ...] | None = None  # Allow, Accept, Supported
+        # Set while the UA takes no new work (a PBX node draining before it stops): OPTIONS outside a dialog
+        # is answered 503 with Retry-After, so a front proxy's health check takes the node out.
+        self.out_of_service = False
 
     def attach_transport(self, transport: Any) -> None:
         """Give the stack its `TransportManager` (built with this stack as its sink)."""
@@ -322,6 +325,8 @@ class SipStack:
                         result.addErrback(self._tu_failed, transaction, request)
                     return
             if handler is None and method == "OPTIONS":
+                if self.out_of_service:
+                    raise SipError(503, "Out Of Service", [("Retry-After", "60")])
                 transaction.respond(self.options_response(request))
                 return
             if handler is None:

@@ -191,6 +191,7 @@ class FakeStack:
         self.responses: list[tuple[Response, IFlow, float]] = []
         self.contact_lookups: list[tuple[str, str]] = []
         self.dialogs = DialogRouter()  # the real one: the stack's dialog table routes as in SipStack
+        self.out_of_service = False
 
     def add_dialog(self, dialog: Any, usage: Any) -> None:
         self.dialogs.add(dialog, usage)

@@ -2,8 +2,9 @@
 
 A phone registers through node A; a phone calling through node B reaches it (node B heard of the
 registration through LISTEN/NOTIFY and read it from the database); the call's CDR is in the shared database;
-and the offline `pbx registrations` reads the database both nodes use. The PostgreSQL server is the tests' own (tests/store/postgres_server.py): a temporary
-data directory, a free loopback port, run as the `postgres` user when the tests run as root.
+and the offline `pbx registrations` reads the database both nodes use. The PostgreSQL server is the tests'
+own (tests/store/postgres_server.py): a temporary data directory, a free loopback port, run as the
+`postgres` user when the tests run as root.
 """
 
 from __future__ import annotations

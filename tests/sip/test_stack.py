@@ -105,6 +105,16 @@ def test_options_answered_with_allow_accept_supported():
     assert via.received == "192.0.2.10" and via.rport == 5070
 
 
+def test_options_out_of_service_is_503_with_retry_after():
+    """A node draining before it stops: a front proxy's OPTIONS health check sees it out of service."""
+    stack, _, _ = make_stack()
+    stack.out_of_service = True
+    flow = FakeFlow()
+    deliver(stack, request("OPTIONS"), flow)
+    [response] = flow.responses()
+    assert (response.status, response.headers.get("Retry-After")) == (503, "60")
+
+
 def test_require_of_an_option_not_implemented_gets_420():
     """path, outbound and replaces are not implemented: requiring one gets 420 (RFC 3261 8.2.2.3)."""
     stack, _, _ = make_stack()
