@@ -47,6 +47,7 @@ from pbx.sip.errors import SipError, SipParseError
 from pbx.sip.interfaces import IFlow, IServerTransaction, ISipStack, ITransactionUser
 from pbx.sip.message import Request, Response, new_tag
 from pbx.sip.offer_answer import make_answer
+from pbx.sip.origin import request_origin
 from pbx.sip.resolver import Target
 from pbx.sip.sdp import SessionDescription
 from pbx.sip.session_timer import SessionTimerPolicy
@@ -358,7 +359,9 @@ class B2BUA:
 
     def _challenge(self, txn: IServerTransaction, request: Request, domain: Domain, result: Any) -> None:
         self.counters["challenged"] += 1
-        source = txn.flow.remote_address[0]
+        source = request_origin(
+            request, txn.flow.remote_address[0], getattr(self.stack, "is_trusted_proxy", None)
+        )
         txn.respond(
             self._challenges.refused(
                 request, result, realm=domain.realm, tenant=domain.tenant, source=source, proxy=True

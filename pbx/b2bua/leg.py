@@ -101,8 +101,13 @@ class LegTarget:
 
     @classmethod
     def contact(cls, extension: str, binding: Binding, destination: Destination, domain: str) -> LegTarget:
-        """A registered contact of `extension`, reached over the flow it registered on."""
-        return cls(extension, binding.contact, f"sip:{extension}@{domain}", (destination,), binding)
+        """A registered contact of `extension`, reached over the flow it registered on; through the proxies
+        of its Path (RFC 3327 5.4: the Path values become the INVITE's Route set, the flow is the first
+        proxy's)."""
+        headers = (("Route", binding.path),) if binding.path else ()
+        return cls(
+            extension, binding.contact, f"sip:{extension}@{domain}", (destination,), binding, headers=headers
+        )
 
 
 @implementer(IClientTransactionUser)

@@ -128,6 +128,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "auth_algorithms",
         "trusted_networks",
         "md5_only_user_agents",
+        "trusted_proxies",
     ),
     "media": ("rtp_port_min", "rtp_port_max", "bind_host", "advertise"),
     "calls": ("ring_timeout", "max_call_duration", "codecs", "drain_timeout"),
@@ -763,16 +764,8 @@ class _Parser:
             if algorithm in algorithms:
                 raise ConfigError(f"{path}[{index}]", f"{algorithm} is listed twice")
             algorithms.append(algorithm)
-        networks: list[str] = []
-        for index, raw in enumerate(self._strings(security, "trusted_networks", "security", [])):
-            try:
-                network = ipaddress.ip_network(raw.strip(), strict=False)
-            except ValueError:
-                raise ConfigError(
-                    f"security.trusted_networks[{index}]",
-                    f"must be an IP network in CIDR notation (like '192.0.2.0/24'), not {raw!r}",
-                ) from None
-            networks.append(network.compressed)
+        networks = self._networks(security, "trusted_networks")
+        proxies = self._networks(security, "trusted_proxies")
         return SecurityConfig(
             max_auth_failures=self._integer(security, "max_auth_failures", "security", 5, 1, 1000),
             failure_window=self._positive(security, "failure_window", "security", 60.0),
@@ -781,6 +774,7 @@ class _Parser:
             nonce_lifetime=self._seconds(security, "nonce_lifetime", "security", 300.0, 10, 86400),
             auth_algorithms=tuple(algorithms),
             trusted_networks=tuple(networks),
+            trusted_proxies=tuple(proxies),
             md5_only_user_agents=tuple(
                 agent.strip()
                 for agent in self._strings(
@@ -851,6 +845,20 @@ class _Parser:
             codecs=tuple(codecs),
             drain_timeout=self._seconds(calls, "drain_timeout", "calls", 0.0, 0.0, 86400.0),
         )
+
+    def _networks(self, security: Mapping[str, Any], key: str) -> list[str]:
+        """`security.KEY`: IP networks in CIDR notation (a bare address is a /32 or /128)."""
+        networks: list[str] = []
+        for index, raw in enumerate(self._strings(security, key, "security", [])):
+            try:
+                network = ipaddress.ip_network(raw.strip(), strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"security.{key}[{index}]",
+                    f"must be an IP network in CIDR notation (like '192.0.2.0/24'), not {raw!r}",
+                ) from None
+            networks.append(network.compressed)
+        return networks
 
     def mwi(self, value: object) -> MwiConfig:
         mwi = self._table(value, "mwi", "mwi")

@@ -222,6 +222,8 @@ class SecurityConfig:
             are never blocked.
         md5_only_user_agents: User-Agent substrings (case-insensitive) of clients that get only an MD5
             challenge; the choice depends on the User-Agent alone, never on the user, so it reveals nothing.
+        trusted_proxies: Networks (normalized CIDR) of proxies in front of the PBX (Kamailio): never
+            blocked themselves; a request through one is counted against the address in the Via below.
     """
 
     max_auth_failures: int = 5
@@ -232,6 +234,7 @@ class SecurityConfig:
     auth_algorithms: tuple[str, ...] = AUTH_ALGORITHMS
     trusted_networks: tuple[str, ...] = ()
     md5_only_user_agents: tuple[str, ...] = MD5_ONLY_USER_AGENTS
+    trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "md5_only_user_agents", tuple(self.md5_only_user_agents))

@@ -40,6 +40,7 @@ from pbx.sip.errors import SipError, SipParseError
 from pbx.sip.headers import NameAddress, unquote_string
 from pbx.sip.interfaces import IFlow, IServerTransaction, ITransactionUser
 from pbx.sip.message import Request, Response, new_tag
+from pbx.sip.origin import request_origin
 from pbx.sip.uri import SipURI, format_host_port
 from pbx.store import Binding
 
@@ -107,6 +108,9 @@ class Registrar:
         self._date_second, self._date_text = -1, ""
         self._policy = policy
         self._challenges = ChallengePolicy(authenticator, guard, md5_only_user_agents)
+        # Addresses of proxies in front of the PBX (Kamailio): a request through one is counted against
+        # the address in the Via below the proxy's (`pbx.sip.origin`); set by the composition root.
+        self.is_trusted_proxy: Callable[[str], bool] | None = None
         self.counters = {
             "registered": 0,
             "refreshed": 0,
@@ -184,7 +188,7 @@ class Registrar:
         self.counters["challenged"] += 1
         if outcome is AuthOutcome.FAILED:
             self.counters["auth_failures"] += 1
-        source = txn.flow.remote_address[0]
+        source = request_origin(request, txn.flow.remote_address[0], self.is_trusted_proxy)
         txn.respond(
             self._challenges.refused(
                 request, result, realm=domain.realm, tenant=domain.tenant, source=source, proxy=False
@@ -359,6 +363,10 @@ class Registrar:
                 value += f";reg-id={binding.reg_id}"
             response.headers.add("Contact", value)
         response.headers.add("Date", self._date(now))
+        supported = ",".join(request.headers.get_all("Supported")).lower()
+        if "path" in (option.strip() for option in supported.split(",")):  # RFC 3327 5.3: echo the Path
+            for path in request.headers.get_all("Path"):
+                response.headers.add("Path", path)
         return response
 
     def _date(self, now: float) -> str:

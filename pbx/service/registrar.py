@@ -13,6 +13,7 @@ from pbx.config import Config
 from pbx.registrar import BruteForceGuard, KeepAlive, LocationService, Registrar, RegistrarPolicy
 from pbx.service.adapters import domain_lookup, ha1_lookup, nonce_secret
 from pbx.sip.auth import DigestAuthenticator, NonceCounter, NonceSource
+from pbx.sip.origin import network_matcher
 from pbx.sip.stack import SipStack
 from pbx.store import SqliteLocationStore
 
@@ -130,9 +131,11 @@ def build_registrar(config: Config, stack: SipStack, the_reactor: Any, store: An
         window=security.failure_window,
         block_duration=security.block_duration,
         max_account_failures=security.max_account_failures,
-        trusted=security.trusted_networks,
+        trusted=security.trusted_networks + security.trusted_proxies,  # a proxy itself is never blocked
     )
     stack.set_source_filter(guard.is_blocked)
+    if security.trusted_proxies:  # behind Kamailio: failures count against the phone behind the proxy
+        stack.is_trusted_proxy = network_matcher(security.trusted_proxies)
     registrar = Registrar(
         the_reactor,
         location,
@@ -142,6 +145,7 @@ def build_registrar(config: Config, stack: SipStack, the_reactor: Any, store: An
         RegistrarPolicy(policy.min_expires, policy.max_expires, policy.default_expires, policy.max_contacts),
         md5_only_user_agents=security.md5_only_user_agents,
     )
+    registrar.is_trusted_proxy = stack.is_trusted_proxy
     stack.register("REGISTER", registrar)
     stack.answer_statelessly("REGISTER", registrar.stateless_challenge)
     keepalive = KeepAlive(

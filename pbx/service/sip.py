@@ -89,6 +89,7 @@ def build_sip(config: Config, the_reactor: Any, *, trace: bool = False) -> tuple
         the_reactor,
         timers=TimerConfig(t1=sip.t1, t2=sip.t2, t4=sip.t4),
         user_agent=sip.user_agent,
+        supported=("timer", "path"),  # RFC 4028; RFC 3327 (registrations through a proxy: docs/scaling.md)
     )
     tls_server = mutual_tls = None
     policy = tls_policy(config)

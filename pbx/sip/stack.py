@@ -39,6 +39,7 @@ from pbx.sip.interfaces import (
     ITransactionUser,
 )
 from pbx.sip.message import Request, Response, new_branch
+from pbx.sip.origin import request_origin
 from pbx.sip.timers import DEFAULT_TIMERS, TimerConfig
 from pbx.sip.transaction_layer import TransactionLayer
 from pbx.sip.validate import check_request
@@ -130,6 +131,9 @@ class SipStack:
         # Set while the UA takes no new work (a PBX node draining before it stops): OPTIONS outside a dialog
         # is answered 503 with Retry-After, so a front proxy's health check takes the node out.
         self.out_of_service = False
+        # Proxies in front of this UA (host -> trusted?): a request through one is checked against the
+        # source filter by the address in the Via below the proxy's (`pbx.sip.origin`), not the proxy's.
+        self.is_trusted_proxy: Callable[[str], bool] | None = None
 
     def attach_transport(self, transport: Any) -> None:
         """Give the stack its `TransportManager` (built with this stack as its sink)."""
@@ -253,6 +257,11 @@ class SipStack:
             )
             return
         self._stamp_via(request, flow)
+        proxy = self.is_trusted_proxy
+        if proxy is not None and self._is_blocked is not None and proxy(flow.remote_address[0]):
+            origin = request_origin(request, flow.remote_address[0], proxy)  # who is behind the proxy
+            if origin != flow.remote_address[0] and self._is_blocked(origin):
+                return
         try:
             check_request(request, self.supported)
         except SipError as e:

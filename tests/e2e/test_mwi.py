@@ -80,9 +80,12 @@ def test_baresip_mwi_subscribes_and_is_notified(mwi_pbx, tmp_path):
     phone = Baresip(tmp_path / "baresip", [account], extra_config=["module_app mwi.so"])
     try:
         phone.wait_registered(account, timeout=15)
-        process.wait_for(r"SUBSCRIBE sip:1001@127\.0\.0\.1", timeout=15)
-        process.wait_for(r"Subscription-State: active;expires=", timeout=15)
-        process.wait_for(r"CSeq: 1 NOTIFY", timeout=15, count=2)  # the NOTIFY and baresip's answer
+        try:
+            process.wait_for(r"SUBSCRIBE sip:1001@127\.0\.0\.1", timeout=15)
+            process.wait_for(r"Subscription-State: active;expires=", timeout=20)
+            process.wait_for(r"CSeq: 1 NOTIFY", timeout=15, count=2)  # the NOTIFY and baresip's answer
+        except AssertionError as failure:  # what baresip made of it, beside the PBX's trace
+            raise AssertionError(f"{failure}\n--- baresip:\n{phone.output[-4000:]}") from None
         answer = re.search(
             r"<-- UDP [^\n]*\n\s*SIP/2\.0 (\d+)[^\n]*\n(?:[^\n]*\n){0,8}?\s*CSeq: 1 NOTIFY", process.output
         )

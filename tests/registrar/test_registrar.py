@@ -21,6 +21,7 @@ from pbx.sip.digest import DigestChallenge, DigestCredentials
 from pbx.sip.errors import SipError
 from pbx.sip.interfaces import IFlow, IServerTransaction, ITransactionUser
 from pbx.sip.message import Response
+from pbx.sip.origin import network_matcher
 from pbx.sip.parser import parse_message
 from pbx.sip.stack import SipStack
 from pbx.store import ILocationStore, MemoryLocationStore
@@ -803,6 +804,30 @@ class NatTests(SynchronousTestCase):
         self.assertEqual(b.user_agent, "TestPhone/1.0")
         self.assertEqual(b.path, "<sip:edge1.example;lr>,<sip:edge2.example;lr>")
         self.assertEqual(b.reg_id, 1)
+
+    def test_path_is_echoed_when_the_proxy_supports_it(self) -> None:
+        """RFC 3327 5.3: the 200 carries the Path stored, when the REGISTER's Supported names path."""
+        h = Harness()
+        path = [("Path", "<sip:edge1.example;lr>"), ("Supported", "outbound, path")]
+        ok = Phone(h).register(extra=path).final
+        assert ok is not None
+        self.assertEqual((ok.status, ok.headers.get_all("Path")), (200, ["<sip:edge1.example;lr>"]))
+        plain = Phone(h, user="1002").register(extra=[("Path", "<sip:edge1.example;lr>")]).final
+        assert plain is not None
+        self.assertEqual((plain.status, plain.headers.get_all("Path")), (200, []))
+
+    def test_behind_a_trusted_proxy_failures_count_against_the_phone(self) -> None:
+        """Through a trusted proxy the guard blocks the address in the Via below the proxy's, not it."""
+        clock = Clock()
+        guard = BruteForceGuard(clock, max_failures=2, trusted=["127.0.0.2"])
+        h = Harness(guard=guard, clock=clock)
+        h.registrar.is_trusted_proxy = network_matcher(["127.0.0.2"])
+        proxy = FakeFlow("UDP", ("127.0.0.2", 5060))
+        below = [("Via", "SIP/2.0/UDP 203.0.113.7:5060;branch=z9hG4bKphone;received=198.51.100.3")]
+        for _ in range(3):
+            Phone(h, flow=proxy).register(password="guess", extra=below)
+        self.assertTrue(guard.is_blocked("198.51.100.3"))
+        self.assertFalse(guard.is_blocked("127.0.0.2"))
 
 
 class DurabilityTests(SynchronousTestCase):

@@ -10,6 +10,7 @@ from zope.interface.verify import verifyObject
 from pbx.sip.errors import SipError
 from pbx.sip.interfaces import IDialogUsage, IFlow, IMessageSink, ISipStack
 from pbx.sip.message import Request, Response
+from pbx.sip.origin import network_matcher
 from pbx.sip.parser import parse_message
 from pbx.sip.stack import SipStack
 
@@ -113,6 +114,20 @@ def test_options_out_of_service_is_503_with_retry_after():
     deliver(stack, request("OPTIONS"), flow)
     [response] = flow.responses()
     assert (response.status, response.headers.get("Retry-After")) == (503, "60")
+
+
+def test_a_request_through_a_trusted_proxy_is_judged_by_the_address_behind_it():
+    """Behind a trusted proxy the source filter sees the Via below the proxy's: a blocked phone is dropped,
+    others and the proxy's own requests pass."""
+    stack, _, _ = make_stack()
+    stack.set_source_filter(lambda host: host == "198.51.100.66")
+    stack.is_trusted_proxy = network_matcher(["192.0.2.10"])
+    proxy_via = "SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKp{n}"
+    for n, (phone, answered) in enumerate([("198.51.100.66", False), ("198.51.100.7", True), (None, True)]):
+        flow = FakeFlow()
+        via = proxy_via.format(n=n) + (f", SIP/2.0/UDP {phone}:5060;branch=z9hG4bKa{n}" if phone else "")
+        deliver(stack, request("OPTIONS", via=via), flow)
+        assert bool(flow.sent) is answered, phone
 
 
 def test_require_of_an_option_not_implemented_gets_420():
