@@ -122,7 +122,7 @@ class NumberRules:
             numbers = DEFAULT_EMERGENCY + EMERGENCY_BY_COUNTRY.get(self.country, ())
         else:
             numbers = tuple(self.emergency)
-        forms = set()
+        forms: set[str] = set()
         for number in numbers:
             digits = number.lstrip("+")
             forms.update((digits, self.country + digits))  # 911, 1911 (and +1911: the '+' is dropped)
