@@ -29,6 +29,9 @@ from twisted.internet.interfaces import IReactorTime
 WINDOW = 3600.0
 """The sliding window of the hourly limits, in seconds."""
 
+SWEEP = 60.0
+"""How often (at most) `OutboundLimits.start` drops the keys that used nothing in the window, in seconds."""
+
 
 @dataclass(frozen=True, slots=True)
 class Limit:
@@ -91,6 +94,7 @@ class OutboundLimits:
         self._window = window
         self._usage: dict[str, _Usage] = {}
         self._owners: dict[Hashable, tuple[tuple[str, ...], bool]] = {}  # owner -> (keys, active)
+        self._swept = clock.seconds()
 
     def _get(self, key: str, now: float) -> _Usage | None:
         usage = self._usage.get(key)
@@ -131,6 +135,8 @@ class OutboundLimits:
         if held is not None and held[1]:
             return
         now = self._clock.seconds()
+        if now - self._swept >= SWEEP:
+            self.sweep()
         names = tuple(keys) if held is None else held[0]
         for key in names:
             usage = self._usage.get(key)
@@ -174,6 +180,13 @@ class OutboundLimits:
         """The call `owner` is over (`stop`, then no memory of it but its counts)."""
         self.stop(owner)
         self._owners.pop(owner, None)
+
+    def sweep(self) -> None:
+        """Forget every key that used nothing in the window (`start` does it every `SWEEP` seconds, so the
+        memory kept follows the parties that called out in the last hour)."""
+        now = self._swept = self._clock.seconds()
+        for key in list(self._usage):
+            self._get(key, now)
 
     def usage(self, key: str) -> tuple[int, int, float]:
         """(concurrent calls, calls in the last hour, minutes in the last hour) of `key`."""

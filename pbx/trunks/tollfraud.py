@@ -76,7 +76,7 @@ international although they share country code 1; a favourite of toll fraud."""
 
 _SEPARATORS = re.compile(r"[\s.()\-/]")
 _NUMBER = re.compile(r"\+?[0-9]{1,32}")
-_SERVICE_CODE = re.compile(r"^\*[0-9]{2,3}(?=[+0-9])")
+_SERVICE_CODE = re.compile(r"^\*(?:1[0-9]{2}|[2-9][0-9])(?=[+0-9])")  # *67, *82, *1XX (NANP VSCs)
 _COUNTRY = re.compile(r"[1-9][0-9]{0,2}")
 
 
@@ -111,6 +111,7 @@ class NumberRules:
     local: tuple[str, ...] = ()
     classes: tuple[str, ...] = DEFAULT_CLASSES
     _emergency: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
+    emergency_numbers: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
 
     def __post_init__(self) -> None:
         if not _COUNTRY.fullmatch(self.country):
@@ -127,6 +128,7 @@ class NumberRules:
             digits = number.lstrip("+")
             forms.update((digits, self.country + digits))  # 911, 1911 (and +1911: the '+' is dropped)
         object.__setattr__(self, "_emergency", frozenset(forms))
+        object.__setattr__(self, "emergency_numbers", frozenset(n.lstrip("+") for n in numbers))
         if self.premium is None:
             object.__setattr__(self, "premium", WORLD_PREMIUM + PREMIUM_BY_COUNTRY.get(self.country, ()))
         if self.international is None:
@@ -160,7 +162,8 @@ def classify(number: str, rules: NumberRules) -> tuple[str, str]:
     """(class, E.164 form) of `number` as the trunk will receive it (module docstring for the order)."""
     cleaned = _clean(number)
     if rules.is_emergency(cleaned):
-        return "emergency", e164(cleaned, rules.country, rules.trunk_prefix, rules.international_prefix)
+        digits = cleaned.lstrip("+")
+        return "emergency", "+" + (rules.country + digits if digits in rules.emergency_numbers else digits)
     if not _NUMBER.fullmatch(cleaned):
         return "invalid", ""
     form = e164(cleaned, rules.country, rules.trunk_prefix, rules.international_prefix)
