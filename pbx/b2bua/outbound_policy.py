@@ -151,6 +151,11 @@ class OutboundPolicy:
         breach = self.limits.check(call, self._keys(caller, settings))
         if breach is not None:
             self._refuse(call, number, verdict.e164, verdict.kind, via, str(breach), "Limit")
+        self._log.info(
+            "Outbound call {id}: {tenant}/{who} -> {number} (class {kind}) via {via}",
+            id=call.id, tenant=caller.tenant, who=caller.extension or f"trunk {caller.trunk}",
+            number=verdict.number, kind=verdict.kind, via=via,
+        )  # fmt: skip
         return verdict
 
     def _keys(self, caller: Any, settings: TenantOutbound) -> tuple[tuple[str, Limit], ...]:
