@@ -264,3 +264,19 @@ def test_policy_settings_default() -> None:
     settings = policy.settings("nobody")
     assert settings.rules.country == "1" and not settings.limit
     assert isinstance(TenantOutbound().extension_limits, MappingProxyType)
+
+
+class UnauthenticatedTests(TollFraudTestCase):
+    def test_no_credentials_wrong_credentials_or_no_extension_never_reach_a_trunk(self) -> None:
+        h = self.build(ANYTHING, extensions=EXTENSIONS)
+        bare = h.caller("12125551234")
+        txn = bare.send_invite()  # no Proxy-Authorization
+        self.assertEqual(txn.statuses, [407])
+        wrong = h.place_call("12125551234", password="guess")
+        self.assertNotIn(200, wrong.txn.statuses)
+        self.assertIn(wrong.txn.statuses[-1], (403, 407))
+        stranger = h.place_call("12125551234", user="9999")  # valid credentials, no extension
+        self.assertEqual(stranger.txn.statuses, [403])
+        self.assertEqual(h.invites(), [])
+        self.assertEqual(h.b2bua.calls, {})
+        self.assertIdle(h)
