@@ -209,7 +209,7 @@ class B2BUA:
         self.observers = CallEvents()
         # Toll fraud: every trunk and URI target is judged where it is built; limits count as an observer.
         self.outbound = outbound if outbound is not None else OutboundPolicy(clock)
-        if outbound is not None:
+        if outbound is not None and outbound.counting:
             self.observers.append(outbound)
         # How the sessions of every call are made: no session timer of our own (the phones' are honoured),
         # one random source for glare delays, the methods we allow.

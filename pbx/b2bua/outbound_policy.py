@@ -82,14 +82,21 @@ class OutboundPolicy:
         clock: the time source of the hourly windows.
         tenants: tenant name -> its settings; None (or a tenant it does not know): `DEFAULT`, the default
             rules (country code 1) without limits.
+        counting: whether any tenant has a limit: only then does the B2BUA make it a call observer (with no
+            limit anywhere there is nothing to count, and the calls need not tell it anything).
     """
 
     _log = Logger()
 
     def __init__(
-        self, clock: IReactorTime, tenants: Callable[[str], TenantOutbound | None] | None = None
+        self,
+        clock: IReactorTime,
+        tenants: Callable[[str], TenantOutbound | None] | None = None,
+        *,
+        counting: bool = True,
     ) -> None:
         self._tenants = tenants
+        self.counting = counting
         self.limits = OutboundLimits(clock)
         self._legs: dict[Any, set[Any]] = {}  # call -> its counted legs out now
 

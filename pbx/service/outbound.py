@@ -47,7 +47,8 @@ def tenant_outbound(tenant: Tenant) -> TenantOutbound:
 def outbound_policy(config: Config, clock: IReactorTime) -> OutboundPolicy:
     """The toll-fraud policy of every tenant."""
     by_name = {tenant.name: tenant_outbound(tenant) for tenant in config.tenants}
-    return OutboundPolicy(clock, by_name.get)
+    counting = any(t.limit or t.extension_limit or any(t.extension_limits.values()) for t in by_name.values())
+    return OutboundPolicy(clock, by_name.get, counting=counting)
 
 
 def outbound_classes(tenant: Tenant, number: str) -> tuple[str, ...]:

@@ -67,6 +67,8 @@ def test_a_full_table_and_an_extensions_own_settings() -> None:
     assert tenant.extensions["1000"].may_call_out is True  # implied by its classes
     (info,) = directories(config)("default").extensions.values()  # type: ignore[union-attr]
     assert info.outbound_classes == ("internal", "national", "international")
+    assert outbound_policy(config, Clock()).counting
+    assert not outbound_policy(parse_config(tenant_with({"password": "x"}), BASE), Clock()).counting
     policy = outbound_policy(config, Clock()).settings("default")
     assert policy.rules.country == "44" and policy.rules.local == ("+4420",)
     assert policy.extension_limits["1000"].concurrent == 1
