@@ -71,6 +71,33 @@ class TenantOutbound:
     extension_limits: Mapping[str, Limit] = field(default_factory=lambda: MappingProxyType({}))
     trunk_to_trunk: bool = False
 
+    @classmethod
+    def from_attributes(cls, outbound: Any) -> TenantOutbound:
+        """From any object with the attributes of `pbx.config.outbound.OutboundConfig` (the composition
+        root's and the CLI's way in; this layer never imports the config)."""
+
+        def limit(value: Any) -> Limit:
+            return Limit(value.calls, value.calls_per_hour, float(value.minutes_per_hour))
+
+        rules = NumberRules(
+            country=outbound.country,
+            trunk_prefix=outbound.trunk_prefix,
+            international_prefix=outbound.international_prefix,
+            emergency=outbound.emergency,
+            premium=outbound.premium,
+            international=outbound.international,
+            local=outbound.local,
+            classes=outbound.classes,
+        )
+        own = {n: limit(e.limit) for n, e in outbound.extensions.items() if e.limit is not None}
+        return cls(
+            rules=rules,
+            limit=limit(outbound.limit),
+            extension_limit=limit(outbound.extension_limit),
+            extension_limits=MappingProxyType(own),
+            trunk_to_trunk=outbound.trunk_to_trunk,
+        )
+
 
 DEFAULT = TenantOutbound()
 

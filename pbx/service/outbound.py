@@ -6,42 +6,15 @@ outbound keys as the B2BUA's `OutboundPolicy` (plain `NumberRules` and `Limit` v
 
 from __future__ import annotations
 
-from types import MappingProxyType
-
 from twisted.internet.interfaces import IReactorTime
 
 from pbx.b2bua.outbound_policy import OutboundPolicy, TenantOutbound
 from pbx.config import Config, Tenant
-from pbx.config.outbound import OutboundLimit
-from pbx.trunks.limits import Limit
-from pbx.trunks.tollfraud import NumberRules
-
-
-def _limit(limit: OutboundLimit) -> Limit:
-    return Limit(limit.calls, limit.calls_per_hour, float(limit.minutes_per_hour))
 
 
 def tenant_outbound(tenant: Tenant) -> TenantOutbound:
     """One tenant's settings as the B2BUA takes them."""
-    out = tenant.outbound
-    rules = NumberRules(
-        country=out.country,
-        trunk_prefix=out.trunk_prefix,
-        international_prefix=out.international_prefix,
-        emergency=out.emergency,
-        premium=out.premium,
-        international=out.international,
-        local=out.local,
-        classes=out.classes,
-    )
-    own = {number: _limit(e.limit) for number, e in out.extensions.items() if e.limit is not None}
-    return TenantOutbound(
-        rules=rules,
-        limit=_limit(out.limit),
-        extension_limit=_limit(out.extension_limit),
-        extension_limits=MappingProxyType(own),
-        trunk_to_trunk=out.trunk_to_trunk,
-    )
+    return TenantOutbound.from_attributes(tenant.outbound)
 
 
 def outbound_policy(config: Config, clock: IReactorTime) -> OutboundPolicy:
