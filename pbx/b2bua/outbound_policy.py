@@ -20,7 +20,8 @@ Who may call out at all:
 
 ``sip:``/``sips:`` targets leave the PBX too (`check_uri`): one in the tenant's own domain is internal; a
 call that came in on a trunk may not use one (unless ``trunk_to_trunk``); one whose user part is a phone
-number (a gateway to the phone network) is judged and counted exactly like a trunk target with that number;
+number (no letters, after unescaping and without its ``;parameters``: a gateway to the phone network) is
+judged and counted exactly like a trunk target with that number;
 any other (``sip:alice@example.com``, an Internet call that costs nothing) is allowed to every extension and
 not counted.
 
@@ -40,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from pbx.sip.errors import SipError
+from pbx.sip.errors import SipError, SipParseError
+from pbx.sip.uri import parse_sip_uri
 from pbx.trunks.limits import Limit, OutboundLimits
 from pbx.trunks.tollfraud import TRUNK_CLASSES, NumberRules, Verdict, allowed_classes, judge
 
@@ -48,8 +50,23 @@ if TYPE_CHECKING:
     from pbx.b2bua.call import Call
     from pbx.b2bua.leg import OutboundLeg
 
-_URI_USER = re.compile(r"sips?:([^@;?]{1,64})@([^;?>]+)", re.IGNORECASE)
-_PHONE = re.compile(r"\+?[0-9][0-9\s.()\-/]{1,40}")
+_LETTERS = re.compile(r"[A-Za-z]")
+
+
+def _uri_user(uri: str) -> tuple[str, str]:
+    """(user without its parameters, unescaped; host in lower case) of a SIP URI; ("", "") when it does not
+    parse (its leg then fails on its own)."""
+    try:
+        parsed = parse_sip_uri(uri)
+    except SipParseError:
+        return "", ""
+    return (parsed.user or "").split(";", 1)[0], parsed.host.lower()
+
+
+def _is_number(user: str) -> bool:
+    """Whether a URI's user part is a phone number to judge: anything without letters (digits, '+', '*',
+    '#', separators; what is not a valid number is then refused as one)."""
+    return bool(user) and not _LETTERS.search(user)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,12 +164,10 @@ class OutboundPolicy:
         Raises:
             SipError: 403 when it may not go (logged).
         """
-        match = _URI_USER.match(uri)
-        host = match.group(2).rsplit(":", 1)[0].lower() if match else ""
+        user, host = _uri_user(uri)
         if host and host == own_domain.lower():
             return  # back into the tenant: internal
-        user = match.group(1) if match else ""
-        if _PHONE.fullmatch(user):
+        if _is_number(user):
             self._check(call, user, "uri")
             return
         caller = call.caller
@@ -232,11 +247,12 @@ class OutboundPolicy:
         label = target.label
         if target.trunk:
             number = label.partition("/")[2]
-        else:
-            match = _URI_USER.match(label)
-            if match is None or not _PHONE.fullmatch(match.group(1)):
+        elif label.startswith(("sip:", "sips:")):
+            number = _uri_user(label)[0]
+            if not _is_number(number):
                 return False
-            number = match.group(1)
+        else:
+            return False  # a phone of the tenant
         return not self.settings(call.caller.tenant).rules.is_emergency(number)
 
     def leg_started(self, call: Call, leg: OutboundLeg) -> None:

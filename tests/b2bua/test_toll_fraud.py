@@ -243,6 +243,9 @@ class UriTargetTests(TollFraudTestCase):
         phone = h.place_call("011442071234567")
         self.assertEqual((h.invites(), phone.txn.statuses), ([], [403]))
         self.assertIn("via uri", self.refusals()[-1])
+        for hidden in ("%2B442071234567", "011442071234567;phone-context=x", "*67011442071234567"):
+            phone = h.place_call(hidden)
+            self.assertEqual((h.invites(), phone.txn.statuses), ([], [403]), hidden)
         h.place_call("911", user="1002")
         self.assertEqual(len(h.invites()), 1)  # emergency through a gateway: allowed
         h.b2bua.stop()
