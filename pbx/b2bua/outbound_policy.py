@@ -63,6 +63,11 @@ def _uri_user(uri: str) -> tuple[str, str]:
     return (parsed.user or "").split(";", 1)[0], parsed.host.lower()
 
 
+def _shown(text: str) -> str:
+    """A caller-controlled number for a log line: 40 characters at most, anything unprintable as '?'."""
+    return "".join(c if c.isprintable() else "?" for c in text[:40])
+
+
 def _is_number(user: str) -> bool:
     """Whether a URI's user part is a phone number to judge: anything without letters (digits, '+', '*',
     '#', separators; what is not a valid number is then refused as one)."""
@@ -233,7 +238,7 @@ class OutboundPolicy:
         self._log.warn(
             "Outbound call {id} refused (403): {tenant}/{who} from {source} -> {number} "
             "(E.164 {e164}, class {kind}) via {via}: {why}",
-            id=call.id, tenant=caller.tenant, who=who, source=source, number=number[:40], e164=form or "-",
+            id=call.id, tenant=caller.tenant, who=who, source=source, number=_shown(number), e164=form or "-",
             kind=kind, via=via, why=why,
         )  # fmt: skip
         raise SipError(403, self._REASONS[reason])

@@ -283,3 +283,9 @@ class UnauthenticatedTests(TollFraudTestCase):
         self.assertEqual(h.invites(), [])
         self.assertEqual(h.b2bua.calls, {})
         self.assertIdle(h)
+
+
+def test_numbers_in_log_lines_are_bounded_and_printable() -> None:
+    from pbx.b2bua.outbound_policy import _shown
+
+    assert _shown("1\n2\x1b" + "9" * 60) == "1?2?" + "9" * 36
