@@ -29,6 +29,7 @@ from pbx.b2bua.call import Call, CallDeadlines
 from pbx.b2bua.events import CallEvents
 from pbx.b2bua.leg import LegTarget, OutboundLeg
 from pbx.b2bua.media import parse_sdp
+from pbx.b2bua.outbound_policy import OutboundPolicy
 from pbx.dialplan import Action, DialplanEngine
 from pbx.dialplan.simulate import (
     CallerInfo,
@@ -99,6 +100,7 @@ class Caller:
     number: str = ""
     srtp: str = "optional"
     allow_srtp_over_plain: bool = False
+    outbound_classes: tuple[str, ...] = ()  # its extension's (pbx.b2bua.outbound_policy); () by may_call_out
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,8 @@ class B2BUA:
             fail with 503.
         uri_credentials: (tenant, realm) -> the credentials the PBX answers a SIP URI target's 401/407 with.
         trunks: the tenants' trunks (`dial trunk:NAME/NUMBER`, inbound calls by DID); None: no trunks.
+        outbound: toll-fraud controls: outbound classes and limits (`pbx.b2bua.outbound_policy`); None:
+            the default rules (country code 1) without limits.
         ring_timeout, max_call_duration: seconds.
         codecs: codecs let through ("*" for all).
         md5_only_user_agents: User-Agent substrings challenged with MD5 only.
@@ -171,6 +175,7 @@ class B2BUA:
         locate: Callable[[str], Deferred[list[Target]]] | None = None,
         uri_credentials: Callable[[str, str], Credentials | None] | None = None,
         trunks: TrunkRouting | None = None,
+        outbound: OutboundPolicy | None = None,
         ring_timeout: float = 30.0,
         max_call_duration: float = 14400.0,
         codecs: Sequence[str] = ("*",),
@@ -203,6 +208,10 @@ class B2BUA:
         self.calls: dict[str, Call] = {}
         # Who watches calls (busy lamps, pickup, park, metrics, the console): pbx.b2bua.events.
         self.observers = CallEvents()
+        # Toll fraud: every trunk and URI target is judged where it is built; limits count as an observer.
+        self.outbound = outbound if outbound is not None else OutboundPolicy(clock)
+        if outbound is not None and outbound.counting:
+            self.observers.append(outbound)
         # How the sessions of every call are made: no session timer of our own (the phones' are honoured),
         # one random source for glare delays, the methods we allow.
         self.session_options: dict[str, Any] = {
@@ -283,6 +292,7 @@ class B2BUA:
             peer.name if peer else "",
             srtp=getattr(info, "srtp", "optional"),
             allow_srtp_over_plain=getattr(info, "allow_srtp_over_plain", False),
+            outbound_classes=tuple(getattr(info, "outbound_classes", ())),
         )
         call = Call(self, txn, request, caller)
         self.calls[call.id] = call
@@ -482,6 +492,7 @@ class B2BUA:
         return out
 
     def _uri_target(self, call: Call, uri: str) -> LegTarget:
+        self.outbound.check_uri(call, uri, self.directory(call).domain)  # 403 when it may not leave
         lookup = self._uri_credentials
         tenant = call.caller.tenant
         credentials = None if lookup is None else (lambda realm: lookup(tenant, realm))
@@ -490,13 +501,10 @@ class B2BUA:
     def _trunk_target(self, call: Call, target: str, options: Mapping[str, str]) -> LegTarget | None:
         """A `trunk:NAME/NUMBER` target (docs/trunks.md), or None for a trunk the tenant does not have."""
         caller = call.caller
-        if not caller.may_call_out:  # no trunk call without an authenticated caller allowed to make it
-            self._log.info(
-                "Call {id}: {who} may not call out through trunks: 403",
-                id=call.id, who=caller.extension or f"trunk {caller.trunk}",
-            )  # fmt: skip
-            raise SipError(403, "Trunk Calls Not Allowed")
         name, _, number = target[6:].partition("/")
+        # The number as it will be sent, judged after the dialplan chose it: a 403 (SipError) for a class,
+        # a limit or a caller that may not call out; never for an emergency number (docs/security.md).
+        self.outbound.check_trunk(call, name, number)
         trunk = self._trunks.trunk(caller.tenant, name) if self._trunks is not None else None
         if trunk is None:
             self._log.warn(

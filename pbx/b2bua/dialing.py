@@ -351,6 +351,8 @@ class Dialing:
             return True
         self.winner = leg
         self.offer_sdp = None  # connected: no more dials (the only users of the parsed offer)
+        if self.b2bua.observers:
+            self.b2bua.observers.emit("leg_answered", self, leg)  # the callee answered (outbound limits)
         for other in self._current:
             if other is not leg:
                 other.cancel()

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from pbx.b2bua.call import Call
     from pbx.b2bua.leg import OutboundLeg
 
-EVENTS = ("call_started", "leg_started", "leg_ended", "call_answered", "call_ended")
+EVENTS = ("call_started", "leg_started", "leg_ended", "leg_answered", "call_answered", "call_ended")
 
 
 class CallObserver(Protocol):
@@ -36,6 +36,10 @@ class CallObserver(Protocol):
 
     def leg_ended(self, call: Call, leg: OutboundLeg) -> None:
         """An outbound leg got its final failure (`leg.status`: 486, 487 when cancelled, 408, ...)."""
+
+    def leg_answered(self, call: Call, leg: OutboundLeg) -> None:
+        """An outbound leg won: its callee answered (before `call_answered`, or without it when the PBX had
+        answered the caller already: IVR, early media)."""
 
     def call_answered(self, call: Call) -> None:
         """The caller got its 200 (from a callee, `call.winner`, or from the PBX itself: IVR, voicemail)."""

@@ -22,7 +22,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pbx.config import Config, ConfigError, load_config
+from pbx.b2bua.outbound_policy import TenantOutbound
+from pbx.config import Config, ConfigError, Tenant, load_config
 from pbx.dialplan.actions import RESULTS, Action, DialplanError
 from pbx.dialplan.engine import DialplanEngine
 from pbx.dialplan.simulate import (
@@ -35,6 +36,7 @@ from pbx.dialplan.simulate import (
     simulate_call,
 )
 from pbx.trunks.outbound import request_uri
+from pbx.trunks.tollfraud import allowed_classes, judge
 
 
 def tenant_directories(config: Config) -> dict[str, TenantDirectory]:
@@ -119,7 +121,9 @@ def _simulate(args: argparse.Namespace) -> int:
                 template=args.template,
                 digits=args.digits or (),
                 show_source=args.verbose,
-                describe_dial=trunk_notes(config, args.tenant) if config is not None else None,
+                describe_dial=trunk_notes(config, args.tenant, args.caller, bool(args.from_trunk))
+                if config is not None
+                else None,
             )
     except DialplanError as e:
         print(e, file=sys.stderr)
@@ -129,10 +133,14 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def trunk_notes(config: Config, tenant_name: str) -> Callable[[Action], list[str]]:
-    """For `simulate_call`: after a dial, where each of its trunk targets would go (docs/trunks.md)."""
+def trunk_notes(
+    config: Config, tenant_name: str, caller: str | None = None, from_trunk: bool = False
+) -> Callable[[Action], list[str]]:
+    """For `simulate_call`: after a dial, where each of its trunk targets would go (docs/trunks.md), and
+    whether the toll-fraud checks would refuse it for `caller` (docs/security.md; limits not simulated)."""
     tenant = next((t for t in config.tenants if t.name == tenant_name), None)
     trunks: Mapping[str, Any] = tenant.trunks if tenant is not None else {}
+    toll = toll_note(tenant, caller, from_trunk) if tenant is not None else (lambda number: "")
 
     def notes(action: Action) -> list[str]:
         lines = []
@@ -144,12 +152,35 @@ def trunk_notes(config: Config, tenant_name: str) -> Callable[[Action], list[str
                 continue
             state = "" if trunk.enabled else " (disabled: 503, the next target is tried)"
             uri = request_uri(trunk, target.number or "")
-            lines.append(f"#   trunk:{target.name}/{target.number} -> {uri}{state}")
+            lines.append(
+                f"#   trunk:{target.name}/{target.number} -> {uri}{state}{toll(target.number or '')}"
+            )
         if len(targets) > 1 and action.options.get("strategy") in (None, "failover"):
             lines.append("#   failover: the next trunk after a timeout, 5xx/6xx or transport error")
         return lines
 
     return notes
+
+
+def toll_note(tenant: Tenant, caller: str | None, from_trunk: bool) -> Callable[[str], str]:
+    """ " (refused: 403, WHY)" for a number the caller may not call through a trunk, else ""."""
+    settings = TenantOutbound.from_attributes(tenant.outbound)
+    rules = settings.rules
+    extension = tenant.extensions.get(caller or "")
+    if from_trunk:
+        classes = frozenset(rules.classes) - {"emergency"} if settings.trunk_to_trunk else frozenset()
+    else:
+        own_settings = tenant.outbound.extensions.get(caller or "")
+        own = own_settings.classes if own_settings is not None else ()
+        classes = allowed_classes(rules, own, extension is not None and extension.may_call_out)
+
+    def note(number: str) -> str:
+        verdict = judge(number, rules, classes)
+        if from_trunk and (not settings.trunk_to_trunk or verdict.kind == "emergency"):
+            return " (refused: 403, calls from trunks may not go out again)"
+        return "" if verdict.allowed else f" (refused: 403, {verdict.rule})"
+
+    return note
 
 
 def _simulated_context(args: argparse.Namespace, config: Config | None) -> dict:

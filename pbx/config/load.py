@@ -46,6 +46,7 @@ from pbx.config.model import (
     TrustedPeer,
     normalize_host,
 )
+from pbx.config.outbound import EXTENSION_OUTBOUND_KEYS, OUTBOUND_KEYS
 from pbx.config.srtp import srtp_mode, srtp_over_plain
 from pbx.config.store import STORE_KEYS
 from pbx.config.trunks import TRUNK_KEYS
@@ -93,8 +94,10 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "credentials",
         "mailboxes",
         "trunks",
+        "outbound",
     ),
     "tenants.<tenant>.trunks.<trunk>": TRUNK_KEYS,
+    "tenants.<tenant>.outbound": OUTBOUND_KEYS,
     "tenants.<tenant>.peers[]": ("name", "networks", "extension"),
     "tenants.<tenant>.credentials[]": ("realm", "username", "password"),
     "tenants.<tenant>.extensions.<number>": (
@@ -109,6 +112,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "may_call_out",
         "srtp",
         "allow_srtp_over_plain",
+        *EXTENSION_OUTBOUND_KEYS,
     ),
     "registrar": (
         "min_expires",
@@ -573,6 +577,11 @@ class _Parser:
         from pbx.config.load_trunks import parse_trunks  # it imports this module: imported when used
 
         trunks = parse_trunks(self, table.get("trunks", {}), _join(path, "trunks"))
+        from pbx.config.load_outbound import parse_outbound  # imports this module
+
+        outbound = parse_outbound(
+            table.get("outbound", {}), _join(path, "outbound"), extensions, raw_extensions
+        )
         return Tenant(
             name=name,
             domain=domain,
@@ -584,6 +593,7 @@ class _Parser:
             credentials=credentials,
             mailboxes=boxes,
             trunks=trunks,
+            outbound=outbound,
         )
 
     def credentials(self, value: object, path: str) -> tuple[OutboundCredentials, ...]:
@@ -682,6 +692,8 @@ class _Parser:
         return groups
 
     def extension(self, number: str, value: object, path: str) -> Extension:
+        from pbx.config.load_outbound import may_call_out_default  # imports this module
+
         if not _USER_PART.fullmatch(number):
             raise ConfigError(path, "an extension number must be 1-64 letters, digits, '.', '_' or '-'")
         table = self._table(value, path, "tenants.<tenant>.extensions.<number>")
@@ -711,7 +723,7 @@ class _Parser:
             forward_busy=self._target(table, "forward_busy", path, number),
             forward_noanswer=self._target(table, "forward_noanswer", path, number),
             ring_timeout=self._seconds(table, "ring_timeout", path, 0.0, 0),
-            may_call_out=self._boolean(table, "may_call_out", path, False),
+            may_call_out=self._boolean(table, "may_call_out", path, may_call_out_default(table)),
             **_srtp_settings(table, path),
         )
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from pbx.config.outbound import OutboundConfig
 from pbx.config.store import StoreConfig
 from pbx.config.trunks import Trunk
 from pbx.config.voicemail import Mailbox, SmtpConfig, VoicemailConfig
@@ -420,6 +421,7 @@ class Tenant:
         credentials: What the PBX answers a challenge from a SIP URI target with, per realm.
         mailboxes: The tenant's voicemail boxes by number, read-only.
         trunks: The tenant's SIP trunks by name, read-only, in the configured order.
+        outbound: Its toll-fraud settings: outbound classes, number rules and limits.
     """
 
     name: str
@@ -432,6 +434,7 @@ class Tenant:
     credentials: tuple[OutboundCredentials, ...] = ()
     mailboxes: Mapping[str, Mailbox] = field(default_factory=dict, hash=False)
     trunks: Mapping[str, Trunk] = field(default_factory=dict, hash=False)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", tuple(self.peers))

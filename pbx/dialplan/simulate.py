@@ -94,6 +94,8 @@ class ExtensionInfo:
             checker assume it has).
         srtp: Its SRTP setting: "off", "optional" or "mandatory" (`docs/security.md`).
         allow_srtp_over_plain: Whether its SRTP keys may travel over plain UDP/TCP signalling.
+        outbound_classes: The outbound classes it has (docs/security.md, "Toll fraud"); () for the tenant's
+            default when it may call out, else internal and emergency only.
     """
 
     number: str
@@ -106,6 +108,7 @@ class ExtensionInfo:
     registered: bool = True
     srtp: str = "optional"
     allow_srtp_over_plain: bool = False
+    outbound_classes: tuple[str, ...] = ()
 
     @classmethod
     def from_attributes(cls, extension: object) -> ExtensionInfo:

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from pbx.b2bua import Directory, ExtensionInfo, PeerLookup, TrustedPeer
 from pbx.config import Config, ConfigError, Tenant
 from pbx.registrar import Domain
+from pbx.service.outbound import outbound_classes
 from pbx.sip.client_auth import Credentials
 from pbx.sip.digest import ha1
 from pbx.sip.resolver import SipResolver, make_resolver
@@ -111,6 +112,7 @@ def directories(config: Config) -> Callable[[str], Directory | None]:
                     may_call_out=e.may_call_out,
                     srtp=e.srtp,
                     allow_srtp_over_plain=e.allow_srtp_over_plain,
+                    outbound_classes=outbound_classes(tenant, number),
                 )
                 for number, e in tenant.extensions.items()
             },

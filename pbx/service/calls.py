@@ -27,6 +27,7 @@ from pbx.service.adapters import (
     sip_locator,
     trunk_routing,
 )
+from pbx.service.outbound import outbound_policy
 from pbx.service.process import parked_legs
 from pbx.service.registrar import RegistrarService
 from pbx.service.voicemail import build_access
@@ -146,6 +147,7 @@ def build_calls(
         locate=sip_locator(config, the_reactor).resolve,
         uri_credentials=outbound_credentials(config),
         trunks=trunk_routing(config, trunk_states),
+        outbound=outbound_policy(config, the_reactor),
         ring_timeout=config.calls.ring_timeout,
         max_call_duration=config.calls.max_call_duration,
         codecs=config.calls.codecs,

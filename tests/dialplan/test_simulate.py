@@ -209,6 +209,18 @@ def test_simulate_shows_where_trunk_dials_go(capsys: pytest.CaptureFixture[str],
         "#   trunk:other: no such trunk (the target is unavailable)",
         "#   failover: the next trunk after a timeout, 5xx/6xx or transport error",
     ]
+    # The toll-fraud verdict (docs/security.md): 1005 has the default classes, 1001 none at all.
+    main_j2.write_text("dial trunk:carrier/{{ call.dialed }}\n")
+    assert simulate(capsys, config, "--from", "1005", "--to", "011442071234567")[1] == (
+        "#   trunk:carrier/011442071234567 -> sip:011442071234567@sip.carrier.example"
+        " (refused: 403, class international not allowed)"
+    )
+    assert simulate(capsys, config, "--from", "1001", "--to", "911")[1] == (
+        "#   trunk:carrier/911 -> sip:911@sip.carrier.example"
+    )
+    assert simulate(capsys, config, "--from-trunk", "carrier", "--to", "15551230000")[1].endswith(
+        "(refused: 403, calls from trunks may not go out again)"
+    )
 
 
 def test_simulate_list_shows_every_rendered_line(capsys: pytest.CaptureFixture[str], config: Path) -> None:
