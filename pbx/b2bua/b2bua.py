@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import random
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -29,6 +28,7 @@ from pbx.b2bua.call import Call, CallDeadlines
 from pbx.b2bua.events import CallEvents
 from pbx.b2bua.leg import LegTarget, OutboundLeg
 from pbx.b2bua.media import parse_sdp
+from pbx.b2bua.normalise import CALLING_NUMBER, asserted_identity, display_name, trusted_headers
 from pbx.dialplan import Action, DialplanEngine
 from pbx.dialplan.simulate import (
     CallerInfo,
@@ -98,6 +98,8 @@ class Caller:
     number: str = ""
     srtp: str = "optional"
     allow_srtp_over_plain: bool = False
+    # Identity headers the callee's phones get (a trunk trusted with identity: pbx.b2bua.normalise).
+    asserted: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +108,6 @@ class TrustedPeer:
 
     name: str
     extension: str
-
-
-CALLING_NUMBER = re.compile(r"\+?[0-9*]{1,32}|[A-Za-z0-9._-]{1,32}")
-"""A calling number (From user) of a trunk's call the PBX passes on; anything else becomes "anonymous"."""
 
 
 def withheld(invite: Request) -> bool:
@@ -242,7 +240,7 @@ class B2BUA:
         if not isinstance(uri, SipURI):
             raise SipError(416)
         if self._trunks is not None:
-            inbound = self._trunks.inbound(txn.flow.remote_address[0], uri.user)
+            inbound = self._trunks.inbound_call(txn.flow.remote_address[0], request)
             if inbound is not None:  # no challenge: carriers do not answer them (docs/trunks.md)
                 await self._trunk_call(txn, request, inbound)
                 return
@@ -311,16 +309,23 @@ class B2BUA:
         number = getattr(from_uri, "user", None) or ""
         if not CALLING_NUMBER.fullmatch(number):
             number = "anonymous"
+        asserted: tuple[tuple[str, str], ...] = ()
+        if getattr(trunk, "trust_identity", False):  # else its identity headers go no further (normalise)
+            found = asserted_identity(request.headers)
+            if found is not None:
+                number, display = found[0], found[1] or display
+            asserted = trusted_headers(request.headers, number, display_name(display), directory.domain)
         if not self._trunks.acquire(txn, tenant, trunk.name):  # held by the call's transaction
             self._log.info("Trunk {trunk} is at its max_calls: 503", trunk=trunk.name)
             raise SipError(503, "Trunk Busy", [("Retry-After", "5")])
         caller = Caller(
             tenant,
             "",
-            display[:64],
+            display_name(display),
             directory.domain,
             trunk=trunk.name,
             number=number,
+            asserted=asserted,
             srtp=getattr(trunk, "srtp", "optional"),
             allow_srtp_over_plain=getattr(trunk, "allow_srtp_over_plain", False),
         )
@@ -466,6 +471,7 @@ class B2BUA:
                         found,
                         srtp=getattr(info, "srtp", "optional"),
                         srtp_over_plain=getattr(info, "allow_srtp_over_plain", False),
+                        headers=call.caller.asserted,
                         secure=str(found.destinations[0][0]).upper() == "TLS"
                         if found.destinations
                         else False,
