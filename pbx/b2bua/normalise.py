@@ -57,10 +57,14 @@ CALLING_NUMBER = re.compile(r"\+?[0-9*]{1,32}|[A-Za-z0-9._-]{1,32}")
 """A calling number the PBX passes on; anything else is "anonymous"."""
 
 _PRINTABLE = re.compile(r"[^\x20-\x7e\u00a0-\uffff]")
-_ADDRESS_LIKE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:|@|sips?:", re.IGNORECASE)
+_ADDRESS_LIKE = re.compile(
+    r"\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:|@|sips?:", re.IGNORECASE
+)
 
 
-def bounded(values: Iterable[str], *, repeats: int = MAX_REPEATS, length: int = MAX_HEADER_LENGTH) -> list[str]:
+def bounded(
+    values: Iterable[str], *, repeats: int = MAX_REPEATS, length: int = MAX_HEADER_LENGTH
+) -> list[str]:
     """The first `repeats` values no longer than `length` characters (over-long ones are dropped)."""
     out: list[str] = []
     for value in values:

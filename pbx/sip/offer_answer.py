@@ -79,6 +79,7 @@ def names_address(value: str) -> bool:
         return True
     return False
 
+
 # Not codecs: an answer needs at least one other common format.
 _AUXILIARY = frozenset({"telephone-event", "cn"})
 
@@ -173,7 +174,9 @@ def rewrite_for_relay(
             connection = sdp.connection_for(m) if sdp.on_hold_for(m) else ours
             port_count = None
         media.append(
-            _make_media(m.media, port, port_count, m.proto, m.formats, connection, m.bandwidths, attributes, ())
+            _make_media(
+                m.media, port, port_count, m.proto, m.formats, connection, m.bandwidths, attributes, ()
+            )
         )
     origin = _make_origin(
         origin_username,

@@ -81,7 +81,9 @@ class ReasonPhraseTests(SynchronousTestCase):
 
 class IdentityTests(SynchronousTestCase):
     def test_pai_names_the_caller(self) -> None:
-        found = asserted_identity(headers(("P-Asserted-Identity", '"Alice A" <sip:+15551234567@carrier.test>')))
+        found = asserted_identity(
+            headers(("P-Asserted-Identity", '"Alice A" <sip:+15551234567@carrier.test>'))
+        )
         self.assertEqual(found, ("+15551234567", "Alice A"))
 
     def test_tel_uri_and_several_entries(self) -> None:

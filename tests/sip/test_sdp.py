@@ -20,8 +20,8 @@ from pbx.sip.offer_answer import (
     answer_direction,
     make_answer,
     make_offer,
-    negotiate,
     names_address,
+    negotiate,
     rewrite_for_relay,
 )
 from pbx.sip.sdp import (
@@ -653,7 +653,8 @@ def test_rewrite_for_relay_drops_what_names_the_author() -> None:
         "a=rtcp:5001 IN IP4 10.1.2.3\na=x-nat:192.168.7.7\n"
         "m=audio 5000 RTP/AVP 0 101\ni=line 1\nk=clear:secret\na=rtpmap:0 PCMU/8000\n"
         "a=rtpmap:101 telephone-event/8000\na=fmtp:101 0-15\na=ssrc:1234 cname:alice@fe80::1\n"
-        "a=ssrc:1234 msid:10.0.0.9\na=fingerprint:sha-1 4A:AD:B9:B1:3F:82:18:3B:54:02:12:DF:3E:5D:49:6B:19:E5:7C:AB\n"
+        "a=ssrc:1234 msid:10.0.0.9\n"
+        "a=fingerprint:sha-1 4A:AD:B9:B1:3F:82:18:3B:54:02:12:DF:3E:5D:49:6B:19:E5:7C:AB\n"
         "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\n"
         "a=sendrecv\n"
     )
