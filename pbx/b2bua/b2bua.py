@@ -279,7 +279,7 @@ class B2BUA:
             allow_srtp_over_plain=getattr(info, "allow_srtp_over_plain", False),
         )
         call = Call(self, txn, request, caller)
-        self.calls[call.id] = call
+        self._add_call(call)
         self.counters["calls"] += 1
         self.counters["active"] = len(self.calls)
         if self.observers:
@@ -331,7 +331,7 @@ class B2BUA:
         )
         call = Call(self, txn, request, caller)
         call.dialed = did
-        self.calls[call.id] = call
+        self._add_call(call)
         self.counters["calls"] += 1
         self.counters["active"] = len(self.calls)
         if self.observers:
@@ -364,6 +364,22 @@ class B2BUA:
                 request, result, realm=domain.realm, tenant=domain.tenant, source=source, proxy=True
             )
         )
+
+    def _add_call(self, call: Call) -> None:
+        """Keep a live call by its Call-ID: the caller's, so another phone (of any tenant) may send the same
+        one; such a call gets a key of its own and never takes the other's place."""
+        key = call.id
+        if key in self.calls:
+            key = f"{call.id}\x00{id(call)}"
+        self.calls[key] = call
+
+    def _remove_call(self, call: Call) -> None:
+        if self.calls.get(call.id) is call:
+            del self.calls[call.id]
+            return
+        for key, value in list(self.calls.items()):
+            if value is call:
+                del self.calls[key]
 
     # -- what calls ask of us ----------------------------------------------------------------------------
 
@@ -578,7 +594,7 @@ class B2BUA:
         return answer.with_media(tuple(media)).to_bytes()
 
     def call_ended(self, call: Call) -> None:
-        self.calls.pop(call.id, None)
+        self._remove_call(call)
         if self._trunks is not None:
             self._trunks.release(call.txn)
             for leg in call.legs:

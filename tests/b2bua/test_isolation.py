@@ -17,6 +17,7 @@ from .fakes import (
     Harness,
     Registration,
     deliver,
+    respond_to,
     sdp_body,
     wire_request,
 )
@@ -108,6 +109,29 @@ class TopologyTests(TrunkTestCase):
         ringing = [r for r in phone.txn.responses if r.status == 180]
         self.assertEqual([r.reason for r in ringing], ["Ringing"])
         h.b2bua.stop()
+
+
+class SameCallIdTests(TrunkTestCase):
+    def test_a_call_reusing_another_calls_call_id_never_takes_its_place(self) -> None:
+        """A phone sends the Call-ID of a call in progress (another tenant's phone's, say): both calls live
+        side by side, and the end of the second leaves the first one known (hung up when the PBX stops)."""
+        h = self.build("dial 1003")
+        h.register(Registration("1003", "sip:1003@192.0.2.30:5066", "udp:192.0.2.30:5066"))
+        first = h.caller("1003")
+        second = h.caller("1003", user="1002")
+        second.call_id = first.call_id
+        first.call()
+        CalleePhone(h, h.invites()[0]).answer()
+        first.ack()
+        second.call()
+        self.assertEqual(len(h.b2bua.calls), 2)
+        h.b2bua.calls[next(k for k in h.b2bua.calls if k != first.call_id)].reject(486)
+        self.assertEqual([c.caller.extension for c in h.b2bua.calls.values()], ["1001"])
+        h.b2bua.stop()
+        for bye in h.stack.sent("BYE"):
+            respond_to(bye, 200)
+        self.assertEqual(h.b2bua.calls, {})
+        self.assertIdle(h)
 
 
 TRUSTED = Trunk(
