@@ -6,8 +6,9 @@ docs/security.md).
    (@192.168.77.7) and identity headers it may not set (P-Asserted-Identity, P-Preferred-Identity,
    Remote-Party-ID, Diversion, History-Info) calls out through a trunk; the INVITE the carrier (a SIPp UAS)
    received holds none of it: the PBX's Via, Contact, Call-ID, User-Agent and relay address, and the
-   P-Asserted-Identity the trunk presents. The responses and the BYE the phone received carry nothing of
-   the carrier either.
+   P-Asserted-Identity the trunk presents. So do its re-INVITE (a moved phone) and an INFO (only its
+   Content-Disposition and body cross). The responses the phone received (the carrier's 200s, and its 488
+   to the INFO with a Warning and a reason naming an inside host) carry nothing of the carrier.
 2. In: a carrier that is not trusted with identity calls a DID with the same kind of inside (172.16.x) and
    P-Asserted-Identity, Remote-Party-ID, Diversion and History-Info; the phone (a SIPp UAS that answers with
    a private Contact and SDP, its Server, a Warning and a reason phrase naming an address) receives none of
@@ -84,7 +85,9 @@ def start(tmp_path: Path) -> tuple[CallPbx, int]:
 def test_nothing_of_the_phone_reaches_the_carrier(tmp_path: Path, sipp: SippSet) -> None:  # noqa: F811
     pbx, carrier_port = start(tmp_path)
     try:
-        carrier = sipp.start("carrier", "call_uas.xml", ["-s", "carrier"], port=carrier_port, timeout=30)
+        carrier = sipp.start(
+            "carrier", "topo_carrier_uas.xml", ["-s", "carrier"], port=carrier_port, timeout=30
+        )
         carrier.wait_listening()
         csv = sipp.users_csv([("1005", "pass1005", "95551234567")], "phone")
         phone = sipp.start(
@@ -98,7 +101,7 @@ def test_nothing_of_the_phone_reaches_the_carrier(tmp_path: Path, sipp: SippSet)
         sent = phone.messages("sent")
         assert any('P-Asserted-Identity: "Boss"' in m and "10.20.30.40" in m for m in sent)  # it sent them
         received = carrier.messages("received")
-        (invite,) = carrier.requests("INVITE")
+        invite, reinvite = carrier.requests("INVITE")
         assert leaks(received, PHONE_INSIDE) == [], invite
         assert header(invite, "P-Asserted-Identity") == ['"ACME" <sip:1005@127.0.0.1>']
         for name in ("P-Preferred-Identity", "Remote-Party-ID", "Diversion", "History-Info", "X-Inside"):
@@ -106,7 +109,13 @@ def test_nothing_of_the_phone_reaches_the_carrier(tmp_path: Path, sipp: SippSet)
         (via,) = header(invite, "Via")
         assert via.startswith("SIP/2.0/UDP 127.0.0.1:"), via
         assert "s=-\r\n" in invite and "c=IN IP4 127.0.0.1" in invite
-        assert leaks(phone.messages("received"), ("[service]", "uas 1 1")) == []  # nothing of the carrier
+        assert "c=IN IP4 127.0.0.1" in reinvite and header(reinvite, "P-Asserted-Identity") == []
+        (info,) = carrier.requests("INFO")
+        assert header(info, "Content-Disposition") == ["render"] and "\r\n\r\nhello" in info
+        back = phone.messages("received")  # nothing of the carrier reached the phone
+        assert leaks(back, (*CARRIER_INSIDE, "inside")) == [], back
+        (refused,) = [m for m in back if m.startswith("SIP/2.0 488 ")]
+        assert refused.startswith("SIP/2.0 488 Not Acceptable Here\r\n") and header(refused, "Warning") == []
         assert "Traceback" not in pbx.process.output
     finally:
         pbx.process.stop()
