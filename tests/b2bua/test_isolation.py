@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from pbx.b2bua import ExtensionInfo
+from pbx.b2bua import ExtensionInfo, TrustedPeer
 from pbx.config.trunks import Trunk
 from pbx.trunks.routing import TrunkRouting
 
@@ -131,6 +131,25 @@ class SameCallIdTests(TrunkTestCase):
         for bye in h.stack.sent("BYE"):
             respond_to(bye, 200)
         self.assertEqual(h.b2bua.calls, {})
+        self.assertIdle(h)
+
+
+class PeerTests(TrunkTestCase):
+    def test_another_tenants_peer_is_challenged(self) -> None:
+        """A gateway trusted by tenant "other" sends an INVITE to this tenant's domain: no trust carries
+        over, it is challenged like any unknown source."""
+        gateway = ("192.0.2.50", 5060)
+
+        def peers(tenant: str, host: str) -> TrustedPeer | None:
+            return TrustedPeer("gw", "1003") if (tenant, host) == ("other", gateway[0]) else None
+
+        h = self.build("dial 1002", peers=peers)
+        h.register_1002()
+        phone = h.caller("1002", user="9999", flow=FakeFlow(remote_address=gateway))
+        txn = phone.send_invite()
+        self.assertEqual([r.status for r in txn.responses if r.status >= 200], [407])
+        self.assertEqual(h.invites(), [])
+        self.assertIsNotNone(h.b2bua.stateless_challenge(txn.request, FakeFlow(remote_address=gateway)))
         self.assertIdle(h)
 
 
