@@ -34,7 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from pbx.b2bua.normalise import CROSSING, crossing_headers, reason_phrase
+from pbx.b2bua.normalise import CROSSING, crossing_body, crossing_headers, reason_phrase
 from pbx.media.dtmf import parse_dtmf_info
 from pbx.media.dtmf_interwork import build_dtmf_info, info_duration
 from pbx.sip.errors import SipError
@@ -235,7 +235,7 @@ class CallSide(SessionListener):
         passed = crossing_headers(headers)
         content_type = headers.get("Content-Type") or "application/octet-stream"
         try:
-            sent = other.request(method, request.body, content_type, passed)
+            sent = other.request(method, crossing_body(content_type, request.body), content_type, passed)
         except ValueError:
             return 405  # not a method to pass on (the session answers INVITE, UPDATE, BYE, PRACK itself)
         return sent.addCallbacks(_pass_back, _failed_back, callbackArgs=(request,), errbackArgs=(request,))
@@ -303,9 +303,11 @@ def _request_failed(failure: Failure) -> None:
 
 def _pass_back(response: Response, request: Request) -> Response:
     back = request.response(response.status, reason_phrase(response.status, response.reason))
-    if response.body:
-        back.headers.add("Content-Type", response.headers.get("Content-Type") or "application/sdp")
-        back.body = response.body
+    content_type = response.headers.get("Content-Type") or "application/sdp"
+    body = crossing_body(content_type, response.body)
+    if body:
+        back.headers.add("Content-Type", content_type)
+        back.body = body
     return back
 
 

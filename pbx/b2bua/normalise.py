@@ -17,6 +17,8 @@ SDP are the PBX's own: `pbx.b2bua.leg`, `pbx.b2bua.media`), so a header crosses 
   passed on): kept when short and plain, else the status's standard phrase (a reason may name hosts,
   addresses or software: "Forwarded by 10.1.2.3").
 - `display_name`: a display name from the other side, bounded to `MAX_DISPLAY_NAME` printable characters.
+- `crossing_body`: the body of a request or response passed across outside offer/answer; an SDP body there
+  is dropped (SDP crosses only through the media bridge, rewritten).
 
 It knows nothing of calls or dialogs: values in, values out.
 """
@@ -79,6 +81,15 @@ def bounded(
 def crossing_headers(headers: Headers) -> list[tuple[str, str]]:
     """The headers of an in-dialog request passed to the other side: `CROSSING` only, `bounded`."""
     return [(name, value) for name in CROSSING for value in bounded(headers.get_all(name))]
+
+
+def crossing_body(content_type: str | None, body: bytes) -> bytes:
+    """The body of an in-dialog request or response passed across outside offer/answer (INFO, NOTIFY and
+    their answers): as it is, except a session description, which only ever crosses rewritten by the media
+    bridge (it would carry the author's addresses)."""
+    if body and content_type and content_type.split(";", 1)[0].strip().lower() == "application/sdp":
+        return b""
+    return body
 
 
 def display_name(text: str | None, limit: int = MAX_DISPLAY_NAME) -> str:

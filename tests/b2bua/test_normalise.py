@@ -12,6 +12,7 @@ from pbx.b2bua.normalise import (
     MAX_REPEATS,
     asserted_identity,
     bounded,
+    crossing_body,
     crossing_headers,
     display_name,
     reason_phrase,
@@ -53,6 +54,15 @@ class AllowListTests(SynchronousTestCase):
         self.assertEqual(passed, [("Event", f"e{i}") for i in range(MAX_REPEATS)])
         self.assertEqual(bounded(["a" * (MAX_HEADER_LENGTH + 1), "ok"]), ["ok"])
         self.assertEqual(bounded(["a", "b", "c"], repeats=2), ["a", "b"])
+
+
+class BodyTests(SynchronousTestCase):
+    def test_sdp_never_crosses_outside_offer_answer(self) -> None:
+        sdp = b"v=0\r\no=x 1 1 IN IP4 10.0.0.5\r\n"
+        self.assertEqual(crossing_body("application/sdp", sdp), b"")
+        self.assertEqual(crossing_body("Application/SDP; charset=x", sdp), b"")
+        self.assertEqual(crossing_body("application/dtmf-relay", b"Signal=1"), b"Signal=1")
+        self.assertEqual(crossing_body(None, b"x"), b"x")
 
 
 class DisplayNameTests(SynchronousTestCase):
