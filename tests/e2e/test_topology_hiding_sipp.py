@@ -13,6 +13,8 @@ docs/security.md).
    P-Asserted-Identity, Remote-Party-ID, Diversion and History-Info; the phone (a SIPp UAS that answers with
    a private Contact and SDP, its Server, a Warning and a reason phrase naming an address) receives none of
    the carrier's, and the 180/200 and the BYE's answer the carrier receives carry none of the phone's.
+3. A carrier trusted with identity (`trust_identity = true`, calling from 127.0.0.3): the phone gets its
+   P-Asserted-Identity (rebuilt in the tenant's domain, also the From), Diversion and History-Info.
 
 Every wait is on an event (SIPp's exit, a log line) with a timeout; ports are free ones.
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import free_port
-from tests.e2e.test_calls_sipp import CallPbx, SippSet, header, launch_pbx, sipp  # noqa: F401 (the fixture)
+from tests.e2e.test_calls_sipp import CallPbx, Sipp, SippSet, header, launch_pbx, sipp  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -41,6 +43,14 @@ transport = "udp"
 dids = ["+15551230000"]
 networks = ["127.0.0.2/32"]  # the carrier calls from there; the phones from 127.0.0.1
 caller_id_name = "ACME"
+
+[tenants.default.trunks.screened]
+host = "127.0.0.1"
+port = {port}
+transport = "udp"
+dids = ["+15551230001"]
+networks = ["127.0.0.3/32"]
+trust_identity = true
 """
 
 DIALPLAN = """
@@ -121,28 +131,39 @@ def test_nothing_of_the_phone_reaches_the_carrier(tmp_path: Path, sipp: SippSet)
         pbx.process.stop()
 
 
+def carrier_call(pbx: CallPbx, sipp: SippSet, did: str, source: str) -> tuple[Sipp, Sipp]:  # noqa: F811
+    """1001 registered (a SIPp UAS that shows its inside), then a carrier's call from `source` to `did`;
+    the (carrier, phone) SIPps once both are done."""
+    port = free_port()
+    csv = sipp.users_csv([("1001", "pass1001")], f"reg{did[-1]}")
+    registration = sipp.start(
+        f"register{did[-1]}",
+        "register_auth.xml",
+        [f"127.0.0.1:{pbx.sip}", "-inf", str(csv)],
+        port=port,
+        timeout=10,
+    )
+    sipp.check(pbx, registration)
+    pbx.wait_for(rf"Registered 1001@default at sip:1001@127\.0\.0\.1:{port}\b")
+    phone = sipp.start(f"phone{did[-1]}", "topo_phone_uas.xml", ["-s", "1001"], port=port, timeout=30)
+    phone.wait_listening()
+    calls = sipp.directory / f"carrier{did[-1]}.csv"
+    calls.write_text(f"SEQUENTIAL\n{did};+15559876543;{did}\n")
+    carrier = sipp.start(
+        f"carrier{did[-1]}",
+        "topo_carrier_uac.xml",
+        [f"127.0.0.1:{pbx.sip}", "-inf", str(calls), "-cid_str", "carrier-%u-%p@172.16.5.5"],
+        timeout=20,
+        ip=source,
+    )
+    sipp.check(pbx, carrier, phone)
+    return carrier, phone
+
+
 def test_nothing_of_an_untrusted_carrier_reaches_the_phone_and_back(tmp_path: Path, sipp: SippSet) -> None:  # noqa: F811
     pbx, _ = start(tmp_path)
     try:
-        port = free_port()
-        csv = sipp.users_csv([("1001", "pass1001")], "reg")
-        registration = sipp.start(
-            "register", "register_auth.xml", [f"127.0.0.1:{pbx.sip}", "-inf", str(csv)], port=port, timeout=10
-        )
-        sipp.check(pbx, registration)
-        pbx.wait_for(rf"Registered 1001@default at sip:1001@127\.0\.0\.1:{port}\b")
-        phone = sipp.start("phone", "topo_phone_uas.xml", ["-s", "1001"], port=port, timeout=30)
-        phone.wait_listening()
-        calls = sipp.directory / "carrier.csv"
-        calls.write_text("SEQUENTIAL\n+15551230000;+15559876543;+15551230000\n")
-        carrier = sipp.start(
-            "carrier",
-            "topo_carrier_uac.xml",
-            [f"127.0.0.1:{pbx.sip}", "-inf", str(calls), "-cid_str", "carrier-%u-%p@172.16.5.5"],
-            timeout=20,
-            ip="127.0.0.2",
-        )
-        sipp.check(pbx, carrier, phone)
+        carrier, phone = carrier_call(pbx, sipp, "+15551230000", "127.0.0.2")
         pbx.ended(200, "normal")
         (invite,) = phone.requests("INVITE")
         assert leaks(phone.messages("received"), CARRIER_INSIDE) == [], invite
@@ -159,5 +180,28 @@ def test_nothing_of_an_untrusted_carrier_reaches_the_phone_and_back(tmp_path: Pa
         for message in back:
             assert header(message, "Warning") == [] and header(message, "Remote-Party-ID") == [], message
         assert "Traceback" not in pbx.process.output
+    finally:
+        pbx.process.stop()
+
+
+def test_a_trusted_carrier_asserts_the_caller(tmp_path: Path, sipp: SippSet) -> None:  # noqa: F811
+    """A trunk with `trust_identity`: the caller is its P-Asserted-Identity (not the From it claims), the
+    phone gets that identity in the tenant's domain and the carrier's Diversion and History-Info; its
+    Remote-Party-ID and everything else of its inside stay out."""
+    pbx, _ = start(tmp_path)
+    try:
+        _carrier, phone = carrier_call(pbx, sipp, "+15551230001", "127.0.0.3")
+        pbx.ended(200, "normal")
+        (invite,) = phone.requests("INVITE")
+        (from_,) = header(invite, "From")
+        assert from_.startswith('"Spoofed Bank" <sip:+18005550000@localhost>;tag='), from_
+        assert header(invite, "P-Asserted-Identity") == ['"Spoofed Bank" <sip:+18005550000@localhost>']
+        assert header(invite, "Diversion") == ["<sip:+18005550002@172.16.5.5>;reason=unconditional"]
+        assert header(invite, "History-Info") == ["<sip:+18005550003@172.16.5.5>;index=1"]
+        assert header(invite, "Remote-Party-ID") == []
+        for text in ("CarrierSwitch", "172.16.5.6", "carrier-"):
+            assert text not in invite, (text, invite)
+        cdr = [row for row in pbx.cdrs() if row["dialed"] == "+15551230001"]
+        assert [row["caller"] for row in cdr] == ["trunk:screened/+18005550000"]
     finally:
         pbx.process.stop()
