@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import random
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -29,6 +28,7 @@ from pbx.b2bua.call import Call, CallDeadlines
 from pbx.b2bua.events import CallEvents
 from pbx.b2bua.leg import LegTarget, OutboundLeg
 from pbx.b2bua.media import parse_sdp
+from pbx.b2bua.normalise import CALLING_NUMBER, asserted_identity, display_name, trusted_headers
 from pbx.b2bua.outbound_policy import OutboundPolicy
 from pbx.dialplan import Action, DialplanEngine
 from pbx.dialplan.simulate import (
@@ -101,6 +101,8 @@ class Caller:
     srtp: str = "optional"
     allow_srtp_over_plain: bool = False
     outbound_classes: tuple[str, ...] = ()  # its extension's (pbx.b2bua.outbound_policy); () by may_call_out
+    # Identity headers the callee's phones get (a trunk trusted with identity: pbx.b2bua.normalise).
+    asserted: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +111,6 @@ class TrustedPeer:
 
     name: str
     extension: str
-
-
-CALLING_NUMBER = re.compile(r"\+?[0-9*]{1,32}|[A-Za-z0-9._-]{1,32}")
-"""A calling number (From user) of a trunk's call the PBX passes on; anything else becomes "anonymous"."""
 
 
 def withheld(invite: Request) -> bool:
@@ -255,7 +253,7 @@ class B2BUA:
         if not isinstance(uri, SipURI):
             raise SipError(416)
         if self._trunks is not None:
-            inbound = self._trunks.inbound(txn.flow.remote_address[0], uri.user)
+            inbound = self._trunks.inbound_call(txn.flow.remote_address[0], request)
             if inbound is not None:  # no challenge: carriers do not answer them (docs/trunks.md)
                 await self._trunk_call(txn, request, inbound)
                 return
@@ -295,7 +293,7 @@ class B2BUA:
             outbound_classes=tuple(getattr(info, "outbound_classes", ())),
         )
         call = Call(self, txn, request, caller)
-        self.calls[call.id] = call
+        self._add_call(call)
         self.counters["calls"] += 1
         self.counters["active"] = len(self.calls)
         if self.observers:
@@ -325,22 +323,29 @@ class B2BUA:
         number = getattr(from_uri, "user", None) or ""
         if not CALLING_NUMBER.fullmatch(number):
             number = "anonymous"
+        asserted: tuple[tuple[str, str], ...] = ()
+        if getattr(trunk, "trust_identity", False):  # else its identity headers go no further (normalise)
+            found = asserted_identity(request.headers)
+            if found is not None:
+                number, display = found[0], found[1] or display
+            asserted = trusted_headers(request.headers, number, display_name(display), directory.domain)
         if not self._trunks.acquire(txn, tenant, trunk.name):  # held by the call's transaction
             self._log.info("Trunk {trunk} is at its max_calls: 503", trunk=trunk.name)
             raise SipError(503, "Trunk Busy", [("Retry-After", "5")])
         caller = Caller(
             tenant,
             "",
-            display[:64],
+            display_name(display),
             directory.domain,
             trunk=trunk.name,
             number=number,
+            asserted=asserted,
             srtp=getattr(trunk, "srtp", "optional"),
             allow_srtp_over_plain=getattr(trunk, "allow_srtp_over_plain", False),
         )
         call = Call(self, txn, request, caller)
         call.dialed = did
-        self.calls[call.id] = call
+        self._add_call(call)
         self.counters["calls"] += 1
         self.counters["active"] = len(self.calls)
         if self.observers:
@@ -377,6 +382,22 @@ class B2BUA:
                 request, result, realm=domain.realm, tenant=domain.tenant, source=source, proxy=True
             )
         )
+
+    def _add_call(self, call: Call) -> None:
+        """Keep a live call by its Call-ID: the caller's, so another phone (of any tenant) may send the same
+        one; such a call gets a key of its own and never takes the other's place."""
+        key = call.id
+        if key in self.calls:
+            key = f"{call.id}\x00{id(call)}"
+        self.calls[key] = call
+
+    def _remove_call(self, call: Call) -> None:
+        if self.calls.get(call.id) is call:
+            del self.calls[call.id]
+            return
+        for key, value in list(self.calls.items()):
+            if value is call:
+                del self.calls[key]
 
     # -- what calls ask of us ----------------------------------------------------------------------------
 
@@ -484,6 +505,7 @@ class B2BUA:
                         found,
                         srtp=getattr(info, "srtp", "optional"),
                         srtp_over_plain=getattr(info, "allow_srtp_over_plain", False),
+                        headers=call.caller.asserted,
                         secure=str(found.destinations[0][0]).upper() == "TLS"
                         if found.destinations
                         else False,
@@ -588,7 +610,7 @@ class B2BUA:
         return answer.with_media(tuple(media)).to_bytes()
 
     def call_ended(self, call: Call) -> None:
-        self.calls.pop(call.id, None)
+        self._remove_call(call)
         if self._trunks is not None:
             self._trunks.release(call.txn)
             for leg in call.legs:

@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from pbx.b2bua.normalise import CROSSING, crossing_body, crossing_headers, reason_phrase
 from pbx.media.dtmf import parse_dtmf_info
 from pbx.media.dtmf_interwork import build_dtmf_info, info_duration
 from pbx.sip.errors import SipError
@@ -45,8 +46,9 @@ if TYPE_CHECKING:
     from pbx.b2bua.call import Call
     from pbx.sip.session import InviteSession
 
-# Headers passed from one side's in-dialog request to the other's (everything else is the PBX's own).
-PASSED_HEADERS = ("Content-Disposition", "Event", "Subscription-State")
+# Headers passed from one side's in-dialog request to the other's (everything else is the PBX's own): the
+# allow-list of pbx.b2bua.normalise, bounded there.
+PASSED_HEADERS = CROSSING
 
 _log = Logger()
 
@@ -230,10 +232,10 @@ class CallSide(SessionListener):
             digit = parse_dtmf_info(headers.get("Content-Type") or "", request.body)
             if digit is not None and call.media.dtmf_info(self.side, digit, info_duration(request.body)):
                 return 200  # converted for the other side (RFC 4733 events or in-band tones)
-        passed = [(name, value) for name in PASSED_HEADERS for value in headers.get_all(name)]
+        passed = crossing_headers(headers)
         content_type = headers.get("Content-Type") or "application/octet-stream"
         try:
-            sent = other.request(method, request.body, content_type, passed)
+            sent = other.request(method, crossing_body(content_type, request.body), content_type, passed)
         except ValueError:
             return 405  # not a method to pass on (the session answers INVITE, UPDATE, BYE, PRACK itself)
         return sent.addCallbacks(_pass_back, _failed_back, callbackArgs=(request,), errbackArgs=(request,))
@@ -286,7 +288,8 @@ def _sip_error(failure: Failure) -> SipError:
     """How a request we passed on failed, as the error to refuse the original with (same status)."""
     error = failure.value
     if isinstance(error, SessionRequestFailed):
-        return SipError(error.status, error.response.reason if error.response is not None else None)
+        reason = error.response.reason if error.response is not None else None
+        return SipError(error.status, reason_phrase(error.status, reason))
     if isinstance(error, SipError):
         return error
     _log.failure("Passing a request on failed", failure=failure)
@@ -299,10 +302,12 @@ def _request_failed(failure: Failure) -> None:
 
 
 def _pass_back(response: Response, request: Request) -> Response:
-    back = request.response(response.status, response.reason)
-    if response.body:
-        back.headers.add("Content-Type", response.headers.get("Content-Type") or "application/sdp")
-        back.body = response.body
+    back = request.response(response.status, reason_phrase(response.status, response.reason))
+    content_type = response.headers.get("Content-Type") or "application/sdp"
+    body = crossing_body(content_type, response.body)
+    if body:
+        back.headers.add("Content-Type", content_type)
+        back.body = body
     return back
 
 

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from pbx.b2bua.bridge import CallSide
 from pbx.b2bua.leg import OutboundLeg
 from pbx.b2bua.media import MediaBridge, accepted_audio, parse_sdp
+from pbx.b2bua.normalise import display_name, reason_phrase
 from pbx.b2bua.srtp_plan import SrtpPolicy
 from pbx.dialplan import Action
 from pbx.sip.errors import SipError
@@ -242,6 +243,7 @@ class Dialing:
             content_type = "application/sdp"
         callerid = action.options.get("callerid")
         display = callerid if callerid is not None else (self.caller.name or self.invite.from_.display_name)
+        display = display_name(display)  # what a phone or a carrier wrote, bounded (pbx.b2bua.normalise)
         user = self.caller.extension or self.caller.number or "anonymous"  # a trunk's caller: its number
         from_value = f"<sip:{user}@{self.caller.domain}>"
         if display:
@@ -321,7 +323,7 @@ class Dialing:
         if status in self._relayed and not body:
             return
         self._relayed += (status,)
-        self.a.provisional(status, body, reason=response.reason)
+        self.a.provisional(status, body, reason=reason_phrase(status, response.reason))
 
     def leg_failed(self, leg: OutboundLeg, status: int, response: Response | None) -> None:
         if leg.target.trunk:

@@ -544,6 +544,14 @@ class _Parser:
                 if host in owners:
                     raise ConfigError(key, f"{host!r} is already used by {owners[host]}")
                 owners[host] = key
+            # A realm names the tenant whose passwords answer it (H(A1) is per realm): two tenants sharing
+            # one would let one tenant's password answer for the other's extension of the same number.
+            realm_key = "realm\0" + tenant.realm
+            if realm_key in owners:
+                raise ConfigError(
+                    _join(path, "realm"), f"{tenant.realm!r} is already the realm of {owners[realm_key]}"
+                )
+            owners[realm_key] = _join(path, "realm")
             tenants.append(tenant)
         return tuple(tenants)
 

@@ -166,6 +166,7 @@ def _trunk(parser: Any, name: str, value: object, path: str) -> Trunk:
         caller_id=caller_id,
         caller_id_name=caller_id_name,
         send_pai=parser._boolean(table, "send_pai", path, True),
+        trust_identity=parser._boolean(table, "trust_identity", path, False),
         dids=_dids(parser, table, path),
         did_source=did_source,
         networks=_networks(parser, table, path),

@@ -44,6 +44,7 @@ TRUNK_KEYS: tuple[str, ...] = (
     "enabled",
     "tls_certificate",
     "tls_private_key",
+    "trust_identity",
 )
 """The keys of a `[tenants.NAME.trunks.TRUNK]` table: every field of `Trunk` but its name."""
 
@@ -90,6 +91,9 @@ class Trunk:
         tls_private_key: Its private key (PEM); None exactly when `tls_certificate` is None.
         srtp: One of `pbx.config.srtp.SRTP_MODES` (see `pbx.config.model.Extension.srtp`).
         allow_srtp_over_plain: Whether SRTP keys may be exchanged over plain UDP/TCP signalling.
+        trust_identity: Whether the carrier is trusted with identity (RFC 3325 trust domain): its inbound
+            calls' P-Asserted-Identity (else Remote-Party-ID) names the caller, and that identity with its
+            Diversion and History-Info reaches the phones. False: those headers are dropped.
     """
 
     name: str
@@ -121,6 +125,7 @@ class Trunk:
     tls_private_key: Path | None = None
     srtp: str = "optional"
     allow_srtp_over_plain: bool = False
+    trust_identity: bool = False
 
     def __post_init__(self) -> None:
         for name in ("proxies", "codecs", "dids", "networks"):

@@ -60,6 +60,8 @@ class KeepAlive:
         interval: seconds between rounds.
         max_failures: misses in a row before a binding is removed.
         from_host: host for the From header of OPTIONS pings.
+        tenant_domain: a tenant's domain, for the From of the pings to its phones (a phone never sees
+            another tenant's domain); None, or a tenant it does not know: `from_host`.
     """
 
     _log = Logger()
@@ -74,6 +76,7 @@ class KeepAlive:
         interval: float = 30.0,
         max_failures: int = 3,
         from_host: str = "localhost",
+        tenant_domain: Callable[[str], str | None] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"keep-alive mode must be one of {MODES}")
@@ -84,6 +87,7 @@ class KeepAlive:
         self._interval = interval
         self._max_failures = max_failures
         self._from_host = from_host
+        self._tenant_domain = tenant_domain
         self._misses: dict[tuple[str, str, str], int] = {}
         self._loop: LoopingCall | None = None
         self.counters = {"pings": 0, "misses": 0, "removed": 0}
@@ -129,9 +133,11 @@ class KeepAlive:
     def _options(self, binding: Binding, host: str, port: int) -> None:
         self.counters["pings"] += 1
         request = Request("OPTIONS", parse_sip_uri(binding.contact))
-        request.headers.add("From", f"<sip:keepalive@{self._from_host}>;tag={new_tag()}")
+        domain = self._tenant_domain(binding.tenant) if self._tenant_domain is not None else None
+        domain = domain or self._from_host
+        request.headers.add("From", f"<sip:keepalive@{domain}>;tag={new_tag()}")
         request.headers.add("To", f"<{binding.contact}>")
-        request.headers.add("Call-ID", new_call_id(self._from_host))
+        request.headers.add("Call-ID", new_call_id(domain))
         request.headers.add("CSeq", "1 OPTIONS")
         done: list[bool] = []
 

@@ -152,7 +152,7 @@ def build_calls(
         max_call_duration=config.calls.max_call_duration,
         codecs=config.calls.codecs,
         md5_only_user_agents=config.security.md5_only_user_agents,
-        host=config.tenants[0].domain,
+        host="pbx",  # in the Call-IDs of outbound legs: no tenant's domain (they reach other tenants, trunks)
     )
     for method in ("INVITE", "BYE", "UPDATE", "INFO"):
         stack.register(method, b2bua)

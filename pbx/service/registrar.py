@@ -156,5 +156,6 @@ def build_registrar(config: Config, stack: SipStack, the_reactor: Any, store: An
         interval=policy.keepalive_interval,
         max_failures=policy.keepalive_failures,
         from_host=config.tenants[0].domain,
+        tenant_domain={tenant.name: tenant.domain for tenant in config.tenants}.get,
     )
     return RegistrarService(location, keepalive, store, the_reactor, authenticator=authenticator, guard=guard)

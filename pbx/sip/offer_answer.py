@@ -13,6 +13,8 @@ its public names.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Sequence
 
 from pbx.sip.sdp import (
@@ -49,8 +51,34 @@ _RELAY_DROPPED = frozenset(
         "ice-lite",
         "ice-mismatch",
         "ice-pacing",
+        "tool",  # the author's software, like its User-Agent (RFC 8866 6.3)
     }
 )
+
+# Session-level lines kept by `rewrite_for_relay` (bandwidth, repeat times, time zones); i=, u=, e=, p=, k=
+# and unknown types may name the author, its hosts or addresses (RFC 8866 5.4-5.6, 5.12) and are dropped,
+# as is every media-level line of `MediaDescription.other` (i=, k=, unknown types).
+_SESSION_KEPT = frozenset("brz")
+
+_IPV4 = re.compile(r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9])")
+_IPV6_CANDIDATE = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+
+
+def names_address(value: str) -> bool:
+    """Whether an attribute value names an IPv4 or IPv6 address (a=ssrc cname:user@10.0.0.5, a vendor's
+    a=x-nat:192.168.1.2): such values would carry the author's topology past the relay."""
+    if "." in value and _IPV4.search(value) is not None:
+        return True
+    if value.count(":") < 2:
+        return False
+    for candidate in _IPV6_CANDIDATE.findall(value):
+        try:
+            ipaddress.IPv6Address(candidate.strip(":.") if candidate.count(":") > 7 else candidate)
+        except ValueError:
+            continue
+        return True
+    return False
+
 
 # Not codecs: an answer needs at least one other common format.
 _AUXILIARY = frozenset({"telephone-event", "cn"})
@@ -65,6 +93,8 @@ def answer_direction(offered: str) -> str:
 
 
 _DROP = "drop"
+# Attributes whose values are never addresses (keys, fingerprints and formats look like IPv6 at times).
+_RELAY_KEPT_VALUES = frozenset({"crypto", "fingerprint", "rtpmap", "fmtp", "rtcp"})
 
 
 def _relay_attributes(attributes: Attributes, rtcp: str | None = None) -> Attributes:
@@ -75,7 +105,12 @@ def _relay_attributes(attributes: Attributes, rtcp: str | None = None) -> Attrib
     for attribute in attributes:
         name, value = attribute
         lname = name.lower()
-        if lname in _RELAY_DROPPED or (lname == "group" and _first_word(value or "")[0].upper() == "BUNDLE"):
+        if (
+            lname in _RELAY_DROPPED
+            or (lname == "group" and _first_word(value or "")[0].upper() == "BUNDLE")
+            or (lname == "rtcp" and rtcp is None)  # a session-level a=rtcp (not allowed there)
+            or (value is not None and lname not in _RELAY_KEPT_VALUES and names_address(value))
+        ):
             changed = True
         elif lname == "rtcp" and rtcp is not None:
             changed = True
@@ -109,7 +144,10 @@ def rewrite_for_relay(
 
     Everywhere, `a=rtcp-mux`, ICE (`a=candidate`, `a=ice-*` ...) and `a=group:BUNDLE` are dropped: the relay
     speaks plain RTP on its port with RTCP on port + 1, whatever the ends negotiate between them. Direction
-    attributes, codecs, fmtp, SRTP keys and other attributes pass unchanged. The session's `c=` becomes ours
+    attributes, codecs, fmtp, SRTP keys and other attributes pass unchanged, except what would show the
+    author past the relay (topology hiding): an attribute whose value names an IP address
+    (`names_address`), `a=tool`, the session lines i=, u=, e=, p=, k= and unknown ones, media-level
+    i=/k=/unknown lines; the session name becomes "-". The session's `c=` becomes ours
     and the origin ours: `origin_username` at `address` with `session_id` and `version` (the originals when
     None). A B2BUA keeps one session id per leg and increments the version with each description it sends on
     that leg (RFC 3264 8).
@@ -130,14 +168,14 @@ def rewrite_for_relay(
             port, port_count = 0, m.port_count
         elif port is None:
             media.append(m if m.connection is not None else m.with_connection(sdp.connection))
-            continue
+            continue  # not hidden (the caller asked for it)
         else:
             attributes = _relay_attributes(m.attributes, str(port + 1) if port else _DROP)
             connection = sdp.connection_for(m) if sdp.on_hold_for(m) else ours
             port_count = None
         media.append(
             _make_media(
-                m.media, port, port_count, m.proto, m.formats, connection, m.bandwidths, attributes, m.other
+                m.media, port, port_count, m.proto, m.formats, connection, m.bandwidths, attributes, ()
             )
         )
     origin = _make_origin(
@@ -148,15 +186,11 @@ def rewrite_for_relay(
         ours.addr_type,
         address,
     )
+    other = sdp.other
+    if other:
+        other = tuple(line for line in other if line[:1] in _SESSION_KEPT)
     return _make_session(
-        sdp.version,
-        origin,
-        sdp.session_name,
-        ours,
-        sdp.times,
-        _relay_attributes(sdp.attributes),
-        tuple(media),
-        sdp.other,
+        sdp.version, origin, "-", ours, sdp.times, _relay_attributes(sdp.attributes), tuple(media), other
     )
 
 

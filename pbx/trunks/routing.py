@@ -22,7 +22,7 @@ It knows nothing of calls or the config.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from pbx.sip.errors import SipParseError
@@ -109,7 +109,7 @@ class TrunkRouting:
             for tenant, by_name in self._trunks.items()
             for trunk in by_name.values()
         }
-        self._memo: dict[str, InboundTrunk | None] = {}
+        self._memo: dict[str, tuple[InboundTrunk, ...]] = {}
         self._in_use: dict[tuple[str, str], int] = {}
         self._held: dict[Hashable, tuple[str, str]] = {}
 
@@ -163,6 +163,24 @@ class TrunkRouting:
     def inbound(self, source: str, request_user: str | None) -> InboundTrunk | None:
         """The trunk whose call an INVITE from `source` to `request_user` (the Request-URI's user) is:
         by source network first, then by the Contact user the PBX registered; None for every other INVITE."""
+        for found in self._candidates(source, request_user):
+            return found
+        return None
+
+    def inbound_call(self, source: str, request: Request) -> InboundTrunk | None:
+        """`inbound` for an INVITE; when it could be the call of several trunks (tenants sharing a carrier:
+        overlapping networks, or the same registered Contact user), the first whose DIDs hold the called
+        number, so a DID of one tenant never lands in another (where it would be unknown)."""
+        uri = request.uri
+        first: InboundTrunk | None = None
+        for found in self._candidates(source, uri.user if isinstance(uri, SipURI) else None):
+            if first is None:
+                first = found
+            if self.has_did(found.tenant, found.trunk, self.called_number(found.trunk, request)):
+                return found
+        return first
+
+    def _candidates(self, source: str, request_user: str | None) -> Iterator[InboundTrunk]:
         if self._networks:
             try:
                 found = self._memo[source]
@@ -171,22 +189,21 @@ class TrunkRouting:
                 if len(self._memo) >= MEMO_MAX:
                     self._memo.clear()
                 self._memo[source] = found
-            if found is not None:
-                return found
+            yield from found
         if request_user and self._by_contact:
             for candidate in self._by_contact.get(request_user, ()):
                 if self._states.contact_user(candidate.tenant, candidate.trunk.name) == request_user:
-                    return candidate
-        return None
+                    yield candidate
 
-    def _by_network(self, source: str) -> InboundTrunk | None:
+    def _by_network(self, source: str) -> tuple[InboundTrunk, ...]:
         address = _address(source)
         if address is None:
-            return None
-        for network, found in self._networks:
-            if address.version == network.version and address in network:
-                return found
-        return None
+            return ()
+        return tuple(
+            found
+            for network, found in self._networks
+            if address.version == network.version and address in network
+        )
 
     @staticmethod
     def called_number(trunk: TrunkSettings, request: Request) -> str:

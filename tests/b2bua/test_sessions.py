@@ -3,7 +3,16 @@
 
 from __future__ import annotations
 
-from .fakes import PBX_CONTACT, RELAY_ADDRESS, callee_sdp, respond_to, sdp_body
+from .fakes import (
+    PBX_CONTACT,
+    RELAY_ADDRESS,
+    FakeServerTransaction,
+    callee_sdp,
+    deliver,
+    respond_to,
+    sdp_body,
+    wire_request,
+)
 from .test_b2bua import PORT_A, PORT_B, B2BUATestCase, audio, statuses
 
 
@@ -72,10 +81,15 @@ class InDialogTests(B2BUATestCase):
         h = self.build("dial 1002")
         h.register_1002()
         phone, _callee = self.answered(h)
-        txn = phone.request("INFO", b"Signal=5\r\nDuration=160\r\n")
+        phone.cseq += 1  # an INFO of a type other than SDP (SDP never crosses outside offer/answer)
+        headers = phone._dialog_headers("INFO", phone.cseq)
+        body = b"Signal=5\r\nDuration=160\r\n"
+        request = wire_request("INFO", PBX_CONTACT[1:-1], headers, body, content_type="application/x-test")
+        txn = FakeServerTransaction(request, phone.flow)
+        deliver(h.b2bua, txn)
         (info,) = h.stack.sent("INFO")
         self.assertEqual(info.request.body, b"Signal=5\r\nDuration=160\r\n")
-        self.assertEqual(info.request.headers.get("Content-Type"), "application/sdp")  # as the phone sent it
+        self.assertEqual(info.request.headers.get("Content-Type"), "application/x-test")  # as sent
         response = info.request.response(200, "Fine")
         response.headers.add("Content-Type", "text/plain")
         response.body = b"ok"
@@ -84,6 +98,22 @@ class InDialogTests(B2BUATestCase):
         assert txn.final is not None
         self.assertEqual((txn.final.reason, txn.final.body), ("Fine", b"ok"))
         self.assertEqual(txn.final.headers.get("Content-Type"), "text/plain")
+        phone.bye()
+        self.assertIdle(h)
+
+    def test_an_sdp_body_outside_offer_answer_does_not_cross(self) -> None:
+        h = self.build("dial 1002")
+        h.register_1002()
+        phone, _callee = self.answered(h)
+        txn = phone.request("INFO", b"v=0\r\no=phone 1 1 IN IP4 192.168.1.10\r\n")  # typed application/sdp
+        (info,) = h.stack.sent("INFO")
+        self.assertEqual(info.request.body, b"")
+        response = info.request.response(200)
+        response.headers.add("Content-Type", "application/sdp")
+        response.body = b"v=0\r\no=callee 1 1 IN IP4 192.168.1.20\r\n"
+        info.tu.response_received(info.transaction, response)
+        assert txn.final is not None
+        self.assertEqual((txn.final.status, txn.final.body), (200, b""))
         phone.bye()
         self.assertIdle(h)
 

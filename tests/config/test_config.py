@@ -627,6 +627,18 @@ def test_duplicate_alias_across_tenants() -> None:
     assert str(error) == "tenants.c.aliases[0]: '::1' is already used by tenants.b.aliases[1]"
 
 
+def test_two_tenants_may_not_share_a_realm() -> None:
+    """A realm names the tenant whose passwords answer it: shared, tenant a's password for its 1001 would
+    answer a challenge for tenant b's 1001 (H(A1) depends on the realm, not on the tenant)."""
+    tenants = {"a": {"domain": "a.example", "realm": "pbx"}, "b": {"domain": "b.example", "realm": "pbx"}}
+    error = error_for(data(tenants=tenants))
+    assert str(error) == "tenants.b.realm: 'pbx' is already the realm of tenants.a.realm"
+    tenants = {"a": {"domain": "a.example"}, "b": {"domain": "b.example", "realm": "a.example"}}
+    assert str(error_for(data(tenants=tenants))) == (
+        "tenants.b.realm: 'a.example' is already the realm of tenants.a.realm"
+    )
+
+
 def test_two_tenants_may_share_an_extension_number() -> None:
     tenants = {
         "a": {"domain": "a.example", "extensions": {"1001": {"password": "x"}}},

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -20,7 +22,9 @@ PRIVATE_CONTACT = "sip:1001@192.168.1.10:5060"  # data only: a Contact behind NA
 
 
 class Setup:
-    def __init__(self, *bindings: Binding, mode: str = "options", max_failures: int = 3) -> None:
+    def __init__(
+        self, *bindings: Binding, mode: str = "options", max_failures: int = 3, tenant_domain: Any = None
+    ) -> None:
         self.clock = Clock()
         self.location = LocationService(self.clock, MemoryLocationStore())
         self.stack = FakeStack()
@@ -32,6 +36,7 @@ class Setup:
             interval=30,
             max_failures=max_failures,
             from_host="pbx.example",
+            tenant_domain=tenant_domain,
         )
         for b in bindings:
             self.location.apply(b.tenant, b.aor, [b], ())
@@ -268,3 +273,19 @@ class ModeAndLoopTests(SynchronousTestCase):
         s.location.stop()
         self.assertEqual(s.clock.getDelayedCalls(), [])
         s.keepalive.stop()
+
+
+class TenantDomainTests(SynchronousTestCase):
+    def test_each_tenants_phones_see_their_own_domain(self) -> None:
+        """The OPTIONS pings' From and Call-ID name the phone's own tenant's domain, never another's."""
+        setup = Setup(
+            binding(PRIVATE_CONTACT, received="udp:203.0.113.5:62000"),
+            binding("sip:1001@192.168.9.9:5060", received="udp:203.0.113.6:62000", tenant="b"),
+            tenant_domain={"acme": "a.example", "b": "b.example"}.get,
+        )
+        sent = {host: request for request, _tu, _transport, host, _port in setup.tick()}
+        self.assertIn("@a.example>", sent["203.0.113.5"].headers.get("From"))
+        self.assertTrue(sent["203.0.113.5"].call_id.endswith("@a.example"))
+        self.assertIn("@b.example>", sent["203.0.113.6"].headers.get("From"))
+        self.assertTrue(sent["203.0.113.6"].call_id.endswith("@b.example"))
+        setup.keepalive.stop()

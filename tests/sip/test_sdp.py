@@ -20,6 +20,7 @@ from pbx.sip.offer_answer import (
     answer_direction,
     make_answer,
     make_offer,
+    names_address,
     negotiate,
     rewrite_for_relay,
 )
@@ -597,7 +598,9 @@ def test_rewrite_for_relay_hides_the_far_end() -> None:
     assert audio.rtcp_port == 20001
     assert audio.fmtp == {"101": "0-15"}
     assert audio.ptime == 20
-    assert out.attributes == offer.attributes
+    assert offer.attributes == (("tool", "baresip 3.10.1"),)
+    assert out.attributes == ()  # a=tool names the author's software, like its User-Agent
+    assert out.session_name == "-"
     assert b"192.168.1.55" not in bytes(out)
     assert SessionDescription.parse(bytes(out)) == out
 
@@ -635,8 +638,41 @@ def test_rewrite_for_relay_can_reject_a_stream() -> None:
     out = rewrite_for_relay(offer, PBX, [20000, 0], session_id=1, version=1)
     assert [m.port for m in out.media] == [20000, 0]
     assert out.media[1].connection == Connection.for_address(PBX)
-    assert out.media[0].other == ("i=Voice",)  # i= lines are kept
+    assert offer.media[0].other == ("i=Voice",)
+    assert out.media[0].other == ()  # i= lines may name the author: dropped
     assert "198.51.100.7" not in bytes(out).decode()
+
+
+def test_rewrite_for_relay_drops_what_names_the_author() -> None:
+    """Topology hiding beyond c= and o=: attribute values naming an address (a=ssrc cname, a vendor's NAT
+    attribute, a session-level a=rtcp), u=/e=/p=/i=/k= and unknown lines go; keys, fingerprints, fmtp, b=
+    and directions stay."""
+    text = (
+        "v=0\no=alice 1 1 IN IP4 10.1.2.3\ns=Polycom VVX 411\ni=desk phone\nu=http://10.1.2.3/\n"
+        "e=alice@corp.example\np=+1 555 0100\nc=IN IP4 10.1.2.3\nb=AS:64\nt=0 0\nx=10.1.2.3\n"
+        "a=rtcp:5001 IN IP4 10.1.2.3\na=x-nat:192.168.7.7\n"
+        "m=audio 5000 RTP/AVP 0 101\ni=line 1\nk=clear:secret\na=rtpmap:0 PCMU/8000\n"
+        "a=rtpmap:101 telephone-event/8000\na=fmtp:101 0-15\na=ssrc:1234 cname:alice@fe80::1\n"
+        "a=ssrc:1234 msid:10.0.0.9\n"
+        "a=fingerprint:sha-1 4A:AD:B9:B1:3F:82:18:3B:54:02:12:DF:3E:5D:49:6B:19:E5:7C:AB\n"
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\n"
+        "a=sendrecv\n"
+    )
+    out = rewrite_for_relay(sdp(text), PBX, [20000], session_id=1, version=1)
+    raw = bytes(out).decode()
+    for leaked in ("10.1.2.3", "192.168.7.7", "fe80::1", "10.0.0.9", "Polycom", "corp.example", "555 0100"):
+        assert leaked not in raw, (leaked, raw)
+    assert "s=-\r\n" in raw and "b=AS:64" in raw and "a=sendrecv" in raw and "a=fmtp:101 0-15" in raw
+    assert out.media[0].attribute("fingerprint") is not None
+    assert out.media[0].attribute("crypto") is not None
+    assert out.attribute("rtcp") is None  # session-level: dropped
+    assert SessionDescription.parse(bytes(out)) == out
+
+
+def test_names_address() -> None:
+    assert names_address("cname:a@10.0.0.1") and names_address("x 2001:db8::5 y") and names_address("::1")
+    assert not names_address("0-16") and not names_address("4A:AD:B9:B1:3F:82:18:3B:54:02:12:DF:3E:5D:49:6B")
+    assert not names_address("v1.2.3") and not names_address("12:30:45")
 
 
 def test_rewrite_for_relay_leaves_unrelayed_streams_alone() -> None:
