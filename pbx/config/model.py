@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from pbx.config.observe import LogConfig, MetricsConfig, TraceConfig
 from pbx.config.trunks import Trunk
 from pbx.config.voicemail import Mailbox, SmtpConfig, VoicemailConfig
 
@@ -469,6 +470,8 @@ class Config:
         mwi: Message waiting indication settings.
         voicemail: Voicemail recording and access settings.
         smtp: The SMTP server for voicemail e-mail.
+        metrics, trace, log: Prometheus metrics, per-call traces, log format and levels
+            (`pbx.config.observe`).
     """
 
     source: Path | None
@@ -486,6 +489,9 @@ class Config:
     mwi: MwiConfig = field(default_factory=MwiConfig)
     voicemail: VoicemailConfig = field(default_factory=VoicemailConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    trace: TraceConfig = field(default_factory=TraceConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     _by_host: Mapping[str, Tenant] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
