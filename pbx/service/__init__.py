@@ -9,7 +9,8 @@
 - `tls_reload`: TLS certificates reloaded on SIGHUP and when the configured files change;
 - `trunks`: the trunks' registrations, OPTIONS pings and live state (`TrunksService.states`);
 - `adapters`: config -> the plain lookups and values the layers below take;
-- `process` and `logs`: descriptor limits, the garbage collector, the ready line.
+- `process` and `logs`: descriptor limits, the garbage collector, the ready line;
+- `metrics` and `log_json`: Prometheus metrics, per-call traces, JSON log lines, log levels per subsystem.
 
 Nothing here names the reactor: `pbx/tap.py` passes it in. Nothing below this package reads the config.
 """
@@ -23,6 +24,8 @@ from twisted.internet.defer import Deferred, gatherResults
 
 from pbx.config import Config
 from pbx.service.calls import build_calls
+from pbx.service.log_json import LogSettings
+from pbx.service.metrics import build_observability
 from pbx.service.mwi import build_mwi
 from pbx.service.registrar import build_registrar
 from pbx.service.sip import build_sip
@@ -32,7 +35,9 @@ from pbx.service.voicemail import build_voicemail
 from pbx.service.voicemail_mail import build_mailer
 
 
-def build(config: Config, the_reactor: Any, *, sip_trace: bool = False) -> service.MultiService:
+def build(
+    config: Config, the_reactor: Any, *, sip_trace: bool = False, log: LogSettings | None = None
+) -> service.MultiService:
     """The PBX's services, in the order they start: SIP listeners, registrar, voicemail, trunks, calls,
     message waiting (they stop in the reverse order: calls end before the trunks unregister)."""
     top = service.MultiService()
@@ -51,10 +56,14 @@ def build(config: Config, the_reactor: Any, *, sip_trace: bool = False) -> servi
     mailer = build_mailer(config, voicemail, the_reactor)  # None without [smtp] host
     if mailer is not None:
         mailer.setServiceParent(top)
-    build_calls(config, stack, registrar, the_reactor, voicemail.mailboxes, trunks.states).setServiceParent(
-        top
-    )
+    calls = build_calls(config, stack, registrar, the_reactor, voicemail.mailboxes, trunks.states)
+    calls.setServiceParent(top)
     build_mwi(config, stack, registrar, voicemail.mailboxes).setServiceParent(top)
+    # Metrics, call traces, log levels ("metrics": top.getServiceNamed("metrics")): pbx.service.metrics.
+    build_observability(
+        config, the_reactor, sip=sip, stack=stack, registrar=registrar, calls=calls, trunks=trunks,
+        voicemail=voicemail, log=log,
+    ).setServiceParent(top)  # fmt: skip
     return top
 
 
