@@ -79,6 +79,13 @@ def summarise(data: bytes, body_bytes: int) -> dict[str, Any]:
     return out
 
 
+def template_name(source: str, tenant: str) -> str:
+    """A template's path as the tenant's dialplan directory names it (`main.j2`, `ivr/main.j2`)."""
+    marker = f"/{tenant}/"
+    at = source.rfind(marker)
+    return source[at + len(marker) :] if at >= 0 and tenant else source
+
+
 def _size(event: dict[str, Any]) -> int:
     """About how many bytes an event holds (its strings)."""
     total = 64
@@ -299,7 +306,7 @@ class CallTracer:
                 {
                     "t": self.clock.seconds(),
                     "kind": "action",
-                    "template": action.source,
+                    "template": template_name(action.source, trace.tenant),
                     "lineno": action.line,
                     "text": _short(str(action), _MAX_LINE),
                 }
