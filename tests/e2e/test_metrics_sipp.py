@@ -9,6 +9,7 @@ tenant "default", the call-setup histogram, and no relay session left.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import urllib.error
 import urllib.request
@@ -117,8 +118,7 @@ def test_metrics_move_with_sipp_calls(start_pbx, sipp):  # noqa: F811
     assert value(after, "pbx_dialplan_render_seconds_count", tenant="default") >= 2
     assert value(after, "pbx_event_loop_lag_seconds") >= 0
     # Counters never go down between scrapes.
-    series = [s for s in [before, *scrapes, after]]
-    for earlier, later in zip(series, series[1:], strict=False):
+    for earlier, later in itertools.pairwise([before, *scrapes, after]):
         for key in ("pbx_calls_started_total", "pbx_sip_requests_total"):
             for (name, labels), v in earlier.items():
                 if name == key:
