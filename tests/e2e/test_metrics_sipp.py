@@ -10,6 +10,7 @@ tenant "default", the call-setup histogram, and no relay session left.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import urllib.error
 import urllib.request
@@ -130,3 +131,19 @@ def test_metrics_need_the_token(start_pbx):  # noqa: F811
     with pytest.raises(urllib.error.HTTPError) as refused:
         scrape(port, token="wrong-token-wrong-token")
     assert refused.value.code == 401
+
+
+def test_json_log_lines_name_the_call_and_its_tenant(start_pbx, sipp):  # noqa: F811
+    """`[log] format = "json"`: every line is a JSON object; the call's lines carry `call_id` and `tenant`;
+    `levels` hides the SIP trace's info lines (the harness turns `sip_trace` on)."""
+    pbx = start_pbx(extra='[log]\nformat = "json"\nlevels = { "pbx.sip.trace" = "warn" }\n\n')
+    reg_port = sipp.register(pbx, "1002")
+    uas = sipp.uas("uas", "call_uas_busy.xml", "1002", reg_port)
+    uac = sipp.uac(pbx, "call_uac_busy.xml", "1002")
+    sipp.check(pbx, uac, uas)
+    call_id = pbx.ended(486)
+    lines = [json.loads(line) for line in pbx.process.output.splitlines() if line.strip()]
+    assert all({"time", "level", "namespace", "text"} <= set(line) for line in lines), lines[:3]
+    (ended,) = [line for line in lines if line["text"].startswith(f"Call {call_id} ended")]
+    assert (ended["call_id"], ended["tenant"], ended["status"]) == (call_id, "default", 486), ended
+    assert not [line for line in lines if line["namespace"] == "pbx.sip.trace"]
