@@ -152,24 +152,38 @@ class CallMetrics:
             ["timer"],
             registry=registry,
         )
+        self._by_tenant: dict[str, tuple[Any, Any, Any, Any]] = {}
         self.rtp_relayed = 0  # RTP packets of ended calls (live calls are added at scrape time)
         self.rtp_dropped = 0  # fmt: skip
 
+    def _children(self, tenant: str) -> tuple[Any, Any, Any, Any]:
+        """The started, answered, setup and render series of a tenant (labels() looked up once)."""
+        found = self._by_tenant.get(tenant)
+        if found is None:
+            label = self._tenant(tenant)
+            found = self._by_tenant[tenant] = (
+                self.started.labels(label),
+                self.answered.labels(label),
+                self.setup.labels(label),
+                self.render.labels(label),
+            )
+        return found
+
     def call_started(self, call: Any) -> None:
-        self.started.labels(self._tenant(call.tenant)).inc()
+        self._children(call.tenant)[0].inc()
 
     def call_answered(self, call: Any) -> None:
-        tenant = self._tenant(call.tenant)
-        self.answered.labels(tenant).inc()
+        _, answered, setup, _ = self._children(call.tenant)
+        answered.inc()
         if call.answered_at is not None:
-            self.setup.labels(tenant).observe(max(0.0, call.answered_at - call.started_at))
+            setup.observe(max(0.0, call.answered_at - call.started_at))
 
     def leg_ended(self, call: Any, leg: Any) -> None:
         status = int(leg.status or 0)
         self.legs_failed.labels(self._tenant(call.tenant), f"{status // 100}xx" if status else "none").inc()
 
     def dialplan_rendered(self, call: Any, template: str, seconds: float) -> None:
-        self.render.labels(self._tenant(call.tenant)).observe(seconds)
+        self._children(call.tenant)[3].observe(seconds)
 
     def timer_expired(self, call: Any, timer: str) -> None:
         self.timers.labels("ring_timeout" if timer == "ring timeout" else "max_duration").inc()

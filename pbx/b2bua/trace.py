@@ -87,14 +87,36 @@ def template_name(source: str, tenant: str) -> str:
 
 
 def _size(event: dict[str, Any]) -> int:
-    """About how many bytes an event holds (its strings)."""
+    """About how many bytes an event holds (its strings and raw message)."""
     total = 64
     for value in event.values():
-        if isinstance(value, str):
+        if isinstance(value, str | bytes):
             total += len(value)
         elif isinstance(value, dict):
             total += sum(len(k) + len(str(v)) for k, v in value.items())
     return total
+
+
+def _rendered(event: dict[str, Any], body_bytes: int) -> dict[str, Any]:
+    """An event as the API shows it: a SIP message's raw bytes summarised (`summarise`), its peer as text,
+    the text of media and render events (made here, not on the call's path)."""
+    raw = event.get("raw")
+    if raw is None:
+        out = dict(event)
+        kind = out.get("kind")
+        if kind == "media":
+            out["text"] = (
+                f"side {out['side']}: latched {out['latched']}, codec {out['codec'] or '?'}, "
+                f"DTMF {out['dtmf'] or '?'}, {out['packets']} packets relayed, {out['dropped']} dropped"
+            )
+        elif kind == "render":
+            out["text"] = f"rendered {out['template']} in {out['ms']:.2f} ms"
+        return out
+    out = {k: v for k, v in event.items() if k not in ("raw", "peer")}
+    transport, host, port = event["peer"]
+    out["peer"] = f"{transport} {host}:{port}"
+    out.update(summarise(raw, body_bytes))
+    return out
 
 
 class CallTrace:
@@ -102,6 +124,7 @@ class CallTrace:
 
     __slots__ = (
         "_bytes",
+        "body_bytes",
         "call_id",
         "caller",
         "cause",
@@ -119,9 +142,16 @@ class CallTrace:
     )
 
     def __init__(
-        self, call_id: str, started_at: float, *, max_events: int = 200, max_bytes: int = 32768
+        self,
+        call_id: str,
+        started_at: float,
+        *,
+        max_events: int = 200,
+        max_bytes: int = 32768,
+        body_bytes: int = 400,
     ) -> None:
         self.call_id = call_id
+        self.body_bytes = body_bytes
         self.started_at = started_at
         self.ended_at: float | None = None
         self.tenant = ""
@@ -146,9 +176,11 @@ class CallTrace:
     def size(self) -> int:
         return self._bytes
 
-    def add(self, event: dict[str, Any], *, force: bool = False) -> None:
-        """Keep `event` unless the trace is full (then count it); `force`: the end summary, always kept."""
-        size = _size(event)
+    def add(self, event: dict[str, Any], size: int = 0, *, force: bool = False) -> None:
+        """Keep `event` unless the trace is full (then count it); `size`: about its bytes (0: counted here);
+        `force`: the end summary, always kept."""
+        if not size:
+            size = _size(event)
         if not force and (len(self.events) >= self.max_events or self._bytes + size > self.max_bytes):
             self.dropped += 1
             return
@@ -173,7 +205,7 @@ class CallTrace:
     def as_dict(self) -> dict[str, Any]:
         out = self.summary()
         out["parties"] = [dict(p) for p in self.parties]
-        out["events"] = [dict(e) for e in self.events]
+        out["events"] = [_rendered(e, self.body_bytes) for e in self.events]
         out["dropped_events"] = self.dropped
         out["bytes"] = self._bytes
         return out
@@ -247,29 +279,53 @@ class CallTracer:
         """`TransportManager.trace`: add a message of a traced call to its trace."""
         if not self._sip:
             return
-        found = _CALL_ID.search(data, 0, data.find(b"\r\n\r\n"))
-        if found is None:
-            return
-        entry = self._sip.get(found.group(1).strip().decode("utf-8", "replace"))
+        start = data.find(b"\r\nCall-ID:")  # as the PBX and most phones write it; else any spelling
+        if start >= 0:
+            start += 10
+            end = data.find(b"\r\n", start)
+            call_id = data[start:end].strip()
+        else:
+            found = _CALL_ID.search(data, 0, data.find(b"\r\n\r\n"))
+            if found is None:
+                return
+            call_id = found.group(1).strip()
+        entry = self._sip.get(call_id.decode("utf-8", "replace"))
         if entry is None:
             return
         trace, party = entry
-        host, port = flow.remote_address[:2]
-        self._sip_event(
-            trace, party, "in" if direction == "recv" else "out", f"{transport} {host}:{port}", data
-        )
+        self._sip_event(trace, party, direction == "recv", (transport, *flow.remote_address[:2]), data)
 
-    def _sip_event(self, trace: CallTrace, party: str, direction: str, peer: str, data: bytes) -> None:
-        event = {"t": self.clock.seconds(), "kind": "sip", "party": party, "dir": direction, "peer": peer}
-        event.update(summarise(data, self.body_bytes))
-        trace.add(event)
+    def _sip_event(
+        self, trace: CallTrace, party: str, inbound: bool, peer: tuple[Any, ...], data: bytes
+    ) -> None:
+        """Keep the message's bytes (its head and up to `body_bytes` of its body); the API summarises them."""
+        head = data.find(b"\r\n\r\n")
+        if head >= 0 and len(data) > head + 4 + self.body_bytes:
+            data = data[: head + 4 + self.body_bytes] + b"[...]"
+        trace.add(
+            {
+                "t": self.clock.seconds(),
+                "kind": "sip",
+                "party": party,
+                "dir": "in" if inbound else "out",
+                "peer": peer,
+                "raw": data,
+            },
+            len(data) + 96,
+        )
 
     # -- call observer ----------------------------------------------------------------------------------
 
     def call_started(self, call: Call) -> None:
         if self.keep <= 0 and self.keep_failed <= 0:
             return
-        trace = CallTrace(call.id, call.started_at, max_events=self.max_events, max_bytes=self.max_bytes)
+        trace = CallTrace(
+            call.id,
+            call.started_at,
+            max_events=self.max_events,
+            max_bytes=self.max_bytes,
+            body_bytes=self.body_bytes,
+        )
         trace.tenant = call.caller.tenant
         trace.caller = call.caller.extension or f"trunk:{call.caller.trunk}/{call.caller.number}"
         trace.dialed = call.dialed
@@ -277,8 +333,8 @@ class CallTracer:
         self._active[call.id] = trace
         self._sip[call.id] = (trace, "caller")
         flow = call.txn.flow
-        host, port = flow.remote_address[:2]
-        self._sip_event(trace, "caller", "in", f"{flow.transport} {host}:{port}", call.invite.to_bytes())
+        peer = (flow.transport, *flow.remote_address[:2])
+        self._sip_event(trace, "caller", True, peer, call.invite.to_bytes())
 
     def leg_started(self, call: Call, leg: OutboundLeg) -> None:
         trace = self._active.get(call.id)
@@ -289,8 +345,8 @@ class CallTracer:
         trace.parties.append({"id": party, "label": _short(label, 40), "call_id": leg.call_id})
         self._sip[leg.call_id] = (trace, party)
         if leg.invite is not None:  # sent already: the hook did not know its Call-ID yet
-            transport, host, port = (str(x) for x in leg.destination[:3])
-            self._sip_event(trace, party, "out", f"{transport.upper()} {host}:{port}", leg.invite.to_bytes())
+            transport, host, port = leg.destination[:3]
+            self._sip_event(trace, party, False, (str(transport).upper(), host, port), leg.invite.to_bytes())
 
     def leg_ended(self, call: Call, leg: OutboundLeg) -> None:
         self.note(call, f"{leg.extension or leg.target.uri}: leg failed ({leg.status})", kind="leg")
@@ -309,11 +365,16 @@ class CallTracer:
                     "template": template_name(action.source, trace.tenant),
                     "lineno": action.line,
                     "text": _short(str(action), _MAX_LINE),
-                }
+                },
+                192,
             )
 
     def dialplan_rendered(self, call: Call, template: str, seconds: float) -> None:
-        self.note(call, f"rendered {template} in {seconds * 1000:.2f} ms", kind="render")
+        trace = self._active.get(call.id)
+        if trace is not None:  # the text is made when the trace is read (`_rendered`)
+            trace.add(
+                {"t": self.clock.seconds(), "kind": "render", "template": template, "ms": seconds * 1000}, 128
+            )
 
     def timer_expired(self, call: Call, timer: str) -> None:
         self.note(call, f"{timer} expired", kind="timer")
@@ -337,16 +398,13 @@ class CallTracer:
                     "t": self.clock.seconds(),
                     "kind": "media",
                     "side": side,
-                    "text": (
-                        f"side {side}: latched {latched}, codec {codec or '?'}, DTMF {dtmf or '?'}, "
-                        f"{leg.packets} packets relayed, {leg.dropped} dropped"
-                    ),
                     "latched": latched,
                     "codec": codec,
                     "dtmf": dtmf,
                     "packets": leg.packets,
                     "dropped": leg.dropped,
-                }
+                },
+                192,
             )
 
     def call_ended(self, call: Call) -> None:
@@ -373,7 +431,9 @@ class CallTracer:
     def note(self, call: Call, text: str, *, kind: str = "note") -> None:
         trace = self._active.get(call.id)
         if trace is not None:
-            trace.add({"t": self.clock.seconds(), "kind": kind, "text": _short(text, _MAX_LINE)})
+            trace.add(
+                {"t": self.clock.seconds(), "kind": kind, "text": _short(text, _MAX_LINE)}, 96 + len(text)
+            )
 
     def _retain(self, kept: deque[CallTrace], limit: int, trace: CallTrace) -> None:
         if limit <= 0:

@@ -89,11 +89,12 @@ class BoundsTests(SynchronousTestCase):
         tracer._sip["abc@host"] = (trace, "caller")
         tracer.sip_message("recv", "UDP", FLOW, INVITE)
         tracer.sip_message("send", "UDP", FLOW, INVITE.replace(b"i: abc@host", b"Call-ID: other"))
-        self.assertEqual([(e["dir"], e["peer"]) for e in trace.events], [("in", "UDP 10.0.0.1:5060")])
+        events = trace.as_dict()["events"]
+        self.assertEqual([(e["dir"], e["peer"]) for e in events], [("in", "UDP 10.0.0.1:5060")])
         tracer.call_ended(fake_call("abc@host"))
         tracer.sip_message("send", "UDP", FLOW, INVITE.replace(b"INVITE sip", b"BYE sip"))
         self.assertEqual(
-            trace.events[-1]["line"], "BYE sip:1002@pbx SIP/2.0"
+            trace.as_dict()["events"][-1]["line"], "BYE sip:1002@pbx SIP/2.0"
         )  # after the end: still its call
 
     def test_tracing_off_keeps_nothing(self) -> None:
@@ -123,7 +124,7 @@ class LiveCallTests(SynchronousTestCase):
         )
         self.assertIn("timer", kinds)
         self.assertEqual([p["id"] for p in trace.parties], ["caller", "leg1"])
-        leg_events = [e for e in trace.events if e.get("party") == "leg1"]
+        leg_events = [e for e in trace.as_dict()["events"] if e.get("party") == "leg1"]
         self.assertEqual(leg_events[0]["line"].split()[0], "INVITE")
         self.assertEqual(trace.events[-1]["kind"], "call")
         self.assertTrue(trace.failed)
