@@ -23,7 +23,9 @@ def exported() -> set[str]:
         client_count=0, server_count=0, retransmissions=SimpleNamespace(sent=0, received=0)
     )
     transport = SimpleNamespace(
-        counters=SimpleNamespace(as_dict=lambda: {"connections_open": 0}, connections_open=0)
+        counters=SimpleNamespace(
+            as_dict=lambda: {"connections_open": 0, "messages_received": 1}, connections_open=0
+        )
     )
     metrics.attach(
         b2bua=SimpleNamespace(calls={}, counters={}),
