@@ -22,8 +22,10 @@ from twisted.internet import reactor
 from twisted.logger import Logger
 from twisted.python import usage
 
+from pbx.admin.log_levels import LogLevels
 from pbx.config import Config, ConfigError, load_config
 from pbx.service import build, when_ready
+from pbx.service.log_json import LogSettings
 from pbx.service.logs import QuietLogging, quiet_log_observer, ready_message
 from pbx.service.process import raise_file_limit_to_hard, tune_garbage_collector
 from pbx.service.tls_reload import install_sighup
@@ -57,7 +59,8 @@ def makeService(options: Options) -> service.IService:
     reactor.callWhenRunning(tune_garbage_collector)
     raise_file_limit_to_hard()
     _log.info("PBX starting with {config} (Python {v})", config=str(config.source), v=sys.version.split()[0])
-    top = build(config, reactor, sip_trace=bool(options["sip-trace"]))
+    log = LogSettings(config.log.format, LogLevels(config.log.levels))  # [log]: JSON lines, levels
+    top = build(config, reactor, sip_trace=bool(options["sip-trace"]), log=log)
     reactor.callWhenRunning(install_sighup, top, reactor)  # SIGHUP: reload the TLS certificate
     reactor.callWhenRunning(
         lambda: when_ready(top).addBoth(lambda _: _log.info("{message}", message=ready_message(config)))
@@ -65,4 +68,4 @@ def makeService(options: Options) -> service.IService:
     server_options = getattr(options, "parent", None)  # twistd's own options
     if server_options is None or server_options.get("logger"):
         return top  # not run by twistd, or the operator chose a log observer (--logger)
-    return QuietLogging(top, partial(quiet_log_observer, server_options))
+    return QuietLogging(top, partial(quiet_log_observer, server_options, log))

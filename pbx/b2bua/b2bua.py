@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -407,7 +408,12 @@ class B2BUA:
         return directory
 
     def render(self, call: Call, template: str, digits: str | None = None) -> list[Action]:
-        return self._dialplans.render(call.caller.tenant, self.context_for(call, digits), template)
+        if not self.observers:
+            return self._dialplans.render(call.caller.tenant, self.context_for(call, digits), template)
+        began = time.perf_counter()  # a measurement for metrics and traces, not a timer
+        actions = self._dialplans.render(call.caller.tenant, self.context_for(call, digits), template)
+        self.observers.emit("dialplan_rendered", call, template, time.perf_counter() - began)
+        return actions
 
     def context_for(self, call: Call, digits: str | None = None) -> Mapping[str, Any]:
         """The dialplan context (docs/dialplan.md), built with the dialplan layer's own `make_context`."""

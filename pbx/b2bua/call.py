@@ -296,7 +296,9 @@ class Call(Dialing):
         return self.b2bua.render(self, template, digits=digits)
 
     def starting(self, action: Action) -> None:
-        """Nothing to trace: a live call logs one line when it ends."""
+        """Tell the observers (the call trace: `pbx.b2bua.trace`); a live call logs one line when it ends."""
+        if self.b2bua.observers:
+            self.b2bua.observers.emit("action_started", self, action)
 
     async def run_dial(self, action: Action) -> str:
         result = await self.dial(action)
@@ -518,6 +520,8 @@ class Call(Dialing):
 
     def _too_long(self) -> None:
         self._log.info("Call {id} reached the maximum duration", id=self.id)
+        if self.b2bua.observers:
+            self.b2bua.observers.emit("timer_expired", self, "maximum duration")
         self.hangup("pbx")
 
     def _end(self, cause: str) -> None:
@@ -543,6 +547,8 @@ class Call(Dialing):
                         id=self.id, side=side, rtp=stats.rtp_dropped, rtcp=stats.rtcp_dropped,
                         replayed=stats.replayed, forged=stats.auth_failed,
                     )  # fmt: skip
+            if self.b2bua.observers:  # the relay's counters, before it closes (pbx.b2bua.trace)
+                self.b2bua.observers.emit("media_closing", self, self.media)
             self.media.close()
         self._finish_dial("cancelled")
         self._media_agreed(False)

@@ -288,6 +288,8 @@ class Dialing:
     def _ring_timeout(self) -> None:
         """Nobody answered in time: stop the ringing legs; a leg that said busy still makes it "busy"."""
         self._ring_timer = None
+        if self.b2bua.observers:
+            self.b2bua.observers.emit("timer_expired", self, "ring timeout")
         statuses = [0 if leg.transport_failed else (leg.status or 408) for leg in self._current]
         for leg in self._current:
             leg.cancel()

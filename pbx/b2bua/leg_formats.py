@@ -166,6 +166,10 @@ class CallFormats:
             self._info = (info, self._info[1]) if index == 0 else (self._info[0], info)
             self._configure()
 
+    def negotiated(self, side: str) -> LegFormats | None:
+        """`side`'s formats and DTMF method as they are used now (None before its answer)."""
+        return self._effective(_SIDE[side])
+
     def dtmf_mode(self, side: str, mode: str) -> None:
         """Force how DTMF reaches `side`'s phone (`MediaBridge.dtmf_mode`)."""
         if mode not in DTMF_MODES:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 from pbx.b2bua.leg_formats import DTMF_MODES, CallFormats
 from pbx.b2bua.srtp_plan import SecureSession, SrtpPlan, SrtpPolicy
-from pbx.media.dtmf_interwork import Interworking
+from pbx.media.dtmf_interwork import Interworking, LegFormats
 from pbx.media.interfaces import IMediaRelay, IRelaySession
 from pbx.media.ports import PortsExhausted
 from pbx.sip.errors import SipError
@@ -331,6 +331,11 @@ class MediaBridge:
             if media.media == "audio" and media.port:
                 return i
         return None
+
+    def negotiated(self, side: str) -> LegFormats | None:
+        """What `side`'s phone negotiated (codec, DTMF method), None before its answer or without a
+        clock to convert with (for traces: `pbx.b2bua.trace`)."""
+        return self._formats.negotiated(side) if self._formats is not None else None
 
     def close(self) -> None:
         if not self.closed:

@@ -5,6 +5,7 @@
 - `pbx registrations FILE`: the phones registered now (read from the PBX's database; works while it runs).
 - `pbx voicemail list EXT`: a mailbox's messages (the same way); `pbx voicemail hash-pin`: a PIN's hash.
 - `pbx trunks status FILE`: each trunk's registration state (read from the status file the PBX keeps).
+- `pbx trace [CALL-ID]`: a call's ladder from the running PBX (over its HTTP API), or the kept traces.
 - `pbx version`
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 
 from pbx import __version__
 from pbx.cli.dialplan import add_commands as add_dialplan_commands
+from pbx.cli.trace import add_commands as add_trace_commands
 from pbx.cli.trunks import add_commands as add_trunk_commands
 from pbx.cli.voicemail import add_commands as add_voicemail_commands
 from pbx.config import ConfigError, load_config
@@ -73,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     registrations.set_defaults(func=_registrations)
     add_voicemail_commands(commands)
     add_trunk_commands(commands)
+    add_trace_commands(commands)
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(__version__) or 0)
     args = parser.parse_args(argv)

@@ -46,6 +46,7 @@ from pbx.config.model import (
     TrustedPeer,
     normalize_host,
 )
+from pbx.config.observe import LOG_KEYS, METRICS_KEYS, TRACE_KEYS
 from pbx.config.outbound import EXTENSION_OUTBOUND_KEYS, OUTBOUND_KEYS
 from pbx.config.srtp import srtp_mode, srtp_over_plain
 from pbx.config.store import STORE_KEYS
@@ -66,6 +67,9 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "voicemail",
         "smtp",
         "store",
+        "metrics",
+        "trace",
+        "log",
     ),
     "pbx": ("data_dir", "dialplan_dir", "sip_trace"),
     "sip": (
@@ -141,6 +145,9 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     "smtp": SMTP_KEYS,
     "store": STORE_KEYS,
     "tenants.<tenant>.mailboxes.<number>": MAILBOX_KEYS,
+    "metrics": METRICS_KEYS,
+    "trace": TRACE_KEYS,
+    "log": LOG_KEYS,
 }
 """The keys each table accepts, by the table's path as written in ``docs/configuration.md``."""
 
@@ -394,6 +401,7 @@ class _Parser:
         tenants = self.tenants(root.get("tenants"))
         smtp = load_voicemail.smtp(self, root.get("smtp", {}))
         load_voicemail.check_email(tenants, smtp)
+        from pbx.config import load_observe  # imports this module
         from pbx.config.load_tls import check_mutual_tls  # imports this module
 
         sip, tls = self.sip(root.get("sip", {})), self.tls(root.get("tls", {}))
@@ -415,6 +423,7 @@ class _Parser:
             voicemail=load_voicemail.voicemail(self, root.get("voicemail", {})),
             smtp=smtp,
             store=load_store.store(self, root.get("store", {})),
+            **load_observe.sections(self, root),
         )
 
     def sip(self, value: object) -> SipConfig:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from pbx.config.observe import LogConfig, MetricsConfig, TraceConfig
 from pbx.config.outbound import OutboundConfig
 from pbx.config.store import StoreConfig
 from pbx.config.trunks import Trunk
@@ -477,6 +478,8 @@ class Config:
         mwi: Message waiting indication settings.
         voicemail: Voicemail recording and access settings.
         smtp: The SMTP server for voicemail e-mail.
+        metrics, trace, log: Prometheus metrics, per-call traces, log format and levels
+            (`pbx.config.observe`).
     """
 
     source: Path | None
@@ -495,6 +498,9 @@ class Config:
     voicemail: VoicemailConfig = field(default_factory=VoicemailConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    trace: TraceConfig = field(default_factory=TraceConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     _by_host: Mapping[str, Tenant] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

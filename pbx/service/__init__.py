@@ -9,7 +9,8 @@
 - `tls_reload`: TLS certificates reloaded on SIGHUP and when the configured files change;
 - `trunks`: the trunks' registrations, OPTIONS pings and live state (`TrunksService.states`);
 - `adapters`: config -> the plain lookups and values the layers below take;
-- `process` and `logs`: descriptor limits, the garbage collector, the ready line.
+- `process` and `logs`: descriptor limits, the garbage collector, the ready line;
+- `metrics` and `log_json`: Prometheus metrics, per-call traces, JSON log lines, log levels per subsystem.
 
 Nothing here names the reactor: `pbx/tap.py` passes it in. Nothing below this package reads the config.
 """
@@ -23,6 +24,8 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 
 from pbx.config import Config
 from pbx.service.calls import build_calls
+from pbx.service.log_json import LogSettings
+from pbx.service.metrics import build_observability
 from pbx.service.mwi import build_mwi
 from pbx.service.registrar import build_registrar
 from pbx.service.sip import build_sip
@@ -44,7 +47,9 @@ class PbxServices(service.MultiService):
         return drained.addBoth(lambda _: service.MultiService.stopService(self))
 
 
-def build(config: Config, the_reactor: Any, *, sip_trace: bool = False) -> service.MultiService:
+def build(
+    config: Config, the_reactor: Any, *, sip_trace: bool = False, log: LogSettings | None = None
+) -> service.MultiService:
     """The PBX's services, in the order they start: SIP listeners, registrar, voicemail, trunks, calls,
     message waiting (they stop in the reverse order: calls end before the trunks unregister)."""
     top = PbxServices()
@@ -67,6 +72,11 @@ def build(config: Config, the_reactor: Any, *, sip_trace: bool = False) -> servi
     calls.setServiceParent(top)
     top.drain = calls.drain
     build_mwi(config, stack, registrar, voicemail.mailboxes).setServiceParent(top)
+    # Metrics, call traces, log levels ("metrics": top.getServiceNamed("metrics")): pbx.service.metrics.
+    build_observability(
+        config, the_reactor, sip=sip, stack=stack, registrar=registrar, calls=calls, trunks=trunks,
+        voicemail=voicemail, log=log,
+    ).setServiceParent(top)  # fmt: skip
     return top
 
 

@@ -23,6 +23,7 @@ from twisted.python import usage
 from twisted.python.components import Componentized
 
 from pbx.config import Config
+from pbx.service.log_json import JsonLogLines, LogSettings
 
 _TWISTED_PORT_LINE = re.compile(r".+ starting on \d+|\(\w+ Port \d+ Closed\)")
 
@@ -84,17 +85,22 @@ class ClassicLogText:
         return line + "\n"
 
 
-def quiet_log_observer(server_options: usage.Options) -> ILogObserver:
+def quiet_log_observer(server_options: usage.Options, log: LogSettings | None = None) -> ILogObserver:
     """The observer twistd would make for its options (stdout with -n, --logfile, --syslog), behind
-    `quiet_port_lines`; a text file's lines are formatted by `ClassicLogText`."""
+    `quiet_port_lines`; a text file's lines are formatted by `ClassicLogText`, or as JSON lines
+    (`JsonLogLines`) with `[log] format = "json"`; `log.levels` filters by subsystem (`LogLevels`)."""
     from twisted.scripts._twistd_unix import UnixAppLogger  # twistd's own; the PBX runs on POSIX only
 
     observer = UnixAppLogger(server_options)._getLogObserver()
     if isinstance(observer, FileLogObserver):  # twistd's `textFileLogObserver(file)`
-        observer.formatEvent = ClassicLogText()
+        json_lines = log is not None and log.format == "json"
+        observer.formatEvent = JsonLogLines(log.context if log else None) if json_lines else ClassicLogText()
     if not ILogObserver.providedBy(observer):
         observer = LegacyLogObserverWrapper(observer)  # syslog's observer is a legacy one
-    return FilteringLogObserver(observer, [cast(ILogFilterPredicate, quiet_port_lines)])
+    predicates = [cast(ILogFilterPredicate, quiet_port_lines)]
+    if log is not None:
+        predicates.append(log.levels.predicate)
+    return FilteringLogObserver(observer, predicates)
 
 
 def ready_message(config: Config) -> str:

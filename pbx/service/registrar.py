@@ -47,6 +47,7 @@ class RegistrarService(service.Service):
         self.store = store
         self.authenticator = authenticator
         self.guard = guard
+        self.registrar: Any = None  # the REGISTER transaction user (its counters: metrics)
         self._purge = LoopingCall(self._purge_expired)
         self._purge.clock = clock
 
@@ -158,4 +159,8 @@ def build_registrar(config: Config, stack: SipStack, the_reactor: Any, store: An
         from_host=config.tenants[0].domain,
         tenant_domain={tenant.name: tenant.domain for tenant in config.tenants}.get,
     )
-    return RegistrarService(location, keepalive, store, the_reactor, authenticator=authenticator, guard=guard)
+    built = RegistrarService(
+        location, keepalive, store, the_reactor, authenticator=authenticator, guard=guard
+    )
+    built.registrar = registrar  # its counters, for the metrics
+    return built

@@ -141,6 +141,17 @@ class _Queued:
 QUEUED: Final = _Queued()
 
 
+class RetransmissionCounts:
+    """Retransmissions of one transaction layer: `sent` by the timers (A, E, G), `received` requests that
+    matched a server transaction (absorbed)."""
+
+    __slots__ = ("received", "sent")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.received = 0
+
+
 class WaitTimers:
     """Timers of constant duration (D, I, J, K, L, M) of many transactions, expired in order by one call.
 
@@ -156,10 +167,12 @@ class WaitTimers:
         resolution: the shortest interval between two sweeps, in seconds.
     """
 
-    __slots__ = ("_call", "_clock", "_queues", "_resolution")
+    __slots__ = ("_call", "_clock", "_queues", "_resolution", "retransmissions")
 
     def __init__(self, clock: IReactorTime, resolution: float = 0.05) -> None:
         self._clock = clock
+        # Shared by the transactions of one layer like the timers: what they retransmitted (for metrics).
+        self.retransmissions = RetransmissionCounts()
         self._resolution = resolution
         # (timer, duration) -> (expiry times, transactions): two deques, so an entry is no new object.
         self._queues: dict[tuple[str, float], tuple[deque[float], deque[Transaction]]] = {}
@@ -339,6 +352,10 @@ class Transaction:
         transport error while it still waits for a response, ignored once it has one (RFC 3261 17.1.4)."""
         if (self.state, TRANSPORT_ERROR) in self._compiled:
             self.transport_error(reason)
+
+    def _count_retransmission(self) -> None:
+        if self._waits is not None:
+            self._waits.retransmissions.sent += 1
 
     def _transmit(self, message: Request | Response) -> object:
         """Hand `message` to `send`; return what it returned (None after a transport error)."""
@@ -557,6 +574,7 @@ class ClientInviteTransaction(_ClientTransaction):
         return self._ack
 
     def _retransmit(self, arg: object) -> None:
+        self._count_retransmission()
         self._transmit(self.request)
         self._interval *= 2
         self._schedule(TIMER_A, self._interval)
@@ -627,11 +645,13 @@ class ClientNonInviteTransaction(_ClientTransaction):
         super().__init__(request, send, tu, TRYING, clock, timers, reliable, on_terminated, waits)
 
     def _retransmit_backing_off(self, arg: object) -> None:
+        self._count_retransmission()
         self._transmit(self.request)
         self._interval = min(2 * self._interval, self._timers.t2)
         self._schedule(TIMER_E, self._interval)
 
     def _retransmit_every_t2(self, arg: object) -> None:
+        self._count_retransmission()
         self._transmit(self.request)
         self._interval = self._timers.t2
         self._schedule(TIMER_E, self._interval)
@@ -808,6 +828,7 @@ class ServerInviteTransaction(_ServerTransaction):  # type: ignore[override]  # 
 
     def _retransmit_final(self, arg: object) -> None:
         if self.last_response is not None:
+            self._count_retransmission()
             self._transmit(self.last_response)
         self._interval = min(2 * self._interval, self._timers.t2)
         self._schedule(TIMER_G, self._interval)

@@ -35,6 +35,7 @@ from pbx.sip.timers import TimerConfig
 from pbx.sip.transaction import (
     ClientInviteTransaction,
     ClientNonInviteTransaction,
+    RetransmissionCounts,
     SendRequest,
     ServerInviteTransaction,
     ServerNonInviteTransaction,
@@ -97,6 +98,11 @@ class TransactionLayer:
         return len(self._client) + len(self._server)
 
     @property
+    def retransmissions(self) -> RetransmissionCounts:
+        """What the layer's transactions retransmitted (`sent`) and absorbed (`received`)."""
+        return self._waits.retransmissions
+
+    @property
     def client_count(self) -> int:
         return len(self._client)
 
@@ -138,6 +144,7 @@ class TransactionLayer:
             key = _rfc2543_key(request, method)
             txn = self._server.get(key)
         if txn is not None:
+            self._waits.retransmissions.received += 1
             txn.receive_request(request)
             return
         txn = self._new_server(request, flow, key, reliable)

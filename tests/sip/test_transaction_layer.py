@@ -197,6 +197,18 @@ class ServerMatchingTests(SynchronousTestCase):
         self.assertEqual(h.statuses(), [200, 200])
         self.assertEqual(len(h.user.requests), 1)
 
+    def test_retransmissions_are_counted_both_ways(self) -> None:
+        """For metrics: requests absorbed by a server transaction, and requests the timers sent again."""
+        h = LayerHarness()
+        for _ in range(3):
+            h.receive(make_request("REGISTER"))
+        sent: list[object] = []
+        h.layer.client_non_invite(make_request("OPTIONS"), sent.append, h.client_user, reliable=False)
+        h.clock.pump([0.5] * 3)  # Timer E at 0.5 and 1.5
+        counts = h.layer.retransmissions
+        self.assertEqual((counts.received, counts.sent, len(sent)), (2, 2, 3))
+        h.clock.pump([0.5] * 80)
+
     def test_ack_for_failure_is_consumed(self) -> None:
         h = LayerHarness()
         h.receive(make_request())

@@ -1,0 +1,453 @@
+"""Per-call ladders: a bounded trace of each call's SIP messages, dialplan actions, media and timers.
+
+`CallTracer` is a call observer (`pbx.b2bua.events`) and a transport trace hook (`TransportManager.trace`,
+called with each SIP message's bytes as sent or received). It keeps one `CallTrace` per call, joining:
+
+- the SIP messages of every leg, matched by Call-ID (the caller's and each outbound leg's), summarised as
+  their first line and a few key headers, bodies truncated and SRTP keys masked (RFC 4568 `inline:`);
+- the dialplan actions as they start, with the template and line that produced each (`Action.source`,
+  `Action.line`), and each template render with its time;
+- media: per side, the latched address, codec, DTMF method, packets relayed and dropped, when the call ends;
+- timer expiries (ring timeout, maximum duration) and leg failures.
+
+Every trace is capped in events and in bytes (later events are counted, not kept). Ended calls are kept for
+the last `keep` calls, and failed ones (not answered) also in a second list of `keep_failed`, so a failure
+stays visible longer on a busy PBX; memory is bounded by (active calls + keep + keep_failed) traces.
+
+The hook costs a Call-ID search in each message (a compiled regex over the head) and a dict lookup; with no
+call being traced it returns at once. It knows nothing of sockets or of the config.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IReactorTime
+
+from pbx.sip.sdp_crypto import mask_crypto
+
+if TYPE_CHECKING:
+    from pbx.b2bua.call import Call
+    from pbx.b2bua.leg import OutboundLeg
+    from pbx.dialplan import Action
+
+_CALL_ID = re.compile(rb"\r\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+_COMPACT = {"v": "via", "f": "from", "t": "to", "m": "contact", "c": "content-type", "i": "call-id"}
+KEY_HEADERS = (
+    "via",
+    "from",
+    "to",
+    "cseq",
+    "contact",
+    "reason",
+    "content-type",
+    "user-agent",
+    "server",
+    "retry-after",
+    "warning",
+)
+"""The headers a ladder shows (the first of each; the top Via only)."""
+_MAX_HEADER = 160
+_MAX_LINE = 200
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def summarise(data: bytes, body_bytes: int) -> dict[str, Any]:
+    """The first line, the key headers (each cut to 160 characters) and the body (cut to `body_bytes`,
+    SRTP keys masked) of a SIP message's bytes."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("utf-8", "replace").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon:
+            continue
+        key = name.strip().lower()
+        key = _COMPACT.get(key, key)
+        if key in KEY_HEADERS and key not in headers:
+            headers[key] = _short(mask_crypto(value.strip()), _MAX_HEADER)
+    out: dict[str, Any] = {"line": _short(lines[0], _MAX_LINE), "headers": headers}
+    if body:
+        text = mask_crypto(body[:body_bytes].decode("utf-8", "replace"))
+        out["body"] = text + (f"\n[{len(body) - body_bytes} more bytes]" if len(body) > body_bytes else "")
+    return out
+
+
+def template_name(source: str, tenant: str) -> str:
+    """A template's path as the tenant's dialplan directory names it (`main.j2`, `ivr/main.j2`)."""
+    marker = f"/{tenant}/"
+    at = source.rfind(marker)
+    return source[at + len(marker) :] if at >= 0 and tenant else source
+
+
+def _size(event: dict[str, Any]) -> int:
+    """About how many bytes an event holds (its strings and raw message)."""
+    total = 64
+    for value in event.values():
+        if isinstance(value, str | bytes):
+            total += len(value)
+        elif isinstance(value, dict):
+            total += sum(len(k) + len(str(v)) for k, v in value.items())
+    return total
+
+
+def _rendered(event: dict[str, Any], body_bytes: int) -> dict[str, Any]:
+    """An event as the API shows it: a SIP message's raw bytes summarised (`summarise`), its peer as text,
+    the text of media and render events (made here, not on the call's path)."""
+    raw = event.get("raw")
+    if raw is None:
+        out = dict(event)
+        kind = out.get("kind")
+        if kind == "media":
+            out["text"] = (
+                f"side {out['side']}: latched {out['latched']}, codec {out['codec'] or '?'}, "
+                f"DTMF {out['dtmf'] or '?'}, {out['packets']} packets relayed, {out['dropped']} dropped"
+            )
+        elif kind == "render":
+            out["text"] = f"rendered {out['template']} in {out['ms']:.2f} ms"
+        return out
+    out = {k: v for k, v in event.items() if k not in ("raw", "peer")}
+    transport, host, port = event["peer"]
+    out["peer"] = f"{transport} {host}:{port}"
+    out.update(summarise(raw, body_bytes))
+    return out
+
+
+class CallTrace:
+    """The trace of one call (see the module docstring); `as_dict()` is its JSON form."""
+
+    __slots__ = (
+        "_bytes",
+        "body_bytes",
+        "call_id",
+        "caller",
+        "cause",
+        "dialed",
+        "dropped",
+        "ended_at",
+        "events",
+        "max_bytes",
+        "max_events",
+        "parties",
+        "retained",
+        "started_at",
+        "status",
+        "tenant",
+    )
+
+    def __init__(
+        self,
+        call_id: str,
+        started_at: float,
+        *,
+        max_events: int = 200,
+        max_bytes: int = 32768,
+        body_bytes: int = 400,
+    ) -> None:
+        self.call_id = call_id
+        self.body_bytes = body_bytes
+        self.started_at = started_at
+        self.ended_at: float | None = None
+        self.tenant = ""
+        self.caller = ""
+        self.dialed = ""
+        self.cause = ""
+        self.status = 0
+        self.parties: list[dict[str, str]] = [{"id": "caller", "label": "caller", "call_id": call_id}]
+        self.events: list[dict[str, Any]] = []
+        self.dropped = 0
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._bytes = 0
+        self.retained = 0  # how many of the tracer's lists of ended calls hold this trace
+
+    @property
+    def failed(self) -> bool:
+        """Ended without an answer (a 2xx to the caller)."""
+        return self.ended_at is not None and self.status != 200
+
+    @property
+    def size(self) -> int:
+        return self._bytes
+
+    def add(self, event: dict[str, Any], size: int = 0, *, force: bool = False) -> None:
+        """Keep `event` unless the trace is full (then count it); `size`: about its bytes (0: counted here);
+        `force`: the end summary, always kept."""
+        if not size:
+            size = _size(event)
+        if not force and (len(self.events) >= self.max_events or self._bytes + size > self.max_bytes):
+            self.dropped += 1
+            return
+        self._bytes += size
+        self.events.append(event)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "call_id": self.call_id,
+            "tenant": self.tenant,
+            "caller": self.caller,
+            "dialed": self.dialed,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "cause": self.cause,
+            "status": self.status,
+            "active": self.ended_at is None,
+            "failed": self.failed,
+            "events": len(self.events),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        out = self.summary()
+        out["parties"] = [dict(p) for p in self.parties]
+        out["events"] = [_rendered(e, self.body_bytes) for e in self.events]
+        out["dropped_events"] = self.dropped
+        out["bytes"] = self._bytes
+        return out
+
+
+class CallTracer:
+    """Traces of the active and recent calls; a call observer and a SIP trace hook (`sip_message`).
+
+    Args:
+        clock: time source.
+        keep: how many ended calls keep their trace (0 traces nothing).
+        keep_failed: how many failed calls keep their trace in addition (the older ones of `keep`).
+        max_events, max_bytes: the cap of one call's trace.
+        body_bytes: how much of a SIP body a trace keeps.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        keep: int = 100,
+        keep_failed: int = 100,
+        max_events: int = 200,
+        max_bytes: int = 32768,
+        body_bytes: int = 400,
+    ) -> None:
+        self.clock = clock
+        self.keep = keep
+        self.keep_failed = keep_failed
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.body_bytes = body_bytes
+        self._active: dict[str, CallTrace] = {}  # the caller's Call-ID -> trace
+        self._sip: dict[str, tuple[CallTrace, str]] = {}  # any leg's Call-ID -> (trace, party)
+        self._recent: deque[CallTrace] = deque()
+        self._failed: deque[CallTrace] = deque()
+
+    # -- lookups ----------------------------------------------------------------------------------------
+
+    def get(self, call_id: str) -> CallTrace | None:
+        """The trace of a call by its caller's Call-ID (or any of its legs' Call-IDs)."""
+        found = self._active.get(call_id)
+        if found is not None:
+            return found
+        entry = self._sip.get(call_id)
+        return entry[0] if entry is not None else None
+
+    def traces(self) -> Iterator[CallTrace]:
+        """Active calls first, then ended ones, newest first; each once."""
+        seen: set[int] = set()
+        for trace in (*reversed(self._active.values()), *reversed(self._recent), *reversed(self._failed)):
+            if id(trace) not in seen:
+                seen.add(id(trace))
+                yield trace
+
+    def __len__(self) -> int:
+        return len({id(t) for t in (*self._active.values(), *self._recent, *self._failed)})
+
+    def memory(self) -> int:
+        """About how many bytes the kept traces hold."""
+        return sum(t.size for t in {id(t): t for t in self._sip_traces()}.values())
+
+    def _sip_traces(self) -> Iterator[CallTrace]:
+        yield from self._active.values()
+        yield from self._recent
+        yield from self._failed
+
+    # -- the SIP trace hook -----------------------------------------------------------------------------
+
+    def sip_message(self, direction: str, transport: str, flow: Any, data: bytes) -> None:
+        """`TransportManager.trace`: add a message of a traced call to its trace."""
+        if not self._sip:
+            return
+        start = data.find(b"\r\nCall-ID:")  # as the PBX and most phones write it; else any spelling
+        if start >= 0:
+            start += 10
+            end = data.find(b"\r\n", start)
+            call_id = data[start:end].strip()
+        else:
+            found = _CALL_ID.search(data, 0, data.find(b"\r\n\r\n"))
+            if found is None:
+                return
+            call_id = found.group(1).strip()
+        entry = self._sip.get(call_id.decode("utf-8", "replace"))
+        if entry is None:
+            return
+        trace, party = entry
+        self._sip_event(trace, party, direction == "recv", (transport, *flow.remote_address[:2]), data)
+
+    def _sip_event(
+        self, trace: CallTrace, party: str, inbound: bool, peer: tuple[Any, ...], data: bytes
+    ) -> None:
+        """Keep the message's bytes (its head and up to `body_bytes` of its body); the API summarises them."""
+        head = data.find(b"\r\n\r\n")
+        if head >= 0 and len(data) > head + 4 + self.body_bytes:
+            data = data[: head + 4 + self.body_bytes] + b"[...]"
+        trace.add(
+            {
+                "t": self.clock.seconds(),
+                "kind": "sip",
+                "party": party,
+                "dir": "in" if inbound else "out",
+                "peer": peer,
+                "raw": data,
+            },
+            len(data) + 96,
+        )
+
+    # -- call observer ----------------------------------------------------------------------------------
+
+    def call_started(self, call: Call) -> None:
+        if self.keep <= 0 and self.keep_failed <= 0:
+            return
+        trace = CallTrace(
+            call.id,
+            call.started_at,
+            max_events=self.max_events,
+            max_bytes=self.max_bytes,
+            body_bytes=self.body_bytes,
+        )
+        trace.tenant = call.caller.tenant
+        trace.caller = call.caller.extension or f"trunk:{call.caller.trunk}/{call.caller.number}"
+        trace.dialed = call.dialed
+        trace.parties[0]["label"] = trace.caller
+        self._active[call.id] = trace
+        self._sip[call.id] = (trace, "caller")
+        flow = call.txn.flow
+        peer = (flow.transport, *flow.remote_address[:2])
+        self._sip_event(trace, "caller", True, peer, call.invite.to_bytes())
+
+    def leg_started(self, call: Call, leg: OutboundLeg) -> None:
+        trace = self._active.get(call.id)
+        if trace is None:
+            return
+        party = f"leg{len(trace.parties)}"
+        label = leg.extension or leg.target.uri
+        trace.parties.append({"id": party, "label": _short(label, 40), "call_id": leg.call_id})
+        self._sip[leg.call_id] = (trace, party)
+        if leg.invite is not None:  # sent already: the hook did not know its Call-ID yet
+            transport, host, port = leg.destination[:3]
+            self._sip_event(trace, party, False, (str(transport).upper(), host, port), leg.invite.to_bytes())
+
+    def leg_ended(self, call: Call, leg: OutboundLeg) -> None:
+        self.note(call, f"{leg.extension or leg.target.uri}: leg failed ({leg.status})", kind="leg")
+
+    def call_answered(self, call: Call) -> None:
+        who = call.winner.extension if call.winner is not None else "the PBX"
+        self.note(call, f"answered by {who or 'the callee'}", kind="call")
+
+    def action_started(self, call: Call, action: Action) -> None:
+        trace = self._active.get(call.id)
+        if trace is not None:
+            trace.add(
+                {
+                    "t": self.clock.seconds(),
+                    "kind": "action",
+                    "template": template_name(action.source, trace.tenant),
+                    "lineno": action.line,
+                    "text": _short(str(action), _MAX_LINE),
+                },
+                192,
+            )
+
+    def dialplan_rendered(self, call: Call, template: str, seconds: float) -> None:
+        trace = self._active.get(call.id)
+        if trace is not None:  # the text is made when the trace is read (`_rendered`)
+            trace.add(
+                {"t": self.clock.seconds(), "kind": "render", "template": template, "ms": seconds * 1000}, 128
+            )
+
+    def timer_expired(self, call: Call, timer: str) -> None:
+        self.note(call, f"{timer} expired", kind="timer")
+
+    def media_closing(self, call: Call, media: Any) -> None:
+        """The call's relay is about to close: what each side's media did."""
+        trace = self._active.get(call.id)
+        if trace is None:
+            return
+        try:
+            stats = media.session.stats()
+        except Exception:
+            return
+        for side, leg in (("a", stats.a), ("b", stats.b)):
+            formats = media.negotiated(side) if hasattr(media, "negotiated") else None
+            codec = formats.codec[1] if formats is not None and formats.codec is not None else ""
+            dtmf = formats.method if formats is not None else ""
+            latched = f"{leg.latched[0]}:{leg.latched[1]}" if leg.latched else "none"
+            trace.add(
+                {
+                    "t": self.clock.seconds(),
+                    "kind": "media",
+                    "side": side,
+                    "latched": latched,
+                    "codec": codec,
+                    "dtmf": dtmf,
+                    "packets": leg.packets,
+                    "dropped": leg.dropped,
+                },
+                192,
+            )
+
+    def call_ended(self, call: Call) -> None:
+        trace = self._active.pop(call.id, None)
+        if trace is None:
+            return
+        cdr = call.cdr()
+        trace.ended_at = cdr.end
+        trace.cause, trace.status = cdr.cause, cdr.status
+        trace.add(
+            {
+                "t": cdr.end,
+                "kind": "call",
+                "text": f"ended: {cdr.cause} (status {cdr.status}, hung up by {cdr.hangup_by})",
+            },
+            force=True,
+        )
+        self._retain(self._recent, self.keep, trace)
+        if trace.failed:
+            self._retain(self._failed, self.keep_failed, trace)
+        if not trace.retained:
+            self._forget(trace)
+
+    def note(self, call: Call, text: str, *, kind: str = "note") -> None:
+        trace = self._active.get(call.id)
+        if trace is not None:
+            trace.add(
+                {"t": self.clock.seconds(), "kind": kind, "text": _short(text, _MAX_LINE)}, 96 + len(text)
+            )
+
+    def _retain(self, kept: deque[CallTrace], limit: int, trace: CallTrace) -> None:
+        if limit <= 0:
+            return
+        kept.append(trace)
+        trace.retained += 1
+        while len(kept) > limit:
+            old = kept.popleft()
+            old.retained -= 1
+            if not old.retained:
+                self._forget(old)
+
+    def _forget(self, trace: CallTrace) -> None:
+        for party in trace.parties:
+            entry = self._sip.get(party["call_id"])
+            if entry is not None and entry[0] is trace:
+                del self._sip[party["call_id"]]
