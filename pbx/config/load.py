@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pbx.config.features import FEATURES_KEYS
 from pbx.config.model import (
     ALL_CODECS,
     AUTH_ALGORITHMS,
@@ -91,6 +92,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "credentials",
         "mailboxes",
         "trunks",
+        "features",
     ),
     "tenants.<tenant>.trunks.<trunk>": TRUNK_KEYS,
     "tenants.<tenant>.peers[]": ("name", "networks", "extension"),
@@ -133,6 +135,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     "voicemail": VOICEMAIL_KEYS,
     "smtp": SMTP_KEYS,
     "tenants.<tenant>.mailboxes.<number>": MAILBOX_KEYS,
+    "tenants.<tenant>.features": FEATURES_KEYS,
 }
 """The keys each table accepts, by the table's path as written in ``docs/configuration.md``."""
 
@@ -568,6 +571,9 @@ class _Parser:
         from pbx.config.load_trunks import parse_trunks  # it imports this module: imported when used
 
         trunks = parse_trunks(self, table.get("trunks", {}), _join(path, "trunks"))
+        from pbx.config.load_features import features  # it imports this module: imported when used
+
+        phone_features = features(self, table.get("features", {}), _join(path, "features"), extensions)
         return Tenant(
             name=name,
             domain=domain,
@@ -579,6 +585,7 @@ class _Parser:
             credentials=credentials,
             mailboxes=boxes,
             trunks=trunks,
+            features=phone_features,
         )
 
     def credentials(self, value: object, path: str) -> tuple[OutboundCredentials, ...]:

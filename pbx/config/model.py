@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from pbx.config.features import FeaturesConfig
 from pbx.config.trunks import Trunk
 from pbx.config.voicemail import Mailbox, SmtpConfig, VoicemailConfig
 
@@ -415,6 +416,7 @@ class Tenant:
         credentials: What the PBX answers a challenge from a SIP URI target with, per realm.
         mailboxes: The tenant's voicemail boxes by number, read-only.
         trunks: The tenant's SIP trunks by name, read-only, in the configured order.
+        features: Call park orbits and busy-lamp rules (`[tenants.NAME.features]`, docs/features.md).
     """
 
     name: str
@@ -427,6 +429,7 @@ class Tenant:
     credentials: tuple[OutboundCredentials, ...] = ()
     mailboxes: Mapping[str, Mailbox] = field(default_factory=dict, hash=False)
     trunks: Mapping[str, Trunk] = field(default_factory=dict, hash=False)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", tuple(self.peers))

@@ -94,6 +94,7 @@ class ExtensionInfo:
             checker assume it has).
         srtp: Its SRTP setting: "off", "optional" or "mandatory" (`docs/security.md`).
         allow_srtp_over_plain: Whether its SRTP keys may travel over plain UDP/TCP signalling.
+        dnd: Do-not-disturb is on (set by phone with a feature code: docs/features.md).
     """
 
     number: str
@@ -106,6 +107,7 @@ class ExtensionInfo:
     registered: bool = True
     srtp: str = "optional"
     allow_srtp_over_plain: bool = False
+    dnd: bool = False
 
     @classmethod
     def from_attributes(cls, extension: object) -> ExtensionInfo:
@@ -119,6 +121,7 @@ class ExtensionInfo:
             ring_timeout=float(getattr(extension, "ring_timeout", 0.0) or 0.0),
             may_call_out=bool(getattr(extension, "may_call_out", False)),
             registered=bool(getattr(extension, "registered", True)),
+            dnd=bool(getattr(extension, "dnd", False)),
         )
 
 
@@ -129,24 +132,31 @@ class LiveExtensions(Mapping[str, ExtensionInfo]):
     Built from `extension_variants` of the directory (made once per directory, not per call): looking up a
     number returns one of its two prepared `ExtensionInfo` values and asks ``is_registered(number)`` once per
     view; ``in``, ``len`` and iteration never ask. Read-only, like the rest of the context.
+    ``overrides(number)``, when given, returns the fields its owner set by phone (DND, forwarding:
+    `pbx.apps.features`), laid over it.
     """
 
-    __slots__ = ("_is_registered", "_seen", "_variants")
+    __slots__ = ("_is_registered", "_overrides", "_seen", "_variants")
 
     def __init__(
         self,
         variants: Mapping[str, tuple[ExtensionInfo, ExtensionInfo]],
         is_registered: Callable[[str], bool],
+        overrides: Callable[[str], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self._variants = variants
         self._is_registered = is_registered
+        self._overrides = overrides
         self._seen: dict[str, ExtensionInfo] = {}
 
     def __getitem__(self, number: str) -> ExtensionInfo:
         found = self._seen.get(number)
         if found is None:
             absent, present = self._variants[number]
-            found = self._seen[number] = present if self._is_registered(number) else absent
+            found = present if self._is_registered(number) else absent
+            if self._overrides is not None and (fields := self._overrides(number)):
+                found = replace(found, **fields)
+            self._seen[number] = found
         return found
 
     def __contains__(self, number: object) -> bool:

@@ -6,6 +6,7 @@
 - `voicemail`: the mailboxes (files and index), recovered at start, shared by calls and MWI;
 - `voicemail_mail`: voicemail to e-mail (`[smtp]`), told of new messages by the mailboxes;
 - `mwi`: message-waiting subscriptions;
+- `features`: phone features (DND and forwarding codes, busy lamps, call park);
 - `tls_reload`: TLS certificates reloaded on SIGHUP and when the configured files change;
 - `trunks`: the trunks' registrations, OPTIONS pings and live state (`TrunksService.states`);
 - `adapters`: config -> the plain lookups and values the layers below take;
@@ -23,6 +24,7 @@ from twisted.internet.defer import Deferred, gatherResults
 
 from pbx.config import Config
 from pbx.service.calls import build_calls
+from pbx.service.features import build_features
 from pbx.service.mwi import build_mwi
 from pbx.service.registrar import build_registrar
 from pbx.service.sip import build_sip
@@ -51,10 +53,12 @@ def build(config: Config, the_reactor: Any, *, sip_trace: bool = False) -> servi
     mailer = build_mailer(config, voicemail, the_reactor)  # None without [smtp] host
     if mailer is not None:
         mailer.setServiceParent(top)
-    build_calls(config, stack, registrar, the_reactor, voicemail.mailboxes, trunks.states).setServiceParent(
-        top
-    )
-    build_mwi(config, stack, registrar, voicemail.mailboxes).setServiceParent(top)
+    calls = build_calls(config, stack, registrar, the_reactor, voicemail.mailboxes, trunks.states)
+    calls.setServiceParent(top)
+    mwi = build_mwi(config, stack, registrar, voicemail.mailboxes)
+    mwi.setServiceParent(top)
+    # Phone features (docs/features.md): DND/forwarding codes, busy lamps on MWI's notifier, call park.
+    build_features(config, calls, mwi, registrar.store, the_reactor).setServiceParent(top)
     return top
 
 

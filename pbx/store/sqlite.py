@@ -44,8 +44,15 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from pbx.store import sqlite_voicemail
-from pbx.store.interfaces import ICdrStore, ILocationStore, IVoicemailStore, StoreClosedError, StoreError
+from pbx.store import sqlite_features, sqlite_voicemail
+from pbx.store.interfaces import (
+    ICdrStore,
+    IFeatureStore,
+    ILocationStore,
+    IVoicemailStore,
+    StoreClosedError,
+    StoreError,
+)
 from pbx.store.records import (
     Binding,
     BindingChange,
@@ -56,6 +63,7 @@ from pbx.store.records import (
     VoicemailMessage,
     check_changes,
 )
+from pbx.store.sqlite_features import SqliteFeatureStore
 from pbx.store.sqlite_voicemail import SqliteVoicemailStore
 
 T = TypeVar("T")
@@ -107,6 +115,8 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
     # 2 -> 3: the voicemail index and the PINs owners set (pbx/store/sqlite_voicemail.py).
     sqlite_voicemail.MIGRATION,
+    # 3 -> 4: what owners set by phone with feature codes: DND, forwarding (pbx/store/sqlite_features.py).
+    sqlite_features.MIGRATION,
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 """The `PRAGMA user_version` this code writes and understands."""
@@ -203,8 +213,8 @@ class _Worker:
             fn = args = d = result = None  # type: ignore[assignment]  # hold nothing between jobs
 
 
-@implementer(ILocationStore, ICdrStore, IVoicemailStore)
-class SqliteLocationStore(SqliteVoicemailStore):
+@implementer(ILocationStore, ICdrStore, IVoicemailStore, IFeatureStore)
+class SqliteLocationStore(SqliteVoicemailStore, SqliteFeatureStore):
     """Bindings, CDRs and the voicemail index (`SqliteVoicemailStore`) in an SQLite database file, written
     with group commit on one worker thread.
 
