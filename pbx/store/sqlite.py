@@ -59,6 +59,7 @@ from pbx.store.records import (
     Cdr,
     DeleteAor,
     DeleteBinding,
+    ExtensionFeatures,
     PutBinding,
     VoicemailMessage,
     check_changes,
@@ -603,3 +604,8 @@ def read_messages(
     """The voicemail messages of one box (or of every box), oldest first, read synchronously (for offline
     tools)."""
     return _read_only(path, lambda conn: sqlite_voicemail.select_messages(conn, tenant, mailbox))
+
+
+def read_features(path: Path) -> list[ExtensionFeatures]:
+    """What extensions' owners set by phone (DND, forwarding), read synchronously (for offline tools)."""
+    return _read_only(path, sqlite_features.select_features)
