@@ -8,8 +8,10 @@ The codes live in the dialplan templates (docs/features.md; the demo maps `*78`/
 `feature` acts on the CALLER's own extension (known by digest authentication; a call from a trunk or a
 trusted peer without an extension gets "failed"), writes the new settings durably through an
 `IFeatureStore` (`pbx.store`), answers, and speaks a confirmation ("Do not disturb activated", "Call
-forwarding activated: 1 0 0 3") unless `prompt=no`. Forwarding to the extension itself is refused (the
-`invalid` prompt, result "invalid"). Its result is "on", "off", "invalid" or "failed".
+forwarding activated: 1 0 0 3") unless `prompt=no`. Forwarding to the extension itself, or to a trunk or
+SIP URI target by an extension that may not call out (a forwarding must not reach what its owner could not
+dial), is refused (the `invalid` prompt, result "invalid"). Its result is "on", "off", "invalid" or
+"failed".
 
 `PhoneFeatures` keeps every extension's settings in memory (loaded once at start-up with `load`) so that a
 render never waits for a disk: `overrides(tenant, extension)` is what the B2BUA lays over the configured
@@ -140,8 +142,11 @@ class PhoneFeatures:
         else:
             on = value != "off"
             setting = value if on else ""
-            if on and value == extension:
-                self._log.info("Call {id}: {ext} may not forward to itself", id=call.id, ext=extension)
+            outside = value.startswith(("trunk:", "sip:", "sips:"))
+            if on and (value == extension or (outside and not getattr(caller, "may_call_out", False))):
+                self._log.info(
+                    "Call {id}: {ext} may not forward to {target}", id=call.id, ext=extension, target=value
+                )
                 await self._say(call, ["invalid"], speak)
                 return "invalid"
         try:

@@ -198,11 +198,14 @@ class CallPark:
             return "empty"
         slot.claimed = True  # synchronously: a second retriever finds the orbit taken
         self._cancel_timer(slot)
-        call.answer_locally()
-        if not await call.media_ready() or call.ended or slot.call.ended:
-            slot.claimed = False
-            if not slot.call.ended and not slot.done.called:
-                slot.timer = self.clock.callLater(self._timeout(tenant), self._timed_out, slot)
+        try:
+            call.answer_locally()
+            ready = await call.media_ready()
+        except BaseException:  # an offer the PBX cannot answer (a SipError for the caller): leave it parked
+            self._unclaim(slot)
+            raise
+        if not ready or call.ended or slot.call.ended:
+            if self._unclaim(slot):
                 return "failed"
             await self._say(call, ["park-empty"])
             return "empty"
@@ -218,6 +221,15 @@ class CallPark:
         slot.done.callback("retrieved")
         await self._until_ended(call)
         return "retrieved"
+
+    def _unclaim(self, slot: ParkedCall) -> bool:
+        """A retrieval that did not happen: the call stays parked (its timer starts again); False when the
+        parked call has gone meanwhile."""
+        slot.claimed = False
+        if slot.call.ended or slot.done.called:
+            return False
+        slot.timer = self.clock.callLater(self._timeout(slot.tenant), self._timed_out, slot)
+        return True
 
     def _join(self, parked: AppCall, retriever: AppCall) -> bool:
         """Close both calls' PBX media and patch their relay legs together; False when either has no

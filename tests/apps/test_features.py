@@ -78,14 +78,24 @@ def test_forward_all_speaks_the_target_and_off_overrides_the_config(features, en
 
 
 def test_busy_and_noanswer_forwarding_are_separate(features, clock) -> None:
+    caller = Caller()
+    caller.caller.may_call_out = True
     run(features, Caller(), "feature forward_busy 1000", clock)
-    run(features, Caller(), "feature forward_noanswer trunk:carrier/5551234", clock)
+    run(features, caller, "feature forward_noanswer trunk:carrier/5551234", clock)
     settings = features.settings("default", "1001")
     assert (settings.forward_all, settings.forward_busy, settings.forward_noanswer) == (
         None,
         "1000",
         "trunk:carrier/5551234",
     )
+
+
+def test_forwarding_outside_needs_permission_to_call_out(features, clock) -> None:
+    assert run(features, Caller(), "feature forward_all trunk:carrier/5551234", clock) == "invalid"
+    assert run(features, Caller(), "feature forward_busy sip:help@example.com", clock) == "invalid"
+    allowed = Caller()
+    allowed.caller.may_call_out = True
+    assert run(features, allowed, "feature forward_all trunk:carrier/5551234", clock) == "on"
 
 
 def test_forwarding_to_itself_is_refused(features, engine, clock) -> None:

@@ -192,3 +192,24 @@ def test_a_call_cannot_retrieve_itself_and_a_retriever_hanging_up_early_leaves_i
     world.clock.advance(45)  # the timer was started again
     assert done(parking) == "timeout"
     assert world.clock.getDelayedCalls() == []
+
+
+def test_a_retriever_whose_offer_fails_leaves_the_call_parked(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    parked = world.call("p1")
+    parking = world.run(parked, "park announce=no")
+    broken = world.call("r1")
+
+    def refuse() -> None:
+        raise ValueError("488")
+
+    broken.answer_locally = refuse  # type: ignore[method-assign]
+    failure = world.run(broken, "unpark 701")
+    assert isinstance(done(failure).value, ValueError)
+    assert world.park.parked("default") == {"701": parked}
+    second = world.call("r2")
+    retrieving = world.run(second, "unpark 701")
+    assert world.park.parked("default") == {}
+    second.hang_up()
+    assert (done(parking), done(retrieving)) == ("retrieved", "retrieved")
+    assert world.clock.getDelayedCalls() == []
