@@ -4,10 +4,12 @@
   phone: it goes where the demo sends DND calls, 1002's busy voicemail greeting (answered by the PBX).
 - `*72` + 1003 from 1002 forwards its calls to 1003; the PBX is stopped and started again on the same data
   directory, and a call to 1002 still rings 1003 (the setting was read back from SQLite).
+- A call parked on 700 that nobody retrieves comes back to its parker (park-return.j2).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -61,5 +63,26 @@ def test_forward_code_survives_a_restart(tmp_path: Path, sipp: SippSet) -> None:
         caller = sipp.uac(pbx, "call_uac.xml", "1002", caller="1001", name="caller")
         sipp.check(pbx, caller, target)
         assert len(target.requests("INVITE")) == 1
+    finally:
+        pbx.process.stop()
+
+
+def test_an_unretrieved_parked_call_rings_the_parker_again(tmp_path: Path, sipp: SippSet) -> None:  # noqa: F811
+    """1001 parks itself (dials 700); nobody retrieves it within park_timeout (5 s): park-return.j2 rings the
+    parker, 1001, again (its registered phone answers, and the two are connected)."""
+    features = "[tenants.default.features]\npark_timeout = 5\npark_announce = false\n\n"
+    pbx = launch_pbx(tmp_path / "pbx", DEMO, features, keepalive="crlf")
+    shutil.copy(
+        REPO / "dialplans" / "default" / "park-return.j2", pbx.dialplan_path.parent / "park-return.j2"
+    )
+    try:
+        port = sipp.register(pbx, "1001")
+        phone = sipp.uas("phone_1001", "call_uas.xml", "1001", port)
+        parked = sipp.uac(pbx, "park_uac.xml", "700", caller="1001", name="parked")
+        sipp.check(pbx, parked, phone)
+        pbx.wait_for(r"parked on default/701 by 1001")
+        pbx.wait_for(r"not retrieved from default/701 in time")
+        assert len(phone.requests("INVITE")) == 1
+        pbx.wait_for(r"ended: .*1001@default -> 700 answered by 1001")
     finally:
         pbx.process.stop()
