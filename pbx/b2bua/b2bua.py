@@ -204,6 +204,9 @@ class B2BUA:
         # Music on hold (pbx.apps.MusicOnHold, plugged in by pbx/tap.py): start(tenant, leg, answer_sdp)
         # returns an endpoint attached to the held side's relay leg, or None.
         self.hold_music: Any = None
+        # What extensions' owners set by phone (DND, forwarding: pbx.apps.features, plugged in by
+        # pbx/service): (tenant, number) -> the context's ExtensionInfo fields to override, or None.
+        self.extension_overrides: Callable[[str, str], Mapping[str, Any] | None] | None = None
         self.calls: dict[str, Call] = {}
         # Who watches calls (busy lamps, pickup, park, metrics, the console): pbx.b2bua.events.
         self.observers = CallEvents()
@@ -421,7 +424,12 @@ class B2BUA:
         invite = call.invite
         variants, groups = self._directory_view(directory)
         tenant, lookup = directory.tenant, self.location.lookup
-        extensions = LiveExtensions(variants, lambda number: bool(lookup(tenant, number)))
+        overrides = self.extension_overrides
+        extensions = LiveExtensions(
+            variants,
+            lambda number: bool(lookup(tenant, number)),
+            None if overrides is None else (lambda number: overrides(tenant, number)),
+        )
         try:
             display = invite.from_.display_name or ""
         except SipParseError:

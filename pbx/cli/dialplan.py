@@ -7,6 +7,8 @@ parsed arguments and returns the exit status. `main` runs them alone (tests, ``p
   problem and exits 1 if there is any.
 - ``pbx dialplan simulate [--config FILE] [--dir DIR] --tenant T --from EXT --to NUMBER [--result R]...
   [--digits D]... [--list]``: print the actions a call would run, one per line, as parsed.
+  ``--referred-by EXT`` routes a transferred party as its transferor EXT (docs/features.md); with a config,
+  the DND and forwarding its phones set (the PBX's database, read-only) are part of the directory.
 
 Part of the command line (`pbx.cli`), which with `pbx/tap.py` and `pbx.service` is all that reads the
 configuration (through `pbx.config.load_config`).
@@ -15,8 +17,10 @@ configuration (through `pbx.config.load_config`).
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -35,6 +39,7 @@ from pbx.dialplan.simulate import (
     make_context,
     simulate_call,
 )
+from pbx.store.sqlite import read_features
 from pbx.trunks.outbound import request_uri
 from pbx.trunks.tollfraud import allowed_classes, judge
 
@@ -48,6 +53,28 @@ def tenant_directories(config: Config) -> dict[str, TenantDirectory]:
         )
         for tenant in config.tenants
     }
+
+
+def with_phone_settings(config: Config, tenants: dict[str, TenantDirectory]) -> dict[str, TenantDirectory]:
+    """The directories with the DND and forwarding set by phone (feature codes, docs/features.md) laid over
+    the configured extensions, as a live call sees them; read-only from the PBX's database."""
+    try:
+        settings = read_features(config.data_dir / "pbx.sqlite3")
+    except sqlite3.Error:
+        return tenants  # a database being created or of another version: the config alone
+    out = dict(tenants)
+    for row in settings:
+        directory = out.get(row.tenant)
+        if directory is None or row.extension not in directory.extensions:
+            continue
+        fields: dict[str, Any] = {"dnd": row.dnd} if row.dnd else {}
+        for name in ("forward_all", "forward_busy", "forward_noanswer"):
+            if getattr(row, name) is not None:
+                fields[name] = getattr(row, name)
+        extensions = dict(directory.extensions)
+        extensions[row.extension] = replace(extensions[row.extension], **fields)
+        out[row.tenant] = TenantDirectory(extensions, directory.groups)
+    return out
 
 
 def _load(args: argparse.Namespace) -> tuple[Config | None, Path]:
@@ -124,6 +151,7 @@ def _simulate(args: argparse.Namespace) -> int:
                 describe_dial=trunk_notes(config, args.tenant, args.caller, bool(args.from_trunk))
                 if config is not None
                 else None,
+                park_orbit=_first_orbit(config, args.tenant),
             )
     except DialplanError as e:
         print(e, file=sys.stderr)
@@ -131,6 +159,13 @@ def _simulate(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     return 0
+
+
+def _first_orbit(config: Config | None, tenant_name: str) -> str:
+    """The orbit `park` takes first in the tenant ([tenants.NAME.features] park_orbits), else 701."""
+    tenant = config.tenant(tenant_name) if config is not None else None
+    orbits = getattr(getattr(tenant, "features", None), "park_orbits", ()) if tenant is not None else ()
+    return orbits[0] if orbits else "701"
 
 
 def trunk_notes(
@@ -184,10 +219,15 @@ def toll_note(tenant: Tenant, caller: str | None, from_trunk: bool) -> Callable[
 
 
 def _simulated_context(args: argparse.Namespace, config: Config | None) -> dict:
-    tenants = tenant_directories(config) if config is not None else {}
+    tenants = with_phone_settings(config, tenant_directories(config)) if config is not None else {}
     if config is not None and args.tenant not in tenants:
         raise ValueError(f"the configuration has no tenant {args.tenant!r}")
     directory = tenants.get(args.tenant, TenantDirectory())
+    referred_by = args.referred_by or ""
+    if referred_by:  # a transferred party is routed as its transferor (docs/features.md)
+        if args.from_trunk or (args.caller is not None and args.caller != referred_by):
+            raise ValueError("--referred-by EXT routes the call as EXT: leave out --from and --from-trunk")
+        args.caller = referred_by
     if args.from_trunk:
         caller = CallerInfo(args.tenant)
     elif args.caller is not None:
@@ -208,6 +248,7 @@ def _simulated_context(args: argparse.Namespace, config: Config | None) -> dict:
         did=args.to if args.from_trunk else None,
         headers={k.lower(): v for k, v in _pairs(args.header, "--header").items()},
         transport=args.transport,
+        referred_by=referred_by,
     )
     listing = bool(args.list)
     return make_context(
@@ -253,6 +294,11 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     simulate.add_argument(
         "--to", "--did", metavar="NUMBER", help="what the caller dialed (for a trunk's call: the DID)"
+    )
+    simulate.add_argument(
+        "--referred-by",
+        metavar="EXTENSION",
+        help="simulate a transferred party: routed as the transferor EXTENSION, with call.referred_by set",
     )
     simulate.add_argument("--display-name", help="the caller's From display name (default: its name)")
     simulate.add_argument("--header", action="append", metavar="NAME=VALUE", help="a request header")

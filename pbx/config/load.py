@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pbx.config.features import FEATURES_KEYS
 from pbx.config.model import (
     ALL_CODECS,
     AUTH_ALGORITHMS,
@@ -99,6 +100,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "mailboxes",
         "trunks",
         "outbound",
+        "features",
     ),
     "tenants.<tenant>.trunks.<trunk>": TRUNK_KEYS,
     "tenants.<tenant>.outbound": OUTBOUND_KEYS,
@@ -148,6 +150,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     "metrics": METRICS_KEYS,
     "trace": TRACE_KEYS,
     "log": LOG_KEYS,
+    "tenants.<tenant>.features": FEATURES_KEYS,
 }
 """The keys each table accepts, by the table's path as written in ``docs/configuration.md``."""
 
@@ -599,6 +602,9 @@ class _Parser:
         outbound = parse_outbound(
             table.get("outbound", {}), _join(path, "outbound"), extensions, raw_extensions
         )
+        from pbx.config.load_features import features  # it imports this module: imported when used
+
+        phone_features = features(self, table.get("features", {}), _join(path, "features"), extensions)
         return Tenant(
             name=name,
             domain=domain,
@@ -611,6 +617,7 @@ class _Parser:
             mailboxes=boxes,
             trunks=trunks,
             outbound=outbound,
+            features=phone_features,
         )
 
     def credentials(self, value: object, path: str) -> tuple[OutboundCredentials, ...]:

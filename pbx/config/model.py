@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from pbx.config.features import FeaturesConfig
 from pbx.config.observe import LogConfig, MetricsConfig, TraceConfig
 from pbx.config.outbound import OutboundConfig
 from pbx.config.store import StoreConfig
@@ -423,6 +424,7 @@ class Tenant:
         mailboxes: The tenant's voicemail boxes by number, read-only.
         trunks: The tenant's SIP trunks by name, read-only, in the configured order.
         outbound: Its toll-fraud settings: outbound classes, number rules and limits.
+        features: Call park orbits and busy-lamp rules (`[tenants.NAME.features]`, docs/features.md).
     """
 
     name: str
@@ -436,6 +438,7 @@ class Tenant:
     mailboxes: Mapping[str, Mailbox] = field(default_factory=dict, hash=False)
     trunks: Mapping[str, Trunk] = field(default_factory=dict, hash=False)
     outbound: OutboundConfig = field(default_factory=OutboundConfig, hash=False)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", tuple(self.peers))

@@ -71,6 +71,7 @@ _SIP_URI = re.compile(
 _NAME_PART = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}"
 _TEMPLATE_NAME = re.compile(rf"{_NAME_PART}(?:/{_NAME_PART}){{0,3}}")
 _NUMBER = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6})?")
+_ORBIT = re.compile(r"[0-9]{1,16}")
 _MARKER = re.compile("\x1e[0-9]*\x1f")
 _SEPARATORS = " \t"
 
@@ -399,6 +400,27 @@ def _choices(value: str) -> str | None:
 
 _yes_no = _choice("yes", "no")
 
+FEATURE_NAMES: tuple[str, ...] = ("dnd", "forward_all", "forward_busy", "forward_noanswer")
+"""What ``feature NAME ...`` changes for the caller's extension (docs/features.md)."""
+
+
+def _feature_arg(value: str) -> str | None:
+    if value in FEATURE_NAMES or value in ("on", "off"):
+        return None
+    return _target(value)
+
+
+def _feature_problem(args: list[str]) -> str | None:
+    """What is wrong with the two arguments of a ``feature`` action, or None."""
+    name, value = args
+    if name not in FEATURE_NAMES:
+        return f"feature: the first argument must be one of {', '.join(FEATURE_NAMES)}, not {_show(name)}"
+    if name == "dnd" and value not in ("on", "off"):
+        return f"feature dnd: must be on or off, not {_show(value)}"
+    if name != "dnd" and (value == "on" or value in FEATURE_NAMES):
+        return f"feature {name}: must be a dial target or off, not {_show(value)}"
+    return None
+
 
 @dataclass(frozen=True, slots=True)
 class ActionSpec:
@@ -471,6 +493,16 @@ ACTIONS: Mapping[str, ActionSpec] = MappingProxyType(
             required=("prompt",),
         ),
         "play": ActionSpec("play PROMPT... [noanswer=yes]", 1, 32, _prompt_name, {"noanswer": _yes_no}),
+        "feature": ActionSpec(
+            "feature dnd on|off | feature forward_all|forward_busy|forward_noanswer TARGET|off"
+            " [prompt=yes|no]",
+            2,
+            2,
+            _feature_arg,
+            {"prompt": _yes_no},
+        ),
+        "park": ActionSpec("park [announce=yes|no]", options={"announce": _yes_no}),
+        "unpark": ActionSpec("unpark ORBIT", 1, 1, _pattern(_ORBIT, "a park orbit number")),
         "record": ActionSpec(
             "record NAME [maxlength=S] [silence=S] [beep=yes|no]",
             1,
@@ -518,6 +550,8 @@ def _validate(name: str, args: list[str], options: dict[str, str]) -> str | None
             return f"{name}: {key}= is required (usage: {spec.usage})"
     if spec.free_options and not any(k != "if" for k in options):
         return f"{name} needs at least one NAME=VALUE (usage: {spec.usage})"
+    if name == "feature":
+        return _feature_problem(args)
     if name == "dial":
         ordered = options.get("strategy") in ("sequential", "failover")
         trunks_only = "strategy" not in options and all(a.startswith("trunk:") for a in args)

@@ -39,6 +39,8 @@ class CallInfo:
         did: For a call from a trunk, the number dialed on the public network, else None.
         headers: Selected request headers by lower-case name; caller-controlled.
         transport: ``"udp"``, ``"tcp"`` or ``"tls"``.
+        referred_by: For a transferred party routed as its transferor, the transferor's extension (``caller``
+            is the transferor); ``""`` otherwise.
     """
 
     id: str
@@ -48,6 +50,7 @@ class CallInfo:
     did: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict, hash=False)
     transport: str = "udp"
+    referred_by: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.headers, MappingProxyType):
@@ -96,6 +99,7 @@ class ExtensionInfo:
         allow_srtp_over_plain: Whether its SRTP keys may travel over plain UDP/TCP signalling.
         outbound_classes: The outbound classes it has (docs/security.md, "Toll fraud"); () for the tenant's
             default when it may call out, else internal and emergency only.
+        dnd: Do-not-disturb is on (set by phone with a feature code: docs/features.md).
     """
 
     number: str
@@ -109,6 +113,7 @@ class ExtensionInfo:
     srtp: str = "optional"
     allow_srtp_over_plain: bool = False
     outbound_classes: tuple[str, ...] = ()
+    dnd: bool = False
 
     @classmethod
     def from_attributes(cls, extension: object) -> ExtensionInfo:
@@ -122,6 +127,7 @@ class ExtensionInfo:
             ring_timeout=float(getattr(extension, "ring_timeout", 0.0) or 0.0),
             may_call_out=bool(getattr(extension, "may_call_out", False)),
             registered=bool(getattr(extension, "registered", True)),
+            dnd=bool(getattr(extension, "dnd", False)),
         )
 
 
@@ -132,24 +138,31 @@ class LiveExtensions(Mapping[str, ExtensionInfo]):
     Built from `extension_variants` of the directory (made once per directory, not per call): looking up a
     number returns one of its two prepared `ExtensionInfo` values and asks ``is_registered(number)`` once per
     view; ``in``, ``len`` and iteration never ask. Read-only, like the rest of the context.
+    ``overrides(number)``, when given, returns the fields its owner set by phone (DND, forwarding:
+    `pbx.apps.features`), laid over it.
     """
 
-    __slots__ = ("_is_registered", "_seen", "_variants")
+    __slots__ = ("_is_registered", "_overrides", "_seen", "_variants")
 
     def __init__(
         self,
         variants: Mapping[str, tuple[ExtensionInfo, ExtensionInfo]],
         is_registered: Callable[[str], bool],
+        overrides: Callable[[str], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self._variants = variants
         self._is_registered = is_registered
+        self._overrides = overrides
         self._seen: dict[str, ExtensionInfo] = {}
 
     def __getitem__(self, number: str) -> ExtensionInfo:
         found = self._seen.get(number)
         if found is None:
             absent, present = self._variants[number]
-            found = self._seen[number] = present if self._is_registered(number) else absent
+            found = present if self._is_registered(number) else absent
+            if self._overrides is not None and (fields := self._overrides(number)):
+                found = replace(found, **fields)
+            self._seen[number] = found
         return found
 
     def __contains__(self, number: object) -> bool:
@@ -245,6 +258,7 @@ def simulate_call(
     digits: Sequence[str] = (),
     show_source: bool = False,
     describe_dial: Callable[[Action], list[str]] | None = None,
+    park_orbit: str = "701",
 ) -> list[str]:
     """Run a call's actions through the live calls' interpreter (`run_actions`), with assumed outcomes,
     and describe what happens.
@@ -258,6 +272,7 @@ def simulate_call(
             ``voicemail`` with ``operator=`` takes the next one too: ``"0"`` sends the caller to the operator.
         show_source: Whether to follow each action with ``  # FILE:LINE``.
         describe_dial: Comment lines written after each dial that runs (where its trunk targets go).
+        park_orbit: The orbit a ``park`` takes (the tenant's first); the parked call is never retrieved.
 
     Returns:
         One line per action that runs (as `str(Action)`), a ``# -> RESULT`` line after each dial, and a final
@@ -272,6 +287,7 @@ def simulate_call(
             raise ValueError(f"unknown dial result {r!r} (one of {', '.join(RESULTS)})")
     call = _SimulatedCall(render, context, dial_results, digits, show_source)
     call.describe_dial = describe_dial
+    call.park_orbit = park_orbit
     failures: list[Failure] = []
     ensureDeferred(run_actions(call, template)).addErrback(failures.append)  # fired: the host never waits
     if failures:
@@ -303,6 +319,7 @@ class _SimulatedCall:
         self.out: list[str] = []
         self.ended = self.connected = self.answered = False
         self.describe_dial: Callable[[Action], list[str]] | None = None
+        self.park_orbit = "701"
         self._dials = self._menus = self._renders = 0
 
     @staticmethod
@@ -336,6 +353,8 @@ class _SimulatedCall:
         name, early = action.name, action.options.get("noanswer") == "yes"  # noanswer: early media
         if name == "voicemail":
             return succeed(self._voicemail(action))
+        if name in _FEATURE_APPS:
+            return succeed(self._feature_app(action))
         if name == "voicemailmain":
             self.out.append("# end: mailbox access (PIN, then the messages); the PBX hangs up after it")
             self.ended = True
@@ -374,9 +393,46 @@ class _SimulatedCall:
         self.ended = True
         return "recorded"
 
+    def _feature_app(self, action: Action) -> str:
+        """The phone features (pbx.apps.features, pbx.apps.park; the pickup of the transfer work): what each
+        does, and the outcome the simulator assumes (a parked call is not retrieved in time)."""
+        name, args = action.name, action.args
+        call, caller = self._context.get("call"), self._context.get("caller")
+        me = getattr(caller, "extension", None) or "(no extension: nothing changes)"
+        if name == "feature":
+            self.answered = action.options.get("prompt") != "no"
+            what = "do-not-disturb" if args[0] == "dnd" else args[0].replace("_", " ")
+            value = args[1] if args[0] == "dnd" or args[1] == "off" else f"to {args[1]}"
+            self.out.append(f"# sets {what} {value} for {me} (stored; it survives restarts), says so")
+            return "off" if args[1] == "off" else "on"
+        if name == "park":
+            parker = getattr(call, "referred_by", "") or getattr(caller, "extension", None) or ""
+            self.answered = True
+            self.variables.update(parker=parker, park_orbit=self.park_orbit)
+            self.out.append(
+                f"# answers; parks the call on the first free orbit ({self.park_orbit}), says it, plays music"
+            )
+            self.out.append(f"# -> timeout (nobody dialled {self.park_orbit}): vars.parker = {parker!r}")
+            return "timeout"
+        if name == "unpark":
+            self.out.append(
+                f"# answers and joins the call parked on {args[0]} (nothing parked: 'park-empty')"
+            )
+            self.out.append("# end: the two calls are connected; either hanging up ends both")
+            self.connected = True
+            return "retrieved"
+        target = "a call ringing in the caller's pickup group" if args[0] == "group" else f"{args[0]}'s call"
+        self.out.append(f"# picks up {target} (the first picker wins; none ringing: the next action)")
+        self.out.append("# end: the picked-up call is connected to the caller; its ringing phones stop")
+        self.connected = True
+        return "answered"
+
     def run_hangup(self, action: Action) -> None:
         self.out.append(_end(self.run_state, action, self.answered))
         self.ended = True
+
+
+_FEATURE_APPS = frozenset({"feature", "park", "unpark", "pickup"})
 
 
 def _end(state: RunState, action: Action | None, answered: bool) -> str:

@@ -6,6 +6,7 @@
 - `voicemail`: the mailboxes (files and index), recovered at start, shared by calls and MWI;
 - `voicemail_mail`: voicemail to e-mail (`[smtp]`), told of new messages by the mailboxes;
 - `mwi`: message-waiting subscriptions;
+- `features`: phone features (DND and forwarding codes, busy lamps, call park);
 - `tls_reload`: TLS certificates reloaded on SIGHUP and when the configured files change;
 - `trunks`: the trunks' registrations, OPTIONS pings and live state (`TrunksService.states`);
 - `adapters`: config -> the plain lookups and values the layers below take;
@@ -24,6 +25,7 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 
 from pbx.config import Config
 from pbx.service.calls import build_calls
+from pbx.service.features import build_features
 from pbx.service.log_json import LogSettings
 from pbx.service.metrics import build_observability
 from pbx.service.mwi import build_mwi
@@ -71,7 +73,10 @@ def build(
     calls = build_calls(config, stack, registrar, the_reactor, voicemail.mailboxes, trunks.states)
     calls.setServiceParent(top)
     top.drain = calls.drain
-    build_mwi(config, stack, registrar, voicemail.mailboxes).setServiceParent(top)
+    mwi = build_mwi(config, stack, registrar, voicemail.mailboxes)
+    mwi.setServiceParent(top)
+    # Phone features (docs/features.md): DND/forwarding codes, busy lamps on MWI's notifier, call park.
+    build_features(config, calls, mwi, registrar.store, the_reactor).setServiceParent(top)
     # Metrics, call traces, log levels ("metrics": top.getServiceNamed("metrics")): pbx.service.metrics.
     build_observability(
         config, the_reactor, sip=sip, stack=stack, registrar=registrar, calls=calls, trunks=trunks,

@@ -200,4 +200,8 @@ class IEventPackage(Interface):
         """
 
     def body(resource: Hashable) -> bytes:
-        """The body describing the current state of `resource`."""
+        """The body describing the current state of `resource`.
+
+        A package whose documents carry a version per subscription (RFC 4235 4.1.1) may also have
+        `versioned_body(resource, version) -> bytes`: the notifier then calls it instead, with 0, 1, 2 ...
+        for the NOTIFYs of each subscription."""

@@ -133,6 +133,7 @@ class Subscription:
         self._timer_expiry: IDelayedCall | None = None
         self._in_flight = False
         self._queued = False  # a NOTIFY waits for the one in flight
+        self.version = 0  # NOTIFYs built so far: a package with `versioned_body` numbers its documents
 
     @property
     def expires_in(self) -> int:
@@ -164,7 +165,9 @@ class Subscription:
         fields = [("Event", str(self.event)), ("Subscription-State", str(header))]
         fields.append(("Allow-Events", self._notifier.allow_events))
         try:
-            body = self.package.body(self.resource)
+            versioned = getattr(self.package, "versioned_body", None)  # RFC 4235 4.1.1: per subscription
+            body = versioned(self.resource, self.version) if versioned else self.package.body(self.resource)
+            self.version += 1
             request = self.dialog.create_request(
                 "NOTIFY", body=body, content_type=self.package.content_type, headers=fields
             )

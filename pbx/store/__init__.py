@@ -5,7 +5,14 @@ This package imports nothing from the rest of `pbx`; it knows nothing of SIP mes
 reactor.
 """
 
-from pbx.store.interfaces import ICdrStore, ILocationStore, IVoicemailStore, StoreClosedError, StoreError
+from pbx.store.interfaces import (
+    ICdrStore,
+    IFeatureStore,
+    ILocationStore,
+    IVoicemailStore,
+    StoreClosedError,
+    StoreError,
+)
 from pbx.store.memory import MemoryLocationStore
 from pbx.store.records import (
     Binding,
@@ -13,6 +20,7 @@ from pbx.store.records import (
     Cdr,
     DeleteAor,
     DeleteBinding,
+    ExtensionFeatures,
     PutBinding,
     VoicemailMessage,
 )
@@ -25,6 +33,8 @@ __all__ = [
     "BindingChange",
     "DeleteAor",
     "DeleteBinding",
+    "ExtensionFeatures",
+    "IFeatureStore",
     "ILocationStore",
     "IVoicemailStore",
     "VoicemailMessage",

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from pbx.store.records import Binding, BindingChange, Cdr, VoicemailMessage
+from pbx.store.records import Binding, BindingChange, Cdr, ExtensionFeatures, VoicemailMessage
 
 
 class StoreError(Exception):
@@ -116,3 +116,15 @@ class IVoicemailStore(Interface):
 
     def set_pin_hash(tenant: str, mailbox: str, pin_hash: str) -> Deferred[None]:
         """Store the hash of a PIN the owner set (the PIN itself is never stored)."""
+
+
+class IFeatureStore(Interface):
+    """What extensions' owners set by phone with feature codes (do-not-disturb, call forwarding), per
+    (tenant, extension): read once at start-up, written on every change. Every method returns a Deferred
+    that fires on the reactor thread once durable; operations take effect in the order they were called."""
+
+    def all_features() -> Deferred[list[ExtensionFeatures]]:
+        """Every extension's settings, sorted by (tenant, extension)."""
+
+    def save_features(features: ExtensionFeatures) -> Deferred[None]:
+        """Store an extension's settings (replacing its earlier ones)."""

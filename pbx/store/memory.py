@@ -12,20 +12,21 @@ from collections.abc import Sequence
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from pbx.store.interfaces import ICdrStore, ILocationStore, IVoicemailStore, StoreClosedError
+from pbx.store.interfaces import ICdrStore, IFeatureStore, ILocationStore, IVoicemailStore, StoreClosedError
 from pbx.store.records import (
     Binding,
     BindingChange,
     Cdr,
     DeleteAor,
     DeleteBinding,
+    ExtensionFeatures,
     PutBinding,
     VoicemailMessage,
     check_changes,
 )
 
 
-@implementer(ILocationStore, ICdrStore, IVoicemailStore)
+@implementer(ILocationStore, ICdrStore, IVoicemailStore, IFeatureStore)
 class MemoryLocationStore:
     """Bindings in dicts keyed by (tenant, aor), then contact; CDRs and the voicemail index in a list and
     dicts; every Deferred has fired when returned.
@@ -42,6 +43,22 @@ class MemoryLocationStore:
         self.cdr_records: list[Cdr] = []
         self.voicemail: dict[tuple[str, str, str], VoicemailMessage] = {}
         self.pins: dict[tuple[str, str], str] = {}
+        self.features: dict[tuple[str, str], ExtensionFeatures] = {}
+
+    # IFeatureStore
+
+    def all_features(self) -> Deferred[list[ExtensionFeatures]]:
+        """See `IFeatureStore.all_features`."""
+        if self._closed:
+            return fail(StoreClosedError("the store is closed"))
+        return succeed([self.features[key] for key in sorted(self.features)])
+
+    def save_features(self, features: ExtensionFeatures) -> Deferred[None]:
+        """See `IFeatureStore.save_features`."""
+        if self._closed:
+            return fail(StoreClosedError("the store is closed"))
+        self.features[features.key] = features
+        return succeed(None)
 
     # IVoicemailStore
 

@@ -206,3 +206,37 @@ class VoicemailMessage:
     def __post_init__(self) -> None:
         if self.folder not in FOLDERS:
             raise ValueError(f"folder must be one of {FOLDERS}, not {self.folder!r}")
+
+
+FORWARD_KINDS: tuple[str, ...] = ("all", "busy", "noanswer")
+"""The kinds of call forwarding an extension's owner can set by phone (`*72`, `*90`, `*52` ...)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExtensionFeatures:
+    """What an extension's owner set by phone (feature codes, docs/features.md): do-not-disturb and call
+    forwarding. A forwarding of None was never set by phone (the config's `forward_*` applies); ``""`` was
+    turned off by phone (it overrides the config's); anything else is the dial target set by phone.
+
+    Attributes:
+        tenant: The tenant's name.
+        extension: The extension number.
+        dnd: Do-not-disturb is on.
+        forward_all: Where every call goes instead, "" (off) or None (the config's).
+        forward_busy: Where a call goes when the extension is busy, "" or None.
+        forward_noanswer: Where a call goes when it does not answer, "" or None.
+        updated_at: Wall-clock epoch seconds of the last change.
+    """
+
+    tenant: str
+    extension: str
+    dnd: bool = False
+    forward_all: str | None = None
+    forward_busy: str | None = None
+    forward_noanswer: str | None = None
+    updated_at: float = 0.0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(tenant, extension)."""
+        return (self.tenant, self.extension)

@@ -44,18 +44,27 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from pbx.store import sqlite_voicemail
-from pbx.store.interfaces import ICdrStore, ILocationStore, IVoicemailStore, StoreClosedError, StoreError
+from pbx.store import sqlite_features, sqlite_voicemail
+from pbx.store.interfaces import (
+    ICdrStore,
+    IFeatureStore,
+    ILocationStore,
+    IVoicemailStore,
+    StoreClosedError,
+    StoreError,
+)
 from pbx.store.records import (
     Binding,
     BindingChange,
     Cdr,
     DeleteAor,
     DeleteBinding,
+    ExtensionFeatures,
     PutBinding,
     VoicemailMessage,
     check_changes,
 )
+from pbx.store.sqlite_features import SqliteFeatureStore
 from pbx.store.sqlite_voicemail import SqliteVoicemailStore
 
 T = TypeVar("T")
@@ -107,6 +116,8 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
     # 2 -> 3: the voicemail index and the PINs owners set (pbx/store/sqlite_voicemail.py).
     sqlite_voicemail.MIGRATION,
+    # 3 -> 4: what owners set by phone with feature codes: DND, forwarding (pbx/store/sqlite_features.py).
+    sqlite_features.MIGRATION,
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 """The `PRAGMA user_version` this code writes and understands."""
@@ -203,8 +214,8 @@ class _Worker:
             fn = args = d = result = None  # type: ignore[assignment]  # hold nothing between jobs
 
 
-@implementer(ILocationStore, ICdrStore, IVoicemailStore)
-class SqliteLocationStore(SqliteVoicemailStore):
+@implementer(ILocationStore, ICdrStore, IVoicemailStore, IFeatureStore)
+class SqliteLocationStore(SqliteVoicemailStore, SqliteFeatureStore):
     """Bindings, CDRs and the voicemail index (`SqliteVoicemailStore`) in an SQLite database file, written
     with group commit on one worker thread.
 
@@ -607,3 +618,8 @@ def read_messages(
     """The voicemail messages of one box (or of every box), oldest first, read synchronously (for offline
     tools)."""
     return _read_only(path, lambda conn: sqlite_voicemail.select_messages(conn, tenant, mailbox))
+
+
+def read_features(path: Path) -> list[ExtensionFeatures]:
+    """What extensions' owners set by phone (DND, forwarding), read synchronously (for offline tools)."""
+    return _read_only(path, sqlite_features.select_features)

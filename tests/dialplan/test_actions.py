@@ -141,6 +141,14 @@ VALID = [
     "progress",
     "record greeting maxlength=60 silence=0",
     "record voicemail/1000/20261124-0522 beep=no",
+    "feature dnd on",
+    "feature dnd off prompt=no",
+    "feature forward_all 1003",
+    "feature forward_busy trunk:carrier/5551234",
+    "feature forward_noanswer off",
+    "park",
+    "park announce=no",
+    "unpark 701",
 ]
 
 
@@ -229,6 +237,14 @@ INVALID = [
     ("record x silence=61", "record: silence must be a number of seconds from 0 to 60"),
     ("record tone:beep", "record: must be a recording name"),
     ("record x beep=off", "record: beep must be yes or no"),
+    ("feature dnd", "feature takes 2 arguments, not 1"),
+    ("feature dnd 1003", "feature dnd: must be on or off"),
+    ("feature forward_all on", "feature forward_all: must be a dial target or off"),
+    ("feature volume up", "the first argument must be one of dnd"),
+    ('feature forward_all "10 02"', "bad dial target"),
+    ("park 701", "park takes 0 arguments, not 1"),
+    ("unpark", "unpark takes 1 argument, not 0"),
+    ("unpark abc", "unpark: must be a park orbit number"),
 ]
 
 

@@ -447,7 +447,7 @@ def test_extension_info_from_attributes() -> None:
 def test_check_passes_the_shipped_dialplans(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, "check", "--config", str(REPO / "pbx.example.toml"))
     assert status == 0, out
-    assert out == [f"{REPO / 'dialplans'}: 2 template(s) OK"]
+    assert out == [f"{REPO / 'dialplans'}: 3 template(s) OK"]
     status, out, _ = run(capsys, "check", "--dir", str(REPO / "dialplans"))
     assert status == 0, out
 
@@ -495,7 +495,7 @@ def test_check_reports_every_problem_with_file_and_line(
         f"{d / 'default' / 'unknown.j2'}:2: dial: tenant 'default' has no trunk 'carier'",
         f"{d / 'nomain' / 'main.j2'}: missing: every call of the tenant starts here",
     ]
-    assert "11 problem(s) in 9 template(s)" in err
+    assert "11 problem(s) in 10 template(s)" in err
 
 
 def test_check_reports_configured_tenants_without_a_dialplan(
