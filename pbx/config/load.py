@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pbx.config.admin import ADMIN_KEYS
 from pbx.config.model import (
     ALL_CODECS,
     AUTH_ALGORITHMS,
@@ -63,6 +64,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "mwi",
         "voicemail",
         "smtp",
+        "admin",
     ),
     "pbx": ("data_dir", "dialplan_dir", "sip_trace"),
     "sip": (
@@ -132,6 +134,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     "mwi": ("min_expires", "max_expires", "default_expires"),
     "voicemail": VOICEMAIL_KEYS,
     "smtp": SMTP_KEYS,
+    "admin": ADMIN_KEYS,
     "tenants.<tenant>.mailboxes.<number>": MAILBOX_KEYS,
 }
 """The keys each table accepts, by the table's path as written in ``docs/configuration.md``."""
@@ -386,6 +389,7 @@ class _Parser:
         tenants = self.tenants(root.get("tenants"))
         smtp = load_voicemail.smtp(self, root.get("smtp", {}))
         load_voicemail.check_email(tenants, smtp)
+        from pbx.config.load_admin import admin as load_admin  # imports this module
         from pbx.config.load_tls import check_mutual_tls  # imports this module
 
         sip, tls = self.sip(root.get("sip", {})), self.tls(root.get("tls", {}))
@@ -406,6 +410,7 @@ class _Parser:
             mwi=self.mwi(root.get("mwi", {})),
             voicemail=load_voicemail.voicemail(self, root.get("voicemail", {})),
             smtp=smtp,
+            admin=load_admin(self, root.get("admin", {})),
         )
 
     def sip(self, value: object) -> SipConfig:

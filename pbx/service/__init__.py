@@ -9,7 +9,8 @@
 - `tls_reload`: TLS certificates reloaded on SIGHUP and when the configured files change;
 - `trunks`: the trunks' registrations, OPTIONS pings and live state (`TrunksService.states`);
 - `adapters`: config -> the plain lookups and values the layers below take;
-- `process` and `logs`: descriptor limits, the garbage collector, the ready line.
+- `process` and `logs`: descriptor limits, the garbage collector, the ready line;
+- `admin`: the live extension directory (config + store) and the operator's console (`[admin]`).
 
 Nothing here names the reactor: `pbx/tap.py` passes it in. Nothing below this package reads the config.
 """
@@ -22,6 +23,7 @@ from twisted.application import service
 from twisted.internet.defer import Deferred, gatherResults
 
 from pbx.config import Config
+from pbx.service.admin import build_admin, build_extensions
 from pbx.service.calls import build_calls
 from pbx.service.mwi import build_mwi
 from pbx.service.registrar import build_registrar
@@ -42,8 +44,11 @@ def build(config: Config, the_reactor: Any, *, sip_trace: bool = False) -> servi
     tls_reload = build_tls_reload(sip, the_reactor)  # None without a TLS listener; SIGHUP: tap.py
     if tls_reload is not None:
         tls_reload.setServiceParent(top)
-    registrar = build_registrar(config, stack, the_reactor)
+    extensions = build_extensions(config)  # the live directory: config + store (the console's changes)
+    registrar = build_registrar(config, stack, the_reactor, ha1=extensions.directory.ha1)
     registrar.setServiceParent(top)
+    extensions.directory.attach(registrar.store)
+    extensions.setServiceParent(top)
     voicemail = build_voicemail(config, registrar.store, the_reactor)
     voicemail.setServiceParent(top)
     trunks = build_trunks(config, stack, the_reactor)  # trunks.states: the ITrunkStates calls read
@@ -51,10 +56,28 @@ def build(config: Config, the_reactor: Any, *, sip_trace: bool = False) -> servi
     mailer = build_mailer(config, voicemail, the_reactor)  # None without [smtp] host
     if mailer is not None:
         mailer.setServiceParent(top)
-    build_calls(config, stack, registrar, the_reactor, voicemail.mailboxes, trunks.states).setServiceParent(
-        top
+    calls = build_calls(
+        config,
+        stack,
+        registrar,
+        the_reactor,
+        voicemail.mailboxes,
+        trunks.states,
+        extensions.directory.directory,
     )
+    calls.setServiceParent(top)
     build_mwi(config, stack, registrar, voicemail.mailboxes).setServiceParent(top)
+    admin = build_admin(
+        config,
+        the_reactor,
+        extensions.directory,
+        registrar=registrar,
+        calls=calls,
+        trunks=trunks,
+        mailboxes=voicemail.mailboxes,
+    )
+    if admin is not None:  # off unless [admin] listen is set
+        admin.setServiceParent(top)
     return top
 
 

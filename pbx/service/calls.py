@@ -68,6 +68,7 @@ class CallsService(service.Service):
         self.relay = relay
         self.engine = engine
         self.mailboxes = mailboxes
+        self.dialplans: DialplanEngine | None = None
 
     def stopService(self) -> Any:
         super().stopService()
@@ -111,9 +112,11 @@ def build_calls(
     the_reactor: Any,
     mailboxes: Mailboxes | None = None,
     trunk_states: ITrunkStates | None = None,
+    directory: Any = None,
 ) -> CallsService:
     """The B2BUA with its dialplans and media relay (and the voicemail applications over `mailboxes`);
-    `trunk_states`: the trunks' live state (registration, OPTIONS pings), else a trunk is up while enabled."""
+    `trunk_states`: the trunks' live state (registration, OPTIONS pings), else a trunk is up while enabled;
+    `directory`: tenant -> `Directory` (the console's live extension directory), else the config's."""
     media = config.media
     pool = PortPool(media.rtp_port_min, media.rtp_port_max)
     relay = UdpMediaRelay(
@@ -123,14 +126,15 @@ def build_calls(
         advertise=media.advertise or None,
         keep_open=parked_legs(pool.capacity),
     )
+    dialplans = DialplanEngine(config.dialplan_dir)
     b2bua = B2BUA(
         the_reactor,
         stack,
         registrar.location,
         registrar.authenticator,
         domain_lookup(config),
-        directories(config),
-        DialplanEngine(config.dialplan_dir),
+        directory if directory is not None else directories(config),
+        dialplans,
         relay,
         registrar.store,
         registrar.guard,
@@ -150,4 +154,6 @@ def build_calls(
     engine = build_media_apps(config, b2bua, the_reactor, mailboxes)
     if mailboxes is not None:  # mailbox access: wrong PINs count for the registrar's brute-force guard
         build_access(config, mailboxes, engine, registrar.guard, the_reactor).register(b2bua.apps)
-    return CallsService(b2bua, relay, engine, mailboxes)
+    calls = CallsService(b2bua, relay, engine, mailboxes)
+    calls.dialplans = dialplans  # the console shows its templates' errors
+    return calls

@@ -44,7 +44,8 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from pbx.store import sqlite_voicemail
+from pbx.store import sqlite_admin, sqlite_voicemail
+from pbx.store.admin import IAdminStore
 from pbx.store.interfaces import ICdrStore, ILocationStore, IVoicemailStore, StoreClosedError, StoreError
 from pbx.store.records import (
     Binding,
@@ -56,6 +57,7 @@ from pbx.store.records import (
     VoicemailMessage,
     check_changes,
 )
+from pbx.store.sqlite_admin import SqliteAdminStore
 from pbx.store.sqlite_voicemail import SqliteVoicemailStore
 
 T = TypeVar("T")
@@ -107,6 +109,8 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
     # 2 -> 3: the voicemail index and the PINs owners set (pbx/store/sqlite_voicemail.py).
     sqlite_voicemail.MIGRATION,
+    # 3 -> 4: the console's admin users, API tokens and managed extensions (pbx/store/sqlite_admin.py).
+    sqlite_admin.MIGRATION,
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 """The `PRAGMA user_version` this code writes and understands."""
@@ -203,8 +207,8 @@ class _Worker:
             fn = args = d = result = None  # type: ignore[assignment]  # hold nothing between jobs
 
 
-@implementer(ILocationStore, ICdrStore, IVoicemailStore)
-class SqliteLocationStore(SqliteVoicemailStore):
+@implementer(ILocationStore, ICdrStore, IVoicemailStore, IAdminStore)
+class SqliteLocationStore(SqliteVoicemailStore, SqliteAdminStore):
     """Bindings, CDRs and the voicemail index (`SqliteVoicemailStore`) in an SQLite database file, written
     with group commit on one worker thread.
 
@@ -593,3 +597,16 @@ def read_messages(
     """The voicemail messages of one box (or of every box), oldest first, read synchronously (for offline
     tools)."""
     return _read_only(path, lambda conn: sqlite_voicemail.select_messages(conn, tenant, mailbox))
+
+
+def open_offline(path: Path) -> sqlite3.Connection:
+    """A connection to a PBX database for offline tools that write (`pbx user ...`): WAL, the schema
+    brought up to date (the file is created if missing). The caller closes it."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -1,0 +1,19 @@
+"""The operator's console: web pages and a JSON API over the running PBX (twisted.web, Jinja2).
+
+- `site.ConsoleApp`: authentication, routing, mounting other resources (`/metrics`, call traces);
+- `api` and `pages`: the JSON API (`/api/v1`, `openapi`) and the HTML pages (`templates/`, `static/`);
+- `view.PbxView`: what both show and do, read from the PBX's live objects;
+- `auth`: principals and roles, sessions, CSRF, logins with lock-out; `passwords`: scrypt and tokens;
+- `extensions.ExtensionDirectory`: the configuration's extensions overlaid with the store's, read live by
+  the registrar and the B2BUA.
+
+The composition root (`pbx.service.admin`) builds it from plain objects; nothing here reads the config.
+docs/console.md and docs/api.md describe it for operators.
+"""
+
+from pbx.admin.auth import Logins, Principal, Sessions
+from pbx.admin.extensions import ExtensionDirectory, TenantSeed
+from pbx.admin.site import ConsoleApp
+from pbx.admin.view import PbxView
+
+__all__ = ["ConsoleApp", "ExtensionDirectory", "Logins", "PbxView", "Principal", "Sessions", "TenantSeed"]
