@@ -21,7 +21,9 @@ def browser_login(client: Client, name: str) -> str:
     form = client.request("GET", "/login")
     assert form.status == 200
     token = client.page_csrf(form.text)
-    reply = client.request("POST", "/login", form={"csrf": token, "username": name, "password": f"{name}-password"})
+    reply = client.request(
+        "POST", "/login", form={"csrf": token, "username": name, "password": f"{name}-password"}
+    )
     assert reply.status == 303 and reply.header("location") == "/"
     home = client.request("GET", "/")
     assert home.status == 303
@@ -39,7 +41,9 @@ def test_pages_redirect_to_the_login_form(console: Console) -> None:
 def test_the_login_form_needs_its_csrf_token(console: Console) -> None:
     client = console.client()
     client.request("GET", "/login")
-    reply = client.request("POST", "/login", form={"csrf": "forged", "username": "root", "password": "root-password"})
+    reply = client.request(
+        "POST", "/login", form={"csrf": "forged", "username": "root", "password": "root-password"}
+    )
     assert reply.status == 403 and "expired" in reply.text
     assert "pbx_session" not in client.cookies
 
@@ -70,7 +74,7 @@ def test_every_page_renders(console: Console, tmp_path: Path) -> None:
         reply = client.request("GET", f"/t/acme/{page}")
         assert reply.status == 200, page
         assert marker in reply.text, page
-        assert "<script src=\"/static/console.js\"" in reply.text
+        assert '<script src="/static/console.js"' in reply.text
     partial = client.request("GET", "/t/acme/calls?partial=1")
     assert "<html" not in partial.text and 'data-call-id="c1"' in partial.text
     assert client.request("GET", "/t/acme/voicemail/1001/m1.wav").header("content-type") == "audio/wav"
@@ -101,11 +105,15 @@ def test_form_actions(console: Console) -> None:
     assert done.status == 303 and call.hung_up == "admin"
     assert "Call hung up." in client.request("GET", "/t/acme/calls").text
     added = client.request(
-        "POST", "/t/acme/extensions", form={"csrf": csrf, "number": "1005", "name": "Eve", "password": "pass-1005"}
+        "POST",
+        "/t/acme/extensions",
+        form={"csrf": csrf, "number": "1005", "name": "Eve", "password": "pass-1005"},
     )
     assert added.status == 303 and "1005" in console.extensions.directory("acme").extensions
     edited = client.request(
-        "POST", "/t/acme/extensions/1005", form={"csrf": csrf, "name": "Eve B", "srtp": "off", "ring_timeout": "20"}
+        "POST",
+        "/t/acme/extensions/1005",
+        form={"csrf": csrf, "name": "Eve B", "srtp": "off", "ring_timeout": "20"},
     )
     assert edited.status == 303
     assert console.extensions.get("acme", "1005")["name"] == "Eve B"
@@ -114,7 +122,9 @@ def test_form_actions(console: Console) -> None:
     assert console.extensions.get("acme", "1005") is None
     client.request("POST", "/t/acme/registrations/1001/unregister", form={"csrf": csrf})
     assert [b.aor for b in console.location] == ["2001"]
-    sim = client.request("POST", "/t/acme/dialplans/simulate", form={"csrf": csrf, "from": "1001", "to": "1002"})
+    sim = client.request(
+        "POST", "/t/acme/dialplans/simulate", form={"csrf": csrf, "from": "1001", "to": "1002"}
+    )
     assert sim.status == 200 and "dial 1002" in sim.text
 
 
