@@ -66,10 +66,8 @@ def test_user_lifecycle(
         config,
     )
     assert status == 2 and "no tenant" in err
-    status, _, _ = run(
-        monkeypatch, capsys, "user", "add", "ann", "--role", "viewer", "--tenant", "default", "--config", config,
-        stdin="ann-password\n",
-    )  # fmt: skip
+    viewer = ("user", "add", "ann", "--role", "viewer", "--tenant", "default", "--config", config)
+    status, _, _ = run(monkeypatch, capsys, *viewer, stdin="ann-password\n")
     assert status == 0
     status, _, err = run(monkeypatch, capsys, "user", "add", "bob", "--config", config, stdin="short\n")
     assert status == 1 and "at least 8" in err
