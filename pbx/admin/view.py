@@ -432,12 +432,13 @@ def _uses_trunk(call: Any, trunk: str) -> bool:
 
 
 def _codec(call: Any) -> str:
-    """The call's audio codec: the first format of the SDP the PBX sent the caller (the answer), else of the
-    caller's offer."""
+    """The call's audio codec: the first format of the SDP the PBX last sent the caller (its answer, once
+    answered), else of the caller's offer."""
     sdp = None
     try:
-        if call.answered and getattr(call, "own_sdp", None):
-            sdp = parse_sdp(call.own_sdp)
+        local = getattr(getattr(call, "a", None), "local_body", None)
+        if call.answered and local and local[0]:
+            sdp = parse_sdp(local[0])
         else:
             sdp = getattr(call, "offer_sdp", None)
     except Exception:
