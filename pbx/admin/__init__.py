@@ -8,12 +8,6 @@
   the registrar and the B2BUA.
 
 The composition root (`pbx.service.admin`) builds it from plain objects; nothing here reads the config.
-docs/console.md and docs/api.md describe it for operators.
+docs/console.md and docs/api.md describe it for operators. This package module imports nothing, so that
+the `pbx` command can use `pbx.admin.passwords` without loading the web site.
 """
-
-from pbx.admin.auth import Logins, Principal, Sessions
-from pbx.admin.extensions import ExtensionDirectory, TenantSeed
-from pbx.admin.site import ConsoleApp
-from pbx.admin.view import PbxView
-
-__all__ = ["ConsoleApp", "ExtensionDirectory", "Logins", "PbxView", "Principal", "Sessions", "TenantSeed"]

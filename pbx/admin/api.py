@@ -203,7 +203,7 @@ class _Api:
         if self.view.extensions.get(tenant, number) is None:
             raise not_found(f"no extension {number[:64]}")
         await self.view.extensions.remove(tenant, number)
-        return {"ok": True}
+        return {"ok": True, "unregistered": await self.view.unregister_removed(tenant, number)}
 
     def dialplans(self, ctx: Ctx) -> dict[str, Any]:
         return self.view.dialplans_of(self.app.tenant(ctx))

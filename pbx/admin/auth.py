@@ -28,7 +28,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from pbx.admin.passwords import DUMMY_HASH, token_hash, verify_password
+from pbx.admin.passwords import dummy_hash, token_hash, verify_password
 from pbx.registrar.guard import BruteForceGuard
 from pbx.store.admin import ROLES, AdminUser
 
@@ -201,7 +201,7 @@ class Logins:
 
     async def _login(self, name: str, password: str, source: str) -> Principal | None:
         user: AdminUser | None = await self._store.admin_user(name)
-        stored = user.password_hash if user is not None else DUMMY_HASH
+        stored = user.password_hash if user is not None else dummy_hash()
         ok = await self._in_thread(verify_password, password, stored)
         if ok and user is not None:
             return principal_of(user)

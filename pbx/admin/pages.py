@@ -262,6 +262,7 @@ class _Pages:
         if self.view.extensions.get(tenant, number) is None:
             raise not_found(f"no extension {number[:64]}")
         await self.view.extensions.remove(tenant, number)
+        await self.view.unregister_removed(tenant, number)
         return self.back(ctx, tenant, "extensions", f"Extension {number} removed.")
 
     def reload(self, ctx: Ctx) -> Response:

@@ -49,8 +49,14 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(digest, expected)
 
 
-DUMMY_HASH = hash_password(secrets.token_urlsafe(16), n=SCRYPT_N)
-"""Checked when a login names no user, so that it costs what a wrong password costs."""
+_DUMMY: list[str] = []
+
+
+def dummy_hash() -> str:
+    """Checked when a login names no user, so that it costs what a wrong password costs (made once)."""
+    if not _DUMMY:
+        _DUMMY.append(hash_password(secrets.token_urlsafe(16)))
+    return _DUMMY[0]
 
 
 def password_problem(password: str) -> str | None:

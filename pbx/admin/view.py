@@ -142,6 +142,12 @@ class PbxView:
             return self.location.remove(found[0]).addCallback(lambda _: 1)
         return self.location.remove_aor(tenant, extension).addCallback(lambda _: len(found))
 
+    async def unregister_removed(self, tenant: str, extension: str) -> int:
+        """Drop the registrations of an extension just removed (its phones could not refresh anyway)."""
+        if not any(b.tenant == tenant and b.aor == extension for b in self._bindings()):
+            return 0
+        return await self.unregister(tenant, extension)
+
     # -- calls ----------------------------------------------------------------------------------------------
 
     def _calls(self) -> list[Any]:

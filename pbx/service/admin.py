@@ -26,7 +26,10 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from pbx import __version__
-from pbx.admin import ConsoleApp, ExtensionDirectory, Logins, PbxView, Sessions, TenantSeed
+from pbx.admin.auth import Logins, Sessions
+from pbx.admin.extensions import ExtensionDirectory, TenantSeed
+from pbx.admin.site import ConsoleApp
+from pbx.admin.view import PbxView
 from pbx.config import Config
 
 _log = Logger(namespace="pbx")

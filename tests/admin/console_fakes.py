@@ -17,8 +17,11 @@ from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from pbx.admin import ConsoleApp, ExtensionDirectory, Logins, PbxView, Sessions, TenantSeed
+from pbx.admin.auth import Logins, Sessions
+from pbx.admin.extensions import ExtensionDirectory, TenantSeed
 from pbx.admin.passwords import hash_password
+from pbx.admin.site import ConsoleApp
+from pbx.admin.view import PbxView
 from pbx.store import MemoryLocationStore
 from pbx.store.admin import AdminUser, ApiToken
 from pbx.store.records import Binding, Cdr, VoicemailMessage
