@@ -135,6 +135,7 @@ class ConsoleApp:
         try:
             for mounted in self.mounts:
                 if tuple(segments[: len(mounted.prefix)]) == mounted.prefix:
+                    api = True  # a mounted resource's refusals are JSON, never a redirect to the login page
                     await self._serve_mount(request, mounted, method)
                     return
             found = match(self.routes, method, path)

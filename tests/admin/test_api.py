@@ -318,3 +318,39 @@ def test_errors_are_json_with_the_right_status(ann) -> None:
         "POST", "/api/v1/tenants/acme/extensions", headers={"Content-Type": "application/json"}
     )
     assert broken.status == 400
+
+
+def test_under_tls_the_cookie_is_secure_and_host_prefixed(tmp_path: Path) -> None:
+    secure = Console(tmp_path)
+    from pbx.admin.site import ConsoleApp
+
+    secure.app = ConsoleApp(secure.view, secure.logins, secure.sessions, secure=True)
+    secure.site = secure.app.site()
+    client = secure.client()
+    cookie = client.login("root").header("set-cookie") or ""
+    assert cookie.startswith("__Host-pbx_session=")
+    assert "Secure" in cookie and "HttpOnly" in cookie and "Path=/" in cookie and "Domain" not in cookie
+    assert client.request("GET", "/api/v1/session").status == 200
+
+
+def test_mounted_resources_sit_behind_the_login_or_a_token(console: Console) -> None:
+    from twisted.web.resource import Resource
+
+    class Trace(Resource):
+        isLeaf = True
+
+        def render_GET(self, request):
+            who = request.pbx_principal.name if request.pbx_principal else "-"
+            return f"{who} {'/'.join(p.decode() for p in request.postpath)}".encode()
+
+    console.app.mount("api/v1/calls", Trace())
+    console.app.mount("metrics", Trace(), public=True, bearer_token="scrape-token")
+    client = console.client()
+    assert client.request("GET", "/api/v1/calls/abc/trace").status == 401
+    client.login("ann")
+    assert client.request("GET", "/api/v1/calls/abc/trace").text == "ann abc/trace"
+    assert client.request("GET", "/metrics").status == 401
+    scraper = console.client()
+    assert scraper.request("GET", "/metrics", headers={"Authorization": "Bearer scrape-token"}).text == "- "
+    console.app.mount("open", Trace(), public=True)
+    assert console.client().request("GET", "/open/x").text == "- x"
