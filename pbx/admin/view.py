@@ -45,6 +45,8 @@ CDR_FIELDS = (
 )  # fmt: skip
 MAX_CDRS = 1000
 """The most CDRs a page or an export reads."""
+MAX_ROWS = 2000
+"""The most registrations or calls one answer lists (a page polled every 2 s must stay cheap)."""
 
 
 class NotFound(LookupError):
@@ -129,7 +131,7 @@ class PbxView:
                 }
             )
         rows.sort(key=lambda r: (r["extension"], r["contact"]))
-        return rows
+        return rows[:MAX_ROWS]
 
     def unregister(self, tenant: str, extension: str, contact: str | None = None) -> Deferred[int]:
         """Remove an extension's registrations (one contact, or all); NotFound if it has none."""
@@ -155,7 +157,7 @@ class PbxView:
 
     def calls(self, tenant: str) -> list[dict[str, Any]]:
         now = self.clock.seconds()
-        return [self._call(c, now) for c in self._calls() if c.tenant == tenant]
+        return [self._call(c, now) for c in self._calls() if c.tenant == tenant][:MAX_ROWS]
 
     def _call(self, call: Any, now: float) -> dict[str, Any]:
         caller = call.caller
