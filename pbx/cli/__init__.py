@@ -2,7 +2,10 @@
 
 - `pbx config check FILE`: validate a configuration file and print a summary, or the error naming the key.
 - `pbx dialplan check` / `pbx dialplan simulate`: lint the dialplans, print the actions a call would run.
-- `pbx registrations FILE`: the phones registered now (read from the PBX's database; works while it runs).
+- `pbx registrations FILE`: the phones registered now (read from the PBX's database; works while it runs),
+  or through the console API with `--url`/`--token` (`pbx.cli.console`);
+- `pbx status`, `pbx calls`: the running PBX through its console API (`pbx.cli.console`);
+- `pbx user add|list|passwd|remove|token`: the console's users (`pbx.cli.users`).
 - `pbx voicemail list EXT`: a mailbox's messages (the same way); `pbx voicemail hash-pin`: a PIN's hash.
 - `pbx trunks status FILE`: each trunk's registration state (read from the status file the PBX keeps).
 - `pbx trace [CALL-ID]`: a call's ladder from the running PBX (over its HTTP API), or the kept traces.
@@ -12,14 +15,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
 
 from pbx import __version__
+from pbx.cli.console import add_api_options, registrations_via_api, wants_api
+from pbx.cli.console import add_commands as add_console_commands
+from pbx.cli.console import run as run_api
 from pbx.cli.dialplan import add_commands as add_dialplan_commands
 from pbx.cli.trace import add_commands as add_trace_commands
 from pbx.cli.trunks import add_commands as add_trunk_commands
+from pbx.cli.users import add_commands as add_user_commands
 from pbx.cli.voicemail import add_commands as add_voicemail_commands
 from pbx.config import ConfigError, load_config
 from pbx.store import offline
@@ -44,6 +52,8 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _registrations(args: argparse.Namespace) -> int:
+    if wants_api(args):
+        return int(run_api(registrations_via_api)(args))
     try:
         config = load_config(args.file)
     except ConfigError as e:
@@ -51,6 +61,12 @@ def _registrations(args: argparse.Namespace) -> int:
         return 1
     now = time.time()
     bindings = offline.bindings(config.store.url, config.data_dir, now)
+    if args.tenant:
+        bindings = [b for b in bindings if b.tenant == args.tenant]
+    if args.json:
+        keys = ("tenant", "aor", "contact", "expires_at", "received", "user_agent")
+        print(json.dumps([{k: getattr(b, k) for k in keys} for b in bindings], indent=1))
+        return 0
     print(f"{'tenant':<12} {'extension':<10} {'expires':>7}  {'via':<28} {'contact':<40} user-agent")
     for b in bindings:
         print(
@@ -71,8 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.set_defaults(func=_config_check)
     add_dialplan_commands(commands)
     registrations = commands.add_parser("registrations", help="list the phones registered now")
-    registrations.add_argument("file", help="the PBX configuration file")
+    registrations.add_argument("file", nargs="?", default="pbx.toml", help="the PBX configuration file")
+    add_api_options(registrations, config=False)
+    registrations.add_argument("--tenant", help="only this tenant")
     registrations.set_defaults(func=_registrations)
+    add_console_commands(commands)
+    add_user_commands(commands)
     add_voicemail_commands(commands)
     add_trunk_commands(commands)
     add_trace_commands(commands)

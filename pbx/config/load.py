@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pbx.config.admin import ADMIN_KEYS
 from pbx.config.features import FEATURES_KEYS
 from pbx.config.model import (
     ALL_CODECS,
@@ -71,6 +72,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "metrics",
         "trace",
         "log",
+        "admin",
     ),
     "pbx": ("data_dir", "dialplan_dir", "sip_trace"),
     "sip": (
@@ -146,6 +148,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     "voicemail": VOICEMAIL_KEYS,
     "smtp": SMTP_KEYS,
     "store": STORE_KEYS,
+    "admin": ADMIN_KEYS,
     "tenants.<tenant>.mailboxes.<number>": MAILBOX_KEYS,
     "metrics": METRICS_KEYS,
     "trace": TRACE_KEYS,
@@ -405,6 +408,7 @@ class _Parser:
         smtp = load_voicemail.smtp(self, root.get("smtp", {}))
         load_voicemail.check_email(tenants, smtp)
         from pbx.config import load_observe  # imports this module
+        from pbx.config.load_admin import admin as load_admin  # imports this module
         from pbx.config.load_tls import check_mutual_tls  # imports this module
 
         sip, tls = self.sip(root.get("sip", {})), self.tls(root.get("tls", {}))
@@ -427,6 +431,7 @@ class _Parser:
             smtp=smtp,
             store=load_store.store(self, root.get("store", {})),
             **load_observe.sections(self, root),
+            admin=load_admin(self, root.get("admin", {})),
         )
 
     def sip(self, value: object) -> SipConfig:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from pbx.config.admin import AdminConfig
 from pbx.config.features import FeaturesConfig
 from pbx.config.observe import LogConfig, MetricsConfig, TraceConfig
 from pbx.config.outbound import OutboundConfig
@@ -483,6 +484,7 @@ class Config:
         smtp: The SMTP server for voicemail e-mail.
         metrics, trace, log: Prometheus metrics, per-call traces, log format and levels
             (`pbx.config.observe`).
+        admin: The operator's console (`[admin]`), off unless `listen` is set.
     """
 
     source: Path | None
@@ -504,6 +506,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     trace: TraceConfig = field(default_factory=TraceConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     _by_host: Mapping[str, Tenant] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@
 - `adapters`: config -> the plain lookups and values the layers below take;
 - `process` and `logs`: descriptor limits, the garbage collector, the ready line;
 - `metrics` and `log_json`: Prometheus metrics, per-call traces, JSON log lines, log levels per subsystem.
+- `admin`: the live extension directory (config + store) and the operator's console (`[admin]`).
 
 Nothing here names the reactor: `pbx/tap.py` passes it in. Nothing below this package reads the config.
 """
@@ -24,6 +25,7 @@ from twisted.application import service
 from twisted.internet.defer import Deferred, gatherResults, succeed
 
 from pbx.config import Config
+from pbx.service.admin import build_admin, build_extensions
 from pbx.service.calls import build_calls
 from pbx.service.features import build_features
 from pbx.service.log_json import LogSettings
@@ -61,8 +63,11 @@ def build(
     tls_reload = build_tls_reload(sip, the_reactor)  # None without a TLS listener; SIGHUP: tap.py
     if tls_reload is not None:
         tls_reload.setServiceParent(top)
-    registrar = build_registrar(config, stack, the_reactor)
+    extensions = build_extensions(config)  # the live directory: config + store (the console's changes)
+    registrar = build_registrar(config, stack, the_reactor, ha1=extensions.directory.ha1)
     registrar.setServiceParent(top)
+    extensions.directory.attach(registrar.store)
+    extensions.setServiceParent(top)
     voicemail = build_voicemail(config, registrar.store, the_reactor)
     voicemail.setServiceParent(top)
     trunks = build_trunks(config, stack, the_reactor)  # trunks.states: the ITrunkStates calls read
@@ -70,7 +75,15 @@ def build(
     mailer = build_mailer(config, voicemail, the_reactor)  # None without [smtp] host
     if mailer is not None:
         mailer.setServiceParent(top)
-    calls = build_calls(config, stack, registrar, the_reactor, voicemail.mailboxes, trunks.states)
+    calls = build_calls(
+        config,
+        stack,
+        registrar,
+        the_reactor,
+        voicemail.mailboxes,
+        trunks.states,
+        extensions.directory.directory,
+    )
     calls.setServiceParent(top)
     top.drain = calls.drain
     mwi = build_mwi(config, stack, registrar, voicemail.mailboxes)
@@ -78,10 +91,23 @@ def build(
     # Phone features (docs/features.md): DND/forwarding codes, busy lamps on MWI's notifier, call park.
     build_features(config, calls, mwi, registrar.store, the_reactor).setServiceParent(top)
     # Metrics, call traces, log levels ("metrics": top.getServiceNamed("metrics")): pbx.service.metrics.
-    build_observability(
+    observability = build_observability(
         config, the_reactor, sip=sip, stack=stack, registrar=registrar, calls=calls, trunks=trunks,
         voicemail=voicemail, log=log,
-    ).setServiceParent(top)  # fmt: skip
+    )  # fmt: skip
+    observability.setServiceParent(top)
+    admin = build_admin(
+        config,
+        the_reactor,
+        extensions.directory,
+        registrar=registrar,
+        calls=calls,
+        trunks=trunks,
+        mailboxes=voicemail.mailboxes,
+        metrics=observability,
+    )
+    if admin is not None:  # off unless [admin] listen is set
+        admin.setServiceParent(top)
     return top
 
 

@@ -77,6 +77,7 @@ class CallsService(service.Service):
         if self.drain_timeout <= 0:
             return succeed(None)
         return self.b2bua.drain(self.drain_timeout)
+        self.dialplans: DialplanEngine | None = None
 
     def stopService(self) -> Any:
         super().stopService()
@@ -120,9 +121,11 @@ def build_calls(
     the_reactor: Any,
     mailboxes: Mailboxes | None = None,
     trunk_states: ITrunkStates | None = None,
+    directory: Any = None,
 ) -> CallsService:
     """The B2BUA with its dialplans and media relay (and the voicemail applications over `mailboxes`);
-    `trunk_states`: the trunks' live state (registration, OPTIONS pings), else a trunk is up while enabled."""
+    `trunk_states`: the trunks' live state (registration, OPTIONS pings), else a trunk is up while enabled;
+    `directory`: tenant -> `Directory` (the console's live extension directory), else the config's."""
     media = config.media
     pool = PortPool(media.rtp_port_min, media.rtp_port_max)
     relay = UdpMediaRelay(
@@ -132,14 +135,15 @@ def build_calls(
         advertise=media.advertise or None,
         keep_open=parked_legs(pool.capacity),
     )
+    dialplans = DialplanEngine(config.dialplan_dir)
     b2bua = B2BUA(
         the_reactor,
         stack,
         registrar.location,
         registrar.authenticator,
         domain_lookup(config),
-        directories(config),
-        DialplanEngine(config.dialplan_dir),
+        directory if directory is not None else directories(config),
+        dialplans,
         relay,
         registrar.store,
         registrar.guard,
@@ -162,4 +166,5 @@ def build_calls(
         build_access(config, mailboxes, engine, registrar.guard, the_reactor).register(b2bua.apps)
     calls = CallsService(b2bua, relay, engine, mailboxes)
     calls.drain_timeout = config.calls.drain_timeout
+    calls.dialplans = dialplans  # the console shows its templates' errors
     return calls

@@ -113,9 +113,12 @@ def open_store(config: Config, the_reactor: Any) -> Any:
     return SqliteLocationStore(config.data_dir / "pbx.sqlite3", the_reactor)
 
 
-def build_registrar(config: Config, stack: SipStack, the_reactor: Any, store: Any = None) -> RegistrarService:
+def build_registrar(
+    config: Config, stack: SipStack, the_reactor: Any, store: Any = None, *, ha1: Any = None
+) -> RegistrarService:
     """The registrar, its location service (SQLite in data_dir unless another `store` is given: the
-    benchmarks' in-memory one), digest auth and brute-force guard."""
+    benchmarks' in-memory one), digest auth and brute-force guard. `ha1`: the H(A1) lookup (the console's
+    live extension directory), else the config's extensions."""
     security, policy = config.security, config.registrar
     if store is None:
         store = open_store(config, the_reactor)
@@ -123,7 +126,7 @@ def build_registrar(config: Config, stack: SipStack, the_reactor: Any, store: An
     authenticator = DigestAuthenticator(
         NonceSource(the_reactor, nonce_secret(config.data_dir), security.nonce_lifetime),
         NonceCounter(),
-        ha1_lookup(config),
+        ha1 if ha1 is not None else ha1_lookup(config),
         algorithms=security.auth_algorithms,
     )
     guard = BruteForceGuard(

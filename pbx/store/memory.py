@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
+from pbx.store.admin import IAdminStore
 from pbx.store.interfaces import ICdrStore, IFeatureStore, ILocationStore, IVoicemailStore, StoreClosedError
+from pbx.store.memory_admin import MemoryAdminStore
 from pbx.store.records import (
     Binding,
     BindingChange,
@@ -26,8 +28,8 @@ from pbx.store.records import (
 )
 
 
-@implementer(ILocationStore, ICdrStore, IVoicemailStore, IFeatureStore)
-class MemoryLocationStore:
+@implementer(ILocationStore, ICdrStore, IVoicemailStore, IFeatureStore, IAdminStore)
+class MemoryLocationStore(MemoryAdminStore):
     """Bindings in dicts keyed by (tenant, aor), then contact; CDRs and the voicemail index in a list and
     dicts; every Deferred has fired when returned.
 

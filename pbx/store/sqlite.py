@@ -44,7 +44,8 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from pbx.store import sqlite_features, sqlite_voicemail
+from pbx.store import sqlite_admin, sqlite_features, sqlite_voicemail
+from pbx.store.admin import IAdminStore
 from pbx.store.interfaces import (
     ICdrStore,
     IFeatureStore,
@@ -64,6 +65,7 @@ from pbx.store.records import (
     VoicemailMessage,
     check_changes,
 )
+from pbx.store.sqlite_admin import SqliteAdminStore
 from pbx.store.sqlite_features import SqliteFeatureStore
 from pbx.store.sqlite_voicemail import SqliteVoicemailStore
 
@@ -118,6 +120,8 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     sqlite_voicemail.MIGRATION,
     # 3 -> 4: what owners set by phone with feature codes: DND, forwarding (pbx/store/sqlite_features.py).
     sqlite_features.MIGRATION,
+    # 4 -> 5: the console's admin users, API tokens and managed extensions (pbx/store/sqlite_admin.py).
+    sqlite_admin.MIGRATION,
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 """The `PRAGMA user_version` this code writes and understands."""
@@ -214,8 +218,8 @@ class _Worker:
             fn = args = d = result = None  # type: ignore[assignment]  # hold nothing between jobs
 
 
-@implementer(ILocationStore, ICdrStore, IVoicemailStore, IFeatureStore)
-class SqliteLocationStore(SqliteVoicemailStore, SqliteFeatureStore):
+@implementer(ILocationStore, ICdrStore, IVoicemailStore, IFeatureStore, IAdminStore)
+class SqliteLocationStore(SqliteVoicemailStore, SqliteFeatureStore, SqliteAdminStore):
     """Bindings, CDRs and the voicemail index (`SqliteVoicemailStore`) in an SQLite database file, written
     with group commit on one worker thread.
 
@@ -623,3 +627,16 @@ def read_messages(
 def read_features(path: Path) -> list[ExtensionFeatures]:
     """What extensions' owners set by phone (DND, forwarding), read synchronously (for offline tools)."""
     return _read_only(path, sqlite_features.select_features)
+
+
+def open_offline(path: Path) -> sqlite3.Connection:
+    """A connection to a PBX database for offline tools that write (`pbx user ...`): WAL, the schema
+    brought up to date (the file is created if missing). The caller closes it."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
