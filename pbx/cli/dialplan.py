@@ -39,7 +39,8 @@ from pbx.dialplan.simulate import (
     make_context,
     simulate_call,
 )
-from pbx.store.sqlite import read_features
+from pbx.store import StoreError
+from pbx.store import offline as offline_store
 from pbx.trunks.outbound import request_uri
 from pbx.trunks.tollfraud import allowed_classes, judge
 
@@ -59,8 +60,8 @@ def with_phone_settings(config: Config, tenants: dict[str, TenantDirectory]) -> 
     """The directories with the DND and forwarding set by phone (feature codes, docs/features.md) laid over
     the configured extensions, as a live call sees them; read-only from the PBX's database."""
     try:
-        settings = read_features(config.data_dir / "pbx.sqlite3")
-    except sqlite3.Error:
+        settings = offline_store.features(config.store.url, config.data_dir)
+    except (sqlite3.Error, StoreError):
         return tenants  # a database being created or of another version: the config alone
     out = dict(tenants)
     for row in settings:

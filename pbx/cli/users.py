@@ -1,7 +1,7 @@
 """``pbx user add|list|passwd|remove|token``: the console's users, kept in the PBX's database.
 
-These work with the PBX down (they open the database file directly, creating it and its schema if need be)
-and while it runs (SQLite's WAL and busy timeout let both write; the console reads users at each login).
+These work with the PBX down (they open its store directly: the SQLite file, or PostgreSQL with `[store] url`,
+creating the schema if need be) and while it runs (SQLite's WAL and busy timeout let both write; the console reads users at each login).
 Passwords are read from the terminal (twice) or, without one, from the first line of standard input; they
 are stored as scrypt hashes. `pbx user token NAME` prints a new bearer token for scripts once: only its
 SHA-256 is kept.
@@ -14,19 +14,24 @@ import getpass
 import json
 import sys
 import time
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pbx.admin.passwords import hash_password, new_token, password_problem, token_hash
 from pbx.config import ConfigError, load_config
+from pbx.store import StoreError
+from pbx.store import offline as offline_store
 from pbx.store.admin import ROLES, AdminUser, ApiToken
-from pbx.store.sqlite_admin import insert_token, offline, remove_user, select_user, select_users, upsert_user
+from pbx.store.sqlite_admin import insert_token, remove_user, select_user, select_users, upsert_user
 
 
-def _database(args: argparse.Namespace) -> Path:
+def _store(args: argparse.Namespace, work: Callable[[Any], T]) -> T:
+    """`work(connection)` in one transaction on the PBX's store (the SQLite file, or `[store] url`)."""
     config = load_config(args.config)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    return config.data_dir / "pbx.sqlite3"
+    return offline_store.write(config.store.url, config.data_dir, work)
+
+
+T = TypeVar("T")
 
 
 def _read_password() -> str:
@@ -74,14 +79,14 @@ def _add(args: argparse.Namespace) -> int:
         upsert_user(conn, user)
         return True
 
-    if not offline(_database(args), add):
+    if not _store(args, add):
         return _fail(f"user {args.name!r} exists (pbx user passwd to change the password)")
     print(f"user {args.name} added ({args.role}{' of ' + args.tenant if args.tenant else ''})")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    users = offline(_database(args), select_users)
+    users = _store(args, select_users)
     if args.json:
         print(json.dumps([{"name": u.name, "role": u.role, "tenant": u.tenant} for u in users], indent=1))
         return 0
@@ -93,8 +98,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _passwd(args: argparse.Namespace) -> int:
-    database = _database(args)
-    if offline(database, lambda conn: select_user(conn, args.name)) is None:
+    if _store(args, lambda conn: select_user(conn, args.name)) is None:
         return _fail(f"no user {args.name!r}")
     try:
         password = _read_password()
@@ -119,13 +123,13 @@ def _passwd(args: argparse.Namespace) -> int:
             ),
         )
 
-    offline(database, change)
+    _store(args, change)
     print(f"password of {args.name} changed")
     return 0
 
 
 def _remove(args: argparse.Namespace) -> int:
-    if not offline(_database(args), lambda conn: remove_user(conn, args.name)):
+    if not _store(args, lambda conn: remove_user(conn, args.name)):
         return _fail(f"no user {args.name!r}")
     print(f"user {args.name} removed (and its tokens)")
     return 0
@@ -143,7 +147,7 @@ def _token(args: argparse.Namespace) -> int:
         )
         return True
 
-    if not offline(_database(args), create):
+    if not _store(args, create):
         return _fail(f"no user {args.name!r}")
     print(token)
     return 0
@@ -155,7 +159,7 @@ def _guarded(fn: Any) -> Any:
             return int(fn(args))
         except ConfigError as e:
             return _fail(f"{args.config}: {e}", 2)
-        except OSError as e:
+        except (OSError, StoreError) as e:
             return _fail(str(e))
 
     return run

@@ -4,10 +4,14 @@ while the PBX runs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
-from pbx.store import sqlite, sqlite_voicemail
+from pbx.store import sqlite, sqlite_features, sqlite_voicemail
 from pbx.store.records import Binding, Cdr, VoicemailMessage
+
+T = TypeVar("T")
 
 SQLITE_FILE = "pbx.sqlite3"
 
@@ -39,3 +43,25 @@ def messages(
 
         return read_postgres(url, lambda conn: sqlite_voicemail.select_messages(conn, tenant, mailbox))
     return sqlite.read_messages(data_dir / SQLITE_FILE, tenant, mailbox)
+
+
+def features(url: str, data_dir: Path) -> list[Any]:
+    """What extensions' owners set by phone (DND, forwarding)."""
+    if url:
+        from pbx.store.postgres import read_postgres
+
+        return read_postgres(url, sqlite_features.select_features)
+    return sqlite.read_features(data_dir / SQLITE_FILE)
+
+
+def write(url: str, data_dir: Path, work: Callable[[Any], T]) -> T:
+    """`work(connection)` in one transaction on the store, its schema created or migrated first (the
+    `pbx user` commands, with the PBX down or running)."""
+    if url:
+        from pbx.store.postgres import write_postgres
+
+        return write_postgres(url, work)
+    from pbx.store.sqlite_admin import offline
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return offline(data_dir / SQLITE_FILE, work)

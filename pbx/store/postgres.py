@@ -33,7 +33,7 @@ import secrets
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet.defer import Deferred, fail
@@ -60,6 +60,8 @@ try:  # an optional dependency at import time: the SQLite default must work with
     from psycopg.pq import TransactionStatus
 except ImportError:  # pragma: no cover - psycopg is a dependency of the package
     psycopg = None  # type: ignore[assignment]
+
+T = TypeVar("T")
 
 MIGRATION_LOCK: Final = 0x7062_7873  # pg_advisory_xact_lock key: "pbxs"
 BINDINGS_CHANNEL: Final = "pbx_bindings"
@@ -379,5 +381,29 @@ def read_postgres(url: str, read: Any) -> list[Any]:
         return list(read(PgConnection(raw)))
     except psycopg.errors.UndefinedTable:
         return []
+    finally:
+        raw.close()
+
+
+def write_postgres(url: str, work: Callable[[Any], T]) -> T:
+    """`work(connection)` in one transaction on the database at `url`, its schema brought up to date first
+    (offline tools that write: `pbx user ...`, with the PBX down or running)."""
+    if psycopg is None:  # pragma: no cover
+        raise StoreError("PostgreSQL needs the psycopg package (pip install 'psycopg[binary]')")
+    try:
+        raw = psycopg.connect(url, autocommit=True, connect_timeout=5)
+    except psycopg.Error as e:
+        raise StoreError(f"{safe_url(url)}: cannot connect ({_first_line(e)})") from None
+    conn = PgConnection(raw)
+    try:
+        migrate(conn)
+        conn.execute("BEGIN")
+        try:
+            result = work(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
     finally:
         raw.close()

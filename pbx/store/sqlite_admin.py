@@ -34,7 +34,7 @@ MIGRATION: Final[tuple[str, ...]] = (
     """
     CREATE TABLE IF NOT EXISTS admin_tokens (
         token_hash TEXT PRIMARY KEY,
-        user TEXT NOT NULL,
+        "user" TEXT NOT NULL,  -- quoted: a reserved word in PostgreSQL
         label TEXT NOT NULL,
         created_at REAL NOT NULL
     ) WITHOUT ROWID
@@ -63,7 +63,7 @@ MIGRATION: Final[tuple[str, ...]] = (
 """The console's schema migration of `pbx.store.sqlite` (self-contained: it creates only its own tables)."""
 
 _USER_COLUMNS = "name, password_hash, role, tenant, created_at"
-_TOKEN_COLUMNS = "token_hash, user, label, created_at"
+_TOKEN_COLUMNS = 'token_hash, "user", label, created_at'
 _EXT_COLUMNS = (
     "tenant, number, name, ha1_md5, ha1_sha256, forward_all, forward_busy, forward_noanswer, ring_timeout, "
     "may_call_out, srtp, allow_srtp_over_plain, deleted, realm, updated_at"
@@ -100,7 +100,7 @@ def upsert_user(conn: sqlite3.Connection, user: AdminUser) -> None:
 
 
 def remove_user(conn: sqlite3.Connection, name: str) -> bool:
-    conn.execute("DELETE FROM admin_tokens WHERE user = ?", (name,))
+    conn.execute('DELETE FROM admin_tokens WHERE "user" = ?', (name,))
     return conn.execute("DELETE FROM admin_users WHERE name = ?", (name,)).rowcount > 0
 
 

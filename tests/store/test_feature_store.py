@@ -87,11 +87,11 @@ class SqliteFeatureStoreTests(FeatureStoreTestsMixin, TestCase):
         self.assertIsNone(only.forward_noanswer)
 
     async def test_migrates_the_previous_schema(self) -> None:
-        """A database one version older gains the features table and keeps its version number moving."""
+        """A version 3 database (before the features migration) gains the features table and moves on."""
         conn = sqlite3.connect(self.path)
         conn.execute("CREATE TABLE bindings (tenant TEXT)")
         conn.execute("CREATE TABLE cdrs (id INTEGER PRIMARY KEY)")
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION - 1}")
+        conn.execute(f"PRAGMA user_version={3}")
         conn.commit()
         conn.close()
         await self.store.save_features(features(dnd=True))

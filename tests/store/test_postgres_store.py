@@ -6,6 +6,7 @@ database, a connection cut by the server, and passwords kept out of messages."""
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -20,7 +21,9 @@ from pbx.store import ICdrStore, ILocationStore, PutBinding, StoreError
 from pbx.store.postgres import PostgresStore, primary_keys, safe_url, to_postgres
 from pbx.store.sqlite import _MIGRATIONS, SCHEMA_VERSION
 from tests.store import postgres_server
+from tests.store.test_admin_store import AdminStoreTestsMixin
 from tests.store.test_cdr import cdr
+from tests.store.test_feature_store import FeatureStoreTestsMixin
 from tests.store.test_location_store import NOW, LocationStoreTestsMixin, binding
 from tests.store.test_voicemail_store import VoicemailStoreTestsMixin, message
 
@@ -213,6 +216,33 @@ class PostgresVoicemailStoreTests(VoicemailStoreTestsMixin, TestCase):
         await self.store.add_message(message(received_at=1_765_000_000.123456))
         (only,) = await self.store.messages("default", "1001")
         self.assertEqual(only.received_at, 1_765_000_000.123456)
+
+
+@needs_postgres
+class PostgresFeatureStoreTests(FeatureStoreTestsMixin, TestCase):
+    """DND and forwarding set by phone, in PostgreSQL (the same SQL as SQLite's, translated)."""
+
+    def make_store(self) -> Any:
+        return PostgresStore(postgres_server.server().url(), reactor)
+
+
+@needs_postgres
+class PostgresAdminStoreTests(AdminStoreTestsMixin, TestCase):
+    """The console's users, tokens and extensions in PostgreSQL."""
+
+    def make_store(self) -> Any:
+        return PostgresStore(postgres_server.server().url(), reactor)
+
+    def test_offline_tools_write_and_read(self) -> None:
+        """`pbx user add` and `pbx user list` on a PostgreSQL store (`pbx.store.offline.write`)."""
+        from pbx.store import offline
+        from pbx.store.admin import AdminUser
+        from pbx.store.sqlite_admin import select_users, upsert_user
+
+        url = postgres_server.server().url()
+        user = AdminUser(name="root", password_hash="scrypt$x", role="admin", tenant="", created_at=1.0)
+        offline.write(url, Path("/nonexistent"), lambda conn: upsert_user(conn, user))
+        self.assertEqual(offline.write(url, Path("/nonexistent"), select_users), [user])
 
 
 def _closed_port() -> int:
