@@ -24,7 +24,9 @@ def test_sigterm_drains_calls_then_exits(start_pbx, sipp, tmp_path):  # noqa: F8
     uas = sipp.uas("uas", "call_uas.xml", "1002", port)
     csv = sipp.users_csv([("1001", "pass1001", "1002")], "long_users")
     uac = sipp.start("uac", scenario, [f"127.0.0.1:{pbx.sip}", "-inf", str(csv)], timeout=30)
-    pbx.wait_for(r"\sACK sip:1002@|^ACK sip:1002@")  # the PBX acknowledged the callee's 200: the call is up
+    # The PBX acknowledged the callee's 200 (an ACK to the callee's contact, not the caller's ACK of the 407
+    # to the PBX's address): the call is up.
+    pbx.wait_for(rf"ACK sip:1002@127\.0\.0\.1:{port}[ ;]")
 
     pbx.process.proc.send_signal(signal.SIGTERM)
     pbx.wait_for(r"Draining: no new calls; waiting up to 60 s for 1 call\(s\) to end")
