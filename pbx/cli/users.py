@@ -1,7 +1,8 @@
 """``pbx user add|list|passwd|remove|token``: the console's users, kept in the PBX's database.
 
 These work with the PBX down (they open its store directly: the SQLite file, or PostgreSQL with `[store] url`,
-creating the schema if need be) and while it runs (SQLite's WAL and busy timeout let both write; the console reads users at each login).
+creating the schema if need be) and while it runs (SQLite's WAL and busy timeout let both write; the console
+reads users at each login).
 Passwords are read from the terminal (twice) or, without one, from the first line of standard input; they
 are stored as scrypt hashes. `pbx user token NAME` prints a new bearer token for scripts once: only its
 SHA-256 is kept.

@@ -46,7 +46,25 @@ class VoicemailService(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        self.mailboxes.shared = hasattr(self.mailboxes.store, "watch_mailboxes")  # PostgreSQL: other nodes
         self.mailboxes.recover().addErrback(self._failed).chainDeferred(self.ready)
+        store = self.mailboxes.store
+        watch = getattr(store, "watch_mailboxes", None)
+        if watch is not None:  # a store shared with other PBX nodes (PostgreSQL): MWI follows their messages
+            self.mailboxes.announcers.append(self._announce)
+            watch(self._changed_elsewhere)
+
+    def _announce(self, tenant: str, number: str) -> None:
+        store: Any = self.mailboxes.store  # a PostgresStore (see startService)
+        store.announce_mailbox(tenant, number).addErrback(
+            lambda f: _log.warn("Could not tell the other nodes of box {box}: {why}", box=number, why=f.value)
+        )
+
+    def _changed_elsewhere(self, tenant: str | None, number: str | None) -> None:
+        """Another node changed box `number` of `tenant` (None: maybe several): count it again for MWI."""
+        self.mailboxes.reload_counts(tenant, number).addErrback(
+            lambda f: _log.failure("Reloading voicemail counts failed", f)
+        )
 
     def _failed(self, failure: Failure) -> None:
         _log.failure("Voicemail recovery failed: message counts may be wrong until a restart", failure)

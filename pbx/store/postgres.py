@@ -66,6 +66,8 @@ T = TypeVar("T")
 MIGRATION_LOCK: Final = 0x7062_7873  # pg_advisory_xact_lock key: "pbxs"
 BINDINGS_CHANNEL: Final = "pbx_bindings"
 """The LISTEN/NOTIFY channel on which a node says which address-of-record it changed (`BindingFeed`)."""
+MAILBOXES_CHANNEL: Final = "pbx_mailboxes"
+"""The channel on which a node says which voicemail box's messages it changed (MWI on the other nodes)."""
 _LOAD_AOR = (
     f"SELECT {_COLUMNS} FROM bindings WHERE tenant = ? AND aor = ? AND expires_at > ? ORDER BY contact"
 )
@@ -236,6 +238,23 @@ class PostgresStore(SqliteLocationStore):
         feed.start()
         return feed
 
+    def announce_mailbox(self, tenant: str, mailbox: str) -> Deferred[None]:
+        """Tell the other nodes that this node changed the messages of `mailbox` (their MWI reloads it)."""
+        payload = json.dumps([self.node, tenant, mailbox])
+
+        def work(conn: Any) -> None:
+            conn.execute("SELECT pg_notify(?, ?)", (MAILBOXES_CHANNEL, payload))
+
+        return self._run(work)
+
+    def watch_mailboxes(self, changed: Callable[[str | None, str | None], object]) -> BindingFeed:
+        """As `watch_bindings`, for voicemail boxes: `changed(tenant, mailbox)` when another node changed the
+        box's messages, `changed(None, None)` after changes may have been missed."""
+        feed = BindingFeed(self.url, self.node, self._reactor, changed, channel=MAILBOXES_CHANNEL)
+        self._feeds.append(feed)
+        feed.start()
+        return feed
+
     def close(self) -> Deferred[None]:
         feeds, self._feeds = self._feeds, []
         for feed in feeds:
@@ -274,7 +293,8 @@ class PostgresStore(SqliteLocationStore):
 
 
 class BindingFeed:
-    """LISTEN on `BINDINGS_CHANNEL` on a connection and thread of its own; reports the other nodes' changes.
+    """LISTEN on `channel` (`BINDINGS_CHANNEL`, `MAILBOXES_CHANNEL`) on a connection and thread of its own;
+    reports the other nodes' changes as `changed(tenant, key)`.
 
     The thread waits for notifications at most half a second at a time so `stop` returns promptly; a lost
     connection is retried with back-off (0.5 s doubling to 10 s), and once back it reports `(None, None)`:
@@ -287,7 +307,9 @@ class BindingFeed:
         node: str,
         reactor: IReactorFromThreads,
         changed: Callable[[str | None, str | None], object],
+        channel: str = BINDINGS_CHANNEL,
     ) -> None:
+        self._channel = channel
         self._url = url
         self._node = node
         self._reactor = reactor
@@ -309,7 +331,7 @@ class BindingFeed:
         while not self._stopping.is_set():
             try:
                 with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {BINDINGS_CHANNEL}")
+                    conn.execute(f"LISTEN {self._channel}")
                     self.listening.set()
                     delay = 0.5
                     if connected_before:

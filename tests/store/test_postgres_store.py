@@ -127,6 +127,30 @@ class PostgresLocationStoreTests(LocationStoreTestsMixin, TestCase):
         self.assertEqual(await other.load_aor("default", "1001", NOW), [])
         self.assertEqual(mine, [])
 
+    async def test_the_other_nodes_hear_which_mailboxes_changed(self) -> None:
+        """A node announces a voicemail box it changed; the other nodes hear it (their MWI reloads the box),
+        the announcing node does not."""
+        other = PostgresStore(self.url, reactor)
+        self.addCleanup(other.close)
+        heard: list[tuple[str | None, str | None]] = []
+        mine: list[tuple[str | None, str | None]] = []
+        arrived: Deferred[None] = Deferred()
+
+        def changed(tenant: str | None, box: str | None) -> None:
+            heard.append((tenant, box))
+            if not arrived.called:
+                arrived.callback(None)
+
+        feed = other.watch_mailboxes(changed)
+        own = self.pg.watch_mailboxes(lambda tenant, box: mine.append((tenant, box)))
+        await deferToThread(feed.listening.wait, 10)
+        await deferToThread(own.listening.wait, 10)
+        await self.pg.announce_mailbox("default", "1001")
+        arrived.addTimeout(10, reactor)  # type: ignore[arg-type]
+        await arrived
+        self.assertEqual(heard, [("default", "1001")])
+        self.assertEqual(mine, [])
+
     async def test_schema_version_and_a_newer_schema_refused(self) -> None:
         await self.pg.load(NOW)
         self.assertEqual(

@@ -118,6 +118,16 @@ class Mailboxes:
                     self._phone_boxes.setdefault((tenant, phone), []).append(number)
         self.listeners: list[NewMessageListener] = []
         self.watchers: list[CountsWatcher] = []
+        # Told of this process's own count changes only (not of `reload_counts`): the PostgreSQL store
+        # announces them to the other PBX nodes, which reload that box (docs/scaling.md).
+        self.announcers: list[CountsWatcher] = []
+        # The store is shared with other PBX nodes: start-up recovery leaves their work alone (recovery.py).
+        self.shared = False
+
+    @property
+    def store(self) -> IVoicemailStore:
+        """The index the boxes are kept in."""
+        return self._store
 
     # Boxes and counts
 
@@ -152,6 +162,32 @@ class Mailboxes:
         counts[0] = max(0, counts[0] + new)
         counts[1] = max(0, counts[1] + old)
         self._tell(self.watchers, tenant, number)
+        self._tell(self.announcers, tenant, number)
+
+    def reload_counts(self, tenant: str | None, number: str | None) -> Deferred[None]:
+        """Another PBX node changed box `number` of `tenant` in the shared store: count its messages again
+        and tell the watchers if the counts moved (MWI). (None, None): changes may have been missed, reload
+        every box."""
+        if tenant is None or number is None:
+            return self._store.all_messages().addCallback(self._reloaded_all)
+        if self.mailbox(tenant, number) is None:
+            return succeed(None)
+        return self._store.messages(tenant, number).addCallback(self._reloaded, tenant, number)
+
+    def _reloaded(self, rows: list[VoicemailMessage], tenant: str, number: str) -> None:
+        new = sum(1 for m in rows if m.folder == "new")
+        counts = [new, len(rows) - new]
+        if self._counts.get((tenant, number), [0, 0]) != counts:
+            self._counts[(tenant, number)] = counts
+            self._tell(self.watchers, tenant, number)
+
+    def _reloaded_all(self, rows: list[VoicemailMessage]) -> None:
+        by_box: dict[tuple[str, str], list[VoicemailMessage]] = {key: [] for key in self._counts}
+        for message in rows:
+            by_box.setdefault((message.tenant, message.mailbox), []).append(message)
+        for (tenant, number), messages in by_box.items():
+            if self.mailbox(tenant, number) is not None:
+                self._reloaded(messages, tenant, number)
 
     def _tell(self, hooks: list[Any], *args: Any) -> None:
         for hook in list(hooks):

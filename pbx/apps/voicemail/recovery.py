@@ -14,6 +14,10 @@ For every box directory under `data_dir/voicemail/TENANT/MAILBOX/` and every ind
 Rows of boxes that are no longer configured are kept (their files too) but not counted, so a box taken out of
 the config and put back finds its messages. This module is used once per start; it knows the files and the
 store's interface, nothing of SIP.
+
+With a store shared by several PBX nodes (`Mailboxes.shared`, PostgreSQL), another node may be recording or
+committing right now, and its files may live on storage this node does not see: then rows without audio here
+are kept (and counted), and files younger than `SHARED_GRACE` are left alone (neither removed nor adopted).
 """
 
 from __future__ import annotations
@@ -60,6 +64,18 @@ def _adoptable(boxes: Mailboxes, tenant: str, number: str, id: str, minimum: flo
     )
 
 
+SHARED_GRACE = 3600.0
+"""Seconds a file must have been left alone before a node sharing its store removes or adopts it."""
+
+
+def _young(path: Any, now: float) -> bool:
+    """Modified less than `SHARED_GRACE` ago (or gone)."""
+    try:
+        return now - os.stat(path).st_mtime < SHARED_GRACE
+    except OSError:
+        return True
+
+
 def _box_dirs(boxes: Mailboxes) -> list[tuple[str, str]]:
     """(tenant, number) of every box directory on disk plus every configured box."""
     found = {(tenant, box.number) for tenant, box in boxes.mailboxes()}
@@ -90,6 +106,8 @@ def recover(
         indexed = by_box.get((tenant, number), {})
         on_disk = files.scan_box(boxes.box_dir(tenant, number))
         for temp in on_disk.temps:
+            if boxes.shared and _young(temp, now):
+                continue  # another node may be recording it
             if files.remove(temp):
                 _log.info("Voicemail recovery: removed the unfinished recording {path}", path=str(temp))
         for stray in on_disk.strays:
@@ -97,6 +115,9 @@ def recover(
                 _log.warn("Voicemail recovery: {path} is not a voicemail file; left alone", path=str(stray))
         for id, row in indexed.items():
             if id in on_disk.audio and (boxes.data_dir / row.audio).is_file():
+                kept.append(row)
+                continue
+            if boxes.shared:  # its audio may be on another node's storage, or being written
                 kept.append(row)
                 continue
             _log.warn(
@@ -108,6 +129,8 @@ def recover(
             writes.append(store.delete_message(tenant, number, id))
         for id in sorted(on_disk.audio - set(indexed)):
             audio = boxes.box_dir(tenant, number) / f"{id}{files.AUDIO}"
+            if boxes.shared and _young(audio, now):
+                continue  # another node may be about to index it
             message = _adoptable(boxes, tenant, number, id, minimum, now)
             if message is None:
                 files.remove(audio)
@@ -120,6 +143,8 @@ def recover(
             writes.append(store.add_message(message))
             adopted.append(message)
         for id in on_disk.sidecars:
+            if boxes.shared and _young(boxes.box_dir(tenant, number) / f"{id}{files.SIDECAR}", now):
+                continue
             if id in indexed or id not in on_disk.audio:
                 files.remove(boxes.box_dir(tenant, number) / f"{id}{files.SIDECAR}")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,27 @@ class MailboxesTests(SynchronousTestCase):
         self.assertEqual(self.world.changes, [("default", "1001")])
         self.assertEqual(self.world.arrived, [(message, BOXES["default"]["1001"])])
         self.assertEqual(self.successResultOf(self.boxes.messages("default", "1001")), [message])
+
+    def test_own_changes_are_announced_and_other_nodes_changes_reloaded(self) -> None:
+        """Nodes sharing the store: this node's changes go to `announcers`; a box another node changed is
+        counted again from the store, its watchers told only when the counts moved, nothing announced."""
+        announced: list[tuple[str, str]] = []
+        self.boxes.announcers.append(lambda tenant, box: announced.append((tenant, box)))
+        message = self.world.leave(self)
+        self.assertEqual(announced, [("default", "1001")])
+        self.world.changes.clear()
+        key = (message.tenant, message.mailbox, message.id)
+        self.world.store.voicemail[key] = replace(message, folder="old")  # another node: heard
+        self.successResultOf(self.boxes.reload_counts("default", "1001"))
+        self.assertEqual(self.boxes.counts("default", "1001"), (0, 1))
+        self.assertEqual(self.world.changes, [("default", "1001")])
+        self.successResultOf(self.boxes.reload_counts("default", "1001"))  # no change: no word
+        self.successResultOf(self.boxes.reload_counts("default", "9999"))  # not a box here
+        self.assertEqual(self.world.changes, [("default", "1001")])
+        del self.world.store.voicemail[key]  # another node: deleted
+        self.successResultOf(self.boxes.reload_counts(None, None))  # maybe missed: every box again
+        self.assertEqual(self.boxes.counts("default", "1001"), (0, 0))
+        self.assertEqual(announced, [("default", "1001")])
 
     def test_a_failing_hook_does_not_stop_the_others(self) -> None:
         self.boxes.watchers.insert(0, lambda *_: 1 / 0)
@@ -260,6 +282,31 @@ class RecoveryTests(SynchronousTestCase):
         self.assertEqual(os.listdir(greetings), [])
         self.assertEqual(world.boxes.counts("default", "1001"), (0, 0))
         self.assertFalse(path.with_suffix(".json").exists())
+
+    def test_a_shared_store_leaves_the_other_nodes_work_alone(self) -> None:
+        """Nodes sharing the store (PostgreSQL): a row whose audio is not here is kept and counted; a fresh
+        temp file or unindexed WAV (another node recording, about to commit) stays; an old temp file goes."""
+        self.successResultOf(self.boxes.recover())
+        message = self.world.leave(self)
+        self.boxes.audio_path(message).unlink()  # on another node's storage
+        fresh = self.box_dir / ".tmp-fresh.wav"
+        fresh.write_bytes(b"RIFF half")
+        stale = self.box_dir / ".tmp-stale.wav"
+        stale.write_bytes(b"RIFF half")
+        pending = self.boxes.prepare("default", "1001", caller_number="1002")
+        record(pending, 3.0)
+        for path in (fresh, pending, pending.with_suffix(".json")):
+            os.utime(path, (NOW - 60, NOW - 60))
+        os.utime(stale, (NOW - 7200, NOW - 7200))
+        world = World(self, self.world.store, self.world.data_dir)
+        world.boxes.shared = True
+        self.successResultOf(world.boxes.recover())
+        self.assertEqual(world.boxes.counts("default", "1001"), (1, 0))
+        self.assertEqual(
+            [m.id for m in self.successResultOf(world.boxes.messages("default", "1001"))], [message.id]
+        )
+        self.assertTrue(fresh.exists() and pending.exists() and pending.with_suffix(".json").exists())
+        self.assertFalse(stale.exists())
 
     def test_killed_between_rename_and_commit_adopts(self) -> None:
         """The caller finished: the WAV with its sidecar becomes a new message."""
