@@ -2,7 +2,8 @@
 
 A phone registers through node A; a phone calling through node B reaches it (node B heard of the
 registration through LISTEN/NOTIFY and read it from the database); the call's CDR is in the shared database;
-and the offline `pbx registrations` reads the database both nodes use. A message left through one node lights
+and the offline `pbx registrations` reads the database both nodes use; once node A is killed (`kill -9`), the
+registration it took still routes calls through node B. A message left through one node lights
 the lamp of a phone subscribed on the other (MWI through LISTEN/NOTIFY). The PostgreSQL server is the tests'
 own (tests/store/postgres_server.py): a temporary data directory, a free loopback port, run as the
 `postgres` user when the tests run as root.
@@ -58,6 +59,12 @@ def test_a_registration_taken_by_one_node_routes_calls_on_the_other(start_pbx, s
     assert listed.returncode == 0, listed.stderr
     assert re.search(rf"default\s+1002\s+.*sip:1002@127\.0\.0\.1:{port}", listed.stdout), listed.stdout
     assert "Traceback" not in node_a.process.output + node_b.process.output
+
+    # Node A dies (kill -9): the registration it took still routes calls on node B.
+    node_a.process.kill9()
+    uas = sipp.uas("uas2", "call_uas.xml", "1002", port)
+    uac = sipp.uac(node_b, "call_uac.xml", "1002", name="uac2")
+    sipp.check(node_b, uac, uas)
 
 
 @needs_root
