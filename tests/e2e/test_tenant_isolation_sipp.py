@@ -20,6 +20,7 @@ Every wait is on an event (SIPp's exit, a log line) with a timeout; ports are fr
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -180,7 +181,14 @@ def test_calls_stay_in_their_tenant(pbx: CallPbx, sipp: SippSet, tmp_path: Path)
         refused = template(tmp_path, "tenant_call_refused.xml.in", host="b.example")
         run(pbx, tmp_path, refused, ["1001", credentials("a", "1001"), dialed], f"{dialed}@b.example")
     pbx.wait_for(r"Failed INVITE authentication for 1001@b from 127\.0\.0\.1", count=2)
-    rows = [row for row in pbx.cdrs() if row["status"] == 200]
+    # CDRs are written just after a call's "ended" line: wait for the three answered calls'.
+    deadline = time.monotonic() + 10
+    while (
+        len(rows := [row for row in pbx.cdrs() if row["status"] == 200]) < 3 and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)  # polling the database the PBX writes; bounded by the deadline
+        answered = [row for row in pbx.cdrs() if row["status"] == 200]
+    rows = answered
     assert sorted((row["tenant"], row["caller"], row["answered_by"]) for row in rows[-3:]) == [
         ("a", "1001", "1002"),
         ("a", "1001", "1002"),

@@ -191,7 +191,7 @@ def test_a_trusted_carrier_asserts_the_caller(tmp_path: Path, sipp: SippSet) -> 
     pbx, _ = start(tmp_path)
     try:
         _carrier, phone = carrier_call(pbx, sipp, "+15551230001", "127.0.0.3")
-        pbx.ended(200, "normal")
+        call_id = pbx.ended(200, "normal")
         (invite,) = phone.requests("INVITE")
         (from_,) = header(invite, "From")
         assert from_.startswith('"Spoofed Bank" <sip:+18005550000@localhost>;tag='), from_
@@ -201,7 +201,7 @@ def test_a_trusted_carrier_asserts_the_caller(tmp_path: Path, sipp: SippSet) -> 
         assert header(invite, "Remote-Party-ID") == []
         for text in ("CarrierSwitch", "172.16.5.6", "carrier-"):
             assert text not in invite, (text, invite)
-        cdr = [row for row in pbx.cdrs() if row["dialed"] == "+15551230001"]
-        assert [row["caller"] for row in cdr] == ["trunk:screened/+18005550000"]
+        cdr = pbx.wait_cdr(call_id)  # written just after the "ended" line
+        assert (cdr["dialed"], cdr["caller"]) == ("+15551230001", "trunk:screened/+18005550000")
     finally:
         pbx.process.stop()
