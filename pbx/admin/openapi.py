@@ -49,6 +49,14 @@ _PATHS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "/api/v1/status": {"get": _op("PBX-wide figures over the tenants I see")},
     "/api/v1/tenants": {"get": _op("The tenants I see")},
+    "/api/v1/calls/{call_id}/trace": {
+        "get": _op("A call's ladder: SIP messages of all legs, template lines, media, timers (admins only)")
+    },
+    "/api/v1/traces": {"get": _op("The kept call traces, active first (?failed=1 ?limit=N; admins only)")},
+    "/api/v1/log/levels": {
+        "get": _op("Log levels per subsystem (admins only)"),
+        "post": _op("Set a subsystem's log level: {namespace, level} (admins only)"),
+    },
     f"{_T}/registrations": {"get": _op("Registered contacts")},
     f"{_T}/registrations/{{extension}}": {
         "delete": _op("Unregister an extension (?contact= for one contact)")

@@ -63,6 +63,7 @@ class Mount:
     resource: Resource
     public: bool = False
     bearer_token: str | None = None
+    admin_only: bool = False  # behind login, and only for an admin of everything (PBX-wide data)
 
 
 class ConsoleApp:
@@ -107,13 +108,20 @@ class ConsoleApp:
     # -- mounting ---------------------------------------------------------------------------------------
 
     def mount(
-        self, path: str, resource: Resource, *, public: bool = False, bearer_token: str | None = None
+        self,
+        path: str,
+        resource: Resource,
+        *,
+        public: bool = False,
+        bearer_token: str | None = None,
+        admin_only: bool = False,
     ) -> None:
-        """Serve `resource` at `path` ("metrics", "api/v1/calls"); see the module docstring."""
+        """Serve `resource` at `path` ("metrics", "api/v1/calls"); see the module docstring. `admin_only`:
+        behind login and for admins of every tenant only (403 for the others)."""
         prefix = tuple(p for p in path.strip("/").split("/") if p)
         if not prefix:
             raise ValueError("a mount needs a path")
-        self.mounts.append(Mount(prefix, resource, public, bearer_token))
+        self.mounts.append(Mount(prefix, resource, public and not admin_only, bearer_token, admin_only))
         self.mounts.sort(key=lambda m: -len(m.prefix))
 
     def resource(self) -> Resource:
@@ -269,6 +277,8 @@ class ConsoleApp:
             offered = raw.decode("latin-1") if raw is not None else None
             if method in UNSAFE and ctx.session is not None and not csrf_ok(ctx.session, offered):
                 raise HttpError(403, "csrf", "missing or wrong CSRF token")
+            if mounted.admin_only and not principal.is_admin:
+                raise HttpError(403, "forbidden", "only an admin of every tenant may use this")
         request.pbx_principal = principal  # type: ignore[attr-defined]
         assert request.prepath is not None and request.postpath is not None
         for _ in mounted.prefix:

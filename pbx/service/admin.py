@@ -28,7 +28,9 @@ from twisted.logger import Logger
 from pbx import __version__
 from pbx.admin.auth import Logins, Sessions
 from pbx.admin.extensions import ExtensionDirectory, TenantSeed
+from pbx.admin.log_levels import LogLevelsResource
 from pbx.admin.site import ConsoleApp
+from pbx.admin.trace_api import CallTraceResource, TraceListResource
 from pbx.admin.view import PbxView
 from pbx.config import Config
 
@@ -164,4 +166,9 @@ def build_admin(
     )
     if metrics is not None:  # the MetricsService: /metrics for Prometheus (its own [metrics] token, if any)
         app.mount("metrics", metrics.metrics_resource(), public=True, bearer_token=None)
+        # Call traces (`pbx trace --url CONSOLE --token TOKEN`) and log levels: PBX-wide, for admins only.
+        if metrics.tracer is not None:
+            app.mount("api/v1/calls", CallTraceResource(metrics.tracer), admin_only=True)
+            app.mount("api/v1/traces", TraceListResource(metrics.tracer), admin_only=True)
+        app.mount("api/v1/log/levels", LogLevelsResource(metrics.log_levels), admin_only=True)
     return AdminService(app, config, the_reactor)

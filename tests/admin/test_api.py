@@ -354,3 +354,24 @@ def test_mounted_resources_sit_behind_the_login_or_a_token(console: Console) -> 
     assert scraper.request("GET", "/metrics", headers={"Authorization": "Bearer scrape-token"}).text == "- "
     console.app.mount("open", Trace(), public=True)
     assert console.client().request("GET", "/open/x").text == "- x"
+
+
+def test_admin_only_mounts_refuse_tenant_admins(console: Console) -> None:
+    """PBX-wide resources (call traces of every tenant, log levels) mounted `admin_only`: 401 without a login,
+    403 for a tenant's admin, served to an admin of everything."""
+    from twisted.web.resource import Resource
+
+    class Levels(Resource):
+        isLeaf = True
+
+        def render_GET(self, request):
+            return b"levels"
+
+    console.app.mount("api/v1/log/levels", Levels(), admin_only=True)
+    assert console.client().request("GET", "/api/v1/log/levels").status == 401
+    tenant_admin = console.client()
+    tenant_admin.login("ann")
+    assert tenant_admin.request("GET", "/api/v1/log/levels").status == 403
+    root = console.client()
+    root.login("root")
+    assert root.request("GET", "/api/v1/log/levels").text == "levels"
