@@ -8,7 +8,8 @@ One test walks the whole path: a phone "behind NAT" (its Contact names an addres
 registers through Kamailio, which adds a Path with the phone's real flow; a second phone calls it through
 Kamailio and the call connects on one node, its ACK and BYE going through the proxy to that same node; that
 node is stopped with SIGTERM while the call is up (it drains: 503 to the proxy's OPTIONS), Kamailio's health
-check takes it out, a new call lands on the other node, and the first call still ends normally.
+check takes it out, a new call lands on the other node, and the first call still ends normally; started
+again, the node is put back by the next health check.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import REPO, free_port
+from tests.e2e.harness import REPO, PbxProcess, free_port
 from tests.e2e.kamailio import kamailio_binary, modules_dir
 from tests.e2e.test_calls_sipp import CallPbx, Sipp, SippSet, header, sipp, start_pbx  # noqa: F401 - fixtures
 from tests.store import postgres_server
@@ -235,3 +236,10 @@ def test_phones_through_kamailio_reach_the_nodes_and_a_drained_node_is_skipped(
         assert requests_received(spare, method, call_id(second)) >= 1, method
         assert requests_received(taken, method, call_id(second)) == 0, method
     assert "Traceback" not in taken.process.output + spare.process.output
+
+    # The node started again answers the health check with 200: Kamailio puts it back.
+    drained = taken.process.output
+    taken.process = PbxProcess(taken.ports["path"])
+    taken.process.wait_ready(taken.ports["listeners"])
+    kamailio.wait_log(rf"PBX node up: sip:127\.0\.0\.1:{taken.sip}\b")
+    assert "Traceback" not in drained + taken.process.output
