@@ -24,9 +24,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.audio import assert_hears, read_wav
+from tests.e2e.baresip import Account, Baresip, write_tone_wav
 from tests.e2e.harness import REPO, PbxProcess, free_port
 from tests.e2e.kamailio import kamailio_binary, modules_dir
-from tests.e2e.test_calls_sipp import CallPbx, Sipp, SippSet, header, sipp, start_pbx  # noqa: F401 - fixtures
+from tests.e2e.test_calls_baresip import CALLEE_TONE, CALLER_TONE, HEARD_SECONDS, heard_dump, wait_heard
+from tests.e2e.test_calls_sipp import CallPbx, Sipp, SippSet, StartPbx, header, sipp, start_pbx  # noqa: F401 - fixtures
 from tests.store import postgres_server
 
 CONFIG = REPO / "deploy" / "kamailio" / "kamailio.cfg"
@@ -178,6 +181,16 @@ drain_timeout = 30
 """
 
 
+def deploy(start_pbx: StartPbx, deployment: Deployment, tmp_path: Path) -> tuple[list[CallPbx], Front]:  # noqa: F811
+    """Two nodes on one PostgreSQL schema, trusting 127.0.0.1, and Kamailio in front of them, listening."""
+    extra = NODE.format(url=postgres_server.server().url())
+    deployment.nodes += [start_pbx(extra=extra), start_pbx(extra=extra)]
+    kamailio = Front(tmp_path / "kamailio", [node.sip for node in deployment.nodes])
+    deployment.kamailios.append(kamailio)
+    kamailio.wait_listening()
+    return deployment.nodes, kamailio
+
+
 @pytest.mark.skipif(_kamailio_missing(), reason="kamailio is not installed (Debian: kamailio)")
 def test_phones_through_kamailio_reach_the_nodes_and_a_drained_node_is_skipped(
     start_pbx,  # noqa: F811 - the fixture
@@ -185,12 +198,7 @@ def test_phones_through_kamailio_reach_the_nodes_and_a_drained_node_is_skipped(
     deployment,
     tmp_path,
 ):
-    extra = NODE.format(url=postgres_server.server().url())
-    nodes = deployment.nodes
-    nodes += [start_pbx(extra=extra), start_pbx(extra=extra)]
-    kamailio = Front(tmp_path / "kamailio", [node.sip for node in nodes])
-    deployment.kamailios.append(kamailio)
-    kamailio.wait_listening()
+    nodes, kamailio = deploy(start_pbx, deployment, tmp_path)
 
     # The callee registers through the proxy, from behind "NAT": the proxy adds a Path with its real
     # flow, the PBX echoes it (Supported: path); the node that did not take the REGISTER hears of it.
@@ -243,3 +251,59 @@ def test_phones_through_kamailio_reach_the_nodes_and_a_drained_node_is_skipped(
     taken.process.wait_ready(taken.ports["listeners"])
     kamailio.wait_log(rf"PBX node up: sip:127\.0\.0\.1:{taken.sip}\b")
     assert "Traceback" not in drained + taken.process.output
+
+
+@pytest.mark.skipif(_kamailio_missing(), reason="kamailio is not installed (Debian: kamailio)")
+def test_two_baresip_phones_hear_each_other_through_kamailio_and_the_nodes(
+    start_pbx,  # noqa: F811 - the fixture
+    deployment,
+    tmp_path,
+):
+    """Real phones registered through Kamailio: 1001 calls 1002, each hears the other's tone (the media
+    goes through the node's relay, the signalling through Kamailio), the callee hangs up."""
+    nodes, kamailio = deploy(start_pbx, deployment, tmp_path)
+    phones: list[Baresip] = []
+
+    def phone(user: str, tone: float, *params: str) -> Baresip:
+        account = Account(user, f"pass{user}", "127.0.0.1", kamailio.port, params=params)
+        started = Baresip(
+            tmp_path / f"baresip_{user}",
+            [account],
+            audio_source=write_tone_wav(tmp_path / f"tone_{user}.wav", tone, seconds=30.0),
+            record_dir=tmp_path / f"heard_by_{user}",
+            ctrl=True,
+        )
+        phones.append(started)
+        return started
+
+    try:
+        caller = phone("1001", CALLER_TONE)
+        callee = phone("1002", CALLEE_TONE, "answermode=auto")
+        for p in phones:
+            p.wait_registered(timeout=15)
+        for user in ("1001", "1002"):
+            registrar = wait_any(nodes, rf"Registered {user}@default at ")
+            other = nodes[1 - nodes.index(registrar)]
+            other.wait_for(rf"Registrations of {user}@default changed on another node: 1 contact\(s\)")
+        caller_ctl, callee_ctl = caller.control(), callee.control()
+
+        assert caller_ctl.dial(f"sip:1002@127.0.0.1:{kamailio.port}").get("ok"), caller.output[-3000:]
+        caller_ctl.wait_event("CALL_ESTABLISHED", timeout=15)
+        callee_ctl.wait_event("CALL_ESTABLISHED", timeout=15)
+        wait_heard(tmp_path / "heard_by_1001", HEARD_SECONDS)
+        wait_heard(tmp_path / "heard_by_1002", HEARD_SECONDS)
+
+        assert callee_ctl.hangup().get("ok"), callee.output[-3000:]
+        callee_ctl.wait_event("CALL_CLOSED", timeout=10)
+        caller_ctl.wait_event("CALL_CLOSED", timeout=10)
+        node = wait_any(nodes, r"Call \S+ ended: normal \(status 200,.*1001@default -> 1002 answered by 1002")
+        assert "ended: normal" not in nodes[1 - nodes.index(node)].process.output
+    finally:
+        for p in phones:
+            p.stop()  # closes the dumps (their WAV headers get their final length)
+
+    heard_by_caller = read_wav(heard_dump(tmp_path / "heard_by_1001"))
+    heard_by_callee = read_wav(heard_dump(tmp_path / "heard_by_1002"))
+    assert_hears(heard_by_caller, CALLEE_TONE, CALLER_TONE, label="1001 hears 1002")
+    assert_hears(heard_by_callee, CALLER_TONE, CALLEE_TONE, label="1002 hears 1001")
+    assert "Traceback" not in "".join(n.process.output for n in nodes)
