@@ -138,14 +138,14 @@ def wait_any(nodes: Sequence[CallPbx], pattern: str, timeout: float = 10.0) -> C
     raise AssertionError(f"no node logged {pattern!r}:\n" + "\n=====\n".join(n.tail(3000) for n in nodes))
 
 
-def requests_received(node: CallPbx, method: str, call_id: str) -> int:
-    """How many `method` requests with `call_id` the node's SIP trace shows it received."""
+def requests_received(node: CallPbx, method: str, call_id: str = "") -> int:
+    """How many `method` requests (with `call_id`, if given) the node's SIP trace shows it received."""
     messages = re.split(r"^.*(?=<-- |--> )", node.process.output, flags=re.MULTILINE)
     return sum(
         1
         for m in messages
         if m.startswith("<-- ") and re.search(rf"^\s*{method} sip:", m, re.MULTILINE)
-        and re.search(rf"^\s*Call-ID: {re.escape(call_id)}\s*$", m, re.MULTILINE | re.IGNORECASE)
+        and (not call_id or re.search(rf"^\s*Call-ID: {re.escape(call_id)}\s*$", m, re.MULTILINE | re.I))
     )  # fmt: skip
 
 
@@ -204,16 +204,23 @@ def test_phones_through_kamailio_reach_the_nodes_and_a_drained_node_is_skipped(
     # flow, the PBX echoes it (Supported: path); the node that did not take the REGISTER hears of it.
     phone_port = free_port()
     csv = sipp.users_csv([("1002", "pass1002", NAT_CONTACT)], "register")
+    # Two REGISTERs (two Call-IDs, one after the other): the address-of-record's hash sends both to one node.
     register = sipp.start(
-        "register", "front_register.xml", [f"127.0.0.1:{kamailio.port}", "-inf", str(csv)], port=phone_port
+        "register",
+        "front_register.xml",
+        [f"127.0.0.1:{kamailio.port}", "-inf", str(csv), "-l", "1"],
+        port=phone_port,
+        calls=2,
     )
     sipp.check(nodes[0], register)
-    (ok,) = register.responses(200)
     path = f"<sip:127.0.0.1:{kamailio.port};lr;received=sip:127.0.0.1:{phone_port}>"
-    assert header(ok, "Path") == [path], ok
+    for ok in register.responses(200):
+        assert header(ok, "Path") == [path], ok
     registrar = wait_any(nodes, rf"Registered 1002@default at sip:1002@{re.escape(NAT_CONTACT)}\b")
     other = nodes[1 - nodes.index(registrar)]
     other.wait_for(r"Registrations of 1002@default changed on another node: 1 contact\(s\)")
+    assert requests_received(registrar, "REGISTER") == 4  # twice 401 then 200
+    assert requests_received(other, "REGISTER") == 0
 
     # 1001 calls 1002 through the proxy and holds the call 8 s. The node that took it reaches the phone
     # through the Path, and its ACK through the proxy's Record-Route and the phone's aliased Contact.
@@ -251,6 +258,10 @@ def test_phones_through_kamailio_reach_the_nodes_and_a_drained_node_is_skipped(
     taken.process.wait_ready(taken.ports["listeners"])
     kamailio.wait_log(rf"PBX node up: sip:127\.0\.0\.1:{taken.sip}\b")
     assert "Traceback" not in drained + taken.process.output
+
+    # A node that stops answering at all (killed) is taken out too.
+    spare.process.kill9()
+    kamailio.wait_log(rf"PBX node down: sip:127\.0\.0\.1:{spare.sip}\b", timeout=15)
 
 
 @pytest.mark.skipif(_kamailio_missing(), reason="kamailio is not installed (Debian: kamailio)")
