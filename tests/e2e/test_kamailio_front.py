@@ -1,15 +1,17 @@
-"""Kamailio in front of two PBX nodes sharing one PostgreSQL (issue 17, item 2), end to end with SIPp.
+"""Kamailio in front of two PBX nodes on one PostgreSQL (issue 17, item 2), end to end with SIPp and baresip.
 
 The shipped `deploy/kamailio/kamailio.cfg` runs as is, its settings given as `-A` defines (a free loopback
 port, the test's dispatcher.list, a one-second health check). Two `twistd -n pbx` nodes share the tests'
 PostgreSQL (tests/store/postgres_server.py) and trust the proxy (`[security] trusted_proxies`).
 
-One test walks the whole path: a phone "behind NAT" (its Contact names an address it does not send from)
-registers through Kamailio, which adds a Path with the phone's real flow; a second phone calls it through
-Kamailio and the call connects on one node, its ACK and BYE going through the proxy to that same node; that
-node is stopped with SIGTERM while the call is up (it drains: 503 to the proxy's OPTIONS), Kamailio's health
-check takes it out, a new call lands on the other node, and the first call still ends normally; started
-again, the node is put back by the next health check.
+The SIPp test walks the whole path: a phone "behind NAT" (its Contact names an address it does not send
+from) registers twice through Kamailio, both times on the same node, which gets a Path with the phone's real
+flow; a second phone calls it through Kamailio and the call connects on one node, its ACK and BYE going
+through the proxy to that same node; that node is stopped with SIGTERM while the call is up (it drains: 503
+to the proxy's OPTIONS), Kamailio's health check takes it out, a new call lands on the other node, and the
+first call still ends normally; started again, the node is put back by the next health check; a node killed
+outright is taken out as well. The baresip test has two real phones registered through Kamailio hear each
+other's tone.
 """
 
 from __future__ import annotations
