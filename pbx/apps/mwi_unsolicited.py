@@ -131,6 +131,8 @@ class UnsolicitedMwi:
         request.headers.add("Call-ID", new_call_id(domain))
         request.headers.add("CSeq", "1 NOTIFY")
         request.headers.add("Max-Forwards", "70")
+        if binding.path:  # registered through a proxy: through it, like calls (RFC 3327 5.4)
+            request.headers.add("Route", binding.path)
         request.headers.add("Event", EVENT)
         request.headers.add("Subscription-State", "active")
         request.headers.add("Content-Type", CONTENT_TYPE)

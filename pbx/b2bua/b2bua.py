@@ -519,7 +519,7 @@ class B2BUA:
                         found,
                         srtp=getattr(info, "srtp", "optional"),
                         srtp_over_plain=getattr(info, "allow_srtp_over_plain", False),
-                        headers=call.caller.asserted,
+                        headers=found.headers + call.caller.asserted,  # the Path's Route, then PAI
                         secure=str(found.destinations[0][0]).upper() == "TLS"
                         if found.destinations
                         else False,

@@ -2,8 +2,9 @@
 
 Every `interval` seconds each binding is pinged through the flow it registered on:
 - UDP bindings (mode "options"): an OPTIONS request to the Contact, sent to the flow's source address and
-  port, which keeps the phone's NAT binding open; any final response means alive (even 404 or 501: the phone
-  answered), a timeout or a transport error is a miss.
+  port (with the binding's Path as Route when it came through a proxy), which keeps the phone's NAT binding
+  open; any final response means alive (even 404 or 501: the phone answered), a timeout or a transport
+  error is a miss.
 - TCP/TLS bindings (modes "options" and "crlf"): a double-CRLF ping on the connection; a connection that is
   gone is a miss.
 After `max_failures` misses in a row the binding is removed, so calls stop ringing a phone that went away.
@@ -139,6 +140,8 @@ class KeepAlive:
         request.headers.add("To", f"<{binding.contact}>")
         request.headers.add("Call-ID", new_call_id(domain))
         request.headers.add("CSeq", "1 OPTIONS")
+        if binding.path:  # registered through a proxy: through it, like calls (RFC 3327 5.4)
+            request.headers.add("Route", binding.path)
         done: list[bool] = []
 
         def finished(alive: bool) -> None:

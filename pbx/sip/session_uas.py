@@ -109,6 +109,15 @@ class UasSession(InviteSession):
         else:
             self.dialog.response_sent(self.invite, response)
 
+    def _dialog_response(self, status: int, reason: str | None = None) -> Response:
+        """A 101-299 to the INVITE with our To tag, the INVITE's Record-Route values copied in order
+        (RFC 3261 12.1.1: the proxies that record-routed stay on the caller's route set) and our Contact."""
+        response = self.invite.response(status, reason, to_tag=self.local_tag)
+        for value in self.invite.headers.get_all("Record-Route"):
+            response.headers.add("Record-Route", value)
+        response.headers.add("Contact", self.contact)
+        return response
+
     def _check_open(self) -> None:
         if self.final_sent or self.ended:
             raise ValueError("the INVITE already has its final response")
@@ -128,8 +137,7 @@ class UasSession(InviteSession):
         self._check_open()
         if not 100 < status < 200:
             raise ValueError(f"not a provisional status: {status}")
-        response = self.invite.response(status, reason, to_tag=self.local_tag)
-        response.headers.add("Contact", self.contact)
+        response = self._dialog_response(status, reason)
         response.headers.extend(headers)
         if body:
             response.headers.add("Content-Type", content_type)
@@ -151,8 +159,7 @@ class UasSession(InviteSession):
         if not body:
             raise ValueError("a 2xx to an INVITE needs the answer, or an offer when the INVITE had none")
         offered = self.offer_answer == STABLE
-        response = self.invite.response(200, to_tag=self.local_tag)
-        response.headers.add("Contact", self.contact)
+        response = self._dialog_response(200)
         self._make_dialog(response)
         response.headers.extend([("Allow", self.allow), ("Supported", "timer"), *self._timer_headers])
         response.headers.extend(headers)

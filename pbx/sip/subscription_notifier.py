@@ -418,8 +418,11 @@ class Notifier:
         subscription.start(expires)
 
     def ok(self, request: Request, to_tag: str, contact: object, expires: int) -> Response:
-        """The 200 to a SUBSCRIBE (RFC 6665 4.2.1.1): Expires, Contact and Allow-Events."""
+        """The 200 to a SUBSCRIBE (RFC 6665 4.2.1.1): Expires, Contact and Allow-Events; the Record-Route
+        values copied in order (RFC 3261 12.1.1)."""
         response = request.response(200, to_tag=to_tag)
+        for value in request.headers.get_all("Record-Route"):
+            response.headers.add("Record-Route", value)
         response.headers.add("Expires", str(expires))
         response.headers.add("Contact", str(contact))
         response.headers.add("Allow-Events", self.allow_events)

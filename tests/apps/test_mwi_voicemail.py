@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,18 @@ def test_unsolicited_notify_after_registration():
     world.clock.advance(0)
     (notify,) = world.notifies()
     assert str(MessageSummary.parse(notify.body).count("voice")) == "1/0"
+    world.answer_all()
+    world.finish()
+
+
+def test_an_unsolicited_notify_to_a_contact_registered_through_a_proxy_follows_its_path():
+    world = World()
+    world.leave("8000")
+    path = "<sip:192.0.2.1;lr;received=sip:192.0.2.20:5080>"
+    world.unsolicited.registered(replace(binding("1001", "sip:1001@10.0.0.20:5080"), path=path))
+    world.clock.advance(0)
+    (notify,) = world.notifies()
+    assert notify.headers.get_all("Route") == [path]
     world.answer_all()
     world.finish()
 

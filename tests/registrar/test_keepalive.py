@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.task import Clock
@@ -71,6 +72,14 @@ class OptionsOverUdpTests(SynchronousTestCase):
         self.assertEqual(request.headers.get("CSeq"), "1 OPTIONS")
         self.assertTrue(verifyObject(IClientTransactionUser, tu))
         self.assertEqual(s.keepalive.counters["pings"], 1)
+
+    def test_a_contact_registered_through_a_proxy_is_pinged_through_its_path(self) -> None:
+        path = "<sip:198.51.100.9;lr;received=sip:203.0.113.5:62000>"
+        s = Setup(replace(binding(PRIVATE_CONTACT, received="udp:198.51.100.9:5060"), path=path))
+        ((request, _, transport, host, port),) = s.tick()
+        self.assertEqual((transport, host, port), ("udp", "198.51.100.9", 5060))  # the proxy
+        self.assertEqual(request.headers.get_all("Route"), [path])
+        self.assertEqual(str(request.uri), PRIVATE_CONTACT)
 
     def test_ipv6_flow(self) -> None:
         s = Setup(binding(received="udp:[2001:db8::5]:5062"))

@@ -204,3 +204,19 @@ def test_acceptor_answers_500_when_the_application_fails() -> None:
     assert len(call.acceptor) == 0
     call.quiesce()
     assert call.net.clock.getDelayedCalls() == []
+
+
+def test_record_route_is_copied_into_the_dialog_forming_responses() -> None:
+    """RFC 3261 12.1.1: a proxy that record-routed the INVITE (Kamailio in front) stays on the caller's
+    route set: its Record-Route values, in order, in the 18x and the 2xx."""
+    route = [("Record-Route", "<sip:127.0.0.1:5060;lr;ftag=x>"), ("Record-Route", "<sip:127.0.0.1:5060;lr>")]
+    call = Call(headers=route)
+    uac, uas = call.establish()
+    for status in (180, 200):
+        (sent,) = call.net.sent(B, status)
+        assert sent.headers.get_all("Record-Route") == [value for _, value in route], status
+    assert uas.dialog is not None and uas.dialog.route_set == [value for _, value in route]
+    assert uac.dialog is not None and uac.dialog.route_set == [value for _, value in reversed(route)]
+    uas.bye()
+    call.quiesce()
+    assert call.net.clock.getDelayedCalls() == []

@@ -362,3 +362,22 @@ def test_a_subscribe_without_contact_or_with_a_bad_one_gets_400():
     assert response.status == 400
     assert len(world.stack.dialogs) == 0 and world.transports.sent == []
     world.finish()
+
+
+def test_the_200_copies_the_record_route_and_notifies_follow_it():
+    """RFC 3261 12.1.1 (RFC 6665 4.2.1.1): a proxy that record-routed the SUBSCRIBE stays on the route set."""
+    world = World()
+    routes = ["<sip:192.0.2.1:5060;lr;ftag=sub1>", "<sip:192.0.2.2;lr>"]
+    data = subscribe().replace(
+        b"Max-Forwards: 70\r\n",
+        b"Max-Forwards: 70\r\n" + b"".join(b"Record-Route: %s\r\n" % r.encode() for r in routes),
+    )
+    response = world.send(data)
+    assert response.status == 200
+    assert response.headers.get_all("Record-Route") == routes
+    [notify] = world.notifies()
+    assert notify.headers.get_all("Route") == routes
+    world.answer()
+    world.notifier.stop()
+    world.answer()
+    world.finish()
