@@ -46,6 +46,7 @@ from pbx.config.model import (
     TrustedPeer,
     normalize_host,
 )
+from pbx.config.overload import OVERLOAD_KEYS
 from pbx.config.srtp import srtp_mode, srtp_over_plain
 from pbx.config.trunks import TRUNK_KEYS
 from pbx.config.voicemail import MAILBOX_KEYS, SMTP_KEYS, VOICEMAIL_KEYS
@@ -63,6 +64,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "mwi",
         "voicemail",
         "smtp",
+        "overload",
     ),
     "pbx": ("data_dir", "dialplan_dir", "sip_trace"),
     "sip": (
@@ -132,6 +134,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     "mwi": ("min_expires", "max_expires", "default_expires"),
     "voicemail": VOICEMAIL_KEYS,
     "smtp": SMTP_KEYS,
+    "overload": OVERLOAD_KEYS,
     "tenants.<tenant>.mailboxes.<number>": MAILBOX_KEYS,
 }
 """The keys each table accepts, by the table's path as written in ``docs/configuration.md``."""
@@ -390,6 +393,8 @@ class _Parser:
 
         sip, tls = self.sip(root.get("sip", {})), self.tls(root.get("tls", {}))
         check_mutual_tls(sip, tls)
+        from pbx.config.load_overload import overload  # imports this module
+
         return Config(
             source=source,
             base_dir=self._base_dir,
@@ -406,6 +411,7 @@ class _Parser:
             mwi=self.mwi(root.get("mwi", {})),
             voicemail=load_voicemail.voicemail(self, root.get("voicemail", {})),
             smtp=smtp,
+            overload=overload(self, root.get("overload", {})),
         )
 
     def sip(self, value: object) -> SipConfig:

@@ -6,6 +6,7 @@
 - `voicemail`: the mailboxes (files and index), recovered at start, shared by calls and MWI;
 - `voicemail_mail`: voicemail to e-mail (`[smtp]`), told of new messages by the mailboxes;
 - `mwi`: message-waiting subscriptions;
+- `overload`: the event loop's lag monitor and the stack's overload guard (`[overload]`);
 - `tls_reload`: TLS certificates reloaded on SIGHUP and when the configured files change;
 - `trunks`: the trunks' registrations, OPTIONS pings and live state (`TrunksService.states`);
 - `adapters`: config -> the plain lookups and values the layers below take;
@@ -24,6 +25,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from pbx.config import Config
 from pbx.service.calls import build_calls
 from pbx.service.mwi import build_mwi
+from pbx.service.overload import build_overload
 from pbx.service.registrar import build_registrar
 from pbx.service.sip import build_sip
 from pbx.service.tls_reload import build_tls_reload
@@ -39,6 +41,7 @@ def build(config: Config, the_reactor: Any, *, sip_trace: bool = False) -> servi
     config.data_dir.mkdir(parents=True, exist_ok=True)
     stack, sip = build_sip(config, the_reactor, trace=sip_trace)
     sip.setServiceParent(top)
+    build_overload(config, stack, the_reactor).setServiceParent(top)  # [overload]: shed new work early
     tls_reload = build_tls_reload(sip, the_reactor)  # None without a TLS listener; SIGHUP: tap.py
     if tls_reload is not None:
         tls_reload.setServiceParent(top)

@@ -168,6 +168,9 @@ class SipDatagramProtocol(DatagramProtocol):
                 self.transport.write(response, addr)
                 self.monitor.counters.keepalives_sent += 1
             return
+        drop = self.monitor.drop_unparsed  # overload shedding, before the parser
+        if drop is not None and drop(datagram):
+            return
         _deliver(self._sink, self.monitor, self._limits, datagram, self.flow_for(addr), stream=False)
 
 

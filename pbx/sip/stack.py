@@ -7,6 +7,10 @@
   answers OPTIONS itself and unknown methods with `501`,
 - turns a `SipError` raised by a transaction user into its final response, and anything unexpected into a
   logged `500` (the one edge where errors become responses, STYLE.md 7),
+- answers retransmissions of requests it answered statelessly from `StatelessCache` (the same bytes, no work
+  redone: RFC 3261 8.2.7, 17.2.2) and, with an `OverloadGuard`, sheds new INVITEs and REGISTERs under
+  overload with a stateless `503` + Retry-After or a drop, never retransmissions nor requests in dialogs
+  (`pbx.sip.overload`, RFC 7339's idea),
 - routes responses back per RFC 3261 18.2.2 and RFC 3581 (same connection, or received/rport),
 - creates client transactions for outgoing requests.
 
@@ -38,7 +42,9 @@ from pbx.sip.interfaces import (
     ITransactionLayerUser,
     ITransactionUser,
 )
-from pbx.sip.message import Request, Response, new_branch
+from pbx.sip.message import MAGIC_COOKIE, Request, Response, new_branch
+from pbx.sip.overload import OverloadGuard, Verdict
+from pbx.sip.stateless_cache import StatelessCache
 from pbx.sip.timers import DEFAULT_TIMERS, TimerConfig
 from pbx.sip.transaction_layer import TransactionLayer
 from pbx.sip.validate import check_request
@@ -115,6 +121,9 @@ class SipStack:
         self.transport: Any = None  # a TransportManager, set by attach_transport
         self._handlers: dict[str, ITransactionUser] = {}
         self._stateless: dict[str, Callable[[Request, IFlow], Response | None]] = {}
+        # Answers sent without a transaction, for the retransmissions of their requests (64*T1: Timer F).
+        self.stateless_cache = StatelessCache(clock, lifetime=64 * timers.t1)
+        self.overload: OverloadGuard | None = None
         self.dialogs = DialogRouter()
         self._is_blocked: Callable[[str], bool] | None = None
         self._drop_log = _RateLimitedLog(self._log, clock)
@@ -125,6 +134,8 @@ class SipStack:
             "dropped": 0,
             "errors": 0,
             "stateless": 0,
+            "stateless_retransmissions": 0,
+            "shed": 0,
         }
         self._options_fields: tuple[tuple[str, str], ...] | None = None  # Allow, Accept, Supported
 
@@ -147,6 +158,12 @@ class SipStack:
         transaction layer as usual. The answer must depend on the request alone, so that retransmissions
         of a request are always answered the same way (statelessly or not)."""
         self._stateless[method] = answer
+
+    def set_overload(self, guard: OverloadGuard | None) -> None:
+        """Let `guard` decide on new requests of its methods (outside dialogs, not retransmissions) before a
+        transaction is made for them: a stateless `503` with Retry-After, a silent drop, or on as usual; and
+        count the asynchronous work of non-INVITE transaction users as its work in flight."""
+        self.overload = guard
 
     def set_source_filter(self, is_blocked: Callable[[str], bool]) -> None:
         """Drop, silently and before parsing further, every message from a source host for which
@@ -257,18 +274,72 @@ class SipStack:
             if request.method != "ACK":
                 self._answer_statelessly(request, flow, e.status, e.reason, e.headers)
             return
-        stateless = self._stateless.get(request.method)
-        if stateless is not None:
-            try:
-                response = stateless(request, flow)
-            except SipError as e:
-                self._answer_statelessly(request, flow, e.status, e.reason, e.headers)
-                return
-            if response is not None:
-                self.counters["stateless"] += 1
-                self.send_response(response, flow)
-                return
+        method = request.method
+        stateless = self._stateless.get(method)
+        guard = self.overload
+        if (
+            stateless is not None or (guard is not None and method in guard.methods)
+        ) and self._answered_early(request, flow, stateless, guard):
+            return
         self.transactions.receive_request(request, flow, reliable=flow.reliable)
+
+    def _answered_early(
+        self,
+        request: Request,
+        flow: IFlow,
+        stateless: Callable[[Request, IFlow], Response | None] | None,
+        guard: OverloadGuard | None,
+    ) -> bool:
+        """Answer (or drop) a request without a transaction, and say so: a retransmission of a request
+        answered statelessly gets the same bytes again; a new request the overload guard sheds gets a 503
+        (or nothing); one a stateless answerer answers gets its answer (kept for the retransmissions)."""
+        key = None
+        if not flow.reliable:  # no retransmissions over streams (RFC 3261 17.1.2.2)
+            via = request.top_via
+            branch = via.branch if via is not None else None
+            if via is not None and branch is not None and branch.startswith(MAGIC_COOKIE):
+                key = (branch, via.host.lower(), via.port, request.method, flow.remote_address)
+                cached = self.stateless_cache.get(key)
+                if cached is not None:
+                    self.counters["stateless_retransmissions"] += 1
+                    if isinstance(cached, bytes):
+                        flow.send(cached)
+                    else:
+                        self.send_response(cached, flow)
+                    return True
+        if (
+            guard is not None
+            and request.method in guard.methods
+            and request.to.tag is None
+            and not self.transactions.has_server(request)  # a retransmission of accepted work: never shed
+        ):
+            headers = request.headers
+            credentials = "Authorization" in headers or "Proxy-Authorization" in headers
+            verdict = guard.admit(credentials)
+            if verdict is not Verdict.ADMIT:
+                self.counters["shed"] += 1
+                if verdict is Verdict.REJECT:
+                    retry = [("Retry-After", guard.retry_after)]
+                    self._send_stateless(self._error_response(request, 503, None, retry), flow, key)
+                return True
+        if stateless is None:
+            return False
+        try:
+            response = stateless(request, flow)
+        except SipError as e:
+            self._answer_statelessly(request, flow, e.status, e.reason, e.headers)
+            return True
+        if response is None:
+            return False
+        self.counters["stateless"] += 1
+        self._send_stateless(response, flow, key)
+        return True
+
+    def _send_stateless(self, response: Response, flow: IFlow, key: tuple[Any, ...] | None) -> None:
+        """Send a response made without a transaction; keep it for retransmissions under `key` (if any)."""
+        data = self.send_response(response, flow)
+        if key is not None:
+            self.stateless_cache.put(key, data if data is not None else response)
 
     def _answer_statelessly(
         self,
@@ -333,6 +404,10 @@ class SipStack:
             return
         if isinstance(result, Deferred):  # an asynchronous transaction user: its errors end here too
             result.addErrback(self._tu_failed, transaction, request)
+            guard = self.overload
+            if guard is not None and method != "INVITE":  # an INVITE's Deferred lasts as long as its call
+                guard.work_started()
+                result.addBoth(guard.work_finished)
 
     def _tu_failed(self, failure: Failure, transaction: IServerTransaction, request: Request) -> None:
         """The one edge where errors become responses: SipError -> its response, anything else -> 500."""

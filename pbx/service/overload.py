@@ -1,0 +1,66 @@
+"""Overload control built from `[overload]`: the event loop's lag monitor and the stack's guard.
+
+`build_overload` gives the stack its `OverloadGuard` (new INVITEs and REGISTERs shed under overload, also
+before parsing at the critical level) and sizes its cache of stateless answers; the returned service runs
+the `LagMonitor` while the PBX runs. `OverloadService.guard` and `.monitor` are what metrics read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.logger import Logger
+
+from pbx.config import Config
+from pbx.sip.overload import LagMonitor, OverloadGuard, OverloadPolicy
+from pbx.sip.stack import SipStack
+from pbx.sip.stateless_cache import StatelessCache
+
+_log = Logger(namespace="pbx")
+
+
+class OverloadService(service.Service):
+    """Runs the lag monitor between start and stop; `guard` is None when overload control is off."""
+
+    def __init__(self, monitor: LagMonitor | None, guard: OverloadGuard | None) -> None:
+        self.monitor = monitor
+        self.guard = guard
+
+    def startService(self) -> None:
+        super().startService()
+        if self.monitor is not None:
+            self.monitor.start()
+
+    def stopService(self) -> Any:
+        if self.monitor is not None:
+            self.monitor.stop()
+        return super().stopService()
+
+
+def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> OverloadService:
+    """The guard and lag monitor of `[overload]`, attached to `stack` (and its UDP listeners)."""
+    settings = config.overload
+    stack.stateless_cache = StatelessCache(
+        the_reactor, lifetime=64 * stack.timers.t1, max_entries=settings.stateless_cache_size
+    )
+    if not settings.enabled:
+        return OverloadService(None, None)
+    monitor = LagMonitor(
+        the_reactor,
+        interval=settings.lag_interval,
+        high=settings.lag_high,
+        critical=settings.lag_critical,
+    )
+    policy = OverloadPolicy(
+        max_pending=settings.max_pending,
+        max_rate=settings.max_rate,
+        burst=settings.burst,
+        retry_after=settings.retry_after,
+        drop_critical=settings.drop_critical,
+    )
+    guard = OverloadGuard(the_reactor, monitor, policy)
+    stack.set_overload(guard)
+    if stack.transport is not None:
+        stack.transport.monitor.drop_unparsed = guard.drop_unparsed
+    return OverloadService(monitor, guard)

@@ -1,0 +1,279 @@
+"""Overload control in one server: how late the event loop runs; new work shed early (RFC 7339's idea).
+
+A single-threaded server that takes in more than it can finish does not slow down gracefully: requests wait
+in the socket buffer, clients retransmit them, the answers arrive after the clients gave up, and the work done
+for them is lost (goodput collapses). RFC 7339 lets an overloaded server tell its upstream neighbours to send
+less; what any server can do by itself is what RFC 3261 21.5.4 and RFC 7339 3 describe for the last resort:
+refuse new work early and cheaply with `503 Service Unavailable` and `Retry-After`, so that the work already
+accepted (transactions in progress, dialogs, retransmissions) keeps completing.
+
+- `LagMonitor` measures the event loop's lag: a timer due every `interval` seconds notes how late it fired,
+  smoothed (an exponentially weighted moving average). `lag` (seconds), `level()` and `overloaded` are the
+  views others read (metrics, the shedding below). Time is injected.
+- `OverloadGuard` decides, for a new request that could start work (an INVITE or REGISTER outside any
+  dialog), whether to admit it, refuse it with a stateless `503` + `Retry-After`, or drop it unanswered:
+  from the lag level, a cap on work in flight (asynchronous work the transaction users have not finished)
+  and an optional cap on the rate of new exchanges. `drop_unparsed` is the cheapest form: a datagram
+  carrying a new INVITE or REGISTER is recognised without the parser and dropped at the critical level.
+
+What is never shed: responses, ACK, CANCEL, requests inside a dialog (a To tag: BYE, re-INVITE, ...),
+retransmissions of requests already accepted or answered (the stack checks them first). A new request that
+carries credentials finishes an exchange whose first request was admitted (the challenge was sent), so it is
+refused only past the critical level or the cap on work in flight.
+
+This module knows nothing of the stack, of transactions or of the PBX: `pbx.sip.stack.SipStack` asks it.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+NORMAL, HIGH, CRITICAL = 0, 1, 2
+"""Levels of `LagMonitor.level()`: below `high`, from `high`, from `critical`."""
+
+
+class LagMonitor:
+    """How late the event loop runs, smoothed: a timer is due every `interval` s and notes its lateness.
+
+    A loop that is busy for 120 ms between two turns fires the timer up to 120 ms late; the smoothed lag
+    follows such samples with weight `smoothing` (1.0: no smoothing). The monitor keeps one `IDelayedCall`
+    while started and none once stopped.
+
+    Args:
+        clock: the reactor's time.
+        interval: seconds between two measures.
+        smoothing: the weight of a new sample in the moving average (0 < smoothing <= 1).
+        high: lag in seconds from which `level()` is `HIGH`.
+        critical: lag in seconds from which `level()` is `CRITICAL`.
+
+    Attributes:
+        lag: the smoothed lag in seconds.
+        last: the last sample in seconds.
+        peak: the highest sample seen since start.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        interval: float = 0.05,
+        smoothing: float = 0.25,
+        high: float = 0.2,
+        critical: float = 1.0,
+    ) -> None:
+        if interval <= 0 or not 0 < smoothing <= 1 or not 0 < high <= critical:
+            raise ValueError("need interval > 0, 0 < smoothing <= 1 and 0 < high <= critical")
+        self._clock = clock
+        self.interval = interval
+        self.smoothing = smoothing
+        self.high = high
+        self.critical = critical
+        self.lag = 0.0
+        self.last = 0.0
+        self.peak = 0.0
+        self._due = 0.0
+        self._timer: IDelayedCall | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._timer is not None
+
+    def start(self) -> None:
+        """Start measuring (again); the lag starts from zero."""
+        if self._timer is not None:
+            return
+        self.lag = self.last = 0.0
+        self._schedule()
+
+    def stop(self) -> None:
+        """Stop measuring; no timer is left behind."""
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _schedule(self) -> None:
+        self._due = self._clock.seconds() + self.interval
+        self._timer = self._clock.callLater(self.interval, self._tick)
+
+    def _tick(self) -> None:
+        self.sample(self._clock.seconds() - self._due)
+        self._schedule()
+
+    def sample(self, late: float) -> None:
+        """Take one measure of lateness (seconds; negative values count as 0)."""
+        late = max(0.0, late)
+        self.last = late
+        self.peak = max(self.peak, late)
+        self.lag += self.smoothing * (late - self.lag)
+
+    def level(self) -> int:
+        """`NORMAL`, `HIGH` or `CRITICAL` for the smoothed lag."""
+        lag = self.lag
+        return CRITICAL if lag >= self.critical else HIGH if lag >= self.high else NORMAL
+
+    @property
+    def overloaded(self) -> bool:
+        """Whether the smoothed lag is at or above `high`."""
+        return self.lag >= self.high
+
+
+class Verdict(enum.Enum):
+    """What to do with a new request."""
+
+    ADMIT = "admit"
+    REJECT = "reject"  # a stateless 503 with Retry-After
+    DROP = "drop"  # no answer at all
+
+
+@dataclass(frozen=True)
+class OverloadPolicy:
+    """The knobs of `OverloadGuard` (the `[overload]` config section, docs/configuration.md).
+
+    Attributes:
+        methods: the methods of new requests that may be shed (outside dialogs only).
+        max_pending: work in flight (transaction users' unfinished asynchronous work: store commits,
+            lookups) from which new requests get a 503; 0: no cap.
+        max_rate: new exchanges (requests without credentials) admitted per second, in a token bucket of
+            `burst`; 0: no cap. Mostly for tests and small hosts: it makes capacity deterministic.
+        burst: the bucket's depth (0: max_rate, at least 1).
+        retry_after: seconds in the 503's Retry-After (RFC 3261 20.33).
+        drop_critical: at the critical lag level, drop new requests unanswered (before parsing when the
+            transport asks `drop_unparsed`) instead of answering 503.
+    """
+
+    methods: frozenset[str] = frozenset({"INVITE", "REGISTER"})
+    max_pending: int = 2000
+    max_rate: float = 0.0
+    burst: float = 0.0
+    retry_after: int = 5
+    drop_critical: bool = True
+
+
+# A new INVITE or REGISTER without a To tag, recognised on the raw datagram: the start line's method, and
+# no `tag=` parameter in a To header (full or compact form, RFC 3261 7.3.3). Anything unusual is left to
+# the parser (a To tag hidden in a quoted display name only makes us keep a request we could have dropped).
+_START = (b"INVITE ", b"REGISTER ")
+_TO_LINE = re.compile(rb"\r?\n(?:to|t)[ \t]*:([^\r\n]*)", re.IGNORECASE)
+_TAG = re.compile(rb";[ \t]*tag[ \t]*=", re.IGNORECASE)
+
+
+class OverloadGuard:
+    """Admission of new work under overload, from the lag, the work in flight and the rate of new exchanges.
+
+    Args:
+        clock: the reactor's time (the rate bucket).
+        monitor: the event loop's lag (None: the lag is not a signal).
+        policy: thresholds and caps.
+
+    Attributes:
+        pending: work in flight, kept by the stack (`work_started` / `work_finished`).
+        counters: `admitted`, `rejected` (503), `dropped` (after parsing), `dropped_unparsed`,
+            `rejected_lag`, `rejected_pending`, `rejected_rate`.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        monitor: LagMonitor | None = None,
+        policy: OverloadPolicy = OverloadPolicy(),
+    ) -> None:
+        self._clock = clock
+        self.monitor = monitor
+        self.policy = policy
+        self.methods = policy.methods
+        self.retry_after = str(policy.retry_after)
+        self.pending = 0
+        self._burst = float(policy.burst or max(1.0, policy.max_rate))
+        self._tokens = self._burst
+        self._refilled = clock.seconds()
+        self._starts = tuple(m.encode() + b" " for m in policy.methods if m.encode() + b" " in _START)
+        self.counters = {
+            "admitted": 0,
+            "rejected": 0,
+            "dropped": 0,
+            "dropped_unparsed": 0,
+            "rejected_lag": 0,
+            "rejected_pending": 0,
+            "rejected_rate": 0,
+        }
+
+    def level(self) -> int:
+        """The lag level, `NORMAL` without a monitor."""
+        return self.monitor.level() if self.monitor is not None else NORMAL
+
+    def admit(self, credentials: bool) -> Verdict:
+        """The verdict for a new request of one of `methods`, outside any dialog and not a retransmission.
+
+        Args:
+            credentials: whether it carries credentials (Authorization or Proxy-Authorization): it then
+                finishes an exchange admitted before, and only the critical level or the cap on work in
+                flight refuse it.
+        """
+        counters = self.counters
+        level = self.level()
+        if level == CRITICAL:
+            if self.policy.drop_critical:
+                counters["dropped"] += 1
+                return Verdict.DROP
+            return self._reject("rejected_lag")
+        policy = self.policy
+        if policy.max_pending and self.pending >= policy.max_pending:
+            return self._reject("rejected_pending")
+        if not credentials:
+            if level == HIGH:
+                return self._reject("rejected_lag")
+            if policy.max_rate and not self._take_token():
+                return self._reject("rejected_rate")
+        counters["admitted"] += 1
+        return Verdict.ADMIT
+
+    def _reject(self, why: str) -> Verdict:
+        self.counters["rejected"] += 1
+        self.counters[why] += 1
+        return Verdict.REJECT
+
+    def _take_token(self) -> bool:
+        now = self._clock.seconds()
+        tokens = min(self._burst, self._tokens + (now - self._refilled) * self.policy.max_rate)
+        self._refilled = now
+        if tokens < 1.0:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1.0
+        return True
+
+    def drop_unparsed(self, datagram: bytes) -> bool:
+        """Whether to drop a datagram before parsing it: only at the critical level (with `drop_critical`),
+        and only a new INVITE or REGISTER (no To tag). Costs a comparison when the level is lower."""
+        if not self.policy.drop_critical or self.level() != CRITICAL or not datagram.startswith(self._starts):
+            return False
+        to = _TO_LINE.search(datagram)
+        if to is None or _TAG.search(to.group(1)) is not None:
+            return False
+        self.counters["dropped_unparsed"] += 1
+        return True
+
+    # Work in flight, told by the stack.
+    def work_started(self) -> None:
+        self.pending += 1
+
+    def work_finished(self, result: Any = None) -> Any:
+        """Count one piece of work as done; returns `result` (usable as a Deferred callback)."""
+        self.pending -= 1
+        return result
+
+    def snapshot(self) -> dict[str, float]:
+        """The figures for metrics: lag (s), level, work in flight and the counters."""
+        monitor = self.monitor
+        return {
+            "lag": monitor.lag if monitor is not None else 0.0,
+            "lag_peak": monitor.peak if monitor is not None else 0.0,
+            "level": self.level(),
+            "pending": self.pending,
+            **self.counters,
+        }

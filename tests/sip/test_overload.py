@@ -1,0 +1,130 @@
+"""`LagMonitor` and `OverloadGuard`: the event loop's lag and the shedding decisions (RFC 7339's idea)."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.task import Clock
+
+from pbx.sip.overload import CRITICAL, HIGH, NORMAL, LagMonitor, OverloadGuard, OverloadPolicy, Verdict
+
+
+def register(tag: str = "", method: str = "REGISTER", to: str = "To") -> bytes:
+    return (
+        f"{method} sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n"
+        f"From: <sip:a@example.com>;tag=f\r\n{to}: <sip:a@example.com>{tag}\r\nCall-ID: c\r\n"
+        f"CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_lag_follows_how_late_the_timer_fires_and_stops_cleanly() -> None:
+    clock = Clock()
+    monitor = LagMonitor(clock, interval=0.05, smoothing=0.5, high=0.1, critical=0.4)
+    monitor.start()
+    clock.pump([0.05] * 10)  # on time
+    assert monitor.lag == 0.0 and monitor.level() == NORMAL and not monitor.overloaded
+    clock.advance(0.65)  # the loop was busy: the timer fires 0.6 s late
+    assert monitor.last == pytest.approx(0.6)
+    assert monitor.lag == pytest.approx(0.3) and monitor.level() == HIGH and monitor.overloaded
+    clock.advance(0.65)
+    assert monitor.lag == pytest.approx(0.45) and monitor.level() == CRITICAL
+    clock.pump([0.05] * 10)  # back on time: the lag decays
+    assert monitor.lag < 0.001 and monitor.level() == NORMAL
+    assert monitor.peak == pytest.approx(0.6)
+    monitor.start()  # already running: nothing more
+    assert len(clock.getDelayedCalls()) == 1
+    monitor.stop()
+    assert not monitor.running and clock.getDelayedCalls() == []
+    monitor.stop()
+
+
+def test_lag_monitor_arguments_are_checked() -> None:
+    with pytest.raises(ValueError):
+        LagMonitor(Clock(), high=1.0, critical=0.5)
+    with pytest.raises(ValueError):
+        LagMonitor(Clock(), interval=0)
+
+
+def overloaded_guard(lag: float, **policy: object) -> OverloadGuard:
+    clock = Clock()
+    monitor = LagMonitor(clock, high=0.2, critical=1.0)
+    monitor.lag = lag
+    return OverloadGuard(clock, monitor, OverloadPolicy(**policy))  # type: ignore[arg-type]
+
+
+def test_normal_lag_admits_everything() -> None:
+    guard = overloaded_guard(0.0)
+    assert guard.admit(credentials=False) is Verdict.ADMIT
+    assert guard.admit(credentials=True) is Verdict.ADMIT
+    assert guard.counters["admitted"] == 2
+
+
+def test_high_lag_refuses_new_exchanges_but_finishes_those_begun() -> None:
+    """From `high`, a request without credentials (a new exchange) gets a 503; one with credentials
+    answers a challenge we sent: it is the second half of work already admitted."""
+    guard = overloaded_guard(0.3)
+    assert guard.admit(credentials=False) is Verdict.REJECT
+    assert guard.admit(credentials=True) is Verdict.ADMIT
+    assert (guard.counters["rejected"], guard.counters["rejected_lag"]) == (1, 1)
+
+
+def test_critical_lag_drops_every_new_request_or_rejects_it() -> None:
+    guard = overloaded_guard(1.5)
+    assert guard.admit(credentials=True) is Verdict.DROP
+    assert guard.counters["dropped"] == 1
+    guard = overloaded_guard(1.5, drop_critical=False)
+    assert guard.admit(credentials=True) is Verdict.REJECT
+
+
+def test_cap_on_work_in_flight() -> None:
+    guard = overloaded_guard(0.0, max_pending=2)
+    guard.work_started()
+    guard.work_started()
+    assert guard.admit(credentials=True) is Verdict.REJECT
+    assert guard.counters["rejected_pending"] == 1
+    assert guard.work_finished("result") == "result"
+    assert guard.pending == 1
+    assert guard.admit(credentials=True) is Verdict.ADMIT
+
+
+ADMIT, REJECT = Verdict.ADMIT, Verdict.REJECT
+
+
+def test_rate_cap_is_a_token_bucket_for_new_exchanges() -> None:
+    clock = Clock()
+    guard = OverloadGuard(clock, None, OverloadPolicy(max_rate=10, burst=2))
+    assert [guard.admit(credentials=False) for _ in range(3)] == [
+        Verdict.ADMIT,
+        Verdict.ADMIT,
+        Verdict.REJECT,
+    ]
+    assert guard.admit(credentials=True) is Verdict.ADMIT  # never counted against the rate
+    clock.advance(0.1)  # one token back
+    assert [guard.admit(credentials=False) for _ in range(2)] == [ADMIT, REJECT]
+    clock.advance(10)  # never more than the burst
+    assert [guard.admit(credentials=False) for _ in range(3)] == [
+        Verdict.ADMIT,
+        Verdict.ADMIT,
+        Verdict.REJECT,
+    ]
+    assert guard.counters["rejected_rate"] == 3
+    assert guard.level() == NORMAL and guard.snapshot()["lag"] == 0.0
+    assert clock.getDelayedCalls() == []
+
+
+def test_drop_before_parsing_only_new_invites_and_registers_at_the_critical_level() -> None:
+    guard = overloaded_guard(0.5)
+    assert not guard.drop_unparsed(register())  # HIGH: answered 503 after parsing, not dropped
+    guard = overloaded_guard(1.5)
+    assert guard.drop_unparsed(register())
+    assert guard.drop_unparsed(register(method="INVITE", to="t"))  # compact form
+    assert not guard.drop_unparsed(register(";tag=x"))  # in a dialog: never shed
+    assert not guard.drop_unparsed(register(" ; TAG = x"))
+    assert not guard.drop_unparsed(register(method="INVITE", to="t", tag=";tag=9"))
+    assert not guard.drop_unparsed(register(method="BYE"))
+    assert not guard.drop_unparsed(register(method="OPTIONS"))
+    assert not guard.drop_unparsed(b"SIP/2.0 200 OK\r\n\r\n")
+    assert not guard.drop_unparsed(b"INVITE sip:x SIP/2.0\r\n\r\n")  # no To: left to the parser
+    assert guard.counters["dropped_unparsed"] == 2
+    assert not overloaded_guard(1.5, drop_critical=False).drop_unparsed(register())
+    snapshot = guard.snapshot()
+    assert snapshot["level"] == CRITICAL and snapshot["dropped_unparsed"] == 2
