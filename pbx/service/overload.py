@@ -13,7 +13,7 @@ from twisted.application import service
 from twisted.logger import Logger
 
 from pbx.config import Config
-from pbx.sip.overload import LagMonitor, OverloadGuard, OverloadPolicy
+from pbx.sip.overload import NORMAL, LagMonitor, OverloadGuard, OverloadPolicy, SocketQueueDelay
 from pbx.sip.stack import SipStack
 from pbx.sip.stateless_cache import StatelessCache
 
@@ -46,11 +46,21 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
     )
     if not settings.enabled:
         return OverloadService(None, None)
+    transports = stack.transport
+    queue_delay = None
+    if transports is not None:  # input waiting in the UDP sockets' buffers counts as lag too
+        counters = transports.monitor.counters
+        queue_delay = SocketQueueDelay(
+            the_reactor,
+            lambda: transports.udp_sockets,
+            lambda: counters.messages_received + counters.undecodable + dropped["dropped_unparsed"],
+        )
     monitor = LagMonitor(
         the_reactor,
         interval=settings.lag_interval,
         high=settings.lag_high,
         critical=settings.lag_critical,
+        queue_delay=queue_delay,
     )
     policy = OverloadPolicy(
         max_pending=settings.max_pending,
@@ -60,7 +70,33 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
         drop_critical=settings.drop_critical,
     )
     guard = OverloadGuard(the_reactor, monitor, policy)
+    dropped = guard.counters
     stack.set_overload(guard)
-    if stack.transport is not None:
-        stack.transport.monitor.drop_unparsed = guard.drop_unparsed
+    if transports is not None:
+        transports.monitor.drop_unparsed = guard.drop_unparsed
+    monitor.listeners.append(LevelLog(guard))
     return OverloadService(monitor, guard)
+
+
+class LevelLog:
+    """Logs each change of the overload level (a line per change, not per request)."""
+
+    def __init__(self, guard: OverloadGuard) -> None:
+        self._guard = guard
+        self._level = NORMAL
+
+    def __call__(self, monitor: LagMonitor) -> None:
+        level = monitor.level()
+        if level == self._level:
+            return
+        self._level = level
+        counters = self._guard.counters
+        _log.warn(
+            "Overload level {level} (lag {lag:.3f} s): admitting {share:.0%} of new exchanges; "
+            "so far {rejected} refused with 503, {dropped} dropped",
+            level=("normal", "high", "critical")[level],
+            lag=monitor.lag,
+            share=self._guard.admit_share,
+            rejected=counters["rejected"],
+            dropped=counters["dropped"] + counters["dropped_unparsed"],
+        )

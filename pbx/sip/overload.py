@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import enum
 import re
+import socket
+import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,11 +41,14 @@ NORMAL, HIGH, CRITICAL = 0, 1, 2
 
 
 class LagMonitor:
-    """How late the event loop runs, smoothed: a timer is due every `interval` s and notes its lateness.
+    """How long new input waits, smoothed: a timer due every `interval` s notes how late it fires, plus what
+    `queue_delay` (if given) says input waits in socket buffers before the loop reads it.
 
     A loop that is busy for 120 ms between two turns fires the timer up to 120 ms late; the smoothed lag
-    follows such samples with weight `smoothing` (1.0: no smoothing). The monitor keeps one `IDelayedCall`
-    while started and none once stopped.
+    follows such samples with weight `smoothing` (1.0: no smoothing). The timer alone cannot see a backlog in
+    a socket's receive buffer (the loop reads a batch per turn, however many wait behind it): `queue_delay`
+    (`SocketQueueDelay`) adds that wait. `listeners` are called with the monitor after each sample. The
+    monitor keeps one `IDelayedCall` while started and none once stopped.
 
     Args:
         clock: the reactor's time.
@@ -65,6 +71,7 @@ class LagMonitor:
         smoothing: float = 0.25,
         high: float = 0.2,
         critical: float = 1.0,
+        queue_delay: Callable[[], float] | None = None,
     ) -> None:
         if interval <= 0 or not 0 < smoothing <= 1 or not 0 < high <= critical:
             raise ValueError("need interval > 0, 0 < smoothing <= 1 and 0 < high <= critical")
@@ -76,6 +83,8 @@ class LagMonitor:
         self.lag = 0.0
         self.last = 0.0
         self.peak = 0.0
+        self.queue_delay = queue_delay
+        self.listeners: list[Callable[[LagMonitor], object]] = []
         self._due = 0.0
         self._timer: IDelayedCall | None = None
 
@@ -101,8 +110,13 @@ class LagMonitor:
         self._timer = self._clock.callLater(self.interval, self._tick)
 
     def _tick(self) -> None:
-        self.sample(self._clock.seconds() - self._due)
+        late = self._clock.seconds() - self._due
+        if self.queue_delay is not None:
+            late = max(0.0, late) + self.queue_delay()
         self._schedule()
+        self.sample(late)
+        for listener in self.listeners:
+            listener(self)
 
     def sample(self, late: float) -> None:
         """Take one measure of lateness (seconds; negative values count as 0)."""
@@ -120,6 +134,65 @@ class LagMonitor:
     def overloaded(self) -> bool:
         """Whether the smoothed lag is at or above `high`."""
         return self.lag >= self.high
+
+
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
+"""Linux (4.6+): a socket's memory counters; the first: bytes queued for reading (SK_MEMINFO_RMEM_ALLOC)."""
+
+
+class SocketQueueDelay:
+    """How long a datagram waits in the receive buffers of `sockets` before the loop reads it (an estimate).
+
+    The bytes queued (Linux `SO_MEMINFO`; elsewhere nothing is measured and the delay is 0) over the bytes a
+    queued datagram takes there (`bytes_per_datagram`: a 500-byte SIP request takes about 1,280 on Linux)
+    give the datagrams waiting; over the rate the loop reads them (smoothed, at least `min_rate`) that is
+    the wait. Meant as `LagMonitor`'s `queue_delay`, called once per sample.
+
+    Args:
+        clock: the reactor's time.
+        sockets: the sockets to look at now (listeners open after this is built).
+        read: datagrams read so far (a running total).
+        bytes_per_datagram: receive-buffer bytes one queued datagram takes.
+        min_rate: the read rate assumed at least (datagrams per second), so that an idle loop that just got
+            a burst is not taken for a slow one.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        sockets: Callable[[], Sequence[Any]],
+        read: Callable[[], int],
+        *,
+        bytes_per_datagram: int = 1280,
+        min_rate: float = 500.0,
+    ) -> None:
+        self._clock = clock
+        self._sockets = sockets
+        self._read = read
+        self._per_datagram = bytes_per_datagram
+        self._min_rate = min_rate
+        self.rate = min_rate
+        self.queued = 0.0
+        self._last = (clock.seconds(), read())
+        self._supported = True
+
+    def __call__(self) -> float:
+        now, count = self._clock.seconds(), self._read()
+        then, before = self._last
+        self._last = (now, count)
+        if now > then:
+            self.rate = max(self._min_rate, 0.5 * self.rate + 0.5 * (count - before) / (now - then))
+        queued = 0
+        if self._supported:
+            for sock in self._sockets():
+                try:
+                    queued += struct.unpack_from("I", sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36))[0]
+                except (OSError, struct.error, AttributeError):
+                    self._supported = False  # not Linux, or not a socket: measure nothing from now on
+                    queued = 0
+                    break
+        self.queued = queued / self._per_datagram
+        return self.queued / self.rate
 
 
 class Verdict(enum.Enum):
@@ -144,6 +217,11 @@ class OverloadPolicy:
         retry_after: seconds in the 503's Retry-After (RFC 3261 20.33).
         drop_critical: at the critical lag level, drop new requests unanswered (before parsing when the
             transport asks `drop_unparsed`) instead of answering 503.
+        decrease: while the lag is at or above `high`, the share of new exchanges admitted is multiplied by
+            this after each sample (down to `min_admit`) ...
+        increase: ... and below `high` it grows by this much per sample (up to 1): additive increase,
+            multiplicative decrease, so that admissions settle near what the server can finish.
+        min_admit: the smallest share admitted below the critical level.
     """
 
     methods: frozenset[str] = frozenset({"INVITE", "REGISTER"})
@@ -152,6 +230,9 @@ class OverloadPolicy:
     burst: float = 0.0
     retry_after: int = 5
     drop_critical: bool = True
+    decrease: float = 0.8
+    increase: float = 0.05
+    min_admit: float = 0.02
 
 
 # A new INVITE or REGISTER without a To tag, recognised on the raw datagram: the start line's method, and
@@ -170,7 +251,12 @@ class OverloadGuard:
         monitor: the event loop's lag (None: the lag is not a signal).
         policy: thresholds and caps.
 
+    The share of new exchanges admitted (`admit_share`) follows the lag, sample by sample (`on_sample`, a
+    listener of the monitor): it shrinks while the lag is at or above `high` and grows back below it; the
+    exchanges refused get a 503. At the critical level every new request is shed.
+
     Attributes:
+        admit_share: the share of new exchanges (requests without credentials) admitted now, 0..1.
         pending: work in flight, kept by the stack (`work_started` / `work_finished`).
         counters: `admitted`, `rejected` (503), `dropped` (after parsing), `dropped_unparsed`,
             `rejected_lag`, `rejected_pending`, `rejected_rate`.
@@ -188,6 +274,10 @@ class OverloadGuard:
         self.methods = policy.methods
         self.retry_after = str(policy.retry_after)
         self.pending = 0
+        self.admit_share = 1.0
+        self._credit = 0.0
+        if monitor is not None:
+            monitor.listeners.append(self.on_sample)
         self._burst = float(policy.burst or max(1.0, policy.max_rate))
         self._tokens = self._burst
         self._refilled = clock.seconds()
@@ -201,6 +291,14 @@ class OverloadGuard:
             "rejected_pending": 0,
             "rejected_rate": 0,
         }
+
+    def on_sample(self, monitor: LagMonitor) -> None:
+        """Adjust the share of new exchanges admitted to the lag just measured (AIMD)."""
+        policy = self.policy
+        if monitor.level() == NORMAL:
+            self.admit_share = min(1.0, self.admit_share + policy.increase)
+        else:
+            self.admit_share = max(policy.min_admit, self.admit_share * policy.decrease)
 
     def level(self) -> int:
         """The lag level, `NORMAL` without a monitor."""
@@ -225,8 +323,12 @@ class OverloadGuard:
         if policy.max_pending and self.pending >= policy.max_pending:
             return self._reject("rejected_pending")
         if not credentials:
-            if level == HIGH:
-                return self._reject("rejected_lag")
+            share = self.admit_share
+            if share < 1.0:  # admit `share` of them, evenly spread
+                self._credit += share
+                if self._credit < 1.0:
+                    return self._reject("rejected_lag")
+                self._credit -= 1.0
             if policy.max_rate and not self._take_token():
                 return self._reject("rejected_rate")
         counters["admitted"] += 1
@@ -272,6 +374,7 @@ class OverloadGuard:
         monitor = self.monitor
         return {
             "lag": monitor.lag if monitor is not None else 0.0,
+            "admit_share": self.admit_share,
             "lag_peak": monitor.peak if monitor is not None else 0.0,
             "level": self.level(),
             "pending": self.pending,

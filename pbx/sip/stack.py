@@ -266,7 +266,19 @@ class SipStack:
                 "Dropped request without routable headers from {peer}", peer=flow.remote_address
             )
             return
+        method = request.method
+        stateless = self._stateless.get(method)
+        guard = self.overload
+        key = None
+        if stateless is not None or (guard is not None and method in guard.methods):
+            # Before stamping and validation: a retransmission of an answered request, or work to shed,
+            # should cost as little as possible.
+            key = self._stateless_key(request, flow)
+            if key is not None and self._answered_again(key, flow):
+                return
         self._stamp_via(request, flow)
+        if guard is not None and method in guard.methods and self._shed(request, flow, guard, key):
+            return
         try:
             check_request(request, self.supported)
         except SipError as e:
@@ -274,65 +286,63 @@ class SipStack:
             if request.method != "ACK":
                 self._answer_statelessly(request, flow, e.status, e.reason, e.headers)
             return
-        method = request.method
-        stateless = self._stateless.get(method)
-        guard = self.overload
-        if (
-            stateless is not None or (guard is not None and method in guard.methods)
-        ) and self._answered_early(request, flow, stateless, guard):
-            return
+        if stateless is not None:
+            try:
+                response = stateless(request, flow)
+            except SipError as e:
+                self._answer_statelessly(request, flow, e.status, e.reason, e.headers)
+                return
+            if response is not None:
+                self.counters["stateless"] += 1
+                self._send_stateless(response, flow, key)
+                return
         self.transactions.receive_request(request, flow, reliable=flow.reliable)
 
-    def _answered_early(
-        self,
-        request: Request,
-        flow: IFlow,
-        stateless: Callable[[Request, IFlow], Response | None] | None,
-        guard: OverloadGuard | None,
-    ) -> bool:
-        """Answer (or drop) a request without a transaction, and say so: a retransmission of a request
-        answered statelessly gets the same bytes again; a new request the overload guard sheds gets a 503
-        (or nothing); one a stateless answerer answers gets its answer (kept for the retransmissions)."""
-        key = None
-        if not flow.reliable:  # no retransmissions over streams (RFC 3261 17.1.2.2)
-            via = request.top_via
-            branch = via.branch if via is not None else None
-            if via is not None and branch is not None and branch.startswith(MAGIC_COOKIE):
-                key = (branch, via.host.lower(), via.port, request.method, flow.remote_address)
-                cached = self.stateless_cache.get(key)
-                if cached is not None:
-                    self.counters["stateless_retransmissions"] += 1
-                    if isinstance(cached, bytes):
-                        flow.send(cached)
-                    else:
-                        self.send_response(cached, flow)
-                    return True
-        if (
-            guard is not None
-            and request.method in guard.methods
-            and request.to.tag is None
-            and not self.transactions.has_server(request)  # a retransmission of accepted work: never shed
-        ):
-            headers = request.headers
-            credentials = "Authorization" in headers or "Proxy-Authorization" in headers
-            verdict = guard.admit(credentials)
-            if verdict is not Verdict.ADMIT:
-                self.counters["shed"] += 1
-                if verdict is Verdict.REJECT:
-                    retry = [("Retry-After", guard.retry_after)]
-                    self._send_stateless(self._error_response(request, 503, None, retry), flow, key)
-                return True
-        if stateless is None:
+    @staticmethod
+    def _stateless_key(request: Request, flow: IFlow) -> tuple[Any, ...] | None:
+        """The key of a request's stateless answer: its transaction key (RFC 3261 17.2.3) and its source;
+        None over streams (no retransmissions: 17.1.2.2) and for RFC 2543 branches."""
+        if flow.reliable:
+            return None
+        via = request.top_via
+        branch = via.branch if via is not None else None
+        if via is None or branch is None or not branch.startswith(MAGIC_COOKIE):
+            return None
+        return (branch, via.host.lower(), via.port, request.method, flow.remote_address)
+
+    def _answered_again(self, key: tuple[Any, ...], flow: IFlow) -> bool:
+        """Send again what a retransmitted request got without a transaction; False when it got nothing."""
+        cached = self.stateless_cache.get(key)
+        if cached is None:
             return False
+        self.counters["stateless_retransmissions"] += 1
+        if isinstance(cached, bytes):
+            flow.send(cached)
+        else:
+            self.send_response(cached, flow)
+        return True
+
+    def _shed(self, request: Request, flow: IFlow, guard: OverloadGuard, key: tuple[Any, ...] | None) -> bool:
+        """Ask the overload guard about a new request outside any dialog that is not a retransmission of
+        accepted work: a 503 with Retry-After (kept for its retransmissions) or a drop; False admits it."""
         try:
-            response = stateless(request, flow)
-        except SipError as e:
-            self._answer_statelessly(request, flow, e.status, e.reason, e.headers)
-            return True
-        if response is None:
+            if request.to.tag is not None:
+                return False
+        except SipParseError:
+            return False  # validation answers it
+        if self.transactions.has_server(request):  # a retransmission of accepted work: never shed
             return False
-        self.counters["stateless"] += 1
-        self._send_stateless(response, flow, key)
+        headers = request.headers
+        verdict = guard.admit("Authorization" in headers or "Proxy-Authorization" in headers)
+        if verdict is Verdict.ADMIT:
+            return False
+        self.counters["shed"] += 1
+        if verdict is Verdict.REJECT:
+            retry = [("Retry-After", guard.retry_after)]
+            try:
+                self._send_stateless(self._error_response(request, 503, None, retry), flow, key)
+            except (SipParseError, ValueError):
+                self.counters["dropped"] += 1  # too broken to answer: dropped
         return True
 
     def _send_stateless(self, response: Response, flow: IFlow, key: tuple[Any, ...] | None) -> None:

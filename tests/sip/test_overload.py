@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import socket
+import struct
+import sys
+
 import pytest
 from twisted.internet.task import Clock
 
-from pbx.sip.overload import CRITICAL, HIGH, NORMAL, LagMonitor, OverloadGuard, OverloadPolicy, Verdict
+from pbx.sip.overload import (
+    CRITICAL,
+    HIGH,
+    NORMAL,
+    LagMonitor,
+    OverloadGuard,
+    OverloadPolicy,
+    SocketQueueDelay,
+    Verdict,
+)
 
 
 def register(tag: str = "", method: str = "REGISTER", to: str = "To") -> bytes:
@@ -48,7 +61,10 @@ def overloaded_guard(lag: float, **policy: object) -> OverloadGuard:
     clock = Clock()
     monitor = LagMonitor(clock, high=0.2, critical=1.0)
     monitor.lag = lag
-    return OverloadGuard(clock, monitor, OverloadPolicy(**policy))  # type: ignore[arg-type]
+    guard = OverloadGuard(clock, monitor, OverloadPolicy(**policy))  # type: ignore[arg-type]
+    if lag >= monitor.high:
+        guard.admit_share = 0.0  # as after a while at that lag
+    return guard
 
 
 def test_normal_lag_admits_everything() -> None:
@@ -65,6 +81,29 @@ def test_high_lag_refuses_new_exchanges_but_finishes_those_begun() -> None:
     assert guard.admit(credentials=False) is Verdict.REJECT
     assert guard.admit(credentials=True) is Verdict.ADMIT
     assert (guard.counters["rejected"], guard.counters["rejected_lag"]) == (1, 1)
+
+
+def test_the_share_admitted_follows_the_lag_aimd() -> None:
+    """Multiplicative decrease while the lag is high, additive increase below: admissions settle near what
+    the server finishes instead of swinging between all and nothing; the admitted ones spread evenly."""
+    clock = Clock()
+    monitor = LagMonitor(clock, interval=0.05, smoothing=1.0, high=0.2, critical=1.0)
+    guard = OverloadGuard(clock, monitor, OverloadPolicy(decrease=0.5, increase=0.1, min_admit=0.1))
+    monitor.start()
+    clock.advance(0.05 + 0.3)  # one sample 0.3 s late: HIGH
+    assert monitor.level() == HIGH and guard.admit_share == 0.5
+    verdicts = [guard.admit(credentials=False) for _ in range(6)]
+    assert verdicts == [Verdict.REJECT, Verdict.ADMIT] * 3
+    for _ in range(5):
+        clock.advance(0.05 + 0.3)
+    assert guard.admit_share == 0.1  # never below min_admit
+    clock.pump([0.05] * 3)  # on time again
+    assert guard.admit_share == pytest.approx(0.4)
+    clock.pump([0.05] * 10)
+    assert guard.admit_share == 1.0
+    assert guard.admit(credentials=False) is Verdict.ADMIT
+    monitor.stop()
+    assert clock.getDelayedCalls() == []
 
 
 def test_critical_lag_drops_every_new_request_or_rejects_it() -> None:
@@ -128,3 +167,56 @@ def test_drop_before_parsing_only_new_invites_and_registers_at_the_critical_leve
     assert not overloaded_guard(1.5, drop_critical=False).drop_unparsed(register())
     snapshot = guard.snapshot()
     assert snapshot["level"] == CRITICAL and snapshot["dropped_unparsed"] == 2
+
+
+class FakeSocket:
+    def __init__(self, queued: int) -> None:
+        self.queued = queued
+
+    def getsockopt(self, level: int, option: int, size: int) -> bytes:
+        return struct.pack("9I", self.queued, 212992, 0, 0, 0, 0, 0, 0, 0)
+
+
+def test_socket_queue_delay_is_what_waits_over_the_read_rate() -> None:
+    """1,000 datagrams queued (1.28 MB) read at 2,000/s: half a second of wait the timer cannot see."""
+    clock = Clock()
+    read = [0]
+    sock = FakeSocket(1000 * 1280)
+    delay = SocketQueueDelay(clock, lambda: [sock], lambda: read[0], min_rate=100)
+    for _ in range(10):
+        clock.advance(0.05)
+        read[0] += 100  # 2,000/s
+        measured = delay()
+    assert delay.queued == 1000 and delay.rate == pytest.approx(2000, rel=0.01)
+    assert measured == pytest.approx(0.5, rel=0.01)
+    monitor = LagMonitor(clock, interval=0.05, smoothing=1.0, queue_delay=delay)
+    monitor.start()
+    read[0] += 100
+    clock.advance(0.05)
+    assert monitor.lag == pytest.approx(0.5, rel=0.01) and monitor.level() == HIGH
+    monitor.stop()
+    assert clock.getDelayedCalls() == []
+
+
+def test_socket_queue_delay_measures_nothing_where_unsupported() -> None:
+    class NotLinux:
+        def getsockopt(self, level: int, option: int, size: int) -> bytes:
+            raise OSError("no SO_MEMINFO")
+
+    delay = SocketQueueDelay(Clock(), lambda: [NotLinux()], lambda: 0)
+    assert delay() == 0.0 and delay() == 0.0
+
+
+def test_socket_queue_delay_on_a_real_socket() -> None:
+    """Linux only: SO_MEMINFO counts the bytes of datagrams waiting (nothing is read here)."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+    ):
+        receiver.bind(("127.0.0.1", 0))
+        delay = SocketQueueDelay(Clock(), lambda: [receiver], lambda: 0, min_rate=100)
+        for _ in range(50):
+            sender.sendto(b"x" * 500, receiver.getsockname())
+        measured = delay()
+        if sys.platform.startswith("linux"):
+            assert 20 <= delay.queued <= 100 and measured == pytest.approx(delay.queued / 100)

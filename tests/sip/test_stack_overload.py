@@ -48,6 +48,8 @@ def make(lag: float = 0.0, **policy: object) -> tuple[SipStack, OverloadGuard, S
     monitor = LagMonitor(clock, high=0.2, critical=1.0)
     monitor.lag = lag
     guard = OverloadGuard(clock, monitor, OverloadPolicy(**policy))  # type: ignore[arg-type]
+    if lag >= monitor.high:
+        guard.admit_share = 0.0  # as after a while at that lag
     stack.set_overload(guard)
     tu = SlowTU()
     stack.register("REGISTER", tu)
