@@ -92,9 +92,9 @@ class LevelLog:
         self._level = level
         counters = self._guard.counters
         _log.warn(
-            "Overload level {level} (lag {lag:.3f} s): admitting {share:.0%} of new exchanges; "
+            "Overload level {state} (lag {lag:.3f} s): admitting {share:.0%} of new exchanges; "
             "so far {rejected} refused with 503, {dropped} dropped",
-            level=("normal", "high", "critical")[level],
+            state=("normal", "high", "critical")[level],
             lag=monitor.lag,
             share=self._guard.admit_share,
             rejected=counters["rejected"],

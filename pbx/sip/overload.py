@@ -173,12 +173,12 @@ class SocketQueueDelay:
         self._min_rate = min_rate
         self.rate = min_rate
         self.queued = 0.0
-        self._last = (clock.seconds(), read())
+        self._last: tuple[float, int] | None = None  # (time, datagrams read) at the last call
         self._supported = True
 
     def __call__(self) -> float:
         now, count = self._clock.seconds(), self._read()
-        then, before = self._last
+        then, before = self._last or (now, count)
         self._last = (now, count)
         if now > then:
             self.rate = max(self._min_rate, 0.5 * self.rate + 0.5 * (count - before) / (now - then))
