@@ -6,10 +6,11 @@ ACK -> hold -> BYE -> 200, answered by SIPp UASs on registered extensions), each
 is offered for --seconds and these are counted from SIPp's own timers (`-trace_rtt`): exchanges completed
 (rtd 1: first request to 200) and exchanges refused early (rtd 2: first request to the PBX's 503), and from
 its `-trace_stat` counts the calls that failed otherwise (timeouts, unexpected answers) and its
-retransmissions. Goodput is completed exchanges per second of offered load; the verdict compares it with
-the held rate (>= 90 % is the goal). Printed per step: the PBX's CPU (% of one core), the load generator's
-CPU (every SIPp process), the share of the exchanges SIPp actually started (SIPp may fall behind its -r when
-its core is short), and the set-up time of the completed ones.
+retransmissions. Goodput is completed exchanges per second of offered load; "on time" counts only those
+whose 200 came within 2 s of the first request (the others needed retransmissions), and the verdict compares
+that with the held rate (>= 90 % is the goal). Printed per step: the PBX's CPU (% of one core, while the
+load is offered), the load generator's CPU (every SIPp process), the share of the exchanges SIPp actually
+started (SIPp may fall behind its -r when its core is short), and the mean set-up time of the completed.
 
 The held rate (--register-held, --calls-held) is what the PBX completes in full on this machine: take it
 from bench/register_bench.py and bench/calls_bench.py on the same machine, or let the first step (1x) show
@@ -85,6 +86,7 @@ class Step:
     seconds: float
     started: int = 0  # exchanges SIPp started
     completed: int = 0  # rtd 1
+    on_time: int = 0  # rtd 1 within ON_TIME_MS
     shed: int = 0  # rtd 2 (a 503)
     failed: int = 0  # SIPp's failed calls: timeouts, unexpected answers
     retransmissions: int = 0
@@ -99,13 +101,23 @@ class Step:
         return self.completed / self.seconds
 
     @property
+    def on_time_goodput(self) -> float:
+        return self.on_time / self.seconds
+
+    @property
     def ratio(self) -> float:
-        return self.goodput / self.held if self.held else float("nan")
+        return self.on_time_goodput / self.held if self.held else float("nan")
 
 
-def read_rtt(directory: Path) -> tuple[int, int, float]:
-    """(rtd 1 count, rtd 2 count, rtd 1 mean ms) from every SIPp `-trace_rtt` file in `directory`."""
+ON_TIME_MS = 2000.0
+"""A completed exchange counts as on time when its first request was answered 200 within this (ms)."""
+
+
+def read_rtt(directory: Path) -> tuple[int, int, float, int]:
+    """(rtd 1 count, rtd 2 count, rtd 1 mean ms, rtd 1 within ON_TIME_MS) from the SIPp `-trace_rtt` files
+    in `directory`."""
     counts = {"1": 0, "2": 0}
+    on_time = 0
     total_ms = 0.0
     for path in directory.glob("*_rtt.csv"):
         for line in path.read_text(errors="replace").splitlines()[1:]:
@@ -116,10 +128,11 @@ def read_rtt(directory: Path) -> tuple[int, int, float]:
             if parts[2] == "1":
                 try:
                     total_ms += float(parts[1])
+                    on_time += float(parts[1]) <= ON_TIME_MS
                 except ValueError:
                     pass
     mean = total_ms / counts["1"] if counts["1"] else float("nan")
-    return counts["1"], counts["2"], mean
+    return counts["1"], counts["2"], mean, on_time
 
 
 class Bench:
@@ -136,6 +149,7 @@ class Bench:
         self.port = free_port()
         self.server: ServerProcess | None = None
         self.steps = 0
+        self._seen = 0  # PBX output lines already looked at
         biggest = max(args.register_held, args.calls_held) * max(args.multiples)
         self.processes = max(1, math.ceil(biggest / args.per_process))
         self.callees = [FIRST_CALLEE + i for i in range(self.processes)]
@@ -207,9 +221,10 @@ class Bench:
             sampler = ResourceSampler(self.server.pid).start()
             started = time.monotonic()
             uac_procs = [self._spawn(cmd, directory, f"uac{i}") for i, cmd in enumerate(uacs)]
+            time.sleep(seconds)  # the PBX's CPU while the load is offered, not during the stragglers
+            sampler.stop()
             loadgen = _wait_rusage(uac_procs, started + limit + 5)
             result.elapsed = time.monotonic() - started
-            sampler.stop()
             for proc in uas_procs:
                 proc.kill()
             loadgen += _wait_rusage(uas_procs, time.monotonic() + 5)
@@ -223,10 +238,14 @@ class Bench:
             result.started += stats.created
             result.failed += stats.failed
             result.retransmissions += stats.retransmissions
-        result.completed, result.shed, result.setup_ms = read_rtt(directory)
+        result.completed, result.shed, result.setup_ms, result.on_time = read_rtt(directory)
         result.server_cpu = sampler.cpu_percent
         result.loadgen_cpu = 100.0 * loadgen / result.elapsed if result.elapsed else 0.0
         result.alive = self.server.alive()
+        levels = [line for line in self.server.lines[self._seen :] if "Overload level" in line]
+        self._seen = len(self.server.lines)
+        if levels:
+            print(f"  PBX: {len(levels)} overload level changes, the last: {levels[-1].split(']', 1)[-1]}")
         return result
 
     def _spawn(self, cmd: list[str], directory: Path, name: str) -> subprocess.Popen[bytes]:
@@ -245,6 +264,7 @@ def row(label: str, r: Step) -> list[object]:
         f"{r.multiple:g}x = {r.offered}/s",
         f"{100 * r.started / (r.offered * r.seconds):.0f} %",
         f"{r.goodput:.0f}/s",
+        f"{r.on_time_goodput:.0f}/s",
         f"{100 * r.ratio:.0f} % ({verdict})",
         f"{r.shed / r.seconds:.0f}/s",
         r.failed,
@@ -262,6 +282,7 @@ HEADERS = [
     "offered",
     "started",
     "goodput",
+    "on time (< 2 s)",
     "of held (>= 90 %)",
     "shed (503)",
     "failed",

@@ -46,4 +46,5 @@ def overload(parser: _Parser, value: object) -> OverloadConfig:
         retry_after=parser._integer(table, "retry_after", path, 5, 1, 3600),
         drop_critical=parser._boolean(table, "drop_critical", path, True),
         stateless_cache_size=parser._integer(table, "stateless_cache_size", path, 8192, 1, 10_000_000),
+        receive_buffer=parser._integer(table, "receive_buffer", path, 262144, 0, 2**30),
     )

@@ -20,6 +20,7 @@ OVERLOAD_KEYS: tuple[str, ...] = (
     "retry_after",
     "drop_critical",
     "stateless_cache_size",
+    "receive_buffer",
 )
 
 
@@ -41,6 +42,8 @@ class OverloadConfig:
         retry_after: seconds in the 503's Retry-After.
         drop_critical: drop instead of answering 503 at the critical level.
         stateless_cache_size: answers sent without a transaction kept for retransmissions.
+        receive_buffer: SO_RCVBUF (bytes) of the UDP listeners while overloaded, so that the wait in them
+            stays short and the kernel drops the excess; 0 leaves them alone.
     """
 
     enabled: bool = True
@@ -53,3 +56,4 @@ class OverloadConfig:
     retry_after: int = 5
     drop_critical: bool = True
     stateless_cache_size: int = 8192
+    receive_buffer: int = 262144

@@ -13,9 +13,17 @@ from twisted.application import service
 from twisted.logger import Logger
 
 from pbx.config import Config
-from pbx.sip.overload import NORMAL, LagMonitor, OverloadGuard, OverloadPolicy, SocketQueueDelay
+from pbx.sip.overload import (
+    NORMAL,
+    LagMonitor,
+    OverloadGuard,
+    OverloadPolicy,
+    ReceiveBufferLimit,
+    SocketQueueDelay,
+)
 from pbx.sip.stack import SipStack
 from pbx.sip.stateless_cache import StatelessCache
+from pbx.sip.transport import UDP_RECEIVE_BUFFER
 
 _log = Logger(namespace="pbx")
 
@@ -75,6 +83,10 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
     if transports is not None:
         transports.monitor.drop_unparsed = guard.drop_unparsed
     monitor.listeners.append(LevelLog(guard))
+    if transports is not None and settings.receive_buffer:
+        normal = getattr(transports, "_udp_receive_buffer", 0) or UDP_RECEIVE_BUFFER
+        limit = ReceiveBufferLimit(lambda: transports.udp_sockets, settings.receive_buffer, normal)
+        monitor.listeners.append(limit)
     return OverloadService(monitor, guard)
 
 

@@ -195,6 +195,44 @@ class SocketQueueDelay:
         return self.queued / self.rate
 
 
+class ReceiveBufferLimit:
+    """Shrinks the UDP sockets' receive buffers once the lag reaches `critical`, restores them below `high`.
+
+    A large buffer absorbs bursts and pauses; under sustained overload it becomes a queue of seconds, and
+    everything in it is answered too late (after the clients' retransmissions, which join the queue). A
+    small buffer under overload bounds that wait, and the kernel drops the excess at no cost to the loop;
+    what it drops is retransmitted by its sender (RFC 3261 17: Timers A and E), also requests in dialogs
+    and responses, which lose no state by it. A `LagMonitor` listener.
+
+    Args:
+        sockets: the sockets to size now.
+        overloaded_size: SO_RCVBUF (bytes) under overload.
+        normal_size: SO_RCVBUF (bytes) to restore (the transport's setting).
+
+    Attributes:
+        limited: whether the buffers are small now.
+    """
+
+    def __init__(self, sockets: Callable[[], Sequence[Any]], overloaded_size: int, normal_size: int) -> None:
+        self._sockets = sockets
+        self._small = overloaded_size
+        self._normal = normal_size
+        self.limited = False
+
+    def __call__(self, monitor: LagMonitor) -> None:
+        level = monitor.level()
+        limit = level == CRITICAL or (self.limited and level == HIGH)
+        if limit == self.limited:
+            return
+        self.limited = limit
+        size = self._small if limit else self._normal
+        for sock in self._sockets():
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+            except (OSError, AttributeError):
+                continue
+
+
 class Verdict(enum.Enum):
     """What to do with a new request."""
 
