@@ -16,6 +16,7 @@ from pbx.sip.overload import (
     LagMonitor,
     OverloadGuard,
     OverloadPolicy,
+    ReceiveBufferLimit,
     SocketQueueDelay,
     Verdict,
 )
@@ -220,3 +221,21 @@ def test_socket_queue_delay_on_a_real_socket() -> None:
         measured = delay()
         if sys.platform.startswith("linux"):
             assert 20 <= delay.queued <= 100 and measured == pytest.approx(delay.queued / 100)
+
+
+def test_receive_buffers_shrink_at_the_critical_level_and_grow_back_below_high() -> None:
+    class Sized:
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def setsockopt(self, level: int, option: int, size: int) -> None:
+            self.sizes.append(size)
+
+    sock = Sized()
+    limit = ReceiveBufferLimit(lambda: [sock, object()], 1000, 9000)  # a non-socket is skipped
+    monitor = LagMonitor(Clock(), high=0.2, critical=1.0)
+    for lag in (0.0, 0.5, 1.5, 0.5, 1.2, 0.1, 0.5):
+        monitor.lag = lag
+        limit(monitor)
+    assert sock.sizes == [1000, 9000]  # limited at 1.5, still at 0.5 and 1.2, restored at 0.1
+    assert not limit.limited
