@@ -61,7 +61,7 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
         queue_delay = SocketQueueDelay(
             the_reactor,
             lambda: transports.udp_sockets,
-            lambda: counters.messages_received + counters.undecodable + dropped["dropped_unparsed"],
+            lambda: counters.messages_received + counters.undecodable + stack.counters["shed"],
         )
     monitor = LagMonitor(
         the_reactor,
@@ -78,10 +78,9 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
         drop_critical=settings.drop_critical,
     )
     guard = OverloadGuard(the_reactor, monitor, policy)
-    dropped = guard.counters
     stack.set_overload(guard)
     if transports is not None:
-        transports.monitor.drop_unparsed = guard.drop_unparsed
+        transports.monitor.screen = stack.screen_datagram
     monitor.listeners.append(LevelLog(guard))
     if transports is not None and settings.receive_buffer:
         normal = getattr(transports, "_udp_receive_buffer", 0) or UDP_RECEIVE_BUFFER
@@ -110,5 +109,5 @@ class LevelLog:
             lag=monitor.lag,
             share=self._guard.admit_share,
             rejected=counters["rejected"],
-            dropped=counters["dropped"] + counters["dropped_unparsed"],
+            dropped=counters["dropped"],
         )

@@ -13,8 +13,8 @@ accepted (transactions in progress, dialogs, retransmissions) keeps completing.
 - `OverloadGuard` decides, for a new request that could start work (an INVITE or REGISTER outside any
   dialog), whether to admit it, refuse it with a stateless `503` + `Retry-After`, or drop it unanswered:
   from the lag level, a cap on work in flight (asynchronous work the transaction users have not finished)
-  and an optional cap on the rate of new exchanges. `drop_unparsed` is the cheapest form: a datagram
-  carrying a new INVITE or REGISTER is recognised without the parser and dropped at the critical level.
+  and an optional cap on the rate of new exchanges. The stack asks it before parsing a UDP datagram when
+  `pbx.sip.peek` recognises a new INVITE or REGISTER in it (the cheapest refusal), else after parsing.
 
 What is never shed: responses, ACK, CANCEL, requests inside a dialog (a To tag: BYE, re-INVITE, ...),
 retransmissions of requests already accepted or answered (the stack checks them first). A new request that
@@ -27,7 +27,6 @@ This module knows nothing of the stack, of transactions or of the PBX: `pbx.sip.
 from __future__ import annotations
 
 import enum
-import re
 import socket
 import struct
 from collections.abc import Callable, Sequence
@@ -253,8 +252,7 @@ class OverloadPolicy:
             `burst`; 0: no cap. Mostly for tests and small hosts: it makes capacity deterministic.
         burst: the bucket's depth (0: max_rate, at least 1).
         retry_after: seconds in the 503's Retry-After (RFC 3261 20.33).
-        drop_critical: at the critical lag level, drop new requests unanswered (before parsing when the
-            transport asks `drop_unparsed`) instead of answering 503.
+        drop_critical: at the critical lag level, drop new requests unanswered instead of answering 503.
         decrease: while the lag is at or above `high`, the share of new exchanges admitted is multiplied by
             this after each sample (down to `min_admit`) ...
         increase: ... and below `high` it grows by this much per sample (up to 1): additive increase,
@@ -273,14 +271,6 @@ class OverloadPolicy:
     min_admit: float = 0.02
 
 
-# A new INVITE or REGISTER without a To tag, recognised on the raw datagram: the start line's method, and
-# no `tag=` parameter in a To header (full or compact form, RFC 3261 7.3.3). Anything unusual is left to
-# the parser (a To tag hidden in a quoted display name only makes us keep a request we could have dropped).
-_START = (b"INVITE ", b"REGISTER ")
-_TO_LINE = re.compile(rb"\r?\n(?:to|t)[ \t]*:([^\r\n]*)", re.IGNORECASE)
-_TAG = re.compile(rb";[ \t]*tag[ \t]*=", re.IGNORECASE)
-
-
 class OverloadGuard:
     """Admission of new work under overload, from the lag, the work in flight and the rate of new exchanges.
 
@@ -296,8 +286,8 @@ class OverloadGuard:
     Attributes:
         admit_share: the share of new exchanges (requests without credentials) admitted now, 0..1.
         pending: work in flight, kept by the stack (`work_started` / `work_finished`).
-        counters: `admitted`, `rejected` (503), `dropped` (after parsing), `dropped_unparsed`,
-            `rejected_lag`, `rejected_pending`, `rejected_rate`.
+        counters: `admitted`, `rejected` (503), `dropped`, `rejected_lag`, `rejected_pending`,
+            `rejected_rate`.
     """
 
     def __init__(
@@ -319,12 +309,12 @@ class OverloadGuard:
         self._burst = float(policy.burst or max(1.0, policy.max_rate))
         self._tokens = self._burst
         self._refilled = clock.seconds()
-        self._starts = tuple(m.encode() + b" " for m in policy.methods if m.encode() + b" " in _START)
+        self.starts = tuple(method.encode() + b" " for method in sorted(policy.methods))
+        """How the start lines of the requests to shed begin (for `pbx.sip.peek`)."""
         self.counters = {
             "admitted": 0,
             "rejected": 0,
             "dropped": 0,
-            "dropped_unparsed": 0,
             "rejected_lag": 0,
             "rejected_pending": 0,
             "rejected_rate": 0,
@@ -385,17 +375,6 @@ class OverloadGuard:
             self._tokens = tokens
             return False
         self._tokens = tokens - 1.0
-        return True
-
-    def drop_unparsed(self, datagram: bytes) -> bool:
-        """Whether to drop a datagram before parsing it: only at the critical level (with `drop_critical`),
-        and only a new INVITE or REGISTER (no To tag). Costs a comparison when the level is lower."""
-        if not self.policy.drop_critical or self.level() != CRITICAL or not datagram.startswith(self._starts):
-            return False
-        to = _TO_LINE.search(datagram)
-        if to is None or _TAG.search(to.group(1)) is not None:
-            return False
-        self.counters["dropped_unparsed"] += 1
         return True
 
     # Work in flight, told by the stack.

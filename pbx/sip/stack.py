@@ -44,6 +44,7 @@ from pbx.sip.interfaces import (
 )
 from pbx.sip.message import MAGIC_COOKIE, Request, Response, new_branch
 from pbx.sip.overload import OverloadGuard, Verdict
+from pbx.sip.peek import peek_new_request, raw_response
 from pbx.sip.stateless_cache import StatelessCache
 from pbx.sip.timers import DEFAULT_TIMERS, TimerConfig
 from pbx.sip.transaction_layer import TransactionLayer
@@ -124,6 +125,7 @@ class SipStack:
         # Answers sent without a transaction, for the retransmissions of their requests (64*T1: Timer F).
         self.stateless_cache = StatelessCache(clock, lifetime=64 * timers.t1)
         self.overload: OverloadGuard | None = None
+        self._screened: IFlow | None = None  # the flow of a datagram the guard admitted before parsing
         self.dialogs = DialogRouter()
         self._is_blocked: Callable[[str], bool] | None = None
         self._drop_log = _RateLimitedLog(self._log, clock)
@@ -200,6 +202,39 @@ class SipStack:
             self.counters["errors"] += 1
             self._log.failure("Unhandled error processing a message from {peer}", peer=flow.remote_address)
 
+    def screen_datagram(self, data: bytes, flow: IFlow) -> bool:
+        """Deal with a UDP datagram before it is parsed, when that is cheaper (the transports ask, through
+        `TransportMonitor.screen`): a new INVITE or REGISTER (`pbx.sip.peek`) that repeats one answered
+        without a transaction gets the same bytes again; a new one the overload guard sheds gets a 503
+        built from its bytes (kept for its retransmissions) or nothing. True when it was dealt with; False
+        lets it be parsed (a retransmission of accepted work, an admitted request, anything unusual)."""
+        self._screened = None
+        guard = self.overload
+        if guard is None:
+            return False
+        peeked = peek_new_request(data, guard.starts)
+        if peeked is None:
+            return False
+        if self._is_blocked is not None and self._is_blocked(flow.remote_address[0]):
+            return True
+        key = (peeked.branch, peeked.host.lower(), peeked.port, peeked.method, flow.remote_address)
+        if self._answered_again(key, flow):
+            return True
+        if self.transactions.has_server_key(peeked.transaction_key):
+            return False  # a retransmission of accepted work: never shed
+        verdict = guard.admit(peeked.credentials)
+        if verdict is Verdict.ADMIT:
+            self._screened = flow  # asked already: the parser's way does not ask again
+            return False
+        self.counters["shed"] += 1
+        if verdict is Verdict.REJECT:
+            extra = f"Retry-After: {guard.retry_after}\r\nServer: {self.user_agent}\r\n".encode()
+            tag = self._tag_for(peeked.branch)
+            answer = raw_response(peeked, b"SIP/2.0 503 Service Unavailable", tag, extra)
+            flow.send(answer)
+            self.stateless_cache.put(key, answer)
+        return True
+
     def undecodable(self, data: bytes, flow: IFlow, error: Exception) -> None:
         if self._is_blocked is not None and self._is_blocked(flow.remote_address[0]):
             return
@@ -269,6 +304,7 @@ class SipStack:
         method = request.method
         stateless = self._stateless.get(method)
         guard = self.overload
+        screened, self._screened = self._screened is flow, None
         key = None
         if stateless is not None or (guard is not None and method in guard.methods):
             # Before stamping and validation: a retransmission of an answered request, or work to shed,
@@ -277,7 +313,12 @@ class SipStack:
             if key is not None and self._answered_again(key, flow):
                 return
         self._stamp_via(request, flow)
-        if guard is not None and method in guard.methods and self._shed(request, flow, guard, key):
+        if (
+            guard is not None
+            and method in guard.methods
+            and not screened
+            and self._shed(request, flow, guard, key)
+        ):
             return
         try:
             check_request(request, self.supported)
@@ -467,7 +508,11 @@ class SipStack:
     def _to_tag(request: Request) -> str:
         """A To tag for responses the stack itself generates: stable per request, so retransmissions match."""
         branch = request.top_via.branch if request.top_via is not None else None
-        return (branch or request.call_id or "x")[-10:].replace(".", "") or "x"
+        return SipStack._tag_for(branch or request.call_id or "x")
+
+    @staticmethod
+    def _tag_for(text: str) -> str:
+        return text[-10:].replace(".", "") or "x"
 
     # -- responses ---------------------------------------------------------------------------------------
 

@@ -147,6 +147,10 @@ class TransactionLayer:
         elif not txn.terminated:
             self._tu.request_received(txn, request)
 
+    def has_server_key(self, key: tuple[Any, ...]) -> bool:
+        """Whether a live server transaction has the RFC 3261 key (branch, sent-by host, port, method)."""
+        return key in self._server
+
     def has_server(self, request: Request) -> bool:
         """Whether a live server transaction matches `request` (17.2.3): a retransmission of a request in
         progress, which overload control must never shed."""

@@ -22,14 +22,6 @@ from pbx.sip.overload import (
 )
 
 
-def register(tag: str = "", method: str = "REGISTER", to: str = "To") -> bytes:
-    return (
-        f"{method} sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n"
-        f"From: <sip:a@example.com>;tag=f\r\n{to}: <sip:a@example.com>{tag}\r\nCall-ID: c\r\n"
-        f"CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
-
-
 def test_lag_follows_how_late_the_timer_fires_and_stops_cleanly() -> None:
     clock = Clock()
     monitor = LagMonitor(clock, interval=0.05, smoothing=0.5, high=0.1, critical=0.4)
@@ -149,25 +141,6 @@ def test_rate_cap_is_a_token_bucket_for_new_exchanges() -> None:
     assert guard.counters["rejected_rate"] == 3
     assert guard.level() == NORMAL and guard.snapshot()["lag"] == 0.0
     assert clock.getDelayedCalls() == []
-
-
-def test_drop_before_parsing_only_new_invites_and_registers_at_the_critical_level() -> None:
-    guard = overloaded_guard(0.5)
-    assert not guard.drop_unparsed(register())  # HIGH: answered 503 after parsing, not dropped
-    guard = overloaded_guard(1.5)
-    assert guard.drop_unparsed(register())
-    assert guard.drop_unparsed(register(method="INVITE", to="t"))  # compact form
-    assert not guard.drop_unparsed(register(";tag=x"))  # in a dialog: never shed
-    assert not guard.drop_unparsed(register(" ; TAG = x"))
-    assert not guard.drop_unparsed(register(method="INVITE", to="t", tag=";tag=9"))
-    assert not guard.drop_unparsed(register(method="BYE"))
-    assert not guard.drop_unparsed(register(method="OPTIONS"))
-    assert not guard.drop_unparsed(b"SIP/2.0 200 OK\r\n\r\n")
-    assert not guard.drop_unparsed(b"INVITE sip:x SIP/2.0\r\n\r\n")  # no To: left to the parser
-    assert guard.counters["dropped_unparsed"] == 2
-    assert not overloaded_guard(1.5, drop_critical=False).drop_unparsed(register())
-    snapshot = guard.snapshot()
-    assert snapshot["level"] == CRITICAL and snapshot["dropped_unparsed"] == 2
 
 
 class FakeSocket:

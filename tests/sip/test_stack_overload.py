@@ -181,3 +181,44 @@ def test_without_a_guard_the_cache_still_answers_retransmissions() -> None:
     assert stack.counters["stateless"] == 1 and stack.counters["stateless_retransmissions"] == 1
     assert stack.overload is None
     finish(clock)
+
+
+def test_screened_before_parsing_a_shed_register_gets_a_503_from_its_bytes() -> None:
+    """The cheapest refusal: the datagram is never parsed; its retransmission gets the same bytes."""
+    stack, guard, _tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    data = request("REGISTER", via=via("p"))
+    assert stack.screen_datagram(data, flow) and stack.screen_datagram(data, flow)
+    [first, _again] = flow.responses()
+    assert first.status == 503 and first.headers.get("Retry-After") == "5" and first.to.tag
+    assert flow.sent[0] == flow.sent[1] and guard.counters["rejected"] == 1
+    assert stack.counters["stateless_retransmissions"] == 1
+    finish(clock)
+
+
+def test_screened_admission_is_not_asked_twice_and_accepted_work_passes() -> None:
+    stack, guard, tu, clock = make(max_rate=1, burst=1)
+    flow = FakeFlow()
+    data = request("REGISTER", via=via("q"), Authorization="Digest x=1")
+    assert not stack.screen_datagram(data, flow)  # admitted: on to the parser
+    deliver(stack, data, flow)
+    assert guard.counters["admitted"] == 1 and len(tu.pending) == 1
+    assert not stack.screen_datagram(data, flow)  # a retransmission of accepted work
+    assert guard.counters["admitted"] == 1
+    challenged = request("REGISTER", via=via("r"))
+    assert not stack.screen_datagram(challenged, flow)  # the bucket's one token
+    deliver(stack, challenged, flow)
+    assert flow.responses()[-1].status == 401
+    assert stack.screen_datagram(challenged, flow)  # its retransmission: the same 401 from the cache
+    assert flow.sent[-1] == flow.sent[-2]
+    assert stack.screen_datagram(request("REGISTER", via=via("s")), flow)  # no token left: 503
+    assert flow.responses()[-1].status == 503
+    assert not stack.screen_datagram(request("BYE", via=via("t")), flow)  # never screened
+    tu.pending[0][2].callback(None)
+    finish(clock)
+
+
+def test_without_a_guard_nothing_is_screened() -> None:
+    clock = Clock()
+    stack = SipStack(clock)
+    assert not stack.screen_datagram(request("REGISTER", via=via("u")), FakeFlow())
