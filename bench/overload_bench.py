@@ -65,7 +65,7 @@ from sip_load import (
     write_users_csv,
 )
 
-FIRST_USER = 6000  # REGISTER users 6000.. (password pwN), split over the SIPp processes
+FIRST_USER = 10000  # REGISTER users 10000.. (pwN), split over the SIPp processes, clear of the callers
 USERS_PER_PROCESS = 200
 FIRST_CALLER = 7000
 FIRST_CALLEE = 7900

@@ -53,3 +53,19 @@ def test_disabled_keeps_only_the_cache(tmp_path: Path) -> None:
     overload.stopService()
     assert reactor.getDelayedCalls() == []
     assert stack.stateless_cache.max_entries == 8192
+
+
+def test_the_read_rate_counts_each_datagram_once_screened_or_parsed(tmp_path: Path) -> None:
+    """The queue delay divides what waits by the rate the loop reads: a datagram dealt with before parsing
+    counts once (`screened`), a parsed one once (`messages_received`), a request shed after parsing too."""
+    overload, stack, reactor = build(tmp_path, {})
+    delay = overload.monitor.queue_delay
+    assert delay is not None and delay.rate == 500.0
+    delay()
+    reactor.advance(1.0)
+    stack.counters["screened"] += 6000
+    stack.transport.monitor.counters.messages_received += 4000
+    stack.counters["shed"] += 3000  # shed after parsing: already counted as received
+    delay()
+    assert delay.rate == 0.5 * 500.0 + 0.5 * 10000.0  # smoothed: 10,000 datagrams read in that second
+    assert reactor.getDelayedCalls() == []

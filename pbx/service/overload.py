@@ -61,7 +61,7 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
         queue_delay = SocketQueueDelay(
             the_reactor,
             lambda: transports.udp_sockets,
-            lambda: counters.messages_received + counters.undecodable + stack.counters["shed"],
+            lambda: counters.messages_received + counters.undecodable + stack.counters["screened"],
         )
     monitor = LagMonitor(
         the_reactor,

@@ -138,6 +138,7 @@ class SipStack:
             "stateless": 0,
             "stateless_retransmissions": 0,
             "shed": 0,
+            "screened": 0,  # UDP datagrams dealt with before parsing (`screen_datagram`)
         }
         self._options_fields: tuple[tuple[str, str], ...] | None = None  # Allow, Accept, Supported
 
@@ -207,11 +208,16 @@ class SipStack:
         `TransportMonitor.screen`): a new INVITE or REGISTER (`pbx.sip.peek`) that repeats one answered
         without a transaction gets the same bytes again; a new one the overload guard sheds gets a 503
         built from its bytes (kept for its retransmissions) or nothing. True when it was dealt with; False
-        lets it be parsed (a retransmission of accepted work, an admitted request, anything unusual)."""
+        lets it be parsed (a retransmission of accepted work, an admitted request, anything unusual).
+        Each datagram dealt with here counts in `counters["screened"]` (never also as a parsed message)."""
         self._screened = None
         guard = self.overload
-        if guard is None:
+        if guard is None or not self._screen(data, flow, guard):
             return False
+        self.counters["screened"] += 1
+        return True
+
+    def _screen(self, data: bytes, flow: IFlow, guard: OverloadGuard) -> bool:
         peeked = peek_new_request(data, guard.starts)
         if peeked is None:
             return False

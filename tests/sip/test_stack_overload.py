@@ -193,6 +193,7 @@ def test_screened_before_parsing_a_shed_register_gets_a_503_from_its_bytes() -> 
     assert first.status == 503 and first.headers.get("Retry-After") == "5" and first.to.tag
     assert flow.sent[0] == flow.sent[1] and guard.counters["rejected"] == 1
     assert stack.counters["stateless_retransmissions"] == 1
+    assert (stack.counters["screened"], stack.counters["requests"]) == (2, 0)  # never parsed
     finish(clock)
 
 
@@ -214,6 +215,7 @@ def test_screened_admission_is_not_asked_twice_and_accepted_work_passes() -> Non
     assert stack.screen_datagram(request("REGISTER", via=via("s")), flow)  # no token left: 503
     assert flow.responses()[-1].status == 503
     assert not stack.screen_datagram(request("BYE", via=via("t")), flow)  # never screened
+    assert stack.counters["screened"] == 2  # the cached 401 and the 503; the rest were parsed
     tu.pending[0][2].callback(None)
     finish(clock)
 
@@ -222,3 +224,4 @@ def test_without_a_guard_nothing_is_screened() -> None:
     clock = Clock()
     stack = SipStack(clock)
     assert not stack.screen_datagram(request("REGISTER", via=via("u")), FakeFlow())
+    assert stack.counters["screened"] == 0
