@@ -332,6 +332,19 @@ class OverloadGuard:
         """The lag level, `NORMAL` without a monitor."""
         return self.monitor.level() if self.monitor is not None else NORMAL
 
+    @property
+    def shedding(self) -> bool:
+        """Whether a new request may be refused now: the lag is high or was lately (fewer than all admitted),
+        work in flight is at its cap, or a rate cap is set. Cheap; below this the stack does not screen
+        datagrams before parsing (`pbx.sip.peek` would only add its cost to the parser's)."""
+        policy = self.policy
+        return (
+            self.admit_share < 1.0
+            or policy.max_rate > 0
+            or self.level() != NORMAL
+            or (policy.max_pending > 0 and self.pending >= policy.max_pending)
+        )
+
     def admit(self, credentials: bool) -> Verdict:
         """The verdict for a new request of one of `methods`, outside any dialog and not a retransmission.
 

@@ -207,12 +207,14 @@ class SipStack:
         """Deal with a UDP datagram before it is parsed, when that is cheaper (the transports ask, through
         `TransportMonitor.screen`): a new INVITE or REGISTER (`pbx.sip.peek`) that repeats one answered
         without a transaction gets the same bytes again; a new one the overload guard sheds gets a 503
-        built from its bytes (kept for its retransmissions) or nothing. True when it was dealt with; False
-        lets it be parsed (a retransmission of accepted work, an admitted request, anything unusual).
-        Each datagram dealt with here counts in `counters["screened"]` (never also as a parsed message)."""
+        built from its bytes (kept for its retransmissions) or nothing; a retransmission of accepted work goes
+        to its server transaction (absorbed, or its last response sent again). True when it was dealt with;
+        False lets it be parsed (an admitted request, anything unusual).
+        Only while the guard is `shedding`: otherwise the parser's way decides the same for less. Each
+        datagram dealt with here counts in `counters["screened"]` (never also as a parsed message)."""
         self._screened = None
         guard = self.overload
-        if guard is None or not self._screen(data, flow, guard):
+        if guard is None or not guard.shedding or not self._screen(data, flow, guard):
             return False
         self.counters["screened"] += 1
         return True
@@ -226,8 +228,8 @@ class SipStack:
         key = (peeked.branch, peeked.host.lower(), peeked.port, peeked.method, flow.remote_address)
         if self._answered_again(key, flow):
             return True
-        if self.transactions.has_server_key(peeked.transaction_key):
-            return False  # a retransmission of accepted work: never shed
+        if self.transactions.absorb_retransmission(peeked.transaction_key):
+            return True  # a retransmission of accepted work, never shed: its transaction has it
         verdict = guard.admit(peeked.credentials)
         if verdict is Verdict.ADMIT:
             self._screened = flow  # asked already: the parser's way does not ask again

@@ -147,9 +147,14 @@ class TransactionLayer:
         elif not txn.terminated:
             self._tu.request_received(txn, request)
 
-    def has_server_key(self, key: tuple[Any, ...]) -> bool:
-        """Whether a live server transaction has the RFC 3261 key (branch, sent-by host, port, method)."""
-        return key in self._server
+    def absorb_retransmission(self, key: tuple[Any, ...]) -> bool:
+        """Give a retransmission known by its RFC 3261 key alone (not parsed) to its live server transaction
+        (absorbed, or its last response sent again); False when no transaction has that key."""
+        txn = self._server.get(key)
+        if txn is None:
+            return False
+        txn.retransmission_received()
+        return True
 
     def has_server(self, request: Request) -> bool:
         """Whether a live server transaction matches `request` (17.2.3): a retransmission of a request in

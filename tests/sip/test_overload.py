@@ -118,6 +118,20 @@ def test_cap_on_work_in_flight() -> None:
     assert guard.admit(credentials=True) is Verdict.ADMIT
 
 
+def test_shedding_says_whether_anything_may_be_refused_now() -> None:
+    """Below it the stack does not screen datagrams before parsing."""
+    assert not overloaded_guard(0.0).shedding
+    assert overloaded_guard(0.3).shedding and overloaded_guard(1.5).shedding
+    assert overloaded_guard(0.0, max_rate=10).shedding
+    guard = overloaded_guard(0.0, max_pending=1)
+    guard.work_started()
+    assert guard.shedding
+    guard.work_finished()
+    assert not guard.shedding
+    guard.admit_share = 0.9  # the lag was high lately: still admitting fewer than all
+    assert guard.shedding
+
+
 ADMIT, REJECT = Verdict.ADMIT, Verdict.REJECT
 
 

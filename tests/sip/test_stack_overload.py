@@ -204,7 +204,7 @@ def test_screened_admission_is_not_asked_twice_and_accepted_work_passes() -> Non
     assert not stack.screen_datagram(data, flow)  # admitted: on to the parser
     deliver(stack, data, flow)
     assert guard.counters["admitted"] == 1 and len(tu.pending) == 1
-    assert not stack.screen_datagram(data, flow)  # a retransmission of accepted work
+    assert stack.screen_datagram(data, flow) and flow.sent == []  # accepted work: absorbed by its transaction
     assert guard.counters["admitted"] == 1
     challenged = request("REGISTER", via=via("r"))
     assert not stack.screen_datagram(challenged, flow)  # the bucket's one token
@@ -215,8 +215,46 @@ def test_screened_admission_is_not_asked_twice_and_accepted_work_passes() -> Non
     assert stack.screen_datagram(request("REGISTER", via=via("s")), flow)  # no token left: 503
     assert flow.responses()[-1].status == 503
     assert not stack.screen_datagram(request("BYE", via=via("t")), flow)  # never screened
-    assert stack.counters["screened"] == 2  # the cached 401 and the 503; the rest were parsed
+    assert stack.counters["screened"] == 3  # the retransmission, the cached 401 and the 503
     tu.pending[0][2].callback(None)
+    finish(clock)
+
+
+def test_retransmissions_of_accepted_work_get_the_last_response_without_parsing() -> None:
+    """RFC 3261 17.2.1, 17.2.2: the server transaction answers them, known by their key alone."""
+    stack, guard, tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    register = request("REGISTER", via=via("v"), Authorization="Digest x=1")
+    invite = request("INVITE", via=via("w"), **{"Proxy-Authorization": "Digest x=1"})
+    for data in (register, invite):
+        assert not stack.screen_datagram(data, flow)  # credentials: admitted at high lag
+        deliver(stack, data, flow)
+    assert len(tu.pending) == 2 and stack.counters["requests"] == 2
+    [trying] = flow.sent  # the INVITE's 100; the REGISTER is in Trying, unanswered
+    assert trying.startswith(b"SIP/2.0 100 ")
+    assert stack.screen_datagram(register, flow) and stack.screen_datagram(invite, flow)
+    assert flow.sent == [trying, trying]  # absorbed; the 100 sent again
+    tu.pending[0][2].callback(None)  # the REGISTER's 200
+    assert stack.screen_datagram(register, flow)
+    assert flow.responses()[-1].status == 200 and flow.sent[-1] == flow.sent[-2]
+    assert stack.counters["requests"] == 2 and guard.counters["admitted"] == 2  # parsed and asked once each
+    assert stack.counters["screened"] == 3
+    tu.pending[1][2].callback(None)
+    finish(clock)
+
+
+def test_nothing_is_screened_while_the_guard_sheds_nothing() -> None:
+    """At a normal level without caps the parser's way costs less than peeking first; it decides the same."""
+    stack, guard, _tu, clock = make()
+    flow = FakeFlow()
+    data = request("REGISTER", via=via("n"))
+    assert not stack.screen_datagram(data, flow)
+    deliver(stack, data, flow)
+    assert not stack.screen_datagram(data, flow)
+    deliver(stack, data, flow)  # the retransmission: the same 401, from the cache after parsing
+    assert flow.sent[0] == flow.sent[1] and flow.responses()[0].status == 401
+    assert stack.counters["screened"] == 0 and stack.counters["stateless_retransmissions"] == 1
+    assert guard.counters["admitted"] == 1
     finish(clock)
 
 
