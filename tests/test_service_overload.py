@@ -10,6 +10,7 @@ from twisted.logger import globalLogPublisher
 from pbx.config import parse_config
 from pbx.service.overload import build_overload
 from pbx.service.sip import build_sip
+from pbx.sip.overload import CRITICAL, HIGH, ReceiveBufferLimit
 
 DOCUMENT = {
     "sip": {"listen": [{"transport": "udp", "host": "127.0.0.1", "port": 5060}]},
@@ -69,3 +70,11 @@ def test_the_read_rate_counts_each_datagram_once_screened_or_parsed(tmp_path: Pa
     delay()
     assert delay.rate == 0.5 * 500.0 + 0.5 * 10000.0  # smoothed: 10,000 datagrams read in that second
     assert reactor.getDelayedCalls() == []
+
+
+def test_the_receive_buffers_shrink_from_the_level_asked(tmp_path: Path) -> None:
+    for setting, level in (("critical", CRITICAL), ("high", HIGH)):
+        overload, _stack, reactor = build(tmp_path, {"receive_buffer_level": setting})
+        [limit] = [f for f in overload.monitor.listeners if isinstance(f, ReceiveBufferLimit)]
+        assert limit.from_level == level
+        assert reactor.getDelayedCalls() == []

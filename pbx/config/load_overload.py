@@ -47,4 +47,12 @@ def overload(parser: _Parser, value: object) -> OverloadConfig:
         drop_critical=parser._boolean(table, "drop_critical", path, True),
         stateless_cache_size=parser._integer(table, "stateless_cache_size", path, 8192, 1, 10_000_000),
         receive_buffer=parser._integer(table, "receive_buffer", path, 262144, 0, 2**30),
+        receive_buffer_level=_level(table),
     )
+
+
+def _level(table: Mapping[str, Any]) -> str:
+    value = table.get("receive_buffer_level", "high")
+    if value not in ("critical", "high"):
+        raise ConfigError("overload.receive_buffer_level", f'must be "high" or "critical", not {value!r}')
+    return str(value)

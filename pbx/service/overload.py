@@ -14,6 +14,8 @@ from twisted.logger import Logger
 
 from pbx.config import Config
 from pbx.sip.overload import (
+    CRITICAL,
+    HIGH,
     NORMAL,
     LagMonitor,
     OverloadGuard,
@@ -84,7 +86,8 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
     monitor.listeners.append(LevelLog(guard))
     if transports is not None and settings.receive_buffer:
         normal = getattr(transports, "_udp_receive_buffer", 0) or UDP_RECEIVE_BUFFER
-        limit = ReceiveBufferLimit(lambda: transports.udp_sockets, settings.receive_buffer, normal)
+        level = HIGH if settings.receive_buffer_level == "high" else CRITICAL
+        limit = ReceiveBufferLimit(lambda: transports.udp_sockets, settings.receive_buffer, normal, level)
         monitor.listeners.append(limit)
     return OverloadService(monitor, guard)
 

@@ -195,7 +195,8 @@ class SocketQueueDelay:
 
 
 class ReceiveBufferLimit:
-    """Shrinks the UDP sockets' receive buffers once the lag reaches `critical`, restores them below `high`.
+    """Shrinks the UDP sockets' receive buffers once the lag reaches `from_level` (`CRITICAL` or `HIGH`),
+    restores them below `high`.
 
     A large buffer absorbs bursts and pauses; under sustained overload it becomes a queue of seconds, and
     everything in it is answered too late (after the clients' retransmissions, which join the queue). A
@@ -207,20 +208,29 @@ class ReceiveBufferLimit:
         sockets: the sockets to size now.
         overloaded_size: SO_RCVBUF (bytes) under overload.
         normal_size: SO_RCVBUF (bytes) to restore (the transport's setting).
+        from_level: the lag level from which the buffers are small (`CRITICAL` or `HIGH`).
 
     Attributes:
         limited: whether the buffers are small now.
+        from_level: as given.
     """
 
-    def __init__(self, sockets: Callable[[], Sequence[Any]], overloaded_size: int, normal_size: int) -> None:
+    def __init__(
+        self,
+        sockets: Callable[[], Sequence[Any]],
+        overloaded_size: int,
+        normal_size: int,
+        from_level: int = CRITICAL,
+    ) -> None:
         self._sockets = sockets
+        self.from_level = from_level
         self._small = overloaded_size
         self._normal = normal_size
         self.limited = False
 
     def __call__(self, monitor: LagMonitor) -> None:
         level = monitor.level()
-        limit = level == CRITICAL or (self.limited and level == HIGH)
+        limit = level >= self.from_level or (self.limited and level >= HIGH)
         if limit == self.limited:
             return
         self.limited = limit

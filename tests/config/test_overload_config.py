@@ -27,6 +27,8 @@ def test_every_key_read() -> None:
         "retry_after": 10,
         "drop_critical": False,
         "stateless_cache_size": 100,
+        "receive_buffer": 65536,
+        "receive_buffer_level": "critical",
     }
     config = parse_config(data(overload=table), BASE).overload
     assert config == OverloadConfig(
@@ -40,6 +42,8 @@ def test_every_key_read() -> None:
         retry_after=10,
         drop_critical=False,
         stateless_cache_size=100,
+        receive_buffer=65536,
+        receive_buffer_level="critical",
     )
 
 
@@ -56,6 +60,8 @@ def test_every_key_read() -> None:
         ({"max_pending": 1.5}, "overload.max_pending"),
         ({"enabled": "yes"}, "overload.enabled"),
         ({"stateless_cache_size": 0}, "overload.stateless_cache_size"),
+        ({"receive_buffer_level": "normal"}, "overload.receive_buffer_level"),
+        ({"receive_buffer_level": 1}, "overload.receive_buffer_level"),
     ],
 )
 def test_bad_values_name_the_key(table: dict, path: str) -> None:

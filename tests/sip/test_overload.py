@@ -226,3 +226,23 @@ def test_receive_buffers_shrink_at_the_critical_level_and_grow_back_below_high()
         limit(monitor)
     assert sock.sizes == [1000, 9000]  # limited at 1.5, still at 0.5 and 1.2, restored at 0.1
     assert not limit.limited
+
+
+def test_receive_buffers_may_shrink_from_the_high_level() -> None:
+    class Sized:
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def setsockopt(self, level: int, option: int, size: int) -> None:
+            self.sizes.append(size)
+
+    sock = Sized()
+    limit = ReceiveBufferLimit(lambda: [sock], 1000, 9000, from_level=HIGH)
+    monitor = LagMonitor(Clock(), high=0.2, critical=1.0)
+    seen = []
+    for lag in (0.1, 0.3, 1.5, 0.5, 0.1, 0.25):
+        monitor.lag = lag
+        limit(monitor)
+        seen.append(limit.limited)
+    assert seen == [False, True, True, True, False, True]
+    assert sock.sizes == [1000, 9000, 1000]
