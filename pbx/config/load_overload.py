@@ -52,7 +52,7 @@ def overload(parser: _Parser, value: object) -> OverloadConfig:
 
 
 def _level(table: Mapping[str, Any]) -> str:
-    value = table.get("receive_buffer_level", "high")
+    value = table.get("receive_buffer_level", "critical")
     if value not in ("critical", "high"):
-        raise ConfigError("overload.receive_buffer_level", f'must be "high" or "critical", not {value!r}')
+        raise ConfigError("overload.receive_buffer_level", f'must be "critical" or "high", not {value!r}')
     return str(value)

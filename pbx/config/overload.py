@@ -45,8 +45,8 @@ class OverloadConfig:
         stateless_cache_size: answers sent without a transaction kept for retransmissions.
         receive_buffer: SO_RCVBUF (bytes) of the UDP listeners while overloaded, so that the wait in them
             stays short and the kernel drops the excess; 0 leaves them alone.
-        receive_buffer_level: the lag level from which they are that small: "high" (`lag_high`) or
-            "critical" (they grow back below `lag_high` either way).
+        receive_buffer_level: the lag level from which they are that small: "critical" (`lag_critical`)
+            or "high" (`lag_high`); they grow back below `lag_high` either way.
     """
 
     enabled: bool = True
@@ -60,4 +60,4 @@ class OverloadConfig:
     drop_critical: bool = True
     stateless_cache_size: int = 8192
     receive_buffer: int = 262144
-    receive_buffer_level: str = "high"
+    receive_buffer_level: str = "critical"

@@ -28,7 +28,7 @@ def test_every_key_read() -> None:
         "drop_critical": False,
         "stateless_cache_size": 100,
         "receive_buffer": 65536,
-        "receive_buffer_level": "critical",
+        "receive_buffer_level": "high",
     }
     config = parse_config(data(overload=table), BASE).overload
     assert config == OverloadConfig(
@@ -43,7 +43,7 @@ def test_every_key_read() -> None:
         drop_critical=False,
         stateless_cache_size=100,
         receive_buffer=65536,
-        receive_buffer_level="critical",
+        receive_buffer_level="high",
     )
 
 
