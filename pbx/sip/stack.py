@@ -375,12 +375,12 @@ class SipStack:
         """Ask the overload guard about a new request outside any dialog that is not a retransmission of
         accepted work: a 503 with Retry-After (kept for its retransmissions) or a drop; False admits it."""
         try:
-            if request.to.tag is not None:
+            # In a dialog, or a retransmission of accepted work (an RFC 2543 one is matched by its CSeq too):
+            # never shed.
+            if request.to.tag is not None or self.transactions.has_server(request):
                 return False
         except SipParseError:
-            return False  # validation answers it
-        if self.transactions.has_server(request):  # a retransmission of accepted work: never shed
-            return False
+            return False  # a header missing or malformed: validation answers it
         headers = request.headers
         verdict = guard.admit("Authorization" in headers or "Proxy-Authorization" in headers)
         if verdict is Verdict.ADMIT:

@@ -144,6 +144,17 @@ def test_critical_lag_drops_new_work_unanswered() -> None:
     finish(clock)
 
 
+def test_a_request_too_broken_to_match_is_left_to_validation() -> None:
+    """An RFC 2543 branch is matched with its CSeq (17.2.3): none at all is validation's 400, not an error."""
+    stack, _guard, tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    deliver(stack, request("REGISTER", via="SIP/2.0/UDP 192.0.2.10:5070;branch=2543", CSeq=None), flow)
+    [answer] = flow.responses()
+    assert answer.status == 400
+    assert stack.counters["errors"] == 0 and tu.pending == []
+    finish(clock)
+
+
 def test_invites_are_not_counted_as_work_in_flight() -> None:
     """An INVITE's Deferred lasts as long as its call: not a measure of backlog."""
     stack, guard, tu, clock = make(max_pending=1)
