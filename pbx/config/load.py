@@ -50,6 +50,7 @@ from pbx.config.model import (
 )
 from pbx.config.observe import LOG_KEYS, METRICS_KEYS, TRACE_KEYS
 from pbx.config.outbound import EXTENSION_OUTBOUND_KEYS, OUTBOUND_KEYS
+from pbx.config.overload import OVERLOAD_KEYS
 from pbx.config.srtp import srtp_mode, srtp_over_plain
 from pbx.config.store import STORE_KEYS
 from pbx.config.trunks import TRUNK_KEYS
@@ -73,6 +74,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "trace",
         "log",
         "admin",
+        "overload",
     ),
     "pbx": ("data_dir", "dialplan_dir", "sip_trace"),
     "sip": (
@@ -149,6 +151,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     "smtp": SMTP_KEYS,
     "store": STORE_KEYS,
     "admin": ADMIN_KEYS,
+    "overload": OVERLOAD_KEYS,
     "tenants.<tenant>.mailboxes.<number>": MAILBOX_KEYS,
     "metrics": METRICS_KEYS,
     "trace": TRACE_KEYS,
@@ -413,6 +416,8 @@ class _Parser:
 
         sip, tls = self.sip(root.get("sip", {})), self.tls(root.get("tls", {}))
         check_mutual_tls(sip, tls)
+        from pbx.config.load_overload import overload  # imports this module
+
         return Config(
             source=source,
             base_dir=self._base_dir,
@@ -432,6 +437,7 @@ class _Parser:
             store=load_store.store(self, root.get("store", {})),
             **load_observe.sections(self, root),
             admin=load_admin(self, root.get("admin", {})),
+            overload=overload(self, root.get("overload", {})),
         )
 
     def sip(self, value: object) -> SipConfig:

@@ -21,6 +21,7 @@ from pbx.config.admin import AdminConfig
 from pbx.config.features import FeaturesConfig
 from pbx.config.observe import LogConfig, MetricsConfig, TraceConfig
 from pbx.config.outbound import OutboundConfig
+from pbx.config.overload import OverloadConfig
 from pbx.config.store import StoreConfig
 from pbx.config.trunks import Trunk
 from pbx.config.voicemail import Mailbox, SmtpConfig, VoicemailConfig
@@ -485,6 +486,7 @@ class Config:
         metrics, trace, log: Prometheus metrics, per-call traces, log format and levels
             (`pbx.config.observe`).
         admin: The operator's console (`[admin]`), off unless `listen` is set.
+        overload: Overload control (`pbx.config.overload`).
     """
 
     source: Path | None
@@ -507,6 +509,7 @@ class Config:
     trace: TraceConfig = field(default_factory=TraceConfig)
     log: LogConfig = field(default_factory=LogConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    overload: OverloadConfig = field(default_factory=OverloadConfig)
     _by_host: Mapping[str, Tenant] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

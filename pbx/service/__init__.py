@@ -7,6 +7,7 @@
 - `voicemail_mail`: voicemail to e-mail (`[smtp]`), told of new messages by the mailboxes;
 - `mwi`: message-waiting subscriptions;
 - `features`: phone features (DND and forwarding codes, busy lamps, call park);
+- `overload`: the event loop's lag monitor and the stack's overload guard (`[overload]`);
 - `tls_reload`: TLS certificates reloaded on SIGHUP and when the configured files change;
 - `trunks`: the trunks' registrations, OPTIONS pings and live state (`TrunksService.states`);
 - `adapters`: config -> the plain lookups and values the layers below take;
@@ -31,6 +32,7 @@ from pbx.service.features import build_features
 from pbx.service.log_json import LogSettings
 from pbx.service.metrics import build_observability
 from pbx.service.mwi import build_mwi
+from pbx.service.overload import build_overload
 from pbx.service.registrar import build_registrar
 from pbx.service.sip import build_sip
 from pbx.service.tls_reload import build_tls_reload
@@ -60,6 +62,8 @@ def build(
     config.data_dir.mkdir(parents=True, exist_ok=True)
     stack, sip = build_sip(config, the_reactor, trace=sip_trace)
     sip.setServiceParent(top)
+    overload = build_overload(config, stack, the_reactor)  # [overload]: shed new work early
+    overload.setServiceParent(top)
     tls_reload = build_tls_reload(sip, the_reactor)  # None without a TLS listener; SIGHUP: tap.py
     if tls_reload is not None:
         tls_reload.setServiceParent(top)
@@ -96,6 +100,9 @@ def build(
         voicemail=voicemail, log=log,
     )  # fmt: skip
     observability.setServiceParent(top)
+    monitor = overload.monitor
+    if monitor is not None:  # the event-loop lag metric is the overload monitor's (else a probe of its own)
+        observability.metrics.set_lag_source(lambda: monitor.lag)
     admin = build_admin(
         config,
         the_reactor,

@@ -169,7 +169,11 @@ class SipDatagramProtocol(DatagramProtocol):
                 self.transport.write(response, addr)
                 self.monitor.counters.keepalives_sent += 1
             return
-        _deliver(self._sink, self.monitor, self._limits, datagram, self.flow_for(addr), stream=False)
+        flow = self.flow_for(addr)
+        screen = self.monitor.screen  # overload shedding, before the parser
+        if screen is not None and screen(datagram, flow):
+            return
+        _deliver(self._sink, self.monitor, self._limits, datagram, flow, stream=False)
 
 
 @implementer(IHandshakeListener)

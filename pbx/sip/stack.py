@@ -7,6 +7,10 @@
   answers OPTIONS itself and unknown methods with `501`,
 - turns a `SipError` raised by a transaction user into its final response, and anything unexpected into a
   logged `500` (the one edge where errors become responses, STYLE.md 7),
+- answers retransmissions of requests it answered statelessly from `StatelessCache` (the same bytes, no work
+  redone: RFC 3261 8.2.7, 17.2.2) and, with an `OverloadGuard`, sheds new INVITEs and REGISTERs under
+  overload with a stateless `503` + Retry-After or a drop, never retransmissions nor requests in dialogs
+  (`pbx.sip.overload`, RFC 7339's idea),
 - routes responses back per RFC 3261 18.2.2 and RFC 3581 (same connection, or received/rport),
 - creates client transactions for outgoing requests.
 
@@ -38,8 +42,11 @@ from pbx.sip.interfaces import (
     ITransactionLayerUser,
     ITransactionUser,
 )
-from pbx.sip.message import Request, Response, new_branch
+from pbx.sip.message import MAGIC_COOKIE, Request, Response, new_branch
 from pbx.sip.origin import request_origin
+from pbx.sip.overload import OverloadGuard, Verdict
+from pbx.sip.peek import peek_new_request, raw_response
+from pbx.sip.stateless_cache import StatelessCache
 from pbx.sip.timers import DEFAULT_TIMERS, TimerConfig
 from pbx.sip.transaction_layer import TransactionLayer
 from pbx.sip.validate import check_request
@@ -116,6 +123,10 @@ class SipStack:
         self.transport: Any = None  # a TransportManager, set by attach_transport
         self._handlers: dict[str, ITransactionUser] = {}
         self._stateless: dict[str, Callable[[Request, IFlow], Response | None]] = {}
+        # Answers sent without a transaction, for the retransmissions of their requests (64*T1: Timer F).
+        self.stateless_cache = StatelessCache(clock, lifetime=64 * timers.t1)
+        self.overload: OverloadGuard | None = None
+        self._screened: IFlow | None = None  # the flow of a datagram the guard admitted before parsing
         self.dialogs = DialogRouter()
         self._is_blocked: Callable[[str], bool] | None = None
         self._drop_log = _RateLimitedLog(self._log, clock)
@@ -126,6 +137,9 @@ class SipStack:
             "dropped": 0,
             "errors": 0,
             "stateless": 0,
+            "stateless_retransmissions": 0,
+            "shed": 0,
+            "screened": 0,  # UDP datagrams dealt with before parsing (`screen_datagram`)
         }
         self._options_fields: tuple[tuple[str, str], ...] | None = None  # Allow, Accept, Supported
         # Set while the UA takes no new work (a PBX node draining before it stops): OPTIONS outside a dialog
@@ -154,6 +168,12 @@ class SipStack:
         transaction layer as usual. The answer must depend on the request alone, so that retransmissions
         of a request are always answered the same way (statelessly or not)."""
         self._stateless[method] = answer
+
+    def set_overload(self, guard: OverloadGuard | None) -> None:
+        """Let `guard` decide on new requests of its methods (outside dialogs, not retransmissions) before a
+        transaction is made for them: a stateless `503` with Retry-After, a silent drop, or on as usual; and
+        count the asynchronous work of non-INVITE transaction users as its work in flight."""
+        self.overload = guard
 
     def set_source_filter(self, is_blocked: Callable[[str], bool]) -> None:
         """Drop, silently and before parsing further, every message from a source host for which
@@ -189,6 +209,46 @@ class SipStack:
         except Exception:
             self.counters["errors"] += 1
             self._log.failure("Unhandled error processing a message from {peer}", peer=flow.remote_address)
+
+    def screen_datagram(self, data: bytes, flow: IFlow) -> bool:
+        """Deal with a UDP datagram before it is parsed, when that is cheaper (the transports ask, through
+        `TransportMonitor.screen`): a new INVITE or REGISTER (`pbx.sip.peek`) that repeats one answered
+        without a transaction gets the same bytes again; a new one the overload guard sheds gets a 503
+        built from its bytes (kept for its retransmissions) or nothing; a retransmission of accepted work goes
+        to its server transaction (absorbed, or its last response sent again). True when it was dealt with;
+        False lets it be parsed (an admitted request, anything unusual).
+        Only while the guard is `shedding`: otherwise the parser's way decides the same for less. Each
+        datagram dealt with here counts in `counters["screened"]` (never also as a parsed message)."""
+        self._screened = None
+        guard = self.overload
+        if guard is None or not guard.shedding or not self._screen(data, flow, guard):
+            return False
+        self.counters["screened"] += 1
+        return True
+
+    def _screen(self, data: bytes, flow: IFlow, guard: OverloadGuard) -> bool:
+        peeked = peek_new_request(data, guard.starts)
+        if peeked is None:
+            return False
+        if self._is_blocked is not None and self._is_blocked(flow.remote_address[0]):
+            return True
+        key = (peeked.branch, peeked.host.lower(), peeked.port, peeked.method, flow.remote_address)
+        if self._answered_again(key, flow):
+            return True
+        if self.transactions.absorb_retransmission(peeked.transaction_key):
+            return True  # a retransmission of accepted work, never shed: its transaction has it
+        verdict = guard.admit(peeked.credentials)
+        if verdict is Verdict.ADMIT:
+            self._screened = flow  # asked already: the parser's way does not ask again
+            return False
+        self.counters["shed"] += 1
+        if verdict is Verdict.REJECT:
+            extra = f"Retry-After: {guard.retry_after}\r\nServer: {self.user_agent}\r\n".encode()
+            tag = self._tag_for(peeked.branch)
+            answer = raw_response(peeked, b"SIP/2.0 503 Service Unavailable", tag, extra)
+            flow.send(answer)
+            self.stateless_cache.put(key, answer)
+        return True
 
     def undecodable(self, data: bytes, flow: IFlow, error: Exception) -> None:
         if self._is_blocked is not None and self._is_blocked(flow.remote_address[0]):
@@ -256,12 +316,30 @@ class SipStack:
                 "Dropped request without routable headers from {peer}", peer=flow.remote_address
             )
             return
+        method = request.method
+        stateless = self._stateless.get(method)
+        guard = self.overload
+        screened, self._screened = self._screened is flow, None
+        key = None
+        if stateless is not None or (guard is not None and method in guard.methods):
+            # Before stamping and validation: a retransmission of an answered request, or work to shed,
+            # should cost as little as possible.
+            key = self._stateless_key(request, flow)
+            if key is not None and self._answered_again(key, flow):
+                return
         self._stamp_via(request, flow)
         proxy = self.is_trusted_proxy
         if proxy is not None and self._is_blocked is not None and proxy(flow.remote_address[0]):
             origin = request_origin(request, flow.remote_address[0], proxy)  # who is behind the proxy
             if origin != flow.remote_address[0] and self._is_blocked(origin):
                 return
+        if (
+            guard is not None
+            and method in guard.methods
+            and not screened
+            and self._shed(request, flow, guard, key)
+        ):
+            return
         try:
             check_request(request, self.supported)
         except SipError as e:
@@ -269,7 +347,6 @@ class SipStack:
             if request.method != "ACK":
                 self._answer_statelessly(request, flow, e.status, e.reason, e.headers)
             return
-        stateless = self._stateless.get(request.method)
         if stateless is not None:
             try:
                 response = stateless(request, flow)
@@ -278,9 +355,62 @@ class SipStack:
                 return
             if response is not None:
                 self.counters["stateless"] += 1
-                self.send_response(response, flow)
+                self._send_stateless(response, flow, key)
                 return
         self.transactions.receive_request(request, flow, reliable=flow.reliable)
+
+    @staticmethod
+    def _stateless_key(request: Request, flow: IFlow) -> tuple[Any, ...] | None:
+        """The key of a request's stateless answer: its transaction key (RFC 3261 17.2.3) and its source;
+        None over streams (no retransmissions: 17.1.2.2) and for RFC 2543 branches."""
+        if flow.reliable:
+            return None
+        via = request.top_via
+        branch = via.branch if via is not None else None
+        if via is None or branch is None or not branch.startswith(MAGIC_COOKIE):
+            return None
+        return (branch, via.host.lower(), via.port, request.method, flow.remote_address)
+
+    def _answered_again(self, key: tuple[Any, ...], flow: IFlow) -> bool:
+        """Send again what a retransmitted request got without a transaction; False when it got nothing."""
+        cached = self.stateless_cache.get(key)
+        if cached is None:
+            return False
+        self.counters["stateless_retransmissions"] += 1
+        if isinstance(cached, bytes):
+            flow.send(cached)
+        else:
+            self.send_response(cached, flow)
+        return True
+
+    def _shed(self, request: Request, flow: IFlow, guard: OverloadGuard, key: tuple[Any, ...] | None) -> bool:
+        """Ask the overload guard about a new request outside any dialog that is not a retransmission of
+        accepted work: a 503 with Retry-After (kept for its retransmissions) or a drop; False admits it."""
+        try:
+            # In a dialog, or a retransmission of accepted work (an RFC 2543 one is matched by its CSeq too):
+            # never shed.
+            if request.to.tag is not None or self.transactions.has_server(request):
+                return False
+        except SipParseError:
+            return False  # a header missing or malformed: validation answers it
+        headers = request.headers
+        verdict = guard.admit("Authorization" in headers or "Proxy-Authorization" in headers)
+        if verdict is Verdict.ADMIT:
+            return False
+        self.counters["shed"] += 1
+        if verdict is Verdict.REJECT:
+            retry = [("Retry-After", guard.retry_after)]
+            try:
+                self._send_stateless(self._error_response(request, 503, None, retry), flow, key)
+            except (SipParseError, ValueError):
+                self.counters["dropped"] += 1  # too broken to answer: dropped
+        return True
+
+    def _send_stateless(self, response: Response, flow: IFlow, key: tuple[Any, ...] | None) -> None:
+        """Send a response made without a transaction; keep it for retransmissions under `key` (if any)."""
+        data = self.send_response(response, flow)
+        if key is not None:
+            self.stateless_cache.put(key, data if data is not None else response)
 
     def _answer_statelessly(
         self,
@@ -347,6 +477,10 @@ class SipStack:
             return
         if isinstance(result, Deferred):  # an asynchronous transaction user: its errors end here too
             result.addErrback(self._tu_failed, transaction, request)
+            guard = self.overload
+            if guard is not None and method != "INVITE":  # an INVITE's Deferred lasts as long as its call
+                guard.work_started()
+                result.addBoth(guard.work_finished)
 
     def _tu_failed(self, failure: Failure, transaction: IServerTransaction, request: Request) -> None:
         """The one edge where errors become responses: SipError -> its response, anything else -> 500."""
@@ -396,7 +530,11 @@ class SipStack:
     def _to_tag(request: Request) -> str:
         """A To tag for responses the stack itself generates: stable per request, so retransmissions match."""
         branch = request.top_via.branch if request.top_via is not None else None
-        return (branch or request.call_id or "x")[-10:].replace(".", "") or "x"
+        return SipStack._tag_for(branch or request.call_id or "x")
+
+    @staticmethod
+    def _tag_for(text: str) -> str:
+        return text[-10:].replace(".", "") or "x"
 
     # -- responses ---------------------------------------------------------------------------------------
 

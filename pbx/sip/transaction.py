@@ -693,6 +693,12 @@ class _ServerTransaction(Transaction):
         """
         return self._fire(REQUEST, request) is not False
 
+    def retransmission_received(self) -> None:
+        """A retransmission of the request, known by its transaction key alone (its bytes were not parsed:
+        overload control, `pbx.sip.stack.SipStack.screen_datagram`): absorbed, or the last response is sent
+        again, as `receive_request` does (RFC 3261 17.2.1, 17.2.2)."""
+        self._fire(REQUEST)
+
     def _send_response(self, response: Response) -> None:
         self.last_response = response
         self._transmit(response)

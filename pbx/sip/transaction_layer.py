@@ -154,6 +154,25 @@ class TransactionLayer:
         elif not txn.terminated:
             self._tu.request_received(txn, request)
 
+    def absorb_retransmission(self, key: tuple[Any, ...]) -> bool:
+        """Give a retransmission known by its RFC 3261 key alone (not parsed) to its live server transaction
+        (absorbed, or its last response sent again); False when no transaction has that key."""
+        txn = self._server.get(key)
+        if txn is None:
+            return False
+        txn.retransmission_received()
+        return True
+
+    def has_server(self, request: Request) -> bool:
+        """Whether a live server transaction matches `request` (17.2.3): a retransmission of a request in
+        progress, which overload control must never shed."""
+        method = request.method
+        via = request.top_via
+        branch = via.branch if via is not None else None
+        if via is not None and branch is not None and branch.startswith(MAGIC_COOKIE):
+            return (branch, via.host.lower(), via.port, method) in self._server
+        return _rfc2543_key(request, method) in self._server
+
     def _receive_rfc2543_ack(self, ack: Request, flow: IFlow) -> None:
         """RFC 2543 ACK matching: the INVITE with the same fields whose response carried the ACK's To tag."""
         to_tag = ack.to.tag

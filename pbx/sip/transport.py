@@ -220,6 +220,12 @@ class TransportManager:
     def trace(self, trace: TraceFunction | None) -> None:
         self.monitor.trace = trace
 
+    @property
+    def udp_sockets(self) -> list[Any]:
+        """The sockets of the listening UDP ports (overload control reads their receive queues)."""
+        sockets = (getattr(port, "socket", None) for port in self._udp_ports)
+        return [sock for sock in sockets if sock is not None]
+
     # Listening
 
     def listen_udp(self, host: str, port: int, advertise: str = "") -> IListeningPort:

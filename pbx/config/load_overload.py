@@ -1,0 +1,58 @@
+"""Read the `[overload]` table of the TOML config into `pbx.config.overload.OverloadConfig`.
+
+Called by `pbx.config.load._Parser.config` (imported lazily there, as `load_voicemail` is); every problem
+is a `ConfigError` naming the key, unknown keys included. The keys are documented in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pbx.config.load import ConfigError, _join
+from pbx.config.overload import OverloadConfig
+
+if TYPE_CHECKING:
+    from pbx.config.load import _Parser
+
+
+def _rate(table: Mapping[str, Any], key: str, default: float) -> float:
+    """A number of requests per second, 0 (no cap) or more."""
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ConfigError(_join("overload", key), f"must be a number of at least 0, not {value!r}")
+    return float(value)
+
+
+def overload(parser: _Parser, value: object) -> OverloadConfig:
+    """The `[overload]` table."""
+    table = parser._table(value, "overload", "overload")
+    path = "overload"
+    high = parser._seconds(table, "lag_high", path, 0.2, 0.001, 60.0)
+    critical = parser._seconds(table, "lag_critical", path, 1.0, 0.001, 60.0)
+    if critical < high:
+        raise ConfigError(
+            "overload.lag_critical", f"must be at least overload.lag_high ({high:g}), not {critical:g}"
+        )
+    return OverloadConfig(
+        enabled=parser._boolean(table, "enabled", path, True),
+        lag_interval=parser._seconds(table, "lag_interval", path, 0.05, 0.005, 10.0),
+        lag_high=high,
+        lag_critical=critical,
+        max_pending=parser._integer(table, "max_pending", path, 2000, 0, 10_000_000),
+        max_rate=_rate(table, "max_rate", 0.0),
+        burst=_rate(table, "burst", 0.0),
+        retry_after=parser._integer(table, "retry_after", path, 5, 1, 3600),
+        drop_critical=parser._boolean(table, "drop_critical", path, True),
+        stateless_cache_size=parser._integer(table, "stateless_cache_size", path, 8192, 1, 10_000_000),
+        receive_buffer=parser._integer(table, "receive_buffer", path, 262144, 0, 2**30),
+        receive_buffer_level=_level(table),
+    )
+
+
+def _level(table: Mapping[str, Any]) -> str:
+    value = table.get("receive_buffer_level", "critical")
+    if value not in ("critical", "high"):
+        raise ConfigError("overload.receive_buffer_level", f'must be "critical" or "high", not {value!r}')
+    return str(value)

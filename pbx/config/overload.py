@@ -1,0 +1,63 @@
+"""Overload control settings as a frozen value: the `[overload]` section (docs/configuration.md).
+
+Like `pbx.config.model` it imports only the standard library. `pbx.service` turns it into the stack's
+`pbx.sip.overload.LagMonitor` and `OverloadGuard`, and the size of its `StatelessCache`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The keys of the table, for `pbx.config.load.SCHEMA_KEYS` (documented in docs/configuration.md).
+OVERLOAD_KEYS: tuple[str, ...] = (
+    "enabled",
+    "lag_interval",
+    "lag_high",
+    "lag_critical",
+    "max_pending",
+    "max_rate",
+    "burst",
+    "retry_after",
+    "drop_critical",
+    "stateless_cache_size",
+    "receive_buffer",
+    "receive_buffer_level",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OverloadConfig:
+    """The `[overload]` section.
+
+    Attributes:
+        enabled: shed new work under overload (the lag monitor runs and the stack asks the guard); the
+            cache of stateless answers works either way.
+        lag_interval: seconds between two measures of the event loop's lag.
+        lag_high: smoothed lag (seconds) from which new requests without credentials get a 503.
+        lag_critical: smoothed lag (seconds) from which every new INVITE and REGISTER is shed (dropped
+            unanswered with `drop_critical`, else a 503).
+        max_pending: unfinished asynchronous work (store commits, lookups) from which new requests get a
+            503; 0: no cap.
+        max_rate: new exchanges (INVITEs and REGISTERs without credentials) admitted per second; 0: no cap.
+        burst: how many of them may come at once above `max_rate` (0: one second's worth).
+        retry_after: seconds in the 503's Retry-After.
+        drop_critical: drop instead of answering 503 at the critical level.
+        stateless_cache_size: answers sent without a transaction kept for retransmissions.
+        receive_buffer: SO_RCVBUF (bytes) of the UDP listeners while overloaded, so that the wait in them
+            stays short and the kernel drops the excess; 0 leaves them alone.
+        receive_buffer_level: the lag level from which they are that small: "critical" (`lag_critical`)
+            or "high" (`lag_high`); they grow back below `lag_high` either way.
+    """
+
+    enabled: bool = True
+    lag_interval: float = 0.05
+    lag_high: float = 0.2
+    lag_critical: float = 1.0
+    max_pending: int = 2000
+    max_rate: float = 0.0
+    burst: float = 0.0
+    retry_after: int = 5
+    drop_critical: bool = True
+    stateless_cache_size: int = 8192
+    receive_buffer: int = 262144
+    receive_buffer_level: str = "critical"

@@ -1,0 +1,116 @@
+"""Overload control built from `[overload]`: the event loop's lag monitor and the stack's guard.
+
+`build_overload` gives the stack its `OverloadGuard` (new INVITEs and REGISTERs shed under overload, also
+before parsing at the critical level) and sizes its cache of stateless answers; the returned service runs
+the `LagMonitor` while the PBX runs. `OverloadService.guard` and `.monitor` are what metrics read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.logger import Logger
+
+from pbx.config import Config
+from pbx.sip.overload import (
+    CRITICAL,
+    HIGH,
+    NORMAL,
+    LagMonitor,
+    OverloadGuard,
+    OverloadPolicy,
+    ReceiveBufferLimit,
+    SocketQueueDelay,
+)
+from pbx.sip.stack import SipStack
+from pbx.sip.stateless_cache import StatelessCache
+from pbx.sip.transport import UDP_RECEIVE_BUFFER
+
+_log = Logger(namespace="pbx")
+
+
+class OverloadService(service.Service):
+    """Runs the lag monitor between start and stop; `guard` is None when overload control is off."""
+
+    def __init__(self, monitor: LagMonitor | None, guard: OverloadGuard | None) -> None:
+        self.monitor = monitor
+        self.guard = guard
+
+    def startService(self) -> None:
+        super().startService()
+        if self.monitor is not None:
+            self.monitor.start()
+
+    def stopService(self) -> Any:
+        if self.monitor is not None:
+            self.monitor.stop()
+        return super().stopService()
+
+
+def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> OverloadService:
+    """The guard and lag monitor of `[overload]`, attached to `stack` (and its UDP listeners)."""
+    settings = config.overload
+    stack.stateless_cache = StatelessCache(
+        the_reactor, lifetime=64 * stack.timers.t1, max_entries=settings.stateless_cache_size
+    )
+    if not settings.enabled:
+        return OverloadService(None, None)
+    transports = stack.transport
+    queue_delay = None
+    if transports is not None:  # input waiting in the UDP sockets' buffers counts as lag too
+        counters = transports.monitor.counters
+        queue_delay = SocketQueueDelay(
+            the_reactor,
+            lambda: transports.udp_sockets,
+            lambda: counters.messages_received + counters.undecodable + stack.counters["screened"],
+        )
+    monitor = LagMonitor(
+        the_reactor,
+        interval=settings.lag_interval,
+        high=settings.lag_high,
+        critical=settings.lag_critical,
+        queue_delay=queue_delay,
+    )
+    policy = OverloadPolicy(
+        max_pending=settings.max_pending,
+        max_rate=settings.max_rate,
+        burst=settings.burst,
+        retry_after=settings.retry_after,
+        drop_critical=settings.drop_critical,
+    )
+    guard = OverloadGuard(the_reactor, monitor, policy)
+    stack.set_overload(guard)
+    if transports is not None:
+        transports.monitor.screen = stack.screen_datagram
+    monitor.listeners.append(LevelLog(guard))
+    if transports is not None and settings.receive_buffer:
+        normal = getattr(transports, "_udp_receive_buffer", 0) or UDP_RECEIVE_BUFFER
+        level = HIGH if settings.receive_buffer_level == "high" else CRITICAL
+        limit = ReceiveBufferLimit(lambda: transports.udp_sockets, settings.receive_buffer, normal, level)
+        monitor.listeners.append(limit)
+    return OverloadService(monitor, guard)
+
+
+class LevelLog:
+    """Logs each change of the overload level (a line per change, not per request)."""
+
+    def __init__(self, guard: OverloadGuard) -> None:
+        self._guard = guard
+        self._level = NORMAL
+
+    def __call__(self, monitor: LagMonitor) -> None:
+        level = monitor.level()
+        if level == self._level:
+            return
+        self._level = level
+        counters = self._guard.counters
+        _log.warn(
+            "Overload level {state} (lag {lag:.3f} s): admitting {share:.0%} of new exchanges; "
+            "so far {rejected} refused with 503, {dropped} dropped",
+            state=("normal", "high", "critical")[level],
+            lag=monitor.lag,
+            share=self._guard.admit_share,
+            rejected=counters["rejected"],
+            dropped=counters["dropped"],
+        )

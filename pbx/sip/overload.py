@@ -1,0 +1,422 @@
+"""Overload control in one server: how late the event loop runs; new work shed early (RFC 7339's idea).
+
+A single-threaded server that takes in more than it can finish does not slow down gracefully: requests wait
+in the socket buffer, clients retransmit them, the answers arrive after the clients gave up, and the work done
+for them is lost (goodput collapses). RFC 7339 lets an overloaded server tell its upstream neighbours to send
+less; what any server can do by itself is what RFC 3261 21.5.4 and RFC 7339 3 describe for the last resort:
+refuse new work early and cheaply with `503 Service Unavailable` and `Retry-After`, so that the work already
+accepted (transactions in progress, dialogs, retransmissions) keeps completing.
+
+- `LagMonitor` measures the event loop's lag: a timer due every `interval` seconds notes how late it fired,
+  smoothed (an exponentially weighted moving average). `lag` (seconds), `level()` and `overloaded` are the
+  views others read (metrics, the shedding below). Time is injected.
+- `OverloadGuard` decides, for a new request that could start work (an INVITE or REGISTER outside any
+  dialog), whether to admit it, refuse it with a stateless `503` + `Retry-After`, or drop it unanswered:
+  from the lag level, a cap on work in flight (asynchronous work the transaction users have not finished)
+  and an optional cap on the rate of new exchanges. The stack asks it before parsing a UDP datagram when
+  `pbx.sip.peek` recognises a new INVITE or REGISTER in it (the cheapest refusal), else after parsing.
+
+What is never shed: responses, ACK, CANCEL, requests inside a dialog (a To tag: BYE, re-INVITE, ...),
+retransmissions of requests already accepted or answered (the stack checks them first). A new request that
+carries credentials finishes an exchange whose first request was admitted (the challenge was sent), so it is
+refused only past the critical level or the cap on work in flight.
+
+This module knows nothing of the stack, of transactions or of the PBX: `pbx.sip.stack.SipStack` asks it.
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+NORMAL, HIGH, CRITICAL = 0, 1, 2
+"""Levels of `LagMonitor.level()`: below `high`, from `high`, from `critical`."""
+
+
+class LagMonitor:
+    """How long new input waits, smoothed: a timer due every `interval` s notes how late it fires, plus what
+    `queue_delay` (if given) says input waits in socket buffers before the loop reads it.
+
+    A loop that is busy for 120 ms between two turns fires the timer up to 120 ms late; the smoothed lag
+    follows such samples with weight `smoothing` (1.0: no smoothing). The timer alone cannot see a backlog in
+    a socket's receive buffer (the loop reads a batch per turn, however many wait behind it): `queue_delay`
+    (`SocketQueueDelay`) adds that wait. `listeners` are called with the monitor after each sample. The
+    monitor keeps one `IDelayedCall` while started and none once stopped.
+
+    Args:
+        clock: the reactor's time.
+        interval: seconds between two measures.
+        smoothing: the weight of a new sample in the moving average (0 < smoothing <= 1).
+        high: lag in seconds from which `level()` is `HIGH`.
+        critical: lag in seconds from which `level()` is `CRITICAL`.
+
+    Attributes:
+        lag: the smoothed lag in seconds.
+        last: the last sample in seconds.
+        peak: the highest sample seen since start.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        interval: float = 0.05,
+        smoothing: float = 0.25,
+        high: float = 0.2,
+        critical: float = 1.0,
+        queue_delay: Callable[[], float] | None = None,
+    ) -> None:
+        if interval <= 0 or not 0 < smoothing <= 1 or not 0 < high <= critical:
+            raise ValueError("need interval > 0, 0 < smoothing <= 1 and 0 < high <= critical")
+        self._clock = clock
+        self.interval = interval
+        self.smoothing = smoothing
+        self.high = high
+        self.critical = critical
+        self.lag = 0.0
+        self.last = 0.0
+        self.peak = 0.0
+        self.queue_delay = queue_delay
+        self.listeners: list[Callable[[LagMonitor], object]] = []
+        self._due = 0.0
+        self._timer: IDelayedCall | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._timer is not None
+
+    def start(self) -> None:
+        """Start measuring (again); the lag starts from zero."""
+        if self._timer is not None:
+            return
+        self.lag = self.last = 0.0
+        self._schedule()
+
+    def stop(self) -> None:
+        """Stop measuring; no timer is left behind."""
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _schedule(self) -> None:
+        self._due = self._clock.seconds() + self.interval
+        self._timer = self._clock.callLater(self.interval, self._tick)
+
+    def _tick(self) -> None:
+        late = self._clock.seconds() - self._due
+        if self.queue_delay is not None:
+            late = max(0.0, late) + self.queue_delay()
+        self._schedule()
+        self.sample(late)
+        for listener in self.listeners:
+            listener(self)
+
+    def sample(self, late: float) -> None:
+        """Take one measure of lateness (seconds; negative values count as 0)."""
+        late = max(0.0, late)
+        self.last = late
+        self.peak = max(self.peak, late)
+        self.lag += self.smoothing * (late - self.lag)
+
+    def level(self) -> int:
+        """`NORMAL`, `HIGH` or `CRITICAL` for the smoothed lag."""
+        lag = self.lag
+        return CRITICAL if lag >= self.critical else HIGH if lag >= self.high else NORMAL
+
+    @property
+    def overloaded(self) -> bool:
+        """Whether the smoothed lag is at or above `high`."""
+        return self.lag >= self.high
+
+
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
+"""Linux (4.6+): a socket's memory counters; the first: bytes queued for reading (SK_MEMINFO_RMEM_ALLOC)."""
+
+
+class SocketQueueDelay:
+    """How long a datagram waits in the receive buffers of `sockets` before the loop reads it (an estimate).
+
+    The bytes queued (Linux `SO_MEMINFO`; elsewhere nothing is measured and the delay is 0) over the bytes a
+    queued datagram takes there (`bytes_per_datagram`: a 500-byte SIP request takes about 1,280 on Linux)
+    give the datagrams waiting; over the rate the loop reads them (smoothed, at least `min_rate`) that is
+    the wait. Meant as `LagMonitor`'s `queue_delay`, called once per sample.
+
+    Args:
+        clock: the reactor's time.
+        sockets: the sockets to look at now (listeners open after this is built).
+        read: datagrams read so far (a running total).
+        bytes_per_datagram: receive-buffer bytes one queued datagram takes.
+        min_rate: the read rate assumed at least (datagrams per second), so that an idle loop that just got
+            a burst is not taken for a slow one.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        sockets: Callable[[], Sequence[Any]],
+        read: Callable[[], int],
+        *,
+        bytes_per_datagram: int = 1280,
+        min_rate: float = 500.0,
+    ) -> None:
+        self._clock = clock
+        self._sockets = sockets
+        self._read = read
+        self._per_datagram = bytes_per_datagram
+        self._min_rate = min_rate
+        self.rate = min_rate
+        self.queued = 0.0
+        self._last: tuple[float, int] | None = None  # (time, datagrams read) at the last call
+        self._supported = True
+
+    def __call__(self) -> float:
+        now, count = self._clock.seconds(), self._read()
+        then, before = self._last or (now, count)
+        self._last = (now, count)
+        if now > then:
+            self.rate = max(self._min_rate, 0.5 * self.rate + 0.5 * (count - before) / (now - then))
+        queued = 0
+        if self._supported:
+            for sock in self._sockets():
+                try:
+                    queued += struct.unpack_from("I", sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36))[0]
+                except (OSError, struct.error, AttributeError):
+                    self._supported = False  # not Linux, or not a socket: measure nothing from now on
+                    queued = 0
+                    break
+        self.queued = queued / self._per_datagram
+        return self.queued / self.rate
+
+
+class ReceiveBufferLimit:
+    """Shrinks the UDP sockets' receive buffers once the lag reaches `from_level` (`CRITICAL` or `HIGH`),
+    restores them below `high`.
+
+    A large buffer absorbs bursts and pauses; under sustained overload it becomes a queue of seconds, and
+    everything in it is answered too late (after the clients' retransmissions, which join the queue). A
+    small buffer under overload bounds that wait, and the kernel drops the excess at no cost to the loop;
+    what it drops is retransmitted by its sender (RFC 3261 17: Timers A and E), also requests in dialogs
+    and responses, which lose no state by it. A `LagMonitor` listener.
+
+    Args:
+        sockets: the sockets to size now.
+        overloaded_size: SO_RCVBUF (bytes) under overload.
+        normal_size: SO_RCVBUF (bytes) to restore (the transport's setting).
+        from_level: the lag level from which the buffers are small (`CRITICAL` or `HIGH`).
+
+    Attributes:
+        limited: whether the buffers are small now.
+        from_level: as given.
+    """
+
+    def __init__(
+        self,
+        sockets: Callable[[], Sequence[Any]],
+        overloaded_size: int,
+        normal_size: int,
+        from_level: int = CRITICAL,
+    ) -> None:
+        self._sockets = sockets
+        self.from_level = from_level
+        self._small = overloaded_size
+        self._normal = normal_size
+        self.limited = False
+
+    def __call__(self, monitor: LagMonitor) -> None:
+        level = monitor.level()
+        limit = level >= self.from_level or (self.limited and level >= HIGH)
+        if limit == self.limited:
+            return
+        self.limited = limit
+        size = self._small if limit else self._normal
+        for sock in self._sockets():
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+            except (OSError, AttributeError):
+                continue
+
+
+class Verdict(enum.Enum):
+    """What to do with a new request."""
+
+    ADMIT = "admit"
+    REJECT = "reject"  # a stateless 503 with Retry-After
+    DROP = "drop"  # no answer at all
+
+
+@dataclass(frozen=True)
+class OverloadPolicy:
+    """The knobs of `OverloadGuard` (the `[overload]` config section, docs/configuration.md).
+
+    Attributes:
+        methods: the methods of new requests that may be shed (outside dialogs only).
+        max_pending: work in flight (transaction users' unfinished asynchronous work: store commits,
+            lookups) from which new requests get a 503; 0: no cap.
+        max_rate: new exchanges (requests without credentials) admitted per second, in a token bucket of
+            `burst`; 0: no cap. Mostly for tests and small hosts: it makes capacity deterministic.
+        burst: the bucket's depth (0: max_rate, at least 1).
+        retry_after: seconds in the 503's Retry-After (RFC 3261 20.33).
+        drop_critical: at the critical lag level, drop new requests unanswered instead of answering 503.
+        decrease: while the lag is at or above `high`, the share of new exchanges admitted is multiplied by
+            this after each sample (down to `min_admit`) ...
+        increase: ... and below `high` it grows by this much per sample (up to 1): additive increase,
+            multiplicative decrease, so that admissions settle near what the server can finish.
+        min_admit: the smallest share admitted below the critical level.
+    """
+
+    methods: frozenset[str] = frozenset({"INVITE", "REGISTER"})
+    max_pending: int = 2000
+    max_rate: float = 0.0
+    burst: float = 0.0
+    retry_after: int = 5
+    drop_critical: bool = True
+    decrease: float = 0.8
+    increase: float = 0.05
+    min_admit: float = 0.02
+
+
+class OverloadGuard:
+    """Admission of new work under overload, from the lag, the work in flight and the rate of new exchanges.
+
+    Args:
+        clock: the reactor's time (the rate bucket).
+        monitor: the event loop's lag (None: the lag is not a signal).
+        policy: thresholds and caps.
+
+    The share of new exchanges admitted (`admit_share`) follows the lag, sample by sample (`on_sample`, a
+    listener of the monitor): it shrinks while the lag is at or above `high` and grows back below it; the
+    exchanges refused get a 503. At the critical level every new request is shed.
+
+    Attributes:
+        admit_share: the share of new exchanges (requests without credentials) admitted now, 0..1.
+        pending: work in flight, kept by the stack (`work_started` / `work_finished`).
+        counters: `admitted`, `rejected` (503), `dropped`, `rejected_lag`, `rejected_pending`,
+            `rejected_rate`.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        monitor: LagMonitor | None = None,
+        policy: OverloadPolicy = OverloadPolicy(),
+    ) -> None:
+        self._clock = clock
+        self.monitor = monitor
+        self.policy = policy
+        self.methods = policy.methods
+        self.retry_after = str(policy.retry_after)
+        self.pending = 0
+        self.admit_share = 1.0
+        self._credit = 0.0
+        if monitor is not None:
+            monitor.listeners.append(self.on_sample)
+        self._burst = float(policy.burst or max(1.0, policy.max_rate))
+        self._tokens = self._burst
+        self._refilled = clock.seconds()
+        self.starts = tuple(method.encode() + b" " for method in sorted(policy.methods))
+        """How the start lines of the requests to shed begin (for `pbx.sip.peek`)."""
+        self.counters = {
+            "admitted": 0,
+            "rejected": 0,
+            "dropped": 0,
+            "rejected_lag": 0,
+            "rejected_pending": 0,
+            "rejected_rate": 0,
+        }
+
+    def on_sample(self, monitor: LagMonitor) -> None:
+        """Adjust the share of new exchanges admitted to the lag just measured (AIMD)."""
+        policy = self.policy
+        if monitor.level() == NORMAL:
+            self.admit_share = min(1.0, self.admit_share + policy.increase)
+        else:
+            self.admit_share = max(policy.min_admit, self.admit_share * policy.decrease)
+
+    def level(self) -> int:
+        """The lag level, `NORMAL` without a monitor."""
+        return self.monitor.level() if self.monitor is not None else NORMAL
+
+    @property
+    def shedding(self) -> bool:
+        """Whether a new request may be refused now: the lag is high or was lately (fewer than all admitted),
+        work in flight is at its cap, or a rate cap is set. Cheap; below this the stack does not screen
+        datagrams before parsing (`pbx.sip.peek` would only add its cost to the parser's)."""
+        policy = self.policy
+        return (
+            self.admit_share < 1.0
+            or policy.max_rate > 0
+            or self.level() != NORMAL
+            or (policy.max_pending > 0 and self.pending >= policy.max_pending)
+        )
+
+    def admit(self, credentials: bool) -> Verdict:
+        """The verdict for a new request of one of `methods`, outside any dialog and not a retransmission.
+
+        Args:
+            credentials: whether it carries credentials (Authorization or Proxy-Authorization): it then
+                finishes an exchange admitted before, and only the critical level or the cap on work in
+                flight refuse it.
+        """
+        counters = self.counters
+        level = self.level()
+        if level == CRITICAL:
+            if self.policy.drop_critical:
+                counters["dropped"] += 1
+                return Verdict.DROP
+            return self._reject("rejected_lag")
+        policy = self.policy
+        if policy.max_pending and self.pending >= policy.max_pending:
+            return self._reject("rejected_pending")
+        if not credentials:
+            share = self.admit_share
+            if share < 1.0:  # admit `share` of them, evenly spread
+                self._credit += share
+                if self._credit < 1.0:
+                    return self._reject("rejected_lag")
+                self._credit -= 1.0
+            if policy.max_rate and not self._take_token():
+                return self._reject("rejected_rate")
+        counters["admitted"] += 1
+        return Verdict.ADMIT
+
+    def _reject(self, why: str) -> Verdict:
+        self.counters["rejected"] += 1
+        self.counters[why] += 1
+        return Verdict.REJECT
+
+    def _take_token(self) -> bool:
+        now = self._clock.seconds()
+        tokens = min(self._burst, self._tokens + (now - self._refilled) * self.policy.max_rate)
+        self._refilled = now
+        if tokens < 1.0:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1.0
+        return True
+
+    # Work in flight, told by the stack.
+    def work_started(self) -> None:
+        self.pending += 1
+
+    def work_finished(self, result: Any = None) -> Any:
+        """Count one piece of work as done; returns `result` (usable as a Deferred callback)."""
+        self.pending -= 1
+        return result
+
+    def snapshot(self) -> dict[str, float]:
+        """The figures for metrics: lag (s), level, work in flight and the counters."""
+        monitor = self.monitor
+        return {
+            "lag": monitor.lag if monitor is not None else 0.0,
+            "admit_share": self.admit_share,
+            "lag_peak": monitor.peak if monitor is not None else 0.0,
+            "level": self.level(),
+            "pending": self.pending,
+            **self.counters,
+        }

@@ -1,0 +1,68 @@
+"""The `[overload]` table: defaults on, every key checked, errors naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from pbx.config import parse_config
+from pbx.config.overload import OverloadConfig
+from tests.config.test_config import BASE, data, error_for
+
+
+def test_defaults_are_on() -> None:
+    config = parse_config(data(), BASE)
+    assert config.overload == OverloadConfig()
+    assert config.overload.enabled and config.overload.max_rate == 0.0
+
+
+def test_every_key_read() -> None:
+    table = {
+        "enabled": False,
+        "lag_interval": 0.1,
+        "lag_high": 0.3,
+        "lag_critical": 2,
+        "max_pending": 0,
+        "max_rate": 150,
+        "burst": 20,
+        "retry_after": 10,
+        "drop_critical": False,
+        "stateless_cache_size": 100,
+        "receive_buffer": 65536,
+        "receive_buffer_level": "high",
+    }
+    config = parse_config(data(overload=table), BASE).overload
+    assert config == OverloadConfig(
+        enabled=False,
+        lag_interval=0.1,
+        lag_high=0.3,
+        lag_critical=2.0,
+        max_pending=0,
+        max_rate=150.0,
+        burst=20.0,
+        retry_after=10,
+        drop_critical=False,
+        stateless_cache_size=100,
+        receive_buffer=65536,
+        receive_buffer_level="high",
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "path"),
+    [
+        ({"lag_hihg": 0.2}, "overload.lag_hihg"),
+        ({"lag_high": 0}, "overload.lag_high"),
+        ({"lag_high": 0.5, "lag_critical": 0.4}, "overload.lag_critical"),
+        ({"max_rate": -1}, "overload.max_rate"),
+        ({"max_rate": True}, "overload.max_rate"),
+        ({"burst": "x"}, "overload.burst"),
+        ({"retry_after": 0}, "overload.retry_after"),
+        ({"max_pending": 1.5}, "overload.max_pending"),
+        ({"enabled": "yes"}, "overload.enabled"),
+        ({"stateless_cache_size": 0}, "overload.stateless_cache_size"),
+        ({"receive_buffer_level": "normal"}, "overload.receive_buffer_level"),
+        ({"receive_buffer_level": 1}, "overload.receive_buffer_level"),
+    ],
+)
+def test_bad_values_name_the_key(table: dict, path: str) -> None:
+    assert error_for(data(overload=table)).path == path

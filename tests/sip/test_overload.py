@@ -1,0 +1,248 @@
+"""`LagMonitor` and `OverloadGuard`: the event loop's lag and the shedding decisions (RFC 7339's idea)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import sys
+
+import pytest
+from twisted.internet.task import Clock
+
+from pbx.sip.overload import (
+    CRITICAL,
+    HIGH,
+    NORMAL,
+    LagMonitor,
+    OverloadGuard,
+    OverloadPolicy,
+    ReceiveBufferLimit,
+    SocketQueueDelay,
+    Verdict,
+)
+
+
+def test_lag_follows_how_late_the_timer_fires_and_stops_cleanly() -> None:
+    clock = Clock()
+    monitor = LagMonitor(clock, interval=0.05, smoothing=0.5, high=0.1, critical=0.4)
+    monitor.start()
+    clock.pump([0.05] * 10)  # on time
+    assert monitor.lag == 0.0 and monitor.level() == NORMAL and not monitor.overloaded
+    clock.advance(0.65)  # the loop was busy: the timer fires 0.6 s late
+    assert monitor.last == pytest.approx(0.6)
+    assert monitor.lag == pytest.approx(0.3) and monitor.level() == HIGH and monitor.overloaded
+    clock.advance(0.65)
+    assert monitor.lag == pytest.approx(0.45) and monitor.level() == CRITICAL
+    clock.pump([0.05] * 10)  # back on time: the lag decays
+    assert monitor.lag < 0.001 and monitor.level() == NORMAL
+    assert monitor.peak == pytest.approx(0.6)
+    monitor.start()  # already running: nothing more
+    assert len(clock.getDelayedCalls()) == 1
+    monitor.stop()
+    assert not monitor.running and clock.getDelayedCalls() == []
+    monitor.stop()
+
+
+def test_lag_monitor_arguments_are_checked() -> None:
+    with pytest.raises(ValueError):
+        LagMonitor(Clock(), high=1.0, critical=0.5)
+    with pytest.raises(ValueError):
+        LagMonitor(Clock(), interval=0)
+
+
+def overloaded_guard(lag: float, **policy: object) -> OverloadGuard:
+    clock = Clock()
+    monitor = LagMonitor(clock, high=0.2, critical=1.0)
+    monitor.lag = lag
+    guard = OverloadGuard(clock, monitor, OverloadPolicy(**policy))  # type: ignore[arg-type]
+    if lag >= monitor.high:
+        guard.admit_share = 0.0  # as after a while at that lag
+    return guard
+
+
+def test_normal_lag_admits_everything() -> None:
+    guard = overloaded_guard(0.0)
+    assert guard.admit(credentials=False) is Verdict.ADMIT
+    assert guard.admit(credentials=True) is Verdict.ADMIT
+    assert guard.counters["admitted"] == 2
+
+
+def test_high_lag_refuses_new_exchanges_but_finishes_those_begun() -> None:
+    """From `high`, a request without credentials (a new exchange) gets a 503; one with credentials
+    answers a challenge we sent: it is the second half of work already admitted."""
+    guard = overloaded_guard(0.3)
+    assert guard.admit(credentials=False) is Verdict.REJECT
+    assert guard.admit(credentials=True) is Verdict.ADMIT
+    assert (guard.counters["rejected"], guard.counters["rejected_lag"]) == (1, 1)
+
+
+def test_the_share_admitted_follows_the_lag_aimd() -> None:
+    """Multiplicative decrease while the lag is high, additive increase below: admissions settle near what
+    the server finishes instead of swinging between all and nothing; the admitted ones spread evenly."""
+    clock = Clock()
+    monitor = LagMonitor(clock, interval=0.05, smoothing=1.0, high=0.2, critical=1.0)
+    guard = OverloadGuard(clock, monitor, OverloadPolicy(decrease=0.5, increase=0.1, min_admit=0.1))
+    monitor.start()
+    clock.advance(0.05 + 0.3)  # one sample 0.3 s late: HIGH
+    assert monitor.level() == HIGH and guard.admit_share == 0.5
+    verdicts = [guard.admit(credentials=False) for _ in range(6)]
+    assert verdicts == [Verdict.REJECT, Verdict.ADMIT] * 3
+    for _ in range(5):
+        clock.advance(0.05 + 0.3)
+    assert guard.admit_share == 0.1  # never below min_admit
+    clock.pump([0.05] * 3)  # on time again
+    assert guard.admit_share == pytest.approx(0.4)
+    clock.pump([0.05] * 10)
+    assert guard.admit_share == 1.0
+    assert guard.admit(credentials=False) is Verdict.ADMIT
+    monitor.stop()
+    assert clock.getDelayedCalls() == []
+
+
+def test_critical_lag_drops_every_new_request_or_rejects_it() -> None:
+    guard = overloaded_guard(1.5)
+    assert guard.admit(credentials=True) is Verdict.DROP
+    assert guard.counters["dropped"] == 1
+    guard = overloaded_guard(1.5, drop_critical=False)
+    assert guard.admit(credentials=True) is Verdict.REJECT
+
+
+def test_cap_on_work_in_flight() -> None:
+    guard = overloaded_guard(0.0, max_pending=2)
+    guard.work_started()
+    guard.work_started()
+    assert guard.admit(credentials=True) is Verdict.REJECT
+    assert guard.counters["rejected_pending"] == 1
+    assert guard.work_finished("result") == "result"
+    assert guard.pending == 1
+    assert guard.admit(credentials=True) is Verdict.ADMIT
+
+
+def test_shedding_says_whether_anything_may_be_refused_now() -> None:
+    """Below it the stack does not screen datagrams before parsing."""
+    assert not overloaded_guard(0.0).shedding
+    assert overloaded_guard(0.3).shedding and overloaded_guard(1.5).shedding
+    assert overloaded_guard(0.0, max_rate=10).shedding
+    guard = overloaded_guard(0.0, max_pending=1)
+    guard.work_started()
+    assert guard.shedding
+    guard.work_finished()
+    assert not guard.shedding
+    guard.admit_share = 0.9  # the lag was high lately: still admitting fewer than all
+    assert guard.shedding
+
+
+ADMIT, REJECT = Verdict.ADMIT, Verdict.REJECT
+
+
+def test_rate_cap_is_a_token_bucket_for_new_exchanges() -> None:
+    clock = Clock()
+    guard = OverloadGuard(clock, None, OverloadPolicy(max_rate=10, burst=2))
+    assert [guard.admit(credentials=False) for _ in range(3)] == [
+        Verdict.ADMIT,
+        Verdict.ADMIT,
+        Verdict.REJECT,
+    ]
+    assert guard.admit(credentials=True) is Verdict.ADMIT  # never counted against the rate
+    clock.advance(0.1)  # one token back
+    assert [guard.admit(credentials=False) for _ in range(2)] == [ADMIT, REJECT]
+    clock.advance(10)  # never more than the burst
+    assert [guard.admit(credentials=False) for _ in range(3)] == [
+        Verdict.ADMIT,
+        Verdict.ADMIT,
+        Verdict.REJECT,
+    ]
+    assert guard.counters["rejected_rate"] == 3
+    assert guard.level() == NORMAL and guard.snapshot()["lag"] == 0.0
+    assert clock.getDelayedCalls() == []
+
+
+class FakeSocket:
+    def __init__(self, queued: int) -> None:
+        self.queued = queued
+
+    def getsockopt(self, level: int, option: int, size: int) -> bytes:
+        return struct.pack("9I", self.queued, 212992, 0, 0, 0, 0, 0, 0, 0)
+
+
+def test_socket_queue_delay_is_what_waits_over_the_read_rate() -> None:
+    """1,000 datagrams queued (1.28 MB) read at 2,000/s: half a second of wait the timer cannot see."""
+    clock = Clock()
+    read = [0]
+    sock = FakeSocket(1000 * 1280)
+    delay = SocketQueueDelay(clock, lambda: [sock], lambda: read[0], min_rate=100)
+    for _ in range(10):
+        clock.advance(0.05)
+        read[0] += 100  # 2,000/s
+        measured = delay()
+    assert delay.queued == 1000 and delay.rate == pytest.approx(2000, rel=0.01)
+    assert measured == pytest.approx(0.5, rel=0.01)
+    monitor = LagMonitor(clock, interval=0.05, smoothing=1.0, queue_delay=delay)
+    monitor.start()
+    read[0] += 100
+    clock.advance(0.05)
+    assert monitor.lag == pytest.approx(0.5, rel=0.01) and monitor.level() == HIGH
+    monitor.stop()
+    assert clock.getDelayedCalls() == []
+
+
+def test_socket_queue_delay_measures_nothing_where_unsupported() -> None:
+    class NotLinux:
+        def getsockopt(self, level: int, option: int, size: int) -> bytes:
+            raise OSError("no SO_MEMINFO")
+
+    delay = SocketQueueDelay(Clock(), lambda: [NotLinux()], lambda: 0)
+    assert delay() == 0.0 and delay() == 0.0
+
+
+def test_socket_queue_delay_on_a_real_socket() -> None:
+    """Linux only: SO_MEMINFO counts the bytes of datagrams waiting (nothing is read here)."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+    ):
+        receiver.bind(("127.0.0.1", 0))
+        delay = SocketQueueDelay(Clock(), lambda: [receiver], lambda: 0, min_rate=100)
+        for _ in range(50):
+            sender.sendto(b"x" * 500, receiver.getsockname())
+        measured = delay()
+        if sys.platform.startswith("linux"):
+            assert 20 <= delay.queued <= 100 and measured == pytest.approx(delay.queued / 100)
+
+
+def test_receive_buffers_shrink_at_the_critical_level_and_grow_back_below_high() -> None:
+    class Sized:
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def setsockopt(self, level: int, option: int, size: int) -> None:
+            self.sizes.append(size)
+
+    sock = Sized()
+    limit = ReceiveBufferLimit(lambda: [sock, object()], 1000, 9000)  # a non-socket is skipped
+    monitor = LagMonitor(Clock(), high=0.2, critical=1.0)
+    for lag in (0.0, 0.5, 1.5, 0.5, 1.2, 0.1, 0.5):
+        monitor.lag = lag
+        limit(monitor)
+    assert sock.sizes == [1000, 9000]  # limited at 1.5, still at 0.5 and 1.2, restored at 0.1
+    assert not limit.limited
+
+
+def test_receive_buffers_may_shrink_from_the_high_level() -> None:
+    class Sized:
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def setsockopt(self, level: int, option: int, size: int) -> None:
+            self.sizes.append(size)
+
+    sock = Sized()
+    limit = ReceiveBufferLimit(lambda: [sock], 1000, 9000, from_level=HIGH)
+    monitor = LagMonitor(Clock(), high=0.2, critical=1.0)
+    seen = []
+    for lag in (0.1, 0.3, 1.5, 0.5, 0.1, 0.25):
+        monitor.lag = lag
+        limit(monitor)
+        seen.append(limit.limited)
+    assert seen == [False, True, True, True, False, True]
+    assert sock.sizes == [1000, 9000, 1000]

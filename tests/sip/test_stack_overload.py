@@ -1,0 +1,276 @@
+"""The stack under overload: stateless answers from the cache, new work shed early, accepted work never.
+
+A fake flow and a Clock: RFC 3261 8.2.7 (a stateless UAS), 17.2.3 (what a retransmission is), 21.5.4 (503
+with Retry-After); RFC 7339's idea of refusing new work early so that the work already accepted completes.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from pbx.sip.interfaces import IFlow
+from pbx.sip.message import Request, Response
+from pbx.sip.overload import LagMonitor, OverloadGuard, OverloadPolicy
+from pbx.sip.stack import SipStack
+from tests.sip.test_stack import FakeFlow, FakeTransports, deliver, request
+
+
+class SlowTU:
+    """A transaction user that answers when told to (a store commit in flight)."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[object, Request, Deferred[None]]] = []
+
+    def request_received(self, transaction, request):
+        d: Deferred[None] = Deferred()
+        d.addCallback(lambda _: transaction.respond(request.response(200, to_tag="t")))
+        self.pending.append((transaction, request, d))
+        return d
+
+    def ack_received(self, request, flow):
+        pass
+
+    def cancel_received(self, cancel, invite):
+        pass
+
+
+def challenge(req: Request, flow: IFlow) -> Response | None:
+    if "Authorization" in req.headers or "Proxy-Authorization" in req.headers:
+        return None
+    return req.response(401, to_tag="ch")
+
+
+def make(lag: float = 0.0, **policy: object) -> tuple[SipStack, OverloadGuard, SlowTU, Clock]:
+    clock = Clock()
+    stack = SipStack(clock)
+    stack.attach_transport(FakeTransports())
+    monitor = LagMonitor(clock, high=0.2, critical=1.0)
+    monitor.lag = lag
+    guard = OverloadGuard(clock, monitor, OverloadPolicy(**policy))  # type: ignore[arg-type]
+    if lag >= monitor.high:
+        guard.admit_share = 0.0  # as after a while at that lag
+    stack.set_overload(guard)
+    tu = SlowTU()
+    stack.register("REGISTER", tu)
+    stack.register("INVITE", tu)
+    stack.answer_statelessly("REGISTER", challenge)
+    return stack, guard, tu, clock
+
+
+def via(branch: str) -> str:
+    return f"SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK{branch};rport"
+
+
+def finish(clock: Clock) -> None:
+    clock.advance(64)  # Timer J and friends
+    assert clock.getDelayedCalls() == []
+
+
+def test_new_exchange_gets_a_stateless_503_and_its_retransmission_the_same_bytes() -> None:
+    stack, guard, _, clock = make(lag=0.3)
+    flow = FakeFlow()
+    deliver(stack, request("REGISTER", via=via("a")), flow)
+    deliver(stack, request("REGISTER", via=via("a")), flow)
+    [first, _] = flow.responses()
+    assert first.status == 503 and first.headers.get("Retry-After") == "5"
+    assert flow.sent[0] == flow.sent[1]
+    assert stack.transactions.server_count == 0  # no state kept for shed work
+    assert guard.counters["rejected"] == 1  # the retransmission did not ask again
+    assert (stack.counters["shed"], stack.counters["stateless_retransmissions"]) == (1, 1)
+    finish(clock)
+
+
+def test_the_challenge_is_answered_once_and_repeated_from_the_cache() -> None:
+    """The collapse this prevents: a fresh 401 (a new nonce) for every retransmission arrives after the
+    client moved on, and aborts its next transaction."""
+    stack, guard, _, clock = make()
+    flow = FakeFlow()
+    for _ in range(3):
+        deliver(stack, request("REGISTER", via=via("c")), flow)
+    assert len(set(flow.sent)) == 1 and [r.status for r in flow.responses()] == [401] * 3
+    assert stack.counters["stateless"] == 1 and stack.counters["stateless_retransmissions"] == 2
+    assert guard.counters["admitted"] == 1
+    other = FakeFlow(remote=("192.0.2.11", 5070))  # the same branch from another source: not the same
+    deliver(stack, request("REGISTER", via=via("c")), other)
+    assert stack.counters["stateless"] == 2
+    finish(clock)
+
+
+def test_credentials_finish_the_exchange_at_high_lag() -> None:
+    stack, guard, tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    deliver(stack, request("REGISTER", via=via("d"), Authorization="Digest x=1"), flow)
+    assert len(tu.pending) == 1 and guard.pending == 1  # work in flight
+    tu.pending[0][2].callback(None)
+    assert guard.pending == 0 and flow.responses()[-1].status == 200
+    finish(clock)
+
+
+def test_retransmission_of_accepted_work_is_never_shed() -> None:
+    stack, guard, tu, clock = make()
+    flow = FakeFlow()
+    deliver(stack, request("REGISTER", via=via("e"), Authorization="Digest x=1"), flow)
+    guard.monitor.lag = 5.0  # type: ignore[union-attr]  # now critical
+    deliver(stack, request("REGISTER", via=via("e"), Authorization="Digest x=1"), flow)
+    assert stack.counters["shed"] == 0 and len(tu.pending) == 1  # absorbed by its transaction
+    tu.pending[0][2].callback(None)
+    assert [r.status for r in flow.responses()] == [200]
+    deliver(stack, request("REGISTER", via=via("e"), Authorization="Digest x=1"), flow)
+    assert [r.status for r in flow.responses()] == [200, 200]  # the completed transaction answers
+    finish(clock)
+
+
+def test_requests_in_dialogs_and_other_methods_are_never_shed() -> None:
+    stack, guard, _, clock = make(lag=5.0)
+    flow = FakeFlow()
+    deliver(stack, request("INVITE", via=via("f"), To="<sip:bob@example.com>;tag=x"), flow)
+    assert flow.responses()[-1].status == 481  # went on to the dialog layer: no such dialog
+    deliver(stack, request("OPTIONS", via=via("g")), flow)
+    assert flow.responses()[-1].status == 200
+    deliver(stack, request("BYE", via=via("h"), To="<sip:bob@example.com>;tag=x"), flow)
+    assert flow.responses()[-1].status == 481
+    assert stack.counters["shed"] == 0 and sum(guard.counters.values()) == 0
+    finish(clock)
+
+
+def test_critical_lag_drops_new_work_unanswered() -> None:
+    stack, guard, tu, clock = make(lag=5.0)
+    flow = FakeFlow()
+    deliver(stack, request("INVITE", via=via("i"), **{"Proxy-Authorization": "Digest x=1"}), flow)
+    deliver(stack, request("REGISTER", via=via("j")), flow)
+    assert flow.sent == [] and tu.pending == [] and stack.counters["shed"] == 2
+    assert guard.counters["dropped"] == 2
+    finish(clock)
+
+
+def test_a_request_too_broken_to_match_is_left_to_validation() -> None:
+    """An RFC 2543 branch is matched with its CSeq (17.2.3): none at all is validation's 400, not an error."""
+    stack, _guard, tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    deliver(stack, request("REGISTER", via="SIP/2.0/UDP 192.0.2.10:5070;branch=2543", CSeq=None), flow)
+    [answer] = flow.responses()
+    assert answer.status == 400
+    assert stack.counters["errors"] == 0 and tu.pending == []
+    finish(clock)
+
+
+def test_invites_are_not_counted_as_work_in_flight() -> None:
+    """An INVITE's Deferred lasts as long as its call: not a measure of backlog."""
+    stack, guard, tu, clock = make(max_pending=1)
+    flow = FakeFlow()
+    deliver(stack, request("INVITE", via=via("k")), flow)
+    assert len(tu.pending) == 1 and guard.pending == 0
+    deliver(stack, request("REGISTER", via=via("l"), Authorization="Digest x=1"), flow)
+    deliver(stack, request("REGISTER", via=via("m"), Authorization="Digest x=1"), flow)
+    assert guard.pending == 1 and guard.counters["rejected_pending"] == 1
+    assert flow.responses()[-1].status == 503
+    for _, req, d in tu.pending:
+        if req.method == "REGISTER":
+            d.callback(None)
+    tu.pending[0][0].respond(tu.pending[0][1].response(486, to_tag="busy"))
+    finish(clock)
+
+
+def test_streams_keep_no_answers_in_the_cache() -> None:
+    """No retransmissions over TCP or TLS (RFC 3261 17.1.2.2): nothing to keep."""
+    stack, _, _, clock = make()
+    flow = FakeFlow("TCP", reliable=True)
+    deliver(stack, request("REGISTER", via="SIP/2.0/TCP 192.0.2.10:5070;branch=z9hG4bKn"), flow)
+    assert flow.responses()[0].status == 401 and len(stack.stateless_cache) == 0
+    finish(clock)
+
+
+def test_without_a_guard_the_cache_still_answers_retransmissions() -> None:
+    clock = Clock()
+    stack = SipStack(clock)
+    stack.attach_transport(FakeTransports())
+    stack.answer_statelessly("REGISTER", challenge)
+    flow = FakeFlow()
+    deliver(stack, request("REGISTER", via=via("o")), flow)
+    deliver(stack, request("REGISTER", via=via("o")), flow)
+    assert stack.counters["stateless"] == 1 and stack.counters["stateless_retransmissions"] == 1
+    assert stack.overload is None
+    finish(clock)
+
+
+def test_screened_before_parsing_a_shed_register_gets_a_503_from_its_bytes() -> None:
+    """The cheapest refusal: the datagram is never parsed; its retransmission gets the same bytes."""
+    stack, guard, _tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    data = request("REGISTER", via=via("p"))
+    assert stack.screen_datagram(data, flow) and stack.screen_datagram(data, flow)
+    [first, _again] = flow.responses()
+    assert first.status == 503 and first.headers.get("Retry-After") == "5" and first.to.tag
+    assert flow.sent[0] == flow.sent[1] and guard.counters["rejected"] == 1
+    assert stack.counters["stateless_retransmissions"] == 1
+    assert (stack.counters["screened"], stack.counters["requests"]) == (2, 0)  # never parsed
+    finish(clock)
+
+
+def test_screened_admission_is_not_asked_twice_and_accepted_work_passes() -> None:
+    stack, guard, tu, clock = make(max_rate=1, burst=1)
+    flow = FakeFlow()
+    data = request("REGISTER", via=via("q"), Authorization="Digest x=1")
+    assert not stack.screen_datagram(data, flow)  # admitted: on to the parser
+    deliver(stack, data, flow)
+    assert guard.counters["admitted"] == 1 and len(tu.pending) == 1
+    assert stack.screen_datagram(data, flow) and flow.sent == []  # accepted work: absorbed by its transaction
+    assert guard.counters["admitted"] == 1
+    challenged = request("REGISTER", via=via("r"))
+    assert not stack.screen_datagram(challenged, flow)  # the bucket's one token
+    deliver(stack, challenged, flow)
+    assert flow.responses()[-1].status == 401
+    assert stack.screen_datagram(challenged, flow)  # its retransmission: the same 401 from the cache
+    assert flow.sent[-1] == flow.sent[-2]
+    assert stack.screen_datagram(request("REGISTER", via=via("s")), flow)  # no token left: 503
+    assert flow.responses()[-1].status == 503
+    assert not stack.screen_datagram(request("BYE", via=via("t")), flow)  # never screened
+    assert stack.counters["screened"] == 3  # the retransmission, the cached 401 and the 503
+    tu.pending[0][2].callback(None)
+    finish(clock)
+
+
+def test_retransmissions_of_accepted_work_get_the_last_response_without_parsing() -> None:
+    """RFC 3261 17.2.1, 17.2.2: the server transaction answers them, known by their key alone."""
+    stack, guard, tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    register = request("REGISTER", via=via("v"), Authorization="Digest x=1")
+    invite = request("INVITE", via=via("w"), **{"Proxy-Authorization": "Digest x=1"})
+    for data in (register, invite):
+        assert not stack.screen_datagram(data, flow)  # credentials: admitted at high lag
+        deliver(stack, data, flow)
+    assert len(tu.pending) == 2 and stack.counters["requests"] == 2
+    [trying] = flow.sent  # the INVITE's 100; the REGISTER is in Trying, unanswered
+    assert trying.startswith(b"SIP/2.0 100 ")
+    assert stack.screen_datagram(register, flow) and stack.screen_datagram(invite, flow)
+    assert flow.sent == [trying, trying]  # absorbed; the 100 sent again
+    tu.pending[0][2].callback(None)  # the REGISTER's 200
+    assert stack.screen_datagram(register, flow)
+    assert flow.responses()[-1].status == 200 and flow.sent[-1] == flow.sent[-2]
+    assert stack.counters["requests"] == 2 and guard.counters["admitted"] == 2  # parsed and asked once each
+    assert stack.counters["screened"] == 3
+    tu.pending[1][2].callback(None)
+    finish(clock)
+
+
+def test_nothing_is_screened_while_the_guard_sheds_nothing() -> None:
+    """At a normal level without caps the parser's way costs less than peeking first; it decides the same."""
+    stack, guard, _tu, clock = make()
+    flow = FakeFlow()
+    data = request("REGISTER", via=via("n"))
+    assert not stack.screen_datagram(data, flow)
+    deliver(stack, data, flow)
+    assert not stack.screen_datagram(data, flow)
+    deliver(stack, data, flow)  # the retransmission: the same 401, from the cache after parsing
+    assert flow.sent[0] == flow.sent[1] and flow.responses()[0].status == 401
+    assert stack.counters["screened"] == 0 and stack.counters["stateless_retransmissions"] == 1
+    assert guard.counters["admitted"] == 1
+    finish(clock)
+
+
+def test_without_a_guard_nothing_is_screened() -> None:
+    clock = Clock()
+    stack = SipStack(clock)
+    assert not stack.screen_datagram(request("REGISTER", via=via("u")), FakeFlow())
+    assert stack.counters["screened"] == 0

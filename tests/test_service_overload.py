@@ -1,0 +1,80 @@
+"""`pbx.service.overload`: `[overload]` turned into the stack's guard, the lag monitor and its queue delay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import globalLogPublisher
+
+from pbx.config import parse_config
+from pbx.service.overload import build_overload
+from pbx.service.sip import build_sip
+from pbx.sip.overload import CRITICAL, HIGH, ReceiveBufferLimit
+
+DOCUMENT = {
+    "sip": {"listen": [{"transport": "udp", "host": "127.0.0.1", "port": 5060}]},
+    "tenants": {"default": {"domain": "localhost", "extensions": {"1000": {"password": "secret"}}}},
+}
+
+
+def build(tmp_path: Path, overload: dict) -> tuple:
+    config = parse_config({**DOCUMENT, "overload": overload}, tmp_path)
+    reactor = MemoryReactorClock()
+    stack, _ = build_sip(config, reactor)
+    return build_overload(config, stack, reactor), stack, reactor
+
+
+def test_defaults_attach_a_guard_and_run_the_monitor_while_started(tmp_path: Path) -> None:
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        overload, stack, reactor = build(tmp_path, {"stateless_cache_size": 10})
+        assert stack.overload is overload.guard and overload.guard is not None
+        assert stack.stateless_cache.max_entries == 10
+        assert stack.stateless_cache.lifetime == 32.0
+        assert stack.transport.monitor.screen == stack.screen_datagram
+        overload.startService()
+        assert overload.monitor.running
+        reactor.advance(0.05)
+        reactor.advance(1.5)  # the loop was stuck 1.45 s: the level changes, logged once
+        reactor.advance(0.05)
+        assert overload.monitor.level() > 0
+        assert [e for e in events if "Overload level" in e.get("log_format", "")]
+        overload.stopService()
+        assert not overload.monitor.running and reactor.getDelayedCalls() == []
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+
+
+def test_disabled_keeps_only_the_cache(tmp_path: Path) -> None:
+    overload, stack, reactor = build(tmp_path, {"enabled": False})
+    assert stack.overload is None and overload.guard is None and overload.monitor is None
+    overload.startService()
+    overload.stopService()
+    assert reactor.getDelayedCalls() == []
+    assert stack.stateless_cache.max_entries == 8192
+
+
+def test_the_read_rate_counts_each_datagram_once_screened_or_parsed(tmp_path: Path) -> None:
+    """The queue delay divides what waits by the rate the loop reads: a datagram dealt with before parsing
+    counts once (`screened`), a parsed one once (`messages_received`), a request shed after parsing too."""
+    overload, stack, reactor = build(tmp_path, {})
+    delay = overload.monitor.queue_delay
+    assert delay is not None and delay.rate == 500.0
+    delay()
+    reactor.advance(1.0)
+    stack.counters["screened"] += 6000
+    stack.transport.monitor.counters.messages_received += 4000
+    stack.counters["shed"] += 3000  # shed after parsing: already counted as received
+    delay()
+    assert delay.rate == 0.5 * 500.0 + 0.5 * 10000.0  # smoothed: 10,000 datagrams read in that second
+    assert reactor.getDelayedCalls() == []
+
+
+def test_the_receive_buffers_shrink_from_the_level_asked(tmp_path: Path) -> None:
+    for setting, level in (("critical", CRITICAL), ("high", HIGH)):
+        overload, _stack, reactor = build(tmp_path, {"receive_buffer_level": setting})
+        [limit] = [f for f in overload.monitor.listeners if isinstance(f, ReceiveBufferLimit)]
+        assert limit.from_level == level
+        assert reactor.getDelayedCalls() == []
