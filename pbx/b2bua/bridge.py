@@ -94,7 +94,7 @@ class CallSide(SessionListener):
         call = self._call()
         if call is None or call.ended:
             raise SipError(481)
-        return call, call.b if self.side == "a" else call.a
+        return call, call.session_of("b" if self.side == "a" else "a")
 
     # -- offers --------------------------------------------------------------------------------------------
 
@@ -217,6 +217,8 @@ class CallSide(SessionListener):
     def request_received(self, session: InviteSession, request: Request) -> object:
         call, other = self._call_and_other()
         method = request.method
+        if method == "REFER":  # a transfer (RFC 3515): the PBX carries it out, never passes it on
+            return call.b2bua.transfers.refer_received(call, self.side, session, request)
         if other is None:
             if method == "INFO" and self.side == "a":
                 # The PBX is the caller's media end (IVR): a key press by SIP INFO goes to it, never onward.
@@ -276,7 +278,7 @@ def send_dtmf_info(call_ref: weakref.ref[Call], side: str, digit: str, duration_
     call = call_ref()
     if call is None or call.ended:
         return
-    session = call.a if side == "a" else call.b
+    session = call.session_of(side)
     listener = session.listener if session is not None else None
     if session is not None and isinstance(listener, CallSide):
         listener.send_dtmf(session, digit, duration_ms)

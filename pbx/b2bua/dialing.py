@@ -307,6 +307,9 @@ class Dialing:
     # -- callbacks from legs -----------------------------------------------------------------------------
 
     def leg_progress(self, leg: OutboundLeg, response: Response) -> None:
+        transfer = getattr(self, "transfer", None)
+        if transfer is not None and not self.ended and leg in self._current:
+            transfer.ringing(self, response.status)
         if self.final_sent or self.ended or self.winner is not None or leg not in self._current:
             return
         if self.own_sdp is not None:
@@ -385,6 +388,9 @@ class Dialing:
 
             self._on_answer = forward_answer
         self._finish_dial("answered")
+        transfer = getattr(self, "transfer", None)
+        if transfer is not None:
+            transfer.connected(self)
         return True
 
     def _callee_sdp(self, response: Response, late_offer: bool) -> bytes:

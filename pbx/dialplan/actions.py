@@ -470,6 +470,9 @@ ACTIONS: Mapping[str, ActionSpec] = MappingProxyType(
             },
             required=("prompt",),
         ),
+        "pickup": ActionSpec(
+            "pickup group|EXTENSION", 1, 1, _pattern(_EXTENSION, "group or an extension number")
+        ),
         "play": ActionSpec("play PROMPT... [noanswer=yes]", 1, 32, _prompt_name, {"noanswer": _yes_no}),
         "record": ActionSpec(
             "record NAME [maxlength=S] [silence=S] [beep=yes|no]",

@@ -39,6 +39,8 @@ class CallInfo:
         did: For a call from a trunk, the number dialed on the public network, else None.
         headers: Selected request headers by lower-case name; caller-controlled.
         transport: ``"udp"``, ``"tcp"`` or ``"tls"``.
+        referred_by: For a transferred party routed as its transferor, the transferor's extension (``caller``
+            is the transferor); ``""`` otherwise.
     """
 
     id: str
@@ -48,6 +50,7 @@ class CallInfo:
     did: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict, hash=False)
     transport: str = "udp"
+    referred_by: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.headers, MappingProxyType):
@@ -94,6 +97,10 @@ class ExtensionInfo:
             checker assume it has).
         srtp: Its SRTP setting: "off", "optional" or "mandatory" (`docs/security.md`).
         allow_srtp_over_plain: Whether its SRTP keys may travel over plain UDP/TCP signalling.
+        pickup_groups: The call pickup groups it belongs to (`pickup group` picks up calls ringing at an
+            extension sharing one of them).
+        directed_pickup: Whether it may pick up a call ringing at any extension of the tenant
+            (`pickup EXTENSION`; without it, only at extensions sharing a pickup group).
     """
 
     number: str
@@ -106,6 +113,8 @@ class ExtensionInfo:
     registered: bool = True
     srtp: str = "optional"
     allow_srtp_over_plain: bool = False
+    pickup_groups: tuple[str, ...] = ()
+    directed_pickup: bool = False
 
     @classmethod
     def from_attributes(cls, extension: object) -> ExtensionInfo:
