@@ -341,6 +341,7 @@ class Call(Dialing):
         # A code-less hangup after a dial reports how the dial ended (busy, noanswer ...).
         self.cause = self.run_state.result if not action.args and self.run_state.result else "hangup"
         if self.answered_at is not None:
+            self._status = self._status or self._failure_status(action)
             self.hangup("pbx")
         else:
             self.reject(self._failure_status(action))
@@ -528,6 +529,8 @@ class Call(Dialing):
     def _hang_up_sides(self) -> None:
         """BYE to each side still up; a callee's 2xx whose ACK waited for the caller's answer is ACKed
         first (without one)."""
+        if self.transfer is not None:
+            self.transfer.hanging_up(self)  # a failed blind transfer gives the transferee back
         winner = self.winner
         if winner is not None and winner.awaiting_answer:
             winner.awaiting_answer = False

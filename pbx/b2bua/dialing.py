@@ -358,6 +358,10 @@ class Dialing:
             if other is not leg:
                 other.cancel()
         self.b = leg.session(CallSide(self, "b"), **self.b2bua.session_options)  # type: ignore[arg-type]
+        # What each end said so far (a transfer offers the same to whoever takes this side's place).
+        if leg.invite is not None and leg.invite.body:
+            self.b.local_body = (leg.invite.body, "application/sdp")
+        self.b.remote_body = (response.body, "application/sdp")
         if late_offer:
             leg.awaiting_answer = True  # 2xx retransmissions wait for the answer the caller's ACK brings
         else:

@@ -132,13 +132,42 @@ def _status_of(failure: Failure) -> int:
 
 
 class _Tracker:
-    """Told how the routing of a blind transfer goes (`Call.transfer`); reports it to the transferor."""
+    """Told how the routing of a blind transfer goes (`Call.transfer`); reports it to the transferor.
 
-    __slots__ = ("_observers", "referral")
+    When the routing fails while the transferor is still in the original call, the transferee is given
+    back to it (re-INVITEd onto its old relay leg with the SDP it had there) instead of being hung up.
+    """
 
-    def __init__(self, referral: Referral, observers: Any) -> None:
+    __slots__ = ("_observers", "_original", "_saved", "_side", "_transfers", "referral")
+
+    def __init__(
+        self,
+        referral: Referral,
+        transfers: Transfers,
+        original: Call,
+        side: str,
+        saved: tuple[bytes, bytes | None] | None,
+    ) -> None:
         self.referral = referral
-        self._observers = observers
+        self._transfers = transfers
+        self._observers = transfers.b2bua.observers
+        self._original = original
+        self._side = side
+        self._saved = saved
+
+    def hanging_up(self, call: Call) -> None:
+        """`call` is about to BYE its sides: before any success, give the transferee back if possible."""
+        original, session, saved = self._original, call.a, self._saved
+        if self.referral.done or call.hangup_by == "caller" or saved is None:
+            return
+        if original.ended or session.ended or call.released == "a":
+            return
+        transferor = original.session_of(OTHER[self._side])
+        if transferor is None or transferor.ended:
+            return
+        call.released = "a"
+        call.cause = call.cause or (call.result or "failed")
+        self._transfers.give_back(original, self._side, session, saved)
 
     def ringing(self, call: Call, status: int) -> None:
         if status in (180, 183):
@@ -261,7 +290,8 @@ class Transfers:
         )  # fmt: skip
 
         def finished(status: int) -> None:
-            if not call.ended:
+            # Done (or failed with the transferee not given back): the transferor's leg ends.
+            if not call.ended and (status < 300 or call.released):
                 call.hangup("transfer")
 
         referral = Referral(session, refer.subscribe, finished)
@@ -313,6 +343,11 @@ class Transfers:
     ) -> None:
         """The party on `side` of `call` is routed to `target` as `who` in a new call."""
         b2bua = self.b2bua
+        saved = (
+            (session.local_body[0], session.remote_body[0] if session.remote_body else None)
+            if session.local_body
+            else None
+        )
         self.release(call, side)
         domain = who.domain
         invite = Request("INVITE", SipURI(host=domain, user=target))
@@ -324,7 +359,7 @@ class Transfers:
         invite.headers.add("CSeq", "1 INVITE")
         new = type(call)(b2bua, call.txn, invite, who, session=session)
         new.referred_by = who.extension
-        new.transfer = _Tracker(referral, b2bua.observers)
+        new.transfer = _Tracker(referral, self, call, side, saved)
         new.answered_at = b2bua.clock.seconds()  # the transferee's dialog is up: BYE ends it
         b2bua.adopt(new)
         b2bua.deadlines.add(new)
@@ -377,8 +412,9 @@ class Transfers:
         old = target.session_of(target_side)
         assert old is not None and old.local_body is not None
         offer = replacement_sdp(old.local_body[0], old.remote_body[0] if old.remote_body else None)
+        party = self.extension_of(call, side)
         self.release(call, side)
-        self.move_in(target, target_side, session, old)
+        self.move_in(target, target_side, session, old, party)
         try:
             sent = session.reinvite(offer, "application/sdp")
         except ValueError:
@@ -403,10 +439,36 @@ class Transfers:
 
         sent.addCallbacks(moved, refused)
 
-    def move_in(self, call: Call, side: str, session: InviteSession, old: InviteSession | None) -> None:
-        """`session` becomes `call`'s side `side`; the session it replaces (if any) gets a BYE."""
+    def give_back(
+        self, call: Call, side: str, session: InviteSession, saved: tuple[bytes, bytes | None]
+    ) -> None:
+        """A transferee whose transfer failed returns to `side` of `call` (its transferor is still there)."""
+        self.move_in(call, side, session, None)
+        call.cause = ""
+        self._log.info("Call {id}: transfer failed, the transferee is back", id=call.id)
+        try:
+            sent = session.reinvite(replacement_sdp(*saved), "application/sdp")
+        except (SipError, ValueError):
+            call.hangup("pbx")
+            return
+
+        def back(response: Response) -> None:
+            try:
+                learn_remote(call, side, response.body)
+            except SipError:
+                call.hangup("pbx")
+
+        sent.addCallbacks(back, lambda f: call.hangup("pbx"))
+
+    def move_in(
+        self, call: Call, side: str, session: InviteSession, old: InviteSession | None, party: str = ""
+    ) -> None:
+        """`session` (of extension `party`) becomes `call`'s side `side`; the session it replaces (if any)
+        gets a BYE."""
         if side == "b":
-            call.winner = None  # the leg that answered is gone; the new party is named by `answered_by`
+            if old is not None:
+                call.winner = None  # the leg that answered is gone; `answered_by` names the new party
+                call.answered_by = party
             call.b = session
         else:
             call.a = session  # type: ignore[assignment]
@@ -444,7 +506,7 @@ class Transfers:
         if request.body:
             learn_remote(call, side, request.body)
         session = self.b2bua.uas_session(txn, call, side)
-        self.move_in(call, side, session, old)
+        self.move_in(call, side, session, old, caller.extension)
         session.answer(answer)
         self._log.info("Call {id}: side {side} replaced by a new dialog of {ext}", id=call.id, side=side,
                        ext=caller.extension)  # fmt: skip

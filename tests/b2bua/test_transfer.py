@@ -216,7 +216,17 @@ class BlindTransferTests(B2BUATestCase):
         final = h.stack.sent("NOTIFY")[-1]
         self.assertEqual(final.request.body, b"SIP/2.0 486 Busy Here\r\n")
         respond_to(final, 200)
-        self.assertEqual(len(h.stack.sent("BYE")), 2)  # the transferee, then the transferor
+        self.assertEqual(h.stack.sent("BYE"), [])  # the transferor is still there: the transferee is back
+        back = in_dialog(h, "INVITE")[-1]
+        self.assertEqual(back.destination, ("udp", "127.0.0.1", 5062))
+        self.assertEqual(audio(back.request.body)[:2], ("198.51.100.9", 40002))  # its first relay leg
+        respond_to(back, 200, callee_sdp(port=30600, version=3), contact=callee.contact)
+        self.assertEqual(h.relay.created[0].leg("b").remote, ("192.168.1.20", 30600))
+        bye = phone.bye()  # the two talk again, then the transferor hangs up
+        self.assertEqual(statuses(bye), [200])
+        (to_bob,) = h.stack.sent("BYE")
+        self.assertEqual(to_bob.destination, ("udp", "127.0.0.1", 5062))
+        self.assertEqual([c.cause for c in h.cdrs()], ["busy", "normal"])
         self.assertIdle(h)
 
     def test_a_transfer_to_a_trunk_the_transferor_may_not_use_is_refused(self) -> None:
@@ -231,6 +241,9 @@ class BlindTransferTests(B2BUATestCase):
         self.assertEqual(final.request.body, b"SIP/2.0 403 Forbidden\r\n")
         self.assertEqual([s for s in h.invites() if s.request.uri.user != "1002"], [])
         respond_to(final, 200)
+        respond_to(in_dialog(h, "INVITE")[-1], 200, callee_sdp(version=3), contact=callee.contact)
+        callee.bye()  # back with the transferor, the transferee hangs up
+        self.assertEqual(len(h.stack.sent("BYE")), 1)
         self.assertIdle(h)
 
     def test_refer_sub_false_sends_no_notify(self) -> None:
