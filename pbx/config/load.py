@@ -46,6 +46,7 @@ from pbx.config.model import (
     TrustedPeer,
     normalize_host,
 )
+from pbx.config.pickup import PICKUP_KEYS, pickup_settings
 from pbx.config.srtp import srtp_mode, srtp_over_plain
 from pbx.config.trunks import TRUNK_KEYS
 from pbx.config.voicemail import MAILBOX_KEYS, SMTP_KEYS, VOICEMAIL_KEYS
@@ -107,6 +108,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "may_call_out",
         "srtp",
         "allow_srtp_over_plain",
+        *PICKUP_KEYS,
     ),
     "registrar": (
         "min_expires",
@@ -224,6 +226,14 @@ def _srtp_settings(table: Mapping[str, Any], path: str) -> dict[str, Any]:
             "srtp": srtp_mode(dict(table), path),
             "allow_srtp_over_plain": srtp_over_plain(dict(table), path),
         }
+    except ValueError as e:
+        raise ConfigError(*e.args) from None
+
+
+def _pickup_settings(table: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """The call pickup keys of an extension's table (`pbx.config.pickup`)."""
+    try:
+        return pickup_settings(dict(table), path)
     except ValueError as e:
         raise ConfigError(*e.args) from None
 
@@ -708,6 +718,7 @@ class _Parser:
             ring_timeout=self._seconds(table, "ring_timeout", path, 0.0, 0),
             may_call_out=self._boolean(table, "may_call_out", path, False),
             **_srtp_settings(table, path),
+            **_pickup_settings(table, path),
         )
 
     def registrar(self, value: object) -> RegistrarConfig:

@@ -128,6 +128,8 @@ class ExtensionInfo:
             ring_timeout=float(getattr(extension, "ring_timeout", 0.0) or 0.0),
             may_call_out=bool(getattr(extension, "may_call_out", False)),
             registered=bool(getattr(extension, "registered", True)),
+            pickup_groups=tuple(getattr(extension, "pickup_groups", ()) or ()),
+            directed_pickup=bool(getattr(extension, "directed_pickup", False)),
         )
 
 

@@ -111,6 +111,8 @@ def directories(config: Config) -> Callable[[str], Directory | None]:
                     may_call_out=e.may_call_out,
                     srtp=e.srtp,
                     allow_srtp_over_plain=e.allow_srtp_over_plain,
+                    pickup_groups=e.pickup_groups,
+                    directed_pickup=e.directed_pickup,
                 )
                 for number, e in tenant.extensions.items()
             },
