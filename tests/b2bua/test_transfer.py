@@ -387,3 +387,57 @@ class InviteWithReplacesTests(B2BUATestCase):
         self.assertEqual(statuses(unknown.call()), [481])
         phone.bye()
         self.assertIdle(h)
+
+
+class TransferToApplicationTests(B2BUATestCase):
+    def test_attended_transfer_onto_a_call_the_pbx_answers_itself(self) -> None:
+        """1001 calls an application of the PBX (park, IVR, voicemail: here a fake `answer` that answers and
+        waits), then transfers 1002 onto that call: 1002 takes 1001's place on the application's relay leg
+        (same SDP, same codec) and the application goes on with 1002."""
+        h = self.build(DIALPLAN.replace("{% else %}", '{% elif call.dialed == "700" %}\nanswer\n{% else %}'))
+        running: list[Any] = []
+
+        def hold(call: Any, action: Any) -> Any:
+            from twisted.internet.defer import Deferred
+
+            call.answer_locally()
+            done: Deferred[str] = Deferred()
+            running.append((call, done))
+            return done
+
+        h.b2bua.apps["answer"] = hold
+        h.register_1002()
+        phone, bob = self.answered(h)
+        app_call_phone = h.place_call("700")
+        app_call_phone.ack()
+        ((app_call, done),) = running
+        own = app_call.own_sdp
+        tag = app_call_phone.learn_tag()
+        replaces = f"{app_call_phone.call_id}%3Bto-tag%3D{tag}%3Bfrom-tag%3D{app_call_phone.tag}"
+        self.assertEqual(statuses(refer(phone, f"<sip:700@a.example?Replaces={replaces}>")), [202])
+        h.clock.advance(0)
+        respond_to(h.stack.sent("NOTIFY")[0], 200)
+        (reinvite,) = in_dialog(h, "INVITE")
+        self.assertEqual(reinvite.destination, ("udp", "127.0.0.1", 5062))
+        self.assertEqual(audio(reinvite.request.body), audio(own))  # the application's leg and codec
+        respond_to(
+            reinvite,
+            200,
+            callee_sdp(port=30700, version=2, formats=(("0", "PCMU/8000"),)),
+            contact=bob.contact,
+        )
+        self.assertEqual(h.relay.created[1].leg("a").remote, ("192.168.1.20", 30700))
+        self.assertIs(app_call.a, bob_session(h, app_call))
+        respond_to(h.stack.sent("NOTIFY")[-1], 200)
+        byes = [b.request.call_id for b in h.stack.sent("BYE")]
+        self.assertEqual(sorted(byes), sorted([app_call_phone.call_id, phone.call_id]))  # 1001 left both
+        done.callback("done")  # the application ends: its call hangs up 1002
+        last = h.stack.sent("BYE")[-1]
+        self.assertEqual(last.destination, ("udp", "127.0.0.1", 5062))
+        self.assertIdle(h)
+
+
+def bob_session(h: Harness, call: Any) -> Any:
+    session = call.a
+    assert session.dialog is not None and session.target == ("udp", "127.0.0.1", 5062)
+    return session
