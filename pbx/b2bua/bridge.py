@@ -230,6 +230,8 @@ class CallSide(SessionListener):
         headers = request.headers
         if method == "INFO" and call.media is not None:
             digit = parse_dtmf_info(headers.get("Content-Type") or "", request.body)
+            if digit is not None and call.features is not None:
+                call.features.digit(self.side, digit)  # an in-call feature code (`##` transfer)
             if digit is not None and call.media.dtmf_info(self.side, digit, info_duration(request.body)):
                 return 200  # converted for the other side (RFC 4733 events or in-band tones)
         passed = [(name, value) for name in PASSED_HEADERS for value in headers.get_all(name)]

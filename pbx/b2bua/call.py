@@ -126,6 +126,7 @@ class Call(Dialing):
         "declined",
         "dialed",
         "endpoint",
+        "features",
         "hangup_by",
         "invite",
         "legs",
@@ -199,6 +200,7 @@ class Call(Dialing):
         self.released = ""  # the side whose session a transfer or pickup moved to another call
         self.transfer: Any = None  # told how a transfer's routing goes (`pbx.b2bua.transfer`), or None
         self.answered_by = ""  # who answered when no leg did (a pickup)
+        self.features: Any = None  # watches key presses for in-call codes (`pbx.b2bua.dtmf_transfer`)
         self._init_dialing()
 
     # -- what the applications see (pbx.apps.base.AppCall) ----------------------------------------------
@@ -577,6 +579,8 @@ class Call(Dialing):
             self.media.close()
         self._finish_dial("cancelled")
         self._media_agreed(False)
+        if self.features is not None:
+            self.features.close()
         if self.transfer is not None:
             self.transfer.ended(self)
         self.b2bua.call_ended(self)

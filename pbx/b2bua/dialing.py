@@ -122,6 +122,7 @@ class Dialing:
         "_on_answer",
         "_relayed",
         "_ring_timer",
+        "_transfer_code",
         "b",
         "ended",
         "id",
@@ -166,11 +167,13 @@ class Dialing:
         self._current: list[OutboundLeg] = []
         self._relayed: tuple[int, ...] = ()  # the statuses relayed (a tuple: an empty set costs 216 bytes)
         self._dial_status = 0  # the status the caller hears after a trunk dial (`dial_status`), 0: by result
+        self._transfer_code = ""  # the dial's `transfer=` feature code (`pbx.b2bua.dtmf_transfer`)
 
     async def dial(self, action: Action) -> str:
         targets = list(action.args)
         timeout = float(action.options.get("timeout") or self.b2bua.ring_timeout)
         self._dial_status = 0
+        self._transfer_code = action.options.get("transfer", "")
         strategy = action.options.get("strategy")
         if strategy == "failover" or (strategy is None and all(t.startswith("trunk:") for t in targets)):
             ringtime = float(action.options.get("ringtime") or timeout)
@@ -392,6 +395,8 @@ class Dialing:
 
             self._on_answer = forward_answer
         self._finish_dial("answered")
+        if self._transfer_code:
+            self.b2bua.transfers.watch_digits(self, self._transfer_code)  # type: ignore[arg-type]
         transfer = getattr(self, "transfer", None)
         if transfer is not None:
             transfer.connected(self)

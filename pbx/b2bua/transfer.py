@@ -36,6 +36,7 @@ This module knows nothing of sockets, config or the applications.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import ensureDeferred
@@ -43,6 +44,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pbx.b2bua.bridge import CallSide
+from pbx.b2bua.dtmf_transfer import DigitWatch, event_payload_types
 from pbx.b2bua.media import parse_sdp
 from pbx.b2bua.refer import Refer, Referral, Replaces, parse_refer, parse_replaces
 from pbx.sip.errors import SipError
@@ -478,6 +480,61 @@ class Transfers:
         if old is not None and old is not session:
             old.listener = SessionListener()
             old.bye()
+
+    # -- transfer by DTMF (`##` + number) ----------------------------------------------------------------
+
+    def watch_digits(self, call: Call, code: str) -> None:
+        """Watch both parties of a connected `call` for `code` + number (`pbx.b2bua.dtmf_transfer`)."""
+        if call.media is None or call.ended or call.b is None:
+            return
+        ref = weakref.ref(call)
+
+        def fire(side: str, number: str) -> None:
+            found = ref()
+            if found is not None and not found.ended:
+                # Out of the relay's callback: the transfer re-INVITEs and moves relay legs.
+                self.b2bua.clock.callLater(0, self.dtmf_transfer, found, side, number)
+
+        watch = DigitWatch(self.b2bua.clock, code, fire)
+        call.features = watch
+        for side, session in (("a", call.a), ("b", call.b)):
+            if call.media.srtp.legs.get(side) is not None:
+                continue  # SRTP: its events are encrypted; INFO still works
+            bodies = [b[0] for b in (session.local_body, session.remote_body) if b is not None]
+            if side == "a":
+                bodies.append(call.invite.body)
+            leg = call.media.session.leg(side)
+            set_tap = getattr(leg, "set_tap", None)
+            types = event_payload_types(bodies)
+            if set_tap is not None and types:
+                set_tap(watch.tap(side, types))
+
+    def dtmf_transfer(self, call: Call, side: str, number: str) -> None:
+        """The party on `side` keyed the transfer code and `number`: a blind transfer of the other party,
+        as a REFER without subscription would be (no NOTIFY; the keying party leaves on success)."""
+        if call.media is not None:
+            watch = call.features
+            call.features = None
+            if watch is not None:
+                watch.close([call.media.session.leg("a"), call.media.session.leg("b")])
+        if call.ended:
+            return
+        who = self.party(call, side)
+        other = OTHER[side]
+        transferee = call.session_of(other)
+        session = call.session_of(side)
+        if who is None or transferee is None or session is None or transferee.ended:
+            self._log.info("Call {id}: transfer by keys from side {side} refused", id=call.id, side=side)
+            return
+        self._log.info(
+            "Call {id}: {who} transfers to {target} (keys)", id=call.id, who=who.extension, target=number
+        )
+
+        def finished(status: int) -> None:
+            if not call.ended and (status < 300 or call.released):
+                call.hangup("transfer")
+
+        self._blind(call, other, transferee, who, number, Referral(session, False, finished))
 
     # -- INVITE with Replaces ------------------------------------------------------------------------------
 

@@ -138,6 +138,7 @@ VALID = [
     "menu prompt=welcome&menu choices=1|2|9|*0 invalid=sorry noanswer=yes",
     "play welcome goodbye",
     "pickup group",
+    "dial 1002 transfer=## timeout=20",
     "pickup 1002",
     "play tone:beep tone:ringback:10 tone:busy:600 silence:500 digits:1234 noanswer=yes",
     "progress",
@@ -173,7 +174,7 @@ INVALID = [
     (
         "dial 1002 timout=20",
         "dial: unknown option 'timout' (known: callerid, callername, if, privacy, ringtime, strategy,"
-        " timeout)",
+        " timeout, transfer)",
     ),
     ("dial 1002 if=answered", "if must be results joined by '|'"),
     ("dial 1002 if=busy|", "if must be results joined by '|'"),
