@@ -10,7 +10,9 @@
   transferee is given back to the transferor;
 - attended: 1001 talks to 1002, calls 1003, then REFERs 1002 with `Replaces` naming its call with 1003:
   1002 and 1003 end up in one call through the PBX and 1001 drops out of both;
-- INVITE with Replaces: another device of 1001 takes over 1001's call with 1002.
+- INVITE with Replaces: another device of 1001 takes over 1001's call with 1002;
+- transfer by keys (the demo dialplan's `transfer=##`): 1001 presses ## 1003 # by SIP INFO in its call with
+  1002; 1002 is re-INVITEd onto a new call to 1003 (routed as 1001) and 1001 gets the PBX's BYE.
 
 Each test starts its own PBX and SIPps (free ports); SIPp exit codes and the PBX's CDRs are the verdict.
 """
@@ -163,4 +165,21 @@ def test_invite_with_replaces_moves_a_call_to_another_device(start_pbx, sipp: Si
     pbx.wait_for(r"side a replaced by a new dialog of 1001")
     pbx.wait_for(r"Call \S+ ended: normal .*1001@default -> 1002 answered by 1002")
     assert len(callee.requests("BYE")) == 1
+    assert_no_traceback(pbx)
+
+
+def test_transfer_by_keys_sent_as_sip_info(start_pbx, sipp: SippSet):  # noqa: F811
+    pbx = start_pbx()
+    bob = sipp.register(pbx, "1002")
+    carol = sipp.register(pbx, "1003")
+    transferee = sipp.uas("bob", "transfer_uas_transferee.xml", "1002", bob, ["-d", "1500"])
+    target = sipp.uas("carol", "call_uas.xml", "1003", carol, ["-d", "800"])
+    uac = sipp.uac(pbx, "dtmf_transfer_uac_info.xml", "1002")
+    sipp.check(pbx, uac, transferee, target)
+    pbx.wait_for(r"Call \S+: 1001 transfers to 1003 \(keys\)")
+    pbx.wait_for(r"Call \S+ ended: .*1001@default -> 1003 answered by 1003")
+    rows = _cdr_rows(pbx, 2)
+    assert {"caller": "1001", "dialed": "1003", "answered_by": "1003", "cause": "normal"} in rows, rows
+    assert transferee.requests("INFO") == []  # the keys reached 1002 as RFC 4733 events, not INFO
+    assert uac.requests("NOTIFY") == []
     assert_no_traceback(pbx)
