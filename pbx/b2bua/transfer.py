@@ -493,7 +493,7 @@ class Transfers:
             found = ref()
             if found is not None and not found.ended:
                 # Out of the relay's callback: the transfer re-INVITEs and moves relay legs.
-                self.b2bua.clock.callLater(0, self.dtmf_transfer, found, side, number)
+                self.b2bua.clock.callLater(0, self.dtmf_transfer, found, side, number, code)
 
         watch = DigitWatch(self.b2bua.clock, code, fire)
         call.features = watch
@@ -509,9 +509,10 @@ class Transfers:
             if set_tap is not None and types:
                 set_tap(watch.tap(side, types))
 
-    def dtmf_transfer(self, call: Call, side: str, number: str) -> None:
+    def dtmf_transfer(self, call: Call, side: str, number: str, code: str = "") -> None:
         """The party on `side` keyed the transfer code and `number`: a blind transfer of the other party,
-        as a REFER without subscription would be (no NOTIFY; the keying party leaves on success)."""
+        as a REFER without subscription would be (no NOTIFY; the keying party leaves on success). A failed
+        transfer gives the other party back and watches the keys (`code`) again."""
         if call.media is not None:
             watch = call.features
             call.features = None
@@ -531,8 +532,12 @@ class Transfers:
         )
 
         def finished(status: int) -> None:
-            if not call.ended and (status < 300 or call.released):
+            if call.ended:
+                return
+            if status < 300 or call.released:
                 call.hangup("transfer")
+            elif code:
+                self.watch_digits(call, code)  # given back: the keys may try again
 
         self._blind(call, other, transferee, who, number, Referral(session, False, finished))
 

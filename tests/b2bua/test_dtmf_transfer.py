@@ -91,12 +91,13 @@ class TransferByKeysTests(B2BUATestCase):
         self.h.register_1002()
         self.h.register(REG_1003)
 
-    def finish(self, callee: CalleePhone, transferee_contact: str, *, notify: bool = False) -> None:
+    def finish(self, callee: CalleePhone, transferee_contact: str, *, reinvites: int = 1) -> None:
         h = self.h
         h.clock.advance(0)
-        (reinvite,) = in_dialog(h, "INVITE")
-        respond_to(reinvite, 200, callee_sdp(version=2), contact=transferee_contact)
-        (invite,) = [s for s in h.invites() if s.request.uri.user == "1003"]
+        reinvite = in_dialog(h, "INVITE")[-1]
+        self.assertEqual(len(in_dialog(h, "INVITE")), reinvites)
+        respond_to(reinvite, 200, callee_sdp(version=reinvites + 1), contact=transferee_contact)
+        invite = [s for s in h.invites() if s.request.uri.user == "1003"][-1]
         carol = CalleePhone(h, invite)
         carol.answer(callee_sdp("192.168.1.30", 31000))
         self.assertEqual(h.stack.sent("NOTIFY"), [])  # nobody subscribed
@@ -126,6 +127,24 @@ class TransferByKeysTests(B2BUATestCase):
         self.finish(callee, CALLER_CONTACT)
         (new,) = [c for c in h.cdrs() if c.dialed == "1003"]
         self.assertEqual(new.caller, "1002")  # routed as the callee who keyed it
+
+    def test_a_failed_transfer_gives_the_callee_back_and_the_keys_work_again(self) -> None:
+        h = self.h
+        phone, callee = self.answered(h)
+        for digit in "##1003#":
+            info(phone, digit)
+        h.clock.advance(0)
+        (reinvite,) = in_dialog(h, "INVITE")
+        respond_to(reinvite, 200, callee_sdp(version=2), contact=callee.contact)
+        (invite,) = [s for s in h.invites() if s.request.uri.user == "1003"]
+        CalleePhone(h, invite).respond(486)
+        self.assertEqual(h.stack.sent("BYE"), [])  # the caller is still there: the callee is back
+        back = in_dialog(h, "INVITE")[-1]
+        respond_to(back, 200, callee_sdp(version=3), contact=callee.contact)
+        self.assertIsNotNone(h.relay.created[0].leg("a").tap)  # watched again
+        for digit in "##1003#":
+            info(phone, digit)
+        self.finish(callee, callee.contact, reinvites=3)
 
     def test_without_the_dial_option_nothing_is_watched(self) -> None:
         h = self.build("dial {{ call.dialed }} timeout=20\n")
