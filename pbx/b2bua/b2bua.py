@@ -25,12 +25,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from pbx.b2bua.bridge import CallSide
 from pbx.b2bua.call import Call, CallDeadlines
 from pbx.b2bua.events import CallEvents
 from pbx.b2bua.leg import LegTarget, OutboundLeg
 from pbx.b2bua.media import parse_sdp
 from pbx.b2bua.normalise import CALLING_NUMBER, asserted_identity, display_name, trusted_headers
 from pbx.b2bua.outbound_policy import OutboundPolicy
+from pbx.b2bua.pickup import Pickup
+from pbx.b2bua.transfer import Transfers
 from pbx.dialplan import Action, DialplanEngine
 from pbx.dialplan.simulate import (
     CallerInfo,
@@ -53,6 +56,7 @@ from pbx.sip.origin import request_origin
 from pbx.sip.resolver import Target
 from pbx.sip.sdp import SessionDescription
 from pbx.sip.session_timer import SessionTimerPolicy
+from pbx.sip.session_uas import UasSession
 from pbx.sip.uri import SipURI, parse_sip_uri
 from pbx.store import ICdrStore
 from pbx.trunks.outbound import (
@@ -67,7 +71,7 @@ from pbx.trunks.routing import InboundTrunk, TrunkRouting
 
 App = Callable[[Call, Action], Deferred[str]]
 
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, REFER, NOTIFY"
 """The methods the PBX allows in its calls' dialogs."""
 
 
@@ -153,6 +157,7 @@ class B2BUA:
         codecs: codecs let through ("*" for all).
         md5_only_user_agents: User-Agent substrings challenged with MD5 only.
         host: host part for generated Call-IDs.
+        trunk_transfers: whether a party reached through a trunk may transfer its call (REFER); off: 403.
     """
 
     _log = Logger()
@@ -180,6 +185,7 @@ class B2BUA:
         codecs: Sequence[str] = ("*",),
         md5_only_user_agents: Sequence[str] = (),
         host: str = "pbx",
+        trunk_transfers: bool = False,
     ) -> None:
         self.clock = clock
         self.stack = stack
@@ -224,6 +230,10 @@ class B2BUA:
         self._views: dict[str, tuple[Directory, Mapping[str, Any], Mapping[str, tuple[str, ...]]]] = {}
         self.counters = {"calls": 0, "answered": 0, "failed": 0, "challenged": 0, "active": 0}
         self.draining = False  # `drain`: no new calls
+        # Transfers (REFER, Replaces) and call pickup (the `pickup` action): pbx.b2bua.transfer, .pickup.
+        self.transfers = Transfers(self, trunk_transfers=trunk_transfers)
+        self.pickup = Pickup(self)
+        self.apps["pickup"] = self.pickup.app
 
     @staticmethod
     def new_tag() -> str:
@@ -296,6 +306,8 @@ class B2BUA:
             allow_srtp_over_plain=getattr(info, "allow_srtp_over_plain", False),
             outbound_classes=tuple(getattr(info, "outbound_classes", ())),
         )
+        if "Replaces" in request.headers and self.transfers.invite_with_replaces(txn, request, caller):
+            return  # RFC 3891: it took the place of a dialog of a call on the PBX
         call = Call(self, txn, request, caller)
         self._add_call(call)
         self.counters["calls"] += 1
@@ -403,6 +415,46 @@ class B2BUA:
             if value is call:
                 del self.calls[key]
 
+    # -- what transfers and pickups ask of us -------------------------------------------------------------
+
+    def caller_for(self, tenant: str, extension: str) -> Caller | None:
+        """The `Caller` of an extension of `tenant` (a transferor that was the callee), or None."""
+        directory = self._directories(tenant)
+        if directory is None or extension not in directory.extensions:
+            return None
+        info = directory.extensions[extension]
+        return Caller(
+            tenant,
+            extension,
+            info.name,
+            directory.domain,
+            info.may_call_out,
+            srtp=getattr(info, "srtp", "optional"),
+            allow_srtp_over_plain=getattr(info, "allow_srtp_over_plain", False),
+            outbound_classes=tuple(getattr(info, "outbound_classes", ())),  # its toll-fraud classes
+        )
+
+    def trunk_caller(self, tenant: str, trunk: str) -> Caller | None:
+        """The `Caller` of a party reached through `trunk` (only when trunks may transfer)."""
+        directory = self._directories(tenant)
+        if directory is None:
+            return None
+        return Caller(tenant, "", "", directory.domain, trunk=trunk, number="anonymous")
+
+    def adopt(self, call: Call) -> None:
+        """A call made by the PBX itself (a blind transfer's) joins the running calls."""
+        self._add_call(call)
+        self.counters["calls"] += 1
+        self.counters["active"] = len(self.calls)
+        if self.observers:
+            self.observers.emit("call_started", call)
+
+    def uas_session(self, txn: IServerTransaction, call: Call, side: str) -> UasSession:
+        """A UAS session for a new INVITE that joins `call` on `side` (INVITE with Replaces, pickup)."""
+        flow = txn.flow
+        target = (flow.transport.lower(), flow.remote_address[0], flow.remote_address[1])
+        return UasSession(self.stack, txn, CallSide(call, side), target=target, **self.session_options)
+
     # -- what calls ask of us ----------------------------------------------------------------------------
 
     def directory(self, call: Call) -> Directory:
@@ -449,6 +501,7 @@ class B2BUA:
                 did=call.dialed if trunk else None,
                 headers=headers,
                 transport=call.txn.flow.transport.lower(),
+                referred_by=call.referred_by,
             ),
             caller=CallerInfo(
                 tenant=call.caller.tenant,

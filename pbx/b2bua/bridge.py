@@ -96,7 +96,7 @@ class CallSide(SessionListener):
         call = self._call()
         if call is None or call.ended:
             raise SipError(481)
-        return call, call.b if self.side == "a" else call.a
+        return call, call.session_of("b" if self.side == "a" else "a")
 
     # -- offers --------------------------------------------------------------------------------------------
 
@@ -219,6 +219,8 @@ class CallSide(SessionListener):
     def request_received(self, session: InviteSession, request: Request) -> object:
         call, other = self._call_and_other()
         method = request.method
+        if method == "REFER":  # a transfer (RFC 3515): the PBX carries it out, never passes it on
+            return call.b2bua.transfers.refer_received(call, self.side, session, request)
         if other is None:
             if method == "INFO" and self.side == "a":
                 # The PBX is the caller's media end (IVR): a key press by SIP INFO goes to it, never onward.
@@ -230,6 +232,8 @@ class CallSide(SessionListener):
         headers = request.headers
         if method == "INFO" and call.media is not None:
             digit = parse_dtmf_info(headers.get("Content-Type") or "", request.body)
+            if digit is not None and call.features is not None:
+                call.features.digit(self.side, digit)  # an in-call feature code (`##` transfer)
             if digit is not None and call.media.dtmf_info(self.side, digit, info_duration(request.body)):
                 return 200  # converted for the other side (RFC 4733 events or in-band tones)
         passed = crossing_headers(headers)
@@ -278,7 +282,7 @@ def send_dtmf_info(call_ref: weakref.ref[Call], side: str, digit: str, duration_
     call = call_ref()
     if call is None or call.ended:
         return
-    session = call.a if side == "a" else call.b
+    session = call.session_of(side)
     listener = session.listener if session is not None else None
     if session is not None and isinstance(listener, CallSide):
         listener.send_dtmf(session, digit, duration_ms)

@@ -118,6 +118,7 @@ class Call(Dialing):
         "_status",
         "a",
         "answered_at",
+        "answered_by",
         "b2bua",
         "caller",
         "cause",
@@ -125,14 +126,18 @@ class Call(Dialing):
         "declined",
         "dialed",
         "endpoint",
+        "features",
         "hangup_by",
         "invite",
         "legs",
         "moh",
         "own_sdp",
+        "referred_by",
+        "released",
         "result",
         "run_state",
         "started_at",
+        "transfer",
         "txn",
         "vars",
     )
@@ -140,7 +145,13 @@ class Call(Dialing):
     _log = Logger()
 
     def __init__(
-        self, b2bua: B2BUA, transaction: IServerTransaction, invite: Request, caller: Caller
+        self,
+        b2bua: B2BUA,
+        transaction: IServerTransaction,
+        invite: Request,
+        caller: Caller,
+        *,
+        session: InviteSession | None = None,
     ) -> None:
         self.b2bua = b2bua
         self.clock = b2bua.clock
@@ -149,15 +160,19 @@ class Call(Dialing):
         self.caller = caller
         self.id = invite.call_id or ""
         self.dialed = getattr(invite.uri, "user", None) or ""
-        flow = transaction.flow
-        target = (flow.transport.lower(), flow.remote_address[0], flow.remote_address[1])
-        self.a = UasSession(
-            b2bua.stack,
-            transaction,
-            CallSide(self, "a"),
-            target=target,
-            **b2bua.session_options,
-        )
+        if session is None:
+            flow = transaction.flow
+            target = (flow.transport.lower(), flow.remote_address[0], flow.remote_address[1])
+            self.a = UasSession(
+                b2bua.stack,
+                transaction,
+                CallSide(self, "a"),
+                target=target,
+                **b2bua.session_options,
+            )
+        else:  # a transfer: a session already answered (`pbx.b2bua.transfer`) becomes side "a"
+            session.listener = CallSide(self, "a")
+            self.a = session  # type: ignore[assignment]  # only InviteSession methods once answered
         self.b: InviteSession | None = None
         self.media: MediaBridge | None = None
         self.legs: list[OutboundLeg] = []
@@ -181,6 +196,11 @@ class Call(Dialing):
         self._media_waiters: tuple[Deferred[bool], ...] = ()
         self._caller_sdp: bytes | None = None  # the caller's answer to that offer, once it came
         self.moh: dict[str, Any] = {}  # side -> music-on-hold endpoint on that side's relay leg
+        self.referred_by = ""  # the transferor's extension when this call routes a transferred party
+        self.released = ""  # the side whose session a transfer or pickup moved to another call
+        self.transfer: Any = None  # told how a transfer's routing goes (`pbx.b2bua.transfer`), or None
+        self.answered_by = ""  # who answered when no leg did (a pickup)
+        self.features: Any = None  # watches key presses for in-call codes (`pbx.b2bua.dtmf_transfer`)
         self._init_dialing()
 
     # -- what the applications see (pbx.apps.base.AppCall) ----------------------------------------------
@@ -201,7 +221,7 @@ class Call(Dialing):
     @property
     def final_sent(self) -> bool:
         """The caller's INVITE has its final response."""
-        return self.a.final_sent
+        return self.answered_at is not None or self.a.final_sent
 
     @property
     def local_tag(self) -> str:
@@ -209,7 +229,13 @@ class Call(Dialing):
 
     @property
     def callee_extension(self) -> str:
-        return self.winner.extension if self.winner is not None else ""
+        return self.winner.extension if self.winner is not None else self.answered_by
+
+    def session_of(self, side: str) -> InviteSession | None:
+        """The session of `side` while it belongs to this call (None once a transfer moved it away)."""
+        if side == self.released:
+            return None
+        return self.a if side == "a" else self.b
 
     @property
     def local_sdp(self) -> bytes | None:
@@ -268,6 +294,7 @@ class Call(Dialing):
 
     def _fail(self, status: int, reason: str | None = None, headers: Any = ()) -> None:
         """Reject the call, or hang it up once answered (a 200 can no longer be taken back)."""
+        self._status = self._status or status
         if self.answered_at is not None:
             self.hangup("pbx")
         else:
@@ -318,6 +345,7 @@ class Call(Dialing):
         # A code-less hangup after a dial reports how the dial ended (busy, noanswer ...).
         self.cause = self.run_state.result if not action.args and self.run_state.result else "hangup"
         if self.answered_at is not None:
+            self._status = self._status or self._failure_status(action)
             self.hangup("pbx")
         else:
             self.reject(self._failure_status(action))
@@ -327,6 +355,8 @@ class Call(Dialing):
         app = self.b2bua.apps.get(action.name)
         if app is None:
             raise DialplanError(f"action {action.name!r} is not available", action.source, action.line)
+        if self.transfer is not None and action.name != "pickup":
+            self.transfer.connected(self)  # an application took the transferred party (park, IVR ...)
         return str(await app(self, action))
 
     def context(self) -> Mapping[str, Any]:
@@ -503,20 +533,23 @@ class Call(Dialing):
     def _hang_up_sides(self) -> None:
         """BYE to each side still up; a callee's 2xx whose ACK waited for the caller's answer is ACKed
         first (without one)."""
+        if self.transfer is not None:
+            self.transfer.hanging_up(self)  # a failed blind transfer gives the transferee back
         winner = self.winner
         if winner is not None and winner.awaiting_answer:
             winner.awaiting_answer = False
             self._on_answer = None
             winner.send_ack(None)
-        for session in (self.a, self.b):
+        a, b = self.session_of("a"), self.session_of("b")
+        for session in (a, b):
             if session is not None:
                 listener = session.listener
                 if isinstance(listener, CallSide):
                     listener.flush()
-        if self.answered:
-            self.a.bye()
-        if self.b is not None:
-            self.b.bye()
+        if self.answered and a is not None:
+            a.bye()
+        if b is not None:
+            b.bye()
 
     def _too_long(self) -> None:
         self._log.info("Call {id} reached the maximum duration", id=self.id)
@@ -552,6 +585,10 @@ class Call(Dialing):
             self.media.close()
         self._finish_dial("cancelled")
         self._media_agreed(False)
+        if self.features is not None:
+            self.features.close()
+        if self.transfer is not None:
+            self.transfer.ended(self)
         self.b2bua.call_ended(self)
 
     def cdr(self) -> Cdr:

@@ -123,6 +123,7 @@ class Dialing:
         "_on_answer",
         "_relayed",
         "_ring_timer",
+        "_transfer_code",
         "b",
         "ended",
         "id",
@@ -167,11 +168,13 @@ class Dialing:
         self._current: list[OutboundLeg] = []
         self._relayed: tuple[int, ...] = ()  # the statuses relayed (a tuple: an empty set costs 216 bytes)
         self._dial_status = 0  # the status the caller hears after a trunk dial (`dial_status`), 0: by result
+        self._transfer_code = ""  # the dial's `transfer=` feature code (`pbx.b2bua.dtmf_transfer`)
 
     async def dial(self, action: Action) -> str:
         targets = list(action.args)
         timeout = float(action.options.get("timeout") or self.b2bua.ring_timeout)
         self._dial_status = 0
+        self._transfer_code = action.options.get("transfer", "")
         strategy = action.options.get("strategy")
         if strategy == "failover" or (strategy is None and all(t.startswith("trunk:") for t in targets)):
             ringtime = float(action.options.get("ringtime") or timeout)
@@ -311,6 +314,9 @@ class Dialing:
     # -- callbacks from legs -----------------------------------------------------------------------------
 
     def leg_progress(self, leg: OutboundLeg, response: Response) -> None:
+        transfer = getattr(self, "transfer", None)
+        if transfer is not None and not self.ended and leg in self._current:
+            transfer.ringing(self, response.status)
         if self.final_sent or self.ended or self.winner is not None or leg not in self._current:
             return
         if self.own_sdp is not None:
@@ -361,6 +367,10 @@ class Dialing:
             if other is not leg:
                 other.cancel()
         self.b = leg.session(CallSide(self, "b"), **self.b2bua.session_options)  # type: ignore[arg-type]
+        # What each end said so far (a transfer offers the same to whoever takes this side's place).
+        if leg.invite is not None and leg.invite.body:
+            self.b.local_body = (leg.invite.body, "application/sdp")
+        self.b.remote_body = (response.body, "application/sdp")
         if late_offer:
             leg.awaiting_answer = True  # 2xx retransmissions wait for the answer the caller's ACK brings
         else:
@@ -391,6 +401,11 @@ class Dialing:
 
             self._on_answer = forward_answer
         self._finish_dial("answered")
+        if self._transfer_code:
+            self.b2bua.transfers.watch_digits(self, self._transfer_code)  # type: ignore[arg-type]
+        transfer = getattr(self, "transfer", None)
+        if transfer is not None:
+            transfer.connected(self)
         return True
 
     def _callee_sdp(self, response: Response, late_offer: bool) -> bytes:

@@ -51,6 +51,7 @@ from pbx.config.model import (
 from pbx.config.observe import LOG_KEYS, METRICS_KEYS, TRACE_KEYS
 from pbx.config.outbound import EXTENSION_OUTBOUND_KEYS, OUTBOUND_KEYS
 from pbx.config.overload import OVERLOAD_KEYS
+from pbx.config.pickup import PICKUP_KEYS, pickup_settings
 from pbx.config.srtp import srtp_mode, srtp_over_plain
 from pbx.config.store import STORE_KEYS
 from pbx.config.trunks import TRUNK_KEYS
@@ -123,6 +124,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "srtp",
         "allow_srtp_over_plain",
         *EXTENSION_OUTBOUND_KEYS,
+        *PICKUP_KEYS,
     ),
     "registrar": (
         "min_expires",
@@ -248,6 +250,14 @@ def _srtp_settings(table: Mapping[str, Any], path: str) -> dict[str, Any]:
             "srtp": srtp_mode(dict(table), path),
             "allow_srtp_over_plain": srtp_over_plain(dict(table), path),
         }
+    except ValueError as e:
+        raise ConfigError(*e.args) from None
+
+
+def _pickup_settings(table: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """The call pickup keys of an extension's table (`pbx.config.pickup`)."""
+    try:
+        return pickup_settings(dict(table), path)
     except ValueError as e:
         raise ConfigError(*e.args) from None
 
@@ -760,6 +770,7 @@ class _Parser:
             ring_timeout=self._seconds(table, "ring_timeout", path, 0.0, 0),
             may_call_out=self._boolean(table, "may_call_out", path, may_call_out_default(table)),
             **_srtp_settings(table, path),
+            **_pickup_settings(table, path),
         )
 
     def registrar(self, value: object) -> RegistrarConfig:

@@ -352,6 +352,8 @@ class Extension:
             plain RTP) or "mandatory" (SRTP only).
         allow_srtp_over_plain: Whether SRTP keys offered over plain UDP/TCP signalling are accepted (they
             travel in clear there).
+        pickup_groups: The call pickup groups of the extension (`pbx.config.pickup`).
+        directed_pickup: Whether it may pick up a call ringing at any extension (`pickup EXTENSION`).
     """
 
     number: str
@@ -366,6 +368,8 @@ class Extension:
     may_call_out: bool = False
     srtp: str = "optional"
     allow_srtp_over_plain: bool = False
+    pickup_groups: tuple[str, ...] = ()  # pbx.config.pickup
+    directed_pickup: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,7 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SAFE_WORD = re.compile(r"[A-Za-z0-9_.@:+*#/|-]+")
 _EXTENSION = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 _GROUP_OR_TRUNK = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,62}")
+_FEATURE_CODE = re.compile(r"[0-9*#]{1,4}")
 _TRUNK_NUMBER = re.compile(r"\+?[0-9*#]{1,32}")
 # sip:/sips: URI: optional user part, a host name, IPv4 or [IPv6] address, optional port and parameters.
 _SIP_URI = re.compile(
@@ -449,7 +450,7 @@ ACTIONS: Mapping[str, ActionSpec] = MappingProxyType(
     {
         "dial": ActionSpec(
             "dial TARGET... [timeout=S] [callerid=TEXT] [callername=TEXT] [privacy=yes|no]"
-            " [strategy=parallel|sequential|failover] [ringtime=S]",
+            " [strategy=parallel|sequential|failover] [ringtime=S] [transfer=CODE]",
             1,
             32,
             _target,
@@ -460,6 +461,7 @@ ACTIONS: Mapping[str, ActionSpec] = MappingProxyType(
                 "privacy": _yes_no,
                 "strategy": _choice("parallel", "sequential", "failover"),
                 "ringtime": _seconds(1, 3600),
+                "transfer": _pattern(_FEATURE_CODE, "a feature code of 1-4 of 0-9 * #"),
             },
         ),
         "goto": ActionSpec("goto NAME", 1, 1, _template_name),
@@ -491,6 +493,9 @@ ACTIONS: Mapping[str, ActionSpec] = MappingProxyType(
                 "noanswer": _yes_no,
             },
             required=("prompt",),
+        ),
+        "pickup": ActionSpec(
+            "pickup group|EXTENSION", 1, 1, _pattern(_EXTENSION, "group or an extension number")
         ),
         "play": ActionSpec("play PROMPT... [noanswer=yes]", 1, 32, _prompt_name, {"noanswer": _yes_no}),
         "feature": ActionSpec(

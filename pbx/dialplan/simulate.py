@@ -100,6 +100,10 @@ class ExtensionInfo:
         outbound_classes: The outbound classes it has (docs/security.md, "Toll fraud"); () for the tenant's
             default when it may call out, else internal and emergency only.
         dnd: Do-not-disturb is on (set by phone with a feature code: docs/features.md).
+        pickup_groups: The call pickup groups it belongs to (`pickup group` picks up calls ringing at an
+            extension sharing one of them).
+        directed_pickup: Whether it may pick up a call ringing at any extension of the tenant
+            (`pickup EXTENSION`; without it, only at extensions sharing a pickup group).
     """
 
     number: str
@@ -114,6 +118,8 @@ class ExtensionInfo:
     allow_srtp_over_plain: bool = False
     outbound_classes: tuple[str, ...] = ()
     dnd: bool = False
+    pickup_groups: tuple[str, ...] = ()
+    directed_pickup: bool = False
 
     @classmethod
     def from_attributes(cls, extension: object) -> ExtensionInfo:
@@ -128,6 +134,8 @@ class ExtensionInfo:
             may_call_out=bool(getattr(extension, "may_call_out", False)),
             registered=bool(getattr(extension, "registered", True)),
             dnd=bool(getattr(extension, "dnd", False)),
+            pickup_groups=tuple(getattr(extension, "pickup_groups", ()) or ()),
+            directed_pickup=bool(getattr(extension, "directed_pickup", False)),
         )
 
 

@@ -118,6 +118,8 @@ class UdpRelayLeg:
         "_rtcp",
         "_rtp",
         "_rules",
+        "_tap",
+        "_transform",
         "local_address",
         "local_port",
         "name",
@@ -141,6 +143,8 @@ class UdpRelayLeg:
         self._rules = rules
         self._retire = retire
         self._closing: Deferred[None] | None = None
+        self._transform: Transform | None = None  # set_transform's
+        self._tap: Callable[[bytes], object] | None = None  # set_tap's
 
     @property
     def remote(self) -> Address | None:
@@ -189,8 +193,26 @@ class UdpRelayLeg:
 
     def set_transform(self, transform: Transform | None) -> None:
         """Pass the RTP this leg's phone sends through `transform` before it is relayed (None: as is)."""
-        if self._closing is None:
+        self._transform = transform
+        self._apply_transform()
+
+    def set_tap(self, tap: Callable[[bytes], object] | None) -> None:
+        """Show every RTP packet this leg's phone sends to `tap` before it is relayed (and before any
+        transform), unchanged (None: stop). The B2BUA watches DTMF events this way (in-call feature codes);
+        it costs the relay's plain hot path while set. `tap` must not raise."""
+        self._tap = tap
+        self._apply_transform()
+
+    def _apply_transform(self) -> None:
+        if self._closing is not None:
+            return
+        transform, tap = self._transform, self._tap
+        if tap is None:
             self._rtp.set_transform(transform)
+        elif transform is None:
+            self._rtp.set_transform(partial(_tapped, tap))
+        else:
+            self._rtp.set_transform(partial(_tapped_transform, tap, transform))
 
     def set_rtcp_transform(self, transform: Transform | None) -> None:
         """Pass the RTCP this leg's phone sends through `transform` before it is relayed (None: as is): SRTCP
@@ -268,6 +290,16 @@ class UdpRelayLeg:
 
     def __repr__(self) -> str:
         return f"<UdpRelayLeg {self.name} {self.local_address}:{self.local_port} latched={self.latched}>"
+
+
+def _tapped(tap: Callable[[bytes], object], packet: bytes) -> bytes:
+    tap(packet)
+    return packet
+
+
+def _tapped_transform(tap: Callable[[bytes], object], transform: Transform, packet: bytes) -> bytes | None:
+    tap(packet)
+    return transform(packet)
 
 
 def _close_ports(ports: tuple[IListeningPort, ...], then: Callable[[], object]) -> Deferred[None]:

@@ -5,6 +5,7 @@ test and what the relay would send is recorded. Latching follows the UDP relay's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -44,6 +45,7 @@ class MemoryRelayLeg:
         self.unsent = 0
         self.closed = False
         self.transform: Transform | None = None  # set_transform's
+        self.tap: Callable[[bytes], object] | None = None  # set_tap's
         self._rules = rules
 
     @property
@@ -61,9 +63,15 @@ class MemoryRelayLeg:
         if not self.closed:
             self.transform = transform
 
+    def set_tap(self, tap: Callable[[bytes], object] | None) -> None:
+        """Show each packet `relay_rtp` is given to `tap` first (`UdpRelayLeg.set_tap`)."""
+        self.tap = tap
+
     def relay_rtp(self, data: bytes) -> bytes | None:
         """Test helper: what the relay would send to the other phone for `data` from this leg's phone
-        (through the transform, when one is set)."""
+        (through the tap and the transform, when they are set)."""
+        if self.tap is not None:
+            self.tap(data)
         return data if self.transform is None else self.transform(data)
 
     def send_rtp(self, data: bytes) -> None:

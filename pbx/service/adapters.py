@@ -113,6 +113,8 @@ def directories(config: Config) -> Callable[[str], Directory | None]:
                     srtp=e.srtp,
                     allow_srtp_over_plain=e.allow_srtp_over_plain,
                     outbound_classes=outbound_classes(tenant, number),
+                    pickup_groups=e.pickup_groups,
+                    directed_pickup=e.directed_pickup,
                 )
                 for number, e in tenant.extensions.items()
             },

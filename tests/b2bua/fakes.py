@@ -260,6 +260,7 @@ class FakeRelayLeg:
         self.consumer: Any = None
         self.sent: list[tuple[str, bytes]] = []  # ("rtp" | "rtcp", data)
         self.transform: Any = None  # set_transform's (transcoding, DTMF interworking)
+        self.tap: Any = None  # set_tap's (in-call feature codes)
 
     @property
     def attached(self) -> bool:
@@ -278,8 +279,13 @@ class FakeRelayLeg:
     def set_transform(self, transform: Any) -> None:
         self.transform = transform
 
+    def set_tap(self, tap: Any) -> None:
+        self.tap = tap
+
     def relay_rtp(self, data: bytes) -> bytes | None:
         """What the relay would pass on to the other phone for `data` from this leg's phone."""
+        if self.tap is not None:
+            self.tap(data)
         return data if self.transform is None else self.transform(data)
 
     def send_rtp(self, data: bytes) -> None:

@@ -93,7 +93,7 @@ def test_demo_config_loads() -> None:
     assert config.media == MediaConfig()
     assert config.calls == CallsConfig()
     assert dict(tenant.groups) == {"sales": ("1000", "1001")}
-    assert tenant.extensions["1001"] == Extension("1001", "Alice", "pass1001")
+    assert tenant.extensions["1001"] == Extension("1001", "Alice", "pass1001", pickup_groups=("front",))
     assert tenant.extensions["1003"].forward_noanswer == ""
 
 

@@ -137,6 +137,9 @@ VALID = [
     "menu prompt=lang/en/welcome timeout=5 maxdigits=4 retries=0",
     "menu prompt=welcome&menu choices=1|2|9|*0 invalid=sorry noanswer=yes",
     "play welcome goodbye",
+    "pickup group",
+    "dial 1002 transfer=## timeout=20",
+    "pickup 1002",
     "play tone:beep tone:ringback:10 tone:busy:600 silence:500 digits:1234 noanswer=yes",
     "progress",
     "record greeting maxlength=60 silence=0",
@@ -179,7 +182,7 @@ INVALID = [
     (
         "dial 1002 timout=20",
         "dial: unknown option 'timout' (known: callerid, callername, if, privacy, ringtime, strategy,"
-        " timeout)",
+        " timeout, transfer)",
     ),
     ("dial 1002 if=answered", "if must be results joined by '|'"),
     ("dial 1002 if=busy|", "if must be results joined by '|'"),
@@ -226,6 +229,7 @@ INVALID = [
     ("menu prompt=w choices=x", "menu: choices must be distinct key entries"),
     ("menu prompt=w noanswer=1", "menu: noanswer must be yes or no"),
     ("play", "play takes at least 1 argument, not 0"),
+    ("pickup", "pickup takes 1 argument, not 0"),
     ("play tone:nosuch", "play: must be a prompt name"),
     ("play silence:x", "play: must be a prompt name"),
     ("play tone:ringback:601", "play: must be a prompt name"),

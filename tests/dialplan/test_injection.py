@@ -225,7 +225,7 @@ def render_shipped(**kwargs: Any) -> list[Action]:
 def test_demo_dialplan_with_a_hostile_caller(value: str) -> None:
     """The demo's output is exactly what it is for a harmless caller; only the callerid text may differ."""
     assert render_shipped(dialed="1002", value=value) == [
-        Action("dial", ("1002",), {"timeout": "20"}),
+        Action("dial", ("1002",), {"timeout": "20", "transfer": "##"}),
         Action("dial", ("1003",), {"timeout": "20", "if": "busy"}),
         Action("dial", ("group:sales",), {"timeout": "20", "if": "noanswer|unavailable"}),
         Action("hangup"),

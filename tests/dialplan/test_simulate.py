@@ -96,7 +96,7 @@ def simulate(capsys: pytest.CaptureFixture[str], config: Path, *argv: str) -> li
 
 def test_simulate_an_answered_call(capsys: pytest.CaptureFixture[str], config: Path) -> None:
     assert simulate(capsys, config, "--from", "1001", "--to", "1003") == [
-        "dial 1003 timeout=15.0",
+        "dial 1003 timeout=15.0 transfer=##",
         "# -> answered",
         "# end: the call is connected; it ends when either side hangs up",
     ]
@@ -104,7 +104,7 @@ def test_simulate_an_answered_call(capsys: pytest.CaptureFixture[str], config: P
 
 def test_simulate_busy_forwards_to_forward_busy(capsys: pytest.CaptureFixture[str], config: Path) -> None:
     assert simulate(capsys, config, "--from", "1001", "--to", "1002", "--result", "busy,noanswer") == [
-        "dial 1002 timeout=20",
+        "dial 1002 timeout=20 transfer=##",
         "# -> busy",
         "dial 1003 timeout=20 if=busy",
         "# -> noanswer",
@@ -120,7 +120,7 @@ def test_simulate_no_answer_forwards_to_the_group(
     assert simulate(
         capsys, config, "--from", "1001", "--to", "1002", "--result", result, "--result", "busy"
     ) == [
-        "dial 1002 timeout=20",
+        "dial 1002 timeout=20 transfer=##",
         f"# -> {result}",
         "dial group:sales timeout=20 if=noanswer|unavailable",
         "# -> busy",
@@ -133,7 +133,7 @@ def test_simulate_without_forwarding_goes_to_voicemail(
     capsys: pytest.CaptureFixture[str], config: Path
 ) -> None:
     assert simulate(capsys, config, "--from", "1002", "--to", "1001", "--result", "busy") == [
-        "dial 1001 timeout=20",
+        "dial 1001 timeout=20 transfer=##",
         "# -> busy",
         "voicemail 1001 if=busy",
         "# answers; plays mailbox 1001's busy greeting"
@@ -228,7 +228,7 @@ def test_simulate_list_shows_every_rendered_line(capsys: pytest.CaptureFixture[s
     main_j2 = config.parent / "dialplans" / "default" / "main.j2"
     lines = main_j2.read_text().splitlines()
     assert [line.split("  # ")[0] for line in out] == [
-        "dial 1002 timeout=20",
+        "dial 1002 timeout=20 transfer=##",
         "dial 1003 timeout=20 if=busy",
         "dial group:sales timeout=20 if=noanswer|unavailable",
         "hangup",

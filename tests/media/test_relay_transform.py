@@ -87,6 +87,25 @@ class TransformTests(RelayTestCase):
         self.assertEqual(self.reactor.take(), [(again.leg("b").local_port, rtp(1), PHONE_B)])
 
 
+class TapTests(RelayTestCase):
+    def test_the_tap_sees_each_packet_before_the_transform_and_changes_nothing(self) -> None:
+        session = self.session()
+        leg = session.leg("a")
+        seen: list[bytes] = []
+        leg.set_tap(seen.append)
+        self.reactor.deliver(10000, rtp(1), PHONE_A)
+        self.assertEqual(self.reactor.take(), [(10002, rtp(1), PHONE_B)])
+        leg.set_transform(upper_payload)  # a transform set later keeps the tap
+        self.reactor.deliver(10000, rtp(2), PHONE_A)
+        self.assertEqual(self.reactor.take(), [(10002, upper_payload(rtp(2)), PHONE_B)])
+        self.assertEqual(seen, [rtp(1), rtp(2)])
+        leg.set_tap(None)  # the transform alone again, then the plain hot path
+        self.reactor.deliver(10000, rtp(3), PHONE_A)
+        self.assertEqual(seen, [rtp(1), rtp(2)])
+        leg.set_transform(None)
+        self.assertIs(leg._rtp.datagramReceived.__func__, _Channel.datagramReceived)
+
+
 class RtcpTransformTests(RelayTestCase):
     def test_srtcp_decrypted_and_encrypted_between_an_srtp_leg_and_a_plain_one(self) -> None:
         import os

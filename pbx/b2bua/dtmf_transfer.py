@@ -1,0 +1,157 @@
+"""Unattended transfer by a DTMF feature code in a connected call, for phones that send no REFER.
+
+A `dial` with `transfer=CODE` (the demo dialplan: `transfer=##`) watches the key presses of both parties once
+the call is connected: CODE, then the number, then `#` (or a pause of `DIGIT_PAUSE` seconds) transfers the
+OTHER party to that number, exactly as a blind REFER from the party who pressed would
+(`pbx.b2bua.transfer.Transfers.dtmf_transfer`: routed as that party through the dialplan, its rights
+apply). Key presses arrive as SIP INFO (`application/dtmf-relay`, `application/dtmf`) through the call's
+sessions, or as RFC 4733 events on the relay: each side's relay leg shows its packets to a tap
+(`UdpRelayLeg.set_tap`) that parses telephone-event packets only (other packets cost one byte compare). A
+side whose media is SRTP is watched by INFO only (its events are encrypted). The digits still reach the other
+party as they would without the watch.
+
+This module knows nothing of SIP: it gets digits, RTP packets and a function to call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from pbx.media.dtmf import DtmfReceiver, TelephoneEvent
+from pbx.media.rtp import RtpPacket
+from pbx.sip.sdp import SdpError, SessionDescription
+
+DIGIT_PAUSE = 3.0
+"""Seconds after the last digit of the number at which the transfer starts without a closing `#`."""
+
+MAX_NUMBER = 32
+
+CODE = re.compile(r"[0-9*#]{1,4}")
+"""What a feature code may be (the `dial` option's check is the same)."""
+
+
+def event_payload_types(bodies: Iterable[bytes | None]) -> frozenset[int]:
+    """The telephone-event payload types named in any of the SDP `bodies` (the phone's and ours)."""
+    found: set[int] = set()
+    for body in bodies:
+        if not body:
+            continue
+        try:
+            sdp = SessionDescription.parse(body)
+        except SdpError:
+            continue
+        for media in sdp.media:
+            for pt, entry in media.rtpmap.items():
+                if entry.encoding.lower() == "telephone-event" and pt.isdigit():
+                    found.add(int(pt))
+    return frozenset(found)
+
+
+class _Side:
+    __slots__ = ("collecting", "number", "receiver", "recent", "timer")
+
+    def __init__(self) -> None:
+        self.recent = ""  # the last key presses, to find the code
+        self.collecting = False
+        self.number = ""
+        self.timer: IDelayedCall | None = None
+        self.receiver = DtmfReceiver()
+
+
+class DigitWatch:
+    """Finds `code` + number (+ `#` or a pause) in the key presses of each side of one call.
+
+    Args:
+        clock: time (the pause).
+        code: the feature code (`CODE`).
+        fire: `fire(side, number)` once a side entered a complete transfer.
+    """
+
+    _log = Logger()
+
+    def __init__(self, clock: IReactorTime, code: str, fire: Callable[[str, str], object]) -> None:
+        self._clock = clock
+        self.code = code
+        self._fire = fire
+        self._sides = {"a": _Side(), "b": _Side()}
+        self._events: dict[str, frozenset[int]] = {}
+        self.closed = False
+
+    # -- inputs ------------------------------------------------------------------------------------------
+
+    def digit(self, side: str, digit: str) -> None:
+        """A key pressed on `side`'s phone (from INFO, or an RFC 4733 event)."""
+        if self.closed:
+            return
+        state = self._sides[side]
+        if state.collecting:
+            if digit == "#" and state.number:
+                self._complete(side)
+                return
+            if digit.isdigit() or digit == "*":
+                state.number = (state.number + digit)[:MAX_NUMBER]
+                self._arm(side)
+            return
+        state.recent = (state.recent + digit)[-len(self.code) :]
+        if state.recent == self.code:
+            state.recent = ""
+            state.collecting, state.number = True, ""
+            self._arm(side)
+
+    def tap(self, side: str, payload_types: frozenset[int]) -> Callable[[bytes], None]:
+        """The relay tap of `side`'s leg: RFC 4733 events in `payload_types` become `digit` calls."""
+        self._events[side] = payload_types
+        receiver = self._sides[side].receiver
+
+        def seen(packet: bytes) -> None:
+            if len(packet) < 12 or (packet[1] & 0x7F) not in payload_types or self.closed:
+                return
+            try:
+                rtp = RtpPacket.parse(packet)
+                event = TelephoneEvent.parse(rtp.payload)
+            except ValueError:
+                return
+            for digit in receiver.feed(rtp.timestamp, rtp.marker, event):
+                self.digit(side, digit)
+
+        return seen
+
+    # -- the number --------------------------------------------------------------------------------------
+
+    def _arm(self, side: str) -> None:
+        state = self._sides[side]
+        if state.timer is not None and state.timer.active():
+            state.timer.cancel()
+        state.timer = self._clock.callLater(DIGIT_PAUSE, self._paused, side)
+
+    def _paused(self, side: str) -> None:
+        state = self._sides[side]
+        state.timer = None
+        if state.number:
+            self._complete(side)
+        else:
+            state.collecting = False
+
+    def _complete(self, side: str) -> None:
+        number = self._sides[side].number
+        self.close()
+        self._log.info("Side {side} entered a transfer to {number}", side=side, number=number)
+        self._fire(side, number)
+
+    def close(self, legs: Any = None) -> None:
+        """Stop watching: timers cancelled (and the taps of `legs`, relay legs, removed)."""
+        self.closed = True
+        for state in self._sides.values():
+            if state.timer is not None and state.timer.active():
+                state.timer.cancel()
+            state.timer = None
+            state.collecting = False
+        for leg in legs or ():
+            set_tap = getattr(leg, "set_tap", None)
+            if set_tap is not None:
+                set_tap(None)
