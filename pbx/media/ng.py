@@ -120,12 +120,12 @@ class NgClient(DatagramProtocol):
         return deferred
 
     def _send(self, cookie: bytes, pending: _Pending) -> None:
-        try:
+        left = pending.deadline - self.clock.seconds()
+        pending.timer = self.clock.callLater(max(0.0, min(pending.wait, left)), self._expired, cookie)
+        try:  # after the timer: an answer may come back before write returns (a fake, a local server)
             self.transport.write(pending.data, self.address)  # type: ignore[union-attr]
         except OSError as e:  # a full socket buffer, no route: the retransmission tries again
             self._log.warn("ng request to {addr} not sent: {e}", addr=self.address, e=e)
-        left = pending.deadline - self.clock.seconds()
-        pending.timer = self.clock.callLater(max(0.0, min(pending.wait, left)), self._expired, cookie)
 
     def _expired(self, cookie: bytes) -> None:
         pending = self._pending.get(cookie)
@@ -141,7 +141,7 @@ class NgClient(DatagramProtocol):
         pending.wait *= 2
         self._send(cookie, pending)
 
-    def datagramReceived(self, data: bytes, addr: Address) -> None:  # noqa: N802 - Twisted's name
+    def datagramReceived(self, data: bytes, addr: Address) -> None:
         cookie, _, body = data.partition(b" ")
         pending = self._pending.get(cookie)
         if pending is None or tuple(addr[:2]) != tuple(self.address):

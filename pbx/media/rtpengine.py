@@ -182,7 +182,7 @@ class RtpengineSession:
         return self._relay.client.request({"command": command, "call-id": self.ng_call_id, **extra})
 
     def _cycle(self, setup: bool = False) -> Deferred[Any]:
-        """`offer` from "a" then `answer` from "b", with the legs' current remotes (and a `query` in setup)."""
+        """`offer` from "a", `answer` from "b" with the legs' current remotes (and a `query` in setup)."""
         self._version += 1
         a, b = self._legs["a"], self._legs["b"]
         tags: dict[str, Any] = {"from-tag": "a", "flags": _FLAGS, "ICE": "remove"}
