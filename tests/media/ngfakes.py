@@ -94,7 +94,10 @@ class FakeNgServer:
         if name == "query":
             if call_id not in self.calls:
                 return {"result": "error", "error-reason": "Unknown call-id"}
-            return {"result": "ok", "tags": {tag: self._monologue(port) for tag, port in self.calls[call_id].items()}}
+            return {
+                "result": "ok",
+                "tags": {tag: self._monologue(port) for tag, port in self.calls[call_id].items()},
+            }
         if name == "delete":
             if self.calls.pop(call_id, None) is None:
                 return {"result": "error", "error-reason": "Unknown call-id"}

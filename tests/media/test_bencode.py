@@ -13,7 +13,9 @@ from pbx.media.bencode import MAX_DEPTH, BencodeError, decode, encode
 
 values = st.recursive(
     st.binary(max_size=40) | st.integers(),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.binary(max_size=10), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.binary(max_size=10), children, max_size=5)
+    ),
     max_leaves=30,
 )
 
@@ -36,7 +38,9 @@ class KnownEncodingTests(SynchronousTestCase):
         command = {"command": "offer", "call-id": "c1", "flags": ["port latching"]}
         data = encode(command)
         self.assertEqual(data, b"d7:call-id2:c17:command5:offer5:flagsl13:port latchingee")
-        self.assertEqual(decode(data), {b"command": b"offer", b"call-id": b"c1", b"flags": [b"port latching"]})
+        self.assertEqual(
+            decode(data), {b"command": b"offer", b"call-id": b"c1", b"flags": [b"port latching"]}
+        )
 
     def test_unencodable_values_are_refused(self) -> None:
         for value in (None, True, 1.5, {1: 2}, {"a": 1, b"a": 2}, object()):
@@ -99,5 +103,3 @@ def _nested(depth: int) -> Any:
     for _ in range(depth - 1):
         value = [value]
     return value
-
-
