@@ -24,10 +24,10 @@ DEFAULT_RTPENGINE = "127.0.0.1:2223"
 def relay_choice(parser: _Parser, media: Mapping[str, Any]) -> tuple[str, str]:
     """(`relay`, `rtpengine`) of `[media]`: the relay's name and rtpengine's ng address "IP:port"
     (brackets around an IPv6 address: "[::1]:2223"), normalized."""
-    relay = parser._string(media, "relay", "media.relay", "builtin")
+    relay = parser._string(media, "relay", "media", "builtin")
     if relay not in RELAYS:
         raise ConfigError("media.relay", f"must be one of {', '.join(RELAYS)}, not {relay!r}")
-    raw = parser._string(media, "rtpengine", "media.rtpengine", DEFAULT_RTPENGINE)
+    raw = parser._string(media, "rtpengine", "media", DEFAULT_RTPENGINE)
     host, port = ng_address(raw)
     return relay, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -41,6 +41,8 @@ def ng_address(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    elif ":" in host:
+        host = ""  # an IPv6 address needs its brackets
     try:
         address = ipaddress.ip_address(host)
         number = int(port) if sep and port.isdigit() else 0

@@ -35,6 +35,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pbx.media.interfaces import LEGS, IMediaRelay, IRelayLeg, IRelaySession, LegStats, SessionStats
@@ -275,10 +276,10 @@ class RtpengineSession:
             return
 
         def deleted(result: object) -> None:
-            if not isinstance(result, dict):
+            if isinstance(result, Failure):
                 _log.warn(
                     "Call {id}: rtpengine delete failed: {e}", id=self.call_id, e=result.getErrorMessage()
-                )  # type: ignore[attr-defined]
+                )
             done.callback(None)
 
         self._busy = True  # nothing else is sent for this call
@@ -286,8 +287,14 @@ class RtpengineSession:
 
 
 def _follow(d: Deferred[None]) -> Deferred[None]:
+    """A new Deferred that fires (None) when `d` fires (`d` fires once, with None)."""
     follower: Deferred[None] = Deferred()
-    d.addBoth(lambda result: (follower.callback(None), result)[1])
+
+    def fire(result: object) -> object:
+        follower.callback(None)
+        return result
+
+    d.addBoth(fire)
     return follower
 
 

@@ -58,10 +58,10 @@ class FakeNgServer:
         for data in waiting:
             self.client.datagramReceived(data, NG)
 
-    def getHost(self) -> Any:  # noqa: N802 - Twisted's name
+    def getHost(self) -> Any:
         return None
 
-    def stopListening(self) -> None:  # noqa: N802 - Twisted's name
+    def stopListening(self) -> None:
         pass
 
     # -- rtpengine -----------------------------------------------------------------------------------------

@@ -122,7 +122,7 @@ class AnswerTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_close_fails_pending_requests_and_refuses_new_ones(self) -> None:
-        ng, server, clock = client(auto=False)
+        ng, _server, clock = client(auto=False)
         d = ng.request({"command": "ping"})
         ng.close()
         self.assertEqual(self.failureResultOf(d, NgError).value.reason, "ng client closed")

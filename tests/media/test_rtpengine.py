@@ -170,7 +170,7 @@ class UpdateTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_hold_address_and_port_zero_mean_nowhere(self) -> None:
-        r, server, _ = relay()
+        r, _server, _ = relay()
         session = r.create_session("c")
         leg = session.leg("a")
         leg.set_remote("192.168.1.10", 1000)
@@ -197,7 +197,7 @@ class UpdateTests(SynchronousTestCase):
 
 class OtherTests(SynchronousTestCase):
     def test_stats_come_from_query(self) -> None:
-        r, server, _ = relay()
+        r, _server, _ = relay()
         session = r.create_session("c")
         stats = self.successResultOf(session.refresh_stats())
         self.assertEqual((stats.a.packets, stats.a.bytes, stats.a.rtcp_packets), (50, 50 * 172, 2))
@@ -206,7 +206,7 @@ class OtherTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(session.refresh_stats()), session.stats())
 
     def test_pbx_media_is_not_carried(self) -> None:
-        r, server, _ = relay()
+        r, _server, _ = relay()
         leg = r.create_session("c").leg("a")
         leg.attach(object())
         self.assertFalse(leg.attached)
