@@ -136,6 +136,9 @@ def pbx(tmp_path: Path, rtpengine: Rtpengine) -> Iterator[CallPbx]:
         raise
     yield started
     started.process.stop()
+    output = started.process.output
+    assert "Traceback" not in output and "Unhandled" not in output, output[-3000:]
+    assert "rtpengine update failed" not in output and "rtpengine delete failed" not in output, output[-3000:]
 
 
 def _media_port(sdp: str) -> int:
