@@ -11,7 +11,7 @@ from pbx.media.ng import NgClient
 from pbx.media.rtpengine import RtpengineRelay
 from tests.media.ngfakes import ENGINE_ADDRESS, NG, FakeNgServer
 
-from .fakes import Harness, sdp_body
+from .fakes import RELAY_ADDRESS, Harness, sdp_body
 from .test_b2bua import B2BUATestCase, audio, statuses
 
 
@@ -111,3 +111,29 @@ class RtpengineCallTests(B2BUATestCase):
         self.assertEqual(statuses(phone.txn)[-1], 200)
         # SDES keys over plain signalling are refused (488) by the PBX's SRTP plan, not by rtpengine.
         self.assertEqual(statuses(other.txn), [488])
+
+    def test_a_call_the_pbx_answered_first_stays_on_the_builtin_relay_when_it_dials(self) -> None:
+        h, server = self.build_engine("answer\ndial 1002")
+        phone = h.place_call()
+        phone.ack()
+        callee = h.callee()
+        self.assertEqual(
+            audio(callee.invite.body)[:2], (RELAY_ADDRESS, h.relay.created[0].leg("b").local_port)
+        )
+        self.assertEqual(server.requests, [])
+        callee.answer()
+        phone.bye()
+        self.assertEngineIdle(h, server)
+
+    def test_reinvite_moving_the_media_updates_rtpengine_and_keeps_its_ports(self) -> None:
+        h, server = self.build_engine("dial 1002")
+        phone, callee = self.answered(h)
+        first = audio(callee.invite.body)
+        phone.request("INVITE", sdp_body(port=49180, version=2))
+        (reinvite,) = [s for s in h.stack.sent("INVITE") if s.request.to.tag is not None]
+        self.assertEqual(audio(reinvite.request.body)[:2], first[:2])  # the same rtpengine port for 1002
+        offer = server.commands("offer")[-1]
+        self.assertIn(b"m=audio 49180 ", offer[b"sdp"])
+        self.assertEqual(offer[b"flags"], [b"port latching"])
+        phone.bye()
+        self.assertEqual(len(server.deleted), 1)
