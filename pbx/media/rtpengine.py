@@ -263,8 +263,8 @@ class RtpengineSession:
         when rtpengine answered the `delete` (errors are logged, never raised)."""
         if not self.closed:
             self.closed = True
-            self._relay._closed_session(self)
             self._deleted = Deferred()
+            self._relay._closed_session(self, _follow(self._deleted))
             if not self._busy:
                 self._delete()
         assert self._deleted is not None
@@ -311,6 +311,7 @@ class RtpengineRelay:
     def __init__(self, client: NgClient) -> None:
         self.client = client
         self._open: set[RtpengineSession] = set()
+        self._deleting: set[Deferred[None]] = set()  # deletes in flight (`close` waits for them too)
         self.created = 0
 
     @property
@@ -325,14 +326,19 @@ class RtpengineRelay:
         self.created += 1
         return session
 
-    def _closed_session(self, session: RtpengineSession) -> None:
+    def _closed_session(self, session: RtpengineSession, deleted: Deferred[None]) -> None:
+        """`session` was closed: `deleted` fires once rtpengine answered its `delete` (or gave up)."""
         self._open.discard(session)
+        self._deleting.add(deleted)
+        deleted.addBoth(lambda _: self._deleting.discard(deleted))
 
     def ping(self) -> Deferred[dict[bytes, Any]]:
         """`ping`: fires when rtpengine answers "pong"."""
         return self.client.request({"command": "ping"})
 
     def close(self) -> Deferred[None]:
-        """Delete every open call; fires when rtpengine answered (or the requests timed out)."""
-        closing = [session.close() for session in list(self._open)]
-        return DeferredList(closing).addCallback(lambda _: None)
+        """Delete every open call; fires when rtpengine answered every delete, also those of sessions
+        closed before (or the requests timed out): then the client may be closed."""
+        for session in list(self._open):
+            session.close()
+        return DeferredList(list(self._deleting)).addCallback(lambda _: None)

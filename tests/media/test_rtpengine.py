@@ -230,3 +230,16 @@ class OtherTests(SynchronousTestCase):
     def test_synthetic_sdp(self) -> None:
         self.assertIn(b"c=IN IP6 ::1\r\nt=0 0\r\nm=audio 4000 RTP/AVP", synthetic_sdp(("::1", 4000), 3))
         self.assertIn(b"o=pbx 1 3 IN IP4 0.0.0.0", synthetic_sdp(None, 3))
+
+    def test_relay_close_waits_for_deletes_already_in_flight(self) -> None:
+        r, server, clock = relay(auto=False)
+        session = r.create_session("c")
+        for _ in range(3):
+            server.deliver()
+        session.close()  # a hang-up just before the PBX stops: its delete is on its way
+        closing = r.close()
+        self.assertNoResult(closing)
+        server.deliver()
+        self.assertIsNone(self.successResultOf(closing))
+        self.assertEqual(server.calls, {})
+        self.assertEqual(clock.getDelayedCalls(), [])
