@@ -73,7 +73,7 @@ class RtpengineLeg:
         self.latched: Address | None = None  # rtpengine's endpoint, from the last query
         self.unsent = 0
         self._session = session
-        self._stats: dict[str, Any] = {}
+        self._stats: dict[str, int] = {}  # rtpengine's counters of this party's streams, from a query
 
     @property
     def attached(self) -> bool:
@@ -87,8 +87,9 @@ class RtpengineLeg:
             raise ValueError(f"multicast address: {host}")
         remote = None if address.is_unspecified or not port else (str(address), port)
         rtcp = None if remote is None else (remote[0], port + 1 if rtcp_port is None else rtcp_port)
-        if remote != self.remote:
-            self.remote, self.rtcp_remote = remote, rtcp
+        changed = remote != self.remote
+        self.remote, self.rtcp_remote = remote, rtcp
+        if changed:
             self._session._changed()
 
     def attach(self, consumer: Any) -> None:
@@ -116,8 +117,7 @@ class RtpengineLeg:
         self.unsent += 1
 
     def stats(self) -> LegStats:
-        rtp = self._stats.get("rtp", {})
-        rtcp = self._stats.get("rtcp", {})
+        counters = self._stats
         return LegStats(
             name=self.name,
             local_port=self.local_port,
@@ -125,12 +125,12 @@ class RtpengineLeg:
             rtcp_remote=self.rtcp_remote,
             latched=self.latched,
             rtcp_latched=None,
-            packets=int(rtp.get(b"packets", 0)),
-            bytes=int(rtp.get(b"bytes", 0)),
-            rtcp_packets=int(rtcp.get(b"packets", 0)),
-            rtcp_bytes=int(rtcp.get(b"bytes", 0)),
+            packets=counters.get("rtp_packets", 0),
+            bytes=counters.get("rtp_bytes", 0),
+            rtcp_packets=counters.get("rtcp_packets", 0),
+            rtcp_bytes=counters.get("rtcp_bytes", 0),
             dropped=0,
-            invalid=int(rtp.get(b"errors", 0)),
+            invalid=counters.get("rtp_errors", 0),
             foreign=0,
             relatched=0,
             send_errors=0,
@@ -146,9 +146,11 @@ class RtpengineLeg:
             endpoint = rtp.get(b"endpoint") or {}
             if endpoint.get(b"port"):
                 self.latched = (endpoint[b"address"].decode("ascii"), int(endpoint[b"port"]))
+            rtcp = streams[1].get(b"stats", {}) if len(streams) > 1 else {}
             self._stats = {
-                "rtp": rtp.get(b"stats", {}),
-                "rtcp": streams[1].get(b"stats", {}) if len(streams) > 1 else {},
+                f"{kind}_{key.decode()}": int(counters.get(key, 0))
+                for kind, counters in (("rtp", rtp.get(b"stats", {})), ("rtcp", rtcp))
+                for key in (b"packets", b"bytes", b"errors")
             }
         except (KeyError, IndexError, TypeError, ValueError, AttributeError, UnicodeDecodeError) as e:
             raise NgError(f"unexpected query answer ({type(e).__name__})") from None
@@ -219,7 +221,10 @@ class RtpengineSession:
     def _setup_failed_with(self, error: NgError) -> None:
         self._busy = False
         _log.warn("Call {id}: rtpengine setup failed: {reason}", id=self.call_id, reason=error.reason)
-        self.close()
+        if self.closed:
+            self._delete()  # closed during the setup: the delete waited for it
+        else:
+            self.close()
         if not self.ready.called:
             self.ready.errback(error)
 

@@ -243,3 +243,19 @@ class OtherTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(closing))
         self.assertEqual(server.calls, {})
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_close_during_a_failing_setup_still_deletes(self) -> None:
+        r, server, clock = relay(auto=False)
+        server.fail["answer"] = "Internal error"
+        session = r.create_session("c")
+        closed = session.close()
+        server.deliver()  # the offer: ok
+        server.deliver()  # the answer: error; now the delete goes out
+        self.failureResultOf(session.ready, NgError)
+        self.assertEqual(len(server.commands("delete")), 1)
+        closing = r.close()
+        server.deliver()
+        self.successResultOf(closed)
+        self.successResultOf(closing)
+        self.assertEqual(server.calls, {})
+        self.assertEqual(clock.getDelayedCalls(), [])
