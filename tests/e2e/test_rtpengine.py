@@ -1,11 +1,12 @@
 """The PBX with `[media] relay = "rtpengine"`: Debian's rtpengine (userspace forwarding, no kernel module)
-relays the media of a phone-to-phone call, and the PBX's own media (IVR, voicemail) keeps the built-in relay.
+relays the media of a phone-to-phone call, and the PBX's own media (voicemail here) keeps the built-in relay.
 
 rtpengine runs as a subprocess of the test (`--table=-1`, its own ng port and RTP port range on 127.0.0.1).
 Two baresip phones call each other through the PBX, each playing its own tone and dumping what it hears
-(as in `test_calls_baresip`): each must hear the other's tone, the SDP each got must point at rtpengine's
-ports, and rtpengine's `query` must show the call with packets relayed. A call nobody answers goes on to the
-dialplan's own media (a beep played by the PBX) and the caller hears it through the built-in relay.
+(as in `test_calls_baresip`): each must hear the other's tone, rtpengine's `query` must show both parties
+on its ports with packets relayed, and the PBX's hang-up must delete the call there. A call nobody answers
+goes on to 1002's voicemail: the rtpengine call is deleted, the caller hears the greeting and leaves a
+message holding its tone, all through the built-in relay.
 
 Waits are on events (log lines, ctrl_tcp events, dump sizes) with timeouts; nothing sleeps a fixed time.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -28,7 +30,7 @@ from pbx.media.bencode import decode, encode
 from tests.e2e.audio import assert_hears, read_wav
 from tests.e2e.baresip import Account, Baresip, write_tone_wav
 from tests.e2e.harness import PbxProcess, free_port, write_config
-from tests.e2e.test_calls_baresip import heard_dump, wait_heard
+from tests.e2e.test_calls_baresip import BYTES_PER_SECOND, WAV_HEADER, heard_dump, wait_heard
 from tests.e2e.test_calls_sipp import DEMO_DIALPLAN, CallPbx, rtp_range
 
 pytestmark = [
@@ -38,15 +40,22 @@ pytestmark = [
 
 CALLER_TONE = 440.0
 CALLEE_TONE = 1000.0
-BEEP = 1000.0
 HEARD_SECONDS = 2.0
 
-# 600: ring 1002 for 2 s, then the PBX answers and beeps (the path to voicemail, without its prompts).
+# 600: ring 1002 for 2 s, then its voicemail (the demo's path for an unanswered call, shorter).
 DIALPLAN = (
-    '{% if call.dialed == "600" %}\ndial 1002 timeout=2\nanswer\nplay tone:beep silence:100 tone:beep '
-    "silence:100 tone:beep silence:100 tone:beep silence:100 tone:beep silence:100 tone:beep\nhangup\n"
+    '{% if call.dialed == "600" %}\ndial 1002 timeout=2\nvoicemail 1002\nhangup\n'
     "{% else %}\n" + DEMO_DIALPLAN + "\n{% endif %}\n"
 )
+MAILBOX = """
+[voicemail]
+min_message_seconds = 1
+silence_seconds = 10
+
+[tenants.default.mailboxes.1002]
+pin = "4321"
+max_message_seconds = 20
+"""
 
 
 @dataclass
@@ -125,7 +134,7 @@ def pbx(tmp_path: Path, rtpengine: Rtpengine) -> Iterator[CallPbx]:
         f"[media]\nrtp_port_min = {low}\nrtp_port_max = {high}\n"
         f'relay = "rtpengine"\nrtpengine = "127.0.0.1:{rtpengine.ng}"\n\n'
     )
-    ports = write_config(directory, ipv6=False, extra=media + '[registrar]\nkeepalive = "crlf"\n\n')
+    ports = write_config(directory, ipv6=False, extra=media + '[registrar]\nkeepalive = "crlf"\n\n' + MAILBOX)
     started = CallPbx(PbxProcess(ports["path"]), ports, directory, (low, high))
     started.write_dialplan(DIALPLAN)
     try:
@@ -141,10 +150,10 @@ def pbx(tmp_path: Path, rtpengine: Rtpengine) -> Iterator[CallPbx]:
     assert "rtpengine update failed" not in output and "rtpengine delete failed" not in output, output[-3000:]
 
 
-def _media_port(sdp: str) -> int:
-    match = re.search(r"m=audio (\d+) ", sdp)
-    assert match is not None, sdp
-    return int(match.group(1))
+def sent_seconds(record_dir: Path) -> float:
+    """Seconds of audio the phone has sent in its call so far (its `*-enc.wav` dump)."""
+    found = sorted(record_dir.glob("*-enc.wav"))
+    return (found[-1].stat().st_size - WAV_HEADER) / BYTES_PER_SECOND if found else 0.0
 
 
 def test_phones_talk_through_rtpengine_and_the_ivr_keeps_the_builtin_relay(pbx, rtpengine, tmp_path):
@@ -199,11 +208,17 @@ def test_phones_talk_through_rtpengine_and_the_ivr_keeps_the_builtin_relay(pbx, 
         wait_until(lambda: rtpengine.calls() == [], 10.0, "the PBX's delete")
         deletes = re.findall(r"Received command 'delete'", rtpengine.log.read_text())
         assert len(deletes) == 1, rtpengine.log.read_text()[-3000:]
-
-        # 2. Nobody answers 1002: the PBX answers and beeps, through its own relay (not rtpengine).
         for p in phones:
-            p.stop()  # fresh dumps for the second call
+            p.stop()  # closes the dumps (their WAV headers get their final length); fresh ones for call 2
         phones.clear()
+        heard_by_caller = read_wav(heard_dump(tmp_path / "heard_by_1001"))
+        heard_by_callee = read_wav(heard_dump(tmp_path / "heard_by_1002"))
+        assert_hears(heard_by_caller, CALLEE_TONE, CALLER_TONE, label="1001 hears 1002 through rtpengine")
+        assert_hears(heard_by_callee, CALLER_TONE, CALLEE_TONE, label="1002 hears 1001 through rtpengine")
+        shutil.rmtree(tmp_path / "heard_by_1001")
+        shutil.rmtree(tmp_path / "heard_by_1002")
+
+        # 2. Nobody answers 1002: its voicemail (the PBX's own media) takes the call, on the built-in relay.
         caller = phone("1001", CALLER_TONE)
         callee = phone("1002", CALLEE_TONE)  # rings, never answers
         for p in phones:
@@ -212,16 +227,20 @@ def test_phones_talk_through_rtpengine_and_the_ivr_keeps_the_builtin_relay(pbx, 
         assert caller_ctl.dial(f"sip:600@127.0.0.1:{pbx.sip}").get("ok"), caller.output[-3000:]
         callee_ctl.wait_event("CALL_INCOMING", timeout=15)
         caller_ctl.wait_event("CALL_ESTABLISHED", timeout=15)
-        wait_heard(tmp_path / "heard_by_1001", 2.5)
         assert rtpengine.calls() == []  # the unanswered dial's call was deleted on rtpengine
-        caller_ctl.wait_event("CALL_CLOSED", timeout=15)  # the dialplan's hangup after the beeps
-        pbx.ended(200)
+        pbx.wait_for(r"voicemail default/1002: recording", timeout=30)  # after the greeting and the beep
+        wait_heard(tmp_path / "heard_by_1001", 1.0)  # the greeting (the PBX sends nothing while it records)
+        sent = sent_seconds(tmp_path / "heard_by_1001")
+        wait_until(lambda: sent_seconds(tmp_path / "heard_by_1001") > sent + 2.5, 10.0, "2.5 s more sent")
+        assert caller_ctl.hangup().get("ok"), caller.output[-3000:]
+        (line,) = pbx.wait_for(r"voicemail default/1002: message \S+ saved \((\d+\.\d) s, closed\)")
     finally:
         for p in phones:
             p.stop()
 
-    heard = read_wav(heard_dump(tmp_path / "heard_by_1001"))
-    assert_hears(heard, BEEP, CALLER_TONE, label="1001 hears the PBX's beeps", min_ratio=20.0)
-    low, high = pbx.rtp
+    (message,) = sorted((pbx.directory / "data" / "voicemail" / "default" / "1002").glob("*.wav"))
+    recorded = read_wav(message)
+    assert recorded.seconds >= 1.5, (recorded.seconds, line)
+    assert_hears(recorded, CALLER_TONE, CALLEE_TONE, label="the message holds 1001's tone")
     deletes = re.findall(r"Received command 'delete'", rtpengine.log.read_text())
     assert len(deletes) == 2, rtpengine.log.read_text()[-3000:]
