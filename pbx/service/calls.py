@@ -108,7 +108,16 @@ def build_rtpengine(address: str, the_reactor: Any) -> RtpengineRelay:
     interface = ("::1" if loopback else "::") if ":" in host else ("127.0.0.1" if loopback else "0.0.0.0")
     the_reactor.listenUDP(0, client, interface=interface)
     _log.info("Media: bridged calls on rtpengine at {address}", address=address)
-    return RtpengineRelay(client)
+    relay = RtpengineRelay(client)
+    relay.ping().addCallbacks(
+        lambda _: _log.info("Media: rtpengine at {address} answers", address=address),
+        lambda failure: _log.warn(
+            "Media: rtpengine at {address} does not answer ({e}): bridged calls will get 503 until it does",
+            address=address,
+            e=failure.getErrorMessage(),
+        ),
+    )
+    return relay
 
 
 def build_media_apps(

@@ -139,7 +139,7 @@ def pbx(tmp_path: Path, rtpengine: Rtpengine) -> Iterator[CallPbx]:
     started.write_dialplan(DIALPLAN)
     try:
         started.process.wait_ready(ports["listeners"])
-        started.wait_for(r"Media: bridged calls on rtpengine at 127\.0\.0\.1:")
+        started.wait_for(r"Media: rtpengine at 127\.0\.0\.1:\d+ answers")
     except BaseException:
         started.process.stop()
         raise
