@@ -256,7 +256,12 @@ class Dialing:
             relay = self._bridge_relay(contacts)
             self.media = self._media_bridge(relay)
             if relay is not None:  # rtpengine sets the call up first (pbx.media.rtpengine)
-                await self.media.ready()
+                try:
+                    await self.media.ready()
+                except SipError:
+                    if self.ended:  # the caller gave up meanwhile: nothing to answer
+                        return "cancelled"
+                    raise  # 503 for the caller
                 if self.ended:
                     return "cancelled"
         self.media.set_srtp("b", _callee_srtp(contacts))

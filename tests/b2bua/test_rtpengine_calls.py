@@ -72,7 +72,7 @@ class RtpengineCallTests(B2BUATestCase):
         h, server = self.build_engine("dial 1002")
         server.auto = False
         phone = h.place_call()
-        h.b2bua.cancel_received(phone.cancel(), phone.txn)  # type: ignore[attr-defined]
+        phone.cancel()
         for _ in range(5):
             server.deliver()
         self.assertEqual(h.invites(), [])
@@ -137,3 +137,17 @@ class RtpengineCallTests(B2BUATestCase):
         self.assertEqual(offer[b"flags"], [b"port latching"])
         phone.bye()
         self.assertEqual(len(server.deleted), 1)
+
+    def test_caller_cancelling_while_rtpengine_does_not_answer_leaves_nothing(self) -> None:
+        h, server = self.build_engine("dial 1002")
+        server.silent.update({"offer", "delete"})
+        phone = h.place_call()
+        phone.cancel()
+        self.assertEqual(statuses(phone.txn), [487])
+        for _ in range(90):  # the setup times out after 4 s, then the delete 4 s later
+            h.clock.advance(0.1)
+        self.assertEqual(statuses(phone.txn), [487])
+        self.assertEqual(h.invites(), [])
+        self.assertEqual(h.b2bua.bridge_relay.sessions, 0)  # type: ignore[union-attr]
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+        self.assertIdle(h)
