@@ -195,6 +195,7 @@ class B2BUA:
         self._directories = directories
         self._dialplans = dialplans
         self.relay = relay
+        self.bridge_relay: IMediaRelay | None = None  # rtpengine: bridged calls' media (pbx.media.rtpengine)
         self._cdrs = cdrs
         self._challenges = ChallengePolicy(authenticator, guard, md5_only_user_agents)
         self._peers = peers

@@ -171,6 +171,16 @@ class Dialing:
         self._transfer_code = ""  # the dial's `transfer=` feature code (`pbx.b2bua.dtmf_transfer`)
 
     async def dial(self, action: Action) -> str:
+        result = await self._dial(action)
+        media = self.media
+        if result != "answered" and not self.ended and media is not None and media.external:
+            # Nobody answered a call on rtpengine: the dialplan goes on (voicemail, IVR) with the PBX as
+            # the caller's media end, which takes the built-in relay.
+            self.media = None
+            media.close()
+        return result
+
+    async def _dial(self, action: Action) -> str:
         targets = list(action.args)
         timeout = float(action.options.get("timeout") or self.b2bua.ring_timeout)
         self._dial_status = 0
@@ -207,10 +217,11 @@ class Dialing:
             self._dial_status = status if local else 0
         return result
 
-    def _media_bridge(self) -> MediaBridge:
+    def _media_bridge(self, relay: Any = None) -> MediaBridge:
         """The call's media bridge, with the caller's SRTP setting (its extension's or trunk's `srtp`; keys
-        may travel when the INVITE came over TLS). The called side offers plain RTP ("optional")."""
-        media = MediaBridge(self.b2bua.relay, self.id, self.b2bua.codecs)
+        may travel when the INVITE came over TLS). The called side offers plain RTP ("optional").
+        `relay`: another relay than the B2BUA's (`bridge_relay`)."""
+        media = MediaBridge(relay or self.b2bua.relay, self.id, self.b2bua.codecs)
         caller = self.caller
         flow = getattr(getattr(self, "txn", None), "flow", None)
         secure = str(getattr(flow, "transport", "")).upper() == "TLS"
@@ -221,6 +232,18 @@ class Dialing:
             ),
         )
         return media
+
+    def _bridge_relay(self, contacts: list[Any]) -> Any:
+        """The B2BUA's `bridge_relay` (rtpengine) for a call bridged from the start whose media it can carry
+        as it is: the caller offered plain RTP (no SRTP to terminate) and no target insists on SRTP; else
+        None (the built-in relay)."""
+        relay = getattr(self.b2bua, "bridge_relay", None)
+        if relay is None or not self.invite.body or self.offer_sdp is None:
+            return None
+        audio = accepted_audio(self.offer_sdp)
+        if audio is None or audio.proto.upper() != "RTP/AVP" or _callee_srtp(contacts).mode == "mandatory":
+            return None
+        return relay
 
     @property
     def dial_status(self) -> int:
@@ -233,7 +256,17 @@ class Dialing:
         if not contacts:
             return "unavailable"
         if self.media is None:
-            self.media = self._media_bridge()
+            relay = self._bridge_relay(contacts)
+            self.media = self._media_bridge(relay)
+            if relay is not None:  # rtpengine sets the call up first (pbx.media.rtpengine)
+                try:
+                    await self.media.ready()
+                except SipError:
+                    if self.ended:  # the caller gave up meanwhile: nothing to answer
+                        return "cancelled"
+                    raise  # 503 for the caller
+                if self.ended:
+                    return "cancelled"
         self.media.set_srtp("b", _callee_srtp(contacts))
         body = b""
         content_type = None

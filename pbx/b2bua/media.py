@@ -23,6 +23,9 @@ import ipaddress
 import random
 from collections.abc import Callable, Sequence
 
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
+
 from pbx.b2bua.leg_formats import DTMF_MODES, CallFormats
 from pbx.b2bua.srtp_plan import SecureSession, SrtpPlan, SrtpPolicy
 from pbx.media.dtmf_interwork import Interworking, LegFormats
@@ -165,13 +168,15 @@ class MediaBridge:
         codecs: encoding names allowed through ("PCMU", "PCMA", "telephone-event" ...); ("*",) for all.
     """
 
-    __slots__ = ("_codecs", "_formats", "_session_ids", "_versions", "closed", "session", "srtp")
+    __slots__ = ("_codecs", "_formats", "_session_ids", "_versions", "closed", "external", "session", "srtp")
 
     def __init__(self, relay: IMediaRelay, call_id: str, codecs: Sequence[str] = ("*",)) -> None:
         try:
             self.session: IRelaySession = relay.create_session(call_id)
         except PortsExhausted:
             raise SipError(503, "No media ports left", [("Retry-After", "5")]) from None
+        # An external relay (rtpengine) sets the session up before its ports are known (`ready`).
+        self.external = getattr(self.session, "ready", None) is not None
         self._codecs = _allowed(codecs)
         self.srtp = SrtpPlan(self.session)  # each side's SRTP (pbx.b2bua.srtp_plan)
         clock = getattr(
@@ -241,6 +246,23 @@ class MediaBridge:
             version=self._versions[index],
         )
         return rewritten.to_bytes()
+
+    def ready(self) -> Deferred[None]:
+        """Fires when the relay session can be used: at once for the built-in relay; once rtpengine set the
+        call up for `pbx.media.rtpengine` (whose legs have no ports before).
+
+        Fails with `SipError` 503 when the relay could not set the session up (the session is closed).
+        """
+        if not self.external:
+            return succeed(None)
+        ready: Deferred[None] = self.session.ready  # type: ignore[attr-defined]
+        waiting: Deferred[None] = Deferred()
+
+        def failed(failure: Failure) -> None:
+            waiting.errback(SipError(503, "Media Relay Unavailable", [("Retry-After", "5")]))
+
+        ready.addCallbacks(waiting.callback, failed)
+        return waiting
 
     def set_srtp(self, side: str, policy: SrtpPolicy) -> None:
         """`side`'s SRTP setting (its extension's or trunk's `srtp`, whether its signalling is TLS); before

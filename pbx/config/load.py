@@ -146,7 +146,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "md5_only_user_agents",
         "trusted_proxies",
     ),
-    "media": ("rtp_port_min", "rtp_port_max", "bind_host", "advertise"),
+    "media": ("rtp_port_min", "rtp_port_max", "bind_host", "advertise", "relay", "rtpengine"),
     "calls": ("ring_timeout", "max_call_duration", "codecs", "drain_timeout"),
     "mwi": ("min_expires", "max_expires", "default_expires"),
     "voicemail": VOICEMAIL_KEYS,
@@ -873,9 +873,13 @@ class _Parser:
                 f"is required when media.bind_host is a wildcard address ({bind_host!r}): "
                 "the address peers send RTP to",
             )
+        from pbx.config.load_media import relay_choice  # imports this module
+
+        relay, rtpengine = relay_choice(self, media)
         return MediaConfig(
-            rtp_port_min=rtp_port_min, rtp_port_max=rtp_port_max, bind_host=bind_host, advertise=advertise
-        )
+            rtp_port_min=rtp_port_min, rtp_port_max=rtp_port_max, bind_host=bind_host, advertise=advertise,
+            relay=relay, rtpengine=rtpengine,
+        )  # fmt: skip
 
     def calls(self, value: object) -> CallsConfig:
         calls = self._table(value, "calls", "calls")

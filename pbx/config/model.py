@@ -259,12 +259,17 @@ class MediaConfig:
             wildcard (``"0.0.0.0"``, ``"::"``).
         advertise: The IP address the PBX writes into SDP ``c=`` lines, or ``""`` for ``bind_host``; never
             a wildcard, and never ``""`` when ``bind_host`` is a wildcard.
+        relay: ``"builtin"`` or ``"rtpengine"``: who relays the media of calls bridged from the start
+            (calls the PBX answers itself always use the built-in relay).
+        rtpengine: rtpengine's ng control address, ``"IP:port"`` (``"[IPv6]:port"``).
     """
 
     rtp_port_min: int = 10000
     rtp_port_max: int = 20000
     bind_host: str = "127.0.0.1"
     advertise: str = ""
+    relay: str = "builtin"
+    rtpengine: str = "127.0.0.1:2223"
 
     @property
     def advertised_host(self) -> str:

@@ -7,9 +7,10 @@ SDP sent to that leg's phone advertises, and learns where that phone really is: 
 (`set_remote`), then from the source of the packets it sends (latching). What arrives on one leg is sent from
 the other leg's socket to the other phone.
 
-`pbx.media.relay.UdpMediaRelay` implements it in-process; an external engine (rtpengine's ng protocol) or
-worker processes can implement it later without the B2BUA noticing. Nothing here knows about SIP or SDP
-parsing: the caller passes plain addresses and ports.
+`pbx.media.relay.UdpMediaRelay` implements it in-process; `pbx.media.rtpengine.RtpengineRelay` on an
+external rtpengine (its ng protocol): its sessions have a `ready` Deferred, their legs get their ports once
+it fired, and they cannot be attached or transform packets (the B2BUA uses it for bridged calls only).
+Nothing here knows about SIP or SDP parsing: the caller passes plain addresses and ports.
 """
 
 from __future__ import annotations

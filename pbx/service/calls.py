@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from pathlib import Path
 from typing import Any
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 
 from pbx.apps import IvrApps, MusicOnHold
@@ -18,7 +19,9 @@ from pbx.config import Config
 from pbx.dialplan import DialplanEngine
 from pbx.media import PortPool, UdpMediaRelay
 from pbx.media.endpoint import MediaEngine
+from pbx.media.ng import NgClient
 from pbx.media.recorder import thread_writer
+from pbx.media.rtpengine import RtpengineRelay
 from pbx.service.adapters import (
     directories,
     domain_lookup,
@@ -84,7 +87,37 @@ class CallsService(service.Service):
         self.b2bua.stop()
         if self.engine is not None:
             self.engine.close()
+        external = self.b2bua.bridge_relay
+        if isinstance(external, RtpengineRelay):  # its calls are deleted on rtpengine, then its port closes
+            closing = external.close()
+            closing.addBoth(lambda _: external.client.close())
+            port = external.client.transport
+            if port is not None:
+                closing.addBoth(lambda _: port.stopListening())
+            return DeferredList([closing, self.relay.close()])
         return self.relay.close()
+
+
+def build_rtpengine(address: str, the_reactor: Any) -> RtpengineRelay:
+    """An `RtpengineRelay` talking to rtpengine's ng listener at `address` ("IP:port", "[IPv6]:port")
+    from an ephemeral UDP port on the loopback or wildcard address of the same family."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    client = NgClient(the_reactor, (host, int(port)))
+    loopback = ipaddress.ip_address(host).is_loopback
+    interface = ("::1" if loopback else "::") if ":" in host else ("127.0.0.1" if loopback else "0.0.0.0")
+    the_reactor.listenUDP(0, client, interface=interface)
+    _log.info("Media: bridged calls on rtpengine at {address}", address=address)
+    relay = RtpengineRelay(client)
+    relay.ping().addCallbacks(
+        lambda _: _log.info("Media: rtpengine at {address} answers", address=address),
+        lambda failure: _log.warn(
+            "Media: rtpengine at {address} does not answer ({e}): bridged calls will get 503 until it does",
+            address=address,
+            e=failure.getErrorMessage(),
+        ),
+    )
+    return relay
 
 
 def build_media_apps(
@@ -158,6 +191,8 @@ def build_calls(
         md5_only_user_agents=config.security.md5_only_user_agents,
         host="pbx",  # in the Call-IDs of outbound legs: no tenant's domain (they reach other tenants, trunks)
     )
+    if media.relay == "rtpengine":  # bridged calls' media on rtpengine (docs/media.md)
+        b2bua.bridge_relay = build_rtpengine(media.rtpengine, the_reactor)
     for method in ("INVITE", "BYE", "UPDATE", "INFO"):
         stack.register(method, b2bua)
     stack.answer_statelessly("INVITE", b2bua.stateless_challenge)
