@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pbx.config.edge import EDGE_KEYS
 from pbx.config.model import (
     ALL_CODECS,
     AUTH_ALGORITHMS,
@@ -63,6 +64,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "mwi",
         "voicemail",
         "smtp",
+        "edge",
     ),
     "pbx": ("data_dir", "dialplan_dir", "sip_trace"),
     "sip": (
@@ -133,6 +135,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     "voicemail": VOICEMAIL_KEYS,
     "smtp": SMTP_KEYS,
     "tenants.<tenant>.mailboxes.<number>": MAILBOX_KEYS,
+    "edge": EDGE_KEYS,
 }
 """The keys each table accepts, by the table's path as written in ``docs/configuration.md``."""
 
@@ -386,6 +389,7 @@ class _Parser:
         tenants = self.tenants(root.get("tenants"))
         smtp = load_voicemail.smtp(self, root.get("smtp", {}))
         load_voicemail.check_email(tenants, smtp)
+        from pbx.config import load_edge  # imports this module
         from pbx.config.load_tls import check_mutual_tls  # imports this module
 
         sip, tls = self.sip(root.get("sip", {})), self.tls(root.get("tls", {}))
@@ -406,6 +410,7 @@ class _Parser:
             mwi=self.mwi(root.get("mwi", {})),
             voicemail=load_voicemail.voicemail(self, root.get("voicemail", {})),
             smtp=smtp,
+            edge=load_edge.edge(self, root.get("edge", {})),
         )
 
     def sip(self, value: object) -> SipConfig:

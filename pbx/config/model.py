@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from pbx.config.edge import EdgeConfig
 from pbx.config.trunks import Trunk
 from pbx.config.voicemail import Mailbox, SmtpConfig, VoicemailConfig
 
@@ -469,6 +470,7 @@ class Config:
         mwi: Message waiting indication settings.
         voicemail: Voicemail recording and access settings.
         smtp: The SMTP server for voicemail e-mail.
+        edge: Checks before parsing: per-source rate limits, blocks, scanner screens.
     """
 
     source: Path | None
@@ -486,6 +488,7 @@ class Config:
     mwi: MwiConfig = field(default_factory=MwiConfig)
     voicemail: VoicemailConfig = field(default_factory=VoicemailConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
     _by_host: Mapping[str, Tenant] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

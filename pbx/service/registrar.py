@@ -12,6 +12,7 @@ from twisted.logger import Logger
 from pbx.config import Config
 from pbx.registrar import BruteForceGuard, KeepAlive, LocationService, Registrar, RegistrarPolicy
 from pbx.service.adapters import domain_lookup, ha1_lookup, nonce_secret
+from pbx.service.edge import link_guard
 from pbx.sip.auth import DigestAuthenticator, NonceCounter, NonceSource
 from pbx.sip.stack import SipStack
 from pbx.store import SqliteLocationStore
@@ -89,6 +90,9 @@ def build_registrar(config: Config, stack: SipStack, the_reactor: Any, store: An
         trusted=security.trusted_networks,
     )
     stack.set_source_filter(guard.is_blocked)
+    admission = getattr(stack.transport, "admission", None)
+    if admission is not None:
+        link_guard(guard, admission)  # the guard's blocks are dropped before parsing too
     registrar = Registrar(
         the_reactor,
         location,

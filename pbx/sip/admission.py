@@ -282,16 +282,16 @@ class Admission:
         now = self._clock.seconds()
         return sorted(host for host, until in self._blocked.items() if until > now)
 
-    def block(self, host: str, duration: float, reason: str) -> bool:
+    def block(self, host: str, duration: float, reason: str, *, log: bool = True) -> bool:
         """Block `host` for `duration` seconds (unless exempt, or blocked for longer already); True if it
-        is blocked now."""
+        is blocked now. `log` False: the caller has logged the block already (the brute-force guard)."""
         if not self.enabled or self._is_exempt(host):
             return False
         now = self._clock.seconds()
-        self._block(host, now, duration, reason)
+        self._block(host, now, duration, reason, log=log)
         return self._blocked.get(host, 0.0) > now
 
-    def _block(self, host: str, now: float, duration: float, reason: str) -> None:
+    def _block(self, host: str, now: float, duration: float, reason: str, *, log: bool = True) -> None:
         until = now + duration
         current = self._blocked.get(host)
         if current is not None and current >= until:
@@ -309,9 +309,13 @@ class Admission:
         self._connection_buckets.pop(host, None)
         if current is None or current <= now:
             self.blocks += 1
-            _log.warn(
-                "Blocked {source} for {duration:g} s: {reason}", source=host, duration=duration, reason=reason
-            )
+            if log:
+                _log.warn(
+                    "Blocked {source} for {duration:g} s: {reason}",
+                    source=host,
+                    duration=duration,
+                    reason=reason,
+                )
             for observer in self.observers:
                 try:
                     observer(host, duration, reason)

@@ -8,9 +8,10 @@
   Other connections are unaffected.
 
 Before anything is parsed, each datagram and each framed stream message is offered to an optional
-`Admission` (`pbx.sip.admission`: per-source rate limits, blocks, raw-byte screens); what it refuses is dropped
-there, and a stream whose source is blocked is cut. Protocols decode and hand off to an `IMessageSink`;
-nothing raised by a peer or by the sink reaches the reactor. This module knows nothing of transactions, connection management (`pbx.sip.transport`) or the PBX.
+`Admission` (`pbx.sip.admission`: per-source rate limits, blocks, raw-byte screens); what it refuses is
+dropped there, and a stream whose source is blocked is cut. Protocols decode and hand off to an
+`IMessageSink`; nothing raised by a peer or by the sink reaches the reactor. This module knows nothing of
+transactions, connection management (`pbx.sip.transport`) or the PBX.
 """
 
 from __future__ import annotations

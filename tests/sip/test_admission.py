@@ -1,4 +1,5 @@
-"""Admission before parsing (`pbx.sip.admission`): buckets, blocks, expiry, classes, screens, bounded tables."""
+"""Admission before parsing (`pbx.sip.admission`): buckets, blocks, expiry, classes, screens, bounded
+tables."""
 
 from __future__ import annotations
 
@@ -114,9 +115,11 @@ class BucketTests(SynchronousTestCase):
         self.assertFalse(admission.admit("192.0.2.5", REGISTER))
         self.assertFalse(admission.admit_connection("192.0.2.5"))
         admission.block("192.0.2.5", 10.0, "again")
+        admission.block("192.0.2.6", 10.0, "logged by the guard", log=False)
+        self.assertEqual(self.log.lines(), ["Blocked 192.0.2.5 for 600 s: 5 failed authentications"])
         self.clock.advance(300)
         self.assertTrue(admission.is_blocked("192.0.2.5"))
-        self.assertEqual(admission.blocks, 1)
+        self.assertEqual(admission.blocks, 2)
 
     def test_disabled_admits_everything(self) -> None:
         admission = make(self.clock, enabled=False)
