@@ -106,9 +106,10 @@ class SourceClass:
 
 
 class _Bucket:
-    """One source's bucket: tokens, when last updated, strikes (drops not yet forgiven) and its shape."""
+    """One source's bucket: tokens, when last updated, strikes (drops not yet forgiven), since when it has
+    had strikes, and its shape."""
 
-    __slots__ = ("burst", "rate", "screened", "stamp", "strikes", "tokens")
+    __slots__ = ("burst", "over_since", "rate", "screened", "stamp", "strikes", "tokens")
 
     def __init__(self, limit: Limit, now: float, screened: bool) -> None:
         self.rate = limit.rate
@@ -116,6 +117,7 @@ class _Bucket:
         self.tokens = limit.burst
         self.stamp = now
         self.strikes = 0.0
+        self.over_since = now
         self.screened = screened
 
 
@@ -220,9 +222,12 @@ class Admission:
             return True
         bucket.tokens = tokens
         self.dropped_rate += 1
+        if not bucket.strikes:
+            bucket.over_since = now
         bucket.strikes += 1.0
         if bucket.strikes > self._block_after:
-            self._block(host, now, self._block_duration, f"more than {rate:g} messages/s")
+            over = now - bucket.over_since
+            self._block(host, now, self._block_duration, f"more than {rate:g} messages/s for {over:.2f} s")
         return False
 
     def admit_connection(self, host: str) -> bool:
@@ -254,9 +259,14 @@ class Admission:
             bucket.tokens -= 1.0
             return True
         self.connections_refused += 1
+        if not bucket.strikes:
+            bucket.over_since = now
         bucket.strikes += 1.0
         if bucket.strikes > bucket.burst:
-            self._block(host, now, self._block_duration, f"more than {rate:g} new connections/s")
+            over = now - bucket.over_since
+            self._block(
+                host, now, self._block_duration, f"more than {rate:g} new connections/s for {over:.2f} s"
+            )
         return False
 
     def _screened(self, host: str, data: bytes) -> bool:

@@ -93,9 +93,20 @@ class BucketTests(SynchronousTestCase):
         self.assertEqual(offer(admission, "192.0.2.1", 1000), 0)
         self.assertEqual(admission.dropped_blocked, 1000)
         self.assertEqual(admission.blocks, 1)
-        self.assertEqual(seen, [("192.0.2.1", 60.0, "more than 10 messages/s")])
-        self.assertEqual(self.log.lines(), ["Blocked 192.0.2.1 for 60 s: more than 10 messages/s"])
+        self.assertEqual(seen, [("192.0.2.1", 60.0, "more than 10 messages/s for 0.00 s")])
+        self.assertEqual(self.log.lines(), ["Blocked 192.0.2.1 for 60 s: more than 10 messages/s for 0.00 s"])
         self.assertEqual(admission.blocked_sources, ["192.0.2.1"])
+
+    def test_the_block_says_how_long_the_source_was_over(self) -> None:
+        admission = make(self.clock)
+        for _ in range(100):  # 50/s: empty after 0.5 s, then strikes grow by 40 - 10 per second
+            offer(admission, "192.0.2.1", 5)
+            self.clock.advance(0.1)
+            if admission.is_blocked("192.0.2.1"):
+                break
+        self.assertEqual(admission.blocks, 1)
+        (line,) = self.log.lines()
+        self.assertTrue(line.startswith("Blocked 192.0.2.1 for 60 s: more than 10 messages/s for 0.6"), line)
 
     def test_block_expires(self) -> None:
         admission = make(self.clock)
