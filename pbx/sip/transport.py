@@ -177,6 +177,8 @@ class TransportManager:
     ) -> None:
         self._reactor = reactor
         self.admission = admission
+        if admission is not None:
+            admission.observers.append(self._source_blocked)
         self._max_connections = max_connections
         self._max_per_address = max_connections_per_address
         self._handshake_timeout = handshake_timeout
@@ -456,6 +458,13 @@ class TransportManager:
             self._source_of[protocol] = host
         self._protocols.add(protocol)
         return True
+
+    def _source_blocked(self, host: str, duration: float, reason: str) -> None:
+        """A source the admission has just blocked: abort its accepted connections now (half-open ones
+        would otherwise hold their descriptors until a timeout)."""
+        for protocol, source in list(self._source_of.items()):
+            if source == host:
+                protocol._cut("connections_cut_blocked", abort=True)
 
     def connections_from(self, host: str) -> int:
         """Accepted TCP/TLS connections open now from source address `host`."""

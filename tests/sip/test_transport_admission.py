@@ -123,3 +123,22 @@ class ConnectionAdmissionTests(SynchronousTestCase):
         self.assertIsNotNone(other)
         for protocol in accepted:
             lose(protocol)
+
+    def test_a_block_aborts_the_sources_open_connections(self) -> None:
+        reactor = FakeReactor()
+        gate = admission(reactor)
+        manager = TransportManager(
+            reactor, RecordingSink(), limits=ParserLimits(), idle_timeout=600, admission=gate
+        )
+        manager.listen_tcp("10.0.0.1", 5060)
+        factory = reactor.tcpServers[0][1]
+        wires = {}
+        for host in ("192.0.2.9", "192.0.2.10"):
+            peer = IPv4Address("TCP", host, 40000)
+            wire = StringTransport(hostAddress=IPv4Address("TCP", "10.0.0.1", 5060), peerAddress=peer)
+            factory.buildProtocol(peer).makeConnection(wire)
+            wires[host] = wire
+        gate.block("192.0.2.9", 60, "guard")
+        self.assertTrue(wires["192.0.2.9"].disconnected)
+        self.assertFalse(wires["192.0.2.10"].disconnecting)
+        self.assertEqual(manager.counters.connections_cut_blocked, 1)
