@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pbx.config.admin import ADMIN_KEYS
+from pbx.config.edge import EDGE_KEYS
 from pbx.config.features import FEATURES_KEYS
 from pbx.config.model import (
     ALL_CODECS,
@@ -76,6 +77,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "log",
         "admin",
         "overload",
+        "edge",
     ),
     "pbx": ("data_dir", "dialplan_dir", "sip_trace"),
     "sip": (
@@ -159,6 +161,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
     "trace": TRACE_KEYS,
     "log": LOG_KEYS,
     "tenants.<tenant>.features": FEATURES_KEYS,
+    "edge": EDGE_KEYS,
 }
 """The keys each table accepts, by the table's path as written in ``docs/configuration.md``."""
 
@@ -420,7 +423,10 @@ class _Parser:
         tenants = self.tenants(root.get("tenants"))
         smtp = load_voicemail.smtp(self, root.get("smtp", {}))
         load_voicemail.check_email(tenants, smtp)
-        from pbx.config import load_observe  # imports this module
+        from pbx.config import (
+            load_edge,  # imports this module
+            load_observe,  # imports this module
+        )
         from pbx.config.load_admin import admin as load_admin  # imports this module
         from pbx.config.load_tls import check_mutual_tls  # imports this module
 
@@ -448,6 +454,7 @@ class _Parser:
             **load_observe.sections(self, root),
             admin=load_admin(self, root.get("admin", {})),
             overload=overload(self, root.get("overload", {})),
+            edge=load_edge.edge(self, root.get("edge", {})),
         )
 
     def sip(self, value: object) -> SipConfig:

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from pbx.config.admin import AdminConfig
+from pbx.config.edge import EdgeConfig
 from pbx.config.features import FeaturesConfig
 from pbx.config.observe import LogConfig, MetricsConfig, TraceConfig
 from pbx.config.outbound import OutboundConfig
@@ -496,6 +497,7 @@ class Config:
             (`pbx.config.observe`).
         admin: The operator's console (`[admin]`), off unless `listen` is set.
         overload: Overload control (`pbx.config.overload`).
+        edge: Checks before parsing: per-source rate limits, blocks, scanner screens.
     """
 
     source: Path | None
@@ -519,6 +521,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     overload: OverloadConfig = field(default_factory=OverloadConfig)
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
     _by_host: Mapping[str, Tenant] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

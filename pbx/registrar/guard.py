@@ -9,6 +9,8 @@ Rules (issue: "not log-scraping"):
   any source that fails again for it is blocked at once.
 - Sources in `trusted` networks are never blocked; phones at other addresses are never affected.
 - Blocks and unblocks are logged and counted. Memory is bounded (oldest entries evicted).
+- `observers` are told of each new block (source, seconds, reason): the PBX hands it to its admission
+  (`pbx.sip.admission`), which then drops the source's messages before they are parsed.
 
 Time comes from the injected clock. This module knows nothing of SIP messages.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -60,6 +62,7 @@ class BruteForceGuard:
         self._account_failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._blocked: dict[str, float] = {}  # source -> unblock time
         self.counters = {"failures": 0, "blocks": 0, "unblocks": 0, "dropped": 0}
+        self.observers: list[Callable[[str, float, str], object]] = []
 
     def is_blocked(self, source: str) -> bool:
         """Whether messages from `source` must be dropped now (counts each drop)."""
@@ -123,6 +126,11 @@ class BruteForceGuard:
             duration=self._block_duration,
             reason=reason,
         )
+        for observer in self.observers:
+            try:
+                observer(source, self._block_duration, reason)
+            except Exception:
+                self._log.failure("A block observer failed for {source}", source=source)
         if len(self._blocked) > _MAX_TRACKED:
             expired = [s for s, until in self._blocked.items() if until <= now]
             for s in expired:

@@ -12,6 +12,7 @@ from twisted.logger import Logger
 from pbx.config import Config
 from pbx.registrar import BruteForceGuard, KeepAlive, LocationService, Registrar, RegistrarPolicy
 from pbx.service.adapters import domain_lookup, ha1_lookup, nonce_secret
+from pbx.service.edge import link_guard
 from pbx.sip.auth import DigestAuthenticator, NonceCounter, NonceSource
 from pbx.sip.origin import network_matcher
 from pbx.sip.stack import SipStack
@@ -140,6 +141,9 @@ def build_registrar(
     stack.set_source_filter(guard.is_blocked)
     if security.trusted_proxies:  # behind Kamailio: failures count against the phone behind the proxy
         stack.is_trusted_proxy = network_matcher(security.trusted_proxies)
+    admission = getattr(stack.transport, "admission", None)
+    if admission is not None:
+        link_guard(guard, admission)  # the guard's blocks are dropped before parsing too
     registrar = Registrar(
         the_reactor,
         location,

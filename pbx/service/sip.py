@@ -11,6 +11,7 @@ from twisted.logger import Logger
 
 from pbx.config import Config
 from pbx.service.adapters import connection_limits
+from pbx.service.edge import NftablesBlocklist, build_admission
 from pbx.sip.interfaces import IFlow
 from pbx.sip.parser import ParserLimits
 from pbx.sip.sdp_crypto import mask_crypto
@@ -109,6 +110,9 @@ def build_sip(config: Config, the_reactor: Any, *, trace: bool = False) -> tuple
             mutual_tls = tls_server.variant(  # reloaded with the certificate, like the other listeners
                 partial(server_options, cert, key, ca, require_client_certificate=True, policy=policy)
             )
+    admission = build_admission(config, the_reactor)  # [edge]: checked before anything is parsed
+    if config.edge.nftables_table:
+        admission.observers.append(NftablesBlocklist(the_reactor, config.edge.nftables_table))
     transports = TransportManager(
         the_reactor,
         stack,
@@ -119,6 +123,7 @@ def build_sip(config: Config, the_reactor: Any, *, trace: bool = False) -> tuple
             config.tls.ca_certificates, policy=policy, client_certificates=trunk_client_certificates(config)
         ),
         trace=sip_trace if (trace or config.sip_trace) else None,
+        admission=admission,
         **connection_limits(config),
     )
     stack.attach_transport(transports)

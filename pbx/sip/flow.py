@@ -53,6 +53,8 @@ class TransportCounters:
     connections_cut_framing: int = 0
     connections_cut_handshake: int = 0
     connections_cut_silent: int = 0
+    connections_cut_blocked: int = 0
+    connections_refused_rate: int = 0
     connections_refused_address: int = 0
     connections_refused_global: int = 0
     sends_to_closed_flows: int = 0

@@ -7,8 +7,11 @@
   long, break framing, never finish their TLS handshake, or (accepted ones) send no SIP message in time.
   Other connections are unaffected.
 
-Protocols decode and hand off to an `IMessageSink`; nothing raised by a peer or by the sink reaches the
-reactor. This module knows nothing of transactions, connection management (`pbx.sip.transport`) or the PBX.
+Before anything is parsed, each datagram and each framed stream message is offered to an optional
+`Admission` (`pbx.sip.admission`: per-source rate limits, blocks, raw-byte screens); what it refuses is
+dropped there, and a stream whose source is blocked is cut. Protocols decode and hand off to an
+`IMessageSink`; nothing raised by a peer or by the sink reaches the reactor. This module knows nothing of
+transactions, connection management (`pbx.sip.transport`) or the PBX.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from pbx.sip.admission import Admission
 from pbx.sip.errors import SipParseError
 from pbx.sip.flow import (
     StreamFlow,
@@ -109,6 +113,8 @@ class SipDatagramProtocol(DatagramProtocol):
         limits: parser bounds.
         monitor: counters and trace; None for a private one.
         answer_stun: answer STUN Binding requests (RFC 5626 keep-alives on UDP).
+        admission: asked before anything else is done with a datagram (keep-alives included); None admits
+            everything.
     """
 
     noisy = False
@@ -123,8 +129,10 @@ class SipDatagramProtocol(DatagramProtocol):
         limits: ParserLimits = DEFAULT_LIMITS,
         monitor: TransportMonitor | None = None,
         answer_stun: bool = True,
+        admission: Admission | None = None,
     ) -> None:
         self._sink = sink
+        self._admission = admission
         self._limits = limits
         self.monitor = monitor if monitor is not None else TransportMonitor(clock)
         self._answer_stun = answer_stun
@@ -159,6 +167,9 @@ class SipDatagramProtocol(DatagramProtocol):
             )
 
     def _datagram_received(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        admission = self._admission
+        if admission is not None and not admission.admit(addr[0], datagram):
+            return
         if datagram[:1] in (b"\r", b"\n", b"") and not datagram.strip(b"\r\n"):
             self.monitor.counters.keepalives_received += 1
             return
@@ -192,6 +203,8 @@ class SipStreamProtocol(Protocol):
             and undecodable messages do not count: a peer that only pings or sends garbage has not shown it
             speaks SIP); None disables. For accepted connections: the peer that connects speaks first.
         monitor: counters and trace; None for a private one.
+        admission: asked for each framed message (and ping) before it is parsed; a refused one is dropped,
+            and the connection is cut once its source is blocked. None admits everything.
         on_ready: called with this protocol when the connection can carry messages.
         on_closed: called with this protocol and the reason when the connection is gone.
 
@@ -212,10 +225,12 @@ class SipStreamProtocol(Protocol):
         handshake_timeout: float | None = None,
         first_message_timeout: float | None = None,
         monitor: TransportMonitor | None = None,
+        admission: Admission | None = None,
         on_ready: Callable[[SipStreamProtocol], object] | None = None,
         on_closed: Callable[[SipStreamProtocol, Failure], object] | None = None,
     ) -> None:
         self._sink = sink
+        self._admission = admission
         self._clock = clock
         self.transport_name = transport
         self._limits = limits
@@ -318,6 +333,10 @@ class SipStreamProtocol(Protocol):
     def _data_received(self, data: bytes) -> None:
         if self._closing or self.flow is None:
             return
+        admission = self._admission
+        if admission is not None and admission.is_blocked(self.flow.remote_address[0]):
+            self._cut("connections_cut_blocked", abort=True)
+            return
         self._reset_idle_timer()
         self._tail = (self._tail + data)[-3:]
         try:
@@ -333,6 +352,11 @@ class SipStreamProtocol(Protocol):
         for item in items:
             if self._closing:
                 return
+            if admission is not None and not admission.admit(self.flow.remote_address[0], item):
+                if admission.is_blocked(self.flow.remote_address[0]):
+                    self._cut("connections_cut_blocked", abort=True)
+                    return
+                continue
             if item == StreamFramer.PING:
                 self.monitor.counters.keepalives_received += 1
                 self._wire.write(b"\r\n")  # RFC 5626 3.5.1 pong

@@ -11,7 +11,8 @@ The protocols that decode the bytes are in `pbx.sip.protocols`, the flows they d
 Connection hygiene: accepted TCP/TLS connections are capped per source address and in total (a refused
 connection is closed at once and counted; the total cap is logged, rate-limited), a TLS connection must
 complete its handshake within `handshake_timeout` and an accepted one must send a SIP message within
-`first_message_timeout`, so that idle or half-open sockets cannot hold the PBX's descriptors.
+`first_message_timeout`, so that idle or half-open sockets cannot hold the PBX's descriptors. An optional
+`Admission` (`pbx.sip.admission`) limits how fast each source may open connections and send messages.
 
 This module does not know about transactions (retransmissions, Via `received`/`rport` handling,
 the 1300-byte UDP limit of 18.1.1), RFC 3263 name resolution (UDP sends need IP literals) or the PBX.
@@ -39,6 +40,7 @@ from twisted.internet.protocol import ClientFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from pbx.sip.admission import Admission
 from pbx.sip.flow import (
     ClosedInboundFlows,
     StreamFlow,
@@ -150,6 +152,8 @@ class TransportManager:
         handshake_timeout: seconds a TLS connection (either direction) may take to finish its handshake.
         first_message_timeout: seconds an accepted connection may take to send a SIP message that parses
             (CRLF keep-alives do not count); 0: no limit.
+        admission: per-source rate limits, blocks and screens asked before parsing (`pbx.sip.admission`),
+            for datagrams, stream messages and accepted connections; None for none.
     """
 
     def __init__(
@@ -169,8 +173,12 @@ class TransportManager:
         max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         first_message_timeout: float = DEFAULT_FIRST_MESSAGE_TIMEOUT,
+        admission: Admission | None = None,
     ) -> None:
         self._reactor = reactor
+        self.admission = admission
+        if admission is not None:
+            admission.observers.append(self._source_blocked)
         self._max_connections = max_connections
         self._max_per_address = max_connections_per_address
         self._handshake_timeout = handshake_timeout
@@ -235,7 +243,11 @@ class TransportManager:
         Contact instead of the bound address (a PBX behind NAT, or bound to a wildcard); "" for none.
         """
         protocol = SipDatagramProtocol(
-            self._sink, clock=self._reactor, limits=self._limits, monitor=self.monitor
+            self._sink,
+            clock=self._reactor,
+            limits=self._limits,
+            monitor=self.monitor,
+            admission=self.admission,
         )
         listening = self._reactor.listenUDP(
             port, protocol, interface=host.strip("[]"), maxPacketSize=UDP_MAX_PACKET
@@ -421,6 +433,9 @@ class TransportManager:
             host = None  # not an IP peer (a test's fake): only the total cap applies
         if self._stopping:
             return False
+        if host is not None and self.admission is not None and not self.admission.admit_connection(host):
+            self.counters.connections_refused_rate += 1
+            return False
         if len(self._protocols) >= self._max_connections:
             self.counters.connections_refused_global += 1
             self.monitor.warn(
@@ -450,6 +465,13 @@ class TransportManager:
         self._protocols.add(protocol)
         return True
 
+    def _source_blocked(self, host: str, duration: float, reason: str) -> None:
+        """A source the admission has just blocked: abort its accepted connections now (half-open ones
+        would otherwise hold their descriptors until a timeout)."""
+        for protocol, source in list(self._source_of.items()):
+            if source == host:
+                protocol._cut("connections_cut_blocked", abort=True)
+
     def connections_from(self, host: str) -> int:
         """Accepted TCP/TLS connections open now from source address `host`."""
         return self._per_address.get(normalize_host(host), 0)
@@ -463,6 +485,7 @@ class TransportManager:
             "header_timeout": self._header_timeout or None,
             "handshake_timeout": self._handshake_timeout or None,
             "monitor": self.monitor,
+            "admission": self.admission,
             "on_ready": on_ready,
             "on_closed": self._stream_closed,
         }
