@@ -64,6 +64,25 @@ class TenantSeed:
     realm: str
     extensions: Mapping[str, Any] = field(default_factory=dict)
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The configured extensions' full `ExtensionInfo` (outbound classes, pickup groups... which the console
+    # does not edit): an extension the console changes keeps them; one it adds gets the defaults.
+    base: Mapping[str, ExtensionInfo] = field(default_factory=dict)
+
+
+def _info(number: str, e: Any, base: ExtensionInfo | None) -> ExtensionInfo:
+    """What calls see of extension `number`: the console's fields of `e` over the configured `base`."""
+    fields: dict[str, Any] = {
+        "number": number,
+        "name": e.name,
+        "forward_all": e.forward_all,
+        "forward_busy": e.forward_busy,
+        "forward_noanswer": e.forward_noanswer,
+        "ring_timeout": e.ring_timeout,
+        "may_call_out": e.may_call_out,
+        "srtp": e.srtp,
+        "allow_srtp_over_plain": e.allow_srtp_over_plain,
+    }
+    return replace(base, **fields) if base is not None else ExtensionInfo(**fields)
 
 
 def _configured(tenant: str, e: Any, realm: str) -> StoredExtension:
@@ -292,19 +311,6 @@ class ExtensionDirectory:
         self._directories[tenant] = Directory(
             tenant=tenant,
             domain=seed.domain,
-            extensions={
-                number: ExtensionInfo(
-                    number=number,
-                    name=e.name,
-                    forward_all=e.forward_all,
-                    forward_busy=e.forward_busy,
-                    forward_noanswer=e.forward_noanswer,
-                    ring_timeout=e.ring_timeout,
-                    may_call_out=e.may_call_out,
-                    srtp=e.srtp,
-                    allow_srtp_over_plain=e.allow_srtp_over_plain,
-                )
-                for number, e in effective.items()
-            },
+            extensions={number: _info(number, e, seed.base.get(number)) for number, e in effective.items()},
             groups=dict(seed.groups),
         )

@@ -33,6 +33,7 @@ from pbx.admin.site import ConsoleApp
 from pbx.admin.trace_api import CallTraceResource, TraceListResource
 from pbx.admin.view import PbxView
 from pbx.config import Config
+from pbx.service.adapters import directories
 
 _log = Logger(namespace="pbx")
 
@@ -63,6 +64,12 @@ class ExtensionsService(service.Service):
 def build_extensions(config: Config) -> ExtensionsService:
     """The live directory of every tenant's extensions (its store is attached once the registrar's exists:
     `directory.attach(store)`)."""
+    configured = directories(config)  # the full ExtensionInfo of each configured extension
+
+    def base(name: str) -> dict[str, Any]:
+        directory = configured(name)
+        return dict(directory.extensions) if directory is not None else {}
+
     seeds = [
         TenantSeed(
             name=tenant.name,
@@ -70,6 +77,7 @@ def build_extensions(config: Config) -> ExtensionsService:
             realm=tenant.realm,
             extensions=dict(tenant.extensions),
             groups=dict(tenant.groups),
+            base=base(tenant.name),
         )
         for tenant in config.tenants
     ]

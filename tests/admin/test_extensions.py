@@ -101,3 +101,30 @@ def test_changes_are_written_to_the_store() -> None:
 def test_bad_values_are_refused(number: str, values: dict, password: str, message: str) -> None:
     with pytest.raises(ExtensionProblem, match=message):
         make().add("acme", number, values, password)
+
+
+def test_what_the_console_does_not_edit_stays_from_the_config() -> None:
+    """Outbound classes and pickup groups of a configured extension survive a console edit (toll fraud and
+    pickup keep working); an extension the console adds gets the defaults."""
+    from pbx.b2bua import ExtensionInfo
+
+    store = MemoryLocationStore()
+    store.put_extension(StoredExtension(tenant="acme", number="1001", name="Alice B", ha1_md5="cd" * 16))
+    store.put_extension(StoredExtension(tenant="acme", number="1003", name="Carol", ha1_md5="ef" * 16))
+    base = ExtensionInfo(
+        number="1001", name="Alice", outbound_classes=("international",), pickup_groups=("front",)
+    )
+    seed = TenantSeed(
+        "acme", "acme.example", REALM, {"1001": FakeExtension("1001", "Alice")}, base={"1001": base}
+    )
+    directory = ExtensionDirectory([seed], store, lambda: 42.0)
+    assert directory.directory("acme").extensions["1001"].outbound_classes == ("international",)
+    directory.load()
+    alice = directory.directory("acme").extensions["1001"]
+    assert (alice.name, alice.outbound_classes, alice.pickup_groups) == (
+        "Alice B",
+        ("international",),
+        ("front",),
+    )
+    carol = directory.directory("acme").extensions["1003"]
+    assert (carol.outbound_classes, carol.pickup_groups) == ((), ())

@@ -183,12 +183,10 @@ def test_calls_stay_in_their_tenant(pbx: CallPbx, sipp: SippSet, tmp_path: Path)
     pbx.wait_for(r"Failed INVITE authentication for 1001@b from 127\.0\.0\.1", count=2)
     # CDRs are written just after a call's "ended" line: wait for the three answered calls'.
     deadline = time.monotonic() + 10
-    while (
-        len(rows := [row for row in pbx.cdrs() if row["status"] == 200]) < 3 and time.monotonic() < deadline
-    ):
+    rows = [row for row in pbx.cdrs() if row["status"] == 200]
+    while len(rows) < 3 and time.monotonic() < deadline:
         time.sleep(0.1)  # polling the database the PBX writes; bounded by the deadline
-        answered = [row for row in pbx.cdrs() if row["status"] == 200]
-    rows = answered
+        rows = [row for row in pbx.cdrs() if row["status"] == 200]
     assert sorted((row["tenant"], row["caller"], row["answered_by"]) for row in rows[-3:]) == [
         ("a", "1001", "1002"),
         ("a", "1001", "1002"),
