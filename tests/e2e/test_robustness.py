@@ -42,8 +42,11 @@ _STATUS = re.compile(rb"^SIP/2\.0 (\d{3})", re.MULTILINE)
 
 @pytest.fixture
 def quiet_pbx(tmp_path: Path) -> Iterator[tuple[PbxProcess, dict]]:
-    """A PBX on 127.0.0.1 only, sip_trace off: 3500 messages would otherwise drown the log."""
-    ports = write_config(tmp_path, ipv6=False, trace=False)
+    """A PBX on 127.0.0.1 only, sip_trace off: 3500 messages would otherwise drown the log. The fuzz sends
+    far faster than a phone: the per-source rate limits (`[edge]`, tested in test_flood.py) are raised so that
+    what meets the parser is the whole fuzz."""
+    edge = "[edge]\nrate = 100000\nburst = 100000\nconnection_rate = 10000\nconnection_burst = 10000\n"
+    ports = write_config(tmp_path, ipv6=False, trace=False, extra=edge)
     process = PbxProcess(ports["path"])
     try:
         process.wait_ready(ports["listeners"])
