@@ -44,6 +44,7 @@ def page_routes(app: ConsoleApp) -> list[Route]:
         route("GET", f"{_T}/voicemail/{{mailbox}}/{{message}}.wav", pages.audio),
         route("POST", f"{_T}/registrations/{{extension}}/unregister", pages.unregister),
         route("POST", f"{_T}/calls/{{call_id}}/hangup", pages.hangup),
+        route("GET", f"{_T}/calls/{{call_id}}/trace", pages.page_trace),
         route("POST", f"{_T}/voicemail/{{mailbox}}/{{message}}/delete", pages.delete_message),
         route("POST", f"{_T}/extensions", pages.add_extension),
         route("POST", f"{_T}/extensions/{{number}}", pages.change_extension),
@@ -147,6 +148,15 @@ class _Pages:
     def page_calls(self, ctx: Ctx) -> Response:
         tenant = self._page(ctx)
         return self.render(ctx, "calls.html", tenant, "calls", calls=self.view.calls(tenant))
+
+    def page_trace(self, ctx: Ctx) -> Response:
+        """One call's ladder: its SIP messages on every leg, the template lines, media and timers."""
+        tenant = self._page(ctx)
+        trace = self.view.trace(tenant, ctx.params["call_id"])
+        if trace is None:
+            raise HttpError(404, "not_found", "no trace of that call (unknown, forgotten, or tracing is off)")
+        start = trace.get("started_at") or 0.0
+        return self.render(ctx, "trace.html", tenant, "calls", trace=trace, start=start)
 
     def page_registrations(self, ctx: Ctx) -> Response:
         tenant = self._page(ctx)

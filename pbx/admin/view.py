@@ -70,6 +70,7 @@ class PbxView:
         data_dir: Where voicemail WAV files live (relative `audio` paths are under it).
         started_at: When the PBX started (the clock's seconds).
         version: The PBX's version string.
+        tracer: The call traces (`pbx.b2bua.trace.CallTracer`), or None when tracing is off.
     """
 
     tenants: Sequence[str]
@@ -85,6 +86,15 @@ class PbxView:
     started_at: float = 0.0
     version: str = ""
     extra_status: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    tracer: Any = None
+
+    def trace(self, tenant: str, call_id: str) -> dict[str, Any] | None:
+        """The ladder of call `call_id` of `tenant` (active or kept), as the API's JSON; None if unknown."""
+        found = self.tracer.get(call_id) if self.tracer is not None else None
+        if found is None or found.tenant != tenant:
+            return None
+        result: dict[str, Any] = found.as_dict()
+        return result
 
     # -- status ---------------------------------------------------------------------------------------------
 

@@ -172,6 +172,8 @@ def build_admin(
         lockout=admin.lockout_duration,
         users=store,
     )
+    if metrics is not None:
+        view.tracer = metrics.tracer  # the console's ladder pages
     if metrics is not None:  # the MetricsService: /metrics for Prometheus (its own [metrics] token, if any)
         app.mount("metrics", metrics.metrics_resource(), public=True, bearer_token=None)
         # Call traces (`pbx trace --url CONSOLE --token TOKEN`) and log levels: PBX-wide, for admins only.

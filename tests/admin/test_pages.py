@@ -151,3 +151,44 @@ def test_logout(console: Console) -> None:
     csrf = browser_login(client, "root")
     assert client.request("POST", "/logout", form={"csrf": csrf}).status == 303
     assert client.request("GET", "/t/acme/calls").status == 303
+
+
+def test_a_calls_ladder_page(console: Console) -> None:
+    """A traced call's ladder: its SIP messages and template lines; another tenant's call is not found."""
+
+    class Trace:
+        def __init__(self, tenant: str) -> None:
+            self.tenant = tenant
+
+        def as_dict(self) -> dict:
+            return {
+                "call_id": "c9@h",
+                "tenant": self.tenant,
+                "caller": "1001",
+                "dialed": "1002",
+                "started_at": 100.0,
+                "active": False,
+                "cause": "normal",
+                "status": 200,
+                "parties": [{"id": "caller", "label": "1001"}],
+                "dropped_events": 0,
+                "events": [
+                    {"t": 100.0, "kind": "sip", "party": "caller", "dir": "in", "peer": "UDP 192.0.2.1:5060",
+                     "line": "INVITE sip:1002@acme.example SIP/2.0", "headers": {"CSeq": "1 INVITE"}},
+                    {"t": 100.01, "kind": "action", "template": "main.j2", "lineno": 3, "text": "dial 1002"},
+                ],
+            }  # fmt: skip
+
+    class Tracer:
+        def get(self, call_id: str):
+            return {"c9@h": Trace("acme"), "g1@h": Trace("globex")}.get(call_id)
+
+    console.view.tracer = Tracer()
+    client = console.client()
+    browser_login(client, "ann")
+    page = client.request("GET", "/t/acme/calls/c9%40h/trace")
+    assert page.status == 200
+    for text in ("INVITE sip:1002@acme.example SIP/2.0", "CSeq: 1 INVITE", "main.j2:3", "dial 1002", "0.010"):
+        assert text in page.text, text
+    assert client.request("GET", "/t/acme/calls/g1%40h/trace").status == 404  # globex's call
+    assert client.request("GET", "/t/acme/calls/nope/trace").status == 404
