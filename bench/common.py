@@ -151,7 +151,10 @@ def write_pbx_config(directory: Path, port: int, *, host: str = HOST) -> Path:
     path.write_text(
         '[pbx]\ndata_dir = "data"\nsip_trace = false\n\n'
         f'[[sip.listen]]\ntransport = "udp"\nhost = "{host}"\nport = {port}\n\n'
-        f'[tenants.default]\ndomain = "localhost"\naliases = ["{host}"]\n'
+        f'[tenants.default]\ndomain = "localhost"\naliases = ["{host}"]\n\n'
+        # One load generator is one source: the per-source limits before parsing would block it (their
+        # behaviour is tested in tests/e2e/test_flood.py and their cost measured by bench/admission_bench.py).
+        "[edge]\nrate = 1000000\nburst = 1000000\nconnection_rate = 100000\nconnection_burst = 100000\n"
     )
     return path
 
