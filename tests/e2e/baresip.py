@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.e2e import harness
 from tests.e2e.harness import executable, free_port
 
 MODULE_PATH = "/usr/lib/baresip/modules"
@@ -77,6 +78,23 @@ def free_udp_range(count: int, host: str = "127.0.0.1", attempts: int = 50) -> t
 
 
 @dataclass(frozen=True)
+def _port_pair() -> int:
+    """A port P free for UDP and TCP whose P + 1 is free for TCP too: baresip's `sip_listen` binds TLS on
+    the next port, and a parallel test given that one makes baresip exit with "Address already in use"."""
+    for _ in range(100):
+        port = free_port()
+        if port + 1 in harness._HANDED_OUT:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        harness._HANDED_OUT.add(port + 1)
+        return port
+    raise RuntimeError("no free pair of ports")
+
+
 class Account:
     """One baresip account registering with a registrar (the PBX).
 
@@ -235,7 +253,7 @@ class Baresip:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.accounts = list(accounts)
-        self.sip_port = free_port()
+        self.sip_port = _port_pair()  # baresip listens for TLS on sip_port + 1 too
         self.ctrl_port = free_port(udp=False) if ctrl else None
         self.rtp_ports = free_udp_range(10)
         self.audio_source = audio_source or write_tone_wav(directory / "tone.wav")
