@@ -77,7 +77,6 @@ def free_udp_range(count: int, host: str = "127.0.0.1", attempts: int = 50) -> t
     raise RuntimeError(f"no run of {count} free UDP ports")
 
 
-@dataclass(frozen=True)
 def _port_pair() -> int:
     """A port P free for UDP and TCP whose P + 1 is free for TCP too: baresip's `sip_listen` binds TLS on
     the next port, and a parallel test given that one makes baresip exit with "Address already in use"."""
@@ -95,6 +94,7 @@ def _port_pair() -> int:
     raise RuntimeError("no free pair of ports")
 
 
+@dataclass(frozen=True)
 class Account:
     """One baresip account registering with a registrar (the PBX).
 
