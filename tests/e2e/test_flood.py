@@ -2,8 +2,7 @@
 
 (1) A bounded burst of unauthenticated REGISTERs at >= 10,000/s from 127.0.0.3 for 10 s (`flooder.py`, a
     tight `sendto` loop in its own process) while SIPp registers 1000/1001/1003 (30/s) and 1001 calls 1002
-    (5/s): at least 99.9 % of SIPp's registrations and calls succeed (all of them, at these counts; in CI,
-    beside other tests on two cores, 99 % is asserted and what failed is shown), their
+    (5/s): at least 99.9 % of SIPp's registrations and calls succeed (all of them, at these counts), their
     mean response times are printed, and the flooder is blocked within a second of going over its limit
     (the block's log line says for how long it was over, and it is logged once).
 (2) Half-open TCP and TLS connections from 127.0.0.4-6 (opened and never used, well past
@@ -43,10 +42,18 @@ CALL_RATE, CALLS = 5, 50
 
 def launch_pbx(directory: Path) -> CallPbx:
     """`twistd pbx` with the demo extensions, every call to 1002, no message trace (as in production: the
-    trace's log line per message would be most of the cost of a flood), no OPTIONS pings to SIPp."""
+    trace's log line per message would be most of the cost of a flood), no OPTIONS pings to SIPp.
+
+    Overload control is off here: what is shown is that the admission before parsing keeps the flood away.
+    With it on, a PBX starved of CPU (this test beside others on two cores in CI) answers a few of SIPp's
+    new requests 503 while the flood's datagrams wait in the socket ahead of the admission, and SIPp, unlike
+    a phone, does not retry after Retry-After (overload is shown by test_overload_sipp.py)."""
     directory.mkdir(parents=True)
     low, high = rtp_range()
-    extra = f'[media]\nrtp_port_min = {low}\nrtp_port_max = {high}\n\n[registrar]\nkeepalive = "crlf"\n'
+    extra = (
+        f'[media]\nrtp_port_min = {low}\nrtp_port_max = {high}\n\n[registrar]\nkeepalive = "crlf"\n\n'
+        "[overload]\nenabled = false\n"
+    )
     ports = write_config(directory, ipv6=False, trace=False, extra=extra)
     pbx = CallPbx(PbxProcess(ports["path"]), ports, directory, (low, high))
     pbx.write_dialplan("dial 1002\n")
@@ -139,10 +146,7 @@ class Legitimate:
             print(f"{name}: {ok} succeeded, {failed} failed, mean response time {mean:.1f} ms")
         errors = "\n".join(str(s) for s in self.group.running if s.name in ("registers", "calls"))
         for name, (ok, _failed, _mean) in results.items():
-            # The issue's figure is 99.9 % (all of them at these counts, as bench/ and a quiet run show); CI
-            # runs this beside other end-to-end tests on two cores, where a starved PBX sheds a request or
-            # two with 503 (overload control) during the flood's first tenth of a second: 99 % here.
-            assert ok >= 0.99 * expected[name], (name, results, self.pbx.tail(), errors[-4000:])
+            assert ok >= 0.999 * expected[name], (name, results, self.pbx.tail(), errors[-4000:])
 
 
 def flooder(kind: str, source: str, port: int, rate: float, seconds: float) -> subprocess.Popen[str]:
