@@ -59,12 +59,8 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
     transports = stack.transport
     queue_delay = None
     if transports is not None:  # input waiting in the UDP sockets' buffers counts as lag too
-        counters = transports.monitor.counters
-        queue_delay = SocketQueueDelay(
-            the_reactor,
-            lambda: transports.udp_sockets,
-            lambda: counters.messages_received + counters.undecodable + stack.counters["screened"],
-        )
+        intake = transports.intake  # drained at the rate of every datagram read, refused ones included
+        queue_delay = SocketQueueDelay(the_reactor, lambda: transports.udp_sockets, lambda: intake.read)
     monitor = LagMonitor(
         the_reactor,
         interval=settings.lag_interval,
@@ -82,7 +78,7 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
     guard = OverloadGuard(the_reactor, monitor, policy)
     stack.set_overload(guard)
     if transports is not None:
-        transports.monitor.screen = stack.screen_datagram
+        transports.intake.screen = stack.screen_datagram
     monitor.listeners.append(LevelLog(guard))
     if transports is not None and settings.receive_buffer:
         normal = getattr(transports, "_udp_receive_buffer", 0) or UDP_RECEIVE_BUFFER
