@@ -147,6 +147,13 @@ class SocketQueueDelay:
     give the datagrams waiting; over the rate the loop reads them (smoothed, at least `min_rate`) that is
     the wait. Meant as `LagMonitor`'s `queue_delay`, called once per sample.
 
+    The read rate counts every datagram read, those the admission refuses included (`read`: the pre-parse
+    entry's total, `pbx.sip.intake`): a flood of a blocked source drains at about a microsecond a datagram
+    and is no backlog. A backlog is one when two samples in a row see it (the smaller of the last two
+    estimates is returned): when a flood starts, the loop is busy with the burst the admission let through
+    while the flood fills the buffer, and the rate of that turn says nothing of how fast the rest drains
+    (the next turn drops it); a real backlog of the server's own work is still there one sample later.
+
     Args:
         clock: the reactor's time.
         sockets: the sockets to look at now (listeners open after this is built).
@@ -173,6 +180,7 @@ class SocketQueueDelay:
         self.rate = min_rate
         self.queued = 0.0
         self._last: tuple[float, int] | None = None  # (time, datagrams read) at the last call
+        self._previous = 0.0  # the estimate of the last call
         self._supported = True
 
     def __call__(self) -> float:
@@ -191,7 +199,10 @@ class SocketQueueDelay:
                     queued = 0
                     break
         self.queued = queued / self._per_datagram
-        return self.queued / self.rate
+        estimate = self.queued / self.rate
+        confirmed = min(estimate, self._previous)
+        self._previous = estimate
+        return confirmed
 
 
 class ReceiveBufferLimit:

@@ -186,6 +186,32 @@ def test_socket_queue_delay_is_what_waits_over_the_read_rate() -> None:
     assert clock.getDelayedCalls() == []
 
 
+def test_a_backlog_seen_by_one_sample_only_is_not_counted() -> None:
+    """A flood starts: the loop spends a turn on the burst the admission lets through (200 reads in 50 ms)
+    while 3,000 datagrams fill the buffer; the next turn drops them (12,000 reads): no backlog. A backlog
+    that stays is counted from its second sample."""
+    clock = Clock()
+    read = [0]
+    sock = FakeSocket(0)
+    delay = SocketQueueDelay(clock, lambda: [sock], lambda: read[0])
+    delay()
+    clock.advance(0.05)
+    read[0] += 200
+    sock.queued = 3000 * 1280
+    assert delay() == 0.0  # 3,000 over 2,250/s would have said 1.3 s
+    clock.advance(0.05)
+    read[0] += 3600
+    sock.queued = 10 * 1280
+    assert delay() < 0.01
+    for _ in range(6):  # the server's own work piles up: 2,000 waiting, read at 1,000/s (the rate follows)
+        clock.advance(0.05)
+        read[0] += 50
+        sock.queued = 2000 * 1280
+        measured = delay()
+    assert measured > 0.5
+    assert clock.getDelayedCalls() == []
+
+
 def test_socket_queue_delay_measures_nothing_where_unsupported() -> None:
     class NotLinux:
         def getsockopt(self, level: int, option: int, size: int) -> bytes:
@@ -205,6 +231,7 @@ def test_socket_queue_delay_on_a_real_socket() -> None:
         delay = SocketQueueDelay(Clock(), lambda: [receiver], lambda: 0, min_rate=100)
         for _ in range(50):
             sender.sendto(b"x" * 500, receiver.getsockname())
+        assert delay() == 0.0  # a backlog is one when two samples in a row see it
         measured = delay()
         if sys.platform.startswith("linux"):
             assert 20 <= delay.queued <= 100 and measured == pytest.approx(delay.queued / 100)
