@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 
 from pbx.config import parse_config
 from pbx.service.overload import build_overload
 from pbx.service.sip import build_sip
-from pbx.sip.overload import CRITICAL, HIGH, ReceiveBufferLimit
+from pbx.sip.overload import CRITICAL, HIGH, QueueDrop, ReceiveBufferLimit
 
 DOCUMENT = {
     "sip": {"listen": [{"transport": "udp", "host": "127.0.0.1", "port": 5060}]},
@@ -61,7 +62,7 @@ def test_the_read_rate_counts_every_datagram_read_refused_ones_included(tmp_path
     the pre-parse entry counts once, whether the admission refused it, the overload screen dealt with it or
     it was parsed (a flood the admission drops at a microsecond each drains fast: it is no backlog)."""
     overload, stack, reactor = build(tmp_path, {})
-    delay = overload.monitor.queue_delay
+    delay = overload.socket_delay
     intake = stack.transport.intake
     assert delay is not None and delay.rate == 500.0
     delay()
@@ -81,3 +82,25 @@ def test_the_receive_buffers_shrink_from_the_level_asked(tmp_path: Path) -> None
         [limit] = [f for f in overload.monitor.listeners if isinstance(f, ReceiveBufferLimit)]
         assert limit.from_level == level
         assert reactor.getDelayedCalls() == []
+
+
+def test_queue_drop_is_off_by_default_and_attached_when_asked(tmp_path: Path) -> None:
+    overload, _stack, reactor = build(tmp_path, {})
+    assert not [f for f in overload.monitor.listeners if isinstance(f, QueueDrop)]
+    overload, stack, reactor = build(tmp_path, {"queue_drop": 0.1})
+    [drop] = [f for f in overload.monitor.listeners if isinstance(f, QueueDrop)]
+    assert drop.target == 0.1 and stack.transport.intake.new_starts == overload.guard.starts
+    assert reactor.getDelayedCalls() == []
+
+
+def test_samples_add_the_wait_behind_work_in_flight(tmp_path: Path) -> None:
+    overload, _stack, reactor = build(tmp_path, {"follow_completions": True})
+    guard = overload.guard
+    assert guard.policy.follow_completions
+    for _ in range(1000):
+        guard.work_started()
+    overload.startService()
+    reactor.advance(0.05)
+    assert overload.monitor.last == pytest.approx(1000 / guard.min_work_rate)
+    overload.stopService()
+    assert reactor.getDelayedCalls() == []

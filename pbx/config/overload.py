@@ -22,6 +22,8 @@ OVERLOAD_KEYS: tuple[str, ...] = (
     "stateless_cache_size",
     "receive_buffer",
     "receive_buffer_level",
+    "follow_completions",
+    "queue_drop",
 )
 
 
@@ -47,6 +49,10 @@ class OverloadConfig:
             stays short and the kernel drops the excess; 0 leaves them alone.
         receive_buffer_level: the lag level from which they are that small: "critical" (`lag_critical`)
             or "high" (`lag_high`); they grow back below `lag_high` either way.
+        follow_completions: from `lag_high`, admit new exchanges no faster than exchanges complete
+            (authenticated requests admitted), a little slower so that the queue drains.
+        queue_drop: seconds of wait in the UDP receive buffers from which new INVITEs and REGISTERs (no
+            credentials, no To tag) are dropped before parsing, until the wait is shorter; 0: never.
     """
 
     enabled: bool = True
@@ -61,3 +67,5 @@ class OverloadConfig:
     stateless_cache_size: int = 8192
     receive_buffer: int = 262144
     receive_buffer_level: str = "critical"
+    follow_completions: bool = False
+    queue_drop: float = 0.0

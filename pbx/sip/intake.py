@@ -44,19 +44,43 @@ class DatagramIntake:
         refused: datagrams the admission refused so far.
     """
 
-    __slots__ = ("admission", "read", "refused", "screen")
+    __slots__ = ("admission", "dropping", "new_starts", "read", "refused", "screen", "shed")
 
     def __init__(self, admission: Admission | None = None) -> None:
         self.admission = admission
         self.screen: Screen | None = None
         self.read = 0
         self.refused = 0
+        self.shed = 0
+        self.dropping = False
+        self.new_starts: tuple[bytes, ...] = (b"INVITE ", b"REGISTER ")
 
     def admit(self, host: str, datagram: bytes) -> bool:
-        """Count a datagram from source address `host`; whether the admission lets it go on."""
+        """Count a datagram from source address `host`; whether it goes on (the admission lets it, and it
+        is not a new exchange dropped while the receive queue is too long: `dropping`)."""
         self.read += 1
         admission = self.admission
-        if admission is None or admission.admit(host, datagram):
-            return True
-        self.refused += 1
+        if admission is not None and not admission.admit(host, datagram):
+            self.refused += 1
+            return False
+        if self.dropping and datagram.startswith(self.new_starts) and new_exchange(datagram):
+            self.shed += 1
+            return False
+        return True
+
+
+def new_exchange(datagram: bytes) -> bool:
+    """Whether a request's bytes start a new exchange: no credentials (Authorization, Proxy-Authorization)
+    and no To tag (not in a dialog). Cheap and conservative: anything else (folded lines included) is
+    no new exchange, and is not dropped unparsed."""
+    end = datagram.find(b"\r\n\r\n")
+    head = (datagram if end < 0 else datagram[:end]).lower()
+    if b"authorization" in head:
         return False
+    to = head.find(b"\r\nto:")
+    if to < 0:
+        to = head.find(b"\r\nt:")
+        if to < 0:
+            return False
+    line_end = head.find(b"\r\n", to + 2)
+    return b"tag=" not in head[to : line_end if line_end >= 0 else len(head)]

@@ -10,8 +10,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from pbx.sip.admission import Admission, Limit
-from pbx.sip.intake import DatagramIntake
-from pbx.sip.overload import NORMAL, LagMonitor, OverloadGuard, SocketQueueDelay, Verdict
+from pbx.sip.intake import DatagramIntake, new_exchange
+from pbx.sip.overload import NORMAL, LagMonitor, OverloadGuard, QueueDrop, SocketQueueDelay, Verdict
 from pbx.sip.parser import DEFAULT_LIMITS
 from pbx.sip.transport import TransportManager
 from tests.sip.test_transport import OPTIONS, FakeReactor, RecordingSink, udp_protocol
@@ -129,4 +129,63 @@ class FloodLagTests(SynchronousTestCase):
         monitor, verdicts = self.run_flood(lambda: intake.read - intake.refused, intake, clock)
         self.assertGreater(monitor.lag, 0.2)
         self.assertIn(Verdict.REJECT, verdicts)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+NEW_REGISTER = (
+    b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1\r\n"
+    b"From: <sip:1000@example.com>;tag=a\r\nTo: <sip:1000@example.com>\r\nCall-ID: c1\r\n"
+    b"CSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+class QueueDropTests(SynchronousTestCase):
+    def test_new_exchange_is_a_request_without_credentials_nor_to_tag(self) -> None:
+        self.assertTrue(new_exchange(NEW_REGISTER))
+        self.assertTrue(new_exchange(NEW_REGISTER.replace(b"To:", b"t:")))
+        with_credentials = NEW_REGISTER.replace(
+            b"Content-Length", b'Authorization: Digest username="1000"\r\nContent-Length'
+        )
+        self.assertFalse(new_exchange(with_credentials))
+        self.assertFalse(new_exchange(with_credentials.replace(b"Authorization", b"proxy-authorization")))
+        self.assertFalse(
+            new_exchange(
+                NEW_REGISTER.replace(b"To: <sip:1000@example.com>", b"To: <sip:1000@example.com>;tag=b")
+            )
+        )
+        self.assertFalse(
+            new_exchange(NEW_REGISTER.replace(b"To: ", b"X-To: "))
+        )  # no To line: not judged here
+        body = NEW_REGISTER.replace(
+            b"Content-Length: 0\r\n\r\n", b"Content-Length: 20\r\n\r\nAuthorization: body"
+        )
+        self.assertTrue(new_exchange(body))  # the body is not looked at
+
+    def test_while_the_queue_is_long_new_exchanges_are_dropped_before_parsing(self) -> None:
+        clock = Clock()
+        sink = RecordingSink()
+        protocol, _, _ = udp_protocol(sink)
+        intake = protocol.intake
+        sock = Queued()
+        reads = [0]
+        delay = SocketQueueDelay(clock, lambda: [sock], lambda: reads[0], min_rate=1000)
+        monitor = LagMonitor(clock, interval=0.05, queue_delay=delay)
+        monitor.listeners.append(QueueDrop(intake, delay, 0.1))
+        monitor.start()
+        sock.datagrams = 500  # 0.5 s at 1,000/s, two samples in a row
+        clock.pump([0.05, 0.05])
+        self.assertTrue(intake.dropping)
+        answered = NEW_REGISTER.replace(
+            b"Content-Length", b'Authorization: Digest username="1000"\r\nContent-Length'
+        )
+        for datagram in (NEW_REGISTER, answered, OPTIONS, NEW_REGISTER):
+            protocol.datagramReceived(datagram, ("192.0.2.1", 5060))
+        self.assertEqual(intake.shed, 2)
+        self.assertEqual([m.method for m, _ in sink.messages], ["REGISTER", "OPTIONS"])
+        sock.datagrams = 0
+        clock.advance(0.05)
+        self.assertFalse(intake.dropping)
+        protocol.datagramReceived(NEW_REGISTER, ("192.0.2.1", 5060))
+        self.assertEqual(len(sink.messages), 3)
+        monitor.stop()
         self.assertEqual(clock.getDelayedCalls(), [])

@@ -273,3 +273,63 @@ def test_receive_buffers_may_shrink_from_the_high_level() -> None:
         seen.append(limit.limited)
     assert seen == [False, True, True, True, False, True]
     assert sock.sizes == [1000, 9000, 1000]
+
+
+def test_work_delay_is_what_is_pending_over_the_rate_it_finishes() -> None:
+    """Little's law: 300 REGISTERs waiting for their store commits, finished at 200/s: a new one waits about
+    1.5 s, though the loop itself is idle; nothing pending: no wait (a slow rate alone is no wait)."""
+    clock = Clock()
+    guard = OverloadGuard(clock)
+    guard.min_work_rate = 10.0
+    assert guard.work_delay() == 0.0
+    for _ in range(400):
+        guard.work_started()
+    for _ in range(5):
+        clock.advance(0.05)
+        for _ in range(10):  # 200/s
+            guard.work_finished()
+        measured = guard.work_delay()
+    assert guard.pending == 350
+    assert guard.work_rate == pytest.approx(200 * (1 - 0.5**5))
+    assert measured == pytest.approx(350 / guard.work_rate)
+    monitor = LagMonitor(clock, interval=0.05, smoothing=1.0, queue_delay=guard.work_delay)
+    guard.monitor = monitor
+    monitor.listeners.append(guard.on_sample)
+    monitor.start()
+    clock.advance(0.05)
+    assert monitor.level() == CRITICAL
+    for _ in range(350):
+        guard.work_finished()
+    clock.advance(0.05)
+    assert monitor.lag == 0.0 and monitor.level() == NORMAL
+    monitor.stop()
+    assert clock.getDelayedCalls() == []
+
+
+def test_following_completions_admits_new_exchanges_as_fast_as_exchanges_complete() -> None:
+    """From `high`, new exchanges are admitted at the rate requests with credentials were (times `drain`),
+    however many arrive; below `high` that rate grows, and goes once the share is back at 1."""
+    clock = Clock()
+    monitor = LagMonitor(clock, interval=0.05, smoothing=1.0, high=0.2, critical=1.0)
+    guard = OverloadGuard(clock, monitor, OverloadPolicy(follow_completions=True, drain=0.9, increase=0.1))
+    monitor.start()
+    for _ in range(20):  # 400 exchanges/s complete
+        clock.advance(0.0025)
+        assert guard.admit(credentials=True) is ADMIT
+    clock.advance(0.3)  # the sample is 0.3 s late: HIGH
+    assert monitor.level() == HIGH
+    assert guard.completion_rate > 50.0
+    assert guard.admit_rate == pytest.approx(0.9 * guard.completion_rate)
+    rate = guard.admit_rate
+    admitted = 0
+    for _ in range(200):  # 5,000 new exchanges/s offered for 0.04 s
+        clock.advance(0.0002)
+        admitted += guard.admit(credentials=False) is ADMIT
+    assert admitted == pytest.approx(rate * 0.04, abs=1.5)
+    assert guard.counters["rejected_lag"] == 200 - admitted
+    clock.advance(0.011)  # on time again: the rate grows, then goes with the share back at 1
+    assert monitor.level() == NORMAL and guard.admit_rate == pytest.approx(1.1 * rate)
+    clock.pump([0.05] * 3)
+    assert guard.admit_share == 1.0 and guard.admit_rate == 0.0
+    monitor.stop()
+    assert clock.getDelayedCalls() == []
