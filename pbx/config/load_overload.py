@@ -50,6 +50,8 @@ def overload(parser: _Parser, value: object) -> OverloadConfig:
         receive_buffer_level=_level(table),
         follow_completions=parser._boolean(table, "follow_completions", path, False),
         queue_drop=parser._seconds(table, "queue_drop", path, 0.0, 0.0, 60.0),
+        finish_critical=parser._boolean(table, "finish_critical", path, False),
+        reject_high=parser._boolean(table, "reject_high", path, True),
     )
 
 

@@ -24,6 +24,8 @@ OVERLOAD_KEYS: tuple[str, ...] = (
     "receive_buffer_level",
     "follow_completions",
     "queue_drop",
+    "finish_critical",
+    "reject_high",
 )
 
 
@@ -53,6 +55,10 @@ class OverloadConfig:
             (authenticated requests admitted), a little slower so that the queue drains.
         queue_drop: seconds of wait in the UDP receive buffers from which new INVITEs and REGISTERs (no
             credentials, no To tag) are dropped before parsing, until the wait is shorter; 0: never.
+        finish_critical: at `lag_critical`, still admit requests with credentials (the second half of an
+            exchange admitted before); only new exchanges are shed.
+        reject_high: from `lag_high`, refuse a share of new exchanges with 503; false: admit them until
+            `lag_critical` (the kernel drops the excess, with small buffers from `receive_buffer_level`).
     """
 
     enabled: bool = True
@@ -69,3 +75,5 @@ class OverloadConfig:
     receive_buffer_level: str = "critical"
     follow_completions: bool = False
     queue_drop: float = 0.0
+    finish_critical: bool = False
+    reject_high: bool = True

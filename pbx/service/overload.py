@@ -81,6 +81,8 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
         retry_after=settings.retry_after,
         drop_critical=settings.drop_critical,
         follow_completions=settings.follow_completions,
+        finish_critical=settings.finish_critical,
+        reject_high=settings.reject_high,
     )
     guard = OverloadGuard(the_reactor, monitor, policy)
     stack.set_overload(guard)

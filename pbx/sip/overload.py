@@ -320,6 +320,11 @@ class OverloadPolicy:
             until the share is back at 1. A rate measured, not a share of what arrives: at 5x the held
             load a share of the arrivals swings, the rate of completions does not.
         drain: the part of the completion rate admitted while the lag is high (below 1: the queue drains).
+        finish_critical: at the critical level, still admit requests with credentials (the second half of
+            an exchange admitted before, whose first half's work would otherwise be lost), within the cap
+            on work in flight; only new exchanges are shed.
+        reject_high: from `high`, refuse a share of new exchanges (503); False: admit them until the
+            critical level and let the kernel drop the excess (`ReceiveBufferLimit` from `HIGH`).
     """
 
     methods: frozenset[str] = frozenset({"INVITE", "REGISTER"})
@@ -333,6 +338,8 @@ class OverloadPolicy:
     min_admit: float = 0.02
     follow_completions: bool = False
     drain: float = 0.95
+    finish_critical: bool = False
+    reject_high: bool = True
 
 
 class OverloadGuard:
@@ -428,7 +435,7 @@ class OverloadGuard:
         datagrams before parsing (`pbx.sip.peek` would only add its cost to the parser's)."""
         policy = self.policy
         return (
-            self.admit_share < 1.0
+            (self.admit_share < 1.0 and policy.reject_high)
             or policy.max_rate > 0
             or self.level() != NORMAL
             or (policy.max_pending > 0 and self.pending >= policy.max_pending)
@@ -444,7 +451,7 @@ class OverloadGuard:
         """
         counters = self.counters
         level = self.level()
-        if level == CRITICAL:
+        if level == CRITICAL and not (credentials and self.policy.finish_critical):
             if self.policy.drop_critical:
                 counters["dropped"] += 1
                 return Verdict.DROP
@@ -452,7 +459,7 @@ class OverloadGuard:
         policy = self.policy
         if policy.max_pending and self.pending >= policy.max_pending:
             return self._reject("rejected_pending")
-        if not credentials:
+        if not credentials and policy.reject_high:
             rate = self.admit_rate
             if rate:  # as fast as exchanges complete
                 if not self._take_completion_token(rate):
@@ -464,6 +471,7 @@ class OverloadGuard:
                     if self._credit < 1.0:
                         return self._reject("rejected_lag")
                     self._credit -= 1.0
+        if not credentials:
             if policy.max_rate and not self._take_token():
                 return self._reject("rejected_rate")
         else:

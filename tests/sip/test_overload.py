@@ -333,3 +333,24 @@ def test_following_completions_admits_new_exchanges_as_fast_as_exchanges_complet
     assert guard.admit_share == 1.0 and guard.admit_rate == 0.0
     monitor.stop()
     assert clock.getDelayedCalls() == []
+
+
+def test_finish_critical_keeps_admitting_the_second_half_of_exchanges() -> None:
+    guard = overloaded_guard(1.5, finish_critical=True)
+    assert guard.admit(credentials=True) is Verdict.ADMIT
+    assert guard.admit(credentials=False) is Verdict.DROP
+    guard = overloaded_guard(1.5, finish_critical=True, max_pending=1)
+    guard.work_started()
+    assert guard.admit(credentials=True) is Verdict.REJECT  # the cap on work in flight still holds
+
+
+def test_without_reject_high_only_the_critical_level_and_the_caps_refuse() -> None:
+    """`reject_high` false: from `high` the kernel sheds (small receive buffers), the guard admits, and
+    does not ask for the datagrams to be screened before parsing for it."""
+    guard = overloaded_guard(0.3, reject_high=False)
+    assert guard.admit(credentials=False) is Verdict.ADMIT
+    guard.admit_share = 0.5
+    assert guard.level() == HIGH and guard.shedding  # the level is high: retransmissions are screened
+    guard.monitor.lag = 0.0  # type: ignore[union-attr]
+    assert not guard.shedding  # a share below 1 alone no longer asks for screening
+    assert overloaded_guard(1.5, reject_high=False).admit(credentials=False) is Verdict.DROP
