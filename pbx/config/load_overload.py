@@ -52,6 +52,7 @@ def overload(parser: _Parser, value: object) -> OverloadConfig:
         queue_drop=parser._seconds(table, "queue_drop", path, 0.0, 0.0, 60.0),
         finish_critical=parser._boolean(table, "finish_critical", path, False),
         reject_high=parser._boolean(table, "reject_high", path, True),
+        receive_buffer_hold=parser._seconds(table, "receive_buffer_hold", path, 0.0, 0.0, 3600.0),
     )
 
 

@@ -26,6 +26,7 @@ OVERLOAD_KEYS: tuple[str, ...] = (
     "queue_drop",
     "finish_critical",
     "reject_high",
+    "receive_buffer_hold",
 )
 
 
@@ -59,6 +60,7 @@ class OverloadConfig:
             exchange admitted before); only new exchanges are shed.
         reject_high: from `lag_high`, refuse a share of new exchanges with 503; false: admit them until
             `lag_critical` (the kernel drops the excess, with small buffers from `receive_buffer_level`).
+        receive_buffer_hold: seconds below `lag_high` before small receive buffers grow back (0: at once).
     """
 
     enabled: bool = True
@@ -77,3 +79,4 @@ class OverloadConfig:
     queue_drop: float = 0.0
     finish_critical: bool = False
     reject_high: bool = True
+    receive_buffer_hold: float = 0.0

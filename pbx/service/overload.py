@@ -100,7 +100,10 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
     if transports is not None and settings.receive_buffer:
         normal = getattr(transports, "_udp_receive_buffer", 0) or UDP_RECEIVE_BUFFER
         level = HIGH if settings.receive_buffer_level == "high" else CRITICAL
-        limit = ReceiveBufferLimit(lambda: transports.udp_sockets, settings.receive_buffer, normal, level)
+        hold = round(settings.receive_buffer_hold / settings.lag_interval)
+        limit = ReceiveBufferLimit(
+            lambda: transports.udp_sockets, settings.receive_buffer, normal, level, hold=hold
+        )
         monitor.listeners.append(limit)
     return OverloadService(monitor, guard, socket_delay)
 

@@ -227,6 +227,8 @@ class ReceiveBufferLimit:
         overloaded_size: SO_RCVBUF (bytes) under overload.
         normal_size: SO_RCVBUF (bytes) to restore (the transport's setting).
         from_level: the lag level from which the buffers are small (`CRITICAL` or `HIGH`).
+        hold: samples below `HIGH` in a row before they grow back (0: at the first): a buffer that grows
+            back at once fills again with the next burst.
 
     Attributes:
         limited: whether the buffers are small now.
@@ -239,18 +241,25 @@ class ReceiveBufferLimit:
         overloaded_size: int,
         normal_size: int,
         from_level: int = CRITICAL,
+        hold: int = 0,
     ) -> None:
         self._sockets = sockets
         self.from_level = from_level
+        self.hold = hold
         self._small = overloaded_size
         self._normal = normal_size
         self.limited = False
+        self._calm = 0  # samples below HIGH in a row while limited
 
     def __call__(self, monitor: LagMonitor) -> None:
         level = monitor.level()
         limit = level >= self.from_level or (self.limited and level >= HIGH)
+        if self.limited:
+            self._calm = 0 if limit else self._calm + 1
+            limit = self._calm <= self.hold  # stay small for `hold` calm samples
         if limit == self.limited:
             return
+        self._calm = 0
         self.limited = limit
         size = self._small if limit else self._normal
         for sock in self._sockets():

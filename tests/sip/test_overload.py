@@ -275,6 +275,26 @@ def test_receive_buffers_may_shrink_from_the_high_level() -> None:
     assert sock.sizes == [1000, 9000, 1000]
 
 
+def test_small_receive_buffers_may_be_held_for_calm_samples() -> None:
+    class Sized:
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def setsockopt(self, level: int, option: int, size: int) -> None:
+            self.sizes.append(size)
+
+    sock = Sized()
+    limit = ReceiveBufferLimit(lambda: [sock], 1000, 9000, from_level=HIGH, hold=2)
+    monitor = LagMonitor(Clock(), high=0.2, critical=1.0)
+    seen = []
+    for lag in (0.3, 0.1, 0.1, 0.3, 0.1, 0.1, 0.1, 0.1):
+        monitor.lag = lag
+        limit(monitor)
+        seen.append(limit.limited)
+    assert seen == [True, True, True, True, True, True, False, False]
+    assert sock.sizes == [1000, 9000]
+
+
 def test_work_delay_is_what_is_pending_over_the_rate_it_finishes() -> None:
     """Little's law: 300 REGISTERs waiting for their store commits, finished at 200/s: a new one waits about
     1.5 s, though the loop itself is idle; nothing pending: no wait (a slow rate alone is no wait)."""
