@@ -67,7 +67,12 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
     socket_delay = None
     if transports is not None:  # input waiting in the UDP sockets' buffers counts as lag too
         intake = transports.intake  # drained at the rate of every datagram read, refused ones included
-        socket_delay = SocketQueueDelay(the_reactor, lambda: transports.udp_sockets, lambda: intake.read)
+        socket_delay = SocketQueueDelay(
+            the_reactor,
+            lambda: transports.udp_sockets,
+            lambda: intake.read,
+            refused=lambda: intake.refused,
+        )
     monitor = LagMonitor(
         the_reactor,
         interval=settings.lag_interval,

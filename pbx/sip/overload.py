@@ -155,15 +155,19 @@ class SocketQueueDelay:
 
     The read rate counts every datagram read, those the admission refuses included (`read`: the pre-parse
     entry's total, `pbx.sip.intake`): a flood of a blocked source drains at about a microsecond a datagram
-    and is no backlog. A backlog is one when two samples in a row see it (the smaller of the last two
-    estimates is returned): when a flood starts, the loop is busy with the burst the admission let through
-    while the flood fills the buffer, and the rate of that turn says nothing of how fast the rest drains
-    (the next turn drops it); a real backlog of the server's own work is still there one sample later.
+    and is no backlog. While most of what was read since the last call was refused (`refused`: the
+    admission's running total), a backlog is one when two samples in a row see it (the smaller of the last
+    two estimates is returned): when a flood starts, the loop is busy with the burst the admission let
+    through while the flood fills the buffer, and the rate of that turn says nothing of how fast the rest
+    drains (the next turn drops it); a real backlog of the server's own work is still there one sample
+    later. Otherwise the estimate is returned at once (a growing backlog of the server's own work must be
+    seen without delay).
 
     Args:
         clock: the reactor's time.
         sockets: the sockets to look at now (listeners open after this is built).
         read: datagrams read so far (a running total).
+        refused: datagrams the admission refused so far (a running total), or None.
         bytes_per_datagram: receive-buffer bytes one queued datagram takes.
         min_rate: the read rate assumed at least (datagrams per second), so that an idle loop that just got
             a burst is not taken for a slow one.
@@ -177,8 +181,11 @@ class SocketQueueDelay:
         *,
         bytes_per_datagram: int = 1280,
         min_rate: float = 500.0,
+        refused: Callable[[], int] | None = None,
     ) -> None:
         self._clock = clock
+        self._refused = refused
+        self._refused_before = 0
         self._sockets = sockets
         self._read = read
         self._per_datagram = bytes_per_datagram
@@ -194,6 +201,9 @@ class SocketQueueDelay:
         now, count = self._clock.seconds(), self._read()
         then, before = self._last or (now, count)
         self._last = (now, count)
+        refused = self._refused() if self._refused is not None else 0
+        flooded = refused > self._refused_before  # the admission refused some since the last call
+        self._refused_before = refused
         if now > then:
             self.rate = max(self._min_rate, 0.5 * self.rate + 0.5 * (count - before) / (now - then))
         queued = 0
@@ -207,7 +217,7 @@ class SocketQueueDelay:
                     break
         self.queued = queued / self._per_datagram
         estimate = self.queued / self.rate
-        self.delay = min(estimate, self._previous)
+        self.delay = min(estimate, self._previous) if flooded else estimate
         self._previous = estimate
         return self.delay
 

@@ -94,7 +94,7 @@ class FloodLagTests(SynchronousTestCase):
 
     def run_flood(self, read: Any, intake: DatagramIntake, clock: Clock) -> tuple[LagMonitor, list[Verdict]]:
         sock = Queued()
-        delay = SocketQueueDelay(clock, lambda: [sock], read)
+        delay = SocketQueueDelay(clock, lambda: [sock], read, refused=lambda: intake.refused)
         monitor = LagMonitor(clock, interval=0.05, queue_delay=delay)
         guard = OverloadGuard(clock, monitor)
         delay()  # the monitor ran before the flood began
