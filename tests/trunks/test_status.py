@@ -191,7 +191,8 @@ def test_cli_shows_every_nodes_view_from_the_store(
     rows = [
         TrunkStatus(
             tenant="default", trunk="carrier", node="pbx1:5071", state="registered",
-            registration="registered", code=200, reason="OK", expires_at=4e9, contact="<sip:u@127.0.0.1:5071>", updated_at=1.0,
+            registration="registered", code=200, reason="OK", expires_at=4e9,
+            contact="<sip:u@127.0.0.1:5071>", updated_at=1.0,
         ),
         TrunkStatus(
             tenant="default", trunk="carrier", node="pbx2:5072", state="failed", registration="failed",
