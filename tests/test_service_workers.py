@@ -406,3 +406,21 @@ def test_options_default_to_one_worker_and_refuse_sqlite_with_several(tmp_path: 
     ok = Options()
     ok.parseOptions(["-c", str(write(tmp_path, PG)), "--workers", "2", "--worker-index", "1"])
     assert (ok["workers"], ok["worker-index"]) == (2, 1)
+
+
+def test_with_a_shared_store_a_node_keeps_alive_only_the_phones_it_registered(tmp_path: Path) -> None:
+    from pbx.service.registrar import owned_bindings
+    from pbx.store import Binding
+
+    def bound(local: str) -> Binding:
+        return Binding(
+            tenant="default", aor="1000", contact="sip:1000@192.0.2.1", expires_at=60.0, q=1.0, call_id="c",
+            cseq=1, received="udp:192.0.2.1:5060", local=local, registered_at=0.0,
+        )  # fmt: skip
+
+    worker1 = worker_config(config_of(tmp_path), 1, 2)
+    owned = owned_bindings(worker1)
+    assert owned is not None
+    assert owned(bound("udp:127.0.0.1:5071")) and owned(bound("tcp:127.0.0.1:5071")) and owned(bound(""))
+    assert not owned(bound("udp:127.0.0.1:5070"))  # worker 0's
+    assert owned_bindings(config_of(tmp_path, store="")) is None  # one process on SQLite: every binding
