@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import time
 
 import pytest
 
@@ -55,9 +56,8 @@ def worker_pids(process: PbxProcess) -> dict[int, int]:
     return pids
 
 
-def test_two_workers_share_registrations_restart_and_stop_together(sipp, tmp_path):  # noqa: F811
-    base = two_free_ports()
-    low, high = rtp_range(80)
+def write_config(tmp_path, base: int, low: int, high: int):
+    """The workers' config: one UDP listener on `base`, the tests' PostgreSQL, the demo extensions."""
     (tmp_path / "dialplans" / "default").mkdir(parents=True)
     (tmp_path / "dialplans" / "default" / "main.j2").write_text(DEMO_DIALPLAN)
     config = tmp_path / "pbx.toml"
@@ -69,7 +69,13 @@ def test_two_workers_share_registrations_restart_and_stop_together(sipp, tmp_pat
         '[registrar]\nkeepalive = "crlf"\n\n[calls]\ndrain_timeout = 10\n\n'
         '[tenants.default]\ndomain = "localhost"\naliases = ["127.0.0.1"]\n\n' + demo_extensions()
     )
-    process = PbxProcess(config, ["--workers", "2"])
+    return config
+
+
+def test_two_workers_share_registrations_restart_and_stop_together(sipp, tmp_path):  # noqa: F811
+    base = two_free_ports()
+    low, high = rtp_range(80)
+    process = PbxProcess(write_config(tmp_path, base, low, high), ["--workers", "2"])
     try:
         process.wait_for(r"PBX ready: SIP on udp 127\.0\.0\.1:\d+; .*\(worker \d of 2\)", timeout=60, count=2)
         for index in (0, 1):
@@ -113,3 +119,24 @@ def test_two_workers_share_registrations_restart_and_stop_together(sipp, tmp_pat
     assert len(process.wait_for(r"PBX worker \d \(pid \d+\) stopped: signal 15", count=2)) == 2
     assert "PBX supervisor: every worker has stopped" in process.output
     assert "Traceback" not in process.output
+
+
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path):
+    """`kill -9` of the supervisor leaves no orphan: each worker sees its parent gone and stops."""
+    low, high = rtp_range(40)
+    process = PbxProcess(write_config(tmp_path, two_free_ports(), low, high), ["--workers", "2"])
+    try:
+        process.wait_for(r"PBX ready: .*\(worker \d of 2\)", timeout=60, count=2)
+        pids = worker_pids(process)
+        os.kill(process.proc.pid, signal.SIGKILL)
+        process.wait_for(rf"PBX supervisor \(pid {process.proc.pid}\) is gone: this worker stops", count=2)
+        for pid in pids.values():
+            deadline = time.monotonic() + 20
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)  # polling for an event: the worker's exit (not our child: no wait())
+            assert not alive(pid), process.output[-3000:]
+    finally:
+        process.stop(signal.SIGKILL)
+        for pid in worker_pids(process).values():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
