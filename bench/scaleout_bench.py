@@ -207,9 +207,10 @@ class Row:
         ok = r.server_alive and r.stats.created >= r.expected and r.failure_ratio < max_failures
         return "yes" if ok else "NO"
 
-    def pbx_ms(self) -> str:
+    def pbx_ms(self, name: str = "pbx") -> str:
+        """CPU milliseconds of `name` per completed call."""
         ok = self.result.stats.successful
-        return f"{1000 * self.cpu['pbx'] / ok:.2f}" if ok else "-"
+        return f"{1000 * self.cpu[name] / ok:.2f}" if ok and name in self.cpu else "-"
 
 
 def run_config(name: str, args: argparse.Namespace, workdir: Path, rows: list[Row]) -> None:
@@ -314,7 +315,8 @@ def step_cells(row: Row, max_failures: float) -> list[object]:
 
 SUMMARY_HEADERS = [
     "config", "front", "relay", "PBX procs", "calls/s held", "per PBX process", "PBX CPU %", "Kamailio CPU %",
-    "PostgreSQL CPU %", "rtpengine CPU %", "SIPp CPU %", "PBX CPU ms/call", "calls up at once (held?)",
+    "PostgreSQL CPU %", "rtpengine CPU %", "SIPp CPU %", "PBX CPU ms/call", "Kamailio CPU ms/call",
+    "calls up at once (held?)",
 ]  # fmt: skip
 
 
@@ -332,12 +334,12 @@ def summary(rows: list[Row], args: argparse.Namespace) -> list[list[object]]:
         if concurrent is not None:
             up = f"{concurrent.peak} ({concurrent.verdict(args.max_failures)})"
         if best is None:
-            cells: list[object] = ["none", "-", "-", "-", "-", "-", "-", "-"]
+            cells: list[object] = ["none", "-", "-", "-", "-", "-", "-", "-", "-"]
         else:
             cells = [
                 best.result.rate, f"{best.result.rate / first.workers:.0f}", best.percent("pbx"),
                 best.percent("kamailio"), best.percent("postgresql"), best.percent("rtpengine"),
-                best.percent("sipp"), best.pbx_ms(),
+                best.percent("sipp"), best.pbx_ms(), best.pbx_ms("kamailio"),
             ]  # fmt: skip
         front = "Kamailio" if first.front else "none"
         table.append([name, front, first.relay, first.workers, *cells, up])
