@@ -152,7 +152,8 @@ class Kamailio:
 
 def front_scenarios(directory: Path) -> Path:
     """bench/scenarios with call_uac.xml's ACK and BYE carrying the route set (`[routes]`: the Record-Route of
-    Kamailio, which relays in-dialog requests only by their Route), for calls_bench.Bench behind the front."""
+    Kamailio, which relays in-dialog requests only by their Route), and call_uas.xml's 180 and 200 the
+    INVITE's Record-Route, for calls_bench.Bench behind the front."""
     directory.mkdir(parents=True, exist_ok=True)
     for path in calls_bench.SCENARIOS.glob("*.xml"):
         shutil.copyfile(path, directory / path.name)
@@ -163,6 +164,15 @@ def front_scenarios(directory: Path) -> Path:
             raise RuntimeError(f"bench/scenarios/call_uac.xml: no single {line!r}")
         text = text.replace(line, line + "[routes]\n")
     (directory / "call_uac.xml").write_text(text)
+    # The callee's 180 and 200 carry the INVITE's Record-Route (RFC 3261 12.1.1), so the PBX sends its ACK
+    # and BYE through Kamailio; without it the ACK never reaches the UAS, which retransmits its 200.
+    text = (calls_bench.SCENARIOS / "call_uas.xml").read_text()
+    for status in ("180 Ringing", "200 OK"):
+        head = f"SIP/2.0 {status}\n"
+        at = text.index(head)
+        cseq = text.index("[last_CSeq:]\n", at) + len("[last_CSeq:]\n")
+        text = text[:cseq] + "[last_Record-Route:]\n" + text[cseq:]
+    (directory / "call_uas.xml").write_text(text)
     return directory
 
 
