@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from pbx.media.dtmf import DtmfReceiver, TelephoneEvent
 from pbx.media.rtp import RtpPacket
-from pbx.sip.sdp import SdpError, SessionDescription
+from pbx.sip.sdp import telephone_event_types
 
 DIGIT_PAUSE = 3.0
 """Seconds after the last digit of the number at which the transfer starts without a closing `#`."""
@@ -36,19 +36,13 @@ CODE = re.compile(r"[0-9*#]{1,4}")
 
 
 def event_payload_types(bodies: Iterable[bytes | None]) -> frozenset[int]:
-    """The telephone-event payload types named in any of the SDP `bodies` (the phone's and ours)."""
+    """The telephone-event payload types named in any of the SDP `bodies` (the phone's and ours: bodies
+    the call's media bridge took, so already parsed once; `telephone_event_types` reads only their m= and
+    rtpmap lines)."""
     found: set[int] = set()
-    for body in bodies:
-        if not body:
-            continue
-        try:
-            sdp = SessionDescription.parse(body)
-        except SdpError:
-            continue
-        for media in sdp.media:
-            for pt, entry in media.rtpmap.items():
-                if entry.encoding.lower() == "telephone-event" and pt.isdigit():
-                    found.add(int(pt))
+    for body in set(bodies):  # a side's offer is often its session's remote body too: read once
+        if body:
+            found |= telephone_event_types(body)
     return frozenset(found)
 
 
