@@ -277,6 +277,11 @@ class CallTracer:
         self._sip: dict[str, tuple[CallTrace, str]] = {}  # any leg's Call-ID -> (trace, party)
         self._recent: deque[CallTrace] = deque()
         self._failed: deque[CallTrace] = deque()
+        # The last INVITE received and sent whose Call-ID no trace knew yet: (Call-ID, bytes). The caller's
+        # INVITE arrives (and an outbound leg's is sent) just before `call_started` (`leg_started`) makes
+        # its trace, which then keeps these bytes instead of writing the message again.
+        self._invite_in: tuple[str, bytes] | None = None
+        self._invite_out: tuple[str, bytes] | None = None
 
     # -- lookups ----------------------------------------------------------------------------------------
 
@@ -312,7 +317,7 @@ class CallTracer:
 
     def sip_message(self, direction: str, transport: str, flow: Any, data: bytes) -> None:
         """`TransportManager.trace`: add a message of a traced call to its trace."""
-        if not self._sip:
+        if not self._sip and not data.startswith(b"INVITE "):  # no call traced: only an INVITE may start one
             return
         start = data.find(b"\r\nCall-ID:")  # as the PBX and most phones write it; else any spelling
         if start >= 0:
@@ -324,8 +329,14 @@ class CallTracer:
             if found is None:
                 return
             call_id = found.group(1).strip()
-        entry = self._sip.get(call_id.decode("utf-8", "replace"))
+        text = call_id.decode("utf-8", "replace")
+        entry = self._sip.get(text)
         if entry is None:
+            if data.startswith(b"INVITE "):
+                if direction == "recv":
+                    self._invite_in = (text, data)
+                else:
+                    self._invite_out = (text, data)
             return
         trace, party = entry
         self._sip_event(trace, party, direction == "recv", (transport, *flow.remote_address[:2]), data)
@@ -359,7 +370,9 @@ class CallTracer:
         self._sip[call.id] = (trace, "caller")
         flow = call.txn.flow
         peer = (flow.transport, *flow.remote_address[:2])
-        self._sip_event(trace, "caller", True, peer, call.invite.to_bytes())
+        seen, self._invite_in = self._invite_in, None
+        raw = seen[1] if seen is not None and seen[0] == call.id else call.invite.to_bytes()
+        self._sip_event(trace, "caller", True, peer, raw)
 
     def leg_started(self, call: Call, leg: OutboundLeg) -> None:
         trace = self._active.get(call.id)
@@ -371,7 +384,9 @@ class CallTracer:
         self._sip[leg.call_id] = (trace, party)
         if leg.invite is not None:  # sent already: the hook did not know its Call-ID yet
             transport, host, port = leg.destination[:3]
-            self._sip_event(trace, party, False, (str(transport).upper(), host, port), leg.invite.to_bytes())
+            seen, self._invite_out = self._invite_out, None
+            raw = seen[1] if seen is not None and seen[0] == leg.call_id else leg.invite.to_bytes()
+            self._sip_event(trace, party, False, (str(transport).upper(), host, port), raw)
 
     def leg_ended(self, call: Call, leg: OutboundLeg) -> None:
         self.note(call, f"{leg.extension or leg.target.uri}: leg failed ({leg.status})", kind="leg")
