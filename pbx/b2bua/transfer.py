@@ -500,13 +500,14 @@ class Transfers:
         for side, session in (("a", call.a), ("b", call.b)):
             if call.media.srtp.legs.get(side) is not None:
                 continue  # SRTP: its events are encrypted; INFO still works
+            set_tap = getattr(call.media.session.leg(side), "set_tap", None)
+            if set_tap is None:
+                continue  # a relay that shows no packets (rtpengine): INFO still works
             bodies = [b[0] for b in (session.local_body, session.remote_body) if b is not None]
             if side == "a":
                 bodies.append(call.invite.body)
-            leg = call.media.session.leg(side)
-            set_tap = getattr(leg, "set_tap", None)
             types = event_payload_types(bodies)
-            if set_tap is not None and types:
+            if types:
                 set_tap(watch.tap(side, types))
 
     def dtmf_transfer(self, call: Call, side: str, number: str, code: str = "") -> None:
