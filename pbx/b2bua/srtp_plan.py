@@ -22,14 +22,14 @@ the codec plan's transform (transcoding, DTMF interworking), encrypt for the tar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pbx.media.interfaces import IRelaySession
 from pbx.media.relay_channel import Transform
 from pbx.media.srtp import SrtpEndpointLeg, SrtpLeg, SrtpStats, srtcp_transform, srtp_transform
 from pbx.sip.errors import SipError
-from pbx.sip.sdp import MediaDescription
+from pbx.sip.sdp import MediaDescription, replace
 from pbx.sip.sdp_crypto import (
     CryptoAttribute,
     answer_crypto,
@@ -75,6 +75,8 @@ def _strip(
     media: MediaDescription, proto: str, cryptos: tuple[CryptoAttribute, ...] = ()
 ) -> MediaDescription:
     attributes = tuple(a for a in media.attributes if a[0].lower() != "crypto")
+    if not cryptos and proto == media.proto and len(attributes) == len(media.attributes):
+        return media  # a plain stream staying plain (most calls): nothing to change
     attributes += tuple(("crypto", format_crypto(c)) for c in cryptos)
     return replace(media, proto=proto, attributes=attributes)
 
