@@ -100,18 +100,26 @@ def _size(event: dict[str, Any]) -> int:
 class SipEvent:
     """A SIP message in a trace: what the dict of another event would hold (`t`, `kind` "sip", `party`,
     `dir`, `peer`, `raw`), in a slotted object (a held call keeps about ten: a dict each cost ~250 bytes
-    more). Read as a mapping (`event["dir"]`, `event.get(...)`, `as_dict()`)."""
+    more; the peer is kept as the transport and the flow's own address tuple, made into `peer` when read).
+    Read as a mapping (`event["dir"]`, `event.get(...)`, `as_dict()`)."""
 
-    __slots__ = ("dir", "party", "peer", "raw", "t")
+    __slots__ = ("address", "dir", "party", "raw", "t", "transport")
 
     kind = "sip"
 
-    def __init__(self, t: float, party: str, inbound: bool, peer: tuple[Any, ...], raw: bytes) -> None:
+    def __init__(
+        self, t: float, party: str, inbound: bool, transport: str, address: tuple[Any, ...], raw: bytes
+    ) -> None:
         self.t = t
         self.party = party
         self.dir = "in" if inbound else "out"
-        self.peer = peer
+        self.transport = transport
+        self.address = address
         self.raw = raw
+
+    @property
+    def peer(self) -> tuple[Any, ...]:
+        return (self.transport, *self.address[:2])
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -339,16 +347,22 @@ class CallTracer:
                     self._invite_out = (text, data)
             return
         trace, party = entry
-        self._sip_event(trace, party, direction == "recv", (transport, *flow.remote_address[:2]), data)
+        self._sip_event(trace, party, direction == "recv", transport, flow.remote_address, data)
 
     def _sip_event(
-        self, trace: CallTrace, party: str, inbound: bool, peer: tuple[Any, ...], data: bytes
+        self,
+        trace: CallTrace,
+        party: str,
+        inbound: bool,
+        transport: str,
+        address: tuple[Any, ...],
+        data: bytes,
     ) -> None:
         """Keep the message's bytes (its head and up to `body_bytes` of its body); the API summarises them."""
         head = data.find(b"\r\n\r\n")
         if head >= 0 and len(data) > head + 4 + self.body_bytes:
             data = data[: head + 4 + self.body_bytes] + b"[...]"
-        trace.add(SipEvent(self.clock.seconds(), party, inbound, peer, data), len(data) + 96)
+        trace.add(SipEvent(self.clock.seconds(), party, inbound, transport, address, data), len(data) + 96)
 
     # -- call observer ----------------------------------------------------------------------------------
 
@@ -369,10 +383,9 @@ class CallTracer:
         self._active[call.id] = trace
         self._sip[call.id] = (trace, "caller")
         flow = call.txn.flow
-        peer = (flow.transport, *flow.remote_address[:2])
         seen, self._invite_in = self._invite_in, None
         raw = seen[1] if seen is not None and seen[0] == call.id else call.invite.to_bytes()
-        self._sip_event(trace, "caller", True, peer, raw)
+        self._sip_event(trace, "caller", True, flow.transport, flow.remote_address, raw)
 
     def leg_started(self, call: Call, leg: OutboundLeg) -> None:
         trace = self._active.get(call.id)
@@ -386,7 +399,7 @@ class CallTracer:
             transport, host, port = leg.destination[:3]
             seen, self._invite_out = self._invite_out, None
             raw = seen[1] if seen is not None and seen[0] == leg.call_id else leg.invite.to_bytes()
-            self._sip_event(trace, party, False, (str(transport).upper(), host, port), raw)
+            self._sip_event(trace, party, False, str(transport).upper(), (host, port), raw)
 
     def leg_ended(self, call: Call, leg: OutboundLeg) -> None:
         self.note(call, f"{leg.extension or leg.target.uri}: leg failed ({leg.status})", kind="leg")
