@@ -327,6 +327,8 @@ class CallTracer:
         """`TransportManager.trace`: add a message of a traced call to its trace."""
         if not self._sip and not data.startswith(b"INVITE "):  # no call traced: only an INVITE may start one
             return
+        if data.startswith(b"REGISTER "):  # never part of a call (RFC 3261 10: no dialog, its own Call-ID)
+            return
         start = data.find(b"\r\nCall-ID:")  # as the PBX and most phones write it; else any spelling
         if start >= 0:
             start += 10
