@@ -53,6 +53,9 @@ class Watched(NamedTuple):
     number: str
 
 
+_MAX_URIS = 4096
+
+
 def _with_state(entry: DialogEntry, state: str) -> DialogEntry:
     """`entry` in another state (`dataclasses.replace` without its field lookups: twice per call)."""
     return DialogEntry(
@@ -82,12 +85,20 @@ class BusyLamps:
         self._dialogs: dict[Watched, dict[str, DialogEntry]] = {}
         self._ringing: dict[tuple[Watched, str], int] = {}  # (resource, call id) -> legs still ringing
         self._ended: dict[Watched, DialogEntry] = {}  # the last dialog that ended, shown terminated
-        self._by_call: dict[str, set[Watched]] = {}
+        # Call-ID -> the resources it shows on (a tuple: one or two, kept for each call's length).
+        self._by_call: dict[str, tuple[Watched, ...]] = {}
+        self._uris: dict[tuple[str, str], str] = {}  # (number, domain) -> URI: one string for all calls
 
     # -- what the package asks ----------------------------------------------------------------------------
 
     def uri(self, tenant: str, number: str) -> str:
-        return f"sip:{number}@{self._domain(tenant) or tenant}"
+        domain = self._domain(tenant) or tenant
+        found = self._uris.get((number, domain))
+        if found is None:
+            if len(self._uris) >= _MAX_URIS:
+                self._uris.clear()
+            found = self._uris[(number, domain)] = f"sip:{number}@{domain}"
+        return found
 
     def document(self, resource: Watched, version: int) -> DialogInfo:
         """The full state of a resource as the subscriber's `version`-th document."""
@@ -107,7 +118,9 @@ class BusyLamps:
         if dialogs.get(key) == entry:
             return
         dialogs[key] = entry
-        self._by_call.setdefault(key, set()).add(resource)
+        known = self._by_call.get(key, ())
+        if resource not in known:
+            self._by_call[key] = (*known, resource)
         self._notifier.notify(EVENT, resource)
 
     def _end(self, resource: Watched, key: str) -> None:
@@ -119,8 +132,10 @@ class BusyLamps:
             del self._dialogs[resource]
         resources = self._by_call.get(key)
         if resources is not None:
-            resources.discard(resource)
-            if not resources:
+            left = tuple(r for r in resources if r != resource)
+            if left:
+                self._by_call[key] = left
+            else:
                 del self._by_call[key]
         self._ended[resource] = _with_state(entry, "terminated")
         self._notifier.notify(EVENT, resource)
@@ -190,14 +205,14 @@ class BusyLamps:
             self._end(resource, call.id)
 
     def call_answered(self, call: Any) -> None:
-        for resource in tuple(self._by_call.get(call.id, ())):
+        for resource in self._by_call.get(call.id, ()):
             entry = self._dialogs[resource][call.id]
             answered_here = resource.number in (call.caller.extension, call.callee_extension)
             if answered_here and entry.state != "confirmed":
                 self._set(resource, call.id, _with_state(entry, "confirmed"))
 
     def call_ended(self, call: Any) -> None:
-        for resource in tuple(self._by_call.get(call.id, ())):
+        for resource in self._by_call.get(call.id, ()):
             self._ringing.pop((resource, call.id), None)
             self._end(resource, call.id)
 
