@@ -614,9 +614,6 @@ class SessionDescription:
         return self.to_bytes()
 
 
-_EVENT_LINES = re.compile(rb"^(?:m=(.*)|a=(?i:rtpmap):(.*))$", re.MULTILINE)  # m= and a=rtpmap: lines
-
-
 def telephone_event_types(data: bytes | str) -> frozenset[int]:
     """The payload types that an SDP body's m= blocks map to telephone-event (RFC 4733), as
     `SessionDescription.parse(data)` then each `media.rtpmap` would give them, without building the
@@ -631,28 +628,38 @@ def telephone_event_types(data: bytes | str) -> frozenset[int]:
     found: set[int] = set()
     formats: list[str] | None = None  # the m= block being read: its formats
     declared: dict[str, RtpMap] = {}  # and its rtpmap lines (the first well-formed one for a type wins)
+    lines = _RTPMAP_LINES
     for m_line, rtpmap_line in _EVENT_LINES.findall(body):
         if rtpmap_line:
             if formats is not None:
-                pt, rest = _first_word(rtpmap_line.decode("utf-8", "surrogateescape"))
-                if pt not in declared:
-                    rtpmap = _rtpmap(rest)
-                    if rtpmap is not None:
-                        declared[pt] = rtpmap
+                known = lines.get(rtpmap_line)
+                if known is None:  # the few rtpmap lines phones send, each read once (bounded)
+                    pt, rest = _first_word(rtpmap_line.decode("utf-8", "surrogateescape"))
+                    known = (pt, _rtpmap(rest))
+                    if len(lines) >= _MAX_RTPMAPS:
+                        lines.clear()
+                    lines[rtpmap_line] = known
+                pt, rtpmap = known
+                if rtpmap is not None and pt not in declared:
+                    declared[pt] = rtpmap
             continue
         if formats is not None:
-            found.update(_events_of(formats, declared))
+            _add_events(found, formats, declared)
         formats, declared = m_line.decode("utf-8", "surrogateescape").split()[3:], {}
     if formats is not None:
-        found.update(_events_of(formats, declared))
+        _add_events(found, formats, declared)
     return frozenset(found)
 
 
-def _events_of(formats: list[str], declared: dict[str, RtpMap]) -> Iterable[int]:
+_EVENT_LINES = re.compile(rb"^(?:m=(.*)|a=(?i:rtpmap):(.*))$", re.MULTILINE)  # m= and a=rtpmap: lines
+_RTPMAP_LINES: dict[bytes, tuple[str, RtpMap | None]] = {}  # a=rtpmap: value -> (type, its map or None)
+
+
+def _add_events(found: set[int], formats: list[str], declared: dict[str, RtpMap]) -> None:
     for fmt in formats:
         rtpmap = declared.get(fmt)
         if rtpmap is not None and rtpmap.encoding.lower() == "telephone-event" and fmt.isdigit():
-            yield int(fmt)
+            found.add(int(fmt))
 
 
 _parse_text: Callable[[str], SessionDescription] | None = None  # pbx.sip.sdp_parser.parse_description
