@@ -192,7 +192,7 @@ class CallMetrics:
 
     def media_closing(self, call: Any, media: Any) -> None:
         try:
-            stats = media.session.stats()
+            stats = getattr(media, "final_stats", media.session.stats)()
         except Exception:
             return
         self.rtp_relayed += stats.a.packets + stats.b.packets

@@ -440,7 +440,7 @@ class CallTracer:
         if trace is None:
             return
         try:
-            stats = media.session.stats()
+            stats = getattr(media, "final_stats", media.session.stats)()
         except Exception:
             return
         for side, leg in (("a", stats.a), ("b", stats.b)):
