@@ -487,15 +487,7 @@ class Transfers:
         """Watch both parties of a connected `call` for `code` + number (`pbx.b2bua.dtmf_transfer`)."""
         if call.media is None or call.ended or call.b is None:
             return
-        ref = weakref.ref(call)
-
-        def fire(side: str, number: str) -> None:
-            found = ref()
-            if found is not None and not found.ended:
-                # Out of the relay's callback: the transfer re-INVITEs and moves relay legs.
-                self.b2bua.clock.callLater(0, self.dtmf_transfer, found, side, number, code)
-
-        watch = DigitWatch(self.b2bua.clock, code, fire)
+        watch = DigitWatch(self.b2bua.clock, code, _KeyedTransfer(self, weakref.ref(call), code))
         call.features = watch
         for side, session in (("a", call.a), ("b", call.b)):
             if call.media.srtp.legs.get(side) is not None:
@@ -576,3 +568,22 @@ class Transfers:
         if self.b2bua.observers:
             self.b2bua.observers.emit("call_transferred", call, call)
         return True
+
+
+class _KeyedTransfer:
+    """What a `DigitWatch` fires when a party keyed the code and a number (kept for each watched call's
+    length: a slotted callable, not a closure)."""
+
+    __slots__ = ("call", "code", "transfers")
+
+    def __init__(self, transfers: Transfers, call: weakref.ref[Call], code: str) -> None:
+        self.transfers = transfers
+        self.call = call
+        self.code = code
+
+    def __call__(self, side: str, number: str) -> None:
+        found = self.call()
+        if found is not None and not found.ended:
+            # Out of the relay's callback: the transfer re-INVITEs and moves relay legs.
+            transfers = self.transfers
+            transfers.b2bua.clock.callLater(0, transfers.dtmf_transfer, found, side, number, self.code)
