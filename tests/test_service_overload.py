@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 
 from pbx.config import parse_config
 from pbx.service.overload import build_overload
 from pbx.service.sip import build_sip
-from pbx.sip.overload import CRITICAL, HIGH, ReceiveBufferLimit
+from pbx.sip.overload import CRITICAL, HIGH, QueueDrop, ReceiveBufferLimit
 
 DOCUMENT = {
     "sip": {"listen": [{"transport": "udp", "host": "127.0.0.1", "port": 5060}]},
@@ -33,7 +34,7 @@ def test_defaults_attach_a_guard_and_run_the_monitor_while_started(tmp_path: Pat
         assert stack.overload is overload.guard and overload.guard is not None
         assert stack.stateless_cache.max_entries == 10
         assert stack.stateless_cache.lifetime == 32.0
-        assert stack.transport.monitor.screen == stack.screen_datagram
+        assert stack.transport.intake.screen == stack.screen_datagram
         overload.startService()
         assert overload.monitor.running
         reactor.advance(0.05)
@@ -56,17 +57,20 @@ def test_disabled_keeps_only_the_cache(tmp_path: Path) -> None:
     assert stack.stateless_cache.max_entries == 8192
 
 
-def test_the_read_rate_counts_each_datagram_once_screened_or_parsed(tmp_path: Path) -> None:
-    """The queue delay divides what waits by the rate the loop reads: a datagram dealt with before parsing
-    counts once (`screened`), a parsed one once (`messages_received`), a request shed after parsing too."""
+def test_the_read_rate_counts_every_datagram_read_refused_ones_included(tmp_path: Path) -> None:
+    """The queue delay divides what waits by the rate the loop drains the sockets: every datagram offered to
+    the pre-parse entry counts once, whether the admission refused it, the overload screen dealt with it or
+    it was parsed (a flood the admission drops at a microsecond each drains fast: it is no backlog)."""
     overload, stack, reactor = build(tmp_path, {})
-    delay = overload.monitor.queue_delay
+    delay = overload.socket_delay
+    intake = stack.transport.intake
     assert delay is not None and delay.rate == 500.0
     delay()
     reactor.advance(1.0)
-    stack.counters["screened"] += 6000
+    for _ in range(10000):
+        intake.admit("192.0.2.1", b"REGISTER sip:x SIP/2.0\r\n\r\n")
+    stack.counters["screened"] += 6000  # counted by the intake already
     stack.transport.monitor.counters.messages_received += 4000
-    stack.counters["shed"] += 3000  # shed after parsing: already counted as received
     delay()
     assert delay.rate == 0.5 * 500.0 + 0.5 * 10000.0  # smoothed: 10,000 datagrams read in that second
     assert reactor.getDelayedCalls() == []
@@ -78,3 +82,25 @@ def test_the_receive_buffers_shrink_from_the_level_asked(tmp_path: Path) -> None
         [limit] = [f for f in overload.monitor.listeners if isinstance(f, ReceiveBufferLimit)]
         assert limit.from_level == level
         assert reactor.getDelayedCalls() == []
+
+
+def test_queue_drop_is_off_by_default_and_attached_when_asked(tmp_path: Path) -> None:
+    overload, _stack, reactor = build(tmp_path, {})
+    assert not [f for f in overload.monitor.listeners if isinstance(f, QueueDrop)]
+    overload, stack, reactor = build(tmp_path, {"queue_drop": 0.1})
+    [drop] = [f for f in overload.monitor.listeners if isinstance(f, QueueDrop)]
+    assert drop.target == 0.1 and stack.transport.intake.new_starts == overload.guard.starts
+    assert reactor.getDelayedCalls() == []
+
+
+def test_samples_add_the_wait_behind_work_in_flight(tmp_path: Path) -> None:
+    overload, _stack, reactor = build(tmp_path, {"follow_completions": True})
+    guard = overload.guard
+    assert guard.policy.follow_completions
+    for _ in range(1000):
+        guard.work_started()
+    overload.startService()
+    reactor.advance(0.05)
+    assert overload.monitor.last == pytest.approx(1000 / guard.min_work_rate)
+    overload.stopService()
+    assert reactor.getDelayedCalls() == []

@@ -48,6 +48,11 @@ def overload(parser: _Parser, value: object) -> OverloadConfig:
         stateless_cache_size=parser._integer(table, "stateless_cache_size", path, 8192, 1, 10_000_000),
         receive_buffer=parser._integer(table, "receive_buffer", path, 262144, 0, 2**30),
         receive_buffer_level=_level(table),
+        follow_completions=parser._boolean(table, "follow_completions", path, False),
+        queue_drop=parser._seconds(table, "queue_drop", path, 0.0, 0.0, 60.0),
+        finish_critical=parser._boolean(table, "finish_critical", path, False),
+        reject_high=parser._boolean(table, "reject_high", path, True),
+        receive_buffer_hold=parser._seconds(table, "receive_buffer_hold", path, 0.0, 0.0, 3600.0),
     )
 
 

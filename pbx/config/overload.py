@@ -22,6 +22,11 @@ OVERLOAD_KEYS: tuple[str, ...] = (
     "stateless_cache_size",
     "receive_buffer",
     "receive_buffer_level",
+    "follow_completions",
+    "queue_drop",
+    "finish_critical",
+    "reject_high",
+    "receive_buffer_hold",
 )
 
 
@@ -47,6 +52,15 @@ class OverloadConfig:
             stays short and the kernel drops the excess; 0 leaves them alone.
         receive_buffer_level: the lag level from which they are that small: "critical" (`lag_critical`)
             or "high" (`lag_high`); they grow back below `lag_high` either way.
+        follow_completions: from `lag_high`, admit new exchanges no faster than exchanges complete
+            (authenticated requests admitted), a little slower so that the queue drains.
+        queue_drop: seconds of wait in the UDP receive buffers from which new INVITEs and REGISTERs (no
+            credentials, no To tag) are dropped before parsing, until the wait is shorter; 0: never.
+        finish_critical: at `lag_critical`, still admit requests with credentials (the second half of an
+            exchange admitted before); only new exchanges are shed.
+        reject_high: from `lag_high`, refuse a share of new exchanges with 503; false: admit them until
+            `lag_critical` (the kernel drops the excess, with small buffers from `receive_buffer_level`).
+        receive_buffer_hold: seconds below `lag_high` before small receive buffers grow back (0: at once).
     """
 
     enabled: bool = True
@@ -61,3 +75,8 @@ class OverloadConfig:
     stateless_cache_size: int = 8192
     receive_buffer: int = 262144
     receive_buffer_level: str = "critical"
+    follow_completions: bool = False
+    queue_drop: float = 0.0
+    finish_critical: bool = False
+    reject_high: bool = True
+    receive_buffer_hold: float = 0.0

@@ -20,6 +20,7 @@ from pbx.sip.overload import (
     LagMonitor,
     OverloadGuard,
     OverloadPolicy,
+    QueueDrop,
     ReceiveBufferLimit,
     SocketQueueDelay,
 )
@@ -33,9 +34,15 @@ _log = Logger(namespace="pbx")
 class OverloadService(service.Service):
     """Runs the lag monitor between start and stop; `guard` is None when overload control is off."""
 
-    def __init__(self, monitor: LagMonitor | None, guard: OverloadGuard | None) -> None:
+    def __init__(
+        self,
+        monitor: LagMonitor | None,
+        guard: OverloadGuard | None,
+        socket_delay: SocketQueueDelay | None = None,
+    ) -> None:
         self.monitor = monitor
         self.guard = guard
+        self.socket_delay = socket_delay
 
     def startService(self) -> None:
         super().startService()
@@ -57,20 +64,20 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
     if not settings.enabled:
         return OverloadService(None, None)
     transports = stack.transport
-    queue_delay = None
+    socket_delay = None
     if transports is not None:  # input waiting in the UDP sockets' buffers counts as lag too
-        counters = transports.monitor.counters
-        queue_delay = SocketQueueDelay(
+        intake = transports.intake  # drained at the rate of every datagram read, refused ones included
+        socket_delay = SocketQueueDelay(
             the_reactor,
             lambda: transports.udp_sockets,
-            lambda: counters.messages_received + counters.undecodable + stack.counters["screened"],
+            lambda: intake.read,
+            refused=lambda: intake.refused,
         )
     monitor = LagMonitor(
         the_reactor,
         interval=settings.lag_interval,
         high=settings.lag_high,
         critical=settings.lag_critical,
-        queue_delay=queue_delay,
     )
     policy = OverloadPolicy(
         max_pending=settings.max_pending,
@@ -78,18 +85,32 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
         burst=settings.burst,
         retry_after=settings.retry_after,
         drop_critical=settings.drop_critical,
+        follow_completions=settings.follow_completions,
+        finish_critical=settings.finish_critical,
+        reject_high=settings.reject_high,
     )
     guard = OverloadGuard(the_reactor, monitor, policy)
     stack.set_overload(guard)
+    # New work waits in the sockets' buffers and behind the work in flight (store commits wait in their
+    # own queue while the loop idles): both are part of each sample.
+    monitor.queue_delay = (
+        guard.work_delay if socket_delay is None else lambda: socket_delay() + guard.work_delay()
+    )
     if transports is not None:
-        transports.monitor.screen = stack.screen_datagram
+        transports.intake.screen = stack.screen_datagram
+        if socket_delay is not None and settings.queue_drop > 0:
+            transports.intake.new_starts = guard.starts
+            monitor.listeners.append(QueueDrop(transports.intake, socket_delay, settings.queue_drop))
     monitor.listeners.append(LevelLog(guard))
     if transports is not None and settings.receive_buffer:
         normal = getattr(transports, "_udp_receive_buffer", 0) or UDP_RECEIVE_BUFFER
         level = HIGH if settings.receive_buffer_level == "high" else CRITICAL
-        limit = ReceiveBufferLimit(lambda: transports.udp_sockets, settings.receive_buffer, normal, level)
+        hold = round(settings.receive_buffer_hold / settings.lag_interval)
+        limit = ReceiveBufferLimit(
+            lambda: transports.udp_sockets, settings.receive_buffer, normal, level, hold=hold
+        )
         monitor.listeners.append(limit)
-    return OverloadService(monitor, guard)
+    return OverloadService(monitor, guard, socket_delay)
 
 
 class LevelLog:

@@ -88,9 +88,6 @@ class TransportMonitor:
         self._interval = log_interval
         self._burst = log_burst
         self._windows: dict[str, list[float]] = {}  # kind -> [window start, logged, suppressed]
-        # Asked with each UDP datagram (and its flow) before the parser: True means it was dealt with
-        # (overload shedding, `pbx.sip.stack.SipStack.screen_datagram`); None asks nothing.
-        self.screen: Callable[[bytes, Any], bool] | None = None
 
     def traced(self, direction: str, flow: IFlow, data: bytes) -> None:
         """Pass a message to the trace hook, if any; a failing hook is logged, never raised."""

@@ -10,6 +10,10 @@ accepted (transactions in progress, dialogs, retransmissions) keeps completing.
 - `LagMonitor` measures the event loop's lag: a timer due every `interval` seconds notes how late it fired,
   smoothed (an exponentially weighted moving average). `lag` (seconds), `level()` and `overloaded` are the
   views others read (metrics, the shedding below). Time is injected.
+- `SocketQueueDelay` estimates how long datagrams wait in the UDP receive buffers (every datagram read
+  counts in the drain rate, those the admission refuses included), `OverloadGuard.work_delay` how long new
+  work waits behind the work in flight (Little's law); the monitor adds both to its samples.
+- `QueueDrop` (optional) drops new exchanges before parsing while the receive buffers' wait is too long.
 - `OverloadGuard` decides, for a new request that could start work (an INVITE or REGISTER outside any
   dialog), whether to admit it, refuse it with a stateless `503` + `Retry-After`, or drop it unanswered:
   from the lag level, a cap on work in flight (asynchronous work the transaction users have not finished)
@@ -34,6 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from pbx.sip.intake import DatagramIntake
 
 NORMAL, HIGH, CRITICAL = 0, 1, 2
 """Levels of `LagMonitor.level()`: below `high`, from `high`, from `critical`."""
@@ -147,10 +153,21 @@ class SocketQueueDelay:
     give the datagrams waiting; over the rate the loop reads them (smoothed, at least `min_rate`) that is
     the wait. Meant as `LagMonitor`'s `queue_delay`, called once per sample.
 
+    The read rate counts every datagram read, those the admission refuses included (`read`: the pre-parse
+    entry's total, `pbx.sip.intake`): a flood of a blocked source drains at about a microsecond a datagram
+    and is no backlog. While most of what was read since the last call was refused (`refused`: the
+    admission's running total), a backlog is one when two samples in a row see it (the smaller of the last
+    two estimates is returned): when a flood starts, the loop is busy with the burst the admission let
+    through while the flood fills the buffer, and the rate of that turn says nothing of how fast the rest
+    drains (the next turn drops it); a real backlog of the server's own work is still there one sample
+    later. Otherwise the estimate is returned at once (a growing backlog of the server's own work must be
+    seen without delay).
+
     Args:
         clock: the reactor's time.
         sockets: the sockets to look at now (listeners open after this is built).
         read: datagrams read so far (a running total).
+        refused: datagrams the admission refused so far (a running total), or None.
         bytes_per_datagram: receive-buffer bytes one queued datagram takes.
         min_rate: the read rate assumed at least (datagrams per second), so that an idle loop that just got
             a burst is not taken for a slow one.
@@ -164,8 +181,11 @@ class SocketQueueDelay:
         *,
         bytes_per_datagram: int = 1280,
         min_rate: float = 500.0,
+        refused: Callable[[], int] | None = None,
     ) -> None:
         self._clock = clock
+        self._refused = refused
+        self._refused_before = 0
         self._sockets = sockets
         self._read = read
         self._per_datagram = bytes_per_datagram
@@ -173,12 +193,17 @@ class SocketQueueDelay:
         self.rate = min_rate
         self.queued = 0.0
         self._last: tuple[float, int] | None = None  # (time, datagrams read) at the last call
+        self._previous = 0.0  # the estimate of the last call
+        self.delay = 0.0  # what the last call returned
         self._supported = True
 
     def __call__(self) -> float:
         now, count = self._clock.seconds(), self._read()
         then, before = self._last or (now, count)
         self._last = (now, count)
+        refused = self._refused() if self._refused is not None else 0
+        flooded = refused > self._refused_before  # the admission refused some since the last call
+        self._refused_before = refused
         if now > then:
             self.rate = max(self._min_rate, 0.5 * self.rate + 0.5 * (count - before) / (now - then))
         queued = 0
@@ -191,7 +216,10 @@ class SocketQueueDelay:
                     queued = 0
                     break
         self.queued = queued / self._per_datagram
-        return self.queued / self.rate
+        estimate = self.queued / self.rate
+        self.delay = min(estimate, self._previous) if flooded else estimate
+        self._previous = estimate
+        return self.delay
 
 
 class ReceiveBufferLimit:
@@ -209,6 +237,8 @@ class ReceiveBufferLimit:
         overloaded_size: SO_RCVBUF (bytes) under overload.
         normal_size: SO_RCVBUF (bytes) to restore (the transport's setting).
         from_level: the lag level from which the buffers are small (`CRITICAL` or `HIGH`).
+        hold: samples below `HIGH` in a row before they grow back (0: at the first): a buffer that grows
+            back at once fills again with the next burst.
 
     Attributes:
         limited: whether the buffers are small now.
@@ -221,18 +251,25 @@ class ReceiveBufferLimit:
         overloaded_size: int,
         normal_size: int,
         from_level: int = CRITICAL,
+        hold: int = 0,
     ) -> None:
         self._sockets = sockets
         self.from_level = from_level
+        self.hold = hold
         self._small = overloaded_size
         self._normal = normal_size
         self.limited = False
+        self._calm = 0  # samples below HIGH in a row while limited
 
     def __call__(self, monitor: LagMonitor) -> None:
         level = monitor.level()
         limit = level >= self.from_level or (self.limited and level >= HIGH)
+        if self.limited:
+            self._calm = 0 if limit else self._calm + 1
+            limit = self._calm <= self.hold  # stay small for `hold` calm samples
         if limit == self.limited:
             return
+        self._calm = 0
         self.limited = limit
         size = self._small if limit else self._normal
         for sock in self._sockets():
@@ -240,6 +277,34 @@ class ReceiveBufferLimit:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
             except (OSError, AttributeError):
                 continue
+
+
+class QueueDrop:
+    """Drops new exchanges before parsing while datagrams wait too long in the receive buffers (a
+    `LagMonitor` listener): from one sample to the next, the intake's `dropping` follows whether the
+    `SocketQueueDelay` is at least `target` seconds.
+
+    A queue longer than the clients' retransmission timer (RFC 3261 17.1.1.2, 17.1.2.2: T1, 500 ms) feeds
+    itself: every request in it is sent again before it is read, and refusing each with a 503 (tens of
+    microseconds) is what keeps the loop busy. Dropping new INVITEs and REGISTERs (no credentials, no To
+    tag: `pbx.sip.intake.new_exchange`) costs about as little as the admission's drops, so the queue drains
+    within a turn or two; answers to admitted work (requests with credentials, retransmissions, requests in
+    dialogs, responses) are never dropped this way. Once the queue is short, new requests get the guard's
+    verdicts again (503 with Retry-After).
+
+    Args:
+        intake: the pre-parse entry whose `dropping` is set.
+        delay: the receive buffers' wait, as sampled by the monitor.
+        target: seconds of wait from which new exchanges are dropped.
+    """
+
+    def __init__(self, intake: DatagramIntake, delay: SocketQueueDelay, target: float) -> None:
+        self._intake = intake
+        self._delay = delay
+        self.target = target
+
+    def __call__(self, monitor: LagMonitor) -> None:
+        self._intake.dropping = self._delay.delay >= self.target  # as sampled for the monitor
 
 
 class Verdict(enum.Enum):
@@ -268,6 +333,17 @@ class OverloadPolicy:
         increase: ... and below `high` it grows by this much per sample (up to 1): additive increase,
             multiplicative decrease, so that admissions settle near what the server can finish.
         min_admit: the smallest share admitted below the critical level.
+        follow_completions: while the lag is at or above `high`, also admit new exchanges no faster than
+            exchanges complete (requests with credentials admitted: the second half of an exchange), times
+            `drain`, in a token bucket (`admit_rate`); below `high` that rate grows by `increase` per sample
+            until the share is back at 1. A rate measured, not a share of what arrives: at 5x the held
+            load a share of the arrivals swings, the rate of completions does not.
+        drain: the part of the completion rate admitted while the lag is high (below 1: the queue drains).
+        finish_critical: at the critical level, still admit requests with credentials (the second half of
+            an exchange admitted before, whose first half's work would otherwise be lost), within the cap
+            on work in flight; only new exchanges are shed.
+        reject_high: from `high`, refuse a share of new exchanges (503); False: admit them until the
+            critical level and let the kernel drop the excess (`ReceiveBufferLimit` from `HIGH`).
     """
 
     methods: frozenset[str] = frozenset({"INVITE", "REGISTER"})
@@ -279,6 +355,10 @@ class OverloadPolicy:
     decrease: float = 0.8
     increase: float = 0.05
     min_admit: float = 0.02
+    follow_completions: bool = False
+    drain: float = 0.95
+    finish_critical: bool = False
+    reject_high: bool = True
 
 
 class OverloadGuard:
@@ -314,6 +394,18 @@ class OverloadGuard:
         self.pending = 0
         self.admit_share = 1.0
         self._credit = 0.0
+        self.admit_rate = 0.0  # new exchanges per second while following completions (0: not following)
+        self.completion_rate = 0.0  # exchanges completed per second (smoothed)
+        self._completed = 0  # requests with credentials admitted so far
+        self._completed_seen = 0
+        self._sampled = clock.seconds()
+        self._rate_tokens = 0.0
+        self._rate_refilled = self._sampled
+        self.work_rate = 0.0  # pieces of work finished per second (smoothed, by `work_delay`)
+        self.min_work_rate = 500.0
+        self._finished = 0
+        self._finished_seen = 0
+        self._work_sampled = self._sampled
         if monitor is not None:
             monitor.listeners.append(self.on_sample)
         self._burst = float(policy.burst or max(1.0, policy.max_rate))
@@ -333,10 +425,23 @@ class OverloadGuard:
     def on_sample(self, monitor: LagMonitor) -> None:
         """Adjust the share of new exchanges admitted to the lag just measured (AIMD)."""
         policy = self.policy
+        now = self._clock.seconds()
+        elapsed, self._sampled = now - self._sampled, now
+        if elapsed > 0:
+            done, self._completed_seen = self._completed - self._completed_seen, self._completed
+            self.completion_rate += 0.5 * (done / elapsed - self.completion_rate)
         if monitor.level() == NORMAL:
             self.admit_share = min(1.0, self.admit_share + policy.increase)
+            if self.admit_share >= 1.0:
+                self.admit_rate = 0.0
+            elif self.admit_rate:
+                self.admit_rate *= 1.0 + policy.increase
         else:
             self.admit_share = max(policy.min_admit, self.admit_share * policy.decrease)
+            if policy.follow_completions and self.completion_rate >= 1.0:
+                if not self.admit_rate:
+                    self._rate_tokens, self._rate_refilled = 0.0, now
+                self.admit_rate = self.completion_rate * policy.drain
 
     def level(self) -> int:
         """The lag level, `NORMAL` without a monitor."""
@@ -349,7 +454,7 @@ class OverloadGuard:
         datagrams before parsing (`pbx.sip.peek` would only add its cost to the parser's)."""
         policy = self.policy
         return (
-            self.admit_share < 1.0
+            (self.admit_share < 1.0 and policy.reject_high)
             or policy.max_rate > 0
             or self.level() != NORMAL
             or (policy.max_pending > 0 and self.pending >= policy.max_pending)
@@ -365,7 +470,7 @@ class OverloadGuard:
         """
         counters = self.counters
         level = self.level()
-        if level == CRITICAL:
+        if level == CRITICAL and not (credentials and self.policy.finish_critical):
             if self.policy.drop_critical:
                 counters["dropped"] += 1
                 return Verdict.DROP
@@ -373,17 +478,36 @@ class OverloadGuard:
         policy = self.policy
         if policy.max_pending and self.pending >= policy.max_pending:
             return self._reject("rejected_pending")
-        if not credentials:
-            share = self.admit_share
-            if share < 1.0:  # admit `share` of them, evenly spread
-                self._credit += share
-                if self._credit < 1.0:
+        if not credentials and policy.reject_high:
+            rate = self.admit_rate
+            if rate:  # as fast as exchanges complete
+                if not self._take_completion_token(rate):
                     return self._reject("rejected_lag")
-                self._credit -= 1.0
+            else:
+                share = self.admit_share
+                if share < 1.0:  # admit `share` of them, evenly spread
+                    self._credit += share
+                    if self._credit < 1.0:
+                        return self._reject("rejected_lag")
+                    self._credit -= 1.0
+        if not credentials:
             if policy.max_rate and not self._take_token():
                 return self._reject("rejected_rate")
+        else:
+            self._completed += 1
         counters["admitted"] += 1
         return Verdict.ADMIT
+
+    def _take_completion_token(self, rate: float) -> bool:
+        now = self._clock.seconds()
+        burst = max(1.0, rate * 0.05)  # 50 ms of them at once at most
+        tokens = min(burst, self._rate_tokens + (now - self._rate_refilled) * rate)
+        self._rate_refilled = now
+        if tokens < 1.0:
+            self._rate_tokens = tokens
+            return False
+        self._rate_tokens = tokens - 1.0
+        return True
 
     def _reject(self, why: str) -> Verdict:
         self.counters["rejected"] += 1
@@ -407,7 +531,21 @@ class OverloadGuard:
     def work_finished(self, result: Any = None) -> Any:
         """Count one piece of work as done; returns `result` (usable as a Deferred callback)."""
         self.pending -= 1
+        self._finished += 1
         return result
+
+    def work_delay(self) -> float:
+        """How long new work waits behind the work in flight (seconds, Little's law): what is pending over
+        the rate it finishes (smoothed between two calls, at least `min_work_rate`). The event loop does not
+        see this wait (store commits wait in their own queue while the loop idles), so `LagMonitor` adds it
+        to its samples (a `queue_delay` part, see `pbx.service.overload`)."""
+        now = self._clock.seconds()
+        elapsed, self._work_sampled = now - self._work_sampled, now
+        if elapsed > 0:
+            done, self._finished_seen = self._finished - self._finished_seen, self._finished
+            self.work_rate += 0.5 * (done / elapsed - self.work_rate)
+        pending = self.pending
+        return pending / max(self.work_rate, self.min_work_rate) if pending > 0 else 0.0
 
     def snapshot(self) -> dict[str, float]:
         """The figures for metrics: lag (s), level, work in flight and the counters."""
@@ -415,6 +553,8 @@ class OverloadGuard:
         return {
             "lag": monitor.lag if monitor is not None else 0.0,
             "admit_share": self.admit_share,
+            "admit_rate": self.admit_rate,
+            "completion_rate": self.completion_rate,
             "lag_peak": monitor.peak if monitor is not None else 0.0,
             "level": self.level(),
             "pending": self.pending,

@@ -43,6 +43,7 @@ from pbx.sip.flow import (
     UdpFlow,
     peer_address,
 )
+from pbx.sip.intake import DatagramIntake
 from pbx.sip.interfaces import IFlow, IMessageSink
 from pbx.sip.parser import DEFAULT_LIMITS, ParserLimits, StreamFramer, parse_message
 from pbx.sip.tls import describe_failure
@@ -114,7 +115,9 @@ class SipDatagramProtocol(DatagramProtocol):
         monitor: counters and trace; None for a private one.
         answer_stun: answer STUN Binding requests (RFC 5626 keep-alives on UDP).
         admission: asked before anything else is done with a datagram (keep-alives included); None admits
-            everything.
+            everything. Ignored when `intake` is given.
+        intake: the pre-parse entry (`pbx.sip.intake`: admission, then overload screening), shared by the
+            listeners of one transport manager; None for a private one around `admission`.
     """
 
     noisy = False
@@ -130,9 +133,10 @@ class SipDatagramProtocol(DatagramProtocol):
         monitor: TransportMonitor | None = None,
         answer_stun: bool = True,
         admission: Admission | None = None,
+        intake: DatagramIntake | None = None,
     ) -> None:
         self._sink = sink
-        self._admission = admission
+        self.intake = intake if intake is not None else DatagramIntake(admission)
         self._limits = limits
         self.monitor = monitor if monitor is not None else TransportMonitor(clock)
         self._answer_stun = answer_stun
@@ -167,8 +171,8 @@ class SipDatagramProtocol(DatagramProtocol):
             )
 
     def _datagram_received(self, datagram: bytes, addr: tuple[str, int]) -> None:
-        admission = self._admission
-        if admission is not None and not admission.admit(addr[0], datagram):
+        intake = self.intake  # the one pre-parse entry: admission, then (below) overload screening
+        if not intake.admit(addr[0], datagram):
             return
         if datagram[:1] in (b"\r", b"\n", b"") and not datagram.strip(b"\r\n"):
             self.monitor.counters.keepalives_received += 1
@@ -181,7 +185,7 @@ class SipDatagramProtocol(DatagramProtocol):
                 self.monitor.counters.keepalives_sent += 1
             return
         flow = self.flow_for(addr)
-        screen = self.monitor.screen  # overload shedding, before the parser
+        screen = intake.screen
         if screen is not None and screen(datagram, flow):
             return
         _deliver(self._sink, self.monitor, self._limits, datagram, flow, stream=False)

@@ -211,12 +211,12 @@ class SipStack:
             self._log.failure("Unhandled error processing a message from {peer}", peer=flow.remote_address)
 
     def screen_datagram(self, data: bytes, flow: IFlow) -> bool:
-        """Deal with a UDP datagram before it is parsed, when that is cheaper (the transports ask, through
-        `TransportMonitor.screen`): a new INVITE or REGISTER (`pbx.sip.peek`) that repeats one answered
-        without a transaction gets the same bytes again; a new one the overload guard sheds gets a 503
-        built from its bytes (kept for its retransmissions) or nothing; a retransmission of accepted work goes
-        to its server transaction (absorbed, or its last response sent again). True when it was dealt with;
-        False lets it be parsed (an admitted request, anything unusual).
+        """Deal with a UDP datagram before it is parsed, when that is cheaper (asked by the pre-parse entry,
+        `pbx.sip.intake.DatagramIntake.screen`, after the admission): a new INVITE or REGISTER
+        (`pbx.sip.peek`) that repeats one answered without a transaction gets the same bytes again; a new one
+        the overload guard sheds gets a 503 built from its bytes (kept for its retransmissions) or nothing; a
+        retransmission of accepted work goes to its server transaction (absorbed, or its last response sent
+        again). True when it was dealt with; False lets it be parsed (an admitted request, anything unusual).
         Only while the guard is `shedding`: otherwise the parser's way decides the same for less. Each
         datagram dealt with here counts in `counters["screened"]` (never also as a parsed message)."""
         self._screened = None

@@ -54,6 +54,7 @@ from pbx.sip.flow import (
     normalize_host,
     peer_address,
 )
+from pbx.sip.intake import DatagramIntake
 from pbx.sip.interfaces import IFlow, IMessageSink
 from pbx.sip.parser import ParserLimits
 from pbx.sip.protocols import (
@@ -177,6 +178,7 @@ class TransportManager:
     ) -> None:
         self._reactor = reactor
         self.admission = admission
+        self.intake = DatagramIntake(admission)  # every UDP listener's pre-parse entry
         if admission is not None:
             admission.observers.append(self._source_blocked)
         self._max_connections = max_connections
@@ -247,7 +249,7 @@ class TransportManager:
             clock=self._reactor,
             limits=self._limits,
             monitor=self.monitor,
-            admission=self.admission,
+            intake=self.intake,
         )
         listening = self._reactor.listenUDP(
             port, protocol, interface=host.strip("[]"), maxPacketSize=UDP_MAX_PACKET

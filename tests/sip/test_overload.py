@@ -186,6 +186,32 @@ def test_socket_queue_delay_is_what_waits_over_the_read_rate() -> None:
     assert clock.getDelayedCalls() == []
 
 
+def test_behind_a_refused_flood_a_backlog_seen_by_one_sample_only_is_not_counted() -> None:
+    """A flood starts: the loop spends a turn on the burst the admission lets through (200 reads in 50 ms,
+    some refused already) while 3,000 datagrams fill the buffer; the next turn drops them (3,600 reads):
+    no backlog. Without refusals, a backlog of the server's own work counts from its first sample."""
+    clock = Clock()
+    read, refused = [0], [0]
+    sock = FakeSocket(0)
+    delay = SocketQueueDelay(clock, lambda: [sock], lambda: read[0], refused=lambda: refused[0])
+    delay()
+    clock.advance(0.05)
+    read[0] += 200
+    refused[0] += 50
+    sock.queued = 3000 * 1280
+    assert delay() == 0.0  # 3,000 over 2,250/s would have said 1.3 s
+    clock.advance(0.05)
+    read[0] += 3600
+    refused[0] += 3590
+    sock.queued = 10 * 1280
+    assert delay() < 0.01
+    clock.advance(0.05)  # the server's own work piles up, nothing refused: seen at once
+    read[0] += 50
+    sock.queued = 2000 * 1280
+    assert delay() == pytest.approx(2000 / delay.rate) and delay.delay > 0.05
+    assert clock.getDelayedCalls() == []
+
+
 def test_socket_queue_delay_measures_nothing_where_unsupported() -> None:
     class NotLinux:
         def getsockopt(self, level: int, option: int, size: int) -> bytes:
@@ -246,3 +272,104 @@ def test_receive_buffers_may_shrink_from_the_high_level() -> None:
         seen.append(limit.limited)
     assert seen == [False, True, True, True, False, True]
     assert sock.sizes == [1000, 9000, 1000]
+
+
+def test_small_receive_buffers_may_be_held_for_calm_samples() -> None:
+    class Sized:
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def setsockopt(self, level: int, option: int, size: int) -> None:
+            self.sizes.append(size)
+
+    sock = Sized()
+    limit = ReceiveBufferLimit(lambda: [sock], 1000, 9000, from_level=HIGH, hold=2)
+    monitor = LagMonitor(Clock(), high=0.2, critical=1.0)
+    seen = []
+    for lag in (0.3, 0.1, 0.1, 0.3, 0.1, 0.1, 0.1, 0.1):
+        monitor.lag = lag
+        limit(monitor)
+        seen.append(limit.limited)
+    assert seen == [True, True, True, True, True, True, False, False]
+    assert sock.sizes == [1000, 9000]
+
+
+def test_work_delay_is_what_is_pending_over_the_rate_it_finishes() -> None:
+    """Little's law: 300 REGISTERs waiting for their store commits, finished at 200/s: a new one waits about
+    1.5 s, though the loop itself is idle; nothing pending: no wait (a slow rate alone is no wait)."""
+    clock = Clock()
+    guard = OverloadGuard(clock)
+    guard.min_work_rate = 10.0
+    assert guard.work_delay() == 0.0
+    for _ in range(400):
+        guard.work_started()
+    for _ in range(5):
+        clock.advance(0.05)
+        for _ in range(10):  # 200/s
+            guard.work_finished()
+        measured = guard.work_delay()
+    assert guard.pending == 350
+    assert guard.work_rate == pytest.approx(200 * (1 - 0.5**5))
+    assert measured == pytest.approx(350 / guard.work_rate)
+    monitor = LagMonitor(clock, interval=0.05, smoothing=1.0, queue_delay=guard.work_delay)
+    guard.monitor = monitor
+    monitor.listeners.append(guard.on_sample)
+    monitor.start()
+    clock.advance(0.05)
+    assert monitor.level() == CRITICAL
+    for _ in range(350):
+        guard.work_finished()
+    clock.advance(0.05)
+    assert monitor.lag == 0.0 and monitor.level() == NORMAL
+    monitor.stop()
+    assert clock.getDelayedCalls() == []
+
+
+def test_following_completions_admits_new_exchanges_as_fast_as_exchanges_complete() -> None:
+    """From `high`, new exchanges are admitted at the rate requests with credentials were (times `drain`),
+    however many arrive; below `high` that rate grows, and goes once the share is back at 1."""
+    clock = Clock()
+    monitor = LagMonitor(clock, interval=0.05, smoothing=1.0, high=0.2, critical=1.0)
+    guard = OverloadGuard(clock, monitor, OverloadPolicy(follow_completions=True, drain=0.9, increase=0.1))
+    monitor.start()
+    for _ in range(20):  # 400 exchanges/s complete
+        clock.advance(0.0025)
+        assert guard.admit(credentials=True) is ADMIT
+    clock.advance(0.3)  # the sample is 0.3 s late: HIGH
+    assert monitor.level() == HIGH
+    assert guard.completion_rate > 50.0
+    assert guard.admit_rate == pytest.approx(0.9 * guard.completion_rate)
+    rate = guard.admit_rate
+    admitted = 0
+    for _ in range(200):  # 5,000 new exchanges/s offered for 0.04 s
+        clock.advance(0.0002)
+        admitted += guard.admit(credentials=False) is ADMIT
+    assert admitted == pytest.approx(rate * 0.04, abs=1.5)
+    assert guard.counters["rejected_lag"] == 200 - admitted
+    clock.advance(0.011)  # on time again: the rate grows, then goes with the share back at 1
+    assert monitor.level() == NORMAL and guard.admit_rate == pytest.approx(1.1 * rate)
+    clock.pump([0.05] * 3)
+    assert guard.admit_share == 1.0 and guard.admit_rate == 0.0
+    monitor.stop()
+    assert clock.getDelayedCalls() == []
+
+
+def test_finish_critical_keeps_admitting_the_second_half_of_exchanges() -> None:
+    guard = overloaded_guard(1.5, finish_critical=True)
+    assert guard.admit(credentials=True) is Verdict.ADMIT
+    assert guard.admit(credentials=False) is Verdict.DROP
+    guard = overloaded_guard(1.5, finish_critical=True, max_pending=1)
+    guard.work_started()
+    assert guard.admit(credentials=True) is Verdict.REJECT  # the cap on work in flight still holds
+
+
+def test_without_reject_high_only_the_critical_level_and_the_caps_refuse() -> None:
+    """`reject_high` false: from `high` the kernel sheds (small receive buffers), the guard admits, and
+    does not ask for the datagrams to be screened before parsing for it."""
+    guard = overloaded_guard(0.3, reject_high=False)
+    assert guard.admit(credentials=False) is Verdict.ADMIT
+    guard.admit_share = 0.5
+    assert guard.level() == HIGH and guard.shedding  # the level is high: retransmissions are screened
+    guard.monitor.lag = 0.0  # type: ignore[union-attr]
+    assert not guard.shedding  # a share below 1 alone no longer asks for screening
+    assert overloaded_guard(1.5, reject_high=False).admit(credentials=False) is Verdict.DROP

@@ -1,0 +1,86 @@
+"""The one way a UDP datagram comes in before the parser: per-source admission, then overload screening.
+
+Two things look at a datagram's raw bytes before `pbx.sip.parser` does, and they must be asked in one place
+and counted once:
+
+1. the admission (`pbx.sip.admission.Admission`, the `[edge]` section): per-source token buckets, blocks
+   and raw-byte screens; what it refuses is dropped at the cost of a dictionary look-up;
+2. the overload screen (`pbx.sip.stack.SipStack.screen_datagram`, the `[overload]` section): while the
+   guard sheds, a new INVITE or REGISTER is answered (503, a repeated stateless answer) or dropped from its
+   bytes (`pbx.sip.peek`), a retransmission of accepted work goes to its transaction.
+
+`DatagramIntake` holds both and counts every datagram read (`read`) and every one the admission refused
+(`refused`). Overload control estimates how long input waits in the sockets' receive buffers from the rate
+the loop drains them (`pbx.sip.overload.SocketQueueDelay`): that rate must count every datagram read,
+also those the admission drops for about a microsecond each, or a flood it throws away looks like a backlog of
+seconds and legitimate new requests get 503s (RFC 7339's shedding is for the server's own work, not for input
+it already refuses).
+
+This module knows nothing of parsing, transactions or the PBX; `pbx.sip.protocols.SipDatagramProtocol`
+asks it, `pbx.sip.transport.TransportManager` owns one for all its UDP listeners.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pbx.sip.admission import Admission
+
+Screen = Callable[[bytes, Any], bool]
+"""screen(datagram, flow) -> True when it was dealt with before parsing (`SipStack.screen_datagram`)."""
+
+
+class DatagramIntake:
+    """The pre-parse entry of UDP datagrams, shared by all listeners of one transport manager.
+
+    Args:
+        admission: per-source limits, blocks and screens (None admits everything).
+
+    Attributes:
+        admission: as given (the stream path asks it directly, per framed message).
+        screen: the overload screen, asked after the admission (set by overload control; None asks nothing).
+        read: datagrams offered so far (a running total: the drain rate of the receive buffers).
+        refused: datagrams the admission refused so far.
+    """
+
+    __slots__ = ("admission", "dropping", "new_starts", "read", "refused", "screen", "shed")
+
+    def __init__(self, admission: Admission | None = None) -> None:
+        self.admission = admission
+        self.screen: Screen | None = None
+        self.read = 0
+        self.refused = 0
+        self.shed = 0
+        self.dropping = False
+        self.new_starts: tuple[bytes, ...] = (b"INVITE ", b"REGISTER ")
+
+    def admit(self, host: str, datagram: bytes) -> bool:
+        """Count a datagram from source address `host`; whether it goes on (the admission lets it, and it
+        is not a new exchange dropped while the receive queue is too long: `dropping`)."""
+        self.read += 1
+        admission = self.admission
+        if admission is not None and not admission.admit(host, datagram):
+            self.refused += 1
+            return False
+        if self.dropping and datagram.startswith(self.new_starts) and new_exchange(datagram):
+            self.shed += 1
+            return False
+        return True
+
+
+def new_exchange(datagram: bytes) -> bool:
+    """Whether a request's bytes start a new exchange: no credentials (Authorization, Proxy-Authorization)
+    and no To tag (not in a dialog). Cheap and conservative: anything else (folded lines included) is
+    no new exchange, and is not dropped unparsed."""
+    end = datagram.find(b"\r\n\r\n")
+    head = (datagram if end < 0 else datagram[:end]).lower()
+    if b"authorization" in head:
+        return False
+    to = head.find(b"\r\nto:")
+    if to < 0:
+        to = head.find(b"\r\nt:")
+        if to < 0:
+            return False
+    line_end = head.find(b"\r\n", to + 2)
+    return b"tag=" not in head[to : line_end if line_end >= 0 else len(head)]
