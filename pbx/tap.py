@@ -13,9 +13,11 @@ Then it logs one ready line (`pbx.service.logs`), once start-up work (voicemail 
 
 from __future__ import annotations
 
+import os
 import sys
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from twisted.application import service
 from twisted.internet import reactor
@@ -28,7 +30,9 @@ from pbx.service import build, when_ready
 from pbx.service.log_json import LogSettings
 from pbx.service.logs import QuietLogging, quiet_log_observer, ready_message
 from pbx.service.process import raise_file_limit_to_hard, tune_garbage_collector
+from pbx.service.supervisor import build_supervisor, twistd_command, watch_parent
 from pbx.service.tls_reload import install_sighup
+from pbx.service.workers import check_workers, worker_config
 
 _log = Logger(namespace="pbx")
 
@@ -36,9 +40,11 @@ _log = Logger(namespace="pbx")
 class Options(usage.Options):
     """Command-line options of `twistd pbx`."""
 
-    synopsis = "[--config FILE] [--sip-trace]"
+    synopsis = "[--config FILE] [--sip-trace] [--workers N]"
     optParameters = [
         ["config", "c", "pbx.toml", "The PBX configuration file (TOML)."],
+        ["workers", None, 1, "Run N PBX processes behind a supervisor (docs/scaling.md).", int],
+        ["worker-index", None, None, "Run as worker I of --workers N (the supervisor passes it).", int],
     ]
     optFlags = [
         ["sip-trace", None, "Log every SIP message sent and received, with peer and transport."],
@@ -51,21 +57,38 @@ class Options(usage.Options):
         except ConfigError as e:
             where = f"{e.file}: " if getattr(e, "file", None) and str(e.file) not in str(e) else ""
             raise usage.UsageError(f"{where}{e}") from None
+        problem = check_workers(self["config_obj"], self["workers"], self["worker-index"])
+        if problem is not None:
+            raise usage.UsageError(problem)
 
 
 def makeService(options: Options) -> service.IService:
     """twistd's entry point."""
     config: Config = options["config_obj"]
+    workers, index = options["workers"], options["worker-index"]
+    server_options = getattr(options, "parent", None)  # twistd's own options
+    if workers > 1 and index is None:  # --workers N: the supervisor (pbx.service.supervisor)
+        top: service.IService = build_supervisor(
+            config, reactor, workers, command=twistd_command(sys.argv[0], sys.executable),
+            server_options=server_options, sip_trace=bool(options["sip-trace"]), environ=os.environ,
+            pid=os.getpid(),
+        )  # fmt: skip
+        return _logged(top, server_options, None)
+    if index is not None:  # worker I: its own ports and RTP slice (pbx.service.workers)
+        config = worker_config(config, index, workers)
+        reactor.callWhenRunning(watch_parent, reactor, os.environ, os.getppid)
     reactor.callWhenRunning(tune_garbage_collector)
     raise_file_limit_to_hard()
     _log.info("PBX starting with {config} (Python {v})", config=str(config.source), v=sys.version.split()[0])
     log = LogSettings(config.log.format, LogLevels(config.log.levels))  # [log]: JSON lines, levels
     top = build(config, reactor, sip_trace=bool(options["sip-trace"]), log=log)
     reactor.callWhenRunning(install_sighup, top, reactor)  # SIGHUP: reload the TLS certificate
-    reactor.callWhenRunning(
-        lambda: when_ready(top).addBoth(lambda _: _log.info("{message}", message=ready_message(config)))
-    )
-    server_options = getattr(options, "parent", None)  # twistd's own options
+    ready = ready_message(config) + (f" (worker {index} of {workers})" if index is not None else "")
+    reactor.callWhenRunning(lambda: when_ready(top).addBoth(lambda _: _log.info("{message}", message=ready)))
+    return _logged(top, server_options, log)
+
+
+def _logged(top: service.IService, server_options: Any, log: LogSettings | None) -> service.IService:
     if server_options is None or server_options.get("logger"):
         return top  # not run by twistd, or the operator chose a log observer (--logger)
     return QuietLogging(top, partial(quiet_log_observer, server_options, log))

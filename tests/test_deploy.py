@@ -40,6 +40,22 @@ def test_the_systemd_template_runs_one_pbx_per_instance(tmp_path: Path) -> None:
     assert service["StateDirectory"] == "pbx/node-%i"
 
 
+def test_the_workers_unit_runs_a_supervisor_of_several_pbx_processes(tmp_path: Path) -> None:
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string((UNIT.parent / "pbx-workers.service").read_text())
+    service = parser["Service"]
+    program, *args = shlex.split(service["ExecStart"])
+    assert program.endswith("/twistd")
+    assert args == ["-n", "--pidfile=", "pbx", "-c", "/etc/pbx/pbx.toml", "--workers", "4"]
+    store = '[store]\nurl = "postgresql://pbx@127.0.0.1:5432/pbx"\n'
+    config = write_config(tmp_path, extra=store)["path"]
+    options = Options()
+    options.parseOptions(["-c", str(config), "--workers", "4"])
+    assert options["workers"] == 4
+    assert service["KillMode"] == "mixed" and int(service["TimeoutStopSec"]) > 330
+
+
 def test_the_kamailio_configuration_parses_with_its_defines(tmp_path: Path) -> None:
     try:
         binary = kamailio_binary()

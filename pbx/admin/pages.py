@@ -163,9 +163,10 @@ class _Pages:
         rows = self.view.registrations(tenant)
         return self.render(ctx, "registrations.html", tenant, "registrations", registrations=rows)
 
-    def page_trunks(self, ctx: Ctx) -> Response:
+    async def page_trunks(self, ctx: Ctx) -> Response:
         tenant = self._page(ctx)
-        return self.render(ctx, "trunks.html", tenant, "trunks", trunks=self.view.trunks(tenant))
+        nodes = await self.view.trunk_nodes(tenant)  # every node's view, from the store
+        return self.render(ctx, "trunks.html", tenant, "trunks", trunks=self.view.trunks(tenant), nodes=nodes)
 
     def _cdr_filters(self, ctx: Ctx) -> dict[str, str]:
         return {k: ctx.arg(k) for k in ("caller", "dialed", "cause", "since", "until")}

@@ -13,6 +13,7 @@ Nothing here knows HTTP or the config.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -230,6 +231,15 @@ class PbxView:
             row["calls"] = sum(1 for c in calls if c.tenant == tenant and _uses_trunk(c, state.trunk))
             rows.append(row)
         return rows
+
+    def trunk_nodes(self, tenant: str) -> Deferred[list[dict[str, Any]]]:
+        """Every PBX node's view of the tenant's trunks, from the store (`pbx.store.trunk_state`: with a
+        shared PostgreSQL store, all the nodes'); [] when the store keeps none."""
+        read = getattr(self.cdr_store, "trunk_statuses", None)
+        if read is None:
+            return succeed([])
+        d: Deferred[list[Any]] = read()
+        return d.addCallback(lambda rows: [dataclasses.asdict(r) for r in rows if r.tenant == tenant])
 
     # -- CDRs -----------------------------------------------------------------------------------------------
 

@@ -4,8 +4,9 @@ The PBX (`pbx.service.trunks`) rewrites ``DATA_DIR/trunks.json`` on every change
 command reads it beside the config and prints one line per configured trunk: tenant/trunk, state, the last
 code and reason, when the next registration attempt goes out (after a failure) or the binding expires, and the
 Contact registered. A trunk the file does not know (the PBX has not started since it was added) shows as
-`unknown`; a status file written by a PBX that is no longer running is named so. Exit status 0, or 1 when the
-config cannot be read. No password is ever printed (none is in the file).
+`unknown`; a status file written by a PBX that is no longer running is named so. Then, from the store, every
+node's view of every trunk (`pbx.store.trunk_state`: with a shared PostgreSQL store, all the nodes').
+Exit status 0, or 1 when the config cannot be read. No password is ever printed (none is in the file).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from typing import Any
 
 from pbx.config import ConfigError, load_config
+from pbx.store import StoreError, offline
 from pbx.trunks.status import STATUS_FILE, read_status
 
 
@@ -78,6 +80,7 @@ def _status(args: argparse.Namespace) -> int:
                 if trunk.enabled:
                     row["state"] = "unknown"
             print(format_row(row, now))
+    _print_store(config, now)
     if document is None:
         note = f"no status file ({path}): the PBX has not run with these trunks"
     elif not _running(document.get("pid")):
@@ -86,6 +89,33 @@ def _status(args: argparse.Namespace) -> int:
         note = "the PBX is running"
     print(f"{count} trunk(s); {note}")
     return 0
+
+
+def format_status(status: Any, now: float) -> str:
+    """One row of the store (`pbx.store.trunk_state.TrunkStatus`): trunk, node, state, code and reason, the
+    binding's expiry, how long ago the node wrote it."""
+    name = f"{status.tenant}/{status.trunk}"
+    result = f"{status.code} {status.reason or ''}".strip() if status.code is not None else "-"
+    if status.reachable is False:
+        result += f"; OPTIONS {status.ping_code or 'unanswered'}"
+    expires = "expires " + _when(status.expires_at, now) if status.registration == "registered" else "-"
+    written = _when(status.updated_at, now)
+    return f"{name:<24} {status.node:<24} {status.state:<13} {result[:32]:<32} {expires:<18} {written}"
+
+
+def _print_store(config: Any, now: float) -> None:
+    """Every node's view of every trunk, from the store (shared by the nodes with PostgreSQL)."""
+    try:
+        statuses = offline.trunk_statuses(config.store.url, config.data_dir)
+    except StoreError as e:
+        print(f"(the store cannot be read: {e})")
+        return
+    if not statuses:
+        return
+    print("\nevery node's view, from the store:")
+    print(f"{'trunk':<24} {'node':<24} {'state':<13} {'code/reason':<32} {'next':<18} written")
+    for status in statuses:
+        print(format_status(status, now))
 
 
 def add_commands(commands: Any) -> None:

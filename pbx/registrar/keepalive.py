@@ -8,6 +8,8 @@ Every `interval` seconds each binding is pinged through the flow it registered o
 - TCP/TLS bindings (modes "options" and "crlf"): a double-CRLF ping on the connection; a connection that is
   gone is a miss.
 After `max_failures` misses in a row the binding is removed, so calls stop ringing a phone that went away.
+With `owned`, only the bindings it accepts are pinged: PBX nodes sharing a store each ping the bindings
+registered through their own listeners (a phone gets one OPTIONS per round, not one per node).
 
 This module knows nothing of how bindings are stored; it talks to the location service and the SIP stack.
 """
@@ -63,6 +65,7 @@ class KeepAlive:
         from_host: host for the From header of OPTIONS pings.
         tenant_domain: a tenant's domain, for the From of the pings to its phones (a phone never sees
             another tenant's domain); None, or a tenant it does not know: `from_host`.
+        owned: which bindings this node pings (None: all of them).
     """
 
     _log = Logger()
@@ -78,6 +81,7 @@ class KeepAlive:
         max_failures: int = 3,
         from_host: str = "localhost",
         tenant_domain: Callable[[str], str | None] | None = None,
+        owned: Callable[[Binding], bool] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"keep-alive mode must be one of {MODES}")
@@ -89,6 +93,7 @@ class KeepAlive:
         self._max_failures = max_failures
         self._from_host = from_host
         self._tenant_domain = tenant_domain
+        self._owned = owned
         self._misses: dict[tuple[str, str, str], int] = {}
         self._loop: LoopingCall | None = None
         self.counters = {"pings": 0, "misses": 0, "removed": 0}
@@ -111,7 +116,10 @@ class KeepAlive:
 
     def tick(self) -> None:
         """One round of pings."""
+        owned = self._owned
         for binding in list(self._location):
+            if owned is not None and not owned(binding):
+                continue  # another node's: it pings it
             try:
                 self._ping(binding)
             except Exception:

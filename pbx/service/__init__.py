@@ -36,6 +36,7 @@ from pbx.service.overload import build_overload
 from pbx.service.registrar import build_registrar
 from pbx.service.sip import build_sip
 from pbx.service.tls_reload import build_tls_reload
+from pbx.service.trunk_store import build_trunk_store
 from pbx.service.trunks import build_trunks
 from pbx.service.voicemail import build_voicemail
 from pbx.service.voicemail_mail import build_mailer
@@ -76,6 +77,9 @@ def build(
     voicemail.setServiceParent(top)
     trunks = build_trunks(config, stack, the_reactor)  # trunks.states: the ITrunkStates calls read
     trunks.setServiceParent(top)
+    trunk_store = build_trunk_store(config, trunks.states, registrar.store, the_reactor)  # for other nodes
+    if trunk_store is not None:
+        trunk_store.setServiceParent(top)
     mailer = build_mailer(config, voicemail, the_reactor)  # None without [smtp] host
     if mailer is not None:
         mailer.setServiceParent(top)

@@ -3,6 +3,7 @@ built from `[registrar]` and `[security]`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
@@ -11,12 +12,13 @@ from twisted.logger import Logger
 
 from pbx.config import Config
 from pbx.registrar import BruteForceGuard, KeepAlive, LocationService, Registrar, RegistrarPolicy
+from pbx.registrar.registrar import flow_text
 from pbx.service.adapters import domain_lookup, ha1_lookup, nonce_secret
 from pbx.service.edge import link_guard
 from pbx.sip.auth import DigestAuthenticator, NonceCounter, NonceSource
 from pbx.sip.origin import network_matcher
 from pbx.sip.stack import SipStack
-from pbx.store import SqliteLocationStore
+from pbx.store import Binding, SqliteLocationStore
 
 _log = Logger(namespace="pbx")
 
@@ -114,6 +116,15 @@ def open_store(config: Config, the_reactor: Any) -> Any:
     return SqliteLocationStore(config.data_dir / "pbx.sqlite3", the_reactor)
 
 
+def owned_bindings(config: Config) -> Callable[[Binding], bool] | None:
+    """With a shared store (PostgreSQL), the bindings this node keeps alive: those registered through its
+    own listeners (and those that do not say); None (every binding) with the embedded store."""
+    if not config.store.postgresql:
+        return None
+    own = frozenset(flow_text(x.transport, (x.host, x.port)) for x in config.sip.listeners)
+    return lambda binding: not binding.local or binding.local in own
+
+
 def build_registrar(
     config: Config, stack: SipStack, the_reactor: Any, store: Any = None, *, ha1: Any = None
 ) -> RegistrarService:
@@ -165,6 +176,7 @@ def build_registrar(
         max_failures=policy.keepalive_failures,
         from_host=config.tenants[0].domain,
         tenant_domain={tenant.name: tenant.domain for tenant in config.tenants}.get,
+        owned=owned_bindings(config),  # a shared store: each node pings the phones it registered
     )
     built = RegistrarService(
         location, keepalive, store, the_reactor, authenticator=authenticator, guard=guard

@@ -26,10 +26,11 @@ from pbx.store.records import (
     VoicemailMessage,
     check_changes,
 )
+from pbx.store.trunk_state import ITrunkStateStore, MemoryTrunkStateStore
 
 
-@implementer(ILocationStore, ICdrStore, IVoicemailStore, IFeatureStore, IAdminStore)
-class MemoryLocationStore(MemoryAdminStore):
+@implementer(ILocationStore, ICdrStore, IVoicemailStore, IFeatureStore, IAdminStore, ITrunkStateStore)
+class MemoryLocationStore(MemoryAdminStore, MemoryTrunkStateStore):
     """Bindings in dicts keyed by (tenant, aor), then contact; CDRs and the voicemail index in a list and
     dicts; every Deferred has fired when returned.
 

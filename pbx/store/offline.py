@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pbx.store import sqlite, sqlite_features, sqlite_voicemail
+from pbx.store import sqlite, sqlite_features, sqlite_voicemail, trunk_state
 from pbx.store.records import Binding, Cdr, VoicemailMessage
 
 T = TypeVar("T")
@@ -52,6 +52,15 @@ def features(url: str, data_dir: Path) -> list[Any]:
 
         return read_postgres(url, sqlite_features.select_features)
     return sqlite.read_features(data_dir / SQLITE_FILE)
+
+
+def trunk_statuses(url: str, data_dir: Path) -> list[Any]:
+    """Each PBX node's view of each trunk (`pbx.store.trunk_state.TrunkStatus`)."""
+    if url:
+        from pbx.store.postgres import read_postgres
+
+        return read_postgres(url, trunk_state.select_trunk_statuses)
+    return sqlite.read_trunk_statuses(data_dir / SQLITE_FILE)
 
 
 def write(url: str, data_dir: Path, work: Callable[[Any], T]) -> T:

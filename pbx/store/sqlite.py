@@ -44,7 +44,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from pbx.store import sqlite_admin, sqlite_features, sqlite_voicemail
+from pbx.store import sqlite_admin, sqlite_features, sqlite_voicemail, trunk_state
 from pbx.store.admin import IAdminStore
 from pbx.store.interfaces import (
     ICdrStore,
@@ -68,6 +68,7 @@ from pbx.store.records import (
 from pbx.store.sqlite_admin import SqliteAdminStore
 from pbx.store.sqlite_features import SqliteFeatureStore
 from pbx.store.sqlite_voicemail import SqliteVoicemailStore
+from pbx.store.trunk_state import ITrunkStateStore, SqliteTrunkStateStore
 
 T = TypeVar("T")
 
@@ -122,6 +123,8 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     sqlite_features.MIGRATION,
     # 4 -> 5: the console's admin users, API tokens and managed extensions (pbx/store/sqlite_admin.py).
     sqlite_admin.MIGRATION,
+    # 5 -> 6: each node's view of each trunk (pbx/store/trunk_state.py).
+    trunk_state.MIGRATION,
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 """The `PRAGMA user_version` this code writes and understands."""
@@ -218,8 +221,8 @@ class _Worker:
             fn = args = d = result = None  # type: ignore[assignment]  # hold nothing between jobs
 
 
-@implementer(ILocationStore, ICdrStore, IVoicemailStore, IFeatureStore, IAdminStore)
-class SqliteLocationStore(SqliteVoicemailStore, SqliteFeatureStore, SqliteAdminStore):
+@implementer(ILocationStore, ICdrStore, IVoicemailStore, IFeatureStore, IAdminStore, ITrunkStateStore)
+class SqliteLocationStore(SqliteVoicemailStore, SqliteFeatureStore, SqliteAdminStore, SqliteTrunkStateStore):
     """Bindings, CDRs and the voicemail index (`SqliteVoicemailStore`) in an SQLite database file, written
     with group commit on one worker thread.
 
@@ -627,6 +630,11 @@ def read_messages(
 def read_features(path: Path) -> list[ExtensionFeatures]:
     """What extensions' owners set by phone (DND, forwarding), read synchronously (for offline tools)."""
     return _read_only(path, sqlite_features.select_features)
+
+
+def read_trunk_statuses(path: Path) -> list[trunk_state.TrunkStatus]:
+    """Each node's view of each trunk, read synchronously (for `pbx trunks status`)."""
+    return _read_only(path, trunk_state.select_trunk_statuses)
 
 
 def open_offline(path: Path) -> sqlite3.Connection:

@@ -128,6 +128,24 @@ def test_form_actions(console: Console) -> None:
     assert sim.status == 200 and "dial 1002" in sim.text
 
 
+def test_the_trunks_page_shows_every_nodes_view_from_the_store(console: Console) -> None:
+    """Rows other PBX nodes wrote to the shared store (issue 17) appear under the live trunks, the tenant's
+    only."""
+    from pbx.store.trunk_state import TrunkStatus
+
+    client = console.client()
+    browser_login(client, "ann")
+    assert 'id="trunk-nodes"' not in client.request("GET", "/t/acme/trunks").text  # nothing in the store yet
+    for tenant, node, code in (("acme", "pbx2:5072", 200), ("globex", "pbx3:5073", 403)):
+        row = TrunkStatus(
+            tenant=tenant, trunk="carrier", node=node, state="registered", code=code, reason="OK"
+        )
+        console.store.save_trunk_status(row)
+    text = client.request("GET", "/t/acme/trunks").text
+    assert 'id="trunk-nodes"' in text and "pbx2:5072" in text and "200 OK" in text
+    assert "pbx3:5073" not in text
+
+
 def test_a_tenant_admin_gets_404_for_another_tenants_pages(console: Console) -> None:
     client = console.client()
     csrf = browser_login(client, "ann")

@@ -284,6 +284,20 @@ class ModeAndLoopTests(SynchronousTestCase):
         s.keepalive.stop()
 
 
+class OwnedBindingsTests(SynchronousTestCase):
+    def test_only_the_bindings_this_node_owns_are_pinged(self) -> None:
+        """Nodes sharing a store ping only the phones that registered through them (issue 17)."""
+        mine = replace(binding("sip:a@10.0.0.1", received="udp:203.0.113.1:5060"), local="udp:127.0.0.1:5071")
+        theirs = replace(
+            binding("sip:b@10.0.0.2", aor="1002", received="udp:203.0.113.2:5060"), local="udp:127.0.0.1:5072"
+        )  # data only
+        s = Setup(mine, theirs)
+        s.keepalive._owned = lambda b: b.local == "udp:127.0.0.1:5071"
+        self.assertEqual([host for *_, host, _ in s.tick()], ["203.0.113.1"])
+        s.keepalive._owned = None  # the default: every binding
+        self.assertEqual(len(s.tick()), 2)
+
+
 class TenantDomainTests(SynchronousTestCase):
     def test_each_tenants_phones_see_their_own_domain(self) -> None:
         """The OPTIONS pings' From and Call-ID name the phone's own tenant's domain, never another's."""

@@ -25,6 +25,7 @@ from tests.store.test_admin_store import AdminStoreTestsMixin
 from tests.store.test_cdr import cdr
 from tests.store.test_feature_store import FeatureStoreTestsMixin
 from tests.store.test_location_store import NOW, LocationStoreTestsMixin, binding
+from tests.store.test_trunk_state_store import TrunkStateStoreTestsMixin
 from tests.store.test_voicemail_store import VoicemailStoreTestsMixin, message
 
 reactor = cast(IReactorFromThreads, _reactor)
@@ -245,6 +246,14 @@ class PostgresVoicemailStoreTests(VoicemailStoreTestsMixin, TestCase):
 @needs_postgres
 class PostgresFeatureStoreTests(FeatureStoreTestsMixin, TestCase):
     """DND and forwarding set by phone, in PostgreSQL (the same SQL as SQLite's, translated)."""
+
+    def make_store(self) -> Any:
+        return PostgresStore(postgres_server.server().url(), reactor)
+
+
+@needs_postgres
+class PostgresTrunkStateStoreTests(TrunkStateStoreTestsMixin, TestCase):
+    """Each node's view of each trunk in PostgreSQL (the same SQL as SQLite's, translated)."""
 
     def make_store(self) -> Any:
         return PostgresStore(postgres_server.server().url(), reactor)

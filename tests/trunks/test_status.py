@@ -176,3 +176,38 @@ def test_cli_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     path = tmp_path / "pbx.toml"
     path.write_text("[tenants.default]\n")
     assert main(["trunks", "status", str(path)]) == 1
+
+
+def test_cli_shows_every_nodes_view_from_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rows the nodes wrote to the store (here the SQLite file; PostgreSQL when shared) follow the
+    status file's lines, one per trunk and node."""
+    from pbx.store.sqlite import open_offline
+    from pbx.store.trunk_state import _UPSERT, TrunkStatus, _row
+
+    config = write_config(tmp_path)
+    (tmp_path / "data").mkdir()
+    rows = [
+        TrunkStatus(
+            tenant="default", trunk="carrier", node="pbx1:5071", state="registered",
+            registration="registered", code=200, reason="OK", expires_at=4e9,
+            contact="<sip:u@127.0.0.1:5071>", updated_at=1.0,
+        ),
+        TrunkStatus(
+            tenant="default", trunk="carrier", node="pbx2:5072", state="failed", registration="failed",
+            code=403, reason="Forbidden", reachable=False, ping_code=408, updated_at=2.0,
+        ),
+    ]  # fmt: skip
+    conn = open_offline(tmp_path / "data" / "pbx.sqlite3")
+    for row in rows:
+        conn.execute(_UPSERT, _row(row))
+    conn.close()
+    assert main(["trunks", "status", str(config)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    start = out.index("every node's view, from the store:")
+    assert out[start + 2].split()[:4] == ["default/carrier", "pbx1:5071", "registered", "200"]
+    assert "expires in" in out[start + 2]
+    assert out[start + 3].split()[:4] == ["default/carrier", "pbx2:5072", "failed", "403"]
+    assert "OPTIONS 408" in out[start + 3]
+    assert out[-1].startswith("2 trunk(s); no status file")

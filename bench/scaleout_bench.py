@@ -1,0 +1,393 @@
+"""Scale-out on one box (issue 17, "Show it"): calls/s held and calls up at once for 1, 2 and 4 PBX
+processes behind Kamailio, with the built-in relay and with rtpengine, beside one PBX without Kamailio.
+
+Set-up per configuration (all on 127.0.0.1, nothing pinned: the PBX processes, Kamailio, PostgreSQL,
+rtpengine and SIPp share the machine's cores, and each one's CPU is measured):
+
+- PostgreSQL (tests/store/postgres_server.py: a temporary cluster, fsync off), a fresh schema per
+  configuration, as `[store] url`;
+- the PBX: `twistd -n pbx --workers N` (N = 1 is a plain PBX), calls_bench's extensions and benchmark
+  config (`[edge]` limits raised for one load generator, keep-alives off), `[security] trusted_proxies =
+  ["127.0.0.1"]` behind Kamailio, `[media] relay = "rtpengine"` for the rtpengine rows;
+- `[overload] enabled = false` unless --overload (see its help);
+- Kamailio 5.6 with the shipped deploy/kamailio/kamailio.cfg (`-m 512 -M 32`, 4 children), its dispatcher
+  list the supervisor's `data_dir/dispatcher.list`; or none for the `direct` row (SIPp talks to the PBX);
+- rtpengine (Debian rtpengine-daemon, userspace `--table=-1`, one thread) for the rtpengine rows.
+
+The load is bench/calls_bench.py's (`calls_bench.Bench`): callee extensions register from their SIPp UAS
+ports (through Kamailio when it is there: Path), SIPp UACs call them with digest auth (INVITE, 407, ACK,
+INVITE, 180, 200, ACK, hold, BYE), SDP offered and answered, no RTP. Steps: a warm-up at 10 calls/s, then the
+rates of --rates, each held --seconds, up to the first one not held (every call made, < 0.1 % failed, pace
+>= 97 %, stale-nonce failures excused as in calls_bench); then a concurrency step: --concurrent-rate calls/s
+for --concurrent-seconds, each held --concurrent-hold seconds: the peak of calls up at once (each with its
+relay legs: 4 UDP sockets in the PBX, or a call in rtpengine). Printed per step: the CPU of the PBX processes
+(all workers), Kamailio (all its processes), PostgreSQL, rtpengine and SIPp, as % of one core over the step,
+and the PBX's CPU per call.
+
+    python bench/scaleout_bench.py                                  # every row: ~15 minutes
+    python bench/scaleout_bench.py --configs direct,k2 --rates 50 --seconds 3 --concurrent-rate 0  # smoke
+
+Everything started is stopped at the end (Ctrl-C too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import calls_bench
+from common import HOST, SCENARIOS, ServerProcess, executable, free_port, markdown_table, write_pbx_config
+from sip_load import DIALPLAN, LoadStep, extensions_toml, held_text, stop_on_signals, working_tree
+
+from tests.e2e.kamailio import kamailio_binary, modules_dir
+from tests.store import postgres_server
+
+KAMAILIO_CFG = calls_bench.SCENARIOS.parents[1] / "deploy" / "kamailio" / "kamailio.cfg"
+RTPENGINE = "/usr/bin/rtpengine"
+RTPENGINE_PORTS = (30000, 39999)  # above the PBX's own range (10000-29999 in calls_bench's config)
+CONFIGS = {
+    "direct": (1, False, "builtin"),
+    "k1": (1, True, "builtin"),
+    "k2": (2, True, "builtin"),
+    "k4": (4, True, "builtin"),
+    "k1-rtpengine": (1, True, "rtpengine"),
+    "k2-rtpengine": (2, True, "rtpengine"),
+    "k4-rtpengine": (4, True, "rtpengine"),
+}
+DEFAULT_RATES = "100,150,200,250,300,350,400"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--configs", default=",".join(CONFIGS), help=f"which rows, of {', '.join(CONFIGS)}")
+    add("--rates", default=DEFAULT_RATES, help=f"calls/s steps, up to the first not held ({DEFAULT_RATES})")
+    add("--seconds", type=float, default=8.0, help="length of each rate step (default 8, at most 60)")
+    add("--hold-ms", type=int, default=200, help="ms between ACK and BYE in the rate steps (200)")
+    add("--concurrent-rate", type=int, default=40, help="calls/s of the concurrency step; 0 skips it (40)")
+    add("--concurrent-seconds", type=float, default=12.0, help="its length (12)")
+    add("--concurrent-hold", type=float, default=12.0, help="seconds each of its calls is held (12)")
+    add("--per-process", type=int, default=100, help="calls/s per SIPp UAC/UAS pair (100)")
+    add("--max-failures", type=float, default=0.001)
+    add(
+        "--overload",
+        action="store_true",
+        help="keep [overload] control on (default off: on a shared 2-core box a 0.2 s stall of the event "
+        "loop makes it shed a step's calls with 503, which measures the box, not the capacity)",
+    )
+    add("--workdir", type=Path, help="configs, SIPp files and logs (default: a temporary directory)")
+    args = parser.parse_args(argv)
+    args.config_list = [c.strip() for c in args.configs.split(",") if c.strip()]
+    args.rate_list = sorted({int(r) for r in args.rates.split(",") if r.strip()})
+    if not set(args.config_list) <= set(CONFIGS) or not args.rate_list or not 0 < args.seconds <= 60:
+        parser.error("bad --configs, --rates or --seconds")
+    if args.concurrent_seconds > 60 or args.concurrent_hold > 60:
+        parser.error("--concurrent-seconds and --concurrent-hold: at most 60")
+    return args
+
+
+class TreeCpu:
+    """CPU seconds used by some processes and all their descendants between `start` and `stop`."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.roots = [psutil.Process(pid) for pid in pids]
+        self._start: dict[tuple[int, float], float] = {}
+
+    def _times(self) -> dict[tuple[int, float], float]:
+        found: dict[tuple[int, float], float] = {}
+        for root in self.roots:
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for proc in procs:
+                try:
+                    times = proc.cpu_times()
+                    found[(proc.pid, proc.create_time())] = times.user + times.system
+                except psutil.Error:
+                    pass
+        return found
+
+    def start(self) -> TreeCpu:
+        self._start = self._times()
+        return self
+
+    def stop(self) -> float:
+        return sum(cpu - self._start.get(key, 0.0) for key, cpu in self._times().items())
+
+
+class Kamailio:
+    """The shipped kamailio.cfg in the foreground, dispatching to the nodes of `dispatcher`."""
+
+    def __init__(self, directory: Path, dispatcher: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port(tcp=False)
+        self.ctl = directory / "kamailio_ctl"
+        cmd = [
+            kamailio_binary(), "-f", str(KAMAILIO_CFG), "-DD", "-E", "-L", modules_dir(),
+            "-Y", str(directory), "-P", str(directory / "kamailio.pid"), "-m", "512", "-M", "32",
+            "-A", f"LISTEN=udp:{HOST}:{self.port}", "-A", f'DISPATCHER_LIST="{dispatcher}"',
+            "-A", "PING_INTERVAL=2", "-A", f'CTL_SOCKET="unix:{self.ctl}"',
+        ]  # fmt: skip
+        self.server = ServerProcess("kamailio", cmd, cwd=directory)
+        deadline = time.monotonic() + 20
+        while not self.ctl.exists():  # the control socket appears once every process is up
+            if time.monotonic() > deadline or not self.server.alive():
+                self.server.stop()
+                raise RuntimeError(f"kamailio did not start:\n{self.server.output[-3000:]}")
+            time.sleep(0.05)
+
+
+def front_scenarios(directory: Path) -> Path:
+    """bench/scenarios with call_uac.xml's ACK and BYE carrying the route set (`[routes]`: the Record-Route of
+    Kamailio, which relays in-dialog requests only by their Route), for calls_bench.Bench behind the front."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in calls_bench.SCENARIOS.glob("*.xml"):
+        shutil.copyfile(path, directory / path.name)
+    text = (calls_bench.SCENARIOS / "call_uac.xml").read_text()
+    for method in ("ACK", "BYE"):
+        line = f"{method} [next_url] SIP/2.0\n"
+        if text.count(line) != 1:
+            raise RuntimeError(f"bench/scenarios/call_uac.xml: no single {line!r}")
+        text = text.replace(line, line + "[routes]\n")
+    (directory / "call_uac.xml").write_text(text)
+    return directory
+
+
+def start_rtpengine(directory: Path) -> tuple[ServerProcess, int]:
+    port = free_port(tcp=False)
+    cmd = [
+        RTPENGINE, "--table=-1", f"--interface={HOST}", f"--listen-ng={HOST}:{port}", "--foreground",
+        "--log-stderr", "--log-level=4", f"--port-min={RTPENGINE_PORTS[0]}",
+        f"--port-max={RTPENGINE_PORTS[1]}", "--num-threads=1", "--delete-delay=0",
+        f"--pidfile={directory / 'rtpengine.pid'}",
+    ]  # fmt: skip
+    return ServerProcess("rtpengine", cmd, cwd=directory), port
+
+
+@dataclass
+class Row:
+    """One step of one configuration."""
+
+    config: str
+    workers: int
+    front: bool
+    relay: str
+    label: str
+    result: LoadStep
+    wall: float
+    cpu: dict[str, float]
+    peak: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def percent(self, name: str) -> str:
+        if name not in self.cpu or self.wall <= 0:
+            return "-"
+        value = 100 * self.cpu[name] / self.wall
+        return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+
+    def verdict(self, max_failures: float) -> str:
+        """`held_text` for a rate step; for the concurrency step: every call made and answered (its pace
+        over a step as long as its hold is not a measure of anything)."""
+        r = self.result
+        if self.label != "concurrent":
+            return held_text(r, max_failures)
+        ok = r.server_alive and r.stats.created >= r.expected and r.failure_ratio < max_failures
+        return "yes" if ok else "NO"
+
+    def pbx_ms(self, name: str = "pbx") -> str:
+        """CPU milliseconds of `name` per completed call."""
+        ok = self.result.stats.successful
+        return f"{1000 * self.cpu[name] / ok:.2f}" if ok and name in self.cpu else "-"
+
+
+def run_config(name: str, args: argparse.Namespace, workdir: Path, rows: list[Row]) -> None:
+    """Start one configuration, run its steps into `rows`, stop it."""
+    workers, front, relay = CONFIGS[name]
+    directory = workdir / name
+    started: list[ServerProcess] = []
+    try:
+        extra = '[store]\nurl = "' + postgres_server.server().url() + '"\n\n'
+        rtpengine_port = 0
+        if relay == "rtpengine":
+            engine, rtpengine_port = start_rtpengine(directory.parent)
+            started.append(engine)
+        ns = argparse.Namespace(
+            rate_list=args.rate_list, memory_rate=args.concurrent_rate, per_process=args.per_process,
+            callers=100, extra_extensions=0, no_pin=True, server_cpu=0, loadgen_cpu=1, no_auth=False,
+        )  # fmt: skip
+        # Bench reads its scenarios from calls_bench.SCENARIOS: behind the front, the copy with [routes].
+        calls_bench.SCENARIOS = front_scenarios(directory / "scenarios") if front else SCENARIOS
+        bench = calls_bench.Bench(ns, directory)
+        numbers = [*bench.callers, *bench.callees]
+        media = calls_bench.PBX_EXTRA
+        if relay == "rtpengine":
+            media = media.replace(
+                "[media]\n", f'[media]\nrelay = "rtpengine"\nrtpengine = "{HOST}:{rtpengine_port}"\n'
+            )
+        extra += extensions_toml(numbers) + media
+        if front:
+            extra += '[security]\ntrusted_proxies = ["127.0.0.1"]\n\n'
+        if not args.overload:
+            extra += "[overload]\nenabled = false\n\n"
+        config = write_pbx_config(directory, bench.port)
+        shutil.copyfile(DIALPLAN, directory / "dialplans" / "default" / "main.j2")
+        with config.open("a") as f:
+            f.write("\n" + extra)
+        cmd = [executable("twistd"), "--nodaemon", "--pidfile=", "pbx", "--config", str(config)]
+        pbx = ServerProcess("pbx", [*cmd, "--workers", str(workers)], cwd=directory)
+        started.append(pbx)
+        pbx.wait_for(r"PBX ready: ", timeout=120, count=workers)
+        bench.server = pbx
+        trees = {"pbx": [pbx.pid], "postgresql": [postgres_server.server().process.pid]}
+        if relay == "rtpengine":
+            trees["rtpengine"] = [started[0].pid]
+        if front:
+            dispatcher = directory / "data" / "dispatcher.list"
+            if workers == 1:
+                dispatcher.write_text(f"1 sip:{HOST}:{bench.port}\n")
+            kamailio = Kamailio(directory / "kamailio", dispatcher)
+            started.append(kamailio.server)
+            trees["kamailio"] = [kamailio.server.pid]
+            bench.port = kamailio.port  # SIPp registers and calls through the front
+        bench.register_callees()
+        warm = bench.step(10, 2, args.hold_ms, "warmup")
+        if not warm.step.held_but_stale(args.max_failures, min_pace=0.5):
+            raise RuntimeError(f"{name}: calls fail at 10/s: {warm}\n{pbx.output[-3000:]}")
+
+        def step(rate: int, seconds: float, hold_ms: int, label: str) -> Row:
+            meters = {key: TreeCpu(pids).start() for key, pids in trees.items()}
+            begun = time.monotonic()
+            result = bench.step(rate, seconds, hold_ms, label)
+            wall = time.monotonic() - begun
+            cpu = {key: meter.stop() for key, meter in meters.items()}
+            cpu["sipp"] = result.step.loadgen_cpu / 100 * result.step.elapsed
+            wall = max(wall, 1e-9)
+            row = Row(name, workers, front, relay, label, result.step, wall, cpu)
+            rows.append(row)
+            print("  " + " | ".join(str(c) for c in step_cells(row, args.max_failures)), flush=True)
+            return row
+
+        for rate in args.rate_list:
+            row = step(rate, args.seconds, args.hold_ms, f"rate-{rate}")
+            if not row.result.held_but_stale(args.max_failures):
+                break
+        if args.concurrent_rate > 0:
+            hold = int(args.concurrent_hold * 1000)
+            row = step(args.concurrent_rate, args.concurrent_seconds, hold, "concurrent")
+            row.peak = calls_bench.max_concurrent(directory / "sipp" / f"{bench.steps_run:02d}-concurrent")
+        if not pbx.alive():
+            raise RuntimeError(f"{name}: the PBX died:\n{pbx.output[-3000:]}")
+    finally:
+        for server in reversed(started):
+            server.stop(timeout=30)
+            (directory / f"{server.name}.log").write_text(server.output)
+
+
+STEP_HEADERS = [
+    "config", "PBX procs", "step", "rate/s", "ok", "failed", "achieved/s", "setup ms", "PBX CPU %",
+    "Kamailio CPU %", "PostgreSQL CPU %", "rtpengine CPU %", "SIPp CPU %", "PBX CPU ms/call", "peak calls up",
+    "held",
+]  # fmt: skip
+
+
+def step_cells(row: Row, max_failures: float) -> list[object]:
+    r = row.result
+    return [
+        row.config, row.workers, row.label, r.rate, r.stats.successful, r.expected - r.stats.successful,
+        f"{r.achieved:.0f}", f"{r.stats.response_ms:.1f}", row.percent("pbx"), row.percent("kamailio"),
+        row.percent("postgresql"), row.percent("rtpengine"), row.percent("sipp"), row.pbx_ms(),
+        row.peak or "-", row.verdict(max_failures),
+    ]  # fmt: skip
+
+
+SUMMARY_HEADERS = [
+    "config", "front", "relay", "PBX procs", "calls/s held", "per PBX process", "PBX CPU %", "Kamailio CPU %",
+    "PostgreSQL CPU %", "rtpengine CPU %", "SIPp CPU %", "PBX CPU ms/call", "Kamailio CPU ms/call",
+    "calls up at once (held?)",
+]  # fmt: skip
+
+
+def summary(rows: list[Row], args: argparse.Namespace) -> list[list[object]]:
+    table = []
+    for name in args.config_list:
+        mine = [r for r in rows if r.config == name]
+        if not mine:
+            continue
+        first = mine[0]
+        held = [r for r in mine if r.label.startswith("rate-") and r.result.held_but_stale(args.max_failures)]
+        best = max(held, key=lambda r: r.result.rate) if held else None
+        concurrent = next((r for r in mine if r.label == "concurrent"), None)
+        up = "-"
+        if concurrent is not None:
+            up = f"{concurrent.peak} ({concurrent.verdict(args.max_failures)})"
+        if best is None:
+            cells: list[object] = ["none", "-", "-", "-", "-", "-", "-", "-", "-"]
+        else:
+            cells = [
+                best.result.rate, f"{best.result.rate / first.workers:.0f}", best.percent("pbx"),
+                best.percent("kamailio"), best.percent("postgresql"), best.percent("rtpengine"),
+                best.percent("sipp"), best.pbx_ms(), best.pbx_ms("kamailio"),
+            ]  # fmt: skip
+        front = "Kamailio" if first.front else "none"
+        table.append([name, front, first.relay, first.workers, *cells, up])
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    executable("sipp")
+    if postgres_server.unavailable() is not None:
+        print(f"error: {postgres_server.unavailable()}", file=sys.stderr)
+        return 1
+    stop_on_signals()
+    tmp = None
+    if args.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="scaleout-bench-")
+        args.workdir = Path(tmp.name)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    version = subprocess.run([kamailio_binary(), "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+    print(f"# scale-out benchmark {time.strftime('%Y-%m-%d %H:%M')} UTC; configs {args.config_list}")
+    print(f"# rates {args.rate_list} x {args.seconds:g} s (hold {args.hold_ms} ms)")
+    hold = f"held {args.concurrent_hold:g} s"
+    print(f"# concurrency {args.concurrent_rate}/s x {args.concurrent_seconds:g} s {hold}")
+    print(f"# pbx at {working_tree()}; {version}; overload control {'on' if args.overload else 'off'}")
+    print(f"# {os.cpu_count()} CPUs, nothing pinned; workdir {args.workdir}")
+    print("  " + " | ".join(STEP_HEADERS), flush=True)
+    rows: list[Row] = []
+    status = 0
+    try:
+        for name in args.config_list:
+            try:
+                run_config(name, args, args.workdir, rows)
+            except RuntimeError as e:
+                print(f"error in {name}: {e}", file=sys.stderr)
+                status = 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        status = 130
+    finally:
+        postgres_server.server().stop()
+        if tmp is not None:
+            tmp.cleanup()
+    print("\n## Every step\n")
+    print(markdown_table(STEP_HEADERS, [step_cells(r, args.max_failures) for r in rows]))
+    print("\n## Summary: the highest rate held per configuration\n")
+    print(markdown_table(SUMMARY_HEADERS, summary(rows, args)))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
