@@ -47,6 +47,12 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions")
     parser.add_argument("--hold", type=int, default=0, metavar="N", help="measure N answered calls held up")
     parser.add_argument("--top", type=int, default=15, help="with --hold: the top allocation sites shown")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="without the layers a default PBX adds (metrics, call traces, busy lamps, transfer=##): "
+        "what this script measured before them, and what older trees can run",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(args.tree))
     sys.path.insert(1, str(REPO))  # this script's tests/ helpers when the tree is older
@@ -63,9 +69,12 @@ def main() -> None:
     for mode in modes:
         plans = Path(tempfile.mkdtemp())
         (plans / TENANT).mkdir(parents=True)
-        (plans / TENANT / "main.j2").write_text("dial 1002 timeout=20\nhangup\n")
+        transfer = "" if args.plain else " transfer=##"  # the shipped dialplan's dial watches for keys
+        (plans / TENANT / "main.j2").write_text(f"dial 1002 timeout=20{transfer}\nhangup\n")
         authenticate = mode == "auth"
         server = Pbx(plans, trusted_caller=not authenticate)
+        if not args.plain:
+            add_layers(server, TENANT)
         if args.hold:
             hold(server, args.hold, authenticate, args.top)
             continue
@@ -97,6 +106,53 @@ def main() -> None:
         if args.profile:
             stats.sort_stats("tottime").print_stats(args.profile)
         gc.unfreeze()
+
+
+def add_layers(server: Any, tenant: str) -> None:
+    """What `pbx.service` adds to every call with the default config: the metrics' and the call tracer's
+    observers and SIP trace hooks (`build_observability`), the busy lamps (`build_features`, no watcher).
+    The hooks see what the PBX sends (the harness hands the stack parsed messages: received ones are not
+    traced here, so the real PBX pays about twice the hooks' cost shown). Not here: `[edge]` admission and
+    `[overload]` screening, which act on datagrams before parsing."""
+    from pbx.admin.metrics import MetricsRegistry
+    from pbx.apps.busy_lamps import BusyLamps
+    from pbx.b2bua.trace import CallTracer
+    from pbx.config.observe import TraceConfig
+
+    class _Notifier:
+        def notify(self, *_: object) -> None:
+            pass
+
+    b2bua = server.b2bua
+    metrics = MetricsRegistry([tenant])
+    metrics.attach(b2bua=b2bua, stack=server.stack)
+    b2bua.observers.append(metrics.calls)
+    trace = TraceConfig()
+    tracer = CallTracer(
+        server.clock,
+        keep=trace.calls,
+        keep_failed=trace.failed_calls,
+        max_events=trace.max_events,
+        max_bytes=trace.max_bytes,
+        body_bytes=trace.body_bytes,
+    )
+    b2bua.observers.append(tracer)
+    metrics.attach(tracer=tracer)
+    b2bua.observers.append(BusyLamps(_Notifier(), lambda t: None))
+    hooks = (metrics.sip_counter, tracer.sip_message)
+
+    def traced(send: Any, flow_of: Any) -> Any:
+        def send_traced(data: bytes, *rest: Any) -> Any:
+            flow = flow_of()
+            for hook in hooks:
+                hook("send", "UDP", flow, data)
+            return send(data, *rest)
+
+        return send_traced
+
+    caller = server.caller_flow
+    caller.send = traced(caller.send, lambda: caller)
+    server.transports.send = traced(server.transports.send, lambda: server.callee_flow)
 
 
 def hold(server: Any, count: int, authenticate: bool, top: int) -> None:

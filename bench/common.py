@@ -143,19 +143,24 @@ class ServerProcess:
         self._reader.join(5)
 
 
-def write_pbx_config(directory: Path, port: int, *, host: str = HOST) -> Path:
-    """A PBX config listening on UDP only, sip_trace off (the benchmark set-up)."""
+def write_pbx_config(directory: Path, port: int, *, host: str = HOST, edge: bool = True) -> Path:
+    """A PBX config listening on UDP only, sip_trace off (the benchmark set-up); `edge`: with the raised
+    `[edge]` limits (False for a build older than `[edge]`, which refuses the unknown section)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "dialplans" / "default").mkdir(parents=True, exist_ok=True)
     path = directory / "pbx.toml"
-    path.write_text(
+    text = (
         '[pbx]\ndata_dir = "data"\nsip_trace = false\n\n'
         f'[[sip.listen]]\ntransport = "udp"\nhost = "{host}"\nport = {port}\n\n'
         f'[tenants.default]\ndomain = "localhost"\naliases = ["{host}"]\n\n'
+    )
+    if edge:
         # One load generator is one source: the per-source limits before parsing would block it (their
         # behaviour is tested in tests/e2e/test_flood.py and their cost measured by bench/admission_bench.py).
-        "[edge]\nrate = 1000000\nburst = 1000000\nconnection_rate = 100000\nconnection_burst = 100000\n"
-    )
+        text += (
+            "[edge]\nrate = 1000000\nburst = 1000000\nconnection_rate = 100000\nconnection_burst = 100000\n"
+        )
+    path.write_text(text)
     return path
 
 

@@ -104,7 +104,10 @@ def start_pbx_with(
 
     Ready when it listens and its location service has loaded (so a REGISTER is answered at once).
     """
-    config = write_pbx_config(directory, port)
+    # A tree older than `[edge]` (e.g. compare_bench's base 008c440) refuses the section.
+    config = write_pbx_config(
+        directory, port, edge=code is None or (code / "pbx" / "config" / "edge.py").exists()
+    )
     if code is not None and dialplan == DIALPLAN:
         dialplan = code / DIALPLAN.relative_to(REPO)
     if dialplan is not None:

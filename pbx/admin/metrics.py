@@ -153,6 +153,8 @@ class CallMetrics:
             registry=registry,
         )
         self._by_tenant: dict[str, tuple[Any, Any, Any, Any]] = {}
+        self._ended: dict[tuple[str, str], Any] = {}  # (tenant, cause) -> its series of `ended`
+        self._failed: dict[tuple[str, str], Any] = {}  # and of `failed`
         self.rtp_relayed = 0  # RTP packets of ended calls (live calls are added at scrape time)
         self.rtp_dropped = 0  # fmt: skip
 
@@ -190,18 +192,27 @@ class CallMetrics:
 
     def media_closing(self, call: Any, media: Any) -> None:
         try:
-            stats = media.session.stats()
+            stats = getattr(media, "final_stats", media.session.stats)()
         except Exception:
             return
         self.rtp_relayed += stats.a.packets + stats.b.packets
         self.rtp_dropped += stats.a.dropped + stats.b.dropped
 
     def call_ended(self, call: Any) -> None:
-        tenant = self._tenant(call.tenant)
-        cause = call.cause if call.cause in CAUSES else "other"
-        self.ended.labels(tenant, cause).inc()
+        self._series(self.ended, self._ended, call).inc()
         if call.answered_at is None:
-            self.failed.labels(tenant, cause).inc()
+            self._series(self.failed, self._failed, call).inc()
+
+    def _series(self, counter: Counter, known: dict[tuple[str, str], Any], call: Any) -> Any:
+        """The (tenant, cause) series of `counter` for `call`, looked up once per pair in `known`
+        (`labels()` takes a lock and builds its key each time)."""
+        found = known.get((call.tenant, call.cause))
+        if found is None:
+            cause = call.cause if call.cause in CAUSES else "other"
+            found = counter.labels(self._tenant(call.tenant), cause)
+            if len(known) < 4096:  # tenants x causes; past that (odd causes), looked up each time
+                known[(call.tenant, call.cause)] = found
+        return found
 
 
 class PbxCollector(Collector):

@@ -28,8 +28,7 @@ attributes (`caller`, `tenant`, `id`, `winner`, `callee_extension`).
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -46,12 +45,28 @@ Watchable = Callable[[str, str, str], int | None]
 """(tenant, watcher extension, number) -> None when it may watch the number, else 403 or 404."""
 
 
-@dataclass(frozen=True, slots=True)
-class Watched:
-    """A resource busy lamps watch: an extension or a park orbit of a tenant."""
+class Watched(NamedTuple):
+    """A resource busy lamps watch: an extension or a park orbit of a tenant (a tuple: every call's events
+    use it as a key several times, and a tuple hashes and compares in C)."""
 
     tenant: str
     number: str
+
+
+_MAX_URIS = 4096
+
+
+def _with_state(entry: DialogEntry, state: str) -> DialogEntry:
+    """`entry` in another state (`dataclasses.replace` without its field lookups: twice per call)."""
+    return DialogEntry(
+        entry.id,
+        state,
+        entry.direction,
+        entry.call_id,
+        entry.remote_identity,
+        entry.remote_display,
+        entry.local_identity,
+    )
 
 
 class BusyLamps:
@@ -70,12 +85,20 @@ class BusyLamps:
         self._dialogs: dict[Watched, dict[str, DialogEntry]] = {}
         self._ringing: dict[tuple[Watched, str], int] = {}  # (resource, call id) -> legs still ringing
         self._ended: dict[Watched, DialogEntry] = {}  # the last dialog that ended, shown terminated
-        self._by_call: dict[str, set[Watched]] = {}
+        # Call-ID -> the resources it shows on (a tuple: one or two, kept for each call's length).
+        self._by_call: dict[str, tuple[Watched, ...]] = {}
+        self._uris: dict[tuple[str, str], str] = {}  # (number, domain) -> URI: one string for all calls
 
     # -- what the package asks ----------------------------------------------------------------------------
 
     def uri(self, tenant: str, number: str) -> str:
-        return f"sip:{number}@{self._domain(tenant) or tenant}"
+        domain = self._domain(tenant) or tenant
+        found = self._uris.get((number, domain))
+        if found is None:
+            if len(self._uris) >= _MAX_URIS:
+                self._uris.clear()
+            found = self._uris[(number, domain)] = f"sip:{number}@{domain}"
+        return found
 
     def document(self, resource: Watched, version: int) -> DialogInfo:
         """The full state of a resource as the subscriber's `version`-th document."""
@@ -95,7 +118,9 @@ class BusyLamps:
         if dialogs.get(key) == entry:
             return
         dialogs[key] = entry
-        self._by_call.setdefault(key, set()).add(resource)
+        known = self._by_call.get(key, ())
+        if resource not in known:
+            self._by_call[key] = (*known, resource)
         self._notifier.notify(EVENT, resource)
 
     def _end(self, resource: Watched, key: str) -> None:
@@ -107,10 +132,12 @@ class BusyLamps:
             del self._dialogs[resource]
         resources = self._by_call.get(key)
         if resources is not None:
-            resources.discard(resource)
-            if not resources:
+            left = tuple(r for r in resources if r != resource)
+            if left:
+                self._by_call[key] = left
+            else:
                 del self._by_call[key]
-        self._ended[resource] = replace(entry, state="terminated")
+        self._ended[resource] = _with_state(entry, "terminated")
         self._notifier.notify(EVENT, resource)
 
     def _caller_identity(self, call: Any) -> tuple[str, str]:
@@ -178,14 +205,14 @@ class BusyLamps:
             self._end(resource, call.id)
 
     def call_answered(self, call: Any) -> None:
-        for resource in tuple(self._by_call.get(call.id, ())):
+        for resource in self._by_call.get(call.id, ()):
             entry = self._dialogs[resource][call.id]
             answered_here = resource.number in (call.caller.extension, call.callee_extension)
             if answered_here and entry.state != "confirmed":
-                self._set(resource, call.id, replace(entry, state="confirmed"))
+                self._set(resource, call.id, _with_state(entry, "confirmed"))
 
     def call_ended(self, call: Any) -> None:
-        for resource in tuple(self._by_call.get(call.id, ())):
+        for resource in self._by_call.get(call.id, ()):
             self._ringing.pop((resource, call.id), None)
             self._end(resource, call.id)
 

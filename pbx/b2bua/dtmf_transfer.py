@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from pbx.media.dtmf import DtmfReceiver, TelephoneEvent
 from pbx.media.rtp import RtpPacket
-from pbx.sip.sdp import SdpError, SessionDescription
+from pbx.sip.sdp import telephone_event_types
 
 DIGIT_PAUSE = 3.0
 """Seconds after the last digit of the number at which the transfer starts without a closing `#`."""
@@ -36,20 +36,24 @@ CODE = re.compile(r"[0-9*#]{1,4}")
 
 
 def event_payload_types(bodies: Iterable[bytes | None]) -> frozenset[int]:
-    """The telephone-event payload types named in any of the SDP `bodies` (the phone's and ours)."""
+    """The telephone-event payload types named in any of the SDP `bodies` (the phone's and ours: bodies
+    the call's media bridge took, so already parsed once; `telephone_event_types` reads only their m= and
+    rtpmap lines)."""
     found: set[int] = set()
-    for body in bodies:
-        if not body:
-            continue
-        try:
-            sdp = SessionDescription.parse(body)
-        except SdpError:
-            continue
-        for media in sdp.media:
-            for pt, entry in media.rtpmap.items():
-                if entry.encoding.lower() == "telephone-event" and pt.isdigit():
-                    found.add(int(pt))
-    return frozenset(found)
+    for body in set(bodies):  # a side's offer is often its session's remote body too: read once
+        if body:
+            found |= telephone_event_types(body)
+    types = frozenset(found)
+    shared = _SHARED_TYPES.get(types)  # each watched call keeps its two sides' sets: the few there are,
+    if shared is not None:  # once (101 for nearly every phone)
+        return shared
+    if len(_SHARED_TYPES) >= 64:
+        _SHARED_TYPES.clear()
+    _SHARED_TYPES[types] = types
+    return types
+
+
+_SHARED_TYPES: dict[frozenset[int], frozenset[int]] = {}
 
 
 class _Side:
@@ -60,7 +64,34 @@ class _Side:
         self.collecting = False
         self.number = ""
         self.timer: IDelayedCall | None = None
-        self.receiver = DtmfReceiver()
+        self.receiver: DtmfReceiver | None = None  # made by the side's first telephone-event packet
+
+
+class _Tap:
+    """`DigitWatch.tap`: a slotted callable (a call keeps two for its length; a closure costs more)."""
+
+    __slots__ = ("side", "types", "watch")
+
+    def __init__(self, watch: DigitWatch, side: str, types: frozenset[int]) -> None:
+        self.watch = watch
+        self.side = side
+        self.types = types
+
+    def __call__(self, packet: bytes) -> None:
+        watch = self.watch
+        if len(packet) < 12 or (packet[1] & 0x7F) not in self.types or watch.closed:
+            return
+        try:
+            rtp = RtpPacket.parse(packet)
+            event = TelephoneEvent.parse(rtp.payload)
+        except ValueError:
+            return
+        state = watch._sides[self.side]
+        receiver = state.receiver
+        if receiver is None:
+            receiver = state.receiver = DtmfReceiver()
+        for digit in receiver.feed(rtp.timestamp, rtp.marker, event):
+            watch.digit(self.side, digit)
 
 
 class DigitWatch:
@@ -72,6 +103,7 @@ class DigitWatch:
         fire: `fire(side, number)` once a side entered a complete transfer.
     """
 
+    __slots__ = ("_clock", "_fire", "_sides", "closed", "code")
     _log = Logger()
 
     def __init__(self, clock: IReactorTime, code: str, fire: Callable[[str, str], object]) -> None:
@@ -79,7 +111,6 @@ class DigitWatch:
         self.code = code
         self._fire = fire
         self._sides = {"a": _Side(), "b": _Side()}
-        self._events: dict[str, frozenset[int]] = {}
         self.closed = False
 
     # -- inputs ------------------------------------------------------------------------------------------
@@ -105,21 +136,7 @@ class DigitWatch:
 
     def tap(self, side: str, payload_types: frozenset[int]) -> Callable[[bytes], None]:
         """The relay tap of `side`'s leg: RFC 4733 events in `payload_types` become `digit` calls."""
-        self._events[side] = payload_types
-        receiver = self._sides[side].receiver
-
-        def seen(packet: bytes) -> None:
-            if len(packet) < 12 or (packet[1] & 0x7F) not in payload_types or self.closed:
-                return
-            try:
-                rtp = RtpPacket.parse(packet)
-                event = TelephoneEvent.parse(rtp.payload)
-            except ValueError:
-                return
-            for digit in receiver.feed(rtp.timestamp, rtp.marker, event):
-                self.digit(side, digit)
-
-        return seen
+        return _Tap(self, side, payload_types)
 
     # -- the number --------------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from pbx.b2bua.leg_formats import DTMF_MODES, CallFormats
 from pbx.b2bua.srtp_plan import SecureSession, SrtpPlan, SrtpPolicy
 from pbx.media.dtmf_interwork import Interworking, LegFormats
-from pbx.media.interfaces import IMediaRelay, IRelaySession
+from pbx.media.interfaces import IMediaRelay, IRelaySession, SessionStats
 from pbx.media.ports import PortsExhausted
 from pbx.sip.errors import SipError
 from pbx.sip.offer_answer import make_offer, rewrite_for_relay
@@ -168,7 +168,17 @@ class MediaBridge:
         codecs: encoding names allowed through ("PCMU", "PCMA", "telephone-event" ...); ("*",) for all.
     """
 
-    __slots__ = ("_codecs", "_formats", "_session_ids", "_versions", "closed", "external", "session", "srtp")
+    __slots__ = (
+        "_codecs",
+        "_final",
+        "_formats",
+        "_session_ids",
+        "_versions",
+        "closed",
+        "external",
+        "session",
+        "srtp",
+    )
 
     def __init__(self, relay: IMediaRelay, call_id: str, codecs: Sequence[str] = ("*",)) -> None:
         try:
@@ -189,6 +199,7 @@ class MediaBridge:
         self._session_ids = [str(_random.randrange(1, 10**9)), str(_random.randrange(1, 10**9))]
         self._versions = [0, 0]
         self.closed = False
+        self._final: SessionStats | None = None  # the relay's counters read as the call ends (`final_stats`)
 
     def forward(
         self,
@@ -358,6 +369,13 @@ class MediaBridge:
         """What `side`'s phone negotiated (codec, DTMF method), None before its answer or without a
         clock to convert with (for traces: `pbx.b2bua.trace`)."""
         return self._formats.negotiated(side) if self._formats is not None else None
+
+    def final_stats(self) -> SessionStats:
+        """The relay session's counters as the call ends (its `media_closing` observers: metrics, traces),
+        read from the relay once for all of them."""
+        if self._final is None:
+            self._final = self.session.stats()
+        return self._final
 
     def close(self) -> None:
         if not self.closed:

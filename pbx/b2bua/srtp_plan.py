@@ -22,14 +22,14 @@ the codec plan's transform (transcoding, DTMF interworking), encrypt for the tar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from pbx.media.interfaces import IRelaySession
 from pbx.media.relay_channel import Transform
 from pbx.media.srtp import SrtpEndpointLeg, SrtpLeg, SrtpStats, srtcp_transform, srtp_transform
 from pbx.sip.errors import SipError
-from pbx.sip.sdp import MediaDescription
+from pbx.sip.sdp import MediaDescription, replace
 from pbx.sip.sdp_crypto import (
     CryptoAttribute,
     answer_crypto,
@@ -75,6 +75,8 @@ def _strip(
     media: MediaDescription, proto: str, cryptos: tuple[CryptoAttribute, ...] = ()
 ) -> MediaDescription:
     attributes = tuple(a for a in media.attributes if a[0].lower() != "crypto")
+    if not cryptos and proto == media.proto and len(attributes) == len(media.attributes):
+        return media  # a plain stream staying plain (most calls): nothing to change
     attributes += tuple(("crypto", format_crypto(c)) for c in cryptos)
     return replace(media, proto=proto, attributes=attributes)
 
@@ -108,20 +110,55 @@ class _SecureLeg:
         return getattr(self._leg, name)
 
 
+T = TypeVar("T")
+
+
+class _Sides(Generic[T]):
+    """A value for side "a" and one for side "b", read and set as a dict keyed by side."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: T, b: T) -> None:
+        self.a = a
+        self.b = b
+
+    def __getitem__(self, side: str) -> T:
+        if side == "a":
+            return self.a
+        if side == "b":
+            return self.b
+        raise KeyError(side)
+
+    def __setitem__(self, side: str, value: T) -> None:
+        if side == "a":
+            self.a = value
+        elif side == "b":
+            self.b = value
+        else:
+            raise KeyError(side)
+
+    def get(self, side: str, default: T | None = None) -> T | None:
+        return self[side] if side in ("a", "b") else default
+
+
+_DEFAULT_POLICY = SrtpPolicy()
+
+
 class SrtpPlan:
     """The SRTP state of one call's two sides (module docstring)."""
 
     def __init__(self, session: IRelaySession) -> None:
         self._session = session
-        self.policies: dict[str, SrtpPolicy] = {"a": SrtpPolicy(), "b": SrtpPolicy()}
-        self.legs: dict[str, SrtpLeg | None] = {"a": None, "b": None}
-        self.inner: dict[str, Transform | None] = {"a": None, "b": None}
-        self._remote: dict[str, CryptoAttribute | None] = {"a": None, "b": None}  # a phone's offered key
-        self._answer_proto: dict[str, str] = {"a": SRTP_PROTO, "b": SRTP_PROTO}  # RTP/AVP for best effort
-        self._offered: dict[str, tuple[CryptoAttribute, ...]] = {"a": (), "b": ()}  # the PBX's offered keys
+        # Per side ("a", "b"): `_Sides`, two slots each (a call keeps seven of these for its length).
+        self.policies: _Sides[SrtpPolicy] = _Sides(_DEFAULT_POLICY, _DEFAULT_POLICY)
+        self.legs: _Sides[SrtpLeg | None] = _Sides(None, None)
+        self.inner: _Sides[Transform | None] = _Sides(None, None)
+        self._remote: _Sides[CryptoAttribute | None] = _Sides(None, None)  # a phone's offered key
+        self._answer_proto: _Sides[str] = _Sides(SRTP_PROTO, SRTP_PROTO)  # RTP/AVP for best effort
+        self._offered: _Sides[tuple[CryptoAttribute, ...]] = _Sides((), ())  # the PBX's offered keys
         # The keys of each side's last SDES exchange (the phone's, the PBX's): a re-offer with the same key
         # (a session refresh, a dial after the IVR answered) keeps the PBX's key and the libsrtp sessions.
-        self._agreed: dict[str, tuple[CryptoAttribute, CryptoAttribute] | None] = {"a": None, "b": None}
+        self._agreed: _Sides[tuple[CryptoAttribute, CryptoAttribute] | None] = _Sides(None, None)
         self._installed = False
 
     def set_policy(self, side: str, policy: SrtpPolicy) -> None:

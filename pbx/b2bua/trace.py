@@ -97,9 +97,52 @@ def _size(event: dict[str, Any]) -> int:
     return total
 
 
-def _rendered(event: dict[str, Any], body_bytes: int) -> dict[str, Any]:
+class SipEvent:
+    """A SIP message in a trace: what the dict of another event would hold (`t`, `kind` "sip", `party`,
+    `dir`, `peer`, `raw`), in a slotted object (a held call keeps about ten: a dict each cost ~250 bytes
+    more; the peer is kept as the transport and the flow's own address tuple, made into `peer` when read).
+    Read as a mapping (`event["dir"]`, `event.get(...)`, `as_dict()`)."""
+
+    __slots__ = ("address", "dir", "party", "raw", "t", "transport")
+
+    kind = "sip"
+
+    def __init__(
+        self, t: float, party: str, inbound: bool, transport: str, address: tuple[Any, ...], raw: bytes
+    ) -> None:
+        self.t = t
+        self.party = party
+        self.dir = "in" if inbound else "out"
+        self.transport = transport
+        self.address = address
+        self.raw = raw
+
+    @property
+    def peer(self) -> tuple[Any, ...]:
+        return (self.transport, *self.address[:2])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "t": self.t,
+            "kind": "sip",
+            "party": self.party,
+            "dir": self.dir,
+            "peer": self.peer,
+            "raw": self.raw,
+        }
+
+    def __getitem__(self, key: str) -> Any:
+        return self.as_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.as_dict().get(key, default)
+
+
+def _rendered(event: dict[str, Any] | SipEvent, body_bytes: int) -> dict[str, Any]:
     """An event as the API shows it: a SIP message's raw bytes summarised (`summarise`), its peer as text,
     the text of media and render events (made here, not on the call's path)."""
+    if isinstance(event, SipEvent):
+        event = event.as_dict()
     raw = event.get("raw")
     if raw is None:
         out = dict(event)
@@ -160,7 +203,7 @@ class CallTrace:
         self.cause = ""
         self.status = 0
         self.parties: list[dict[str, str]] = [{"id": "caller", "label": "caller", "call_id": call_id}]
-        self.events: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any] | SipEvent] = []
         self.dropped = 0
         self.max_events = max_events
         self.max_bytes = max_bytes
@@ -176,11 +219,11 @@ class CallTrace:
     def size(self) -> int:
         return self._bytes
 
-    def add(self, event: dict[str, Any], size: int = 0, *, force: bool = False) -> None:
+    def add(self, event: dict[str, Any] | SipEvent, size: int = 0, *, force: bool = False) -> None:
         """Keep `event` unless the trace is full (then count it); `size`: about its bytes (0: counted here);
         `force`: the end summary, always kept."""
         if not size:
-            size = _size(event)
+            size = _size(event) if isinstance(event, dict) else 96 + len(event.raw)
         if not force and (len(self.events) >= self.max_events or self._bytes + size > self.max_bytes):
             self.dropped += 1
             return
@@ -242,6 +285,11 @@ class CallTracer:
         self._sip: dict[str, tuple[CallTrace, str]] = {}  # any leg's Call-ID -> (trace, party)
         self._recent: deque[CallTrace] = deque()
         self._failed: deque[CallTrace] = deque()
+        # The last INVITE received and sent whose Call-ID no trace knew yet: (Call-ID, bytes). The caller's
+        # INVITE arrives (and an outbound leg's is sent) just before `call_started` (`leg_started`) makes
+        # its trace, which then keeps these bytes instead of writing the message again.
+        self._invite_in: tuple[str, bytes] | None = None
+        self._invite_out: tuple[str, bytes] | None = None
 
     # -- lookups ----------------------------------------------------------------------------------------
 
@@ -277,7 +325,9 @@ class CallTracer:
 
     def sip_message(self, direction: str, transport: str, flow: Any, data: bytes) -> None:
         """`TransportManager.trace`: add a message of a traced call to its trace."""
-        if not self._sip:
+        if not self._sip and not data.startswith(b"INVITE "):  # no call traced: only an INVITE may start one
+            return
+        if data.startswith(b"REGISTER "):  # never part of a call (RFC 3261 10: no dialog, its own Call-ID)
             return
         start = data.find(b"\r\nCall-ID:")  # as the PBX and most phones write it; else any spelling
         if start >= 0:
@@ -289,30 +339,32 @@ class CallTracer:
             if found is None:
                 return
             call_id = found.group(1).strip()
-        entry = self._sip.get(call_id.decode("utf-8", "replace"))
+        text = call_id.decode("utf-8", "replace")
+        entry = self._sip.get(text)
         if entry is None:
+            if data.startswith(b"INVITE "):
+                if direction == "recv":
+                    self._invite_in = (text, data)
+                else:
+                    self._invite_out = (text, data)
             return
         trace, party = entry
-        self._sip_event(trace, party, direction == "recv", (transport, *flow.remote_address[:2]), data)
+        self._sip_event(trace, party, direction == "recv", transport, flow.remote_address, data)
 
     def _sip_event(
-        self, trace: CallTrace, party: str, inbound: bool, peer: tuple[Any, ...], data: bytes
+        self,
+        trace: CallTrace,
+        party: str,
+        inbound: bool,
+        transport: str,
+        address: tuple[Any, ...],
+        data: bytes,
     ) -> None:
         """Keep the message's bytes (its head and up to `body_bytes` of its body); the API summarises them."""
         head = data.find(b"\r\n\r\n")
         if head >= 0 and len(data) > head + 4 + self.body_bytes:
             data = data[: head + 4 + self.body_bytes] + b"[...]"
-        trace.add(
-            {
-                "t": self.clock.seconds(),
-                "kind": "sip",
-                "party": party,
-                "dir": "in" if inbound else "out",
-                "peer": peer,
-                "raw": data,
-            },
-            len(data) + 96,
-        )
+        trace.add(SipEvent(self.clock.seconds(), party, inbound, transport, address, data), len(data) + 96)
 
     # -- call observer ----------------------------------------------------------------------------------
 
@@ -333,8 +385,9 @@ class CallTracer:
         self._active[call.id] = trace
         self._sip[call.id] = (trace, "caller")
         flow = call.txn.flow
-        peer = (flow.transport, *flow.remote_address[:2])
-        self._sip_event(trace, "caller", True, peer, call.invite.to_bytes())
+        seen, self._invite_in = self._invite_in, None
+        raw = seen[1] if seen is not None and seen[0] == call.id else call.invite.to_bytes()
+        self._sip_event(trace, "caller", True, flow.transport, flow.remote_address, raw)
 
     def leg_started(self, call: Call, leg: OutboundLeg) -> None:
         trace = self._active.get(call.id)
@@ -346,7 +399,9 @@ class CallTracer:
         self._sip[leg.call_id] = (trace, party)
         if leg.invite is not None:  # sent already: the hook did not know its Call-ID yet
             transport, host, port = leg.destination[:3]
-            self._sip_event(trace, party, False, (str(transport).upper(), host, port), leg.invite.to_bytes())
+            seen, self._invite_out = self._invite_out, None
+            raw = seen[1] if seen is not None and seen[0] == leg.call_id else leg.invite.to_bytes()
+            self._sip_event(trace, party, False, str(transport).upper(), (host, port), raw)
 
     def leg_ended(self, call: Call, leg: OutboundLeg) -> None:
         self.note(call, f"{leg.extension or leg.target.uri}: leg failed ({leg.status})", kind="leg")
@@ -385,7 +440,7 @@ class CallTracer:
         if trace is None:
             return
         try:
-            stats = media.session.stats()
+            stats = getattr(media, "final_stats", media.session.stats)()
         except Exception:
             return
         for side, leg in (("a", stats.a), ("b", stats.b)):

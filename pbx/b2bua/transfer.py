@@ -487,26 +487,19 @@ class Transfers:
         """Watch both parties of a connected `call` for `code` + number (`pbx.b2bua.dtmf_transfer`)."""
         if call.media is None or call.ended or call.b is None:
             return
-        ref = weakref.ref(call)
-
-        def fire(side: str, number: str) -> None:
-            found = ref()
-            if found is not None and not found.ended:
-                # Out of the relay's callback: the transfer re-INVITEs and moves relay legs.
-                self.b2bua.clock.callLater(0, self.dtmf_transfer, found, side, number, code)
-
-        watch = DigitWatch(self.b2bua.clock, code, fire)
+        watch = DigitWatch(self.b2bua.clock, code, _KeyedTransfer(self, weakref.ref(call), code))
         call.features = watch
         for side, session in (("a", call.a), ("b", call.b)):
             if call.media.srtp.legs.get(side) is not None:
                 continue  # SRTP: its events are encrypted; INFO still works
+            set_tap = getattr(call.media.session.leg(side), "set_tap", None)
+            if set_tap is None:
+                continue  # a relay that shows no packets (rtpengine): INFO still works
             bodies = [b[0] for b in (session.local_body, session.remote_body) if b is not None]
             if side == "a":
                 bodies.append(call.invite.body)
-            leg = call.media.session.leg(side)
-            set_tap = getattr(leg, "set_tap", None)
             types = event_payload_types(bodies)
-            if set_tap is not None and types:
+            if types:
                 set_tap(watch.tap(side, types))
 
     def dtmf_transfer(self, call: Call, side: str, number: str, code: str = "") -> None:
@@ -575,3 +568,22 @@ class Transfers:
         if self.b2bua.observers:
             self.b2bua.observers.emit("call_transferred", call, call)
         return True
+
+
+class _KeyedTransfer:
+    """What a `DigitWatch` fires when a party keyed the code and a number (kept for each watched call's
+    length: a slotted callable, not a closure)."""
+
+    __slots__ = ("call", "code", "transfers")
+
+    def __init__(self, transfers: Transfers, call: weakref.ref[Call], code: str) -> None:
+        self.transfers = transfers
+        self.call = call
+        self.code = code
+
+    def __call__(self, side: str, number: str) -> None:
+        found = self.call()
+        if found is not None and not found.ended:
+            # Out of the relay's callback: the transfer re-INVITEs and moves relay legs.
+            transfers = self.transfers
+            transfers.b2bua.clock.callLater(0, transfers.dtmf_transfer, found, side, number, self.code)

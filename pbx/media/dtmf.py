@@ -117,6 +117,8 @@ def _older(timestamp: int, than: int) -> bool:
 class DtmfReceiver:
     """Turns received telephone-event packets into digits, each reported once (RFC 4733 section 2.5.2)."""
 
+    __slots__ = ("_event", "_pending", "_timestamp")
+
     def __init__(self) -> None:
         self._timestamp: int | None = None  # start of the latest event seen
         self._event = 0

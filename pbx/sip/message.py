@@ -290,6 +290,11 @@ class Headers:
         cache[slot] = (parse, result)
         return result
 
+    def forget_parsed(self) -> None:
+        """Drop what `parsed` cached (for a message kept long after it was handled: a call's INVITE); the
+        headers are parsed again if asked."""
+        self._cache = None
+
     def _changed(self, key: str) -> None:
         """Forget what `parsed` cached for the header with lower-case name `key`."""
         cache = self._cache

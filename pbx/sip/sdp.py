@@ -614,6 +614,54 @@ class SessionDescription:
         return self.to_bytes()
 
 
+def telephone_event_types(data: bytes | str) -> frozenset[int]:
+    """The payload types that an SDP body's m= blocks map to telephone-event (RFC 4733), as
+    `SessionDescription.parse(data)` then each `media.rtpmap` would give them, without building the
+    description: for a body the PBX took already (its offer/answer parsed and checked it), this reads only
+    its m= and a=rtpmap lines and does not check the others. Empty for a body naming no telephone-event or
+    over `MAX_SDP_SIZE` bytes (which `parse` refuses)."""
+    if len(data) > MAX_SDP_SIZE:
+        return frozenset()
+    body = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else bytes(data)
+    if b"telephone-event" not in body.lower():
+        return frozenset()
+    found: set[int] = set()
+    formats: list[str] | None = None  # the m= block being read: its formats
+    declared: dict[str, RtpMap] = {}  # and its rtpmap lines (the first well-formed one for a type wins)
+    lines = _RTPMAP_LINES
+    for m_line, rtpmap_line in _EVENT_LINES.findall(body):
+        if rtpmap_line:
+            if formats is not None:
+                known = lines.get(rtpmap_line)
+                if known is None:  # the few rtpmap lines phones send, each read once (bounded)
+                    pt, rest = _first_word(rtpmap_line.decode("utf-8", "surrogateescape"))
+                    known = (pt, _rtpmap(rest))
+                    if len(lines) >= _MAX_RTPMAPS:
+                        lines.clear()
+                    lines[rtpmap_line] = known
+                pt, rtpmap = known
+                if rtpmap is not None and pt not in declared:
+                    declared[pt] = rtpmap
+            continue
+        if formats is not None:
+            _add_events(found, formats, declared)
+        formats, declared = m_line.decode("utf-8", "surrogateescape").split()[3:], {}
+    if formats is not None:
+        _add_events(found, formats, declared)
+    return frozenset(found)
+
+
+_EVENT_LINES = re.compile(rb"^(?:m=(.*)|a=(?i:rtpmap):(.*))$", re.MULTILINE)  # m= and a=rtpmap: lines
+_RTPMAP_LINES: dict[bytes, tuple[str, RtpMap | None]] = {}  # a=rtpmap: value -> (type, its map or None)
+
+
+def _add_events(found: set[int], formats: list[str], declared: dict[str, RtpMap]) -> None:
+    for fmt in formats:
+        rtpmap = declared.get(fmt)
+        if rtpmap is not None and rtpmap.encoding.lower() == "telephone-event" and fmt.isdigit():
+            found.add(int(fmt))
+
+
 _parse_text: Callable[[str], SessionDescription] | None = None  # pbx.sip.sdp_parser.parse_description
 
 

@@ -672,8 +672,10 @@ class SipStack:
         extra = {"server_name": server_name} if server_name and transport == "tls" else {}
 
         def send(message: Request | Response) -> None:
-            failed: list[Failure] = []
             d: Deferred[Any] = self.transport.send(message.to_bytes(), transport, host, port, **extra)
+            if not reliable and d.called and not isinstance(d.result, Failure):
+                return  # a datagram sent: nothing to watch or to fail
+            failed: list[Failure] = []
             if reliable:  # a connection that breaks with an error fails the transaction at once
                 d.addCallback(lambda flow: _watch(flow, holder))
             d.addErrback(lambda f: holder[0].transport_error(str(f.value)) if holder else failed.append(f))

@@ -102,6 +102,44 @@ class BoundsTests(SynchronousTestCase):
         tracer.call_started(SimpleNamespace(id="x"))
         self.assertEqual(len(tracer), 0)
 
+    def test_a_call_keeps_the_invite_as_received_and_a_leg_its_invite_as_sent(self) -> None:
+        tracer = CallTracer(Clock())
+        tracer.sip_message("recv", "UDP", FLOW, INVITE)  # no trace knows abc@host yet
+        sent = INVITE.replace(b"i: abc@host", b"Call-ID: leg@pbx")
+        tracer.sip_message("send", "UDP", FLOW, sent)
+
+        def rewritten() -> bytes:
+            raise AssertionError("the message written again")
+
+        caller = SimpleNamespace(tenant="t", extension="1001", trunk="", number="")
+        flow = SimpleNamespace(transport="UDP", remote_address=("10.0.0.1", 5060))
+        call = SimpleNamespace(
+            id="abc@host",
+            started_at=0.0,
+            caller=caller,
+            dialed="1002",
+            txn=SimpleNamespace(flow=flow),
+            invite=SimpleNamespace(to_bytes=rewritten),
+        )
+        tracer.call_started(call)
+        leg = SimpleNamespace(
+            extension="1002",
+            target=None,
+            call_id="leg@pbx",
+            invite=SimpleNamespace(to_bytes=rewritten),
+            destination=("udp", "10.0.0.2", 5062),
+        )
+        tracer.leg_started(call, leg)
+        trace = tracer.get("abc@host")
+        assert trace is not None
+        self.assertEqual([e["raw"] for e in trace.events], [INVITE, sent])
+        self.assertEqual([e["party"] for e in trace.events], ["caller", "leg1"])
+        other = SimpleNamespace(
+            **{**vars(call), "id": "other@host", "invite": SimpleNamespace(to_bytes=lambda: b"x")}
+        )
+        tracer.call_started(other)  # no INVITE seen for it: written again
+        self.assertEqual([e["raw"] for e in tracer.get("other@host").events], [b"x"])  # type: ignore[union-attr]
+
 
 class LiveCallTests(SynchronousTestCase):
     def test_a_dialled_call_has_its_actions_with_lines_its_legs_and_its_end(self) -> None:

@@ -223,6 +223,23 @@ def test_parsed_is_cached_until_that_header_changes() -> None:
         assert headers.parsed("Via", parse) == (after.upper() if after is not None else None), before
 
 
+def test_forget_parsed_drops_the_cache_and_parses_again_when_asked() -> None:
+    calls: list[str] = []
+
+    def parse(text: str) -> str:
+        calls.append(text)
+        return text.upper()
+
+    headers = Headers([("Via", "SIP/2.0/UDP a;branch=z9hG4bK1"), ("CSeq", "1 INVITE")])
+    assert headers.parsed("CSeq", parse) == "1 INVITE"
+    headers.forget_parsed()
+    assert headers.parsed("CSeq", parse) == "1 INVITE"
+    assert calls == ["1 INVITE", "1 INVITE"]
+    headers.forget_parsed()  # twice, or with nothing cached: nothing to do
+    headers.forget_parsed()
+    assert headers.get("Via") == "SIP/2.0/UDP a;branch=z9hG4bK1"
+
+
 def test_parse_errors_are_not_cached() -> None:
     headers = Headers([("CSeq", "x")])
     for _ in range(2):

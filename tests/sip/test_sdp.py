@@ -35,6 +35,7 @@ from pbx.sip.sdp import (
     SdpError,
     SdpTooLarge,
     SessionDescription,
+    telephone_event_types,
 )
 
 CORPUS = Path(__file__).parent.parent / "data" / "sdp"
@@ -945,3 +946,49 @@ def test_a_body_just_under_the_size_limit_parses() -> None:
     body = (_HEAD + "a=x:" + "p" * padding + "\r\n").encode()
     assert len(body) == MAX_SDP_SIZE
     assert SessionDescription.parse(body).attribute("x") == "p" * padding
+
+
+# -- telephone_event_types: what the full parse says, from the m= and rtpmap lines only ---------------------
+
+
+def _events_by_parse(body: bytes) -> frozenset[int]:
+    return frozenset(
+        int(pt)
+        for media in SessionDescription.parse(body).media
+        for pt, entry in media.rtpmap.items()
+        if entry.encoding.lower() == "telephone-event" and pt.isdigit()
+    )
+
+
+_EVENT_BODIES = [
+    (CORPUS / name).read_bytes() for name in VALID
+] + [  # session-level rtpmap, a type not in the m= line, the first well-formed line wins, case, LF
+    b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+    b"a=rtpmap:96 telephone-event/8000\r\n"
+    b"m=audio 4000 RTP/AVP 0 97 98 99 100\r\na=rtpmap:97 TELEPHONE-EVENT/8000\r\n"
+    b"a=rtpmap:98 bad\r\na=rtpmap:98 telephone-event/16000\r\na=rtpmap:99 opus/48000/2\r\n"
+    b"a=rtpmap:99 telephone-event/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+    b"a=RTPMAP:100  telephone-event/8000 \r\n"
+    b"m=video 4002 RTP/AVP 96 102\r\na=rtpmap:102 telephone-event/8000\r\n",
+    b"v=0\no=- 1 1 IN IP4 192.0.2.1\ns=-\nc=IN IP4 192.0.2.1\nt=0 0\nm=audio 4000 RTP/AVP 0 8\n",
+]
+
+
+@pytest.mark.parametrize("body", _EVENT_BODIES)
+def test_telephone_event_types_agree_with_the_parse(body: bytes) -> None:
+    assert telephone_event_types(body) == _events_by_parse(body)
+    assert telephone_event_types(body.decode()) == _events_by_parse(body)
+
+
+def test_telephone_event_types_of_the_example_above() -> None:
+    assert telephone_event_types(_EVENT_BODIES[-2]) == {97, 98, 100, 102}
+    assert telephone_event_types(b"x" * (MAX_SDP_SIZE + 1) + b"telephone-event") == frozenset()
+
+
+@given(mutated())
+def test_telephone_event_types_agree_with_the_parse_of_any_body_it_takes(body: bytes) -> None:
+    try:
+        expected = _events_by_parse(body)
+    except SdpError:
+        return  # not a body the PBX takes
+    assert telephone_event_types(body) == expected
