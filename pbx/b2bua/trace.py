@@ -10,9 +10,13 @@ called with each SIP message's bytes as sent or received). It keeps one `CallTra
 - media: per side, the latched address, codec, DTMF method, packets relayed and dropped, when the call ends;
 - timer expiries (ring timeout, maximum duration) and leg failures.
 
-Every trace is capped in events and in bytes (later events are counted, not kept). Ended calls are kept for
-the last `keep` calls, and failed ones (not answered) also in a second list of `keep_failed`, so a failure
-stays visible longer on a busy PBX; memory is bounded by (active calls + keep + keep_failed) traces.
+Every trace is capped in events and in bytes (later events are counted, not kept). A call's events are
+packed (`CallTrace.pack`: one zlib-compressed bytes object, about a quarter of what the messages' bytes and
+the events' objects hold) when its caller ACKs an answer: a call that stays up then holds ~1.5 KB of trace
+rather than ~7 (its messages repeat the same Call-ID, tags, Vias and SDP); reading the trace unpacks it.
+Ended calls are kept for the last `keep` calls, and failed ones (not answered) also in a second list of
+`keep_failed`, so a failure stays visible longer on a busy PBX; memory is bounded by (active calls + keep +
+keep_failed) traces.
 
 The hook costs a Call-ID search in each message (a compiled regex over the head) and a dict lookup; with no
 call being traced it returns at once. It knows nothing of sockets or of the config.
@@ -20,7 +24,9 @@ call being traced it returns at once. It knows nothing of sockets or of the conf
 
 from __future__ import annotations
 
+import marshal
 import re
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -137,6 +143,14 @@ class SipEvent:
     def get(self, key: str, default: Any = None) -> Any:
         return self.as_dict().get(key, default)
 
+    def row(self) -> tuple[Any, ...]:
+        """The event as plain values (what `CallTrace.pack` keeps; `SipEvent(*row)` makes it again)."""
+        return (self.t, self.party, self.dir == "in", self.transport, self.address, self.raw)
+
+
+def _unpack(packed: bytes) -> list[dict[str, Any] | SipEvent]:
+    return [row if type(row) is dict else SipEvent(*row) for row in marshal.loads(zlib.decompress(packed))]
+
 
 def _rendered(event: dict[str, Any] | SipEvent, body_bytes: int) -> dict[str, Any]:
     """An event as the API shows it: a SIP message's raw bytes summarised (`summarise`), its peer as text,
@@ -167,6 +181,8 @@ class CallTrace:
 
     __slots__ = (
         "_bytes",
+        "_count",
+        "_events",
         "body_bytes",
         "call_id",
         "caller",
@@ -174,9 +190,9 @@ class CallTrace:
         "dialed",
         "dropped",
         "ended_at",
-        "events",
         "max_bytes",
         "max_events",
+        "packed",
         "parties",
         "retained",
         "started_at",
@@ -203,11 +219,13 @@ class CallTrace:
         self.cause = ""
         self.status = 0
         self.parties: list[dict[str, str]] = [{"id": "caller", "label": "caller", "call_id": call_id}]
-        self.events: list[dict[str, Any] | SipEvent] = []
+        self._events: list[dict[str, Any] | SipEvent] = []  # those not packed yet
+        self.packed: bytes | None = None  # the events packed so far (`pack`)
         self.dropped = 0
         self.max_events = max_events
         self.max_bytes = max_bytes
         self._bytes = 0
+        self._count = 0  # events kept (packed or not)
         self.retained = 0  # how many of the tracer's lists of ended calls hold this trace
 
     @property
@@ -219,16 +237,38 @@ class CallTrace:
     def size(self) -> int:
         return self._bytes
 
+    @property
+    def events(self) -> list[dict[str, Any] | SipEvent]:
+        """The kept events in order (the packed ones unpacked: a new list each time they are)."""
+        if self.packed is None:
+            return self._events
+        return [*_unpack(self.packed), *self._events]
+
+    def pack(self) -> None:
+        """Keep the events as one compressed bytes object (marshal and zlib: the messages of one call share
+        most of their text), until more are added; `events` unpacks them. Events are plain values (dicts of
+        strings and numbers, `SipEvent`s); should one not be, nothing is packed."""
+        if not self._events:
+            return
+        rows = [event.row() if type(event) is SipEvent else event for event in self.events]
+        try:
+            data = marshal.dumps(rows)
+        except ValueError:  # an unmarshallable value: keep the objects
+            return
+        self.packed = zlib.compress(data, 1)
+        self._events = []
+
     def add(self, event: dict[str, Any] | SipEvent, size: int = 0, *, force: bool = False) -> None:
         """Keep `event` unless the trace is full (then count it); `size`: about its bytes (0: counted here);
         `force`: the end summary, always kept."""
         if not size:
             size = _size(event) if isinstance(event, dict) else 96 + len(event.raw)
-        if not force and (len(self.events) >= self.max_events or self._bytes + size > self.max_bytes):
+        if not force and (self._count >= self.max_events or self._bytes + size > self.max_bytes):
             self.dropped += 1
             return
         self._bytes += size
-        self.events.append(event)
+        self._count += 1
+        self._events.append(event)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -242,7 +282,7 @@ class CallTrace:
             "status": self.status,
             "active": self.ended_at is None,
             "failed": self.failed,
-            "events": len(self.events),
+            "events": self._count,
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -350,6 +390,8 @@ class CallTracer:
             return
         trace, party = entry
         self._sip_event(trace, party, direction == "recv", transport, flow.remote_address, data)
+        if party == "caller" and direction == "recv" and data.startswith(b"ACK "):
+            trace.pack()  # the caller's set-up (or re-INVITE) is over: the call may stay up long
 
     def _sip_event(
         self,

@@ -97,6 +97,30 @@ class BoundsTests(SynchronousTestCase):
             trace.as_dict()["events"][-1]["line"], "BYE sip:1002@pbx SIP/2.0"
         )  # after the end: still its call
 
+    def test_the_callers_ack_packs_the_trace_and_reading_it_shows_the_same(self) -> None:
+        tracer = CallTracer(Clock(), keep=2, keep_failed=0)
+        trace = CallTrace("abc@host", 0.0)
+        tracer._active["abc@host"] = trace
+        tracer._sip["abc@host"] = (trace, "caller")
+        tracer.sip_message("recv", "UDP", FLOW, INVITE)
+        trace.add({"t": 0.5, "kind": "note", "text": "answered by 1002"})
+        tracer.sip_message("send", "UDP", FLOW, INVITE.replace(b"INVITE sip:1002@pbx", b"SIP/2.0 200 OK"))
+        before = trace.as_dict()
+        ack = INVITE.replace(b"INVITE sip", b"ACK sip").replace(b"1 INVITE", b"1 ACK")
+        tracer.sip_message("send", "UDP", FLOW, ack)  # sent: not the caller's ACK
+        self.assertIsNone(trace.packed)
+        tracer.sip_message("recv", "UDP", FLOW, ack)
+        self.assertIsNotNone(trace.packed)
+        after = trace.as_dict()
+        self.assertEqual(after["events"][:-2], before["events"])
+        self.assertEqual([e["line"] for e in after["events"][-2:]], ["ACK sip:1002@pbx SIP/2.0"] * 2)
+        self.assertEqual(trace.events[0]["raw"], INVITE)
+        tracer.sip_message("recv", "UDP", FLOW, INVITE.replace(b"INVITE sip", b"BYE sip"))  # after packing
+        self.assertEqual(trace.as_dict()["events"][-1]["line"], "BYE sip:1002@pbx SIP/2.0")
+        self.assertEqual(trace.summary()["events"], 6)
+        trace.pack()  # again: the unpacked and the new events together
+        self.assertEqual(trace.as_dict()["events"][:-1], after["events"])
+
     def test_tracing_off_keeps_nothing(self) -> None:
         tracer = CallTracer(Clock(), keep=0, keep_failed=0)
         tracer.call_started(SimpleNamespace(id="x"))
