@@ -10,10 +10,12 @@ called with each SIP message's bytes as sent or received). It keeps one `CallTra
 - media: per side, the latched address, codec, DTMF method, packets relayed and dropped, when the call ends;
 - timer expiries (ring timeout, maximum duration) and leg failures.
 
-Every trace is capped in events and in bytes (later events are counted, not kept). A call's events are
-packed (`CallTrace.pack`: one zlib-compressed bytes object, about a quarter of what the messages' bytes and
-the events' objects hold) when its caller ACKs an answer: a call that stays up then holds ~1.5 KB of trace
-rather than ~7 (its messages repeat the same Call-ID, tags, Vias and SDP); reading the trace unpacks it.
+Every trace is capped in events and in bytes (later events are counted, not kept). A call that stays up has
+its events packed (`CallTrace.pack`: one zlib-compressed bytes object, about a quarter of what the messages'
+bytes and the events' objects hold): ~1.5 KB of trace rather than ~7 (its messages repeat the same Call-ID,
+tags, Vias and SDP); reading the trace unpacks it. Packing costs about what the rest of the trace does, so
+it is done only for calls still up `pack_after` seconds (1 s) after their caller's ACK (of the answer or of
+a re-INVITE), found when later calls start: no timer, and short calls never pay it.
 Ended calls are kept for the last `keep` calls, and failed ones (not answered) also in a second list of
 `keep_failed`, so a failure stays visible longer on a busy PBX; memory is bounded by (active calls + keep +
 keep_failed) traces.
@@ -303,6 +305,7 @@ class CallTracer:
         keep_failed: how many failed calls keep their trace in addition (the older ones of `keep`).
         max_events, max_bytes: the cap of one call's trace.
         body_bytes: how much of a SIP body a trace keeps.
+        pack_after: seconds after the caller's ACK when a call still up has its trace packed.
     """
 
     def __init__(
@@ -314,9 +317,11 @@ class CallTracer:
         max_events: int = 200,
         max_bytes: int = 32768,
         body_bytes: int = 400,
+        pack_after: float = 1.0,
     ) -> None:
         self.clock = clock
         self.keep = keep
+        self.pack_after = pack_after
         self.keep_failed = keep_failed
         self.max_events = max_events
         self.max_bytes = max_bytes
@@ -325,6 +330,7 @@ class CallTracer:
         self._sip: dict[str, tuple[CallTrace, str]] = {}  # any leg's Call-ID -> (trace, party)
         self._recent: deque[CallTrace] = deque()
         self._failed: deque[CallTrace] = deque()
+        self._to_pack: deque[tuple[float, CallTrace]] = deque()  # (when, trace) in time order
         # The last INVITE received and sent whose Call-ID no trace knew yet: (Call-ID, bytes). The caller's
         # INVITE arrives (and an outbound leg's is sent) just before `call_started` (`leg_started`) makes
         # its trace, which then keeps these bytes instead of writing the message again.
@@ -390,8 +396,18 @@ class CallTracer:
             return
         trace, party = entry
         self._sip_event(trace, party, direction == "recv", transport, flow.remote_address, data)
-        if party == "caller" and direction == "recv" and data.startswith(b"ACK "):
-            trace.pack()  # the caller's set-up (or re-INVITE) is over: the call may stay up long
+        if party == "caller" and direction == "recv" and data.startswith(b"ACK ") and trace.ended_at is None:
+            # The caller's set-up (or re-INVITE) is over: if the call is still up in a while, pack its trace.
+            self._to_pack.append((self.clock.seconds() + self.pack_after, trace))
+
+    def _pack_due(self) -> None:
+        """Pack the traces of the calls still up whose time came (`pack_after`)."""
+        queue = self._to_pack
+        now = self.clock.seconds()
+        while queue and queue[0][0] <= now:
+            trace = queue.popleft()[1]
+            if trace.ended_at is None:
+                trace.pack()
 
     def _sip_event(
         self,
@@ -413,6 +429,8 @@ class CallTracer:
     def call_started(self, call: Call) -> None:
         if self.keep <= 0 and self.keep_failed <= 0:
             return
+        if self._to_pack:
+            self._pack_due()
         trace = CallTrace(
             call.id,
             call.started_at,
