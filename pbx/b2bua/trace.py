@@ -185,6 +185,7 @@ class CallTrace:
         "_bytes",
         "_count",
         "_events",
+        "_packed_size",
         "body_bytes",
         "call_id",
         "caller",
@@ -223,6 +224,7 @@ class CallTrace:
         self.parties: list[dict[str, str]] = [{"id": "caller", "label": "caller", "call_id": call_id}]
         self._events: list[dict[str, Any] | SipEvent] = []  # those not packed yet
         self.packed: bytes | None = None  # the events packed so far (`pack`)
+        self._packed_size = 0  # what `size` counted of them
         self.dropped = 0
         self.max_events = max_events
         self.max_bytes = max_bytes
@@ -238,6 +240,13 @@ class CallTrace:
     @property
     def size(self) -> int:
         return self._bytes
+
+    @property
+    def held(self) -> int:
+        """About how many bytes the trace holds now (`size`, with the packed events at their packed size)."""
+        if self.packed is None:
+            return self._bytes
+        return len(self.packed) + self._bytes - self._packed_size
 
     @property
     def events(self) -> list[dict[str, Any] | SipEvent]:
@@ -258,6 +267,7 @@ class CallTrace:
         except ValueError:  # an unmarshallable value: keep the objects
             return
         self.packed = zlib.compress(data, 1)
+        self._packed_size = self._bytes
         self._events = []
 
     def add(self, event: dict[str, Any] | SipEvent, size: int = 0, *, force: bool = False) -> None:
@@ -360,7 +370,7 @@ class CallTracer:
 
     def memory(self) -> int:
         """About how many bytes the kept traces hold."""
-        return sum(t.size for t in {id(t): t for t in self._sip_traces()}.values())
+        return sum(t.held for t in {id(t): t for t in self._sip_traces()}.values())
 
     def _sip_traces(self) -> Iterator[CallTrace]:
         yield from self._active.values()

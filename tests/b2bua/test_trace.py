@@ -114,8 +114,11 @@ class BoundsTests(SynchronousTestCase):
         tracer._pack_due()
         self.assertIsNone(trace.packed)  # not yet: a short call never pays for packing
         clock.advance(tracer.pack_after)
+        held = tracer.memory()
         tracer._pack_due()  # as the next call starts
         self.assertIsNotNone(trace.packed)
+        self.assertLess(tracer.memory(), held)
+        self.assertEqual(trace.size, held)  # the cap still counts what the events were
         self.assertEqual(len(tracer._to_pack), 0)
         after = trace.as_dict()
         self.assertEqual(after["events"][:-2], before["events"])
