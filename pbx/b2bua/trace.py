@@ -221,7 +221,8 @@ class CallTrace:
         self.dialed = ""
         self.cause = ""
         self.status = 0
-        self.parties: list[dict[str, str]] = [{"id": "caller", "label": "caller", "call_id": call_id}]
+        # (id, label, Call-ID) of the caller and of each leg (`as_dict` shows each as a dict)
+        self.parties: list[tuple[str, str, str]] = [("caller", "caller", call_id)]
         self._events: list[dict[str, Any] | SipEvent] = []  # those not packed yet
         self.packed: bytes | None = None  # the events packed so far (`pack`)
         self._packed_size = 0  # what `size` counted of them
@@ -299,7 +300,7 @@ class CallTrace:
 
     def as_dict(self) -> dict[str, Any]:
         out = self.summary()
-        out["parties"] = [dict(p) for p in self.parties]
+        out["parties"] = [{"id": id_, "label": label, "call_id": cid} for id_, label, cid in self.parties]
         out["events"] = [_rendered(e, self.body_bytes) for e in self.events]
         out["dropped_events"] = self.dropped
         out["bytes"] = self._bytes
@@ -451,7 +452,7 @@ class CallTracer:
         trace.tenant = call.caller.tenant
         trace.caller = call.caller.extension or f"trunk:{call.caller.trunk}/{call.caller.number}"
         trace.dialed = call.dialed
-        trace.parties[0]["label"] = trace.caller
+        trace.parties[0] = ("caller", trace.caller, call.id)
         self._active[call.id] = trace
         self._sip[call.id] = (trace, "caller")
         flow = call.txn.flow
@@ -465,7 +466,7 @@ class CallTracer:
             return
         party = f"leg{len(trace.parties)}"
         label = leg.extension or leg.target.uri
-        trace.parties.append({"id": party, "label": _short(label, 40), "call_id": leg.call_id})
+        trace.parties.append((party, _short(label, 40), leg.call_id))
         self._sip[leg.call_id] = (trace, party)
         if leg.invite is not None:  # sent already: the hook did not know its Call-ID yet
             transport, host, port = leg.destination[:3]
@@ -572,7 +573,7 @@ class CallTracer:
                 self._forget(old)
 
     def _forget(self, trace: CallTrace) -> None:
-        for party in trace.parties:
-            entry = self._sip.get(party["call_id"])
+        for _, _, call_id in trace.parties:
+            entry = self._sip.get(call_id)
             if entry is not None and entry[0] is trace:
-                del self._sip[party["call_id"]]
+                del self._sip[call_id]

@@ -225,9 +225,11 @@ class LiveCallTests(SynchronousTestCase):
             [("main.j2", 1, "set x=1"), ("main.j2", 2, "dial 1002 timeout=5"), ("main.j2", 3, "hangup")],
         )
         self.assertIn("timer", kinds)
-        self.assertEqual([p["id"] for p in trace.parties], ["caller", "leg1"])
+        parties = trace.as_dict()["parties"]
+        self.assertEqual([p["id"] for p in parties], ["caller", "leg1"])
         leg_events = [e for e in trace.as_dict()["events"] if e.get("party") == "leg1"]
         self.assertEqual(leg_events[0]["line"].split()[0], "INVITE")
         self.assertEqual(trace.events[-1]["kind"], "call")
         self.assertTrue(trace.failed)
-        self.assertEqual(tracer.get(trace.parties[1]["call_id"]), trace)  # found by a leg's Call-ID too
+        self.assertEqual(tracer.get(parties[1]["call_id"]), trace)  # found by a leg's Call-ID too
+        self.assertEqual(parties[0], {"id": "caller", "label": "1001", "call_id": trace.call_id})
