@@ -147,7 +147,7 @@ class SipEvent:
 
     def row(self) -> tuple[Any, ...]:
         """The event as plain values (what `CallTrace.pack` keeps; `SipEvent(*row)` makes it again)."""
-        return (self.t, self.party, self.dir == "in", self.transport, self.address, self.raw)
+        return (self.t, self.party, self.dir == "in", self.transport, tuple(self.address), self.raw)
 
 
 def _unpack(packed: bytes) -> list[dict[str, Any] | SipEvent]:
