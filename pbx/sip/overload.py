@@ -413,6 +413,8 @@ class OverloadGuard:
         self._refilled = clock.seconds()
         self.starts = tuple(method.encode() + b" " for method in sorted(policy.methods))
         """How the start lines of the requests to shed begin (for `pbx.sip.peek`)."""
+        self.start_methods = {method.encode(): method for method in policy.methods}
+        """The methods of the requests to shed, as bytes, to their names (for `pbx.sip.refusal`)."""
         self.counters = {
             "admitted": 0,
             "rejected": 0,
