@@ -128,6 +128,9 @@ class SipStack:
         self._stateless: dict[str, Callable[[Request, IFlow], Response | None]] = {}
         # Answers sent without a transaction, for the retransmissions of their requests (64*T1: Timer F).
         self.stateless_cache = StatelessCache(clock, lifetime=64 * timers.t1)
+        # The 503s refused from raw bytes (`_screen`), by those bytes and their source: a retransmission (the
+        # same bytes, RFC 3261 17.1.1.2) gets its answer again before anything is looked for in it.
+        self.refused = StatelessCache(clock, lifetime=64 * timers.t1)
         self.overload: OverloadGuard | None = None
         self._screened: IFlow | None = None  # the flow of a datagram the guard admitted before parsing
         self._tail: tuple[OverloadGuard, bytes] | None = None  # the guard and its 503's last lines
@@ -232,15 +235,23 @@ class SipStack:
         return True
 
     def _screen(self, data: bytes, flow: IFlow, guard: OverloadGuard) -> bool:
+        if not data.startswith(guard.starts):
+            return False
+        remote = flow.remote_address
+        if self._is_blocked is not None and self._is_blocked(remote[0]):
+            return True
+        raw_key = (data, remote)
+        answer = self.refused.get(raw_key)
+        if answer is not None:  # a retransmission of a refused request, byte for byte: its 503 again
+            self.counters["stateless_retransmissions"] += 1
+            flow.send(answer)
+            return True
         raw = scan_new_request(data, guard.start_methods)
         if raw is None:
             return self._screen_peeked(data, flow, guard)  # an unusual shape: `pbx.sip.peek` looks closer
         method, branch, host, port, rport, credentials = raw[:6]
-        remote = flow.remote_address
         if not rport and (port or 5060) != remote[1]:
             return False  # its answer goes elsewhere than its source (RFC 3261 18.2.2): the parser's way
-        if self._is_blocked is not None and self._is_blocked(remote[0]):
-            return True
         key = (branch, host, port, method, remote)
         if self._answered_again(key, flow):
             return True
@@ -257,7 +268,7 @@ class SipStack:
                 tail = self._tail = (guard, self._refusal_tail(guard))
             answer = refusal(raw, data, _STATUS_503, (branch[-10:].replace(".", "") or "x").encode(), tail[1])
             flow.send(answer)
-            self.stateless_cache.put(key, answer)
+            self.refused.put(raw_key, answer)  # by its bytes only: a different copy gets the same 503 anew
         return True
 
     def _refusal_tail(self, guard: OverloadGuard) -> bytes:

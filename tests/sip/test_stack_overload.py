@@ -312,3 +312,17 @@ def test_an_answer_that_would_go_elsewhere_than_the_source_takes_the_parsers_way
     [(answer, _transport, host, port)] = stack.transport.sent
     assert (host, port) == ("192.0.2.10", 5999) and answer.startswith(b"SIP/2.0 503 ")
     finish(clock)
+
+
+def test_a_refused_request_is_known_by_its_bytes_and_another_copy_gets_the_same_503() -> None:
+    stack, guard, _tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    data = request("REGISTER", via=via("copy"))
+    assert stack.screen_datagram(data, flow) and stack.screen_datagram(data, flow)
+    assert stack.counters["stateless_retransmissions"] == 1 and guard.counters["rejected"] == 1
+    other = request("REGISTER", via=via("copy"), Subject="the same transaction, other bytes")
+    assert stack.screen_datagram(other, flow)  # not the same bytes: scanned again, refused again alike
+    assert flow.sent[0] == flow.sent[1] == flow.sent[2] and guard.counters["rejected"] == 2
+    assert stack.screen_datagram(data, FakeFlow(remote=("192.0.2.11", 5070))) is True  # another source:
+    assert guard.counters["rejected"] == 3  # not a retransmission of the first
+    finish(clock)
