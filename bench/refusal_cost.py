@@ -104,12 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     datagrams = [REGISTER.format(n=n, user=1000 + n % 500).encode() for n in range(count)]
     sink = _Sink()
     stack = sink.stack
-    for cache in (stack.stateless_cache, stack.refused):
+    for cache in (stack.stateless_cache, stack.by_bytes):
         cache.max_entries = max(cache.max_entries, count)
 
     def forget() -> None:
         stack.stateless_cache.clear()
-        stack.refused.clear()
+        stack.by_bytes.clear()
 
     receive = sink.protocol.datagramReceived
 

@@ -128,9 +128,10 @@ class SipStack:
         self._stateless: dict[str, Callable[[Request, IFlow], Response | None]] = {}
         # Answers sent without a transaction, for the retransmissions of their requests (64*T1: Timer F).
         self.stateless_cache = StatelessCache(clock, lifetime=64 * timers.t1)
-        # The 503s refused from raw bytes (`_screen`), by those bytes and their source: a retransmission (the
-        # same bytes, RFC 3261 17.1.1.2) gets its answer again before anything is looked for in it.
-        self.refused = StatelessCache(clock, lifetime=64 * timers.t1)
+        # New requests screened before parsing (`_screen`), by their bytes and source: the 503 of a refused
+        # one, the transaction key of an admitted one. A retransmission (the same bytes, RFC 3261 17.1.1.2)
+        # is answered from there before anything is looked for in it.
+        self.by_bytes = StatelessCache(clock, lifetime=64 * timers.t1)
         self.overload: OverloadGuard | None = None
         self._screened: IFlow | None = None  # the flow of a datagram the guard admitted before parsing
         self._tail: tuple[OverloadGuard, bytes] | None = None  # the guard and its 503's last lines
@@ -241,11 +242,14 @@ class SipStack:
         if self._is_blocked is not None and self._is_blocked(remote[0]):
             return True
         raw_key = (data, remote)
-        answer = self.refused.get(raw_key)
-        if answer is not None:  # a retransmission of a refused request, byte for byte: its 503 again
-            self.counters["stateless_retransmissions"] += 1
-            flow.send(answer)
-            return True
+        seen = self.by_bytes.get(raw_key)  # a retransmission, byte for byte, of a request screened before
+        if seen is not None:
+            if type(seen) is bytes:  # refused: its 503 again
+                self.counters["stateless_retransmissions"] += 1
+                flow.send(seen)
+                return True
+            if self._answered_again(seen, flow) or self.transactions.absorb_retransmission(seen[:4]):
+                return True  # admitted: its stateless answer again, or to its transaction
         raw = scan_new_request(data, guard.start_methods)
         if raw is None:
             return self._screen_peeked(data, flow, guard)  # an unusual shape: `pbx.sip.peek` looks closer
@@ -260,6 +264,7 @@ class SipStack:
         verdict = guard.admit(credentials)
         if verdict is Verdict.ADMIT:
             self._screened = flow  # asked already: the parser's way does not ask again
+            self.by_bytes.put(raw_key, key)  # its retransmissions go to what becomes of it, unscanned
             return False
         self.counters["shed"] += 1
         if verdict is Verdict.REJECT:
@@ -268,7 +273,7 @@ class SipStack:
                 tail = self._tail = (guard, self._refusal_tail(guard))
             answer = refusal(raw, data, _STATUS_503, (branch[-10:].replace(".", "") or "x").encode(), tail[1])
             flow.send(answer)
-            self.refused.put(raw_key, answer)  # by its bytes only: a different copy gets the same 503 anew
+            self.by_bytes.put(raw_key, answer)  # by its bytes only: a different copy gets the same 503 anew
         return True
 
     def _refusal_tail(self, guard: OverloadGuard) -> bytes:
