@@ -18,7 +18,8 @@ accepted (transactions in progress, dialogs, retransmissions) keeps completing.
   dialog), whether to admit it, refuse it with a stateless `503` + `Retry-After`, or drop it unanswered:
   from the lag level, a cap on work in flight (asynchronous work the transaction users have not finished)
   and an optional cap on the rate of new exchanges. The stack asks it before parsing a UDP datagram when
-  `pbx.sip.peek` recognises a new INVITE or REGISTER in it (the cheapest refusal), else after parsing.
+  `pbx.sip.refusal` (or `pbx.sip.peek`) recognises a new INVITE or REGISTER in it (the cheapest refusal),
+  else after parsing.
 
 What is never shed: responses, ACK, CANCEL, requests inside a dialog (a To tag: BYE, re-INVITE, ...),
 retransmissions of requests already accepted or answered (the stack checks them first). A new request that
