@@ -37,7 +37,17 @@ class StatelessCache:
         hits, misses, evicted, expired: running totals.
     """
 
-    __slots__ = ("_clock", "_entries", "evicted", "expired", "hits", "lifetime", "max_entries", "misses")
+    __slots__ = (
+        "_clock",
+        "_entries",
+        "_purge_at",
+        "evicted",
+        "expired",
+        "hits",
+        "lifetime",
+        "max_entries",
+        "misses",
+    )
 
     def __init__(self, clock: IReactorTime, *, lifetime: float = 32.0, max_entries: int = 8192) -> None:
         if lifetime <= 0 or max_entries < 1:
@@ -48,6 +58,7 @@ class StatelessCache:
         # key -> (expiry time, answer); insertion order is expiry order (one lifetime for all entries).
         self._entries: OrderedDict[Key, tuple[float, Any]] = OrderedDict()
         self.hits = self.misses = self.evicted = self.expired = 0
+        self._purge_at = 0.0  # no entry expires before this (the oldest's expiry at the last purge, or less)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -70,10 +81,9 @@ class StatelessCache:
         """Keep `answer` for `key` for `lifetime` seconds (replacing an earlier one)."""
         entries = self._entries
         now = self._clock.seconds()
-        self._purge(now)
-        if key in entries:
-            del entries[key]
-        elif len(entries) >= self.max_entries:
+        if now >= self._purge_at:
+            self._purge(now)
+        if entries.pop(key, None) is None and len(entries) >= self.max_entries:
             entries.popitem(last=False)
             self.evicted += 1
         entries[key] = (now + self.lifetime, answer)
@@ -83,9 +93,11 @@ class StatelessCache:
         entries = self._entries
         for _ in range(budget):
             if not entries:
+                self._purge_at = now + self.lifetime  # what is put from now on expires no sooner
                 return
             key, (expires, _) = next(iter(entries.items()))
             if expires > now:
+                self._purge_at = expires
                 return
             del entries[key]
             self.expired += 1
