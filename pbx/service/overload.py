@@ -61,6 +61,11 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
     stack.stateless_cache = StatelessCache(
         the_reactor, lifetime=64 * stack.timers.t1, max_entries=settings.stateless_cache_size
     )
+    stack.by_bytes = (
+        StatelessCache(  # new requests screened before parsing, by their bytes (SipStack._screen)
+            the_reactor, lifetime=64 * stack.timers.t1, max_entries=settings.stateless_cache_size
+        )
+    )
     if not settings.enabled:
         return OverloadService(None, None)
     transports = stack.transport

@@ -7,7 +7,7 @@ and counted once:
    and raw-byte screens; what it refuses is dropped at the cost of a dictionary look-up;
 2. the overload screen (`pbx.sip.stack.SipStack.screen_datagram`, the `[overload]` section): while the
    guard sheds, a new INVITE or REGISTER is answered (503, a repeated stateless answer) or dropped from its
-   bytes (`pbx.sip.peek`), a retransmission of accepted work goes to its transaction.
+   bytes (`pbx.sip.refusal`, `pbx.sip.peek`), a retransmission of accepted work goes to its transaction.
 
 `DatagramIntake` holds both and counts every datagram read (`read`) and every one the admission refused
 (`refused`). Overload control estimates how long input waits in the sockets' receive buffers from the rate

@@ -18,7 +18,8 @@ accepted (transactions in progress, dialogs, retransmissions) keeps completing.
   dialog), whether to admit it, refuse it with a stateless `503` + `Retry-After`, or drop it unanswered:
   from the lag level, a cap on work in flight (asynchronous work the transaction users have not finished)
   and an optional cap on the rate of new exchanges. The stack asks it before parsing a UDP datagram when
-  `pbx.sip.peek` recognises a new INVITE or REGISTER in it (the cheapest refusal), else after parsing.
+  `pbx.sip.refusal` (or `pbx.sip.peek`) recognises a new INVITE or REGISTER in it (the cheapest refusal),
+  else after parsing.
 
 What is never shed: responses, ACK, CANCEL, requests inside a dialog (a To tag: BYE, re-INVITE, ...),
 retransmissions of requests already accepted or answered (the stack checks them first). A new request that
@@ -413,6 +414,8 @@ class OverloadGuard:
         self._refilled = clock.seconds()
         self.starts = tuple(method.encode() + b" " for method in sorted(policy.methods))
         """How the start lines of the requests to shed begin (for `pbx.sip.peek`)."""
+        self.start_methods = {method.encode(): method for method in policy.methods}
+        """The methods of the requests to shed, as bytes, to their names (for `pbx.sip.refusal`)."""
         self.counters = {
             "admitted": 0,
             "rejected": 0,

@@ -6,7 +6,8 @@ what overload control needs of a new INVITE or REGISTER: its method, the top Via
 transaction key of RFC 3261 17.2.3), whether it carries credentials, and the header lines a response copies
 (Via, From, To, Call-ID, CSeq: RFC 3261 8.2.6.2). `raw_response` builds a response from them without a
 `Message`. Anything unusual (a To tag, folded lines, an RFC 2543 branch, a Via not over UDP, missing
-headers) gives None: the request then takes the parser's way, where the same decisions are made.
+headers) gives None: the request then takes the parser's way, where the same decisions are made. The stack
+asks `pbx.sip.refusal` first (fewer calls for the usual shape) and this module for what that declines.
 
 This module knows nothing of transactions, transports or the PBX.
 """

@@ -46,10 +46,13 @@ from pbx.sip.message import MAGIC_COOKIE, Request, Response, new_branch
 from pbx.sip.origin import request_origin
 from pbx.sip.overload import OverloadGuard, Verdict
 from pbx.sip.peek import peek_new_request, raw_response
+from pbx.sip.refusal import refusal, scan_new_request
 from pbx.sip.stateless_cache import StatelessCache
 from pbx.sip.timers import DEFAULT_TIMERS, TimerConfig
 from pbx.sip.transaction_layer import TransactionLayer
 from pbx.sip.validate import check_request
+
+_STATUS_503 = b"SIP/2.0 503 Service Unavailable\r\n"
 
 # Methods of RFC 3261 and its common extensions: a request with one of these that has no handler gets 405,
 # anything else 501 (RFC 3261 21.4.6 and 21.5.2).
@@ -125,8 +128,13 @@ class SipStack:
         self._stateless: dict[str, Callable[[Request, IFlow], Response | None]] = {}
         # Answers sent without a transaction, for the retransmissions of their requests (64*T1: Timer F).
         self.stateless_cache = StatelessCache(clock, lifetime=64 * timers.t1)
+        # New requests screened before parsing (`_screen`), by their bytes and source: the 503 of a refused
+        # one, the transaction key of an admitted one. A retransmission (the same bytes, RFC 3261 17.1.1.2)
+        # is answered from there before anything is looked for in it.
+        self.by_bytes = StatelessCache(clock, lifetime=64 * timers.t1)
         self.overload: OverloadGuard | None = None
         self._screened: IFlow | None = None  # the flow of a datagram the guard admitted before parsing
+        self._tail: tuple[OverloadGuard, bytes] | None = None  # the guard and its 503's last lines
         self.dialogs = DialogRouter()
         self._is_blocked: Callable[[str], bool] | None = None
         self._drop_log = _RateLimitedLog(self._log, clock)
@@ -213,8 +221,9 @@ class SipStack:
     def screen_datagram(self, data: bytes, flow: IFlow) -> bool:
         """Deal with a UDP datagram before it is parsed, when that is cheaper (asked by the pre-parse entry,
         `pbx.sip.intake.DatagramIntake.screen`, after the admission): a new INVITE or REGISTER
-        (`pbx.sip.peek`) that repeats one answered without a transaction gets the same bytes again; a new one
-        the overload guard sheds gets a 503 built from its bytes (kept for its retransmissions) or nothing; a
+        (`pbx.sip.refusal`, or `pbx.sip.peek` for the shapes it declines) that repeats one answered without a
+        transaction gets the same bytes again; a new one the overload guard sheds gets a 503 built from its
+        bytes (kept for its retransmissions) or nothing; a
         retransmission of accepted work goes to its server transaction (absorbed, or its last response sent
         again). True when it was dealt with; False lets it be parsed (an admitted request, anything unusual).
         Only while the guard is `shedding`: otherwise the parser's way decides the same for less. Each
@@ -227,6 +236,53 @@ class SipStack:
         return True
 
     def _screen(self, data: bytes, flow: IFlow, guard: OverloadGuard) -> bool:
+        if not data.startswith(guard.starts):
+            return False
+        remote = flow.remote_address
+        if self._is_blocked is not None and self._is_blocked(remote[0]):
+            return True
+        raw_key = (data, remote)
+        seen = self.by_bytes.get(raw_key)  # a retransmission, byte for byte, of a request screened before
+        if seen is not None:
+            if type(seen) is bytes:  # refused: its 503 again
+                self.counters["stateless_retransmissions"] += 1
+                flow.send(seen)
+                return True
+            if self._answered_again(seen, flow) or self.transactions.absorb_retransmission(seen[:4]):
+                return True  # admitted: its stateless answer again, or to its transaction
+        raw = scan_new_request(data, guard.start_methods)
+        if raw is None:
+            return self._screen_peeked(data, flow, guard)  # an unusual shape: `pbx.sip.peek` looks closer
+        method, branch, host, port, rport, credentials = raw[:6]
+        if not rport and (port or 5060) != remote[1]:
+            return False  # its answer goes elsewhere than its source (RFC 3261 18.2.2): the parser's way
+        key = (branch, host, port, method, remote)
+        if self._answered_again(key, flow):
+            return True
+        if self.transactions.absorb_retransmission((branch, host, port, method)):
+            return True  # a retransmission of accepted work, never shed: its transaction has it
+        verdict = guard.admit(credentials)
+        if verdict is Verdict.ADMIT:
+            self._screened = flow  # asked already: the parser's way does not ask again
+            self.by_bytes.put(raw_key, key)  # its retransmissions go to what becomes of it, unscanned
+            return False
+        self.counters["shed"] += 1
+        if verdict is Verdict.REJECT:
+            tail = self._tail
+            if tail is None or tail[0] is not guard:
+                tail = self._tail = (guard, self._refusal_tail(guard))
+            answer = refusal(raw, data, _STATUS_503, (branch[-10:].replace(".", "") or "x").encode(), tail[1])
+            flow.send(answer)
+            self.by_bytes.put(raw_key, answer)  # by its bytes only: a different copy gets the same 503 anew
+        return True
+
+    def _refusal_tail(self, guard: OverloadGuard) -> bytes:
+        """The 503's header lines after CSeq (Retry-After, Server, Content-Length) and the blank line."""
+        text = f"Retry-After: {guard.retry_after}\r\nServer: {self.user_agent}\r\nContent-Length: 0\r\n\r\n"
+        return text.encode()
+
+    def _screen_peeked(self, data: bytes, flow: IFlow, guard: OverloadGuard) -> bool:
+        """`_screen` for a request `pbx.sip.refusal` does not take (folded lines, IPv6, odd spacing ...)."""
         peeked = peek_new_request(data, guard.starts)
         if peeked is None:
             return False

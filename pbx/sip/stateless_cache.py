@@ -9,9 +9,8 @@ server transaction would (RFC 3261 17.2.2), without keeping a transaction or red
 
 Entries are keyed by the request's transaction key (RFC 3261 17.2.3: top Via branch, sent-by and method) and
 its source address; they live `lifetime` seconds (64*T1, the time a client may retransmit: Timers B/F) and
-there are at most `max_entries` of them (the oldest go first). Expiry is checked on access, and the expired
-entries are forgotten in one sweep from the old end when adding, at most every `lifetime / 32` seconds (1 s by
-default: not once per answer): no timer is kept.
+there are at most `max_entries` of them (the oldest go first). Expiry is checked on access and when adding: no
+timer is kept.
 
 This module knows nothing of parsing, transports or the stack: `pbx.sip.stack.SipStack` fills and asks it.
 """
@@ -41,7 +40,7 @@ class StatelessCache:
     __slots__ = (
         "_clock",
         "_entries",
-        "_next_purge",
+        "_purge_at",
         "evicted",
         "expired",
         "hits",
@@ -59,7 +58,7 @@ class StatelessCache:
         # key -> (expiry time, answer); insertion order is expiry order (one lifetime for all entries).
         self._entries: OrderedDict[Key, tuple[float, Any]] = OrderedDict()
         self.hits = self.misses = self.evicted = self.expired = 0
-        self._next_purge = 0.0
+        self._purge_at = 0.0  # no entry expires before this (the oldest's expiry at the last purge, or less)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -86,28 +85,26 @@ class StatelessCache:
         """Keep `answer` for `key` for `lifetime` seconds (replacing an earlier one)."""
         entries = self._entries
         now = self._clock.seconds()
-        if now >= self._next_purge:
+        if now >= self._purge_at:
             self._purge(now)
-        if key in entries:
-            del entries[key]
-        elif len(entries) >= self.max_entries:
+        if entries.pop(key, None) is None and len(entries) >= self.max_entries:
             entries.popitem(last=False)
             self.evicted += 1
         entries[key] = (now + self.lifetime, answer)
 
-    def _purge(self, now: float) -> None:
-        """Forget the expired entries from the old end (those of the last `lifetime / 32` seconds: the work
-        of a sweep is bounded by the entries put in that time, and by `max_entries`)."""
-        self._next_purge = now + self.lifetime / 32
+    def _purge(self, now: float, budget: int = 8) -> None:
+        """Forget up to `budget` expired entries from the old end (bounded work per `put`)."""
         entries = self._entries
-        expired = 0
-        for expires, _ in entries.values():
+        for _ in range(budget):
+            if not entries:
+                self._purge_at = now + self.lifetime  # what is put from now on expires no sooner
+                return
+            key, (expires, _) = next(iter(entries.items()))
             if expires > now:
-                break
-            expired += 1
-        for _ in range(expired):
-            entries.popitem(last=False)
-        self.expired += expired
+                self._purge_at = expires
+                return
+            del entries[key]
+            self.expired += 1
 
     def clear(self) -> None:
         self._entries.clear()

@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from pbx.sip.interfaces import IFlow
 from pbx.sip.message import Request, Response
 from pbx.sip.overload import LagMonitor, OverloadGuard, OverloadPolicy
+from pbx.sip.peek import peek_new_request, raw_response
 from pbx.sip.stack import SipStack
 from tests.sip.test_stack import FakeFlow, FakeTransports, deliver, request
 
@@ -296,3 +297,54 @@ def test_the_ack_of_a_stateless_challenge_forgets_it() -> None:
     assert flow.sent[-1] == flow.sent[1] and stack.counters["stateless_retransmissions"] == 1
     clock.advance(64)
     assert clock.getDelayedCalls() == []
+
+
+def test_the_raw_refusal_is_the_bytes_the_peeked_one_was() -> None:
+    """`pbx.sip.refusal` (the usual shape) answers with the very bytes `pbx.sip.peek`'s way built."""
+    stack, _guard, _tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    data = request("INVITE", via=via("raw"), Contact="<sip:a@192.0.2.10:5070>")
+    assert stack.screen_datagram(data, flow)
+    peeked = peek_new_request(data, (b"INVITE ",))
+    assert peeked is not None
+    extra = f"Retry-After: 5\r\nServer: {stack.user_agent}\r\n".encode()
+    assert flow.sent == [raw_response(peeked, b"SIP/2.0 503 Service Unavailable", "z9hG4bKraw", extra)]
+    finish(clock)
+
+
+def test_a_shape_the_raw_scan_declines_is_refused_the_peeked_way() -> None:
+    stack, guard, _tu, clock = make(lag=0.3)
+    flow = FakeFlow(remote=("2001:db8::10", 5070))
+    data = request("REGISTER", via="SIP/2.0/UDP [2001:db8::10]:5070;branch=z9hG4bKv6;rport")
+    assert stack.screen_datagram(data, flow) and stack.screen_datagram(data, flow)
+    [first, _again] = flow.responses()
+    assert first.status == 503 and flow.sent[0] == flow.sent[1] and guard.counters["rejected"] == 1
+    finish(clock)
+
+
+def test_an_answer_that_would_go_elsewhere_than_the_source_takes_the_parsers_way() -> None:
+    """No rport and a Via port other than the source's: RFC 3261 18.2.2 sends the 503 there, as the full
+    path does (the guard is asked once)."""
+    stack, guard, _tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    data = request("REGISTER", via="SIP/2.0/UDP 192.0.2.10:5999;branch=z9hG4bKelse")
+    assert not stack.screen_datagram(data, flow)
+    deliver(stack, data, flow)
+    assert flow.sent == [] and guard.counters["rejected"] == 1
+    [(answer, _transport, host, port)] = stack.transport.sent
+    assert (host, port) == ("192.0.2.10", 5999) and answer.startswith(b"SIP/2.0 503 ")
+    finish(clock)
+
+
+def test_a_refused_request_is_known_by_its_bytes_and_another_copy_gets_the_same_503() -> None:
+    stack, guard, _tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    data = request("REGISTER", via=via("copy"))
+    assert stack.screen_datagram(data, flow) and stack.screen_datagram(data, flow)
+    assert stack.counters["stateless_retransmissions"] == 1 and guard.counters["rejected"] == 1
+    other = request("REGISTER", via=via("copy"), Subject="the same transaction, other bytes")
+    assert stack.screen_datagram(other, flow)  # not the same bytes: scanned again, refused again alike
+    assert flow.sent[0] == flow.sent[1] == flow.sent[2] and guard.counters["rejected"] == 2
+    assert stack.screen_datagram(data, FakeFlow(remote=("192.0.2.11", 5070))) is True  # another source:
+    assert guard.counters["rejected"] == 3  # not a retransmission of the first
+    finish(clock)
