@@ -639,6 +639,11 @@ def read_features(path: Path) -> list[ExtensionFeatures]:
     return _read_only(path, sqlite_features.select_features)
 
 
+def read_trunk_leases(path: Path) -> list[trunk_lease.TrunkLease]:
+    """Which node holds each trunk's registration, read synchronously (for `pbx trunks status`)."""
+    return _read_only(path, trunk_lease.select_trunk_leases)
+
+
 def read_trunk_statuses(path: Path) -> list[trunk_state.TrunkStatus]:
     """Each node's view of each trunk, read synchronously (for `pbx trunks status`)."""
     return _read_only(path, trunk_state.select_trunk_statuses)

@@ -111,17 +111,20 @@ class TrunkLeases:
                 timer.cancel()
         self._timers.clear()
         held, self.held = list(self.held), {}
-        steps = []
+        steps: list[Deferred[Any]] = []
         for tenant, trunk in held:
             self.holders[(tenant, trunk)] = None
-            unregistered = self.registrations.standby(tenant, trunk, None)
-            steps.append(unregistered.addBoth(lambda _, t=tenant, k=trunk: self._release(t, k)))
+            unregistered: Deferred[Any] = self.registrations.standby(tenant, trunk, None)
+            steps.append(unregistered.addBoth(self._release_after, tenant, trunk))
         done: Deferred[Any] = gatherResults(steps, consumeErrors=True)
         finished: Deferred[None] = Deferred()
         done.addBoth(lambda _: finished.callback(None))
         return finished
 
     # -- internals ---------------------------------------------------------------------------------------
+
+    def _release_after(self, _result: object, tenant: str, trunk: str) -> Deferred[None]:
+        return self._release(tenant, trunk)
 
     def _release(self, tenant: str, trunk: str) -> Deferred[None]:
         released = self.store.release_trunk_lease(tenant, trunk, self.node)

@@ -209,3 +209,52 @@ def test_with_real_registrations_only_the_holder_registers_and_the_other_takes_o
     for trunks, _leases, net, _reactor in (a, b):
         trunks.stopService()
         net.run()
+
+
+def lease_config(tmp_path: Path, store: dict[str, Any]) -> Any:
+    from pbx.config import parse_config
+
+    return parse_config(
+        {
+            "pbx": {"data_dir": str(tmp_path)},
+            "sip": {"listen": [{"transport": "udp", "host": "127.0.0.1", "port": 5071}]},
+            "store": store,
+            "tenants": {"default": {"domain": "localhost", "trunks": SETTINGS}},
+        },
+        tmp_path,
+    )
+
+
+def test_the_service_is_built_for_a_shared_store_and_gives_up_before_a_drain(tmp_path: Path) -> None:
+    from pbx.config import ConfigError
+    from pbx.service.trunk_lease import build_trunk_leases
+
+    reactor = MemoryReactorClock()
+    reactor.advance(T0)
+    stack = SipStack(reactor)
+    store = MemoryLocationStore()
+    shared = lease_config(tmp_path, {"url": "postgresql://pbx@db.example/pbx", "trunk_lease": 12})
+    trunks = build_trunks(shared, stack, reactor)  # type: ignore[arg-type]
+    assert build_trunk_leases(lease_config(tmp_path, {}), trunks, store, reactor) is None  # SQLite: one node
+    off = lease_config(tmp_path, {"url": "postgresql://pbx@db.example/pbx", "trunk_lease": 0})
+    assert build_trunk_leases(off, trunks, store, reactor) is None
+    for bad in (1, -1, 3601, "30"):
+        try:
+            lease_config(tmp_path, {"url": "postgresql://pbx@db.example/pbx", "trunk_lease": bad})
+        except ConfigError as e:
+            assert "store.trunk_lease" in str(e)
+        else:
+            raise AssertionError(f"trunk_lease = {bad!r} accepted")
+    leases = build_trunk_leases(shared, trunks, store, reactor)
+    assert leases is not None and leases.leases.ttl == 12.0 and leases.leases.renew == 4.0
+    assert leases.leases.node.endswith(":5071") and trunks.registrations.leased == {KEY}
+    leases.startService()
+    trunks.startService()
+    assert store.trunk_leases().result == [TrunkLease("default", "carrier", leases.leases.node, T0 + 12)]
+    drained: list[bool] = []
+    drain = leases.before_drain(lambda: succeed(drained.append(True)))
+    drain()
+    assert drained == [True] and store.trunk_leases().result == []
+    assert trunks.states.get(*KEY).registration == STANDBY
+    assert leases.stopService().called
+    trunks.stopService()
