@@ -10,8 +10,8 @@ binding per node at the carrier). `TrunkLeases` makes one node the trunk's regis
   shown as `standby` with the holder's name). Standing by, a node still sends calls out on the trunk: it has
   the credentials and answers the carrier's challenges itself;
 - a holder that dies stops renewing: once its lease has expired the next node to try takes it (within `ttl`
-  + `renew` seconds of the last renewal). A holder that stops or drains (`give_up`) unregisters and releases
-  its leases, so another node takes them at its next try;
+  + `renew` seconds of the last renewal). A holder that stops or drains (`give_up`) releases its leases and
+  unregisters, so another node takes them at its next try;
 - a holder that cannot reach the store stops registering before its lease can lapse (when the next renewal
   could come too late), since another node may then take it: two bindings for a moment are better avoided
   than a gap, but a holder that cannot renew must assume it lost.
@@ -114,17 +114,15 @@ class TrunkLeases:
         steps: list[Deferred[Any]] = []
         for tenant, trunk in held:
             self.holders[(tenant, trunk)] = None
-            unregistered: Deferred[Any] = self.registrations.standby(tenant, trunk, None)
-            steps.append(unregistered.addBoth(self._release_after, tenant, trunk))
+            # Released first, not after the unregister's answer: the store may close meanwhile (a stop).
+            steps.append(self._release(tenant, trunk))
+            steps.append(self.registrations.standby(tenant, trunk, None))
         done: Deferred[Any] = gatherResults(steps, consumeErrors=True)
         finished: Deferred[None] = Deferred()
         done.addBoth(lambda _: finished.callback(None))
         return finished
 
     # -- internals ---------------------------------------------------------------------------------------
-
-    def _release_after(self, _result: object, tenant: str, trunk: str) -> Deferred[None]:
-        return self._release(tenant, trunk)
 
     def _release(self, tenant: str, trunk: str) -> Deferred[None]:
         released = self.store.release_trunk_lease(tenant, trunk, self.node)
