@@ -9,7 +9,11 @@ the packets the relay lost.
 - `UdpDrops`: the datagrams the kernel dropped because a socket's receive buffer was full (the `drops`
   column of /proc/net/udp), summed over the sockets of some processes (the PBX workers, rtpengine) and of
   some ports (the callee's echo sockets: the load generator's share), sampled each second in a thread. A
-  relay that falls behind loses packets exactly there. (Packets that come back to the caller's `-mp` socket
+  relay that falls behind loses packets exactly there, but only once a socket's buffer is full: with the
+  default 208 KB and 832 bytes of kernel memory per 172-byte packet that is 256 packets, 5 s of a stream.
+  So each sample also reads the relay sockets' receive queues (`rx_queue`): the largest one, as
+  milliseconds of a 50 packets/s stream (`worst_queue_ms`), says how far behind the relay is (a relay
+  keeping up has a packet or two queued at most). (Packets that come back to the caller's `-mp` socket
   are not read by SIPp: that socket's drops are not counted.)
 """
 
@@ -23,6 +27,7 @@ from pathlib import Path
 import psutil
 
 PACKETS_PER_SECOND = 50  # G.711, 20 ms packets
+SKB_BYTES = 832  # kernel memory a 172-byte RTP datagram takes in a loopback UDP receive queue (measured)
 SAMPLE_RATE = 8000
 
 
@@ -60,9 +65,9 @@ def expected_packets(calls: int, stream_seconds: float) -> int:
     return int(calls * stream_seconds * PACKETS_PER_SECOND * 2)
 
 
-def _socket_drops() -> dict[int, tuple[int, int]]:
-    """inode -> (local port, drops) of every IPv4 UDP socket."""
-    found: dict[int, tuple[int, int]] = {}
+def _socket_drops() -> dict[int, tuple[int, int, int]]:
+    """inode -> (local port, drops, bytes queued to be read) of every IPv4 UDP socket."""
+    found: dict[int, tuple[int, int, int]] = {}
     with open("/proc/net/udp") as f:
         next(f)
         for line in f:
@@ -70,7 +75,8 @@ def _socket_drops() -> dict[int, tuple[int, int]]:
             if len(fields) < 13:
                 continue
             port = int(fields[1].rsplit(":", 1)[1], 16)
-            found[int(fields[9])] = (port, int(fields[12]))
+            queued = int(fields[4].split(":")[1], 16)
+            found[int(fields[9])] = (port, int(fields[12]), queued)
     return found
 
 
@@ -103,6 +109,7 @@ class UdpDrops:
         self._base: dict[int, int] = {}
         self._seen_relay: dict[int, int] = {}
         self._seen_ports: dict[int, int] = {}
+        self.worst_queue = 0  # bytes: the longest receive queue of a relay socket seen in a sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -120,12 +127,13 @@ class UdpDrops:
     def _sample(self, *, base: bool = False) -> None:
         sockets = _socket_drops()
         relay = self._relay_inodes()
-        for inode, (port, drops) in sockets.items():
+        for inode, (port, drops, queued) in sockets.items():
             if base:
                 self._base[inode] = drops
                 continue
             grown = drops - self._base.get(inode, 0)
             if inode in relay:
+                self.worst_queue = max(self.worst_queue, queued)
                 self._seen_relay[inode] = max(self._seen_relay.get(inode, 0), grown)
             elif port in self.ports:
                 self._seen_ports[inode] = max(self._seen_ports.get(inode, 0), grown)
@@ -145,6 +153,11 @@ class UdpDrops:
         self._thread.join(10)
         self._sample()
         return sum(self._seen_relay.values()), sum(self._seen_ports.values())
+
+    @property
+    def worst_queue_ms(self) -> float:
+        """The longest relay socket queue seen, as milliseconds of one 50 packets/s stream."""
+        return self.worst_queue / SKB_BYTES * 1000 / PACKETS_PER_SECOND
 
 
 def media_rate(calls: int, ramp: float) -> int:

@@ -15,21 +15,23 @@ rtpengine and SIPp share the machine's cores, and each one's CPU is measured):
 - rtpengine (Debian rtpengine-daemon, userspace `--table=-1`, --rtpengine-threads threads: 2) for the
   rtpengine rows.
 
-The load is bench/calls_bench.py's (`calls_bench.Bench`): callee extensions register from their SIPp UAS
-ports (through Kamailio when it is there: Path), SIPp UACs call them with digest auth (INVITE, 407, ACK,
-INVITE, 180, 200, ACK, hold, BYE), SDP offered and answered. Steps: a warm-up at 10 calls/s, then the rates
-of --rates without RTP, each held --seconds, up to the first one not held (every call made, < 0.1 % failed,
-pace >= 97 %, stale-nonce failures excused as in calls_bench); then the **relayed-media steps**: for each
-count N of --media-calls, N calls put up in --media-ramp seconds and held until all have been up
---media-plateau seconds, each caller streaming G.711 (a u-law tone, 20 ms packets, SIPp's `rtp_stream`) for
-the whole call and each callee echoing it back (`-rtp_echo`), so 100 packets/s per call go through the
-relay (bench/media_load.py); up to the first N not held: more than --media-max-failures of the calls failed,
-or more than --max-loss of the packets were dropped at the relay's sockets (receive buffer full: the kernel's
-per-socket `drops` of the PBX workers' or rtpengine's UDP sockets) or at the callees' echo sockets (the load
-generator's share, counted in the same budget). Printed per step: the CPU of the PBX processes (all
-workers), Kamailio (all its processes), PostgreSQL, rtpengine and SIPp, as % of one core over the step, the
-PBX's CPU per call (rate steps) or per second of relayed call (media steps: signalling included).
---concurrent-rate N adds the earlier concurrency step without RTP.
+The load is bench/calls_bench.py's (`calls_bench.Bench`): callee extensions register from their SIPp UAS ports
+(through Kamailio when it is there: Path), SIPp UACs call them with digest auth (INVITE, 407, ACK, INVITE,
+180, 200, ACK, hold, BYE), SDP offered and answered. Steps: a warm-up at 10 calls/s, then the rates of --rates
+without RTP, each held --seconds, up to the first one not held (every call made, < 0.1 % failed, pace >= 97 %,
+stale-nonce failures excused as in calls_bench); then the **relayed-media steps**: for each count N of
+--media-calls, N calls put up at up to --media-max-rate calls/s (in --media-ramp seconds at least) and held
+until all have been up --media-plateau seconds, each caller streaming G.711 (a u-law tone, 20 ms packets,
+SIPp's `rtp_stream`) for the whole call and each callee echoing it back (`-rtp_echo`), so 100 packets/s per
+call go through the relay (bench/media_load.py); up to the first N not held: more than --media-max-failures of
+the calls failed, or more than --max-loss of the packets were dropped at the relay's sockets (receive buffer
+full: the kernel's per-socket `drops` of the PBX workers' or rtpengine's UDP sockets) or at the callees' echo
+sockets (the load generator's share, counted in the same budget), or a relay socket's receive queue grew past
+--max-queue-ms of one stream in a sample (the relay fell behind: a socket drops only after ~5 s of backlog).
+Printed per step: the CPU of the PBX processes (all workers), Kamailio (all its processes), PostgreSQL,
+rtpengine and SIPp, as % of one core over the step, the PBX's CPU per call (rate steps) or per second of
+relayed call (media steps: signalling included). --concurrent-rate N adds the earlier concurrency step without
+RTP.
 
     python bench/scaleout_bench.py                                  # every row: ~15 minutes
     python bench/scaleout_bench.py --configs k1,k1-rtpengine --rates 50 --seconds 2 --media-calls 20,40 \
@@ -112,10 +114,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=f"relayed calls up at once with RTP both ways, up to the first step not held; '' skips "
         f"({DEFAULT_MEDIA_CALLS})",
     )
-    add("--media-ramp", type=float, default=6.0, help="seconds to put a media step's calls up (6)")
+    add("--media-ramp", type=float, default=4.0, help="least seconds to put a media step's calls up (4)")
+    add(
+        "--media-max-rate",
+        type=int,
+        default=80,
+        help="calls/s at most while they are put up (80: below what the front holds without media, so that "
+        "the media is the limit); the ramp lengthens for more calls",
+    )
     add("--media-plateau", type=float, default=4.0, help="seconds they are all up, streaming (4)")
     add("--media-per-pair", type=int, default=300, help="calls up at once per SIPp UAC/UAS pair (300)")
     add("--max-loss", type=float, default=0.01, help="packets the relay may lose in a media step (0.01)")
+    add(
+        "--max-queue-ms",
+        type=float,
+        default=250.0,
+        help="the longest a relay socket's receive queue may get in a media step, in ms of one stream (250)",
+    )
     add("--media-max-failures", type=float, default=0.005, help="calls a media step may fail (0.005)")
     add("--rtpengine-threads", type=int, default=2, help="rtpengine's --num-threads (2: one per core)")
     add("--max-failures", type=float, default=0.001)
@@ -136,6 +151,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.media_list = sorted({int(c) for c in args.media_calls.split(",") if c.strip() and int(c) > 0})
     if not 0 < args.media_ramp <= 30 or not 0 < args.media_plateau <= 30 or len(args.media_list) > 12:
         parser.error("--media-ramp and --media-plateau: (0, 30] s; --media-calls: at most 12 steps")
+    if args.media_max_rate < 1 or max(args.media_list, default=0) / args.media_max_rate > 60:
+        parser.error("--media-max-rate: at least 1, and the most --media-calls up within 60 s")
     return args
 
 
@@ -275,6 +292,8 @@ class Row:
     packets: int = 0  # a media step: packets meant to reach the relay's sockets
     relay_drops: int = 0
     echo_drops: int = 0  # at the SIPp callees' echo sockets: the load generator's share
+    queue_ms: float = 0.0  # the longest relay socket queue seen, in ms of one stream (media_load.UdpDrops)
+    max_queue_ms: float = 250.0
     call_seconds: float = 0.0
     max_failures: float = 0.005
     max_loss: float = 0.01
@@ -299,7 +318,7 @@ class Row:
         if self.media:
             ok = r.server_alive and r.stats.created >= r.expected and r.failure_ratio < self.max_failures
             lost = (self.relay_drops + self.echo_drops) / self.packets if self.packets else 1.0
-            return "yes" if ok and lost < self.max_loss else "NO"
+            return "yes" if ok and lost < self.max_loss and self.queue_ms <= self.max_queue_ms else "NO"
         if self.label != "concurrent":
             return held_text(r, max_failures)
         ok = r.server_alive and r.stats.created >= r.expected and r.failure_ratio < max_failures
@@ -397,6 +416,7 @@ def run_config(name: str, args: argparse.Namespace, workdir: Path, rows: list[Ro
                 row.packets = media_load.expected_packets(result.step.stats.successful, stream)
                 row.call_seconds = result.step.stats.successful * stream
                 row.max_failures, row.max_loss = args.media_max_failures, args.max_loss
+                row.queue_ms, row.max_queue_ms = drops.worst_queue_ms if drops else 0.0, args.max_queue_ms
             rows.append(row)
             if target:
                 row.peak = calls_bench.max_concurrent(directory / "sipp" / f"{bench.steps_run:02d}-{label}")
@@ -411,17 +431,19 @@ def run_config(name: str, args: argparse.Namespace, workdir: Path, rows: list[Ro
             hold = int(args.concurrent_hold * 1000)
             row = step(args.concurrent_rate, args.concurrent_seconds, hold, "concurrent")
             row.peak = calls_bench.max_concurrent(directory / "sipp" / f"{bench.steps_run:02d}-concurrent")
-        hold = args.media_ramp + args.media_plateau
-        stream = media_load.tone_file(directory / "tone.ulaw", hold - STREAM_MARGIN)
-        bench.media = media_load.media_scenarios(calls_bench.SCENARIOS, directory / "media-scenarios", stream)
         per_process = bench.args.per_process
+        plain = calls_bench.SCENARIOS
         for calls in args.media_list:
             if not pbx.alive():
                 break
-            rate = media_load.media_rate(calls, args.media_ramp)
+            ramp = max(args.media_ramp, calls / args.media_max_rate)
+            hold = ramp + args.media_plateau
+            stream = media_load.tone_file(directory / f"tone-{calls}.ulaw", hold - STREAM_MARGIN)
+            bench.media = media_load.media_scenarios(plain, directory / f"media-scenarios-{calls}", stream)
+            rate = media_load.media_rate(calls, ramp)
             pairs = min(bench.pairs, math.ceil(calls / args.media_per_pair))
             bench.args.per_process = math.ceil(rate / pairs)
-            row = step(rate, args.media_ramp, int(hold * 1000), f"media-{calls}", target=calls)
+            row = step(rate, ramp, int(hold * 1000), f"media-{calls}", target=calls)
             bench.args.per_process = per_process
             if row.verdict(args.max_failures) != "yes":
                 break
@@ -437,7 +459,7 @@ def run_config(name: str, args: argparse.Namespace, workdir: Path, rows: list[Ro
 STEP_HEADERS = [
     "config", "PBX procs", "step", "rate/s", "ok", "failed", "achieved/s", "setup ms", "PBX CPU %",
     "Kamailio CPU %", "PostgreSQL CPU %", "rtpengine CPU %", "SIPp CPU %", "PBX CPU ms/call", "peak calls up",
-    "relay loss %", "echo loss %", "PBX ms/call-s", "rtpengine ms/call-s", "held",
+    "relay loss %", "echo loss %", "worst queue ms", "PBX ms/call-s", "rtpengine ms/call-s", "held",
 ]  # fmt: skip
 
 
@@ -448,15 +470,15 @@ def step_cells(row: Row, max_failures: float) -> list[object]:
         f"{r.achieved:.0f}", f"{r.stats.response_ms:.1f}", row.percent("pbx"), row.percent("kamailio"),
         row.percent("postgresql"), row.percent("rtpengine"), row.percent("sipp"),
         "-" if row.media else row.pbx_ms(), row.peak or "-", row.loss(row.relay_drops),
-        row.loss(row.echo_drops), row.per_call_second("pbx"), row.per_call_second("rtpengine"),
-        row.verdict(max_failures),
+        row.loss(row.echo_drops), f"{row.queue_ms:.0f}" if row.media else "-", row.per_call_second("pbx"),
+        row.per_call_second("rtpengine"), row.verdict(max_failures),
     ]  # fmt: skip
 
 
 SUMMARY_HEADERS = [
     "config", "front", "relay", "PBX procs", "calls/s held", "per PBX process", "PBX CPU ms/call",
     "Kamailio CPU ms/call", "relayed calls held", "first not held", "PBX CPU %", "rtpengine CPU %",
-    "Kamailio CPU %", "SIPp CPU %", "relay loss %", "PBX ms/call-s", "rtpengine ms/call-s",
+    "Kamailio CPU %", "SIPp CPU %", "relay loss %", "worst queue ms", "PBX ms/call-s", "rtpengine ms/call-s",
 ]  # fmt: skip
 
 
@@ -482,12 +504,12 @@ def summary(rows: list[Row], args: argparse.Namespace) -> list[list[object]]:
         missed = next((r.target for r in media if r.verdict(args.max_failures) != "yes"), None)
         top = max(kept, key=lambda r: r.target) if kept else None
         if top is None:
-            cells += ["none" if media else "-", missed or "-", *["-"] * 7]
+            cells += ["none" if media else "-", missed or "-", *["-"] * 8]
         else:
             cells += [
                 top.target, missed or f"(>{top.target})", top.percent("pbx"), top.percent("rtpengine"),
                 top.percent("kamailio"), top.percent("sipp"), top.loss(top.relay_drops),
-                top.per_call_second("pbx"), top.per_call_second("rtpengine"),
+                f"{top.queue_ms:.0f}", top.per_call_second("pbx"), top.per_call_second("rtpengine"),
             ]  # fmt: skip
         front = "Kamailio" if first.front else "none"
         table.append([name, front, first.relay, first.workers, *cells])
@@ -511,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# rates {args.rate_list} x {args.seconds:g} s (hold {args.hold_ms} ms)")
     hold = f"held {args.concurrent_hold:g} s"
     print(f"# concurrency {args.concurrent_rate}/s x {args.concurrent_seconds:g} s {hold}")
-    media = f"up in {args.media_ramp:g} s, all up {args.media_plateau:g} s"
+    media = f"up in >= {args.media_ramp:g} s at <= {args.media_max_rate}/s, all up {args.media_plateau:g} s"
     print(f"# relayed calls with RTP both ways {args.media_list} ({media}); max loss {args.max_loss:g}")
     print(f"# pbx at {working_tree()}; {version}; overload control {'on' if args.overload else 'off'}")
     print(f"# {os.cpu_count()} CPUs, nothing pinned; workdir {args.workdir}")
