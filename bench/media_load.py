@@ -12,8 +12,9 @@ the packets the relay lost.
   relay that falls behind loses packets exactly there, but only once a socket's buffer is full: with the
   default 208 KB and 832 bytes of kernel memory per 172-byte packet that is 256 packets, 5 s of a stream.
   So each sample also reads the relay sockets' receive queues (`rx_queue`): the largest one, as
-  milliseconds of a 50 packets/s stream (`worst_queue_ms`), says how far behind the relay is (a relay
-  keeping up has a packet or two queued at most). (Packets that come back to the caller's `-mp` socket
+  milliseconds of a 50 packets/s stream (`queue_ms`), says how far behind the relay is (a relay keeping up
+  has a packet or two queued at most; one stall of a busy shared box shows in one sample, a relay that
+  cannot keep up in several). (Packets that come back to the caller's `-mp` socket
   are not read by SIPp: that socket's drops are not counted.)
 """
 
@@ -109,7 +110,7 @@ class UdpDrops:
         self._base: dict[int, int] = {}
         self._seen_relay: dict[int, int] = {}
         self._seen_ports: dict[int, int] = {}
-        self.worst_queue = 0  # bytes: the longest receive queue of a relay socket seen in a sample
+        self.queues: list[int] = []  # bytes: the longest receive queue of a relay socket, per sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -127,16 +128,20 @@ class UdpDrops:
     def _sample(self, *, base: bool = False) -> None:
         sockets = _socket_drops()
         relay = self._relay_inodes()
+        longest = 0
         for inode, (port, drops, queued) in sockets.items():
             if base:
                 self._base[inode] = drops
                 continue
             grown = drops - self._base.get(inode, 0)
             if inode in relay:
-                self.worst_queue = max(self.worst_queue, queued)
+                longest = max(longest, queued)
                 self._seen_relay[inode] = max(self._seen_relay.get(inode, 0), grown)
             elif port in self.ports:
                 self._seen_ports[inode] = max(self._seen_ports.get(inode, 0), grown)
+
+        if not base:
+            self.queues.append(longest)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -154,10 +159,9 @@ class UdpDrops:
         self._sample()
         return sum(self._seen_relay.values()), sum(self._seen_ports.values())
 
-    @property
-    def worst_queue_ms(self) -> float:
-        """The longest relay socket queue seen, as milliseconds of one 50 packets/s stream."""
-        return self.worst_queue / SKB_BYTES * 1000 / PACKETS_PER_SECOND
+    def queue_ms(self) -> list[float]:
+        """Each sample's longest relay socket queue, as milliseconds of one 50 packets/s stream."""
+        return [queued / SKB_BYTES * 1000 / PACKETS_PER_SECOND for queued in self.queues]
 
 
 def media_rate(calls: int, ramp: float) -> int:
