@@ -77,7 +77,11 @@ from tests.store import postgres_server
 
 KAMAILIO_CFG = calls_bench.SCENARIOS.parents[1] / "deploy" / "kamailio" / "kamailio.cfg"
 RTPENGINE = "/usr/bin/rtpengine"
-RTPENGINE_PORTS = (30000, 39999)  # above the PBX's own range (10000-29999 in calls_bench's config)
+RTPENGINE_PORTS = (20000, 29999)
+"""rtpengine's ports: below the kernel's ephemeral range (32768-60999), where `free_port` finds SIPp's and the
+PBX's ports (an rtpengine socket on a SIPp port number would take its datagrams), and above the PBX's own
+range, which rtpengine rows narrow to 10000-19999 (`PBX_RTP_IN_RTPENGINE_ROWS`)."""
+PBX_RTP_IN_RTPENGINE_ROWS = "rtp_port_max = 19999"
 STREAM_MARGIN = 0.3  # the tone a media step's caller streams is this much shorter than its call
 CONFIGS = {
     "direct": (1, False, "builtin"),
@@ -363,6 +367,7 @@ def run_config(name: str, args: argparse.Namespace, workdir: Path, rows: list[Ro
             media = media.replace(
                 "[media]\n", f'[media]\nrelay = "rtpengine"\nrtpengine = "{HOST}:{rtpengine_port}"\n'
             )
+            media = media.replace("rtp_port_max = 30000", PBX_RTP_IN_RTPENGINE_ROWS)
         extra += extensions_toml(numbers) + media
         if front:
             extra += '[security]\ntrusted_proxies = ["127.0.0.1"]\n\n'
