@@ -64,7 +64,8 @@ CAUSES = (
 _METHOD_BYTES = {m.encode(): m for m in METHODS}
 SETUP_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 RENDER_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
-TRUNK_STATES = ("disabled", "down", "up", "off", "registering", "registered", "failed", "unregistered")
+TRUNK_STATES: tuple[str, ...] = ("disabled", "down", "up", "off", "registering", "registered", "failed")
+TRUNK_STATES += ("unregistered", "standby")  # standby: another node registers it (pbx/trunks/lease.py)
 
 
 class SipMessageCounter:

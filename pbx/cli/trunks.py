@@ -5,7 +5,8 @@ command reads it beside the config and prints one line per configured trunk: ten
 code and reason, when the next registration attempt goes out (after a failure) or the binding expires, and the
 Contact registered. A trunk the file does not know (the PBX has not started since it was added) shows as
 `unknown`; a status file written by a PBX that is no longer running is named so. Then, from the store, every
-node's view of every trunk (`pbx.store.trunk_state`: with a shared PostgreSQL store, all the nodes').
+node's view of every trunk (`pbx.store.trunk_state`: with a shared PostgreSQL store, all the nodes') and
+which node holds each trunk's registration (`pbx.store.trunk_lease`: the others stand by).
 Exit status 0, or 1 when the config cannot be read. No password is ever printed (none is in the file).
 """
 
@@ -56,6 +57,8 @@ def format_row(row: dict[str, Any], now: float) -> str:
     else:
         next_step = "-"
     contact = row.get("contact") or "-"
+    if row.get("registration") == "standby":
+        contact = f"registered by {row.get('holder') or 'an unknown node'}"
     return f"{name:<24} {state:<13} {result[:32]:<32} {next_step:<18} {contact}"
 
 
@@ -110,12 +113,23 @@ def _print_store(config: Any, now: float) -> None:
     except StoreError as e:
         print(f"(the store cannot be read: {e})")
         return
-    if not statuses:
+    if statuses:
+        print("\nevery node's view, from the store:")
+        print(f"{'trunk':<24} {'node':<24} {'state':<13} {'code/reason':<32} {'next':<18} written")
+        for status in statuses:
+            print(format_status(status, now))
+    try:
+        leases = offline.trunk_leases(config.store.url, config.data_dir)
+    except StoreError as e:
+        print(f"(the registration leases cannot be read: {e})")
         return
-    print("\nevery node's view, from the store:")
-    print(f"{'trunk':<24} {'node':<24} {'state':<13} {'code/reason':<32} {'next':<18} written")
-    for status in statuses:
-        print(format_status(status, now))
+    if leases:
+        print("\nwho registers each trunk (the lease; the other nodes stand by):")
+        print(f"{'trunk':<24} {'holder':<24} lease")
+        for lease in leases:
+            left = lease.expires_at - now
+            until = f"expires {_when(lease.expires_at, now)}" if left >= 0 else f"lapsed {-left:.0f}s ago"
+            print(f"{lease.tenant + '/' + lease.trunk:<24} {lease.node:<24} {until}")
 
 
 def add_commands(commands: Any) -> None:

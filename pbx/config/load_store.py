@@ -18,8 +18,11 @@ def store(parser: _Parser, value: object) -> StoreConfig:
     """The `[store]` table: `url` empty (SQLite in `pbx.data_dir`) or a `postgresql://` URL."""
     table = parser._table(value, "store", "store")
     url = parser._string(table, "url", "store", "").strip()
+    lease = parser._seconds(table, "trunk_lease", "store", 30.0, 0.0, 3600.0)
+    if 0 < lease < 2:
+        raise ConfigError("store.trunk_lease", f"must be 0 (off) or from 2 to 3600 seconds, not {lease:g}")
     if not url:
-        return StoreConfig()
+        return StoreConfig(trunk_lease=lease)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a port that is not a number
@@ -32,4 +35,4 @@ def store(parser: _Parser, value: object) -> StoreConfig:
         )
     if not parts.hostname and "host=" not in parts.query:
         raise ConfigError("store.url", "must name the database server's host")
-    return StoreConfig(url=url)
+    return StoreConfig(url=url, trunk_lease=lease)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-STORE_KEYS = ("url",)
+STORE_KEYS = ("url", "trunk_lease")
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +17,9 @@ class StoreConfig:
     """The `[store]` table; `url` "" means the embedded SQLite file."""
 
     url: str = field(default="", repr=False)  # may hold a password
+    trunk_lease: float = 30.0
+    """Seconds a node's lease on a trunk's registration lasts (a PostgreSQL store: one node registers each
+    trunk, `pbx.trunks.lease`); 0: every node registers every trunk."""
 
     @property
     def postgresql(self) -> bool:

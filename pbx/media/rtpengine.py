@@ -17,8 +17,15 @@ send there, an `answer` from the other tag does the reverse. The two meet like t
   the first packets) does the rest.
 - `close` sends `delete`; `query` (`refresh_stats`) reads its packet counters into `stats()`.
 
-What rtpengine cannot do through this interface: the PBX speaking on a leg (`attach`: prompts, music on
-hold), transforms (`set_transform`: PCMU/PCMA transcoding, DTMF interworking, SRTP termination) and
+Media rtpengine makes itself (its `play media`, `stop media` and `play DTMF`; Debian's build has the
+transcoding they need): `RtpengineLeg.play_media` plays an audio file (on rtpengine's machine) to a leg's
+phone, which is how a held phone hears music on rtpengine calls (`pbx.apps.moh`); `RtpengineLeg.play_dtmf`
+sends a digit to a leg's phone as if the other phone had sent it (RFC 4733 when that phone takes
+telephone-event, else a tone), for a relay made with `inject_dtmf` (the flag "inject DTMF" on every
+`offer`/`answer`: rtpengine then decodes and re-encodes every call's audio, so it is off by default).
+
+What rtpengine cannot do through this interface: the PBX speaking on a leg (`attach`: prompts, IVR),
+transforms (`set_transform`: PCMU/PCMA transcoding, DTMF interworking, SRTP termination) and
 `send_rtp`. `attach` and non-None transforms are ignored (logged); `clock` is None so the B2BUA converts
 nothing on these calls. The PBX therefore uses this relay only for calls it bridges from the start (a plain
 RTP offer to a phone or a trunk); calls the PBX answers itself keep the built-in relay (docs/media.md).
@@ -33,7 +40,7 @@ import ipaddress
 import os
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -116,6 +123,33 @@ class RtpengineLeg:
     def send_rtcp(self, data: bytes) -> None:
         self.unsent += 1
 
+    def play_media(self, path: str, repeat: int = 1) -> Deferred[int | None]:
+        """rtpengine plays the audio file `path` (a path on rtpengine's machine, any format its ffmpeg reads)
+        to this leg's phone, in that phone's codec, `repeat` times (`play media`); fires with the file's
+        length in milliseconds when rtpengine gives it. Fails with `NgError` on a closed call."""
+        if not 1 <= repeat <= 100_000:
+            raise ValueError(f"repeat out of range: {repeat}")
+        answer = self._session._party_command("play media", self.name, file=path, **{"repeat-times": repeat})
+        return answer.addCallback(
+            lambda a: int(a[b"duration"]) if isinstance(a.get(b"duration"), int) else None
+        )
+
+    def stop_media(self) -> Deferred[None]:
+        """Stop what `play_media` plays to this leg's phone (`stop media`)."""
+        return self._session._party_command("stop media", self.name).addCallback(lambda _: None)
+
+    def play_dtmf(self, digit: str, duration_ms: int = 250) -> Deferred[None]:
+        """rtpengine sends `digit` (0-9, *, #, A-D) to this leg's phone as if the other leg's phone had sent
+        it (`play DTMF` from the other party), for `duration_ms` (100 to 5000). Needs a relay made with
+        `inject_dtmf`."""
+        if len(digit) != 1 or digit.upper() not in "0123456789*#ABCD":
+            raise ValueError(f"not a DTMF digit: {digit!r}")
+        if not 100 <= duration_ms <= 5000:
+            raise ValueError(f"DTMF duration out of range: {duration_ms}")
+        other = "b" if self.name == "a" else "a"
+        sent = self._session._party_command("play DTMF", other, code=digit.upper(), duration=duration_ms)
+        return sent.addCallback(lambda _: None)
+
     def stats(self) -> LegStats:
         counters = self._stats
         return LegStats(
@@ -184,11 +218,18 @@ class RtpengineSession:
     def _command(self, command: str, **extra: Any) -> Deferred[dict[bytes, Any]]:
         return self._relay.client.request({"command": command, "call-id": self.ng_call_id, **extra})
 
+    def _party_command(self, command: str, tag: str, **extra: Any) -> Deferred[dict[bytes, Any]]:
+        """`command` for the party with `tag` of a set-up call (`NgError` once closed or not set up)."""
+        if self.closed or not self._set_up:
+            return fail(NgError(f"{command}: the call is {'closed' if self.closed else 'not set up yet'}"))
+        return self._command(command, **{"from-tag": tag}, **extra)
+
     def _cycle(self, setup: bool = False) -> Deferred[Any]:
         """`offer` from "a", `answer` from "b" with the legs' current remotes (and a `query` in setup)."""
         self._version += 1
         a, b = self._legs["a"], self._legs["b"]
-        tags: dict[str, Any] = {"from-tag": "a", "flags": _FLAGS, "ICE": "remove"}
+        flags = [*_FLAGS, "inject DTMF"] if self._relay.inject_dtmf else _FLAGS
+        tags: dict[str, Any] = {"from-tag": "a", "flags": flags, "ICE": "remove"}
         offer = self._command("offer", sdp=synthetic_sdp(a.remote, self._version), **tags)
 
         def answer(_: object) -> Deferred[dict[bytes, Any]]:
@@ -309,12 +350,14 @@ class RtpengineRelay:
 
     Args:
         client: an `NgClient` listening on its UDP port, addressed to rtpengine's ng listener.
+        inject_dtmf: mark every call for `play DTMF` (`RtpengineLeg.play_dtmf`; module docstring).
     """
 
     clock = None  # no DTMF interworking or transcoding on rtpengine calls
 
-    def __init__(self, client: NgClient) -> None:
+    def __init__(self, client: NgClient, *, inject_dtmf: bool = False) -> None:
         self.client = client
+        self.inject_dtmf = inject_dtmf
         self._open: set[RtpengineSession] = set()
         self._deleting: set[Deferred[None]] = set()  # deletes in flight (`close` waits for them too)
         self.created = 0

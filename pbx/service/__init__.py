@@ -36,6 +36,7 @@ from pbx.service.overload import build_overload
 from pbx.service.registrar import build_registrar
 from pbx.service.sip import build_sip
 from pbx.service.tls_reload import build_tls_reload
+from pbx.service.trunk_lease import build_trunk_leases
 from pbx.service.trunk_store import build_trunk_store
 from pbx.service.trunks import build_trunks
 from pbx.service.voicemail import build_voicemail
@@ -80,6 +81,9 @@ def build(
     trunk_store = build_trunk_store(config, trunks.states, registrar.store, the_reactor)  # for other nodes
     if trunk_store is not None:
         trunk_store.setServiceParent(top)
+    trunk_leases = build_trunk_leases(config, trunks, registrar.store, the_reactor)  # one node registers each
+    if trunk_leases is not None:
+        trunk_leases.setServiceParent(top)  # stops before the trunks: unregisters and releases first
     mailer = build_mailer(config, voicemail, the_reactor)  # None without [smtp] host
     if mailer is not None:
         mailer.setServiceParent(top)
@@ -94,6 +98,8 @@ def build(
     )
     calls.setServiceParent(top)
     top.drain = calls.drain
+    if trunk_leases is not None:  # a draining node lets another register its trunks
+        top.drain = trunk_leases.before_drain(calls.drain)
     mwi = build_mwi(config, stack, registrar, voicemail.mailboxes)
     mwi.setServiceParent(top)
     # Phone features (docs/features.md): DND/forwarding codes, busy lamps on MWI's notifier, call park.

@@ -26,11 +26,14 @@ from pbx.store.records import (
     VoicemailMessage,
     check_changes,
 )
+from pbx.store.trunk_lease import ITrunkLeaseStore, MemoryTrunkLeaseStore
 from pbx.store.trunk_state import ITrunkStateStore, MemoryTrunkStateStore
 
 
-@implementer(ILocationStore, ICdrStore, IVoicemailStore, IFeatureStore, IAdminStore, ITrunkStateStore)
-class MemoryLocationStore(MemoryAdminStore, MemoryTrunkStateStore):
+@implementer(
+    ILocationStore, ICdrStore, IVoicemailStore, IFeatureStore, IAdminStore, ITrunkStateStore, ITrunkLeaseStore
+)
+class MemoryLocationStore(MemoryAdminStore, MemoryTrunkStateStore, MemoryTrunkLeaseStore):
     """Bindings in dicts keyed by (tenant, aor), then contact; CDRs and the voicemail index in a list and
     dicts; every Deferred has fired when returned.
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pbx.store import sqlite, sqlite_features, sqlite_voicemail, trunk_state
+from pbx.store import sqlite, sqlite_features, sqlite_voicemail, trunk_lease, trunk_state
 from pbx.store.records import Binding, Cdr, VoicemailMessage
 
 T = TypeVar("T")
@@ -61,6 +61,15 @@ def trunk_statuses(url: str, data_dir: Path) -> list[Any]:
 
         return read_postgres(url, trunk_state.select_trunk_statuses)
     return sqlite.read_trunk_statuses(data_dir / SQLITE_FILE)
+
+
+def trunk_leases(url: str, data_dir: Path) -> list[Any]:
+    """Which node holds each trunk's registration (`pbx.store.trunk_lease.TrunkLease`)."""
+    if url:
+        from pbx.store.postgres import read_postgres
+
+        return read_postgres(url, trunk_lease.select_trunk_leases)
+    return sqlite.read_trunk_leases(data_dir / SQLITE_FILE)
 
 
 def write(url: str, data_dir: Path, work: Callable[[Any], T]) -> T:

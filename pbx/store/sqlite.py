@@ -44,7 +44,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from pbx.store import sqlite_admin, sqlite_features, sqlite_voicemail, trunk_state
+from pbx.store import sqlite_admin, sqlite_features, sqlite_voicemail, trunk_lease, trunk_state
 from pbx.store.admin import IAdminStore
 from pbx.store.interfaces import (
     ICdrStore,
@@ -68,6 +68,7 @@ from pbx.store.records import (
 from pbx.store.sqlite_admin import SqliteAdminStore
 from pbx.store.sqlite_features import SqliteFeatureStore
 from pbx.store.sqlite_voicemail import SqliteVoicemailStore
+from pbx.store.trunk_lease import ITrunkLeaseStore, SqliteTrunkLeaseStore
 from pbx.store.trunk_state import ITrunkStateStore, SqliteTrunkStateStore
 
 T = TypeVar("T")
@@ -125,6 +126,8 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     sqlite_admin.MIGRATION,
     # 5 -> 6: each node's view of each trunk (pbx/store/trunk_state.py).
     trunk_state.MIGRATION,
+    # 6 -> 7: which node registers each trunk (pbx/store/trunk_lease.py).
+    trunk_lease.MIGRATION,
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 """The `PRAGMA user_version` this code writes and understands."""
@@ -221,8 +224,12 @@ class _Worker:
             fn = args = d = result = None  # type: ignore[assignment]  # hold nothing between jobs
 
 
-@implementer(ILocationStore, ICdrStore, IVoicemailStore, IFeatureStore, IAdminStore, ITrunkStateStore)
-class SqliteLocationStore(SqliteVoicemailStore, SqliteFeatureStore, SqliteAdminStore, SqliteTrunkStateStore):
+@implementer(
+    ILocationStore, ICdrStore, IVoicemailStore, IFeatureStore, IAdminStore, ITrunkStateStore, ITrunkLeaseStore
+)
+class SqliteLocationStore(
+    SqliteVoicemailStore, SqliteFeatureStore, SqliteAdminStore, SqliteTrunkStateStore, SqliteTrunkLeaseStore
+):
     """Bindings, CDRs and the voicemail index (`SqliteVoicemailStore`) in an SQLite database file, written
     with group commit on one worker thread.
 
@@ -630,6 +637,11 @@ def read_messages(
 def read_features(path: Path) -> list[ExtensionFeatures]:
     """What extensions' owners set by phone (DND, forwarding), read synchronously (for offline tools)."""
     return _read_only(path, sqlite_features.select_features)
+
+
+def read_trunk_leases(path: Path) -> list[trunk_lease.TrunkLease]:
+    """Which node holds each trunk's registration, read synchronously (for `pbx trunks status`)."""
+    return _read_only(path, trunk_lease.select_trunk_leases)
 
 
 def read_trunk_statuses(path: Path) -> list[trunk_state.TrunkStatus]:

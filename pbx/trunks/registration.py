@@ -23,11 +23,11 @@ config.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -36,7 +36,7 @@ from pbx.sip.client_auth import CredentialLookup, Credentials
 from pbx.sip.registration import RegistrationClient, RegistrationStatus
 from pbx.trunks.options import OptionsPinger
 from pbx.trunks.settings import TrunkSettings
-from pbx.trunks.state import FAILED, OFF, REGISTERED, REGISTERING, UNREGISTERED, TrunkStates
+from pbx.trunks.state import FAILED, OFF, REGISTERED, REGISTERING, STANDBY, UNREGISTERED, TrunkStates
 from pbx.trunks.targets import Locate, TrunkLocator, aor, outbound_proxy_uri, registrar_uri
 
 
@@ -97,6 +97,11 @@ class TrunkRegistrations:
         self.pingers: dict[tuple[str, str], OptionsPinger] = {}
         self._stopping: Deferred[None] | None = None
         self._timers_start: list[IDelayedCall] = []
+        self._make_client: dict[tuple[str, str], Callable[..., RegistrationClient]] = {}
+        self._generation: dict[tuple[str, str], int] = {}
+        self._standby: set[tuple[str, str]] = set()
+        self.leased: set[tuple[str, str]] = set()
+        """Trunks whose registration a lease decides (`take`, `standby`): `start` leaves them alone."""
         for tenant, trunk in trunks:
             pings = trunk.options_interval > 0
             states.add(
@@ -113,7 +118,8 @@ class TrunkRegistrations:
             locator = TrunkLocator(trunk, locate)
             proxy = outbound_proxy_uri(trunk)
             if trunk.register:
-                self.clients[key] = RegistrationClient(
+                self._make_client[key] = partial(
+                    RegistrationClient,
                     stack,
                     clock,
                     aor=str(aor(trunk)),
@@ -123,13 +129,13 @@ class TrunkRegistrations:
                     expires=trunk.register_expires,
                     resolver=locator,
                     outbound_proxy=str(proxy) if proxy is not None else None,
-                    on_state=partial(self._registration_changed, tenant, trunk.name),
                     rng=rng,
                     refresh_margin=refresh_margin,
                     retry_base=trunk.retry_interval if retry_base is None else retry_base,
                     retry_max=retry_max,
                     stop_timeout=stop_timeout,
                 )
+                self.clients[key] = self._new_client(key)
             if pings:
                 self.pingers[key] = OptionsPinger(
                     stack,
@@ -146,7 +152,8 @@ class TrunkRegistrations:
         """Send every trunk's first REGISTER and first OPTIONS: the first trunk's now, each next one
         `spacing` seconds later (so that a thousand trunks do not challenge one carrier in the same
         millisecond); refreshes then follow each trunk's own expiry."""
-        for index, client in enumerate(self.clients.values()):
+        own = [client for key, client in self.clients.items() if key not in self.leased]
+        for index, client in enumerate(own):
             self._start_later(index * spacing, client.start)
         for index, pinger in enumerate(self.pingers.values()):
             self._start_later(index * spacing, pinger.start)
@@ -174,6 +181,48 @@ class TrunkRegistrations:
         self._stopping = stopping
         return stopping
 
+    # -- one registering node per trunk (pbx.trunks.lease) ----------------------------------------------
+
+    def _new_client(self, key: tuple[str, str]) -> RegistrationClient:
+        generation = self._generation[key] = self._generation.get(key, 0) + 1
+        on_state = partial(self._client_changed, key, generation)
+        return self._make_client[key](on_state=on_state)
+
+    def take(self, tenant: str, trunk: str, holder: str) -> None:
+        """This node (`holder`) now holds the trunk's registration: register (a fresh client when the last
+        one was stopped); a no-op while registering already or once `stop` was called."""
+        key = (tenant, trunk)
+        client = self.clients.get(key)
+        if client is None or self._stopping is not None:
+            return
+        self._standby.discard(key)
+        self.states.update(tenant, trunk, holder=holder)
+        if client.status.state == sip_registration.UNREGISTERED:
+            client.start()
+        elif client.status.state == sip_registration.STOPPED:
+            self.clients[key] = self._new_client(key)
+            self.clients[key].start()
+
+    def standby(self, tenant: str, trunk: str, holder: str | None) -> Deferred[None]:
+        """Another node (`holder`, None when unknown) holds the trunk's registration: stop registering
+        (removing this node's binding, if any) and show the trunk as `standby`; fires once unregistered."""
+        key = (tenant, trunk)
+        client = self.clients.get(key)
+        if client is None:
+            return succeed(None)
+        self._standby.add(key)
+        stopped = client.stop()
+        self.states.update(
+            tenant, trunk, registration=STANDBY, holder=holder, code=None, reason=None, retry_at=None,
+            expires_at=None, refresh_at=None, contact=None, target=None,
+        )  # fmt: skip
+        return stopped
+
+    def _client_changed(self, key: tuple[str, str], generation: int, status: RegistrationStatus) -> None:
+        if generation != self._generation.get(key) or key in self._standby:
+            return  # a client replaced, or stopped because another node registers the trunk
+        self._registration_changed(key[0], key[1], status)
+
     # -- reports -----------------------------------------------------------------------------------------
 
     def _registration_changed(self, tenant: str, trunk: str, status: RegistrationStatus) -> None:
@@ -181,7 +230,7 @@ class TrunkRegistrations:
         assert current is not None
         target = _target_text(status.target)
         if status.state == sip_registration.REGISTERING:
-            if current.registration in (OFF, UNREGISTERED, REGISTERING):
+            if current.registration in (OFF, UNREGISTERED, REGISTERING, STANDBY):
                 self.states.update(tenant, trunk, registration=REGISTERING)
             elif current.registration == FAILED:
                 self.states.update(tenant, trunk, retry_at=None)  # the retry is under way

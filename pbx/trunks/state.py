@@ -12,7 +12,9 @@ A trunk's registration is seen as
 - `registered`: a binding was accepted and is being kept (a refresh under way stays `registered`);
 - `failed`: the last attempt failed (with its code and reason); `retry_at` says when the next one goes out
   (a retry under way stays `failed` until it succeeds);
-- `unregistered`: stopped (the PBX is shutting down).
+- `unregistered`: stopped (the PBX is shutting down);
+- `standby`: another node holds the trunk's registration (`holder`: the lease in a shared store,
+  `pbx.trunks.lease`); this node does not register but sends calls out on the trunk all the same.
 
 Pings (when `options_interval` > 0) set `reachable`: None until the first answer or miss, True after any
 answer, False after a miss (no answer, a transport error, a 503). A trunk is *up* when it is enabled, its
@@ -34,7 +36,8 @@ REGISTERING = "registering"
 REGISTERED = "registered"
 FAILED = "failed"
 UNREGISTERED = "unregistered"
-REGISTRATION_STATES: tuple[str, ...] = (OFF, REGISTERING, REGISTERED, FAILED, UNREGISTERED)
+STANDBY = "standby"
+REGISTRATION_STATES: tuple[str, ...] = (OFF, REGISTERING, REGISTERED, FAILED, UNREGISTERED, STANDBY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,8 @@ class TrunkState:
         reachable: the OPTIONS verdict: None (no pings, or none finished yet), True or False.
         ping_code: the status of the last ping's answer (408/503 made up), or None.
         changed_at: when the summary last changed (the clock's seconds).
+        holder: with a registration lease, the node that holds the trunk's registration (this node's name
+            when it registers itself), or None (no lease: this node registers, or the holder is unknown).
     """
 
     tenant: str
@@ -79,6 +84,7 @@ class TrunkState:
     reachable: bool | None = None
     ping_code: int | None = None
     changed_at: float = 0.0
+    holder: str | None = None
 
     @property
     def up(self) -> bool:
@@ -102,6 +108,8 @@ class TrunkState:
         text = self.state
         if self.registration in (REGISTERED, FAILED) and self.code is not None:
             text += f" ({self.code} {self.reason or ''})".replace(" )", ")")
+        if self.registration == STANDBY:
+            text += f" (registered by {self.holder or 'an unknown node'})"
         if self.pings and self.reachable is not None:
             text += ", OPTIONS " + ("answered" if self.reachable else "unanswered")
             if self.ping_code is not None and not self.reachable:

@@ -103,6 +103,10 @@ class FakeNgServer:
                 return {"result": "error", "error-reason": "Unknown call-id"}
             self.deleted.append(call_id)
             return {"result": "ok"}
+        if name in ("play media", "stop media", "play DTMF"):
+            if call_id not in self.calls:
+                return {"result": "error", "error-reason": "Unknown call-id"}
+            return {"result": "ok", "duration": 2000} if name == "play media" else {"result": "ok"}
         return {"result": "error", "error-reason": "Unrecognized command"}
 
     def _port(self) -> int:

@@ -25,6 +25,7 @@ from tests.store.test_admin_store import AdminStoreTestsMixin
 from tests.store.test_cdr import cdr
 from tests.store.test_feature_store import FeatureStoreTestsMixin
 from tests.store.test_location_store import NOW, LocationStoreTestsMixin, binding
+from tests.store.test_trunk_lease_store import TrunkLeaseStoreTestsMixin
 from tests.store.test_trunk_state_store import TrunkStateStoreTestsMixin
 from tests.store.test_voicemail_store import VoicemailStoreTestsMixin, message
 
@@ -257,6 +258,18 @@ class PostgresTrunkStateStoreTests(TrunkStateStoreTestsMixin, TestCase):
 
     def make_store(self) -> Any:
         return PostgresStore(postgres_server.server().url(), reactor)
+
+
+@needs_postgres
+class PostgresTrunkLeaseStoreTests(TrunkLeaseStoreTestsMixin, TestCase):
+    """Which node registers each trunk, in PostgreSQL: the same conditional upsert, two nodes racing."""
+
+    def make_store(self) -> Any:
+        self.url = postgres_server.server().url()
+        return PostgresStore(self.url, reactor)
+
+    def second_store(self) -> Any:
+        return PostgresStore(self.url, reactor)
 
 
 @needs_postgres

@@ -211,3 +211,32 @@ def test_cli_shows_every_nodes_view_from_the_store(
     assert out[start + 3].split()[:4] == ["default/carrier", "pbx2:5072", "failed", "403"]
     assert "OPTIONS 408" in out[start + 3]
     assert out[-1].startswith("2 trunk(s); no status file")
+
+
+def test_cli_shows_who_registers_each_trunk(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A node standing by names the holder; the store's leases list who registers which trunk."""
+    import time
+
+    from pbx.store.sqlite import open_offline
+    from pbx.store.trunk_lease import take
+
+    standby = {"tenant": "default", "trunk": "carrier", "state": "standby", "registration": "standby"}
+    assert format_row({**standby, "holder": "pbx1:5071"}, now=0.0).split()[-3:] == [
+        "registered",
+        "by",
+        "pbx1:5071",
+    ]
+    assert format_row(standby, now=0.0).endswith("registered by an unknown node")
+    config = write_config(tmp_path)
+    (tmp_path / "data").mkdir()
+    conn = open_offline(tmp_path / "data" / "pbx.sqlite3")
+    now = time.time()
+    take(conn, "default", "carrier", "pbx1:5071", now, now + 3600)
+    take(conn, "default", "spare", "pbx2:5072", now - 100, now - 50)
+    conn.commit()
+    conn.close()
+    assert main(["trunks", "status", str(config)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    start = out.index("who registers each trunk (the lease; the other nodes stand by):")
+    assert out[start + 2].split()[:4] == ["default/carrier", "pbx1:5071", "expires", "in"]
+    assert out[start + 3].split()[:3] == ["default/spare", "pbx2:5072", "lapsed"]
