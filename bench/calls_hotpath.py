@@ -74,7 +74,7 @@ def main() -> None:
         authenticate = mode == "auth"
         server = Pbx(plans, trusted_caller=not authenticate)
         if not args.plain:
-            add_layers(server, TENANT)
+            add_layers(server, TENANT, received=bool(args.hold))
         if args.hold:
             hold(server, args.hold, authenticate, args.top)
             continue
@@ -108,12 +108,13 @@ def main() -> None:
         gc.unfreeze()
 
 
-def add_layers(server: Any, tenant: str) -> None:
+def add_layers(server: Any, tenant: str, *, received: bool = False) -> None:
     """What `pbx.service` adds to every call with the default config: the metrics' and the call tracer's
     observers and SIP trace hooks (`build_observability`), the busy lamps (`build_features`, no watcher).
     The hooks see what the PBX sends (the harness hands the stack parsed messages: received ones are not
-    traced here, so the real PBX pays about twice the hooks' cost shown). Not here: `[edge]` admission and
-    `[overload]` screening, which act on datagrams before parsing."""
+    traced here, so the real PBX pays about twice the hooks' cost shown; with `received` (``--hold``) they
+    are, as their bytes re-serialised, so that a held call's trace is as long as the real PBX's). Not here:
+    `[edge]` admission and `[overload]` screening, which act on datagrams before parsing."""
     from pbx.admin.metrics import MetricsRegistry
     from pbx.apps.busy_lamps import BusyLamps
     from pbx.b2bua.trace import CallTracer
@@ -153,6 +154,17 @@ def add_layers(server: Any, tenant: str) -> None:
     caller = server.caller_flow
     caller.send = traced(caller.send, lambda: caller)
     server.transports.send = traced(server.transports.send, lambda: server.callee_flow)
+    if received:
+        stack = server.stack
+        message_received = stack.message_received
+
+        def received_traced(message: Any, flow: Any) -> None:
+            data = message.to_bytes()
+            for hook in hooks:
+                hook("recv", "UDP", flow, data)
+            message_received(message, flow)
+
+        stack.message_received = received_traced
 
 
 def hold(server: Any, count: int, authenticate: bool, top: int) -> None:

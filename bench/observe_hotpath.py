@@ -70,7 +70,7 @@ def main() -> None:
     metrics = MetricsRegistry([TENANT])
     tracer = CallTracer(server.clock, keep=100, keep_failed=100)
     for label, observers in (("none", []), ("observed", [metrics.calls, tracer]), ("none again", [])):
-        server.b2bua.observers.observers[:] = observers
+        server.b2bua.observers.replace(observers)
         for _ in range(20):
             server.call(authenticate=authenticate)
         results[label] = per_call(server, args.calls, args.repeats, authenticate)
@@ -83,7 +83,7 @@ def main() -> None:
 
     # 2. The trace hook on the bytes of one call's messages.
     captured: list[tuple[str, bytes]] = []
-    server.b2bua.observers.observers[:] = []
+    server.b2bua.observers.replace([])
     sends = server.transports.send, server.caller_flow.send, server.from_caller, server.from_callee
 
     def out_callee(data: bytes, *rest: Any) -> Any:

@@ -49,30 +49,50 @@ class CallObserver(Protocol):
 
 
 class CallEvents:
-    """The B2BUA's list of observers and the one way events reach them."""
+    """The B2BUA's list of observers and the one way events reach them.
 
-    __slots__ = ("observers",)
+    Each event's bound methods are looked up once (on the first emit after the list changed through
+    `append`, `remove` or `replace`), not on every emit: a call emits ~8 events to ~6 observers."""
+
+    __slots__ = ("_methods", "observers")
     _log = Logger()
 
     def __init__(self) -> None:
         self.observers: list[Any] = []
+        self._methods: dict[str, tuple[Any, ...]] = {}  # event -> the observers' bound methods, in order
 
     def append(self, observer: Any) -> None:
         self.observers.append(observer)
+        self._methods.clear()
 
     def remove(self, observer: Any) -> None:
         self.observers.remove(observer)
+        self._methods.clear()
+
+    def replace(self, observers: list[Any]) -> None:
+        """Watch with these observers instead (benchmarks, tests)."""
+        self.observers[:] = observers
+        self._methods.clear()
 
     def __bool__(self) -> bool:
         return bool(self.observers)
 
     def emit(self, event: str, *args: Any) -> None:
         """Tell every observer that has a method named `event`; one failing does not stop the others."""
-        for observer in tuple(self.observers):
-            method = getattr(observer, event, None)
-            if method is None:
-                continue
+        methods = self._methods.get(event)
+        if methods is None:
+            methods = tuple(
+                method
+                for method in (getattr(observer, event, None) for observer in self.observers)
+                if method is not None
+            )
+            self._methods[event] = methods
+        for method in methods:
             try:
                 method(*args)
             except Exception:
-                self._log.failure("Call observer {obs!r} failed on {event}", obs=observer, event=event)
+                self._log.failure(
+                    "Call observer {obs!r} failed on {event}",
+                    obs=getattr(method, "__self__", method),
+                    event=event,
+                )

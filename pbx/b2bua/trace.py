@@ -10,9 +10,15 @@ called with each SIP message's bytes as sent or received). It keeps one `CallTra
 - media: per side, the latched address, codec, DTMF method, packets relayed and dropped, when the call ends;
 - timer expiries (ring timeout, maximum duration) and leg failures.
 
-Every trace is capped in events and in bytes (later events are counted, not kept). Ended calls are kept for
-the last `keep` calls, and failed ones (not answered) also in a second list of `keep_failed`, so a failure
-stays visible longer on a busy PBX; memory is bounded by (active calls + keep + keep_failed) traces.
+Every trace is capped in events and in bytes (later events are counted, not kept). A call that stays up has
+its events packed (`CallTrace.pack`: one zlib-compressed bytes object, about a quarter of what the messages'
+bytes and the events' objects hold): ~1.5 KB of trace rather than ~7 (its messages repeat the same Call-ID,
+tags, Vias and SDP); reading the trace unpacks it. Packing costs about what the rest of the trace does, so
+it is done only for calls still up `pack_after` seconds (1 s) after their caller's ACK (of the answer or of
+a re-INVITE), found when later calls start: no timer, and short calls never pay it.
+Ended calls are kept for the last `keep` calls, and failed ones (not answered) also in a second list of
+`keep_failed`, so a failure stays visible longer on a busy PBX; memory is bounded by (active calls + keep +
+keep_failed) traces.
 
 The hook costs a Call-ID search in each message (a compiled regex over the head) and a dict lookup; with no
 call being traced it returns at once. It knows nothing of sockets or of the config.
@@ -20,7 +26,9 @@ call being traced it returns at once. It knows nothing of sockets or of the conf
 
 from __future__ import annotations
 
+import marshal
 import re
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -137,6 +145,14 @@ class SipEvent:
     def get(self, key: str, default: Any = None) -> Any:
         return self.as_dict().get(key, default)
 
+    def row(self) -> tuple[Any, ...]:
+        """The event as plain values (what `CallTrace.pack` keeps; `SipEvent(*row)` makes it again)."""
+        return (self.t, self.party, self.dir == "in", self.transport, tuple(self.address), self.raw)
+
+
+def _unpack(packed: bytes) -> list[dict[str, Any] | SipEvent]:
+    return [row if type(row) is dict else SipEvent(*row) for row in marshal.loads(zlib.decompress(packed))]
+
 
 def _rendered(event: dict[str, Any] | SipEvent, body_bytes: int) -> dict[str, Any]:
     """An event as the API shows it: a SIP message's raw bytes summarised (`summarise`), its peer as text,
@@ -167,6 +183,9 @@ class CallTrace:
 
     __slots__ = (
         "_bytes",
+        "_count",
+        "_events",
+        "_packed_size",
         "body_bytes",
         "call_id",
         "caller",
@@ -174,9 +193,9 @@ class CallTrace:
         "dialed",
         "dropped",
         "ended_at",
-        "events",
         "max_bytes",
         "max_events",
+        "packed",
         "parties",
         "retained",
         "started_at",
@@ -202,12 +221,16 @@ class CallTrace:
         self.dialed = ""
         self.cause = ""
         self.status = 0
-        self.parties: list[dict[str, str]] = [{"id": "caller", "label": "caller", "call_id": call_id}]
-        self.events: list[dict[str, Any] | SipEvent] = []
+        # (id, label, Call-ID) of the caller and of each leg (`as_dict` shows each as a dict)
+        self.parties: list[tuple[str, str, str]] = [("caller", "caller", call_id)]
+        self._events: list[dict[str, Any] | SipEvent] = []  # those not packed yet
+        self.packed: bytes | None = None  # the events packed so far (`pack`)
+        self._packed_size = 0  # what `size` counted of them
         self.dropped = 0
         self.max_events = max_events
         self.max_bytes = max_bytes
         self._bytes = 0
+        self._count = 0  # events kept (packed or not)
         self.retained = 0  # how many of the tracer's lists of ended calls hold this trace
 
     @property
@@ -219,16 +242,46 @@ class CallTrace:
     def size(self) -> int:
         return self._bytes
 
+    @property
+    def held(self) -> int:
+        """About how many bytes the trace holds now (`size`, with the packed events at their packed size)."""
+        if self.packed is None:
+            return self._bytes
+        return len(self.packed) + self._bytes - self._packed_size
+
+    @property
+    def events(self) -> list[dict[str, Any] | SipEvent]:
+        """The kept events in order (the packed ones unpacked: a new list each time they are)."""
+        if self.packed is None:
+            return self._events
+        return [*_unpack(self.packed), *self._events]
+
+    def pack(self) -> None:
+        """Keep the events as one compressed bytes object (marshal and zlib: the messages of one call share
+        most of their text), until more are added; `events` unpacks them. Events are plain values (dicts of
+        strings and numbers, `SipEvent`s); should one not be, nothing is packed."""
+        if not self._events:
+            return
+        rows = [event.row() if type(event) is SipEvent else event for event in self.events]
+        try:
+            data = marshal.dumps(rows)
+        except ValueError:  # an unmarshallable value: keep the objects
+            return
+        self.packed = zlib.compress(data, 1)
+        self._packed_size = self._bytes
+        self._events = []
+
     def add(self, event: dict[str, Any] | SipEvent, size: int = 0, *, force: bool = False) -> None:
         """Keep `event` unless the trace is full (then count it); `size`: about its bytes (0: counted here);
         `force`: the end summary, always kept."""
         if not size:
             size = _size(event) if isinstance(event, dict) else 96 + len(event.raw)
-        if not force and (len(self.events) >= self.max_events or self._bytes + size > self.max_bytes):
+        if not force and (self._count >= self.max_events or self._bytes + size > self.max_bytes):
             self.dropped += 1
             return
         self._bytes += size
-        self.events.append(event)
+        self._count += 1
+        self._events.append(event)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -242,12 +295,12 @@ class CallTrace:
             "status": self.status,
             "active": self.ended_at is None,
             "failed": self.failed,
-            "events": len(self.events),
+            "events": self._count,
         }
 
     def as_dict(self) -> dict[str, Any]:
         out = self.summary()
-        out["parties"] = [dict(p) for p in self.parties]
+        out["parties"] = [{"id": id_, "label": label, "call_id": cid} for id_, label, cid in self.parties]
         out["events"] = [_rendered(e, self.body_bytes) for e in self.events]
         out["dropped_events"] = self.dropped
         out["bytes"] = self._bytes
@@ -263,6 +316,7 @@ class CallTracer:
         keep_failed: how many failed calls keep their trace in addition (the older ones of `keep`).
         max_events, max_bytes: the cap of one call's trace.
         body_bytes: how much of a SIP body a trace keeps.
+        pack_after: seconds after the caller's ACK when a call still up has its trace packed.
     """
 
     def __init__(
@@ -274,9 +328,11 @@ class CallTracer:
         max_events: int = 200,
         max_bytes: int = 32768,
         body_bytes: int = 400,
+        pack_after: float = 1.0,
     ) -> None:
         self.clock = clock
         self.keep = keep
+        self.pack_after = pack_after
         self.keep_failed = keep_failed
         self.max_events = max_events
         self.max_bytes = max_bytes
@@ -285,6 +341,7 @@ class CallTracer:
         self._sip: dict[str, tuple[CallTrace, str]] = {}  # any leg's Call-ID -> (trace, party)
         self._recent: deque[CallTrace] = deque()
         self._failed: deque[CallTrace] = deque()
+        self._to_pack: deque[tuple[float, CallTrace]] = deque()  # (when, trace) in time order
         # The last INVITE received and sent whose Call-ID no trace knew yet: (Call-ID, bytes). The caller's
         # INVITE arrives (and an outbound leg's is sent) just before `call_started` (`leg_started`) makes
         # its trace, which then keeps these bytes instead of writing the message again.
@@ -314,7 +371,7 @@ class CallTracer:
 
     def memory(self) -> int:
         """About how many bytes the kept traces hold."""
-        return sum(t.size for t in {id(t): t for t in self._sip_traces()}.values())
+        return sum(t.held for t in {id(t): t for t in self._sip_traces()}.values())
 
     def _sip_traces(self) -> Iterator[CallTrace]:
         yield from self._active.values()
@@ -350,6 +407,18 @@ class CallTracer:
             return
         trace, party = entry
         self._sip_event(trace, party, direction == "recv", transport, flow.remote_address, data)
+        if party == "caller" and direction == "recv" and data.startswith(b"ACK ") and trace.ended_at is None:
+            # The caller's set-up (or re-INVITE) is over: if the call is still up in a while, pack its trace.
+            self._to_pack.append((self.clock.seconds() + self.pack_after, trace))
+
+    def _pack_due(self) -> None:
+        """Pack the traces of the calls still up whose time came (`pack_after`)."""
+        queue = self._to_pack
+        now = self.clock.seconds()
+        while queue and queue[0][0] <= now:
+            trace = queue.popleft()[1]
+            if trace.ended_at is None:
+                trace.pack()
 
     def _sip_event(
         self,
@@ -371,6 +440,8 @@ class CallTracer:
     def call_started(self, call: Call) -> None:
         if self.keep <= 0 and self.keep_failed <= 0:
             return
+        if self._to_pack:
+            self._pack_due()
         trace = CallTrace(
             call.id,
             call.started_at,
@@ -381,7 +452,7 @@ class CallTracer:
         trace.tenant = call.caller.tenant
         trace.caller = call.caller.extension or f"trunk:{call.caller.trunk}/{call.caller.number}"
         trace.dialed = call.dialed
-        trace.parties[0]["label"] = trace.caller
+        trace.parties[0] = ("caller", trace.caller, call.id)
         self._active[call.id] = trace
         self._sip[call.id] = (trace, "caller")
         flow = call.txn.flow
@@ -395,7 +466,7 @@ class CallTracer:
             return
         party = f"leg{len(trace.parties)}"
         label = leg.extension or leg.target.uri
-        trace.parties.append({"id": party, "label": _short(label, 40), "call_id": leg.call_id})
+        trace.parties.append((party, _short(label, 40), leg.call_id))
         self._sip[leg.call_id] = (trace, party)
         if leg.invite is not None:  # sent already: the hook did not know its Call-ID yet
             transport, host, port = leg.destination[:3]
@@ -502,7 +573,7 @@ class CallTracer:
                 self._forget(old)
 
     def _forget(self, trace: CallTrace) -> None:
-        for party in trace.parties:
-            entry = self._sip.get(party["call_id"])
+        for _, _, call_id in trace.parties:
+            entry = self._sip.get(call_id)
             if entry is not None and entry[0] is trace:
-                del self._sip[party["call_id"]]
+                del self._sip[call_id]

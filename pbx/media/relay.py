@@ -84,6 +84,7 @@ from pbx.media.relay_channel import (
     _Channel,
     _RtcpChannel,
 )
+from pbx.media.relay_socket import listen_udp
 
 __all__ = [
     "DEFAULT_MAX_PACKET",
@@ -539,9 +540,7 @@ class UdpMediaRelay:
         raise PortsExhausted(f"no RTP port pair of {self._pool!r} can be bound on {self._bind_host}")
 
     def _bind(self, port: int, channel: _Channel) -> IListeningPort:
-        return self._reactor.listenUDP(
-            port, channel, interface=self._bind_host, maxPacketSize=self._max_packet_size
-        )
+        return listen_udp(self._reactor, port, channel, self._bind_host, self._max_packet_size)
 
     def close(self) -> Deferred[None]:
         self._closed = True

@@ -552,7 +552,15 @@ class SipStack:
 
     def ack_received(self, request: object, flow: IFlow) -> None:
         assert isinstance(request, Request)
-        self.dialogs.route_ack(request, flow)  # an ACK in no dialog of ours is dropped
+        if self.dialogs.route_ack(request, flow) or not self.stateless_cache:
+            return
+        # An ACK in no dialog of ours is dropped. It may ACK a non-2xx answer sent statelessly (a 407): the
+        # client's INVITE transaction is Completed and sends no more retransmissions (RFC 3261 17.1.1.2), so
+        # the answer kept for them is forgotten now rather than after 64*T1 (the ACK has the INVITE's
+        # branch, 17.1.1.3).
+        key = self._stateless_key(request, flow)
+        if key is not None:
+            self.stateless_cache.discard((*key[:3], "INVITE", key[4]))
 
     def cancel_received(self, cancel: object, invite: IServerTransaction) -> None:
         handler = self._handlers.get("INVITE")

@@ -77,6 +77,10 @@ class StatelessCache:
         self.hits += 1
         return entry[1]
 
+    def discard(self, key: Key) -> None:
+        """Forget the answer kept for `key`, if any (its request will not be retransmitted again)."""
+        self._entries.pop(key, None)
+
     def put(self, key: Key, answer: Any) -> None:
         """Keep `answer` for `key` for `lifetime` seconds (replacing an earlier one)."""
         entries = self._entries

@@ -97,6 +97,70 @@ class BoundsTests(SynchronousTestCase):
             trace.as_dict()["events"][-1]["line"], "BYE sip:1002@pbx SIP/2.0"
         )  # after the end: still its call
 
+    def test_a_call_up_a_while_after_the_callers_ack_has_its_trace_packed_and_reads_the_same(self) -> None:
+        clock = Clock()
+        tracer = CallTracer(clock, keep=2, keep_failed=0)
+        trace = CallTrace("abc@host", 0.0)
+        tracer._active["abc@host"] = trace
+        tracer._sip["abc@host"] = (trace, "caller")
+        tracer.sip_message("recv", "UDP", FLOW, INVITE)
+        trace.add({"t": 0.5, "kind": "note", "text": "answered by 1002"})
+        tracer.sip_message("send", "UDP", FLOW, INVITE.replace(b"INVITE sip:1002@pbx", b"SIP/2.0 200 OK"))
+        before = trace.as_dict()
+        ack = INVITE.replace(b"INVITE sip", b"ACK sip").replace(b"1 INVITE", b"1 ACK")
+        tracer.sip_message("send", "UDP", FLOW, ack)  # sent: not the caller's ACK
+        self.assertIsNone(trace.packed)
+        tracer.sip_message("recv", "UDP", FLOW, ack)
+        tracer._pack_due()
+        self.assertIsNone(trace.packed)  # not yet: a short call never pays for packing
+        clock.advance(tracer.pack_after)
+        held = tracer.memory()
+        tracer._pack_due()  # as the next call starts
+        self.assertIsNotNone(trace.packed)
+        self.assertLess(tracer.memory(), held)
+        self.assertEqual(trace.size, held)  # the cap still counts what the events were
+        self.assertEqual(len(tracer._to_pack), 0)
+        after = trace.as_dict()
+        self.assertEqual(after["events"][:-2], before["events"])
+        self.assertEqual([e["line"] for e in after["events"][-2:]], ["ACK sip:1002@pbx SIP/2.0"] * 2)
+        self.assertEqual(trace.events[0]["raw"], INVITE)
+        tracer.sip_message("recv", "UDP", FLOW, INVITE.replace(b"INVITE sip", b"BYE sip"))  # after packing
+        self.assertEqual(trace.as_dict()["events"][-1]["line"], "BYE sip:1002@pbx SIP/2.0")
+        self.assertEqual(trace.summary()["events"], 6)
+        trace.pack()  # again: the unpacked and the new events together
+        self.assertEqual(trace.as_dict()["events"][:-1], after["events"])
+
+    def test_the_next_call_packs_calls_still_up_and_never_ended_ones(self) -> None:
+        clock = Clock()
+        tracer = CallTracer(clock)
+        ack = INVITE.replace(b"INVITE sip", b"ACK sip").replace(b"1 INVITE", b"1 ACK")
+        traces = []
+        for call_id in ("abc@host", "ended@host"):
+            trace = CallTrace(call_id, 0.0)
+            tracer._active[call_id] = trace
+            tracer._sip[call_id] = (trace, "caller")
+            tracer.sip_message("recv", "UDP", FLOW, INVITE.replace(b"abc@host", call_id.encode()))
+            tracer.sip_message("recv", "UDP", FLOW, ack.replace(b"abc@host", call_id.encode()))
+            traces.append(trace)
+        tracer.call_ended(fake_call("ended@host"))
+        clock.advance(1.0)
+        caller = SimpleNamespace(tenant="t", extension="1001", trunk="", number="")
+        flow = SimpleNamespace(transport="UDP", remote_address=("10.0.0.1", 5060))
+        tracer.call_started(
+            SimpleNamespace(
+                id="next@host",
+                started_at=1.0,
+                caller=caller,
+                dialed="1002",
+                txn=SimpleNamespace(flow=flow),
+                invite=SimpleNamespace(to_bytes=lambda: b"x"),
+            )
+        )
+        self.assertIsNotNone(traces[0].packed)
+        self.assertIsNone(traces[1].packed)  # ended before its time: kept as it is
+        self.assertEqual(len(tracer._to_pack), 0)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_tracing_off_keeps_nothing(self) -> None:
         tracer = CallTracer(Clock(), keep=0, keep_failed=0)
         tracer.call_started(SimpleNamespace(id="x"))
@@ -161,9 +225,11 @@ class LiveCallTests(SynchronousTestCase):
             [("main.j2", 1, "set x=1"), ("main.j2", 2, "dial 1002 timeout=5"), ("main.j2", 3, "hangup")],
         )
         self.assertIn("timer", kinds)
-        self.assertEqual([p["id"] for p in trace.parties], ["caller", "leg1"])
+        parties = trace.as_dict()["parties"]
+        self.assertEqual([p["id"] for p in parties], ["caller", "leg1"])
         leg_events = [e for e in trace.as_dict()["events"] if e.get("party") == "leg1"]
         self.assertEqual(leg_events[0]["line"].split()[0], "INVITE")
         self.assertEqual(trace.events[-1]["kind"], "call")
         self.assertTrue(trace.failed)
-        self.assertEqual(tracer.get(trace.parties[1]["call_id"]), trace)  # found by a leg's Call-ID too
+        self.assertEqual(tracer.get(parties[1]["call_id"]), trace)  # found by a leg's Call-ID too
+        self.assertEqual(parties[0], {"id": "caller", "label": "1001", "call_id": trace.call_id})

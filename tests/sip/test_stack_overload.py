@@ -277,6 +277,28 @@ def test_without_a_guard_nothing_is_screened() -> None:
     assert stack.counters["screened"] == 0
 
 
+def test_the_ack_of_a_stateless_challenge_forgets_it() -> None:
+    """An INVITE challenged statelessly (407) and ACKed: the client's transaction is Completed and retransmits
+    no more (RFC 3261 17.1.1.2), so the kept answer goes at once, not 64*T1 later; other ACKs keep theirs."""
+    clock = Clock()
+    stack = SipStack(clock)
+    stack.attach_transport(FakeTransports())
+    stack.register("INVITE", SlowTU())
+    stack.answer_statelessly("INVITE", lambda req, flow: req.response(407, to_tag="ch"))
+    flow = FakeFlow()
+    deliver(stack, request("INVITE", via=via("i1")), flow)
+    deliver(stack, request("INVITE", via=via("i2")), flow)
+    assert [r.status for r in flow.responses()] == [407, 407] and len(stack.stateless_cache) == 2
+    deliver(stack, request("ACK", via=via("other"), To="<sip:bob@example.com>;tag=ch"), flow)
+    assert len(stack.stateless_cache) == 2  # not the ACK of either
+    deliver(stack, request("ACK", via=via("i1"), To="<sip:bob@example.com>;tag=ch"), flow)
+    assert len(stack.stateless_cache) == 1
+    deliver(stack, request("INVITE", via=via("i2")), flow)  # the other one's retransmission: the same bytes
+    assert flow.sent[-1] == flow.sent[1] and stack.counters["stateless_retransmissions"] == 1
+    clock.advance(64)
+    assert clock.getDelayedCalls() == []
+
+
 def test_the_raw_refusal_is_the_bytes_the_peeked_one_was() -> None:
     """`pbx.sip.refusal` (the usual shape) answers with the very bytes `pbx.sip.peek`'s way built."""
     stack, _guard, _tu, clock = make(lag=0.3)

@@ -69,3 +69,12 @@ def test_cost_of_a_hit_and_a_put_stays_small() -> None:
     print(f"stateless cache: put {put * 1e6:.2f} us, hit {hit * 1e6:.2f} us")
     assert len(cache) == 4096
     assert put < 50e-6 and hit < 50e-6
+
+
+def test_discard_forgets_one_answer() -> None:
+    cache = StatelessCache(Clock())
+    cache.put(("a",), 1)
+    cache.put(("b",), 2)
+    cache.discard(("a",))
+    cache.discard(("never",))
+    assert len(cache) == 1 and cache.get(("a",)) is None and cache.get(("b",)) == 2
