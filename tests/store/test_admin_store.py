@@ -3,7 +3,7 @@ then the offline writer the `pbx user` commands use."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
@@ -11,22 +11,11 @@ from zope.interface.verify import verifyObject
 from pbx.store import MemoryLocationStore, SqliteLocationStore
 from pbx.store.admin import AdminUser, ApiToken, IAdminStore, StoredExtension
 from pbx.store.sqlite_admin import offline, select_users, upsert_user
+from tests.store.contract import StoreContract
 from tests.store.test_location_store import reactor, temporary_directory
 
-if TYPE_CHECKING:
-    _MixinBase = TestCase
-else:
-    _MixinBase = object
 
-
-class AdminStoreTestsMixin(_MixinBase):
-    def make_store(self) -> Any:
-        raise NotImplementedError
-
-    def setUp(self) -> None:
-        self.store = self.make_store()
-        self.addCleanup(lambda: self.store.close())
-
+class AdminStoreTestsMixin(StoreContract):
     def test_provides_interface(self) -> None:
         self.assertTrue(verifyObject(IAdminStore, self.store))
 

@@ -4,7 +4,7 @@ across reopening, migration from the previous schema)."""
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
@@ -17,27 +17,16 @@ from pbx.store import (
     StoreClosedError,
 )
 from pbx.store.sqlite import SCHEMA_VERSION
+from tests.store.contract import StoreContract
 from tests.store.test_location_store import reactor, temporary_directory
-
-if TYPE_CHECKING:
-    _MixinBase = TestCase
-else:
-    _MixinBase = object
 
 
 def features(extension: str = "1001", **overrides: Any) -> ExtensionFeatures:
     return ExtensionFeatures(tenant=overrides.pop("tenant", "default"), extension=extension, **overrides)
 
 
-class FeatureStoreTestsMixin(_MixinBase):
+class FeatureStoreTestsMixin(StoreContract):
     """The `IFeatureStore` contract; a subclass provides `make_store`."""
-
-    def make_store(self) -> Any:
-        raise NotImplementedError
-
-    def setUp(self) -> None:
-        self.store = self.make_store()
-        self.addCleanup(lambda: self.store.close())
 
     def test_provides_interface(self) -> None:
         self.assertTrue(verifyObject(IFeatureStore, self.store))

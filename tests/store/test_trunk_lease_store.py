@@ -6,7 +6,7 @@ racing for an expired lease get one winner; SQLite migrates a version 6 database
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet.defer import gatherResults
 from twisted.trial.unittest import TestCase
@@ -15,29 +15,18 @@ from zope.interface.verify import verifyObject
 from pbx.store import MemoryLocationStore, SqliteLocationStore, StoreClosedError
 from pbx.store.sqlite import SCHEMA_VERSION
 from pbx.store.trunk_lease import ITrunkLeaseStore, TrunkLease
+from tests.store.contract import StoreContract
 from tests.store.test_location_store import reactor, temporary_directory
-
-if TYPE_CHECKING:
-    _MixinBase = TestCase
-else:
-    _MixinBase = object
 
 T0 = 1_765_000_000.0
 
 
-class TrunkLeaseStoreTestsMixin(_MixinBase):
+class TrunkLeaseStoreTestsMixin(StoreContract):
     """The `ITrunkLeaseStore` contract; a subclass provides `make_store` (and `second_store`: another store
     on the same database, or None when there is no such thing)."""
 
-    def make_store(self) -> Any:
-        raise NotImplementedError
-
     def second_store(self) -> Any:
         return None
-
-    def setUp(self) -> None:
-        self.store = self.make_store()
-        self.addCleanup(lambda: self.store.close())
 
     def test_provides_interface(self) -> None:
         self.assertTrue(verifyObject(ITrunkLeaseStore, self.store))

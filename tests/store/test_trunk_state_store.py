@@ -5,7 +5,7 @@ across reopening, migration from the previous schema) and the offline read `pbx 
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
@@ -13,12 +13,8 @@ from zope.interface.verify import verifyObject
 from pbx.store import MemoryLocationStore, SqliteLocationStore, StoreClosedError, offline
 from pbx.store.sqlite import SCHEMA_VERSION
 from pbx.store.trunk_state import ITrunkStateStore, TrunkStatus
+from tests.store.contract import StoreContract
 from tests.store.test_location_store import reactor, temporary_directory
-
-if TYPE_CHECKING:
-    _MixinBase = TestCase
-else:
-    _MixinBase = object
 
 
 def status(trunk: str = "carrier", node: str = "pbx1:5071", **overrides: Any) -> TrunkStatus:
@@ -27,15 +23,8 @@ def status(trunk: str = "carrier", node: str = "pbx1:5071", **overrides: Any) ->
     return TrunkStatus(trunk=trunk, node=node, **values)
 
 
-class TrunkStateStoreTestsMixin(_MixinBase):
+class TrunkStateStoreTestsMixin(StoreContract):
     """The `ITrunkStateStore` contract; a subclass provides `make_store`."""
-
-    def make_store(self) -> Any:
-        raise NotImplementedError
-
-    def setUp(self) -> None:
-        self.store = self.make_store()
-        self.addCleanup(lambda: self.store.close())
 
     def test_provides_interface(self) -> None:
         self.assertTrue(verifyObject(ITrunkStateStore, self.store))
