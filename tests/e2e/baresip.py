@@ -28,7 +28,7 @@ import subprocess
 import threading
 import time
 import wave
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -383,6 +383,72 @@ class Baresip:
         return self.proc.returncode
 
     def __enter__(self) -> Baresip:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class TonePhones:
+    """Baresip phones that each send a tone of their own and dump what they hear, stopped together.
+
+    The set-up every audio test shares: phone USER registers to `host:port` as USER with password `passUSER`,
+    sends `tone_USER.wav` (a sine of `tone` Hz, `seconds` long) and dumps what it hears into `heard_by_USER`
+    (`heard(USER)`), all under `directory`. Use it as a context manager, or call `stop()` in a `finally:`:
+    stopping closes the dumps, whose WAV headers get their final length only then.
+    """
+
+    def __init__(self, directory: Path, port: int, *, host: str = "127.0.0.1", seconds: float = 60.0) -> None:
+        self.directory = directory
+        self.host = host
+        self.port = port
+        self.seconds = seconds
+        self.phones: list[Baresip] = []
+
+    def add(
+        self,
+        user: str,
+        tone: float,
+        *params: str,
+        port: int | None = None,
+        transport: str = "udp",
+        sip_trace: bool = False,
+        extra_config: Sequence[str] = (),
+    ) -> Baresip:
+        """Start phone `user` (account parameters `params`, e.g. `answermode=auto`) with a control socket."""
+        account = Account(
+            user, f"pass{user}", self.host, port or self.port, transport=transport, params=params
+        )
+        phone = Baresip(
+            self.directory / f"baresip_{user}",
+            [account],
+            audio_source=write_tone_wav(self.directory / f"tone_{user}.wav", tone, seconds=self.seconds),
+            record_dir=self.heard(user),
+            ctrl=True,
+            sip_trace=sip_trace,
+            extra_config=extra_config,
+        )
+        self.phones.append(phone)
+        return phone
+
+    def heard(self, user: str) -> Path:
+        """The directory where phone `user` dumps what it sends and hears."""
+        return self.directory / f"heard_by_{user}"
+
+    def wait_registered(self, timeout: float = 15.0) -> None:
+        for phone in self.phones:
+            phone.wait_registered(timeout=timeout)
+
+    def stop(self) -> None:
+        """Stop every phone (closing the dumps) and forget them: `add` starts fresh ones."""
+        for phone in self.phones:
+            phone.stop()
+        self.phones.clear()
+
+    def __iter__(self) -> Iterator[Baresip]:
+        return iter(self.phones)
+
+    def __enter__(self) -> TonePhones:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.audio import assert_hears, read_wav
-from tests.e2e.baresip import Account, Baresip, write_tone_wav
+from tests.e2e.baresip import TonePhones
 from tests.e2e.test_calls_sipp import CallPbx, launch_pbx
 
 pytestmark = pytest.mark.e2e
@@ -61,25 +61,11 @@ def pbx(tmp_path: Path) -> Iterator[CallPbx]:
 
 
 def test_two_baresip_phones_hear_each_other_through_the_relay(pbx, tmp_path):
-    phones: list[Baresip] = []
-
-    def phone(user: str, tone: float, *params: str) -> Baresip:
-        account = Account(user, f"pass{user}", "127.0.0.1", pbx.sip, params=params)
-        started = Baresip(
-            tmp_path / f"baresip_{user}",
-            [account],
-            audio_source=write_tone_wav(tmp_path / f"tone_{user}.wav", tone, seconds=30.0),
-            record_dir=tmp_path / f"heard_by_{user}",
-            ctrl=True,
-        )
-        phones.append(started)
-        return started
-
+    phones = TonePhones(tmp_path, pbx.sip, seconds=30.0)
     try:
-        caller = phone("1001", CALLER_TONE)
-        callee = phone("1002", CALLEE_TONE, "answermode=auto")
-        for p in phones:
-            p.wait_registered(timeout=15)
+        caller = phones.add("1001", CALLER_TONE)
+        callee = phones.add("1002", CALLEE_TONE, "answermode=auto")
+        phones.wait_registered()
         pbx.wait_for(r"Registered 1001@default at ")
         pbx.wait_for(r"Registered 1002@default at ")
         caller_ctl, callee_ctl = caller.control(), callee.control()
@@ -103,8 +89,7 @@ def test_two_baresip_phones_hear_each_other_through_the_relay(pbx, tmp_path):
         assert (cdr["cause"], cdr["hangup_by"]) == ("normal", "callee"), cdr
         assert cdr["end"] - cdr["answer"] >= HEARD_SECONDS, cdr
     finally:
-        for p in phones:
-            p.stop()  # closes the dumps (their WAV headers get their final length)
+        phones.stop()  # closes the dumps (their WAV headers get their final length)
 
     heard_by_caller = read_wav(heard_dump(tmp_path / "heard_by_1001"))
     heard_by_callee = read_wav(heard_dump(tmp_path / "heard_by_1002"))

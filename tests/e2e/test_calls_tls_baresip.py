@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.audio import assert_hears, read_wav
-from tests.e2e.baresip import Account, Baresip, write_tone_wav
+from tests.e2e.baresip import Account, Baresip, TonePhones
 from tests.e2e.test_calls_baresip import heard_dump, wait_heard
 from tests.e2e.test_calls_sipp import CallPbx, launch_pbx
 
@@ -55,28 +55,17 @@ def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallPbx]:
 def test_phones_over_tls_tcp_and_udp_hear_each_other(
     pbx, tmp_path, caller_transport, callee_transport, hangs_up
 ):
-    phones: list[Baresip] = []
+    phones = TonePhones(tmp_path, pbx.sip, seconds=20.0)
 
     def phone(user: str, transport: str, tone: float, *params: str) -> Baresip:
         port = pbx.ports["tls"] if transport == "tls" else pbx.sip
-        account = Account(user, f"pass{user}", "127.0.0.1", port, transport=transport, params=params)
-        started = Baresip(
-            tmp_path / f"baresip_{user}",
-            [account],
-            audio_source=write_tone_wav(tmp_path / f"tone_{user}.wav", tone, seconds=20.0),
-            record_dir=tmp_path / f"heard_by_{user}",
-            ctrl=True,
-            sip_trace=True,
-        )
-        phones.append(started)
-        return started
+        return phones.add(user, tone, *params, port=port, transport=transport, sip_trace=True)
 
     ended_before = len(re.findall(ENDED, pbx.process.output))
     try:
         caller = phone("1001", caller_transport, CALLER_TONE)
         callee = phone("1002", callee_transport, CALLEE_TONE, "answermode=auto")
-        for p in phones:
-            p.wait_registered(timeout=15)
+        phones.wait_registered()
         caller_ctl, callee_ctl = caller.control(), callee.control()
         port = pbx.ports["tls"] if caller_transport == "tls" else pbx.sip
         dialed = f"sip:1002@127.0.0.1:{port}"  # baresip adds the account's transport parameter
@@ -97,8 +86,7 @@ def test_phones_over_tls_tcp_and_udp_hear_each_other(
             assert not re.search(r"Function not implemented", p.output), p.output[-4000:]
             assert not re.search(r"sips:", p.output), p.output[-4000:]
     finally:
-        for p in phones:
-            p.stop()
+        phones.stop()
 
     heard_by_caller = read_wav(heard_dump(tmp_path / "heard_by_1001"))
     heard_by_callee = read_wav(heard_dump(tmp_path / "heard_by_1002"))

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.audio import assert_hears, read_wav
-from tests.e2e.baresip import Account, Baresip, write_tone_wav
+from tests.e2e.baresip import TonePhones
 from tests.e2e.harness import REPO, PbxProcess, free_port
 from tests.e2e.kamailio import kamailio_binary, modules_dir
 from tests.e2e.test_calls_baresip import CALLEE_TONE, CALLER_TONE, HEARD_SECONDS, heard_dump, wait_heard
@@ -275,25 +275,11 @@ def test_two_baresip_phones_hear_each_other_through_kamailio_and_the_nodes(
     """Real phones registered through Kamailio: 1001 calls 1002, each hears the other's tone (the media
     goes through the node's relay, the signalling through Kamailio), the callee hangs up."""
     nodes, kamailio = deploy(start_pbx, deployment, tmp_path)
-    phones: list[Baresip] = []
-
-    def phone(user: str, tone: float, *params: str) -> Baresip:
-        account = Account(user, f"pass{user}", "127.0.0.1", kamailio.port, params=params)
-        started = Baresip(
-            tmp_path / f"baresip_{user}",
-            [account],
-            audio_source=write_tone_wav(tmp_path / f"tone_{user}.wav", tone, seconds=30.0),
-            record_dir=tmp_path / f"heard_by_{user}",
-            ctrl=True,
-        )
-        phones.append(started)
-        return started
-
+    phones = TonePhones(tmp_path, kamailio.port, seconds=30.0)
     try:
-        caller = phone("1001", CALLER_TONE)
-        callee = phone("1002", CALLEE_TONE, "answermode=auto")
-        for p in phones:
-            p.wait_registered(timeout=15)
+        caller = phones.add("1001", CALLER_TONE)
+        callee = phones.add("1002", CALLEE_TONE, "answermode=auto")
+        phones.wait_registered()
         for user in ("1001", "1002"):
             registrar = wait_any(nodes, rf"Registered {user}@default at ")
             other = nodes[1 - nodes.index(registrar)]
@@ -312,8 +298,7 @@ def test_two_baresip_phones_hear_each_other_through_kamailio_and_the_nodes(
         node = wait_any(nodes, r"Call \S+ ended: normal \(status 200,.*1001@default -> 1002 answered by 1002")
         assert "ended: normal" not in nodes[1 - nodes.index(node)].process.output
     finally:
-        for p in phones:
-            p.stop()  # closes the dumps (their WAV headers get their final length)
+        phones.stop()  # closes the dumps (their WAV headers get their final length)
 
     heard_by_caller = read_wav(heard_dump(tmp_path / "heard_by_1001"))
     heard_by_callee = read_wav(heard_dump(tmp_path / "heard_by_1002"))

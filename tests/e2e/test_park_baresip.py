@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.audio import assert_hears, read_wav
-from tests.e2e.baresip import Account, Baresip, write_tone_wav
+from tests.e2e.baresip import TonePhones
 from tests.e2e.harness import REPO
 from tests.e2e.test_calls_baresip import BYTES_PER_SECOND, WAV_HEADER, heard_dump, wait_heard
 from tests.e2e.test_calls_sipp import launch_pbx
@@ -46,24 +46,10 @@ def test_park_and_retrieve_with_audio_both_ways(tmp_path: Path) -> None:
     shutil.copy(
         REPO / "dialplans" / "default" / "park-return.j2", pbx.dialplan_path.parent / "park-return.j2"
     )
-    phones: list[Baresip] = []
-
-    def phone(user: str, tone: float) -> Baresip:
-        account = Account(user, f"pass{user}", "127.0.0.1", pbx.sip)
-        started = Baresip(
-            tmp_path / f"baresip_{user}",
-            [account],
-            audio_source=write_tone_wav(tmp_path / f"tone_{user}.wav", tone, seconds=60.0),
-            record_dir=tmp_path / f"heard_by_{user}",
-            ctrl=True,
-        )
-        phones.append(started)
-        return started
-
+    phones = TonePhones(tmp_path, pbx.sip)
     try:
-        parked, retriever = phone("1001", PARKED_TONE), phone("1002", RETRIEVER_TONE)
-        for p in phones:
-            p.wait_registered(timeout=15)
+        parked, retriever = phones.add("1001", PARKED_TONE), phones.add("1002", RETRIEVER_TONE)
+        phones.wait_registered()
         pbx.wait_for(r"Registered 1001@default at ")
         pbx.wait_for(r"Registered 1002@default at ")
         parked_ctl, retriever_ctl = parked.control(), retriever.control()
@@ -86,8 +72,7 @@ def test_park_and_retrieve_with_audio_both_ways(tmp_path: Path) -> None:
         pbx.wait_for(r"ended: .*1001@default -> 700")
         pbx.wait_for(r"ended: .*1002@default -> 701")
     finally:
-        for p in phones:
-            p.stop()
+        phones.stop()
         pbx.process.stop()
 
     heard_by_parked = read_wav(heard_dump(tmp_path / "heard_by_1001"))

@@ -28,7 +28,7 @@ import pytest
 
 from pbx.media.bencode import decode, encode
 from tests.e2e.audio import assert_hears, read_wav
-from tests.e2e.baresip import Account, Baresip, write_tone_wav
+from tests.e2e.baresip import TonePhones
 from tests.e2e.harness import PbxProcess, free_port, write_config
 from tests.e2e.test_calls_baresip import BYTES_PER_SECOND, WAV_HEADER, heard_dump, wait_heard
 from tests.e2e.test_calls_sipp import DEMO_DIALPLAN, CallPbx, rtp_range
@@ -157,25 +157,11 @@ def sent_seconds(record_dir: Path) -> float:
 
 
 def test_phones_talk_through_rtpengine_and_the_ivr_keeps_the_builtin_relay(pbx, rtpengine, tmp_path):
-    phones: list[Baresip] = []
-
-    def phone(user: str, tone: float, *params: str) -> Baresip:
-        account = Account(user, f"pass{user}", "127.0.0.1", pbx.sip, params=params)
-        started = Baresip(
-            tmp_path / f"baresip_{user}",
-            [account],
-            audio_source=write_tone_wav(tmp_path / f"tone_{user}.wav", tone, seconds=60.0),
-            record_dir=tmp_path / f"heard_by_{user}",
-            ctrl=True,
-        )
-        phones.append(started)
-        return started
-
+    phones = TonePhones(tmp_path, pbx.sip)
     try:
-        caller = phone("1001", CALLER_TONE)
-        callee = phone("1002", CALLEE_TONE)
-        for p in phones:
-            p.wait_registered(timeout=15)
+        caller = phones.add("1001", CALLER_TONE)
+        callee = phones.add("1002", CALLEE_TONE)
+        phones.wait_registered()
         pbx.wait_for(r"Registered 1001@default at ")
         pbx.wait_for(r"Registered 1002@default at ")
         caller_ctl, callee_ctl = caller.control(), callee.control()
@@ -208,9 +194,7 @@ def test_phones_talk_through_rtpengine_and_the_ivr_keeps_the_builtin_relay(pbx, 
         wait_until(lambda: rtpengine.calls() == [], 10.0, "the PBX's delete")
         deletes = re.findall(r"Received command 'delete'", rtpengine.log.read_text())
         assert len(deletes) == 1, rtpengine.log.read_text()[-3000:]
-        for p in phones:
-            p.stop()  # closes the dumps (their WAV headers get their final length); fresh ones for call 2
-        phones.clear()
+        phones.stop()  # closes the dumps (their WAV headers get their final length); fresh ones for call 2
         heard_by_caller = read_wav(heard_dump(tmp_path / "heard_by_1001"))
         heard_by_callee = read_wav(heard_dump(tmp_path / "heard_by_1002"))
         assert_hears(heard_by_caller, CALLEE_TONE, CALLER_TONE, label="1001 hears 1002 through rtpengine")
@@ -219,10 +203,9 @@ def test_phones_talk_through_rtpengine_and_the_ivr_keeps_the_builtin_relay(pbx, 
         shutil.rmtree(tmp_path / "heard_by_1002")
 
         # 2. Nobody answers 1002: its voicemail (the PBX's own media) takes the call, on the built-in relay.
-        caller = phone("1001", CALLER_TONE)
-        callee = phone("1002", CALLEE_TONE)  # rings, never answers
-        for p in phones:
-            p.wait_registered(timeout=15)
+        caller = phones.add("1001", CALLER_TONE)
+        callee = phones.add("1002", CALLEE_TONE)  # rings, never answers
+        phones.wait_registered()
         caller_ctl, callee_ctl = caller.control(), callee.control()
         assert caller_ctl.dial(f"sip:600@127.0.0.1:{pbx.sip}").get("ok"), caller.output[-3000:]
         callee_ctl.wait_event("CALL_INCOMING", timeout=15)
@@ -235,8 +218,7 @@ def test_phones_talk_through_rtpengine_and_the_ivr_keeps_the_builtin_relay(pbx, 
         assert caller_ctl.hangup().get("ok"), caller.output[-3000:]
         (line,) = pbx.wait_for(r"voicemail default/1002: message \S+ saved \((\d+\.\d) s, closed\)")
     finally:
-        for p in phones:
-            p.stop()
+        phones.stop()
 
     (message,) = sorted((pbx.directory / "data" / "voicemail" / "default" / "1002").glob("*.wav"))
     recorded = read_wav(message)

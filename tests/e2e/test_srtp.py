@@ -24,7 +24,7 @@ import pytest
 
 from pbx.media.g711 import ulaw_decode
 from tests.e2e.audio import Audio, assert_hears, read_wav
-from tests.e2e.baresip import Account, Baresip, write_tone_wav
+from tests.e2e.baresip import Baresip, TonePhones
 from tests.e2e.harness import free_port
 from tests.e2e.test_calls_baresip import HEARD_SECONDS, heard_dump, wait_heard
 from tests.e2e.test_calls_sipp import CallPbx, SippSet, launch_pbx, sipp  # noqa: F401 (fixture)
@@ -55,41 +55,26 @@ def pbx(tmp_path: Path) -> Iterator[CallPbx]:
 
 
 def _phone(
-    pbx: CallPbx,
-    tmp_path: Path,
-    phones: list[Baresip],
-    user: str,
-    tone: float,
-    *params: str,
-    srtp: bool = False,
+    phones: TonePhones, pbx: CallPbx, user: str, tone: float, *params: str, srtp: bool = False
 ) -> Baresip:
+    if not srtp:
+        return phones.add(user, tone, *params)
     # SRTP phones signal over TLS: keys offered over plain signalling are refused (docs/security.md).
-    transport = "tls" if srtp else "udp"
-    port = pbx.ports["tls"] if srtp else pbx.sip
-    account = Account(user, f"pass{user}", "127.0.0.1", port, transport=transport, params=params)
-    started = Baresip(
-        tmp_path / f"baresip_{user}",
-        [account],
-        audio_source=write_tone_wav(tmp_path / f"tone_{user}.wav", tone, seconds=60.0),
-        record_dir=tmp_path / f"heard_by_{user}",
-        ctrl=True,
-        extra_config=["module srtp.so"] if srtp else [],
+    return phones.add(
+        user, tone, *params, port=pbx.ports["tls"], transport="tls", extra_config=["module srtp.so"]
     )
-    phones.append(started)
-    return started
 
 
 def test_srtp_phone_and_plain_phone_hear_each_other(pbx: CallPbx, tmp_path: Path) -> None:
-    phones: list[Baresip] = []
+    phones = TonePhones(tmp_path, pbx.sip)
 
     def phone(user: str, tone: float, *params: str, srtp: bool = False) -> Baresip:
-        return _phone(pbx, tmp_path, phones, user, tone, *params, srtp=srtp)
+        return _phone(phones, pbx, user, tone, *params, srtp=srtp)
 
     try:
         caller = phone("1004", CALLER_TONE, "mediaenc=srtp-mand", srtp=True)
         callee = phone("1002", CALLEE_TONE, "answermode=auto")
-        for p in phones:
-            p.wait_registered(timeout=15)
+        phones.wait_registered()
         pbx.wait_for(r"Registered 1004@default at ")
         pbx.wait_for(r"Registered 1002@default at ")
         caller_ctl, callee_ctl = caller.control(), callee.control()
@@ -101,8 +86,7 @@ def test_srtp_phone_and_plain_phone_hear_each_other(pbx: CallPbx, tmp_path: Path
         assert callee_ctl.hangup().get("ok"), callee.output[-3000:]
         caller_ctl.wait_event("CALL_CLOSED", timeout=10)
     finally:
-        for p in phones:
-            p.stop()
+        phones.stop()
 
     log = "\n".join(pbx.process.lines)
     assert "m=audio" in log and "RTP/SAVP" in log  # the trace shows the SRTP offer and answer ...
@@ -122,12 +106,11 @@ def test_srtp_phone_hears_the_ivr_then_a_plain_phone(tmp_path: Path) -> None:
     path = pbx.directory / "dialplans" / "default" / "ivr" / "main.j2"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(IVR_TEMPLATE)
-    phones: list[Baresip] = []
+    phones = TonePhones(tmp_path, pbx.sip)
     try:
-        callee = _phone(pbx, tmp_path, phones, "1001", CALLEE_TONE, "answermode=auto")
-        caller = _phone(pbx, tmp_path, phones, "1004", CALLER_TONE, "mediaenc=srtp", srtp=True)
-        for p in phones:
-            p.wait_registered(timeout=15)
+        callee = _phone(phones, pbx, "1001", CALLEE_TONE, "answermode=auto")
+        caller = _phone(phones, pbx, "1004", CALLER_TONE, "mediaenc=srtp", srtp=True)
+        phones.wait_registered()
         pbx.wait_for(r"Registered 1004@default at ")
         pbx.wait_for(r"Registered 1001@default at ")
         caller_ctl, callee_ctl = caller.control(), callee.control()
@@ -142,8 +125,7 @@ def test_srtp_phone_hears_the_ivr_then_a_plain_phone(tmp_path: Path) -> None:
         assert caller_ctl.hangup().get("ok")
         callee_ctl.wait_event("CALL_CLOSED", timeout=10)
     finally:
-        for p in phones:
-            p.stop()
+        phones.stop()
         pbx.process.stop()
     # baresip's mediaenc=srtp is "best effort" SRTP (RTP/AVP with a=crypto): the PBX's answer has its key too.
     log = "\n".join(pbx.process.lines)
@@ -261,14 +243,11 @@ def test_captured_srtp_leg_is_encrypted_and_decrypts_with_the_sdes_key(
 def test_plain_phone_calls_an_srtp_only_phone(pbx: CallPbx, tmp_path: Path) -> None:
     """The other way round: plain 1002 calls 1006 (`srtp = "mandatory"`): the PBX offers 1006 RTP/SAVP with
     its own keys and answers 1002 with plain RTP; both hear each other."""
-    phones: list[Baresip] = []
+    phones = TonePhones(tmp_path, pbx.sip)
     try:
-        caller = _phone(pbx, tmp_path, phones, "1002", CALLER_TONE)
-        callee = _phone(
-            pbx, tmp_path, phones, "1006", CALLEE_TONE, "answermode=auto", "mediaenc=srtp-mand", srtp=True
-        )
-        for p in phones:
-            p.wait_registered(timeout=15)
+        caller = _phone(phones, pbx, "1002", CALLER_TONE)
+        callee = _phone(phones, pbx, "1006", CALLEE_TONE, "answermode=auto", "mediaenc=srtp-mand", srtp=True)
+        phones.wait_registered()
         pbx.wait_for(r"Registered 1002@default at ")
         pbx.wait_for(r"Registered 1006@default at ")
         caller_ctl, callee_ctl = caller.control(), callee.control()
@@ -280,8 +259,7 @@ def test_plain_phone_calls_an_srtp_only_phone(pbx: CallPbx, tmp_path: Path) -> N
         assert caller_ctl.hangup().get("ok"), caller.output[-3000:]
         callee_ctl.wait_event("CALL_CLOSED", timeout=10)
     finally:
-        for p in phones:
-            p.stop()
+        phones.stop()
     assert_hears(
         read_wav(heard_dump(tmp_path / "heard_by_1002")), CALLEE_TONE, CALLER_TONE, label="1002 hears 1006"
     )
