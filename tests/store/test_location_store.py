@@ -9,7 +9,7 @@ import tempfile
 import threading
 import tracemalloc
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, gatherResults
@@ -30,6 +30,7 @@ from pbx.store import (
     StoreError,
 )
 from pbx.store.sqlite import SCHEMA_VERSION
+from tests.store.contract import StoreContract
 
 NOW = 1_700_000_000.0
 reactor = cast(IReactorFromThreads, _reactor)
@@ -64,21 +65,11 @@ def binding(contact: str = "sip:1001@203.0.113.5:5062;transport=udp", **override
     return Binding(**fields)
 
 
-if TYPE_CHECKING:
-    _MixinBase = TestCase
-else:
-    _MixinBase = object
-
-
-class LocationStoreTestsMixin(_MixinBase):
+class LocationStoreTestsMixin(StoreContract):
     """The `ILocationStore` contract; a subclass provides `make_store` and is a trial `TestCase`."""
 
     def make_store(self) -> ILocationStore:
         raise NotImplementedError
-
-    def setUp(self) -> None:
-        self.store = self.make_store()
-        self.addCleanup(lambda: self.store.close())  # whichever store the test left in self.store
 
     async def test_provides_interface(self) -> None:
         """The store provides every method of ILocationStore."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
@@ -13,6 +13,7 @@ from zope.interface.verify import verifyObject
 from pbx.store import IVoicemailStore, MemoryLocationStore, SqliteLocationStore, StoreClosedError
 from pbx.store.records import VoicemailMessage
 from pbx.store.sqlite import SCHEMA_VERSION, read_messages
+from tests.store.contract import StoreContract
 from tests.store.test_location_store import reactor, temporary_directory
 
 NOW = 1_700_000_000.0
@@ -34,21 +35,11 @@ def message(id: str = "1700000000000-abcdef", **overrides: Any) -> VoicemailMess
     return VoicemailMessage(**fields)
 
 
-if TYPE_CHECKING:
-    _MixinBase = TestCase
-else:
-    _MixinBase = object
-
-
-class VoicemailStoreTestsMixin(_MixinBase):
+class VoicemailStoreTestsMixin(StoreContract):
     """The `IVoicemailStore` contract; a subclass provides `make_store`."""
 
     def make_store(self) -> Any:
         raise NotImplementedError
-
-    def setUp(self) -> None:
-        self.store = self.make_store()
-        self.addCleanup(lambda: self.store.close())
 
     def test_provides_interface(self) -> None:
         self.assertTrue(verifyObject(IVoicemailStore, self.store))
