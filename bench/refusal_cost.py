@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 
-import pbx.sip.stack as stack_module
+import pbx.sip.shedding as shedding_module
 from pbx.sip.intake import DatagramIntake
 from pbx.sip.overload import LagMonitor, OverloadGuard, OverloadPolicy
 from pbx.sip.parser import parse_message
@@ -125,14 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     rows.append(("its retransmission (the same 503, found by its bytes)", best(repeat, count, offer)))
-    scan = stack_module.scan_new_request
-    stack_module.scan_new_request = lambda data, methods: None  # type: ignore[assignment]
+    scan = shedding_module.scan_new_request
+    shedding_module.scan_new_request = lambda data, methods: None  # type: ignore[assignment]
     try:
         rows.append(
             ("new REGISTER refused the peeked way (`pbx.sip.peek`)", best(repeat, count, offer, forget))
         )
     finally:
-        stack_module.scan_new_request = scan
+        shedding_module.scan_new_request = scan
     sink.intake.screen = None
     sink.guard.policy = OverloadPolicy()
     rows.append(("new REGISTER parsed, then refused", best(repeat, count, offer, forget)))

@@ -5,7 +5,7 @@ and counted once:
 
 1. the admission (`pbx.sip.admission.Admission`, the `[edge]` section): per-source token buckets, blocks
    and raw-byte screens; what it refuses is dropped at the cost of a dictionary look-up;
-2. the overload screen (`pbx.sip.stack.SipStack.screen_datagram`, the `[overload]` section): while the
+2. the overload screen (`pbx.sip.shedding.ShedScreen`, the `[overload]` section): while the
    guard sheds, a new INVITE or REGISTER is answered (503, a repeated stateless answer) or dropped from its
    bytes (`pbx.sip.refusal`, `pbx.sip.peek`), a retransmission of accepted work goes to its transaction.
 
