@@ -27,6 +27,7 @@ OVERLOAD_KEYS: tuple[str, ...] = (
     "finish_critical",
     "reject_high",
     "receive_buffer_hold",
+    "prioritize",
 )
 
 
@@ -61,6 +62,8 @@ class OverloadConfig:
         reject_high: from `lag_high`, refuse a share of new exchanges with 503; false: admit them until
             `lag_critical` (the kernel drops the excess, with small buffers from `receive_buffer_level`).
         receive_buffer_hold: seconds below `lag_high` before small receive buffers grow back (0: at once).
+        prioritize: while new work is shed, handle the work in progress first: the UDP sockets are read dry
+            each turn and new INVITEs and REGISTERs wait for the end of the turn.
     """
 
     enabled: bool = True
@@ -80,3 +83,4 @@ class OverloadConfig:
     finish_critical: bool = False
     reject_high: bool = True
     receive_buffer_hold: float = 0.0
+    prioritize: bool = True

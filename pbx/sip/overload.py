@@ -308,6 +308,63 @@ class QueueDrop:
         self._intake.dropping = self._delay.delay >= self.target  # as sampled for the monitor
 
 
+class Prioritize:
+    """While the guard sheds, the work in progress goes first (a `LagMonitor` listener).
+
+    With one UDP socket for everything, the datagrams that complete accepted work (responses from the far
+    end, ACKs, BYEs and their answers, requests with credentials) wait in the receive buffer behind the new
+    INVITEs and REGISTERs that arrived before them; offered several times what it holds, a server then
+    answers accepted work late, its clients retransmit, and calls it admitted time out (the queue the lag
+    target allows is crossed three or four times by each call's set-up). While `guard.shedding`, from one
+    sample to the next:
+
+    - the intake defers new INVITEs and REGISTERs to the end of the reactor turn (`DatagramIntake.later`),
+      so that whatever else was read in that turn is handled first;
+    - each UDP port reads its socket dry in one turn (Twisted's `maxThroughput`, normally 256 KiB a turn,
+      set to `read_budget`): the work in progress waiting in the buffer is found in that turn, not after the
+      turns that go to the new requests queued before it.
+
+    Once the guard sheds nothing, both go back to normal.
+
+    Args:
+        intake: the pre-parse entry (its `prioritize` and `new_starts` are set).
+        guard: whose `shedding` decides.
+        ports: the listening UDP ports now.
+        read_budget: bytes a port reads per turn while prioritizing.
+    """
+
+    def __init__(
+        self,
+        intake: DatagramIntake,
+        guard: OverloadGuard,
+        ports: Callable[[], Sequence[Any]],
+        read_budget: int = 64 * 2**20,
+    ) -> None:
+        self._intake = intake
+        self._guard = guard
+        self._ports = ports
+        self.read_budget = read_budget
+        self._normal: dict[Any, int] = {}  # port -> its own budget, while changed
+        intake.new_starts = guard.starts
+
+    def __call__(self, monitor: LagMonitor) -> None:
+        on = self._guard.shedding
+        if on == self._intake.prioritize:
+            return
+        self._intake.prioritize = on
+        normal = self._normal
+        if on:
+            for port in self._ports():
+                budget = getattr(port, "maxThroughput", None)
+                if isinstance(budget, int):
+                    normal[port] = budget
+                    port.maxThroughput = max(budget, self.read_budget)
+        else:
+            for port, budget in normal.items():
+                port.maxThroughput = budget
+            normal.clear()
+
+
 class Verdict(enum.Enum):
     """What to do with a new request."""
 

@@ -11,7 +11,9 @@ while the guard sheds (`OverloadGuard.shedding`), and deals with what it can fro
   declines) that repeats one answered without a transaction: the same bytes again; one that repeats
   accepted work: to its server transaction (absorbed, or its last response sent again);
 - else the guard's verdict: a 503 with Retry-After built from the request's bytes (kept for its
-  retransmissions), a drop, or on to the parser (admitted: the stack does not ask the guard again).
+  retransmissions), a drop, or on to the parser (admitted: the stack does not ask the guard again);
+- the ACK of a 503 sent here, or of a challenge sent statelessly to an INVITE admitted here (its top Via's
+  branch and its source): absorbed (it ends no transaction and no dialog), the challenge forgotten.
 
 Everything else (responses, ACK, requests in dialogs, unusual shapes) goes on to the parser, where the same
 decisions are made more slowly. This module knows nothing of the PBX; `pbx.sip.stack.SipStack` owns one.
@@ -19,7 +21,7 @@ decisions are made more slowly. This module knows nothing of the PBX; `pbx.sip.s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pbx.sip.interfaces import IFlow
 from pbx.sip.overload import OverloadGuard, Verdict
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from pbx.sip.stack import SipStack
 
 STATUS_503 = b"SIP/2.0 503 Service Unavailable\r\n"
+_NONE: Any = object()  # no entry
 
 
 def tag_for(text: str) -> str:
@@ -47,10 +50,18 @@ class ShedScreen:
             verdict as given for a request from it, and clears this).
     """
 
+    max_acks = 8192
+    """INVITEs screened whose ACK may come (`_acks`) kept at most; the oldest are forgotten first."""
+
     def __init__(self, stack: SipStack) -> None:
         self._stack = stack
         self.admitted: IFlow | None = None
         self._tail: tuple[OverloadGuard, bytes] | None = None  # the guard and its 503's last lines
+        # New INVITEs screened here whose non-2xx answer the client ACKs with the INVITE's branch (RFC 3261
+        # 17.1.1.3), by (branch, source): None for a refused one (its 503), the stateless key of an admitted
+        # one (its challenge may be in the stack's stateless cache). Such an ACK ends nothing else (no
+        # transaction, no dialog): it is absorbed from its bytes instead of parsed (`_ack`).
+        self._acks: dict[tuple[bytes, tuple[str, int]], tuple[Any, ...] | None] = {}
 
     def screen(self, data: bytes, flow: IFlow) -> bool:
         """Deal with a UDP datagram before it is parsed, when that is cheaper: only while the guard is
@@ -66,7 +77,7 @@ class ShedScreen:
 
     def _screen(self, data: bytes, flow: IFlow, guard: OverloadGuard) -> bool:
         if not data.startswith(guard.starts):
-            return False
+            return data.startswith(b"ACK ") and bool(self._acks) and self._ack(data, flow)
         stack = self._stack
         remote = flow.remote_address
         is_blocked = stack.is_blocked
@@ -96,6 +107,8 @@ class ShedScreen:
         if verdict is Verdict.ADMIT:
             self.admitted = flow  # asked already: the parser's way does not ask again
             stack.by_bytes.put(raw_key, key)  # its retransmissions go to what becomes of it, unscanned
+            if method == "INVITE" and not credentials:
+                self._expect_ack(branch, remote, key)
             return False
         stack.counters["shed"] += 1
         if verdict is Verdict.REJECT:
@@ -105,6 +118,39 @@ class ShedScreen:
             answer = refusal(raw, data, STATUS_503, (branch[-10:].replace(".", "") or "x").encode(), tail[1])
             flow.send(answer)
             stack.by_bytes.put(raw_key, answer)  # by its bytes only: a different copy gets the same 503 anew
+            if method == "INVITE":
+                self._expect_ack(branch, remote, None)
+        return True
+
+    def _expect_ack(self, branch: str, remote: tuple[str, int], key: tuple[Any, ...] | None) -> None:
+        acks = self._acks
+        if len(acks) >= self.max_acks:
+            del acks[next(iter(acks))]
+        acks[(branch.encode(), remote)] = key
+
+    def _ack(self, data: bytes, flow: IFlow) -> bool:
+        """Absorb the ACK of a non-2xx answer to an INVITE screened here (its branch and source, RFC 3261
+        17.1.1.3): the ACK of a 503 ends nothing; that of a challenge sent statelessly forgets it (as
+        `SipStack.ack_received` would). False for anything else (the top Via not written `Via: `, another
+        branch, a challenge not in the stateless cache: the parser's way)."""
+        via = data.find(b"\r\nVia: ")
+        if via < 0:
+            return False
+        end = data.find(b"\r\n", via + 7)
+        at = data.find(b";branch=", via, end)
+        if at < 0:
+            return False
+        at += 8
+        stop = data.find(b";", at, end)
+        branch = data[at : stop if stop >= 0 else end]
+        key = self._acks.pop((branch, flow.remote_address), _NONE)
+        if key is _NONE:
+            return False
+        if key is not None:  # an admitted INVITE: its challenge, if it was answered statelessly
+            cache = self._stack.stateless_cache
+            if cache.get(key) is None:
+                return False  # answered by a transaction (or forgotten): the parser's way
+            cache.discard(key)
         return True
 
     def _refusal_tail(self, guard: OverloadGuard) -> bytes:

@@ -348,3 +348,67 @@ def test_a_refused_request_is_known_by_its_bytes_and_another_copy_gets_the_same_
     assert stack.screen_datagram(data, FakeFlow(remote=("192.0.2.11", 5070))) is True  # another source:
     assert guard.counters["rejected"] == 3  # not a retransmission of the first
     finish(clock)
+
+
+def screen_or_deliver(stack: SipStack, data: bytes, flow: FakeFlow) -> None:
+    """The UDP entry's way: the screen first, the parser for what it leaves."""
+    if not stack.screen_datagram(data, flow):
+        deliver(stack, data, flow)
+
+
+def ack(branch: str, tag: str = "x") -> bytes:
+    return request("ACK", via=via(branch), To=f"<sip:bob@example.com>;tag={tag}", CSeq="1 ACK")
+
+
+def test_the_ack_of_a_screened_503_is_absorbed_from_its_bytes() -> None:
+    """RFC 3261 17.1.1.3: the ACK of a non-2xx has the INVITE's branch; that of a 503 sent from the screen
+    ends no transaction and no dialog, so it is dropped before parsing (once: a second copy is parsed)."""
+    stack, _guard, _tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    assert stack.screen_datagram(request("INVITE", via=via("r1")), flow)
+    assert flow.responses()[0].status == 503
+    assert not stack.screen_datagram(ack("other"), flow)  # another branch: the parser's way
+    assert not stack.screen_datagram(ack("r1"), FakeFlow(remote=("192.0.2.11", 5070)))  # another source
+    assert stack.screen_datagram(ack("r1"), flow)
+    assert not stack.screen_datagram(ack("r1"), flow)  # forgotten: parsed, as before
+    assert stack.counters["screened"] == 2 and stack.counters["requests"] == 0
+    finish(clock)
+
+
+def test_the_ack_of_a_stateless_challenge_to_a_screened_invite_forgets_it_unparsed() -> None:
+    stack, _guard, _tu, clock = make(max_rate=1, burst=2)  # shedding (a rate cap): screened, admitted
+    stack.answer_statelessly("INVITE", lambda req, flow: req.response(407, to_tag="ch"))
+    flow = FakeFlow()
+    screen_or_deliver(stack, request("INVITE", via=via("c1")), flow)
+    assert flow.responses()[-1].status == 407 and len(stack.stateless_cache) == 1
+    assert stack.screen_datagram(ack("c1"), flow)
+    assert len(stack.stateless_cache) == 0 and stack.counters["requests"] == 1  # only the INVITE parsed
+    finish(clock)
+
+
+def test_the_ack_of_an_invite_answered_by_a_transaction_goes_to_it() -> None:
+    """An admitted INVITE handled by its transaction: the ACK of its non-2xx final response must reach it
+    (Timer G stops), so it is parsed."""
+    stack, _guard, tu, clock = make(max_rate=1, burst=2)
+    flow = FakeFlow()
+    screen_or_deliver(stack, request("INVITE", via=via("t1")), flow)
+    [(transaction, invite, d)] = tu.pending
+    transaction.respond(invite.response(486, to_tag="busy"))
+    assert flow.responses()[-1].status == 486
+    assert not stack.screen_datagram(ack("t1", "busy"), flow)
+    deliver(stack, ack("t1", "busy"), flow)
+    clock.advance(5)  # Timer I: the 486 was not sent again
+    assert [r.status for r in flow.responses()].count(486) == 1
+    d.callback(None)
+    finish(clock)
+
+
+def test_acks_expected_are_bounded() -> None:
+    stack, _guard, _tu, clock = make(lag=0.3)
+    stack.shed_screen.max_acks = 4
+    flow = FakeFlow()
+    for n in range(6):
+        assert stack.screen_datagram(request("INVITE", via=via(f"b{n}")), flow)
+    assert not stack.screen_datagram(ack("b0"), flow) and not stack.screen_datagram(ack("b1"), flow)
+    assert all(stack.screen_datagram(ack(f"b{n}"), flow) for n in range(2, 6))
+    finish(clock)
