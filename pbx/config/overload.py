@@ -28,6 +28,8 @@ OVERLOAD_KEYS: tuple[str, ...] = (
     "reject_high",
     "receive_buffer_hold",
     "prioritize",
+    "increase",
+    "decrease",
 )
 
 
@@ -64,6 +66,8 @@ class OverloadConfig:
         receive_buffer_hold: seconds below `lag_high` before small receive buffers grow back (0: at once).
         prioritize: while new work is shed, handle the work in progress first: the UDP sockets are read dry
             each turn and new INVITEs and REGISTERs wait for the end of the turn.
+        increase: below `lag_high`, the share of new exchanges admitted grows by this much per sample.
+        decrease: from `lag_high`, that share is multiplied by this per sample.
     """
 
     enabled: bool = True
@@ -84,3 +88,5 @@ class OverloadConfig:
     reject_high: bool = True
     receive_buffer_hold: float = 0.0
     prioritize: bool = True
+    increase: float = 0.05
+    decrease: float = 0.8

@@ -94,6 +94,8 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
         follow_completions=settings.follow_completions,
         finish_critical=settings.finish_critical,
         reject_high=settings.reject_high,
+        increase=settings.increase,
+        decrease=settings.decrease,
     )
     guard = OverloadGuard(the_reactor, monitor, policy)
     stack.set_overload(guard)
