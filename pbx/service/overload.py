@@ -138,10 +138,13 @@ class LevelLog:
         counters = self._guard.counters
         _log.warn(
             "Overload level {state} (lag {lag:.3f} s): admitting {share:.0%} of new exchanges; "
-            "so far {rejected} refused with 503, {dropped} dropped",
+            "so far {rejected} refused with 503, {dropped} dropped, {admitted} admitted "
+            "({finishing} with credentials)",
             state=("normal", "high", "critical")[level],
             lag=monitor.lag,
             share=self._guard.admit_share,
             rejected=counters["rejected"],
             dropped=counters["dropped"],
+            admitted=counters["admitted"],
+            finishing=self._guard.finishing,
         )

@@ -503,6 +503,11 @@ class OverloadGuard:
                     self._rate_tokens, self._rate_refilled = 0.0, now
                 self.admit_rate = self.completion_rate * policy.drain
 
+    @property
+    def finishing(self) -> int:
+        """Requests with credentials admitted so far (the second halves of exchanges: a running total)."""
+        return self._completed
+
     def level(self) -> int:
         """The lag level, `NORMAL` without a monitor."""
         return self.monitor.level() if self.monitor is not None else NORMAL
