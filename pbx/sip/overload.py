@@ -330,7 +330,9 @@ class Prioritize:
         intake: the pre-parse entry (its `prioritize` and `new_starts` are set).
         guard: whose `shedding` decides.
         ports: the listening UDP ports now.
-        read_budget: bytes a port reads per turn while prioritizing.
+        read_budget: datagram bytes a port reads per turn at most while prioritizing (4 MiB: more than a
+            full 4 MiB receive buffer holds, each datagram taking more room there than its payload; a bound,
+            so that timers still run now and then under a flood of requests that are not deferred).
     """
 
     def __init__(
@@ -338,7 +340,7 @@ class Prioritize:
         intake: DatagramIntake,
         guard: OverloadGuard,
         ports: Callable[[], Sequence[Any]],
-        read_budget: int = 64 * 2**20,
+        read_budget: int = 4 * 2**20,
     ) -> None:
         self._intake = intake
         self._guard = guard
