@@ -412,3 +412,20 @@ def test_acks_expected_are_bounded() -> None:
     assert not stack.screen_datagram(ack("b0"), flow) and not stack.screen_datagram(ack("b1"), flow)
     assert all(stack.screen_datagram(ack(f"b{n}"), flow) for n in range(2, 6))
     finish(clock)
+
+
+def test_only_an_ack_whose_top_via_names_the_branch_is_absorbed() -> None:
+    """The branch is read from the first `Via: ` line only; other spellings take the parser's way."""
+    stack, _guard, _tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    assert stack.screen_datagram(request("INVITE", via=via("d1")), flow)
+    compact = ack("d1").replace(b"\r\nVia: ", b"\r\nv: ")
+    assert not stack.screen_datagram(compact, flow)
+    below = request(
+        "ACK", via=via("proxy") + "\r\nVia: " + via("d1"), To="<sip:bob@example.com>;tag=x", CSeq="1 ACK"
+    )
+    assert not stack.screen_datagram(below, flow)  # the branch in a lower Via: not this ACK's
+    longer = ack("d1x")
+    assert not stack.screen_datagram(longer, flow)
+    assert stack.screen_datagram(ack("d1"), flow)
+    finish(clock)
