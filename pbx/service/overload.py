@@ -106,8 +106,9 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
     )
     if transports is not None:
         transports.intake.screen = stack.screen_datagram
-        if settings.prioritize:  # while shedding: sockets read dry, new work after the rest of the turn
-            monitor.listeners.append(Prioritize(transports.intake, guard, lambda: transports.udp_ports))
+        if settings.prioritize:  # while shedding: new work after the rest of the turn
+            ports = lambda: transports.udp_ports  # noqa: E731
+            monitor.listeners.append(Prioritize(transports.intake, guard, ports, settings.read_budget))
         if socket_delay is not None and settings.queue_drop > 0:
             transports.intake.new_starts = guard.starts
             monitor.listeners.append(QueueDrop(transports.intake, socket_delay, settings.queue_drop))

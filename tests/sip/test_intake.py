@@ -256,6 +256,12 @@ class PrioritizeTests(SynchronousTestCase):
         self.monitor.stop()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_by_default_the_ports_keep_their_own_read_budget(self) -> None:
+        self.monitor.listeners[-1] = Prioritize(self.intake, self.guard, lambda: [self.port])
+        self.shed()
+        self.assertTrue(self.intake.prioritize)
+        self.assertEqual(self.port.maxThroughput, 256 * 1024)  # type: ignore[attr-defined]
+
     def test_without_a_clock_nothing_waits(self) -> None:
         intake = DatagramIntake()
         intake.prioritize = True
