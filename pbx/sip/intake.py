@@ -19,8 +19,8 @@ it already refuses).
 While overload control sheds (`prioritize`, set by `pbx.sip.overload.Prioritize`), the datagrams that may
 start new work (`new_starts`: a new INVITE or REGISTER, or a retransmission of one) wait until the end of the
 reactor turn (`later`), so that everything else read in the same turn (responses, ACKs, BYEs: the work the
-server accepted) is handled first: with one socket for all, what completes calls would otherwise queue
-behind what starts them, and the calls admitted time out.
+server accepted) is handled first: with one socket for all, what completes calls would otherwise wait
+behind what starts them, and the calls admitted are answered late (retransmissions, failed calls).
 
 This module knows nothing of parsing, transactions or the PBX; `pbx.sip.protocols.SipDatagramProtocol`
 asks it, `pbx.sip.transport.TransportManager` owns one for all its UDP listeners.

@@ -238,7 +238,7 @@ class TransportManager:
 
     @property
     def udp_ports(self) -> list[IListeningPort]:
-        """The listening UDP ports (overload control reads them dry while it sheds)."""
+        """The listening UDP ports (overload control may change their read budget while it sheds)."""
         return list(self._udp_ports)
 
     # Listening
