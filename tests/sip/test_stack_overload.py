@@ -6,14 +6,19 @@ with Retry-After); RFC 7339's idea of refusing new work early so that the work a
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from pbx.sip.interfaces import IFlow
 from pbx.sip.message import Request, Response
 from pbx.sip.overload import LagMonitor, OverloadGuard, OverloadPolicy
+from pbx.sip.parser import parse_message
 from pbx.sip.peek import peek_new_request, raw_response
+from pbx.sip.refusal import scan_new_request
 from pbx.sip.stack import SipStack
+from tests.sip.test_refusal import requests
 from tests.sip.test_stack import FakeFlow, FakeTransports, deliver, request
 
 
@@ -428,4 +433,33 @@ def test_only_an_ack_whose_top_via_names_the_branch_is_absorbed() -> None:
     longer = ack("d1x")
     assert not stack.screen_datagram(longer, flow)
     assert stack.screen_datagram(ack("d1"), flow)
+    finish(clock)
+
+
+@settings(max_examples=60, deadline=None)
+@given(requests(), st.booleans())
+def test_the_ack_absorbed_is_the_ack_of_the_refused_invite(data: bytes, same: bool) -> None:
+    """Over hypothesis-made INVITEs refused by the screen: the ACK a client sends for the 503 (its top Via
+    copied, RFC 3261 17.1.1.3) is absorbed whenever the 503 came from the raw bytes, and an ACK with another
+    branch never is."""
+    invite = data.replace(b"REGISTER", b"INVITE")
+    stack, _guard, _tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    screened = stack.screen_datagram(invite, flow)
+    parsed = parse_message(invite)
+    assert isinstance(parsed, Request) and parsed.top_via is not None
+    top = parsed.top_via
+    port = f":{top.port}" if top.port else ""
+    branch = top.branch if same else f"{top.branch}x"
+    ack = (
+        f"ACK sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {top.host}{port};branch={branch}\r\n"
+        f"From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>;tag=x\r\nCall-ID: {parsed.call_id}\r\n"
+        "CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    absorbed = stack.screen_datagram(ack, flow)
+    if not same:
+        assert not absorbed
+    elif screened and scan_new_request(invite, {b"INVITE": "INVITE"}) is not None:
+        assert absorbed and not stack.screen_datagram(ack, flow)  # once
+    assert stack.counters["requests"] == 0
     finish(clock)
