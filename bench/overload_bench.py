@@ -202,9 +202,10 @@ class Bench:
                 rows = [user_row(n, self.callees[i]) for n in range(FIRST_CALLER, FIRST_CALLER + 100)]
                 scenario = SCENARIOS / "overload_call_uac.xml"
                 extra += ["-d", str(args.hold_ms)]
+                uas_stat = ["-trace_stat", "-stf", str(directory / f"uas{i}.stat"), "-fd", "1"]
                 uas = sipp_command(
                     SCENARIOS / "call_uas.xml", local_port=self.uas_ports[i], count=count * 2 + 20,
-                    limit=limit + 10, extra=["-s", str(self.callees[i])],
+                    limit=limit + 10, extra=["-s", str(self.callees[i]), *uas_stat],
                 )  # fmt: skip
                 uass.append(uas)
             csv = write_users_csv(directory / f"uac{i}.csv", rows)
@@ -238,11 +239,18 @@ class Bench:
             result.started += stats.created
             result.failed += stats.failed
             result.retransmissions += stats.retransmissions
+        why = failure_kinds(directory)
+        if why:
+            print(f"  SIPp ({kind} {multiple:g}x): " + ", ".join(f"{k} {v}" for k, v in sorted(why.items())))
         result.completed, result.shed, result.setup_ms, result.on_time = read_rtt(directory)
         result.server_cpu = sampler.cpu_percent
         result.loadgen_cpu = 100.0 * loadgen / result.elapsed if result.elapsed else 0.0
         result.alive = self.server.alive()
-        levels = [line for line in self.server.lines[self._seen :] if "Overload level" in line]
+        lines = self.server.lines[self._seen :]
+        no_ack = sum("No ACK for the final response" in line for line in lines)
+        if no_ack:
+            print(f"  PBX: {no_ack} INVITEs ended without an ACK (Timer H; at most 5 logged per 10 s)")
+        levels = [line for line in lines if "Overload level" in line]
         self._seen = len(self.server.lines)
         if levels:
             print(f"  PBX: {len(levels)} overload level changes, the last: {levels[-1].split(']', 1)[-1]}")
@@ -253,6 +261,33 @@ class Bench:
             return subprocess.Popen(
                 pinned(cmd, self.loadgen_cpu), cwd=directory, stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
+
+
+def failure_kinds(directory: Path) -> dict[str, int]:
+    """Why SIPp's calls failed, and what else it counted, from the last row of each `-trace_stat` file in
+    `directory` (UACs and UASs, summed): the nonzero Failed* columns, out-of-call and dead-call messages,
+    and the UASs' retransmissions (their 200s, until the ACK came)."""
+    found: dict[str, int] = {}
+    for path in sorted(directory.glob("*.stat")):
+        lines = [line.split(";") for line in path.read_text(errors="replace").splitlines() if line]
+        if len(lines) < 2:
+            continue
+        role = "uas" if path.name.startswith("uas") else "uac"
+        for key, value in zip(lines[0], lines[-1], strict=False):
+            name = key.removesuffix("(C)")
+            wanted = name.startswith("Failed") and name != "FailedCall"
+            wanted = wanted or name in ("OutOfCallMsgs", "DeadCallMsgs")
+            wanted = wanted or (role == "uas" and name == "Retransmissions")
+            if not key.endswith("(C)") or not wanted:
+                continue
+            try:
+                number = int(float(value or 0))
+            except ValueError:
+                continue
+            if number:
+                label = f"{role} {name.removeprefix('Failed')}"
+                found[label] = found.get(label, 0) + number
+    return found
 
 
 def row(label: str, r: Step) -> list[object]:

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 
-import pbx.sip.stack as stack_module
+import pbx.sip.shedding as shedding_module
+from pbx.sip.admission import Admission, Limit
 from pbx.sip.intake import DatagramIntake
 from pbx.sip.overload import LagMonitor, OverloadGuard, OverloadPolicy
 from pbx.sip.parser import parse_message
@@ -67,15 +68,21 @@ class _Transport:
 class _Sink:
     """The stack behind the protocol, refusing whatever the guard refuses."""
 
-    def __init__(self) -> None:
-        clock = Clock()
+    def __init__(self, prioritize: bool = False) -> None:
+        clock = self.clock = Clock()
         self.stack = SipStack(clock)
         monitor = LagMonitor(clock, high=0.2, critical=1.0)
         monitor.lag = 0.3  # high: every new exchange refused
         self.guard = OverloadGuard(clock, monitor, OverloadPolicy())
         self.guard.admit_share = 0.0
         self.stack.set_overload(self.guard)
-        self.intake = DatagramIntake(None)
+        if prioritize:  # as the PBX while it sheds: the [edge] admission, new requests at the end of the turn
+            limit = Limit(1e6, 1e6)
+            admission = Admission(clock, messages=limit, connections=limit, block_after=1e6, block_duration=1)
+            self.intake = DatagramIntake(admission, clock)
+            self.intake.prioritize = True
+        else:
+            self.intake = DatagramIntake(None)
         self.intake.screen = self.stack.screen_datagram
         self.protocol = SipDatagramProtocol(self.stack, clock=clock, intake=self.intake)
         self.protocol.transport = _Transport()
@@ -125,14 +132,29 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     rows.append(("its retransmission (the same 503, found by its bytes)", best(repeat, count, offer)))
-    scan = stack_module.scan_new_request
-    stack_module.scan_new_request = lambda data, methods: None  # type: ignore[assignment]
+    deferring = _Sink(prioritize=True)
+    deferring.stack.by_bytes.max_entries = count
+    deferred = deferring.protocol.datagramReceived
+
+    def offer_deferred() -> None:
+        for data in datagrams:
+            deferred(data, ADDRESS)
+        deferring.clock.advance(0)  # the end of the turn
+
+    rows.append(
+        (
+            "the same as the PBX while it sheds (`[edge]` admission, deferred to the end of the turn)",
+            best(repeat, count, offer_deferred, deferring.stack.by_bytes.clear),
+        )
+    )
+    scan = shedding_module.scan_new_request
+    shedding_module.scan_new_request = lambda data, methods: None  # type: ignore[assignment]
     try:
         rows.append(
             ("new REGISTER refused the peeked way (`pbx.sip.peek`)", best(repeat, count, offer, forget))
         )
     finally:
-        stack_module.scan_new_request = scan
+        shedding_module.scan_new_request = scan
     sink.intake.screen = None
     sink.guard.policy = OverloadPolicy()
     rows.append(("new REGISTER parsed, then refused", best(repeat, count, offer, forget)))

@@ -11,7 +11,7 @@ from twisted.logger import globalLogPublisher
 from pbx.config import parse_config
 from pbx.service.overload import build_overload
 from pbx.service.sip import build_sip
-from pbx.sip.overload import CRITICAL, HIGH, QueueDrop, ReceiveBufferLimit
+from pbx.sip.overload import CRITICAL, HIGH, Prioritize, QueueDrop, ReceiveBufferLimit
 
 DOCUMENT = {
     "sip": {"listen": [{"transport": "udp", "host": "127.0.0.1", "port": 5060}]},
@@ -104,3 +104,19 @@ def test_samples_add_the_wait_behind_work_in_flight(tmp_path: Path) -> None:
     assert overload.monitor.last == pytest.approx(1000 / guard.min_work_rate)
     overload.stopService()
     assert reactor.getDelayedCalls() == []
+
+
+def test_prioritize_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> None:
+    for setting, expected in (({}, 1), ({"prioritize": False}, 0)):
+        overload, stack, reactor = build(tmp_path, setting)
+        found = [listener for listener in overload.monitor.listeners if isinstance(listener, Prioritize)]
+        assert len(found) == expected
+        if found:
+            guard, intake = overload.guard, stack.transport.intake
+            guard.admit_share = 0.5  # shedding
+            found[0](overload.monitor)
+            assert intake.prioritize and intake.clock is reactor
+            guard.admit_share = 1.0
+            found[0](overload.monitor)
+            assert not intake.prioritize
+        assert reactor.getDelayedCalls() == []

@@ -25,6 +25,22 @@ def _rate(table: Mapping[str, Any], key: str, default: float) -> float:
     return float(value)
 
 
+def _share(
+    table: Mapping[str, Any], key: str, default: float, *, low_open: bool = False, high_open: bool = False
+) -> float:
+    """A share between 0 and 1 (either end excluded when asked)."""
+    value = table.get(key, default)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (value > 0 if low_open else value >= 0)
+        or not (value < 1 if high_open else value <= 1)
+    ):
+        bounds = f"{'above' if low_open else 'from'} 0 and {'below' if high_open else 'up to'} 1"
+        raise ConfigError(_join("overload", key), f"must be a number {bounds}, not {value!r}")
+    return float(value)
+
+
 def overload(parser: _Parser, value: object) -> OverloadConfig:
     """The `[overload]` table."""
     table = parser._table(value, "overload", "overload")
@@ -53,6 +69,10 @@ def overload(parser: _Parser, value: object) -> OverloadConfig:
         finish_critical=parser._boolean(table, "finish_critical", path, False),
         reject_high=parser._boolean(table, "reject_high", path, True),
         receive_buffer_hold=parser._seconds(table, "receive_buffer_hold", path, 0.0, 0.0, 3600.0),
+        prioritize=parser._boolean(table, "prioritize", path, True),
+        increase=_share(table, "increase", 0.05, low_open=True),
+        decrease=_share(table, "decrease", 0.8, low_open=True, high_open=True),
+        read_budget=parser._integer(table, "read_budget", path, 0, 0, 2**30),
     )
 
 

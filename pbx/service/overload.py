@@ -20,6 +20,7 @@ from pbx.sip.overload import (
     LagMonitor,
     OverloadGuard,
     OverloadPolicy,
+    Prioritize,
     QueueDrop,
     ReceiveBufferLimit,
     SocketQueueDelay,
@@ -93,6 +94,8 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
         follow_completions=settings.follow_completions,
         finish_critical=settings.finish_critical,
         reject_high=settings.reject_high,
+        increase=settings.increase,
+        decrease=settings.decrease,
     )
     guard = OverloadGuard(the_reactor, monitor, policy)
     stack.set_overload(guard)
@@ -103,6 +106,9 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
     )
     if transports is not None:
         transports.intake.screen = stack.screen_datagram
+        if settings.prioritize:  # while shedding: new work after the rest of the turn
+            ports = lambda: transports.udp_ports  # noqa: E731
+            monitor.listeners.append(Prioritize(transports.intake, guard, ports, settings.read_budget))
         if socket_delay is not None and settings.queue_drop > 0:
             transports.intake.new_starts = guard.starts
             monitor.listeners.append(QueueDrop(transports.intake, socket_delay, settings.queue_drop))
@@ -133,10 +139,13 @@ class LevelLog:
         counters = self._guard.counters
         _log.warn(
             "Overload level {state} (lag {lag:.3f} s): admitting {share:.0%} of new exchanges; "
-            "so far {rejected} refused with 503, {dropped} dropped",
+            "so far {rejected} refused with 503, {dropped} dropped, {admitted} admitted "
+            "({finishing} with credentials)",
             state=("normal", "high", "critical")[level],
             lag=monitor.lag,
             share=self._guard.admit_share,
             rejected=counters["rejected"],
             dropped=counters["dropped"],
+            admitted=counters["admitted"],
+            finishing=self._guard.finishing,
         )

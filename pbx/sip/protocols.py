@@ -185,10 +185,25 @@ class SipDatagramProtocol(DatagramProtocol):
                 self.monitor.counters.keepalives_sent += 1
             return
         flow = self.flow_for(addr)
+        if intake.prioritize and intake.defers(datagram):  # new work waits for the end of the turn
+            intake.later(self._handle, datagram, flow)
+            return
         screen = intake.screen
         if screen is not None and screen(datagram, flow):
             return
         _deliver(self._sink, self.monitor, self._limits, datagram, flow, stream=False)
+
+    def _handle(self, datagram: bytes, flow: UdpFlow) -> None:
+        """The overload screen, then the parser, for a datagram the intake deferred (`intake.later`)."""
+        try:
+            screen = self.intake.screen
+            if screen is not None and screen(datagram, flow):
+                return
+            _deliver(self._sink, self.monitor, self._limits, datagram, flow, stream=False)
+        except Exception:
+            self.monitor.failure(
+                "udp-internal", "Unexpected error handling a datagram from {addr}", addr=flow.remote_address
+            )
 
 
 @implementer(IHandshakeListener)

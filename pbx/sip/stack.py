@@ -10,7 +10,7 @@
 - answers retransmissions of requests it answered statelessly from `StatelessCache` (the same bytes, no work
   redone: RFC 3261 8.2.7, 17.2.2) and, with an `OverloadGuard`, sheds new INVITEs and REGISTERs under
   overload with a stateless `503` + Retry-After or a drop, never retransmissions nor requests in dialogs
-  (`pbx.sip.overload`, RFC 7339's idea),
+  (`pbx.sip.overload`, RFC 7339's idea), from a UDP datagram's raw bytes where it can (`pbx.sip.shedding`),
 - routes responses back per RFC 3261 18.2.2 and RFC 3581 (same connection, or received/rport),
 - creates client transactions for outgoing requests.
 
@@ -45,14 +45,11 @@ from pbx.sip.interfaces import (
 from pbx.sip.message import MAGIC_COOKIE, Request, Response, new_branch
 from pbx.sip.origin import request_origin
 from pbx.sip.overload import OverloadGuard, Verdict
-from pbx.sip.peek import peek_new_request, raw_response
-from pbx.sip.refusal import refusal, scan_new_request
+from pbx.sip.shedding import ShedScreen, tag_for
 from pbx.sip.stateless_cache import StatelessCache
 from pbx.sip.timers import DEFAULT_TIMERS, TimerConfig
 from pbx.sip.transaction_layer import TransactionLayer
 from pbx.sip.validate import check_request
-
-_STATUS_503 = b"SIP/2.0 503 Service Unavailable\r\n"
 
 # Methods of RFC 3261 and its common extensions: a request with one of these that has no handler gets 405,
 # anything else 501 (RFC 3261 21.4.6 and 21.5.2).
@@ -128,15 +125,15 @@ class SipStack:
         self._stateless: dict[str, Callable[[Request, IFlow], Response | None]] = {}
         # Answers sent without a transaction, for the retransmissions of their requests (64*T1: Timer F).
         self.stateless_cache = StatelessCache(clock, lifetime=64 * timers.t1)
-        # New requests screened before parsing (`_screen`), by their bytes and source: the 503 of a refused
-        # one, the transaction key of an admitted one. A retransmission (the same bytes, RFC 3261 17.1.1.2)
-        # is answered from there before anything is looked for in it.
+        # New requests screened before parsing (`pbx.sip.shedding`), by their bytes and source: the 503 of a
+        # refused one, the transaction key of an admitted one. A retransmission (the same bytes, RFC 3261
+        # 17.1.1.2) is answered from there before anything is looked for in it.
         self.by_bytes = StatelessCache(clock, lifetime=64 * timers.t1)
         self.overload: OverloadGuard | None = None
-        self._screened: IFlow | None = None  # the flow of a datagram the guard admitted before parsing
-        self._tail: tuple[OverloadGuard, bytes] | None = None  # the guard and its 503's last lines
+        self.shed_screen = ShedScreen(self)  # UDP datagrams dealt with before parsing while shedding
         self.dialogs = DialogRouter()
-        self._is_blocked: Callable[[str], bool] | None = None
+        # The source filter (`set_source_filter`): None, or whether a source host is blocked.
+        self.is_blocked: Callable[[str], bool] | None = None
         self._drop_log = _RateLimitedLog(self._log, clock)
         self.counters = {
             "requests": 0,
@@ -186,7 +183,7 @@ class SipStack:
     def set_source_filter(self, is_blocked: Callable[[str], bool]) -> None:
         """Drop, silently and before parsing further, every message from a source host for which
         `is_blocked(host)` is true (the brute-force guard)."""
-        self._is_blocked = is_blocked
+        self.is_blocked = is_blocked
 
     def add_dialog(self, dialog: Dialog, usage: IDialogUsage) -> None:
         """Route the requests, ACKs and stray responses of `dialog` to `usage` (until `remove_dialog`)."""
@@ -204,7 +201,7 @@ class SipStack:
     # -- IMessageSink ------------------------------------------------------------------------------------
 
     def message_received(self, message: object, flow: IFlow) -> None:
-        if self._is_blocked is not None and self._is_blocked(flow.remote_address[0]):
+        if self.is_blocked is not None and self.is_blocked(flow.remote_address[0]):
             return
         counters = self.counters
         try:
@@ -219,95 +216,13 @@ class SipStack:
             self._log.failure("Unhandled error processing a message from {peer}", peer=flow.remote_address)
 
     def screen_datagram(self, data: bytes, flow: IFlow) -> bool:
-        """Deal with a UDP datagram before it is parsed, when that is cheaper (asked by the pre-parse entry,
-        `pbx.sip.intake.DatagramIntake.screen`, after the admission): a new INVITE or REGISTER
-        (`pbx.sip.refusal`, or `pbx.sip.peek` for the shapes it declines) that repeats one answered without a
-        transaction gets the same bytes again; a new one the overload guard sheds gets a 503 built from its
-        bytes (kept for its retransmissions) or nothing; a
-        retransmission of accepted work goes to its server transaction (absorbed, or its last response sent
-        again). True when it was dealt with; False lets it be parsed (an admitted request, anything unusual).
-        Only while the guard is `shedding`: otherwise the parser's way decides the same for less. Each
-        datagram dealt with here counts in `counters["screened"]` (never also as a parsed message)."""
-        self._screened = None
-        guard = self.overload
-        if guard is None or not guard.shedding or not self._screen(data, flow, guard):
-            return False
-        self.counters["screened"] += 1
-        return True
-
-    def _screen(self, data: bytes, flow: IFlow, guard: OverloadGuard) -> bool:
-        if not data.startswith(guard.starts):
-            return False
-        remote = flow.remote_address
-        if self._is_blocked is not None and self._is_blocked(remote[0]):
-            return True
-        raw_key = (data, remote)
-        seen = self.by_bytes.get(raw_key)  # a retransmission, byte for byte, of a request screened before
-        if seen is not None:
-            if type(seen) is bytes:  # refused: its 503 again
-                self.counters["stateless_retransmissions"] += 1
-                flow.send(seen)
-                return True
-            if self._answered_again(seen, flow) or self.transactions.absorb_retransmission(seen[:4]):
-                return True  # admitted: its stateless answer again, or to its transaction
-        raw = scan_new_request(data, guard.start_methods)
-        if raw is None:
-            return self._screen_peeked(data, flow, guard)  # an unusual shape: `pbx.sip.peek` looks closer
-        method, branch, host, port, rport, credentials = raw[:6]
-        if not rport and (port or 5060) != remote[1]:
-            return False  # its answer goes elsewhere than its source (RFC 3261 18.2.2): the parser's way
-        key = (branch, host, port, method, remote)
-        if self._answered_again(key, flow):
-            return True
-        if self.transactions.absorb_retransmission((branch, host, port, method)):
-            return True  # a retransmission of accepted work, never shed: its transaction has it
-        verdict = guard.admit(credentials)
-        if verdict is Verdict.ADMIT:
-            self._screened = flow  # asked already: the parser's way does not ask again
-            self.by_bytes.put(raw_key, key)  # its retransmissions go to what becomes of it, unscanned
-            return False
-        self.counters["shed"] += 1
-        if verdict is Verdict.REJECT:
-            tail = self._tail
-            if tail is None or tail[0] is not guard:
-                tail = self._tail = (guard, self._refusal_tail(guard))
-            answer = refusal(raw, data, _STATUS_503, (branch[-10:].replace(".", "") or "x").encode(), tail[1])
-            flow.send(answer)
-            self.by_bytes.put(raw_key, answer)  # by its bytes only: a different copy gets the same 503 anew
-        return True
-
-    def _refusal_tail(self, guard: OverloadGuard) -> bytes:
-        """The 503's header lines after CSeq (Retry-After, Server, Content-Length) and the blank line."""
-        text = f"Retry-After: {guard.retry_after}\r\nServer: {self.user_agent}\r\nContent-Length: 0\r\n\r\n"
-        return text.encode()
-
-    def _screen_peeked(self, data: bytes, flow: IFlow, guard: OverloadGuard) -> bool:
-        """`_screen` for a request `pbx.sip.refusal` does not take (folded lines, IPv6, odd spacing ...)."""
-        peeked = peek_new_request(data, guard.starts)
-        if peeked is None:
-            return False
-        if self._is_blocked is not None and self._is_blocked(flow.remote_address[0]):
-            return True
-        key = (peeked.branch, peeked.host.lower(), peeked.port, peeked.method, flow.remote_address)
-        if self._answered_again(key, flow):
-            return True
-        if self.transactions.absorb_retransmission(peeked.transaction_key):
-            return True  # a retransmission of accepted work, never shed: its transaction has it
-        verdict = guard.admit(peeked.credentials)
-        if verdict is Verdict.ADMIT:
-            self._screened = flow  # asked already: the parser's way does not ask again
-            return False
-        self.counters["shed"] += 1
-        if verdict is Verdict.REJECT:
-            extra = f"Retry-After: {guard.retry_after}\r\nServer: {self.user_agent}\r\n".encode()
-            tag = self._tag_for(peeked.branch)
-            answer = raw_response(peeked, b"SIP/2.0 503 Service Unavailable", tag, extra)
-            flow.send(answer)
-            self.stateless_cache.put(key, answer)
-        return True
+        """Deal with a UDP datagram before it is parsed while the guard sheds (`pbx.sip.shedding`): True
+        when it was dealt with, False lets it be parsed. Asked by the pre-parse entry
+        (`pbx.sip.intake.DatagramIntake.screen`, after the admission)."""
+        return self.shed_screen.screen(data, flow)
 
     def undecodable(self, data: bytes, flow: IFlow, error: Exception) -> None:
-        if self._is_blocked is not None and self._is_blocked(flow.remote_address[0]):
+        if self.is_blocked is not None and self.is_blocked(flow.remote_address[0]):
             return
         self.counters["bad_requests"] += 1
         request = error.request if isinstance(error, SipParseError) else None
@@ -375,19 +290,20 @@ class SipStack:
         method = request.method
         stateless = self._stateless.get(method)
         guard = self.overload
-        screened, self._screened = self._screened is flow, None
+        shed_screen = self.shed_screen
+        screened, shed_screen.admitted = shed_screen.admitted is flow, None
         key = None
         if stateless is not None or (guard is not None and method in guard.methods):
             # Before stamping and validation: a retransmission of an answered request, or work to shed,
             # should cost as little as possible.
             key = self._stateless_key(request, flow)
-            if key is not None and self._answered_again(key, flow):
+            if key is not None and self.answered_again(key, flow):
                 return
         self._stamp_via(request, flow)
         proxy = self.is_trusted_proxy
-        if proxy is not None and self._is_blocked is not None and proxy(flow.remote_address[0]):
+        if proxy is not None and self.is_blocked is not None and proxy(flow.remote_address[0]):
             origin = request_origin(request, flow.remote_address[0], proxy)  # who is behind the proxy
-            if origin != flow.remote_address[0] and self._is_blocked(origin):
+            if origin != flow.remote_address[0] and self.is_blocked(origin):
                 return
         if (
             guard is not None
@@ -427,7 +343,7 @@ class SipStack:
             return None
         return (branch, via.host.lower(), via.port, request.method, flow.remote_address)
 
-    def _answered_again(self, key: tuple[Any, ...], flow: IFlow) -> bool:
+    def answered_again(self, key: tuple[Any, ...], flow: IFlow) -> bool:
         """Send again what a retransmitted request got without a transaction; False when it got nothing."""
         cached = self.stateless_cache.get(key)
         if cached is None:
@@ -594,11 +510,7 @@ class SipStack:
     def _to_tag(request: Request) -> str:
         """A To tag for responses the stack itself generates: stable per request, so retransmissions match."""
         branch = request.top_via.branch if request.top_via is not None else None
-        return SipStack._tag_for(branch or request.call_id or "x")
-
-    @staticmethod
-    def _tag_for(text: str) -> str:
-        return text[-10:].replace(".", "") or "x"
+        return tag_for(branch or request.call_id or "x")
 
     # -- responses ---------------------------------------------------------------------------------------
 

@@ -178,7 +178,7 @@ class TransportManager:
     ) -> None:
         self._reactor = reactor
         self.admission = admission
-        self.intake = DatagramIntake(admission)  # every UDP listener's pre-parse entry
+        self.intake = DatagramIntake(admission, reactor)  # every UDP listener's pre-parse entry
         if admission is not None:
             admission.observers.append(self._source_blocked)
         self._max_connections = max_connections
@@ -235,6 +235,11 @@ class TransportManager:
         """The sockets of the listening UDP ports (overload control reads their receive queues)."""
         sockets = (getattr(port, "socket", None) for port in self._udp_ports)
         return [sock for sock in sockets if sock is not None]
+
+    @property
+    def udp_ports(self) -> list[IListeningPort]:
+        """The listening UDP ports (overload control may change their read budget while it sheds)."""
+        return list(self._udp_ports)
 
     # Listening
 
@@ -399,6 +404,7 @@ class TransportManager:
     def stop(self) -> Deferred[None]:
         """Stop listening, close every connection and fail pending sends; fires when all are closed."""
         self._stopping = True
+        self.intake.stop()
         waits: list[Deferred[Any]] = []
         for listening in [*self._udp_ports, *(p for _, p in self._stream_ports)]:
             waits.append(maybeDeferred(listening.stopListening))

@@ -84,3 +84,14 @@ def test_the_session_7_knobs_are_read_and_off_by_default() -> None:
     assert (config.reject_high, config.receive_buffer_hold) == (False, 5.0)
     for key, bad in (("queue_drop", -1), ("reject_high", "no"), ("receive_buffer_hold", "5s")):
         assert f"overload.{key}" in str(error_for(data(overload={key: bad})))
+
+
+def test_prioritize_and_the_aimd_steps_are_read() -> None:
+    defaults = parse_config(data(), BASE).overload
+    assert (defaults.prioritize, defaults.increase, defaults.decrease) == (True, 0.05, 0.8)
+    table = {"prioritize": False, "increase": 0.01, "decrease": 0.9}
+    config = parse_config(data(overload=table), BASE).overload
+    assert (config.prioritize, config.increase, config.decrease) == (False, 0.01, 0.9)
+    bad_values = (("prioritize", 1), ("increase", 0), ("increase", 1.5), ("decrease", 1), ("decrease", "x"))
+    for key, bad in bad_values:
+        assert f"overload.{key}" in str(error_for(data(overload={key: bad})))

@@ -11,7 +11,15 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from pbx.sip.admission import Admission, Limit
 from pbx.sip.intake import DatagramIntake, new_exchange
-from pbx.sip.overload import NORMAL, LagMonitor, OverloadGuard, QueueDrop, SocketQueueDelay, Verdict
+from pbx.sip.overload import (
+    NORMAL,
+    LagMonitor,
+    OverloadGuard,
+    Prioritize,
+    QueueDrop,
+    SocketQueueDelay,
+    Verdict,
+)
 from pbx.sip.parser import DEFAULT_LIMITS
 from pbx.sip.transport import TransportManager
 from tests.sip.test_transport import OPTIONS, FakeReactor, RecordingSink, udp_protocol
@@ -189,3 +197,96 @@ class QueueDropTests(SynchronousTestCase):
         self.assertEqual(len(sink.messages), 3)
         monitor.stop()
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+RESPONSE = (
+    b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKout\r\n"
+    b"From: <sip:1000@example.com>;tag=a\r\nTo: <sip:2000@example.com>;tag=b\r\nCall-ID: c2\r\n"
+    b"CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+class PrioritizeTests(SynchronousTestCase):
+    """While shedding, new INVITEs and REGISTERs wait for the end of the reactor turn, the sockets are read
+    dry: what completes accepted work (a response, an OPTIONS here) is handled before them."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.sink = RecordingSink()
+        self.intake = DatagramIntake(None, self.clock)
+        self.protocol, self.port, _ = udp_protocol(self.sink, intake=self.intake)
+        self.monitor = LagMonitor(self.clock, interval=0.05, high=0.2)
+        self.guard = OverloadGuard(self.clock, self.monitor)
+        self.port.maxThroughput = 256 * 1024  # type: ignore[attr-defined]
+        self.monitor.listeners.append(Prioritize(self.intake, self.guard, lambda: [self.port], 2**20))
+
+    def shed(self) -> None:
+        self.monitor.lag = 0.3  # high: the guard sheds
+        for listener in self.monitor.listeners:
+            listener(self.monitor)
+
+    def offer(self, *datagrams: bytes) -> list[str]:
+        for datagram in datagrams:
+            self.protocol.datagramReceived(datagram, ("192.0.2.1", 5060))
+        return [getattr(m, "method", None) or str(m.status) for m, _ in self.sink.messages]
+
+    def test_new_requests_go_after_the_rest_of_the_turn_while_shedding(self) -> None:
+        self.shed()
+        self.assertTrue(self.intake.prioritize)
+        self.assertEqual(self.port.maxThroughput, 2**20)  # type: ignore[attr-defined]
+        invite = NEW_REGISTER.replace(b"REGISTER", b"INVITE")
+        self.assertEqual(self.offer(NEW_REGISTER, RESPONSE, invite, OPTIONS), ["200", "OPTIONS"])
+        self.assertEqual(self.intake.deferred, 2)
+        self.clock.advance(0)  # the end of the turn
+        self.assertEqual(
+            [getattr(m, "method", None) or str(m.status) for m, _ in self.sink.messages],
+            ["200", "OPTIONS", "REGISTER", "INVITE"],
+        )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_back_to_normal_once_nothing_is_shed(self) -> None:
+        self.shed()
+        self.monitor.start()
+        for _ in range(200):  # 10 s at a normal lag: the share grows back to all
+            self.clock.advance(0.05)
+        self.assertFalse(self.guard.shedding)
+        self.assertFalse(self.intake.prioritize)
+        self.assertEqual(self.port.maxThroughput, 256 * 1024)  # type: ignore[attr-defined]
+        self.assertEqual(self.offer(NEW_REGISTER), ["REGISTER"])  # at once
+        self.monitor.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_by_default_the_ports_keep_their_own_read_budget(self) -> None:
+        self.monitor.listeners[-1] = Prioritize(self.intake, self.guard, lambda: [self.port])
+        self.shed()
+        self.assertTrue(self.intake.prioritize)
+        self.assertEqual(self.port.maxThroughput, 256 * 1024)  # type: ignore[attr-defined]
+
+    def test_without_a_clock_nothing_waits(self) -> None:
+        intake = DatagramIntake()
+        intake.prioritize = True
+        self.assertFalse(intake.defers(NEW_REGISTER))
+
+    def test_stop_forgets_what_waits(self) -> None:
+        self.intake.prioritize = True
+        self.assertEqual(self.offer(NEW_REGISTER), [])
+        self.intake.stop()
+        self.clock.advance(0)
+        self.assertEqual(self.sink.messages, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_an_error_in_a_deferred_datagram_is_logged_and_the_rest_goes_on(self) -> None:
+        self.intake.prioritize = True
+        handled: list[bytes] = []
+
+        def handle(datagram: bytes, flow: Any) -> None:
+            handled.append(datagram)
+            if len(handled) == 1:
+                raise RuntimeError("boom")
+
+        self.intake.later(handle, b"one", None)
+        self.intake.later(handle, b"two", None)
+        self.clock.advance(0)
+        self.assertEqual(handled, [b"one", b"two"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])

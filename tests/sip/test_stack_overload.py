@@ -6,14 +6,19 @@ with Retry-After); RFC 7339's idea of refusing new work early so that the work a
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from pbx.sip.interfaces import IFlow
 from pbx.sip.message import Request, Response
 from pbx.sip.overload import LagMonitor, OverloadGuard, OverloadPolicy
+from pbx.sip.parser import parse_message
 from pbx.sip.peek import peek_new_request, raw_response
+from pbx.sip.refusal import scan_new_request
 from pbx.sip.stack import SipStack
+from tests.sip.test_refusal import requests
 from tests.sip.test_stack import FakeFlow, FakeTransports, deliver, request
 
 
@@ -347,4 +352,114 @@ def test_a_refused_request_is_known_by_its_bytes_and_another_copy_gets_the_same_
     assert flow.sent[0] == flow.sent[1] == flow.sent[2] and guard.counters["rejected"] == 2
     assert stack.screen_datagram(data, FakeFlow(remote=("192.0.2.11", 5070))) is True  # another source:
     assert guard.counters["rejected"] == 3  # not a retransmission of the first
+    finish(clock)
+
+
+def screen_or_deliver(stack: SipStack, data: bytes, flow: FakeFlow) -> None:
+    """The UDP entry's way: the screen first, the parser for what it leaves."""
+    if not stack.screen_datagram(data, flow):
+        deliver(stack, data, flow)
+
+
+def ack(branch: str, tag: str = "x") -> bytes:
+    return request("ACK", via=via(branch), To=f"<sip:bob@example.com>;tag={tag}", CSeq="1 ACK")
+
+
+def test_the_ack_of_a_screened_503_is_absorbed_from_its_bytes() -> None:
+    """RFC 3261 17.1.1.3: the ACK of a non-2xx has the INVITE's branch; that of a 503 sent from the screen
+    ends no transaction and no dialog, so it is dropped before parsing (once: a second copy is parsed)."""
+    stack, _guard, _tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    assert stack.screen_datagram(request("INVITE", via=via("r1")), flow)
+    assert flow.responses()[0].status == 503
+    assert not stack.screen_datagram(ack("other"), flow)  # another branch: the parser's way
+    assert not stack.screen_datagram(ack("r1"), FakeFlow(remote=("192.0.2.11", 5070)))  # another source
+    assert stack.screen_datagram(ack("r1"), flow)
+    assert not stack.screen_datagram(ack("r1"), flow)  # forgotten: parsed, as before
+    assert stack.counters["screened"] == 2 and stack.counters["requests"] == 0
+    finish(clock)
+
+
+def test_the_ack_of_a_stateless_challenge_to_a_screened_invite_forgets_it_unparsed() -> None:
+    stack, _guard, _tu, clock = make(max_rate=1, burst=2)  # shedding (a rate cap): screened, admitted
+    stack.answer_statelessly("INVITE", lambda req, flow: req.response(407, to_tag="ch"))
+    flow = FakeFlow()
+    screen_or_deliver(stack, request("INVITE", via=via("c1")), flow)
+    assert flow.responses()[-1].status == 407 and len(stack.stateless_cache) == 1
+    assert stack.screen_datagram(ack("c1"), flow)
+    assert len(stack.stateless_cache) == 0 and stack.counters["requests"] == 1  # only the INVITE parsed
+    finish(clock)
+
+
+def test_the_ack_of_an_invite_answered_by_a_transaction_goes_to_it() -> None:
+    """An admitted INVITE handled by its transaction: the ACK of its non-2xx final response must reach it
+    (Timer G stops), so it is parsed."""
+    stack, _guard, tu, clock = make(max_rate=1, burst=2)
+    flow = FakeFlow()
+    screen_or_deliver(stack, request("INVITE", via=via("t1")), flow)
+    [(transaction, invite, d)] = tu.pending
+    transaction.respond(invite.response(486, to_tag="busy"))
+    assert flow.responses()[-1].status == 486
+    assert not stack.screen_datagram(ack("t1", "busy"), flow)
+    deliver(stack, ack("t1", "busy"), flow)
+    clock.advance(5)  # Timer I: the 486 was not sent again
+    assert [r.status for r in flow.responses()].count(486) == 1
+    d.callback(None)
+    finish(clock)
+
+
+def test_acks_expected_are_bounded() -> None:
+    stack, _guard, _tu, clock = make(lag=0.3)
+    stack.shed_screen.max_acks = 4
+    flow = FakeFlow()
+    for n in range(6):
+        assert stack.screen_datagram(request("INVITE", via=via(f"b{n}")), flow)
+    assert not stack.screen_datagram(ack("b0"), flow) and not stack.screen_datagram(ack("b1"), flow)
+    assert all(stack.screen_datagram(ack(f"b{n}"), flow) for n in range(2, 6))
+    finish(clock)
+
+
+def test_only_an_ack_whose_top_via_names_the_branch_is_absorbed() -> None:
+    """The branch is read from the first `Via: ` line only; other spellings take the parser's way."""
+    stack, _guard, _tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    assert stack.screen_datagram(request("INVITE", via=via("d1")), flow)
+    compact = ack("d1").replace(b"\r\nVia: ", b"\r\nv: ")
+    assert not stack.screen_datagram(compact, flow)
+    below = request(
+        "ACK", via=via("proxy") + "\r\nVia: " + via("d1"), To="<sip:bob@example.com>;tag=x", CSeq="1 ACK"
+    )
+    assert not stack.screen_datagram(below, flow)  # the branch in a lower Via: not this ACK's
+    longer = ack("d1x")
+    assert not stack.screen_datagram(longer, flow)
+    assert stack.screen_datagram(ack("d1"), flow)
+    finish(clock)
+
+
+@settings(max_examples=60, deadline=None)
+@given(requests(), st.booleans())
+def test_the_ack_absorbed_is_the_ack_of_the_refused_invite(data: bytes, same: bool) -> None:
+    """Over hypothesis-made INVITEs refused by the screen: the ACK a client sends for the 503 (its top Via
+    copied, RFC 3261 17.1.1.3) is absorbed whenever the 503 came from the raw bytes, and an ACK with another
+    branch never is."""
+    invite = data.replace(b"REGISTER", b"INVITE")
+    stack, _guard, _tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    screened = stack.screen_datagram(invite, flow)
+    parsed = parse_message(invite)
+    assert isinstance(parsed, Request) and parsed.top_via is not None
+    top = parsed.top_via
+    port = f":{top.port}" if top.port else ""
+    branch = top.branch if same else f"{top.branch}x"
+    ack = (
+        f"ACK sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {top.host}{port};branch={branch}\r\n"
+        f"From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>;tag=x\r\nCall-ID: {parsed.call_id}\r\n"
+        "CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    absorbed = stack.screen_datagram(ack, flow)
+    if not same:
+        assert not absorbed
+    elif screened and scan_new_request(invite, {b"INVITE": "INVITE"}) is not None:
+        assert absorbed and not stack.screen_datagram(ack, flow)  # once
+    assert stack.counters["requests"] == 0
     finish(clock)
