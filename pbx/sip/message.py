@@ -301,18 +301,17 @@ class Headers:
         """Keep the fields as one string, and nothing parsed, until they are read again: for a message kept
         long after it was handled (a call's INVITEs, for the call's length), where one string costs about a
         third of the list of field tuples. Any read unpacks them first (the same fields, in order), so a
-        packed `Headers` behaves as before. Fields that would not come back the same (a value with a line
-        break, a name that is not canonical) are left as they are."""
+        packed `Headers` behaves as before. Fields with a line break in a name or value (which the parser
+        never makes) are left as they are."""
         fields = self._fields
         if not fields:
             return
-        lines = []
-        for key, cname, value in fields:
-            if "\n" in value or ":" in cname or _name(cname) != (key, cname):
-                return
-            lines.append(f"{cname}:{value}")
+        # Name and value on lines of their own; the lower-case key is the canonical name's (`_name`).
+        text = "\n".join([f"{cname}\n{value}" for _, cname, value in fields])
+        if text.count("\n") != 2 * len(fields) - 1:
+            return
         self._cache = None
-        self._packed = "\n".join(lines)
+        self._packed = text
         del self._fields
 
     if not TYPE_CHECKING:  # an unset `_fields` only: no other attribute appears to exist for mypy
@@ -320,12 +319,12 @@ class Headers:
         def __getattr__(self, name: str) -> object:
             if name != "_fields":
                 raise AttributeError(name)
-            packed = self._packed  # an AttributeError if not packed either: a Headers from __new__
+            parts = self._packed.split("\n")  # an AttributeError if not packed either: from __new__
             names = _NAMES
             fields = []
-            for line in packed.split("\n"):
-                cname, _, value = line.partition(":")
-                fields.append(((names.get(cname) or _name(cname))[0], cname, value))
+            for i in range(0, len(parts), 2):
+                cname = parts[i]
+                fields.append(((names.get(cname) or _name(cname))[0], cname, parts[i + 1]))
             self._fields = fields
             del self._packed
             return fields
