@@ -96,7 +96,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         epilog=f"Appends its tables to {RESULTS.relative_to(REPO)}.",
     )
     add = parser.add_argument
-    add("--base", default=DEFAULT_BASE, help=f"commit of the base build (default {DEFAULT_BASE})")
+    add(
+        "--base",
+        default=DEFAULT_BASE,
+        help=f"commit of the base build (default {DEFAULT_BASE}), or a directory holding its tree (named "
+        "after its commit: git archive REV | tar -x -C DIR/REV)",
+    )
     add("--new", help="commit of the new build, checked out like --base (default: this checkout as it is)")
     add("--rates", default="150,250", help="calls/s of the call steps (default 150,250)")
     add("--seconds", type=float, default=20.0, help="length of each call step (default 20)")
@@ -165,6 +170,9 @@ def checkout(label: str, rev: str | None) -> Iterator[Build]:
     None: this checkout as it is."""
     if rev is None:
         yield Build(label, working_tree(), REPO)
+        return
+    if Path(rev).is_dir():  # a tree made beforehand (`git archive REV | tar -x -C DIR`): named after DIR
+        yield Build(label, Path(rev).name, Path(rev).resolve())
         return
     commit = git("rev-parse", "--short", f"{rev}^{{commit}}")
     parent = Path(tempfile.mkdtemp(prefix=f"compare-{label}-"))

@@ -26,7 +26,7 @@ from pbx.b2bua.bridge import CallSide
 from pbx.b2bua.leg import OutboundLeg
 from pbx.b2bua.media import MediaBridge, accepted_audio, parse_sdp
 from pbx.b2bua.normalise import display_name, reason_phrase
-from pbx.b2bua.srtp_plan import SrtpPolicy
+from pbx.b2bua.srtp_plan import SrtpPolicy, srtp_policy
 from pbx.dialplan import Action
 from pbx.sip.errors import SipError
 from pbx.sip.headers import quote_string
@@ -109,7 +109,7 @@ def _callee_srtp(targets: list[Any]) -> SrtpPolicy:
     )
     secure = all(getattr(t, "secure", False) for t in targets)
     over_plain = all(getattr(t, "srtp_over_plain", False) for t in targets)
-    return SrtpPolicy(mode, secure, over_plain)
+    return srtp_policy(mode, secure, over_plain)
 
 
 class Dialing:
@@ -227,7 +227,7 @@ class Dialing:
         secure = str(getattr(flow, "transport", "")).upper() == "TLS"
         media.set_srtp(
             "a",
-            SrtpPolicy(
+            srtp_policy(
                 getattr(caller, "srtp", "optional"), secure, getattr(caller, "allow_srtp_over_plain", False)
             ),
         )

@@ -86,7 +86,7 @@ class _Tap:
             event = TelephoneEvent.parse(rtp.payload)
         except ValueError:
             return
-        state = watch._sides[self.side]
+        state = watch.side_state(self.side)
         receiver = state.receiver
         if receiver is None:
             receiver = state.receiver = DtmfReceiver()
@@ -103,15 +103,29 @@ class DigitWatch:
         fire: `fire(side, number)` once a side entered a complete transfer.
     """
 
-    __slots__ = ("_clock", "_fire", "_sides", "closed", "code")
+    __slots__ = ("_a", "_b", "_clock", "_fire", "closed", "code")
     _log = Logger()
 
     def __init__(self, clock: IReactorTime, code: str, fire: Callable[[str, str], object]) -> None:
         self._clock = clock
         self.code = code
         self._fire = fire
-        self._sides = {"a": _Side(), "b": _Side()}
+        # Each side's state, made by its first key press (most calls have none: a watch per connected call).
+        self._a: _Side | None = None
+        self._b: _Side | None = None
         self.closed = False
+
+    def side_state(self, side: str) -> _Side:
+        """`side`'s state ("a" or "b"), made if need be."""
+        if side == "a":
+            if self._a is None:
+                self._a = _Side()
+            return self._a
+        if side == "b":
+            if self._b is None:
+                self._b = _Side()
+            return self._b
+        raise KeyError(side)
 
     # -- inputs ------------------------------------------------------------------------------------------
 
@@ -119,7 +133,7 @@ class DigitWatch:
         """A key pressed on `side`'s phone (from INFO, or an RFC 4733 event)."""
         if self.closed:
             return
-        state = self._sides[side]
+        state = self.side_state(side)
         if state.collecting:
             if digit == "#" and state.number:
                 self._complete(side)
@@ -141,13 +155,13 @@ class DigitWatch:
     # -- the number --------------------------------------------------------------------------------------
 
     def _arm(self, side: str) -> None:
-        state = self._sides[side]
+        state = self.side_state(side)
         if state.timer is not None and state.timer.active():
             state.timer.cancel()
         state.timer = self._clock.callLater(DIGIT_PAUSE, self._paused, side)
 
     def _paused(self, side: str) -> None:
-        state = self._sides[side]
+        state = self.side_state(side)
         state.timer = None
         if state.number:
             self._complete(side)
@@ -155,7 +169,7 @@ class DigitWatch:
             state.collecting = False
 
     def _complete(self, side: str) -> None:
-        number = self._sides[side].number
+        number = self.side_state(side).number
         self.close()
         self._log.info("Side {side} entered a transfer to {number}", side=side, number=number)
         self._fire(side, number)
@@ -163,7 +177,9 @@ class DigitWatch:
     def close(self, legs: Any = None) -> None:
         """Stop watching: timers cancelled (and the taps of `legs`, relay legs, removed)."""
         self.closed = True
-        for state in self._sides.values():
+        for state in (self._a, self._b):
+            if state is None:
+                continue
             if state.timer is not None and state.timer.active():
                 state.timer.cancel()
             state.timer = None

@@ -164,7 +164,8 @@ class OutboundLeg:
         self.binding = target.binding
         self.destination: Destination = target.destinations[0] if target.destinations else ("udp", "", 0)
         self._resolve = resolve
-        self._remaining: list[Destination] = list(target.destinations[1:])
+        # The next destinations to try, a tuple (the empty one, for nearly every leg, is shared).
+        self._remaining: tuple[Destination, ...] = tuple(target.destinations[1:])
         self._budget: Budget | None = None
         self._client: ClientRequest | None = None
         self.digests = DigestCache() if target.credentials is not None else None
@@ -253,7 +254,7 @@ class OutboundLeg:
         if self.cancel_wanted:  # the call gave up while DNS answered
             self._set_failed(487)
             return
-        self.destination, self._remaining = destinations[0], list(destinations[1:])
+        self.destination, self._remaining = destinations[0], tuple(destinations[1:])
         self._send_invite()
 
     def _resolution_failed(self, failure: Failure) -> None:
@@ -305,7 +306,7 @@ class OutboundLeg:
             return False
         if self._budget is not None and self._budget.remaining() <= 0:
             return False
-        self.destination = self._remaining.pop(0)
+        self.destination, self._remaining = self._remaining[0], self._remaining[1:]
         self._log.info("Trying {target} at {dest}", target=self.extension, dest=self.destination)
         self._send_invite()
         return True

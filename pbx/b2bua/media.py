@@ -172,7 +172,7 @@ class MediaBridge:
         "_codecs",
         "_final",
         "_formats",
-        "_session_ids",
+        "_session_id",
         "_versions",
         "closed",
         "external",
@@ -195,8 +195,9 @@ class MediaBridge:
         secure = SecureSession(self.session, self.srtp)  # the codec plan's transforms go through SRTP
         self._formats = CallFormats(secure, clock, self._codecs) if clock is not None else None  # type: ignore[arg-type]
         # o= session ids must differ between calls, not be secret (RFC 8866 5.2): no system call for them.
-        # Per side, indexed by _SIDE: lists, not dicts (one bridge per call is kept for the call's length).
-        self._session_ids = [str(_random.randrange(1, 10**9)), str(_random.randrange(1, 10**9))]
+        # Per side, indexed by _SIDE (one bridge per call is kept for the call's length): the o= session id is
+        # this number + the index (one int, not two strings), the versions a list.
+        self._session_id = _random.randrange(1, 10**9)
         self._versions = [0, 0]
         self.closed = False
         self._final: SessionStats | None = None  # the relay's counters read as the call ends (`final_stats`)
@@ -253,7 +254,7 @@ class MediaBridge:
             sdp,
             out_leg.local_address,
             ports,
-            session_id=self._session_ids[index],
+            session_id=str(self._session_id + index),
             version=self._versions[index],
         )
         return rewritten.to_bytes()
@@ -345,7 +346,7 @@ class MediaBridge:
             leg.local_address,
             leg.local_port,
             LOCAL_CODECS,
-            session_id=self._session_ids[index],
+            session_id=str(self._session_id + index),
             version=self._versions[index],
         )
         return offer.to_bytes()

@@ -23,6 +23,7 @@ the codec plan's transform (transcoding, DTMF interworking), encrypt for the tar
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
 from pbx.media.interfaces import IRelaySession
@@ -142,6 +143,13 @@ class _Sides(Generic[T]):
 
 
 _DEFAULT_POLICY = SrtpPolicy()
+
+
+@lru_cache(maxsize=64)
+def srtp_policy(mode: str = "optional", secure: bool = False, allow_plain: bool = False) -> SrtpPolicy:
+    """The `SrtpPolicy` of these values, one shared instance each (a call keeps one per side for its
+    length; the values are few: three modes and two flags)."""
+    return SrtpPolicy(mode, secure, allow_plain)
 
 
 class SrtpPlan:

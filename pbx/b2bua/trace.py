@@ -11,11 +11,12 @@ called with each SIP message's bytes as sent or received). It keeps one `CallTra
 - timer expiries (ring timeout, maximum duration) and leg failures.
 
 Every trace is capped in events and in bytes (later events are counted, not kept). A call that stays up has
-its events packed (`CallTrace.pack`: one zlib-compressed bytes object, about a quarter of what the messages'
-bytes and the events' objects hold): ~1.5 KB of trace rather than ~7 (its messages repeat the same Call-ID,
-tags, Vias and SDP); reading the trace unpacks it. Packing costs about what the rest of the trace does, so
-it is done only for calls still up `pack_after` seconds (1 s) after their caller's ACK (of the answer or of
-a re-INVITE), found when later calls start: no timer, and short calls never pay it.
+its events packed (`CallTrace.pack`: one zlib-compressed bytes object, with another call's events as the
+preset dictionary): ~0.4 KB of trace rather than ~7 (its messages repeat the same Call-ID, tags, Vias and
+SDP, and the other calls' messages the rest); reading the trace unpacks it. Packing costs about what the
+rest of the trace does, so it is done only for calls still up `pack_after` seconds (1 s) after their
+caller's ACK (of the answer or of a re-INVITE), found when later calls start: no timer, and short calls never
+pay it.
 Ended calls are kept for the last `keep` calls, and failed ones (not answered) also in a second list of
 `keep_failed`, so a failure stays visible longer on a busy PBX; memory is bounded by (active calls + keep +
 keep_failed) traces.
@@ -150,8 +151,17 @@ class SipEvent:
         return (self.t, self.party, self.dir == "in", self.transport, tuple(self.address), self.raw)
 
 
-def _unpack(packed: bytes) -> list[dict[str, Any] | SipEvent]:
-    return [row if type(row) is dict else SipEvent(*row) for row in marshal.loads(zlib.decompress(packed))]
+_ZDICT_MAX = 32768  # zlib's window: a longer preset dictionary is not used beyond its last 32 KiB
+_ZDICT_EVERY = 1024  # packed traces between two refreshes of a tracer's preset dictionary
+
+
+def _unpack(packed: bytes, zdict: bytes | None = None) -> list[dict[str, Any] | SipEvent]:
+    if zdict is None:
+        data = zlib.decompress(packed)
+    else:
+        inflate = zlib.decompressobj(zdict=zdict)
+        data = inflate.decompress(packed) + inflate.flush()
+    return [row if type(row) is dict else SipEvent(*row) for row in marshal.loads(data)]
 
 
 def _rendered(event: dict[str, Any] | SipEvent, body_bytes: int) -> dict[str, Any]:
@@ -186,6 +196,7 @@ class CallTrace:
         "_count",
         "_events",
         "_packed_size",
+        "_zdict",
         "body_bytes",
         "call_id",
         "caller",
@@ -226,6 +237,7 @@ class CallTrace:
         self._events: list[dict[str, Any] | SipEvent] = []  # those not packed yet
         self.packed: bytes | None = None  # the events packed so far (`pack`)
         self._packed_size = 0  # what `size` counted of them
+        self._zdict: bytes | None = None  # the preset dictionary `packed` was compressed with (shared)
         self.dropped = 0
         self.max_events = max_events
         self.max_bytes = max_bytes
@@ -254,22 +266,33 @@ class CallTrace:
         """The kept events in order (the packed ones unpacked: a new list each time they are)."""
         if self.packed is None:
             return self._events
-        return [*_unpack(self.packed), *self._events]
+        return [*_unpack(self.packed, self._zdict), *self._events]
 
-    def pack(self) -> None:
+    def pack(self, zdict: bytes | None = None) -> bytes | None:
         """Keep the events as one compressed bytes object (marshal and zlib: the messages of one call share
         most of their text), until more are added; `events` unpacks them. Events are plain values (dicts of
-        strings and numbers, `SipEvent`s); should one not be, nothing is packed."""
+        strings and numbers, `SipEvent`s); should one not be, nothing is packed.
+
+        `zdict`: a zlib preset dictionary, typically another call's packed events (`CallTracer` passes one
+        to all its traces: calls through one PBX share most of their messages' text, so a trace packs to
+        about a third of what it does alone); the trace keeps a reference to it. Returns what was packed
+        (the marshalled events, a dictionary for later traces), or None if nothing was."""
         if not self._events:
-            return
+            return None
         rows = [event.row() if type(event) is SipEvent else event for event in self.events]
         try:
             data = marshal.dumps(rows)
         except ValueError:  # an unmarshallable value: keep the objects
-            return
-        self.packed = zlib.compress(data, 1)
+            return None
+        if zdict is None:
+            self.packed = zlib.compress(data, 6)
+        else:
+            deflate = zlib.compressobj(6, zdict=zdict)
+            self.packed = deflate.compress(data) + deflate.flush()
+        self._zdict = zdict
         self._packed_size = self._bytes
         self._events = []
+        return data
 
     def add(self, event: dict[str, Any] | SipEvent, size: int = 0, *, force: bool = False) -> None:
         """Keep `event` unless the trace is full (then count it); `size`: about its bytes (0: counted here);
@@ -342,6 +365,11 @@ class CallTracer:
         self._recent: deque[CallTrace] = deque()
         self._failed: deque[CallTrace] = deque()
         self._to_pack: deque[tuple[float, CallTrace]] = deque()  # (when, trace) in time order
+        # The preset dictionary traces are packed with: the events of a trace packed earlier (the first one
+        # packed, then one every `_ZDICT_EVERY`, so that it follows what the calls look like); the traces
+        # packed with an older one keep it.
+        self._zdict: bytes | None = None
+        self._packs = 0
         # The last INVITE received and sent whose Call-ID no trace knew yet: (Call-ID, bytes). The caller's
         # INVITE arrives (and an outbound leg's is sent) just before `call_started` (`leg_started`) makes
         # its trace, which then keeps these bytes instead of writing the message again.
@@ -370,8 +398,9 @@ class CallTracer:
         return len({id(t) for t in (*self._active.values(), *self._recent, *self._failed)})
 
     def memory(self) -> int:
-        """About how many bytes the kept traces hold."""
-        return sum(t.held for t in {id(t): t for t in self._sip_traces()}.values())
+        """About how many bytes the kept traces hold (with the dictionary they are packed with now)."""
+        held = sum(t.held for t in {id(t): t for t in self._sip_traces()}.values())
+        return held + (len(self._zdict) if self._zdict is not None else 0)
 
     def _sip_traces(self) -> Iterator[CallTrace]:
         yield from self._active.values()
@@ -418,7 +447,12 @@ class CallTracer:
         while queue and queue[0][0] <= now:
             trace = queue.popleft()[1]
             if trace.ended_at is None:
-                trace.pack()
+                data = trace.pack(self._zdict)
+                if data is not None:
+                    self._packs += 1
+                    if self._zdict is None or self._packs >= _ZDICT_EVERY:
+                        self._zdict = data[-_ZDICT_MAX:]
+                        self._packs = 0
 
     def _sip_event(
         self,

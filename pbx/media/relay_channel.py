@@ -51,6 +51,54 @@ def _no_send(datagram: bytes, addr: Address) -> None:
     """The writer of a channel that is not wired (yet or any more)."""
 
 
+class _Rare:
+    """What a channel keeps only once something unusual happened: counters of dropped, invalid, foreign or
+    unsent packets and of errors, the contest for its latch, the continued stream after the PBX spoke to the
+    other phone, what the PBX itself sent. Most channels never need it (4 channels per call: 17 slots fewer
+    each, ~0.5 KB a call)."""
+
+    __slots__ = (
+        "candidate",
+        "consumer_errors",
+        "continue_",
+        "continued_ssrc",
+        "dropped",
+        "foreign",
+        "heard_at",
+        "heard_mark",
+        "invalid",
+        "offsets",
+        "relatched",
+        "run",
+        "run_mark",
+        "send_errors",
+        "sent",
+        "sent_last",
+        "stray_at",
+        "unsent",
+    )
+
+    def __init__(self) -> None:
+        self.dropped = self.invalid = self.foreign = self.relatched = self.send_errors = 0
+        self.sent = self.unsent = self.consumer_errors = 0
+        self.stray_at = 0.0  # when a valid packet last arrived while unwired (parked for reuse)
+        self.candidate: Address | None = None  # a new source competing for the latch
+        self.run = 0  # its packets in a row
+        self.run_mark = 0  # packets heard from the latched source when its run started
+        self.heard_mark = -1  # packets heard from the latched source at `heard_at`
+        self.heard_at = 0.0
+        self.continue_: tuple[int, int, int] | None = None  # (ssrc, seq, ts) relayed RTP continues from
+        self.offsets: tuple[int, int] | None = None
+        self.continued_ssrc = -1
+        self.sent_last: bytes | None = None  # the last datagram `send` sent to this channel's phone
+
+    def copy(self) -> _Rare:
+        clone = object.__new__(_Rare)
+        for name in _Rare.__slots__:
+            setattr(clone, name, getattr(self, name))
+        return clone
+
+
 class _Channel(DatagramProtocol):
     """One socket of a leg (its RTP or its RTCP): validates, latches, forwards through the peer channel.
 
@@ -58,43 +106,27 @@ class _Channel(DatagramProtocol):
     own phone's address changes, so the hot path needs no lookup through the peer.
     """
 
-    # Slots, not a __dict__ (4 channels per call: about 1.6 KB each with one, 0.4 KB with slots). The base
-    # class keeps an instance dict available, so attaching can still shadow `datagramReceived` per channel.
+    # Slots, not a __dict__ (4 channels per call: about 1.6 KB each with one, 0.2 KB with slots and the
+    # rarely needed state in `_Rare`). The base class keeps an instance dict available, so attaching can
+    # still shadow `datagramReceived` per channel.
     __slots__ = (
         "_call_id",
-        "_candidate",
         "_clock",
         "_consumer",
-        "_continue",
-        "_continued_ssrc",
-        "_heard_at",
-        "_heard_mark",
         "_leg_name",
-        "_offsets",
         "_own_port",
         "_peer",
-        "_run",
-        "_run_mark",
+        "_rare",
         "_send",
         "_transform",
-        "consumer_errors",
-        "dropped",
-        "foreign",
-        "invalid",
         "last",
         "numPorts",
         "octets",
         "packets",
-        "relatched",
         "remote",
-        "send_errors",
-        "sent",
-        "sent_last",
         "source",
-        "stray_at",
         "target",
         "transport",
-        "unsent",
     )
     noisy = False
     _min_length = _RTP_MIN
@@ -113,28 +145,66 @@ class _Channel(DatagramProtocol):
         self.remote: Address | None = None  # this channel's phone according to its SDP
         self.packets = 0
         self.octets = 0
-        self.dropped = 0
-        self.invalid = 0
-        self.foreign = 0
-        self.relatched = 0
-        self.send_errors = 0
         self.last: bytes | None = None  # the last datagram relayed to the other phone
-        self.sent_last: bytes | None = None  # the last datagram `send` sent to this channel's phone
-        self._continue: tuple[int, int, int] | None = None  # (ssrc, seq, ts) relayed RTP continues from
-        self._offsets: tuple[int, int] | None = None
-        self._continued_ssrc = -1
-        self.sent = 0  # packets the PBX itself sent to this channel's phone (`send`)
-        self.unsent = 0  # ... that it could not, because the phone's address was unknown or closed
-        self.consumer_errors = 0
         self._consumer: Callable[[bytes, Address], object] | None = None  # set while the leg is attached
         self._transform: Transform | None = None  # rewrites relayed RTP (transcoding, DTMF interworking)
         self._own_port: Any = None  # this channel's own socket (an IListeningPort with `write`)
-        self._candidate: Address | None = None  # a new source competing for the latch
-        self._run = 0  # its packets in a row
-        self._run_mark = 0  # packets heard from the latched source when its run started
-        self._heard_mark = -1  # packets heard from the latched source at `_heard_at`
-        self._heard_at = 0.0
-        self.stray_at = 0.0  # when a valid packet last arrived while unwired (parked for reuse)
+        self._rare: _Rare | None = None  # made by the first unusual event (`_more`)
+
+    def _more(self) -> _Rare:
+        rare = self._rare
+        if rare is None:
+            rare = self._rare = _Rare()
+        return rare
+
+    # The counters, as read from outside (0 until counted).
+    @property
+    def dropped(self) -> int:
+        """Valid packets not relayed: the other phone's address unknown yet (or the other leg attached)."""
+        return self._rare.dropped if self._rare is not None else 0
+
+    @property
+    def invalid(self) -> int:
+        """Datagrams that are not RTP (RTCP) version 2 of the minimum length."""
+        return self._rare.invalid if self._rare is not None else 0
+
+    @property
+    def foreign(self) -> int:
+        """Valid packets from a source that did not (yet) take the latch."""
+        return self._rare.foreign if self._rare is not None else 0
+
+    @property
+    def relatched(self) -> int:
+        """Times the latch moved to a new source."""
+        return self._rare.relatched if self._rare is not None else 0
+
+    @property
+    def send_errors(self) -> int:
+        return self._rare.send_errors if self._rare is not None else 0
+
+    @property
+    def sent(self) -> int:
+        """Packets the PBX itself sent to this channel's phone (`send`)."""
+        return self._rare.sent if self._rare is not None else 0
+
+    @property
+    def unsent(self) -> int:
+        """... that it could not, because the phone's address was unknown or the channel closed."""
+        return self._rare.unsent if self._rare is not None else 0
+
+    @property
+    def consumer_errors(self) -> int:
+        return self._rare.consumer_errors if self._rare is not None else 0
+
+    @property
+    def stray_at(self) -> float:
+        """When a valid packet last arrived while unwired (parked for reuse); 0 if none did."""
+        return self._rare.stray_at if self._rare is not None else 0.0
+
+    @property
+    def sent_last(self) -> bytes | None:
+        """The last datagram `send` sent to this channel's phone."""
+        return self._rare.sent_last if self._rare is not None else None
 
     def snapshot(self) -> _Channel:
         """An unwired copy with this channel's addresses and counters (what a closed leg keeps)."""
@@ -142,99 +212,61 @@ class _Channel(DatagramProtocol):
         # Every slot, in one statement (a setattr loop costs ten times as much; tests/media checks the list).
         (
             clone._call_id,
-            clone._candidate,
             clone._clock,
             clone._consumer,
-            clone._continue,
-            clone._continued_ssrc,
-            clone._heard_at,
-            clone._heard_mark,
             clone._leg_name,
-            clone._offsets,
             clone._own_port,
             clone._peer,
-            clone._run,
-            clone._run_mark,
+            clone._rare,
             clone._send,
             clone._transform,
-            clone.consumer_errors,
-            clone.dropped,
-            clone.foreign,
-            clone.invalid,
             clone.last,
             clone.numPorts,
             clone.octets,
             clone.packets,
-            clone.relatched,
             clone.remote,
-            clone.send_errors,
-            clone.sent,
-            clone.sent_last,
             clone.source,
-            clone.stray_at,
             clone.target,
             clone.transport,
-            clone.unsent,
         ) = (
             self._call_id,
-            self._candidate,
             self._clock,
             self._consumer,
-            self._continue,
-            self._continued_ssrc,
-            self._heard_at,
-            self._heard_mark,
             self._leg_name,
-            self._offsets,
             self._own_port,
             self._peer,
-            self._run,
-            self._run_mark,
+            self._rare.copy() if self._rare is not None else None,  # the parked channel may count on
             self._send,
             self._transform,
-            self.consumer_errors,
-            self.dropped,
-            self.foreign,
-            self.invalid,
             self.last,
             self.numPorts,
             self.octets,
             self.packets,
-            self.relatched,
             self.remote,
-            self.send_errors,
-            self.sent,
-            self.sent_last,
             self.source,
-            self.stray_at,
             self.target,
             self.transport,
-            self.unsent,
         )
         return clone
 
     def reuse(self, leg_name: str, call_id: str) -> None:
         """Forget everything of the previous call (a parked socket taken for a new one)."""
         self._leg_name, self._call_id = leg_name, call_id
-        self.target = self.source = self.remote = self._candidate = None
-        self.packets = self.octets = self.dropped = self.invalid = self.foreign = 0
-        self.relatched = self.send_errors = self.sent = self.unsent = self.consumer_errors = 0
-        self._run = self._run_mark = 0
-        self._heard_mark = -1
-        self.last = self.sent_last = self._continue = self._offsets = self._transform = None
-        self._continued_ssrc = -1
+        self.target = self.source = self.remote = None
+        self.packets = self.octets = 0
+        self.last = self._transform = self._rare = None
         if self.datagramReceived.__func__ is not _Channel.datagramReceived:  # type: ignore[attr-defined]
             del self.datagramReceived  # attached or continuing: back to the class's hot path
 
     def datagramReceived(self, datagram: bytes, addr: Address) -> None:  # the hot path
         if len(datagram) < self._min_length or (datagram[0] & 0xC0) != 0x80:
-            self.invalid += 1
+            self._more().invalid += 1
             return
         if addr != self.source and not self._learn(addr):
             return
         target = self.target
         if target is None:
-            self.dropped += 1
+            self._more().dropped += 1
             return
         self.packets += 1
         self.octets += len(datagram)
@@ -249,13 +281,13 @@ class _Channel(DatagramProtocol):
         header (SSRC, sequence number and timestamp offsets) so the other phone hears one continuous stream:
         phones drop packets whose timestamp goes backwards, even across an SSRC change (baresip)."""
         if len(datagram) < _RTP_MIN or (datagram[0] & 0xC0) != 0x80:
-            self.invalid += 1
+            self._more().invalid += 1
             return
         if addr != self.source and not self._learn(addr):
             return
         target = self.target
         if target is None:
-            self.dropped += 1
+            self._more().dropped += 1
             return
         datagram = self._continued(datagram)
         self.packets += 1
@@ -268,14 +300,15 @@ class _Channel(DatagramProtocol):
 
     def _continued(self, datagram: bytes) -> bytes:
         """`datagram` with SSRC, sequence number and timestamp moved to continue `_continue`'s stream."""
+        rare = self._more()
         seq, ts, ssrc = _RTP_IDS.unpack_from(datagram, 2)
-        out_ssrc, out_seq, out_ts = self._continue or (ssrc, seq, ts)  # the last packet the phone got
-        offsets = self._offsets
-        if offsets is None or ssrc != self._continued_ssrc:  # first packet, or the source's stream changed
-            offsets = self._offsets = ((out_seq + 1 - seq) & 0xFFFF, (out_ts + _FRAME - ts) & 0xFFFFFFFF)
-            self._continued_ssrc = ssrc
+        out_ssrc, out_seq, out_ts = rare.continue_ or (ssrc, seq, ts)  # the last packet the phone got
+        offsets = rare.offsets
+        if offsets is None or ssrc != rare.continued_ssrc:  # first packet, or the source's stream changed
+            offsets = rare.offsets = ((out_seq + 1 - seq) & 0xFFFF, (out_ts + _FRAME - ts) & 0xFFFFFFFF)
+            rare.continued_ssrc = ssrc
         out_seq, out_ts = (seq + offsets[0]) & 0xFFFF, (ts + offsets[1]) & 0xFFFFFFFF
-        self._continue = (out_ssrc, out_seq, out_ts)
+        rare.continue_ = (out_ssrc, out_seq, out_ts)
         out = bytearray(datagram)
         _RTP_IDS.pack_into(out, 2, out_seq, out_ts, out_ssrc)
         return bytes(out)
@@ -285,15 +318,15 @@ class _Channel(DatagramProtocol):
         (after the continuing rewrite, if any); a packet it swallows (None) is neither relayed nor
         counted."""
         if len(datagram) < self._min_length or (datagram[0] & 0xC0) != 0x80:
-            self.invalid += 1
+            self._more().invalid += 1
             return
         if addr != self.source and not self._learn(addr):
             return
         target = self.target
         if target is None:
-            self.dropped += 1
+            self._more().dropped += 1
             return
-        if self._continue is not None:
+        if self._continuing:
             datagram = self._continued(datagram)
         transform = self._transform
         out = transform(datagram) if transform is not None else datagram
@@ -311,9 +344,15 @@ class _Channel(DatagramProtocol):
         """The `datagramReceived` of an unattached channel: None for the class's hot path."""
         if self._transform is not None:
             return self._relay_transformed
-        if self._continue is not None:
+        if self._continuing:
             return self._relay_continuing
         return None
+
+    @property
+    def _continuing(self) -> bool:
+        """Whether relayed RTP continues a stream the PBX sent (`continue_stream`)."""
+        rare = self._rare
+        return rare is not None and rare.continue_ is not None
 
     def _set_relaying(self) -> None:
         method = self._relaying()
@@ -335,8 +374,9 @@ class _Channel(DatagramProtocol):
         if len(last) < _RTP_MIN or self.kind != "RTP":
             return
         seq, ts, ssrc = _RTP_IDS.unpack_from(last, 2)
-        self._continue = (ssrc, seq, ts)
-        self._offsets = None
+        rare = self._more()
+        rare.continue_ = (ssrc, seq, ts)
+        rare.offsets = None
         self.last = None  # the old relayed stream is not what the phone heard last any more
         if self._consumer is None:
             self._set_relaying()
@@ -344,7 +384,7 @@ class _Channel(DatagramProtocol):
     def _deliver(self, datagram: bytes, addr: Address) -> None:
         """`datagramReceived` while attached: validate and latch as usual, then hand to the consumer."""
         if len(datagram) < self._min_length or (datagram[0] & 0xC0) != 0x80:
-            self.invalid += 1
+            self._more().invalid += 1
             return
         if addr != self.source and not self._learn(addr):
             return
@@ -356,8 +396,9 @@ class _Channel(DatagramProtocol):
         try:
             consumer(datagram, addr)
         except Exception:  # never raise into the reactor
-            self.consumer_errors += 1
-            if self.consumer_errors == 1:
+            rare = self._more()
+            rare.consumer_errors += 1
+            if rare.consumer_errors == 1:
                 _log.failure(
                     "{call_id} leg {leg} {kind}: the attached consumer failed",
                     call_id=self._call_id,
@@ -378,48 +419,51 @@ class _Channel(DatagramProtocol):
             self._consumer = None
             self._set_relaying()  # the class's hot path, or the continuing or transforming one
             self._point_peer()
-            if self.sent_last is not None and self._peer is not None:
-                self._peer.continue_stream(self.sent_last)
+            sent_last = self.sent_last
+            if sent_last is not None and self._peer is not None:
+                self._peer.continue_stream(sent_last)
 
     def send(self, datagram: bytes) -> None:
         """Send `datagram` from this channel's own socket to its phone (latched, else SDP address)."""
         port = self._own_port
         target = self.source or self.remote
         if port is None or target is None:
-            self.unsent += 1
+            self._more().unsent += 1
             return
         try:
             port.write(datagram, target)
         except Exception as e:  # as for relayed packets
             self._send_failed(target, e)
             return
-        self.sent += 1
-        self.sent_last = datagram
+        rare = self._more()
+        rare.sent += 1
+        rare.sent_last = datagram
 
     def _learn(self, addr: Address) -> bool:
         """A valid packet from `addr`, which is not the latched source: does it take the latch over?"""
         if self._peer is None:  # closed, or parked for reuse: a late packet of a call that ended
-            self.stray_at = self._clock.seconds()
+            self._more().stray_at = self._clock.seconds()
             return False
         if self.source is None or addr == self.remote:
             if self.source is not None:
-                self.relatched += 1
+                self._more().relatched += 1
             self._latch(addr)
             return True
-        heard = self.packets + self.dropped  # packets from the latched source so far
+        rare = self._more()
+        heard = self.packets + rare.dropped  # packets from the latched source so far
         now = self._clock.seconds()
-        quiet = heard == self._heard_mark and now - self._heard_at >= QUIET_SECONDS
-        if heard != self._heard_mark:
-            self._heard_mark, self._heard_at = heard, now
-        if addr == self._candidate and heard == self._run_mark:
-            self._run += 1
+        quiet = heard == rare.heard_mark and now - rare.heard_at >= QUIET_SECONDS
+        if heard != rare.heard_mark:
+            rare.heard_mark, rare.heard_at = heard, now
+        if addr == rare.candidate and heard == rare.run_mark:
+            rare.run += 1
         else:
-            self._candidate, self._run, self._run_mark = addr, 1, heard
-        if quiet or self._run >= SWITCH_AFTER:
-            self.relatched += 1
+            rare.candidate, rare.run, rare.run_mark = addr, 1, heard
+        if quiet or rare.run >= SWITCH_AFTER:
+            rare.relatched += 1
             self._latch(addr)
             return True
-        self.foreign += 1
+        rare.foreign += 1
         return False
 
     def _latch(self, addr: Address) -> None:
@@ -433,16 +477,21 @@ class _Channel(DatagramProtocol):
             remote=self.remote,
         )
         self.source = addr
-        self._candidate = None
-        self._heard_mark = -1
+        self._forget_contest()
         self._point_peer()
+
+    def _forget_contest(self) -> None:
+        """No source competes for the latch any more (it moved, or the media did)."""
+        rare = self._rare
+        if rare is not None:
+            rare.candidate = None
+            rare.heard_mark = -1
 
     def set_remote(self, remote: Address | None) -> None:
         if remote != self.remote:
             self.remote = remote
             self.source = None  # learn again: the media moved
-            self._candidate = None
-            self._heard_mark = -1
+            self._forget_contest()
             self._point_peer()
 
     def _point_peer(self) -> None:
@@ -473,8 +522,9 @@ class _Channel(DatagramProtocol):
         self.detach()
 
     def _send_failed(self, target: Address, error: Exception) -> None:
-        self.send_errors += 1
-        if self.send_errors == 1:
+        rare = self._more()
+        rare.send_errors += 1
+        if rare.send_errors == 1:
             _log.warn(
                 "{call_id} leg {leg} {kind}: cannot send to {target}: {error}",
                 call_id=self._call_id,

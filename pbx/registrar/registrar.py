@@ -178,9 +178,7 @@ class Registrar:
         if not contacts:  # a query: the current bindings
             txn.respond(self._ok(request, domain.tenant, user))
             return None
-        return self._update(txn, request, domain.tenant, user, contacts).addCallback(
-            lambda _: txn.respond(self._ok(request, domain.tenant, user))
-        )
+        return self._update(txn, request, domain.tenant, user, contacts)
 
     def _challenge(
         self, txn: IServerTransaction, request: Request, domain: Domain, outcome: AuthOutcome, result: Any
@@ -213,7 +211,8 @@ class Registrar:
     def _update(
         self, txn: IServerTransaction, request: Request, tenant: str, user: str, contacts: list[NameAddress]
     ) -> Deferred[None]:
-        """Change the bindings; the Deferred fires once the change is durable (and logged)."""
+        """Change the bindings; once the change is durable, count and log it, then answer 200 (one callback
+        on the store's Deferred)."""
         policy = self._policy
         call_id = request.call_id or ""
         cseq = request.cseq.number
@@ -230,6 +229,7 @@ class Registrar:
             def unregistered(_: None) -> None:
                 self.counters["unregistered"] += len(existing)
                 self._log.info("Unregistered all contacts of {user}@{tenant}", user=user, tenant=tenant)
+                txn.respond(self._ok(request, tenant, user))
 
             return self._location.apply(tenant, user, (), list(existing)).addCallback(unregistered)
 
@@ -290,12 +290,14 @@ class Registrar:
         if len(puts) > policy.max_contacts:
             raise SipError(403, f"Too many contacts (at most {policy.max_contacts})")
         return self._location.apply(tenant, user, list(puts.values()), sorted(deletes)).addCallback(
-            self._applied, tenant, user, puts, deletes, existing, received, user_agent, now
+            self._applied, txn, request, tenant, user, puts, deletes, existing, received, user_agent, now
         )
 
     def _applied(
         self,
         _: None,
+        txn: IServerTransaction,
+        request: Request,
         tenant: str,
         user: str,
         puts: dict[str, Binding],
@@ -305,7 +307,7 @@ class Registrar:
         user_agent: str,
         now: float,
     ) -> None:
-        """Count and log a change once it is durable."""
+        """Count and log a change once it is durable, then answer the REGISTER."""
         self.counters["registered"] += len(puts)
         removed = sorted(deletes - puts.keys())
         self.counters["unregistered"] += len(removed)
@@ -327,6 +329,7 @@ class Registrar:
                 expires=binding.expires_at - now,
                 ua=user_agent,
             )
+        txn.respond(self._ok(request, tenant, user))
 
     def _expires(self, contact: NameAddress, header_expires: int | None) -> int:
         policy = self._policy

@@ -117,17 +117,20 @@ class Dialog:
         is_uac: True when we sent the request that created the dialog.
     """
 
+    # `local_uri` and `remote_uri` are kept as the text of their header (what every request in the dialog
+    # writes in From and To), parsed when read: a NameAddress with its URI and parameters costs about five
+    # times the text, and a dialog lives as long as its call.
     __slots__ = (
+        "_local_uri",
+        "_remote_uri",
         "call_id",
         "is_uac",
         "local_contact",
         "local_cseq",
         "local_tag",
-        "local_uri",
         "remote_cseq",
         "remote_tag",
         "remote_target",
-        "remote_uri",
         "route_set",
         "secure",
         "state",
@@ -163,6 +166,24 @@ class Dialog:
         self.secure = secure
         self.state = state
         self.is_uac = is_uac
+
+    @property
+    def local_uri(self) -> NameAddress:
+        """Our From (UAC) / To (UAS) address with our tag set."""
+        return NameAddress.parse(self._local_uri)
+
+    @local_uri.setter
+    def local_uri(self, value: NameAddress) -> None:
+        self._local_uri = str(value)
+
+    @property
+    def remote_uri(self) -> NameAddress:
+        """The peer's address with its tag set when known."""
+        return NameAddress.parse(self._remote_uri)
+
+    @remote_uri.setter
+    def remote_uri(self, value: NameAddress) -> None:
+        self._remote_uri = str(value)
 
     # -- creation ----------------------------------------------------------------------------------------
 
@@ -336,8 +357,8 @@ class Dialog:
         headers.add("Max-Forwards", "70")
         for route in routes:
             headers.add("Route", route)
-        headers.add("From", str(self.local_uri))
-        headers.add("To", str(self.remote_uri))
+        headers.add("From", self._local_uri)
+        headers.add("To", self._remote_uri)
         headers.add("Call-ID", self.call_id)
         headers.add("CSeq", f"{cseq} {method}")
         if contact:

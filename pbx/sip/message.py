@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pbx.sip.errors import SipParseError
 from pbx.sip.headers import COMMA_LIST_HEADERS, CSeq, NameAddress, Via, canonical_name, split_header_values
@@ -150,7 +150,9 @@ class Headers:
     `subset` carries the cache of the headers it copies (a response's Via is parsed once, for its request).
     """
 
-    __slots__ = ("_cache", "_fields")
+    # `_packed` is set only while `pack` holds the fields as one string (`_fields` then unset: the first read
+    # of it unpacks them, through `__getattr__`, which an ordinary read never reaches).
+    __slots__ = ("_cache", "_fields", "_packed")
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
         self._fields: list[tuple[str, str, str]] = []  # (lower key, canonical name, value)
@@ -294,6 +296,38 @@ class Headers:
         """Drop what `parsed` cached (for a message kept long after it was handled: a call's INVITE); the
         headers are parsed again if asked."""
         self._cache = None
+
+    def pack(self) -> None:
+        """Keep the fields as one string, and nothing parsed, until they are read again: for a message kept
+        long after it was handled (a call's INVITEs, for the call's length), where one string costs about a
+        third of the list of field tuples. Any read unpacks them first (the same fields, in order), so a
+        packed `Headers` behaves as before. Fields with a line break in a name or value (which the parser
+        never makes) are left as they are."""
+        fields = self._fields
+        if not fields:
+            return
+        # Name and value on lines of their own; the lower-case key is the canonical name's (`_name`).
+        text = "\n".join([f"{cname}\n{value}" for _, cname, value in fields])
+        if text.count("\n") != 2 * len(fields) - 1:
+            return
+        self._cache = None
+        self._packed = text
+        del self._fields
+
+    if not TYPE_CHECKING:  # an unset `_fields` only: no other attribute appears to exist for mypy
+
+        def __getattr__(self, name: str) -> object:
+            if name != "_fields":
+                raise AttributeError(name)
+            parts = self._packed.split("\n")  # an AttributeError if not packed either: from __new__
+            names = _NAMES
+            fields = []
+            for i in range(0, len(parts), 2):
+                cname = parts[i]
+                fields.append(((names.get(cname) or _name(cname))[0], cname, parts[i + 1]))
+            self._fields = fields
+            del self._packed
+            return fields
 
     def _changed(self, key: str) -> None:
         """Forget what `parsed` cached for the header with lower-case name `key`."""

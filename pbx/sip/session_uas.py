@@ -62,7 +62,16 @@ class UasSession(InviteSession):
         final_sent: True once a final response went out.
     """
 
-    __slots__ = ("_timer", "_timer_headers", "contact", "final_sent", "invite", "local_tag", "transaction")
+    __slots__ = (
+        "_invite_cseq",
+        "_timer",
+        "_timer_headers",
+        "contact",
+        "final_sent",
+        "invite",
+        "local_tag",
+        "transaction",
+    )
 
     _log = Logger()
 
@@ -87,6 +96,7 @@ class UasSession(InviteSession):
         self._timer, timer_headers = negotiate_uas(request, policy)
         self._timer_headers = timer_headers or ()  # usually none: no empty list kept per call
         self.invite = request
+        self._invite_cseq = request.cseq.number  # its ACK's: the INVITE's fields may be packed by then
         self.transaction = transaction
         self.final_sent = False
         self.local_tag = new_tag()
@@ -212,7 +222,7 @@ class UasSession(InviteSession):
         super()._bye_received()
 
     def _acked(self, ack: Request) -> None:
-        if ack.cseq.number == self.invite.cseq.number:
+        if ack.cseq.number == self._invite_cseq:
             self._notify("confirmed")
 
 

@@ -479,6 +479,8 @@ class SqliteLocationStore(
         assert conn is not None, "the open job runs first"
         outcomes: list[tuple[bool, Any]] = []
         conn.execute(self._BEGIN)
+        if len(fns) == 1:  # alone in its transaction (the usual case below ~1,000 changes/s): no savepoint
+            return self._transact_one(conn, fns[0])
         try:
             for fn in fns:
                 conn.execute("SAVEPOINT work_item")
@@ -497,6 +499,24 @@ class SqliteLocationStore(
                 conn.execute("ROLLBACK")
             raise
         return outcomes
+
+    def _transact_one(self, conn: Any, fn: Callable[[sqlite3.Connection], Any]) -> list[tuple[bool, Any]]:
+        """`_transact` for a transaction of one call: its failure rolls the whole transaction back, which is
+        what its savepoint would have done (two statements fewer per commit)."""
+        try:
+            try:
+                value = fn(conn)
+            except Exception:
+                failure = Failure()
+                if self._in_transaction(conn):  # some errors (disk full, I/O) rolled back already
+                    conn.execute("ROLLBACK")
+                return [(False, failure)]
+            conn.execute("COMMIT")
+        except BaseException:
+            if self._in_transaction(conn):
+                conn.execute("ROLLBACK")
+            raise
+        return [(True, value)]
 
     _BEGIN = "BEGIN IMMEDIATE"
 

@@ -130,6 +130,31 @@ class BoundsTests(SynchronousTestCase):
         trace.pack()  # again: the unpacked and the new events together
         self.assertEqual(trace.as_dict()["events"][:-1], after["events"])
 
+    def test_traces_packed_after_the_first_use_its_events_as_a_dictionary_and_read_the_same(self) -> None:
+        clock = Clock()
+        tracer = CallTracer(clock)
+        ack = INVITE.replace(b"INVITE sip", b"ACK sip").replace(b"1 INVITE", b"1 ACK")
+        traces = []
+        for n in range(3):
+            call_id = f"call{n}@host"
+            trace = CallTrace(call_id, 0.0)
+            tracer._active[call_id] = trace
+            tracer._sip[call_id] = (trace, "caller")
+            for message in (INVITE, ack):
+                tracer.sip_message("recv", "UDP", FLOW, message.replace(b"abc@host", call_id.encode()))
+            traces.append((trace, trace.as_dict()))
+            clock.advance(tracer.pack_after)
+            tracer._pack_due()
+        first, second, third = (trace for trace, _ in traces)
+        self.assertIsNone(first._zdict)
+        self.assertIsNotNone(second._zdict)
+        self.assertIs(second._zdict, third._zdict)  # one dictionary shared by the traces packed after
+        assert first.packed is not None and second.packed is not None
+        self.assertLess(len(second.packed), len(first.packed) / 2)
+        for trace, before in traces:
+            self.assertEqual(trace.as_dict(), before)
+        self.assertEqual(tracer.memory(), sum(t.held for t, _ in traces) + len(second._zdict or b""))
+
     def test_the_next_call_packs_calls_still_up_and_never_ended_ones(self) -> None:
         clock = Clock()
         tracer = CallTracer(clock)

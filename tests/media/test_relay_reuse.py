@@ -8,6 +8,7 @@ from typing import Any
 
 from pbx.media import PortPool, UdpMediaRelay
 from pbx.media.relay import REUSE_AFTER, _Channel
+from pbx.media.relay_channel import _Rare
 from tests.media.test_relay import NAT_A, PHONE_A, PHONE_B, RTCP_RR, FakeUdpReactor, RelayTestCase, rtp
 
 OTHER_A = ("192.0.2.77", 6000)
@@ -132,12 +133,18 @@ class ReuseTests(RelayTestCase):
         """The copy a closed leg keeps (its sockets serve another leg) has every slot of the channel."""
         session = self.session()
         channel = session.leg("a")._rtp
-        values = {name: object() for name in _Channel.__slots__}
+        values = {name: object() for name in _Channel.__slots__ if name != "_rare"}
         for name, value in values.items():
             setattr(channel, name, value)
+        rare = channel._more()
+        counts = {name: object() for name in _Rare.__slots__}
+        for name, value in counts.items():
+            setattr(rare, name, value)
         copy = channel.snapshot()
         self.assertIs(type(copy), type(channel))
-        self.assertEqual({name: getattr(copy, name) for name in _Channel.__slots__}, values)
+        self.assertEqual({name: getattr(copy, name) for name in values}, values)
+        self.assertIsNot(copy._rare, rare)  # the parked channel may count on: the copy stays as it was
+        self.assertEqual({name: getattr(copy._rare, name) for name in _Rare.__slots__}, counts)
 
     def test_channels_keep_no_instance_dict_while_relaying(self) -> None:
         """Channels live in slots (4 per call): relaying, closing and reusing them makes no instance dict."""

@@ -240,6 +240,46 @@ def test_forget_parsed_drops_the_cache_and_parses_again_when_asked() -> None:
     assert headers.get("Via") == "SIP/2.0/UDP a;branch=z9hG4bK1"
 
 
+def test_packed_headers_unpack_on_any_read_with_the_same_fields() -> None:
+    wire = (
+        b"INVITE sip:1002@example.com SIP/2.0\r\nv: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP b\r\n"
+        b"f: <sip:1001@example.com>;tag=1\r\nTo: <sip:1002@example.com>\r\ni: c1@x\r\nCSeq: 1 INVITE\r\n"
+        b"x-Odd-Name: a: b:c\r\nSubject:\r\nl: 0\r\n\r\n"
+    )
+    request = parse_message(wire)
+    assert isinstance(request, Request)
+    before = list(request.headers)
+    assert request.cseq.number == 1  # something parsed: dropped by pack
+    request.headers.pack()
+    request.headers.pack()  # twice: nothing more to do
+    assert hasattr(request.headers, "_packed")  # (reading `_fields` would unpack)
+    assert request.cseq.number == 1
+    assert list(request.headers) == before
+    assert request.to_bytes() == parse_message(request.to_bytes()).to_bytes()  # type: ignore[union-attr]
+    for change in (
+        lambda h: h.add("Via", "SIP/2.0/TCP c"),
+        lambda h: h.remove("Via"),
+        lambda h: h.set("Subject", "s"),
+        lambda h: h.get_all("Via"),
+        lambda h: len(h),
+    ):
+        headers = Headers(before)
+        expected = Headers(before)
+        headers.pack()
+        assert change(headers) == change(expected)
+        assert list(headers) == list(expected)
+
+
+def test_headers_that_would_not_unpack_the_same_stay_unpacked() -> None:
+    headers = Headers([("Subject", "a\nb")])
+    headers.pack()
+    assert not hasattr(headers, "_packed")
+    assert headers.get("Subject") == "a\nb"
+    empty = Headers()
+    empty.pack()
+    assert list(empty) == []
+
+
 def test_parse_errors_are_not_cached() -> None:
     headers = Headers([("CSeq", "x")])
     for _ in range(2):

@@ -316,6 +316,20 @@ class SqliteLocationStoreTests(LocationStoreTestsMixin, TestCase):
         self.assertEqual(self.sqlite.commits - before, 2)
         self.assertEqual([b.contact for b in await self.sqlite.load(NOW)], ["sip:a@x", "sip:b@x", "sip:c@x"])
 
+    async def test_failing_work_alone_in_its_transaction_is_rolled_back(self) -> None:
+        """A transaction of one piece of work (no savepoint): when it raises, none of it is kept and the
+        store goes on."""
+        await self.sqlite.apply([PutBinding(binding("sip:a@x"))])
+
+        def half_then_raise(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM bindings")
+            raise ZeroDivisionError
+
+        before = self.sqlite.commits
+        await self.assertFailure(self.sqlite._run(half_then_raise), ZeroDivisionError)
+        self.assertEqual(self.sqlite.commits - before, 1)  # the transaction's round trip, rolled back
+        self.assertEqual([b.contact for b in await self.sqlite.load(NOW)], ["sip:a@x"])
+
     async def test_failed_commit_fails_the_whole_batch(self) -> None:
         """When COMMIT fails (here a deferred foreign key), every call of that batch fails and none of it is
         stored; the store goes on working."""
