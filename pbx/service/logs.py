@@ -1,4 +1,5 @@
-"""What the PBX says when it starts: the one ready line, and Twisted's per-socket lines kept quiet."""
+"""What the PBX says when it starts: the one ready line, and Twisted's per-socket lines kept quiet; its log
+file flushed at most every `FLUSH_DELAY` seconds (`DelayedFlush`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.application import service
+from twisted.internet.interfaces import IDelayedCall, IReactorCore, IReactorTime
 from twisted.logger import (
     FileLogObserver,
     FilteringLogObserver,
@@ -19,7 +21,7 @@ from twisted.logger import (
     formatTime,
     timeFormatRFC3339,
 )
-from twisted.python import usage
+from twisted.python import threadable, usage
 from twisted.python.components import Componentized
 
 from pbx.config import Config
@@ -85,16 +87,85 @@ class ClassicLogText:
         return line + "\n"
 
 
-def quiet_log_observer(server_options: usage.Options, log: LogSettings | None = None) -> ILogObserver:
+FLUSH_DELAY = 0.1
+"""Seconds a line written to the log file may wait for the file's flush (`DelayedFlush`)."""
+
+
+class DelayedFlush:
+    """The log file as Twisted's `FileLogObserver` sees it: `write` goes to the file (its buffer), `flush`
+    flushes it `delay` seconds later, once for every line written meanwhile.
+
+    `FileLogObserver` flushes after each line: one `write` system call per line, which on a pipe read by
+    another process (the benchmarks', systemd's journal) cost the PBX about 20 us of CPU per line, for the
+    line each call logs. Lines now reach the file at most `delay` seconds after they are logged. A flush
+    asked from another thread than the reactor's (or before the reactor runs, or once it has shut down)
+    happens at once, as before.
+
+    Args:
+        file: the log file (stdout, a `LogFile`).
+        clock: the reactor (its time, and its shutdown: the pending lines are flushed then).
+        delay: seconds.
+        in_io_thread: whether the caller runs in the reactor's thread (tests replace it).
+    """
+
+    __slots__ = ("_call", "_clock", "_delay", "_file", "_in_io_thread", "_stopped")
+
+    def __init__(
+        self,
+        file: Any,
+        clock: IReactorTime,
+        delay: float = FLUSH_DELAY,
+        in_io_thread: Callable[[], bool] = threadable.isInIOThread,
+    ) -> None:
+        self._file = file
+        self._clock = clock
+        self._delay = delay
+        self._in_io_thread = in_io_thread
+        self._call: IDelayedCall | None = None
+        self._stopped = False
+        if IReactorCore.providedBy(clock):
+            clock.addSystemEventTrigger("after", "shutdown", self.stop)
+
+    def write(self, data: Any) -> Any:
+        return self._file.write(data)
+
+    def flush(self) -> None:
+        if self._call is not None:
+            return  # flushed when that call comes
+        if self._stopped or not self._in_io_thread():
+            self._file.flush()
+            return
+        self._call = self._clock.callLater(self._delay, self._flush)
+
+    def _flush(self) -> None:
+        self._call = None
+        self._file.flush()
+
+    def stop(self) -> None:
+        """Flush what waits, and from now on at once (the reactor runs no more timers)."""
+        self._stopped = True
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+        self._file.flush()
+
+
+def quiet_log_observer(
+    server_options: usage.Options, log: LogSettings | None = None, clock: IReactorTime | None = None
+) -> ILogObserver:
     """The observer twistd would make for its options (stdout with -n, --logfile, --syslog), behind
     `quiet_port_lines`; a text file's lines are formatted by `ClassicLogText`, or as JSON lines
-    (`JsonLogLines`) with `[log] format = "json"`; `log.levels` filters by subsystem (`LogLevels`)."""
+    (`JsonLogLines`) with `[log] format = "json"`, and flushed by `DelayedFlush` when a `clock` (the
+    reactor) is given; `log.levels` filters by subsystem (`LogLevels`)."""
     from twisted.scripts._twistd_unix import UnixAppLogger  # twistd's own; the PBX runs on POSIX only
 
     observer = UnixAppLogger(server_options)._getLogObserver()
     if isinstance(observer, FileLogObserver):  # twistd's `textFileLogObserver(file)`
         json_lines = log is not None and log.format == "json"
         observer.formatEvent = JsonLogLines(log.context if log else None) if json_lines else ClassicLogText()
+        out = vars(observer).get("_outFile")  # Twisted's attribute: the file it writes and flushes
+        if clock is not None and out is not None:
+            observer._outFile = DelayedFlush(out, clock)  # type: ignore[assignment]
     if not ILogObserver.providedBy(observer):
         observer = LegacyLogObserverWrapper(observer)  # syslog's observer is a legacy one
     predicates = [cast(ILogFilterPredicate, quiet_port_lines)]
