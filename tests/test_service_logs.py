@@ -165,10 +165,10 @@ class ClassicLogTextTests(unittest.SynchronousTestCase):
 
 class _File:
     def __init__(self) -> None:
-        self.written: list[str] = []
-        self.flushed: list[list[str]] = []
+        self.written: list[str | bytes] = []
+        self.flushed: list[list[str | bytes]] = []
 
-    def write(self, data: str) -> None:
+    def write(self, data: str | bytes) -> None:
         self.written.append(data)
 
     def flush(self) -> None:
@@ -176,25 +176,36 @@ class _File:
 
 
 class DelayedFlushTests(unittest.SynchronousTestCase):
-    def test_lines_of_a_delay_share_one_flush(self) -> None:
+    def test_lines_of_a_delay_share_one_write(self) -> None:
         clock, file = Clock(), _File()
         observer = textFileLogObserver(DelayedFlush(file, clock, in_io_thread=lambda: True))  # type: ignore[arg-type]
         log = Logger(observer=observer)
         log.info("one")
         clock.advance(FLUSH_DELAY / 2)
         log.info("two")
-        self.assertEqual(len(file.written), 2)
-        self.assertEqual(file.flushed, [])
+        self.assertEqual((file.written, file.flushed), ([], []))
         clock.advance(FLUSH_DELAY / 2)
-        self.assertEqual(len(file.flushed), 1)
-        self.assertEqual(file.flushed[0], file.written)
+        (text,) = file.written
+        self.assertEqual([line.split(" ", 2)[2] for line in text.splitlines()], ["one", "two"])
+        self.assertEqual(file.flushed, [[text]])
         self.assertEqual(clock.getDelayedCalls(), [])
         log.info("three")
         clock.advance(FLUSH_DELAY)
+        self.assertEqual(len(file.written), 2)
         self.assertEqual(len(file.flushed), 2)
         self.assertEqual(clock.getDelayedCalls(), [])
 
-    def test_other_threads_and_a_stopped_reactor_flush_at_once(self) -> None:
+    def test_bytes_lines(self) -> None:
+        clock, file = Clock(), _File()
+        out = DelayedFlush(file, clock, in_io_thread=lambda: True)
+        out.write(b"a\n")
+        out.flush()
+        out.write(b"b\n")
+        out.flush()
+        clock.advance(FLUSH_DELAY)
+        self.assertEqual(file.written, [b"a\nb\n"])  # type: ignore[comparison-overlap]
+
+    def test_other_threads_and_a_stopped_reactor_write_at_once(self) -> None:
         clock, file = Clock(), _File()
         out = DelayedFlush(file, clock, in_io_thread=lambda: False)
         out.write("a\n")
@@ -205,14 +216,14 @@ class DelayedFlushTests(unittest.SynchronousTestCase):
         out.flush()
         self.assertEqual(len(file.flushed), 1)
         out.stop()  # the reactor shut down: what waited goes, the call is cancelled
-        self.assertEqual(len(file.flushed), 2)
+        self.assertEqual(file.flushed[-1], ["a\n", "b\n"])
         self.assertEqual(clock.getDelayedCalls(), [])
         out.write("c\n")
         out.flush()
-        self.assertEqual(len(file.flushed), 3)
+        self.assertEqual(file.flushed[-1], ["a\n", "b\n", "c\n"])
         self.assertEqual(clock.getDelayedCalls(), [])
 
-    def test_flushed_after_the_reactor_shuts_down(self) -> None:
+    def test_written_when_the_reactor_shuts_down(self) -> None:
         from twisted.internet.testing import MemoryReactorClock
 
         reactor, file = MemoryReactorClock(), _File()
