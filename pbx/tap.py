@@ -91,4 +91,4 @@ def makeService(options: Options) -> service.IService:
 def _logged(top: service.IService, server_options: Any, log: LogSettings | None) -> service.IService:
     if server_options is None or server_options.get("logger"):
         return top  # not run by twistd, or the operator chose a log observer (--logger)
-    return QuietLogging(top, partial(quiet_log_observer, server_options, log))
+    return QuietLogging(top, partial(quiet_log_observer, server_options, log, reactor))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import sys
 from pathlib import Path
 
 from twisted.application import service
+from twisted.internet.task import Clock
 from twisted.logger import (
     ILogObserver,
     Logger,
@@ -21,7 +23,15 @@ from twisted.trial import unittest
 
 from pbx.config import load_config
 from pbx.config.model import ListenerConfig
-from pbx.service.logs import ClassicLogText, QuietLogging, quiet_log_observer, quiet_port_lines, ready_message
+from pbx.service.logs import (
+    FLUSH_DELAY,
+    ClassicLogText,
+    DelayedFlush,
+    QuietLogging,
+    quiet_log_observer,
+    quiet_port_lines,
+    ready_message,
+)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "pbx.example.toml"
 
@@ -137,6 +147,93 @@ class ClassicLogTextTests(unittest.SynchronousTestCase):
         options.update({"nodaemon": True, "logfile": "-", "syslog": False, "prefix": "twisted"})
         observer = quiet_log_observer(options)
         self.assertIsInstance(observer._observer.formatEvent, ClassicLogText)  # type: ignore[attr-defined]
+
+    def test_twistd_text_file_observer_flushes_late_with_a_clock(self) -> None:
+        """Given the reactor, the file observer's file is a `DelayedFlush` around twistd's file."""
+        from twisted.application.app import ServerOptions
+
+        options = ServerOptions()
+        options.update({"nodaemon": True, "logfile": "-", "syslog": False, "prefix": "twisted"})
+        clock = Clock()
+        observer = quiet_log_observer(options, clock=clock)
+        out = observer._observer._outFile  # type: ignore[attr-defined]
+        self.assertIsInstance(out, DelayedFlush)
+        self.assertIs(out._file, sys.stdout)
+        plain = quiet_log_observer(options)
+        self.assertIs(plain._observer._outFile, sys.stdout)  # type: ignore[attr-defined]
+
+
+class _File:
+    def __init__(self) -> None:
+        self.written: list[str | bytes] = []
+        self.flushed: list[list[str | bytes]] = []
+
+    def write(self, data: str | bytes) -> None:
+        self.written.append(data)
+
+    def flush(self) -> None:
+        self.flushed.append(list(self.written))
+
+
+class DelayedFlushTests(unittest.SynchronousTestCase):
+    def test_lines_of_a_delay_share_one_write(self) -> None:
+        clock, file = Clock(), _File()
+        observer = textFileLogObserver(DelayedFlush(file, clock, in_io_thread=lambda: True))  # type: ignore[arg-type]
+        log = Logger(observer=observer)
+        log.info("one")
+        clock.advance(FLUSH_DELAY / 2)
+        log.info("two")
+        self.assertEqual((file.written, file.flushed), ([], []))
+        clock.advance(FLUSH_DELAY / 2)
+        (text,) = file.written
+        self.assertEqual([line.split(" ", 2)[2] for line in text.splitlines()], ["one", "two"])
+        self.assertEqual(file.flushed, [[text]])
+        self.assertEqual(clock.getDelayedCalls(), [])
+        log.info("three")
+        clock.advance(FLUSH_DELAY)
+        self.assertEqual(len(file.written), 2)
+        self.assertEqual(len(file.flushed), 2)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_bytes_lines(self) -> None:
+        clock, file = Clock(), _File()
+        out = DelayedFlush(file, clock, in_io_thread=lambda: True)
+        out.write(b"a\n")
+        out.flush()
+        out.write(b"b\n")
+        out.flush()
+        clock.advance(FLUSH_DELAY)
+        self.assertEqual(file.written, [b"a\nb\n"])  # type: ignore[comparison-overlap]
+
+    def test_other_threads_and_a_stopped_reactor_write_at_once(self) -> None:
+        clock, file = Clock(), _File()
+        out = DelayedFlush(file, clock, in_io_thread=lambda: False)
+        out.write("a\n")
+        out.flush()
+        self.assertEqual(file.flushed, [["a\n"]])
+        out = DelayedFlush(file, clock, in_io_thread=lambda: True)
+        out.write("b\n")
+        out.flush()
+        self.assertEqual(len(file.flushed), 1)
+        out.stop()  # the reactor shut down: what waited goes, the call is cancelled
+        self.assertEqual(file.flushed[-1], ["a\n", "b\n"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+        out.write("c\n")
+        out.flush()
+        self.assertEqual(file.flushed[-1], ["a\n", "b\n", "c\n"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_written_when_the_reactor_shuts_down(self) -> None:
+        from twisted.internet.testing import MemoryReactorClock
+
+        reactor, file = MemoryReactorClock(), _File()
+        out = DelayedFlush(file, reactor, in_io_thread=lambda: True)
+        out.write("last\n")
+        out.flush()
+        self.assertEqual(file.flushed, [])
+        for trigger, args, kwargs in reactor.triggers["after"]["shutdown"]:
+            trigger(*args, **kwargs)
+        self.assertEqual(file.flushed, [["last\n"]])
 
 
 class QuietLoggingTests(unittest.SynchronousTestCase):

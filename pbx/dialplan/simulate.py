@@ -23,10 +23,11 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.python.failure import Failure
 
 from pbx.dialplan.actions import CONDITIONS, OPERATOR, RESULTS, Action, DialplanError, RunState, template_for
-from pbx.dialplan.engine import DialplanEngine
+from pbx.dialplan.engine import DialplanEngine, context_value
 from pbx.dialplan.interpreter import MAX_RENDERS, RenderLoopError, run_actions
 
 
+@context_value("trunk")
 @dataclass(frozen=True, slots=True)
 class CallInfo:
     """The context's ``call``: the request being routed.
@@ -62,6 +63,7 @@ class CallInfo:
         return self.from_trunk
 
 
+@context_value()
 @dataclass(frozen=True, slots=True)
 class CallerInfo:
     """The context's ``caller``: who is calling, as far as the PBX knows.
@@ -81,6 +83,7 @@ class CallerInfo:
     may_call_out: bool = False
 
 
+@context_value()
 @dataclass(frozen=True, slots=True)
 class ExtensionInfo:
     """One entry of the context's ``extensions``: an extension of the tenant's directory.

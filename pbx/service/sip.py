@@ -88,7 +88,9 @@ def build_sip(config: Config, the_reactor: Any, *, trace: bool = False) -> tuple
     sip = config.sip
     stack = SipStack(
         the_reactor,
-        timers=TimerConfig(t1=sip.t1, t2=sip.t2, t4=sip.t4),
+        # An INVITE's 100 Trying only when no 180/183/final went out within 100 ms (RFC 3261 17.2.1): a
+        # callee that rings at once spares the caller's side one message, its bytes and its send.
+        timers=TimerConfig(t1=sip.t1, t2=sip.t2, t4=sip.t4, trying=0.1),
         user_agent=sip.user_agent,
         supported=("timer", "path"),  # RFC 4028; RFC 3327 (registrations through a proxy: docs/scaling.md)
     )

@@ -28,7 +28,7 @@ from pbx.sip.sdp import (
 )
 from pbx.sip.sdp_parser import _make_media, _make_origin, _make_session
 
-__all__ = ["answer_direction", "make_answer", "make_offer", "negotiate", "rewrite_for_relay"]
+__all__ = ["answer_direction", "make_answer", "make_offer", "negotiate", "relay_bytes", "rewrite_for_relay"]
 
 _ANSWER_DIRECTION = {
     "sendrecv": "sendrecv",
@@ -192,6 +192,85 @@ def rewrite_for_relay(
     return _make_session(
         sdp.version, origin, "-", ours, sdp.times, _relay_attributes(sdp.attributes), tuple(media), other
     )
+
+
+_PLAIN_ATTRIBUTES = frozenset({"rtpmap", "fmtp", "ptime", "maxptime", *DIRECTIONS})
+"""The media-level attributes of a plain description (`relay_bytes`): none that `rewrite_for_relay` drops or
+changes (rtcp, ICE, BUNDLE ...), given that a ptime or maxptime value never names an address."""
+_DIRECTION_NAMES = frozenset(DIRECTIONS)
+
+
+def relay_bytes(
+    sdp: SessionDescription,
+    address: str,
+    ports: Sequence[int | None],
+    *,
+    origin_username: str = "pbx",
+    session_id: str | int | None = None,
+    version: int | None = None,
+) -> bytes | None:
+    """`rewrite_for_relay(sdp, address, ports, ...).to_bytes()`, written straight from `sdp` when it is plain,
+    else None (then `rewrite_for_relay` is the way). Most phones' descriptions are: the rewritten description
+    is then the original with our origin, our `c=` (session and media level) and the relay's port, and
+    building it as objects first cost more than the rest of the relaying of a body.
+
+    Plain: the session name `-`, no session lines but v=, o=, s=, c=, t= and direction attributes, a session
+    `c=` that is not a hold address, one m= line with a port, no `port/count`, no media-level `c=`, `b=` or
+    other lines, and only rtpmap, fmtp, ptime, maxptime and direction attributes (a ptime or maxptime value
+    that names an address, which `rewrite_for_relay` drops, is not plain); `ports` one port in range.
+    """
+    media = sdp.media
+    if sdp.other or sdp.session_name != "-" or len(media) != 1 or len(ports) != 1:
+        return None
+    m, port = media[0], ports[0]
+    connection = sdp.connection
+    if (
+        port is None
+        or not 0 < port <= 65535
+        or not m.port
+        or m.port_count is not None
+        or m.connection is not None
+        or m.other
+        or m.bandwidths
+        or connection is None
+        or connection.is_hold_address
+    ):
+        return None
+    lines: list[str] = []
+    for name, value in sdp.attributes:
+        if value is not None or name.lower() not in _DIRECTION_NAMES:
+            return None
+        lines.append(f"a={name}")
+    session_attributes = lines
+    lines = []
+    for name, value in m.attributes:
+        lname = name.lower()
+        if lname not in _PLAIN_ATTRIBUTES:
+            return None
+        if value is None:
+            lines.append(f"a={name}")
+            continue
+        if lname not in _RELAY_KEPT_VALUES and names_address(value):
+            return None
+        lines.append(f"a={name}:{value}")
+    addr_type = "IP6" if ":" in address else "IP4"  # as `Connection.for_address`
+    ours = f"c=IN {addr_type} {address}"
+    origin = sdp.origin
+    formats = " ".join(m.formats)
+    out = [
+        f"v={sdp.version}",
+        f"o={origin_username} {origin.session_id if session_id is None else session_id} "
+        f"{origin.session_version if version is None else version} IN {addr_type} {address}",
+        "s=-",
+        ours,
+        *[f"t={time}" for time in sdp.times],
+        *session_attributes,
+        f"m={m.media} {port} {m.proto} {formats}" if formats else f"m={m.media} {port} {m.proto}",
+        ours,
+        *lines,
+        "",
+    ]
+    return "\r\n".join(out).encode("utf-8", "surrogateescape")
 
 
 def _wanted(supported: Sequence[str]) -> list[tuple[str, int | None]]:

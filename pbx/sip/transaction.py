@@ -71,6 +71,7 @@ TIMER_J: Final = "timer_j"
 TIMER_K: Final = "timer_k"
 TIMER_L: Final = "timer_l"
 TIMER_M: Final = "timer_m"
+TIMER_100: Final = "timer_100"  # not named by RFC 3261: the wait before an INVITE server's own 100 (17.2.1)
 
 SendRequest = Callable[[Request], None]
 SendResponse = Callable[[Response], object]
@@ -101,6 +102,10 @@ def _t1_x64_or_zero(timers: TimerConfig, reliable: bool) -> float | None:
     return 0.0 if reliable else 64 * timers.t1
 
 
+def _trying(timers: TimerConfig, reliable: bool) -> float | None:
+    return timers.trying if timers.trying > 0 else None
+
+
 # Initial duration of each timer (RFC 3261 table 4, RFC 6026 section 8); None: not run on this transport,
 # 0: fires synchronously on entering its state.
 TIMER_DELAYS: Final[dict[str, Delay]] = {
@@ -116,13 +121,15 @@ TIMER_DELAYS: Final[dict[str, Delay]] = {
     TIMER_K: _t4_or_zero,  # absorb non-INVITE response retransmissions
     TIMER_L: _t1_x64,  # absorb INVITE retransmissions after a 2xx (RFC 6026)
     TIMER_M: _t1_x64,  # absorb 2xx retransmissions, passing them up (RFC 6026)
+    TIMER_100: _trying,  # send 100 Trying unless the TU sent a provisional response first (17.2.1)
 }
 
 _ATTR: Final = {timer: "_" + timer for timer in TIMER_DELAYS}
-# Constant durations, each run to its end (its state's only way out but a transport error): a `WaitTimers`
-# runs them. A, B, E, F, G and H, most often stopped early by a message, stay `IDelayedCall`s: a queue would
-# keep their transaction alive until the timer's time.
-QUEUED_TIMERS: Final = frozenset({TIMER_D, TIMER_I, TIMER_J, TIMER_K, TIMER_L, TIMER_M})
+# Constant durations, each run to its end (its state's only way out but a transport error), and the 100's
+# short wait (its INVITE transaction lives on anyway): a `WaitTimers` runs them. A, B, E, F, G and H, most
+# often stopped early by a message, stay `IDelayedCall`s: a queue would keep their transaction alive until
+# the timer's time.
+QUEUED_TIMERS: Final = frozenset({TIMER_D, TIMER_I, TIMER_J, TIMER_K, TIMER_L, TIMER_M, TIMER_100})
 _log = Logger()
 
 
@@ -711,6 +718,7 @@ class _ServerTransaction(Transaction):
 # RFC 3261 figure 7 with RFC 6026's Accepted state. In Accepted the TU retransmits its 2xx through `respond`
 # and an ACK (the ACK of the 2xx, which only matches under RFC 2543 rules or with a reused branch) goes up.
 INVITE_SERVER: Final[Table] = {
+    (PROCEEDING, TIMER_100): (PROCEEDING, "send_trying"),
     (PROCEEDING, REQUEST): (PROCEEDING, "resend_last"),
     (PROCEEDING, ACK): (PROCEEDING, "ignore"),
     (PROCEEDING, PROVISIONAL): (PROCEEDING, "send_response"),
@@ -746,9 +754,12 @@ INVITE_SERVER: Final[Table] = {
 class ServerInviteTransaction(_ServerTransaction):  # type: ignore[override]  # respond: interface says object
     """An INVITE server transaction (RFC 3261 17.2.1, RFC 6026).
 
-    Sends `100 Trying` at once, re-sends the last response for each retransmitted INVITE, retransmits a
-    300-699 response on Timer G until the ACK comes (Confirmed) or Timer H gives up, and after a 2xx absorbs
-    INVITE retransmissions for Timer L.
+    Sends `100 Trying` at once, or, with `TimerConfig.trying`, after that long unless the TU sent a
+    provisional or final response first (RFC 3261 17.2.1: a B2BUA whose callee rings within milliseconds
+    then sends the caller its 180 and no 100), or when the INVITE is retransmitted before any response.
+    Re-sends the last response for each retransmitted INVITE, retransmits a 300-699 response on Timer G
+    until the ACK comes (Confirmed) or Timer H gives up, and after a 2xx absorbs INVITE retransmissions for
+    Timer L.
 
     Args:
         request: the INVITE.
@@ -765,6 +776,7 @@ class ServerInviteTransaction(_ServerTransaction):  # type: ignore[override]  # 
 
     __slots__ = (
         "_final_released",
+        "_timer_100",
         "_timer_g",
         "_timer_h",
         "_timer_i",
@@ -776,7 +788,7 @@ class ServerInviteTransaction(_ServerTransaction):  # type: ignore[override]  # 
 
     TABLE = INVITE_SERVER
     STATE_TIMERS = {
-        PROCEEDING: (),
+        PROCEEDING: (TIMER_100,),
         COMPLETED: (TIMER_G, TIMER_H),
         CONFIRMED: (TIMER_I,),
         ACCEPTED: (TIMER_L,),
@@ -801,7 +813,10 @@ class ServerInviteTransaction(_ServerTransaction):  # type: ignore[override]  # 
         self.ack_timed_out = False
         self._final_released = False
         self.final_to: str | None = None  # the To of the 2xx sent, once sent (it is not kept)
-        self._send_response(request.response(100))
+        if _trying(timers, reliable) is None:
+            self._send_response(request.response(100))
+        else:
+            self._enter(PROCEEDING)  # Timer 100: the TU's first provisional response may come before it
 
     @property
     def final_sent(self) -> bool:
@@ -831,6 +846,18 @@ class ServerInviteTransaction(_ServerTransaction):  # type: ignore[override]  # 
     def receive_request(self, request: Request) -> bool:
         """A retransmitted INVITE or an ACK matched to this transaction; see `_ServerTransaction`."""
         return self._fire(ACK if request.method == "ACK" else REQUEST, request) is not False
+
+    def _send_trying(self, arg: object) -> None:
+        """Timer 100, or a retransmitted INVITE before any response: `100 Trying` unless the TU sent a
+        response already (RFC 3261 17.2.1)."""
+        if self.last_response is None:
+            self._send_response(self.request.response(100))
+
+    def _resend_last(self, request: Request) -> None:
+        if self.last_response is None:  # nothing sent yet (Proceeding, waiting for Timer 100)
+            self._send_trying(request)
+        else:
+            super()._resend_last(request)
 
     def _retransmit_final(self, arg: object) -> None:
         if self.last_response is not None:

@@ -35,10 +35,10 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -254,6 +254,7 @@ class SqliteLocationStore(
         threadpool: ThreadPool | None = None,
         max_batch: int = 1000,
         synchronous: str = "NORMAL",
+        cdr_delay: float = 0.0,
     ) -> None:
         """Prepare to use the database at `path`; nothing is opened before the first call.
 
@@ -265,6 +266,11 @@ class SqliteLocationStore(
             max_batch: Most changes per transaction. A single `apply` larger than this still commits whole.
             synchronous: "NORMAL" (survives process death, see the module docstring) or "FULL" (also power
                 loss: one fsync per group commit).
+            cdr_delay: Seconds a CDR that finds the worker idle waits before its transaction starts (the
+                reactor must then provide `IReactorTime`), so that the CDRs of that time and whatever else
+                comes share one commit; 0: at once. A PBX ends a call every few milliseconds under load, and
+                a transaction of its own for each CDR (the worker woken, a commit, the result sent back to
+                the reactor) cost about 110 us of CPU where a shared one costs a few.
 
         Raises:
             ValueError: If `threadpool` may run more than one thread, or an argument is out of range.
@@ -280,6 +286,8 @@ class SqliteLocationStore(
         self._reactor = reactor
         self._max_batch = max_batch
         self._synchronous = synchronous
+        self._cdr_delay = cdr_delay
+        self._delayed: IDelayedCall | None = None  # the pump a waiting CDR asked for (`cdr_delay`)
         self._owns_pool = threadpool is None
         self._pool = threadpool
         self._worker = _Worker(reactor, f"sqlite:{path.name}") if threadpool is None else None
@@ -335,13 +343,15 @@ class SqliteLocationStore(
         def insert(conn: sqlite3.Connection) -> None:
             conn.execute(_CDR_INSERT, row)
 
-        return self._run(insert)
+        return self._run(insert, delay=self._cdr_delay)
 
     def cdrs(self, limit: int) -> Deferred[list[Cdr]]:
         """See `ICdrStore.cdrs`."""
         return self._run(lambda conn: _cdrs(conn, limit), weight=0)
 
-    def _run(self, fn: Callable[[sqlite3.Connection], T], *, weight: int = 1) -> Deferred[T]:
+    def _run(
+        self, fn: Callable[[sqlite3.Connection], T], *, weight: int = 1, delay: float = 0.0
+    ) -> Deferred[T]:
         """Run `fn(connection)` on the worker thread, inside the next group-commit transaction.
 
         `fn` runs within a SAVEPOINT of a transaction the store opened; it must not BEGIN, COMMIT or ROLLBACK
@@ -350,6 +360,8 @@ class SqliteLocationStore(
         Args:
             fn: The work; its return value (or exception) is the Deferred's result.
             weight: How many rows it changes, roughly, counted against `max_batch`.
+            delay: Seconds it may wait for more work when the worker is idle (`cdr_delay`); any work that
+                does not wait takes it along.
 
         Returns:
             A Deferred firing on the reactor thread with `fn`'s result once the transaction has committed; or
@@ -362,8 +374,16 @@ class SqliteLocationStore(
         self._queue.append(_Work(fn, weight, d))
         if not self._started:
             self._start()
+        if delay > 0:
+            if self._delayed is None and not self._busy:  # a busy worker takes it when it is done
+                self._delayed = cast(IReactorTime, self._reactor).callLater(delay, self._delayed_pump)
+            return d
         self._pump()
         return d
+
+    def _delayed_pump(self) -> None:
+        self._delayed = None
+        self._pump()
 
     # Reactor thread: the queue
 
@@ -388,6 +408,9 @@ class SqliteLocationStore(
             return
         if self._queue:
             batch = self._take_batch()
+            if not self._queue and self._delayed is not None:  # what waited goes now
+                self._delayed.cancel()
+                self._delayed = None
             self._busy = True
             d = self._on_worker(self._transact, [w.fn for w in batch])
             d.addCallbacks(self._committed, self._commit_failed, callbackArgs=(batch,), errbackArgs=(batch,))
@@ -445,6 +468,9 @@ class SqliteLocationStore(
     def _shut(self, result: Failure | None) -> None:
         self._closed = True
         self._busy = False
+        if self._delayed is not None:
+            self._delayed.cancel()
+            self._delayed = None
         if self._worker is not None:
             self._worker.stop()  # joins a thread that has just finished its last job
         waiters, self._close_waiters = self._close_waiters, []

@@ -466,3 +466,48 @@ def test_the_same_output_is_parsed_once_and_each_render_gets_its_own_list(
     assert engine.render("default", context()) == first
     other = engine.render("default", context(call={"dialed": "1003", "display_name": ""}))
     assert [a.name for a in other] == ["hangup"] and len(splits) == 1
+
+
+def test_context_values_read_as_the_sandbox_reads_them(editor: Editor) -> None:
+    """The short way for `context_value` types (`CallInfo`, `CallerInfo`, `ExtensionInfo`) returns what the
+    sandbox returns for their fields and properties, and leaves everything else to the sandbox: dunder and
+    private names are refused, an unknown name is undefined, a method is not data."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from pbx.dialplan import CallerInfo, CallInfo, ExtensionInfo
+
+    call = CallInfo(id="c1", dialed="1002", display_name="Al", from_trunk="carrier", headers={"subject": "x"})
+    caller = CallerInfo(tenant="default", extension="1001", name="Al", authenticated=True)
+    ext = ExtensionInfo(number="1002", forward_busy="1003", ring_timeout=15.0, pickup_groups=("a",))
+    plain = ImmutableSandboxedEnvironment()
+    ours = engine_module.make_environment()
+    for value in (call, caller, ext):
+        for name in [*engine_module._DATA_FIELDS[type(value)], "__class__", "__init__", "__slots__", "nope"]:
+            expected = plain.getattr(value, name)
+            got = ours.getattr(value, name)
+            if type(expected).__name__ == "StrictUndefined" or "Undefined" in type(expected).__name__:
+                assert "Undefined" in type(got).__name__, name
+            else:
+                assert got is expected or got == expected, name
+    assert ours.getattr(call, "trunk") == "carrier"
+    assert ours.getattr(call, "headers") == {"subject": "x"}
+    engine = DialplanEngine(editor.root)
+    for text in ("set a={{ call.__class__ }}\n", "set a={{ ext.__reduce__ }}\n", "set a={{ call.nope }}\n"):
+        editor.write("main", text)
+        render_error(engine, call=call, ext=ext)
+    editor.write(
+        "main", "dial {{ ext.forward_busy }} timeout={{ ext.ring_timeout|int }}\nset t={{ call.trunk }}\n"
+    )
+    dial, trunk = engine.render("default", context(call=call, ext=ext))
+    assert "1003" in str(dial) and "15" in str(dial) and "carrier" in str(trunk)
+
+
+def test_template_globals_are_a_plain_dict(editor: Editor) -> None:
+    """Each render copies the globals into its context: a dict, not Jinja's ChainMap, with the same names."""
+    editor.write("main", "set a={{ range(2)|list|length }}\n")
+    engine = DialplanEngine(editor.root)
+    (action,) = engine.render("default", context())
+    assert "2" in str(action)
+    template = engine._by_name[("default", "main")].active
+    assert type(template.globals) is dict
+    assert set(template.globals) == set(engine_module.make_environment().globals)

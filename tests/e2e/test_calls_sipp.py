@@ -125,6 +125,17 @@ class CallPbx:
             time.sleep(0.05)  # polling the database for an event: the row
         raise AssertionError(f"no CDR for {call_id}: {self.cdrs()}\n{self.tail()}")
 
+    def wait_cdrs(self, count: int, timeout: float = 10.0) -> list[dict]:
+        """Every CDR once there are at least `count` (written asynchronously, up to 0.1 s after a call's
+        end, when the CDRs of that time share one commit: `SqliteLocationStore(cdr_delay=...)`)."""
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout / 0.05) + 1):
+            rows = self.cdrs()
+            if len(rows) >= count or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.05)  # polling the database for an event: the rows
+        return self.cdrs()
+
     def ended(self, status: int, cause: str = r"\w+", timeout: float = 10.0) -> str:
         """Wait for `Call ID ended: CAUSE (status N, ...)`; return the call id."""
         line = self.wait_for(rf"Call (\S+) ended: {cause} \(status {status},", timeout)[-1]

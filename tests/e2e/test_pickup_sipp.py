@@ -70,7 +70,7 @@ def _pickup(pbx: CallPbx, sipp: SippSet, code: str) -> None:  # noqa: F811
     assert len(ringing.requests("CANCEL")) == 1
     assert len(caller.requests("BYE")) == 1  # 1001's hang-up reached the caller
     pbx.wait_for(r"Call \S+ ended: ", count=2)
-    rows = [{k: row[k] for k in ("caller", "dialed", "answered_by")} for row in pbx.cdrs()]
+    rows = [{k: row[k] for k in ("caller", "dialed", "answered_by")} for row in pbx.wait_cdrs(2)]
     assert {"caller": "1003", "dialed": "1002", "answered_by": "1001"} in rows, rows
     assert_no_traceback(pbx)
 

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.e2e
 def _cdr_rows(pbx: CallPbx, count: int) -> list[dict]:
     for _ in range(count):
         pbx.wait_for(r"Call \S+ ended: ", count=count)
-    rows = pbx.cdrs()
+    rows = pbx.wait_cdrs(count)
     return [{k: row[k] for k in ("caller", "dialed", "answered_by", "cause")} for row in rows]
 
 

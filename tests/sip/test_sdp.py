@@ -22,6 +22,7 @@ from pbx.sip.offer_answer import (
     make_offer,
     names_address,
     negotiate,
+    relay_bytes,
     rewrite_for_relay,
 )
 from pbx.sip.sdp import (
@@ -992,3 +993,129 @@ def test_telephone_event_types_agree_with_the_parse_of_any_body_it_takes(body: b
     except SdpError:
         return  # not a body the PBX takes
     assert telephone_event_types(body) == expected
+
+
+# -- relay_bytes: the plain description's rewrite, written at once -------------------------------------------
+
+_PLAIN_MEDIA_ATTRIBUTES = st.lists(
+    st.tuples(st.sampled_from(["rtpmap", "fmtp", "ptime", "maxptime", "sendrecv", "RTPMAP", "inactive"]),
+              st.none() | texts() | st.sampled_from(["20", "0 PCMU/8000", "10.0.0.5", "::1", "a::b:1"])),
+    max_size=6,
+).map(tuple)  # fmt: skip
+_NEAR_PLAIN_MEDIA_ATTRIBUTES = _PLAIN_MEDIA_ATTRIBUTES | attributes()
+
+
+@st.composite
+def _near_plain(draw: st.DrawFn) -> SessionDescription:
+    """Descriptions shaped like most phones' (plain), with now and then one thing that is not."""
+    media = MediaDescription(
+        media=draw(st.sampled_from(["audio", "video"])),
+        port=draw(st.integers(0, 65535) | st.integers(1024, 65535)),
+        port_count=draw(st.none() | st.none() | st.none() | _PORT_COUNTS),
+        proto=draw(st.sampled_from(["RTP/AVP", "RTP/SAVP"])),
+        formats=draw(_RTP_FORMATS),
+        connection=draw(st.none() | st.none() | st.none() | connections()),
+        bandwidths=draw(st.just(()) | st.just(()) | _BANDWIDTHS),
+        attributes=draw(_PLAIN_MEDIA_ATTRIBUTES | _NEAR_PLAIN_MEDIA_ATTRIBUTES),
+        other=draw(st.just(()) | st.just(()) | _lines("ik")),
+    )
+    session_attributes = st.lists(st.tuples(st.sampled_from(DIRECTIONS), st.none()), max_size=1).map(tuple)
+    return SessionDescription(
+        version=draw(st.integers(0, 2)),
+        origin=draw(origins()),
+        session_name=draw(st.just("-") | st.just("-") | texts()),
+        connection=draw(connections() | connections() | _OPTIONAL_CONNECTIONS),
+        times=draw(_TIMES),
+        attributes=draw(session_attributes | session_attributes | attributes()),
+        media=(media,) if draw(st.integers(0, 5)) else (media, media),
+        other=draw(st.just(()) | st.just(()) | _lines("iuepbrzkxy")),
+    )
+
+
+_SAFE_VALUES = st.text(string.ascii_letters + string.digits + " /-=;", max_size=12).map(
+    lambda s: s.strip(" ")
+)
+
+
+@st.composite
+def _plain(draw: st.DrawFn) -> SessionDescription:
+    """Plain descriptions (`relay_bytes` writes them): what most phones send."""
+    attribute = st.tuples(st.sampled_from(["rtpmap", "fmtp", "ptime", "maxptime"]), _SAFE_VALUES) | st.tuples(
+        st.sampled_from([*DIRECTIONS, "SendRecv"]), st.none()
+    )
+    media = MediaDescription(
+        media=draw(st.sampled_from(["audio", "video"]) | tokens()),
+        port=draw(st.integers(1, 65535)),
+        proto=draw(st.sampled_from(_RTP_PROTOS)),
+        formats=draw(_RTP_FORMATS),
+        attributes=tuple(draw(st.lists(attribute, max_size=6))),
+    )
+    return SessionDescription(
+        version=draw(st.integers(0, 2)),
+        origin=draw(origins()),
+        session_name="-",
+        connection=Connection.for_address(
+            draw(st.ip_addresses().map(str).filter(lambda a: a not in ("0.0.0.0", "::")))
+        ),
+        times=draw(_TIMES),
+        attributes=tuple(draw(st.lists(st.tuples(st.sampled_from(DIRECTIONS), st.none()), max_size=1))),
+        media=(media,),
+    )
+
+
+_RELAY_ADDRESSES = st.sampled_from([PBX, "127.0.0.1", "2001:db8::1", "::1"])
+
+
+@given(_plain(), _RELAY_ADDRESSES, st.integers(1, 65535), st.integers(1, 10**9), st.integers(0, 2**40))
+def test_relay_bytes_writes_every_plain_description(
+    description: SessionDescription, address: str, port: int, session_id: int, version: int
+) -> None:
+    fast = relay_bytes(description, address, [port], session_id=session_id, version=version)
+    assert fast is not None
+    assert (
+        fast
+        == rewrite_for_relay(description, address, [port], session_id=session_id, version=version).to_bytes()
+    )
+
+
+@given(
+    _plain() | _near_plain() | session_descriptions(),
+    _RELAY_ADDRESSES,
+    st.integers(-1, 65536) | st.none(),
+    st.none() | st.integers(1, 10**9) | tokens(),
+    st.none() | st.integers(0, 2**40),
+)
+def test_relay_bytes_is_the_rewrite_written_at_once(
+    description: SessionDescription, address: str, port: int | None, session_id: object, version: int | None
+) -> None:
+    """Whenever `relay_bytes` gives bytes, they are those of `rewrite_for_relay` (the full path)."""
+    ports = [port] * len(description.media)
+    fast = relay_bytes(description, address, ports, session_id=session_id, version=version)  # type: ignore[arg-type]
+    if fast is None:
+        return
+    slow = rewrite_for_relay(description, address, ports, session_id=session_id, version=version)  # type: ignore[arg-type]
+    assert fast == slow.to_bytes()
+    assert SessionDescription.parse(fast) == slow
+
+
+def test_relay_bytes_takes_the_plain_bodies_of_real_phones() -> None:
+    """SIPp's and the common corpus offers are plain: written at once; a WebRTC offer is not."""
+    sipp = SessionDescription.parse(
+        b"v=0\r\no=uac 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        b"m=audio 6000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+        b"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+    )
+    fast = relay_bytes(sipp, PBX, [20000], session_id=7, version=2)
+    assert fast is not None
+    assert fast == rewrite_for_relay(sipp, PBX, [20000], session_id=7, version=2).to_bytes()
+    assert fast.startswith(b"v=0\r\no=pbx 7 2 IN IP4 203.0.113.1\r\ns=-\r\nc=IN IP4 203.0.113.1\r\n")
+    assert b"m=audio 20000 RTP/AVP 0 8 101\r\nc=IN IP4 203.0.113.1\r\na=rtpmap:0 PCMU/8000\r\n" in fast
+    assert (
+        relay_bytes(corpus("webrtc-offer.sdp"), PBX, [20000] * len(corpus("webrtc-offer.sdp").media)) is None
+    )
+    held = SessionDescription.parse(b"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n"
+                                    b"m=audio 6000 RTP/AVP 0\r\n")  # fmt: skip
+    assert relay_bytes(held, PBX, [20000]) is None  # old-style hold keeps its c= (rewrite_for_relay)
+    assert relay_bytes(sipp, PBX, [70000]) is None  # out of range: rewrite_for_relay raises
+    with pytest.raises(ValueError):
+        rewrite_for_relay(sipp, PBX, [70000])

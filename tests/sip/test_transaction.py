@@ -476,6 +476,91 @@ class ServerInviteTests(SynchronousTestCase):
         self.assertEqual(txn.state, PROCEEDING)
         self.assertEqual(h.clock.getDelayedCalls(), [])  # Proceeding runs no timer
 
+    def server_trying(self, h: Harness, request: Request, waits: WaitTimers | None = None) -> Any:
+        return ServerInviteTransaction(
+            request,
+            FLOW,
+            h.send,
+            clock=h.clock,
+            timers=TimerConfig(trying=0.15),
+            reliable=False,
+            on_terminated=h.terminated.append,
+            waits=waits,
+        )
+
+    def test_trying_delay_a_quick_provisional_response_goes_without_100(self) -> None:
+        """With `TimerConfig.trying`, a TU that sends 180 in time spares the 100 (RFC 3261 17.2.1)."""
+        h = Harness()
+        request = make_request()
+        txn = self.server_trying(h, request)
+        self.assertEqual(h.labels(), [])
+        h.clock.advance(0.1)
+        txn.respond(response_to(request, 180))
+        h.clock.advance(1)
+        self.assertEqual(h.labels(), [180])
+        txn.receive_request(make_request())
+        self.assertEqual(h.labels(), [180, 180])
+        txn.respond(response_to(request, 486))
+        self.assertEqual(h.labels(), [180, 180, 486])
+
+    def test_trying_delay_a_slow_tu_gets_its_100_on_time(self) -> None:
+        h = Harness()
+        request = make_request()
+        txn = self.server_trying(h, request)
+        h.clock.advance(0.149)
+        self.assertEqual(h.labels(), [])
+        h.clock.advance(0.001)
+        self.assertEqual(h.times(100), [0.15])
+        self.assertIsNone(h.sent[0][1].to.tag)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        txn.respond(response_to(request, 200))
+        self.assertEqual(h.labels(), [100, 200])
+
+    def test_trying_delay_a_retransmission_before_any_response_gets_100(self) -> None:
+        h = Harness()
+        request = make_request()
+        txn = self.server_trying(h, request)
+        h.clock.advance(0.05)
+        txn.receive_request(make_request())
+        self.assertEqual(h.times(100), [0.05])
+        h.clock.advance(1)
+        self.assertEqual(h.labels(), [100])  # the timer finds the 100 sent
+        txn.retransmission_received()  # known by its key alone (overload screening)
+        self.assertEqual(h.labels(), [100, 100])
+
+    def test_trying_delay_a_final_response_stops_the_timer(self) -> None:
+        h = Harness()
+        request = make_request()
+        txn = self.server_trying(h, request)
+        txn.respond(response_to(request, 200))
+        self.assertEqual(h.labels(), [200])
+        self.assertEqual(txn._timer_100, None)
+        h.clock.advance(64 * 0.5)
+        self.assertEqual(h.labels(), [200])
+        self.assertEqual(txn.state, TERMINATED)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_trying_delay_queued_in_wait_timers(self) -> None:
+        """With a `WaitTimers`, the wait is queued (no `IDelayedCall` of its own): the 100 goes out on the
+        queue's sweep, and a transaction that answered in time is skipped."""
+        h = Harness()
+        waits = WaitTimers(h.clock)
+        quick_request, slow_request = make_request(), make_request(branch="z9hG4bKslow")
+        quick = self.server_trying(h, quick_request, waits)
+        slow = self.server_trying(h, slow_request, waits)
+        self.assertIs(quick._timer_100, QUEUED)
+        self.assertEqual(len(h.clock.getDelayedCalls()), 1)
+        quick.respond(response_to(quick_request, 180))
+        h.clock.advance(0.15)
+        self.assertEqual([(t, _label(m), m.top_via.branch) for t, m in h.sent], [
+            (0.0, 180, BRANCH), (0.15, 100, "z9hG4bKslow")
+        ])  # fmt: skip
+        slow.respond(response_to(slow_request, 486))
+        quick.respond(response_to(quick_request, 486))
+        h.clock.pump([1.0] * 40)
+        self.assertEqual((quick.state, slow.state), (TERMINATED, TERMINATED))
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
     def test_timer_g_schedule_and_timer_h(self) -> None:
         """A 486 over UDP is retransmitted at T1, 3T1, 7T1, then every T2 until Timer H gives up at 64*T1."""
         h = Harness()

@@ -53,3 +53,26 @@ class SqliteCdrTests(unittest.TestCase):
         self.assertEqual(recent[1].answer, None)
         offline = read_cdrs(Path(path), 2)
         self.assertEqual([c.call_id for c in offline], ["c4", "c3"])
+
+    @inlineCallbacks
+    def test_cdrs_of_a_delay_share_one_commit(self):
+        """With `cdr_delay`, CDRs that find the worker idle wait for each other: one transaction for all;
+        work that does not wait (a binding change, a read) takes them along; close writes what waits."""
+        store = SqliteLocationStore(Path(self.mktemp()), reactor, cdr_delay=0.05)
+        yield store.cdrs(1)  # opened
+        before = store.commits
+        written = [store.write_cdr(cdr(n)) for n in range(5)]
+        self.assertTrue(all(not d.called for d in written))
+        yield written[-1]
+        self.assertEqual(store.commits, before + 1)
+        self.assertIsNone(store._delayed)
+        waiting = store.write_cdr(cdr(5))
+        read = yield store.cdrs(10)  # does not wait: takes the waiting CDR along
+        self.assertTrue(waiting.called)
+        self.assertIsNone(store._delayed)
+        self.assertEqual([c.call_id for c in read][:1], ["c5"])
+        last = store.write_cdr(cdr(6))
+        yield store.close()
+        self.assertTrue(last.called)
+        self.assertIsNone(store._delayed)
+        self.assertEqual(read_cdrs(store._path, 1)[0].call_id, "c6")
