@@ -32,7 +32,7 @@ from pbx.media.dtmf_interwork import Interworking, LegFormats
 from pbx.media.interfaces import IMediaRelay, IRelaySession, SessionStats
 from pbx.media.ports import PortsExhausted
 from pbx.sip.errors import SipError
-from pbx.sip.offer_answer import make_offer, relay_bytes, rewrite_for_relay
+from pbx.sip.offer_answer import make_offer, relay_body
 from pbx.sip.sdp import MAX_SDP_SIZE, MediaDescription, SdpError, SdpTooLarge, SessionDescription
 
 OTHER = {"a": "b", "b": "a"}
@@ -250,12 +250,8 @@ class MediaBridge:
         ]
         index = _SIDE[to_side]
         self._versions[index] += 1
-        address, version = out_leg.local_address, self._versions[index]
-        session_id = str(self._session_id + index)
-        plain = relay_bytes(sdp, address, ports, session_id=session_id, version=version)
-        if plain is not None:  # most bodies: written at once, no rewritten description built first
-            return plain
-        return rewrite_for_relay(sdp, address, ports, session_id=session_id, version=version).to_bytes()
+        session_id, version = str(self._session_id + index), self._versions[index]
+        return relay_body(sdp, out_leg.local_address, ports, session_id=session_id, version=version)
 
     def ready(self) -> Deferred[None]:
         """Fires when the relay session can be used: at once for the built-in relay; once rtpengine set the

@@ -273,6 +273,28 @@ def relay_bytes(
     return "\r\n".join(out).encode("utf-8", "surrogateescape")
 
 
+def relay_body(
+    sdp: SessionDescription,
+    address: str,
+    ports: Sequence[int | None],
+    *,
+    origin_username: str = "pbx",
+    session_id: str | int | None = None,
+    version: int | None = None,
+) -> bytes:
+    """The body `rewrite_for_relay` makes, as bytes: written at once for a plain description (`relay_bytes`),
+    through the rewritten description otherwise."""
+    plain = relay_bytes(
+        sdp, address, ports, origin_username=origin_username, session_id=session_id, version=version
+    )
+    if plain is not None:
+        return plain
+    rewritten = rewrite_for_relay(
+        sdp, address, ports, origin_username=origin_username, session_id=session_id, version=version
+    )
+    return rewritten.to_bytes()
+
+
 def _wanted(supported: Sequence[str]) -> list[tuple[str, int | None]]:
     out: list[tuple[str, int | None]] = []
     for entry in supported:
