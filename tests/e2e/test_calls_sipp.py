@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -153,20 +154,27 @@ def launch_pbx(
     dialplans/default/main.j2, `keepalive` as [registrar] keepalive ("crlf": no OPTIONS pings to UDP
     contacts, which a SIPp scenario would take for an unexpected message).
     """
-    directory.mkdir(parents=True)
-    low, high = rtp_range()
-    media = f"[media]\nrtp_port_min = {low}\nrtp_port_max = {high}\n\n"
-    registrar = f'[registrar]\nkeepalive = "{keepalive}"\n\n'
-    ports = write_config(directory, ipv6=False, extra=media + registrar + extra)
-    pbx = CallPbx(PbxProcess(ports["path"]), ports, directory, (low, high))
-    pbx.write_dialplan(dialplan)  # before the start: the first call finds it
-    try:
-        pbx.process.wait_ready(ports["listeners"])
-        pbx.wait_for(r"Location service loaded \d+ bindings")
-    except BaseException:
-        pbx.process.stop()
-        raise
-    return pbx
+    for attempt in range(3):
+        directory.mkdir(parents=True)
+        low, high = rtp_range()
+        media = f"[media]\nrtp_port_min = {low}\nrtp_port_max = {high}\n\n"
+        registrar = f'[registrar]\nkeepalive = "{keepalive}"\n\n'
+        ports = write_config(directory, ipv6=False, extra=media + registrar + extra)
+        pbx = CallPbx(PbxProcess(ports["path"]), ports, directory, (low, high))
+        pbx.write_dialplan(dialplan)  # before the start: the first call finds it
+        try:
+            pbx.process.wait_ready(ports["listeners"])
+            pbx.wait_for(r"Location service loaded \d+ bindings")
+        except BaseException:
+            pbx.process.stop()
+            # A port found free was taken before the PBX bound it (another test's client socket, in the
+            # same ephemeral range): start again with other ports, in a clean directory.
+            if attempt < 2 and "Address already in use" in pbx.process.output:
+                shutil.rmtree(directory)
+                continue
+            raise
+        return pbx
+    raise AssertionError("unreachable")
 
 
 StartPbx = Callable[..., CallPbx]
