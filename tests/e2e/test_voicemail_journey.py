@@ -71,8 +71,10 @@ def hear_and_delete(pbx: CallPbx, directory: Path, message: str) -> None:
         extra_config=["module_app mwi.so"],
     )
     try:
-        phone.wait_registered(timeout=15)
+        # Listen for events before the phone registers: its mwi module subscribes right after, and an
+        # initial NOTIFY that comes before the control connection is never reported on it.
         control = phone.control()
+        phone.wait_registered(timeout=15)
         # 2. the light is on: the phone was told, and the PBX's trace shows what it sent
         told(phone, "yes", "1/0")
         pbx.wait_for(r"Voice-Message: 1/0\b", timeout=5)
