@@ -58,6 +58,23 @@ def told(phone: Baresip, waiting: str, counts: str, timeout: float = 15.0) -> st
     raise AssertionError(f"no MWI_NOTIFY {waiting} {counts}: {phone.control().events}")
 
 
+def told_or_explain(phone: Baresip, waiting: str, counts: str, pbx: CallPbx, timeout: float = 15.0) -> str:
+    """`told`, and when it fails, what the phone and the PBX said of the subscription."""
+    try:
+        return told(phone, waiting, counts, timeout)
+    except AssertionError as e:
+        pbx_lines = [
+            line
+            for line in pbx.process.output.splitlines()
+            if re.search(
+                r"SUBSCRIBE|NOTIFY|message-summary|Subscription|Messages-Waiting|CSeq|SIP/2.0 \d", line
+            )
+        ]
+        raise AssertionError(
+            f"{e}\n--- baresip ---\n{phone.output[-6000:]}\n--- PBX ---\n" + "\n".join(pbx_lines[-120:])
+        ) from None
+
+
 def hear_and_delete(pbx: CallPbx, directory: Path, message: str) -> None:
     """Steps 2 and 3 for 1002's box holding one new message, `message` (its ID)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -68,6 +85,7 @@ def hear_and_delete(pbx: CallPbx, directory: Path, message: str) -> None:
         audio_source=write_tone_wav(directory / "tone_1002.wav", PHONE_TONE, seconds=90.0),
         record_dir=heard,
         ctrl=True,
+        sip_trace=True,
         extra_config=["module_app mwi.so"],
     )
     try:
@@ -76,7 +94,7 @@ def hear_and_delete(pbx: CallPbx, directory: Path, message: str) -> None:
         control = phone.control()
         phone.wait_registered(timeout=15)
         # 2. the light is on: the phone was told, and the PBX's trace shows what it sent
-        told(phone, "yes", "1/0")
+        told_or_explain(phone, "yes", "1/0", pbx)
         pbx.wait_for(r"Voice-Message: 1/0\b", timeout=5)
         assert notified(pbx.process.output)[-1] == ("yes", "1/0"), notified(pbx.process.output)
 
@@ -91,7 +109,7 @@ def hear_and_delete(pbx: CallPbx, directory: Path, message: str) -> None:
         assert control.send_dtmf("7").get("ok"), phone.output[-3000:]
         pbx.wait_for(rf"message {re.escape(message)} of default/1002 deleted", timeout=15)
         # the light goes off (after a NOTIFY 0/1 first should the message have played to its end)
-        told(phone, "no", "0/0")
+        told_or_explain(phone, "no", "0/0", pbx)
         pbx.wait_for(r"Voice-Message: 0/0\b", timeout=5)
         assert notified(pbx.process.output)[-1] == ("no", "0/0"), notified(pbx.process.output)
         end = heard_seconds(heard)
