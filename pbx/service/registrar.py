@@ -114,7 +114,7 @@ def open_store(config: Config, the_reactor: Any) -> Any:
         _log.info("Store: PostgreSQL at {url}", url=safe_url(config.store.url))
         return store
     # A call's CDR waits up to 0.1 s for others: one commit for the calls that ended meanwhile.
-    return SqliteLocationStore(config.data_dir / "pbx.sqlite3", the_reactor, cdr_delay=0.1)
+    return SqliteLocationStore(config.data_dir / "pbx.sqlite3", the_reactor, cdr_delay=0.1, direct=True)
 
 
 def owned_bindings(config: Config) -> Callable[[Binding], bool] | None:
