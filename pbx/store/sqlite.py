@@ -261,6 +261,7 @@ class SqliteLocationStore(
         cdr_delay: float = 0.0,
         direct: bool = False,
         checkpoint_every: int = 1000,
+        apply_delay: float = 0.0,
     ) -> None:
         """Prepare to use the database at `path`; nothing is opened before the first call.
 
@@ -282,6 +283,8 @@ class SqliteLocationStore(
                 `synchronous="NORMAL"`, which never syncs at a commit.
             checkpoint_every: With `direct`: a WAL checkpoint on the worker after this many direct commits
                 (the direct connection never checkpoints itself).
+            apply_delay: Seconds a location change that finds the store idle waits for others before its
+                transaction starts, as `cdr_delay` (the reactor must then provide `IReactorTime`); 0: at once.
 
         Raises:
             ValueError: If `threadpool` may run more than one thread, or an argument is out of range.
@@ -302,6 +305,7 @@ class SqliteLocationStore(
         self._max_batch = max_batch
         self._synchronous = synchronous
         self._cdr_delay = cdr_delay
+        self._apply_delay = apply_delay
         self._delayed: IDelayedCall | None = None  # the pump a waiting CDR asked for (`cdr_delay`)
         self._direct = direct
         self._checkpoint_every = checkpoint_every
@@ -334,7 +338,12 @@ class SqliteLocationStore(
             batch = check_changes(changes)
         except TypeError as e:
             return fail(e)
-        return self._run(lambda conn: _apply(conn, batch), weight=max(1, len(batch)), direct=self._direct)
+        return self._run(
+            lambda conn: _apply(conn, batch),
+            weight=max(1, len(batch)),
+            delay=self._apply_delay,
+            direct=self._direct,
+        )
 
     def load(self, now: float) -> Deferred[list[Binding]]:
         """See `ILocationStore.load`."""
@@ -405,7 +414,7 @@ class SqliteLocationStore(
         if not self._started:
             self._start()
         if delay > 0:
-            if self._delayed is None and not self._busy:  # a busy worker takes it when it is done
+            if self._delayed is None and (not self._busy or self._checkpointing):  # else: taken when done
                 self._delayed = cast(IReactorTime, self._reactor).callLater(delay, self._delayed_pump)
             return d
         self._pump()
@@ -437,7 +446,9 @@ class SqliteLocationStore(
         # Also while the worker checkpoints: a passive checkpoint and a writer may run at once.
         idle = not self._busy or self._checkpointing
         if idle and self._queue and self._direct_conn is not None and self._queue[0].direct:
-            self._commit_directly(self._take_batch(direct=True))
+            batch = self._take_batch(direct=True)
+            self._cancel_delayed_if_drained()
+            self._commit_directly(batch)
             return  # it pumps again once its callbacks have run
         if self._busy:
             return
@@ -450,15 +461,18 @@ class SqliteLocationStore(
             self._on_worker(self._checkpoint_on_worker).addBoth(self._checkpointed)
         elif self._queue:
             batch = self._take_batch()
-            if not self._queue and self._delayed is not None:  # what waited goes now
-                self._delayed.cancel()
-                self._delayed = None
+            self._cancel_delayed_if_drained()
             self._busy = True
             d = self._on_worker(self._transact, [w.fn for w in batch])
             d.addCallbacks(self._committed, self._commit_failed, callbackArgs=(batch,), errbackArgs=(batch,))
         elif self._closing and not self._closed:
             self._busy = True
             self._on_worker(self._close_on_worker).addBoth(self._shut)
+
+    def _cancel_delayed_if_drained(self) -> None:
+        if not self._queue and self._delayed is not None:  # what waited goes now
+            self._delayed.cancel()
+            self._delayed = None
 
     def _commit_directly(self, batch: list[_Work]) -> None:
         """Commit `batch` (location changes, first in the queue) on the reactor thread, on the direct

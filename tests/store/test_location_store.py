@@ -504,6 +504,20 @@ class DirectSqliteLocationStoreTests(LocationStoreTestsMixin, TestCase):
         self.assertEqual(self.sqlite.direct_commits, before + 1)
         self.assertEqual(await self.sqlite.load(NOW), [binding()])
 
+    async def test_apply_delay_commits_changes_together(self) -> None:
+        """With `apply_delay`, changes that come within the delay share one direct commit, made when it ends;
+        no delayed call is left."""
+        store = SqliteLocationStore(self.path / "delay.sqlite3", reactor, direct=True, apply_delay=0.05)
+        self.addCleanup(store.close)
+        await self.opened(store)
+        commits = store.commits
+        applied = [store.apply([PutBinding(binding(f"sip:{i}@x"))]) for i in range(3)]
+        self.assertEqual([d.called for d in applied], [False] * 3)
+        await gatherResults(applied)
+        self.assertEqual((store.commits - commits, store.direct_commits), (1, 1))
+        self.assertIsNone(store._delayed)
+        self.assertEqual(len(await store.load(NOW)), 3)
+
     def test_direct_needs_synchronous_normal(self) -> None:
         """FULL would fsync on the reactor thread: refused."""
         path = temporary_directory(self) / "x.sqlite3"
