@@ -500,7 +500,7 @@ class SqliteLocationStore(
         try:
             conn.execute(self._BEGIN)
         except sqlite3.OperationalError as e:
-            if e.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+            if e.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:  # also its extended codes (BUSY_RECOVERY)
                 self._queue[:0] = batch
                 for work in batch:
                     work.direct = False
