@@ -113,8 +113,12 @@ def open_store(config: Config, the_reactor: Any) -> Any:
         store = PostgresStore(config.store.url, the_reactor)
         _log.info("Store: PostgreSQL at {url}", url=safe_url(config.store.url))
         return store
-    # A call's CDR waits up to 0.1 s for others: one commit for the calls that ended meanwhile.
-    return SqliteLocationStore(config.data_dir / "pbx.sqlite3", the_reactor, cdr_delay=0.1)
+    # A call's CDR waits up to 0.1 s for others: one commit for the calls that ended meanwhile. A registration
+    # is committed on the reactor thread when the writer thread is idle (no hand-off and back), after waiting
+    # up to 5 ms for others to share its commit (pbx/store/sqlite.py, "Direct commits").
+    return SqliteLocationStore(
+        config.data_dir / "pbx.sqlite3", the_reactor, cdr_delay=0.1, direct=True, apply_delay=0.005
+    )
 
 
 def owned_bindings(config: Config) -> Callable[[Binding], bool] | None:

@@ -2,7 +2,8 @@
 
 Threading: the sqlite3 connection is created, used and closed on a single dedicated worker thread (`_Worker`:
 one long-lived thread fed by a queue; or an injected Twisted `ThreadPool` of exactly one thread); the reactor
-thread never touches it and never blocks on SQLite. Results come back to the reactor thread through
+thread never touches it and never waits for SQLite (see "Direct commits" for the one exception, opt-in, that
+writes without waiting). Results come back to the reactor thread through
 `reactor.callFromThread`. The thread starts with the first call, not in the constructor, so a store built
 before `twistd` forks still works. (Not Twisted's ThreadPool by default: each of its jobs leaves a closure
 that refers to itself, cyclic garbage per commit for the collector to find under load.)
@@ -12,6 +13,22 @@ changes) goes to it as ONE transaction; whatever is called meanwhile waits for t
 Deferred fires after the transaction holding its work has committed, so thousands of REGISTERs per second can
 each wait for durability at the cost of a few commits. Each call runs inside its own SAVEPOINT: a call that
 raises is rolled back and fails alone; a failed COMMIT fails every call of the batch.
+
+Direct commits (`direct=True`, what the PBX uses): a location change (`apply`) that finds the worker idle and
+nothing queued before it is committed at once on the reactor thread, on a second connection of its own, and
+its Deferred has fired when `apply` returns. Handing each REGISTER's commit to the worker and back (the
+worker woken, the GIL passed twice, `callFromThread` waking the reactor through its pipe for one more loop
+turn) cost more than the commit itself (about 40 us of CPU: a page appended to the WAL in the page cache, the
+WAL's file locks). The direct connection never waits and never syncs: it has no busy timeout (a write lock
+held elsewhere, by an offline `pbx user` command or a long worker transaction, sends the change to the
+worker, which waits for it), `synchronous=NORMAL` never syncs at a commit, and it never checkpoints
+(`wal_autocheckpoint=0`): the worker runs a passive checkpoint every `checkpoint_every` direct commits,
+during which direct commits go on. The two connections are never used at once for writing: direct commits
+are made only while the worker runs no transaction, so changes still commit in the order they were made,
+and a batch's callbacks all run before the next batch commits. `apply_delay` lets location changes wait a
+few milliseconds for each other, so that a busy registrar commits them in groups (as `cdr_delay` does for
+CDRs). Durability is the same as the worker's commits (below): the `200` to a REGISTER still follows its
+commit.
 
 Durability: WAL journal with `synchronous=NORMAL`. A commit has written the transaction to the WAL file (the
 OS page cache) before it returns, so an acknowledged change survives the process dying in any way (`kill -9`,
@@ -40,6 +57,7 @@ from typing import Any, Final, TypeVar, cast
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -72,6 +90,7 @@ from pbx.store.trunk_lease import ITrunkLeaseStore, SqliteTrunkLeaseStore
 from pbx.store.trunk_state import ITrunkStateStore, SqliteTrunkStateStore
 
 T = TypeVar("T")
+_log = Logger(namespace="pbx.store.sqlite")
 
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 0 -> 1: the registrar's bindings (RFC 3261 10.3). No index on expires_at: purging scans the table
@@ -164,11 +183,13 @@ def _cdrs(conn: sqlite3.Connection, limit: int) -> list[Cdr]:
 
 @dataclass(slots=True)
 class _Work:
-    """One queued call: a function of the connection, the changes it counts for, and its caller's Deferred."""
+    """One queued call: a function of the connection, the changes it counts for, its caller's Deferred, and
+    whether it may be committed on the reactor thread (`direct`: a location change)."""
 
     fn: Callable[[sqlite3.Connection], Any]
     weight: int
     deferred: Deferred[Any]
+    direct: bool = False
 
 
 class _Worker:
@@ -255,6 +276,9 @@ class SqliteLocationStore(
         max_batch: int = 1000,
         synchronous: str = "NORMAL",
         cdr_delay: float = 0.0,
+        direct: bool = False,
+        checkpoint_every: int = 1000,
+        apply_delay: float = 0.0,
     ) -> None:
         """Prepare to use the database at `path`; nothing is opened before the first call.
 
@@ -271,6 +295,13 @@ class SqliteLocationStore(
                 comes share one commit; 0: at once. A PBX ends a call every few milliseconds under load, and
                 a transaction of its own for each CDR (the worker woken, a commit, the result sent back to
                 the reactor) cost about 110 us of CPU where a shared one costs a few.
+            direct: Commit location changes (`apply`) on the reactor thread when the worker is idle, on a
+                connection of their own (see "Direct commits" in the module docstring). Only with
+                `synchronous="NORMAL"`, which never syncs at a commit.
+            checkpoint_every: With `direct`: a WAL checkpoint on the worker after this many direct commits
+                (the direct connection never checkpoints itself).
+            apply_delay: Seconds a location change that finds the store idle waits for others before its
+                transaction starts, as `cdr_delay` (the reactor must then provide `IReactorTime`); 0: at once.
 
         Raises:
             ValueError: If `threadpool` may run more than one thread, or an argument is out of range.
@@ -281,13 +312,24 @@ class SqliteLocationStore(
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
         if threadpool is not None and threadpool.max != 1:
             raise ValueError("the SQLite connection needs a thread pool of exactly one thread (max=1)")
+        if direct and synchronous != "NORMAL":
+            raise ValueError("direct commits would sync on the reactor thread: use synchronous='NORMAL'")
+        if checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be at least 1, not {checkpoint_every}")
         self.commits = 0
         self._path = path
         self._reactor = reactor
         self._max_batch = max_batch
         self._synchronous = synchronous
         self._cdr_delay = cdr_delay
+        self._apply_delay = apply_delay
         self._delayed: IDelayedCall | None = None  # the pump a waiting CDR asked for (`cdr_delay`)
+        self._direct = direct
+        self._checkpoint_every = checkpoint_every
+        self._direct_commits = 0  # since the last checkpoint
+        self._holding = False  # firing a batch's callbacks: the next batch waits (`_finish`)
+        self._checkpointing = False  # the worker's job is a checkpoint (`_busy` too)
+        self.direct_commits = 0
         self._owns_pool = threadpool is None
         self._pool = threadpool
         self._worker = _Worker(reactor, f"sqlite:{path.name}") if threadpool is None else None
@@ -301,6 +343,9 @@ class SqliteLocationStore(
         self._close_waiters: list[Deferred[None]] = []
         # Worker-thread state: only ever touched by functions running on the worker.
         self._conn: sqlite3.Connection | None = None
+        # The direct connection (`direct`): opened and closed by the worker, used on the reactor thread only
+        # while the worker is idle (`_busy` false): never by two threads at once.
+        self._direct_conn: sqlite3.Connection | None = None
 
     # ILocationStore
 
@@ -310,7 +355,12 @@ class SqliteLocationStore(
             batch = check_changes(changes)
         except TypeError as e:
             return fail(e)
-        return self._run(lambda conn: _apply(conn, batch), weight=max(1, len(batch)))
+        return self._run(
+            lambda conn: _apply(conn, batch),
+            weight=max(1, len(batch)),
+            delay=self._apply_delay,
+            direct=self._direct,
+        )
 
     def load(self, now: float) -> Deferred[list[Binding]]:
         """See `ILocationStore.load`."""
@@ -350,7 +400,12 @@ class SqliteLocationStore(
         return self._run(lambda conn: _cdrs(conn, limit), weight=0)
 
     def _run(
-        self, fn: Callable[[sqlite3.Connection], T], *, weight: int = 1, delay: float = 0.0
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        weight: int = 1,
+        delay: float = 0.0,
+        direct: bool = False,
     ) -> Deferred[T]:
         """Run `fn(connection)` on the worker thread, inside the next group-commit transaction.
 
@@ -362,6 +417,7 @@ class SqliteLocationStore(
             weight: How many rows it changes, roughly, counted against `max_batch`.
             delay: Seconds it may wait for more work when the worker is idle (`cdr_delay`); any work that
                 does not wait takes it along.
+            direct: It may be committed on the reactor thread (`direct`), if the store allows it.
 
         Returns:
             A Deferred firing on the reactor thread with `fn`'s result once the transaction has committed; or
@@ -371,11 +427,11 @@ class SqliteLocationStore(
         if self._closing:
             return fail(StoreClosedError("the location store is closed"))
         d: Deferred[T] = Deferred()
-        self._queue.append(_Work(fn, weight, d))
+        self._queue.append(_Work(fn, weight, d, direct))
         if not self._started:
             self._start()
         if delay > 0:
-            if self._delayed is None and not self._busy:  # a busy worker takes it when it is done
+            if self._delayed is None and (not self._busy or self._checkpointing):  # else: taken when done
                 self._delayed = cast(IReactorTime, self._reactor).callLater(delay, self._delayed_pump)
             return d
         self._pump()
@@ -400,17 +456,29 @@ class SqliteLocationStore(
         opened.addCallbacks(self._opened, self._open_failed)
 
     def _pump(self) -> None:
-        """Give the worker the next batch (or the close job) if it is idle; open first if need be."""
+        """Commit the next location changes directly (`direct`), else give the worker the next batch (or the
+        close job, or a checkpoint) if it is idle; open first if need be."""
+        if self._holding:
+            return
+        # Also while the worker checkpoints: a passive checkpoint and a writer may run at once.
+        idle = not self._busy or self._checkpointing
+        if idle and self._queue and self._direct_conn is not None and self._queue[0].direct:
+            batch = self._take_batch(direct=True)
+            self._cancel_delayed_if_drained()
+            self._commit_directly(batch)
+            return  # it pumps again once its callbacks have run
         if self._busy:
             return
         if self._queue and not self._open:
             self._send_open()  # after a failed open: this call tries again
             return
-        if self._queue:
+        if self._direct_commits >= self._checkpoint_every:
+            self._direct_commits = 0
+            self._busy = self._checkpointing = True
+            self._on_worker(self._checkpoint_on_worker).addBoth(self._checkpointed)
+        elif self._queue:
             batch = self._take_batch()
-            if not self._queue and self._delayed is not None:  # what waited goes now
-                self._delayed.cancel()
-                self._delayed = None
+            self._cancel_delayed_if_drained()
             self._busy = True
             d = self._on_worker(self._transact, [w.fn for w in batch])
             d.addCallbacks(self._committed, self._commit_failed, callbackArgs=(batch,), errbackArgs=(batch,))
@@ -418,16 +486,55 @@ class SqliteLocationStore(
             self._busy = True
             self._on_worker(self._close_on_worker).addBoth(self._shut)
 
+    def _cancel_delayed_if_drained(self) -> None:
+        if not self._queue and self._delayed is not None:  # what waited goes now
+            self._delayed.cancel()
+            self._delayed = None
+
+    def _commit_directly(self, batch: list[_Work]) -> None:
+        """Commit `batch` (location changes, first in the queue) on the reactor thread, on the direct
+        connection. When another connection holds the write lock (an offline tool, a long worker batch), the
+        batch goes back to the head of the queue for the worker, which waits for the lock."""
+        conn = self._direct_conn
+        assert conn is not None
+        try:
+            conn.execute(self._BEGIN)
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:  # also its extended codes (BUSY_RECOVERY)
+                self._queue[:0] = batch
+                for work in batch:
+                    work.direct = False
+                self._pump()
+                return
+            outcomes: list[tuple[bool, Any]] = [(False, Failure())] * len(batch)
+        else:
+            try:
+                outcomes = self._transact_begun(conn, [w.fn for w in batch])
+            except Exception:
+                outcomes = [(False, Failure())] * len(batch)
+            else:
+                self.commits += 1
+                self.direct_commits += 1
+                self._direct_commits += 1
+        self._finish(batch, outcomes)
+
+    def _checkpointed(self, result: object) -> None:
+        self._busy = self._checkpointing = False
+        if isinstance(result, Failure):
+            _log.warn("WAL checkpoint failed: {error}", error=result.getErrorMessage())
+        self._pump()
+
     def _on_worker(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         if self._worker is not None:
             return self._worker.run(fn, *args)
         assert self._pool is not None
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
 
-    def _take_batch(self) -> list[_Work]:
+    def _take_batch(self, *, direct: bool = False) -> list[_Work]:
+        """The next batch from the queue (up to `max_batch` changes); `direct`: only of direct work."""
         taken, total = 0, 0
         for work in self._queue:
-            if taken and total + work.weight > self._max_batch:
+            if (taken and total + work.weight > self._max_batch) or (direct and not work.direct):
                 break
             taken += 1
             total += work.weight
@@ -450,20 +557,27 @@ class SqliteLocationStore(
     def _committed(self, outcomes: list[tuple[bool, Any]], batch: list[_Work]) -> None:
         self.commits += 1
         self._busy = False
-        self._pump()  # the worker starts on the next batch while the callers' callbacks run
-        for work, (ok, value) in zip(batch, outcomes, strict=True):
-            if ok:
-                work.deferred.callback(value)
-            else:
-                work.deferred.errback(value)
+        self._finish(batch, outcomes)
 
     def _commit_failed(self, failure: Failure, batch: list[_Work]) -> None:
         self._busy = False
         if self._lost_connection(failure):
             self._open = False  # the next call connects again (a database server restarted)
+        self._finish(batch, [(False, failure)] * len(batch))
+
+    def _finish(self, batch: list[_Work], outcomes: Sequence[tuple[bool, Any]]) -> None:
+        """Fire the callers' Deferreds of a finished batch and pump the next one."""
+        if not self._direct:
+            self._pump()  # the worker starts on the next batch while the callers' callbacks run
+            _fire(batch, outcomes)
+            return
+        # The next batch may commit on this thread: only after this one's callbacks, so they fire in order.
+        self._holding = True
+        try:
+            _fire(batch, outcomes)
+        finally:
+            self._holding = False
         self._pump()
-        for work in batch:
-            work.deferred.errback(failure)
 
     def _shut(self, result: Failure | None) -> None:
         self._closed = True
@@ -498,13 +612,38 @@ class SqliteLocationStore(
         except BaseException:
             conn.close()
             raise
-        self._conn = conn
+        direct = None
+        if self._direct:
+            try:
+                # No busy wait (a lock held elsewhere sends the work to the worker) and no checkpoints (the
+                # worker's job, `_checkpoint_on_worker`): nothing on this connection waits or syncs.
+                direct = sqlite3.connect(self._path, isolation_level=None, timeout=0, check_same_thread=False)
+                direct.execute("PRAGMA wal_autocheckpoint=0")
+                direct.execute(f"PRAGMA synchronous={self._synchronous}")
+            except BaseException:
+                if direct is not None:
+                    direct.close()
+                conn.close()
+                raise
+        self._conn, self._direct_conn = conn, direct
+
+    def _checkpoint_on_worker(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _transact(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
         conn = self._conn
         assert conn is not None, "the open job runs first"
-        outcomes: list[tuple[bool, Any]] = []
         conn.execute(self._BEGIN)
+        return self._transact_begun(conn, fns)
+
+    def _transact_begun(
+        self, conn: Any, fns: list[Callable[[sqlite3.Connection], Any]]
+    ) -> list[tuple[bool, Any]]:
+        """The rest of `_transact` once its transaction has begun (on `conn`, the worker's or the direct
+        connection)."""
+        outcomes: list[tuple[bool, Any]] = []
         if len(fns) == 1:  # alone in its transaction (the usual case below ~1,000 changes/s): no savepoint
             return self._transact_one(conn, fns[0])
         try:
@@ -551,9 +690,20 @@ class SqliteLocationStore(
         return bool(conn.in_transaction)
 
     def _close_on_worker(self) -> None:
+        direct, self._direct_conn = self._direct_conn, None
+        if direct is not None:
+            direct.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+
+def _fire(batch: list[_Work], outcomes: Sequence[tuple[bool, Any]]) -> None:
+    for work, (ok, value) in zip(batch, outcomes, strict=True):
+        if ok:
+            work.deferred.callback(value)
+        else:
+            work.deferred.errback(value)
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:

@@ -13,7 +13,8 @@ from typing import Any, cast
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
@@ -409,6 +410,121 @@ class SqliteLocationStoreTests(LocationStoreTestsMixin, TestCase):
             SqliteLocationStore(self.path / "x.sqlite3", reactor, max_batch=0)
         with self.assertRaises(ValueError):
             SqliteLocationStore(self.path / "x.sqlite3", reactor, synchronous="OFF")
+
+
+class DirectSqliteLocationStoreTests(LocationStoreTestsMixin, TestCase):
+    """The contract again with `direct=True` (location changes committed on the reactor thread while the
+    worker is idle), and what the direct path does on its own."""
+
+    def make_store(self) -> ILocationStore:
+        self.path = temporary_directory(self)
+        self.sqlite = SqliteLocationStore(self.path / "pbx.sqlite3", reactor, direct=True)
+        return self.sqlite
+
+    async def opened(self, store: SqliteLocationStore) -> None:
+        """Open `store` and return from a fresh reactor call: not from within the store's callbacks, where
+        a new call waits until the batch's Deferreds have all fired."""
+        await store.load(NOW)
+        await deferLater(cast(IReactorTime, reactor), 0, lambda: None)
+
+    async def test_apply_commits_on_the_reactor_thread_when_the_worker_is_idle(self) -> None:
+        """Once open, an apply has committed when it returns: its Deferred has fired, the row is on disk
+        (another connection reads it), and no worker transaction was used."""
+        await self.opened(self.sqlite)
+        commits = self.sqlite.commits
+        d = self.sqlite.apply([PutBinding(binding())])
+        self.assertTrue(d.called)
+        await d
+        self.assertEqual((self.sqlite.direct_commits, self.sqlite.commits), (1, commits + 1))
+        conn = sqlite3.connect(self.path / "pbx.sqlite3")
+        try:
+            self.assertEqual(conn.execute("SELECT contact FROM bindings").fetchall(), [(binding().contact,)])
+        finally:
+            conn.close()
+        self.assertEqual(await self.sqlite.load(NOW), [binding()])
+
+    async def test_work_on_the_worker_keeps_its_order(self) -> None:
+        """While the worker runs a job, an apply waits behind it (never committed past queued work)."""
+        await self.opened(self.sqlite)
+        release = threading.Event()
+        order: list[str] = []
+        slow = self.sqlite._run(lambda conn: release.wait(10)).addCallback(lambda _: order.append("slow"))
+        queued = self.sqlite.apply([PutBinding(binding())]).addCallback(lambda _: order.append("apply"))
+        self.assertFalse(queued.called)
+        release.set()
+        await gatherResults([slow, queued])
+        self.assertEqual(order, ["slow", "apply"])
+        self.assertEqual(await self.sqlite.load(NOW), [binding()])
+
+    async def test_a_database_locked_elsewhere_sends_the_change_to_the_worker(self) -> None:
+        """Another process's write lock (an offline `pbx user` command) never blocks the reactor: the change
+        goes to the worker, which waits for the lock (up to its busy timeout) and then commits it."""
+        await self.opened(self.sqlite)
+        other = sqlite3.connect(self.path / "pbx.sqlite3", isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute("BEGIN IMMEDIATE")
+        d = self.sqlite.apply([PutBinding(binding())])
+        self.assertFalse(d.called)
+        other.execute("COMMIT")
+        await d
+        self.assertEqual(self.sqlite.direct_commits, 0)
+        self.assertEqual(await self.sqlite.load(NOW), [binding()])
+        await self.sqlite.apply([PutBinding(binding("sip:b@x"))])
+        self.assertEqual(self.sqlite.direct_commits, 1)
+
+    async def test_the_worker_checkpoints_the_wal(self) -> None:
+        """The direct connection never checkpoints; the worker does, every `checkpoint_every` direct
+        commits, so the WAL does not grow without bound."""
+        store = SqliteLocationStore(self.path / "cp.sqlite3", reactor, direct=True, checkpoint_every=3)
+        self.addCleanup(store.close)
+        await self.opened(store)
+        checkpoints: list[int] = []
+        original = store._checkpoint_on_worker
+        store._checkpoint_on_worker = lambda: (checkpoints.append(1), original())[1]  # type: ignore[method-assign]
+        for i in range(7):
+            await store.apply([PutBinding(binding(f"sip:{i}@x"))])
+        await store.load(NOW)  # the worker has done what was asked before
+        self.assertEqual(store.direct_commits, 7)
+        self.assertEqual(len(checkpoints), 2)
+        conn = sqlite3.connect(self.path / "cp.sqlite3")
+        try:
+            self.assertEqual(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0], 0)
+        finally:
+            conn.close()
+
+    async def test_a_failed_direct_commit_fails_the_change(self) -> None:
+        """A statement that fails on the direct connection fails its caller; nothing of it is stored and the
+        store goes on committing directly."""
+        await self.opened(self.sqlite)
+        d = self.sqlite._run(lambda conn: conn.execute("INSERT INTO nowhere VALUES (1)"), direct=True)
+        self.assertTrue(d.called)
+        await self.assertFailure(d, sqlite3.OperationalError)
+        before = self.sqlite.direct_commits
+        await self.sqlite.apply([PutBinding(binding())])
+        self.assertEqual(self.sqlite.direct_commits, before + 1)
+        self.assertEqual(await self.sqlite.load(NOW), [binding()])
+
+    async def test_apply_delay_commits_changes_together(self) -> None:
+        """With `apply_delay`, changes that come within the delay share one direct commit, made when it ends;
+        no delayed call is left."""
+        store = SqliteLocationStore(self.path / "delay.sqlite3", reactor, direct=True, apply_delay=0.05)
+        self.addCleanup(store.close)
+        await self.opened(store)
+        commits = store.commits
+        applied = [store.apply([PutBinding(binding(f"sip:{i}@x"))]) for i in range(3)]
+        self.assertEqual([d.called for d in applied], [False] * 3)
+        await gatherResults(applied)
+        self.assertEqual((store.commits - commits, store.direct_commits), (1, 1))
+        self.assertIsNone(store._delayed)
+        self.assertEqual(len(await store.load(NOW)), 3)
+
+    def test_direct_needs_synchronous_normal(self) -> None:
+        """FULL would fsync on the reactor thread: refused."""
+        path = temporary_directory(self) / "x.sqlite3"
+        with self.assertRaises(ValueError):
+            SqliteLocationStore(path, reactor, direct=True, synchronous="FULL")
+        with self.assertRaises(ValueError):
+            SqliteLocationStore(path, reactor, direct=True, checkpoint_every=0)
 
 
 class BindingTests(SynchronousTestCase):

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ACKNOWLEDGED = 300
 
 # Applies ACKNOWLEDGED bindings of tenant "acked" (one apply each, all at once), prints DURABLE once every
-# Deferred has fired, then keeps writing tenant "more" until it is killed.
+# Deferred has fired, then keeps writing tenant "more" until it is killed. With "direct" as its third argument
+# the store commits location changes on the reactor thread and checkpoints on its worker every 5 commits.
 CHILD = r"""
 import sys
 from pathlib import Path
@@ -36,8 +37,8 @@ from twisted.internet.defer import gatherResults
 
 from pbx.store import Binding, PutBinding, SqliteLocationStore
 
-path, count = Path(sys.argv[1]), int(sys.argv[2])
-store = SqliteLocationStore(path, reactor)
+path, count, direct = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "direct"
+store = SqliteLocationStore(path, reactor, direct=direct, checkpoint_every=5)
 
 
 def binding(tenant, i):
@@ -74,12 +75,12 @@ class KillTests(TestCase):
         self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
         self.path = directory / "pbx.sqlite3"
 
-    def _run_child_until_durable(self, timeout: float = 30.0) -> None:
+    def _run_child_until_durable(self, timeout: float = 30.0, mode: str = "worker") -> None:
         env = dict(
             os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         )
         child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(self.path), str(ACKNOWLEDGED)],
+            [sys.executable, "-c", CHILD, str(self.path), str(ACKNOWLEDGED), mode],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
@@ -99,7 +100,15 @@ class KillTests(TestCase):
     async def test_acknowledged_bindings_survive_sigkill(self) -> None:
         """Every binding acknowledged before SIGKILL is in the file, and the file passes integrity_check."""
         self._run_child_until_durable()
+        await self._check_acknowledged()
 
+    async def test_acknowledged_direct_commits_survive_sigkill(self) -> None:
+        """The same with location changes committed on the reactor thread (`direct`, as the PBX runs its
+        store), killed while it commits directly and its worker checkpoints."""
+        self._run_child_until_durable(mode="direct")
+        await self._check_acknowledged()
+
+    async def _check_acknowledged(self) -> None:
         conn = sqlite3.connect(self.path)
         try:
             self.assertEqual(conn.execute("PRAGMA integrity_check").fetchone()[0], "ok")
