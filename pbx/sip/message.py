@@ -448,7 +448,7 @@ class Headers:
         new._fields = picked
         cache = self._cache
         if cache:
-            new._cache = {k: v for k, v in cache.items() if (k[0] if type(k) is tuple else k) in keys}
+            new._cache = {k: v for k, v in cache.items() if (k[0] if type(k) is tuple else k) in rank}
         return new
 
     def __repr__(self) -> str:
