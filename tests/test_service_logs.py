@@ -28,6 +28,7 @@ from pbx.service.logs import (
     ClassicLogText,
     DelayedFlush,
     QuietLogging,
+    in_reactor_thread,
     quiet_log_observer,
     quiet_port_lines,
     ready_message,
@@ -234,6 +235,30 @@ class DelayedFlushTests(unittest.SynchronousTestCase):
         for trigger, args, kwargs in reactor.triggers["after"]["shutdown"]:
             trigger(*args, **kwargs)
         self.assertEqual(file.flushed, [["last\n"]])
+
+    def test_in_reactor_thread_agrees_with_twisted(self) -> None:
+        """The default check is Twisted's `isInIOThread`, asked of the thread's identifier only."""
+        import threading
+
+        from twisted.python import threadable
+
+        seen: list[tuple[bool, bool]] = []
+        here = (in_reactor_thread(), threadable.isInIOThread())
+
+        def ask() -> None:
+            seen.append((in_reactor_thread(), threadable.isInIOThread()))
+
+        thread = threading.Thread(target=ask)
+        thread.start()
+        thread.join()
+        self.assertEqual(here[0], here[1])
+        self.assertEqual(seen, [(False, False)])
+        saved = threadable.ioThread
+        try:
+            threadable.registerAsIOThread()
+            self.assertTrue(in_reactor_thread())
+        finally:
+            threadable.ioThread = saved
 
 
 class QuietLoggingTests(unittest.SynchronousTestCase):

@@ -31,3 +31,7 @@ class ChainTests(SynchronousTestCase):
         assert both is not None
         both("recv", "UDP", None, b"x")
         self.assertEqual(seen, ["one", "two"])
+        three = chain([one, lambda *args: seen.append("two"), lambda *args: seen.append("three")])
+        assert three is not None
+        three("send", "UDP", None, b"y")
+        self.assertEqual(seen, ["one", "two", "one", "two", "three"])

@@ -113,6 +113,7 @@ class Call(Dialing):
         "__weakref__",
         "_answer_pending",
         "_caller_sdp",
+        "_cdr",
         "_early_sent",
         "_media_waiters",
         "_status",
@@ -201,6 +202,7 @@ class Call(Dialing):
         self.transfer: Any = None  # told how a transfer's routing goes (`pbx.b2bua.transfer`), or None
         self.answered_by = ""  # who answered when no leg did (a pickup)
         self.features: Any = None  # watches key presses for in-call codes (`pbx.b2bua.dtmf_transfer`)
+        self._cdr: Cdr | None = None  # the record as the call ended (the store and the observers share it)
         self._init_dialing()
 
     # -- what the applications see (pbx.apps.base.AppCall) ----------------------------------------------
@@ -597,12 +599,16 @@ class Call(Dialing):
         self.b2bua.call_ended(self)
 
     def cdr(self) -> Cdr:
+        """The call's record: as it is now while the call is up; once it ended, as it was at its end (made
+        once: the store, the log line and every observer of `call_ended` read the same one)."""
+        if self._cdr is not None:
+            return self._cdr
         legs = ",".join(
             f"{leg.extension}@{leg.target.uri}={leg.status or (487 if leg.cancel_wanted else 0)}"
             for leg in self.legs
         )
         status = 200 if self.answered_at is not None else self._status
-        return Cdr(
+        cdr = Cdr(
             call_id=self.id,
             tenant=self.caller.tenant,
             caller=self.caller.extension or f"trunk:{self.caller.trunk}/{self.caller.number}",
@@ -616,3 +622,6 @@ class Call(Dialing):
             hangup_by=self.hangup_by,
             legs=legs,
         )
+        if self.ended:
+            self._cdr = cdr
+        return cdr

@@ -100,13 +100,32 @@ class LegTarget:
     secure: bool = False
 
     @classmethod
-    def contact(cls, extension: str, binding: Binding, destination: Destination, domain: str) -> LegTarget:
+    def contact(
+        cls,
+        extension: str,
+        binding: Binding,
+        destination: Destination,
+        domain: str,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+        srtp: str = "optional",
+        srtp_over_plain: bool = False,
+    ) -> LegTarget:
         """A registered contact of `extension`, reached over the flow it registered on; through the proxies
         of its Path (RFC 3327 5.4: the Path values become the INVITE's Route set, the flow is the first
-        proxy's)."""
-        headers = (("Route", binding.path),) if binding.path else ()
+        proxy's), then `headers`. `secure` when that flow is TLS."""
+        if binding.path:
+            headers = (("Route", binding.path), *headers)
         return cls(
-            extension, binding.contact, f"sip:{extension}@{domain}", (destination,), binding, headers=headers
+            extension,
+            binding.contact,
+            f"sip:{extension}@{domain}",
+            (destination,),
+            binding,
+            headers=headers,
+            srtp=srtp,
+            srtp_over_plain=srtp_over_plain,
+            secure=str(destination[0]).upper() == "TLS",
         )
 
 

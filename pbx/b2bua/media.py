@@ -116,16 +116,28 @@ _DIGITS = frozenset("0123456789")
 
 def _is_ipv4(host: str) -> bool:
     """Whether `ipaddress.IPv4Address(host)` accepts `host` (four decimal octets of 1-3 ASCII digits, no
-    leading zero, at most 255), without building the address."""
+    leading zero, at most 255), without building the address; the answers for the last hosts seen are kept
+    (every description of a call names its phone's address, the same call after call)."""
+    known = _IPV4_SEEN.get(host)
+    if known is not None:
+        return known
     octets = host.split(".")
-    if len(octets) != 4:
-        return False
-    for octet in octets:
-        if not 0 < len(octet) <= 3 or not _DIGITS.issuperset(octet):
-            return False
-        if (octet[0] == "0" and octet != "0") or int(octet) > 255:
-            return False
-    return True
+    valid = len(octets) == 4
+    if valid:
+        for octet in octets:
+            if not 0 < len(octet) <= 3 or not _DIGITS.issuperset(octet):
+                valid = False
+                break
+            if (octet[0] == "0" and octet != "0") or int(octet) > 255:
+                valid = False
+                break
+    if len(_IPV4_SEEN) >= 1024:  # bounded: hosts come from peers
+        _IPV4_SEEN.clear()
+    _IPV4_SEEN[host] = valid
+    return valid
+
+
+_IPV4_SEEN: dict[str, bool] = {}
 
 
 def accepted_audio(sdp: SessionDescription) -> MediaDescription | None:

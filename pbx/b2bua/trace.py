@@ -411,22 +411,20 @@ class CallTracer:
 
     def sip_message(self, direction: str, transport: str, flow: Any, data: bytes) -> None:
         """`TransportManager.trace`: add a message of a traced call to its trace."""
-        if not self._sip and not data.startswith(b"INVITE "):  # no call traced: only an INVITE may start one
-            return
-        if data.startswith(b"REGISTER "):  # never part of a call (RFC 3261 10: no dialog, its own Call-ID)
+        traced = self._sip
+        if not traced and not data.startswith(b"INVITE "):  # no call traced: only an INVITE may start one
             return
         start = data.find(b"\r\nCall-ID:")  # as the PBX and most phones write it; else any spelling
         if start >= 0:
             start += 10
-            end = data.find(b"\r\n", start)
-            call_id = data[start:end].strip()
+            call_id = data[start : data.find(b"\r\n", start)].strip()
         else:
             found = _CALL_ID.search(data, 0, data.find(b"\r\n\r\n"))
             if found is None:
                 return
             call_id = found.group(1).strip()
         text = call_id.decode("utf-8", "replace")
-        entry = self._sip.get(text)
+        entry = traced.get(text)
         if entry is None:
             if data.startswith(b"INVITE "):
                 if direction == "recv":
@@ -434,11 +432,19 @@ class CallTracer:
                 else:
                     self._invite_out = (text, data)
             return
+        if data.startswith(b"REGISTER "):  # never part of a call (RFC 3261 10: no dialog, its own Call-ID)
+            return
         trace, party = entry
-        self._sip_event(trace, party, direction == "recv", transport, flow.remote_address, data)
-        if party == "caller" and direction == "recv" and data.startswith(b"ACK ") and trace.ended_at is None:
+        inbound = direction == "recv"
+        # `_sip_event` inlined (every message of every traced call comes here)
+        head = data.find(b"\r\n\r\n")
+        if head >= 0 and len(data) > head + 4 + self.body_bytes:
+            data = data[: head + 4 + self.body_bytes] + b"[...]"
+        now = self.clock.seconds()
+        trace.add(SipEvent(now, party, inbound, transport, flow.remote_address, data), len(data) + 96)
+        if inbound and party == "caller" and data.startswith(b"ACK ") and trace.ended_at is None:
             # The caller's set-up (or re-INVITE) is over: if the call is still up in a while, pack its trace.
-            self._to_pack.append((self.clock.seconds() + self.pack_after, trace))
+            self._to_pack.append((now + self.pack_after, trace))
 
     def _pack_due(self) -> None:
         """Pack the traces of the calls still up whose time came (`pack_after`)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from threading import get_ident
 from typing import Any, cast
 
 from twisted.application import service
@@ -106,7 +107,8 @@ class DelayedFlush:
         file: the log file (stdout, a `LogFile`).
         clock: the reactor (its time, and its shutdown: the waiting lines are written then).
         delay: seconds.
-        in_io_thread: whether the caller runs in the reactor's thread (tests replace it).
+        in_io_thread: whether the caller runs in the reactor's thread (tests replace it; default:
+            `in_reactor_thread`).
     """
 
     __slots__ = ("_call", "_clock", "_delay", "_file", "_in_io_thread", "_pending", "_stopped")
@@ -116,12 +118,12 @@ class DelayedFlush:
         file: Any,
         clock: IReactorTime,
         delay: float = FLUSH_DELAY,
-        in_io_thread: Callable[[], bool] = threadable.isInIOThread,
+        in_io_thread: Callable[[], bool] | None = None,
     ) -> None:
         self._file = file
         self._clock = clock
         self._delay = delay
-        self._in_io_thread = in_io_thread
+        self._in_io_thread = in_io_thread if in_io_thread is not None else in_reactor_thread
         self._pending: list[Any] = []  # lines (str, or bytes for a binary file) not written yet
         self._call: IDelayedCall | None = None
         self._stopped = False
@@ -155,6 +157,13 @@ class DelayedFlush:
         if call is not None and call.active():
             call.cancel()
         self._write_pending()
+
+
+def in_reactor_thread() -> bool:
+    """`threadable.isInIOThread()` without making the current `Thread` object (`threading.current_thread()`,
+    which Twisted's `getThreadID` asks for each time): the thread's identifier, compared with the reactor's.
+    Asked for every line the PBX logs."""
+    return threadable.ioThread == get_ident()
 
 
 def quiet_log_observer(

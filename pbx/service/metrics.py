@@ -47,6 +47,14 @@ def chain(hooks: list[TraceHook]) -> TraceHook | None:
         return None
     if len(hooks) == 1:
         return hooks[0]
+    if len(hooks) == 2:  # the default PBX's (metrics and call traces): every message passes here
+        one, two = hooks
+
+        def pair(direction: str, transport: str, flow: Any, data: bytes) -> None:
+            one(direction, transport, flow, data)
+            two(direction, transport, flow, data)
+
+        return pair
     first, *rest = hooks
 
     def both(direction: str, transport: str, flow: Any, data: bytes) -> None:

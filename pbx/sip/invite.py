@@ -55,7 +55,10 @@ class Uas2xxRetransmitter:
 
     Create it right after sending the 2xx (it does not send it itself): it re-sends at T1, then after 2T1,
     4T1 ... capped at T2, and after 64*T1 without `ack_received` calls `on_timeout` once. Leaving the Waiting
-    state cancels both timers.
+    state cancels the timer. One `IDelayedCall` runs at a time (nearly every 2xx is ACKed before its first
+    retransmission: one timer armed and cancelled per call, not two): over UDP it is Timer G until the next
+    retransmission would come at or after the 64*T1 deadline, then Timer H at the deadline; over TCP/TLS it
+    is Timer H.
 
     Args:
         clock: the time source.
@@ -68,7 +71,17 @@ class Uas2xxRetransmitter:
         state: `WAITING`, `CONFIRMED`, `TIMED_OUT` or `STOPPED`.
     """
 
-    __slots__ = ("_clock", "_interval", "_on_timeout", "_send", "_timer_g", "_timer_h", "_timers", "state")
+    __slots__ = (
+        "_clock",
+        "_deadline",
+        "_interval",
+        "_on_timeout",
+        "_send",
+        "_timer_g",
+        "_timer_h",
+        "_timers",
+        "state",
+    )
 
     def __init__(
         self,
@@ -85,9 +98,12 @@ class Uas2xxRetransmitter:
         self._on_timeout = on_timeout
         self.state = WAITING
         self._interval = timers.t1
+        self._deadline = clock.seconds() + timers.timer_b  # when Timer H fires (64*T1)
         self._timer_g: IDelayedCall | None = None
-        self._timer_h: IDelayedCall | None = clock.callLater(timers.timer_b, self._expire, TIMER_H)
-        if not reliable:
+        self._timer_h: IDelayedCall | None = None
+        if reliable or self._interval >= timers.timer_b:
+            self._timer_h = clock.callLater(timers.timer_b, self._expire, TIMER_H)
+        else:
             self._timer_g = clock.callLater(self._interval, self._expire, TIMER_G)
 
     @property
@@ -128,7 +144,11 @@ class Uas2xxRetransmitter:
         self._send()
         self._interval = min(2 * self._interval, self._timers.t2)
         if self.state == WAITING:  # `send` may have led to ack_received or stop
-            self._timer_g = self._clock.callLater(self._interval, self._expire, TIMER_G)
+            left = self._deadline - self._clock.seconds()
+            if self._interval < left:
+                self._timer_g = self._clock.callLater(self._interval, self._expire, TIMER_G)
+            else:  # no retransmission before the deadline: Timer H is next
+                self._timer_h = self._clock.callLater(max(left, 0.0), self._expire, TIMER_H)
 
     def _report_timeout(self) -> None:
         self._on_timeout()

@@ -141,6 +141,9 @@ _RESPONSE_COPIED = ("via", "from", "to", "call-id", "cseq")  # RFC 3261 8.2.6.2
 _VIA_PARSE, _CSEQ_PARSE, _NAME_ADDRESS_PARSE = Via.parse, CSeq.parse, NameAddress.parse
 
 
+_RANKS: dict[tuple[str, ...], dict[str, int]] = {}  # `Headers.subset`: keys -> each key's position in them
+
+
 class Headers:
     """An ordered, case-insensitive multi-map of header fields, as they appear on the wire.
 
@@ -427,11 +430,25 @@ class Headers:
 
         What `parsed` cached for those headers is carried over (the values are immutable)."""
         new = Headers()
-        fields = self._fields
-        new._fields = [f for key in keys for f in fields if f[0] == key]
+        rank = _RANKS.get(keys)
+        if rank is None:
+            if len(_RANKS) >= 64:  # callers pass constant tuples: a handful
+                _RANKS.clear()
+            rank = _RANKS[keys] = {key: i for i, key in enumerate(keys)}
+        # One pass (not one per key); then grouped in `keys` order, which is already their order in most
+        # messages (Via, From, To, Call-ID, CSeq): sorted (stably) only when it is not.
+        picked = [f for f in self._fields if f[0] in rank]
+        last = -1
+        for field in picked:
+            position = rank[field[0]]
+            if position < last:
+                picked.sort(key=lambda f: rank[f[0]])
+                break
+            last = position
+        new._fields = picked
         cache = self._cache
         if cache:
-            new._cache = {k: v for k, v in cache.items() if (k[0] if type(k) is tuple else k) in keys}
+            new._cache = {k: v for k, v in cache.items() if (k[0] if type(k) is tuple else k) in rank}
         return new
 
     def __repr__(self) -> str:

@@ -4,9 +4,13 @@ The relay is `FakeRelay` (fixed ports: leg "a" 40000, leg "b" 40002)."""
 
 from __future__ import annotations
 
+import ipaddress
+
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from pbx.b2bua.media import MediaBridge, accepted_audio, parse_sdp
+from pbx.b2bua.media import MediaBridge, _is_ipv4, accepted_audio, parse_sdp
 from pbx.sip.errors import SipError
 
 from .fakes import RELAY_ADDRESS, FakeRelay, callee_sdp, sdp, sdp_body
@@ -193,3 +197,22 @@ class CheckTests(SynchronousTestCase):
         )
         self.assertEqual(first.origin.session_id, second.origin.session_id)
         self.assertLess(first.origin.session_version, second.origin.session_version)
+
+
+@given(
+    st.one_of(
+        st.lists(
+            st.sampled_from(["0", "1", "9", "00", "01", "10", "99", "255", "256", "999", "x", ""]), max_size=5
+        ).map(".".join),
+        st.text(max_size=16),
+    )
+)
+def test_ipv4_check_agrees_with_ipaddress(host: str) -> None:
+    """`_is_ipv4` (with its memo of hosts seen) says what `ipaddress.IPv4Address` says, asked twice."""
+    try:
+        ipaddress.IPv4Address(host)
+        valid = True
+    except ValueError:
+        valid = False
+    assert _is_ipv4(host) is valid
+    assert _is_ipv4(host) is valid

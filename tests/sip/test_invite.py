@@ -138,6 +138,28 @@ class Uas2xxRetransmitterTests(SynchronousTestCase):
         self.assertEqual(h.timeouts, [64.0])
         self.assertEqual(h.clock.getDelayedCalls(), [])
 
+    def test_one_timer_at_a_time(self) -> None:
+        """Timer G runs alone while retransmissions come before the deadline, then Timer H alone."""
+        h = Harness()
+        h.retransmitter()
+        for _ in range(63):
+            self.assertEqual(len(h.clock.getDelayedCalls()), 1)
+            h.clock.advance(0.5)
+        self.assertEqual(h.timeouts, [])
+        h.clock.advance(0.5)
+        self.assertEqual(h.timeouts, [32.0])
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_no_retransmission_at_the_deadline(self) -> None:
+        """A retransmission due at 64*T1 exactly is not sent: the wait is over (Timer H comes first)."""
+        h = Harness(TimerConfig(t1=0.5, t2=0.5))
+        h.retransmitter()
+        h.clock.pump([0.25] * 200)
+        self.assertEqual(h.sent_at[-1], 31.5)
+        self.assertEqual(len(h.sent_at), 63)
+        self.assertEqual(h.timeouts, [32.0])
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
     def test_ack_during_send(self) -> None:
         """An ACK handled while `send` runs (a synchronous loopback) leaves no timer behind."""
         h = Harness()

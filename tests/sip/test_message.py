@@ -6,6 +6,7 @@ import re
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pbx.sip.errors import SipParseError
 from pbx.sip.headers import CSeq, NameAddress, Via
@@ -614,3 +615,21 @@ def test_parsed_keeps_two_parsers_of_one_header_apart_and_forgets_both() -> None
     assert headers.parsed("Via", str.upper) == "REMEMBERED"
     assert headers.parsed("Via", str.lower) == "sip/2.0/tcp b"
     assert headers.parsed("CSeq", str.lower) == "1 x"
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Via", "From", "To", "Call-ID", "CSeq", "Contact", "v", "Route"]), st.text()
+        ),
+        max_size=16,
+    ),
+    st.sampled_from([("via", "from", "to", "call-id", "cseq"), ("cseq", "via"), ("route",), ()]),
+)
+def test_subset_groups_fields_in_the_order_of_the_keys(fields: list[tuple[str, str]], keys: tuple) -> None:
+    """Each key's fields in their order, the keys in the order given (the one-pass grouping is the same as a
+    pass per key)."""
+    headers = Headers(fields)
+    every = list(headers)
+    expected = [(name, value) for key in keys for name, value in every if name.lower() == key]
+    assert list(headers.subset(keys)) == expected
