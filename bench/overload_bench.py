@@ -138,6 +138,32 @@ def read_rtt(directory: Path) -> tuple[int, int, float, int, int]:
     return counts["1"], counts["2"] + counts["3"], mean, on_time, counts["3"]
 
 
+def timeline(directory: Path) -> tuple[list[int], list[int]]:
+    """Per second of the step (from each SIPp process's first record): the exchanges completed on time and
+    the 503s, from the `-trace_rtt` files in `directory` (their first column is the record's time, ms)."""
+    on_time: dict[int, int] = {}
+    shed: dict[int, int] = {}
+    for path in directory.glob("*_rtt.csv"):
+        rows = []
+        for line in path.read_text(errors="replace").splitlines()[1:]:
+            parts = line.strip().split(";")
+            try:
+                rows.append((float(parts[0]), float(parts[1]), parts[2]))
+            except (ValueError, IndexError):
+                continue
+        if not rows:
+            continue
+        origin = min(r[0] for r in rows)
+        for when, rtt, rtd in rows:
+            second = int((when - origin) / 1000)
+            if rtd == "1" and rtt <= ON_TIME_MS:
+                on_time[second] = on_time.get(second, 0) + 1
+            elif rtd in ("2", "3"):
+                shed[second] = shed.get(second, 0) + 1
+    last = max([*on_time, *shed], default=-1)
+    return [on_time.get(i, 0) for i in range(last + 1)], [shed.get(i, 0) for i in range(last + 1)]
+
+
 def udp_drops(port: int) -> int:
     """Datagrams dropped so far by the IPv4 UDP sockets bound to local `port` (/proc/net/udp's `drops`: a full
     receive buffer); 0 where that file is not there."""
@@ -278,6 +304,8 @@ class Bench:
             print(f"  SIPp ({kind} {multiple:g}x): " + ", ".join(f"{k} {v}" for k, v in sorted(why.items())))
         result.completed, result.shed, result.setup_ms, result.on_time, result.wasted = read_rtt(directory)
         result.kernel_drops = udp_drops(self.port) - drops_before
+        per_second, shed_per_second = timeline(directory)
+        print(f"  on time per s: {per_second}\n  503 per s: {shed_per_second}")
         print(
             f"  {self.label} {kind} {multiple:g}x: late {result.completed - result.on_time}, 503 to a second"
             f" request {result.wasted}, kernel drops {result.kernel_drops}"

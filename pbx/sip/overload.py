@@ -563,6 +563,21 @@ class OverloadGuard:
         counters["admitted"] += 1
         return Verdict.ADMIT
 
+    def surely_admits(self, credentials: bool) -> bool:
+        """Whether `admit(credentials)` would admit a request now; changes and counts nothing. False also
+        when the answer depends on a token bucket (`max_rate`, following completions): then ask `admit`.
+        Lets the screen skip what only a refusal needs (`pbx.sip.shedding`) for requests parsed anyway."""
+        policy = self.policy
+        if self.level() == CRITICAL and not (credentials and policy.finish_critical):
+            return False
+        if policy.max_pending and self.pending >= policy.max_pending:
+            return False
+        if credentials:
+            return True
+        if policy.max_rate or (policy.reject_high and self.admit_rate):
+            return False
+        return not policy.reject_high or self.admit_share >= 1.0 or self._credit + self.admit_share >= 1.0
+
     def _take_completion_token(self, rate: float) -> bool:
         now = self._clock.seconds()
         burst = max(1.0, rate * 0.05)  # 50 ms of them at once at most
