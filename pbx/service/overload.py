@@ -84,6 +84,7 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
         interval=settings.lag_interval,
         high=settings.lag_high,
         critical=settings.lag_critical,
+        attack=settings.lag_attack,
     )
     policy = OverloadPolicy(
         max_pending=settings.max_pending,

@@ -60,6 +60,8 @@ class LagMonitor:
         clock: the reactor's time.
         interval: seconds between two measures.
         smoothing: the weight of a new sample in the moving average (0 < smoothing <= 1).
+        attack: the weight of a sample above the average (None: `smoothing`); 1.0 follows a rising lag at
+            once (a backlog building up is seen within one sample) and lets it fall back slowly.
         high: lag in seconds from which `level()` is `HIGH`.
         critical: lag in seconds from which `level()` is `CRITICAL`.
 
@@ -78,12 +80,15 @@ class LagMonitor:
         high: float = 0.2,
         critical: float = 1.0,
         queue_delay: Callable[[], float] | None = None,
+        attack: float | None = None,
     ) -> None:
-        if interval <= 0 or not 0 < smoothing <= 1 or not 0 < high <= critical:
-            raise ValueError("need interval > 0, 0 < smoothing <= 1 and 0 < high <= critical")
+        attack = smoothing if attack is None else attack
+        if interval <= 0 or not 0 < smoothing <= 1 or not 0 < attack <= 1 or not 0 < high <= critical:
+            raise ValueError("need interval > 0, 0 < smoothing, attack <= 1 and 0 < high <= critical")
         self._clock = clock
         self.interval = interval
         self.smoothing = smoothing
+        self.attack = attack
         self.high = high
         self.critical = critical
         self.lag = 0.0
@@ -129,7 +134,7 @@ class LagMonitor:
         late = max(0.0, late)
         self.last = late
         self.peak = max(self.peak, late)
-        self.lag += self.smoothing * (late - self.lag)
+        self.lag += (self.attack if late > self.lag else self.smoothing) * (late - self.lag)
 
     def level(self) -> int:
         """`NORMAL`, `HIGH` or `CRITICAL` for the smoothed lag."""

@@ -48,6 +48,19 @@ def test_lag_monitor_arguments_are_checked() -> None:
         LagMonitor(Clock(), high=1.0, critical=0.5)
     with pytest.raises(ValueError):
         LagMonitor(Clock(), interval=0)
+    with pytest.raises(ValueError):
+        LagMonitor(Clock(), attack=0)
+
+
+def test_a_rising_lag_is_followed_with_the_attack_weight_a_falling_one_smoothed() -> None:
+    monitor = LagMonitor(Clock(), smoothing=0.25, attack=1.0, high=0.2, critical=1.0)
+    monitor.sample(0.3)
+    assert monitor.lag == pytest.approx(0.3) and monitor.overloaded  # at once
+    monitor.sample(0.1)
+    assert monitor.lag == pytest.approx(0.25)  # a quarter of the way down
+    default = LagMonitor(Clock())
+    default.sample(0.4)
+    assert default.attack == default.smoothing and default.lag == pytest.approx(0.1)
 
 
 def overloaded_guard(lag: float, **policy: object) -> OverloadGuard:
