@@ -573,15 +573,16 @@ class OverloadGuard:
         when the answer depends on a token bucket (`max_rate`, following completions): then ask `admit`.
         Lets the screen skip what only a refusal needs (`pbx.sip.shedding`) for requests parsed anyway."""
         policy = self.policy
-        if self.level() == CRITICAL and not (credentials and policy.finish_critical):
-            return False
+        if not credentials:  # the share first: most new ones are refused while shedding
+            if policy.max_rate:
+                return False
+            if policy.reject_high:
+                share = self.admit_share
+                if self.admit_rate or (share < 1.0 and self._credit + share < 1.0):
+                    return False
         if policy.max_pending and self.pending >= policy.max_pending:
             return False
-        if credentials:
-            return True
-        if policy.max_rate or (policy.reject_high and self.admit_rate):
-            return False
-        return not policy.reject_high or self.admit_share >= 1.0 or self._credit + self.admit_share >= 1.0
+        return self.level() != CRITICAL or (credentials and policy.finish_critical)
 
     def _take_completion_token(self, rate: float) -> bool:
         now = self._clock.seconds()
