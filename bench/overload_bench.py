@@ -321,6 +321,11 @@ class Bench:
         self._seen = len(self.server.lines)
         if levels:
             print(f"  PBX: {len(levels)} overload level changes, the last: {levels[-1].split(']', 1)[-1]}")
+            changes = []
+            for line in levels[:40]:
+                words = line.split("Overload level ", 1)[1].split()
+                changes.append(f"{line[11:19]} {words[0]} {words[2]}")
+            print("  levels: " + ", ".join(changes))
         return result
 
     def _spawn(self, cmd: list[str], directory: Path, name: str) -> subprocess.Popen[bytes]:
