@@ -539,7 +539,8 @@ class OverloadGuard:
                 flight refuse it.
         """
         counters = self.counters
-        level = self.level()
+        monitor = self.monitor  # self.level(), one call less (asked for every new request while shedding)
+        level = monitor.level() if monitor is not None else NORMAL
         if level == CRITICAL and not (credentials and self.policy.finish_critical):
             if self.policy.drop_critical:
                 counters["dropped"] += 1
