@@ -52,6 +52,7 @@ from common import (
     source_version,
 )
 from sip_load import (
+    PySpy,
     drain_udp,
     extensions_toml,
     reserve_port,
@@ -87,7 +88,9 @@ class Step:
     started: int = 0  # exchanges SIPp started
     completed: int = 0  # rtd 1
     on_time: int = 0  # rtd 1 within ON_TIME_MS
-    shed: int = 0  # rtd 2 (a 503)
+    shed: int = 0  # rtds 2 and 3 (a 503)
+    wasted: int = 0  # rtd 3: a 503 to the second REGISTER (its 401 was sent)
+    kernel_drops: int = 0  # datagrams the PBX's UDP socket dropped (receive buffer full), /proc/net/udp
     failed: int = 0  # SIPp's failed calls: timeouts, unexpected answers
     retransmissions: int = 0
     setup_ms: float = float("nan")  # mean of rtd 1
@@ -113,10 +116,10 @@ ON_TIME_MS = 2000.0
 """A completed exchange counts as on time when its first request was answered 200 within this (ms)."""
 
 
-def read_rtt(directory: Path) -> tuple[int, int, float, int]:
-    """(rtd 1 count, rtd 2 count, rtd 1 mean ms, rtd 1 within ON_TIME_MS) from the SIPp `-trace_rtt` files
-    in `directory`."""
-    counts = {"1": 0, "2": 0}
+def read_rtt(directory: Path) -> tuple[int, int, float, int, int]:
+    """(rtd 1 count, rtds 2 and 3 count, rtd 1 mean ms, rtd 1 within ON_TIME_MS, rtd 3 count) from the SIPp
+    `-trace_rtt` files in `directory`."""
+    counts = {"1": 0, "2": 0, "3": 0}
     on_time = 0
     total_ms = 0.0
     for path in directory.glob("*_rtt.csv"):
@@ -132,7 +135,48 @@ def read_rtt(directory: Path) -> tuple[int, int, float, int]:
                 except ValueError:
                     pass
     mean = total_ms / counts["1"] if counts["1"] else float("nan")
-    return counts["1"], counts["2"], mean, on_time
+    return counts["1"], counts["2"] + counts["3"], mean, on_time, counts["3"]
+
+
+def timeline(directory: Path) -> tuple[list[int], list[int]]:
+    """Per second of the step (from each SIPp process's first record): the exchanges completed on time and
+    the 503s, from the `-trace_rtt` files in `directory` (their first column is the record's time, ms)."""
+    on_time: dict[int, int] = {}
+    shed: dict[int, int] = {}
+    for path in directory.glob("*_rtt.csv"):
+        rows = []
+        for line in path.read_text(errors="replace").splitlines()[1:]:
+            parts = line.strip().split(";")
+            try:
+                rows.append((float(parts[0]), float(parts[1]), parts[2]))
+            except (ValueError, IndexError):
+                continue
+        if not rows:
+            continue
+        origin = min(r[0] for r in rows)
+        for when, rtt, rtd in rows:
+            second = int((when - origin) / 1000)
+            if rtd == "1" and rtt <= ON_TIME_MS:
+                on_time[second] = on_time.get(second, 0) + 1
+            elif rtd in ("2", "3"):
+                shed[second] = shed.get(second, 0) + 1
+    last = max([*on_time, *shed], default=-1)
+    return [on_time.get(i, 0) for i in range(last + 1)], [shed.get(i, 0) for i in range(last + 1)]
+
+
+def udp_drops(port: int) -> int:
+    """Datagrams dropped so far by the IPv4 UDP sockets bound to local `port` (/proc/net/udp's `drops`: a full
+    receive buffer); 0 where that file is not there."""
+    try:
+        lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+    except OSError:
+        return 0
+    total = 0
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 13 and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            total += int(fields[12])
+    return total
 
 
 class Bench:
@@ -217,6 +261,18 @@ class Bench:
         result = Step(kind, held, multiple, offered, seconds)
         uas_procs = [self._spawn(cmd, directory, f"uas{i}") for i, cmd in enumerate(uass)]
         uac_procs: list[subprocess.Popen[bytes]] = []
+        drops_before = udp_drops(self.port)
+        spy = None
+        if (
+            args.profile is not None
+            and self.code is None
+            and kind in args.profile_kinds
+            and multiple == max(args.multiples)
+        ):
+            out = args.profile.with_name(f"{args.profile.stem}-{kind}-{multiple:g}x{args.profile.suffix}")
+            spy = PySpy(
+                self.server.pid, max(1, int(seconds) - 2), out, cpu=self.loadgen_cpu, rate=args.profile_hz
+            )
         try:
             wait_udp_bound(self.uas_ports[: len(uass)], uas_procs)
             sampler = ResourceSampler(self.server.pid).start()
@@ -225,11 +281,15 @@ class Bench:
             time.sleep(seconds)  # the PBX's CPU while the load is offered, not during the stragglers
             sampler.stop()
             loadgen = _wait_rusage(uac_procs, started + limit + 5)
+            if spy is not None:
+                print(f"  py-spy: {spy.out}" + ("" if spy.wait() else f" (failed: {spy.log[-500:]})"))
             result.elapsed = time.monotonic() - started
             for proc in uas_procs:
                 proc.kill()
             loadgen += _wait_rusage(uas_procs, time.monotonic() + 5)
         finally:
+            if spy is not None:
+                spy.stop()
             for proc in uac_procs + uas_procs:
                 if proc.poll() is None:
                     proc.kill()
@@ -242,7 +302,14 @@ class Bench:
         why = failure_kinds(directory)
         if why:
             print(f"  SIPp ({kind} {multiple:g}x): " + ", ".join(f"{k} {v}" for k, v in sorted(why.items())))
-        result.completed, result.shed, result.setup_ms, result.on_time = read_rtt(directory)
+        result.completed, result.shed, result.setup_ms, result.on_time, result.wasted = read_rtt(directory)
+        result.kernel_drops = udp_drops(self.port) - drops_before
+        per_second, shed_per_second = timeline(directory)
+        print(f"  on time per s: {per_second}\n  503 per s: {shed_per_second}")
+        print(
+            f"  {self.label} {kind} {multiple:g}x: late {result.completed - result.on_time}, 503 to a second"
+            f" request {result.wasted}, kernel drops {result.kernel_drops}"
+        )
         result.server_cpu = sampler.cpu_percent
         result.loadgen_cpu = 100.0 * loadgen / result.elapsed if result.elapsed else 0.0
         result.alive = self.server.alive()
@@ -254,6 +321,11 @@ class Bench:
         self._seen = len(self.server.lines)
         if levels:
             print(f"  PBX: {len(levels)} overload level changes, the last: {levels[-1].split(']', 1)[-1]}")
+            changes = []
+            for line in levels[:40]:
+                words = line.split("Overload level ", 1)[1].split()
+                changes.append(f"{line[11:19]} {words[0]} {words[2]}")
+            print("  levels: " + ", ".join(changes))
         return result
 
     def _spawn(self, cmd: list[str], directory: Path, name: str) -> subprocess.Popen[bytes]:
@@ -342,10 +414,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--overload-off", action="store_true", help="also run with [overload] enabled = false")
     add("--overload-extra", default="", help="TOML lines added to this checkout's [overload] table")
     add("--no-pin", action="store_true", help="do not pin the PBX and SIPp to cores 0 and 1")
+    add("--profile", type=Path, help="py-spy (raw) this checkout's PBX in its highest step: FILE-KIND-5x.EXT")
+    add("--profile-kinds", default="register", help="the kinds profiled with --profile (default register)")
+    add("--profile-hz", type=int, default=200, help="py-spy samples per second (default 200)")
     add("--workdir", type=Path, help="where configs, CSVs and SIPp files go (default: a temp dir)")
     args = parser.parse_args(argv)
     args.multiples = [float(m) for m in args.multiples.split(",") if m.strip()]
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    args.profile_kinds = [k.strip() for k in args.profile_kinds.split(",") if k.strip()]
     if not args.multiples or set(args.kinds) - {"register", "calls"} or args.seconds <= 0:
         parser.error("bad --multiples, --kinds or --seconds")
     return args

@@ -83,7 +83,7 @@ class _Sink:
             self.intake.prioritize = True
         else:
             self.intake = DatagramIntake(None)
-        self.intake.screen = self.stack.screen_datagram
+        self.intake.screen = self.stack.shed_screen.screen  # as pbx.service.overload
         self.protocol = SipDatagramProtocol(self.stack, clock=clock, intake=self.intake)
         self.protocol.transport = _Transport()
         self.protocol.startProtocol()

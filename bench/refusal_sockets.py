@@ -81,7 +81,7 @@ def child(code: Path, mode: str, count: int, rate: int) -> None:
     guard.admit_share = 0.0
     stack.set_overload(guard)
     intake = DatagramIntake(None)
-    intake.screen = stack.screen_datagram if mode == "refuse" else (lambda data, flow: True)
+    intake.screen = stack.shed_screen.screen if mode == "refuse" else (lambda data, flow: True)
     protocol = SipDatagramProtocol(stack, clock=clock, intake=intake)
     port = reactor.listenUDP(0, protocol, interface="127.0.0.1")  # type: ignore[attr-defined]
     port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)

@@ -34,7 +34,7 @@ def test_defaults_attach_a_guard_and_run_the_monitor_while_started(tmp_path: Pat
         assert stack.overload is overload.guard and overload.guard is not None
         assert stack.stateless_cache.max_entries == 10
         assert stack.stateless_cache.lifetime == 32.0
-        assert stack.transport.intake.screen == stack.screen_datagram
+        assert stack.transport.intake.screen == stack.shed_screen.screen
         overload.startService()
         assert overload.monitor.running
         reactor.advance(0.05)

@@ -31,6 +31,7 @@ OVERLOAD_KEYS: tuple[str, ...] = (
     "increase",
     "decrease",
     "read_budget",
+    "lag_attack",
 )
 
 
@@ -71,6 +72,8 @@ class OverloadConfig:
         decrease: from `lag_high`, that share is multiplied by this per sample.
         read_budget: with `prioritize`, datagram bytes a UDP port reads per reactor turn while shedding (0:
             Twisted's own 256 KiB; more was measured worse at 5x).
+        lag_attack: the weight of a lag sample above the smoothed lag (0.25, as every sample's: a rising
+            lag is followed as slowly as a falling one; 1: at once).
     """
 
     enabled: bool = True
@@ -94,3 +97,4 @@ class OverloadConfig:
     increase: float = 0.05
     decrease: float = 0.8
     read_budget: int = 0
+    lag_attack: float = 0.25

@@ -84,6 +84,7 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
         interval=settings.lag_interval,
         high=settings.lag_high,
         critical=settings.lag_critical,
+        attack=settings.lag_attack,
     )
     policy = OverloadPolicy(
         max_pending=settings.max_pending,
@@ -105,7 +106,7 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
         guard.work_delay if socket_delay is None else lambda: socket_delay() + guard.work_delay()
     )
     if transports is not None:
-        transports.intake.screen = stack.screen_datagram
+        transports.intake.screen = stack.shed_screen.screen  # stack.screen_datagram, one call less
         if settings.prioritize:  # while shedding: new work after the rest of the turn
             ports = lambda: transports.udp_ports  # noqa: E731
             monitor.listeners.append(Prioritize(transports.intake, guard, ports, settings.read_budget))

@@ -60,6 +60,8 @@ class LagMonitor:
         clock: the reactor's time.
         interval: seconds between two measures.
         smoothing: the weight of a new sample in the moving average (0 < smoothing <= 1).
+        attack: the weight of a sample above the average (None: `smoothing`); 1.0 follows a rising lag at
+            once (a backlog building up is seen within one sample) and lets it fall back slowly.
         high: lag in seconds from which `level()` is `HIGH`.
         critical: lag in seconds from which `level()` is `CRITICAL`.
 
@@ -78,12 +80,15 @@ class LagMonitor:
         high: float = 0.2,
         critical: float = 1.0,
         queue_delay: Callable[[], float] | None = None,
+        attack: float | None = None,
     ) -> None:
-        if interval <= 0 or not 0 < smoothing <= 1 or not 0 < high <= critical:
-            raise ValueError("need interval > 0, 0 < smoothing <= 1 and 0 < high <= critical")
+        attack = smoothing if attack is None else attack
+        if interval <= 0 or not 0 < smoothing <= 1 or not 0 < attack <= 1 or not 0 < high <= critical:
+            raise ValueError("need interval > 0, 0 < smoothing, attack <= 1 and 0 < high <= critical")
         self._clock = clock
         self.interval = interval
         self.smoothing = smoothing
+        self.attack = attack
         self.high = high
         self.critical = critical
         self.lag = 0.0
@@ -129,7 +134,7 @@ class LagMonitor:
         late = max(0.0, late)
         self.last = late
         self.peak = max(self.peak, late)
-        self.lag += self.smoothing * (late - self.lag)
+        self.lag += (self.attack if late > self.lag else self.smoothing) * (late - self.lag)
 
     def level(self) -> int:
         """`NORMAL`, `HIGH` or `CRITICAL` for the smoothed lag."""
@@ -534,7 +539,8 @@ class OverloadGuard:
                 flight refuse it.
         """
         counters = self.counters
-        level = self.level()
+        monitor = self.monitor  # self.level(), one call less (asked for every new request while shedding)
+        level = monitor.level() if monitor is not None else NORMAL
         if level == CRITICAL and not (credentials and self.policy.finish_critical):
             if self.policy.drop_critical:
                 counters["dropped"] += 1
@@ -562,6 +568,22 @@ class OverloadGuard:
             self._completed += 1
         counters["admitted"] += 1
         return Verdict.ADMIT
+
+    def surely_admits(self, credentials: bool) -> bool:
+        """Whether `admit(credentials)` would admit a request now; changes and counts nothing. False also
+        when the answer depends on a token bucket (`max_rate`, following completions): then ask `admit`.
+        Lets the screen skip what only a refusal needs (`pbx.sip.shedding`) for requests parsed anyway."""
+        policy = self.policy
+        if not credentials:  # the share first: most new ones are refused while shedding
+            if policy.max_rate:
+                return False
+            if policy.reject_high:
+                share = self.admit_share
+                if self.admit_rate or (share < 1.0 and self._credit + share < 1.0):
+                    return False
+        if policy.max_pending and self.pending >= policy.max_pending:
+            return False
+        return self.level() != CRITICAL or (credentials and policy.finish_critical)
 
     def _take_completion_token(self, rate: float) -> bool:
         now = self._clock.seconds()

@@ -184,7 +184,7 @@ class SipDatagramProtocol(DatagramProtocol):
                 self.transport.write(response, addr)
                 self.monitor.counters.keepalives_sent += 1
             return
-        flow = self.flow_for(addr)
+        flow = self._flows.get(addr) or self.flow_for(addr)
         if intake.prioritize and intake.defers(datagram):  # new work waits for the end of the turn
             intake.later(self._handle, datagram, flow)
             return

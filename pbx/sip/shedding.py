@@ -7,6 +7,9 @@ while the guard sheds (`OverloadGuard.shedding`), and deals with what it can fro
 
 - a byte-identical retransmission of a request screened before (`SipStack.by_bytes`, by its bytes and
   source): the 503 it got again, or to what became of it (its stateless answer again, or its transaction);
+- a REGISTER the guard surely admits (`OverloadGuard.surely_admits`: one with credentials, or a new one
+  within the share admitted): on to the parser at once, unscanned (it is parsed anyway; the parser's way
+  knows a retransmission as before), its key kept under its bytes once parsed;
 - a new INVITE or REGISTER (`pbx.sip.refusal.scan_new_request`, or `pbx.sip.peek` for the shapes the scan
   declines) that repeats one answered without a transaction: the same bytes again; one that repeats
   accepted work: to its server transaction (absorbed, or its last response sent again);
@@ -48,6 +51,8 @@ class ShedScreen:
     Attributes:
         admitted: the flow of the last datagram the guard admitted here (the stack's parser way takes the
             verdict as given for a request from it, and clears this).
+        admitted_bytes: with `admitted`, the datagram and source to keep that request's transaction key under
+            (`SipStack.by_bytes`) once it is parsed, when the screen did not find it; else None.
     """
 
     max_acks = 8192
@@ -56,6 +61,7 @@ class ShedScreen:
     def __init__(self, stack: SipStack) -> None:
         self._stack = stack
         self.admitted: IFlow | None = None
+        self.admitted_bytes: tuple[bytes, tuple[str, int]] | None = None
         self._tail: tuple[OverloadGuard, bytes] | None = None  # the guard and its 503's last lines
         # New INVITEs screened here whose non-2xx answer the client ACKs with the INVITE's branch (RFC 3261
         # 17.1.1.3), by (branch, source): None for a refused one (its 503), the stateless key of an admitted
@@ -68,6 +74,7 @@ class ShedScreen:
         `shedding` (otherwise the parser's way decides the same for less). Each datagram dealt with here
         counts in the stack's `counters["screened"]` (never also as a parsed message)."""
         self.admitted = None
+        self.admitted_bytes = None
         stack = self._stack
         guard = stack.overload
         if guard is None or not guard.shedding or not self._screen(data, flow, guard):
@@ -92,6 +99,15 @@ class ShedScreen:
                 return True
             if stack.answered_again(seen, flow) or stack.transactions.absorb_retransmission(seen[:4]):
                 return True  # admitted: its stateless answer again, or to its transaction
+        credentials = data.find(b"uthorization") >= 0  # as usually written (the scan looks closer)
+        if not data.startswith(b"INVITE ") and guard.surely_admits(credentials):
+            # Admitted, so parsed anyway: what the scan finds, only a refusal needs (an INVITE's is kept for
+            # its ACK). The parser's way knows a retransmission as it would without overload (stateless
+            # answers, transactions) and keeps its key under these bytes (`admitted_bytes`) for the next.
+            guard.admit(credentials)
+            self.admitted = flow
+            self.admitted_bytes = raw_key
+            return False
         raw = scan_new_request(data, guard.start_methods)
         if raw is None:
             return self._screen_peeked(data, flow, guard)  # an unusual shape: `pbx.sip.peek` looks closer

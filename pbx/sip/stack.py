@@ -297,6 +297,9 @@ class SipStack:
             # Before stamping and validation: a retransmission of an answered request, or work to shed,
             # should cost as little as possible.
             key = self._stateless_key(request, flow)
+            raw, shed_screen.admitted_bytes = shed_screen.admitted_bytes, None
+            if screened and raw is not None and key is not None:
+                self.by_bytes.put(raw, key)  # its retransmissions: to what becomes of it, unscanned
             if key is not None and self.answered_again(key, flow):
                 return
         self._stamp_via(request, flow)

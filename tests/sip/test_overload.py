@@ -7,6 +7,8 @@ import struct
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from pbx.sip.overload import (
@@ -48,6 +50,19 @@ def test_lag_monitor_arguments_are_checked() -> None:
         LagMonitor(Clock(), high=1.0, critical=0.5)
     with pytest.raises(ValueError):
         LagMonitor(Clock(), interval=0)
+    with pytest.raises(ValueError):
+        LagMonitor(Clock(), attack=0)
+
+
+def test_a_rising_lag_is_followed_with_the_attack_weight_a_falling_one_smoothed() -> None:
+    monitor = LagMonitor(Clock(), smoothing=0.25, attack=1.0, high=0.2, critical=1.0)
+    monitor.sample(0.3)
+    assert monitor.lag == pytest.approx(0.3) and monitor.overloaded  # at once
+    monitor.sample(0.1)
+    assert monitor.lag == pytest.approx(0.25)  # a quarter of the way down
+    default = LagMonitor(Clock())
+    default.sample(0.4)
+    assert default.attack == default.smoothing and default.lag == pytest.approx(0.1)
 
 
 def overloaded_guard(lag: float, **policy: object) -> OverloadGuard:
@@ -373,3 +388,34 @@ def test_without_reject_high_only_the_critical_level_and_the_caps_refuse() -> No
     guard.monitor.lag = 0.0  # type: ignore[union-attr]
     assert not guard.shedding  # a share below 1 alone no longer asks for screening
     assert overloaded_guard(1.5, reject_high=False).admit(credentials=False) is Verdict.DROP
+
+
+@given(
+    lag=st.sampled_from([0.0, 0.3, 1.5]),
+    share=st.floats(0.0, 1.0),
+    credit=st.floats(0.0, 1.0),
+    pending=st.integers(0, 3),
+    credentials=st.booleans(),
+    finish_critical=st.booleans(),
+    max_rate=st.sampled_from([0.0, 5.0]),
+)
+def test_surely_admits_only_what_admit_admits(
+    lag: float,
+    share: float,
+    credit: float,
+    pending: int,
+    credentials: bool,
+    finish_critical: bool,
+    max_rate: float,
+) -> None:
+    """The screen's shortcut (`surely_admits`) never lets through what `admit` would refuse, and it changes
+    and counts nothing; where only a token bucket can tell, it says no (the slow way asks `admit`)."""
+    guard = overloaded_guard(lag, max_pending=2, finish_critical=finish_critical, max_rate=max_rate)
+    guard.admit_share, guard._credit, guard.pending = share, credit, pending
+    before = (dict(guard.counters), guard._credit, guard.finishing)
+    sure = guard.surely_admits(credentials)
+    assert (dict(guard.counters), guard._credit, guard.finishing) == before
+    if sure:
+        assert guard.admit(credentials) is Verdict.ADMIT
+    if max_rate and not credentials:
+        assert not sure

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+import pbx.sip.shedding as shedding
 from pbx.sip.interfaces import IFlow
 from pbx.sip.message import Request, Response
 from pbx.sip.overload import LagMonitor, OverloadGuard, OverloadPolicy
@@ -234,6 +235,49 @@ def test_screened_admission_is_not_asked_twice_and_accepted_work_passes() -> Non
     assert not stack.screen_datagram(request("BYE", via=via("t")), flow)  # never screened
     assert stack.counters["screened"] == 3  # the retransmission, the cached 401 and the 503
     tu.pending[0][2].callback(None)
+    finish(clock)
+
+
+def test_a_register_the_guard_admits_is_parsed_unscanned_and_then_known_by_its_bytes(monkeypatch) -> None:
+    """What `pbx.sip.refusal` finds only a refusal needs: a REGISTER the guard surely admits (here with
+    credentials at a high lag) goes to the parser at once, asked once; its retransmission is then known by
+    its bytes (its transaction absorbs it); a new one at that lag is scanned and refused."""
+    scans: list[bytes] = []
+
+    def counted(data: bytes, methods: dict[bytes, str]) -> object:
+        scans.append(data)
+        return scan_new_request(data, methods)
+
+    monkeypatch.setattr(shedding, "scan_new_request", counted)
+    stack, guard, tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    data = request("REGISTER", via=via("x1"), Authorization="Digest x=1")
+    assert not stack.screen_datagram(data, flow)
+    deliver(stack, data, flow)
+    assert (scans, guard.counters["admitted"], len(tu.pending)) == ([], 1, 1)
+    assert stack.screen_datagram(data, flow) and flow.sent == []  # absorbed by its transaction
+    assert (scans, guard.counters["admitted"], stack.counters["requests"]) == ([], 1, 1)
+    new = request("REGISTER", via=via("x2"))
+    assert stack.screen_datagram(new, flow) and flow.responses()[-1].status == 503
+    assert scans == [new] and guard.counters["rejected"] == 1
+    tu.pending[0][2].callback(None)
+    assert stack.screen_datagram(data, flow) and flow.responses()[-1].status == 200  # its 200 again
+    finish(clock)
+
+
+def test_a_new_register_admitted_unscanned_gets_its_challenge_again_by_its_bytes() -> None:
+    """Below the share's refusals (the guard admits it surely), a new REGISTER is challenged by the parser's
+    way; its retransmission gets the same 401 from the cache, known by its bytes."""
+    stack, guard, _tu, clock = make()
+    guard.admit_share = 0.5  # shedding: the screen is asked
+    guard._credit = 0.6  # the next new exchange is admitted
+    flow = FakeFlow()
+    data = request("REGISTER", via=via("x3"))
+    assert guard.shedding and not stack.screen_datagram(data, flow)
+    deliver(stack, data, flow)
+    assert flow.responses()[-1].status == 401 and guard.counters["admitted"] == 1
+    assert stack.screen_datagram(data, flow) and flow.sent[-1] == flow.sent[-2]
+    assert guard.counters["admitted"] == 1 and stack.counters["requests"] == 1
     finish(clock)
 
 
