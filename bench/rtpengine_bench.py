@@ -82,7 +82,8 @@ class RtpengineServer:
         port = free_port(udp=True, tcp=False)
         self._dir = tempfile.TemporaryDirectory(prefix="rtpengine-bench-")
         args = [
-            RTPENGINE, "--table=-1", f"--interface={HOST}", f"--listen-ng={HOST}:{port}", "--foreground",
+            RTPENGINE, "--config-file=none",
+                "--table=-1", f"--interface={HOST}", f"--listen-ng={HOST}:{port}", "--foreground",
             "--log-stderr", "--log-level=4", f"--port-min={RTPENGINE_PORTS[0]}",
             f"--port-max={RTPENGINE_PORTS[1]}", "--num-threads=1", "--delete-delay=0",
             f"--pidfile={self._dir.name}/pid",

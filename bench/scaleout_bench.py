@@ -242,7 +242,8 @@ def front_scenarios(directory: Path) -> Path:
 def start_rtpengine(directory: Path, threads: int = 1) -> tuple[ServerProcess, int]:
     port = free_port(tcp=False)
     cmd = [
-        RTPENGINE, "--table=-1", f"--interface={HOST}", f"--listen-ng={HOST}:{port}", "--foreground",
+        RTPENGINE, "--config-file=none",
+                "--table=-1", f"--interface={HOST}", f"--listen-ng={HOST}:{port}", "--foreground",
         "--log-stderr", "--log-level=4", f"--port-min={RTPENGINE_PORTS[0]}",
         f"--port-max={RTPENGINE_PORTS[1]}", f"--num-threads={threads}", "--delete-delay=0",
         f"--pidfile={directory / 'rtpengine.pid'}",

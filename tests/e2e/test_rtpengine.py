@@ -71,7 +71,7 @@ class Rtpengine:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(0.5)
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and self.process.poll() is None:
                 s.sendto(cookie + b" " + encode(command), ("127.0.0.1", self.ng))
                 try:
                     data = s.recv(65536)
@@ -82,7 +82,7 @@ class Rtpengine:
                     answer = decode(body)
                     assert isinstance(answer, dict)
                     return answer
-        raise AssertionError(f"no answer from rtpengine to {command}")
+        raise AssertionError(f"no answer from rtpengine to {command} (exit code {self.process.poll()})")
 
     def calls(self) -> list[bytes]:
         return list(self.request({"command": "list"}).get(b"calls", []))
@@ -98,31 +98,58 @@ def wait_until(check: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def rtpengine(tmp_path: Path) -> Iterator[Rtpengine]:
+def _start_rtpengine(tmp_path: Path, attempt: int) -> Rtpengine:
     ng = free_port(udp=True, tcp=False)
     low, high = rtp_range(40)
-    log = tmp_path / "rtpengine.log"
+    log = tmp_path / f"rtpengine-{attempt}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [
-                "/usr/bin/rtpengine", "--table=-1", "--interface=127.0.0.1", f"--listen-ng=127.0.0.1:{ng}",
+                "/usr/bin/rtpengine", "--config-file=none",
+                "--table=-1", "--interface=127.0.0.1", f"--listen-ng=127.0.0.1:{ng}",
                 "--foreground", "--log-stderr", f"--port-min={low}", f"--port-max={high}", "--num-threads=1",
-                "--delete-delay=0", "--log-level=6", f"--pidfile={tmp_path / 'rtpengine.pid'}",
+                "--delete-delay=0", "--log-level=6", f"--pidfile={tmp_path / f'rtpengine-{attempt}.pid'}",
             ],
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    engine = Rtpengine(process, ng, (low, high), log)
+    return Rtpengine(process, ng, (low, high), log)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
     try:
-        assert engine.request({"command": "ping"}, timeout=10.0)[b"result"] == b"pong", log.read_text()
-        yield engine
-    finally:
-        process.terminate()
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def rtpengine(tmp_path: Path) -> Iterator[Rtpengine]:
+    """rtpengine on a free ng port, answering ping.
+
+    The ng port comes from the kernel's ephemeral range and is free when picked, but another worker's
+    process may bind it before rtpengine does (CI runs 4 workers): rtpengine then exits at once (255).
+    Such an early exit is retried on fresh ports, up to three times; a failure shows rtpengine's log.
+    """
+    logs = []
+    for attempt in range(3):
+        engine = _start_rtpengine(tmp_path, attempt)
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            answer = engine.request({"command": "ping"}, timeout=10.0)
+        except AssertionError:
+            _stop(engine.process)
+            logs.append(f"exit {engine.process.returncode}: {engine.log.read_text(errors='replace')[-2000:]}")
+            if engine.process.returncode in (None, -15):  # it was running and did not answer: no retry
+                break
+            continue
+        try:
+            assert answer[b"result"] == b"pong", engine.log.read_text()
+            yield engine
+        finally:
+            _stop(engine.process)
+        return
+    raise AssertionError("rtpengine did not start:\n" + "\n".join(logs))
 
 
 @pytest.fixture

@@ -145,7 +145,8 @@ class RealRtpengineTests(TestCase):
         low, high = rtp_range(20)
         self.engine = subprocess.Popen(
             [
-                "/usr/bin/rtpengine", "--table=-1", "--interface=127.0.0.1", f"--listen-ng=127.0.0.1:{ng}",
+                "/usr/bin/rtpengine", "--config-file=none",
+                "--table=-1", "--interface=127.0.0.1", f"--listen-ng=127.0.0.1:{ng}",
                 "--foreground", "--log-stderr", f"--port-min={low}", f"--port-max={high}",
                 "--num-threads=1", "--delete-delay=0", f"--pidfile={self.dir / 'rtpengine.pid'}",
             ],
