@@ -456,18 +456,19 @@ def test_normal_call(start_pbx, sipp):
 
 
 def test_calls_with_a_poll_window(start_pbx, sipp):
-    """`[pbx] poll_window`: with the event loop napping up to 20 ms between wake-ups while busy, 40 calls at
-    40/s (INVITE/407/INVITE/180/200/ACK/BYE each) and the callee's registration go as the scenarios say;
-    SIPp's retransmission timer (500 ms) is far above the window. Every call ends normally with its CDR."""
+    """`[pbx] poll_window`: with the event loop napping up to 20 ms between wake-ups while busy, 20 calls at
+    20/s (INVITE/407/INVITE/180/200/ACK/BYE each; ~4 up at once, within the test's 40 RTP ports) and the
+    callee's registration go as the scenarios say; SIPp's retransmission timer (500 ms) is far above the
+    window. Every call ends normally with its CDR."""
     pbx = start_pbx(pbx_keys="poll_window = 0.02")
     pbx.wait_for(r"Busy event loop: at least 20 ms between wake-ups")
     port = sipp.register(pbx, "1002")
-    uas = sipp.start("uas", "call_uas.xml", ["-s", "1002"], port=port, timeout=30, calls=40).wait_listening()
+    uas = sipp.start("uas", "call_uas.xml", ["-s", "1002"], port=port, timeout=30, calls=20).wait_listening()
     csv = sipp.users_csv([("1001", "pass1001", "1002")], "uac_users")
-    uac = sipp.start("uac", "call_uac.xml", [f"127.0.0.1:{pbx.sip}", "-inf", str(csv), "-r", "40"], calls=40)
+    uac = sipp.start("uac", "call_uac.xml", [f"127.0.0.1:{pbx.sip}", "-inf", str(csv), "-r", "20"], calls=20)
     sipp.check(pbx, uac, uas)
-    cdrs = pbx.wait_cdrs(40)
-    assert [(c["status"], c["cause"]) for c in cdrs] == [(200, "normal")] * 40, cdrs
+    cdrs = pbx.wait_cdrs(20)
+    assert [(c["status"], c["cause"]) for c in cdrs] == [(200, "normal")] * 20, cdrs
 
 
 # -- 2. failures: busy, no answer, caller CANCEL -------------------------------------------------------------
