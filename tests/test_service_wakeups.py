@@ -97,12 +97,16 @@ class NappingPollerTests(unittest.SynchronousTestCase):
         self.assertEqual(raw.registered, [9])
 
 
+class EPollReactor:
+    """Named as Twisted's: `nap_between_polls` wraps only that reactor's poller."""
+
+    def __init__(self) -> None:
+        self._poller = ScriptedPoller(Clock(), [])
+
+
 class NapBetweenPollsTests(unittest.SynchronousTestCase):
     def test_wraps_an_epoll_reactors_poller(self) -> None:
-        class Reactor:
-            _poller = ScriptedPoller(Clock(), [])
-
-        reactor = Reactor()
+        reactor = EPollReactor()
         raw = reactor._poller
         wrapped = nap_between_polls(reactor, 0.002)
         self.assertIsInstance(wrapped, NappingPoller)
@@ -112,10 +116,27 @@ class NapBetweenPollsTests(unittest.SynchronousTestCase):
     def test_leaves_other_reactors_and_a_zero_window_alone(self) -> None:
         self.assertIsNone(nap_between_polls(Clock(), 0.002))
 
-        class Reactor:
+        class PollReactor:  # select.poll: milliseconds
             _poller = ScriptedPoller(Clock(), [])
 
-        reactor = Reactor()
+        other = PollReactor()
+        self.assertIsNone(nap_between_polls(other, 0.002))
+        self.assertIsInstance(other._poller, ScriptedPoller)
+        reactor = EPollReactor()
         raw = reactor._poller
         self.assertIsNone(nap_between_polls(reactor, 0))
         self.assertIs(reactor._poller, raw)
+
+    def test_the_real_epoll_reactor_is_recognised(self) -> None:
+        """Against the name check going stale: Twisted's epoll reactor class is still called so, and its
+        poller still polls with a timeout in seconds (select.epoll)."""
+        from twisted.internet import epollreactor
+
+        real = epollreactor.EPollReactor()
+        raw = real._poller
+        self.addCleanup(raw.close)
+        if getattr(real, "waker", None) is not None:
+            self.addCleanup(real.waker.connectionLost, None)
+        self.assertIsInstance(nap_between_polls(real, 0.002), NappingPoller)
+        self.assertEqual(real._poller.poll(0.001, 1), [])  # through the wrapper to the real epoll
+        self.assertIs(real._poller._poller, raw)

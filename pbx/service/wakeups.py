@@ -77,9 +77,10 @@ class NappingPoller:
 
 
 def nap_between_polls(reactor: Any, window: float) -> NappingPoller | None:
-    """Wrap an epoll reactor's poller in a `NappingPoller`; None (nothing done) for other reactors."""
+    """Wrap Twisted's epoll reactor's poller in a `NappingPoller`; None (nothing done) for other reactors
+    (the poll reactor's `select.poll` counts its timeout in milliseconds, not seconds) or a window of 0."""
     poller = getattr(reactor, "_poller", None)
-    if poller is None or not hasattr(poller, "poll") or window <= 0:
+    if type(reactor).__name__ != "EPollReactor" or not hasattr(poller, "poll") or window <= 0:
         return None
     napping = NappingPoller(poller, window)
     reactor._poller = napping
