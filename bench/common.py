@@ -145,12 +145,15 @@ class ServerProcess:
 
 def write_pbx_config(directory: Path, port: int, *, host: str = HOST, edge: bool = True) -> Path:
     """A PBX config listening on UDP only, sip_trace off (the benchmark set-up); `edge`: with the raised
-    `[edge]` limits (False for a build older than `[edge]`, which refuses the unknown section)."""
+    `[edge]` limits (False for a build older than `[edge]`, which refuses the unknown section). With
+    PBX_BENCH_POLL_WINDOW=SECONDS in the environment, `[pbx] poll_window` is set to it (builds from session 11
+    on; older ones refuse the key)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "dialplans" / "default").mkdir(parents=True, exist_ok=True)
     path = directory / "pbx.toml"
+    window = os.environ.get("PBX_BENCH_POLL_WINDOW", "")  # pbx.poll_window, e.g. 0.02 (bench/wakeup_bench.py)
     text = (
-        '[pbx]\ndata_dir = "data"\nsip_trace = false\n\n'
+        f'[pbx]\ndata_dir = "data"\nsip_trace = false\n{f"poll_window = {window}" if window else ""}\n\n'
         f'[[sip.listen]]\ntransport = "udp"\nhost = "{host}"\nport = {port}\n\n'
         f'[tenants.default]\ndomain = "localhost"\naliases = ["{host}"]\n\n'
     )

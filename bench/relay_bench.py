@@ -15,14 +15,16 @@ bench starts
 
 Printed per step: packets/s offered and relayed, loss %, the relay process's CPU (% of one core, psutil over
 the sending period) and peak RSS, CPU microseconds per relayed packet, the load generator's CPU (rusage of
-sender + receiver over the step and the drain), how late the sender ran at worst, and the CPU that other
-processes on the box used meanwhile (a shared box: a step with a high figure there is not a clean one;
-before each step the bench waits up to --quiet-wait seconds for every core to be below 20 % busy, and a
-step that fails while others used more than 15 % of a core is marked "disturbed", run again (--retries) and
-not counted). Then, per server, the most calls held (loss < --max-loss, 0.1 %, in every run that counts) and
-the ratio PBX relay / bare
-(target: >= 400 calls and >= 80 % of bare). The relay server's own counters (packets, dropped, invalid,
-foreign, relatched, send_errors) are printed beside its rows as a cross-check.
+sender + receiver over the step and the drain), how late the sender ran at worst, the packets' transit
+time sender -> relay -> receiver (p50/p99/p99.9: the payload carries its send time; with `--poll-window` the
+servers nap between busy wake-ups as `[pbx] poll_window` makes the PBX do, which delays RTP by up to the
+window), and the CPU that other processes on the box used meanwhile (a shared box: a step with a high
+figure there is not a clean one; before each step the bench waits up to --quiet-wait seconds for every core
+to be below 20 % busy, and a step that fails while others used more than 15 % of a core is marked
+"disturbed", run again (--retries) and not counted). Then, per server, the most calls held (loss <
+--max-loss, 0.1 %, in every run that counts) and the ratio PBX relay / bare (target: >= 400 calls and >= 80 %
+of bare). The relay server's own counters (packets, dropped, invalid, foreign, relatched, send_errors) are
+printed beside its rows as a cross-check.
 
 Run by hand, not in CI (about 25 s per step and server):
 
@@ -47,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,7 @@ TARGET_RATIO = 0.80
 DISTURBED = 15.0  # % of a core used by other processes during a step that makes it "disturbed"
 RELAY_PORTS = (20000, 29999)  # below Linux's ephemeral range (32768-60999)
 MAX_PACKET = 2048  # both servers read with the same buffer size
+DELAY_BINS = 1000  # the receiver's histogram of transit times: 0.1 ms bins up to 100 ms
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -125,6 +128,12 @@ def serve(kind: str, calls: int, phones_a: list[int], phones_b: list[int]) -> No
             port_b = reactor.listenUDP(0, b, interface=HOST, maxPacketSize=MAX_PACKET)
             a.out, b.out = port_b, port_a
             ports.append((port_a.getHost().port, port_b.getHost().port))
+    window = float(os.environ.get("RELAY_POLL_WINDOW") or 0)
+    if window > 0:  # --poll-window: the PBX's `[pbx] poll_window` (pbx/service/wakeups.py)
+        sys.path.insert(0, str(REPO))
+        from pbx.service.wakeups import nap_between_polls
+
+        nap_between_polls(reactor, window)
     print("READY " + json.dumps(ports), flush=True)
     reactor.run()
 
@@ -160,6 +169,7 @@ def send(
     total_slots = round(seconds / slot_length)
     sent = errors = 0
     max_lag = 0.0
+    head, tail = PACKET[:12], PACKET[20:]
     for k in range(total_slots):
         due = start + k * slot_length
         lag = time.time() - due
@@ -167,10 +177,11 @@ def send(
             time.sleep(-lag)
         else:
             max_lag = max(max_lag, lag)
+        packet = head + struct.pack("!d", time.time()) + tail  # the payload carries when it was sent
         for send_a, to_a, send_b, to_b in slots[k % SLOTS]:
             try:
-                send_a(PACKET, to_a)
-                send_b(PACKET, to_b)
+                send_a(packet, to_a)
+                send_b(packet, to_b)
                 sent += 2
             except OSError:
                 errors += 1
@@ -188,6 +199,9 @@ def receive(fds_a: list[int], fds_b: list[int], until: float) -> None:
     size = len(PACKET)
     received_a = received_b = stray = 0
     dontwait = socket.MSG_DONTWAIT
+    delays = [0] * (DELAY_BINS + 1)  # transit time sender -> relay -> here, in 0.1 ms bins
+    stamp = struct.Struct("!d").unpack_from
+    clock = time.time
     while True:
         left = until - time.time()
         if left <= 0:
@@ -199,6 +213,7 @@ def receive(fds_a: list[int], fds_b: list[int], until: float) -> None:
                 try:
                     if recv_into(buffer, 0, dontwait) == size:
                         n += 1
+                        delays[min(DELAY_BINS, max(0, int((clock() - stamp(buffer, 12)[0]) * 1e4)))] += 1
                     else:
                         stray += 1  # not ours (another test on the box sending to a recycled port)
                 except BlockingIOError:
@@ -207,7 +222,7 @@ def receive(fds_a: list[int], fds_b: list[int], until: float) -> None:
                 received_a += n
             else:
                 received_b += n
-    print(json.dumps({"a": received_a, "b": received_b, "stray": stray}), flush=True)
+    print(json.dumps({"a": received_a, "b": received_b, "stray": stray, "delays": delays}), flush=True)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -229,6 +244,19 @@ class Step:
     loadgen_cpu: float
     others_cpu: float
     server_stats: dict[str, int]
+    delays: list[int] = field(default_factory=list)  # the receiver's histogram (DELAY_BINS)
+
+    def transit_ms(self, share: float) -> float:
+        """The transit time (sender -> relay -> receiver) below which `share` of the packets arrived, ms."""
+        total = sum(self.delays)
+        if not total:
+            return float("nan")
+        seen = 0
+        for i, n in enumerate(self.delays):
+            seen += n
+            if seen >= share * total:
+                return i / 10
+        return DELAY_BINS / 10
 
     @property
     def loss(self) -> float:
@@ -318,7 +346,8 @@ def run_step(kind: str, calls: int, args: argparse.Namespace) -> Step:
     ports_a = [s.getsockname()[1] for s in socks_a]
     ports_b = [s.getsockname()[1] for s in socks_b]
     cmd = [*me, "serve", kind, str(calls), json.dumps(ports_a), json.dumps(ports_b)]
-    server = ServerProcess(kind, pinned(cmd, server_cpu_core))
+    window = {"RELAY_POLL_WINDOW": str(args.poll_window)} if args.poll_window > 0 else {}
+    server = ServerProcess(kind, pinned(cmd, server_cpu_core), env=window)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         server.wait_for(r"^READY ", timeout=60)
@@ -388,12 +417,13 @@ def run_step(kind: str, calls: int, args: argparse.Namespace) -> Step:
         loadgen_cpu=100.0 * loadgen_cpu_s / (args.seconds + DRAIN),
         others_cpu=others_cpu,
         server_stats=json.loads(stats_lines[-1][len("STATS ") :]) if stats_lines else {},
+        delays=received.get("delays", []),
     )
 
 
 STEP_HEADERS = [
     "server", "calls", "offered pps", "relayed pps", "loss %", "relay CPU %", "us/packet", "RSS MB",
-    "loadgen CPU %", "sender lag ms", "others CPU %", "held",
+    "loadgen CPU %", "sender lag ms", "others CPU %", "transit p50/p99/p99.9 ms", "held",
 ]  # fmt: skip
 
 
@@ -403,6 +433,7 @@ def step_row(step: Step, max_loss: float) -> list[object]:
         f"{step.loss * 100:.3f}",
         f"{step.server_cpu:.0f}", f"{step.us_per_packet:.1f}", f"{step.server_rss_mb:.0f}",
         f"{step.loadgen_cpu:.0f}", f"{step.max_lag_ms:.1f}", f"{step.others_cpu:.0f}",
+        "/".join(f"{step.transit_ms(q):.1f}" for q in (0.5, 0.99, 0.999)),
         "yes" if step.held(max_loss) else "NO (disturbed)" if step.disturbed else "NO",
     ]  # fmt: skip
 
@@ -418,6 +449,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each step (default 20)")
     parser.add_argument("--servers", default="relay,bare", help="which servers, in this order (relay,bare)")
+    parser.add_argument(
+        "--poll-window",
+        type=float,
+        default=0.0,
+        help="the servers nap up to this many s between busy wake-ups (pbx.poll_window; default 0: never)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per step and server (default 1)")
     parser.add_argument("--max-loss", type=float, default=0.001, help="loss ratio allowed (default 0.001)")
     parser.add_argument("--server-cpu", type=int, default=0, help="core for the relay (default 0)")

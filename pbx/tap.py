@@ -32,6 +32,7 @@ from pbx.service.logs import QuietLogging, quiet_log_observer, ready_message
 from pbx.service.process import raise_file_limit_to_hard, tune_garbage_collector
 from pbx.service.supervisor import build_supervisor, twistd_command, watch_parent
 from pbx.service.tls_reload import install_sighup
+from pbx.service.wakeups import nap_between_polls
 from pbx.service.workers import check_workers, worker_config
 
 _log = Logger(namespace="pbx")
@@ -78,6 +79,8 @@ def makeService(options: Options) -> service.IService:
         config = worker_config(config, index, workers)
         reactor.callWhenRunning(watch_parent, reactor, os.environ, os.getppid)
     reactor.callWhenRunning(tune_garbage_collector)
+    if config.poll_window > 0 and nap_between_polls(reactor, config.poll_window) is not None:
+        _log.info("Busy event loop: at least {ms:g} ms between wake-ups", ms=config.poll_window * 1e3)
     raise_file_limit_to_hard()
     _log.info("PBX starting with {config} (Python {v})", config=str(config.source), v=sys.version.split()[0])
     log = LogSettings(config.log.format, LogLevels(config.log.levels))  # [log]: JSON lines, levels

@@ -79,7 +79,7 @@ SCHEMA_KEYS: Mapping[str, tuple[str, ...]] = {
         "overload",
         "edge",
     ),
-    "pbx": ("data_dir", "dialplan_dir", "sip_trace"),
+    "pbx": ("data_dir", "dialplan_dir", "sip_trace", "poll_window"),
     "sip": (
         "user_agent",
         "idle_timeout",
@@ -176,6 +176,9 @@ _BLANK = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+")
 """An SDP token (RFC 4566 §9), the syntax of an encoding name."""
 _MAX_TARGET = 128
+MAX_POLL_WINDOW = 0.05
+"""The longest `pbx.poll_window` (seconds): a longer nap would delay SIP messages by more than an RTP packet's
+20 ms twice over."""
 
 
 class ConfigError(Exception):
@@ -412,6 +415,7 @@ class _Parser:
         root = self._table(data, "", "")
         pbx = self._table(root.get("pbx", {}), "pbx", "pbx")
         sip_trace = self._boolean(pbx, "sip_trace", "pbx", False)
+        poll_window = self._seconds(pbx, "poll_window", "pbx", 0.0, 0.0, MAX_POLL_WINDOW)
         data_dir = self._path(pbx, "data_dir", "pbx", "data")
         dialplan_dir = self._path(pbx, "dialplan_dir", "pbx", "dialplans")
         if data_dir is None:
@@ -455,6 +459,7 @@ class _Parser:
             admin=load_admin(self, root.get("admin", {})),
             overload=overload(self, root.get("overload", {})),
             edge=load_edge.edge(self, root.get("edge", {})),
+            poll_window=poll_window,
         )
 
     def sip(self, value: object) -> SipConfig:

@@ -498,6 +498,9 @@ class Config:
         admin: The operator's console (`[admin]`), off unless `listen` is set.
         overload: Overload control (`pbx.config.overload`).
         edge: Checks before parsing: per-source rate limits, blocks, scanner screens.
+        poll_window: While the event loop is busy, the shortest time (seconds) between two of its
+            wake-ups: it naps what is left before polling again, so one wake-up reads a batch of
+            datagrams (`pbx.service.wakeups`); 0: never naps.
     """
 
     source: Path | None
@@ -522,6 +525,7 @@ class Config:
     admin: AdminConfig = field(default_factory=AdminConfig)
     overload: OverloadConfig = field(default_factory=OverloadConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
+    poll_window: float = 0.0
     _by_host: Mapping[str, Tenant] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

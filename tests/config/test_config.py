@@ -73,6 +73,7 @@ def test_demo_config_loads() -> None:
     assert config.dialplan_dir == REPO / "dialplans"
     assert (config.dialplan_dir / "default").is_dir()
     assert config.sip_trace is False
+    assert config.poll_window == 0.0  # off unless asked for (docs/configuration.md)
     assert {(li.transport, li.host, li.port) for li in config.sip.listeners} == {
         (transport, host, 5061 if transport == "tls" else 5060)
         for transport in ("udp", "tcp", "tls")
@@ -369,6 +370,9 @@ def test_absolute_paths_are_kept() -> None:
         (data(sip={"listen": [{}], "user_agent": "pbx\r\nX: y"}), "sip.user_agent", "control characters"),
         (data(pbx={"sip_trace": "yes"}), "pbx.sip_trace", "true or false"),
         (data(pbx={"data_dir": ""}), "pbx.data_dir", "must not be empty"),
+        (data(pbx={"poll_window": 0.1}), "pbx.poll_window", "from 0 to 0.05"),
+        (data(pbx={"poll_window": -0.001}), "pbx.poll_window", "from 0 to 0.05"),
+        (data(pbx={"poll_window": "5ms"}), "pbx.poll_window", "number of seconds"),
         (data(pbx={"dialplan_dir": 3}), "pbx.dialplan_dir", "string"),
         (data(tls={"certificate": "cert.pem"}), "tls.private_key", "required when tls.certificate"),
         (data(tls={"private_key": "key.pem"}), "tls.certificate", "required when tls.private_key"),
@@ -603,6 +607,11 @@ def test_float_seconds_messages() -> None:
         "security.trusted_networks[0]: must be an IP network in CIDR notation (like '192.0.2.0/24'), "
         "not '10.0.0.300/8'"
     )
+
+
+def test_poll_window_is_read_in_seconds() -> None:
+    assert parse_config(data(pbx={"poll_window": 0.02}), BASE).poll_window == 0.02
+    assert parse_config(data(pbx={"poll_window": 0}), BASE).poll_window == 0.0
 
 
 def test_unknown_keys_are_reported_before_other_errors() -> None:

@@ -75,8 +75,11 @@ def demo_extensions() -> str:
     )
 
 
-def write_config(directory: Path, *, ipv6: bool | None = None, extra: str = "", trace: bool = True) -> dict:
-    """Write a config with free ports for UDP+TCP and TLS on 127.0.0.1 (and ::1 when available).
+def write_config(
+    directory: Path, *, ipv6: bool | None = None, extra: str = "", trace: bool = True, pbx: str = ""
+) -> dict:
+    """Write a config with free ports for UDP+TCP and TLS on 127.0.0.1 (and ::1 when available); `pbx`: more
+    lines of the `[pbx]` table (`extra` comes after the other tables).
 
     Returns the ports: {"sip": N, "tls": M, "path": Path}.
     """
@@ -90,7 +93,7 @@ def write_config(directory: Path, *, ipv6: bool | None = None, extra: str = "", 
         for transport, port in (("udp", sip_port), ("tcp", sip_port), ("tls", tls_port)):
             listeners.append(f'[[sip.listen]]\ntransport = "{transport}"\nhost = "{host}"\nport = {port}\n')
     text = (
-        f'[pbx]\ndata_dir = "data"\nsip_trace = {"true" if trace else "false"}\n\n'
+        f'[pbx]\ndata_dir = "data"\nsip_trace = {"true" if trace else "false"}\n{pbx}\n'
         + "\n".join(listeners)
         + '\n[tenants.default]\ndomain = "localhost"\naliases = ["127.0.0.1", "::1"]\n\n'
         + demo_extensions()

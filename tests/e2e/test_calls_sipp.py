@@ -146,20 +146,24 @@ class CallPbx:
 
 
 def launch_pbx(
-    directory: Path, dialplan: str = DEMO_DIALPLAN, extra: str = "", keepalive: str = "options"
+    directory: Path,
+    dialplan: str = DEMO_DIALPLAN,
+    extra: str = "",
+    keepalive: str = "options",
+    pbx_keys: str = "",
 ) -> CallPbx:
     """Start `twistd pbx` in `directory` and wait until it listens; the caller stops it.
 
     Demo extensions 1000-1003 (password passNNNN), its own RTP port range, `dialplan` as
     dialplans/default/main.j2, `keepalive` as [registrar] keepalive ("crlf": no OPTIONS pings to UDP
-    contacts, which a SIPp scenario would take for an unexpected message).
+    contacts, which a SIPp scenario would take for an unexpected message), `pbx_keys` more lines of `[pbx]`.
     """
     for attempt in range(3):
         directory.mkdir(parents=True)
         low, high = rtp_range()
         media = f"[media]\nrtp_port_min = {low}\nrtp_port_max = {high}\n\n"
         registrar = f'[registrar]\nkeepalive = "{keepalive}"\n\n'
-        ports = write_config(directory, ipv6=False, extra=media + registrar + extra)
+        ports = write_config(directory, ipv6=False, extra=media + registrar + extra, pbx=pbx_keys)
         pbx = CallPbx(PbxProcess(ports["path"]), ports, directory, (low, high))
         pbx.write_dialplan(dialplan)  # before the start: the first call finds it
         try:
@@ -185,8 +189,9 @@ def start_pbx(tmp_path: Path) -> Iterator[StartPbx]:
     """`launch_pbx` in the test's directory, without OPTIONS pings; each PBX is stopped at the end."""
     started: list[CallPbx] = []
 
-    def start(dialplan: str = DEMO_DIALPLAN, extra: str = "") -> CallPbx:
-        pbx = launch_pbx(tmp_path / f"pbx{len(started)}", dialplan, extra, keepalive="crlf")
+    def start(dialplan: str = DEMO_DIALPLAN, extra: str = "", pbx_keys: str = "") -> CallPbx:
+        directory = tmp_path / f"pbx{len(started)}"
+        pbx = launch_pbx(directory, dialplan, extra, keepalive="crlf", pbx_keys=pbx_keys)
         started.append(pbx)
         return pbx
 
@@ -448,6 +453,22 @@ def test_normal_call(start_pbx, sipp):
     answer = uac.responses(200)[0]
     assert pbx.rtp[0] <= sdp_port(answer) <= pbx.rtp[1], answer
     assert f":{uas.port}" not in answer, answer
+
+
+def test_calls_with_a_poll_window(start_pbx, sipp):
+    """`[pbx] poll_window`: with the event loop napping up to 20 ms between wake-ups while busy, 20 calls at
+    20/s (INVITE/407/INVITE/180/200/ACK/BYE each; ~4 up at once, within the test's 40 RTP ports) and the
+    callee's registration go as the scenarios say; SIPp's retransmission timer (500 ms) is far above the
+    window. Every call ends normally with its CDR."""
+    pbx = start_pbx(pbx_keys="poll_window = 0.02")
+    pbx.wait_for(r"Busy event loop: at least 20 ms between wake-ups")
+    port = sipp.register(pbx, "1002")
+    uas = sipp.start("uas", "call_uas.xml", ["-s", "1002"], port=port, timeout=30, calls=20).wait_listening()
+    csv = sipp.users_csv([("1001", "pass1001", "1002")], "uac_users")
+    uac = sipp.start("uac", "call_uac.xml", [f"127.0.0.1:{pbx.sip}", "-inf", str(csv), "-r", "20"], calls=20)
+    sipp.check(pbx, uac, uas)
+    cdrs = pbx.wait_cdrs(20)
+    assert [(c["status"], c["cause"]) for c in cdrs] == [(200, "normal")] * 20, cdrs
 
 
 # -- 2. failures: busy, no answer, caller CANCEL -------------------------------------------------------------
