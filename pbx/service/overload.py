@@ -110,6 +110,7 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
         if settings.prioritize:  # while shedding: new work after the rest of the turn
             ports = lambda: transports.udp_ports  # noqa: E731
             monitor.listeners.append(Prioritize(transports.intake, guard, ports, settings.read_budget))
+            transports.intake.refuse = stack.shed_screen.quick  # what is refused is not deferred
         if socket_delay is not None and settings.queue_drop > 0:
             transports.intake.new_starts = guard.starts
             monitor.listeners.append(QueueDrop(transports.intake, socket_delay, settings.queue_drop))

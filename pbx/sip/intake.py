@@ -52,6 +52,9 @@ class DatagramIntake:
     Attributes:
         admission: as given (the stream path asks it directly, per framed message).
         screen: the overload screen, asked after the admission (set by overload control; None asks nothing).
+        refuse: while prioritizing, asked first for what would be deferred (`defers`): True when it was
+            refused at once from its bytes (`pbx.sip.shedding.ShedScreen.quick`), so that only what may be
+            admitted waits for the end of the turn; None asks nothing.
         read: datagrams offered so far (a running total: the drain rate of the receive buffers).
         refused: datagrams the admission refused so far.
         prioritize: while True (and with a clock), datagrams starting with `new_starts` are handled after
@@ -68,6 +71,7 @@ class DatagramIntake:
         "new_starts",
         "prioritize",
         "read",
+        "refuse",
         "refused",
         "screen",
         "shed",
@@ -77,6 +81,7 @@ class DatagramIntake:
         self.admission = admission
         self.clock = clock
         self.screen: Screen | None = None
+        self.refuse: Screen | None = None
         self.read = 0
         self.refused = 0
         self.shed = 0

@@ -585,6 +585,18 @@ class OverloadGuard:
             return False
         return self.level() != CRITICAL or (credentials and policy.finish_critical)
 
+    def refuses_new(self) -> bool:
+        """Whether `admit(False)` would refuse a new exchange now (a 503 or a drop); changes and counts
+        nothing. False also when a token bucket would decide (`max_rate`, following completions). Lets the
+        screen refuse at once, from the raw bytes, what it would otherwise defer (`ShedScreen.quick`)."""
+        policy = self.policy
+        if self.level() == CRITICAL or (policy.max_pending and self.pending >= policy.max_pending):
+            return True
+        if not policy.reject_high or self.admit_rate:
+            return False
+        share = self.admit_share
+        return share < 1.0 and self._credit + share < 1.0
+
     def _take_completion_token(self, rate: float) -> bool:
         now = self._clock.seconds()
         burst = max(1.0, rate * 0.05)  # 50 ms of them at once at most

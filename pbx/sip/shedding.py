@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pbx.sip.interfaces import IFlow
 from pbx.sip.overload import OverloadGuard, Verdict
 from pbx.sip.peek import peek_new_request, raw_response
-from pbx.sip.refusal import refusal, scan_new_request
+from pbx.sip.refusal import RawRequest, refusal, scan_new_request
 
 if TYPE_CHECKING:
     from pbx.sip.stack import SipStack
@@ -126,17 +126,67 @@ class ShedScreen:
             if method == "INVITE" and not credentials:
                 self._expect_ack(branch, remote, key)
             return False
+        self._refuse(raw, data, raw_key, flow, guard, verdict)
+        return True
+
+    def quick(self, data: bytes, flow: IFlow) -> bool:
+        """The refusal at once of a new INVITE or REGISTER read while the guard sheds (the intake asks this
+        for what it would otherwise defer to the end of the reactor turn, `DatagramIntake.refuse`): True
+        when it was dealt with as `screen` would (refused or dropped, its 503 again, a blocked source, a
+        retransmission of accepted work); False when it goes the regular way (`screen`, later): the guard
+        would admit a new exchange now, it may carry credentials, it was admitted before, its shape is
+        unusual, or its answer would go elsewhere than its source."""
+        stack = self._stack
+        guard = stack.overload
+        if guard is None or b"uthorization" in data or not guard.refuses_new():
+            return False
+        counters = stack.counters
+        remote = flow.remote_address
+        is_blocked = stack.is_blocked
+        if is_blocked is not None and is_blocked(remote[0]):
+            counters["screened"] += 1
+            return True
+        raw_key = (data, remote)
+        seen = stack.by_bytes.get(raw_key)
+        if seen is not None:
+            if type(seen) is not bytes:
+                return False  # admitted before: the regular way knows what became of it
+            counters["stateless_retransmissions"] += 1
+            counters["screened"] += 1
+            flow.send(seen)
+            return True
+        raw = scan_new_request(data, guard.start_methods)
+        if raw is None or raw[5]:  # an unusual shape, or credentials after all
+            return False
+        method, branch, host, port, rport = raw[:5]
+        if not rport and (port or 5060) != remote[1]:
+            return False
+        key = (branch, host, port, method, remote)
+        if not (stack.answered_again(key, flow) or stack.transactions.absorb_retransmission(key[:4])):
+            verdict = guard.admit(False)
+            if verdict is Verdict.ADMIT:  # not as `refuses_new` said (it is exact): parsed, not lost
+                stack.by_bytes.put(raw_key, key)
+                return False
+            self._refuse(raw, data, raw_key, flow, guard, verdict)
+        counters["screened"] += 1
+        return True
+
+    def _refuse(
+        self, raw: RawRequest, data: bytes, raw_key: Any, flow: IFlow, guard: OverloadGuard, verdict: Verdict
+    ) -> None:
+        """Answer a new request the guard refused (`verdict`: REJECT, or DROP for nothing) from its bytes."""
+        stack = self._stack
         stack.counters["shed"] += 1
         if verdict is Verdict.REJECT:
             tail = self._tail
             if tail is None or tail[0] is not guard:
                 tail = self._tail = (guard, self._refusal_tail(guard))
+            branch = raw[1]
             answer = refusal(raw, data, STATUS_503, (branch[-10:].replace(".", "") or "x").encode(), tail[1])
             flow.send(answer)
             stack.by_bytes.put(raw_key, answer)  # by its bytes only: a different copy gets the same 503 anew
-            if method == "INVITE":
-                self._expect_ack(branch, remote, None)
-        return True
+            if raw[0] == "INVITE":
+                self._expect_ack(branch, raw_key[1], None)
 
     def _expect_ack(self, branch: str, remote: tuple[str, int], key: tuple[Any, ...] | None) -> None:
         acks = self._acks
