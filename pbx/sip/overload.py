@@ -558,8 +558,10 @@ class OverloadGuard:
                 share = self.admit_share
                 if share < 1.0:  # admit `share` of them, evenly spread
                     self._credit += share
-                    if self._credit < 1.0:
-                        return self._reject("rejected_lag")
+                    if self._credit < 1.0:  # most of them while shedding: `_reject` inline
+                        counters["rejected"] += 1
+                        counters["rejected_lag"] += 1
+                        return Verdict.REJECT
                     self._credit -= 1.0
         if not credentials:
             if policy.max_rate and not self._take_token():
@@ -589,8 +591,10 @@ class OverloadGuard:
         """Whether `admit(False)` would refuse a new exchange now (a 503 or a drop); changes and counts
         nothing. False also when a token bucket would decide (`max_rate`, following completions). Lets the
         screen refuse at once, from the raw bytes, what it would otherwise defer (`ShedScreen.quick`)."""
-        policy = self.policy
-        if self.level() == CRITICAL or (policy.max_pending and self.pending >= policy.max_pending):
+        policy, monitor = self.policy, self.monitor  # monitor.level() == CRITICAL, two calls less
+        if (monitor is not None and monitor.lag >= monitor.critical) or (
+            policy.max_pending and self.pending >= policy.max_pending
+        ):
             return True
         if not policy.reject_high or self.admit_rate:
             return False

@@ -162,7 +162,9 @@ class ShedScreen:
         if not rport and (port or 5060) != remote[1]:
             return False
         key = (branch, host, port, method, remote)
-        if not (stack.answered_again(key, flow) or stack.transactions.absorb_retransmission(key[:4])):
+        if stack.stateless_cache.get(key) is not None:  # answered without a transaction: that again
+            stack.answered_again(key, flow)
+        elif not stack.transactions.absorb_retransmission(key[:4]):
             verdict = guard.admit(False)
             if verdict is Verdict.ADMIT:  # not as `refuses_new` said (it is exact): parsed, not lost
                 stack.by_bytes.put(raw_key, key)
