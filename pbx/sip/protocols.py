@@ -185,10 +185,8 @@ class SipDatagramProtocol(DatagramProtocol):
                 self.monitor.counters.keepalives_sent += 1
             return
         flow = self._flows.get(addr) or self.flow_for(addr)
-        if intake.prioritize and intake.defers(datagram):  # new work waits for the end of the turn,
-            refuse = intake.refuse
-            if refuse is None or not refuse(datagram, flow):  # unless it is refused at once
-                intake.later(self._handle, datagram, flow)
+        if intake.prioritize and intake.defers(datagram):  # new work waits for the end of the turn
+            intake.later(self._handle, datagram, flow)  # (unless it is refused at once)
             return
         screen = intake.screen
         if screen is not None and screen(datagram, flow):

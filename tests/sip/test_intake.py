@@ -261,6 +261,21 @@ class PrioritizeTests(SynchronousTestCase):
         )
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_a_copy_of_a_datagram_that_waits_waits_too(self) -> None:
+        """A retransmission read in the same turn as its original (admitted at the end of the turn) must
+        go to what becomes of it, not be refused on its own: it waits, unasked; after the turn it is asked."""
+        answers = iter([False, True])
+        asked: list[bytes] = []
+        self.intake.refuse = lambda datagram, flow: asked.append(datagram) or next(answers)
+        self.shed()
+        self.assertEqual(self.offer(NEW_REGISTER, NEW_REGISTER), [])
+        self.assertEqual((asked, self.intake.deferred), ([NEW_REGISTER], 2))
+        self.clock.advance(0)
+        self.assertEqual(len(self.sink.messages), 2)
+        self.offer(NEW_REGISTER)  # a later turn: asked again (and refused at once here)
+        self.assertEqual((len(asked), self.intake.deferred), (2, 2))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_back_to_normal_once_nothing_is_shed(self) -> None:
         self.shed()
         self.monitor.start()
