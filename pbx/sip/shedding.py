@@ -63,6 +63,9 @@ class ShedScreen:
         self.admitted: IFlow | None = None
         self.admitted_bytes: tuple[bytes, tuple[str, int]] | None = None
         self._tail: tuple[OverloadGuard, bytes] | None = None  # the guard and its 503's last lines
+        # New requests admitted by `quick` when they were read, by (bytes, source), until `_screen` sees them
+        # at the end of the reactor turn (it does not ask the guard again).
+        self._taken: set[tuple[bytes, tuple[str, int]]] = set()
         # New INVITEs screened here whose non-2xx answer the client ACKs with the INVITE's branch (RFC 3261
         # 17.1.1.3), by (branch, source): None for a refused one (its 503), the stateless key of an admitted
         # one (its challenge may be in the stack's stateless cache). Such an ACK ends nothing else (no
@@ -91,6 +94,12 @@ class ShedScreen:
         if is_blocked is not None and is_blocked(remote[0]):
             return True
         raw_key = (data, remote)
+        taken = self._taken
+        if taken and raw_key in taken:  # admitted when it was read (`quick`): the guard is not asked again
+            taken.discard(raw_key)
+            taken_now = True
+        else:
+            taken_now = False
         seen = stack.by_bytes.get(raw_key)  # a retransmission, byte for byte, of a request screened before
         if seen is not None:
             if type(seen) is bytes:  # refused: its 503 again
@@ -100,26 +109,29 @@ class ShedScreen:
             if stack.answered_again(seen, flow) or stack.transactions.absorb_retransmission(seen[:4]):
                 return True  # admitted: its stateless answer again, or to its transaction
         credentials = data.find(b"uthorization") >= 0  # as usually written (the scan looks closer)
-        if not data.startswith(b"INVITE ") and guard.surely_admits(credentials):
+        if not data.startswith(b"INVITE ") and (taken_now or guard.surely_admits(credentials)):
             # Admitted, so parsed anyway: what the scan finds, only a refusal needs (an INVITE's is kept for
             # its ACK). The parser's way knows a retransmission as it would without overload (stateless
             # answers, transactions) and keeps its key under these bytes (`admitted_bytes`) for the next.
-            guard.admit(credentials)
+            if not taken_now:
+                guard.admit(credentials)
             self.admitted = flow
             self.admitted_bytes = raw_key
             return False
         raw = scan_new_request(data, guard.start_methods)
-        if raw is None:
-            return self._screen_peeked(data, flow, guard)  # an unusual shape: `pbx.sip.peek` looks closer
+        if raw is None:  # an unusual shape: `pbx.sip.peek` looks closer
+            return self._screen_peeked(data, flow, guard, taken_now)
         method, branch, host, port, rport, credentials = raw[:6]
         if not rport and (port or 5060) != remote[1]:
+            if taken_now:
+                self.admitted = flow  # asked already: the parser's way does not ask again
             return False  # its answer goes elsewhere than its source (RFC 3261 18.2.2): the parser's way
         key = (branch, host, port, method, remote)
         if stack.answered_again(key, flow):
             return True
         if stack.transactions.absorb_retransmission((branch, host, port, method)):
             return True  # a retransmission of accepted work, never shed: its transaction has it
-        verdict = guard.admit(credentials)
+        verdict = Verdict.ADMIT if taken_now else guard.admit(credentials)
         if verdict is Verdict.ADMIT:
             self.admitted = flow  # asked already: the parser's way does not ask again
             stack.by_bytes.put(raw_key, key)  # its retransmissions go to what becomes of it, unscanned
@@ -138,15 +150,29 @@ class ShedScreen:
         unusual, or its answer would go elsewhere than its source."""
         stack = self._stack
         guard = stack.overload
-        if guard is None or b"uthorization" in data or not guard.refuses_new():
+        if guard is None or b"uthorization" in data:
+            return False
+        remote = flow.remote_address
+        raw_key = (data, remote)
+        is_blocked = stack.is_blocked
+        if not guard.refuses_new():
+            if (
+                guard.surely_admits(False)
+                and stack.by_bytes.get(raw_key) is None
+                and (is_blocked is None or not is_blocked(remote[0]))
+            ):
+                # The share admits this new exchange: taken now, so that what is read after it in this turn
+                # sees the share used (asked only at the end of the turn, they would all be admitted).
+                guard.admit(False)
+                taken = self._taken
+                if len(taken) >= self.max_acks:
+                    taken.clear()
+                taken.add(raw_key)
             return False
         counters = stack.counters
-        remote = flow.remote_address
-        is_blocked = stack.is_blocked
         if is_blocked is not None and is_blocked(remote[0]):
             counters["screened"] += 1
             return True
-        raw_key = (data, remote)
         seen = stack.by_bytes.get(raw_key)
         if seen is not None:
             if type(seen) is not bytes:
@@ -226,10 +252,13 @@ class ShedScreen:
         server = self._stack.user_agent
         return f"Retry-After: {guard.retry_after}\r\nServer: {server}\r\nContent-Length: 0\r\n\r\n".encode()
 
-    def _screen_peeked(self, data: bytes, flow: IFlow, guard: OverloadGuard) -> bool:
-        """`_screen` for a request `pbx.sip.refusal` does not take (folded lines, IPv6, odd spacing ...)."""
+    def _screen_peeked(self, data: bytes, flow: IFlow, guard: OverloadGuard, taken: bool = False) -> bool:
+        """`_screen` for a request `pbx.sip.refusal` does not take (folded lines, IPv6, odd spacing ...);
+        `taken`: admitted when it was read."""
         peeked = peek_new_request(data, guard.starts)
         if peeked is None:
+            if taken:
+                self.admitted = flow  # asked already: the parser's way does not ask again
             return False
         stack = self._stack
         is_blocked = stack.is_blocked
@@ -240,7 +269,7 @@ class ShedScreen:
             return True
         if stack.transactions.absorb_retransmission(peeked.transaction_key):
             return True  # a retransmission of accepted work, never shed: its transaction has it
-        verdict = guard.admit(peeked.credentials)
+        verdict = Verdict.ADMIT if taken else guard.admit(peeked.credentials)
         if verdict is Verdict.ADMIT:
             self.admitted = flow  # asked already: the parser's way does not ask again
             return False
