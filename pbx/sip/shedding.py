@@ -18,6 +18,12 @@ while the guard sheds (`OverloadGuard.shedding`), and deals with what it can fro
 - the ACK of a 503 sent here, or of a challenge sent statelessly to an INVITE admitted here (its top Via's
   branch and its source): absorbed (it ends no transaction and no dialog), the challenge forgotten.
 
+While the intake prioritizes (new requests wait for the end of the reactor turn), it asks `ShedScreen.quick`
+first when a new INVITE or REGISTER is read: what the guard surely refuses (`OverloadGuard.refuses_new`) is
+dealt with there as `screen` would (refused or dropped, its 503 again, a stateless answer again, to its
+transaction), and a new exchange the share admits is admitted there (`screen` does not ask the guard again
+at the end of the turn); anything else waits for `screen`.
+
 Everything else (responses, ACK, requests in dialogs, unusual shapes) goes on to the parser, where the same
 decisions are made more slowly. This module knows nothing of the PBX; `pbx.sip.stack.SipStack` owns one.
 """
