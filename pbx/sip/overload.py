@@ -601,6 +601,24 @@ class OverloadGuard:
         share = self.admit_share
         return share < 1.0 and self._credit + share < 1.0
 
+    def refuse(self) -> Verdict:
+        """What `admit(False)` gives when `refuses_new()` is True (REJECT or DROP), counted as `admit`
+        counts it; fewer steps than `admit`, for the refusal at once (`ShedScreen.quick`)."""
+        counters, policy, monitor = self.counters, self.policy, self.monitor
+        if monitor is not None and monitor.lag >= monitor.critical:
+            if policy.drop_critical:
+                counters["dropped"] += 1
+                return Verdict.DROP
+            why = "rejected_lag"
+        elif policy.max_pending and self.pending >= policy.max_pending:
+            why = "rejected_pending"
+        else:  # the share: as `admit`, the credit grows by the share and stays below 1
+            self._credit += self.admit_share
+            why = "rejected_lag"
+        counters["rejected"] += 1
+        counters[why] += 1
+        return Verdict.REJECT
+
     def _take_completion_token(self, rate: float) -> bool:
         now = self._clock.seconds()
         burst = max(1.0, rate * 0.05)  # 50 ms of them at once at most

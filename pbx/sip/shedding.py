@@ -197,11 +197,7 @@ class ShedScreen:
         if stack.stateless_cache.get(key) is not None:  # answered without a transaction: that again
             stack.answered_again(key, flow)
         elif not stack.transactions.absorb_retransmission(key[:4]):
-            verdict = guard.admit(False)
-            if verdict is Verdict.ADMIT:  # not as `refuses_new` said (it is exact): parsed, not lost
-                stack.by_bytes.put(raw_key, key)
-                return False
-            self._refuse(raw, data, raw_key, flow, guard, verdict)
+            self._refuse(raw, data, raw_key, flow, guard, guard.refuse())  # as admit(False) would
         counters["screened"] += 1
         return True
 

@@ -450,8 +450,14 @@ def test_refuses_new_exactly_when_admit_refuses_a_new_exchange(
     before = (dict(guard.counters), guard._credit)
     refuses = guard.refuses_new()
     assert (dict(guard.counters), guard._credit) == before
+    twin = overloaded_guard(
+        lag, max_pending=2, max_rate=max_rate, reject_high=reject_high, drop_critical=drop_critical
+    )
+    twin.admit_share, twin._credit, twin.pending, twin.admit_rate = share, credit, pending, admit_rate
     verdict = guard.admit(credentials=False)
     if refuses:
         assert verdict is not Verdict.ADMIT
+        assert twin.refuse() is verdict  # the short way: the same verdict, counted alike
+        assert (twin.counters, twin._credit) == (guard.counters, guard._credit)
     elif not max_rate and not (admit_rate and reject_high):
         assert verdict is Verdict.ADMIT
