@@ -81,6 +81,8 @@ class _Sink:
             admission = Admission(clock, messages=limit, connections=limit, block_after=1e6, block_duration=1)
             self.intake = DatagramIntake(admission, clock)
             self.intake.prioritize = True
+            if hasattr(self.stack.shed_screen, "quick"):  # as pbx.service.overload (a checkout before: no)
+                self.intake.refuse = self.stack.shed_screen.quick
         else:
             self.intake = DatagramIntake(None)
         self.intake.screen = self.stack.shed_screen.screen  # as pbx.service.overload

@@ -3,8 +3,10 @@
 A Twisted reactor reads a UDP socket on loopback into `SipDatagramProtocol` and a `SipStack` whose overload
 guard refuses every new exchange (a high lag); a child process sends --count distinct SIPp-like REGISTERs at
 --rate per second, from 127.0.0.1:<a free port> (the 503s go back there and are left unread). Printed: this
-process's CPU time (user + system) per datagram while they came in, for the refusal and for the floor (the
-datagram read and thrown away before the screen). --code DIR measures another checkout of the project (e.g.
+process's CPU time (user + system) per datagram while they came in, for the refusal (`refuse`: the screen
+asked for every datagram; `shedding`: as the PBX while it sheds, new requests refused at once by the intake or
+deferred to the end of the reactor turn) and for the floor (the datagram read and thrown away before the
+screen). --code DIR measures another checkout of the project (e.g.
 `git archive <commit> | tar -x -C DIR`) with the same sender.
 
     python bench/refusal_sockets.py                        # about 10 s, both modes
@@ -80,8 +82,12 @@ def child(code: Path, mode: str, count: int, rate: int) -> None:
     guard = OverloadGuard(clock, monitor, OverloadPolicy())
     guard.admit_share = 0.0
     stack.set_overload(guard)
-    intake = DatagramIntake(None)
-    intake.screen = stack.shed_screen.screen if mode == "refuse" else (lambda data, flow: True)
+    intake = DatagramIntake(None, reactor if mode == "shedding" else None)
+    intake.screen = stack.shed_screen.screen if mode != "floor" else (lambda data, flow: True)
+    if mode == "shedding":  # as the PBX while it sheds: new requests refused at once or deferred
+        intake.prioritize = True
+        if hasattr(stack.shed_screen, "quick"):  # a checkout before it defers them all
+            intake.refuse = stack.shed_screen.quick
     protocol = SipDatagramProtocol(stack, clock=clock, intake=intake)
     port = reactor.listenUDP(0, protocol, interface="127.0.0.1")  # type: ignore[attr-defined]
     port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
@@ -128,14 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=15000, help="datagrams sent (default 15000)")
     parser.add_argument("--rate", type=int, default=5000, help="datagrams per second (default 5000)")
     parser.add_argument("--code", type=Path, default=Path(__file__).resolve().parent.parent, help="checkout")
-    parser.add_argument("--child", choices=("refuse", "floor"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("refuse", "shedding", "floor"), help=argparse.SUPPRESS)
+    parser.add_argument("--modes", default="refuse,shedding,floor", help="modes measured, in order")
     args = parser.parse_args(argv)
     if args.child:
         child(args.code.resolve(), args.child, args.count, args.rate)
         return 0
     print("| checkout | mode | read | refused | us/datagram | user | system |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    for mode in ("refuse", "floor"):
+    for mode in args.modes.split(","):
         print(measure(args.code.resolve(), mode, args.count, args.rate), flush=True)
     return 0
 

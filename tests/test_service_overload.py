@@ -35,6 +35,8 @@ def test_defaults_attach_a_guard_and_run_the_monitor_while_started(tmp_path: Pat
         assert stack.stateless_cache.max_entries == 10
         assert stack.stateless_cache.lifetime == 32.0
         assert stack.transport.intake.screen == stack.shed_screen.screen
+        assert stack.transport.intake.refuse == stack.shed_screen.quick  # refused at once, not deferred
+        assert build(tmp_path, {"refuse_at_once": False})[1].transport.intake.refuse is None
         overload.startService()
         assert overload.monitor.running
         reactor.advance(0.05)

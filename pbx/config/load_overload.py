@@ -74,6 +74,7 @@ def overload(parser: _Parser, value: object) -> OverloadConfig:
         decrease=_share(table, "decrease", 0.8, low_open=True, high_open=True),
         read_budget=parser._integer(table, "read_budget", path, 0, 0, 2**30),
         lag_attack=_share(table, "lag_attack", 0.25, low_open=True),
+        refuse_at_once=parser._boolean(table, "refuse_at_once", path, True),
     )
 
 

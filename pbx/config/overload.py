@@ -32,6 +32,7 @@ OVERLOAD_KEYS: tuple[str, ...] = (
     "decrease",
     "read_budget",
     "lag_attack",
+    "refuse_at_once",
 )
 
 
@@ -74,6 +75,9 @@ class OverloadConfig:
             Twisted's own 256 KiB; more was measured worse at 5x).
         lag_attack: the weight of a lag sample above the smoothed lag (0.25, as every sample's: a rising
             lag is followed as slowly as a falling one; 1: at once).
+        refuse_at_once: with `prioritize`, a new INVITE or REGISTER the guard surely refuses is refused
+            when it is read (and one the share admits is admitted then); false: they all wait for the end
+            of the reactor turn, as before session 11.
     """
 
     enabled: bool = True
@@ -98,3 +102,4 @@ class OverloadConfig:
     decrease: float = 0.8
     read_budget: int = 0
     lag_attack: float = 0.25
+    refuse_at_once: bool = True

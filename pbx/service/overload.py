@@ -110,6 +110,8 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
         if settings.prioritize:  # while shedding: new work after the rest of the turn
             ports = lambda: transports.udp_ports  # noqa: E731
             monitor.listeners.append(Prioritize(transports.intake, guard, ports, settings.read_budget))
+            if settings.refuse_at_once:  # what is surely refused is not deferred
+                transports.intake.refuse = stack.shed_screen.quick
         if socket_delay is not None and settings.queue_drop > 0:
             transports.intake.new_starts = guard.starts
             monitor.listeners.append(QueueDrop(transports.intake, socket_delay, settings.queue_drop))

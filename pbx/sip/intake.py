@@ -52,6 +52,9 @@ class DatagramIntake:
     Attributes:
         admission: as given (the stream path asks it directly, per framed message).
         screen: the overload screen, asked after the admission (set by overload control; None asks nothing).
+        refuse: asked by `later` first: True when the datagram was refused at once from its bytes
+            (`pbx.sip.shedding.ShedScreen.quick`), so that only what may be admitted waits for the end of
+            the turn; None asks nothing.
         read: datagrams offered so far (a running total: the drain rate of the receive buffers).
         refused: datagrams the admission refused so far.
         prioritize: while True (and with a clock), datagrams starting with `new_starts` are handled after
@@ -61,6 +64,7 @@ class DatagramIntake:
     __slots__ = (
         "_flush_call",
         "_later",
+        "_waiting",
         "admission",
         "clock",
         "deferred",
@@ -68,6 +72,7 @@ class DatagramIntake:
         "new_starts",
         "prioritize",
         "read",
+        "refuse",
         "refused",
         "screen",
         "shed",
@@ -77,6 +82,7 @@ class DatagramIntake:
         self.admission = admission
         self.clock = clock
         self.screen: Screen | None = None
+        self.refuse: Screen | None = None
         self.read = 0
         self.refused = 0
         self.shed = 0
@@ -85,6 +91,7 @@ class DatagramIntake:
         self.deferred = 0
         self.new_starts: tuple[bytes, ...] = (b"INVITE ", b"REGISTER ")
         self._later: list[tuple[Callable[[bytes, Any], object], bytes, Any]] = []
+        self._waiting: set[bytes] = set()  # the datagrams in `_later`
         self._flush_call: IDelayedCall | None = None
 
     def defers(self, datagram: bytes) -> bool:
@@ -94,15 +101,23 @@ class DatagramIntake:
 
     def later(self, handle: Callable[[bytes, Any], object], datagram: bytes, flow: Any) -> None:
         """Call `handle(datagram, flow)` once the reactor has handled what it read in this turn (a call
-        due at once: the timed calls run before the next poll of the sockets), in the order given."""
+        due at once: the timed calls run before the next poll of the sockets), in the order given; unless
+        `refuse` deals with it at once. A copy of a datagram that waits waits too, without asking `refuse`
+        (a retransmission read in the same turn as its original goes to what becomes of that)."""
+        waiting = self._waiting
+        refuse = self.refuse
+        if refuse is not None and datagram not in waiting and refuse(datagram, flow):
+            return
         self.deferred += 1
         self._later.append((handle, datagram, flow))
+        waiting.add(datagram)
         if self._flush_call is None:
             assert self.clock is not None
             self._flush_call = self.clock.callLater(0, self._flush)
 
     def _flush(self) -> None:
         self._flush_call = None
+        self._waiting.clear()
         waiting, self._later = self._later, []
         for handle, datagram, flow in waiting:
             try:
@@ -116,6 +131,7 @@ class DatagramIntake:
         if call is not None and call.active():
             call.cancel()
         self._later = []
+        self._waiting.clear()
 
     def admit(self, host: str, datagram: bytes) -> bool:
         """Count a datagram from source address `host`; whether it goes on (the admission lets it, and it

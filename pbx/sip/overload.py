@@ -558,8 +558,10 @@ class OverloadGuard:
                 share = self.admit_share
                 if share < 1.0:  # admit `share` of them, evenly spread
                     self._credit += share
-                    if self._credit < 1.0:
-                        return self._reject("rejected_lag")
+                    if self._credit < 1.0:  # most of them while shedding: `_reject` inline
+                        counters["rejected"] += 1
+                        counters["rejected_lag"] += 1
+                        return Verdict.REJECT
                     self._credit -= 1.0
         if not credentials:
             if policy.max_rate and not self._take_token():
@@ -584,6 +586,38 @@ class OverloadGuard:
         if policy.max_pending and self.pending >= policy.max_pending:
             return False
         return self.level() != CRITICAL or (credentials and policy.finish_critical)
+
+    def refuses_new(self) -> bool:
+        """Whether `admit(False)` would refuse a new exchange now (a 503 or a drop); changes and counts
+        nothing. False also when a token bucket would decide (`max_rate`, following completions). Lets the
+        screen refuse at once, from the raw bytes, what it would otherwise defer (`ShedScreen.quick`)."""
+        policy, monitor = self.policy, self.monitor  # monitor.level() == CRITICAL, two calls less
+        if (monitor is not None and monitor.lag >= monitor.critical) or (
+            policy.max_pending and self.pending >= policy.max_pending
+        ):
+            return True
+        if not policy.reject_high or self.admit_rate:
+            return False
+        share = self.admit_share
+        return share < 1.0 and self._credit + share < 1.0
+
+    def refuse(self) -> Verdict:
+        """What `admit(False)` gives when `refuses_new()` is True (REJECT or DROP), counted as `admit`
+        counts it; fewer steps than `admit`, for the refusal at once (`ShedScreen.quick`)."""
+        counters, policy, monitor = self.counters, self.policy, self.monitor
+        if monitor is not None and monitor.lag >= monitor.critical:
+            if policy.drop_critical:
+                counters["dropped"] += 1
+                return Verdict.DROP
+            why = "rejected_lag"
+        elif policy.max_pending and self.pending >= policy.max_pending:
+            why = "rejected_pending"
+        else:  # the share: as `admit`, the credit grows by the share and stays below 1
+            self._credit += self.admit_share
+            why = "rejected_lag"
+        counters["rejected"] += 1
+        counters[why] += 1
+        return Verdict.REJECT
 
     def _take_completion_token(self, rate: float) -> bool:
         now = self._clock.seconds()

@@ -177,7 +177,7 @@ class SipDatagramProtocol(DatagramProtocol):
         if datagram[:1] in (b"\r", b"\n", b"") and not datagram.strip(b"\r\n"):
             self.monitor.counters.keepalives_received += 1
             return
-        if _is_stun(datagram):
+        if datagram[0] < 0x40 and _is_stun(datagram):  # SIP starts with a letter: one call less for it
             self.monitor.counters.keepalives_received += 1
             response = _stun_binding_response(datagram, peer_address(addr)) if self._answer_stun else None
             if response is not None and self.transport is not None:
@@ -186,7 +186,7 @@ class SipDatagramProtocol(DatagramProtocol):
             return
         flow = self._flows.get(addr) or self.flow_for(addr)
         if intake.prioritize and intake.defers(datagram):  # new work waits for the end of the turn
-            intake.later(self._handle, datagram, flow)
+            intake.later(self._handle, datagram, flow)  # (unless it is refused at once)
             return
         screen = intake.screen
         if screen is not None and screen(datagram, flow):

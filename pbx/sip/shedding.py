@@ -18,6 +18,12 @@ while the guard sheds (`OverloadGuard.shedding`), and deals with what it can fro
 - the ACK of a 503 sent here, or of a challenge sent statelessly to an INVITE admitted here (its top Via's
   branch and its source): absorbed (it ends no transaction and no dialog), the challenge forgotten.
 
+While the intake prioritizes (new requests wait for the end of the reactor turn), it asks `ShedScreen.quick`
+first when a new INVITE or REGISTER is read: what the guard surely refuses (`OverloadGuard.refuses_new`) is
+dealt with there as `screen` would (refused or dropped, its 503 again, a stateless answer again, to its
+transaction), and a new exchange the share admits is admitted there (`screen` does not ask the guard again
+at the end of the turn); anything else waits for `screen`.
+
 Everything else (responses, ACK, requests in dialogs, unusual shapes) goes on to the parser, where the same
 decisions are made more slowly. This module knows nothing of the PBX; `pbx.sip.stack.SipStack` owns one.
 """
@@ -29,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from pbx.sip.interfaces import IFlow
 from pbx.sip.overload import OverloadGuard, Verdict
 from pbx.sip.peek import peek_new_request, raw_response
-from pbx.sip.refusal import refusal, scan_new_request
+from pbx.sip.refusal import RawRequest, refusal, scan_new_request
 
 if TYPE_CHECKING:
     from pbx.sip.stack import SipStack
@@ -63,6 +69,9 @@ class ShedScreen:
         self.admitted: IFlow | None = None
         self.admitted_bytes: tuple[bytes, tuple[str, int]] | None = None
         self._tail: tuple[OverloadGuard, bytes] | None = None  # the guard and its 503's last lines
+        # New requests admitted by `quick` when they were read, by (bytes, source), until `_screen` sees them
+        # at the end of the reactor turn (it does not ask the guard again).
+        self._taken: set[tuple[bytes, tuple[str, int]]] = set()
         # New INVITEs screened here whose non-2xx answer the client ACKs with the INVITE's branch (RFC 3261
         # 17.1.1.3), by (branch, source): None for a refused one (its 503), the stateless key of an admitted
         # one (its challenge may be in the stack's stateless cache). Such an ACK ends nothing else (no
@@ -91,6 +100,12 @@ class ShedScreen:
         if is_blocked is not None and is_blocked(remote[0]):
             return True
         raw_key = (data, remote)
+        taken = self._taken
+        if taken and raw_key in taken:  # admitted when it was read (`quick`): the guard is not asked again
+            taken.discard(raw_key)
+            taken_now = True
+        else:
+            taken_now = False
         seen = stack.by_bytes.get(raw_key)  # a retransmission, byte for byte, of a request screened before
         if seen is not None:
             if type(seen) is bytes:  # refused: its 503 again
@@ -100,43 +115,108 @@ class ShedScreen:
             if stack.answered_again(seen, flow) or stack.transactions.absorb_retransmission(seen[:4]):
                 return True  # admitted: its stateless answer again, or to its transaction
         credentials = data.find(b"uthorization") >= 0  # as usually written (the scan looks closer)
-        if not data.startswith(b"INVITE ") and guard.surely_admits(credentials):
+        if not data.startswith(b"INVITE ") and (taken_now or guard.surely_admits(credentials)):
             # Admitted, so parsed anyway: what the scan finds, only a refusal needs (an INVITE's is kept for
             # its ACK). The parser's way knows a retransmission as it would without overload (stateless
             # answers, transactions) and keeps its key under these bytes (`admitted_bytes`) for the next.
-            guard.admit(credentials)
+            if not taken_now:
+                guard.admit(credentials)
             self.admitted = flow
             self.admitted_bytes = raw_key
             return False
         raw = scan_new_request(data, guard.start_methods)
-        if raw is None:
-            return self._screen_peeked(data, flow, guard)  # an unusual shape: `pbx.sip.peek` looks closer
+        if raw is None:  # an unusual shape: `pbx.sip.peek` looks closer
+            return self._screen_peeked(data, flow, guard, taken_now)
         method, branch, host, port, rport, credentials = raw[:6]
         if not rport and (port or 5060) != remote[1]:
+            if taken_now:
+                self.admitted = flow  # asked already: the parser's way does not ask again
             return False  # its answer goes elsewhere than its source (RFC 3261 18.2.2): the parser's way
         key = (branch, host, port, method, remote)
         if stack.answered_again(key, flow):
             return True
         if stack.transactions.absorb_retransmission((branch, host, port, method)):
             return True  # a retransmission of accepted work, never shed: its transaction has it
-        verdict = guard.admit(credentials)
+        verdict = Verdict.ADMIT if taken_now else guard.admit(credentials)
         if verdict is Verdict.ADMIT:
             self.admitted = flow  # asked already: the parser's way does not ask again
             stack.by_bytes.put(raw_key, key)  # its retransmissions go to what becomes of it, unscanned
             if method == "INVITE" and not credentials:
                 self._expect_ack(branch, remote, key)
             return False
+        self._refuse(raw, data, raw_key, flow, guard, verdict)
+        return True
+
+    def quick(self, data: bytes, flow: IFlow) -> bool:
+        """The refusal at once of a new INVITE or REGISTER read while the guard sheds (the intake asks this
+        for what it would otherwise defer to the end of the reactor turn, `DatagramIntake.refuse`): True
+        when it was dealt with as `screen` would (refused or dropped, its 503 again, a blocked source, a
+        retransmission of accepted work); False when it goes the regular way (`screen`, later): the guard
+        would admit a new exchange now, it may carry credentials, it was admitted before, its shape is
+        unusual, or its answer would go elsewhere than its source."""
+        stack = self._stack
+        guard = stack.overload
+        if guard is None or b"uthorization" in data:
+            return False
+        remote = flow.remote_address
+        raw_key = (data, remote)
+        is_blocked = stack.is_blocked
+        if not guard.refuses_new():
+            if (
+                guard.surely_admits(False)
+                and stack.by_bytes.get(raw_key) is None
+                and (is_blocked is None or not is_blocked(remote[0]))
+            ):
+                # The share admits this new exchange: taken now, so that what is read after it in this turn
+                # sees the share used (asked only at the end of the turn, they would all be admitted).
+                guard.admit(False)
+                taken = self._taken
+                if len(taken) >= self.max_acks:
+                    taken.clear()
+                taken.add(raw_key)
+            return False
+        counters = stack.counters
+        if is_blocked is not None and is_blocked(remote[0]):
+            counters["screened"] += 1
+            return True
+        seen = stack.by_bytes.get(raw_key)
+        if seen is not None:
+            if type(seen) is not bytes:
+                return False  # admitted before: the regular way knows what became of it
+            counters["stateless_retransmissions"] += 1
+            counters["screened"] += 1
+            flow.send(seen)
+            return True
+        raw = scan_new_request(data, guard.start_methods)
+        if raw is None or raw[5]:  # an unusual shape, or credentials after all
+            return False
+        method, branch, host, port, rport = raw[:5]
+        if not rport and (port or 5060) != remote[1]:
+            return False
+        key = (branch, host, port, method, remote)
+        if stack.stateless_cache.get(key) is not None:  # answered without a transaction: that again
+            stack.answered_again(key, flow)
+        elif not stack.transactions.absorb_retransmission(key[:4]):
+            self._refuse(raw, data, raw_key, flow, guard, guard.refuse())  # as admit(False) would
+        counters["screened"] += 1
+        return True
+
+    def _refuse(
+        self, raw: RawRequest, data: bytes, raw_key: Any, flow: IFlow, guard: OverloadGuard, verdict: Verdict
+    ) -> None:
+        """Answer a new request the guard refused (`verdict`: REJECT, or DROP for nothing) from its bytes."""
+        stack = self._stack
         stack.counters["shed"] += 1
         if verdict is Verdict.REJECT:
             tail = self._tail
             if tail is None or tail[0] is not guard:
                 tail = self._tail = (guard, self._refusal_tail(guard))
+            branch = raw[1]
             answer = refusal(raw, data, STATUS_503, (branch[-10:].replace(".", "") or "x").encode(), tail[1])
             flow.send(answer)
             stack.by_bytes.put(raw_key, answer)  # by its bytes only: a different copy gets the same 503 anew
-            if method == "INVITE":
-                self._expect_ack(branch, remote, None)
-        return True
+            if raw[0] == "INVITE":
+                self._expect_ack(branch, raw_key[1], None)
 
     def _expect_ack(self, branch: str, remote: tuple[str, int], key: tuple[Any, ...] | None) -> None:
         acks = self._acks
@@ -174,10 +254,13 @@ class ShedScreen:
         server = self._stack.user_agent
         return f"Retry-After: {guard.retry_after}\r\nServer: {server}\r\nContent-Length: 0\r\n\r\n".encode()
 
-    def _screen_peeked(self, data: bytes, flow: IFlow, guard: OverloadGuard) -> bool:
-        """`_screen` for a request `pbx.sip.refusal` does not take (folded lines, IPv6, odd spacing ...)."""
+    def _screen_peeked(self, data: bytes, flow: IFlow, guard: OverloadGuard, taken: bool = False) -> bool:
+        """`_screen` for a request `pbx.sip.refusal` does not take (folded lines, IPv6, odd spacing ...);
+        `taken`: admitted when it was read."""
         peeked = peek_new_request(data, guard.starts)
         if peeked is None:
+            if taken:
+                self.admitted = flow  # asked already: the parser's way does not ask again
             return False
         stack = self._stack
         is_blocked = stack.is_blocked
@@ -188,7 +271,7 @@ class ShedScreen:
             return True
         if stack.transactions.absorb_retransmission(peeked.transaction_key):
             return True  # a retransmission of accepted work, never shed: its transaction has it
-        verdict = guard.admit(peeked.credentials)
+        verdict = Verdict.ADMIT if taken else guard.admit(peeked.credentials)
         if verdict is Verdict.ADMIT:
             self.admitted = flow  # asked already: the parser's way does not ask again
             return False

@@ -89,13 +89,14 @@ def test_the_session_7_knobs_are_read_and_off_by_default() -> None:
 def test_prioritize_and_the_aimd_steps_are_read() -> None:
     defaults = parse_config(data(), BASE).overload
     assert (defaults.prioritize, defaults.increase, defaults.decrease) == (True, 0.05, 0.8)
-    assert defaults.lag_attack == 0.25
-    table = {"prioritize": False, "increase": 0.01, "decrease": 0.9, "lag_attack": 1}
+    assert defaults.lag_attack == 0.25 and defaults.refuse_at_once
+    table = {"prioritize": False, "increase": 0.01, "decrease": 0.9, "lag_attack": 1, "refuse_at_once": False}
     config = parse_config(data(overload=table), BASE).overload
     assert (config.prioritize, config.increase, config.decrease) == (False, 0.01, 0.9)
-    assert config.lag_attack == 1.0
+    assert config.lag_attack == 1.0 and not config.refuse_at_once
     bad_values = (
         ("prioritize", 1),
+        ("refuse_at_once", "yes"),
         ("increase", 0),
         ("increase", 1.5),
         ("decrease", 1),

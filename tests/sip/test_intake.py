@@ -244,6 +244,38 @@ class PrioritizeTests(SynchronousTestCase):
         )
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_what_is_refused_at_once_does_not_wait_for_the_end_of_the_turn(self) -> None:
+        """`refuse` (the overload screen's refusal from the raw bytes) is asked first for what would wait:
+        what it deals with is done at once; the rest waits, in order."""
+        asked: list[bytes] = []
+        self.intake.refuse = lambda datagram, flow: asked.append(datagram) or datagram.startswith(b"INVITE")
+        self.shed()
+        invite = NEW_REGISTER.replace(b"REGISTER", b"INVITE")
+        self.assertEqual(self.offer(invite, NEW_REGISTER, RESPONSE, OPTIONS), ["200", "OPTIONS"])
+        self.assertEqual(asked, [invite, NEW_REGISTER])  # only what would wait
+        self.assertEqual(self.intake.deferred, 1)
+        self.clock.advance(0)
+        self.assertEqual(
+            [getattr(m, "method", None) or str(m.status) for m, _ in self.sink.messages],
+            ["200", "OPTIONS", "REGISTER"],
+        )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_copy_of_a_datagram_that_waits_waits_too(self) -> None:
+        """A retransmission read in the same turn as its original (admitted at the end of the turn) must
+        go to what becomes of it, not be refused on its own: it waits, unasked; after the turn it is asked."""
+        answers = iter([False, True])
+        asked: list[bytes] = []
+        self.intake.refuse = lambda datagram, flow: asked.append(datagram) or next(answers)
+        self.shed()
+        self.assertEqual(self.offer(NEW_REGISTER, NEW_REGISTER), [])
+        self.assertEqual((asked, self.intake.deferred), ([NEW_REGISTER], 2))
+        self.clock.advance(0)
+        self.assertEqual(len(self.sink.messages), 2)
+        self.offer(NEW_REGISTER)  # a later turn: asked again (and refused at once here)
+        self.assertEqual((len(asked), self.intake.deferred), (2, 2))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_back_to_normal_once_nothing_is_shed(self) -> None:
         self.shed()
         self.monitor.start()

@@ -419,3 +419,45 @@ def test_surely_admits_only_what_admit_admits(
         assert guard.admit(credentials) is Verdict.ADMIT
     if max_rate and not credentials:
         assert not sure
+
+
+@given(
+    lag=st.sampled_from([0.0, 0.3, 1.5]),
+    share=st.floats(0.0, 1.0),
+    credit=st.floats(0.0, 1.0),
+    pending=st.integers(0, 3),
+    max_rate=st.sampled_from([0.0, 5.0]),
+    admit_rate=st.sampled_from([0.0, 100.0]),
+    reject_high=st.booleans(),
+    drop_critical=st.booleans(),
+)
+def test_refuses_new_exactly_when_admit_refuses_a_new_exchange(
+    lag: float,
+    share: float,
+    credit: float,
+    pending: int,
+    max_rate: float,
+    admit_rate: float,
+    reject_high: bool,
+    drop_critical: bool,
+) -> None:
+    """The refusal at once (`refuses_new`, `ShedScreen.quick`) changes and counts nothing, and says yes only
+    when `admit(False)` refuses; where no token bucket decides, it says no only when `admit` admits."""
+    guard = overloaded_guard(
+        lag, max_pending=2, max_rate=max_rate, reject_high=reject_high, drop_critical=drop_critical
+    )
+    guard.admit_share, guard._credit, guard.pending, guard.admit_rate = share, credit, pending, admit_rate
+    before = (dict(guard.counters), guard._credit)
+    refuses = guard.refuses_new()
+    assert (dict(guard.counters), guard._credit) == before
+    twin = overloaded_guard(
+        lag, max_pending=2, max_rate=max_rate, reject_high=reject_high, drop_critical=drop_critical
+    )
+    twin.admit_share, twin._credit, twin.pending, twin.admit_rate = share, credit, pending, admit_rate
+    verdict = guard.admit(credentials=False)
+    if refuses:
+        assert verdict is not Verdict.ADMIT
+        assert twin.refuse() is verdict  # the short way: the same verdict, counted alike
+        assert (twin.counters, twin._credit) == (guard.counters, guard._credit)
+    elif not max_rate and not (admit_rate and reject_high):
+        assert verdict is Verdict.ADMIT

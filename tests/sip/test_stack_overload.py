@@ -507,3 +507,110 @@ def test_the_ack_absorbed_is_the_ack_of_the_refused_invite(data: bytes, same: bo
         assert absorbed and not stack.screen_datagram(ack, flow)  # once
     assert stack.counters["requests"] == 0
     finish(clock)
+
+
+# -- the refusal at once (`ShedScreen.quick`, asked by the intake for what it would defer) -----------------
+
+
+def test_quick_refuses_a_new_register_at_once_as_the_screen_would() -> None:
+    stack, guard, _tu, clock = make(lag=0.3)
+    twin, twin_guard, _, twin_clock = make(lag=0.3)
+    flow, twin_flow = FakeFlow(), FakeFlow()
+    data = request("REGISTER", via=via("q1"))
+    assert stack.shed_screen.quick(data, flow) and twin.screen_datagram(data, twin_flow)
+    assert flow.sent == twin_flow.sent and flow.responses()[0].status == 503
+    assert guard.counters == twin_guard.counters and guard.counters["rejected"] == 1
+    assert stack.shed_screen.quick(data, flow) and flow.sent[1] == flow.sent[0]  # its retransmission
+    assert stack.counters["stateless_retransmissions"] == 1 and stack.counters["screened"] == 2
+    assert stack.counters["requests"] == 0
+    finish(clock)
+    finish(twin_clock)
+
+
+def test_quick_leaves_what_the_guard_would_admit_to_the_regular_way() -> None:
+    """Credentials, a new exchange within the share, a rate bucket, an admitted one's copy: untouched."""
+    stack, guard, _tu, clock = make(lag=0.3)
+    flow = FakeFlow()
+    quick = stack.shed_screen.quick
+    assert not quick(request("REGISTER", via=via("c"), Authorization="Digest x=1"), flow)
+    assert not quick(request("INVITE", via=via("c"), AUTHORIZATION="Digest x=1"), flow)  # the scan sees it
+    guard.admit_share, guard._credit = 0.5, 0.6  # the next new exchange is admitted
+    data = request("REGISTER", via=via("a"))
+    assert not quick(data, flow)
+    screen_or_deliver(stack, data, flow)
+    assert flow.responses()[-1].status == 401 and guard.counters["admitted"] == 1
+    assert not quick(data, flow)  # its retransmission: the regular way knows it by its bytes
+    assert stack.screen_datagram(data, flow) and flow.sent[-1] == flow.sent[-2]
+    limited, limited_guard, _, limited_clock = make(max_rate=1, burst=1)
+    assert not limited.shed_screen.quick(request("REGISTER", via=via("b")), flow)  # the bucket decides
+    assert limited_guard.counters["admitted"] == limited_guard.counters["rejected"] == 0
+    assert len(flow.sent) == 2 and guard.counters["rejected"] == 0
+    finish(clock)
+    finish(limited_clock)
+
+
+def test_quick_repeats_a_stateless_answer_and_leaves_accepted_work_to_its_transaction() -> None:
+    stack, guard, tu, clock = make()
+    flow = FakeFlow()
+    challenged = request("REGISTER", via=via("s1"))
+    accepted = request("REGISTER", via=via("s2"), Authorization="Digest x=1")
+    deliver(stack, challenged, flow)  # before the overload: challenged statelessly (not known by bytes)
+    deliver(stack, accepted, flow)  # and one in its transaction
+    guard.monitor.lag, guard.admit_share = 0.3, 0.0  # type: ignore[union-attr]
+    assert stack.shed_screen.quick(challenged, flow) and flow.sent[-1] == flow.sent[0]  # its 401 again
+    assert stack.shed_screen.quick(accepted.replace(b"Authorization", b"X-Unused"), flow)  # same key:
+    assert len(flow.sent) == 2 and guard.counters["rejected"] == 0  # absorbed by its transaction
+    tu.pending[0][2].callback(None)
+    finish(clock)
+
+
+def test_quick_drops_at_the_critical_level_and_an_invite_s_ack_is_expected() -> None:
+    stack, guard, _tu, clock = make(lag=1.5)
+    flow = FakeFlow()
+    assert stack.shed_screen.quick(request("INVITE", via=via("d")), flow)
+    assert flow.sent == [] and guard.counters["dropped"] == 1 and stack.counters["shed"] == 1
+    stack.overload.monitor.lag = 0.3  # type: ignore[union-attr]
+    assert stack.shed_screen.quick(request("INVITE", via=via("e")), flow)
+    assert flow.responses()[0].status == 503
+    assert stack.screen_datagram(ack("e"), flow)  # the ACK of that 503: absorbed from its bytes
+    finish(clock)
+
+
+_STATES = [
+    {"lag": 0.3},
+    {"lag": 1.5},
+    {"lag": 0.3, "share": 0.5, "credit": 0.6},
+    {"lag": 0.3, "share": 0.5, "credit": 0.2},
+    {"lag": 0.0, "pending": 5, "max_pending": 5},
+    {"lag": 0.3, "max_rate": 1.0},
+]
+
+
+@settings(max_examples=80, deadline=None)
+@given(requests(), st.sampled_from(_STATES), st.booleans())
+def test_quick_agrees_with_the_screen(data: bytes, state: dict[str, float], blocked: bool) -> None:
+    """Whatever the request and the guard's state: `quick` then (if it left the request for the end of the
+    turn) `screen` do what `screen` alone does on a twin stack, byte for byte and count for count (a new
+    exchange the share admits is counted when it is read, and the screen does not ask again)."""
+    stacks = []
+    for _ in range(2):
+        policy = {k: state[k] for k in ("max_pending", "max_rate") if k in state}
+        stack, guard, _tu, clock = make(lag=state["lag"], **policy)  # type: ignore[arg-type]
+        guard.admit_share = state.get("share", guard.admit_share)
+        guard._credit = state.get("credit", 0.0)
+        guard.pending = int(state.get("pending", 0))
+        if blocked:
+            stack.set_source_filter(lambda host: host == "192.0.2.10")
+        stacks.append((stack, guard, FakeFlow(), clock))
+    (stack, guard, flow, clock), (twin, twin_guard, twin_flow, twin_clock) = stacks
+    if not stack.shed_screen.quick(data, flow):  # left for the end of the turn: the screen then
+        assert flow.sent == [] and guard.counters["rejected"] == guard.counters["dropped"] == 0
+        screen_or_deliver(stack, data, flow)
+        screen_or_deliver(twin, data, twin_flow)
+    else:
+        assert twin.screen_datagram(data, twin_flow)
+    assert flow.sent == twin_flow.sent and stack.transport.sent == twin.transport.sent
+    assert guard.counters == twin_guard.counters
+    assert stack.counters == twin.counters
+    finish(clock)
+    finish(twin_clock)
