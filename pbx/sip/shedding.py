@@ -194,9 +194,8 @@ class ShedScreen:
         if not rport and (port or 5060) != remote[1]:
             return False
         key = (branch, host, port, method, remote)
-        if stack.stateless_cache.get(key) is not None:  # answered without a transaction: that again
-            stack.answered_again(key, flow)
-        elif not stack.transactions.absorb_retransmission(key[:4]):
+        # Answered without a transaction: that again; accepted work: to its transaction; else refused.
+        if not (stack.answered_again(key, flow) or stack.transactions.absorb_retransmission(key[:4])):
             self._refuse(raw, data, raw_key, flow, guard, guard.refuse())  # as admit(False) would
         counters["screened"] += 1
         return True

@@ -19,7 +19,8 @@ from pbx.store import Binding, MemoryLocationStore
 
 from .fakes import FakeStack, FakeStreamFlow, binding
 
-PRIVATE_CONTACT = "sip:1001@192.168.1.10:5060"  # a Contact behind NAT, never sent to: # data only
+# A Contact behind NAT, never sent to.
+PRIVATE_CONTACT = "sip:1001@192.168.1.10:5060"  # data only
 
 
 class Setup:
