@@ -21,6 +21,8 @@ accept. This module knows nothing of transactions, transports or the PBX: `pbx.s
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from types import ModuleType
 
 from pbx.sip.message import MAGIC_COOKIE
 
@@ -52,7 +54,7 @@ RawRequest = tuple[str, str, str, "int | None", bool, bool, tuple[Span, ...], Sp
 """
 
 
-def scan_new_request(data: bytes, methods: dict[bytes, str]) -> RawRequest | None:
+def scan_new_request_py(data: bytes, methods: dict[bytes, str]) -> RawRequest | None:
     """The new request (no To tag) in `data` whose method is one of `methods` (b"INVITE" -> "INVITE"), in
     the common shape this module handles; else None.
 
@@ -137,7 +139,7 @@ def scan_new_request(data: bytes, methods: dict[bytes, str]) -> RawRequest | Non
     )
 
 
-def refusal(raw: RawRequest, data: bytes, status_line: bytes, to_tag: bytes, tail: bytes) -> bytes:
+def refusal_py(raw: RawRequest, data: bytes, status_line: bytes, to_tag: bytes, tail: bytes) -> bytes:
     """The response to the request `raw` was scanned from (`data`): `status_line` (with its CRLF), Via,
     From, To with `;tag=to_tag`, Call-ID and CSeq as received (RFC 3261 8.2.6.2), then `tail` (further
     header lines and the blank line: "Retry-After: 5\\r\\n...Content-Length: 0\\r\\n\\r\\n")."""
@@ -162,3 +164,21 @@ def refusal(raw: RawRequest, data: bytes, status_line: bytes, to_tag: bytes, tai
             tail,
         )
     )
+
+
+SPEEDUPS: ModuleType | None
+"""`pbx.sip._refusal` (pbx/sip/_refusal.c, an optional extension: built by `pip install` where a C compiler
+and Python's headers are found), or None: the C twins of the two functions above, one call each instead of ~35
+C calls and a dozen allocations (issue 14: half the CPU of a refusal all in). The Python functions are the
+reference; tests/sip/test_refusal_speedups.py checks that the C ones give the same for any bytes."""
+
+scan_new_request: Callable[[bytes, dict[bytes, str]], RawRequest | None]
+refusal: Callable[[RawRequest, bytes, bytes, bytes, bytes], bytes]
+try:
+    from pbx.sip import _refusal
+except ImportError:  # not built: the Python functions
+    SPEEDUPS = None
+    scan_new_request, refusal = scan_new_request_py, refusal_py
+else:
+    SPEEDUPS = _refusal
+    scan_new_request, refusal = _refusal.scan_new_request, _refusal.refusal

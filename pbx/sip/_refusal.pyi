@@ -1,0 +1,6 @@
+"""Types of pbx/sip/_refusal.c, the C twins of `pbx.sip.refusal.scan_new_request_py` and `refusal_py`."""
+
+from pbx.sip.refusal import RawRequest
+
+def scan_new_request(data: bytes, methods: dict[bytes, str], /) -> RawRequest | None: ...
+def refusal(raw: RawRequest, data: bytes, status_line: bytes, to_tag: bytes, tail: bytes, /) -> bytes: ...
