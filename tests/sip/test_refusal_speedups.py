@@ -11,6 +11,7 @@ module is not built, unless PBX_REQUIRE_SPEEDUPS=1 (then it fails)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -23,8 +24,8 @@ from pbx.sip import refusal as refusal_module
 from .test_refusal import METHODS, PYTHON, STATUS, TAIL, speedups, usual
 
 # Deterministic in CI (the same examples every run); tests/sip/fuzz_refusal.py is the random search.
-FEW = settings(max_examples=150, derandomize=True, deadline=None)
-MANY = settings(max_examples=400, derandomize=True, deadline=None)
+FEW = settings(max_examples=100, derandomize=True, deadline=None)
+MANY = settings(max_examples=120, derandomize=True, deadline=None)
 
 METHOD_NAMES = [
     b"INVITE",
@@ -40,6 +41,8 @@ METHOD_NAMES = [
     b"\xffX",
     b"A\x00B",
     b"\r\nINVITE",
+    b"",  # never looked up: a datagram starting with a space is no request
+    b"A B",  # never found: the method ends at the first space
 ]
 
 
@@ -93,6 +96,9 @@ _BRANCHES = [
     "z9hG4bK\xff",
     "z9hG4bK\x00",
     "z9hG4bKa=b",
+    "z9hG4bKa\x0bb",  # \v and \f end a param value as \s does in the Python module's pattern
+    "z9hG4bKa\x0c",
+    "z9hG4bKa\x1c",
     "z9hG4bKa,b",
     "z9hG4bKa:b",
     "1234",
@@ -117,6 +123,8 @@ _PARAMS = [
     "xbranch=z9hG4bKq",
     'a"b=c',
     "x=a=b",
+    "x=\x0b",
+    "x=\x1f\x85\xa0",
     "rportx",
     "authorization",
 ]
@@ -287,6 +295,8 @@ SOUP = [
     b"]",
     b"5060",
     b"\x00",
+    b"\x0b",
+    b"\x0c",
     b"\x80",
     b"\xff",
     b"INVITE ",
@@ -337,9 +347,10 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
         elif op == 4:
             data = _flip_case(data, at, at + rng.randint(1, 40))
         elif op == 5:  # a line end removed, halved or doubled
-            crlfs = [i for i in range(n - 1) if data[i : i + 2] == b"\r\n"]
-            if crlfs:
-                i = rng.choice(crlfs)
+            i = data.find(b"\r\n", at)
+            if i < 0:
+                i = data.find(b"\r\n")
+            if i >= 0:
                 data = data[:i] + rng.choice([b"", b"\r", b"\n", b"\r\n\r\n", b"\n\r"]) + data[i + 2 :]
         elif op == 6:  # a folded line
             data = data[:at] + rng.choice([b"\r\n ", b"\r\n\t", b"\r\n  "]) + data[at:]
@@ -365,21 +376,23 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
 
 def soup(rng: random.Random) -> bytes:
     """A method and a space, then pieces of what the scan looks for, in any order."""
-    start = rng.choice([b"INVITE ", b"REGISTER ", b"INVITE ", b"BYE ", b"", b"INVITE"])
+    start = rng.choice([b"INVITE ", b"REGISTER ", b"INVITE ", b"BYE ", b"", b"INVITE", b" "])
     return start + b"".join(rng.choice([*SOUP, b"a", b"b", b"0"]) for _ in range(rng.randint(0, 60)))
 
 
-def any_input(rng: random.Random) -> tuple[bytes, dict[bytes, str]]:
-    """One input for the scan: a usual request, often mutated; some soup; now and then arbitrary bytes."""
+def any_input(
+    rng: random.Random, usual: Callable[[random.Random], bytes] = usual_request
+) -> tuple[bytes, dict[bytes, str]]:
+    """One input for the scan: a `usual` request, often mutated; some soup; now and then arbitrary bytes."""
     kind = rng.random()
     if kind < 0.15:
-        data = usual_request(rng)
+        data = usual(rng)
     elif kind < 0.8:
-        data = mutate(rng, usual_request(rng))
+        data = mutate(rng, usual(rng))
     elif kind < 0.95:
         data = soup(rng)
     else:
-        data = bytes(rng.randrange(256) for _ in range(rng.randint(0, 200)))
+        data = rng.randbytes(rng.randint(0, 200))
     return data, methods_table(rng)
 
 
@@ -444,9 +457,9 @@ def test_a_usual_request_and_the_edges(c: ModuleType) -> None:
         b"INVITE \r\n\r\n",
         b"\r\n\r\n",
         usual()[:-1],
-        usual() + b"\0",
     ]:
         assert agree(c, data, METHODS) is None
+    assert agree(c, usual() + b"\0\xff", METHODS) is not None
     for cut in range(len(usual())):
         agree(c, usual()[:cut], METHODS)
 
@@ -482,7 +495,7 @@ def test_usual_requests_mutated(c: ModuleType, rng: random.Random) -> None:
 
 
 def test_many_seeded_inputs(c: ModuleType) -> None:
-    """Twenty thousand inputs of every kind from a fixed seed (about a second)."""
+    """Five thousand inputs of every kind from a fixed seed."""
     rng = random.Random(12)
-    for _ in range(20000):
+    for _ in range(5000):
         agree(c, *any_input(rng))
