@@ -120,6 +120,9 @@ _PARAMS = [
     "=y",
     "",
     "branchx=1",
+    "branchx=z9hG4bKq",
+    "branc=z9hG4bKq",
+    "branch-id=z9hG4bKq",
     "xbranch=z9hG4bKq",
     'a"b=c',
     "x=a=b",
@@ -184,6 +187,8 @@ _TO_VALUES = [
     '"Tag" <sip:b@example.com>',
     "",
     "<sip:b@example.com>\r\n ;tag=folded",
+    "<sip:b@example.com>;tag",  # "tag" right at the line's end
+    "sip:b@example.com;x=TAG",
 ]
 _OTHERS = [
     "Max-Forwards: 70",
@@ -462,6 +467,50 @@ def test_a_usual_request_and_the_edges(c: ModuleType) -> None:
     assert agree(c, usual() + b"\0\xff", METHODS) is not None
     for cut in range(len(usual())):
         agree(c, usual()[:cut], METHODS)
+
+
+def test_every_method_name_and_table(c: ModuleType) -> None:
+    """The method is the datagram's first word up to a space in its first 20 bytes, looked up as it is."""
+    for name in METHOD_NAMES:
+        data = usual().replace(b"REGISTER", name)
+        for methods in [METHODS, {name: "X"}, {**METHODS, name: name.decode("latin-1")}, {}]:
+            agree(c, data, methods)
+            agree(c, b" " + data, methods)
+
+
+@pytest.mark.parametrize(
+    "via",
+    [
+        "SIP/2.0/UDP h;branchx=z9hG4bK1",
+        "SIP/2.0/UDP h;branc=z9hG4bK1",
+        "SIP/2.0/UDP h;xbranch=z9hG4bK1",
+        "SIP/2.0/UDP h;branch=z9hG4bK1;branch=z9hG4bK2",
+        "SIP/2.0/UDP h;branch=z9hG4bK1@;branch=z9hG4bK2",
+        "SIP/2.0/UDP h;branch=;branch=z9hG4bK2",
+        "SIP/2.0/UDP h;branch=z9hG4bK1\x0b",
+        "SIP/2.0/UDP h;branch=z9hG4bK1\x0c;rport",
+        "SIP/2.0/UDP h;branch=z9hG4bK1\x1c",
+        "SIP/2.0/UDP h;branch=z9hG4bK1=2",
+        "SIP/2.0/UDP h;x=a,b;branch=z9hG4bK1",
+        "SIP/2.0/UDP h:;branch=z9hG4bK1",
+        "SIP/2.0/UDP h:12345;branch=z9hG4bK1",
+        "SIP/2.0/UDP h:123456;branch=z9hG4bK1",
+        "SIP/2.0/UDP h:00000;branch=z9hG4bK1",
+        "SIP/2.0/UDP [::1]:5060;branch=z9hG4bK1",
+        "\t SIP/2.0/UDP h;branch=z9hG4bK1 \t",
+        "SIP/2.0/UDP h;branch=z9hG4bK1;MADDR=x",
+        "SIP/2.0/UDP h;branch=z9hG4bK1;maddr",
+        "SIP/2.0/UDP h;branch=z9hG4bK1;RPORT",
+        "SIP/2.0/UDP h;rportx;branch=z9hG4bK1",
+        "SIP/2.0/UDP h;BRANCH=z9hG4bK1",
+        "SIP/2.0/UDP h;branch=Z9hG4bK1",
+        "SIP/2.0/UDP h;branch=z9hG4bK",
+    ],
+)
+def test_top_via_edges(c: ModuleType, via: str) -> None:
+    data = usual(via="Via: " + via)
+    agree(c, data, METHODS)
+    agree(c, data.replace(b"Via: ", b"v:"), METHODS)
 
 
 @FEW
