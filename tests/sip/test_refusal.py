@@ -15,11 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pbx.sip import refusal as refusal_module
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import Request, Response
 from pbx.sip.parser import parse_message
-from pbx.sip.refusal import RawRequest
+from pbx.sip.refusal import RawRequest, refusal_py, scan_new_request_py
 
 METHODS = {b"INVITE": "INVITE", b"REGISTER": "REGISTER"}
 STATUS = b"SIP/2.0 503 Service Unavailable\r\n"
@@ -34,11 +33,7 @@ class Implementation(NamedTuple):
     refusal: Callable[[RawRequest, bytes, bytes, bytes, bytes], bytes]
 
 
-PYTHON = Implementation(
-    "python",
-    getattr(refusal_module, "scan_new_request_py", refusal_module.scan_new_request),
-    getattr(refusal_module, "refusal_py", refusal_module.refusal),
-)
+PYTHON = Implementation("python", scan_new_request_py, refusal_py)
 
 
 def speedups() -> ModuleType:
