@@ -120,6 +120,7 @@ _PARAMS = [
     "=y",
     "",
     "branchx=1",
+    "branck=z9hG4bKq",  # six letters, not "branch"
     "branchx=z9hG4bKq",
     "branc=z9hG4bKq",
     "branch-id=z9hG4bKq",
@@ -483,6 +484,8 @@ def test_every_method_name_and_table(c: ModuleType) -> None:
     [
         "SIP/2.0/UDP h;branchx=z9hG4bK1",
         "SIP/2.0/UDP h;branc=z9hG4bK1",
+        "SIP/2.0/UDP h;branck=z9hG4bK1",
+        "SIP/2.0/UDP h;xranch=z9hG4bK1;branch=z9hG4bK2",
         "SIP/2.0/UDP h;xbranch=z9hG4bK1",
         "SIP/2.0/UDP h;branch=z9hG4bK1;branch=z9hG4bK2",
         "SIP/2.0/UDP h;branch=z9hG4bK1@;branch=z9hG4bK2",
@@ -548,3 +551,22 @@ def test_many_seeded_inputs(c: ModuleType) -> None:
     rng = random.Random(12)
     for _ in range(5000):
         agree(c, *any_input(rng))
+
+
+def test_refusal_given_what_no_scan_makes_does_not_crash(c: ModuleType) -> None:
+    """Outside the contract (a raw no scan made) the C may raise or answer, but reads nothing outside."""
+    data = usual()
+    raw = agree(c, data, METHODS)
+    assert isinstance(raw, tuple)
+    n = len(data)
+    for span in [(0, n + 1), (-1, 2), (5, 4), (n, n), (0, 2**63), (2**70, 0), (1.5, 2), [0, 1], (0,), None]:
+        for at in (6, 7, 8, 9, 10):
+            changed = list(raw)
+            changed[at] = (span,) if at == 6 else span
+            outcome(c.refusal, tuple(changed), data, STATUS, b"t1", TAIL)
+    for odd_raw in [raw[:10], (*raw, 1), list(raw), None, (*raw[:6], (), *raw[7:])]:
+        outcome(c.refusal, odd_raw, data, STATUS, b"t1", TAIL)
+    outcome(c.refusal, raw, bytearray(data), STATUS, b"t1", TAIL)
+    outcome(c.refusal, raw, data[:10], STATUS, b"t1", TAIL)
+    outcome(c.scan_new_request, bytearray(data), METHODS)
+    outcome(c.scan_new_request, data, list(METHODS.items()))
