@@ -1,8 +1,15 @@
 """`pbx.sip.refusal`: a new request's 503 made from its raw bytes, against what the parser and the full path
 make of the same bytes (RFC 3261 8.2.6.2: Via in order, From, To with a tag, Call-ID, CSeq; 17.2.3: the
-transaction key)."""
+transaction key). Each test runs against both implementations: the pure Python one and the C twin
+(`pbx.sip._refusal`), which is skipped when it is not built, unless PBX_REQUIRE_SPEEDUPS=1."""
 
 from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from types import ModuleType
+from typing import NamedTuple
 
 import pytest
 from hypothesis import given, settings
@@ -11,11 +18,46 @@ from hypothesis import strategies as st
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import Request, Response
 from pbx.sip.parser import parse_message
-from pbx.sip.refusal import refusal, scan_new_request
+from pbx.sip.refusal import RawRequest, refusal_py, scan_new_request_py
 
 METHODS = {b"INVITE": "INVITE", b"REGISTER": "REGISTER"}
 STATUS = b"SIP/2.0 503 Service Unavailable\r\n"
 TAIL = b"Retry-After: 5\r\nServer: pbx\r\nContent-Length: 0\r\n\r\n"
+
+
+class Implementation(NamedTuple):
+    """One implementation of `pbx.sip.refusal`'s two functions."""
+
+    name: str
+    scan_new_request: Callable[[bytes, dict[bytes, str]], RawRequest | None]
+    refusal: Callable[[RawRequest, bytes, bytes, bytes, bytes], bytes]
+
+
+PYTHON = Implementation("python", scan_new_request_py, refusal_py)
+
+
+def speedups() -> ModuleType:
+    """The C twin `pbx.sip._refusal`; when it does not import, the test is skipped (no compiler), or fails
+    when the environment says it must be there (PBX_REQUIRE_SPEEDUPS=1, as in CI)."""
+    try:
+        return importlib.import_module("pbx.sip._refusal")
+    except ImportError as e:
+        if os.environ.get("PBX_REQUIRE_SPEEDUPS") == "1":
+            pytest.fail(
+                f"PBX_REQUIRE_SPEEDUPS=1 but pbx.sip._refusal does not import ({e}): build it with "
+                "`pip install -e .` (needs a C compiler and the Python headers)",
+                pytrace=False,
+            )
+        pytest.skip(f"pbx.sip._refusal is not built ({e}): the C twin is not tested")
+
+
+@pytest.fixture(scope="module", params=["python", "c"])
+def impl(request: pytest.FixtureRequest) -> Implementation:
+    """Each implementation in turn."""
+    if request.param == "python":
+        return PYTHON
+    module = speedups()
+    return Implementation("c", module.scan_new_request, module.refusal)
 
 
 def message(method: str = "REGISTER", *lines: str, body: str = "") -> bytes:
@@ -36,9 +78,9 @@ def usual(method: str = "REGISTER", *extra: str, via: str = "", to: str = "To: <
     )
 
 
-def same_as_the_full_path(data: bytes) -> Response:
+def same_as_the_full_path(impl: Implementation, data: bytes) -> Response:
     """Scan `data`, check the key against the parser's, and the raw 503 against the full path's."""
-    raw = scan_new_request(data, METHODS)
+    raw = impl.scan_new_request(data, METHODS)
     assert raw is not None
     request = parse_message(data)
     assert isinstance(request, Request)
@@ -47,7 +89,7 @@ def same_as_the_full_path(data: bytes) -> Response:
     method, branch, host, port, _rport, credentials = raw[:6]
     assert (branch, host, port, method) == (via.branch, via.host.lower(), via.port, request.method)
     assert credentials == ("Authorization" in request.headers or "Proxy-Authorization" in request.headers)
-    answer = parse_message(refusal(raw, data, STATUS, b"t1", TAIL))
+    answer = parse_message(impl.refusal(raw, data, STATUS, b"t1", TAIL))
     assert isinstance(answer, Response)
     full = request.response(503, to_tag="t1")
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
@@ -56,8 +98,8 @@ def same_as_the_full_path(data: bytes) -> Response:
     return answer
 
 
-def test_a_usual_register_and_invite() -> None:
-    same_as_the_full_path(usual())
+def test_a_usual_register_and_invite(impl: Implementation) -> None:
+    same_as_the_full_path(impl, usual())
     sdp = (
         "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
     )
@@ -71,12 +113,12 @@ def test_a_usual_register_and_invite() -> None:
         "Content-Type: application/sdp",
         body=sdp,
     )
-    answer = same_as_the_full_path(invite)
+    answer = same_as_the_full_path(impl, invite)
     assert answer.body == b""
 
 
-def test_several_vias_in_order_even_when_apart() -> None:
-    answer = same_as_the_full_path(usual("INVITE", "Via: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKsecond"))
+def test_several_vias_in_order_even_when_apart(impl: Implementation) -> None:
+    answer = same_as_the_full_path(impl, usual("INVITE", "Via: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKsecond"))
     assert [v.split(";")[0] for v in answer.headers.get_all("Via")] == [
         "SIP/2.0/UDP 192.0.2.1:5070",
         "SIP/2.0/UDP 10.0.0.2",
@@ -84,10 +126,10 @@ def test_several_vias_in_order_even_when_apart() -> None:
     together = usual(
         via="Via: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bKa\r\nv: SIP/2.0/UDP 10.0.0.3;branch=z9hG4bKb"
     )
-    same_as_the_full_path(together)
+    same_as_the_full_path(impl, together)
 
 
-def test_compact_forms_case_and_credentials() -> None:
+def test_compact_forms_case_and_credentials(impl: Implementation) -> None:
     data = message(
         "INVITE",
         "v: SIP/2.0/udp Host.Example.COM;BRANCH=z9hG4bKCase;received=192.0.2.9",
@@ -97,16 +139,16 @@ def test_compact_forms_case_and_credentials() -> None:
         "cSeQ: 7 INVITE",
         'Proxy-Authorization: Digest username="a"',
     )
-    raw = scan_new_request(data, METHODS)
+    raw = impl.scan_new_request(data, METHODS)
     assert raw is not None and raw[2:6] == ("host.example.com", None, False, True)
-    same_as_the_full_path(data)
+    same_as_the_full_path(impl, data)
 
 
-def test_no_port_no_rport_and_a_to_without_brackets() -> None:
+def test_no_port_no_rport_and_a_to_without_brackets(impl: Implementation) -> None:
     data = usual(via="Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx", to="To: sip:a@example.com")
-    raw = scan_new_request(data, METHODS)
+    raw = impl.scan_new_request(data, METHODS)
     assert raw is not None and raw[3:5] == (None, False)
-    assert same_as_the_full_path(data).to.tag == "t1"
+    assert same_as_the_full_path(impl, data).to.tag == "t1"
 
 
 @pytest.mark.parametrize(
@@ -136,8 +178,8 @@ def test_no_port_no_rport_and_a_to_without_brackets() -> None:
         b"REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n",  # no end of headers
     ],
 )
-def test_anything_unusual_is_left_to_the_slow_way(data: bytes) -> None:
-    assert scan_new_request(data, METHODS) is None
+def test_anything_unusual_is_left_to_the_slow_way(impl: Implementation, data: bytes) -> None:
+    assert impl.scan_new_request(data, METHODS) is None
 
 
 _NAMES = {
@@ -194,20 +236,24 @@ def requests(draw: st.DrawFn) -> bytes:
 
 @settings(max_examples=60, deadline=None)
 @given(requests())
-def test_any_usual_request_is_taken_and_answered_as_the_full_path_would(data: bytes) -> None:
-    same_as_the_full_path(data)
+def test_any_usual_request_is_taken_and_answered_as_the_full_path_would(
+    impl: Implementation, data: bytes
+) -> None:
+    same_as_the_full_path(impl, data)
 
 
 @settings(max_examples=60, deadline=None)
 @given(
     requests(), st.integers(0, 10**6), st.sampled_from([b"\r\n ", b" :", b";tag=1", b"\r\n\t", b"[", b","])
 )
-def test_a_disturbed_request_is_taken_only_when_right(data: bytes, where: int, what: bytes) -> None:
+def test_a_disturbed_request_is_taken_only_when_right(
+    impl: Implementation, data: bytes, where: int, what: bytes
+) -> None:
     """Whatever is inserted into the header block, the scan either declines or agrees with the parser."""
     end = data.index(b"\r\n\r\n")
     at = where % end
     changed = data[:at] + what + data[at:]
-    if scan_new_request(changed, METHODS) is None:
+    if impl.scan_new_request(changed, METHODS) is None:
         return
     try:
         request = parse_message(changed)
@@ -217,4 +263,4 @@ def test_a_disturbed_request_is_taken_only_when_right(data: bytes, where: int, w
         request.to, request.from_, request.cseq, request.call_id  # noqa: B018
     except (SipParseError, AssertionError):
         return  # the parser refuses it: a 503 for a broken request is no harm
-    same_as_the_full_path(changed)
+    same_as_the_full_path(impl, changed)
