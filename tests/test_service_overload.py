@@ -11,6 +11,7 @@ from twisted.logger import globalLogPublisher
 from pbx.config import parse_config
 from pbx.service.overload import build_overload
 from pbx.service.sip import build_sip
+from pbx.sip import refusal
 from pbx.sip.overload import CRITICAL, HIGH, Prioritize, QueueDrop, ReceiveBufferLimit
 
 DOCUMENT = {
@@ -48,6 +49,22 @@ def test_defaults_attach_a_guard_and_run_the_monitor_while_started(tmp_path: Pat
         assert not overload.monitor.running and reactor.getDelayedCalls() == []
     finally:
         globalLogPublisher.removeObserver(events.append)
+
+
+def test_a_missing_c_twin_is_said_once_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    built = refusal.SPEEDUPS is not None
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        build(tmp_path, {})
+        said = [e for e in events if "C twin" in e.get("log_format", "")]
+        monkeypatch.setattr(refusal, "SPEEDUPS", None)
+        build(tmp_path, {})
+        missing = [e for e in events if "C twin" in e.get("log_format", "")]
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert len(said) == (0 if built else 1)  # quiet when it was built
+    assert len(missing) == len(said) + 1
 
 
 def test_disabled_keeps_only_the_cache(tmp_path: Path) -> None:

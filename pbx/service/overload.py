@@ -13,6 +13,7 @@ from twisted.application import service
 from twisted.logger import Logger
 
 from pbx.config import Config
+from pbx.sip import refusal
 from pbx.sip.overload import (
     CRITICAL,
     HIGH,
@@ -112,6 +113,12 @@ def build_overload(config: Config, stack: SipStack, the_reactor: Any) -> Overloa
             monitor.listeners.append(Prioritize(transports.intake, guard, ports, settings.read_budget))
             if settings.refuse_at_once:  # what is surely refused is not deferred
                 transports.intake.refuse = stack.shed_screen.quick
+        if refusal.SPEEDUPS is None:
+            _log.info(
+                "Overload control: pbx.sip._refusal (the C twin of the 503 made from raw bytes) was not "
+                "built when the PBX was installed (no C compiler or Python headers); the Python functions "
+                "serve, and each refusal under overload costs about 50 % more CPU (docs/style.md rule 14)"
+            )
         if socket_delay is not None and settings.queue_drop > 0:
             transports.intake.new_starts = guard.starts
             monitor.listeners.append(QueueDrop(transports.intake, socket_delay, settings.queue_drop))
