@@ -64,7 +64,7 @@ def overload(parser: _Parser, value: object) -> OverloadConfig:
         stateless_cache_size=parser._integer(table, "stateless_cache_size", path, 8192, 1, 10_000_000),
         receive_buffer=parser._integer(table, "receive_buffer", path, 262144, 0, 2**30),
         receive_buffer_level=_level(table),
-        follow_completions=parser._boolean(table, "follow_completions", path, False),
+        follow_completions=parser._boolean(table, "follow_completions", path, True),
         queue_drop=parser._seconds(table, "queue_drop", path, 0.0, 0.0, 60.0),
         finish_critical=parser._boolean(table, "finish_critical", path, False),
         reject_high=parser._boolean(table, "reject_high", path, True),

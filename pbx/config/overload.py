@@ -59,7 +59,8 @@ class OverloadConfig:
         receive_buffer_level: the lag level from which they are that small: "critical" (`lag_critical`)
             or "high" (`lag_high`); they grow back below `lag_high` either way.
         follow_completions: from `lag_high`, admit new exchanges no faster than exchanges complete
-            (authenticated requests admitted), a little slower so that the queue drains.
+            (authenticated requests admitted), a little slower so that the queue drains (on by default
+            since session 12: calmer and a few points more goodput at 5x, bench/RESULTS-issue14-overload.md).
         queue_drop: seconds of wait in the UDP receive buffers from which new INVITEs and REGISTERs (no
             credentials, no To tag) are dropped before parsing, until the wait is shorter; 0: never.
         finish_critical: at `lag_critical`, still admit requests with credentials (the second half of an
@@ -92,7 +93,7 @@ class OverloadConfig:
     stateless_cache_size: int = 8192
     receive_buffer: int = 262144
     receive_buffer_level: str = "critical"
-    follow_completions: bool = False
+    follow_completions: bool = True
     queue_drop: float = 0.0
     finish_critical: bool = False
     reject_high: bool = True

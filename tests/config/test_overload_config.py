@@ -68,19 +68,19 @@ def test_bad_values_name_the_key(table: dict, path: str) -> None:
     assert error_for(data(overload=table)).path == path
 
 
-def test_the_session_7_knobs_are_read_and_off_by_default() -> None:
+def test_the_session_7_knobs_are_read_with_their_defaults() -> None:
     defaults = parse_config(data(), BASE).overload
-    assert (defaults.follow_completions, defaults.queue_drop, defaults.finish_critical) == (False, 0.0, False)
+    assert (defaults.follow_completions, defaults.queue_drop, defaults.finish_critical) == (True, 0.0, False)
     assert (defaults.reject_high, defaults.receive_buffer_hold) == (True, 0.0)
     table = {
-        "follow_completions": True,
+        "follow_completions": False,
         "queue_drop": 0.1,
         "finish_critical": True,
         "reject_high": False,
         "receive_buffer_hold": 5,
     }
     config = parse_config(data(overload=table), BASE).overload
-    assert (config.follow_completions, config.queue_drop, config.finish_critical) == (True, 0.1, True)
+    assert (config.follow_completions, config.queue_drop, config.finish_critical) == (False, 0.1, True)
     assert (config.reject_high, config.receive_buffer_hold) == (False, 5.0)
     for key, bad in (("queue_drop", -1), ("reject_high", "no"), ("receive_buffer_hold", "5s")):
         assert f"overload.{key}" in str(error_for(data(overload={key: bad})))
