@@ -401,6 +401,8 @@ class OverloadPolicy:
             `drain`, in a token bucket (`admit_rate`); below `high` that rate grows by `increase` per sample
             until the share is back at 1. A rate measured, not a share of what arrives: at 5x the held
             load a share of the arrivals swings, the rate of completions does not.
+            Off here (the library's default: the AIMD share alone); the PBX's `[overload]` turns it on
+            by default (`pbx.config`, session 12).
         drain: the part of the completion rate admitted while the lag is high (below 1: the queue drains).
         finish_critical: at the critical level, still admit requests with credentials (the second half of
             an exchange admitted before, whose first half's work would otherwise be lost), within the cap
