@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
     HOST,
+    REPO,
     SCENARIOS,
     ResourceSampler,
     ServerProcess,
@@ -278,7 +281,15 @@ class Bench:
             sampler = ResourceSampler(self.server.pid).start()
             started = time.monotonic()
             uac_procs = [self._spawn(cmd, directory, f"uac{i}") for i, cmd in enumerate(uacs)]
-            time.sleep(seconds)  # the PBX's CPU while the load is offered, not during the stragglers
+            if args.stall_for > 0 and 0 <= args.stall_at < seconds:
+                # A host hiccup on demand: the PBX stopped (SIGSTOP) while the load goes on, then let go.
+                time.sleep(args.stall_at)
+                os.kill(self.server.pid, signal.SIGSTOP)
+                time.sleep(args.stall_for)
+                os.kill(self.server.pid, signal.SIGCONT)
+                time.sleep(max(0.0, seconds - args.stall_at - args.stall_for))
+            else:
+                time.sleep(seconds)  # the PBX's CPU while the load is offered, not during the stragglers
             sampler.stop()
             loadgen = _wait_rusage(uac_procs, started + limit + 5)
             if spy is not None:
@@ -417,6 +428,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--profile", type=Path, help="py-spy (raw) this checkout's PBX in its highest step: FILE-KIND-5x.EXT")
     add("--profile-kinds", default="register", help="the kinds profiled with --profile (default register)")
     add("--profile-hz", type=int, default=200, help="py-spy samples per second (default 200)")
+    add(
+        "--stall-at",
+        type=float,
+        default=5.0,
+        help="with --stall-for: seconds into each step when the PBX is stopped (default 5)",
+    )
+    add(
+        "--stall-for",
+        type=float,
+        default=0.0,
+        help="stop the PBX (SIGSTOP) this long in each step, as a host hiccup would (default 0: never)",
+    )
     add("--workdir", type=Path, help="where configs, CSVs and SIPp files go (default: a temp dir)")
     args = parser.parse_args(argv)
     args.multiples = [float(m) for m in args.multiples.split(",") if m.strip()]
@@ -432,9 +455,11 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_signals()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="overload-bench-"))
     overload = "[overload]\n" + args.overload_extra.replace("\\n", "\n") + "\n"
-    setups = [("this", None, overload)]
+    # This checkout's own `pbx` (first on PYTHONPATH), not whatever is installed: run from a copy of another
+    # commit, the steps would otherwise measure the installed tree twice.
+    setups = [("this", REPO, overload)]
     if args.overload_off:
-        setups.append(("overload off", None, "[overload]\nenabled = false\n"))
+        setups.append(("overload off", REPO, "[overload]\nenabled = false\n"))
     if args.baseline is not None:
         setups.append(("baseline", args.baseline.resolve(), ""))
     print(f"# overload_bench: {source_version()}, {args.seconds:g} s per step, workdir {workdir}", flush=True)

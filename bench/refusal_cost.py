@@ -68,13 +68,15 @@ class _Transport:
 class _Sink:
     """The stack behind the protocol, refusing whatever the guard refuses."""
 
-    def __init__(self, prioritize: bool = False) -> None:
+    def __init__(self, prioritize: bool = False, following: bool = False) -> None:
         clock = self.clock = Clock()
         self.stack = SipStack(clock)
         monitor = LagMonitor(clock, high=0.2, critical=1.0)
         monitor.lag = 0.3  # high: every new exchange refused
-        self.guard = OverloadGuard(clock, monitor, OverloadPolicy())
+        self.guard = OverloadGuard(clock, monitor, OverloadPolicy(follow_completions=following))
         self.guard.admit_share = 0.0
+        if following:  # the PBX's default: as fast as exchanges complete (here: never)
+            self.guard.admit_rate = 1e-9
         self.stack.set_overload(self.guard)
         if prioritize:  # as the PBX while it sheds: the [edge] admission, new requests at the end of the turn
             limit = Limit(1e6, 1e6)
@@ -147,6 +149,21 @@ def main(argv: list[str] | None = None) -> int:
         (
             "the same as the PBX while it sheds (`[edge]` admission, deferred to the end of the turn)",
             best(repeat, count, offer_deferred, deferring.stack.by_bytes.clear),
+        )
+    )
+    following = _Sink(prioritize=True, following=True)
+    following.stack.by_bytes.max_entries = count
+    followed = following.protocol.datagramReceived
+
+    def offer_following() -> None:
+        for data in datagrams:
+            followed(data, ADDRESS)
+        following.clock.advance(0)
+
+    rows.append(
+        (
+            "the same with `follow_completions` (the PBX's default)",
+            best(repeat, count, offer_following, following.stack.by_bytes.clear),
         )
     )
     scan = shedding_module.scan_new_request

@@ -5,7 +5,8 @@ guard refuses every new exchange (a high lag); a child process sends --count dis
 --rate per second, from 127.0.0.1:<a free port> (the 503s go back there and are left unread). Printed: this
 process's CPU time (user + system) per datagram while they came in, for the refusal (`refuse`: the screen
 asked for every datagram; `shedding`: as the PBX while it sheds, new requests refused at once by the intake or
-deferred to the end of the reactor turn) and for the floor (the datagram read and thrown away before the
+deferred to the end of the reactor turn; `following`: the same with `follow_completions`, the PBX's default,
+whose token bucket `quick` does not read) and for the floor (the datagram read and thrown away before the
 screen). --code DIR measures another checkout of the project (e.g.
 `git archive <commit> | tar -x -C DIR`) with the same sender.
 
@@ -79,12 +80,15 @@ def child(code: Path, mode: str, count: int, rate: int) -> None:
     stack = SipStack(clock)
     monitor = LagMonitor(clock, high=0.2, critical=1.0)
     monitor.lag = 0.3
-    guard = OverloadGuard(clock, monitor, OverloadPolicy())
+    guard = OverloadGuard(clock, monitor, OverloadPolicy(follow_completions=mode == "following"))
     guard.admit_share = 0.0
+    if mode == "following":  # as the PBX's default: admitted as fast as exchanges complete (here never)
+        guard.admit_rate = 1e-9
     stack.set_overload(guard)
-    intake = DatagramIntake(None, reactor if mode == "shedding" else None)
+    shedding = mode in ("shedding", "following")
+    intake = DatagramIntake(None, reactor if shedding else None)
     intake.screen = stack.shed_screen.screen if mode != "floor" else (lambda data, flow: True)
-    if mode == "shedding":  # as the PBX while it sheds: new requests refused at once or deferred
+    if shedding:  # as the PBX while it sheds: new requests refused at once or deferred
         intake.prioritize = True
         if hasattr(stack.shed_screen, "quick"):  # a checkout before it defers them all
             intake.refuse = stack.shed_screen.quick
@@ -134,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=15000, help="datagrams sent (default 15000)")
     parser.add_argument("--rate", type=int, default=5000, help="datagrams per second (default 5000)")
     parser.add_argument("--code", type=Path, default=Path(__file__).resolve().parent.parent, help="checkout")
-    parser.add_argument("--child", choices=("refuse", "shedding", "floor"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=("refuse", "shedding", "following", "floor"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--modes", default="refuse,shedding,floor", help="modes measured, in order")
     args = parser.parse_args(argv)
     if args.child:

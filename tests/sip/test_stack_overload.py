@@ -576,6 +576,26 @@ def test_quick_drops_at_the_critical_level_and_an_invite_s_ack_is_expected() -> 
     finish(clock)
 
 
+def test_quick_follows_the_completions_bucket_when_the_request_is_read() -> None:
+    """While the guard follows completions (`admit_rate`), `quick` asks the token bucket itself: without a
+    token the new exchange is refused at once (no wait for the end of the turn), with one it is taken, and
+    the screen at the end of the turn admits it without asking again (one token, one admission)."""
+    stack, guard, _tu, clock = make(lag=0.3)
+    guard.admit_rate = 1e-9
+    flow = FakeFlow()
+    refused = request("REGISTER", via=via("f1"))
+    assert stack.shed_screen.quick(refused, flow) and flow.responses()[0].status == 503
+    assert guard.counters["rejected_lag"] == 1 and stack.counters["screened"] == 1
+    assert stack.shed_screen.quick(refused, flow) and flow.sent[1] == flow.sent[0]  # its 503 again
+    guard.admit_rate, guard._rate_tokens = 100.0, 1.5
+    taken = request("REGISTER", via=via("f2"))
+    assert not stack.shed_screen.quick(taken, flow) and guard.counters["admitted"] == 1
+    screen_or_deliver(stack, taken, flow)  # the end of the turn: admitted without a second token
+    assert flow.responses()[-1].status == 401 and guard.counters["admitted"] == 1
+    assert guard._rate_tokens == 0.5 and guard.counters["rejected"] == 1
+    finish(clock)
+
+
 _STATES = [
     {"lag": 0.3},
     {"lag": 1.5},
@@ -583,6 +603,9 @@ _STATES = [
     {"lag": 0.3, "share": 0.5, "credit": 0.2},
     {"lag": 0.0, "pending": 5, "max_pending": 5},
     {"lag": 0.3, "max_rate": 1.0},
+    {"lag": 0.3, "admit_rate": 1e-9},  # following completions, no token: refused at once
+    {"lag": 0.3, "admit_rate": 100.0, "tokens": 3.0},  # following completions, a token: taken at once
+    {"lag": 1.5, "admit_rate": 100.0, "tokens": 3.0},  # critical: dropped whatever the bucket holds
 ]
 
 
@@ -599,6 +622,8 @@ def test_quick_agrees_with_the_screen(data: bytes, state: dict[str, float], bloc
         guard.admit_share = state.get("share", guard.admit_share)
         guard._credit = state.get("credit", 0.0)
         guard.pending = int(state.get("pending", 0))
+        guard.admit_rate = state.get("admit_rate", 0.0)
+        guard._rate_tokens = state.get("tokens", 0.0)
         if blocked:
             stack.set_source_filter(lambda host: host == "192.0.2.10")
         stacks.append((stack, guard, FakeFlow(), clock))
