@@ -398,8 +398,9 @@ class OverloadPolicy:
         min_admit: the smallest share admitted below the critical level.
         follow_completions: while the lag is at or above `high`, also admit new exchanges no faster than
             exchanges complete (requests with credentials admitted: the second half of an exchange), times
-            `drain`, in a token bucket (`admit_rate`); below `high` that rate grows by `increase` per sample
-            until the share is back at 1. A rate measured, not a share of what arrives: at 5x the held
+            `drain`, in a token bucket (`admit_rate`), and past twice `high` also times `2 * high / lag`
+            (a backlog after a burst or a pause drains in seconds: bench/RESULTS-issue14-overload.md, session
+            13); below `high` that rate grows by `increase` per sample until the share is back at 1. A rate measured, not a share of what arrives: at 5x the held
             load a share of the arrivals swings, the rate of completions does not.
             Off here (the library's default: the AIMD share alone); the PBX's `[overload]` turns it on
             by default (`pbx.config`, session 12).
@@ -508,7 +509,12 @@ class OverloadGuard:
             if policy.follow_completions and self.completion_rate >= 1.0:
                 if not self.admit_rate:
                     self._rate_tokens, self._rate_refilled = 0.0, now
-                self.admit_rate = self.completion_rate * policy.drain
+                # Past twice `high`, in proportion to the lag too (at four times `high`, half the rate): a
+                # backlog of admitted work (the receive buffer full after a burst or a pause) then drains in
+                # seconds; at `drain` alone it shrank by 5 % of the completion rate a second, and the work
+                # admitted meanwhile was answered late (the clients retransmitting, the kernel dropping).
+                backlog = min(1.0, 2.0 * monitor.high / monitor.lag)
+                self.admit_rate = self.completion_rate * policy.drain * backlog
 
     @property
     def finishing(self) -> int:

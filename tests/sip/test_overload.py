@@ -353,7 +353,7 @@ def test_following_completions_admits_new_exchanges_as_fast_as_exchanges_complet
     clock.advance(0.3)  # the sample is 0.3 s late: HIGH
     assert monitor.level() == HIGH
     assert guard.completion_rate > 50.0
-    assert guard.admit_rate == pytest.approx(0.9 * guard.completion_rate)
+    assert guard.admit_rate == pytest.approx(0.9 * guard.completion_rate)  # below twice `high`: no backlog
     rate = guard.admit_rate
     admitted = 0
     for _ in range(200):  # 5,000 new exchanges/s offered for 0.04 s
@@ -366,6 +366,24 @@ def test_following_completions_admits_new_exchanges_as_fast_as_exchanges_complet
     clock.pump([0.05] * 3)
     assert guard.admit_share == 1.0 and guard.admit_rate == 0.0
     monitor.stop()
+    assert clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize(("late", "factor"), [(0.2, 1.0), (0.4, 1.0), (0.6, 2 / 3), (0.8, 0.5)])
+def test_following_completions_admits_less_past_twice_the_target_lag(late: float, factor: float) -> None:
+    """A backlog drains in proportion to the lag past twice `high` (0.2 s here): at four times the target,
+    half the completion rate (times `drain`) is admitted; up to twice the target, the completion rate times
+    `drain` (the usual swing of the lag around its target costs nothing)."""
+    clock = Clock()
+    monitor = LagMonitor(clock, interval=0.05, smoothing=1.0, high=0.2, critical=1.0)
+    guard = OverloadGuard(clock, monitor, OverloadPolicy(follow_completions=True, drain=0.9))
+    for _ in range(40):  # 400 exchanges/s complete for 0.1 s
+        clock.advance(0.0025)
+        guard.admit(credentials=True)
+    monitor.sample(late)  # a sample as the monitor's timer takes it, told to the guard as its listener is
+    guard.on_sample(monitor)
+    assert monitor.level() == HIGH and guard.completion_rate == pytest.approx(200.0)  # smoothed from 0
+    assert guard.admit_rate == pytest.approx(0.9 * factor * 200.0)
     assert clock.getDelayedCalls() == []
 
 
