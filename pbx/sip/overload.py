@@ -400,8 +400,9 @@ class OverloadPolicy:
             exchanges complete (requests with credentials admitted: the second half of an exchange), times
             `drain`, in a token bucket (`admit_rate`), and past twice `high` also times `2 * high / lag`
             (a backlog after a burst or a pause drains in seconds: bench/RESULTS-issue14-overload.md, session
-            13); below `high` that rate grows by `increase` per sample until the share is back at 1. A rate measured, not a share of what arrives: at 5x the held
-            load a share of the arrivals swings, the rate of completions does not.
+            13); below `high` that rate grows by `increase` per sample until the share is back at 1. A rate
+            measured, not a share of what arrives: at 5x the held load a share of the arrivals swings, the
+            rate of completions does not.
             Off here (the library's default: the AIMD share alone); the PBX's `[overload]` turns it on
             by default (`pbx.config`, session 12).
         drain: the part of the completion rate admitted while the lag is high (below 1: the queue drains).
