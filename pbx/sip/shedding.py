@@ -156,7 +156,11 @@ class ShedScreen:
         when it was dealt with as `screen` would (refused or dropped, its 503 again, a blocked source, a
         retransmission of accepted work); False when it goes the regular way (`screen`, later): the guard
         would admit a new exchange now, it may carry credentials, it was admitted before, its shape is
-        unusual, or its answer would go elsewhere than its source."""
+        unusual, or its answer would go elsewhere than its source.
+
+        While the guard follows completions (`OverloadGuard.admit_rate`), a token bucket decides: the guard
+        is asked (`admit`, which takes the token) only once the request is known to be new, and one it
+        admits is taken as one the share admits is."""
         stack = self._stack
         guard = stack.overload
         if guard is None or b"uthorization" in data:
@@ -164,9 +168,8 @@ class ShedScreen:
         remote = flow.remote_address
         raw_key = (data, remote)
         is_blocked = stack.is_blocked
-        if guard.admit_rate:  # following completions: the token bucket decides, once the rest is known
-            return self._quick_following(data, flow, guard, raw_key)
-        if not guard.refuses_new():
+        following = bool(guard.admit_rate)
+        if not following and not guard.refuses_new():
             if (
                 guard.surely_admits(False)
                 and stack.by_bytes.get(raw_key) is None
@@ -175,10 +178,7 @@ class ShedScreen:
                 # The share admits this new exchange: taken now, so that what is read after it in this turn
                 # sees the share used (asked only at the end of the turn, they would all be admitted).
                 guard.admit(False)
-                taken = self._taken
-                if len(taken) >= self.max_acks:
-                    taken.clear()
-                taken.add(raw_key)
+                self._take(raw_key)
             return False
         counters = stack.counters
         if is_blocked is not None and is_blocked(remote[0]):
@@ -199,51 +199,22 @@ class ShedScreen:
         if not rport and (port or 5060) != remote[1]:
             return False
         key = (branch, host, port, method, remote)
-        # Answered without a transaction: that again; accepted work: to its transaction; else refused.
+        # Answered without a transaction: that again; accepted work: to its transaction; else the verdict.
         if not (stack.answered_again(key, flow) or stack.transactions.absorb_retransmission(key[:4])):
-            self._refuse(raw, data, raw_key, flow, guard, guard.refuse())  # as admit(False) would
-        counters["screened"] += 1
-        return True
-
-    def _quick_following(self, data: bytes, flow: IFlow, guard: OverloadGuard, raw_key: Any) -> bool:
-        """`quick` while the guard follows completions (`OverloadGuard.admit_rate`): whether a new exchange
-        is admitted depends on a token bucket, so the guard is asked (`admit`, which takes the token) only
-        once the request is known to be new (not from a blocked source, not a retransmission, no
-        credentials, its answer going to its source); admitted, it is taken as `quick` takes one the share
-        admits, else refused (or dropped) here, as `screen` would at the end of the turn."""
-        stack = self._stack
-        counters = stack.counters
-        remote = raw_key[1]
-        is_blocked = stack.is_blocked
-        if is_blocked is not None and is_blocked(remote[0]):
-            counters["screened"] += 1
-            return True
-        seen = stack.by_bytes.get(raw_key)
-        if seen is not None:
-            if type(seen) is not bytes:
-                return False  # admitted before: the regular way knows what became of it
-            counters["stateless_retransmissions"] += 1
-            counters["screened"] += 1
-            flow.send(seen)
-            return True
-        raw = scan_new_request(data, guard.start_methods)
-        if raw is None or raw[5]:  # an unusual shape, or credentials after all
-            return False
-        method, branch, host, port, rport = raw[:5]
-        if not rport and (port or 5060) != remote[1]:
-            return False
-        key = (branch, host, port, method, remote)
-        if not (stack.answered_again(key, flow) or stack.transactions.absorb_retransmission(key[:4])):
-            verdict = guard.admit(False)
-            if verdict is Verdict.ADMIT:  # taken now: `screen` does not ask the guard again
-                taken = self._taken
-                if len(taken) >= self.max_acks:
-                    taken.clear()
-                taken.add(raw_key)
+            verdict = guard.admit(False) if following else guard.refuse()  # refuse(): as admit(False) would
+            if verdict is Verdict.ADMIT:  # the bucket's token: taken now, `screen` does not ask again
+                self._take(raw_key)
                 return False
             self._refuse(raw, data, raw_key, flow, guard, verdict)
         counters["screened"] += 1
         return True
+
+    def _take(self, raw_key: tuple[bytes, tuple[str, int]]) -> None:
+        """Note a new request admitted when it was read, for `screen` at the end of the turn."""
+        taken = self._taken
+        if len(taken) >= self.max_acks:
+            taken.clear()
+        taken.add(raw_key)
 
     def _refuse(
         self, raw: RawRequest, data: bytes, raw_key: Any, flow: IFlow, guard: OverloadGuard, verdict: Verdict
