@@ -45,27 +45,63 @@ def ipv6_loopback() -> bool:
 _HANDED_OUT: set[int] = set()  # ports this test process gave out already: never twice (the kernel may)
 
 
+PORT_BLOCKS = range(14000, 20000, 1000)
+"""Where each pytest-xdist worker picks its listening ports first (`free_port`): one block of 1,000 per
+worker (gw0 the first; 250 picks each, see `free_port`), below the kernel's ephemeral range (32768-60999 by
+default) and above the PBX's RTP ports in use in short tests (the default range starts at 10000 and hands
+pairs out from its start); tests/e2e's own RTP ranges (`rtp_range`) are taken from 20000-32000."""
+
+
+def _port_block() -> range:
+    """This test process's block of ports (`PORT_BLOCKS`), or none for a worker beyond them.
+
+    A port picked from the ephemeral range (a bind to port 0, then closed) may be handed by the kernel to
+    another process's socket (SIPp, a client, another worker's connection) before the PBX binds it, which
+    then fails with "Address already in use" (seen once in CI, session 13). Below that range only explicit
+    binds land, and no two workers share a block."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    if index >= len(PORT_BLOCKS):
+        return range(0)
+    start = PORT_BLOCKS[index]
+    return range(start, start + PORT_BLOCKS.step)
+
+
 def free_port(host: str = "127.0.0.1", *, udp: bool = True, tcp: bool = True) -> int:
     """A port free for both UDP and TCP on `host` (the PBX listens on both with one number), and not
     given out before by this function in this process (two picks in a row may otherwise get the same
-    number once the first probe socket is closed: a TLS listener on the TCP listener's port)."""
+    number once the first probe socket is closed: a TLS listener on the TCP listener's port).
+
+    Taken from this worker's block (`_port_block`); from the ephemeral range only once the block is used up,
+    or for a worker without one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # Every fourth port: the three after one handed out stay free for what callers put beside it (RTCP,
+    # SIPp's media ports from -mp: audio and video RTP/RTCP), as with ports picked at random.
+    for port in _port_block()[::4]:
+        if port not in _HANDED_OUT and _bindable(family, host, port, udp=udp):
+            _HANDED_OUT.add(port)
+            return port
     for _ in range(200):
         with socket.socket(family, socket.SOCK_STREAM) as t:
             t.bind((host, 0))
             port = t.getsockname()[1]
-            if port in _HANDED_OUT:
-                continue
-            if udp:
-                try:
-                    with socket.socket(family, socket.SOCK_DGRAM) as u:
-                        u.bind((host, port))
-                except OSError:
-                    continue
-            if port < 65000:
-                _HANDED_OUT.add(port)
-                return port
+        if port in _HANDED_OUT or port >= 65000 or not _bindable(family, host, port, udp=udp):
+            continue
+        _HANDED_OUT.add(port)
+        return port
     raise RuntimeError("no free port")
+
+
+def _bindable(family: int, host: str, port: int, *, udp: bool) -> bool:
+    """Whether `port` can be bound on `host` now, for TCP and (with `udp`) UDP."""
+    kinds = (socket.SOCK_STREAM, socket.SOCK_DGRAM) if udp else (socket.SOCK_STREAM,)
+    for kind in kinds:
+        try:
+            with socket.socket(family, kind) as probe:
+                probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def demo_extensions() -> str:
